@@ -1,0 +1,36 @@
+# Thin wrapper: every target installs missing Debian packages, configures
+# with CMake and builds, so each works from a fresh clone on Debian 12.
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+JOBS       ?= $(shell nproc)
+
+.PHONY: all setup build build-asan demo test test-asan bench clean
+
+all: build
+
+setup:
+	@sh scripts/setup.sh
+
+build: setup
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+build-asan: setup
+	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DSTRATA_SANITIZE=ON >/dev/null
+	@cmake --build $(ASAN_BUILD) -j $(JOBS)
+
+demo: build
+	@sh scripts/demo.sh $(BUILD)
+
+# Every test on the release build, then the sanitizer build of the same
+# binaries through the tests labelled "asan" (the filesystem and launcher
+# integration tests), so ASan/UBSan see the daemon under real load.
+test: build build-asan
+	@cd $(BUILD) && ctest --output-on-failure -j 2
+	@cd $(ASAN_BUILD) && ctest --output-on-failure -L asan -j 2
+
+bench: build
+	@sh bench/run.sh $(BUILD) $(BENCH_ARGS)
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)
