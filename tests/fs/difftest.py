@@ -1,0 +1,878 @@
+#!/usr/bin/env python3
+"""Differential scenarios: the filesystem under test against kernel overlayfs.
+
+usage: difftest.py [--fs PATH] [SCENARIO...]   ($STRATA_FS overrides --fs)
+Each scenario runs once per whiteout encoding; see ovltest.py for what is
+compared after every operation and after every scenario.
+"""
+
+import errno
+import mmap
+import os
+import shutil
+import socket
+import stat
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ovltest import (F, D, L, H, W, O, P, C, B, S, Scenario, main, stt, rd, ls,  # noqa: E402
+                     data_map, renameat2, RENAME_NOREPLACE, RENAME_EXCHANGE, T_OLD)
+
+TEST_USER = 'strata-test'
+
+
+def write(p, data, flags=os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode=0o644):
+    fd = os.open(p, flags, mode)
+    try:
+        return os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def opn(p, flags, fn=None):
+    """Opens p, applies fn to the fd, always closes it (an fd left open would
+    keep the mount busy)."""
+    fd = os.open(p, flags, 0o644)
+    try:
+        return fn(fd) if fn else True
+    finally:
+        os.close(fd)
+
+
+def tree(p):
+    """Recursive listing with types and contents: what a reader of p sees."""
+    out = {}
+    for d, dirs, files in os.walk(p):
+        rel = os.path.relpath(d, p)
+        for n in dirs + files:
+            q = os.path.join(d, n)
+            st = os.lstat(q)
+            v = stat.filemode(st.st_mode)
+            if stat.S_ISREG(st.st_mode):
+                v += ' ' + repr(rd(q)[:64])
+            out[os.path.join(rel, n)] = v
+    return out
+
+
+def common_layers():
+    bottom = [
+        F('a.txt', b'bottom a\n'), F('b.txt', b'bottom b\n'),
+        D('dir1', mode=0o750, uid=1000, gid=1000, xattrs={'user.d': b'1'}),
+        F('dir1/x', b'x'), F('dir1/y', b'y'), F('dir1/z', b'z'),
+        F('dir2/sub/deep/f', b'deep'), F('dir2/sub/g', b'g'),
+        F('shadowed.txt', b'bottom'), F('wh_me.txt', b'gone'),
+        F('whdir/one', b'1'), F('whdir/two', b'2'), D('whdir/three'),
+        F('opq/old1', b'o1'), F('opq/old2', b'o2'),
+        L('link', 'a.txt'), L('abslink', '/etc/passwd'), L('dangling', 'nowhere'),
+        F('hl1', b'hardlinked'), H('hl2', 'hl1'),
+        F('xat', b'x', xattrs={'user.foo': b'bar', 'trusted.baz': b'qux'}),
+        F('owned', b'owned', mode=0o640, uid=1234, gid=5678),
+        F('file_then_dir', b'f'), F('dir_then_file/child', b'c'),
+        D('empty'), F('exec', b'#!/bin/sh\n', mode=0o755),
+        F('setuid', b'', mode=0o4755),
+    ]
+    middle = [
+        F('shadowed.txt', b'middle'), W('wh_me.txt'), W('whdir'),
+        O('opq'), F('opq/new1', b'n1'),
+        F('dir1/w', b'w'), W('dir1/y'),
+        F('file_then_dir/c', b'c'), F('dir_then_file', b'now a file'),
+        F('.whatever', b'not a whiteout'), F('.wh', b'not one either'),
+        F('dir2/sub/mid', b'm'),
+    ]
+    top = [
+        F('a.txt', b'top a\n'), F('wh_me.txt', b'recreated'),
+        F('whdir/fresh', b'fresh'),
+        O('dir2/sub'), F('dir2/sub/only', b'only'),
+    ]
+    return [bottom, middle, top]
+
+
+class Reads(Scenario):
+    name = 'reads'
+    layers = common_layers()
+
+    def run(self, t):
+        for f in ['a.txt', 'b.txt', 'shadowed.txt', 'wh_me.txt', 'opq/new1', 'dir1/w',
+                  'dir2/sub/only', 'link', 'hl2', '.whatever', 'dir_then_file',
+                  'file_then_dir/c', 'whdir/fresh']:
+            t.op('read ' + f, lambda c, f=f: rd(c.p(f)))
+        for d in ['', 'dir1', 'dir2', 'dir2/sub', 'opq', 'whdir', 'empty', 'file_then_dir']:
+            t.op('listdir ' + d, lambda c, d=d: ls(c.p(d)))
+            t.op('scandir types ' + d, lambda c, d=d: sorted(
+                (e.name, e.is_dir(follow_symlinks=False), e.is_symlink())
+                for e in os.scandir(c.p(d))))
+        for f in ['nope', 'dir1/y', 'opq/old1', 'whdir/one', 'dir2/sub/g', 'dir2/sub/deep',
+                  '.wh.wh_me.txt', 'dir1/.wh.y', 'opq/.wh..wh..opq', 'dir_then_file/child',
+                  'a.txt/x', 'dangling']:
+            t.op('stat ' + f, lambda c, f=f: os.stat(c.p(f)).st_size)
+            t.op('lstat ' + f, lambda c, f=f: stt(c.p(f)))
+        t.op('readlink', lambda c: [os.readlink(c.p(x)) for x in ('link', 'abslink', 'dangling')])
+        t.op('readlink of file', lambda c: os.readlink(c.p('a.txt')))
+        t.op('access', lambda c: [os.access(c.p(x), m) for x in ('a.txt', 'exec', 'empty')
+                                  for m in (os.R_OK, os.W_OK, os.X_OK)])
+        t.op('open dir for write', lambda c: opn(c.p('dir1'), os.O_WRONLY))
+        t.op('open O_DIRECTORY on file', lambda c: opn(c.p('a.txt'), os.O_DIRECTORY))
+        t.op('statvfs namemax', lambda c: os.statvfs(c.p()).f_namemax)
+        t.op('xattrs', lambda c: [sorted(x for x in os.listxattr(c.p(f), follow_symlinks=False)
+                                         if x.startswith(('user.', 'trusted.')))
+                                  for f in ('xat', 'dir1', 'opq', 'dir2/sub', 'a.txt')])
+        t.op('getxattr', lambda c: os.getxattr(c.p('xat'), 'user.foo'))
+        t.op('getxattr missing', lambda c: os.getxattr(c.p('xat'), 'user.none'))
+        t.op('getxattr opaque marker', lambda c: os.getxattr(c.p('opq'), 'trusted.overlay.opaque'))
+        t.op('pread', lambda c: opn(c.p('b.txt'), os.O_RDONLY, lambda fd: os.pread(fd, 3, 2)))
+        t.op('seek end', lambda c: opn(c.p('b.txt'), os.O_RDONLY,
+                                       lambda fd: os.lseek(fd, 0, os.SEEK_END)))
+        t.op('hardlink relation', lambda c: os.stat(c.p('hl1')).st_ino == os.stat(c.p('hl2')).st_ino)
+        t.op('dir inode stable on re-lookup', lambda c: os.stat(c.p('dir2')).st_ino ==
+             os.stat(c.p('dir2/.')).st_ino)
+        t.op('.. of subdir is root', lambda c: os.stat(c.p('dir2/..')).st_ino == os.stat(c.p()).st_ino)
+
+
+def copyup_layers():
+    parents = [D('d1', mode=0o751, uid=1001, gid=1002, xattrs={'user.dirattr': b'p1'}),
+               D('d1/d2', mode=0o715, uid=1003, gid=1004, xattrs={'user.dirattr': b'p2'})]
+    files = []
+    for k in KINDS:
+        files.append(F('d1/d2/f_' + k, b'lower data\n', mode=0o640, uid=1234, gid=5678,
+                       xattrs={'user.a': b'A', 'user.b': b'B', 'trusted.t': b'T'}))
+    files += [L('d1/d2/sym', 'f_chmod', uid=77, gid=78), P('d1/d2/fifo'),
+              D('d1/d2/sub', mode=0o700, uid=5, gid=6), F('d1/d2/sub/in', b'in'),
+              F('d1/d2/ro', b'read only')]
+    return [parents, files]
+
+
+def cu_open_wronly(p):
+    os.close(os.open(p, os.O_WRONLY))
+
+
+def cu_open_rdwr(p):
+    fd = os.open(p, os.O_RDWR)
+    os.pwrite(fd, b'X', 0)
+    os.close(fd)
+
+
+def cu_trunc(p):
+    write(p, b'new', os.O_WRONLY | os.O_TRUNC)
+
+
+def cu_append(p):
+    write(p, b'more', os.O_WRONLY | os.O_APPEND)
+
+
+KINDS = {
+    'owronly': cu_open_wronly,
+    'ordwr': cu_open_rdwr,
+    'otrunc': cu_trunc,
+    'oappend': cu_append,
+    'truncate': lambda p: os.truncate(p, 4),
+    'truncgrow': lambda p: os.truncate(p, 100000),
+    'chmod': lambda p: os.chmod(p, 0o604),
+    'chown': lambda p: os.chown(p, 42, 43),
+    'chownkeep': lambda p: os.chown(p, -1, -1),
+    'utimens': lambda p: os.utime(p, ns=(1500000000 * 10**9 + 5, 1500000000 * 10**9 + 7)),
+    'utimenow': lambda p: os.utime(p),
+    'setxattr': lambda p: os.setxattr(p, 'user.new', b'value'),
+    'replxattr': lambda p: os.setxattr(p, 'user.a', b'changed'),
+    'removexattr': lambda p: os.removexattr(p, 'user.a'),
+    'link': lambda p: os.link(p, p + '.2'),
+}
+
+
+class CopyUp(Scenario):
+    name = 'copyup'
+    layers = copyup_layers()
+
+    def run(self, t):
+        for k, fn in KINDS.items():
+            rel = 'd1/d2/f_' + k
+
+            def op(c, rel=rel, fn=fn):
+                fn(c.p(rel))
+                return (stt(c.p(rel), content=True), stt(c.p('d1/d2')), stt(c.p('d1')),
+                        c.same_ino_as_start(rel))
+            t.op('copy-up by ' + k, op)
+            t.op('reread after ' + k, lambda c, rel=rel: rd(c.p(rel)))
+        t.op('read-only open does not copy up', lambda c: rd(c.p('d1/d2/ro')))
+        t.op('lchown symlink', lambda c: (os.chown(c.p('d1/d2/sym'), 7, 8, follow_symlinks=False),
+                                          stt(c.p('d1/d2/sym')), c.same_ino_as_start('d1/d2/sym')))
+        t.op('chmod fifo', lambda c: (os.chmod(c.p('d1/d2/fifo'), 0o600), stt(c.p('d1/d2/fifo'))))
+        t.op('chmod dir', lambda c: (os.chmod(c.p('d1/d2/sub'), 0o755), stt(c.p('d1/d2/sub')),
+                                     c.same_ino_as_start('d1/d2/sub'), ls(c.p('d1/d2/sub'))))
+        t.op('setxattr dir', lambda c: (os.setxattr(c.p('d1'), 'user.more', b'm'), stt(c.p('d1'))))
+
+        def ro_fd_sees_copy_up(c):
+            ro = os.open(c.p('d1/d2/sub/in'), os.O_RDONLY)
+            try:
+                write(c.p('d1/d2/sub/in'), b'NEW', os.O_WRONLY | os.O_TRUNC)
+                return os.pread(ro, 10, 0), os.fstat(ro).st_size
+            finally:
+                os.close(ro)
+        t.op('fd opened before copy-up sees new data', ro_fd_sees_copy_up)
+        t.op('fsync after copy-up', lambda c: opn(c.p('d1/d2/f_chmod'), os.O_RDONLY, os.fsync))
+
+
+class Unlink(Scenario):
+    name = 'unlink'
+    layers = common_layers()
+
+    def run(self, t):
+        t.op('unlink lower', lambda c: (os.unlink(c.p('b.txt')), ls(c.p())))
+        t.op('stat unlinked', lambda c: os.stat(c.p('b.txt')))
+        t.op('unlink again', lambda c: os.unlink(c.p('b.txt')))
+        t.op('recreate', lambda c: (write(c.p('b.txt'), b'again'), rd(c.p('b.txt')),
+                                    stt(c.p('b.txt'))))
+        t.op('unlink shadowing file', lambda c: (os.unlink(c.p('shadowed.txt')),
+                                                 os.path.exists(c.p('shadowed.txt'))))
+        t.op('unlink dir', lambda c: os.unlink(c.p('dir1')))
+        t.op('rmdir file', lambda c: os.rmdir(c.p('a.txt')))
+        t.op('rmdir non-empty lower', lambda c: os.rmdir(c.p('dir1')))
+        t.op('rmdir non-empty merged', lambda c: os.rmdir(c.p('dir2/sub')))
+        t.op('rmdir empty lower', lambda c: (os.rmdir(c.p('empty')), os.path.exists(c.p('empty'))))
+        t.op('mkdir over rmdir is empty', lambda c: (os.mkdir(c.p('empty')), ls(c.p('empty')),
+                                                     stt(c.p('empty'))))
+
+        def empty_then_rmdir(c):
+            for n in ls(c.p('dir1')):
+                os.unlink(c.p('dir1/' + n))
+            os.rmdir(c.p('dir1'))
+            os.mkdir(c.p('dir1'), 0o700)
+            return ls(c.p('dir1')), stt(c.p('dir1'))
+        t.op('empty merged dir then rmdir and mkdir', empty_then_rmdir)
+        t.op('file replaced by dir', lambda c: (os.unlink(c.p('a.txt')), os.mkdir(c.p('a.txt')),
+                                                stt(c.p('a.txt')), ls(c.p('a.txt'))))
+        t.op('dir replaced by file', lambda c: (shutil.rmtree(c.p('dir_then_file')) if
+                                                os.path.isdir(c.p('dir_then_file')) else
+                                                os.unlink(c.p('dir_then_file')),
+                                                write(c.p('dir_then_file'), b'file'),
+                                                stt(c.p('dir_then_file'))))
+        t.op('dir replaced by symlink', lambda c: (shutil.rmtree(c.p('file_then_dir')),
+                                                   os.symlink('a.txt', c.p('file_then_dir')),
+                                                   stt(c.p('file_then_dir'))))
+        t.op('unlink symlinks', lambda c: [os.unlink(c.p(x)) for x in ('link', 'dangling')])
+        t.op('unlink one hardlink', lambda c: (os.unlink(c.p('hl1')), stt(c.p('hl2')), rd(c.p('hl2'))))
+        t.op('unlink in opaque', lambda c: (os.unlink(c.p('opq/new1')), ls(c.p('opq'))))
+        t.op('rmdir now-empty opaque', lambda c: os.rmdir(c.p('opq')))
+        t.op('unlink created', lambda c: (write(c.p('tmp'), b't'), os.unlink(c.p('tmp')),
+                                          os.path.exists(c.p('tmp'))))
+        t.op('mkdir exists', lambda c: os.mkdir(c.p('dir2')))
+        t.op('create exists O_EXCL', lambda c: opn(c.p('exec'), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        t.op('deep mkdir', lambda c: (os.makedirs(c.p('dir2/sub/n1/n2')), ls(c.p('dir2/sub'))))
+
+
+class RmRf(Scenario):
+    name = 'rmrf'
+    layers = [
+        [F('t/a/%d' % i, b'%d' % i) for i in range(20)] + [F('t/b/c/d/e', b'e'), L('t/l', 'a'),
+                                                            P('t/fifo'), D('t/empty')],
+        [F('t/a/mid', b'mid'), W('t/a/3'), O('t/b/c'), F('t/b/c/new', b'n'), F('t/x/y', b'y')],
+    ]
+
+    def run(self, t):
+        t.op('rm -rf lower tree', lambda c: (shutil.rmtree(c.p('t/a')), ls(c.p('t'))))
+        t.op('rm -rf whole tree', lambda c: (shutil.rmtree(c.p('t')), os.path.exists(c.p('t'))))
+        t.op('recreate tree', lambda c: (os.makedirs(c.p('t/a')), write(c.p('t/a/1'), b'new'),
+                                         os.makedirs(c.p('t/b/c')), tree(c.p('t'))))
+        t.op('rm -r via rmdir ordering', lambda c: shutil.rmtree(c.p('t')))
+
+
+class RenameFiles(Scenario):
+    name = 'rename_files'
+    layers = common_layers()
+
+    def run(self, t):
+        t.op('rename lower file', lambda c: (os.rename(c.p('b.txt'), c.p('b2.txt')),
+                                             rd(c.p('b2.txt')), os.path.exists(c.p('b.txt')),
+                                             os.stat(c.p('b2.txt')).st_ino == c.start_inos['b.txt']))
+        t.op('rename then recreate', lambda c: (write(c.p('b.txt'), b'second'), rd(c.p('b.txt')),
+                                                rd(c.p('b2.txt'))))
+        t.op('rename over lower', lambda c: (os.rename(c.p('a.txt'), c.p('shadowed.txt')),
+                                             rd(c.p('shadowed.txt')), ls(c.p())))
+        t.op('rename new over lower', lambda c: (write(c.p('n'), b'n'),
+                                                 os.rename(c.p('n'), c.p('exec')), stt(c.p('exec'))))
+        t.op('rename across dirs', lambda c: (os.rename(c.p('dir1/x'), c.p('dir2/sub/x')),
+                                              ls(c.p('dir1')), ls(c.p('dir2/sub'))))
+        t.op('rename to same', lambda c: os.rename(c.p('dir1/z'), c.p('dir1/z')))
+        t.op('rename hardlinks onto each other', lambda c: (os.rename(c.p('hl1'), c.p('hl2')),
+                                                            ls(c.p())))
+        t.op('noreplace exists', lambda c: renameat2(c.p('owned'), c.p('xat'), RENAME_NOREPLACE))
+        t.op('noreplace new', lambda c: (renameat2(c.p('owned'), c.p('owned2'), RENAME_NOREPLACE),
+                                         stt(c.p('owned2'))))
+        t.op('exchange lower files', lambda c: (renameat2(c.p('xat'), c.p('setuid'), RENAME_EXCHANGE),
+                                                stt(c.p('xat')), stt(c.p('setuid'))))
+        t.op('file over dir', lambda c: os.rename(c.p('exec'), c.p('dir1')))
+        t.op('dir over file', lambda c: os.rename(c.p('dir1'), c.p('exec')))
+        t.op('rename missing', lambda c: os.rename(c.p('nope'), c.p('nope2')))
+        t.op('rename symlink', lambda c: (os.rename(c.p('link'), c.p('dir1/link')),
+                                          os.readlink(c.p('dir1/link'))))
+        t.op('rename in opaque dir', lambda c: (os.rename(c.p('opq/new1'), c.p('opq/new2')),
+                                                ls(c.p('opq'))))
+        t.op('rename whiteout name back', lambda c: (os.rename(c.p('dir1/w'), c.p('dir1/y')),
+                                                     ls(c.p('dir1'))))
+
+
+class RenameDirs(Scenario):
+    name = 'rename_dirs'
+    layers = [
+        [F('ld/a/b/c', b'c'), F('ld/f', b'f'), D('ld/e'), F('md/low', b'low'),
+         D('emptydst'), F('full/x', b'x'), F('gone/x', b'x'), F('gone/y', b'y'),
+         F('p1/child/k', b'k'), D('p2'), F('x1/a', b'1'), F('x2/b', b'2'),
+         F('twice/t', b't')],
+        [F('md/mid', b'mid'), W('md/low2'), F('md/sub/s', b's')],
+    ]
+
+    def run(self, t):
+        t.op('rename lower dir', lambda c: (os.rename(c.p('ld'), c.p('ld2')), tree(c.p('ld2')),
+                                            os.path.exists(c.p('ld')),
+                                            os.stat(c.p('ld2')).st_ino == c.start_inos['ld']))
+        t.op('write inside renamed dir', lambda c: (write(c.p('ld2/a/b/c'), b'C2'),
+                                                    rd(c.p('ld2/a/b/c'))))
+        t.op('recreate old name is empty', lambda c: (os.mkdir(c.p('ld')), ls(c.p('ld'))))
+        t.op('create in merged dir', lambda c: write(c.p('md/up'), b'up'))
+        t.op('delete in merged dir', lambda c: os.unlink(c.p('md/low')))
+        t.op('rename merged dir', lambda c: (os.rename(c.p('md'), c.p('md2')), tree(c.p('md2'))))
+        t.op('rename over empty dir', lambda c: (os.rename(c.p('md2'), c.p('emptydst')),
+                                                 tree(c.p('emptydst'))))
+        t.op('rename over non-empty', lambda c: os.rename(c.p('emptydst'), c.p('full')))
+        t.op('rename over dir emptied by deletes', lambda c: (
+            os.unlink(c.p('gone/x')), os.unlink(c.p('gone/y')),
+            os.rename(c.p('full'), c.p('gone')), tree(c.p('gone'))))
+        t.op('rename into own subdir', lambda c: os.rename(c.p('ld2'), c.p('ld2/a/b/z')))
+        t.op('rename across parents', lambda c: (os.rename(c.p('p1/child'), c.p('p2/child')),
+                                                 tree(c.p('p1')), tree(c.p('p2'))))
+        t.op('rename twice and back', lambda c: (os.rename(c.p('twice'), c.p('twice2')),
+                                                 os.rename(c.p('twice2'), c.p('twice3')),
+                                                 os.rename(c.p('twice3'), c.p('twice')),
+                                                 tree(c.p('twice'))))
+        t.op('move file out of renamed dir', lambda c: (os.rename(c.p('ld2/f'), c.p('f_out')),
+                                                        ls(c.p('ld2'))))
+        t.op('exchange dirs', lambda c: (renameat2(c.p('x1'), c.p('x2'), RENAME_EXCHANGE),
+                                         tree(c.p('x1')), tree(c.p('x2'))))
+        t.op('rmdir renamed dir tree', lambda c: (shutil.rmtree(c.p('emptydst')),
+                                                  os.path.exists(c.p('emptydst'))))
+
+
+class HardLinks(Scenario):
+    name = 'hardlinks'
+    layers = [[F('hl1', b'pair'), H('hl2', 'hl1'), F('single', b'single'),
+               F('dir/f', b'df'), D('other'), L('sym', 'single'), F('h3', b'h3')]]
+
+    def ino_eq(self, c, a, b):
+        return os.lstat(c.p(a)).st_ino == os.lstat(c.p(b)).st_ino
+
+    def run(self, t):
+        t.op('lower pair', lambda c: (stt(c.p('hl1')), stt(c.p('hl2')), self.ino_eq(c, 'hl1', 'hl2')))
+        t.op('link lower file', lambda c: (os.link(c.p('single'), c.p('single.2')),
+                                           stt(c.p('single')), stt(c.p('single.2')),
+                                           self.ino_eq(c, 'single', 'single.2'),
+                                           c.same_ino_as_start('single')))
+        t.op('write via new link read via old', lambda c: (write(c.p('single.2'), b'changed'),
+                                                           rd(c.p('single'))))
+        t.op('link into lower dir', lambda c: (os.link(c.p('single'), c.p('other/s')),
+                                               stt(c.p('other/s'))))
+        t.op('unlink original', lambda c: (os.unlink(c.p('single')), stt(c.p('single.2'))))
+        t.op('write one of lower pair', lambda c: (write(c.p('hl1'), b'X', os.O_WRONLY),
+                                                   rd(c.p('hl2')), stt(c.p('hl1')), stt(c.p('hl2')),
+                                                   self.ino_eq(c, 'hl1', 'hl2')))
+        t.op('link dir', lambda c: os.link(c.p('dir'), c.p('dir2')))
+        t.op('link exists', lambda c: os.link(c.p('h3'), c.p('hl1')))
+        t.op('link symlink itself', lambda c: (os.link(c.p('sym'), c.p('sym2'), follow_symlinks=False),
+                                               stt(c.p('sym2'))))
+        t.op('link upper file', lambda c: (write(c.p('new'), b'new'), os.link(c.p('new'), c.p('new2')),
+                                           stt(c.p('new')), self.ino_eq(c, 'new', 'new2')))
+        t.op('link across dirs', lambda c: (os.link(c.p('dir/f'), c.p('df')),
+                                            self.ino_eq(c, 'dir/f', 'df')))
+        t.op('rename a link', lambda c: (os.rename(c.p('df'), c.p('other/df')),
+                                         self.ino_eq(c, 'dir/f', 'other/df'), stt(c.p('dir/f'))))
+        t.op('chmod via one link', lambda c: (os.chmod(c.p('new2'), 0o600), stt(c.p('new'))))
+
+
+class Special(Scenario):
+    name = 'special'
+    layers = [[P('fifo'), C('null', 1, 3), B('loop', 7, 0), S('sock'),
+               L('rel', 'a/b'), L('abs', '/nonexistent/x'), L('long', 'x' * 4000),
+               F('a/b', b'b'), D('devs')]]
+
+    def run(self, t):
+        t.op('stat lower specials', lambda c: [stt(c.p(x)) for x in
+                                               ('fifo', 'null', 'loop', 'sock', 'rel', 'abs', 'long')])
+        t.op('mkfifo', lambda c: (os.mkfifo(c.p('fifo2'), 0o640), stt(c.p('fifo2'))))
+        t.op('mknod chr', lambda c: (os.mknod(c.p('devs/zero'), stat.S_IFCHR | 0o666,
+                                              os.makedev(1, 5)), stt(c.p('devs/zero'))))
+        t.op('mknod blk', lambda c: (os.mknod(c.p('devs/blk'), stat.S_IFBLK | 0o600,
+                                              os.makedev(7, 1)), stt(c.p('devs/blk'))))
+        t.op('mknod whiteout-like 0/0', lambda c: (os.mknod(c.p('devs/zz'), stat.S_IFCHR | 0o600,
+                                                            os.makedev(0, 0)), stt(c.p('devs/zz')),
+                                                   ls(c.p('devs'))))
+
+        def bind(c):
+            s = socket.socket(socket.AF_UNIX)
+            try:
+                s.bind(c.p('sock2'))
+            finally:
+                s.close()
+            return stt(c.p('sock2'))
+        t.op('bind socket', bind)
+        t.op('symlink', lambda c: (os.symlink('target with space', c.p('sl')), stt(c.p('sl'))))
+        t.op('symlink long', lambda c: (os.symlink('y' * 4095, c.p('sl2')), stt(c.p('sl2'))))
+        t.op('symlink too long', lambda c: os.symlink('y' * 4096, c.p('sl3')))
+        t.op('symlink exists', lambda c: os.symlink('x', c.p('fifo')))
+        t.op('follow rel', lambda c: rd(c.p('rel')))
+        t.op('chmod lower fifo', lambda c: (os.chmod(c.p('fifo'), 0o600), stt(c.p('fifo'))))
+        t.op('chown lower dev', lambda c: (os.chown(c.p('null'), 3, 3), stt(c.p('null'))))
+        t.op('rename lower sock', lambda c: (os.rename(c.p('sock'), c.p('sock3')), stt(c.p('sock3'))))
+        t.op('unlink lower blk', lambda c: (os.unlink(c.p('loop')), ls(c.p())))
+        t.op('lchown symlink', lambda c: (os.chown(c.p('abs'), 9, 9, follow_symlinks=False),
+                                          stt(c.p('abs'))))
+        t.op('utime symlink', lambda c: (os.utime(c.p('rel'), ns=(10**18, 10**18),
+                                                  follow_symlinks=False), stt(c.p('rel'))))
+
+
+class BigDir(Scenario):
+    name = 'bigdir'
+    layers = [
+        [D('big')] + [F('big/f%04d' % i, b'%d' % i) for i in range(3200)],
+        [W('big/f%04d' % i) for i in range(0, 3200, 7)] +
+        [F('big/g%03d' % i, b'g') for i in range(200)],
+    ]
+
+    def run(self, t):
+        t.op('count', lambda c: len(os.listdir(c.p('big'))))
+        t.op('listing', lambda c: ls(c.p('big')))
+
+        def churn(c):
+            names = ls(c.p('big'))
+            for n in names[::5]:
+                os.unlink(c.p('big/' + n))
+            for i in range(100):
+                write(c.p('big/h%03d' % i), b'h')
+            for n in names[1:200:4]:
+                os.rename(c.p('big/' + n), c.p('big/r' + n))
+            return ls(c.p('big'))
+        t.op('delete, create, rename', churn)
+        t.op('scandir', lambda c: sorted((e.name, e.is_file()) for e in os.scandir(c.p('big'))))
+        t.op('stat a few', lambda c: [stt(c.p('big/' + n)) for n in ls(c.p('big'))[::300]])
+
+        def listing_during_unlink(c):
+            # Deleting while iterating must neither skip nor repeat survivors.
+            seen = []
+            with os.scandir(c.p('big')) as it:
+                for i, e in enumerate(it):
+                    seen.append(e.name)
+                    if i % 2 == 0:
+                        os.unlink(e.path)
+            return len(seen), len(set(seen)), len(os.listdir(c.p('big')))
+        t.op('unlink while iterating', listing_during_unlink)
+
+
+def perm_layers():
+    return [[
+        D('pub', mode=0o755), F('pub/r644', b'r', mode=0o644), F('pub/secret', b's', mode=0o600),
+        F('pub/exec', b'#!/bin/sh\n', mode=0o755), F('pub/gw', b'gw', mode=0o666),
+        D('priv', mode=0o700), F('priv/f', b'p'),
+        D('sticky', mode=0o1777), F('sticky/rootfile', b'r'),
+        F('sticky/userfile', b'u', uid=UID, gid=GID),
+        D('home', mode=0o755, uid=UID, gid=GID), F('home/mine', b'm', uid=UID, gid=GID),
+        F('home/other', b'o'), D('home/sub', uid=UID, gid=GID), F('home/sub/x', b'x'),
+        D('ro_dir', mode=0o555, uid=UID, gid=GID), F('ro_dir/f', b'f', uid=UID, gid=GID),
+        D('grp', mode=0o770, gid=GID), F('grp/g', b'g', mode=0o660, gid=GID),
+    ]]
+
+
+UID = GID = None
+
+
+def ensure_user():
+    global UID, GID
+    import pwd
+    try:
+        pw = pwd.getpwnam(TEST_USER)
+    except KeyError:
+        os.system('useradd -m %s >/dev/null 2>&1' % TEST_USER)
+        pw = pwd.getpwnam(TEST_USER)
+    UID, GID = pw.pw_uid, pw.pw_gid
+
+
+class Perms(Scenario):
+    name = 'perms'
+
+    @property
+    def layers(self):
+        return perm_layers()
+
+    def run(self, t):
+        u = (UID, GID)
+        ops = [
+            ('read r644', lambda c: rd(c.p('pub/r644'))),
+            ('read secret', lambda c: rd(c.p('pub/secret'))),
+            ('write r644', lambda c: write(c.p('pub/r644'), b'x', os.O_WRONLY)),
+            ('write gw (copy-up by user)', lambda c: (write(c.p('pub/gw'), b'user', os.O_WRONLY),
+                                                      stt(c.p('pub/gw')))),
+            ('truncate gw', lambda c: os.truncate(c.p('pub/gw'), 1)),
+            ('list priv', lambda c: ls(c.p('priv'))),
+            ('stat in priv', lambda c: os.stat(c.p('priv/f'))),
+            ('create in pub', lambda c: write(c.p('pub/new'), b'n')),
+            ('mkdir in pub', lambda c: os.mkdir(c.p('pub/nd'))),
+            ('create in home', lambda c: (write(c.p('home/new'), b'n'), stt(c.p('home/new')))),
+            ('unlink root file in own dir', lambda c: os.unlink(c.p('home/other'))),
+            ('unlink in sticky not mine', lambda c: os.unlink(c.p('sticky/rootfile'))),
+            ('rename in sticky not mine', lambda c: os.rename(c.p('sticky/rootfile'), c.p('sticky/r2'))),
+            ('unlink in sticky mine', lambda c: os.unlink(c.p('sticky/userfile'))),
+            ('create in sticky', lambda c: (write(c.p('sticky/u2'), b'u'), stt(c.p('sticky/u2')))),
+            ('chmod not mine', lambda c: os.chmod(c.p('pub/r644'), 0o777)),
+            ('chmod mine', lambda c: (os.chmod(c.p('home/mine'), 0o600), stt(c.p('home/mine')))),
+            ('chmod setgid not in group', lambda c: (os.chmod(c.p('home/mine'), 0o2755),
+                                                     stt(c.p('home/mine')))),
+            ('chown mine to root', lambda c: os.chown(c.p('home/mine'), 0, 0)),
+            ('chown mine to same', lambda c: os.chown(c.p('home/mine'), UID, GID)),
+            ('utime now writable', lambda c: os.utime(c.p('pub/gw'))),
+            ('utime now not writable', lambda c: os.utime(c.p('pub/r644'))),
+            ('utime explicit not owner', lambda c: os.utime(c.p('pub/gw'), (1, 1))),
+            ('utime explicit mine', lambda c: (os.utime(c.p('home/mine'), (5, 5)),
+                                               stt(c.p('home/mine')))),
+            ('setxattr not mine', lambda c: os.setxattr(c.p('pub/r644'), 'user.x', b'1')),
+            ('setxattr mine', lambda c: (os.setxattr(c.p('home/mine'), 'user.x', b'1'),
+                                         stt(c.p('home/mine')))),
+            ('setxattr trusted', lambda c: os.setxattr(c.p('home/mine'), 'trusted.x', b'1')),
+            ('rename mine', lambda c: (os.rename(c.p('home/mine'), c.p('home/mine2')), ls(c.p('home')))),
+            ('rename out of pub', lambda c: os.rename(c.p('pub/r644'), c.p('home/r644'))),
+            ('create in ro_dir', lambda c: write(c.p('ro_dir/n'), b'n')),
+            ('unlink in ro_dir', lambda c: os.unlink(c.p('ro_dir/f'))),
+            ('chmod ro_dir then create', lambda c: (os.chmod(c.p('ro_dir'), 0o755),
+                                                    write(c.p('ro_dir/n'), b'n'), ls(c.p('ro_dir')))),
+            ('rmdir sub with root file', lambda c: shutil.rmtree(c.p('home/sub'))),
+            ('group dir', lambda c: ls(c.p('grp'))),
+            ('access', lambda c: [os.access(c.p(x), m) for x in
+                                  ('pub/r644', 'pub/secret', 'pub/exec', 'priv', 'home', 'ro_dir')
+                                  for m in (os.R_OK, os.W_OK, os.X_OK)]),
+            ('exec bit', lambda c: os.access(c.p('pub/exec'), os.X_OK)),
+            ('mkdir mine', lambda c: (os.mkdir(c.p('home/d'), 0o700), stt(c.p('home/d')))),
+            ('symlink mine', lambda c: (os.symlink('x', c.p('home/sl')), stt(c.p('home/sl')))),
+            ('link not mine (protected_hardlinks)', lambda c: os.link(c.p('pub/secret'),
+                                                                      c.p('home/hl'))),
+        ]
+        for label, fn in ops:
+            t.op(label, fn, user=u)
+
+
+def names():
+    return {
+        'space': 'with space', 'tab': 'tab\tname', 'nl': 'new\nline', 'uni': 'ünïcödé',
+        'cjk': '日本語のファイル', 'bad': os.fsdecode(b'bad\xff\xfeutf8'),
+        'n255': 'n' * 255, 'u255': 'é' * 127 + 'x', 'n251': 'w' * 251, 'star': '*?[]"\'\\',
+        'dash': '-rf', 'dots': '...',
+    }
+
+
+class Names(Scenario):
+    name = 'names'
+
+    @property
+    def layers(self):
+        n = names()
+        bottom = [F(v, v.encode('utf-8', 'surrogateescape')) for v in n.values()]
+        bottom += [D('dir ' + n['uni']), F('dir ' + n['uni'] + '/' + n['n255'], b'deep'),
+                   D('d' * 255), F('d' * 255 + '/' + 'e' * 255, b'e')]
+        top = [W(n['n251']), W(n['cjk']), F('top ' + n['uni'], b't')]
+        return [bottom, top]
+
+    def run(self, t):
+        n = names()
+        t.op('listing', lambda c: ls(c.p()))
+        for k, v in n.items():
+            t.op('read ' + k, lambda c, v=v: rd(c.p(v)))
+        t.op('create 255', lambda c: (write(c.p('c' * 255), b'c'), stt(c.p('c' * 255))))
+        t.op('create 256', lambda c: write(c.p('c' * 256), b'c'))
+        t.op('mkdir 256', lambda c: os.mkdir(c.p('c' * 256)))
+        t.op('stat 256', lambda c: os.stat(c.p('c' * 256)))
+        t.op('unlink lower 255', lambda c: (os.unlink(c.p(n['n255'])), ls(c.p())))
+        t.op('recreate 255', lambda c: (write(c.p(n['n255']), b'again'), rd(c.p(n['n255']))))
+        t.op('unlink lower utf8 255 bytes', lambda c: os.unlink(c.p(n['u255'])))
+        t.op('copy-up non-ascii', lambda c: (write(c.p(n['bad']), b'w', os.O_WRONLY | os.O_APPEND),
+                                             rd(c.p(n['bad']))))
+        t.op('rename to 255', lambda c: (os.rename(c.p(n['space']), c.p('r' * 255)),
+                                         rd(c.p('r' * 255))))
+        t.op('rename to 256', lambda c: os.rename(c.p(n['tab']), c.p('r' * 256)))
+        t.op('rename dir with 255 children', lambda c: (os.rename(c.p('d' * 255), c.p('D' * 255)),
+                                                        tree(c.p('D' * 255))))
+        t.op('rm -rf non-ascii dir', lambda c: shutil.rmtree(c.p('dir ' + n['uni'])))
+        t.op('mkdir non-ascii', lambda c: (os.mkdir(c.p('dir ' + n['uni'])),
+                                           ls(c.p('dir ' + n['uni']))))
+        t.op('xattr on non-ascii', lambda c: (os.setxattr(c.p(n['uni']), 'user.名前', b'v'),
+                                              stt(c.p(n['uni']))))
+
+
+MB = 1 << 20
+
+
+class Sparse(Scenario):
+    name = 'sparse'
+    layers = [[F('sparse', size=8 * MB, chunks=[(0, b'a' * 4096), (MB, b'b' * 4096),
+                                                (8 * MB - 4096, b'c' * 4096)]),
+               F('holes', size=4 * MB), F('dense', b'd' * 65536)]]
+
+    def blocks_small(self, p):
+        return os.stat(p).st_blocks * 512 < 512 * 1024
+
+    def run(self, t):
+        t.op('map before', lambda c: (data_map(c.p('sparse')), data_map(c.p('holes'))))
+        t.op('blocks before', lambda c: (self.blocks_small(c.p('sparse')),
+                                         self.blocks_small(c.p('holes'))))
+
+        def pwrite(c, rel, off):
+            fd = os.open(c.p(rel), os.O_RDWR)
+            try:
+                os.pwrite(fd, b'Z', off)
+            finally:
+                os.close(fd)
+        t.op('copy-up by pwrite', lambda c: (pwrite(c, 'sparse', 3 * MB), data_map(c.p('sparse')),
+                                             self.blocks_small(c.p('sparse')),
+                                             os.stat(c.p('sparse')).st_size))
+        t.op('upper file keeps holes', lambda c: (data_map(os.path.join(c.m.upper, 'sparse')),
+                                                  self.blocks_small(os.path.join(c.m.upper, 'sparse'))))
+        t.op('copy-up of all-hole file', lambda c: (os.chmod(c.p('holes'), 0o600),
+                                                    pwrite(c, 'holes', 0), data_map(c.p('holes')),
+                                                    self.blocks_small(c.p('holes'))))
+        t.op('grow with truncate', lambda c: (os.truncate(c.p('dense'), 16 * MB),
+                                              data_map(c.p('dense')), self.blocks_small(c.p('dense'))))
+        t.op('read holes as zeros', lambda c: (rd(c.p('sparse'))[MB - 10:MB + 10],
+                                               rd(c.p('holes'))[:16]))
+        t.op('punch via fallocate', lambda c: self.punch(c))
+
+    def punch(self, c):
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(c.p('dense'), os.O_RDWR)
+        try:
+            r = libc.fallocate(fd, 3, ctypes.c_long(0), ctypes.c_long(16384))  # PUNCH_HOLE|KEEP_SIZE
+            if r:
+                e = ctypes.get_errno()
+                raise OSError(e, os.strerror(e))
+        finally:
+            os.close(fd)
+        return data_map(c.p('dense')), rd(c.p('dense'))[16380:16390]
+
+
+class Mmap(Scenario):
+    name = 'mmap'
+    layers = [[F('m', b'0123456789' * 1000), F('mr', b'readonly' * 1000), F('mp', b'private' * 10)]]
+
+    def run(self, t):
+        def shared_write(c):
+            fd = os.open(c.p('m'), os.O_RDWR)
+            try:
+                mm = mmap.mmap(fd, 10000, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+                mm[0:5] = b'ABCDE'
+                mm[9995:10000] = b'VWXYZ'
+                mm.flush()
+                mm.close()
+            finally:
+                os.close(fd)
+            return rd(c.p('m'))[:12], rd(c.p('m'))[-6:], stt(c.p('m'))
+        t.op('MAP_SHARED write copies up', shared_write)
+
+        def ro_map(c):
+            fd = os.open(c.p('mr'), os.O_RDONLY)
+            try:
+                mm = mmap.mmap(fd, 0, mmap.MAP_SHARED, mmap.PROT_READ)
+                v = mm[0:16]
+                mm.close()
+            finally:
+                os.close(fd)
+            return v
+        t.op('read-only map does not copy up', ro_map)
+
+        def private_map(c):
+            fd = os.open(c.p('mp'), os.O_RDONLY)
+            try:
+                mm = mmap.mmap(fd, 0, mmap.MAP_PRIVATE, mmap.PROT_READ | mmap.PROT_WRITE)
+                mm[0:3] = b'XXX'
+                v = mm[0:7]
+                mm.close()
+            finally:
+                os.close(fd)
+            return v, rd(c.p('mp'))[:7]
+        t.op('MAP_PRIVATE write stays private', private_map)
+
+        def grow_map(c):
+            fd = os.open(c.p('new'), os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                os.ftruncate(fd, 8192)
+                mm = mmap.mmap(fd, 8192)
+                mm[4096:4100] = b'page'
+                mm.close()
+            finally:
+                os.close(fd)
+            return rd(c.p('new'))[4090:4104], stt(c.p('new'))
+        t.op('map new file', grow_map)
+
+        def map_then_write(c):
+            fd = os.open(c.p('m'), os.O_RDONLY)
+            mm = mmap.mmap(fd, 0, mmap.MAP_SHARED, mmap.PROT_READ)
+            try:
+                write(c.p('m'), b'zz', os.O_WRONLY)
+                return mm[0:4]
+            finally:
+                mm.close()
+                os.close(fd)
+        t.op('mapping sees later write', map_then_write)
+
+
+class OpenUnlinked(Scenario):
+    name = 'open_unlinked'
+    layers = [[F('lo', b'lower data'), F('rw', b'rw data'), F('keep/x', b'x'), D('dir')]]
+
+    def run(self, t):
+        def ro(c):
+            fd = os.open(c.p('lo'), os.O_RDONLY)
+            try:
+                os.unlink(c.p('lo'))
+                write(c.p('lo'), b'replacement')
+                return os.pread(fd, 100, 0), rd(c.p('lo')), os.path.exists(c.p('lo'))
+            finally:
+                os.close(fd)
+        t.op('read lower file after unlink', ro)
+
+        def rw(c):
+            fd = os.open(c.p('rw'), os.O_RDWR)
+            try:
+                os.unlink(c.p('rw'))
+                os.pwrite(fd, b'RW', 0)
+                st = os.fstat(fd)
+                os.ftruncate(fd, 5)
+                return os.pread(fd, 100, 0), st.st_nlink, os.fstat(fd).st_size
+            finally:
+                os.close(fd)
+        t.op('write lower file after unlink', rw)
+
+        def new(c):
+            fd = os.open(c.p('n'), os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, b'abc')
+                os.unlink(c.p('n'))
+                os.fchmod(fd, 0o644)
+                os.write(fd, b'def')
+                st = os.fstat(fd)
+                return os.pread(fd, 10, 0), st.st_nlink, stat.S_IMODE(st.st_mode)
+            finally:
+                os.close(fd)
+        t.op('new file after unlink', new)
+
+        def dir_fd(c):
+            fd = os.open(c.p('dir'), os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.rmdir(c.p('dir'))
+                try:
+                    lst = os.listdir(fd)
+                except OSError as e:
+                    lst = errno.errorcode[e.errno]
+                try:
+                    os.close(os.open('f', os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd))
+                    cr = 'created'
+                except OSError as e:
+                    cr = errno.errorcode[e.errno]
+                return lst, cr, os.fstat(fd).st_nlink
+            finally:
+                os.close(fd)
+        t.op('removed dir through its fd', dir_fd)
+
+        def rename_open(c):
+            fd = os.open(c.p('keep/x'), os.O_RDWR)
+            try:
+                os.rename(c.p('keep'), c.p('kept'))
+                os.pwrite(fd, b'Y', 0)
+                return rd(c.p('kept/x'))
+            finally:
+                os.close(fd)
+        t.op('write to file in renamed dir through open fd', rename_open)
+
+
+class TmpFile(Scenario):
+    name = 'tmpfile'
+    layers = [[F('d/lower', b'l')]]
+
+    def run(self, t):
+        def tmp(c):
+            fd = os.open(c.p('d'), os.O_TMPFILE | os.O_RDWR, 0o640)
+            try:
+                os.write(fd, b'tmp data')
+                st = os.fstat(fd)
+                return os.pread(fd, 100, 0), st.st_nlink, stat.S_IMODE(st.st_mode), ls(c.p('d'))
+            finally:
+                os.close(fd)
+        r = t.op('O_TMPFILE', tmp)
+        if r[0] == 'ERR' and r[1] in ('EOPNOTSUPP', 'EISDIR'):
+            t.report.note('%s: O_TMPFILE unsupported by the filesystem under test (%s)'
+                          % (t.name, r[1]))
+            t.report.problems.pop()
+            return
+
+        def tmplink(c):
+            fd = os.open(c.p('d'), os.O_TMPFILE | os.O_RDWR, 0o600)
+            try:
+                os.write(fd, b'linked')
+                os.link('/proc/self/fd/%d' % fd, c.p('d/linked'))
+                return rd(c.p('d/linked')), stt(c.p('d/linked'))
+            finally:
+                os.close(fd)
+        t.op('O_TMPFILE + linkat', tmplink)
+
+
+class ReadOnly(Scenario):
+    name = 'readonly'
+    upper = False
+    layers = common_layers()
+
+    def run(self, t):
+        t.op('read', lambda c: (rd(c.p('a.txt')), ls(c.p('dir1'))))
+        t.op('open for write', lambda c: opn(c.p('a.txt'), os.O_WRONLY))
+        t.op('create', lambda c: write(c.p('new'), b'n'))
+        t.op('mkdir', lambda c: os.mkdir(c.p('nd')))
+        t.op('unlink', lambda c: os.unlink(c.p('a.txt')))
+        t.op('rmdir', lambda c: os.rmdir(c.p('empty')))
+        t.op('rename', lambda c: os.rename(c.p('a.txt'), c.p('b')))
+        t.op('chmod', lambda c: os.chmod(c.p('a.txt'), 0o600))
+        t.op('chown', lambda c: os.chown(c.p('a.txt'), 1, 1))
+        t.op('utime', lambda c: os.utime(c.p('a.txt')))
+        t.op('setxattr', lambda c: os.setxattr(c.p('a.txt'), 'user.x', b'1'))
+        t.op('truncate', lambda c: os.truncate(c.p('a.txt'), 0))
+        t.op('link', lambda c: os.link(c.p('a.txt'), c.p('a2')))
+        t.op('symlink', lambda c: os.symlink('x', c.p('s')))
+        t.op('statvfs rdonly', lambda c: bool(os.statvfs(c.p()).f_flag & os.ST_RDONLY))
+        t.op('access W_OK', lambda c: os.access(c.p('a.txt'), os.W_OK))
+
+
+class Layers500(Scenario):
+    name = 'layers500'
+    relative_lowers = True
+
+    @property
+    def layers(self):
+        out = []
+        for i in range(500):
+            ents = [F('f%d' % i, b'%d' % i), F('common', b'layer %d' % i), F('d/e%d' % i, b'e')]
+            if i % 3 == 0 and i:
+                ents.append(W('f%d' % (i - 1)))
+            if i == 250:
+                ents.append(O('d'))
+            out.append(ents)
+        return out
+
+    def run(self, t):
+        t.op('common', lambda c: rd(c.p('common')))
+        t.op('root listing', lambda c: ls(c.p()))
+        t.op('d listing', lambda c: ls(c.p('d')))
+        t.op('bottom file', lambda c: rd(c.p('f0')))
+        t.op('copy-up from the bottom', lambda c: (write(c.p('f0'), b'!', os.O_WRONLY | os.O_APPEND),
+                                                   rd(c.p('f0'))))
+        t.op('unlink middle', lambda c: (os.unlink(c.p('f250')), os.unlink(c.p('d/e300')),
+                                         ls(c.p('d'))))
+
+
+SCENARIOS = [Reads(), CopyUp(), Unlink(), RmRf(), RenameFiles(), RenameDirs(), HardLinks(),
+             Special(), BigDir(), Perms(), Names(), Sparse(), Mmap(), OpenUnlinked(), TmpFile(),
+             ReadOnly(), Layers500()]
+
+if __name__ == '__main__':
+    if os.geteuid() == 0:
+        ensure_user()
+    sys.exit(main(SCENARIOS, sys.argv[1:]))

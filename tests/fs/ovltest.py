@@ -1,0 +1,820 @@
+"""Differential test harness: a FUSE overlay filesystem against kernel overlayfs.
+
+A scenario describes layers and a sequence of operations. For each whiteout
+encoding (kernel: char 0/0 + trusted.overlay.opaque; oci: .wh.NAME and
+.wh..wh..opq) the harness builds the layers twice, mounts kernel overlayfs on
+one copy (always the kernel encoding, the only one the kernel reads) and the
+filesystem under test on the other, runs every operation on both and compares
+the outcomes, then compares the whole merged trees, checks the lower layers
+were not touched and that both views survive unmount + remount unchanged.
+
+Only relations between inode numbers are compared (hard-link groups, "same
+inode as before"), never raw numbers: the two mounts sit on different copies.
+
+The filesystem under test is $STRATA_FS, else the path given with --fs.
+Exit status: 0 pass, 1 mismatch, 77 skip (with the reason on stdout).
+"""
+
+import ctypes
+import errno
+import hashlib
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+SKIP = 77
+T_OLD = 1577836800          # 2020-01-01: every layer entry gets this mtime
+OLD_LIMIT_NS = (T_OLD + 86400) * 10**9
+
+libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_CHILD_SUBREAPER = 36
+
+
+class Skip(Exception):
+    pass
+
+
+def become_subreaper():
+    # A daemon that backgrounds itself must still be reaped by us: PID 1 on
+    # this host does not reap orphans.
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def reap_all():
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def renameat2(old, new, flags):
+    AT_FDCWD = -100
+    r = libc.renameat2(AT_FDCWD, os.fsencode(old), AT_FDCWD, os.fsencode(new),
+                       ctypes.c_uint(flags))
+    if r != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e), old)
+
+
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+
+
+# ---------------------------------------------------------------- mounts
+
+def _unescape_mountinfo(s):
+    out, i = [], 0
+    while i < len(s):
+        if s[i] == '\\' and i + 4 <= len(s) and s[i + 1:i + 4].isdigit():
+            out.append(chr(int(s[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(s[i])
+            i += 1
+    return ''.join(out)
+
+
+def mount_fstype(path):
+    """fstype of the mount exactly at path, or None."""
+    path = os.path.realpath(path)
+    found = None
+    with open('/proc/self/mountinfo') as f:
+        for line in f:
+            parts = line.split(' ')
+            sep = parts.index('-')
+            if _unescape_mountinfo(parts[4]) == path:
+                found = parts[sep + 1]
+    return found
+
+
+def is_mounted(path):
+    return mount_fstype(path) is not None
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, **kw)
+
+
+def mount_tmpfs(path):
+    r = run(['mount', '-t', 'tmpfs', '-o', 'size=1g,mode=0755', 'strata-test', path])
+    if r.returncode:
+        raise Skip('cannot mount tmpfs on %s: %s' % (path, r.stderr.strip()))
+
+
+def umount(path):
+    for _ in range(50):
+        r = run(['umount', path])
+        if r.returncode == 0:
+            return
+        time.sleep(0.1)
+    raise RuntimeError('umount %s: %s' % (path, r.stderr.strip()))
+
+
+class MountBase:
+    def optlowers(self):
+        # With cwd set, lowers are passed relative to it, as containers-storage
+        # does to keep 500 layers under the mount option size limit.
+        if self.cwd:
+            return [os.path.relpath(l, self.cwd) for l in self.lowers]
+        return self.lowers
+
+
+class KernelMount(MountBase):
+    kind = 'kernel'
+
+    def __init__(self, lowers, upper, work, mnt, extra='', cwd=None):
+        self.lowers, self.upper, self.work, self.mnt = lowers, upper, work, mnt
+        self.extra, self.cwd = extra, cwd
+
+    def options(self):
+        o = 'lowerdir=' + ':'.join(reversed(self.optlowers()))
+        if self.upper:
+            o += ',upperdir=%s,workdir=%s' % (self.upper, self.work)
+            o += ',redirect_dir=on,index=off,metacopy=off'
+        if self.extra:
+            o += ',' + self.extra
+        return o
+
+    def mount(self):
+        r = run(['mount', '-t', 'overlay', '-o', self.options(), 'overlay', self.mnt],
+                cwd=self.cwd)
+        if r.returncode:
+            raise Skip('kernel overlayfs mount failed (%s): %s' % (self.options()[:200],
+                                                                 r.stderr.strip()))
+
+    def umount(self):
+        umount(self.mnt)
+        return None
+
+
+class FuseMount(MountBase):
+    """Runs the filesystem under test in the foreground (-f) so we hold its pid."""
+    kind = 'fuse'
+
+    def __init__(self, fs, lowers, upper, work, mnt, extra='', cwd=None):
+        self.fs, self.lowers, self.upper, self.work, self.mnt = fs, lowers, upper, work, mnt
+        self.extra, self.cwd = extra, cwd
+        self.proc = None
+        self.errlog = None
+
+    def options(self):
+        o = 'lowerdir=' + ':'.join(reversed(self.optlowers()))
+        if self.upper:
+            o += ',upperdir=%s,workdir=%s' % (self.upper, self.work)
+        if self.extra:
+            o += ',' + self.extra
+        return o
+
+    def mount(self):
+        self.errlog = tempfile.TemporaryFile(mode='w+')
+        cmd = [self.fs, '-f', '-o', self.options(), self.mnt]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.errlog,
+                                     stderr=self.errlog, cwd=self.cwd)
+        deadline = time.time() + 20
+        while not is_mounted(self.mnt):
+            if self.proc.poll() is not None:
+                raise RuntimeError('%s exited with %d before the mount was live: %s'
+                                   % (self.fs, self.proc.returncode, self.stderr()))
+            if time.time() > deadline:
+                self.proc.kill()
+                self.proc.wait()
+                raise RuntimeError('%s: mount not live after 20s: %s' % (self.fs, self.stderr()))
+            time.sleep(0.02)
+
+    def stderr(self):
+        if not self.errlog:
+            return ''
+        self.errlog.seek(0)
+        return self.errlog.read()[-4000:]
+
+    def alive_problem(self):
+        if self.proc and self.proc.poll() is not None:
+            return 'daemon died with status %d: %s' % (self.proc.returncode, self.stderr())
+        return None
+
+    def umount(self):
+        """Unmounts and waits for the daemon; returns a problem string or None."""
+        problem = self.alive_problem()
+        for _ in range(50):
+            r = run(['fusermount3', '-u', self.mnt])
+            if r.returncode == 0 or not is_mounted(self.mnt):
+                break
+            time.sleep(0.1)
+        else:
+            run(['umount', '-l', self.mnt])
+            problem = (problem or '') + ' fusermount3 -u failed: ' + r.stderr.strip()
+        try:
+            rc = self.proc.wait(timeout=20)
+            if rc != 0 and not problem:
+                problem = 'daemon exited with status %d after unmount: %s' % (rc, self.stderr())
+            elif 'ERROR: AddressSanitizer' in self.stderr() or 'runtime error:' in self.stderr():
+                problem = 'sanitizer report from daemon: ' + self.stderr()
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            problem = (problem or '') + ' daemon did not exit within 20s of unmount (killed)'
+        self.errlog.close()
+        return problem
+
+
+# ---------------------------------------------------------------- layers
+
+class E:
+    """One entry of a layer. kind: file dir symlink hardlink whiteout opaque
+    fifo chr blk sock."""
+
+    def __init__(self, kind, path, **kw):
+        self.kind, self.path, self.kw = kind, path, kw
+
+
+def F(path, data=b'', mode=0o644, uid=0, gid=0, xattrs=None, size=None, chunks=None):
+    return E('file', path, data=data, mode=mode, uid=uid, gid=gid, xattrs=xattrs or {},
+             size=size, chunks=chunks)
+
+
+def D(path, mode=0o755, uid=0, gid=0, xattrs=None):
+    return E('dir', path, mode=mode, uid=uid, gid=gid, xattrs=xattrs or {})
+
+
+def L(path, target, uid=0, gid=0):
+    return E('symlink', path, target=target, uid=uid, gid=gid)
+
+
+def H(path, target):
+    return E('hardlink', path, target=target)
+
+
+def W(path):
+    return E('whiteout', path)
+
+
+def O(path):
+    return E('opaque', path)
+
+
+def P(path, mode=0o644):
+    return E('fifo', path, mode=mode)
+
+
+def C(path, major, minor, mode=0o644):
+    return E('chr', path, major=major, minor=minor, mode=mode)
+
+
+def B(path, major, minor, mode=0o644):
+    return E('blk', path, major=major, minor=minor, mode=mode)
+
+
+def S(path):
+    return E('sock', path)
+
+
+class LayerBuilder:
+    """Writes entries into a layer directory in one whiteout encoding.
+
+    userxattr: opaque markers as user.overlay.opaque (kernel -o userxattr,
+    i.e. inside a user namespace) instead of trusted.overlay.opaque."""
+
+    def __init__(self, encoding, userxattr=False, chown=True):
+        self.encoding, self.userxattr, self.chown = encoding, userxattr, chown
+
+    def build(self, root, entries):
+        os.makedirs(root, exist_ok=True)
+        for e in entries:
+            self._entry(root, e)
+        self._set_times(root)
+
+    def _parents(self, root, path):
+        d = os.path.dirname(path)
+        if d and not os.path.isdir(os.path.join(root, d)):
+            os.makedirs(os.path.join(root, d))
+
+    def _owner(self, p, kw):
+        if self.chown and ('uid' in kw or 'gid' in kw):
+            os.chown(p, kw.get('uid', 0), kw.get('gid', 0), follow_symlinks=False)
+
+    def _entry(self, root, e):
+        p = os.path.join(root, e.path)
+        kw = e.kw
+        self._parents(root, e.path)
+        if e.kind == 'file':
+            with open(p, 'wb') as f:
+                if kw['size'] is not None:
+                    f.truncate(kw['size'])
+                for off, data in kw['chunks'] or []:
+                    f.seek(off)
+                    f.write(data)
+                if kw['data']:
+                    f.write(kw['data'])
+            self._owner(p, kw)
+            os.chmod(p, kw['mode'])
+            for k, v in kw['xattrs'].items():
+                os.setxattr(p, k, v)
+        elif e.kind == 'dir':
+            os.makedirs(p, exist_ok=True)
+            self._owner(p, kw)
+            os.chmod(p, kw['mode'])
+            for k, v in kw['xattrs'].items():
+                os.setxattr(p, k, v)
+        elif e.kind == 'symlink':
+            os.symlink(kw['target'], p)
+            self._owner(p, kw)
+        elif e.kind == 'hardlink':
+            os.link(os.path.join(root, kw['target']), p)
+        elif e.kind == 'fifo':
+            os.mkfifo(p, kw['mode'])
+        elif e.kind in ('chr', 'blk'):
+            t = stat.S_IFCHR if e.kind == 'chr' else stat.S_IFBLK
+            os.mknod(p, t | kw['mode'], os.makedev(kw['major'], kw['minor']))
+        elif e.kind == 'sock':
+            import socket
+            s = socket.socket(socket.AF_UNIX)
+            # bind() takes at most 107 bytes: go through the parent directory.
+            cwd = os.getcwd()
+            os.chdir(os.path.dirname(p))
+            try:
+                s.bind(os.path.basename(p))
+            finally:
+                os.chdir(cwd)
+                s.close()
+        elif e.kind == 'whiteout':
+            if self.encoding == 'kernel':
+                os.mknod(p, stat.S_IFCHR | 0o000, os.makedev(0, 0))
+            else:
+                d, n = os.path.split(p)
+                open(os.path.join(d, '.wh.' + n), 'wb').close()
+        elif e.kind == 'opaque':
+            os.makedirs(p, exist_ok=True)
+            if self.encoding == 'kernel':
+                name = 'user.overlay.opaque' if self.userxattr else 'trusted.overlay.opaque'
+                os.setxattr(p, name, b'y')
+            else:
+                open(os.path.join(p, '.wh..wh..opq'), 'wb').close()
+        else:
+            raise ValueError(e.kind)
+
+    def _set_times(self, root):
+        for d, dirs, files in os.walk(root, topdown=False):
+            for n in files + dirs:
+                os.utime(os.path.join(d, n), ns=(T_OLD * 10**9, T_OLD * 10**9),
+                         follow_symlinks=False)
+        os.utime(root, ns=(T_OLD * 10**9, T_OLD * 10**9))
+
+
+# ---------------------------------------------------------------- observation
+
+def xattrs_of(p):
+    """user.* and trusted.* xattrs (security.* and ACLs are out of scope)."""
+    out = {}
+    try:
+        names = os.listxattr(p, follow_symlinks=False)
+    except OSError as e:
+        return 'ERR ' + errno.errorcode.get(e.errno, str(e.errno))
+    for n in sorted(names):
+        if n.startswith('user.') or n.startswith('trusted.'):
+            try:
+                out[n] = os.getxattr(p, n, follow_symlinks=False)
+            except OSError as e:
+                out[n] = 'ERR ' + errno.errorcode.get(e.errno, str(e.errno))
+    return out
+
+
+def stt(p, content=False):
+    """The stat fields both filesystems must agree on."""
+    st = os.lstat(p)
+    fmt = stat.S_IFMT(st.st_mode)
+    d = {'type': stat.filemode(fmt)[0], 'mode': oct(stat.S_IMODE(st.st_mode)),
+         'nlink': st.st_nlink, 'uid': st.st_uid, 'gid': st.st_gid}
+    if fmt != stat.S_IFDIR:
+        d['size'] = st.st_size
+    if fmt in (stat.S_IFCHR, stat.S_IFBLK):
+        d['rdev'] = (os.major(st.st_rdev), os.minor(st.st_rdev))
+    if fmt == stat.S_IFLNK:
+        d['target'] = os.readlink(p)
+    # Times older than the test were set by the layer builder and must
+    # survive copy-up; newer ones only need to be "new" on both.
+    d['mtime'] = st.st_mtime_ns if st.st_mtime_ns < OLD_LIMIT_NS else 'new'
+    d['xattrs'] = xattrs_of(p)
+    if content and fmt == stat.S_IFREG:
+        d['sha'] = file_sha(p)
+    return d
+
+
+def file_sha(p):
+    h = hashlib.sha256()
+    with open(p, 'rb') as f:
+        while True:
+            b = f.read(1 << 20)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()[:16]
+
+
+def rd(p):
+    with open(p, 'rb') as f:
+        return f.read()
+
+
+def ls(p):
+    return sorted(os.listdir(p))
+
+
+def data_map(p):
+    """[(data_start, data_end)...] by SEEK_DATA/SEEK_HOLE."""
+    out = []
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        off = 0
+        while off < size:
+            try:
+                s = os.lseek(fd, off, os.SEEK_DATA)
+            except OSError as e:
+                if e.errno == errno.ENXIO:
+                    break
+                raise
+            h = os.lseek(fd, s, os.SEEK_HOLE)
+            out.append((s, h))
+            off = h
+    finally:
+        os.close(fd)
+    return out
+
+
+def walk(root):
+    """rel path -> lstat result, for every entry under root (root is '')."""
+    out = {'': os.lstat(root)}
+    stack = ['']
+    while stack:
+        rel = stack.pop()
+        for n in os.listdir(os.path.join(root, rel) if rel else root):
+            r = os.path.join(rel, n) if rel else n
+            st = os.lstat(os.path.join(root, r))
+            out[r] = st
+            if stat.S_ISDIR(st.st_mode):
+                stack.append(r)
+    return out
+
+
+def tree_snapshot(root):
+    """Normalised merged tree: rel -> fields, plus inode numbers kept apart."""
+    sts = walk(root)
+    tree, inos = {}, {}
+    for rel, st in sts.items():
+        p = os.path.join(root, rel) if rel else root
+        tree[rel] = stt(p, content=True)
+        inos[rel] = st.st_ino
+    return tree, inos
+
+
+def link_groups(tree, inos):
+    """Partition of non-directories by inode: the hard-link relation."""
+    g = {}
+    for rel, ino in inos.items():
+        if tree[rel]['type'] != 'd':
+            g.setdefault(ino, []).append(rel)
+    return sorted(sorted(v) for v in g.values() if len(v) > 1)
+
+
+def layer_snapshot(root):
+    """Everything about a layer that must never change (not atime)."""
+    out = {}
+    for rel, st in walk(root).items():
+        p = os.path.join(root, rel) if rel else root
+        d = (st.st_mode, st.st_nlink, st.st_uid, st.st_gid, st.st_ino, st.st_rdev,
+             st.st_mtime_ns, st.st_ctime_ns,
+             st.st_size if not stat.S_ISDIR(st.st_mode) else 0)
+        x = {}
+        for n in os.listxattr(p, follow_symlinks=False):
+            x[n] = os.getxattr(p, n, follow_symlinks=False)
+        d += (tuple(sorted(x.items())),)
+        if stat.S_ISREG(st.st_mode):
+            d += (file_sha(p),)
+        elif stat.S_ISLNK(st.st_mode):
+            d += (os.readlink(p),)
+        out[rel] = d
+    return out
+
+
+def upper_copied(upper):
+    """Non-directory entries in an upper dir that are not whiteouts/markers:
+    what was copied up or created."""
+    out = set()
+    for rel, st in walk(upper).items():
+        n = os.path.basename(rel)
+        if stat.S_ISDIR(st.st_mode) or n.startswith('.wh.'):
+            continue
+        if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+            continue
+        out.add(rel)
+    return out
+
+
+def short(v, n=400):
+    s = repr(v)
+    return s if len(s) <= n else s[:n] + '...(%d chars)' % len(s)
+
+
+# ---------------------------------------------------------------- running ops
+
+def as_user(uid, gid, fn, *args):
+    """Runs fn in a forked child with the credentials of uid/gid (as setpriv
+    --reuid --regid --clear-groups would) and returns its outcome."""
+    import pickle
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            os.setgroups([])
+            os.setresgid(gid, gid, gid)
+            os.setresuid(uid, uid, uid)
+            res = outcome(fn, *args)
+        except BaseException as e:  # noqa: report anything to the parent
+            res = ('EXC', repr(e))
+        with os.fdopen(w, 'wb') as f:
+            pickle.dump(res, f)
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r, 'rb') as f:
+        data = f.read()
+    os.waitpid(pid, 0)
+    return pickle.loads(data)
+
+
+def outcome(fn, *args):
+    try:
+        return ('ok', fn(*args))
+    except OSError as e:
+        return ('ERR', errno.errorcode.get(e.errno, str(e.errno)))
+
+
+class Side:
+    """One mount as seen by an operation: c.p('rel') is the absolute path."""
+
+    def __init__(self, mount, start_inos):
+        self.m = mount
+        self.root = mount.mnt
+        self.start_inos = start_inos
+
+    def p(self, rel=''):
+        return os.path.join(self.root, rel) if rel else self.root
+
+    def same_ino_as_start(self, rel):
+        return os.lstat(self.p(rel)).st_ino == self.start_inos.get(rel)
+
+
+class Twin:
+    """Runs each operation on the kernel side then the FUSE side and records
+    every difference (the scenario continues, so one report shows them all)."""
+
+    def __init__(self, name, k, f, report):
+        self.name, self.k, self.f, self.report = name, k, f, report
+        self.nops = 0
+
+    def op(self, label, fn, *args, user=None):
+        self.nops += 1
+        res = []
+        for side in (self.k, self.f):
+            if user:
+                res.append(as_user(user[0], user[1], fn, side, *args))
+            else:
+                res.append(outcome(fn, side, *args))
+        if res[0] != res[1]:
+            self.report.mismatch('%s: op %r' % (self.name, label), res[0], res[1])
+        return res[1]
+
+
+class Report:
+    def __init__(self):
+        self.problems = []
+        self.notes = []
+        self.seen = set()
+
+    def mismatch(self, where, kernel, fuse):
+        self.problems.append('MISMATCH %s\n    kernel: %s\n    fuse:   %s'
+                             % (where, short(kernel, 1500), short(fuse, 1500)))
+        print(self.problems[-1], flush=True)
+
+    def fail(self, where, msg):
+        self.problems.append('FAIL %s: %s' % (where, msg))
+        print(self.problems[-1], flush=True)
+
+    def note(self, msg):
+        self.notes.append(msg)
+        print('NOTE ' + msg, flush=True)
+
+
+def compare_trees(report, where, k, f):
+    ktree, kinos = k
+    ftree, finos = f
+    kk, fk = set(ktree), set(ftree)
+    if kk != fk:
+        report.mismatch(where + ': paths only on one side',
+                        sorted(kk - fk)[:50], sorted(fk - kk)[:50])
+    for rel in sorted(kk & fk):
+        if ktree[rel] != ftree[rel]:
+            diff = {x: (ktree[rel].get(x), ftree[rel].get(x))
+                    for x in set(ktree[rel]) | set(ftree[rel])
+                    if ktree[rel].get(x) != ftree[rel].get(x)}
+            kv = {x: v[0] for x, v in diff.items()}
+            fv = {x: v[1] for x, v in diff.items()}
+            # The same difference seen again in a later snapshot is one problem.
+            key = (rel, short(kv), short(fv))
+            if key in report.seen:
+                continue
+            report.seen.add(key)
+            report.mismatch('%s: %r differs in %s' % (where, rel, sorted(diff)), kv, fv)
+    kg = [g for g in link_groups(ktree, kinos) if all(r in fk for r in g)]
+    fg = [g for g in link_groups(ftree, finos) if all(r in kk for r in g)]
+    if kg != fg:
+        report.mismatch(where + ': hard-link groups', kg, fg)
+
+
+def ino_stability(before, after):
+    """For each path present in both: same inode number?"""
+    return {rel: before[rel] == after[rel] for rel in before if rel in after}
+
+
+def compare_ino_stability(report, where, kb, ka, fb, fa):
+    ks, fs = ino_stability(kb, ka), ino_stability(fb, fa)
+    bad = {rel: (ks[rel], fs[rel]) for rel in ks if rel in fs and ks[rel] != fs[rel]}
+    if bad:
+        items = sorted(bad.items())[:30]
+        report.mismatch(where + ': inode number unchanged? (per path)',
+                        {r: v[0] for r, v in items}, {r: v[1] for r, v in items})
+
+
+# ---------------------------------------------------------------- scenario run
+
+class Scenario:
+    """layers: list (bottom first) of entry lists. run(t): the operations.
+    user_layers: whether layer entries get their owners (root only)."""
+    name = '?'
+    layers = []
+    upper = True
+    relative_lowers = False
+
+    def run(self, t):
+        pass
+
+    def encodings(self):
+        return ['kernel', 'oci']
+
+
+def check_fs(fs):
+    if os.geteuid() != 0:
+        raise Skip('needs root (kernel overlayfs and FUSE mounts)')
+    if not fs or not os.path.exists(fs):
+        raise Skip('filesystem under test not built: %r (set STRATA_FS)' % fs)
+    if not os.path.exists('/dev/fuse'):
+        raise Skip('no /dev/fuse')
+    with open('/proc/filesystems') as f:
+        if 'overlay' not in f.read():
+            run(['modprobe', 'overlay'])
+
+
+def run_scenario(sc, fs, report, encoding):
+    where = '%s[%s]' % (sc.name, encoding)
+    base = tempfile.mkdtemp(prefix='strata-fs-diff-')
+    mount_tmpfs(base)
+    mounts = []
+    try:
+        sides = {}
+        for kind, enc in (('kernel', 'kernel'), ('fuse', encoding)):
+            d = os.path.join(base, kind)
+            lowers = []
+            b = LayerBuilder(enc)
+            for i, entries in enumerate(sc.layers):
+                ld = os.path.join(d, 'l%d' % i)
+                b.build(ld, entries)
+                lowers.append(ld)
+            upper = work = None
+            if sc.upper:
+                upper, work = os.path.join(d, 'upper'), os.path.join(d, 'work')
+                os.makedirs(upper)
+                os.makedirs(work)
+            mnt = os.path.join(d, 'mnt')
+            os.makedirs(mnt)
+            cwd = d if sc.relative_lowers else None
+            if kind == 'kernel':
+                m = KernelMount(lowers, upper, work, mnt, cwd=cwd)
+            else:
+                m = FuseMount(fs, lowers, upper, work, mnt, cwd=cwd)
+            sides[kind] = m
+        lower_before = {kind: [layer_snapshot(l) for l in m.lowers] for kind, m in sides.items()}
+
+        k, f = sides['kernel'], sides['fuse']
+        k.mount()
+        mounts.append(k)
+        f.mount()
+        mounts.append(f)
+
+        ks, fsnap = tree_snapshot(k.mnt), tree_snapshot(f.mnt)
+        compare_trees(report, where + ' initial tree', ks, fsnap)
+
+        t = Twin(where, Side(k, ks[1]), Side(f, fsnap[1]), report)
+        try:
+            sc.run(t)
+        except Exception:
+            report.fail(where, 'scenario raised:\n' + traceback.format_exc())
+
+        ka, fa = tree_snapshot(k.mnt), tree_snapshot(f.mnt)
+        compare_trees(report, where + ' final tree', ka, fa)
+        compare_ino_stability(report, where + ' start->final', ks[1], ka[1], fsnap[1], fa[1])
+        if sc.upper:
+            ku, fu = upper_copied(k.upper), upper_copied(f.upper)
+            if ku != fu:
+                report.mismatch(where + ': copied-up/created non-directories in upper',
+                                sorted(ku - fu), sorted(fu - ku))
+
+        # Unmount + remount the same upper: both views must be unchanged.
+        mounts.remove(f)
+        p = f.umount()
+        if p:
+            report.fail(where + ' fuse daemon', p)
+        mounts.remove(k)
+        k.umount()
+        for kind, m in sides.items():
+            after = [layer_snapshot(l) for l in m.lowers]
+            for i, (b0, a0) in enumerate(zip(lower_before[kind], after)):
+                if b0 != a0:
+                    changed = sorted(r for r in set(b0) | set(a0) if b0.get(r) != a0.get(r))
+                    report.fail(where, '%s lower layer l%d was modified: %s'
+                                % (kind, i, short(changed)))
+        k.mount()
+        mounts.append(k)
+        f.mount()
+        mounts.append(f)
+        kr, fr = tree_snapshot(k.mnt), tree_snapshot(f.mnt)
+        compare_trees(report, where + ' fuse view before/after remount', fa, fr)
+        compare_trees(report, where + ' tree after remount', kr, fr)
+        compare_ino_stability(report, where + ' across remount', ka[1], kr[1], fa[1], fr[1])
+    finally:
+        for m in reversed(mounts):
+            try:
+                p = m.umount()
+                if p:
+                    report.fail(where + ' fuse daemon', p)
+            except Exception as e:
+                report.fail(where, 'cleanup: %s' % e)
+        umount(base)
+        os.rmdir(base)
+        reap_all()
+
+
+def fs_under_test(argv):
+    fs = os.environ.get('STRATA_FS')
+    if not fs and '--fs' in argv:
+        fs = argv[argv.index('--fs') + 1]
+    return fs
+
+
+def main(scenarios, argv):
+    """argv: [--fs PATH] NAME... ; runs the named scenarios (all if none)."""
+    become_subreaper()
+    fs = fs_under_test(argv)
+    names = []
+    i = 0
+    while i < len(argv):
+        if argv[i] == '--fs':
+            i += 2
+            continue
+        names.append(argv[i])
+        i += 1
+    try:
+        check_fs(fs)
+    except Skip as e:
+        print('SKIP: %s' % e)
+        return SKIP
+    byname = {s.name: s for s in scenarios}
+    todo = [byname[n] for n in names] if names else scenarios
+    report = Report()
+    print('filesystem under test: %s' % fs, flush=True)
+    try:
+        for sc in todo:
+            for enc in sc.encodings():
+                t0 = time.time()
+                n0 = len(report.problems)
+                run_scenario(sc, fs, report, enc)
+                print('%s[%s]: %s (%.1fs)' % (sc.name, enc,
+                                              'ok' if len(report.problems) == n0 else
+                                              '%d problems' % (len(report.problems) - n0),
+                                              time.time() - t0), flush=True)
+    except Skip as e:
+        print('SKIP: %s' % e)
+        return SKIP
+    if report.problems:
+        print('\n%d problems' % len(report.problems))
+        return 1
+    print('all scenarios match kernel overlayfs')
+    return 0
