@@ -1,0 +1,70 @@
+/* What the launcher's steps share: the resolved launch context and the
+ * per-step entry points. Not a public header; users include launch.h.
+ *
+ * Process tree (see ../shared/DESIGN.md, "Launcher contract"):
+ *   launcher  host namespaces; writes the id maps, forwards signals
+ *   outer     new user (rootless) + mount ns: mounts FUSE, runs the daemon,
+ *             unmounts and reaps it at the end
+ *   daemon    strata-fs -f ... /dev/fd/N, in the outer mount ns
+ *   init      pid 1 of new pid/mount/uts/ipc[/net] ns: builds the root,
+ *             pivots, reaps, forwards signals
+ *   command   the user's process (pid 2)
+ */
+#ifndef STRATA_RUNTIME_INTERNAL_H
+#define STRATA_RUNTIME_INTERNAL_H
+
+#include "launch.h"
+
+#include <limits.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Exit code of a helper process whose setup step failed; the cause
+ * travels on the error pipe, so it is never confused with the command's. */
+#define SETUP_FAILED_EXIT 125
+
+struct launch_ctx {
+	const struct strata_launch_spec *spec;
+	bool userns;            /* a user namespace is created */
+	bool setgroups_ok;      /* setgroups(2) works inside (not "deny") */
+	char *lowerdir;         /* absolute, checked */
+	char *upperdir, *workdir;
+	char *fs_program;       /* resolved path of the daemon */
+	char mountpoint[PATH_MAX]; /* empty dir the outer ns mounts FUSE on */
+	uint64_t caps;          /* capability set the command keeps */
+	int errfd;              /* write end of the error pipe */
+	sigset_t oldmask;       /* the caller's mask, restored before exec */
+};
+
+/* error pipe: a helper that fails reports -errno here, then exits */
+void report_failure(const struct launch_ctx *ctx, int err) __attribute__((noreturn));
+
+/* idmap.c: write the child's uid/gid maps from the launcher */
+int idmap_setup(const struct launch_ctx *ctx, pid_t child);
+
+/* fusemount.c */
+int fs_find_program(const char *given, char **out);
+int fs_mount(struct launch_ctx *ctx, pid_t *daemon, int *daemon_pidfd);
+int fs_unmount(const struct launch_ctx *ctx, pid_t daemon, int daemon_pidfd);
+
+/* mounts.c: in the init process, build the container root and pivot */
+int rootfs_setup(const struct launch_ctx *ctx);
+
+/* net.c: bring loopback up in a fresh network namespace */
+int net_loopback_up(void);
+
+/* caps.c */
+int caps_resolve(const struct strata_launch_spec *spec, uint64_t *set);
+int caps_limit_bounding(uint64_t set);
+int caps_apply(uint64_t set);
+
+/* init.c: wait for pid while forwarding signals to it */
+void forwarded_signals(sigset_t *set);
+int supervise(pid_t pid, bool reap_all, int *status);
+int status_to_exit_code(int status);
+
+/* process.c: in the command process; never returns */
+void process_exec(const struct launch_ctx *ctx) __attribute__((noreturn));
+
+#endif

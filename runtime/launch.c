@@ -1,0 +1,323 @@
+/* strata_launch(): checks the spec, then walks the process tree described
+ * in internal.h. Each helper process that fails reports its -errno on the
+ * error pipe, so the launcher can tell a failed setup from a command that
+ * exited with the same code. */
+#include "internal.h"
+#include "err.h"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+void report_failure(const struct launch_ctx *ctx, int err)
+{
+	if (ctx->errfd >= 0 && write(ctx->errfd, &err, sizeof err) < 0) {
+		/* nothing more to do: the exit code still says "setup" */
+	}
+	_exit(SETUP_FAILED_EXIT);
+}
+
+/* Absolute, existing paths for the daemon's options; its option syntax
+ * has no escape for ',' so such paths are refused here, not misparsed. */
+static int check_dir(const char *path, const char *what, char **out)
+{
+	struct stat st;
+	char *abs = realpath(path, NULL);
+
+	if (!abs || stat(abs, &st) < 0) {
+		int e = errno;
+		serr(e, "open", path, "%s must be an existing directory", what);
+		free(abs);
+		return -e;
+	}
+	if (!S_ISDIR(st.st_mode) || strpbrk(abs, ",:")) {
+		serr(S_ISDIR(st.st_mode) ? EINVAL : ENOTDIR, "use", path,
+		     "%s must be a directory whose path has no ',' or ':'", what);
+		free(abs);
+		return -EINVAL;
+	}
+	*out = abs;
+	return 0;
+}
+
+static int check_lowerdir(const char *spec, char **out)
+{
+	_cleanup_free_ char *copy = strdup(spec);
+	char *save = NULL, *joined = NULL;
+	size_t len = 0;
+
+	if (!copy)
+		return -ENOMEM;
+	for (char *d = strtok_r(copy, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
+		char *abs;
+		int r = check_dir(d, "each layer of --lowerdir", &abs);
+		if (r < 0) {
+			free(joined);
+			return r;
+		}
+		char *grown = realloc(joined, len + strlen(abs) + 2);
+		if (!grown) {
+			free(abs);
+			free(joined);
+			return -ENOMEM;
+		}
+		joined = grown;
+		len += sprintf(joined + len, "%s%s", len ? ":" : "", abs);
+		free(abs);
+	}
+	if (!joined) {
+		susage("--lowerdir names no layer");
+		return -EINVAL;
+	}
+	*out = joined;
+	return 0;
+}
+
+static int check_spec(struct launch_ctx *ctx)
+{
+	const struct strata_launch_spec *s = ctx->spec;
+	int r;
+
+	if (!s->argv || !s->argv[0]) {
+		susage("no command given (strata-run [OPTIONS] -- COMMAND [ARG...])");
+		return -EINVAL;
+	}
+	if (!s->lowerdir) {
+		susage("--lowerdir is required");
+		return -EINVAL;
+	}
+	if (!s->upperdir != !s->workdir) {
+		susage("--upperdir and --workdir go together");
+		return -EINVAL;
+	}
+	if ((r = check_lowerdir(s->lowerdir, &ctx->lowerdir)) < 0)
+		return r;
+	if (s->upperdir && ((r = check_dir(s->upperdir, "--upperdir", &ctx->upperdir)) < 0 ||
+			    (r = check_dir(s->workdir, "--workdir", &ctx->workdir)) < 0))
+		return r;
+	for (size_t i = 0; i < s->n_binds; i++) {
+		struct stat st;
+		if (stat(s->binds[i].src, &st) < 0) {
+			serr(errno, "bind", s->binds[i].src, "the source of --bind must exist on the host");
+			return -errno;
+		}
+	}
+	for (size_t i = 0; i < s->n_env; i++)
+		if (!strchr(s->env[i], '=') || s->env[i][0] == '=') {
+			susage("--env '%s' is not KEY=VALUE", s->env[i]);
+			return -EINVAL;
+		}
+	if ((r = caps_resolve(s, &ctx->caps)) < 0)
+		return r;
+	return fs_find_program(s->fs_program, &ctx->fs_program);
+}
+
+static int make_mountpoint(struct launch_ctx *ctx)
+{
+	const char *base = getenv("XDG_RUNTIME_DIR");
+	struct stat st;
+
+	if (!base || geteuid() == 0 || stat(base, &st) < 0)
+		base = getenv("TMPDIR");
+	if (!base || !*base)
+		base = "/tmp";
+	if (snprintf(ctx->mountpoint, sizeof ctx->mountpoint, "%s/strata-run.XXXXXX", base) >=
+	    (int)sizeof ctx->mountpoint)
+		return -ENAMETOOLONG;
+	if (!mkdtemp(ctx->mountpoint)) {
+		int e = errno;
+		serr(e, "create mount point in", base, "set TMPDIR to a writable directory");
+		ctx->mountpoint[0] = '\0';
+		return -e;
+	}
+	return 0;
+}
+
+static void apply_rlimits(const struct launch_ctx *ctx)
+{
+	const struct strata_launch_spec *s = ctx->spec;
+
+	for (size_t i = 0; i < s->n_rlimits; i++) {
+		struct rlimit rl = { s->rlimits[i].soft, s->rlimits[i].hard };
+		if (setrlimit(s->rlimits[i].resource, &rl) < 0) {
+			int e = errno;
+			serr(e, "set rlimit", NULL, "resource %d to %llu:%llu; raising a hard limit needs privilege",
+			     s->rlimits[i].resource, (unsigned long long)rl.rlim_cur,
+			     (unsigned long long)rl.rlim_max);
+			report_failure(ctx, -e);
+		}
+	}
+}
+
+/* pid 1 of the container: build the root, then start the command and
+ * stay as its reaper and signal relay. */
+static void init_main(struct launch_ctx *ctx) __attribute__((noreturn));
+static void init_main(struct launch_ctx *ctx)
+{
+	const struct strata_launch_spec *s = ctx->spec;
+	int flags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC;
+	int r, st;
+
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (s->net == STRATA_NET_NONE)
+		flags |= CLONE_NEWNET;
+	if (unshare(flags) < 0) {
+		serr(errno, "unshare", "mount/uts/ipc/net namespaces", "for the container");
+		report_failure(ctx, -errno);
+	}
+	if (s->net == STRATA_NET_NONE && (r = net_loopback_up()) < 0)
+		report_failure(ctx, r);
+	const char *host = s->hostname ? s->hostname : "strata";
+	if (sethostname(host, strlen(host)) < 0) {
+		serr(errno, "sethostname", host, NULL);
+		report_failure(ctx, -errno);
+	}
+	if ((r = rootfs_setup(ctx)) < 0)
+		report_failure(ctx, r);
+
+	pid_t cmd = fork();
+	if (cmd < 0) {
+		serr(errno, "fork", "command", NULL);
+		report_failure(ctx, -errno);
+	}
+	if (cmd == 0) {
+		apply_rlimits(ctx);
+		process_exec(ctx);
+	}
+	if (supervise(cmd, true, &st) < 0)
+		_exit(255);
+	_exit(status_to_exit_code(st));
+}
+
+/* The outer process: owns the FUSE mount and the daemon for the whole
+ * run, and is the only one that unmounts. */
+static void outer_main(struct launch_ctx *ctx, int ready_w, int go_r) __attribute__((noreturn));
+static void outer_main(struct launch_ctx *ctx, int ready_w, int go_r)
+{
+	pid_t daemon = -1, init;
+	int daemon_pidfd = -1, r, st;
+	char c = 0;
+
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (unshare(CLONE_NEWNS | (ctx->userns ? CLONE_NEWUSER : 0)) < 0) {
+		int e = errno;
+		serr(e, "unshare", ctx->userns ? "user and mount namespaces" : "mount namespace",
+		     ctx->userns ? "user namespaces may be disabled: check /proc/sys/user/max_user_namespaces"
+				 : NULL);
+		report_failure(ctx, -e);
+	}
+	/* Tell the launcher we have a user namespace to map, wait for it. */
+	if (write(ready_w, &c, 1) != 1 || read(go_r, &c, 1) != 1)
+		_exit(SETUP_FAILED_EXIT);
+	close(ready_w);
+	close(go_r);
+
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
+		serr(errno, "make private", "/", "in the launcher's mount namespace");
+		report_failure(ctx, -errno);
+	}
+	if ((r = fs_mount(ctx, &daemon, &daemon_pidfd)) < 0)
+		report_failure(ctx, r);
+	if (unshare(CLONE_NEWPID) < 0) {
+		r = -errno;
+		serr(r, "unshare", "pid namespace", NULL);
+		goto fail;
+	}
+	init = fork();
+	if (init < 0) {
+		r = -errno;
+		serr(r, "fork", "container init", NULL);
+		goto fail;
+	}
+	if (init == 0) {
+		close(daemon_pidfd);
+		init_main(ctx);
+	}
+	if (supervise(init, true, &st) < 0)
+		st = 255 << 8;
+	fs_unmount(ctx, daemon, daemon_pidfd);
+	_exit(status_to_exit_code(st));
+fail:
+	fs_unmount(ctx, daemon, daemon_pidfd);
+	report_failure(ctx, r);
+}
+
+int strata_launch(const struct strata_launch_spec *spec)
+{
+	struct launch_ctx ctx = { .spec = spec, .errfd = -1 };
+	int errp[2] = { -1, -1 }, ready[2] = { -1, -1 }, go[2] = { -1, -1 };
+	int r, st = 0, failure = 0;
+	sigset_t fwd;
+
+	if ((r = check_spec(&ctx)) < 0)
+		goto out;
+	ctx.userns = geteuid() != 0 || spec->n_uidmap || spec->n_gidmap;
+	ctx.setgroups_ok = !ctx.userns || geteuid() == 0 || spec->n_gidmap;
+	if ((r = make_mountpoint(&ctx)) < 0)
+		goto out;
+	if (pipe2(errp, O_CLOEXEC) < 0 || pipe2(ready, O_CLOEXEC) < 0 || pipe2(go, O_CLOEXEC) < 0) {
+		r = -errno;
+		serr(r, "create pipes", NULL, NULL);
+		goto out;
+	}
+	ctx.errfd = errp[1];
+	forwarded_signals(&fwd);
+	sigprocmask(SIG_BLOCK, &fwd, &ctx.oldmask);
+
+	pid_t outer = fork();
+	if (outer < 0) {
+		r = -errno;
+		serr(r, "fork", NULL, NULL);
+		goto restore;
+	}
+	if (outer == 0) {
+		close(errp[0]);
+		close(ready[0]);
+		close(go[1]);
+		outer_main(&ctx, ready[1], go[0]);
+	}
+	close(take_fd(&errp[1]));
+	ctx.errfd = -1;
+	close(take_fd(&ready[1]));
+	close(take_fd(&go[0]));
+
+	char c;
+	if (read(ready[0], &c, 1) == 1) {
+		if (ctx.userns && (r = idmap_setup(&ctx, outer)) < 0) {
+			kill(outer, SIGKILL);
+			waitpid(outer, NULL, 0);
+			goto restore;
+		}
+		if (write(go[1], &c, 1) != 1) {
+			/* the outer process is gone; its status tells why */
+		}
+	}
+	close(take_fd(&go[1]));
+	if ((r = supervise(outer, false, &st)) < 0)
+		goto restore;
+	fcntl(errp[0], F_SETFL, O_NONBLOCK);
+	if (read(errp[0], &failure, sizeof failure) == sizeof failure && failure < 0)
+		r = failure;
+	else
+		r = status_to_exit_code(st);
+restore:
+	sigprocmask(SIG_SETMASK, &ctx.oldmask, NULL);
+out:
+	if (ctx.mountpoint[0])
+		rmdir(ctx.mountpoint);
+	for (int i = 0; i < 2; i++) {
+		cleanup_closep(&errp[i]);
+		cleanup_closep(&ready[i]);
+		cleanup_closep(&go[i]);
+	}
+	free(ctx.lowerdir);
+	free(ctx.upperdir);
+	free(ctx.workdir);
+	free(ctx.fs_program);
+	return r;
+}

@@ -1,0 +1,141 @@
+/* strata-run: the command-line front door to strata_launch(). All it does
+ * is turn arguments into a spec; the launcher does the rest. */
+#include "launch.h"
+#include "err.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#define SETUP_FAILED 125
+
+static const char usage[] =
+	"usage: strata-run [OPTIONS] -- COMMAND [ARG...]\n"
+	"Run COMMAND in its own namespaces inside the merged view of image layers.\n"
+	"Run by root it uses real root; run by any other user it is rootless.\n\n"
+	"  --lowerdir TOP:...:BOTTOM   image layers, top first (required)\n"
+	"  --upperdir DIR --workdir DIR  writable layer (without them / is read-only)\n"
+	"  --hostname NAME             container hostname (default strata)\n"
+	"  --env KEY=VALUE             add to the minimal environment (repeatable)\n"
+	"  --cwd DIR                   working directory inside the container\n"
+	"  --user UID[:GID]            run the command as this user\n"
+	"  --bind SRC:DST[:ro]         bind a host path into the container (repeatable)\n"
+	"  --cap-add CAP, --cap-drop CAP|ALL  edit the docker-like default capabilities\n"
+	"  --net host|none             host network (default) or loopback only\n"
+	"  --rlimit NAME=SOFT[:HARD]   resource limit, e.g. nofile=1024:4096 (repeatable)\n"
+	"  --uidmap IN:OUT:COUNT, --gidmap IN:OUT:COUNT  subordinate id ranges (repeatable;\n"
+	"                              rootless through newuidmap/newgidmap)\n"
+	"  --fs-program PATH           FUSE daemon (default: $STRATA_FS, strata-fs next to\n"
+	"                              this program, then PATH)\n"
+	"  --help, --version\n\n"
+	"Exit status: the command's; 128+N if killed by signal N; 127 if the command is\n"
+	"not in the image; 125 if the container could not be set up.\n";
+
+enum { O_LOWER = 256, O_UPPER, O_WORK, O_HOST, O_ENV, O_CWD, O_USER, O_BIND, O_CAPADD,
+       O_CAPDROP, O_NET, O_RLIMIT, O_UIDMAP, O_GIDMAP, O_FS, O_HELP, O_VERSION };
+
+static const struct option options[] = {
+	{ "lowerdir", required_argument, NULL, O_LOWER },
+	{ "upperdir", required_argument, NULL, O_UPPER },
+	{ "workdir", required_argument, NULL, O_WORK },
+	{ "hostname", required_argument, NULL, O_HOST },
+	{ "env", required_argument, NULL, O_ENV },
+	{ "cwd", required_argument, NULL, O_CWD },
+	{ "user", required_argument, NULL, O_USER },
+	{ "bind", required_argument, NULL, O_BIND },
+	{ "cap-add", required_argument, NULL, O_CAPADD },
+	{ "cap-drop", required_argument, NULL, O_CAPDROP },
+	{ "net", required_argument, NULL, O_NET },
+	{ "rlimit", required_argument, NULL, O_RLIMIT },
+	{ "uidmap", required_argument, NULL, O_UIDMAP },
+	{ "gidmap", required_argument, NULL, O_GIDMAP },
+	{ "fs-program", required_argument, NULL, O_FS },
+	{ "help", no_argument, NULL, O_HELP },
+	{ "version", no_argument, NULL, O_VERSION },
+	{ NULL, 0, NULL, 0 },
+};
+
+int main(int argc, char **argv)
+{
+	struct strata_launch_spec spec = { .net = STRATA_NET_HOST };
+	/* Every repeatable option has at most argc occurrences. */
+	size_t cap = (size_t)argc;
+	_cleanup_free_ const char **env = calloc(cap, sizeof *env);
+	_cleanup_free_ const char **capadd = calloc(cap, sizeof *capadd);
+	_cleanup_free_ const char **capdrop = calloc(cap, sizeof *capdrop);
+	_cleanup_free_ struct strata_bind *binds = calloc(cap, sizeof *binds);
+	_cleanup_free_ struct strata_rlimit *rlimits = calloc(cap, sizeof *rlimits);
+	_cleanup_free_ struct strata_idmap *uidmap = calloc(cap, sizeof *uidmap);
+	_cleanup_free_ struct strata_idmap *gidmap = calloc(cap, sizeof *gidmap);
+	int c;
+
+	strata_prog = "strata-run";
+	if (!env || !capadd || !capdrop || !binds || !rlimits || !uidmap || !gidmap)
+		return SETUP_FAILED;
+	spec.env = env;
+	spec.cap_add = capadd;
+	spec.cap_drop = capdrop;
+	spec.binds = binds;
+	spec.rlimits = rlimits;
+	spec.uidmap = uidmap;
+	spec.gidmap = gidmap;
+
+	while ((c = getopt_long(argc, argv, "+", options, NULL)) != -1) {
+		switch (c) {
+		case O_LOWER: spec.lowerdir = optarg; break;
+		case O_UPPER: spec.upperdir = optarg; break;
+		case O_WORK: spec.workdir = optarg; break;
+		case O_HOST: spec.hostname = optarg; break;
+		case O_ENV: env[spec.n_env++] = optarg; break;
+		case O_CWD: spec.cwd = optarg; break;
+		case O_USER:
+			if (strata_parse_user(optarg, &spec.uid, &spec.gid) < 0)
+				return SETUP_FAILED;
+			spec.set_user = true;
+			break;
+		case O_BIND:
+			if (strata_parse_bind(optarg, &binds[spec.n_binds++]) < 0)
+				return SETUP_FAILED;
+			break;
+		case O_CAPADD: capadd[spec.n_cap_add++] = optarg; break;
+		case O_CAPDROP: capdrop[spec.n_cap_drop++] = optarg; break;
+		case O_NET:
+			if (strcmp(optarg, "host") == 0)
+				spec.net = STRATA_NET_HOST;
+			else if (strcmp(optarg, "none") == 0)
+				spec.net = STRATA_NET_NONE;
+			else {
+				susage("--net '%s': expected host or none", optarg);
+				return SETUP_FAILED;
+			}
+			break;
+		case O_RLIMIT:
+			if (strata_parse_rlimit(optarg, &rlimits[spec.n_rlimits++]) < 0)
+				return SETUP_FAILED;
+			break;
+		case O_UIDMAP:
+			if (strata_parse_idmap(optarg, &uidmap[spec.n_uidmap++]) < 0)
+				return SETUP_FAILED;
+			break;
+		case O_GIDMAP:
+			if (strata_parse_idmap(optarg, &gidmap[spec.n_gidmap++]) < 0)
+				return SETUP_FAILED;
+			break;
+		case O_FS: spec.fs_program = optarg; break;
+		case O_HELP: fputs(usage, stdout); return 0;
+		case O_VERSION: printf("strata-run %s\n", STRATA_VERSION); return 0;
+		default:
+			fputs(usage, stderr);
+			return SETUP_FAILED;
+		}
+	}
+	if (optind >= argc) {
+		susage("no command given; see strata-run --help");
+		return SETUP_FAILED;
+	}
+	spec.argv = argv + optind;
+
+	int r = strata_launch(&spec);
+	return r < 0 ? SETUP_FAILED : r;
+}

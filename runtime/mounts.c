@@ -1,0 +1,231 @@
+/* The container's root, built in init's fresh mount namespace before the
+ * pivot: the merged view bound onto itself, a fresh /proc, a small /dev,
+ * a read-only /sys and the user's binds.
+ *
+ * Every path inside the image is resolved with openat2(RESOLVE_IN_ROOT),
+ * so an image symlink such as /proc -> /etc/host can never point a mount
+ * outside the container's root; mounts then target the resolved fd. */
+#include "internal.h"
+#include "err.h"
+
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+
+struct fdpath {
+	char s[32];
+};
+
+static struct fdpath fdpath(int fd)
+{
+	struct fdpath p;
+	snprintf(p.s, sizeof p.s, "/proc/self/fd/%d", fd);
+	return p;
+}
+
+static int open_in_root(int rootfd, const char *path, int flags)
+{
+	struct open_how how = {
+		.flags = (unsigned)(flags | O_CLOEXEC),
+		.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+	};
+	int fd = syscall(SYS_openat2, rootfd, path, &how, sizeof how);
+	return fd < 0 ? -errno : fd;
+}
+
+/* An O_PATH fd for PATH under the root, creating what is missing: parent
+ * directories, and the last component as a directory or an empty file. */
+static int ensure_in_root(int rootfd, const char *path, bool dir)
+{
+	int fd = open_in_root(rootfd, path, O_PATH);
+	if (fd != -ENOENT)
+		return fd;
+
+	_cleanup_free_ char *parent = strdup(path);
+	if (!parent)
+		return -ENOMEM;
+	size_t n = strlen(parent);
+	while (n > 1 && parent[n - 1] == '/')
+		parent[--n] = '\0';
+	char *slash = strrchr(parent, '/');
+	const char *base = slash ? slash + 1 : parent;
+	_cleanup_close_ int pfd = -1;
+	if (slash && slash != parent) {
+		*slash = '\0';
+		pfd = ensure_in_root(rootfd, parent, true);
+	} else {
+		pfd = open_in_root(rootfd, "/", O_PATH);
+	}
+	if (pfd < 0)
+		return pfd;
+	if (dir) {
+		if (mkdirat(pfd, base, 0755) < 0 && errno != EEXIST)
+			return -errno;
+	} else {
+		int f = openat(pfd, base, O_CREAT | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
+		if (f < 0)
+			return -errno;
+		close(f);
+	}
+	return open_in_root(rootfd, path, O_PATH);
+}
+
+static const char *ro_hint(int err)
+{
+	return err == -EROFS ? "the image lacks it and the root is read-only; add it to a layer or give --upperdir"
+			     : NULL;
+}
+
+static int mount_fs(int rootfd, const char *path, const char *type, unsigned long flags, const char *data)
+{
+	_cleanup_close_ int t = ensure_in_root(rootfd, path, true);
+	if (t < 0) {
+		serr(t, "create mount point", path, "%s", ro_hint(t) ? ro_hint(t) : "inside the container root");
+		return t;
+	}
+	if (mount(type, fdpath(t).s, type, flags, data) < 0) {
+		int e = errno;
+		serr(e, "mount", path, "%s filesystem inside the container", type);
+		return -e;
+	}
+	return 0;
+}
+
+/* Attach a clone of the host tree at src (recursively: a user namespace
+ * may not take a mount without what is locked under it) at path. */
+static int bind_into(int rootfd, const char *src, const char *path, bool dir, bool readonly,
+		     unsigned long extra_attrs)
+{
+	_cleanup_close_ int tree = open_tree(AT_FDCWD, src, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+	if (tree < 0) {
+		int e = errno;
+		serr(e, "bind", src, "cannot take a copy of the host path");
+		return -e;
+	}
+	if (readonly || extra_attrs) {
+		struct mount_attr attr = { .attr_set = (readonly ? MOUNT_ATTR_RDONLY : 0) | extra_attrs };
+		if (mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) < 0) {
+			int e = errno;
+			serr(e, "make read-only", src, "bind to %s", path);
+			return -e;
+		}
+	}
+	_cleanup_close_ int t = ensure_in_root(rootfd, path, dir);
+	if (t < 0) {
+		serr(t, "create bind target", path, "%s", ro_hint(t) ? ro_hint(t) : "inside the container root");
+		return t;
+	}
+	if (move_mount(tree, "", t, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0) {
+		int e = errno;
+		serr(e, "bind", src, "onto %s in the container", path);
+		return -e;
+	}
+	return 0;
+}
+
+static int setup_dev(int rootfd, bool userns)
+{
+	static const char *const devices[] = { "null", "zero", "full", "random", "urandom", "tty" };
+	static const char *const links[][2] = {
+		{ "/proc/self/fd", "fd" }, { "/proc/self/fd/0", "stdin" },
+		{ "/proc/self/fd/1", "stdout" }, { "/proc/self/fd/2", "stderr" },
+		{ "pts/ptmx", "ptmx" },
+	};
+	char path[32];
+	int r;
+
+	if ((r = mount_fs(rootfd, "/dev", "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k")) < 0)
+		return r;
+	/* A user namespace cannot mknod: bind the host's nodes instead. */
+	for (size_t i = 0; i < sizeof devices / sizeof devices[0]; i++) {
+		snprintf(path, sizeof path, "/dev/%s", devices[i]);
+		if ((r = bind_into(rootfd, path, path, false, false, 0)) < 0)
+			return r;
+	}
+	_cleanup_close_ int dev = open_in_root(rootfd, "/dev", O_PATH | O_DIRECTORY);
+	if (dev < 0)
+		return dev;
+	for (size_t i = 0; i < sizeof links / sizeof links[0]; i++)
+		if (symlinkat(links[i][0], dev, links[i][1]) < 0 && errno != EEXIST) {
+			serr(errno, "symlink", links[i][1], "in the container's /dev");
+			return -errno;
+		}
+	/* gid 5 is "tty" in most images; it may not exist in a user namespace */
+	r = mount_fs(rootfd, "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
+		     userns ? "newinstance,ptmxmode=0666,mode=0620"
+			    : "newinstance,ptmxmode=0666,mode=0620,gid=5");
+	if (r < 0)
+		return r;
+	return mount_fs(rootfd, "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k");
+}
+
+static int setup_sys(int rootfd)
+{
+	_cleanup_close_ int t = ensure_in_root(rootfd, "/sys", true);
+	if (t < 0) {
+		serr(t, "create mount point", "/sys", "%s", ro_hint(t) ? ro_hint(t) : "inside the container root");
+		return t;
+	}
+	if (mount("sysfs", fdpath(t).s, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) == 0)
+		return 0;
+	/* A user namespace may only mount sysfs for a network namespace it
+	 * owns; with the host's network, show the host's /sys read-only. */
+	if (errno != EPERM && errno != EACCES) {
+		serr(errno, "mount", "/sys", "sysfs inside the container");
+		return -errno;
+	}
+	return bind_into(rootfd, "/sys", "/sys", true, true, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
+}
+
+int rootfs_setup(const struct launch_ctx *ctx)
+{
+	const struct strata_launch_spec *s = ctx->spec;
+	const char *mp = ctx->mountpoint;
+	int r;
+
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
+		serr(errno, "make private", "/", "in the container's mount namespace");
+		return -errno;
+	}
+	if (mount(mp, mp, NULL, MS_BIND | MS_REC, NULL) < 0) {
+		serr(errno, "bind", mp, "the merged view onto itself");
+		return -errno;
+	}
+	_cleanup_close_ int root = open(mp, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (root < 0) {
+		serr(errno, "open", mp, "the merged view");
+		return -errno;
+	}
+	if ((r = mount_fs(root, "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL)) < 0)
+		return r;
+	if ((r = setup_dev(root, ctx->userns)) < 0)
+		return r;
+	if ((r = setup_sys(root)) < 0)
+		return r;
+	for (size_t i = 0; i < s->n_binds; i++) {
+		struct stat st;
+		if (stat(s->binds[i].src, &st) < 0) {
+			serr(errno, "bind", s->binds[i].src, "the source of --bind must exist on the host");
+			return -errno;
+		}
+		r = bind_into(root, s->binds[i].src, s->binds[i].dst, S_ISDIR(st.st_mode), s->binds[i].readonly, 0);
+		if (r < 0)
+			return r;
+	}
+
+	/* pivot_root(".", ".") stacks the old root on the new one; detaching
+	 * it leaves nothing of the host reachable. */
+	if (fchdir(root) < 0 || syscall(SYS_pivot_root, ".", ".") < 0) {
+		serr(errno, "pivot_root into", mp, NULL);
+		return -errno;
+	}
+	if (umount2(".", MNT_DETACH) < 0 || chdir("/") < 0) {
+		serr(errno, "detach", "the host root", "after pivot_root");
+		return -errno;
+	}
+	return 0;
+}

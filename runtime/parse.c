@@ -1,0 +1,136 @@
+/* The command-line spellings of the spec's structured fields, shared by
+ * strata-run and `strata run` so both accept exactly the same text. */
+#include "launch.h"
+#include "err.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static int parse_ulong(const char *s, char **end, unsigned long *out)
+{
+	if (!*s || *s == '-' || *s == '+')
+		return -EINVAL;
+	errno = 0;
+	*out = strtoul(s, end, 10);
+	return (errno || *end == s) ? -EINVAL : 0;
+}
+
+int strata_parse_bind(char *arg, struct strata_bind *out)
+{
+	char *src = arg, *dst = strchr(arg, ':');
+
+	if (!dst || dst == src || !dst[1])
+		goto bad;
+	*dst++ = '\0';
+	out->src = src;
+	out->dst = dst;
+	out->readonly = false;
+	char *mode = strchr(dst, ':');
+	if (mode) {
+		*mode++ = '\0';
+		if (strcmp(mode, "ro") == 0)
+			out->readonly = true;
+		else if (strcmp(mode, "rw") != 0)
+			goto bad;
+	}
+	if (dst[0] != '/')
+		goto bad;
+	return 0;
+bad:
+	susage("--bind '%s' is not SRC:DST[:ro|:rw] with an absolute DST", arg);
+	return -EINVAL;
+}
+
+int strata_parse_idmap(const char *arg, struct strata_idmap *out)
+{
+	char *end;
+	const char *p = arg;
+
+	if (parse_ulong(p, &end, &out->inside) < 0 || *end != ':' ||
+	    parse_ulong(end + 1, &end, &out->outside) < 0 || *end != ':' ||
+	    parse_ulong(end + 1, &end, &out->count) < 0 || *end || out->count == 0) {
+		susage("id map '%s' is not INSIDE:OUTSIDE:COUNT (e.g. 0:100000:65536)", arg);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static const struct {
+	const char *name;
+	int resource;
+} rlimit_names[] = {
+	{ "as", RLIMIT_AS }, { "core", RLIMIT_CORE }, { "cpu", RLIMIT_CPU },
+	{ "data", RLIMIT_DATA }, { "fsize", RLIMIT_FSIZE }, { "locks", RLIMIT_LOCKS },
+	{ "memlock", RLIMIT_MEMLOCK }, { "msgqueue", RLIMIT_MSGQUEUE }, { "nice", RLIMIT_NICE },
+	{ "nofile", RLIMIT_NOFILE }, { "nproc", RLIMIT_NPROC }, { "rss", RLIMIT_RSS },
+	{ "rtprio", RLIMIT_RTPRIO }, { "rttime", RLIMIT_RTTIME },
+	{ "sigpending", RLIMIT_SIGPENDING }, { "stack", RLIMIT_STACK },
+};
+
+static int parse_limit(const char *s, char **end, rlim_t *out)
+{
+	unsigned long v;
+
+	if (strncasecmp(s, "unlimited", 9) == 0) {
+		*out = RLIM_INFINITY;
+		*end = (char *)s + 9;
+		return 0;
+	}
+	if (parse_ulong(s, end, &v) < 0)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+int strata_parse_rlimit(const char *arg, struct strata_rlimit *out)
+{
+	const char *eq = strchr(arg, '=');
+	char *end;
+	size_t i, n = eq ? (size_t)(eq - arg) : 0;
+
+	if (!eq)
+		goto bad;
+	const char *name = strncasecmp(arg, "rlimit_", 7) == 0 ? arg + 7 : arg;
+	n -= (size_t)(name - arg);
+	for (i = 0; i < sizeof rlimit_names / sizeof rlimit_names[0]; i++)
+		if (strlen(rlimit_names[i].name) == n && strncasecmp(name, rlimit_names[i].name, n) == 0)
+			break;
+	if (i == sizeof rlimit_names / sizeof rlimit_names[0]) {
+		susage("--rlimit '%s': unknown limit (nofile, nproc, core, stack, as, cpu, fsize, ...)", arg);
+		return -EINVAL;
+	}
+	out->resource = rlimit_names[i].resource;
+	if (parse_limit(eq + 1, &end, &out->soft) < 0)
+		goto bad;
+	out->hard = out->soft;
+	if (*end == ':' && parse_limit(end + 1, &end, &out->hard) < 0)
+		goto bad;
+	if (*end || (out->hard != RLIM_INFINITY && out->soft > out->hard))
+		goto bad;
+	return 0;
+bad:
+	susage("--rlimit '%s' is not NAME=SOFT[:HARD] with SOFT <= HARD", arg);
+	return -EINVAL;
+}
+
+int strata_parse_user(const char *arg, uid_t *uid, gid_t *gid)
+{
+	unsigned long u, g;
+	char *end;
+
+	if (parse_ulong(arg, &end, &u) < 0 || (*end && *end != ':'))
+		goto bad;
+	g = u;
+	if (*end == ':' && (parse_ulong(end + 1, &end, &g) < 0 || *end))
+		goto bad;
+	if (u >= (uid_t)-1 || g >= (gid_t)-1)
+		goto bad;
+	*uid = (uid_t)u;
+	*gid = (gid_t)g;
+	return 0;
+bad:
+	susage("--user '%s' is not UID[:GID] (numeric ids)", arg);
+	return -EINVAL;
+}
