@@ -589,6 +589,8 @@ class Twin:
                 res.append(as_user(user[0], user[1], fn, side, *args))
             else:
                 res.append(outcome(fn, side, *args))
+        if os.environ.get('STRATA_DIFF_VERBOSE'):
+            print('op %s: %s' % (label, short(res[0], 300)), flush=True)
         if res[0] != res[1]:
             self.report.mismatch('%s: op %r' % (self.name, label), res[0], res[1])
         return res[1]
@@ -629,7 +631,7 @@ def compare_trees(report, where, k, f):
             kv = {x: v[0] for x, v in diff.items()}
             fv = {x: v[1] for x, v in diff.items()}
             # The same difference seen again in a later snapshot is one problem.
-            key = (rel, short(kv), short(fv))
+            key = (where.split(' ')[0], rel, short(kv), short(fv))
             if key in report.seen:
                 continue
             report.seen.add(key)
@@ -683,6 +685,16 @@ def check_fs(fs):
             run(['modprobe', 'overlay'])
 
 
+def snapshot_or_report(report, where, m):
+    """The FUSE side's tree; a failing walk (e.g. a crashed daemon) is a
+    reported failure and yields an empty tree so the comparison goes on."""
+    try:
+        return tree_snapshot(m.mnt)
+    except OSError as e:
+        report.fail(where, 'walking the FUSE mount: %s %s' % (e, m.alive_problem() or ''))
+        return {}, {}
+
+
 def run_scenario(sc, fs, report, encoding):
     where = '%s[%s]' % (sc.name, encoding)
     base = tempfile.mkdtemp(prefix='strata-fs-diff-')
@@ -719,7 +731,8 @@ def run_scenario(sc, fs, report, encoding):
         f.mount()
         mounts.append(f)
 
-        ks, fsnap = tree_snapshot(k.mnt), tree_snapshot(f.mnt)
+        ks = tree_snapshot(k.mnt)
+        fsnap = snapshot_or_report(report, where + ' initial tree', f)
         compare_trees(report, where + ' initial tree', ks, fsnap)
 
         t = Twin(where, Side(k, ks[1]), Side(f, fsnap[1]), report)
@@ -728,7 +741,8 @@ def run_scenario(sc, fs, report, encoding):
         except Exception:
             report.fail(where, 'scenario raised:\n' + traceback.format_exc())
 
-        ka, fa = tree_snapshot(k.mnt), tree_snapshot(f.mnt)
+        ka = tree_snapshot(k.mnt)
+        fa = snapshot_or_report(report, where + ' final tree', f)
         compare_trees(report, where + ' final tree', ka, fa)
         compare_ino_stability(report, where + ' start->final', ks[1], ka[1], fsnap[1], fa[1])
         if sc.upper:
@@ -755,7 +769,8 @@ def run_scenario(sc, fs, report, encoding):
         mounts.append(k)
         f.mount()
         mounts.append(f)
-        kr, fr = tree_snapshot(k.mnt), tree_snapshot(f.mnt)
+        kr = tree_snapshot(k.mnt)
+        fr = snapshot_or_report(report, where + ' tree after remount', f)
         compare_trees(report, where + ' fuse view before/after remount', fa, fr)
         compare_trees(report, where + ' tree after remount', kr, fr)
         compare_ino_stability(report, where + ' across remount', ka[1], kr[1], fa[1], fr[1])
