@@ -1,0 +1,34 @@
+/* fsutil: small file-system helpers the store and the layer code share. */
+#ifndef STRATA_FSUTIL_H
+#define STRATA_FSUTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+/* openat2(RESOLVE_BENEATH|RESOLVE_NO_MAGICLINKS): path may follow symlinks
+ * only while they stay under rootfd. -EXDEV when it would leave. */
+int open_beneath(int rootfd, const char *path, int flags, mode_t mode);
+
+/* Remove NAME in dirfd and everything below it. Missing is not an error. */
+int rm_rf_at(int dirfd, const char *name);
+
+/* mkdir -p for store directories (mode 0700 components). */
+int mkdir_p(const char *path, mode_t mode);
+
+/* Read a whole (small) file at dirfd/path; max bounds the size so hostile
+ * inputs cannot make us allocate without limit. NUL-terminated. */
+int read_file_at(int dirfd, const char *path, size_t max, char **buf, size_t *len);
+
+/* Write data to dirfd/path atomically: a temp file, fsync, rename. */
+int write_file_atomic(int dirfd, const char *path, const void *data, size_t len);
+
+/* Copy everything from in to out (both fds), returning bytes or -errno. */
+long long copy_fd(int in, int out);
+
+/* Directory entries of dirfd sorted by name (strings owned by the array;
+ * free with free_names). Skips "." and "..". */
+int list_sorted(int dirfd, char ***names, size_t *n);
+void free_names(char **names, size_t n);
+
+#endif

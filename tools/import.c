@@ -1,0 +1,562 @@
+#include "image.h"
+
+#include "bundle.h"
+#include "err.h"
+#include "fsutil.h"
+#include "layer.h"
+#include "pack.h"
+#include "unpack.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MT_OCI_INDEX    "application/vnd.oci.image.index.v1+json"
+#define MT_OCI_MANIFEST "application/vnd.oci.image.manifest.v1+json"
+#define MT_OCI_CONFIG   "application/vnd.oci.image.config.v1+json"
+#define MT_DOCKER_LIST  "application/vnd.docker.distribution.manifest.list.v2+json"
+#define MT_DOCKER_MANIFEST "application/vnd.docker.distribution.manifest.v2+json"
+#define MT_DOCKER_CONFIG "application/vnd.docker.container.image.v1+json"
+#define REF_ANNOTATION  "org.opencontainers.image.ref.name"
+#define SMALL_MAX       (16u << 20)
+
+int spec_parse(const char *text, bool for_import, struct spec *sp)
+{
+	static const struct { const char *p; enum spec_kind k; } kinds[] = {
+		{ "oci:", SPEC_OCI }, { "oci-archive:", SPEC_OCI_ARCHIVE },
+		{ "docker-archive:", SPEC_DOCKER_ARCHIVE }, { "rootfs:", SPEC_ROOTFS },
+	};
+	memset(sp, 0, sizeof *sp);
+	for (size_t i = 0; i < sizeof kinds / sizeof *kinds; i++) {
+		size_t n = strlen(kinds[i].p);
+		if (strncmp(text, kinds[i].p, n))
+			continue;
+		sp->kind = kinds[i].k;
+		sp->path = strdup(text + n);
+		if (!sp->path)
+			return -ENOMEM;
+		if (!*sp->path) {
+			susage("%s: no path after '%s'", text, kinds[i].p);
+			return -EINVAL;
+		}
+		/* A ":ref" suffix is split off unless the whole string names an
+		 * existing file (paths may contain colons). */
+		char *colon = strrchr(sp->path, ':');
+		struct stat st;
+		if (colon && sp->kind != SPEC_ROOTFS && !(for_import && stat(sp->path, &st) == 0) &&
+		    !strchr(colon, '/')) {
+			*colon = '\0';
+			sp->ref = strdup(colon + 1);
+		}
+		return 0;
+	}
+	susage("%s: unknown transport; use oci:DIR[:TAG], oci-archive:FILE, docker-archive:FILE, rootfs:DIR or rootfs:FILE.tar", text);
+	return -EINVAL;
+}
+
+void spec_free(struct spec *sp)
+{
+	free(sp->path);
+	free(sp->ref);
+	memset(sp, 0, sizeof *sp);
+}
+
+static void blob_name(char *buf, size_t len, const char *digest)
+{
+	snprintf(buf, len, "blobs/sha256/%s", digest_hex(digest));
+}
+
+/* Read a blob named by digest and check that it is what it claims. */
+static int read_blob(struct bundle *b, const char *digest, json_int_t size, char **buf, size_t *len)
+{
+	char name[128], got[DIGEST_BUF];
+	if (!digest_valid(digest)) {
+		serr(0, "import: read", b->path, "a descriptor's digest '%s' is not sha256:<64 hex>; the image is malformed",
+		     digest ? digest : "(none)");
+		return -EBADMSG;
+	}
+	blob_name(name, sizeof name, digest);
+	int r = bundle_read(b, name, SMALL_MAX, buf, len);
+	if (r < 0)
+		return r;
+	sha256_buf(*buf, *len, got);
+	if (strcmp(got, digest) || (size >= 0 && (size_t)size != *len)) {
+		serr(0, "import: verify", name, "in %s: digest or size mismatch (content is %s, %zu bytes); the image is corrupt",
+		     b->path, got, *len);
+		free(*buf);
+		*buf = NULL;
+		return -EBADMSG;
+	}
+	return 0;
+}
+
+static json_t *parse_json(const char *buf, size_t len, const char *what, const char *where)
+{
+	json_error_t je;
+	json_t *j = json_loadb(buf, len, 0, &je);
+	if (!j || !json_is_object(j) ) {
+		serr(0, "import: parse", what, "in %s: %s; the image is malformed", where, j ? "not a JSON object" : je.text);
+		json_decref(j);
+		return NULL;
+	}
+	return j;
+}
+
+static const char *host_arch(void)
+{
+	struct utsname u;
+	static char arch[sizeof u.machine];
+	uname(&u);
+	if (!strcmp(u.machine, "x86_64"))
+		return "amd64";
+	if (!strcmp(u.machine, "aarch64"))
+		return "arm64";
+	snprintf(arch, sizeof arch, "%s", u.machine);
+	return arch;
+}
+
+/* Pick a manifest descriptor out of an index: by ref annotation when a tag
+ * is given, else the only one, else the host's platform. */
+static json_t *pick_manifest(json_t *index, const char *ref, const char *where)
+{
+	json_t *ms = json_object_get(index, "manifests");
+	size_t i;
+	json_t *m, *pick = NULL;
+	if (!json_is_array(ms) || json_array_size(ms) == 0) {
+		serr(0, "import: read index of", where, "it lists no manifests");
+		return NULL;
+	}
+	if (ref) {
+		json_array_foreach(ms, i, m) {
+			const char *r = json_string_value(json_object_get(json_object_get(m, "annotations"), REF_ANNOTATION));
+			if (r && !strcmp(r, ref))
+				return m;
+		}
+		serr(0, "import: find tag", ref, "in %s; no manifest carries that %s", where, REF_ANNOTATION);
+		return NULL;
+	}
+	if (json_array_size(ms) == 1)
+		return json_array_get(ms, 0);
+	json_array_foreach(ms, i, m) {
+		json_t *p = json_object_get(m, "platform");
+		const char *arch = json_string_value(json_object_get(p, "architecture"));
+		if (arch && !strcmp(arch, host_arch())) {
+			if (pick) {
+				pick = NULL;
+				break;
+			}
+			pick = m;
+		}
+	}
+	if (!pick)
+		serr(0, "import: choose image in", where, "it holds %zu images; name one as oci:DIR:TAG",
+		     json_array_size(ms));
+	return pick;
+}
+
+struct layer_job {
+	struct store *s;
+	const char **names;     /* member names to stream */
+	const char **digests;   /* expected blob digest or NULL, per name */
+	const char **diffids;   /* expected DiffID, per name */
+	enum compression *comps;
+	json_int_t *sizes;
+	size_t n;
+	const char *where;
+};
+
+static int layer_cb(void *ctx, size_t i, struct bsrc *src)
+{
+	struct layer_job *j = ctx;
+	char what[PATH_MAX];
+	struct layer_got got;
+	struct layer_expect x = {
+		.comp = j->comps[i], .digest = j->digests[i], .diffid = j->diffids[i], .size = j->sizes[i],
+	};
+	snprintf(what, sizeof what, "layer %s of %s", j->names[i], j->where);
+	if (store_has_layer(j->s, j->diffids[i]))
+		return 0;   /* the same layer twice in one image */
+	return layer_import(j->s, src, &x, what, &got);
+}
+
+/* Import the layers a config lists that the store lacks. layers[i] gives
+ * each one's member name, expected digest (may be NULL) and media type. */
+static int import_layers(struct store *s, struct bundle *b, json_t *diff_ids, char **names,
+			 const char **digests, enum compression *comps, json_int_t *sizes)
+{
+	size_t n = json_array_size(diff_ids), k = 0;
+	struct layer_job j = { .s = s, .where = b->path };
+	j.names = calloc(n + 1, sizeof *j.names);
+	j.digests = calloc(n + 1, sizeof *j.digests);
+	j.diffids = calloc(n + 1, sizeof *j.diffids);
+	j.comps = calloc(n + 1, sizeof *j.comps);
+	j.sizes = calloc(n + 1, sizeof *j.sizes);
+	int r = -ENOMEM;
+	if (!j.names || !j.digests || !j.diffids || !j.comps || !j.sizes)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		const char *d = json_string_value(json_array_get(diff_ids, i));
+		if (store_has_layer(s, d))
+			continue;
+		bool dup = false;
+		for (size_t q = 0; q < k; q++)
+			dup = dup || !strcmp(j.names[q], names[i]);
+		if (dup)
+			continue;
+		j.names[k] = names[i];
+		j.digests[k] = digests ? digests[i] : NULL;
+		j.diffids[k] = d;
+		j.comps[k] = comps ? comps[i] : COMP_UNKNOWN;
+		j.sizes[k] = sizes ? sizes[i] : -1;
+		k++;
+	}
+	j.n = k;
+	r = bundle_stream(b, j.names, k, layer_cb, &j);
+out:
+	free(j.names);
+	free(j.digests);
+	free(j.diffids);
+	free(j.comps);
+	free(j.sizes);
+	return r;
+}
+
+static int finish(struct store *s, const char *config, size_t len, const char *name, char digest[DIGEST_BUF])
+{
+	int r = store_commit_pending(s);
+	if (r < 0)
+		return r;
+	r = store_put_image(s, config, len, digest);
+	if (r < 0) {
+		serr(r, "import: store image config in", s->root, "check free space of the store");
+		return r;
+	}
+	return store_set_tag(s, name, digest);
+}
+
+static int import_oci(struct store *s, const struct spec *sp, const char *name, char digest[DIGEST_BUF])
+{
+	struct bundle b;
+	_cleanup_free_ char *ibuf = NULL, *mbuf = NULL, *cbuf = NULL;
+	size_t len, mlen, clen;
+	json_t *index = NULL, *man = NULL, *cfg = NULL;
+	char **names = NULL;
+	const char **digests = NULL;
+	enum compression *comps = NULL;
+	json_int_t *sizes = NULL;
+	size_t n = 0;
+	int r = bundle_open(&b, sp->path, sp->kind == SPEC_OCI_ARCHIVE);
+	if (r < 0)
+		return r;
+
+	if ((r = bundle_read(&b, "index.json", SMALL_MAX, &ibuf, &len)) < 0)
+		goto out;
+	r = -EBADMSG;
+	if (!(index = parse_json(ibuf, len, "index.json", sp->path)))
+		goto out;
+	json_t *desc = pick_manifest(index, sp->ref, sp->path);
+	for (int depth = 0; desc; depth++) {
+		const char *mt = json_string_value(json_object_get(desc, "mediaType"));
+		if ((r = read_blob(&b, json_string_value(json_object_get(desc, "digest")),
+				   json_integer_value(json_object_get(desc, "size")), &mbuf, &mlen)) < 0)
+			goto out;
+		r = -EBADMSG;
+		json_decref(man);
+		if (!(man = parse_json(mbuf, mlen, "manifest", sp->path)))
+			goto out;
+		if (!mt)
+			mt = json_string_value(json_object_get(man, "mediaType"));
+		if (mt && (!strcmp(mt, MT_OCI_INDEX) || !strcmp(mt, MT_DOCKER_LIST)) && depth < 4) {
+			free(mbuf);
+			mbuf = NULL;
+			desc = pick_manifest(man, NULL, sp->path);
+			continue;
+		}
+		if (mt && strcmp(mt, MT_OCI_MANIFEST) && strcmp(mt, MT_DOCKER_MANIFEST)) {
+			serr(0, "import: read manifest in", sp->path, "unknown manifest media type '%s'", mt);
+			goto out;
+		}
+		break;
+	}
+	if (!desc || !man)
+		goto out;
+
+	json_t *cdesc = json_object_get(man, "config");
+	const char *cmt = json_string_value(json_object_get(cdesc, "mediaType"));
+	if (cmt && strcmp(cmt, MT_OCI_CONFIG) && strcmp(cmt, MT_DOCKER_CONFIG)) {
+		serr(0, "import: read manifest in", sp->path, "unknown config media type '%s'; not a container image", cmt);
+		goto out;
+	}
+	if ((r = read_blob(&b, json_string_value(json_object_get(cdesc, "digest")),
+			   json_integer_value(json_object_get(cdesc, "size")), &cbuf, &clen)) < 0)
+		goto out;
+	r = -EBADMSG;
+	if (!(cfg = parse_json(cbuf, clen, "image config", sp->path)))
+		goto out;
+	json_t *ids, *layers = json_object_get(man, "layers");
+	if ((r = config_diff_ids(cfg, sp->path, &ids)) < 0)
+		goto out;
+	r = -EBADMSG;
+	n = json_array_size(ids);
+	if (!json_is_array(layers) || json_array_size(layers) != n) {
+		serr(0, "import: read manifest in", sp->path, "it lists %zu layers but the config has %zu diff_ids; the image is malformed",
+		     json_array_size(layers), n);
+		goto out;
+	}
+	names = calloc(n + 1, sizeof *names);
+	digests = calloc(n + 1, sizeof *digests);
+	comps = calloc(n + 1, sizeof *comps);
+	sizes = calloc(n + 1, sizeof *sizes);
+	if (!names || !digests || !comps || !sizes) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		json_t *l = json_array_get(layers, i);
+		const char *mt = json_string_value(json_object_get(l, "mediaType"));
+		const char *d = json_string_value(json_object_get(l, "digest"));
+		comps[i] = media_type_compression(mt);
+		if (comps[i] == COMP_UNKNOWN) {
+			serr(0, "import: read manifest in", sp->path,
+			     "layer %zu has media type '%s', which strata cannot read (tar, tar+gzip and tar+zstd are supported)",
+			     i, mt ? mt : "(none)");
+			goto out;
+		}
+		if (!digest_valid(d)) {
+			serr(0, "import: read manifest in", sp->path, "layer %zu has no valid sha256 digest", i);
+			goto out;
+		}
+		digests[i] = d;
+		sizes[i] = json_is_integer(json_object_get(l, "size")) ? json_integer_value(json_object_get(l, "size")) : -1;
+		names[i] = malloc(96);
+		if (!names[i]) {
+			r = -ENOMEM;
+			goto out;
+		}
+		blob_name(names[i], 96, d);
+	}
+	if ((r = import_layers(s, &b, ids, names, digests, comps, sizes)) < 0)
+		goto out;
+	r = finish(s, cbuf, clen, name, digest);
+out:
+	for (size_t i = 0; names && i < n; i++)
+		free(names[i]);
+	free(names);
+	free(digests);
+	free(comps);
+	free(sizes);
+	json_decref(index);
+	json_decref(man);
+	json_decref(cfg);
+	bundle_close(&b);
+	return r;
+}
+
+static int import_docker(struct store *s, const struct spec *sp, const char *name, char digest[DIGEST_BUF])
+{
+	struct bundle b;
+	_cleanup_free_ char *mbuf = NULL, *cbuf = NULL;
+	size_t mlen, clen, n = 0;
+	json_t *man = NULL, *cfg = NULL, *pick = NULL;
+	char **names = NULL;
+	int r = bundle_open(&b, sp->path, true);
+	if (r < 0)
+		return r;
+	if ((r = bundle_read(&b, "manifest.json", SMALL_MAX, &mbuf, &mlen)) < 0)
+		goto out;
+	r = -EBADMSG;
+	json_error_t je;
+	man = json_loadb(mbuf, mlen, 0, &je);
+	if (!json_is_array(man) || json_array_size(man) == 0) {
+		serr(0, "import: parse manifest.json in", sp->path, "expected a non-empty JSON list as `docker save` writes");
+		goto out;
+	}
+	size_t i;
+	json_t *m;
+	if (sp->ref) {
+		_cleanup_free_ char *want = ref_normalize(sp->ref);
+		json_array_foreach(man, i, m) {
+			size_t q;
+			json_t *t;
+			json_array_foreach(json_object_get(m, "RepoTags"), q, t)
+				if (json_string_value(t) && want && !strcmp(json_string_value(t), want))
+					pick = m;
+		}
+		if (!pick) {
+			serr(0, "import: find", sp->ref, "in %s; no image has that RepoTag", sp->path);
+			goto out;
+		}
+	} else if (json_array_size(man) == 1) {
+		pick = json_array_get(man, 0);
+	} else {
+		serr(0, "import: choose image in", sp->path, "it holds several images; name one as docker-archive:FILE:NAME:TAG");
+		goto out;
+	}
+	char cname[PATH_MAX];
+	const char *cfgname = json_string_value(json_object_get(pick, "Config"));
+	if (!cfgname || clean_member_path(cfgname, cname, sizeof cname) < 0) {
+		serr(0, "import: read manifest.json in", sp->path, "no usable Config entry");
+		goto out;
+	}
+	if ((r = bundle_read(&b, cname, SMALL_MAX, &cbuf, &clen)) < 0)
+		goto out;
+	r = -EBADMSG;
+	if (!(cfg = parse_json(cbuf, clen, cname, sp->path)))
+		goto out;
+	json_t *ids, *layers = json_object_get(pick, "Layers");
+	if ((r = config_diff_ids(cfg, sp->path, &ids)) < 0)
+		goto out;
+	r = -EBADMSG;
+	n = json_array_size(ids);
+	if (!json_is_array(layers) || json_array_size(layers) != n) {
+		serr(0, "import: read manifest.json in", sp->path, "it lists %zu layers but the config has %zu diff_ids",
+		     json_array_size(layers), n);
+		goto out;
+	}
+	names = calloc(n + 1, sizeof *names);
+	if (!names) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		const char *l = json_string_value(json_array_get(layers, i));
+		names[i] = malloc(PATH_MAX);
+		if (!names[i] || !l || clean_member_path(l, names[i], PATH_MAX) < 0) {
+			serr(0, "import: read manifest.json in", sp->path, "layer %zu has a bad path", i);
+			goto out;
+		}
+	}
+	if ((r = import_layers(s, &b, ids, names, NULL, NULL, NULL)) < 0)
+		goto out;
+	r = finish(s, cbuf, clen, name, digest);
+out:
+	for (i = 0; names && i < n; i++)
+		free(names[i]);
+	free(names);
+	json_decref(man);
+	json_decref(cfg);
+	bundle_close(&b);
+	return r;
+}
+
+static void now_rfc3339(char *buf, size_t len)
+{
+	time_t t = time(NULL);
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+json_t *config_new(void)
+{
+	char now[64];
+	now_rfc3339(now, sizeof now);
+	return json_pack("{s:s,s:s,s:s,s:{s:[s],s:[s]},s:{s:s,s:[]},s:[]}",
+			 "created", now, "architecture", host_arch(), "os", "linux",
+			 "config", "Env", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+			 "Cmd", "/bin/sh",
+			 "rootfs", "type", "layers", "diff_ids", "history");
+}
+
+void config_add_layer(json_t *config, const char *diffid, const char *created_by, const char *comment)
+{
+	char now[64];
+	now_rfc3339(now, sizeof now);
+	json_t *rootfs = json_object_get(config, "rootfs");
+	if (!rootfs) {
+		rootfs = json_pack("{s:s,s:[]}", "type", "layers", "diff_ids");
+		json_object_set_new(config, "rootfs", rootfs);
+	}
+	json_array_append_new(json_object_get(rootfs, "diff_ids"), json_string(diffid));
+	json_t *h = json_object_get(config, "history");
+	if (!json_is_array(h)) {
+		h = json_array();
+		json_object_set_new(config, "history", h);
+	}
+	json_t *e = json_pack("{s:s,s:s}", "created", now, "created_by", created_by);
+	if (comment)
+		json_object_set_new(e, "comment", json_string(comment));
+	json_array_append_new(h, e);
+	json_object_set_new(config, "created", json_string(now));
+}
+
+static int import_rootfs(struct store *s, const struct spec *sp, const char *name, char digest[DIGEST_BUF])
+{
+	char diffid[DIGEST_BUF];
+	_cleanup_close_ int fd = open(sp->path, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+	int r;
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		r = -errno;
+		serr(r, "import: open", sp->path, "give an existing directory or tarball");
+		return r;
+	}
+	if (S_ISDIR(st.st_mode)) {
+		r = layer_from_dir(s, fd, sp->path, false, NULL, 0, diffid);
+	} else {
+		struct fd_src f = { fd };
+		struct bsrc src = { fd_src_read, &f };
+		struct layer_expect x = { .comp = COMP_UNKNOWN, .size = -1 };
+		struct layer_got got;
+		r = layer_import(s, &src, &x, sp->path, &got);
+		memcpy(diffid, got.diffid, sizeof diffid);
+	}
+	if (r < 0)
+		return r;
+	json_t *cfg = config_new();
+	char by[PATH_MAX + 32];
+	snprintf(by, sizeof by, "strata import rootfs:%s", sp->path);
+	config_add_layer(cfg, diffid, by, NULL);
+	_cleanup_free_ char *txt = json_dumps(cfg, JSON_COMPACT | JSON_SORT_KEYS);
+	json_decref(cfg);
+	if (!txt)
+		return -ENOMEM;
+	return finish(s, txt, strlen(txt), name, digest);
+}
+
+int image_import(struct store *s, const struct spec *sp, const char *name, char digest[DIGEST_BUF])
+{
+	switch (sp->kind) {
+	case SPEC_OCI:
+	case SPEC_OCI_ARCHIVE:
+		return import_oci(s, sp, name, digest);
+	case SPEC_DOCKER_ARCHIVE:
+		return import_docker(s, sp, name, digest);
+	case SPEC_ROOTFS:
+		return import_rootfs(s, sp, name, digest);
+	}
+	return -EINVAL;
+}
+
+int layer_from_dir(struct store *s, int dirfd, const char *what, bool overlay,
+		   const int *lower_fds, size_t nlower, char diffid[DIGEST_BUF])
+{
+	char tmpname[64];
+	_cleanup_close_ int tfd = store_mktemp(s, tmpname);
+	if (tfd < 0) {
+		serr(tfd, "create temporary directory in", s->root, "check free space and permissions of the store");
+		return tfd;
+	}
+	_cleanup_close_ int fd = openat(tfd, "layer.tar.gz", O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	int r = fd < 0 ? -errno : 0;
+	if (r == 0) {
+		struct pack_opts po = { .overlay = overlay, .lower_fds = lower_fds, .nlower = nlower, .what = what };
+		r = pack_dir(dirfd, fd, &po);
+	}
+	if (r == 0 && lseek(fd, 0, SEEK_SET) == 0) {
+		struct fd_src f = { fd };
+		struct bsrc src = { fd_src_read, &f };
+		struct layer_expect x = { .comp = COMP_GZIP, .size = -1 };
+		struct layer_got got;
+		r = layer_import(s, &src, &x, what, &got);
+		if (r == 0)
+			memcpy(diffid, got.diffid, DIGEST_BUF);
+	}
+	rm_rf_at(s->fd, tmpname);
+	return r;
+}

@@ -1,0 +1,51 @@
+/* layer: bring one layer blob into the store in a single streaming pass.
+ *
+ * The blob is read once: its bytes are hashed (digest) and kept as the
+ * layer's blob, decompressed (gzip, zstd or none, by content), the tar
+ * stream is hashed (DiffID) and unpacked as it flows. Nothing becomes
+ * visible until both digests match what the manifest and config promised;
+ * then the finished directory is renamed into layers/<DiffID>.
+ */
+#ifndef STRATA_LAYER_H
+#define STRATA_LAYER_H
+
+#include "digest.h"
+#include "store.h"
+
+#include <stdint.h>
+#include <sys/types.h>
+
+enum compression { COMP_UNKNOWN = -1, COMP_NONE = 0, COMP_GZIP, COMP_ZSTD };
+
+/* Where the blob's bytes come from: read returns >0, 0 at the end or -errno. */
+struct bsrc {
+	ssize_t (*read)(void *ctx, void *buf, size_t len);
+	void *ctx;
+};
+
+/* A bsrc over an fd. */
+struct fd_src { int fd; };
+ssize_t fd_src_read(void *ctx, void *buf, size_t len);
+
+struct layer_expect {
+	enum compression comp;   /* from the media type; COMP_UNKNOWN: accept any */
+	const char *digest;      /* blob digest, or NULL */
+	const char *diffid;      /* DiffID, or NULL */
+	int64_t size;            /* blob size, or -1 */
+};
+
+struct layer_got {
+	char digest[DIGEST_BUF];
+	char diffid[DIGEST_BUF];
+	int64_t size, tar_size;
+	enum compression comp;
+};
+
+int layer_import(struct store *s, struct bsrc *src, const struct layer_expect *x,
+		 const char *what, struct layer_got *got);
+
+/* Media types <-> compression. -1 for a type that is not a layer we read. */
+enum compression media_type_compression(const char *mt);
+const char *oci_layer_media_type(enum compression c);
+
+#endif

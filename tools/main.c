@@ -1,0 +1,77 @@
+/* strata: the user's command. Global options, then one subcommand. */
+#include "cli.h"
+
+#include "err.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const struct {
+	const char *name;
+	int (*fn)(const char *, int, char **);
+	const char *usage;
+} cmds[] = {
+	{ "import", cmd_import, "SOURCE NAME[:TAG]     oci:DIR[:TAG] oci-archive:FILE docker-archive:FILE rootfs:DIR|FILE.tar[.gz]" },
+	{ "export", cmd_export, "IMAGE DEST            oci:DIR[:TAG] oci-archive:FILE docker-archive:FILE" },
+	{ "images", cmd_images, "[--json]              list images" },
+	{ "tag", cmd_tag, "IMAGE NAME[:TAG]         add a name" },
+	{ "rmi", cmd_rmi, "IMAGE...                 remove names; unused images and layers go" },
+	{ "history", cmd_history, "IMAGE [--json]       how the image was built" },
+	{ "inspect", cmd_inspect, "IMAGE|CONTAINER      details as JSON" },
+	{ "diff", cmd_diff, "CONTAINER | IMAGE IMAGE [--json]   what changed (A/C/D)" },
+	{ "layers", cmd_layers, "IMAGE [--json]        per-layer changes, sizes, wasted bytes" },
+	{ "commit", cmd_commit, "CONTAINER NAME[:TAG] [--message M]  container layer -> new image" },
+	{ "create", cmd_create, "[--name N] IMAGE [-- CMD...]  make a container" },
+	{ "run", cmd_run, "[--name N] [--rm] IMAGE [-- CMD...]  create and start" },
+	{ "start", cmd_start, "CONTAINER             run a created container's command" },
+	{ "ps", cmd_ps, "[-a] [--json]                list containers" },
+	{ "rm", cmd_rm, "CONTAINER...                 remove containers and their layers" },
+	{ "bench", cmd_bench, "[ARGS...]               run the benchmark harness (bench/run.sh)" },
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: strata [--store DIR] [--debug] COMMAND [ARGS]\n\n"
+		   "The store defaults to $STRATA_STORE, else /var/lib/strata (root) or\n"
+		   "~/.local/share/strata.\n\ncommands:\n");
+	for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++)
+		fprintf(f, "  %-8s %s\n", cmds[i].name, cmds[i].usage);
+}
+
+int main(int argc, char **argv)
+{
+	const char *store = NULL;
+	int i = 1;
+
+	strata_prog = "strata";
+	for (; i < argc && argv[i][0] == '-'; i++) {
+		if (!strcmp(argv[i], "--store") && i + 1 < argc)
+			store = argv[++i];
+		else if (!strncmp(argv[i], "--store=", 8))
+			store = argv[i] + 8;
+		else if (!strcmp(argv[i], "--debug"))
+			strata_debug = 1;
+		else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+			usage(stdout);
+			return 0;
+		} else if (!strcmp(argv[i], "--version")) {
+			printf("strata %s\n", STRATA_VERSION);
+			return 0;
+		} else {
+			susage("unknown option %s (see strata --help)", argv[i]);
+			return 2;
+		}
+	}
+	if (i >= argc) {
+		usage(stderr);
+		return 2;
+	}
+	for (size_t k = 0; k < sizeof cmds / sizeof *cmds; k++)
+		if (!strcmp(argv[i], cmds[k].name)) {
+			int r = cmds[k].fn(store, argc - i - 1, argv + i + 1);
+			/* Commands return a process exit code (>= 0) or -errno. */
+			return r < 0 ? 1 : r;
+		}
+	susage("unknown command '%s' (see strata --help)", argv[i]);
+	return 2;
+}

@@ -1,0 +1,285 @@
+#include "pack.h"
+
+#include "err.h"
+#include "fsutil.h"
+#include "unpack.h"
+#include "whiteout.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+struct link {
+	dev_t dev;
+	ino_t ino;
+	char *path;
+};
+
+struct pk {
+	struct archive *a;
+	const struct pack_opts *o;
+	struct link *links;
+	size_t nlinks;
+};
+
+static bool skip_xattr(const char *name)
+{
+	static const char *const pfx[] = {
+		"trusted.overlay.", "user.overlay.", "user.fuseoverlayfs.", OVERRIDE_STAT_XATTR,
+	};
+	for (size_t i = 0; i < sizeof pfx / sizeof *pfx; i++)
+		if (!strncmp(name, pfx[i], strlen(pfx[i])))
+			return true;
+	return false;
+}
+
+static void add_xattrs(struct archive_entry *e, int fd)
+{
+	char list[8192];
+	ssize_t n = flistxattr(fd, list, sizeof list);
+	for (ssize_t off = 0; n > 0 && off < n; off += (ssize_t)strlen(list + off) + 1) {
+		const char *name = list + off;
+		char val[4096];
+		if (skip_xattr(name))
+			continue;
+		ssize_t vl = fgetxattr(fd, name, val, sizeof val);
+		if (vl >= 0)
+			archive_entry_xattr_add_entry(e, name, val, (size_t)vl);
+	}
+}
+
+/* Owner and mode as the image sees them. */
+static void image_stat(int fd, struct stat *st)
+{
+	char v[64];
+	ssize_t n = fd >= 0 ? fgetxattr(fd, OVERRIDE_STAT_XATTR, v, sizeof v - 1) : -1;
+	if (n > 0) {
+		unsigned uid, gid, mode;
+		v[n] = '\0';
+		if (sscanf(v, "%u:%u:%o", &uid, &gid, &mode) == 3) {
+			st->st_uid = uid;
+			st->st_gid = gid;
+			st->st_mode = (st->st_mode & S_IFMT) | (mode & 07777);
+		}
+	}
+}
+
+static bool has_xattr(int fd, const char *a, const char *b, char *val, size_t len)
+{
+	ssize_t n = fgetxattr(fd, a, val, len - 1);
+	if (n < 0)
+		n = fgetxattr(fd, b, val, len - 1);
+	if (n < 0)
+		return false;
+	val[n] = '\0';
+	return true;
+}
+
+/* A metacopy file in upper has only metadata; its data is in the first
+ * lower layer holding the path (or its redirect). */
+static int data_fd(struct pk *p, int fd, const char *path)
+{
+	char v[PATH_MAX];
+	if (!p->o->overlay || !has_xattr(fd, "trusted.overlay.metacopy", "user.overlay.metacopy", v, sizeof v))
+		return -ENOENT;
+	const char *src = path;
+	if (has_xattr(fd, "trusted.overlay.redirect", "user.overlay.redirect", v, sizeof v) && v[0] == '/')
+		src = v + 1;
+	for (size_t i = 0; i < p->o->nlower; i++) {
+		int lfd = open_beneath(p->o->lower_fds[i], src, O_RDONLY | O_NOFOLLOW, 0);
+		if (lfd >= 0)
+			return lfd;
+	}
+	return -ENOENT;
+}
+
+static int write_entry(struct pk *p, struct archive_entry *e, int datafd, const char *path)
+{
+	if (archive_write_header(p->a, e) != ARCHIVE_OK) {
+		serr(0, "pack: write tar header for", path, "%s", archive_error_string(p->a));
+		return -EIO;
+	}
+	if (datafd < 0 || archive_entry_size(e) == 0)
+		return 0;
+	char buf[1 << 16];
+	ssize_t n;
+	while ((n = read(datafd, buf, sizeof buf)) > 0)
+		if (archive_write_data(p->a, buf, (size_t)n) < 0) {
+			serr(0, "pack: write data of", path, "%s", archive_error_string(p->a));
+			return -EIO;
+		}
+	if (n < 0) {
+		int r = -errno;
+		serr(r, "pack: read", path, "%s", p->o->what);
+		return r;
+	}
+	return 0;
+}
+
+static int emit_marker(struct pk *p, const char *dirpath, const char *name, time_t mtime)
+{
+	char path[PATH_MAX];
+	snprintf(path, sizeof path, "%s%s%s", dirpath, *dirpath ? "/" : "", name);
+	struct archive_entry *e = archive_entry_new();
+	archive_entry_set_pathname(e, path);
+	archive_entry_set_filetype(e, AE_IFREG);
+	archive_entry_set_perm(e, 0);
+	archive_entry_set_size(e, 0);
+	archive_entry_set_mtime(e, mtime, 0);
+	int r = write_entry(p, e, -1, path);
+	archive_entry_free(e);
+	return r;
+}
+
+static int walk(struct pk *p, int dirfd, const char *dirpath);
+
+static int one(struct pk *p, int dirfd, const char *dirpath, const char *name)
+{
+	char path[PATH_MAX];
+	struct stat st;
+	const char *target;
+	int r = 0;
+
+	if ((size_t)snprintf(path, sizeof path, "%s%s%s", dirpath, *dirpath ? "/" : "", name) >= sizeof path)
+		return -ENAMETOOLONG;
+	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		r = -errno;
+		serr(r, "pack: stat", path, "%s", p->o->what);
+		return r;
+	}
+	enum wh_kind k = wh_classify(name, &st, &target);
+	if (k == WH_RESERVED)
+		return 0;
+	if (p->o->overlay && k == WH_CHARDEV) {
+		char wh[NAME_MAX + 8];
+		snprintf(wh, sizeof wh, WH_PREFIX "%s", name);
+		return emit_marker(p, dirpath, wh, st.st_mtime);
+	}
+	if (S_ISSOCK(st.st_mode))
+		return 0;
+
+	_cleanup_close_ int fd = -1;
+	if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)) {
+		fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | (S_ISDIR(st.st_mode) ? O_DIRECTORY : 0));
+		if (fd < 0) {
+			r = -errno;
+			serr(r, "pack: open", path, "%s; is it readable by this user?", p->o->what);
+			return r;
+		}
+		image_stat(fd, &st);
+	}
+
+	struct archive_entry *e = archive_entry_new();
+	archive_entry_copy_stat(e, &st);
+	archive_entry_set_pathname(e, path);
+	archive_entry_set_uname(e, "");
+	archive_entry_set_gname(e, "");
+	archive_entry_unset_atime(e);
+	archive_entry_unset_ctime(e);
+	archive_entry_unset_birthtime(e);
+	if (fd >= 0)
+		add_xattrs(e, fd);
+
+	if (S_ISLNK(st.st_mode)) {
+		char t[PATH_MAX];
+		ssize_t n = readlinkat(dirfd, name, t, sizeof t - 1);
+		if (n < 0) {
+			r = -errno;
+			goto out;
+		}
+		t[n] = '\0';
+		archive_entry_set_symlink(e, t);
+		archive_entry_set_size(e, 0);
+	}
+	if (S_ISREG(st.st_mode) && st.st_nlink > 1) {
+		for (size_t i = 0; i < p->nlinks; i++)
+			if (p->links[i].dev == st.st_dev && p->links[i].ino == st.st_ino) {
+				archive_entry_set_hardlink(e, p->links[i].path);
+				archive_entry_set_size(e, 0);
+				r = write_entry(p, e, -1, path);
+				goto out;
+			}
+		struct link *nl = realloc(p->links, (p->nlinks + 1) * sizeof *nl);
+		if (nl) {
+			p->links = nl;
+			nl[p->nlinks++] = (struct link){ st.st_dev, st.st_ino, strdup(path) };
+		}
+	}
+	if (S_ISREG(st.st_mode)) {
+		_cleanup_close_ int lfd = data_fd(p, fd, path);
+		if (lfd >= 0) {
+			struct stat ls;
+			fstat(lfd, &ls);
+			archive_entry_set_size(e, ls.st_size);
+		}
+		r = write_entry(p, e, lfd >= 0 ? lfd : fd, path);
+		goto out;
+	}
+	if (S_ISDIR(st.st_mode)) {
+		archive_entry_set_size(e, 0);
+		r = write_entry(p, e, -1, path);
+		if (r < 0)
+			goto out;
+		struct stat ms;
+		if (p->o->overlay && wh_dir_is_opaque(fd, false) > 0 &&
+		    fstatat(fd, WH_OPQ_MARKER, &ms, AT_SYMLINK_NOFOLLOW) < 0)
+			r = emit_marker(p, path, WH_OPQ_MARKER, st.st_mtime);
+		if (r == 0)
+			r = walk(p, fd, path);
+		goto out;
+	}
+	archive_entry_set_size(e, 0);
+	r = write_entry(p, e, -1, path);
+out:
+	archive_entry_free(e);
+	return r;
+}
+
+static int walk(struct pk *p, int dirfd, const char *dirpath)
+{
+	char **names;
+	size_t n;
+	int r = list_sorted(dirfd, &names, &n);
+	if (r < 0) {
+		serr(r, "pack: list", *dirpath ? dirpath : "/", "%s", p->o->what);
+		return r;
+	}
+	for (size_t i = 0; i < n && r == 0; i++)
+		r = one(p, dirfd, dirpath, names[i]);
+	free_names(names, n);
+	return r;
+}
+
+int pack_dir(int dirfd, int outfd, const struct pack_opts *o)
+{
+	struct pk p = { .o = o };
+	int r;
+	p.a = archive_write_new();
+	if (!p.a)
+		return -ENOMEM;
+	archive_write_set_format_pax_restricted(p.a);
+	archive_write_add_filter_gzip(p.a);
+	archive_write_set_bytes_in_last_block(p.a, 1);
+	if (archive_write_open_fd(p.a, outfd) != ARCHIVE_OK) {
+		serr(0, "pack: start layer for", o->what, "%s", archive_error_string(p.a));
+		archive_write_free(p.a);
+		return -EIO;
+	}
+	r = walk(&p, dirfd, "");
+	if (archive_write_close(p.a) != ARCHIVE_OK && r == 0) {
+		serr(0, "pack: finish layer for", o->what, "%s", archive_error_string(p.a));
+		r = -EIO;
+	}
+	archive_write_free(p.a);
+	for (size_t i = 0; i < p.nlinks; i++)
+		free(p.links[i].path);
+	free(p.links);
+	return r;
+}

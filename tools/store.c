@@ -1,0 +1,487 @@
+#include "store.h"
+
+#include "err.h"
+#include "fsutil.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static const char *const subdirs[] = { "layers", "images", "containers", "tmp" };
+
+static char *default_root(void)
+{
+	char *p = NULL;
+	if (geteuid() == 0)
+		return strdup("/var/lib/strata");
+	const char *home = getenv("HOME");
+	if (!home || !*home) {
+		struct passwd *pw = getpwuid(geteuid());
+		home = pw ? pw->pw_dir : "/tmp";
+	}
+	if (asprintf(&p, "%s/.local/share/strata", home) < 0)
+		return NULL;
+	return p;
+}
+
+int store_open(struct store *s, const char *root, bool exclusive)
+{
+	int r;
+
+	memset(s, 0, sizeof *s);
+	s->fd = s->lockfd = -1;
+	if (!root || !*root)
+		root = getenv("STRATA_STORE");
+	s->root = (root && *root) ? realpath(root, NULL) : NULL;
+	if (!s->root) {
+		char *want = (root && *root) ? strdup(root) : default_root();
+		if (!want)
+			return -ENOMEM;
+		r = mkdir_p(want, 0700);
+		if (r < 0) {
+			serr(r, "open store", want, "pass --store DIR or set STRATA_STORE to a writable directory");
+			free(want);
+			return r;
+		}
+		s->root = realpath(want, NULL);
+		free(want);
+		if (!s->root)
+			return -errno;
+	}
+	s->rootless = geteuid() != 0;
+	s->fd = open(s->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (s->fd < 0) {
+		r = -errno;
+		serr(r, "open store", s->root, "pass --store DIR or set STRATA_STORE to a writable directory");
+		return r;
+	}
+	for (size_t i = 0; i < sizeof subdirs / sizeof *subdirs; i++)
+		if (mkdirat(s->fd, subdirs[i], 0700) < 0 && errno != EEXIST) {
+			r = -errno;
+			serr(r, "create store directory", s->root, "check the store's permissions");
+			return r;
+		}
+	s->lockfd = openat(s->fd, "lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (s->lockfd < 0 || flock(s->lockfd, exclusive ? LOCK_EX : LOCK_SH) < 0) {
+		r = -errno;
+		serr(r, "lock store", s->root, "check the store's permissions");
+		return r;
+	}
+	if (exclusive) {
+		/* Writers hold the lock for all their work, so whatever is in
+		 * tmp/ now belongs to a writer that died: discard it. */
+		int tfd = openat(s->fd, "tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		char **names;
+		size_t n;
+		if (tfd >= 0 && list_sorted(tfd, &names, &n) == 0) {
+			for (size_t i = 0; i < n; i++)
+				rm_rf_at(tfd, names[i]);
+			free_names(names, n);
+		}
+		if (tfd >= 0)
+			close(tfd);
+	}
+	return 0;
+}
+
+void store_close(struct store *s)
+{
+	store_drop_pending(s);
+	if (s->lockfd >= 0)
+		close(s->lockfd);
+	if (s->fd >= 0)
+		close(s->fd);
+	free(s->root);
+	s->root = NULL;
+	s->fd = s->lockfd = -1;
+}
+
+int store_mktemp(struct store *s, char name[64])
+{
+	static unsigned seq;
+	for (int tries = 0; tries < 100; tries++) {
+		snprintf(name, 64, "tmp/%d-%u", (int)getpid(), seq++);
+		if (mkdirat(s->fd, name, 0700) == 0)
+			return openat(s->fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (errno != EEXIST)
+			return -errno;
+	}
+	return -EEXIST;
+}
+
+char *ref_normalize(const char *ref)
+{
+	const char *slash = strrchr(ref, '/');
+	const char *colon = strrchr(slash ? slash : ref, ':');
+	char *out;
+	if (colon)
+		return strdup(ref);
+	if (asprintf(&out, "%s:latest", ref) < 0)
+		return NULL;
+	return out;
+}
+
+static struct pending_layer *find_pending(struct store *s, const char *diffid);
+
+static void layer_rel(char *buf, size_t len, const char *diffid, const char *leaf)
+{
+	snprintf(buf, len, "layers/%s%s%s", digest_hex(diffid), leaf ? "/" : "", leaf ? leaf : "");
+}
+
+bool store_has_layer(struct store *s, const char *diffid)
+{
+	char p[128];
+	struct stat st;
+	if (!digest_valid(diffid))
+		return false;
+	if (find_pending(s, diffid))
+		return true;
+	layer_rel(p, sizeof p, diffid, "layer.json");
+	return fstatat(s->fd, p, &st, 0) == 0;
+}
+
+int store_layer_dirfd(struct store *s, const char *diffid)
+{
+	char p[128];
+	if (!digest_valid(diffid))
+		return -EINVAL;
+	store_layer_relpath(s, diffid, p, sizeof p - 8);
+	strcat(p, "/diff");
+	int fd = openat(s->fd, p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+char *store_layer_path(struct store *s, const char *diffid)
+{
+	char *p;
+	if (asprintf(&p, "%s/layers/%s/diff", s->root, digest_hex(diffid)) < 0)
+		return NULL;
+	return p;
+}
+
+int store_layer_info(struct store *s, const char *diffid, json_t **info)
+{
+	char p[128];
+	_cleanup_free_ char *buf = NULL;
+	int r;
+
+	if (!digest_valid(diffid))
+		return -EINVAL;
+	store_layer_relpath(s, diffid, p, sizeof p - 16);
+	strcat(p, "/layer.json");
+	r = read_file_at(s->fd, p, 1 << 20, &buf, NULL);
+	if (r < 0)
+		return r;
+	*info = json_loads(buf, 0, NULL);
+	return *info ? 0 : -EBADMSG;
+}
+
+int store_add_pending(struct store *s, const char *tmpname, const char *diffid)
+{
+	struct pending_layer *np = realloc(s->pending, (s->npending + 1) * sizeof *np);
+	if (!np)
+		return -ENOMEM;
+	s->pending = np;
+	snprintf(np[s->npending].tmpname, sizeof np->tmpname, "%s", tmpname);
+	snprintf(np[s->npending].diffid, sizeof np->diffid, "%s", diffid);
+	s->npending++;
+	return 0;
+}
+
+static struct pending_layer *find_pending(struct store *s, const char *diffid)
+{
+	for (size_t i = 0; i < s->npending; i++)
+		if (!strcmp(s->pending[i].diffid, diffid))
+			return &s->pending[i];
+	return NULL;
+}
+
+int store_layer_relpath(struct store *s, const char *diffid, char *buf, size_t len)
+{
+	struct pending_layer *p = find_pending(s, diffid);
+	if (p)
+		snprintf(buf, len, "%s", p->tmpname);
+	else
+		layer_rel(buf, len, diffid, NULL);
+	return 0;
+}
+
+int store_commit_pending(struct store *s)
+{
+	int r = 0;
+	for (size_t i = 0; i < s->npending; i++) {
+		char p[128];
+		layer_rel(p, sizeof p, s->pending[i].diffid, NULL);
+		if (renameat(s->fd, s->pending[i].tmpname, s->fd, p) == 0)
+			continue;
+		if (errno == EEXIST || errno == ENOTEMPTY) {
+			rm_rf_at(s->fd, s->pending[i].tmpname);
+			continue;
+		}
+		r = -errno;
+		serr(r, "store layer", p, "check the store's permissions");
+		break;
+	}
+	store_drop_pending(s);
+	return r;
+}
+
+void store_drop_pending(struct store *s)
+{
+	for (size_t i = 0; i < s->npending; i++)
+		rm_rf_at(s->fd, s->pending[i].tmpname);
+	free(s->pending);
+	s->pending = NULL;
+	s->npending = 0;
+}
+
+int store_put_image(struct store *s, const char *config, size_t len, char digest[DIGEST_BUF])
+{
+	char p[128];
+	sha256_buf(config, len, digest);
+	snprintf(p, sizeof p, "images/%s.json", digest_hex(digest));
+	return write_file_atomic(s->fd, p, config, len);
+}
+
+int store_tags(struct store *s, json_t **tags)
+{
+	_cleanup_free_ char *buf = NULL;
+	int r = read_file_at(s->fd, "tags.json", 64 << 20, &buf, NULL);
+	if (r == -ENOENT) {
+		*tags = json_object();
+		return 0;
+	}
+	if (r < 0)
+		return r;
+	*tags = json_loads(buf, 0, NULL);
+	if (!*tags || !json_is_object(*tags)) {
+		json_decref(*tags);
+		serr(0, "read", "tags.json", "the store's tag list is corrupt; restore it or remove it");
+		return -EBADMSG;
+	}
+	return 0;
+}
+
+int store_save_tags(struct store *s, json_t *tags)
+{
+	_cleanup_free_ char *buf = json_dumps(tags, JSON_INDENT(2) | JSON_SORT_KEYS);
+	if (!buf)
+		return -ENOMEM;
+	int r = write_file_atomic(s->fd, "tags.json", buf, strlen(buf));
+	if (r < 0)
+		serr(r, "write", "tags.json", "check free space and permissions of the store");
+	return r;
+}
+
+int store_set_tag(struct store *s, const char *ref, const char *digest)
+{
+	json_t *tags;
+	_cleanup_free_ char *name = ref_normalize(ref);
+	int r = store_tags(s, &tags);
+	if (r < 0)
+		return r;
+	json_object_set_new(tags, name, json_string(digest));
+	r = store_save_tags(s, tags);
+	json_decref(tags);
+	return r;
+}
+
+static bool image_exists(struct store *s, const char *digest)
+{
+	char p[128];
+	struct stat st;
+	snprintf(p, sizeof p, "images/%s.json", digest_hex(digest));
+	return fstatat(s->fd, p, &st, 0) == 0;
+}
+
+int store_resolve(struct store *s, const char *ref, char digest[DIGEST_BUF])
+{
+	_cleanup_free_ char *name = NULL;
+	if (digest_valid(ref)) {
+		if (!image_exists(s, ref))
+			goto missing;
+		strcpy(digest, ref);
+		return 0;
+	}
+	json_t *tags;
+	int r = store_tags(s, &tags);
+	if (r < 0)
+		return r;
+	name = ref_normalize(ref);
+	const char *d = json_string_value(json_object_get(tags, name ? name : ref));
+	if (d && digest_valid(d)) {
+		strcpy(digest, d);
+		json_decref(tags);
+		return 0;
+	}
+	json_decref(tags);
+
+	/* A short ID as `strata images` prints it. */
+	size_t n = strlen(ref);
+	if (n >= 6 && n <= 64 && strspn(ref, "0123456789abcdef") == n) {
+		int ifd = openat(s->fd, "images", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		char **names;
+		size_t cnt, hits = 0;
+		if (ifd >= 0 && list_sorted(ifd, &names, &cnt) == 0) {
+			for (size_t i = 0; i < cnt; i++)
+				if (!strncmp(names[i], ref, n) && strlen(names[i]) == 69) {
+					snprintf(digest, DIGEST_BUF, "sha256:%.64s", names[i]);
+					hits++;
+				}
+			free_names(names, cnt);
+		}
+		if (ifd >= 0)
+			close(ifd);
+		if (hits == 1)
+			return 0;
+		if (hits > 1) {
+			susage("image ID %s is ambiguous: give more digits", ref);
+			return -EINVAL;
+		}
+	}
+missing:
+	susage("no such image: %s (see `strata images`; import one with `strata import`)", ref);
+	return -ENOENT;
+}
+
+int config_diff_ids(json_t *config, const char *what, json_t **ids)
+{
+	json_t *rootfs = json_object_get(config, "rootfs");
+	json_t *d = json_object_get(rootfs, "diff_ids");
+	if (!json_is_array(d)) {
+		serr(0, "read image config", what, "it has no rootfs.diff_ids list; not an OCI or Docker image config");
+		return -EBADMSG;
+	}
+	size_t i;
+	json_t *v;
+	json_array_foreach(d, i, v) {
+		if (!digest_valid(json_string_value(v))) {
+			serr(0, "read image config", what, "rootfs.diff_ids[%zu] is not a sha256 digest", i);
+			return -EBADMSG;
+		}
+	}
+	*ids = d;
+	return 0;
+}
+
+int store_load_config(struct store *s, const char *digest, json_t **config, char **raw, size_t *rawlen)
+{
+	char p[128];
+	char *buf = NULL;
+	size_t len;
+	snprintf(p, sizeof p, "images/%s.json", digest_hex(digest));
+	int r = read_file_at(s->fd, p, 64 << 20, &buf, &len);
+	if (r < 0) {
+		serr(r, "read image config", p, "the store is damaged; remove the image with `strata rmi` and import it again");
+		return r;
+	}
+	json_error_t je;
+	*config = json_loadb(buf, len, 0, &je);
+	if (!*config) {
+		serr(0, "parse image config", p, "%s", je.text);
+		free(buf);
+		return -EBADMSG;
+	}
+	if (raw) {
+		*raw = buf;
+		if (rawlen)
+			*rawlen = len;
+	} else {
+		free(buf);
+	}
+	return 0;
+}
+
+/* Images in use: tagged, or the base of a container. */
+static int used_images(struct store *s, json_t *used)
+{
+	json_t *tags;
+	const char *k;
+	json_t *v;
+	int r = store_tags(s, &tags);
+	if (r < 0)
+		return r;
+	json_object_foreach(tags, k, v)
+		json_object_set_new(used, json_string_value(v), json_true());
+	json_decref(tags);
+
+	int cfd = openat(s->fd, "containers", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	char **names;
+	size_t n;
+	if (cfd >= 0 && list_sorted(cfd, &names, &n) == 0) {
+		for (size_t i = 0; i < n; i++) {
+			char p[PATH_MAX];
+			char *buf;
+			snprintf(p, sizeof p, "%s/container.json", names[i]);
+			if (read_file_at(cfd, p, 1 << 20, &buf, NULL) < 0)
+				continue;
+			json_t *c = json_loads(buf, 0, NULL);
+			free(buf);
+			const char *img = json_string_value(json_object_get(c, "image"));
+			if (img)
+				json_object_set_new(used, img, json_true());
+			json_decref(c);
+		}
+		free_names(names, n);
+	}
+	if (cfd >= 0)
+		close(cfd);
+	return 0;
+}
+
+int store_gc(struct store *s)
+{
+	json_t *used = json_object(), *keep = json_object();
+	char **names;
+	size_t n;
+	_cleanup_close_ int ifd = openat(s->fd, "images", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	_cleanup_close_ int lfd = openat(s->fd, "layers", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int r = used_images(s, used);
+	if (r < 0)
+		goto out;
+
+	if (ifd >= 0 && list_sorted(ifd, &names, &n) == 0) {
+		for (size_t i = 0; i < n; i++) {
+			char d[DIGEST_BUF + 8];
+			snprintf(d, sizeof d, "sha256:%.64s", names[i]);
+			if (!json_object_get(used, d)) {
+				unlinkat(ifd, names[i], 0);
+				continue;
+			}
+			json_t *cfg, *ids;
+			if (store_load_config(s, d, &cfg, NULL, NULL) < 0)
+				continue;
+			if (config_diff_ids(cfg, d, &ids) == 0) {
+				size_t j;
+				json_t *v;
+				json_array_foreach(ids, j, v)
+					json_object_set_new(keep, json_string_value(v), json_true());
+			}
+			json_decref(cfg);
+		}
+		free_names(names, n);
+	}
+
+	if (lfd >= 0 && list_sorted(lfd, &names, &n) == 0) {
+		for (size_t i = 0; i < n; i++) {
+			char d[DIGEST_BUF + 8];
+			snprintf(d, sizeof d, "sha256:%.64s", names[i]);
+			if (!json_object_get(keep, d)) {
+				int q = rm_rf_at(lfd, names[i]);
+				if (q < 0)
+					serr(q, "remove unused layer", names[i], "remove it by hand");
+			}
+		}
+		free_names(names, n);
+	}
+out:
+	json_decref(used);
+	json_decref(keep);
+	return r;
+}
