@@ -1,0 +1,452 @@
+/* copyup.c: bring lower objects into the upper layer (overlayfs's
+ * copy_up.c). Data is copied sparse-aware (reflink, else copy_file_range
+ * over SEEK_DATA/SEEK_HOLE extents); mode, owner, times and xattrs follow.
+ * Everything is built in the work directory and renamed into place, so a
+ * crash never leaves a half-copied file visible. Metadata-only changes make
+ * a metacopy: the upper file holds metadata only and data stays below. */
+#include "fs.h"
+
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+int copyup_tmpname(char *buf, size_t len)
+{
+	uint64_t seq = __atomic_add_fetch(&SFS->tmp_seq, 1, __ATOMIC_RELAXED);
+	snprintf(buf, len, "#%d-%llu", (int)getpid(), (unsigned long long)seq);
+	return 0;
+}
+
+/* Copy [0, size) of src to dst keeping holes. */
+static int copy_data(int src, int dst, off_t size)
+{
+	if (size == 0)
+		return 0;
+	if (ioctl(dst, FICLONE, src) == 0)
+		return 0;
+	off_t pos = 0;
+	while (pos < size) {
+		off_t data = lseek(src, pos, SEEK_DATA);
+		if (data < 0) {
+			if (errno == ENXIO)
+				break;  /* only a hole remains */
+			data = pos;    /* no SEEK_DATA here: copy everything */
+		}
+		off_t hole = lseek(src, data, SEEK_HOLE);
+		if (hole < 0)
+			hole = size;
+		if (hole > size)
+			hole = size;
+		off_t in = data, out = data;
+		while (in < hole) {
+			ssize_t n = copy_file_range(src, &in, dst, &out, (size_t)(hole - in), 0);
+			if (n < 0) {
+				if (errno != EXDEV && errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP)
+					return -errno;
+				/* fall back to read/write for this extent */
+				char buf[128 * 1024];
+				ssize_t rd = pread(src, buf, sizeof buf < (size_t)(hole - in) ? sizeof buf : (size_t)(hole - in), in);
+				if (rd <= 0)
+					return rd < 0 ? -errno : -EIO;
+				if (pwrite(dst, buf, (size_t)rd, out) != rd)
+					return -errno;
+				in += rd;
+				out += rd;
+				continue;
+			}
+			if (n == 0)
+				break;
+		}
+		pos = hole;
+	}
+	/* the size, including a trailing hole */
+	if (ftruncate(dst, size) < 0)
+		return -errno;
+	return 0;
+}
+
+int copy_xattrs(int srcfd, int dstfd)
+{
+	char list[16384];
+	ssize_t n = flistxattr(srcfd, list, sizeof list);
+
+	if (n < 0)
+		return errno == ENOTSUP ? 0 : -errno;
+	for (char *k = list; k < list + n; k += strlen(k) + 1) {
+		char val[65536];
+		bool keep_override = !strcmp(k, "user.containers.override_stat") ||
+				     !strcmp(k, "security.containers.override_stat");
+		if (xa_is_private(k) && !keep_override)
+			continue;
+		ssize_t vn = fgetxattr(srcfd, k, val, sizeof val);
+		if (vn < 0)
+			continue;
+		if (fsetxattr(dstfd, k, val, (size_t)vn, 0) < 0 && errno != ENOTSUP && errno != EPERM)
+			return -errno;
+	}
+	return 0;
+}
+
+/* xattrs of an entry that cannot be opened (symlinks, devices) */
+static int copy_xattrs_at(int sdir, const char *sname, int ddir, const char *dname)
+{
+	char list[16384];
+	ssize_t n = xa_list(sdir, sname, list, sizeof list);
+
+	if (n < 0)
+		return (n == -ENOTSUP || n == -EPERM) ? 0 : (int)n;
+	for (char *k = list; k < list + n; k += strlen(k) + 1) {
+		char val[65536];
+		if (xa_is_private(k))
+			continue;
+		ssize_t vn = xa_get(sdir, sname, k, val, sizeof val);
+		if (vn < 0)
+			continue;
+		int r = xa_set(ddir, dname, k, val, (size_t)vn, 0);
+		if (r < 0 && r != -ENOTSUP && r != -EPERM)
+			return r;
+	}
+	return 0;
+}
+
+/* Owner and mode onto an upper object. An owner the upper cannot hold (a
+ * rootless store without that id mapped) is kept in the override xattr, so
+ * no operation fails with EOVERFLOW. */
+int upper_set_owner(int dirfd, const char *name, int fd, uid_t uid, gid_t gid, mode_t mode)
+{
+	int r = fd >= 0 ? fchown(fd, uid, gid) : fchownat(dirfd, name, uid, gid, AT_SYMLINK_NOFOLLOW);
+	bool overridden = false;
+
+	if (r < 0) {
+		if (errno != EPERM && errno != EINVAL && errno != EOVERFLOW)
+			return -errno;
+		if (!SFS->xa_override)
+			return 0;  /* leave the daemon's owner: nothing better to do */
+		char v[64];
+		int len = snprintf(v, sizeof v, "%u:%u:0%o", uid, gid, mode & 07777);
+		r = fd >= 0 ? (fsetxattr(fd, SFS->xa_override, v, (size_t)len, 0) < 0 ? -errno : 0)
+			    : xa_set(dirfd, name, SFS->xa_override, v, (size_t)len, 0);
+		if (r < 0 && r != -EPERM && r != -ENOTSUP)
+			return r;
+		overridden = true;
+	}
+	if (!S_ISLNK(mode)) {
+		/* chown may have cleared set-id bits: mode goes last */
+		r = fd >= 0 ? fchmod(fd, mode & 07777) : fchmodat(dirfd, name, mode & 07777, 0);
+		if (r < 0 && !overridden)
+			return -errno;
+	}
+	return 0;
+}
+
+static void set_origin(int dirfd, const char *name, int fd, uint64_t ino, mode_t mode)
+{
+	char v[32];
+	int len = snprintf(v, sizeof v, "%llx", (unsigned long long)ino);
+
+	if (S_ISLNK(mode) && !SFS->privileged)
+		return;  /* user.* xattrs cannot live on symlinks */
+	if (fd >= 0)
+		fsetxattr(fd, SFS->xa_origin, v, (size_t)len, 0);
+	else
+		xa_set(dirfd, name, SFS->xa_origin, v, (size_t)len, 0);
+}
+
+static void copy_times(int dirfd, const char *name, const struct stat *st)
+{
+	struct timespec ts[2] = { st->st_atim, st->st_mtim };
+	utimensat(dirfd, name, ts, AT_SYMLINK_NOFOLLOW);
+}
+
+int copyup_dir(struct node *dir)
+{
+	struct node *p = dir->parent;
+	char tmp[64];
+	int r;
+
+	if (!SFS->has_upper)
+		return -EROFS;
+	pthread_rwlock_rdlock(&dir->dl_lock);
+	bool have = dir->ndl && is_upper(dir->dl[0].layer);
+	pthread_rwlock_unlock(&dir->dl_lock);
+	if (have)
+		return 0;
+	if (!p)
+		return -EIO;  /* the root always has an upper */
+	if ((r = copyup_dir(p)) < 0)
+		return r;
+
+	pthread_mutex_lock(&p->lock);
+	pthread_rwlock_rdlock(&dir->dl_lock);
+	have = dir->ndl && is_upper(dir->dl[0].layer);
+	pthread_rwlock_unlock(&dir->dl_lock);
+	if (have) {
+		pthread_mutex_unlock(&p->lock);
+		return 0;
+	}
+	int ufd = node_upperfd(p);
+	struct stat st;
+	bool t;
+	pthread_rwlock_rdlock(&dir->dl_lock);
+	int src = node_dlfd(dir, 0, &t);
+	pthread_rwlock_unlock(&dir->dl_lock);
+	if (ufd < 0 || src < 0) {
+		pthread_mutex_unlock(&p->lock);
+		return src < 0 ? src : -EIO;
+	}
+	fstat(src, &st);
+	copyup_tmpname(tmp, sizeof tmp);
+	if (mkdirat(SFS->workfd, tmp, 0700) < 0) {
+		r = -errno;
+		goto out;
+	}
+	int nfd = openat(SFS->workfd, tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (nfd < 0) {
+		r = -errno;
+		unlinkat(SFS->workfd, tmp, AT_REMOVEDIR);
+		goto out;
+	}
+	copy_xattrs(src, nfd);
+	r = upper_set_owner(-1, NULL, nfd, st.st_uid, st.st_gid, st.st_mode);
+	if (r == 0) {
+		struct timespec ts[2] = { st.st_atim, st.st_mtim };
+		futimens(nfd, ts);
+		char name[NAME_MAX + 1];
+		pthread_mutex_lock(&SFS->table_lock);
+		snprintf(name, sizeof name, "%s", dir->name);
+		pthread_mutex_unlock(&SFS->table_lock);
+		if (renameat2(SFS->workfd, tmp, ufd, name, RENAME_NOREPLACE) < 0)
+			r = -errno;
+	}
+	if (r < 0) {
+		close(nfd);
+		unlinkat(SFS->workfd, tmp, AT_REMOVEDIR);
+		goto out;
+	}
+	/* the new upper joins the top of the layer list */
+	pthread_rwlock_rdlock(&dir->dl_lock);
+	unsigned n = dir->ndl;
+	struct dlayer *dl = malloc((n + 1) * sizeof *dl);
+	if (dl) {
+		dl[0].layer = 0;
+		dl[0].fd = nfd;
+		for (unsigned i = 0; i < n; i++) {
+			dl[i + 1].layer = dir->dl[i].layer;
+			dl[i + 1].fd = dir->dl[i].fd >= 0 ? dup(dir->dl[i].fd) : -1;
+			if (dl[i + 1].fd < 0 && dir->dl[i].fd >= 0)
+				dl[i + 1].fd = -1;
+		}
+	}
+	pthread_rwlock_unlock(&dir->dl_lock);
+	if (!dl) {
+		close(nfd);
+		r = -ENOMEM;
+		goto out;
+	}
+	node_set_dlayers(dir, dl, n + 1);
+	r = 0;
+out:
+	if (t && src >= 0)
+		close(src);
+	pthread_mutex_unlock(&p->lock);
+	return r;
+}
+
+/* Fill the data of a metacopy upper file from its lower data, in place:
+ * until the metacopy mark is removed, readers still see the lower data. */
+static int copyup_metacopy_data(struct node *n)
+{
+	struct loc ul, dl;
+	int r;
+
+	if ((r = loc_get(n, &ul)) < 0)
+		return r;
+	struct node tmpn = *n;
+	tmpn.layer = (uint32_t)n->data_layer;
+	tmpn.deleted = false;
+	tmpn.detached = false;
+	if ((r = loc_get(&tmpn, &dl)) < 0) {
+		loc_put(&ul);
+		return r;
+	}
+	int src = openat(dl.dirfd, dl.name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	int dst = openat(ul.dirfd, ul.name, O_WRONLY | O_NOFOLLOW | O_CLOEXEC | (ul.nofollow ? 0 : 0));
+	struct stat st;
+	r = 0;
+	if (src < 0 || dst < 0 || fstat(dst, &st) < 0)
+		r = -errno;
+	else {
+		struct stat sst;
+		fstat(src, &sst);
+		off_t size = st.st_size < sst.st_size ? st.st_size : sst.st_size;
+		struct timespec ts[2] = { st.st_atim, st.st_mtim };
+		r = copy_data(src, dst, size);
+		if (r == 0 && ftruncate(dst, st.st_size) < 0)
+			r = -errno;
+		if (r == 0 && !SFS->opts.is_volatile)
+			fdatasync(dst);
+		if (r == 0 && fremovexattr(dst, wh_xattr_metacopy(&SFS->whp)) < 0 && errno != ENODATA)
+			r = -errno;
+		futimens(dst, ts);
+	}
+	if (src >= 0)
+		close(src);
+	if (dst >= 0)
+		close(dst);
+	loc_put(&ul);
+	loc_put(&dl);
+	if (r == 0) {
+		n->metacopy = false;
+		n->data_layer = -1;
+	}
+	return r;
+}
+
+int copyup(struct node *n, enum cu_how how)
+{
+	bool data = how == CU_DATA;
+	struct node *p;
+	struct loc src;
+	char tmp[64], name[NAME_MAX + 1];
+	struct stat st;
+	int r;
+
+	if (!SFS->has_upper)
+		return -EROFS;
+	if (S_ISDIR(n->type))
+		return copyup_dir(n);
+
+	pthread_mutex_lock(&SFS->table_lock);
+	p = n->parent;
+	if (p)
+		p->refs++;
+	pthread_mutex_unlock(&SFS->table_lock);
+	if (!p)
+		return -ENOENT;
+	if ((r = copyup_dir(p)) < 0)
+		goto out_unref;
+
+	pthread_mutex_lock(&p->lock);
+	if (is_upper(n->layer)) {
+		r = 0;
+		if (data && n->metacopy)
+			r = copyup_metacopy_data(n);
+		else if (how == CU_EMPTY && n->metacopy) {
+			struct loc ul;
+			if ((r = loc_get(n, &ul)) == 0) {
+				r = xa_remove(ul.dirfd, ul.name, wh_xattr_metacopy(&SFS->whp));
+				if (r == -ENODATA)
+					r = 0;
+				loc_put(&ul);
+			}
+			if (r == 0) {
+				n->metacopy = false;
+				n->data_layer = -1;
+			}
+		}
+		goto out_unlock;
+	}
+	if (n->deleted || n->detached) {
+		r = -ENOENT;
+		goto out_unlock;
+	}
+	if ((r = loc_get(n, &src)) < 0)
+		goto out_unlock;
+	snprintf(name, sizeof name, "%s", src.name);
+	if (fstatat(src.dirfd, src.name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		r = -errno;
+		goto out_loc;
+	}
+	int ufd = node_upperfd(p);
+	if (ufd < 0) {
+		r = -EIO;
+		goto out_loc;
+	}
+	copyup_tmpname(tmp, sizeof tmp);
+	bool meta = false;
+	if (S_ISREG(st.st_mode)) {
+		int in = openat(src.dirfd, src.name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		if (in < 0) {
+			r = -errno;
+			goto out_loc;
+		}
+		int out = openat(SFS->workfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (out < 0) {
+			r = -errno;
+			close(in);
+			goto out_loc;
+		}
+		meta = how == CU_META && SFS->opts.metacopy && st.st_size > 0;
+		if (how == CU_EMPTY) {
+			r = 0;
+		} else if (meta) {
+			r = ftruncate(out, st.st_size) < 0 ? -errno : 0;
+			if (r == 0 && fsetxattr(out, wh_xattr_metacopy(&SFS->whp), "", 0, 0) < 0) {
+				/* no xattrs on this upper: copy the data instead */
+				meta = false;
+			}
+		}
+		if (!meta && how == CU_DATA)
+			r = copy_data(in, out, st.st_size);
+		if (r == 0)
+			r = copy_xattrs(in, out);
+		if (r == 0)
+			r = upper_set_owner(-1, NULL, out, st.st_uid, st.st_gid, st.st_mode);
+		if (r == 0) {
+			set_origin(-1, NULL, out, n->ino, st.st_mode);
+			if (!SFS->opts.is_volatile && !meta)
+				fdatasync(out);
+			struct timespec ts[2] = { st.st_atim, st.st_mtim };
+			futimens(out, ts);
+		}
+		close(in);
+		close(out);
+	} else {
+		if (S_ISLNK(st.st_mode)) {
+			char target[PATH_MAX + 1];
+			ssize_t len = readlinkat(src.dirfd, src.name, target, sizeof target - 1);
+			if (len < 0) {
+				r = -errno;
+				goto out_loc;
+			}
+			target[len] = '\0';
+			r = symlinkat(target, SFS->workfd, tmp) < 0 ? -errno : 0;
+		} else {
+			r = mknodat(SFS->workfd, tmp, (st.st_mode & S_IFMT) | 0600, st.st_rdev) < 0 ? -errno : 0;
+		}
+		if (r == 0)
+			r = copy_xattrs_at(src.dirfd, src.name, SFS->workfd, tmp);
+		if (r == 0)
+			r = upper_set_owner(SFS->workfd, tmp, -1, st.st_uid, st.st_gid, st.st_mode);
+		if (r == 0) {
+			set_origin(SFS->workfd, tmp, -1, n->ino, st.st_mode);
+			copy_times(SFS->workfd, tmp, &st);
+		}
+	}
+	if (r == 0 && renameat2(SFS->workfd, tmp, ufd, name, RENAME_NOREPLACE) < 0)
+		r = -errno;
+	if (r < 0) {
+		unlinkat(SFS->workfd, tmp, 0);
+		goto out_loc;
+	}
+	struct stat ust;
+	fstatat(ufd, name, &ust, AT_SYMLINK_NOFOLLOW);
+	uint32_t old_layer = n->layer;
+	pthread_mutex_lock(&SFS->table_lock);
+	n->layer = 0;
+	n->metacopy = meta;
+	n->data_layer = meta ? (int32_t)old_layer : -1;
+	node_hash_add(n, ust.st_dev, ust.st_ino);
+	pthread_mutex_unlock(&SFS->table_lock);
+out_loc:
+	loc_put(&src);
+out_unlock:
+	pthread_mutex_unlock(&p->lock);
+out_unref:
+	node_unref(p);
+	return r;
+}

@@ -1,0 +1,252 @@
+/* fs.h: strata-fs's internal interface, shared by the files that make up the
+ * daemon (layer stack, node table, lookup, copy-up and the FUSE operations).
+ * Nothing outside fs/ includes it. */
+#ifndef STRATA_FS_H
+#define STRATA_FS_H
+
+#define FUSE_USE_VERSION 34
+#include <fuse_lowlevel.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <limits.h>
+#include <sys/stat.h>
+
+#include "err.h"
+#include "opts.h"
+#include "whiteout.h"
+
+/* ---- layers ---------------------------------------------------------- */
+
+struct layer {
+	int fd;           /* O_RDONLY|O_DIRECTORY of the layer's root */
+	char *path;
+	dev_t dev;
+	uint64_t ino_tag; /* high bits that make inode numbers unique across filesystems */
+};
+
+/* ---- nodes ----------------------------------------------------------- */
+
+/* One contributing layer of a merged directory. */
+struct dlayer {
+	uint32_t layer;
+	int fd;           /* open O_RDONLY|O_DIRECTORY, or -1 when not cached */
+};
+
+struct dircache;
+
+struct node {
+	struct node *parent;     /* merged parent; NULL for the root */
+	char *name;
+	uint64_t nlookup;        /* kernel references (LOOKUP minus FORGET) */
+	unsigned refs;           /* in-daemon references (open handles, ops in flight) */
+	uint32_t layer;          /* layer holding the object (for dirs: the topmost) */
+	mode_t type;             /* S_IFMT */
+	uint64_t ino;            /* inode number shown: stable across copy-up */
+	dev_t rdev_real;         /* identity of the real upper object, for hard links */
+	ino_t rino_real;
+	bool hashed;             /* in the hard-link table */
+	bool deleted;            /* unlinked or replaced in the merged view */
+	bool detached;           /* its recorded name is gone but other hard links live */
+	struct node *cnext;      /* (parent, name) hash chain */
+	bool in_ctab;
+	int pathfd;              /* O_PATH fd kept once deleted while referenced, else -1 */
+
+	/* directories */
+	struct dlayer *dl;       /* contributing layers, top first */
+	unsigned ndl;
+	char *redirect;          /* where lower layers hold this dir ("/a/b"), if renamed */
+	pthread_rwlock_t dl_lock;/* guards dl/ndl: readers iterate, copy-up/rename replace */
+	pthread_mutex_t lock;    /* serialises changes to this directory's upper */
+	uint64_t version;        /* bumped on every change of the listing */
+	struct dircache *dcache; /* merged listing for `version`, or NULL */
+
+	/* regular files whose upper holds only metadata (metacopy) */
+	bool metacopy;
+	int32_t data_layer;      /* layer holding the data, -1 when none */
+
+	struct node *hnext;      /* hard-link hash chain */
+};
+
+/* ---- the mount ------------------------------------------------------- */
+
+struct sfs {
+	struct strata_opts opts;
+	struct layer *layers;    /* [0] is the upper when has_upper; then lowers, top first */
+	unsigned nlayers;
+	bool has_upper;
+	int workfd;              /* scratch directory inside workdir, same fs as upper */
+	struct wh_policy whp;
+	bool privileged;         /* trusted.* xattrs and chown work */
+	bool same_dev;           /* every layer on one filesystem: real inode numbers suffice */
+	const char *xa_origin;   /* xattr recording the inode number a copy-up keeps */
+	const char *xa_override; /* ownership override xattr written, or NULL */
+
+	struct node *root;
+	pthread_mutex_t table_lock;  /* node counts, hard-link table */
+	struct node **htab;      /* hard links: real upper (dev, ino) -> node */
+	size_t hsize;
+	struct node **ctab;      /* (parent, name) -> node, for live nodes */
+	size_t csize;
+	size_t nnodes;
+	uint64_t tmp_seq;
+
+	int fd_budget;           /* how many directory fds nodes may keep open */
+	int fd_used;
+	double timeout;
+	struct fuse_session *se;
+};
+
+extern struct sfs *SFS;
+
+static inline bool is_upper(uint32_t layer)
+{
+	return SFS->has_upper && layer == 0;
+}
+
+/* layer.c */
+int layers_open(struct sfs *fs);
+void layers_close(struct sfs *fs);
+uint64_t layer_ino(uint32_t layer, const struct stat *st);
+
+/* node.c */
+struct node *node_new(struct node *parent, const char *name, mode_t type);
+struct node *node_get(fuse_ino_t ino);          /* nodeid -> node */
+fuse_ino_t node_id(struct node *n);
+void node_ref(struct node *n);
+void node_unref(struct node *n);
+void node_forget(struct node *n, uint64_t nlookup);
+void node_set_name(struct node *n, struct node *parent, const char *name);
+struct node *node_hash_find(dev_t dev, ino_t ino);
+void node_hash_add(struct node *n, dev_t dev, ino_t ino);
+void node_hash_del(struct node *n);
+void node_mark_deleted(struct node *n);
+void node_detach(struct node *n);
+struct node *node_child_find(struct node *parent, const char *name);
+void node_child_add(struct node *n);
+void node_dir_changed(struct node *dir);
+/* A directory's fd in its i-th contributing layer: cached, or opened now
+ * (then *tmp is set and the caller closes it). */
+int node_dlfd(struct node *dir, unsigned i, bool *tmp);
+/* The fd of the directory in the upper layer, or -1 when it has none. */
+int node_upperfd(struct node *dir);
+void node_set_dlayers(struct node *dir, struct dlayer *dl, unsigned n);
+int node_lower_path(struct node *n, char *buf, size_t len);
+
+/* lookup.c */
+struct lookup_res {
+	struct stat st;
+	uint32_t layer;
+	struct dlayer *dl;    /* for directories */
+	unsigned ndl;
+	char *redirect;
+	bool metacopy;
+	int32_t data_layer;
+	uint64_t ino;
+};
+/* Look NAME up in merged directory DIR. 0 with *res filled, or -ENOENT. */
+int lookup_name(struct node *dir, const char *name, struct lookup_res *res);
+void lookup_res_free(struct lookup_res *res);
+/* Is NAME visible in one of DIR's layers below the upper? 1, 0 or -errno. */
+int name_in_lowers(struct node *dir, const char *name);
+/* Find or create the node for a lookup result, taking one kernel reference. */
+struct node *node_from_lookup(struct node *dir, const char *name, struct lookup_res *res);
+/* Stat the object behind a node (with ownership presentation applied). */
+int node_stat(struct node *n, struct stat *st);
+void present_stat(struct node *n, struct stat *st, int fd, int dirfd, const char *name);
+
+/* readdir.c */
+struct dentry_rec {
+	char *name;
+	uint64_t ino;
+	mode_t type;
+};
+struct dircache {
+	unsigned refs;
+	uint64_t version;
+	struct dentry_rec *ents;
+	size_t n;
+};
+int dir_listing(struct node *dir, struct dircache **out);
+void dircache_put(struct dircache *dc);
+/* 1 when the merged directory holds nothing, 0 when it does, -errno. */
+int dir_is_empty(struct node *dir);
+
+/* copyup.c */
+int copyup_dir(struct node *dir);                     /* ensure the dir exists in upper */
+enum cu_how {
+	CU_META,   /* a metadata change: a metacopy where allowed */
+	CU_DATA,   /* data will change: a full copy */
+	CU_EMPTY,  /* about to be truncated to zero: metadata, no data */
+};
+int copyup(struct node *n, enum cu_how how);
+int copyup_tmpname(char *buf, size_t len);
+int copy_xattrs(int srcfd, int dstfd);
+int upper_set_owner(int dirfd, const char *name, int fd, uid_t uid, gid_t gid, mode_t mode);
+
+/* xattr helpers (xattr.c): xattrs of NAME in dirfd without following symlinks */
+ssize_t xa_get(int dirfd, const char *name, const char *key, void *buf, size_t sz);
+int xa_set(int dirfd, const char *name, const char *key, const void *v, size_t sz, int flags);
+ssize_t xa_list(int dirfd, const char *name, char *buf, size_t sz);
+int xa_remove(int dirfd, const char *name, const char *key);
+bool xa_is_private(const char *key);
+
+/* ops_*.c: FUSE operations */
+void op_init(void *ud, struct fuse_conn_info *conn);
+void op_destroy(void *ud);
+void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name);
+void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup);
+void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets);
+void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi);
+void op_readlink(fuse_req_t req, fuse_ino_t ino);
+void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev);
+void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode);
+void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name);
+void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name);
+void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name);
+void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent, const char *newname, unsigned int flags);
+void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname);
+void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi);
+void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi);
+void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *bufv, off_t off, struct fuse_file_info *fi);
+void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi);
+void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length, struct fuse_file_info *fi);
+void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi);
+void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, struct fuse_file_info *fi_in, fuse_ino_t ino_out, off_t off_out, struct fuse_file_info *fi_out, size_t len, int flags);
+void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi);
+void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi);
+void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi);
+void op_statfs(fuse_req_t req, fuse_ino_t ino);
+void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size, int flags);
+void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size);
+void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
+void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
+void op_tmpfile(fuse_req_t req, fuse_ino_t parent, mode_t mode, struct fuse_file_info *fi);
+
+/* Shared by the ops: fill a fuse_entry_param for node n. */
+int fill_entry(struct node *n, struct fuse_entry_param *e);
+/* Open the object behind n (flags as open(2), no O_CREAT). */
+int node_open(struct node *n, int flags);
+/* Where a node's object lives: dirfd + name in its layer, or, for an object
+ * already unlinked but still referenced, AT_FDCWD + "/proc/self/fd/N" of a
+ * kept O_PATH fd (then follow is AT_SYMLINK_FOLLOW: the magic link leads to
+ * the object itself). */
+struct loc {
+	int dirfd;
+	char name[NAME_MAX + 1];
+	int nofollow;      /* AT_SYMLINK_NOFOLLOW, or 0 for a /proc path */
+	bool tmp;          /* dirfd is ours to close */
+	uint32_t layer;
+};
+int loc_get(struct node *n, struct loc *l);
+void loc_put(struct loc *l);
+/* uid/gid of the request, as stored on disk */
+void req_owner(fuse_req_t req, uid_t *uid, gid_t *gid);
+
+#endif

@@ -1,0 +1,270 @@
+/* main.c: strata-fs's entry point: options, the layer stack, the FUSE
+ * session, mount, background, serve until unmounted. */
+#include "fs.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+struct sfs *SFS;
+
+static const char usage_text[] =
+"usage: strata-fs [-f] [-d] -o lowerdir=TOP:...:BOTTOM[,upperdir=U,workdir=W][,OPTS] MOUNTPOINT\n"
+"\n"
+"A copy-on-write layered filesystem in FUSE: the merged view of read-only lower\n"
+"layers and one writable upper layer, with overlayfs's semantics (whiteouts,\n"
+"opaque directories, copy-up, redirected directory renames). Without upperdir\n"
+"the mount is read-only. Command line compatible with fuse-overlayfs, so it\n"
+"can serve as containers-storage's mount_program.\n"
+"\n"
+"  -f                 stay in the foreground\n"
+"  -d, --debug        foreground, and log every request\n"
+"  -V, --version      print the version\n"
+"  -h, --help         this text\n"
+"\n"
+"options (-o, comma-separated; empty items are ignored):\n"
+"  lowerdir=DIRS      read-only layers, topmost first, separated by ':'\n"
+"  upperdir=DIR       the writable layer (needs workdir)\n"
+"  workdir=DIR        scratch space on the same filesystem as upperdir\n"
+"  volatile, fsync=0  skip fsync: faster, not crash-safe\n"
+"  uidmapping=IN:OUT:N[:...], gidmapping=...\n"
+"                     show on-disk id OUT+k as IN+k (a leading ':' is accepted)\n"
+"  squash_to_root     show every file as owned by root\n"
+"  squash_to_uid=N, squash_to_gid=N\n"
+"                     show every file as owned by uid/gid N\n"
+"  xattr_permissions=0|1|2\n"
+"                     keep owners and modes that the upper cannot hold in an\n"
+"                     xattr: 1 security.containers.override_stat, 2 user.containers.override_stat\n"
+"  noacl              hide and refuse POSIX ACL xattrs\n"
+"  metacopy=on|off    chmod/chown/utimes/xattr changes copy no data (default on)\n"
+"  writeback=on|off   kernel writeback cache (default on)\n"
+"  timeout=SECONDS    how long the kernel may cache names and attributes (default 86400)\n"
+"  allow_other, allow_root, default_permissions, ro, nodev, nosuid, noexec,\n"
+"  noatime, fsname=, subtype=\n"
+"                     passed to the kernel mount\n"
+"  context=, threaded=, fast_ino=, static_nlink, plugins=, redirect_dir=, index=,\n"
+"  xino=, userxattr   accepted and ignored, for compatibility\n"
+"\n"
+"MOUNTPOINT may be /dev/fd/N: a /dev/fuse descriptor already mounted by the caller.\n"
+"strata-fs exits 0 once the mount is live, then serves in the background until\n"
+"unmounted (fusermount3 -u MOUNTPOINT or umount MOUNTPOINT).\n";
+
+static const struct fuse_lowlevel_ops ops = {
+	.init = op_init,
+	.destroy = op_destroy,
+	.lookup = op_lookup,
+	.forget = op_forget,
+	.forget_multi = op_forget_multi,
+	.getattr = op_getattr,
+	.setattr = op_setattr,
+	.readlink = op_readlink,
+	.mknod = op_mknod,
+	.mkdir = op_mkdir,
+	.unlink = op_unlink,
+	.rmdir = op_rmdir,
+	.symlink = op_symlink,
+	.rename = op_rename,
+	.link = op_link,
+	.open = op_open,
+	.create = op_create,
+	.read = op_read,
+	.write_buf = op_write_buf,
+	.flush = op_flush,
+	.release = op_release,
+	.fsync = op_fsync,
+	.fallocate = op_fallocate,
+	.lseek = op_lseek,
+	.copy_file_range = op_copy_file_range,
+	.opendir = op_opendir,
+	.readdir = op_readdir,
+	.readdirplus = op_readdirplus,
+	.releasedir = op_releasedir,
+	.fsyncdir = op_fsyncdir,
+	.statfs = op_statfs,
+	.setxattr = op_setxattr,
+	.getxattr = op_getxattr,
+	.listxattr = op_listxattr,
+	.removexattr = op_removexattr,
+};
+
+void op_init(void *ud, struct fuse_conn_info *conn)
+{
+	unsigned want = FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE |
+			FUSE_CAP_READDIRPLUS | FUSE_CAP_CACHE_SYMLINKS | FUSE_CAP_PARALLEL_DIROPS |
+			FUSE_CAP_ATOMIC_O_TRUNC | FUSE_CAP_ASYNC_DIO | FUSE_CAP_ASYNC_READ;
+	if (SFS->opts.writeback && SFS->has_upper)
+		want |= FUSE_CAP_WRITEBACK_CACHE;
+	conn->want |= want & conn->capable;
+	/* readdirplus always: the lower layers do not change under us */
+	conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
+	conn->max_readahead = 1 << 20;
+	if (conn->capable & FUSE_CAP_SPLICE_READ)
+		conn->max_write = 1 << 20;
+}
+
+void op_destroy(void *ud)
+{
+}
+
+static int build_root(struct sfs *fs)
+{
+	struct node *root = node_new(NULL, "", S_IFDIR);
+	struct dlayer *dl = calloc(fs->nlayers, sizeof *dl);
+	unsigned n = 0;
+	struct stat st;
+
+	if (!root || !dl)
+		return -ENOMEM;
+	for (unsigned i = 0; i < fs->nlayers; i++) {
+		int fd = dup(fs->layers[i].fd);
+		if (fd < 0) {
+			int e = errno;
+			serr(e, "open", fs->layers[i].path, "too many layers for the open-file limit? raise ulimit -n");
+			return -e;
+		}
+		dl[n].layer = i;
+		dl[n].fd = fd;
+		n++;
+		/* an opaque layer root hides everything below it */
+		if (wh_dir_is_opaque(fd, true) == 1)
+			break;
+	}
+	node_set_dlayers(root, dl, n);
+	unsigned ref = fs->has_upper && n > 1 ? 1 : 0;
+	fstat(fs->layers[ref].fd, &st);
+	root->ino = layer_ino(ref, &st);
+	root->nlookup = 1;
+	fs->root = root;
+	return 0;
+}
+
+static void probe_privileges(struct sfs *fs)
+{
+	fs->privileged = false;
+	if (fs->has_upper && fsetxattr(fs->workfd, "trusted.strata.probe", "1", 1, 0) == 0) {
+		fremovexattr(fs->workfd, "trusted.strata.probe");
+		fs->privileged = true;
+	}
+	fs->whp.use_trusted = fs->privileged;
+	fs->whp.try_mknod = true;
+	fs->xa_origin = fs->privileged ? "trusted.strata.origin" : "user.strata.origin";
+	fs->xa_override = fs->opts.xattr_permissions == 1 ? "security.containers.override_stat"
+							   : "user.containers.override_stat";
+}
+
+static void raise_nofile(struct sfs *fs)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+		getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	long lim = (long)rl.rlim_cur;
+	/* leave room for open files and per-request temporaries */
+	fs->fd_budget = (int)(lim > 2048 ? lim / 2 : lim / 4);
+}
+
+/* Is the caller allowed allow_other? root, or user_allow_other in fuse.conf */
+static bool may_allow_other(void)
+{
+	if (geteuid() == 0)
+		return true;
+	FILE *f = fopen("/etc/fuse.conf", "re");
+	char line[256];
+	bool ok = false;
+	if (!f)
+		return false;
+	while (fgets(line, sizeof line, f))
+		if (!strncmp(line, "user_allow_other", 16))
+			ok = true;
+	fclose(f);
+	return ok;
+}
+
+int main(int argc, char **argv)
+{
+	static struct sfs fs;
+	int r, ret = 1;
+
+	strata_prog = "strata-fs";
+	SFS = &fs;
+	pthread_mutex_init(&fs.table_lock, NULL);
+	r = opts_parse(&fs.opts, argc, argv);
+	if (r < 0)
+		return 1;
+	if (fs.opts.show_help) {
+		fputs(usage_text, stdout);
+		return 0;
+	}
+	if (fs.opts.show_version) {
+		printf("strata-fs version %s\nFUSE library version %s\n", STRATA_VERSION, fuse_pkgversion());
+		return 0;
+	}
+	strata_debug = fs.opts.debug;
+	fs.timeout = fs.opts.timeout;
+	umask(0);
+	raise_nofile(&fs);
+
+	struct stat mst;
+	if (strncmp(fs.opts.mountpoint, "/dev/fd/", 8) && stat(fs.opts.mountpoint, &mst) < 0) {
+		serr(errno, "stat mount point", fs.opts.mountpoint, "create the directory first");
+		goto out;
+	}
+	if ((r = layers_open(&fs)) < 0)
+		goto out;
+	probe_privileges(&fs);
+	fs.hsize = 1 << 16;
+	fs.csize = 1 << 16;
+	fs.htab = calloc(fs.hsize, sizeof *fs.htab);
+	fs.ctab = calloc(fs.csize, sizeof *fs.ctab);
+	if (!fs.htab || !fs.ctab || build_root(&fs) < 0)
+		goto out;
+
+	/* libfuse's own options: ours are parsed already */
+	char fopts[4096];
+	snprintf(fopts, sizeof fopts, "fsname=strata-fs,subtype=strata,default_permissions%s%s%s%s",
+		 may_allow_other() ? ",allow_other" : "", fs.has_upper ? "" : ",ro",
+		 fs.opts.fuse_opts ? "," : "", fs.opts.fuse_opts ? fs.opts.fuse_opts : "");
+	char *fargv[] = { argv[0], "-o", fopts, fs.opts.debug ? "-d" : NULL, NULL };
+	struct fuse_args args = FUSE_ARGS_INIT(fs.opts.debug ? 4 : 3, fargv);
+
+	fs.se = fuse_session_new(&args, &ops, sizeof ops, &fs);
+	if (!fs.se) {
+		serr(0, "start FUSE session for", fs.opts.mountpoint, "see the message above");
+		goto out;
+	}
+	if (fuse_set_signal_handlers(fs.se) != 0)
+		goto out_session;
+	if (fuse_session_mount(fs.se, fs.opts.mountpoint) != 0) {
+		serr(0, "mount on", fs.opts.mountpoint,
+		     "is /dev/fuse available and may this user mount FUSE (fusermount3 installed, or run inside unshare -Urm)?");
+		goto out_handlers;
+	}
+	/* The mount is live: only now may the caller see exit status 0. */
+	if (!fs.opts.foreground && fuse_daemonize(0) != 0)
+		goto out_unmount;
+
+	struct fuse_loop_config *cfg = fuse_loop_cfg_create();
+	if (!cfg)
+		goto out_unmount;
+	fuse_loop_cfg_set_clone_fd(cfg, 0);
+	fuse_loop_cfg_set_max_threads(cfg, 16);
+	fuse_loop_cfg_set_idle_threads(cfg, 4);
+	ret = fuse_session_loop_mt(fs.se, cfg) != 0;
+	fuse_loop_cfg_destroy(cfg);
+out_unmount:
+	fuse_session_unmount(fs.se);
+out_handlers:
+	fuse_remove_signal_handlers(fs.se);
+out_session:
+	fuse_session_destroy(fs.se);
+out:
+	layers_close(&fs);
+	opts_free(&fs.opts);
+	return ret;
+}

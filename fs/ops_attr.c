@@ -1,0 +1,249 @@
+/* ops_attr.c: attributes: getattr, setattr (copy-up first, metadata only
+ * where it can), readlink, statfs, and how attributes are presented
+ * (inode numbers, ownership override, id mapping, squashing). */
+#include "fs.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/statvfs.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+void req_owner(fuse_req_t req, uid_t *uid, gid_t *gid)
+{
+	const struct fuse_ctx *c = fuse_req_ctx(req);
+	uint32_t u = idmap_to_outside(&SFS->opts.uidmap, c->uid);
+	uint32_t g = idmap_to_outside(&SFS->opts.gidmap, c->gid);
+	*uid = u == (uint32_t)-1 ? c->uid : u;
+	*gid = g == (uint32_t)-1 ? c->gid : g;
+}
+
+static void apply_override(struct stat *st, int dirfd, const char *name, int fd)
+{
+	static const char *const keys[] = {
+		"user.containers.override_stat", "security.containers.override_stat",
+		"user.fuseoverlayfs.override_stat", "security.fuseoverlayfs.override_stat",
+	};
+	char v[128];
+	ssize_t n = -1;
+
+	for (size_t i = 0; i < sizeof keys / sizeof *keys && n < 0; i++)
+		n = fd >= 0 ? fgetxattr(fd, keys[i], v, sizeof v - 1)
+			    : xa_get(dirfd, name, keys[i], v, sizeof v - 1);
+	if (n <= 0)
+		return;
+	v[n] = '\0';
+	unsigned uid, gid, mode;
+	if (sscanf(v, "%u:%u:%o", &uid, &gid, &mode) != 3)
+		return;
+	st->st_uid = uid;
+	st->st_gid = gid;
+	st->st_mode = (st->st_mode & S_IFMT) | (mode & 07777);
+}
+
+void present_stat(struct node *n, struct stat *st, int fd, int dirfd, const char *name)
+{
+	struct strata_opts *o = &SFS->opts;
+
+	st->st_ino = n->ino;
+	if (S_ISDIR(n->type) && n->ndl > 1)
+		st->st_nlink = 1;  /* merged: counting subdirectories is not worth it */
+	if (o->xattr_permissions)
+		apply_override(st, dirfd, name, fd);
+	st->st_uid = idmap_to_inside(&o->uidmap, st->st_uid);
+	st->st_gid = idmap_to_inside(&o->gidmap, st->st_gid);
+	if (o->squash_to_root) {
+		st->st_uid = 0;
+		st->st_gid = 0;
+	}
+	if (o->squash_uid >= 0)
+		st->st_uid = (uid_t)o->squash_uid;
+	if (o->squash_gid >= 0)
+		st->st_gid = (gid_t)o->squash_gid;
+}
+
+int node_stat(struct node *n, struct stat *st)
+{
+	struct loc l;
+	int r = loc_get(n, &l);
+
+	if (r < 0)
+		return r;
+	if (fstatat(l.dirfd, l.name, st, l.nofollow) < 0)
+		r = -errno;
+	else {
+		if (n->metacopy && n->data_layer >= 0) {
+			/* blocks are the lower data's until data is copied up */
+			struct node tmpn = *n;
+			struct loc dl;
+			struct stat ds;
+			tmpn.layer = (uint32_t)n->data_layer;
+			if (loc_get(&tmpn, &dl) == 0) {
+				if (fstatat(dl.dirfd, dl.name, &ds, AT_SYMLINK_NOFOLLOW) == 0)
+					st->st_blocks = ds.st_blocks;
+				loc_put(&dl);
+			}
+		}
+		present_stat(n, st, -1, l.dirfd, l.name);
+	}
+	loc_put(&l);
+	return r;
+}
+
+int fill_entry(struct node *n, struct fuse_entry_param *e)
+{
+	memset(e, 0, sizeof *e);
+	int r = node_stat(n, &e->attr);
+	if (r < 0)
+		return r;
+	e->ino = node_id(n);
+	e->generation = 1;
+	e->attr_timeout = SFS->timeout;
+	e->entry_timeout = SFS->timeout;
+	return 0;
+}
+
+void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct node *n = node_get(ino);
+	struct stat st;
+	int r = node_stat(n, &st);
+
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_attr(req, &st, SFS->timeout);
+}
+
+struct fh;
+int fh_fd(struct fuse_file_info *fi);
+
+void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi)
+{
+	struct node *n = node_get(ino);
+	struct loc l;
+	int r;
+
+	if (!SFS->has_upper) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	node_ref(n);
+	/* size needs the data; anything else only the metadata */
+	r = copyup(n, !(to_set & FUSE_SET_ATTR_SIZE) ? CU_META : attr->st_size == 0 ? CU_EMPTY : CU_DATA);
+	if (r < 0)
+		goto out;
+	if ((r = loc_get(n, &l)) < 0)
+		goto out;
+	int fd = fi ? fh_fd(fi) : -1;
+
+	if (to_set & FUSE_SET_ATTR_MODE) {
+		if (S_ISLNK(n->type))
+			r = -EOPNOTSUPP;
+		else if (fchmodat(l.dirfd, l.name, attr->st_mode & 07777, 0) < 0)
+			r = -errno;
+		if (r == 0 && SFS->xa_override && SFS->opts.xattr_permissions) {
+			struct stat cur;
+			if (node_stat(n, &cur) == 0)
+				r = upper_set_owner(l.dirfd, l.name, -1, cur.st_uid, cur.st_gid,
+						    (cur.st_mode & S_IFMT) | (attr->st_mode & 07777));
+		}
+	}
+	if (r == 0 && (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))) {
+		uid_t uid = (uid_t)-1;
+		gid_t gid = (gid_t)-1;
+		if (to_set & FUSE_SET_ATTR_UID)
+			uid = idmap_to_outside(&SFS->opts.uidmap, attr->st_uid);
+		if (to_set & FUSE_SET_ATTR_GID)
+			gid = idmap_to_outside(&SFS->opts.gidmap, attr->st_gid);
+		if (SFS->opts.xattr_permissions) {
+			struct stat cur;
+			r = node_stat(n, &cur);
+			if (r == 0) {
+				char v[64];
+				int len = snprintf(v, sizeof v, "%u:%u:0%o",
+						   uid == (uid_t)-1 ? cur.st_uid : uid,
+						   gid == (gid_t)-1 ? cur.st_gid : gid, cur.st_mode & 07777);
+				r = xa_set(l.dirfd, l.name, SFS->xa_override, v, (size_t)len, 0);
+			}
+		} else if (fchownat(l.dirfd, l.name, uid, gid, l.nofollow) < 0) {
+			r = -errno;
+		}
+	}
+	if (r == 0 && (to_set & FUSE_SET_ATTR_SIZE)) {
+		if (fd >= 0 && !n->deleted)
+			r = ftruncate(fd, attr->st_size) < 0 ? -errno : 0;
+		else {
+			int tfd = openat(l.dirfd, l.name, O_WRONLY | O_CLOEXEC | (l.nofollow ? O_NOFOLLOW : 0));
+			if (tfd < 0)
+				r = -errno;
+			else {
+				if (ftruncate(tfd, attr->st_size) < 0)
+					r = -errno;
+				close(tfd);
+			}
+		}
+	}
+	if (r == 0 && (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME))) {
+		struct timespec ts[2] = { { .tv_nsec = UTIME_OMIT }, { .tv_nsec = UTIME_OMIT } };
+		if (to_set & FUSE_SET_ATTR_ATIME_NOW)
+			ts[0].tv_nsec = UTIME_NOW;
+		else if (to_set & FUSE_SET_ATTR_ATIME)
+			ts[0] = attr->st_atim;
+		if (to_set & FUSE_SET_ATTR_MTIME_NOW)
+			ts[1].tv_nsec = UTIME_NOW;
+		else if (to_set & FUSE_SET_ATTR_MTIME)
+			ts[1] = attr->st_mtim;
+		if (utimensat(l.dirfd, l.name, ts, l.nofollow) < 0)
+			r = -errno;
+	}
+	loc_put(&l);
+out:
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else {
+		struct stat st;
+		r = node_stat(n, &st);
+		if (r < 0)
+			fuse_reply_err(req, -r);
+		else
+			fuse_reply_attr(req, &st, SFS->timeout);
+	}
+	node_unref(n);
+}
+
+void op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	struct node *n = node_get(ino);
+	char buf[PATH_MAX + 1];
+	struct loc l;
+	int r = loc_get(n, &l);
+
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	ssize_t len = l.nofollow ? readlinkat(l.dirfd, l.name, buf, sizeof buf - 1)
+				 : readlinkat(n->pathfd, "", buf, sizeof buf - 1);
+	int e = errno;
+	loc_put(&l);
+	if (len < 0) {
+		fuse_reply_err(req, e);
+		return;
+	}
+	buf[len] = '\0';
+	fuse_reply_readlink(req, buf);
+}
+
+void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct statvfs sv;
+	/* the upper is where writes go; read-only mounts show the top lower */
+	if (fstatvfs(SFS->layers[0].fd, &sv) < 0) {
+		fuse_reply_err(req, errno);
+		return;
+	}
+	sv.f_namemax = NAME_MAX;
+	fuse_reply_statfs(req, &sv);
+}

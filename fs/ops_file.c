@@ -1,0 +1,238 @@
+/* ops_file.c: open files. Opening for write copies the data up first; a
+ * read-only open of a lower file reads the lower file directly, and notices
+ * a later copy-up so every reader sees the same data (as overlayfs does).
+ * Data moves with splice where the kernel allows. */
+#include "fs.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+struct fh {
+	int fd;
+	int flags;
+	uint32_t layer;     /* layer the fd is on */
+	bool meta;          /* fd reads a metacopy's lower data */
+	struct node *n;
+	pthread_mutex_t lock;
+};
+
+static struct fh *FH(struct fuse_file_info *fi)
+{
+	return (struct fh *)(uintptr_t)fi->fh;
+}
+
+int fh_fd(struct fuse_file_info *fi)
+{
+	return fi && fi->fh ? FH(fi)->fd : -1;
+}
+
+static bool wants_write(int flags)
+{
+	return (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
+}
+
+static int real_flags(int flags)
+{
+	int fl = flags & ~(O_CREAT | O_EXCL | O_NOCTTY);
+	fl |= O_CLOEXEC | O_NOFOLLOW;
+	if (SFS->opts.writeback) {
+		/* the kernel's writeback cache reads pages of write-only files
+		 * and handles appends itself */
+		if ((fl & O_ACCMODE) == O_WRONLY)
+			fl = (fl & ~O_ACCMODE) | O_RDWR;
+		fl &= ~O_APPEND;
+	}
+	return fl;
+}
+
+int fh_new(struct node *n, int fd, int flags, struct fuse_file_info *fi)
+{
+	struct fh *h = calloc(1, sizeof *h);
+	if (!h)
+		return -ENOMEM;
+	h->fd = fd;
+	h->flags = flags;
+	h->layer = n->layer;
+	h->n = n;
+	pthread_mutex_init(&h->lock, NULL);
+	node_ref(n);
+	fi->fh = (uintptr_t)h;
+	/* lower data never changes; upper data changes only through us */
+	fi->keep_cache = 1;
+	return 0;
+}
+
+void fh_free_fi(struct fuse_file_info *fi)
+{
+	struct fh *h = FH(fi);
+	if (!h)
+		return;
+	close(h->fd);
+	pthread_mutex_destroy(&h->lock);
+	node_unref(h->n);
+	free(h);
+	fi->fh = 0;
+}
+
+/* Open the object (or, for a metacopy read, its lower data). */
+int node_open(struct node *n, int flags)
+{
+	struct loc l;
+	int r;
+	struct node tmpn;
+	struct node *which = n;
+
+	if (n->metacopy && n->data_layer >= 0 && !wants_write(flags)) {
+		tmpn = *n;
+		tmpn.layer = (uint32_t)n->data_layer;
+		which = &tmpn;
+	}
+	if ((r = loc_get(which, &l)) < 0)
+		return r;
+	int fd = openat(l.dirfd, l.name, real_flags(flags) & ~(l.nofollow ? 0 : O_NOFOLLOW));
+	r = fd < 0 ? -errno : fd;
+	loc_put(&l);
+	return r;
+}
+
+void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct node *n = node_get(ino);
+	int r;
+
+	if (wants_write(fi->flags)) {
+		if (!SFS->has_upper) {
+			fuse_reply_err(req, EROFS);
+			return;
+		}
+		/* O_TRUNC of a lower file: nothing to copy but metadata */
+		enum cu_how how = (fi->flags & O_TRUNC) && !n->metacopy ? CU_EMPTY : CU_DATA;
+		if ((r = copyup(n, how)) < 0) {
+			fuse_reply_err(req, -r);
+			return;
+		}
+	}
+	int fd = node_open(n, fi->flags);
+	if (fd < 0) {
+		fuse_reply_err(req, -fd);
+		return;
+	}
+	if ((r = fh_new(n, fd, fi->flags, fi)) < 0) {
+		close(fd);
+		fuse_reply_err(req, -r);
+		return;
+	}
+	FH(fi)->meta = n->metacopy;
+	if (fuse_reply_open(req, fi) != 0)
+		fh_free_fi(fi);
+}
+
+/* A read-only handle opened before a copy-up switches to the upper copy. */
+static int fh_current(struct fh *h)
+{
+	struct node *n = h->n;
+	if ((h->layer == n->layer && h->meta == n->metacopy) || wants_write(h->flags) || n->deleted)
+		return h->fd;
+	pthread_mutex_lock(&h->lock);
+	if (h->layer != n->layer || h->meta != n->metacopy) {
+		int fd = node_open(n, O_RDONLY);
+		/* dup2 swaps the file behind the number atomically: reads in
+		 * flight keep the old file, later ones get the copy */
+		if (fd >= 0 && dup2(fd, h->fd) >= 0) {
+			h->layer = n->layer;
+			h->meta = n->metacopy;
+		}
+		if (fd >= 0)
+			close(fd);
+	}
+	int fd = h->fd;
+	pthread_mutex_unlock(&h->lock);
+	return fd;
+}
+
+void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+	struct fh *h = FH(fi);
+	struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
+
+	buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+	buf.buf[0].fd = fh_current(h);
+	buf.buf[0].pos = off;
+	fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+}
+
+void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in, off_t off, struct fuse_file_info *fi)
+{
+	struct fh *h = FH(fi);
+	struct fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in));
+
+	out.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+	out.buf[0].fd = h->fd;
+	out.buf[0].pos = off;
+	if ((h->flags & O_APPEND) && !SFS->opts.writeback) {
+		struct stat st;
+		if (fstat(h->fd, &st) == 0)
+			out.buf[0].pos = st.st_size;
+	}
+	ssize_t n = fuse_buf_copy(&out, in, 0);
+	if (n < 0)
+		fuse_reply_err(req, (int)-n);
+	else
+		fuse_reply_write(req, (size_t)n);
+}
+
+void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	/* close(dup()) releases POSIX locks held through this descriptor */
+	int fd = dup(FH(fi)->fd);
+	if (fd >= 0)
+		close(fd);
+	fuse_reply_err(req, 0);
+}
+
+void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	fh_free_fi(fi);
+	fuse_reply_err(req, 0);
+}
+
+void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	int r = 0;
+	if (!SFS->opts.is_volatile)
+		r = (datasync ? fdatasync(FH(fi)->fd) : fsync(FH(fi)->fd)) < 0 ? errno : 0;
+	fuse_reply_err(req, r);
+}
+
+void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length, struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, fallocate(FH(fi)->fd, mode, offset, length) < 0 ? errno : 0);
+}
+
+void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi)
+{
+	off_t r = lseek(fh_current(FH(fi)), off, whence);
+	if (r < 0)
+		fuse_reply_err(req, errno);
+	else
+		fuse_reply_lseek(req, r);
+}
+
+void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, struct fuse_file_info *fi_in,
+			fuse_ino_t ino_out, off_t off_out, struct fuse_file_info *fi_out, size_t len, int flags)
+{
+	ssize_t n = copy_file_range(fh_current(FH(fi_in)), &off_in, FH(fi_out)->fd, &off_out, len, (unsigned)flags);
+	if (n < 0)
+		fuse_reply_err(req, errno);
+	else
+		fuse_reply_write(req, (size_t)n);
+}
+
+
+void op_tmpfile(fuse_req_t req, fuse_ino_t parent, mode_t mode, struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, EOPNOTSUPP);
+}

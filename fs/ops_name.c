@@ -1,0 +1,691 @@
+/* ops_name.c: the namespace: lookup and forget, creating objects (over
+ * whiteouts where a lower name was deleted), unlink and rmdir (whiteouts,
+ * never copying data), link, and rename (redirects for directories). */
+#include "fs.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct node *dir = node_get(parent);
+	struct lookup_res res;
+	struct fuse_entry_param e;
+	int r = lookup_name(dir, name, &res);
+
+	if (r == -ENOENT) {
+		/* a negative entry the kernel may cache as long as anything else */
+		memset(&e, 0, sizeof e);
+		e.entry_timeout = SFS->timeout;
+		fuse_reply_entry(req, &e);
+		return;
+	}
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	struct node *n = node_from_lookup(dir, name, &res);
+	if (!n) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	r = fill_entry(n, &e);
+	if (r < 0) {
+		node_forget(n, 1);
+		fuse_reply_err(req, -r);
+		return;
+	}
+	if (fuse_reply_entry(req, &e) != 0)
+		node_forget(n, 1);
+}
+
+void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	node_forget(node_get(ino), nlookup);
+	fuse_reply_none(req);
+}
+
+void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+	for (size_t i = 0; i < count; i++)
+		node_forget(node_get(forgets[i].ino), forgets[i].nlookup);
+	fuse_reply_none(req);
+}
+
+/* A child node with an in-daemon reference (no kernel reference). */
+static struct node *get_child(struct node *dir, const char *name, int *err)
+{
+	struct node *n;
+	struct lookup_res res;
+
+	pthread_mutex_lock(&SFS->table_lock);
+	n = node_child_find(dir, name);
+	if (n)
+		n->refs++;
+	pthread_mutex_unlock(&SFS->table_lock);
+	if (n)
+		return n;
+	*err = lookup_name(dir, name, &res);
+	if (*err < 0)
+		return NULL;
+	n = node_from_lookup(dir, name, &res);
+	if (!n) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	node_ref(n);
+	node_forget(n, 1);
+	return n;
+}
+
+static int reply_new_entry(fuse_req_t req, struct node *dir, const char *name,
+			   struct fuse_file_info *fi, int fd)
+{
+	struct lookup_res res;
+	struct fuse_entry_param e;
+	int r = lookup_name(dir, name, &res);
+
+	if (r < 0)
+		return r;
+	struct node *n = node_from_lookup(dir, name, &res);
+	if (!n)
+		return -ENOMEM;
+	r = fill_entry(n, &e);
+	if (r < 0) {
+		node_forget(n, 1);
+		return r;
+	}
+	if (fi) {
+		int fh_new(struct node *nn, int fdd, int flags, struct fuse_file_info *f);
+		if ((r = fh_new(n, fd, fi->flags, fi)) < 0) {
+			node_forget(n, 1);
+			return r;
+		}
+		if (fuse_reply_create(req, &e, fi) != 0) {
+			void fh_free_fi(struct fuse_file_info * f);
+			fh_free_fi(fi);
+			node_forget(n, 1);
+		}
+		return 0;
+	}
+	if (fuse_reply_entry(req, &e) != 0)
+		node_forget(n, 1);
+	return 0;
+}
+
+enum obj_kind { OBJ_FILE, OBJ_DIR, OBJ_NODE, OBJ_SYMLINK };
+
+struct obj_spec {
+	enum obj_kind kind;
+	mode_t mode;
+	dev_t rdev;
+	const char *target;   /* symlink */
+	int open_flags;       /* OBJ_FILE */
+};
+
+static int make_obj(int dirfd, const char *name, const struct obj_spec *s, int *fdp)
+{
+	switch (s->kind) {
+	case OBJ_FILE: {
+		int fl = (s->open_flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC)) | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW;
+		if ((fl & O_ACCMODE) == O_WRONLY && SFS->opts.writeback)
+			fl = (fl & ~O_ACCMODE) | O_RDWR;
+		if (SFS->opts.writeback)
+			fl &= ~O_APPEND;
+		int fd = openat(dirfd, name, fl, s->mode & 07777);
+		if (fd < 0)
+			return -errno;
+		*fdp = fd;
+		return 0;
+	}
+	case OBJ_DIR:
+		return mkdirat(dirfd, name, s->mode & 07777) < 0 ? -errno : 0;
+	case OBJ_NODE:
+		return mknodat(dirfd, name, s->mode, s->rdev) < 0 ? -errno : 0;
+	case OBJ_SYMLINK:
+		return symlinkat(s->target, dirfd, name) < 0 ? -errno : 0;
+	}
+	return -EINVAL;
+}
+
+/* Owner of a new object: the caller, or the directory's group when it is
+ * set-group-ID (the upper directory carries the same mode bits). */
+static void new_owner(fuse_req_t req, int pdirfd, uid_t *uid, gid_t *gid, mode_t *mode)
+{
+	struct stat pst;
+	req_owner(req, uid, gid);
+	if (fstat(pdirfd, &pst) == 0 && (pst.st_mode & S_ISGID)) {
+		*gid = pst.st_gid;
+		if (S_ISDIR(*mode))
+			*mode |= S_ISGID;
+	}
+}
+
+static int create_obj(fuse_req_t req, struct node *dir, const char *name, struct obj_spec *s,
+		      struct fuse_file_info *fi)
+{
+	int r, fd = -1;
+	uid_t uid;
+	gid_t gid;
+	struct stat wst;
+
+	if (!SFS->has_upper)
+		return -EROFS;
+	if (strlen(name) > NAME_MAX)
+		return -ENAMETOOLONG;
+	if (!strncmp(name, WH_PREFIX, WH_PREFIX_LEN))
+		return -EINVAL;  /* would read back as a whiteout */
+	if ((r = copyup_dir(dir)) < 0)
+		return r;
+	pthread_mutex_lock(&dir->lock);
+	int ufd = node_upperfd(dir);
+	if (ufd < 0) {
+		r = -EIO;
+		goto out;
+	}
+	mode_t mode = s->kind == OBJ_DIR ? (S_IFDIR | (s->mode & 07777))
+		    : s->kind == OBJ_SYMLINK ? (S_IFLNK | 0777)
+		    : s->kind == OBJ_FILE ? (S_IFREG | (s->mode & 07777)) : s->mode;
+	new_owner(req, ufd, &uid, &gid, &mode);
+
+	bool over_cwh = fstatat(ufd, name, &wst, AT_SYMLINK_NOFOLLOW) == 0;
+	if (over_cwh && !wh_is_chardev(&wst)) {
+		r = -EEXIST;
+		goto out;
+	}
+	bool over_oci = !over_cwh && wh_exists(ufd, name) == 1;
+	/* a directory replacing a deleted lower one must hide its contents */
+	bool opaque = s->kind == OBJ_DIR && (over_cwh || over_oci || name_in_lowers(dir, name) == 1);
+
+	if (!over_cwh && !opaque) {
+		/* the common case: nothing to replace, create in place */
+		r = make_obj(ufd, name, s, &fd);
+		if (r == 0)
+			r = upper_set_owner(ufd, name, fd, uid, gid, mode);
+		if (r < 0) {
+			if (fd >= 0)
+				close(fd);
+			fd = -1;
+			if (r != -EEXIST)
+				unlinkat(ufd, name, s->kind == OBJ_DIR ? AT_REMOVEDIR : 0);
+			goto out;
+		}
+		if (over_oci)
+			wh_remove(ufd, name);
+	} else {
+		/* build in the work directory, then replace the whiteout
+		 * atomically: a crash leaves either the whiteout or the object */
+		char tmp[64];
+		copyup_tmpname(tmp, sizeof tmp);
+		r = make_obj(SFS->workfd, tmp, s, &fd);
+		if (r == 0)
+			r = upper_set_owner(SFS->workfd, tmp, fd, uid, gid, mode);
+		if (r == 0 && opaque) {
+			int dfd = openat(SFS->workfd, tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			r = dfd < 0 ? -errno : wh_set_opaque(dfd, &SFS->whp);
+			if (dfd >= 0)
+				close(dfd);
+		}
+		if (r == 0) {
+			if (over_cwh && s->kind == OBJ_DIR) {
+				if (renameat2(SFS->workfd, tmp, ufd, name, RENAME_EXCHANGE) < 0)
+					r = -errno;
+				else
+					unlinkat(SFS->workfd, tmp, 0);
+			} else if (renameat2(SFS->workfd, tmp, ufd, name, over_cwh ? 0 : RENAME_NOREPLACE) < 0) {
+				r = -errno;
+			}
+		}
+		if (r < 0) {
+			if (fd >= 0)
+				close(fd);
+			fd = -1;
+			unlinkat(SFS->workfd, tmp, s->kind == OBJ_DIR ? AT_REMOVEDIR : 0);
+			goto out;
+		}
+		if (over_oci)
+			wh_remove(ufd, name);
+	}
+	node_dir_changed(dir);
+	pthread_mutex_unlock(&dir->lock);
+	r = reply_new_entry(req, dir, name, fi, fd);
+	if (r < 0 && fd >= 0)
+		close(fd);
+	return r;
+out:
+	pthread_mutex_unlock(&dir->lock);
+	return r;
+}
+
+void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+{
+	struct obj_spec s = { .kind = OBJ_NODE, .mode = mode, .rdev = rdev };
+	if (S_ISREG(mode)) {
+		s.kind = OBJ_FILE;
+		s.open_flags = O_WRONLY;
+	}
+	int r = create_obj(req, node_get(parent), name, &s, NULL);
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else if (s.kind == OBJ_FILE) {
+		/* make_obj opened it; mknod does not keep it */
+	}
+}
+
+void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	struct obj_spec s = { .kind = OBJ_DIR, .mode = mode };
+	int r = create_obj(req, node_get(parent), name, &s, NULL);
+	if (r < 0)
+		fuse_reply_err(req, -r);
+}
+
+void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+	struct obj_spec s = { .kind = OBJ_SYMLINK, .target = link };
+	int r = create_obj(req, node_get(parent), name, &s, NULL);
+	if (r < 0)
+		fuse_reply_err(req, -r);
+}
+
+void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi)
+{
+	struct obj_spec s = { .kind = OBJ_FILE, .mode = mode, .open_flags = fi->flags };
+	int r = create_obj(req, node_get(parent), name, &s, fi);
+	if (r < 0)
+		fuse_reply_err(req, -r);
+}
+
+/* Remove NAME's upper entry (if any) and leave a whiteout when a lower
+ * layer still has the name. Called with dir->lock held. */
+static int remove_entry(struct node *dir, const char *name, bool is_dir, bool in_upper)
+{
+	int ufd = node_upperfd(dir);
+	int lower = name_in_lowers(dir, name);
+	int r;
+
+	if (lower < 0)
+		return lower;
+	if (ufd < 0)
+		return -EIO;
+	if (in_upper) {
+		char tmp[64];
+		copyup_tmpname(tmp, sizeof tmp);
+		if (is_dir) {
+			/* holds only whiteouts: move it aside, then clear it */
+			unsigned flags = lower && SFS->whp.try_mknod ? RENAME_WHITEOUT : 0;
+			if (renameat2(ufd, name, SFS->workfd, tmp, flags) < 0) {
+				if (flags && (errno == EPERM || errno == EINVAL)) {
+					SFS->whp.try_mknod = false;
+					flags = 0;
+					if (renameat2(ufd, name, SFS->workfd, tmp, 0) < 0)
+						return -errno;
+				} else {
+					return -errno;
+				}
+			}
+			int dfd = openat(SFS->workfd, tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (dfd >= 0) {
+				DIR *d = fdopendir(dup(dfd));
+				struct dirent *de;
+				while (d && (de = readdir(d)))
+					if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+						unlinkat(dfd, de->d_name, 0);
+				if (d)
+					closedir(d);
+				close(dfd);
+			}
+			unlinkat(SFS->workfd, tmp, AT_REMOVEDIR);
+			if (lower && !flags)
+				return wh_write(ufd, name, &SFS->whp);
+			return 0;
+		}
+		if (lower && SFS->whp.try_mknod) {
+			if (renameat2(ufd, name, SFS->workfd, tmp, RENAME_WHITEOUT) == 0) {
+				unlinkat(SFS->workfd, tmp, 0);
+				return 0;
+			}
+			if (errno != EPERM && errno != EINVAL)
+				return -errno;
+			SFS->whp.try_mknod = false;
+		}
+		if (unlinkat(ufd, name, 0) < 0)
+			return -errno;
+	}
+	if (lower) {
+		r = wh_write(ufd, name, &SFS->whp);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+static int do_remove(struct node *dir, const char *name, bool is_dir)
+{
+	int r;
+	struct node *n = get_child(dir, name, &r);
+
+	if (!n)
+		return r;
+	if (!SFS->has_upper) {
+		r = -EROFS;
+		goto out;
+	}
+	if (is_dir != !!S_ISDIR(n->type)) {
+		r = is_dir ? -ENOTDIR : -EISDIR;
+		goto out;
+	}
+	if (is_dir && (r = dir_is_empty(n)) <= 0) {
+		r = r == 0 ? -ENOTEMPTY : r;
+		goto out;
+	}
+	if ((r = copyup_dir(dir)) < 0)
+		goto out;
+	pthread_mutex_lock(&dir->lock);
+	bool in_upper;
+	if (is_dir) {
+		pthread_rwlock_rdlock(&n->dl_lock);
+		in_upper = n->ndl && is_upper(n->dl[0].layer);
+		pthread_rwlock_unlock(&n->dl_lock);
+	} else {
+		in_upper = is_upper(n->layer);
+	}
+	struct stat st = { 0 };
+	if (!is_dir && in_upper) {
+		int ufd = node_upperfd(dir);
+		if (ufd >= 0)
+			fstatat(ufd, name, &st, AT_SYMLINK_NOFOLLOW);
+	}
+	bool other_links = !is_dir && in_upper && st.st_nlink > 1;
+	if (other_links)
+		node_detach(n);
+	else
+		node_mark_deleted(n);
+	r = remove_entry(dir, name, is_dir, in_upper);
+	node_dir_changed(dir);
+	pthread_mutex_unlock(&dir->lock);
+out:
+	node_unref(n);
+	return r;
+}
+
+void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	fuse_reply_err(req, -do_remove(node_get(parent), name, false));
+}
+
+void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	fuse_reply_err(req, -do_remove(node_get(parent), name, true));
+}
+
+void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+	struct node *n = node_get(ino), *dir = node_get(newparent);
+	struct loc src;
+	struct stat wst;
+	int r;
+
+	if (!SFS->has_upper) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	if (!strncmp(newname, WH_PREFIX, WH_PREFIX_LEN)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	node_ref(n);
+	if ((r = copyup(n, CU_DATA)) < 0 || (r = copyup_dir(dir)) < 0)
+		goto out;
+	pthread_mutex_lock(&dir->lock);
+	int ufd = node_upperfd(dir);
+	if ((r = loc_get(n, &src)) < 0) {
+		pthread_mutex_unlock(&dir->lock);
+		goto out;
+	}
+	bool over_cwh = fstatat(ufd, newname, &wst, AT_SYMLINK_NOFOLLOW) == 0;
+	if (over_cwh && !wh_is_chardev(&wst))
+		r = -EEXIST;
+	else if (over_cwh) {
+		char tmp[64];
+		copyup_tmpname(tmp, sizeof tmp);
+		if (linkat(src.dirfd, src.name, SFS->workfd, tmp, src.nofollow ? 0 : AT_SYMLINK_FOLLOW) < 0 ||
+		    renameat(SFS->workfd, tmp, ufd, newname) < 0) {
+			r = -errno;
+			unlinkat(SFS->workfd, tmp, 0);
+		}
+	} else if (linkat(src.dirfd, src.name, ufd, newname, src.nofollow ? 0 : AT_SYMLINK_FOLLOW) < 0) {
+		r = -errno;
+	} else if (wh_exists(ufd, newname) == 1) {
+		wh_remove(ufd, newname);
+	}
+	loc_put(&src);
+	if (r == 0)
+		node_dir_changed(dir);
+	pthread_mutex_unlock(&dir->lock);
+	if (r == 0) {
+		struct fuse_entry_param e;
+		pthread_mutex_lock(&SFS->table_lock);
+		n->nlookup++;
+		pthread_mutex_unlock(&SFS->table_lock);
+		r = fill_entry(n, &e);
+		if (r == 0) {
+			if (fuse_reply_entry(req, &e) != 0)
+				node_forget(n, 1);
+			node_unref(n);
+			return;
+		}
+		node_forget(n, 1);
+	}
+out:
+	fuse_reply_err(req, -r);
+	node_unref(n);
+}
+
+/* Lock two directories in a fixed order. */
+static void lock2(struct node *a, struct node *b)
+{
+	if (a == b) {
+		pthread_mutex_lock(&a->lock);
+	} else if (a < b) {
+		pthread_mutex_lock(&a->lock);
+		pthread_mutex_lock(&b->lock);
+	} else {
+		pthread_mutex_lock(&b->lock);
+		pthread_mutex_lock(&a->lock);
+	}
+}
+
+static void unlock2(struct node *a, struct node *b)
+{
+	pthread_mutex_unlock(&a->lock);
+	if (a != b)
+		pthread_mutex_unlock(&b->lock);
+}
+
+/* Give an upper directory that has lower layers a redirect to where they
+ * hold it, so it can move in the upper alone (overlayfs redirect_dir=on). */
+static int set_redirect(struct node *n, int ufd, const char *name)
+{
+	char path[PATH_MAX];
+	int r;
+
+	pthread_rwlock_rdlock(&n->dl_lock);
+	bool has_lower = false;
+	for (unsigned i = 0; i < n->ndl; i++)
+		if (!is_upper(n->dl[i].layer))
+			has_lower = true;
+	pthread_rwlock_unlock(&n->dl_lock);
+	if (!has_lower || n->redirect)
+		return 0;
+	if ((r = node_lower_path(n, path + 1, sizeof path - 1)) < 0)
+		return r;
+	path[0] = '/';
+	if (!strcmp(path, "/."))
+		path[1] = '\0';
+	r = xa_set(ufd, name, wh_xattr_redirect(&SFS->whp), path, strlen(path), 0);
+	if (r < 0)
+		return r == -ENOTSUP || r == -EPERM ? -EXDEV : r;
+	char *copy = strdup(path);
+	if (!copy)
+		return -ENOMEM;
+	pthread_mutex_lock(&SFS->table_lock);
+	n->redirect = copy;
+	pthread_mutex_unlock(&SFS->table_lock);
+	return 0;
+}
+
+void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+	       const char *newname, unsigned int flags)
+{
+	struct node *od = node_get(parent), *nd = node_get(newparent);
+	struct node *s = NULL, *t = NULL;
+	int r;
+
+	if (!SFS->has_upper) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (!strncmp(newname, WH_PREFIX, WH_PREFIX_LEN) || strlen(newname) > NAME_MAX) {
+		fuse_reply_err(req, strlen(newname) > NAME_MAX ? ENAMETOOLONG : EINVAL);
+		return;
+	}
+	s = get_child(od, name, &r);
+	if (!s)
+		goto out;
+	t = get_child(nd, newname, &r);
+	if (!t && r != -ENOENT)
+		goto out;
+	r = 0;
+	if (t == s)
+		goto out;  /* hard links to one object: nothing to do */
+	if (t && (flags & RENAME_NOREPLACE)) {
+		r = -EEXIST;
+		goto out;
+	}
+	if (!t && (flags & RENAME_EXCHANGE)) {
+		r = -ENOENT;
+		goto out;
+	}
+	if (t && !(flags & RENAME_EXCHANGE)) {
+		if (S_ISDIR(s->type) && !S_ISDIR(t->type)) {
+			r = -ENOTDIR;
+			goto out;
+		}
+		if (!S_ISDIR(s->type) && S_ISDIR(t->type)) {
+			r = -EISDIR;
+			goto out;
+		}
+		if (S_ISDIR(t->type) && (r = dir_is_empty(t)) <= 0) {
+			r = r == 0 ? -ENOTEMPTY : r;
+			goto out;
+		}
+	}
+	if ((flags & RENAME_EXCHANGE) && (S_ISDIR(s->type) || S_ISDIR(t->type))) {
+		r = -EXDEV;  /* exchanging merged directories is not supported */
+		goto out;
+	}
+	/* bring everything involved into the upper first */
+	if ((r = copyup(s, CU_DATA)) < 0 || (r = copyup_dir(nd)) < 0 || (r = copyup_dir(od)) < 0)
+		goto out;
+	if ((flags & RENAME_EXCHANGE) && (r = copyup(t, CU_DATA)) < 0)
+		goto out;
+
+	lock2(od, nd);
+	int ofd = node_upperfd(od), nfd = node_upperfd(nd);
+	if (ofd < 0 || nfd < 0) {
+		r = -EIO;
+		goto unlock;
+	}
+	if (flags & RENAME_EXCHANGE) {
+		if (renameat2(ofd, name, nfd, newname, RENAME_EXCHANGE) < 0)
+			r = -errno;
+		goto done;
+	}
+	if (S_ISDIR(s->type) && (r = set_redirect(s, ofd, name)) < 0)
+		goto unlock;
+
+	/* what the target name holds in the upper now */
+	struct stat tst;
+	bool t_upper = fstatat(nfd, newname, &tst, AT_SYMLINK_NOFOLLOW) == 0;
+	bool t_is_cwh = t_upper && wh_is_chardev(&tst);
+	if (t_upper && S_ISDIR(tst.st_mode)) {
+		/* an empty merged directory: clear its whiteouts so it can go */
+		int dfd = openat(nfd, newname, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (dfd >= 0) {
+			DIR *d = fdopendir(dup(dfd));
+			struct dirent *de;
+			while (d && (de = readdir(d)))
+				if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+					unlinkat(dfd, de->d_name, 0);
+			if (d)
+				closedir(d);
+			close(dfd);
+		}
+	}
+	if (t_is_cwh && S_ISDIR(s->type)) {
+		/* a directory cannot replace a char device: drop the whiteout */
+		unlinkat(nfd, newname, 0);
+		t_upper = false;
+	}
+	/* a directory moving over a lower name must not merge with it */
+	int t_lower = name_in_lowers(nd, newname);
+	if (S_ISDIR(s->type) && !s->redirect && (t_lower == 1 || t_is_cwh)) {
+		int dfd = openat(ofd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (dfd >= 0) {
+			wh_set_opaque(dfd, &SFS->whp);
+			close(dfd);
+		}
+	}
+	int s_lower = name_in_lowers(od, name);
+	unsigned rflags = (s_lower == 1 && SFS->whp.try_mknod) ? RENAME_WHITEOUT : 0;
+	if (renameat2(ofd, name, nfd, newname, rflags) < 0) {
+		if (rflags && (errno == EPERM || errno == EINVAL)) {
+			SFS->whp.try_mknod = false;
+			rflags = 0;
+			if (renameat2(ofd, name, nfd, newname, 0) < 0)
+				r = -errno;
+		} else {
+			r = -errno;
+		}
+	}
+	if (r == 0 && s_lower == 1 && !rflags)
+		r = wh_write(ofd, name, &SFS->whp);
+	if (r == 0 && wh_exists(nfd, newname) == 1)
+		wh_remove(nfd, newname);  /* an OCI whiteout for the new name */
+	if (r == 0 && t_upper && S_ISDIR(tst.st_mode)) {
+		/* the old target directory is gone; nothing else to clean */
+	}
+done:
+	if (r == 0) {
+		if (t && !(flags & RENAME_EXCHANGE))
+			node_mark_deleted(t);
+		if (flags & RENAME_EXCHANGE) {
+			char *sname = strdup(name);
+			if (sname) {
+				node_set_name(t, od, sname);
+				free(sname);
+			}
+		}
+		node_set_name(s, nd, newname);
+		node_dir_changed(od);
+		if (nd != od)
+			node_dir_changed(nd);
+	}
+unlock:
+	unlock2(od, nd);
+out:
+	if (s)
+		node_unref(s);
+	if (t)
+		node_unref(t);
+	fuse_reply_err(req, -r);
+}

@@ -1,0 +1,125 @@
+/* ops_xattr.c: extended attributes through the merged view. Layer
+ * bookkeeping (overlay.*, strata.*, ownership overrides) stays hidden;
+ * changing an xattr copies metadata up, never data. */
+#include "fs.h"
+
+#include <string.h>
+#include <sys/xattr.h>
+
+static bool acl_key(const char *k)
+{
+	return !strncmp(k, "system.posix_acl_", 17);
+}
+
+void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	struct node *n = node_get(ino);
+	struct loc l;
+	int r;
+
+	if (xa_is_private(name) || (SFS->opts.noacl && acl_key(name))) {
+		fuse_reply_err(req, ENODATA);
+		return;
+	}
+	if ((r = loc_get(n, &l)) < 0) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	char *buf = size ? malloc(size) : NULL;
+	ssize_t len = xa_get(l.dirfd, l.nofollow ? l.name : l.name, name, buf, size);
+	loc_put(&l);
+	if (len < 0)
+		fuse_reply_err(req, (int)-len == ENOTSUP ? ENODATA : (int)-len);
+	else if (size == 0)
+		fuse_reply_xattr(req, (size_t)len);
+	else
+		fuse_reply_buf(req, buf, (size_t)len);
+	free(buf);
+}
+
+void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	struct node *n = node_get(ino);
+	struct loc l;
+	char buf[65536], out[65536];
+	size_t k = 0;
+	int r;
+
+	if ((r = loc_get(n, &l)) < 0) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	ssize_t len = xa_list(l.dirfd, l.name, buf, sizeof buf);
+	loc_put(&l);
+	if (len < 0) {
+		if (len == -ENOTSUP)
+			len = 0;
+		else {
+			fuse_reply_err(req, (int)-len);
+			return;
+		}
+	}
+	for (char *p = buf; p < buf + len; p += strlen(p) + 1) {
+		if (xa_is_private(p) || (SFS->opts.noacl && acl_key(p)))
+			continue;
+		size_t pl = strlen(p) + 1;
+		memcpy(out + k, p, pl);
+		k += pl;
+	}
+	if (size == 0)
+		fuse_reply_xattr(req, k);
+	else if (k > size)
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, out, k);
+}
+
+void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size, int flags)
+{
+	struct node *n = node_get(ino);
+	struct loc l;
+	int r;
+
+	if (!SFS->has_upper) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	if (xa_is_private(name)) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	if (SFS->opts.noacl && acl_key(name)) {
+		fuse_reply_err(req, EOPNOTSUPP);
+		return;
+	}
+	node_ref(n);
+	if ((r = copyup(n, CU_META)) == 0 && (r = loc_get(n, &l)) == 0) {
+		r = xa_set(l.dirfd, l.name, name, value, size, flags);
+		loc_put(&l);
+	}
+	node_unref(n);
+	fuse_reply_err(req, -r);
+}
+
+void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	struct node *n = node_get(ino);
+	struct loc l;
+	int r;
+
+	if (!SFS->has_upper) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	if (xa_is_private(name)) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	node_ref(n);
+	if ((r = copyup(n, CU_META)) == 0 && (r = loc_get(n, &l)) == 0) {
+		r = xa_remove(l.dirfd, l.name, name);
+		loc_put(&l);
+	}
+	node_unref(n);
+	fuse_reply_err(req, -r);
+}

@@ -1,0 +1,66 @@
+/* opts: strata-fs's command line, compatible with fuse-overlayfs's as
+ * containers-storage calls it. Pure parsing: no file is touched here, so the
+ * parser is unit-tested on its own. */
+#ifndef STRATA_OPTS_H
+#define STRATA_OPTS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct idmap_ent {
+	uint32_t inside;   /* id as the container sees it */
+	uint32_t outside;  /* id on disk */
+	uint32_t count;
+};
+
+struct idmap {
+	struct idmap_ent *ents;
+	unsigned n;
+};
+
+struct strata_opts {
+	char **lowers;       /* top first */
+	unsigned nlowers;
+	char *upperdir;      /* NULL: read-only mount */
+	char *workdir;
+	char *mountpoint;
+	bool foreground;
+	bool debug;
+	bool is_volatile;    /* skip fsync */
+	bool squash_to_root;
+	int64_t squash_uid;  /* -1: not set */
+	int64_t squash_gid;
+	int xattr_permissions; /* 0 off, 1 privileged (security.*), 2 user.* */
+	bool noacl;
+	bool metacopy;       /* metadata-only changes copy no data (default on) */
+	bool writeback;      /* kernel writeback cache (default on) */
+	double timeout;      /* seconds the kernel may cache entries and attrs */
+	struct idmap uidmap, gidmap;
+	char *fuse_opts;     /* passed through to the kernel mount, comma-separated */
+	bool show_version;
+	bool show_help;
+};
+
+/* Parse argv into o. Returns 0, or -EINVAL after printing what is wrong and
+ * what to do. o is zeroed and filled; free with opts_free(). */
+int opts_parse(struct strata_opts *o, int argc, char **argv);
+
+/* Parse one comma-separated -o string into o (exposed for tests). */
+int opts_parse_string(struct strata_opts *o, const char *s);
+
+/* Split a lowerdir= value on ':' (a backslash escapes ':' and ','). */
+int opts_split_lowers(const char *value, char ***out, unsigned *n);
+
+/* Parse "A:B:N[:A:B:N...]" (an optional leading ':' is accepted). */
+int opts_parse_idmap(const char *value, struct idmap *m);
+
+/* Map an on-disk id to the id shown, and back. Ids outside the map are
+ * returned unchanged by map_in and as (uint32_t)-1 by map_out. */
+uint32_t idmap_to_inside(const struct idmap *m, uint32_t outside);
+uint32_t idmap_to_outside(const struct idmap *m, uint32_t inside);
+
+void opts_init(struct strata_opts *o);
+void opts_free(struct strata_opts *o);
+
+#endif

@@ -1,0 +1,242 @@
+/* readdir.c: a merged directory's listing (overlayfs's readdir.c). Layers
+ * are read top to bottom; a name seen above hides the same name below;
+ * whiteouts hide names below them and never show; an opaque directory ends
+ * the walk (that is already reflected in the node's layer list). The
+ * listing is cached on the node until the directory changes. */
+#include "fs.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+
+struct nameset {
+	char **slot;
+	size_t cap, n;
+};
+
+static uint64_t hname(const char *s)
+{
+	uint64_t h = 1469598103934665603ULL;
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+	return h;
+}
+
+static int ns_grow(struct nameset *s)
+{
+	size_t ncap = s->cap ? s->cap * 2 : 64;
+	char **ns = calloc(ncap, sizeof *ns);
+	if (!ns)
+		return -ENOMEM;
+	for (size_t i = 0; i < s->cap; i++)
+		if (s->slot[i]) {
+			size_t j = hname(s->slot[i]) & (ncap - 1);
+			while (ns[j])
+				j = (j + 1) & (ncap - 1);
+			ns[j] = s->slot[i];
+		}
+	free(s->slot);
+	s->slot = ns;
+	s->cap = ncap;
+	return 0;
+}
+
+static bool ns_has(const struct nameset *s, const char *name)
+{
+	if (!s->cap)
+		return false;
+	for (size_t j = hname(name) & (s->cap - 1); s->slot[j]; j = (j + 1) & (s->cap - 1))
+		if (!strcmp(s->slot[j], name))
+			return true;
+	return false;
+}
+
+/* Adds a copy of name; returns 1 if added, 0 if present, -ENOMEM. */
+static int ns_add(struct nameset *s, const char *name)
+{
+	if ((s->n + 1) * 2 > s->cap && ns_grow(s) < 0)
+		return -ENOMEM;
+	size_t j = hname(name) & (s->cap - 1);
+	for (; s->slot[j]; j = (j + 1) & (s->cap - 1))
+		if (!strcmp(s->slot[j], name))
+			return 0;
+	if (!(s->slot[j] = strdup(name)))
+		return -ENOMEM;
+	s->n++;
+	return 1;
+}
+
+static void ns_free(struct nameset *s)
+{
+	for (size_t i = 0; i < s->cap; i++)
+		free(s->slot[i]);
+	free(s->slot);
+}
+
+void dircache_put(struct dircache *dc)
+{
+	if (__atomic_sub_fetch(&dc->refs, 1, __ATOMIC_ACQ_REL))
+		return;
+	for (size_t i = 0; i < dc->n; i++)
+		free(dc->ents[i].name);
+	free(dc->ents);
+	free(dc);
+}
+
+static int push(struct dircache *dc, size_t *cap, const char *name, uint64_t ino, mode_t type)
+{
+	if (dc->n == *cap) {
+		size_t nc = *cap ? *cap * 2 : 32;
+		struct dentry_rec *ne = realloc(dc->ents, nc * sizeof *ne);
+		if (!ne)
+			return -ENOMEM;
+		dc->ents = ne;
+		*cap = nc;
+	}
+	if (!(dc->ents[dc->n].name = strdup(name)))
+		return -ENOMEM;
+	dc->ents[dc->n].ino = ino;
+	dc->ents[dc->n].type = type;
+	dc->n++;
+	return 0;
+}
+
+static mode_t dt_to_mode(unsigned char t)
+{
+	return t == DT_UNKNOWN ? 0 : (mode_t)DTTOIF(t);
+}
+
+/* Read one layer of the directory into the listing. */
+static int read_layer(int dfd, uint32_t layer, struct nameset *seen, struct nameset *pending,
+		      struct dircache *dc, size_t *cap)
+{
+	int fd = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d;
+	struct dirent *de;
+	int r = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (!(d = fdopendir(fd))) {
+		close(fd);
+		return -errno;
+	}
+	while ((errno = 0, de = readdir(d))) {
+		const char *name = de->d_name;
+		const char *target;
+		struct stat st, *stp = NULL;
+
+		if (name[0] == '.' && (!name[1] || (name[1] == '.' && !name[2])))
+			continue;
+		if (de->d_type == DT_CHR || de->d_type == DT_UNKNOWN) {
+			if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+				stp = &st;
+		}
+		switch (wh_classify(name, stp, &target)) {
+		case WH_OCI:
+			/* hides the name in the layers below, not in this one */
+			if (!ns_has(seen, target) && (r = ns_add(pending, target)) < 0)
+				goto out;
+			continue;
+		case WH_CHARDEV:
+			if ((r = ns_add(seen, name)) < 0)
+				goto out;
+			continue;
+		case WH_OPQ:
+		case WH_RESERVED:
+			continue;
+		case WH_NONE:
+			break;
+		}
+		r = ns_add(seen, name);
+		if (r < 0)
+			goto out;
+		if (r == 0)
+			continue;  /* shadowed by a layer above */
+		struct stat tmp = { .st_ino = de->d_ino };
+		mode_t type = stp ? (stp->st_mode & S_IFMT) : dt_to_mode(de->d_type);
+		if ((r = push(dc, cap, name, layer_ino(layer, &tmp), type)) < 0)
+			goto out;
+	}
+	r = errno ? -errno : 0;
+out:
+	closedir(d);
+	return r < 0 ? r : 0;
+}
+
+static void ns_merge(struct nameset *into, struct nameset *from)
+{
+	for (size_t i = 0; i < from->cap; i++)
+		if (from->slot[i])
+			ns_add(into, from->slot[i]);
+	ns_free(from);
+	memset(from, 0, sizeof *from);
+}
+
+int dir_listing(struct node *dir, struct dircache **out)
+{
+	struct dircache *dc;
+	uint64_t version;
+	size_t cap = 0;
+	int r = 0;
+
+	pthread_mutex_lock(&SFS->table_lock);
+	version = dir->version;
+	if (dir->dcache && dir->dcache->version == version) {
+		dc = dir->dcache;
+		__atomic_add_fetch(&dc->refs, 1, __ATOMIC_ACQ_REL);
+		pthread_mutex_unlock(&SFS->table_lock);
+		*out = dc;
+		return 0;
+	}
+	pthread_mutex_unlock(&SFS->table_lock);
+
+	dc = calloc(1, sizeof *dc);
+	if (!dc)
+		return -ENOMEM;
+	dc->refs = 1;
+	dc->version = version;
+
+	struct nameset seen = { 0 }, pending = { 0 };
+	pthread_rwlock_rdlock(&dir->dl_lock);
+	for (unsigned i = 0; i < dir->ndl && r == 0; i++) {
+		bool tmp;
+		int dfd = node_dlfd(dir, i, &tmp);
+		if (dfd < 0) {
+			r = dfd;
+			break;
+		}
+		r = read_layer(dfd, dir->dl[i].layer, &seen, &pending, dc, &cap);
+		if (tmp)
+			close(dfd);
+		ns_merge(&seen, &pending);
+	}
+	pthread_rwlock_unlock(&dir->dl_lock);
+	ns_free(&seen);
+	ns_free(&pending);
+	if (r < 0) {
+		dircache_put(dc);
+		return r;
+	}
+
+	pthread_mutex_lock(&SFS->table_lock);
+	if (dir->version == version && !dir->dcache) {
+		dir->dcache = dc;
+		dc->refs++;
+	}
+	pthread_mutex_unlock(&SFS->table_lock);
+	*out = dc;
+	return 0;
+}
+
+int dir_is_empty(struct node *dir)
+{
+	struct dircache *dc;
+	int r = dir_listing(dir, &dc);
+	if (r < 0)
+		return r;
+	r = dc->n == 0;
+	dircache_put(dc);
+	return r;
+}
