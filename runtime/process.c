@@ -57,8 +57,8 @@ static void exec_command(char *const *argv, char **env, size_t n)
 		}
 	}
 	if (err == ENOENT || err == ENOTDIR) {
-		serr(err, "exec", cmd, "the command is not in the image%s",
-		     strchr(cmd, '/') ? "" : " (searched the container's PATH)");
+		serr(err, "exec", cmd, "%s", strchr(cmd, '/') ? "the command is not in the image"
+						       : "no such command in the container's PATH");
 		_exit(127);
 	}
 	serr(err, "exec", cmd, "found in the image but cannot be run");

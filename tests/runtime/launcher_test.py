@@ -1,0 +1,586 @@
+#!/usr/bin/env python3
+"""Integration tests for strata-run, the container launcher.
+
+usage: launcher_test.py STRATA_RUN FS_PROGRAM MODE GROUP
+  MODE   root      run as real root
+         rootless  run as the unprivileged user strata-test (created if
+                   missing); /dev/fuse is made usable for it only inside a
+                   private mount namespace, the host's node is not touched
+  GROUP  behaviour | errors | concurrent
+
+Every container runs on layers built here from Debian's busybox-static. The
+test process is a child subreaper, so anything the launcher leaves running
+(or as a zombie) after it exits becomes our child and is caught. Exit 77
+means skipped, with the reason on stderr.
+"""
+import ctypes
+import hashlib
+import os
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+
+SKIP = 77
+TEST_USER = "strata-test"
+BUSYBOX = "/bin/busybox"
+APPLETS = ["sh", "ls", "cat", "echo", "id", "hostname", "grep", "sleep", "touch",
+           "rm", "kill", "env", "pwd", "true", "mkdir", "wc"]
+# docker's default capability set: chown dac_override fowner fsetid kill
+# setgid setuid setpcap net_bind_service net_raw sys_chroot mknod
+# audit_write setfcap (bits 0 1 3 4 5 6 7 8 10 13 18 27 29 31)
+DEFAULT_CAPS = sum(1 << b for b in (0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 27, 29, 31))
+CAP_NET_ADMIN = 12
+
+libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_CHILD_SUBREAPER = 36
+CLONE_NEWUSER = 0x10000000
+
+
+class Failure(Exception):
+    pass
+
+
+def expect(cond, msg):
+    if not cond:
+        raise Failure(msg)
+
+
+def skip(reason):
+    print(f"SKIP: {reason}", file=sys.stderr)
+    sys.exit(SKIP)
+
+
+class Env:
+    def __init__(self, strata_run, fs, mode):
+        self.strata_run = os.path.abspath(strata_run)
+        self.fs = fs
+        self.mode = mode
+        self.tmp = tempfile.mkdtemp(prefix="strata-runtime-test.")
+        os.chmod(self.tmp, 0o755)
+        self.rt = self.mkdir("rt")          # TMPDIR: the launcher's mount points
+        self.uid, self.gid = 0, 0
+        if mode == "rootless":
+            self.uid, self.gid = ensure_user()
+            self.fusenode = os.path.join(self.tmp, "fuse")
+            os.mknod(self.fusenode, 0o666 | stat.S_IFCHR, os.makedev(10, 229))
+            os.chmod(self.fusenode, 0o666)
+        self.chown(self.rt)
+        self.lower = [self.make_layer_top(), self.make_layer_base()]
+        self.lowerdir = ":".join(self.lower)
+        self.n = 0
+
+    # -- layers and directories -------------------------------------------
+    def mkdir(self, name):
+        p = os.path.join(self.tmp, name)
+        os.makedirs(p, exist_ok=True)
+        os.chmod(p, 0o755)
+        return p
+
+    def chown(self, path):
+        if self.uid == 0:
+            return
+        for root, dirs, files in os.walk(path):
+            os.lchown(root, self.uid, self.gid)
+            for n in dirs + files:
+                os.lchown(os.path.join(root, n), self.uid, self.gid)
+
+    def make_layer_base(self):
+        d = self.mkdir("layer-base")
+        for sub in ("bin", "proc", "dev", "sys", "tmp", "etc", "data", "ro", "rw"):
+            os.makedirs(os.path.join(d, sub), exist_ok=True)
+        with open(BUSYBOX, "rb") as src, open(os.path.join(d, "bin/busybox"), "wb") as dst:
+            dst.write(src.read())
+        os.chmod(os.path.join(d, "bin/busybox"), 0o755)
+        for a in APPLETS:
+            os.symlink("busybox", os.path.join(d, "bin", a))
+        for name, text in (("greeting", "hello\n"), ("remove-me", "bye\n"), ("change-me", "old\n")):
+            with open(os.path.join(d, "etc", name), "w") as f:
+                f.write(text)
+        self.chown(d)
+        return d
+
+    def make_layer_top(self):
+        d = self.mkdir("layer-top")
+        os.makedirs(os.path.join(d, "etc"))
+        with open(os.path.join(d, "etc", "greeting"), "w") as f:
+            f.write("hello from the top layer\n")
+        self.chown(d)
+        return d
+
+    def new_upper(self):
+        self.n += 1
+        u, w = self.mkdir(f"upper{self.n}"), self.mkdir(f"work{self.n}")
+        self.chown(u)
+        self.chown(w)
+        return u, w
+
+    def shared_dir(self):
+        self.n += 1
+        d = self.mkdir(f"shared{self.n}")
+        self.chown(d)
+        return d
+
+    # -- running the launcher ---------------------------------------------
+    def argv(self, args, fuse="ok"):
+        run = [self.strata_run, "--fs-program", self.fs] + args
+        if self.mode == "root":
+            if fuse == "ok":
+                return run
+            return ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                    'mount -t tmpfs tmpfs /dev && exec "$@"', "sh"] + run
+        setup = ('mount --bind "$0" /dev/fuse' if fuse == "ok" else "mount -t tmpfs tmpfs /dev")
+        return ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                setup + f' && exec setpriv --reuid={self.uid} --regid={self.gid} --init-groups "$@"',
+                self.fusenode if fuse == "ok" else "sh"] + run
+
+    def environ(self):
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "TMPDIR": self.rt, "HOME": self.tmp,
+               "ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "detect_leaks=0")}
+        return env
+
+    def popen(self, args, fuse="ok"):
+        return subprocess.Popen(self.argv(args, fuse), env=self.environ(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def run(self, args, fuse="ok", timeout=60):
+        p = self.popen(args, fuse)
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate()
+            raise Failure(f"strata-run {args} did not finish in {timeout}s; stderr: {err}")
+        self.check_clean(args)
+        return p.returncode, out, err
+
+    def base(self, upper=True):
+        args = ["--lowerdir", self.lowerdir]
+        if upper:
+            u, w = self.new_upper()
+            args += ["--upperdir", u, "--workdir", w]
+            return args, u
+        return args, None
+
+    # -- leftovers --------------------------------------------------------
+    def check_clean(self, what):
+        """Nothing of a finished launcher may remain: no mount point, no
+        process (the daemon would be re-parented to us, the subreaper), no
+        mount of our directories in this namespace."""
+        problems = []
+        left = os.listdir(self.rt)
+        if left:
+            problems.append(f"mount point directories left in TMPDIR: {left}")
+        for _ in range(50):
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                kids = children_of(os.getpid())
+                problems.append(f"processes outlived the launcher: {kids}")
+                for k in kids:
+                    try:
+                        os.kill(k, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                for k in kids:
+                    try:
+                        os.waitpid(k, 0)
+                    except ChildProcessError:
+                        pass
+                break
+            problems.append(f"orphan pid {pid} outlived the launcher (status {status})")
+        with open("/proc/self/mounts") as f:
+            stale = [l for l in f if self.tmp in l]
+        if stale:
+            problems.append(f"mounts left: {stale}")
+        expect(not problems, f"after {what}: " + "; ".join(problems))
+
+    def lower_digest(self):
+        h = hashlib.sha256()
+        for layer in self.lower:
+            for root, dirs, files in os.walk(layer):
+                dirs.sort()
+                for n in sorted(dirs + files) + ["."]:
+                    p = os.path.join(root, n)
+                    st = os.lstat(p)
+                    h.update(f"{p} {st.st_mode} {st.st_uid} {st.st_gid} {st.st_size} "
+                             f"{st.st_mtime_ns}\n".encode())
+                    if stat.S_ISREG(st.st_mode):
+                        with open(p, "rb") as f:
+                            h.update(f.read())
+                    elif stat.S_ISLNK(st.st_mode):
+                        h.update(os.readlink(p).encode())
+        return h.hexdigest()
+
+    def cleanup(self):
+        subprocess.run(["rm", "-rf", "--one-file-system", self.tmp])
+
+
+def children_of(ppid):
+    kids = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == ppid:
+            kids.append(int(d))
+    return kids
+
+
+def ensure_user():
+    import fcntl
+    import pwd
+    with open("/tmp/strata-test-useradd.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            pw = pwd.getpwnam(TEST_USER)
+        except KeyError:
+            r = subprocess.run(["useradd", "-m", TEST_USER], capture_output=True, text=True)
+            if r.returncode != 0:
+                skip(f"cannot create the test user {TEST_USER}: {r.stderr.strip()}")
+            pw = pwd.getpwnam(TEST_USER)
+    return pw.pw_uid, pw.pw_gid
+
+
+def subid_range(path, name):
+    try:
+        with open(path) as f:
+            for line in f:
+                parts = line.strip().split(":")
+                if len(parts) == 3 and parts[0] == name:
+                    return int(parts[1]), int(parts[2])
+    except OSError:
+        pass
+    return None
+
+
+def wait_for(path, proc, secs=20):
+    end = time.time() + secs
+    while time.time() < end:
+        if os.path.exists(path):
+            return
+        if proc.poll() is not None:
+            raise Failure(f"container exited ({proc.returncode}) before {path} appeared: "
+                          f"{proc.stderr.read()}")
+        time.sleep(0.05)
+    raise Failure(f"{path} never appeared")
+
+
+def status_field(out, key):
+    for line in out.splitlines():
+        if line.startswith(key + ":"):
+            return line.split(":", 1)[1].strip()
+    raise Failure(f"{key} missing in {out!r}")
+
+
+# -- behaviour ---------------------------------------------------------------
+def t_writes_go_to_upper(e):
+    before = e.lower_digest()
+    args, upper = e.base()
+    rc, out, err = e.run(args + ["--", "sh", "-c",
+                                 "cat /etc/greeting; echo new > /etc/new-file; "
+                                 "echo changed > /etc/change-me; rm /etc/remove-me; "
+                                 "test -e /etc/remove-me && echo still-there; cat /etc/change-me"])
+    expect(rc == 0, f"rc {rc}, stderr {err}")
+    expect(out == "hello from the top layer\nchanged\n", f"container saw {out!r}")
+    expect(e.lower_digest() == before, "a lower layer changed")
+    with open(os.path.join(upper, "etc/new-file")) as f:
+        expect(f.read() == "new\n", "new file not in upper")
+    with open(os.path.join(upper, "etc/change-me")) as f:
+        expect(f.read() == "changed\n", "modified file not copied up")
+    wh = os.path.join(upper, "etc/remove-me")
+    oci = os.path.join(upper, "etc/.wh.remove-me")
+    if os.path.lexists(wh):
+        st = os.lstat(wh)
+        expect(stat.S_ISCHR(st.st_mode) and st.st_rdev == 0, "deletion left a non-whiteout")
+    else:
+        expect(os.path.exists(oci), "deletion left no whiteout in upper")
+    # and a second container on the same upper sees the same state
+    rc, out, err = e.run(args + ["--", "sh", "-c", "ls /etc; cat /etc/new-file"])
+    expect(rc == 0 and "remove-me" not in out and out.endswith("new\n"), f"remount saw {out!r} {err}")
+
+
+def t_read_only_without_upper(e):
+    before = e.lower_digest()
+    args, _ = e.base(upper=False)
+    rc, out, err = e.run(args + ["--", "sh", "-c", "touch /etc/x 2>/dev/null && echo wrote; cat /etc/greeting"])
+    expect(rc == 0 and out == "hello from the top layer\n", f"rc {rc} out {out!r} err {err}")
+    expect(e.lower_digest() == before, "a lower layer changed")
+
+
+def t_pid_namespace(e):
+    args, _ = e.base()
+    rc, out, err = e.run(args + ["--", "sh", "-c", "echo $$; ls /proc"])
+    expect(rc == 0, f"rc {rc} {err}")
+    lines = out.split()
+    expect(lines[0] == "2", f"command is pid {lines[0]}, expected 2 (init is 1)")
+    pids = sorted(int(x) for x in lines[1:] if x.isdigit())
+    expect(len(pids) <= 3 and pids[:2] == [1, 2], f"container sees processes {pids}")
+
+
+def t_hostname(e):
+    args, _ = e.base()
+    rc, out, err = e.run(args + ["--hostname", "box-1", "--", "hostname"])
+    expect(rc == 0 and out == "box-1\n", f"hostname {out!r} {err}")
+    rc, out, err = e.run(args + ["--", "hostname"])
+    expect(rc == 0 and out == "strata\n", f"default hostname {out!r}")
+
+
+def t_capabilities(e):
+    args, _ = e.base()
+    rc, out, err = e.run(args + ["--", "cat", "/proc/self/status"])
+    expect(rc == 0, err)
+    for key in ("CapEff", "CapPrm", "CapBnd"):
+        got = int(status_field(out, key), 16)
+        expect(got == DEFAULT_CAPS, f"{key} {got:x}, expected docker's default {DEFAULT_CAPS:x}")
+    expect(int(status_field(out, "CapInh"), 16) == 0, "inheritable set not empty")
+    expect(status_field(out, "NoNewPrivs") == "1", "no_new_privs not set")
+    rc, out, err = e.run(args + ["--cap-drop", "ALL", "--cap-add", "NET_ADMIN", "--", "cat", "/proc/self/status"])
+    expect(int(status_field(out, "CapEff"), 16) == 1 << CAP_NET_ADMIN, f"cap-add after drop ALL: {out}")
+    rc, out, err = e.run(args + ["--cap-drop", "chown", "--", "cat", "/proc/self/status"])
+    expect(int(status_field(out, "CapEff"), 16) == DEFAULT_CAPS & ~1, "cap-drop chown")
+
+
+def t_exit_codes(e):
+    args, _ = e.base()
+    for script, want in (("exit 0", 0), ("exit 3", 3), ("kill -9 $$", 137), ("kill -15 $$", 143)):
+        rc, out, err = e.run(args + ["--", "sh", "-c", script])
+        expect(rc == want, f"'{script}' gave {rc}, expected {want}; {err}")
+    rc, out, err = e.run(args + ["--", "no-such-command", "x"])
+    expect(rc == 127 and "no-such-command" in err, f"missing command: rc {rc} err {err!r}")
+
+
+def t_signal_forwarding(e):
+    args, _ = e.base()
+    for sig, want in ((signal.SIGUSR1, 40 + signal.SIGUSR1), (signal.SIGHUP, 40 + signal.SIGHUP),
+                      (signal.SIGINT, 40 + signal.SIGINT)):
+        d = e.shared_dir()
+        n = sig.name[3:]
+        p = e.popen(args + ["--bind", f"{d}:/data", "--", "sh", "-c",
+                            f'trap "exit {int(want)}" {n}; touch /data/ready; '
+                            "while :; do sleep 0.05; done"])
+        wait_for(os.path.join(d, "ready"), p)
+        os.kill(p.pid, sig)
+        out, err = p.communicate(timeout=30)
+        expect(p.returncode == want, f"{n}: exit {p.returncode}, expected {want} (trap ran); {err}")
+        e.check_clean(f"signal {n}")
+    # a launcher told to stop stops the command (no trap: killed by it)
+    d = e.shared_dir()
+    p = e.popen(args + ["--bind", f"{d}:/data", "--", "sh", "-c",
+                        "touch /data/ready; while :; do sleep 0.05; done"])
+    wait_for(os.path.join(d, "ready"), p)
+    os.kill(p.pid, signal.SIGTERM)
+    p.communicate(timeout=30)
+    expect(p.returncode == 128 + signal.SIGTERM, f"SIGTERM to launcher: exit {p.returncode}")
+    e.check_clean("SIGTERM to the launcher")
+
+
+def t_binds(e):
+    args, _ = e.base()
+    d = e.shared_dir()
+    with open(os.path.join(d, "host-file"), "w") as f:
+        f.write("from host\n")
+    e.chown(d)
+    rc, out, err = e.run(args + ["--bind", f"{d}:/ro:ro", "--", "sh", "-c",
+                                 "cat /ro/host-file; echo x > /ro/host-file && echo WROTE; "
+                                 "touch /ro/new && echo CREATED; true"])
+    expect(rc == 0 and out == "from host\n", f"ro bind: {out!r} {err}")
+    with open(os.path.join(d, "host-file")) as f:
+        expect(f.read() == "from host\n", "read-only bind was written")
+    expect(not os.path.exists(os.path.join(d, "new")), "read-only bind got a new file")
+    rc, out, err = e.run(args + ["--bind", f"{d}:/rw", "--", "sh", "-c", "echo written > /rw/out"])
+    expect(rc == 0, f"rw bind: {err}")
+    with open(os.path.join(d, "out")) as f:
+        expect(f.read() == "written\n", "rw bind write not on the host")
+    # a bind target missing in the image is created in the upper layer
+    rc, out, err = e.run(args + ["--bind", f"{d}:/made/here:ro", "--", "cat", "/made/here/host-file"])
+    expect(rc == 0 and out == "from host\n", f"bind to a new directory: {out!r} {err}")
+
+
+def t_user_env_cwd(e):
+    args, _ = e.base()
+    extra = []
+    if e.mode == "rootless":
+        sub_u = subid_range("/etc/subuid", TEST_USER)
+        sub_g = subid_range("/etc/subgid", TEST_USER)
+        if not sub_u or not sub_g:
+            raise Failure(f"{TEST_USER} has no /etc/subuid or /etc/subgid range for --uidmap")
+        extra = ["--uidmap", f"0:{e.uid}:1", "--uidmap", f"1:{sub_u[0]}:{min(sub_u[1], 65536)}",
+                 "--gidmap", f"0:{e.gid}:1", "--gidmap", f"1:{sub_g[0]}:{min(sub_g[1], 65536)}"]
+    rc, out, err = e.run(args + extra + ["--user", "1234:4321", "--cwd", "/tmp", "--env", "FOO=bar baz",
+                                         "--", "sh", "-c",
+                                         "id -u; id -g; pwd; grep CapEff /proc/self/status; env | sort"])
+    expect(rc == 0, f"rc {rc} {err}")
+    lines = out.splitlines()
+    expect(lines[:3] == ["1234", "4321", "/tmp"], f"user/cwd: {lines[:3]}")
+    expect(int(lines[3].split()[1], 16) == 0, f"a non-root user kept capabilities: {lines[3]}")
+    env = sorted(l for l in lines[4:] if not l.startswith(("PWD=", "SHLVL=", "_=")))
+    expect(env == ["FOO=bar baz", "HOME=/", "HOSTNAME=strata",
+                   "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+           f"environment is not minimal and explicit: {env}")
+    rc, out, err = e.run(args + ["--env", "PATH=/bin", "--", "sh", "-c", 'echo "$PATH $HOME"'])
+    expect(out == "/bin /root\n", f"--env PATH override: {out!r}")
+
+
+def t_net_none(e):
+    args, _ = e.base()
+    rc, out, err = e.run(args + ["--net", "none", "--", "ls", "/sys/class/net"])
+    expect(rc == 0 and out.split() == ["lo"], f"--net none interfaces: {out!r} {err}")
+    rc, out, err = e.run(args + ["--net", "none", "--", "cat", "/sys/class/net/lo/operstate"])
+    expect(rc == 0 and out.strip() in ("up", "unknown"), f"lo not up: {out!r}")
+    rc, out, err = e.run(args + ["--", "sh", "-c", "touch /sys/x 2>/dev/null && echo WROTE; true"])
+    expect(rc == 0 and "WROTE" not in out, "/sys is writable")
+
+
+# -- errors ----------------------------------------------------------------
+def t_missing_layer(e):
+    rc, out, err = e.run(["--lowerdir", e.lowerdir + ":" + e.tmp + "/no-such-layer", "--", "true"])
+    expect(rc == 125 and "no-such-layer" in err and "No such file" in err, f"rc {rc} err {err!r}")
+
+
+def t_missing_command(e):
+    args, upper = e.base()
+    rc, out, err = e.run(args + ["--", "/usr/bin/not-here"])
+    expect(rc == 127 and "/usr/bin/not-here" in err, f"rc {rc} err {err!r}")
+
+
+def t_missing_bind_source(e):
+    args, _ = e.base()
+    rc, out, err = e.run(args + ["--bind", f"{e.tmp}/nope:/data", "--", "true"])
+    expect(rc == 125 and f"{e.tmp}/nope" in err, f"rc {rc} err {err!r}")
+
+
+def t_no_dev_fuse(e):
+    args, _ = e.base()
+    rc, out, err = e.run(args + ["--", "true"], fuse="none")
+    expect(rc == 125 and "/dev/fuse" in err, f"rc {rc} err {err!r}")
+
+
+def t_bad_options(e):
+    for bad in (["--cap-add", "NOT_A_CAP"], ["--rlimit", "nofile=9:1"], ["--net", "bridge"],
+                ["--user", "bob"], ["--bind", "relative"], ["--upperdir", e.tmp]):
+        rc, out, err = e.run(["--lowerdir", e.lowerdir] + bad + ["--", "true"])
+        expect(rc == 125 and err.strip(), f"{bad}: rc {rc} err {err!r}")
+
+
+def t_userns_disabled(e):
+    """A user namespace whose max_user_namespaces is 0 stands in for a host
+    with user namespaces disabled."""
+    if e.mode != "rootless":
+        return
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+    err_r, err_w = os.pipe()
+    argv = [e.strata_run, "--fs-program", e.fs, "--lowerdir", e.lowerdir, "--", "true"]
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(ready_r)
+            os.close(go_w)
+            if libc.unshare(CLONE_NEWUSER) != 0:
+                os._exit(90)
+            os.write(ready_w, b"x")
+            os.read(go_r, 1)
+            with open("/proc/sys/user/max_user_namespaces", "w") as f:
+                f.write("0")
+            os.dup2(err_w, 2)
+            os.setgroups([])
+            os.setresgid(e.gid, e.gid, e.gid)
+            os.setresuid(e.uid, e.uid, e.uid)
+            os.execve(argv[0], argv, e.environ())
+        finally:
+            os._exit(91)
+    os.close(ready_w)
+    os.close(go_r)
+    os.close(err_w)
+    if os.read(ready_r, 1) == b"x":
+        for name in ("uid_map", "gid_map"):
+            with open(f"/proc/{pid}/{name}", "w") as f:
+                f.write("0 0 65536\n")
+    os.write(go_w, b"g")
+    err = b""
+    while chunk := os.read(err_r, 4096):
+        err += chunk
+    _, status = os.waitpid(pid, 0)
+    rc = os.waitstatus_to_exitcode(status)
+    err = err.decode()
+    expect(rc == 125 and "user" in err and "namespace" in err, f"rc {rc} err {err!r}")
+    e.check_clean("user namespaces disabled")
+
+
+# -- concurrency -------------------------------------------------------------
+def t_two_containers(e):
+    before = e.lower_digest()
+    runs = []
+    for name in ("a", "b"):
+        args, upper = e.base()
+        p = e.popen(args + ["--", "sh", "-c",
+                            f"echo {name} > /etc/greeting; touch /only-{name}; sleep 0.5; "
+                            "cat /etc/greeting; ls /"])
+        runs.append((name, upper, p))
+    for name, upper, p in runs:
+        out, err = p.communicate(timeout=60)
+        other = "b" if name == "a" else "a"
+        expect(p.returncode == 0, f"container {name}: rc {p.returncode} {err}")
+        lines = out.split()
+        expect(lines[0] == name, f"container {name} read {lines[0]!r} from its own write")
+        expect(f"only-{name}" in lines and f"only-{other}" not in lines,
+               f"container {name} sees {lines}")
+        expect(os.path.exists(os.path.join(upper, f"only-{name}")) and
+               not os.path.exists(os.path.join(upper, f"only-{other}")), f"upper of {name} mixed")
+    e.check_clean("two containers")
+    expect(e.lower_digest() == before, "a lower layer changed")
+
+
+GROUPS = {
+    "behaviour": [t_writes_go_to_upper, t_read_only_without_upper, t_pid_namespace, t_hostname,
+                  t_capabilities, t_exit_codes, t_signal_forwarding, t_binds, t_user_env_cwd,
+                  t_net_none],
+    "errors": [t_missing_layer, t_missing_command, t_missing_bind_source, t_no_dev_fuse,
+               t_bad_options, t_userns_disabled],
+    "concurrent": [t_two_containers],
+}
+
+
+def main():
+    if len(sys.argv) != 5 or sys.argv[3] not in ("root", "rootless") or sys.argv[4] not in GROUPS:
+        print(__doc__, file=sys.stderr)
+        return 2
+    strata_run, fs, mode, group = sys.argv[1:]
+    if os.geteuid() != 0:
+        skip("the harness needs root (it builds the rootless setup for the test user itself)")
+    for need in (strata_run, fs, BUSYBOX):
+        if not os.access(need, os.X_OK):
+            skip(f"{need} is not an executable")
+    if not os.path.exists("/dev/fuse"):
+        skip("no /dev/fuse on this machine")
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+    e = Env(strata_run, fs, mode)
+    failed = 0
+    try:
+        for t in GROUPS[group]:
+            try:
+                t(e)
+                print(f"ok   {mode} {t.__name__}")
+            except Failure as f:
+                failed += 1
+                print(f"FAIL {mode} {t.__name__}: {f}")
+            except Exception as ex:  # a harness error is a failure too
+                failed += 1
+                print(f"FAIL {mode} {t.__name__}: {type(ex).__name__}: {ex}")
+    finally:
+        e.cleanup()
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
