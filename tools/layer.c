@@ -8,6 +8,7 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -70,6 +71,7 @@ struct inner {
 	struct sha256 h;
 	int64_t n;
 	int err;
+	bool padded;
 	char buf[BUFSZ];
 };
 
@@ -117,6 +119,16 @@ static la_ssize_t inner_read(struct archive *a, void *ctx, const void **buf)
 		archive_set_error(a, EIO, "%s", archive_error_string(in->dec)
 				  ? archive_error_string(in->dec) : "decompression failed");
 		return -1;
+	}
+	if (n == 0 && !in->padded && in->n % 512) {
+		/* umoci 0.4.7 `insert` ends a layer right after the last file's
+		 * data, without block padding or end footer. Complete the block
+		 * for the tar reader; the DiffID covers only the real bytes. */
+		in->padded = true;
+		n = 512 - in->n % 512;
+		memset(in->buf, 0, (size_t)n);
+		*buf = in->buf;
+		return n;
 	}
 	sha256_update(&in->h, in->buf, (size_t)n);
 	in->n += n;
