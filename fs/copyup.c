@@ -162,6 +162,21 @@ static void copy_times(int dirfd, const char *name, const struct stat *st)
 	utimensat(dirfd, name, ts, AT_SYMLINK_NOFOLLOW);
 }
 
+/* Copy-up is invisible: the upper parent keeps the times it had. */
+static void restore_times(int fd, const struct stat *st)
+{
+	struct timespec ts[2] = { st->st_atim, st->st_mtim };
+	futimens(fd, ts);
+}
+
+/* What the kernel cached about a directory (nlink of a now merged
+ * directory) is stale after its copy-up. */
+static void inval_attr(struct node *n)
+{
+	if (SFS->se)
+		fuse_lowlevel_notify_inval_inode(SFS->se, node_id(n), -1, 0);
+}
+
 int copyup_dir(struct node *dir)
 {
 	struct node *p = dir->parent;
@@ -213,14 +228,17 @@ int copyup_dir(struct node *dir)
 	copy_xattrs(src, nfd);
 	r = upper_set_owner(-1, NULL, nfd, st.st_uid, st.st_gid, st.st_mode);
 	if (r == 0) {
-		struct timespec ts[2] = { st.st_atim, st.st_mtim };
-		futimens(nfd, ts);
 		char name[NAME_MAX + 1];
+		struct stat pst;
+		fstat(ufd, &pst);
 		pthread_mutex_lock(&SFS->table_lock);
 		snprintf(name, sizeof name, "%s", dir->name);
 		pthread_mutex_unlock(&SFS->table_lock);
 		if (renameat2(SFS->workfd, tmp, ufd, name, RENAME_NOREPLACE) < 0)
 			r = -errno;
+		/* after the move: moving a directory rewrites its ".." */
+		restore_times(nfd, &st);
+		restore_times(ufd, &pst);
 	}
 	if (r < 0) {
 		close(nfd);
@@ -248,6 +266,7 @@ int copyup_dir(struct node *dir)
 		goto out;
 	}
 	node_set_dlayers(dir, dl, n + 1);
+	inval_attr(dir);
 	r = 0;
 out:
 	if (t && src >= 0)
@@ -397,7 +416,8 @@ int copyup(struct node *n, enum cu_how how)
 		if (r == 0)
 			r = upper_set_owner(-1, NULL, out, st.st_uid, st.st_gid, st.st_mode);
 		if (r == 0) {
-			set_origin(-1, NULL, out, n->ino, st.st_mode);
+			if (st.st_nlink == 1)
+				set_origin(-1, NULL, out, n->ino, st.st_mode);
 			if (!SFS->opts.is_volatile && !meta)
 				fdatasync(out);
 			struct timespec ts[2] = { st.st_atim, st.st_mtim };
@@ -423,12 +443,17 @@ int copyup(struct node *n, enum cu_how how)
 		if (r == 0)
 			r = upper_set_owner(SFS->workfd, tmp, -1, st.st_uid, st.st_gid, st.st_mode);
 		if (r == 0) {
-			set_origin(SFS->workfd, tmp, -1, n->ino, st.st_mode);
+			if (st.st_nlink == 1)
+				set_origin(SFS->workfd, tmp, -1, n->ino, st.st_mode);
 			copy_times(SFS->workfd, tmp, &st);
 		}
 	}
+	struct stat pst;
+	fstat(ufd, &pst);
 	if (r == 0 && renameat2(SFS->workfd, tmp, ufd, name, RENAME_NOREPLACE) < 0)
 		r = -errno;
+	if (r == 0)
+		restore_times(ufd, &pst);
 	if (r < 0) {
 		unlinkat(SFS->workfd, tmp, 0);
 		goto out_loc;
@@ -438,6 +463,11 @@ int copyup(struct node *n, enum cu_how how)
 	uint32_t old_layer = n->layer;
 	pthread_mutex_lock(&SFS->table_lock);
 	n->layer = 0;
+	if (st.st_nlink > 1) {
+		/* a lower hard link broken by copy-up is a new inode, as in
+		 * overlayfs without index */
+		n->ino = layer_ino(0, &ust);
+	}
 	n->metacopy = meta;
 	n->data_layer = meta ? (int32_t)old_layer : -1;
 	node_hash_add(n, ust.st_dev, ust.st_ino);

@@ -130,6 +130,16 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, s
 		return;
 	}
 	node_ref(n);
+	/* ctime follows any change by itself; the kernel's writeback cache
+	 * sends it alone after an unlink, and an unlinked lower file has
+	 * nothing left to change */
+	to_set &= FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID | FUSE_SET_ATTR_SIZE |
+		  FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW |
+		  FUSE_SET_ATTR_MTIME_NOW;
+	if (!to_set || (n->deleted && !is_upper(n->layer))) {
+		r = 0;
+		goto out;
+	}
 	/* size needs the data; anything else only the metadata */
 	r = copyup(n, !(to_set & FUSE_SET_ATTR_SIZE) ? CU_META : attr->st_size == 0 ? CU_EMPTY : CU_DATA);
 	if (r < 0)

@@ -263,6 +263,11 @@ out:
 
 void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
 {
+	if (S_ISCHR(mode) && rdev == makedev(0, 0)) {
+		/* that is a whiteout: not creatable through the merged view */
+		fuse_reply_err(req, EPERM);
+		return;
+	}
 	struct obj_spec s = { .kind = OBJ_NODE, .mode = mode, .rdev = rdev };
 	if (S_ISREG(mode)) {
 		s.kind = OBJ_FILE;
@@ -589,10 +594,6 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 			goto out;
 		}
 	}
-	if ((flags & RENAME_EXCHANGE) && (S_ISDIR(s->type) || S_ISDIR(t->type))) {
-		r = -EXDEV;  /* exchanging merged directories is not supported */
-		goto out;
-	}
 	/* bring everything involved into the upper first */
 	if ((r = copyup(s, CU_DATA)) < 0 || (r = copyup_dir(nd)) < 0 || (r = copyup_dir(od)) < 0)
 		goto out;
@@ -606,8 +607,29 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 		goto unlock;
 	}
 	if (flags & RENAME_EXCHANGE) {
-		if (renameat2(ofd, name, nfd, newname, RENAME_EXCHANGE) < 0)
+		if (S_ISDIR(s->type) && (r = set_redirect(s, ofd, name)) < 0)
+			goto unlock;
+		if (S_ISDIR(t->type) && (r = set_redirect(t, nfd, newname)) < 0)
+			goto unlock;
+		if (renameat2(ofd, name, nfd, newname, RENAME_EXCHANGE) < 0) {
 			r = -errno;
+			goto unlock;
+		}
+		/* a pure upper directory now standing on a lower name */
+		if (S_ISDIR(s->type) && !s->redirect && name_in_lowers(nd, newname) == 1) {
+			int dfd = openat(nfd, newname, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (dfd >= 0) {
+				wh_set_opaque(dfd, &SFS->whp);
+				close(dfd);
+			}
+		}
+		if (S_ISDIR(t->type) && !t->redirect && name_in_lowers(od, name) == 1) {
+			int dfd = openat(ofd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (dfd >= 0) {
+				wh_set_opaque(dfd, &SFS->whp);
+				close(dfd);
+			}
+		}
 		goto done;
 	}
 	if (S_ISDIR(s->type) && (r = set_redirect(s, ofd, name)) < 0)
