@@ -28,6 +28,9 @@ import time
 import traceback
 
 SKIP = 77
+# Set by rootless.py inside a user namespace: kernel overlayfs then needs
+# userxattr (which excludes redirect_dir=on) and opaque markers are user.*.
+ROOTLESS = False
 T_OLD = 1577836800          # 2020-01-01: every layer entry gets this mtime
 OLD_LIMIT_NS = (T_OLD + 86400) * 10**9
 
@@ -139,7 +142,10 @@ class KernelMount(MountBase):
         o = 'lowerdir=' + ':'.join(reversed(self.optlowers()))
         if self.upper:
             o += ',upperdir=%s,workdir=%s' % (self.upper, self.work)
-            o += ',redirect_dir=on,index=off,metacopy=off'
+            if ROOTLESS:
+                o += ',userxattr'
+            else:
+                o += ',redirect_dir=on,index=off,metacopy=off'
         if self.extra:
             o += ',' + self.extra
         return o
@@ -616,7 +622,7 @@ class Report:
         print('NOTE ' + msg, flush=True)
 
 
-def compare_trees(report, where, k, f):
+def compare_trees(report, where, k, f, groups=True):
     ktree, kinos = k
     ftree, finos = f
     kk, fk = set(ktree), set(ftree)
@@ -636,6 +642,8 @@ def compare_trees(report, where, k, f):
                 continue
             report.seen.add(key)
             report.mismatch('%s: %r differs in %s' % (where, rel, sorted(diff)), kv, fv)
+    if not groups:
+        return
     kg = [g for g in link_groups(ktree, kinos) if all(r in fk for r in g)]
     fg = [g for g in link_groups(ftree, finos) if all(r in kk for r in g)]
     if kg != fg:
@@ -705,7 +713,7 @@ def run_scenario(sc, fs, report, encoding):
         for kind, enc in (('kernel', 'kernel'), ('fuse', encoding)):
             d = os.path.join(base, kind)
             lowers = []
-            b = LayerBuilder(enc)
+            b = LayerBuilder(enc, userxattr=ROOTLESS)
             for i, entries in enumerate(sc.layers):
                 ld = os.path.join(d, 'l%d' % i)
                 b.build(ld, entries)
@@ -743,7 +751,10 @@ def run_scenario(sc, fs, report, encoding):
 
         ka = tree_snapshot(k.mnt)
         fa = snapshot_or_report(report, where + ' final tree', f)
-        compare_trees(report, where + ' final tree', ka, fa)
+        # Hard-link groups are compared on fresh lookups only (after the
+        # remount): kernel overlayfs with index=off can report two inode
+        # numbers for one upper inode while an old dentry stays cached.
+        compare_trees(report, where + ' final tree', ka, fa, groups=False)
         compare_ino_stability(report, where + ' start->final', ks[1], ka[1], fsnap[1], fa[1])
         if sc.upper:
             ku, fu = upper_copied(k.upper), upper_copied(f.upper)
@@ -771,9 +782,14 @@ def run_scenario(sc, fs, report, encoding):
         mounts.append(f)
         kr = tree_snapshot(k.mnt)
         fr = snapshot_or_report(report, where + ' tree after remount', f)
-        compare_trees(report, where + ' fuse view before/after remount', fa, fr)
+        compare_trees(report, where + ' fuse view before/after remount', fa, fr, groups=False)
         compare_trees(report, where + ' tree after remount', kr, fr)
-        compare_ino_stability(report, where + ' across remount', ka[1], kr[1], fa[1], fr[1])
+        # The kernel is no oracle here (an origin it cannot follow gives a new
+        # number after remount); the contract is simply: numbers do not change.
+        moved = sorted(r for r in fa[1] if r in fr[1] and fa[1][r] != fr[1][r])
+        if moved:
+            report.fail(where, 'inode numbers changed across unmount+remount for %d paths: %s'
+                        % (len(moved), short(moved)))
     finally:
         for m in reversed(mounts):
             try:
