@@ -285,7 +285,7 @@ static int parse_item(struct strata_opts *o, char *item)
 		NEEDS_VAL();
 		if (parse_u32(val, &end, &id) < 0 || *end)
 			goto badval;
-		if (key[9] == 'u')
+		if (key[10] == 'u')
 			o->squash_uid = id;
 		else
 			o->squash_gid = id;

@@ -1,0 +1,134 @@
+/* Unit tests of strata-fs's option parser: what containers-storage and
+ * mount(8) pass must parse; anything else must be refused. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "opts.h"
+
+static int parse(struct strata_opts *o, const char *const *args)
+{
+	char *argv[32];
+	int argc = 0;
+	argv[argc++] = "strata-fs";
+	for (; *args; args++)
+		argv[argc++] = (char *)*args;
+	argv[argc] = NULL;
+	return opts_parse(o, argc, argv);
+}
+
+static void full_line(void **state)
+{
+	struct strata_opts o;
+	const char *a[] = { "-f", "-o", "lowerdir=/l1:/l2,upperdir=/u,workdir=/w", "/mnt", NULL };
+	assert_int_equal(parse(&o, a), 0);
+	assert_true(o.foreground);
+	assert_int_equal(o.nlowers, 2);
+	assert_string_equal(o.lowers[0], "/l1");
+	assert_string_equal(o.lowers[1], "/l2");
+	assert_string_equal(o.upperdir, "/u");
+	assert_string_equal(o.workdir, "/w");
+	assert_string_equal(o.mountpoint, "/mnt");
+	assert_true(o.metacopy);
+	opts_free(&o);
+}
+
+static void containers_storage_options(void **state)
+{
+	struct strata_opts o;
+	const char *a[] = { "-o", ",,lowerdir=/l,,upperdir=/u,workdir=/w,volatile,context=\"system_u:object_r:container_file_t:s0\","
+		"uidmapping=:0:1000:1:1:100000:65536,gidmapping=0:1000:1,squash_to_root,xattr_permissions=2,noacl",
+		"/m", NULL };
+	assert_int_equal(parse(&o, a), 0);
+	assert_true(o.is_volatile);
+	assert_true(o.squash_to_root);
+	assert_true(o.noacl);
+	assert_int_equal(o.xattr_permissions, 2);
+	assert_int_equal(o.uidmap.n, 2);
+	assert_int_equal(o.uidmap.ents[1].inside, 1);
+	assert_int_equal(o.uidmap.ents[1].outside, 100000);
+	assert_int_equal(o.uidmap.ents[1].count, 65536);
+	assert_int_equal(o.gidmap.n, 1);
+	/* on-disk 100005 is container id 6; unmapped ids pass through */
+	assert_int_equal(idmap_to_inside(&o.uidmap, 100005), 6);
+	assert_int_equal(idmap_to_inside(&o.uidmap, 1000), 0);
+	assert_int_equal(idmap_to_outside(&o.uidmap, 6), 100005);
+	assert_int_equal(idmap_to_outside(&o.uidmap, 70000), (uint32_t)-1);
+	opts_free(&o);
+}
+
+static void squash_ids_and_version(void **state)
+{
+	struct strata_opts o;
+	const char *a[] = { "-o", "lowerdir=/l,squash_to_uid=7,squash_to_gid=8", "/m", NULL };
+	assert_int_equal(parse(&o, a), 0);
+	assert_int_equal(o.squash_uid, 7);
+	assert_int_equal(o.squash_gid, 8);
+	opts_free(&o);
+	const char *v[] = { "--version", NULL };
+	assert_int_equal(parse(&o, v), 0);
+	assert_true(o.show_version);
+	opts_free(&o);
+}
+
+static void mount_helper_form(void **state)
+{
+	struct strata_opts o;
+	/* mount(8): PROG SOURCE MOUNTPOINT -o OPTS */
+	const char *a[] = { "overlay", "/m", "-o", "lowerdir=/l,nodev,nosuid", NULL };
+	assert_int_equal(parse(&o, a), 0);
+	assert_string_equal(o.mountpoint, "/m");
+	assert_non_null(o.fuse_opts);
+	assert_string_equal(o.fuse_opts, "nodev,nosuid");
+	opts_free(&o);
+}
+
+static void escaped_lowers(void **state)
+{
+	char **v;
+	unsigned n;
+	assert_int_equal(opts_split_lowers("/a\\:b:/c::/d", &v, &n), 0);
+	assert_int_equal(n, 3);
+	assert_string_equal(v[0], "/a:b");
+	assert_string_equal(v[1], "/c");
+	assert_string_equal(v[2], "/d");
+	for (unsigned i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+static void refused(void **state)
+{
+	struct strata_opts o;
+	const char *unknown[] = { "-o", "lowerdir=/l,frobnicate", "/m", NULL };
+	const char *nolower[] = { "-o", "upperdir=/u,workdir=/w", "/m", NULL };
+	const char *halfupper[] = { "-o", "lowerdir=/l,upperdir=/u", "/m", NULL };
+	const char *nomnt[] = { "-o", "lowerdir=/l", NULL };
+	const char *badmap[] = { "-o", "lowerdir=/l,uidmapping=0:1000", "/m", NULL };
+	const char *badperm[] = { "-o", "lowerdir=/l,xattr_permissions=3", "/m", NULL };
+	const char *emptylower[] = { "-o", "lowerdir=::", "/m", NULL };
+	const char *badarg[] = { "--frob", "-o", "lowerdir=/l", "/m", NULL };
+	const char *const *cases[] = { unknown, nolower, halfupper, nomnt, badmap, badperm, emptylower, badarg };
+	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+		assert_int_equal(parse(&o, cases[i]), -EINVAL);
+		opts_free(&o);
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(full_line),
+		cmocka_unit_test(containers_storage_options),
+		cmocka_unit_test(squash_ids_and_version),
+		cmocka_unit_test(mount_helper_form),
+		cmocka_unit_test(escaped_lowers),
+		cmocka_unit_test(refused),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
