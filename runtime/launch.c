@@ -196,14 +196,19 @@ static void init_main(struct launch_ctx *ctx)
 
 /* The outer process: owns the FUSE mount and the daemon for the whole
  * run, and is the only one that unmounts. */
-static void outer_main(struct launch_ctx *ctx, int ready_w, int go_r) __attribute__((noreturn));
-static void outer_main(struct launch_ctx *ctx, int ready_w, int go_r)
+static void outer_main(struct launch_ctx *ctx, pid_t launcher, int ready_w, int go_r)
+	__attribute__((noreturn));
+static void outer_main(struct launch_ctx *ctx, pid_t launcher, int ready_w, int go_r)
 {
 	pid_t daemon = -1, init;
 	int daemon_pidfd = -1, r, st;
 	char c = 0;
 
+	/* A launcher killed outright takes the whole tree with it: we die,
+	 * then init (its own death signal), then the daemon (SIGTERM). */
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != launcher)
+		_exit(SETUP_FAILED_EXIT);
 	if (unshare(CLONE_NEWNS | (ctx->userns ? CLONE_NEWUSER : 0)) < 0) {
 		int e = errno;
 		serr(e, "unshare", ctx->userns ? "user and mount namespaces" : "mount namespace",
@@ -269,7 +274,7 @@ int strata_launch(const struct strata_launch_spec *spec)
 	forwarded_signals(&fwd);
 	sigprocmask(SIG_BLOCK, &fwd, &ctx.oldmask);
 
-	pid_t outer = fork();
+	pid_t self = getpid(), outer = fork();
 	if (outer < 0) {
 		r = -errno;
 		serr(r, "fork", NULL, NULL);
@@ -279,7 +284,7 @@ int strata_launch(const struct strata_launch_spec *spec)
 		close(errp[0]);
 		close(ready[0]);
 		close(go[1]);
-		outer_main(&ctx, ready[1], go[0]);
+		outer_main(&ctx, self, ready[1], go[0]);
 	}
 	close(take_fd(&errp[1]));
 	ctx.errfd = -1;

@@ -387,6 +387,29 @@ def t_signal_forwarding(e):
     e.check_clean("SIGTERM to the launcher")
 
 
+def t_launcher_killed(e):
+    """SIGKILL cannot be forwarded: the tree must still go away by itself
+    (parent-death signals), leaving at most the empty mount point dir."""
+    args, _ = e.base()
+    d = e.shared_dir()
+    p = e.popen(args + ["--bind", f"{d}:/data", "--", "sh", "-c",
+                        "touch /data/ready; while :; do sleep 0.05; done"])
+    wait_for(os.path.join(d, "ready"), p)
+    os.kill(p.pid, signal.SIGKILL)
+    p.communicate(timeout=30)
+    end = time.time() + 10
+    while time.time() < end:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            time.sleep(0.05)
+    for left in os.listdir(e.rt):
+        os.rmdir(os.path.join(e.rt, left))  # fails (and so fails the test) if still mounted
+    e.check_clean("SIGKILL to the launcher")
+
+
 def t_binds(e):
     args, _ = e.base()
     d = e.shared_dir()
@@ -432,6 +455,24 @@ def t_user_env_cwd(e):
            f"environment is not minimal and explicit: {env}")
     rc, out, err = e.run(args + ["--env", "PATH=/bin", "--", "sh", "-c", 'echo "$PATH $HOME"'])
     expect(out == "/bin /root\n", f"--env PATH override: {out!r}")
+
+
+def t_rlimit(e):
+    args, _ = e.base()
+    rc, out, err = e.run(args + ["--rlimit", "nofile=100:200", "--rlimit", "core=0", "--", "sh", "-c",
+                                 "ulimit -n; ulimit -Hn; ulimit -c"])
+    expect(rc == 0 and out.split() == ["100", "200", "0"], f"rlimits: {out!r} {err}")
+
+
+def t_init_reaps_orphans(e):
+    """A grandchild whose parent exits is re-parented to init, which must
+    reap it: no zombie may stay in the container."""
+    args, _ = e.base()
+    rc, out, err = e.run(args + ["--", "sh", "-c",
+                                 'sh -c "sleep 0.1 & exit 0"; sleep 0.5; cat /proc/[0-9]*/stat'])
+    expect(rc == 0, f"rc {rc} {err}")
+    states = [l.rsplit(")", 1)[1].split()[0] for l in out.splitlines() if ")" in l]
+    expect(states and "Z" not in states, f"zombies in the container: {out!r}")
 
 
 def t_net_none(e):
@@ -546,8 +587,8 @@ def t_two_containers(e):
 
 GROUPS = {
     "behaviour": [t_writes_go_to_upper, t_read_only_without_upper, t_pid_namespace, t_hostname,
-                  t_capabilities, t_exit_codes, t_signal_forwarding, t_binds, t_user_env_cwd,
-                  t_net_none],
+                  t_capabilities, t_exit_codes, t_signal_forwarding, t_launcher_killed, t_binds, t_user_env_cwd,
+                  t_rlimit, t_init_reaps_orphans, t_net_none],
     "errors": [t_missing_layer, t_missing_command, t_missing_bind_source, t_no_dev_fuse,
                t_bad_options, t_userns_disabled],
     "concurrent": [t_two_containers],
