@@ -565,7 +565,7 @@ int cmd_ps(const char *root, int argc, char **argv)
 					 (long long)json_integer_value(json_object_get(c, "exit_code")));
 			else
 				snprintf(status, sizeof status, "%s", st ? st : "?");
-			printf("%-14.12s %-20.20s %-24.24s %-22.20s %-14s %s\n",
+			printf("%-14.12s %-20.20s %-24.24s %-22.19s %-14s %s\n",
 			       json_string_value(json_object_get(c, "id")),
 			       json_string_value(json_object_get(c, "image_ref")), cmd,
 			       json_string_value(json_object_get(c, "created")), status,

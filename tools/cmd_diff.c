@@ -1,5 +1,610 @@
+/* diff, layers, commit: what a container or a layer changed.
+ *
+ * `diff CONTAINER` reads only the container's upper directory (its cost
+ * follows the change, not the image) and asks the image's layers one
+ * path at a time whether a name existed before. `diff IMAGE IMAGE` and
+ * `layers` build the merged tree of an image layer by layer, applying
+ * whiteouts and opaque markers as strata-fs does (fs/whiteout.h).
+ */
 #include "cli.h"
+
 #include "err.h"
-int cmd_diff(const char *root, int argc, char **argv) { susage("diff: not yet"); return 1; }
-int cmd_layers(const char *root, int argc, char **argv) { susage("layers: not yet"); return 1; }
-int cmd_commit(const char *root, int argc, char **argv) { susage("commit: not yet"); return 1; }
+#include "fsutil.h"
+#include "image.h"
+#include "store.h"
+#include "whiteout.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static bool take_flag(int *argc, char **argv, const char *flag)
+{
+	bool f = false;
+	int o = 0;
+	for (int i = 0; i < *argc; i++) {
+		if (!strcmp(argv[i], flag))
+			f = true;
+		else
+			argv[o++] = argv[i];
+	}
+	*argc = o;
+	return f;
+}
+
+/* Image layers as open directory fds, top first. */
+struct stack {
+	int *fds;
+	size_t n;
+};
+
+static void stack_close(struct stack *st)
+{
+	for (size_t i = 0; i < st->n; i++)
+		if (st->fds[i] >= 0)
+			close(st->fds[i]);
+	free(st->fds);
+	st->fds = NULL;
+	st->n = 0;
+}
+
+static int stack_open(struct store *s, json_t *ids, struct stack *st)
+{
+	size_t n = json_array_size(ids);
+	st->fds = calloc(n + 1, sizeof *st->fds);
+	st->n = 0;
+	if (!st->fds)
+		return -ENOMEM;
+	for (size_t i = n; i-- > 0;) {
+		const char *d = json_string_value(json_array_get(ids, i));
+		int fd = store_layer_dirfd(s, d);
+		if (fd < 0) {
+			serr(fd, "open layer", d, "the store is damaged; import the image again");
+			stack_close(st);
+			return fd;
+		}
+		st->fds[st->n++] = fd;
+	}
+	return 0;
+}
+
+/* Does path (no leading '/') exist in the merged view of the stack? */
+static bool lower_has(struct stack *st, const char *path)
+{
+	for (size_t l = 0; l < st->n; l++) {
+		char buf[PATH_MAX];
+		snprintf(buf, sizeof buf, "%s", path);
+		int dfd = dup(st->fds[l]);
+		bool stop = false, found = false;
+		char *save, *comp = strtok_r(buf, "/", &save);
+		while (comp && dfd >= 0) {
+			char *next = strtok_r(NULL, "/", &save);
+			if (wh_exists(dfd, comp) > 0) {
+				stop = true;      /* deleted in this layer */
+				break;
+			}
+			struct stat sb;
+			if (fstatat(dfd, comp, &sb, AT_SYMLINK_NOFOLLOW) < 0) {
+				/* Absent here: an opaque parent hides the rest. */
+				int ofd = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+				if (ofd >= 0 && wh_dir_is_opaque(ofd, true) > 0)
+					stop = true;
+				if (ofd >= 0)
+					close(ofd);
+				break;
+			}
+			if (!next) {
+				found = true;
+				break;
+			}
+			if (!S_ISDIR(sb.st_mode)) {
+				stop = true;      /* a file here shadows the rest */
+				break;
+			}
+			int nfd = openat(dfd, comp, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			close(dfd);
+			dfd = nfd;
+			comp = next;
+		}
+		if (dfd >= 0)
+			close(dfd);
+		if (found)
+			return true;
+		if (stop)
+			return false;
+	}
+	return false;
+}
+
+struct changes {
+	json_t *list;     /* [{"kind":"A|C|D","path":...}] */
+};
+
+static void add_change(struct changes *c, const char *kind, const char *path)
+{
+	json_array_append_new(c->list, json_pack("{s:s,s:s}", "kind", kind, "path", path));
+}
+
+static void print_changes(json_t *list, bool js)
+{
+	if (js) {
+		print_json(list);
+		return;
+	}
+	size_t i;
+	json_t *v;
+	json_array_foreach(list, i, v)
+		printf("%s %s\n", json_string_value(json_object_get(v, "kind")),
+		       json_string_value(json_object_get(v, "path")));
+}
+
+static int walk_upper(int dirfd, const char *dir, struct stack *st, bool all_added, struct changes *c)
+{
+	char **names;
+	size_t n;
+	int r = list_sorted(dirfd, &names, &n);
+	if (r < 0) {
+		serr(r, "diff: list", *dir ? dir : "/", "of the container's upper directory");
+		return r;
+	}
+	for (size_t i = 0; i < n && r == 0; i++) {
+		char path[PATH_MAX];
+		struct stat sb;
+		const char *target;
+		if (fstatat(dirfd, names[i], &sb, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		enum wh_kind k = wh_classify(names[i], &sb, &target);
+		if (k == WH_OPQ || k == WH_RESERVED)
+			continue;
+		snprintf(path, sizeof path, "%s/%s", dir, k == WH_OCI ? target : names[i]);
+		if (k == WH_CHARDEV || k == WH_OCI) {
+			add_change(c, "D", path);
+			continue;
+		}
+		bool existed = !all_added && lower_has(st, path + 1);
+		add_change(c, existed ? "C" : "A", path);
+		if (S_ISDIR(sb.st_mode)) {
+			_cleanup_close_ int sub = openat(dirfd, names[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (sub < 0)
+				continue;
+			r = walk_upper(sub, path, st, !existed, c);
+		}
+	}
+	free_names(names, n);
+	return r;
+}
+
+static int load_ids(struct store *s, const char *digest, json_t **cfg, json_t **ids)
+{
+	int r = store_load_config(s, digest, cfg, NULL, NULL);
+	if (r < 0)
+		return r;
+	r = config_diff_ids(*cfg, digest, ids);
+	if (r < 0) {
+		json_decref(*cfg);
+		*cfg = NULL;
+	}
+	return r;
+}
+
+static int diff_container(struct store *s, const char *id, bool js)
+{
+	json_t *c, *cfg = NULL, *ids;
+	struct stack st = { 0 };
+	struct changes ch = { json_array() };
+	char p[PATH_MAX];
+	int ufd = -1;
+	int r = container_load(s, id, &c);
+	if (r < 0)
+		goto out;
+	if ((r = load_ids(s, json_string_value(json_object_get(c, "image")), &cfg, &ids)) < 0 ||
+	    (r = stack_open(s, ids, &st)) < 0)
+		goto out;
+	snprintf(p, sizeof p, "containers/%s/upper", id);
+	ufd = openat(s->fd, p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (ufd < 0) {
+		r = -errno;
+		serr(r, "diff: open", p, "the container's writable layer is missing; remove the container");
+		goto out;
+	}
+	if ((r = walk_upper(ufd, "", &st, false, &ch)) == 0)
+		print_changes(ch.list, js);
+out:
+	if (ufd >= 0)
+		close(ufd);
+	stack_close(&st);
+	json_decref(ch.list);
+	json_decref(cfg);
+	json_decref(c);
+	return r;
+}
+
+/* ---- merged trees, for image-to-image diff and layer inspection ---- */
+
+struct node_info {
+	mode_t mode;
+	uid_t uid;
+	gid_t gid;
+	long long size;
+	long long mtime;
+	size_t layer;
+};
+
+static json_t *info_json(const struct stat *sb, size_t layer, int dirfd, const char *name)
+{
+	char link[PATH_MAX] = "";
+	if (S_ISLNK(sb->st_mode)) {
+		ssize_t n = readlinkat(dirfd, name, link, sizeof link - 1);
+		link[n > 0 ? n : 0] = '\0';
+	}
+	return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:s}", "mode", (json_int_t)sb->st_mode,
+			 "uid", (json_int_t)sb->st_uid, "gid", (json_int_t)sb->st_gid,
+			 "size", (json_int_t)(S_ISREG(sb->st_mode) ? sb->st_size : 0),
+			 "mtime", (json_int_t)sb->st_mtime, "layer", (json_int_t)layer, "link", link);
+}
+
+struct tree {
+	json_t *map;          /* "/path" -> info */
+	long long *wasted;    /* per layer: bytes hidden by later layers */
+	json_t *layer_changes;/* per layer: [{"kind","path","size"}] */
+	long long *layer_size;
+};
+
+static void hide(struct tree *t, const char *path, bool self, bool children)
+{
+	size_t pl = strlen(path);
+	const char *k;
+	void *tmp;
+	json_t *v;
+	json_object_foreach_safe(t->map, tmp, k, v) {
+		bool match = (self && !strcmp(k, path)) ||
+			     (children && !strncmp(k, path, pl) && (pl == 1 || k[pl] == '/') && strlen(k) > pl);
+		if (!match)
+			continue;
+		if (t->wasted)
+			t->wasted[json_integer_value(json_object_get(v, "layer"))] +=
+				json_integer_value(json_object_get(v, "size"));
+		json_object_del(t->map, k);
+	}
+}
+
+static void note(struct tree *t, size_t layer, const char *kind, const char *path, long long size)
+{
+	if (t->layer_changes)
+		json_array_append_new(json_array_get(t->layer_changes, layer),
+				      json_pack("{s:s,s:s,s:I}", "kind", kind, "path", path, "size", (json_int_t)size));
+}
+
+static int apply_dir(struct tree *t, int dirfd, const char *dir, size_t layer)
+{
+	char **names;
+	size_t n;
+	int r = list_sorted(dirfd, &names, &n);
+	if (r < 0)
+		return r;
+	/* An opaque directory hides what lower layers had in it. */
+	if (wh_dir_is_opaque(dirfd, true) > 0 && *dir)
+		hide(t, dir, false, true);
+	for (size_t i = 0; i < n && r == 0; i++) {
+		char path[PATH_MAX];
+		struct stat sb;
+		const char *target;
+		if (fstatat(dirfd, names[i], &sb, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		enum wh_kind k = wh_classify(names[i], &sb, &target);
+		if (k == WH_OPQ || k == WH_RESERVED)
+			continue;
+		snprintf(path, sizeof path, "%s/%s", dir, k == WH_OCI ? target : names[i]);
+		if (k == WH_CHARDEV || k == WH_OCI) {
+			if (json_object_get(t->map, path))
+				note(t, layer, "D", path, 0);
+			hide(t, path, true, true);
+			continue;
+		}
+		json_t *old = json_object_get(t->map, path);
+		long long size = S_ISREG(sb.st_mode) ? sb.st_size : 0;
+		if (t->layer_size)
+			t->layer_size[layer] += size;
+		if (old) {
+			bool both_dirs = S_ISDIR(sb.st_mode) &&
+					 S_ISDIR(json_integer_value(json_object_get(old, "mode")));
+			/* A directory met again keeps its children; anything
+			 * else is replaced, with what was under it. */
+			if (!both_dirs)
+				hide(t, path, true, true);
+			note(t, layer, "C", path, size);
+		} else {
+			note(t, layer, "A", path, size);
+		}
+		json_object_set_new(t->map, path, info_json(&sb, layer, dirfd, names[i]));
+		if (S_ISDIR(sb.st_mode)) {
+			_cleanup_close_ int sub = openat(dirfd, names[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (sub >= 0)
+				r = apply_dir(t, sub, path, layer);
+		}
+	}
+	free_names(names, n);
+	return r;
+}
+
+static int build_tree(struct store *s, json_t *ids, struct tree *t)
+{
+	size_t i;
+	json_t *v;
+	json_array_foreach(ids, i, v) {
+		_cleanup_close_ int fd = store_layer_dirfd(s, json_string_value(v));
+		if (fd < 0) {
+			serr(fd, "open layer", json_string_value(v), "the store is damaged; import the image again");
+			return fd;
+		}
+		int r = apply_dir(t, fd, "", i);
+		if (r < 0) {
+			serr(r, "read layer", json_string_value(v), "the store is damaged; import the image again");
+			return r;
+		}
+	}
+	return 0;
+}
+
+static bool same_node(json_t *a, json_t *b)
+{
+	static const char *const keys[] = { "mode", "uid", "gid", "size", "mtime" };
+	for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
+		if (json_integer_value(json_object_get(a, keys[i])) != json_integer_value(json_object_get(b, keys[i])))
+			return false;
+	return !strcmp(json_string_value(json_object_get(a, "link")), json_string_value(json_object_get(b, "link")));
+}
+
+static int cmp_paths(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static int diff_images(struct store *s, const char *ra, const char *rb, bool js)
+{
+	char da[DIGEST_BUF], db[DIGEST_BUF];
+	json_t *ca = NULL, *cb = NULL, *ia, *ib;
+	struct tree ta = { .map = json_object() }, tb = { .map = json_object() };
+	json_t *list = json_array();
+	int r;
+	if ((r = store_resolve(s, ra, da)) < 0 || (r = store_resolve(s, rb, db)) < 0 ||
+	    (r = load_ids(s, da, &ca, &ia)) < 0 || (r = load_ids(s, db, &cb, &ib)) < 0 ||
+	    (r = build_tree(s, ia, &ta)) < 0 || (r = build_tree(s, ib, &tb)) < 0)
+		goto out;
+	/* Layers shared at the bottom give identical nodes; comparing the
+	 * metadata (and the layer's DiffID for files) tells changes apart. */
+	size_t n = json_object_size(ta.map) + json_object_size(tb.map), k = 0;
+	const char **paths = calloc(n + 1, sizeof *paths);
+	const char *key;
+	json_t *v;
+	json_object_foreach(ta.map, key, v)
+		paths[k++] = key;
+	json_object_foreach(tb.map, key, v)
+		if (!json_object_get(ta.map, key))
+			paths[k++] = key;
+	qsort(paths, k, sizeof *paths, cmp_paths);
+	for (size_t i = 0; i < k; i++) {
+		json_t *a = json_object_get(ta.map, paths[i]), *b = json_object_get(tb.map, paths[i]);
+		const char *kind = NULL;
+		if (!a)
+			kind = "A";
+		else if (!b)
+			kind = "D";
+		else if (!same_node(a, b))
+			kind = "C";
+		else if (S_ISREG(json_integer_value(json_object_get(a, "mode")))) {
+			size_t la = (size_t)json_integer_value(json_object_get(a, "layer"));
+			size_t lb = (size_t)json_integer_value(json_object_get(b, "layer"));
+			if (strcmp(json_string_value(json_array_get(ia, la)), json_string_value(json_array_get(ib, lb))))
+				kind = "C";   /* same metadata, from another layer: content may differ */
+		}
+		if (kind)
+			json_array_append_new(list, json_pack("{s:s,s:s}", "kind", kind, "path", paths[i]));
+	}
+	free(paths);
+	print_changes(list, js);
+out:
+	json_decref(list);
+	json_decref(ta.map);
+	json_decref(tb.map);
+	json_decref(ca);
+	json_decref(cb);
+	return r;
+}
+
+int cmd_diff(const char *root, int argc, char **argv)
+{
+	struct store s;
+	char id[65];
+	bool js = take_flag(&argc, argv, "--json");
+	if (argc != 1 && argc != 2) {
+		susage("usage: strata diff CONTAINER [--json] | strata diff IMAGE IMAGE [--json]");
+		return 2;
+	}
+	int r = store_open(&s, root, false);
+	if (r < 0)
+		return r;
+	if (argc == 1) {
+		r = container_find(&s, argv[0], id);
+		if (r < 0)
+			susage("no such container: %s (see `strata ps -a`; to compare images give two)", argv[0]);
+		else
+			r = diff_container(&s, id, js);
+	} else {
+		r = diff_images(&s, argv[0], argv[1], js);
+	}
+	store_close(&s);
+	return r;
+}
+
+int cmd_layers(const char *root, int argc, char **argv)
+{
+	struct store s;
+	char digest[DIGEST_BUF];
+	json_t *cfg = NULL, *ids;
+	bool js = take_flag(&argc, argv, "--json");
+	if (argc != 1) {
+		susage("usage: strata layers IMAGE [--json]");
+		return 2;
+	}
+	int r = store_open(&s, root, false);
+	if (r < 0)
+		return r;
+	if ((r = store_resolve(&s, argv[0], digest)) < 0 || (r = load_ids(&s, digest, &cfg, &ids)) < 0) {
+		store_close(&s);
+		return r;
+	}
+	size_t n = json_array_size(ids);
+	struct tree t = { json_object(), calloc(n + 1, sizeof(long long)), json_array(),
+			  calloc(n + 1, sizeof(long long)) };
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(t.layer_changes, json_array());
+	if ((r = build_tree(&s, ids, &t)) < 0)
+		goto out;
+
+	/* Match history entries to layers, skipping empty_layer ones. */
+	json_t *hist = json_object_get(cfg, "history"), *by = json_array();
+	size_t i;
+	json_t *h;
+	json_array_foreach(hist, i, h)
+		if (!json_is_true(json_object_get(h, "empty_layer")))
+			json_array_append(by, json_object_get(h, "created_by") ?: json_null());
+
+	json_t *chains = chain_ids(ids), *out = json_array();
+	long long total = 0, wasted = 0;
+	for (i = 0; i < n; i++) {
+		json_array_append_new(out, json_pack("{s:I,s:O,s:O,s:O,s:I,s:I,s:O}", "index", (json_int_t)i,
+			"diff_id", json_array_get(ids, i), "chain_id", json_array_get(chains, i),
+			"created_by", json_array_get(by, i) ?: json_null(),
+			"size", (json_int_t)t.layer_size[i], "wasted", (json_int_t)t.wasted[i],
+			"changes", json_array_get(t.layer_changes, i)));
+		total += t.layer_size[i];
+		wasted += t.wasted[i];
+	}
+	if (js) {
+		json_t *o = json_pack("{s:s,s:o,s:I,s:I}", "image", digest, "layers", out,
+				      "size", (json_int_t)total, "wasted", (json_int_t)wasted);
+		print_json(o);
+		json_decref(o);
+	} else {
+		json_t *l;
+		json_array_foreach(out, i, l) {
+			char sz[32], ws[32];
+			printf("layer %zu  %s  size %s  wasted %s\n", i,
+			       json_string_value(json_object_get(l, "diff_id")),
+			       human_size(json_integer_value(json_object_get(l, "size")), sz, sizeof sz),
+			       human_size(json_integer_value(json_object_get(l, "wasted")), ws, sizeof ws));
+			if (json_string_value(json_object_get(l, "created_by")))
+				printf("  created by: %s\n", json_string_value(json_object_get(l, "created_by")));
+			size_t k;
+			json_t *c;
+			json_array_foreach(json_object_get(l, "changes"), k, c) {
+				long long size = json_integer_value(json_object_get(c, "size"));
+				printf("  %s %s", json_string_value(json_object_get(c, "kind")),
+				       json_string_value(json_object_get(c, "path")));
+				if (size)
+					printf("  (%s)", human_size(size, sz, sizeof sz));
+				putchar('\n');
+			}
+		}
+		char ts[32], ws[32];
+		printf("total %s, wasted %s (bytes in files a later layer replaces or deletes)\n",
+		       human_size(total, ts, sizeof ts), human_size(wasted, ws, sizeof ws));
+		json_decref(out);
+	}
+	json_decref(chains);
+	json_decref(by);
+out:
+	json_decref(t.map);
+	json_decref(t.layer_changes);
+	free(t.wasted);
+	free(t.layer_size);
+	json_decref(cfg);
+	store_close(&s);
+	return r;
+}
+
+int cmd_commit(const char *root, int argc, char **argv)
+{
+	struct store s;
+	char id[65], diffid[DIGEST_BUF], digest[DIGEST_BUF], p[PATH_MAX];
+	const char *message = NULL;
+	char *pos[2];
+	int np = 0;
+	for (int i = 0; i < argc; i++) {
+		if ((!strcmp(argv[i], "--message") || !strcmp(argv[i], "-m")) && i + 1 < argc)
+			message = argv[++i];
+		else if (np < 2 && argv[i][0] != '-')
+			pos[np++] = argv[i];
+		else {
+			susage("usage: strata commit CONTAINER NAME[:TAG] [--message M]");
+			return 2;
+		}
+	}
+	if (np != 2) {
+		susage("usage: strata commit CONTAINER NAME[:TAG] [--message M]");
+		return 2;
+	}
+	json_t *c = NULL, *cfg = NULL, *ids;
+	struct stack st = { 0 };
+	int ufd = -1;
+	char *txt = NULL;
+	int r = store_open(&s, root, true);
+	if (r < 0)
+		return r;
+	if ((r = container_find(&s, pos[0], id)) < 0) {
+		susage("no such container: %s (see `strata ps -a`)", pos[0]);
+		goto out;
+	}
+	if ((r = container_load(&s, id, &c)) < 0)
+		goto out;
+	const char *base = json_string_value(json_object_get(c, "image"));
+	if ((r = load_ids(&s, base, &cfg, &ids)) < 0 || (r = stack_open(&s, ids, &st)) < 0)
+		goto out;
+	snprintf(p, sizeof p, "containers/%s/upper", id);
+	ufd = openat(s.fd, p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (ufd < 0) {
+		r = -errno;
+		serr(r, "commit: open", p, "the container's writable layer is missing");
+		goto out;
+	}
+	char what[128];
+	snprintf(what, sizeof what, "container %s", json_string_value(json_object_get(c, "name")));
+	if ((r = layer_from_dir(&s, ufd, what, true, st.fds, st.n, diffid)) < 0)
+		goto out;
+	if ((r = store_commit_pending(&s)) < 0)
+		goto out;
+	/* The new config is the base's with one more layer and history entry. */
+	char by[512] = "strata commit";
+	json_t *cmd = json_object_get(c, "command");
+	size_t i;
+	json_t *v;
+	json_array_foreach(cmd, i, v) {
+		strncat(by, " ", sizeof by - strlen(by) - 1);
+		strncat(by, json_string_value(v), sizeof by - strlen(by) - 1);
+	}
+	config_add_layer(cfg, diffid, by, message);
+	txt = json_dumps(cfg, JSON_COMPACT);
+	if (!txt) {
+		r = -ENOMEM;
+		goto out;
+	}
+	if ((r = store_put_image(&s, txt, strlen(txt), digest)) < 0) {
+		serr(r, "commit: store image config in", s.root, "check free space of the store");
+		goto out;
+	}
+	if ((r = store_set_tag(&s, pos[1], digest)) == 0)
+		printf("%s\n", digest);
+out:
+	if (ufd >= 0)
+		close(ufd);
+	free(txt);
+	stack_close(&st);
+	json_decref(cfg);
+	json_decref(c);
+	store_close(&s);
+	return r;
+}

@@ -181,7 +181,7 @@ int cmd_images(const char *root, int argc, char **argv)
 							     "id", d, "created", created, "size", (json_int_t)size));
 		} else {
 			char sz[32];
-			printf("%-30s %-12s %-14.12s %-22.20s %s\n", repo, tag, digest_hex(d),
+			printf("%-30s %-12s %-14.12s %-22.19s %s\n", repo, tag, digest_hex(d),
 			       created ? created : "", human_size(size, sz, sizeof sz));
 		}
 		json_decref(cfg);
@@ -301,7 +301,7 @@ int cmd_history(const char *root, int argc, char **argv)
 		json_array_foreach(out, i, h) {
 			char sz[32];
 			const char *d = json_string_value(json_object_get(h, "diff_id"));
-			printf("%-14.12s %-22.20s %-50.50s %-10s %s\n", d ? digest_hex(d) : "<empty>",
+			printf("%-14.12s %-22.19s %-50.50s %-10s %s\n", d ? digest_hex(d) : "<empty>",
 			       json_string_value(json_object_get(h, "created")) ?: "",
 			       json_string_value(json_object_get(h, "created_by")) ?: "",
 			       human_size(json_integer_value(json_object_get(h, "size")), sz, sizeof sz),
