@@ -284,13 +284,17 @@ def S(path):
 
 
 class LayerBuilder:
-    """Writes entries into a layer directory in one whiteout encoding.
+    """Writes entries into a layer directory in one whiteout encoding:
+      kernel     char 0/0 whiteouts, trusted.overlay.opaque=y
+      userxattr  char 0/0 whiteouts, user.overlay.opaque=y (kernel -o userxattr)
+      oci        .wh.NAME files, .wh..wh..opq marker files
+      fovl       .wh.NAME files, user.fuseoverlayfs.opaque=y (fuse-overlayfs)"""
 
-    userxattr: opaque markers as user.overlay.opaque (kernel -o userxattr,
-    i.e. inside a user namespace) instead of trusted.overlay.opaque."""
+    OPAQUE_XATTR = {'kernel': 'trusted.overlay.opaque', 'userxattr': 'user.overlay.opaque',
+                    'fovl': 'user.fuseoverlayfs.opaque'}
 
-    def __init__(self, encoding, userxattr=False, chown=True):
-        self.encoding, self.userxattr, self.chown = encoding, userxattr, chown
+    def __init__(self, encoding, chown=True):
+        self.encoding, self.chown = encoding, chown
 
     def build(self, root, entries):
         os.makedirs(root, exist_ok=True)
@@ -352,16 +356,15 @@ class LayerBuilder:
                 os.chdir(cwd)
                 s.close()
         elif e.kind == 'whiteout':
-            if self.encoding == 'kernel':
+            if self.encoding in ('kernel', 'userxattr'):
                 os.mknod(p, stat.S_IFCHR | 0o000, os.makedev(0, 0))
             else:
                 d, n = os.path.split(p)
                 open(os.path.join(d, '.wh.' + n), 'wb').close()
         elif e.kind == 'opaque':
             os.makedirs(p, exist_ok=True)
-            if self.encoding == 'kernel':
-                name = 'user.overlay.opaque' if self.userxattr else 'trusted.overlay.opaque'
-                os.setxattr(p, name, b'y')
+            if self.encoding in self.OPAQUE_XATTR:
+                os.setxattr(p, self.OPAQUE_XATTR[self.encoding], b'y')
             else:
                 open(os.path.join(p, '.wh..wh..opq'), 'wb').close()
         else:
@@ -688,7 +691,12 @@ class Scenario:
         pass
 
     def encodings(self):
-        return ['kernel', 'oci']
+        # Every opaque marker the contract lists is read; the variants only
+        # differ for scenarios whose layers have opaque directories.
+        base = ['userxattr', 'oci'] if ROOTLESS else ['kernel', 'oci']
+        if any(e.kind == 'opaque' for l in self.layers for e in l):
+            base += ['fovl'] if ROOTLESS else ['userxattr', 'fovl']
+        return base
 
 
 def check_fs(fs):
@@ -720,10 +728,11 @@ def run_scenario(sc, fs, report, encoding):
     mounts = []
     try:
         sides = {}
-        for kind, enc in (('kernel', 'kernel'), ('fuse', encoding)):
+        kenc = 'userxattr' if ROOTLESS else 'kernel'
+        for kind, enc in (('kernel', kenc), ('fuse', encoding)):
             d = os.path.join(base, kind)
             lowers = []
-            b = LayerBuilder(enc, userxattr=ROOTLESS)
+            b = LayerBuilder(enc)
             for i, entries in enumerate(sc.layers):
                 ld = os.path.join(d, 'l%d' % i)
                 b.build(ld, entries)
