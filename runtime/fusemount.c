@@ -9,6 +9,7 @@
 
 #include <fcntl.h>
 #include <libgen.h>
+#include <linux/close_range.h>
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
@@ -77,13 +78,18 @@ static void exec_daemon(const struct launch_ctx *ctx, int fusefd)
 	prctl(PR_SET_PDEATHSIG, SIGTERM);
 	sigprocmask(SIG_SETMASK, &ctx->oldmask, NULL);
 	signal(SIGPIPE, SIG_DFL);
+	/* only the FUSE fd and stdio reach the daemon */
+	if (fusefd > 3)
+		close_range(3, fusefd - 1, CLOSE_RANGE_CLOEXEC);
+	close_range(fusefd + 1, ~0U, CLOSE_RANGE_CLOEXEC);
 	fcntl(fusefd, F_SETFD, 0);
 	snprintf(fdpath, sizeof fdpath, "/dev/fd/%d", fusefd);
+	const char *extra = ctx->spec->fs_options;
 	if (ctx->upperdir)
-		r = asprintf(&opts, "lowerdir=%s,upperdir=%s,workdir=%s", ctx->lowerdir,
-			     ctx->upperdir, ctx->workdir);
+		r = asprintf(&opts, "lowerdir=%s,upperdir=%s,workdir=%s%s%s", ctx->lowerdir,
+			     ctx->upperdir, ctx->workdir, extra ? "," : "", extra ? extra : "");
 	else
-		r = asprintf(&opts, "lowerdir=%s", ctx->lowerdir);
+		r = asprintf(&opts, "lowerdir=%s%s%s", ctx->lowerdir, extra ? "," : "", extra ? extra : "");
 	if (r < 0)
 		_exit(127);
 	char *argv[] = { ctx->fs_program, "-f", "-o", opts, fdpath, NULL };
@@ -140,7 +146,8 @@ int fs_mount(struct launch_ctx *ctx, pid_t *daemon, int *daemon_pidfd)
 	if (stat(ctx->mountpoint, &st) < 0) {
 		int e = errno;
 		serr(e, "start FUSE daemon", ctx->fs_program,
-		     "it did not serve the mount; see its message above (lowerdir=%s)", ctx->lowerdir);
+		     "it exited without serving the mount of lowerdir=%s; see its message above",
+		     ctx->lowerdir);
 		fs_unmount(ctx, pid, take_fd(daemon_pidfd));
 		return -e;
 	}

@@ -50,6 +50,9 @@ struct strata_launch_spec {
 	/* The FUSE daemon; NULL: $STRATA_FS, then strata-fs next to the
 	 * running executable (and ../fs/strata-fs, the build tree), then PATH. */
 	const char *fs_program;
+	/* Extra daemon options appended to its -o list, e.g.
+	 * "xattr_permissions=2,squash_to_root" for a rootless store. */
+	const char *fs_options;
 
 	char *const *argv;      /* command and arguments (required) */
 	const char *const *env; /* KEY=VALUE added to the minimal environment */

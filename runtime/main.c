@@ -28,12 +28,13 @@ static const char usage[] =
 	"                              rootless through newuidmap/newgidmap)\n"
 	"  --fs-program PATH           FUSE daemon (default: $STRATA_FS, strata-fs next to\n"
 	"                              this program, then PATH)\n"
+	"  --fs-opt OPTIONS            extra -o options for the daemon (repeatable)\n"
 	"  --help, --version\n\n"
 	"Exit status: the command's; 128+N if killed by signal N; 127 if the command is\n"
 	"not in the image; 125 if the container could not be set up.\n";
 
 enum { O_LOWER = 256, O_UPPER, O_WORK, O_HOST, O_ENV, O_CWD, O_USER, O_BIND, O_CAPADD,
-       O_CAPDROP, O_NET, O_RLIMIT, O_UIDMAP, O_GIDMAP, O_FS, O_HELP, O_VERSION };
+       O_CAPDROP, O_NET, O_RLIMIT, O_UIDMAP, O_GIDMAP, O_FS, O_FSOPT, O_HELP, O_VERSION };
 
 static const struct option options[] = {
 	{ "lowerdir", required_argument, NULL, O_LOWER },
@@ -51,10 +52,22 @@ static const struct option options[] = {
 	{ "uidmap", required_argument, NULL, O_UIDMAP },
 	{ "gidmap", required_argument, NULL, O_GIDMAP },
 	{ "fs-program", required_argument, NULL, O_FS },
+	{ "fs-opt", required_argument, NULL, O_FSOPT },
 	{ "help", no_argument, NULL, O_HELP },
 	{ "version", no_argument, NULL, O_VERSION },
 	{ NULL, 0, NULL, 0 },
 };
+
+/* "a,b" + "c" -> "a,b,c"; frees old */
+static char *join_opts(char *old, const char *more)
+{
+	char *s = NULL;
+
+	if (asprintf(&s, "%s,%s", old, more) < 0)
+		s = NULL;
+	free(old);
+	return s;
+}
 
 int main(int argc, char **argv)
 {
@@ -68,6 +81,7 @@ int main(int argc, char **argv)
 	_cleanup_free_ struct strata_rlimit *rlimits = calloc(cap, sizeof *rlimits);
 	_cleanup_free_ struct strata_idmap *uidmap = calloc(cap, sizeof *uidmap);
 	_cleanup_free_ struct strata_idmap *gidmap = calloc(cap, sizeof *gidmap);
+	_cleanup_free_ char *fsopts = NULL;
 	int c;
 
 	strata_prog = "strata-run";
@@ -123,6 +137,12 @@ int main(int argc, char **argv)
 				return SETUP_FAILED;
 			break;
 		case O_FS: spec.fs_program = optarg; break;
+		case O_FSOPT:
+			fsopts = fsopts ? join_opts(fsopts, optarg) : strdup(optarg);
+			if (!fsopts)
+				return SETUP_FAILED;
+			spec.fs_options = fsopts;
+			break;
 		case O_HELP: fputs(usage, stdout); return 0;
 		case O_VERSION: printf("strata-run %s\n", STRATA_VERSION); return 0;
 		default:

@@ -181,6 +181,48 @@ static int setup_sys(int rootfd)
 	return bind_into(rootfd, "/sys", "/sys", true, true, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
 }
 
+/* docker's masked and read-only paths: kernel interfaces that leak host
+ * information or let root in the container change the host. Run after
+ * the pivot, where every path is the container's own proc or sysfs. */
+static const char *const masked_paths[] = {
+	"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+	"/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+	"/sys/firmware", "/sys/devices/virtual/powercap",
+};
+static const char *const readonly_paths[] = {
+	"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+};
+
+static int mask_kernel_paths(void)
+{
+	struct stat st;
+
+	for (size_t i = 0; i < sizeof masked_paths / sizeof masked_paths[0]; i++) {
+		const char *p = masked_paths[i];
+		if (stat(p, &st) < 0)
+			continue; /* not in this kernel, or /sys is the host's and lacks it */
+		int r = S_ISDIR(st.st_mode) ? mount("tmpfs", p, "tmpfs", MS_RDONLY, "size=0")
+					    : mount("/dev/null", p, NULL, MS_BIND, NULL);
+		if (r < 0) {
+			serr(errno, "mask", p, "hide it from the container");
+			return -errno;
+		}
+	}
+	for (size_t i = 0; i < sizeof readonly_paths / sizeof readonly_paths[0]; i++) {
+		const char *p = readonly_paths[i];
+		struct mount_attr ro = { .attr_set = MOUNT_ATTR_RDONLY };
+		if (stat(p, &st) < 0)
+			continue;
+		_cleanup_close_ int tree = open_tree(AT_FDCWD, p, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+		if (tree < 0 || mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &ro, sizeof ro) < 0 ||
+		    move_mount(tree, "", AT_FDCWD, p, MOVE_MOUNT_F_EMPTY_PATH) < 0) {
+			serr(errno, "make read-only", p, "protect the host's kernel settings");
+			return -errno;
+		}
+	}
+	return 0;
+}
+
 int rootfs_setup(const struct launch_ctx *ctx)
 {
 	const struct strata_launch_spec *s = ctx->spec;
@@ -227,5 +269,5 @@ int rootfs_setup(const struct launch_ctx *ctx)
 		serr(errno, "detach", "the host root", "after pivot_root");
 		return -errno;
 	}
-	return 0;
+	return mask_kernel_paths();
 }

@@ -7,7 +7,9 @@
 #include <grp.h>
 #include <stdio.h>
 #include <string.h>
+#include <linux/close_range.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -97,6 +99,13 @@ void process_exec(const struct launch_ctx *ctx)
 		serr(errno, "set no_new_privs", NULL, NULL);
 		report_failure(ctx, -errno);
 	}
+	/* Only stdio crosses into the container, whatever the caller left
+	 * open; and a known umask, as docker gives. */
+	if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) < 0) {
+		serr(errno, "close_range", NULL, "needs Linux 5.11 or later");
+		report_failure(ctx, -errno);
+	}
+	umask(022);
 	if (chdir(cwd) < 0) {
 		serr(errno, "chdir", cwd, "--cwd must name a directory in the image the user can enter");
 		report_failure(ctx, -errno);

@@ -475,6 +475,34 @@ def t_init_reaps_orphans(e):
     expect(states and "Z" not in states, f"zombies in the container: {out!r}")
 
 
+def t_kernel_paths_masked(e):
+    args, _ = e.base()
+    rc, out, err = e.run(args + ["--", "sh", "-c",
+                                 "cat /proc/keys | wc -c; ls /sys/firmware | wc -l; "
+                                 "echo 1 > /proc/sys/kernel/hostname && echo WROTE-SYSCTL; "
+                                 "echo h > /proc/sysrq-trigger && echo WROTE-SYSRQ; true"])
+    expect(rc == 0 and out.split() == ["0", "0"], f"masked paths visible or writable: {out!r} {err}")
+
+
+def t_no_leaked_fds(e):
+    """Descriptors the caller left open must not reach the command."""
+    args, _ = e.base()
+    r, w = os.pipe()
+    os.set_inheritable(w, True)
+    try:
+        p = subprocess.Popen(e.argv(args + ["--", "ls", "/proc/self/fd"]), env=e.environ(),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             pass_fds=(w,))
+        out, err = p.communicate(timeout=60)
+    finally:
+        os.close(w)
+        os.close(r)
+    e.check_clean("fd leak check")
+    fds = sorted(int(x) for x in out.split())
+    # 0-2 plus the one ls itself opens to read the directory
+    expect(p.returncode == 0 and fds == [0, 1, 2, 3], f"command inherited fds {fds} {err}")
+
+
 def t_net_none(e):
     args, _ = e.base()
     rc, out, err = e.run(args + ["--net", "none", "--", "ls", "/sys/class/net"])
@@ -507,6 +535,18 @@ def t_no_dev_fuse(e):
     args, _ = e.base()
     rc, out, err = e.run(args + ["--", "true"], fuse="none")
     expect(rc == 125 and "/dev/fuse" in err, f"rc {rc} err {err!r}")
+
+
+def t_daemon_fails(e):
+    """A daemon that exits without serving the mount is a setup failure
+    naming it, not a hang, and leaves nothing behind."""
+    args, _ = e.base()
+    argv = e.argv(args + ["--", "true"])
+    i = argv.index("--fs-program")
+    argv[i + 1] = "/bin/false"
+    p = subprocess.run(argv, env=e.environ(), capture_output=True, text=True, timeout=60)
+    e.check_clean("daemon that fails")
+    expect(p.returncode == 125 and "/bin/false" in p.stderr, f"rc {p.returncode} err {p.stderr!r}")
 
 
 def t_bad_options(e):
@@ -588,9 +628,10 @@ def t_two_containers(e):
 GROUPS = {
     "behaviour": [t_writes_go_to_upper, t_read_only_without_upper, t_pid_namespace, t_hostname,
                   t_capabilities, t_exit_codes, t_signal_forwarding, t_launcher_killed, t_binds, t_user_env_cwd,
-                  t_rlimit, t_init_reaps_orphans, t_net_none],
+                  t_rlimit, t_init_reaps_orphans, t_kernel_paths_masked, t_no_leaked_fds,
+                  t_net_none],
     "errors": [t_missing_layer, t_missing_command, t_missing_bind_source, t_no_dev_fuse,
-               t_bad_options, t_userns_disabled],
+               t_daemon_fails, t_bad_options, t_userns_disabled],
     "concurrent": [t_two_containers],
 }
 
