@@ -44,12 +44,29 @@ int spec_parse(const char *text, bool for_import, struct spec *sp)
 			susage("%s: no path after '%s'", text, kinds[i].p);
 			return -EINVAL;
 		}
-		/* A ":ref" suffix is split off unless the whole string names an
-		 * existing file (paths may contain colons). */
-		char *colon = strrchr(sp->path, ':');
+		/* A ":ref" suffix is split off. Paths may hold colons and
+		 * docker refs do (NAME:TAG): on import the path is the
+		 * shortest prefix that exists; on export docker-archive splits
+		 * at the first colon, the OCI kinds at the last one. */
 		struct stat st;
-		if (colon && sp->kind != SPEC_ROOTFS && !(for_import && stat(sp->path, &st) == 0) &&
-		    !strchr(colon, '/')) {
+		char *colon = NULL;
+		if (sp->kind != SPEC_ROOTFS) {
+			if (for_import) {
+				for (char *c = strchr(sp->path, ':'); c && !colon; c = strchr(c + 1, ':')) {
+					*c = '\0';
+					if (stat(sp->path, &st) == 0)
+						colon = c;
+					*c = ':';
+				}
+			} else if (sp->kind == SPEC_DOCKER_ARCHIVE) {
+				colon = strchr(sp->path, ':');
+			} else {
+				colon = strrchr(sp->path, ':');
+				if (colon && strchr(colon, '/'))
+					colon = NULL;
+			}
+		}
+		if (colon) {
 			*colon = '\0';
 			sp->ref = strdup(colon + 1);
 		}
@@ -357,6 +374,17 @@ out:
 	return r;
 }
 
+/* Docker writes fully qualified names: "foo:1" is saved as
+ * "docker.io/library/foo:1", "x/y:z" as "docker.io/x/y:z". */
+static bool same_docker_ref(const char *have, const char *want)
+{
+	if (!strcmp(have, want))
+		return true;
+	if (!strncmp(have, "docker.io/", 10) && !strcmp(have + 10, want))
+		return true;
+	return !strncmp(have, "docker.io/library/", 18) && !strcmp(have + 18, want);
+}
+
 static int import_docker(struct store *s, const struct spec *sp, const char *name, char digest[DIGEST_BUF])
 {
 	struct bundle b;
@@ -384,7 +412,7 @@ static int import_docker(struct store *s, const struct spec *sp, const char *nam
 			size_t q;
 			json_t *t;
 			json_array_foreach(json_object_get(m, "RepoTags"), q, t)
-				if (json_string_value(t) && want && !strcmp(json_string_value(t), want))
+				if (json_string_value(t) && want && same_docker_ref(json_string_value(t), want))
 					pick = m;
 		}
 		if (!pick) {

@@ -1,0 +1,248 @@
+#!/usr/bin/env python3
+"""strata image commands end to end: import of every source kind, the
+quirks real producers write, images/tag/rmi/history/inspect/layers/diff.
+
+usage: test_images.py STRATA [--user] [TEST...]"""
+import json
+import os
+import stat
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from strata_t import (Fail, check, entry, make_tar, oci_layout, busybox_layer, sha, gz, zst,
+                      main, MT)
+
+
+def layer_path(env, image, i):
+    return env.json('inspect', image)['layers'][i]['path']
+
+
+def base_image(env, name='base:1'):
+    oci_layout(env.path('base'), [(busybox_layer(), 'gzip')], tag='v1')
+    env.give()
+    return env.run('import', 'oci:' + env.path('base') + ':v1', name).out.strip()
+
+
+def test_rootfs_dir_and_tar(env):
+    os.makedirs(env.path('rootfs/etc'))
+    with open(env.path('rootfs/etc/motd'), 'w') as f:
+        f.write('hi\n')
+    os.symlink('motd', env.path('rootfs/etc/link'))
+    with open(env.path('rootfs.tar.gz'), 'wb') as f:
+        f.write(gz(make_tar([entry('etc', 'dir'), entry('etc/motd', data=b'hi\n')])))
+    env.give()
+    d1 = env.run('import', 'rootfs:' + env.path('rootfs'), 'fromdir').out.strip()
+    d2 = env.run('import', 'rootfs:' + env.path('rootfs.tar.gz'), 'fromtar:2').out.strip()
+    check(d1.startswith('sha256:') and d2.startswith('sha256:') and d1 != d2, 'two image ids')
+    p = layer_path(env, 'fromdir', 0)
+    with open(os.path.join(p, 'etc/motd')) as f:
+        check(f.read() == 'hi\n', 'rootfs dir content')
+    check(os.readlink(os.path.join(p, 'etc/link')) == 'motd', 'symlink kept')
+    imgs = env.json('images', '--json')
+    names = sorted('%s:%s' % (i['repository'], i['tag']) for i in imgs)
+    check(names == ['fromdir:latest', 'fromtar:2'], 'images lists both: %r' % names)
+    # The tar's layer is the tar itself: its DiffID is the tar's sha256.
+    with open(env.path('rootfs.tar.gz'), 'rb') as f:
+        import gzip
+        tar = gzip.decompress(f.read())
+    check(env.json('inspect', 'fromtar:2')['layers'][0]['diff_id'] == sha(tar), 'DiffID = sha256(tar)')
+
+
+def test_tag_rmi_shared_layers(env):
+    did = base_image(env)
+    env.run('tag', 'base:1', 'other:x')
+    env.run('tag', did[7:19], 'third')        # short id, as `images` prints it
+    ids = {i['id'] for i in env.json('images', '--json')}
+    check(ids == {did}, 'all tags name one image')
+    # A second image sharing the bottom layer stores it once.
+    top = make_tar([entry('etc', 'dir'), entry('etc/extra', data=b'x')])
+    oci_layout(env.path('two'), [(busybox_layer(), 'gzip'), (top, 'gzip')], tag='v2')
+    env.give()
+    env.run('import', 'oci:' + env.path('two') + ':v2', 'two')
+    layers = os.listdir(os.path.join(env.store, 'layers'))
+    check(len(layers) == 2, 'shared layer stored once: %r' % layers)
+    env.run('rmi', 'base:1')
+    env.run('rmi', 'other:x', 'third')
+    check(len(os.listdir(os.path.join(env.store, 'layers'))) == 2, 'layer of two kept')
+    env.run('rmi', 'two')
+    check(os.listdir(os.path.join(env.store, 'layers')) == [], 'layers gone with their last image')
+    check(os.listdir(os.path.join(env.store, 'images')) == [], 'configs gone')
+    r = env.run('rmi', 'two', ok=False)
+    check('no such image' in r.err, 'rmi of a missing name says so: ' + r.err)
+
+
+def test_history_inspect_empty_layer(env):
+    hist = [{'created': '2024-01-01T00:00:00Z', 'created_by': 'ADD busybox'},
+            {'created': '2024-01-02T00:00:00Z', 'created_by': 'ENV A=b', 'empty_layer': True},
+            {'created': '2024-01-03T00:00:00Z', 'created_by': 'RUN touch x'}]
+    top = make_tar([entry('x', data=b'12345')])
+    cd, ids = oci_layout(env.path('h'), [(busybox_layer(), 'gzip'), (top, 'tar')], history=hist)
+    env.give()
+    env.run('import', 'oci:' + env.path('h'), 'h:1')
+    h = env.json('history', 'h:1', '--json')
+    check([e['created_by'] for e in h] == ['RUN touch x', 'ENV A=b', 'ADD busybox'], 'history order')
+    check(h[1]['empty_layer'] and 'diff_id' not in h[1], 'empty layer has no layer')
+    check(h[0]['diff_id'] == ids[1] and h[2]['diff_id'] == ids[0], 'history maps to layers')
+    check(h[0]['size'] == len(top), 'size of the top layer')
+    ins = env.json('inspect', 'h:1')
+    check(ins['id'] == cd, 'image id is the config digest')
+    check([l['diff_id'] for l in ins['layers']] == ids, 'inspect layers')
+    chain1 = sha(('%s %s' % (ids[0], ids[1])).encode())
+    check(ins['layers'][0]['chain_id'] == ids[0] and ins['layers'][1]['chain_id'] == chain1, 'chain ids')
+    check(ins['repo_tags'] == ['h:1'], 'tags')
+    text = env.run('history', 'h:1').out
+    check('ENV A=b' in text and '<empty>' in text, 'text history')
+
+
+def test_quirk_parents_missing(env):
+    t = make_tar([entry('a/b/c/file', data=b'deep')])
+    oci_layout(env.path('q'), [(t, 'gzip')])
+    env.give()
+    env.run('import', 'oci:' + env.path('q'), 'q')
+    p = layer_path(env, 'q', 0)
+    with open(os.path.join(p, 'a/b/c/file')) as f:
+        check(f.read() == 'deep', 'file under created parents')
+    check(stat.S_IMODE(os.stat(os.path.join(p, 'a/b')).st_mode) & 0o755 == 0o755, 'parents are 0755')
+
+
+def test_quirk_opaque_marker_order(env):
+    low = make_tar([entry('d', 'dir'), entry('d/old', data=b'old'), entry('e', 'dir'), entry('e/old', data=b'o')])
+    # d: marker before its directory entry; e: marker after it.
+    up = make_tar([entry('d/.wh..wh..opq'), entry('d', 'dir', mode=0o700), entry('d/new', data=b'n'),
+                   entry('e', 'dir', mode=0o711), entry('e/.wh..wh..opq')])
+    oci_layout(env.path('lo'), [(low, 'gzip')])
+    oci_layout(env.path('q'), [(low, 'gzip'), (up, 'gzip')])
+    env.give()
+    env.run('import', 'oci:' + env.path('lo'), 'lo')
+    env.run('import', 'oci:' + env.path('q'), 'q')
+    p = layer_path(env, 'q', 1)
+    check(os.path.exists(os.path.join(p, 'd/.wh..wh..opq')), 'marker kept for strata-fs (before)')
+    check(os.path.exists(os.path.join(p, 'e/.wh..wh..opq')), 'marker kept (after)')
+    if not env.user:
+        check(stat.S_IMODE(os.stat(os.path.join(p, 'd')).st_mode) == 0o700, 'dir entry after marker sets mode')
+        check(stat.S_IMODE(os.stat(os.path.join(p, 'e')).st_mode) == 0o711, 'dir mode with marker after')
+    d = {(c['kind'], c['path']) for c in env.json('diff', 'lo', 'q', '--json')}
+    check(('D', '/d/old') in d and ('D', '/e/old') in d and ('A', '/d/new') in d,
+          'opaque hides the lower files in both orders: %r' % sorted(d))
+
+
+def test_quirk_type_bits_in_mode(env):
+    t = make_tar([entry('dir', 'dir', mode=0o750), entry('dir/f', data=b'x', mode=0o640)],
+                 type_bits_in_mode=True)
+    oci_layout(env.path('q'), [(t, 'tar')])
+    env.give()
+    env.run('import', 'oci:' + env.path('q'), 'q')
+    p = layer_path(env, 'q', 0)
+    check(stat.S_ISDIR(os.lstat(os.path.join(p, 'dir')).st_mode), 'dir is a dir')
+    st = os.lstat(os.path.join(p, 'dir/f'))
+    check(stat.S_ISREG(st.st_mode), 'file is a file')
+    if env.user:
+        v = os.getxattr(os.path.join(p, 'dir/f'), 'user.containers.override_stat').decode()
+        check(v == '0:0:0640', 'rootless mode in xattr: ' + v)
+    else:
+        check(stat.S_IMODE(st.st_mode) == 0o640, 'permission bits kept')
+
+
+def test_quirk_hardlinks(env):
+    t = make_tar([entry('a', data=b'shared'), entry('sub/b', 'hardlink', target='a'),
+                  entry('./c', 'hardlink', target='./a')])
+    oci_layout(env.path('q'), [(t, 'gzip')])
+    env.give()
+    env.run('import', 'oci:' + env.path('q'), 'q')
+    p = layer_path(env, 'q', 0)
+    ino = os.stat(os.path.join(p, 'a')).st_ino
+    check(os.stat(os.path.join(p, 'sub/b')).st_ino == ino and os.stat(os.path.join(p, 'c')).st_ino == ino,
+          'hard links share the inode')
+    check(os.stat(os.path.join(p, 'a')).st_nlink == 3, 'three links')
+
+
+def test_quirk_no_footer(env):
+    t1 = make_tar([entry('f1', data=b'abc')], footer=False)
+    t2 = make_tar([entry('f2', data=b'abcd')], footer=False, pad_last=False)
+    cd, ids = oci_layout(env.path('q'), [(t1, 'gzip'), (t2, 'tar')])
+    env.give()
+    env.run('import', 'oci:' + env.path('q'), 'q')
+    got = [l['diff_id'] for l in env.json('inspect', 'q')['layers']]
+    check(got == ids, 'DiffIDs are of the bytes as written')
+    with open(os.path.join(layer_path(env, 'q', 1), 'f2')) as f:
+        check(f.read() == 'abcd', 'unpadded last file complete')
+
+
+def test_quirk_zstd_and_formats(env):
+    t = make_tar([entry('z', data=b'zstd' * 1000)])
+    oci_layout(env.path('q'), [(busybox_layer(), 'zstd'), (t, 'zstd')])
+    env.give()
+    env.run('import', 'oci:' + env.path('q'), 'q')
+    ins = env.json('inspect', 'q')
+    check(all(l['media_type'].endswith('+zstd') for l in ins['layers']), 'zstd kept as zstd')
+    with open(os.path.join(ins['layers'][1]['path'], 'z')) as f:
+        check(f.read() == 'zstd' * 1000, 'zstd content')
+
+
+def test_devices_and_owners(env):
+    t = make_tar([entry('dev', 'dir'), entry('dev/null', 'chr', dev=(1, 3), mode=0o666),
+                  entry('owned', data=b'x', uid=33, gid=44, mode=0o4755), entry('p', 'fifo')])
+    oci_layout(env.path('q'), [(t, 'tar')])
+    env.give()
+    if env.user:
+        r = env.run('import', 'oci:' + env.path('q'), 'q', ok=False)
+        check('device nodes cannot be created' in r.err and 'dev/null' in r.err, 'clear error: ' + r.err)
+        return
+    env.run('import', 'oci:' + env.path('q'), 'q')
+    p = layer_path(env, 'q', 0)
+    st = os.lstat(os.path.join(p, 'dev/null'))
+    check(stat.S_ISCHR(st.st_mode) and os.major(st.st_rdev) == 1 and os.minor(st.st_rdev) == 3, 'char dev')
+    st = os.lstat(os.path.join(p, 'owned'))
+    check((st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (33, 44, 0o4755), 'owner and setuid kept')
+    check(stat.S_ISFIFO(os.lstat(os.path.join(p, 'p')).st_mode), 'fifo')
+
+
+def test_rootless_owners_in_xattr(env):
+    if not env.user:
+        return
+    t = make_tar([entry('d', 'dir', uid=5, gid=6, mode=0o555), entry('d/f', data=b'x', uid=33, gid=44, mode=0o4750)])
+    oci_layout(env.path('q'), [(t, 'gzip')])
+    env.give()
+    env.run('import', 'oci:' + env.path('q'), 'q')
+    p = layer_path(env, 'q', 0)
+    st = os.lstat(os.path.join(p, 'd/f'))
+    check(st.st_uid == env.pw.pw_uid, 'file belongs to the user on disk')
+    check(os.getxattr(os.path.join(p, 'd/f'), 'user.containers.override_stat') == b'33:44:04750', 'file owner xattr')
+    check(os.getxattr(os.path.join(p, 'd'), 'user.containers.override_stat') == b'5:6:0555', 'dir owner xattr')
+
+
+def test_layers_wasted(env):
+    l0 = make_tar([entry('big', data=b'x' * 1000), entry('gone', data=b'y' * 300), entry('keep', data=b'k')])
+    l1 = make_tar([entry('big', data=b'z' * 10), entry('.wh.gone')])
+    oci_layout(env.path('q'), [(l0, 'gzip'), (l1, 'gzip')])
+    env.give()
+    env.run('import', 'oci:' + env.path('q'), 'q')
+    j = env.json('layers', 'q', '--json')
+    check(j['layers'][0]['wasted'] == 1300, 'replaced + deleted bytes of layer 0: %r' % j['layers'][0]['wasted'])
+    check(j['wasted'] == 1300 and j['size'] == 1311, 'totals')
+    ch = {(c['kind'], c['path']) for c in j['layers'][1]['changes']}
+    check(ch == {('C', '/big'), ('D', '/gone')}, 'layer 1 changes: %r' % ch)
+    check('wasted' in env.run('layers', 'q').out, 'text output')
+
+
+def test_docker_and_oci_archives(env):
+    base_image(env)
+    if subprocess.run(['which', 'skopeo'], stdout=subprocess.DEVNULL).returncode:
+        return
+    env.tool('skopeo', 'copy', '-q', 'oci:' + env.path('base') + ':v1', 'docker-archive:' + env.path('d.tar') + ':x/y:z')
+    env.tool('skopeo', 'copy', '-q', 'oci:' + env.path('base') + ':v1', 'oci-archive:' + env.path('o.tar'))
+    a = env.run('import', 'docker-archive:' + env.path('d.tar'), 'fromdocker').out.strip()
+    b = env.run('import', 'oci-archive:' + env.path('o.tar'), 'fromoci').out.strip()
+    c = env.run('import', 'docker-archive:' + env.path('d.tar') + ':x/y:z', 'byref').out.strip()
+    ids = {l['diff_id'] for i in ('base:1', 'fromdocker', 'fromoci') for l in env.json('inspect', i)['layers']}
+    check(len(ids) == 1, 'same DiffID through every format')
+    check(b == env.json('inspect', 'base:1')['id'] and a == c, 'ids stable')
+
+
+if __name__ == '__main__':
+    sys.exit(main([test_rootfs_dir_and_tar, test_tag_rmi_shared_layers, test_history_inspect_empty_layer,
+                   test_quirk_parents_missing, test_quirk_opaque_marker_order, test_quirk_type_bits_in_mode,
+                   test_quirk_hardlinks, test_quirk_no_footer, test_quirk_zstd_and_formats,
+                   test_devices_and_owners, test_rootless_owners_in_xattr, test_layers_wasted,
+                   test_docker_and_oci_archives]))
