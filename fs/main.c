@@ -234,6 +234,7 @@ int main(int argc, char **argv)
 	struct fuse_args args = FUSE_ARGS_INIT(fs.opts.debug ? 4 : 3, fargv);
 
 	fs.se = fuse_session_new(&args, &ops, sizeof ops, &fs);
+	fuse_opt_free_args(&args);
 	if (!fs.se) {
 		serr(0, "start FUSE session for", fs.opts.mountpoint, "see the message above");
 		goto out;
