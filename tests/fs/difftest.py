@@ -466,6 +466,83 @@ class BigDir(Scenario):
         t.op('unlink while iterating', listing_during_unlink)
 
 
+def getdents(fd, bufsize):
+    """One getdents64 call: [(name, d_off, d_type)]."""
+    buf = ctypes.create_string_buffer(bufsize)
+    n = libc.syscall(217, fd, buf, bufsize)  # SYS_getdents64 on x86_64
+    if n < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+    out, pos = [], 0
+    raw = buf.raw[:n]
+    while pos < n:
+        d_off = int.from_bytes(raw[pos + 8:pos + 16], 'little', signed=True)
+        reclen = int.from_bytes(raw[pos + 16:pos + 18], 'little')
+        d_type = raw[pos + 18]
+        name = raw[pos + 19:pos + reclen].split(b'\0', 1)[0]
+        out.append((os.fsdecode(name), d_off, d_type))
+        pos += reclen
+    return out
+
+
+def read_dir_small(p, bufsize=96, stop_after=None):
+    """Reads a directory in many small getdents64 calls; with stop_after,
+    closes and reopens it, seeking to the d_off of the last entry read, as
+    telldir/seekdir users (and NFS exporters) do."""
+    fd = os.open(p, os.O_RDONLY | os.O_DIRECTORY)
+    names = []
+    try:
+        while True:
+            ents = getdents(fd, bufsize)
+            if not ents:
+                return names
+            for name, off, typ in ents:
+                names.append((name, typ))
+                if stop_after is not None and len(names) == stop_after:
+                    os.close(fd)
+                    fd = os.open(p, os.O_RDONLY | os.O_DIRECTORY)
+                    os.lseek(fd, off, os.SEEK_SET)
+                    stop_after = None
+                    break
+    finally:
+        os.close(fd)
+
+
+class DirOffsets(Scenario):
+    name = 'dir_offsets'
+    layers = [
+        [F('m/b%03d' % i, b'b') for i in range(150)] + [D('m/sub'), F('lonely/only', b'o')],
+        [W('m/b%03d' % i) for i in range(0, 150, 3)] + [F('m/t%03d' % i, b't') for i in range(80)] +
+        [O('m/sub'), F('m/sub/x', b'x')],
+    ]
+
+    def run(self, t):
+        def check(c, rel, stop):
+            full = read_dir_small(c.p(rel))
+            part = read_dir_small(c.p(rel), stop_after=stop)
+            names = [n for n, _ in part]
+            return (sorted(full), len(full) == len(set(full)), sorted(set(part)) == sorted(full),
+                    len(names) == len(set(names)))
+        for stop in (1, 7, 60, 150):
+            t.op('small reads, resume at d_off after %d' % stop, check, 'm', stop)
+        t.op('types', lambda c: sorted(read_dir_small(c.p('m'), 4096)))
+        t.op('after changes', lambda c: (os.unlink(c.p('m/b001')), write(c.p('m/new'), b'n'),
+                                         os.rename(c.p('m/t000'), c.p('m/t_renamed')),
+                                         check(c, 'm', 33)))
+
+        def rewind(c):
+            fd = os.open(c.p('m'), os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                first = getdents(fd, 4096)
+                os.lseek(fd, 0, os.SEEK_SET)
+                again = getdents(fd, 4096)
+                return [n for n, _, _ in first] == [n for n, _, _ in again]
+            finally:
+                os.close(fd)
+        t.op('rewinddir gives the same entries', rewind)
+        t.op('dot entries', lambda c: sorted(n for n, _ in read_dir_small(c.p('lonely'))))
+
+
 def perm_layers():
     return [[
         D('pub', mode=0o755), F('pub/r644', b'r', mode=0o644), F('pub/secret', b's', mode=0o600),
@@ -887,7 +964,7 @@ class Layers500(Scenario):
 
 
 SCENARIOS = [Reads(), CopyUp(), Unlink(), RmRf(), RenameFiles(), RenameDirs(), HardLinks(),
-             Special(), BigDir(), Perms(), Names(), Sparse(), Mmap(), OpenUnlinked(), TmpFile(),
+             Special(), BigDir(), DirOffsets(), Perms(), Names(), Sparse(), Mmap(), OpenUnlinked(), TmpFile(),
              ReadOnly(), Layers500()]
 
 if __name__ == '__main__':
