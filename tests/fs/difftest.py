@@ -543,6 +543,75 @@ class DirOffsets(Scenario):
         t.op('dot entries', lambda c: sorted(n for n, _ in read_dir_small(c.p('lonely'))))
 
 
+def in_threads(n, fn):
+    """Runs fn(i) in n threads at once; re-raises the first failure."""
+    import threading
+    errs = []
+    barrier = threading.Barrier(n)
+
+    def body(i):
+        try:
+            barrier.wait()
+            fn(i)
+        except BaseException as e:  # noqa: reported below
+            errs.append(e)
+    ts = [threading.Thread(target=body, args=(i,)) for i in range(n)]
+    for t_ in ts:
+        t_.start()
+    for t_ in ts:
+        t_.join()
+    if errs:
+        raise errs[0]
+
+
+class Concurrent(Scenario):
+    """The daemon is multi-threaded: racing copy-ups of one file and of
+    shared parents must lose nothing. Each thread touches its own names, so
+    the end state is deterministic and compared as a tree."""
+    name = 'concurrent'
+    N = 4
+    layers = [[F('same', b'.' * 400)] +
+              [F('shared/f%d_%d' % (i, j), b'lower') for i in range(4) for j in range(25)] +
+              [F('shared/u%d_%d' % (i, j), b'u') for i in range(4) for j in range(25)] +
+              [F('deep/a/b/c/base', b'base')]]
+
+    def run(self, t):
+        def same(c):
+            def w(i):
+                for k in range(20):
+                    fd = os.open(c.p('same'), os.O_RDWR)
+                    try:
+                        os.pwrite(fd, b'%d' % i, i * 100 + k)
+                    finally:
+                        os.close(fd)
+            in_threads(self.N, w)
+            return rd(c.p('same'))
+        t.op('racing copy-up of one file', same)
+
+        def parents(c):
+            def w(i):
+                write(c.p('deep/a/b/c/t%d' % i), b'%d' % i)
+                os.makedirs(c.p('deep/a/b/c/d%d/e' % i))
+            in_threads(self.N, w)
+            return tree(c.p('deep'))
+        t.op('racing parent copy-up', parents)
+
+        def churn(c):
+            def w(i):
+                for j in range(25):
+                    write(c.p('shared/f%d_%d' % (i, j)), b'T%d' % i, os.O_WRONLY | os.O_APPEND)
+                    os.rename(c.p('shared/f%d_%d' % (i, j)), c.p('shared/r%d_%d' % (i, j)))
+                    os.unlink(c.p('shared/u%d_%d' % (i, j)))
+                    write(c.p('shared/n%d_%d' % (i, j)), b'new')
+                    os.mkdir(c.p('shared/d%d_%d' % (i, j)))
+                    if j % 2:
+                        os.rmdir(c.p('shared/d%d_%d' % (i, j)))
+                    os.listdir(c.p('shared'))
+            in_threads(self.N, w)
+            return tree(c.p('shared'))
+        t.op('create/rename/unlink/readdir in one dir from 4 threads', churn)
+
+
 def perm_layers():
     return [[
         D('pub', mode=0o755), F('pub/r644', b'r', mode=0o644), F('pub/secret', b's', mode=0o600),
@@ -964,7 +1033,7 @@ class Layers500(Scenario):
 
 
 SCENARIOS = [Reads(), CopyUp(), Unlink(), RmRf(), RenameFiles(), RenameDirs(), HardLinks(),
-             Special(), BigDir(), DirOffsets(), Perms(), Names(), Sparse(), Mmap(), OpenUnlinked(), TmpFile(),
+             Special(), BigDir(), DirOffsets(), Concurrent(), Perms(), Names(), Sparse(), Mmap(), OpenUnlinked(), TmpFile(),
              ReadOnly(), Layers500()]
 
 if __name__ == '__main__':
