@@ -1,0 +1,274 @@
+"""Contenders are plugins: each knows whether it can run here, how to present
+a fixture's layers as one tree, and how to take that tree down again. The
+workloads never know which one they are timing."""
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+
+from . import sysutil
+from .sysutil import BenchError
+
+MOUNT_TIMEOUT = 20.0
+
+
+class Instance:
+    """One mounted (or copied) view of a fixture, used for one repetition."""
+
+    def __init__(self, contender, path, scratch, mount_s=None, daemon=None):
+        self.contender = contender
+        self.path = path
+        self.scratch = scratch
+        self.mount_s = mount_s
+        self.daemon = daemon
+
+    @property
+    def daemon_pid(self):
+        return self.daemon.pid if self.daemon else None
+
+    def daemon_cpu(self):
+        return sysutil.proc_cpu_seconds(self.daemon.pid) if self.daemon else None
+
+
+class Contender:
+    name = "?"
+    kind = "fs"          # "plain", "kernel" or "fuse": what its page cache means
+    roles = ("all",)     # workload groups it takes part in
+
+    def probe(self, ctx):
+        """None when usable, else the reason it is skipped."""
+        return None
+
+    def takes_part(self, workload):
+        return "all" in self.roles or workload.group in self.roles
+
+    def mount(self, ctx, fixture):
+        raise NotImplementedError
+
+    def unmount(self, inst):
+        shutil.rmtree(inst.scratch, ignore_errors=True)
+
+
+class Plain(Contender):
+    """The merged tree flattened into an ordinary directory: the floor."""
+    name = "plain"
+    kind = "plain"
+
+    def mount(self, ctx, fixture, writable=False):
+        scratch = tempfile.mkdtemp(prefix="plain-", dir=ctx.scratch)
+        flat = ctx.flat_tree(fixture)
+        if not writable:
+            return Instance(self, flat, scratch, mount_s=None)
+        # A workload that modifies the tree gets its own copy, made untimed.
+        dst = os.path.join(scratch, "tree")
+        sysutil.run_setup(["cp", "-a", flat, dst], what="copy plain tree")
+        return Instance(self, dst, scratch, mount_s=None)
+
+
+def _overlay_dirs(ctx, prefix):
+    scratch = tempfile.mkdtemp(prefix=prefix, dir=ctx.scratch)
+    upper, work, mnt = (os.path.join(scratch, n) for n in ("upper", "work", "mnt"))
+    for d in (upper, work, mnt):
+        os.mkdir(d)
+    return scratch, upper, work, mnt
+
+
+class KernelOverlay(Contender):
+    kind = "kernel"
+
+    def __init__(self, name, extra, roles=("all",)):
+        self.name = name
+        self.extra = extra
+        self.roles = roles
+
+    def probe(self, ctx):
+        with open("/proc/filesystems") as f:
+            if "overlay" not in f.read():
+                subprocess.run(["modprobe", "overlay"], stderr=subprocess.DEVNULL)
+        scratch, upper, work, mnt = _overlay_dirs(ctx, "probe-")
+        try:
+            low = os.path.join(scratch, "l")
+            os.mkdir(low)
+            sysutil.mount("overlay", mnt, "overlay",
+                          "lowerdir=%s,upperdir=%s,workdir=%s,%s"
+                          % (low, upper, work, self.extra))
+            sysutil.umount(mnt)
+        except BenchError as e:
+            return "kernel overlayfs with %s does not mount here (%s)" % (self.extra, e)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return None
+
+    def mount(self, ctx, fixture, writable=False):
+        scratch, upper, work, mnt = _overlay_dirs(ctx, self.name + "-")
+        opts = "lowerdir=%s,upperdir=%s,workdir=%s,%s" % (
+            ":".join(fixture.lowers), upper, work, self.extra)
+        t0 = time.perf_counter()
+        try:
+            sysutil.mount("overlay", mnt, "overlay", opts, cwd=fixture.root)
+        except BenchError:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
+        return Instance(self, mnt, scratch, mount_s=time.perf_counter() - t0)
+
+    def unmount(self, inst):
+        sysutil.umount(inst.path)
+        shutil.rmtree(inst.scratch, ignore_errors=True)
+
+
+class FuseOverlay(Contender):
+    """Any daemon with fuse-overlayfs's command line. It runs with -f as our
+    own child: we time spawn-to-live, read its CPU and RSS, and reap it
+    ourselves (PID 1 here reaps nothing)."""
+    kind = "fuse"
+
+    def __init__(self, name, binary, extra=""):
+        self.name = name
+        self.binary = binary
+        self.extra = extra
+
+    def probe(self, ctx):
+        if not self.binary:
+            return "no build directory given (bench/run.sh BUILDDIR)"
+        if not os.access(self.binary, os.X_OK):
+            return "%s not built yet (no %s)" % (self.name, self.binary)
+        if not os.path.exists("/dev/fuse"):
+            return "/dev/fuse is missing"
+        fixture = ctx.probe_fixture()
+        try:
+            inst = self.mount(ctx, fixture)
+        except BenchError as e:
+            return "%s does not mount a two-layer test stack: %s" % (self.name, e)
+        try:
+            names = sorted(os.listdir(inst.path))
+            if names != fixture.expect_names:
+                return ("%s shows %s for a stack that should read %s"
+                        % (self.name, names, fixture.expect_names))
+        finally:
+            self.unmount(inst)
+        return None
+
+    def mount(self, ctx, fixture, writable=False):
+        scratch, upper, work, mnt = _overlay_dirs(ctx, self.name + "-")
+        opts = "lowerdir=%s,upperdir=%s,workdir=%s" % (
+            ":".join(fixture.lowers), upper, work)
+        if self.extra:
+            opts += "," + self.extra
+        log = open(os.path.join(scratch, "daemon.log"), "wb")
+        t0 = time.perf_counter()
+        daemon = subprocess.Popen([self.binary, "-f", "-o", opts, mnt],
+                                  cwd=fixture.root, stdin=subprocess.DEVNULL,
+                                  stdout=log, stderr=log, start_new_session=True)
+        log.close()
+        try:
+            while not sysutil.mountinfo_has(mnt):
+                if daemon.poll() is not None:
+                    raise BenchError("%s exited %d before the mount went live; log: %s"
+                                     % (self.name, daemon.returncode,
+                                        _tail(os.path.join(scratch, "daemon.log"))))
+                if time.perf_counter() - t0 > MOUNT_TIMEOUT:
+                    raise BenchError("%s did not mount %s within %.0fs"
+                                     % (self.name, mnt, MOUNT_TIMEOUT))
+                time.sleep(0.0005)
+            # the mount exists once the daemon called mount(2); it is live when
+            # the root answers
+            os.stat(mnt)
+        except BaseException:
+            _stop_daemon(daemon, mnt)
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
+        return Instance(self, mnt, scratch, mount_s=time.perf_counter() - t0,
+                        daemon=daemon)
+
+    def unmount(self, inst):
+        try:
+            _stop_daemon(inst.daemon, inst.path)
+        finally:
+            shutil.rmtree(inst.scratch, ignore_errors=True)
+
+
+def _tail(path, n=400):
+    try:
+        with open(path, "rb") as f:
+            return f.read()[-n:].decode(errors="replace").strip() or "(empty)"
+    except OSError:
+        return "(no log)"
+
+
+def _stop_daemon(daemon, mnt):
+    err = None
+    if sysutil.mountinfo_has(mnt):
+        try:
+            sysutil.umount(mnt)
+        except BenchError as e:
+            err = e
+            sysutil.fuse_abort(mnt)
+            sysutil.umount(mnt)
+    try:
+        daemon.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        daemon.kill()
+        daemon.wait()
+        err = err or BenchError("daemon pid %d did not exit after unmount of %s; killed it"
+                                % (daemon.pid, mnt))
+    if err:
+        raise err
+
+
+def all_contenders(builddir):
+    strata = os.path.join(builddir, "fs", "strata-fs") if builddir else None
+    return [
+        Plain(),
+        KernelOverlay("kernel", "redirect_dir=on"),
+        # metacopy only changes copy-up, so it runs only there
+        KernelOverlay("kernel-metacopy", "redirect_dir=on,metacopy=on", roles=("copy-up",)),
+        FuseOverlay("fuse-overlayfs", shutil.which("fuse-overlayfs")),
+        FuseOverlay("strata-fs", strata),
+    ]
+
+
+class Launcher(Contender):
+    """Starts a container running one command; the launcher workload's own
+    contenders, compared with each other rather than with filesystems."""
+    kind = "launcher"
+    roles = ("launcher",)
+
+    def __init__(self, name, binary, make_argv):
+        self.name = name
+        self.binary = binary
+        self.make_argv = make_argv
+
+    def probe(self, ctx):
+        if not self.binary:
+            return "no build directory given (bench/run.sh BUILDDIR)"
+        if not os.access(self.binary, os.X_OK):
+            return "%s not built yet (no %s)" % (self.name, self.binary)
+        return None
+
+    def mount(self, ctx, fixture, writable=False):
+        scratch = tempfile.mkdtemp(prefix=self.name + "-", dir=ctx.scratch)
+        inst = Instance(self, fixture.root, scratch)
+        inst.argv = self.make_argv(ctx, fixture, scratch)
+        return inst
+
+
+def _bwrap_argv(ctx, fixture, scratch):
+    return [shutil.which("bwrap"), "--unshare-all", "--ro-bind", ctx.flat_tree(fixture), "/",
+            "--proc", "/proc", "--dev", "/dev", "/bin/true"]
+
+
+def _strata_run_argv(binary):
+    def argv(ctx, fixture, scratch):
+        lowers = ":".join(os.path.realpath(os.path.join(fixture.root, l)) for l in fixture.lowers)
+        return [binary, "--lowerdir", lowers, "--", "/bin/true"]
+    return argv
+
+
+def launchers(builddir):
+    sr = os.path.join(builddir, "runtime", "strata-run") if builddir else None
+    return [
+        Launcher("bwrap", shutil.which("bwrap"), _bwrap_argv),
+        Launcher("strata-run", sr, _strata_run_argv(sr)),
+    ]

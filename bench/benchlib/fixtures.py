@@ -1,0 +1,276 @@
+"""Layer stacks the workloads run on. Expensive inputs (the Debian rootfs, the
+big file, the tarball) are cached under bench/cache/; the small layers above
+them are rebuilt per run in the scratch directory, which is cheap.
+
+Layers use the kernel's own encodings (whiteout = char 0/0, opaque =
+trusted.overlay.opaque=y) because that is the one format every contender
+reads. Layer directories get short relative names ("0" is the bottom) so a
+500-layer lowerdir string fits in the one page mount(2) accepts."""
+
+import os
+import random
+import shutil
+import stat
+import subprocess
+import tarfile
+
+from . import sysutil
+from .sysutil import BenchError
+
+ROOTFS_NAME = "rootfs-bookworm-minbase"
+
+
+class Fixture:
+    def __init__(self, name, root, nlayers, expect_names=None, info=""):
+        self.name = name
+        self.root = root
+        # top first, as lowerdir wants them
+        self.lowers = [str(i) for i in reversed(range(nlayers))]
+        self.expect_names = expect_names
+        self.info = info
+
+    def layer_path(self, i):
+        return os.path.realpath(os.path.join(self.root, str(i)))
+
+
+def whiteout(path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(0, 0))
+
+
+def opaque(path):
+    os.setxattr(path, "trusted.overlay.opaque", b"y")
+
+
+def write_file(path, size, rng):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(rng.randbytes(size))
+
+
+def apt_mirror():
+    """The Debian mirror apt is configured with here (deb822 or one-line)."""
+    paths = ["/etc/apt/sources.list"]
+    d = "/etc/apt/sources.list.d"
+    if os.path.isdir(d):
+        paths += [os.path.join(d, n) for n in sorted(os.listdir(d))]
+    for p in paths:
+        try:
+            text = open(p).read()
+        except OSError:
+            continue
+        uris = None
+        for line in text.splitlines():
+            line = line.strip()
+            if line.startswith("#"):
+                continue
+            if line.startswith("URIs:"):
+                uris = line.split()[1:]
+            if line.startswith("Suites:") and uris and "bookworm" in line.split():
+                return uris[0]
+            if line.startswith("deb ") and " bookworm " in line:
+                for w in line.split()[1:]:
+                    if w.startswith("http"):
+                        return w
+    return "http://deb.debian.org/debian"
+
+
+def ensure_rootfs(cache, log):
+    """A debootstrap minbase bookworm, made once. Returns its path, or None
+    (with the reason logged) when it cannot be made here."""
+    final = os.path.join(cache, ROOTFS_NAME)
+    if os.path.isdir(os.path.join(final, "usr", "bin")):
+        return final
+    if not shutil.which("debootstrap"):
+        log("note: debootstrap is not installed (run `make setup`); using a synthetic base layer")
+        return None
+    tmp = final + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    mirror = apt_mirror()
+    log("preparing the Debian base layer once: debootstrap --variant=minbase bookworm from %s "
+        "(about 30 s; cached in %s)" % (mirror, final))
+    p = subprocess.run(["debootstrap", "--variant=minbase", "bookworm", tmp, mirror],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if p.returncode != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        log("note: debootstrap failed (exit %d, last output: %s); using a synthetic base layer"
+            % (p.returncode, p.stdout.decode(errors="replace").strip()[-300:]))
+        return None
+    os.rename(tmp, final)
+    return final
+
+
+def synthetic_base(cache, nfiles):
+    """A rootfs-shaped tree for hosts where debootstrap cannot run."""
+    path = os.path.join(cache, "synthetic-base-%d" % nfiles)
+    if os.path.isdir(path):
+        return path
+    tmp = path + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    rng = random.Random(1)
+    for i in range(nfiles):
+        r = rng.random()
+        if r < 0.4:
+            p = "usr/share/doc/pkg%d/file%d" % (i % 300, i)
+        elif r < 0.6:
+            p = "usr/lib/x86_64-linux-gnu/lib%d.so" % i
+        elif r < 0.75:
+            p = "usr/bin/tool%d" % i
+        elif r < 0.85:
+            p = "etc/conf%d/file%d" % (i % 40, i)
+        else:
+            p = "var/lib/dpkg/info/pkg%d.list" % i
+        size = int(rng.paretovariate(1.2) * 800) if r >= 0.2 else 300
+        write_file(os.path.join(tmp, p), min(size, 4 << 20), rng)
+    os.rename(tmp, path)
+    return path
+
+
+def _pick(base, candidates):
+    for c in candidates:
+        if os.path.isdir(os.path.join(base, c)):
+            return c
+    return None
+
+
+def image(ctx):
+    """Debian rootfs + two layers with whiteouts, new and changed files, and
+    an opaque directory: what a small application image looks like."""
+    base = ensure_rootfs(ctx.cache, ctx.log) if not ctx.args.synthetic_base else None
+    info = "debootstrap minbase bookworm + 2 layers"
+    if base is None:
+        base = synthetic_base(ctx.cache, ctx.sizes["synthetic_base_files"])
+        info = "synthetic base (%d files) + 2 layers" % ctx.sizes["synthetic_base_files"]
+    root = os.path.join(ctx.scratch, "fx-image")
+    os.mkdir(root)
+    os.symlink(base, os.path.join(root, "0"))
+    rng = random.Random(2)
+    l1 = os.path.join(root, "1")
+    os.mkdir(l1)
+    doc = _pick(base, ["usr/share/doc"])
+    if doc:
+        os.makedirs(os.path.join(l1, doc))
+        for i, n in enumerate(sorted(os.listdir(os.path.join(base, doc)))):
+            if i % 3 == 0:
+                whiteout(os.path.join(l1, doc, n))
+    for i in range(300):
+        write_file(os.path.join(l1, "opt/app/lib/m%d/f%d.py" % (i % 20, i)),
+                   rng.randint(100, 8000), rng)
+    etc = os.path.join(base, "etc")
+    changed = 0
+    for n in sorted(os.listdir(etc)) if os.path.isdir(etc) else []:
+        src = os.path.join(etc, n)
+        if os.path.isfile(src) and not os.path.islink(src) and changed < 20:
+            os.makedirs(os.path.join(l1, "etc"), exist_ok=True)
+            shutil.copy2(src, os.path.join(l1, "etc", n))
+            with open(os.path.join(l1, "etc", n), "a") as f:
+                f.write("# changed by layer 1\n")
+            changed += 1
+
+    l2 = os.path.join(root, "2")
+    os.mkdir(l2)
+    opq = _pick(base, ["var/lib/dpkg/info", "usr/share/locale", "var/cache/debconf", "etc"])
+    if opq:
+        os.makedirs(os.path.join(l2, opq))
+        opaque(os.path.join(l2, opq))
+        for i in range(50):
+            write_file(os.path.join(l2, opq, "new%d.list" % i), rng.randint(50, 2000), rng)
+    bindir = os.path.join(base, "usr/bin")
+    if os.path.isdir(bindir):
+        os.makedirs(os.path.join(l2, "usr/bin"))
+        victims = [n for n in sorted(os.listdir(bindir))
+                   if not os.path.isdir(os.path.join(bindir, n))][::5][:30]
+        for n in victims:
+            whiteout(os.path.join(l2, "usr/bin", n))
+    for i in range(100):
+        write_file(os.path.join(l2, "opt/app2/f%d" % i), rng.randint(100, 4000), rng)
+    fx = Fixture("image", root, 3, info=info)
+    # a lower tree for chown -R and rm -rf: big enough to matter, small
+    # enough to copy for the plain baseline
+    fx.tree = _pick(base, ["usr/share", "usr/lib", "usr"]) or "opt"
+    return fx
+
+
+def stack(ctx, n):
+    """n small layers, each adding files, overriding one shared file and
+    whiting out a file of the layer below; an opaque dir every 50 layers."""
+    root = os.path.join(ctx.scratch, "fx-stack%d" % n)
+    os.mkdir(root)
+    rng = random.Random(n)
+    for i in range(n):
+        l = os.path.join(root, str(i))
+        for k in range(8):
+            write_file(os.path.join(l, "d%d/l%d_%d" % (i % 16, i, k)), rng.randint(200, 1500), rng)
+        write_file(os.path.join(l, "shared/config"), 100, rng)
+        if i > 0:
+            whiteout(os.path.join(l, "d%d/l%d_0" % ((i - 1) % 16, i - 1)))
+        if i % 50 == 0:
+            os.makedirs(os.path.join(l, "o"), exist_ok=True)
+            if i > 0:
+                opaque(os.path.join(l, "o"))
+            write_file(os.path.join(l, "o/from%d" % i), 100, rng)
+    return Fixture("stack%d" % n, root, n, info="%d layers x 10 files" % n)
+
+
+def big(ctx, size_mib):
+    """One layer holding one incompressible file (cached)."""
+    d = os.path.join(ctx.cache, "big-%dM" % size_mib)
+    path = os.path.join(d, "big.bin")
+    if not (os.path.exists(path) and os.path.getsize(path) == size_mib << 20):
+        ctx.log("writing a %d MiB test file once (cached in %s)" % (size_mib, d))
+        os.makedirs(d, exist_ok=True)
+        with open(path + ".tmp", "wb") as f:
+            for _ in range(size_mib):
+                f.write(os.urandom(1 << 20))
+        os.rename(path + ".tmp", path)
+    root = os.path.join(ctx.scratch, "fx-big")
+    os.mkdir(root)
+    os.symlink(d, os.path.join(root, "0"))
+    fx = Fixture("big", root, 1, info="one %d MiB file" % size_mib)
+    fx.size_mib = size_mib
+    return fx
+
+
+def probe(ctx):
+    root = os.path.join(ctx.scratch, "fx-probe")
+    if not os.path.isdir(root):
+        os.makedirs(os.path.join(root, "0"))
+        os.makedirs(os.path.join(root, "1"))
+        for n in ("a", "b"):
+            with open(os.path.join(root, "0", n), "w") as f:
+                f.write(n)
+        with open(os.path.join(root, "1", "c"), "w") as f:
+            f.write("c")
+        whiteout(os.path.join(root, "1", "b"))
+    return Fixture("probe", root, 2, expect_names=["a", "c"])
+
+
+def untar_tarball(ctx, nfiles):
+    path = os.path.join(ctx.cache, "untar-%d.tar" % nfiles)
+    if os.path.exists(path):
+        return path
+    rng = random.Random(3)
+    import io
+    with tarfile.open(path + ".tmp", "w", format=tarfile.GNU_FORMAT) as t:
+        for i in range(nfiles):
+            data = rng.randbytes(rng.choice([0, 100, 500, 1500, 4000]))
+            ti = tarfile.TarInfo("src/d%d/f%d.c" % (i // 100, i))
+            ti.size = len(data)
+            ti.mode = 0o644
+            ti.mtime = 1700000000
+            t.addfile(ti, io.BytesIO(data))
+    os.rename(path + ".tmp", path)
+    return path
+
+
+def flatten(ctx, fixture, via, dst):
+    """The plain baseline: the merged tree copied into an ordinary directory,
+    through whichever overlay contender mounts here (kernel preferred)."""
+    if len(fixture.lowers) == 1:
+        return fixture.layer_path(0)
+    inst = via.mount(ctx, fixture)
+    try:
+        sysutil.run_setup(["cp", "-a", inst.path, dst], what="flatten %s for plain" % fixture.name)
+    finally:
+        via.unmount(inst)
+    return dst

@@ -1,0 +1,240 @@
+"""The run: builds fixtures on demand, then for every workload runs every
+contender once per repetition, interleaved (contender order rotates each
+repetition so none is always first after a cache drop), each on a fresh mount."""
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import time
+
+from . import contenders as C
+from . import fixtures as F
+from . import report
+from . import sysutil
+from . import workloads as W
+from .sysutil import BenchError
+
+BENCH_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SIZES = {
+    "quick": dict(reps=3, big_mib=64, randread_mib=4, randwrite_size_mib=16,
+                  randwrite_io_mib=8, untar_files=2000, stacks=[2, 64, 500],
+                  synthetic_base_files=3000, launch_batch=3),
+    "full": dict(reps=5, big_mib=1024, randread_mib=32, randwrite_size_mib=256,
+                 randwrite_io_mib=64, untar_files=20000, stacks=[2, 16, 64, 128, 500],
+                 synthetic_base_files=8000, launch_batch=10),
+}
+# the 1 GiB workloads dominate the full run's time; three repetitions of them
+HEAVY_REPS = 3
+
+
+class Context:
+    def __init__(self, args):
+        self.args = args
+        self.mode = "quick" if args.quick else "full"
+        self.sizes = dict(SIZES[self.mode])
+        if args.reps:
+            self.sizes["reps"] = args.reps
+        self.timeout = 120 if args.quick else 600
+        self.builddir = os.path.abspath(args.builddir) if args.builddir else None
+        self.cache = os.path.join(BENCH_DIR, "cache")
+        self.results = args.results or os.path.join(BENCH_DIR, "results")
+        os.makedirs(self.cache, exist_ok=True)
+        os.makedirs(self.results, exist_ok=True)
+        base = args.scratch or os.environ.get("TMPDIR") or "/var/tmp"
+        self.scratch = tempfile.mkdtemp(prefix="strata-bench-", dir=base)
+        self._fixtures = {}
+        self._flat = {}
+        self._tarball = None
+        self.flatten_via = None
+        self.live = set()
+        self.notes = []
+
+    def log(self, msg):
+        print(msg, file=sys.stderr, flush=True)
+
+    def note(self, msg):
+        self.notes.append(msg)
+        self.log("note: " + msg)
+
+    def fixture(self, name):
+        if name not in self._fixtures:
+            t0 = time.perf_counter()
+            # a fixture that failed once is not half-rebuilt for the next workload
+            self._fixtures[name] = BenchError("could not be built (see above)")
+            if name == "image":
+                fx = F.image(self)
+            elif name == "big":
+                fx = F.big(self, self.sizes["big_mib"])
+            elif name.startswith("stack"):
+                fx = F.stack(self, int(name[5:]))
+            else:
+                raise BenchError("unknown fixture %s" % name)
+            self.log("fixture %s ready (%s) in %.1fs" % (name, fx.info, time.perf_counter() - t0))
+            self._fixtures[name] = fx
+        if isinstance(self._fixtures[name], BenchError):
+            raise self._fixtures[name]
+        return self._fixtures[name]
+
+    def probe_fixture(self):
+        return F.probe(self)
+
+    def flat_tree(self, fixture):
+        if fixture.name not in self._flat:
+            if self.flatten_via is None and len(fixture.lowers) > 1:
+                raise BenchError("no overlay contender mounts here, so the plain baseline "
+                                 "cannot be flattened")
+            dst = os.path.join(self.scratch, "flat-" + fixture.name)
+            self._flat[fixture.name] = F.flatten(self, fixture, self.flatten_via, dst)
+        return self._flat[fixture.name]
+
+    def tarball(self):
+        if self._tarball is None:
+            self._tarball = F.untar_tarball(self, self.sizes["untar_files"])
+        return self._tarball
+
+    def cleanup(self):
+        for inst in list(self.live):
+            try:
+                inst.contender.unmount(inst)
+            except BenchError as e:
+                self.log("cleanup: %s" % e)
+        self.live.clear()
+        if self.args.keep:
+            self.log("scratch kept in %s" % self.scratch)
+        else:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="bench/run.sh",
+                                description="strata benchmark suite: layered filesystems side by side")
+    p.add_argument("builddir", nargs="?", default=None,
+                   help="CMake build directory holding fs/strata-fs and runtime/strata-run")
+    p.add_argument("--quick", action="store_true", help="small sizes, 3 repetitions, a subset (~1 min)")
+    p.add_argument("--reps", type=int, help="repetitions per workload and contender")
+    p.add_argument("--only", help="regular expression: run only workloads whose name or group matches")
+    p.add_argument("--contenders", help="comma-separated subset, e.g. kernel,fuse-overlayfs")
+    p.add_argument("--scratch", help="directory for mounts and uppers (default $TMPDIR or /var/tmp)")
+    p.add_argument("--results", help="directory for CSV and PNG (default bench/results)")
+    p.add_argument("--synthetic-base", action="store_true",
+                   help="use a generated tree instead of the debootstrap rootfs as the image base")
+    p.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    p.add_argument("--list", action="store_true", help="list workloads and contenders, run nothing")
+    return p.parse_args(argv)
+
+
+def select_contenders(ctx):
+    chosen = []
+    wanted = set(ctx.args.contenders.split(",")) if ctx.args.contenders else None
+    for c in C.all_contenders(ctx.builddir) + C.launchers(ctx.builddir):
+        if wanted and c.name not in wanted and c.kind != "plain" and c.name != "bwrap":
+            continue
+        why = c.probe(ctx)
+        if why:
+            ctx.note("skipping %s: %s" % (c.name, why))
+            continue
+        chosen.append(c)
+    for name in ("kernel", "fuse-overlayfs"):
+        for c in chosen:
+            if c.name == name:
+                ctx.flatten_via = c
+                break
+        if ctx.flatten_via:
+            break
+    return chosen
+
+
+def run_workload(ctx, wl, contenders, rows):
+    parts = [c for c in contenders if (wl.group == "launcher") == (c.kind == "launcher")
+             and c.takes_part(wl) and (not wl.only_kinds or c.kind in wl.only_kinds)]
+    if not parts:
+        ctx.note("workload '%s' skipped: no contender for it" % wl.name)
+        return
+    try:
+        fixture = ctx.fixture(wl.fixture)
+    except (BenchError, OSError) as e:
+        ctx.note("workload '%s' skipped: fixture %s: %s" % (wl.name, wl.fixture, e))
+        return
+    reps = wl.reps(ctx)
+    if ctx.mode == "full" and wl.fixture == "big" and wl.group != "resources":
+        reps = min(reps, HEAVY_REPS)
+    failures = {}
+    t0 = time.perf_counter()
+    for rep in range(reps):
+        order = parts[rep % len(parts):] + parts[:rep % len(parts)]
+        for c in order:
+            if failures.get(c.name, 0) >= 2:
+                continue
+            row = dict(group=wl.group, workload=wl.name, contender=c.name, unit=wl.unit,
+                       rep=rep, fixture=fixture.info, value="", client_cpu_s="",
+                       daemon_cpu_s="", note="")
+            inst = None
+            try:
+                if wl.drop_before_mount:
+                    sysutil.drop_caches()
+                inst = c.mount(ctx, fixture, writable=wl.mutates)
+                ctx.live.add(inst)
+                s = wl.measure(ctx, inst, fixture)
+                row.update(value=s.value, note=s.note,
+                           client_cpu_s="" if s.client_cpu is None else s.client_cpu,
+                           daemon_cpu_s="" if s.daemon_cpu is None else s.daemon_cpu)
+            except (BenchError, OSError, ValueError, KeyError) as e:
+                failures[c.name] = failures.get(c.name, 0) + 1
+                row["note"] = "error: %s" % e
+                ctx.log("  %s on %s failed: %s" % (wl.name, c.name, e))
+            finally:
+                if inst is not None:
+                    ctx.live.discard(inst)
+                    try:
+                        c.unmount(inst)
+                    except BenchError as e:
+                        row["note"] += " unmount: %s" % e
+                        ctx.log("  unmount after %s on %s: %s" % (wl.name, c.name, e))
+            rows.append(row)
+    ctx.log("%-34s %5.1fs" % (wl.name, time.perf_counter() - t0))
+
+
+def main(argv):
+    args = parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench: must run as root (it mounts overlayfs and drops the page cache); "
+              "run `sudo make bench`", file=sys.stderr)
+        return 1
+    ctx = Context(args)
+    all_w = W.build(ctx)
+    if args.list:
+        for w in all_w:
+            print("%-10s %-36s fixture=%s%s" % (w.group, w.name, w.fixture,
+                                                  "" if w.quick else "  (full only)"))
+        shutil.rmtree(ctx.scratch, ignore_errors=True)
+        return 0
+
+    def on_signal(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_signal)
+    rows = []
+    started = time.time()
+    try:
+        if not sysutil.can_drop_caches():
+            ctx.note("cannot write /proc/sys/vm/drop_caches: 'cold' runs are warm")
+        contenders = select_contenders(ctx)
+        ctx.log("contenders: %s; mode %s, %d repetitions, scratch %s"
+                % (", ".join(c.name for c in contenders), ctx.mode, ctx.sizes["reps"], ctx.scratch))
+        pick = re.compile(args.only) if args.only else None
+        for wl in all_w:
+            if ctx.mode == "quick" and not wl.quick:
+                continue
+            if pick and not (pick.search(wl.name) or pick.search(wl.group)):
+                continue
+            run_workload(ctx, wl, contenders, rows)
+    except KeyboardInterrupt:
+        ctx.log("interrupted: cleaning up and reporting what was measured")
+    finally:
+        ctx.cleanup()
+    report.write_all(ctx, rows, started)
+    return 0

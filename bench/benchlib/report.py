@@ -1,0 +1,260 @@
+"""Results: raw CSV (every repetition), summary CSV (median, min, max, ratios),
+a terminal table, and a gnuplot chart of ratios to kernel overlayfs."""
+
+import csv
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+ORDER = ["plain", "kernel", "kernel-metacopy", "fuse-overlayfs", "strata-fs", "bwrap", "strata-run"]
+SHORT = {"plain": "plain", "kernel": "kernel", "kernel-metacopy": "k-metacopy",
+         "fuse-overlayfs": "fuse-ovl", "strata-fs": "strata-fs", "bwrap": "bwrap",
+         "strata-run": "strata-run"}
+RAW_FIELDS = ["group", "workload", "contender", "unit", "rep", "value", "client_cpu_s",
+              "daemon_cpu_s", "fixture", "note"]
+SUM_FIELDS = ["group", "workload", "contender", "unit", "n", "median", "min", "max",
+              "reference", "ratio_to_reference", "ratio_to_fuse_overlayfs",
+              "client_cpu_s_median", "daemon_cpu_s_median", "errors", "note"]
+
+
+def summarize(rows):
+    keyed = {}
+    order = []
+    for r in rows:
+        k = (r["workload"], r["contender"])
+        if k not in keyed:
+            keyed[k] = []
+            order.append(k)
+        keyed[k].append(r)
+    out = []
+    for k in order:
+        rs = keyed[k]
+        vals = [float(r["value"]) for r in rs if r["value"] != ""]
+        cc = [float(r["client_cpu_s"]) for r in rs if r["client_cpu_s"] != ""]
+        dc = [float(r["daemon_cpu_s"]) for r in rs if r["daemon_cpu_s"] != ""]
+        errs = [r["note"] for r in rs if r["note"].startswith("error")]
+        notes = [r["note"] for r in rs if r["note"] and not r["note"].startswith("error")]
+        out.append(dict(group=rs[0]["group"], workload=k[0], contender=k[1], unit=rs[0]["unit"],
+                        n=len(vals),
+                        median=statistics.median(vals) if vals else None,
+                        min=min(vals) if vals else None, max=max(vals) if vals else None,
+                        client_cpu_s_median=statistics.median(cc) if cc else None,
+                        daemon_cpu_s_median=statistics.median(dc) if dc else None,
+                        errors=len(errs), note=(errs[:1] or notes[-1:] or [""])[0]))
+    by = {(s["workload"], s["contender"]): s for s in out}
+    for s in out:
+        ref = "bwrap" if s["group"] == "launcher" else "kernel"
+        s["reference"] = ref
+        s["ratio_to_reference"] = _ratio(s, by.get((s["workload"], ref)))
+        s["ratio_to_fuse_overlayfs"] = _ratio(s, by.get((s["workload"], "fuse-overlayfs")))
+    return out
+
+
+def _ratio(s, ref):
+    if not ref or not s["median"] or not ref["median"]:
+        return None
+    return s["median"] / ref["median"]
+
+
+def _fmt(v, unit):
+    if v is None:
+        return "-"
+    if unit == "MiB":
+        return "%.0fM" % v
+    if v >= 100:
+        return "%.0fs" % v
+    if v >= 1:
+        return "%.2fs" % v
+    if v >= 0.001:
+        return "%.1fms" % (v * 1000)
+    return "%.0fus" % (v * 1e6)
+
+
+def _fmt_ratio(v):
+    return "-" if v is None else ("%.2fx" % v if v < 10 else "%.1fx" % v)
+
+
+def table(summary, out=sys.stdout):
+    present = [c for c in ORDER if any(s["contender"] == c for s in summary)]
+    fs = [c for c in present if c not in ("bwrap", "strata-run")]
+    ratio_cols = [c for c in ("fuse-overlayfs", "strata-fs", "kernel-metacopy") if c in present]
+    by = {(s["workload"], s["contender"]): s for s in summary}
+    workloads = []
+    for s in summary:
+        if (s["group"], s["workload"]) not in workloads:
+            workloads.append((s["group"], s["workload"]))
+    head = ["group", "workload"] + [SHORT[c] for c in fs] + [SHORT[c] + "/k" for c in ratio_cols]
+    lines = []
+    for g, w in workloads:
+        if g == "launcher":
+            continue
+        cells = [g, w]
+        for c in fs:
+            s = by.get((w, c))
+            cells.append(_cell(s))
+        for c in ratio_cols:
+            s = by.get((w, c))
+            cells.append(_fmt_ratio(s["ratio_to_reference"]) if s else "")
+        lines.append(cells)
+    launch = [(g, w) for g, w in workloads if g == "launcher"]
+    for g, w in launch:
+        for c in ("bwrap", "strata-run"):
+            s = by.get((w, c))
+            if s:
+                cells = [g, "%s: %s" % (SHORT[c], w), _cell(s)]
+                cells += [""] * (len(head) - len(cells) - 1)
+                cells.append("%s vs bwrap" % _fmt_ratio(s["ratio_to_reference"]))
+                lines.append(cells[:len(head)])
+    widths = [max(len(str(r[i])) for r in [head] + lines) for i in range(len(head))]
+    print("  ".join(h.ljust(widths[i]) for i, h in enumerate(head)), file=out)
+    print("  ".join("-" * widths[i] for i in range(len(head))), file=out)
+    for r in lines:
+        print("  ".join(str(v).ljust(widths[i]) if i < 2 else str(v).rjust(widths[i])
+                        for i, v in enumerate(r)), file=out)
+
+
+def _cell(s):
+    if not s:
+        return ""
+    if s["median"] is None:
+        return "FAIL"
+    return _fmt(s["median"], s["unit"])
+
+
+def cpu_table(summary, out=sys.stdout):
+    """Client and daemon CPU time (medians) where a daemon did the work."""
+    fuse = [c for c in ("fuse-overlayfs", "strata-fs") if any(s["contender"] == c for s in summary)]
+    if not fuse:
+        return
+    by = {(s["workload"], s["contender"]): s for s in summary}
+    rows = []
+    for s in summary:
+        if s["contender"] != "kernel" or s["group"] in ("resources", "launcher"):
+            continue
+        if s["client_cpu_s_median"] is None:
+            continue
+        cells = [s["workload"], "%.3f" % s["client_cpu_s_median"]]
+        for c in fuse:
+            f = by.get((s["workload"], c))
+            if f and f["client_cpu_s_median"] is not None:
+                cells.append("%.3f + %s" % (f["client_cpu_s_median"],
+                                            "%.3f" % f["daemon_cpu_s_median"]
+                                            if f["daemon_cpu_s_median"] is not None else "?"))
+            else:
+                cells.append("-")
+        rows.append(cells)
+    if not rows:
+        return
+    head = ["CPU seconds (median)", "kernel: client"] + ["%s: client + daemon" % c for c in fuse]
+    widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
+    print(file=out)
+    print("  ".join(h.ljust(widths[i]) for i, h in enumerate(head)), file=out)
+    for r in rows:
+        print("  ".join(v.ljust(widths[i]) if i == 0 else v.rjust(widths[i])
+                        for i, v in enumerate(r)), file=out)
+
+
+def plot(summary, png, dat):
+    """Bars of median/kernel per workload, one colour per contender, log scale."""
+    series = [c for c in ("plain", "kernel-metacopy", "fuse-overlayfs", "strata-fs")
+              if any(s["contender"] == c for s in summary)]
+    by = {(s["workload"], s["contender"]): s for s in summary}
+    wl = []
+    for s in summary:
+        if s["group"] in ("launcher",) or s["unit"] != "s":
+            continue
+        if s["workload"] not in wl and by.get((s["workload"], "kernel")):
+            wl.append(s["workload"])
+    if not wl or not series:
+        return False
+    with open(dat, "w") as f:
+        f.write("workload " + " ".join('"%s"' % c for c in series) + "\n")
+        for w in wl:
+            vals = []
+            for c in series:
+                s = by.get((w, c))
+                r = s["ratio_to_reference"] if s else None
+                vals.append("%.4f" % r if r else "NaN")
+            f.write('"%s" %s\n' % (w.replace('"', "'"), " ".join(vals)))
+    script = """
+set terminal pngcairo size 1500,720 font ",9" noenhanced
+set output '%s'
+set title "median time relative to kernel overlayfs (1 = kernel; lower is better; log scale)"
+set style data histogram
+set style histogram cluster gap 1
+set style fill solid 0.85 border -1
+set boxwidth 0.9
+set logscale y 2
+set yrange [0.0625:64]
+set grid ytics
+set xtics rotate by -40 scale 0
+set key top left
+set arrow from graph 0, first 1 to graph 1, first 1 nohead lw 2 lc rgb "black"
+set arrow from graph 0, first 1.5 to graph 1, first 1.5 nohead dt 2 lc rgb "dark-green"
+plot %s
+""" % (png, ", ".join("'%s' using %d:xtic(1) title columnhead(%d)" % (dat, i + 2, i + 2)
+                      for i in range(len(series))))
+    gp = dat[:-4] + ".gp"
+    with open(gp, "w") as f:
+        f.write(script)
+    if not shutil.which("gnuplot"):
+        print("note: gnuplot is not installed (make setup); chart script left in %s" % gp,
+              file=sys.stderr)
+        return False
+    p = subprocess.run(["gnuplot", gp], stderr=subprocess.PIPE)
+    if p.returncode != 0:
+        # pngcairo is missing from some gnuplot builds; plain png has it all
+        script = script.replace("pngcairo", "png")
+        with open(gp, "w") as f:
+            f.write(script)
+        p = subprocess.run(["gnuplot", gp], stderr=subprocess.PIPE)
+    if p.returncode != 0:
+        print("note: gnuplot failed on %s: %s" % (gp, p.stderr.decode(errors="replace")[-300:]),
+              file=sys.stderr)
+        return False
+    return True
+
+
+def write_all(ctx, rows, started):
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(started))
+    base = os.path.join(ctx.results, "%s-%s" % (stamp, ctx.mode))
+    with open(base + "-raw.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=RAW_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow(r)
+    summary = summarize(rows)
+    with open(base + ".csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=SUM_FIELDS)
+        w.writeheader()
+        for s in summary:
+            w.writerow({k: ("%.6g" % v if isinstance(v, float) else ("" if v is None else v))
+                        for k, v in s.items()})
+    print()
+    print("strata bench, %s mode, %s UTC, %s, %d CPUs, load at end %.2f; %s"
+          % (ctx.mode, time.strftime("%Y-%m-%d %H:%M", time.gmtime(started)),
+             platform.release(), os.cpu_count(), os.getloadavg()[0],
+             "median of %d repetitions (CSV has min/max)" % ctx.sizes["reps"]))
+    table(summary)
+    cpu_table(summary)
+    for s in summary:
+        if s["group"] == "resources" and s["note"]:
+            print("  %s, %s: %s" % (s["workload"], s["contender"], s["note"]))
+    for n in ctx.notes:
+        print("note: " + n)
+    png = base + ".png"
+    made = plot(summary, png, base + "-ratios.dat")
+    print("\nresults: %s.csv (summary), %s-raw.csv (every repetition)%s"
+          % (base, base, (", chart %s" % png) if made else ""))
+    for suffix in (".csv", "-raw.csv") + ((".png",) if made else ()):
+        link = os.path.join(ctx.results, "latest-%s%s" % (ctx.mode, suffix))
+        try:
+            if os.path.lexists(link):
+                os.unlink(link)
+            os.symlink(os.path.basename(base + suffix), link)
+        except OSError:
+            pass

@@ -1,0 +1,179 @@
+"""Low-level helpers: mount(2) without a helper process, page-cache control,
+timed child processes with their CPU time, and /proc readings of daemons."""
+
+import ctypes
+import ctypes.util
+import os
+import subprocess
+import time
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
+                        ctypes.c_ulong, ctypes.c_char_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+
+MNT_DETACH = 2
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class BenchError(Exception):
+    """A failure the harness reports and survives (one contender, one workload)."""
+
+
+def mount(source, target, fstype, data, cwd=None):
+    """mount(2) directly, so the timed region holds no fork/exec of mount(8).
+    cwd matters: overlayfs resolves relative lowerdir names against it, which
+    is how 500 layers fit into the one-page option string."""
+    old = os.getcwd()
+    if cwd:
+        os.chdir(cwd)
+    try:
+        rc = _libc.mount(source.encode(), target.encode(), fstype.encode(), 0,
+                         data.encode())
+        err = ctypes.get_errno()
+    finally:
+        os.chdir(old)
+    if rc != 0:
+        raise BenchError("mount -t %s on %s failed: %s (options %.200s)"
+                         % (fstype, target, os.strerror(err), data))
+
+
+def umount(target, lazy_fallback=True):
+    for _ in range(20):
+        if _libc.umount2(target.encode(), 0) == 0:
+            return
+        err = ctypes.get_errno()
+        if err == 22:  # EINVAL: not mounted (any more)
+            return
+        if err != 16:  # anything but EBUSY will not get better by waiting
+            break
+        time.sleep(0.05)
+    if lazy_fallback and _libc.umount2(target.encode(), MNT_DETACH) == 0:
+        return
+    raise BenchError("umount %s failed: %s; check `findmnt %s` and unmount it by hand"
+                     % (target, os.strerror(ctypes.get_errno()), target))
+
+
+def mountinfo_has(target):
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split(" ")
+            if len(fields) > 4 and fields[4] == target:
+                return True
+    return False
+
+
+def fuse_abort(target):
+    """Break a hung FUSE connection so nothing stays stuck in D state."""
+    try:
+        minor = os.minor(os.stat(target).st_dev)
+    except OSError:
+        return
+    try:
+        with open("/sys/fs/fuse/connections/%d/abort" % minor, "w") as f:
+            f.write("1")
+    except OSError:
+        pass
+
+
+def drop_caches():
+    """Cold runs: write back dirty data first, else it stays cached."""
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3")
+
+
+def can_drop_caches():
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("1")
+        return True
+    except OSError:
+        return False
+
+
+def proc_cpu_seconds(pid):
+    """utime+stime of a process (all its threads) from /proc/PID/stat."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rindex(")") + 2:].split()
+    # fields[0] is state (field 3); utime, stime are fields 14, 15
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_rss_kib(pid):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def meminfo_kib(key):
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return None
+
+
+class RunResult:
+    def __init__(self, wall, cpu, rc, out, err):
+        self.wall = wall
+        self.cpu = cpu
+        self.rc = rc
+        self.out = out
+        self.err = err
+
+
+def run_setup(argv, cwd=None, timeout=900, what=None):
+    """Untimed preparation step; fails loudly with the command's own stderr."""
+    p = subprocess.run(argv, cwd=cwd, stdin=subprocess.DEVNULL,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       timeout=timeout)
+    if p.returncode != 0:
+        raise BenchError("%s: `%s` exited %d: %s"
+                         % (what or "setup", " ".join(argv), p.returncode,
+                            p.stderr.decode(errors="replace").strip()[-500:]))
+    return p.stdout.decode(errors="replace")
+
+
+def run_measured(argv, cwd=None, timeout=600, shell=False, env=None):
+    """Like run_timed but reaps with wait4 to get the child's CPU time."""
+    import select
+    import signal
+    t0 = time.perf_counter()
+    p = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         shell=shell, start_new_session=True, env=env)
+    err = b""
+    deadline = t0 + timeout
+    fd = p.stderr.fileno()
+    while True:
+        left = deadline - time.perf_counter()
+        if left <= 0:
+            os.killpg(p.pid, signal.SIGKILL)
+            os.wait4(p.pid, 0)
+            p.returncode = -9
+            p.stderr.close()
+            raise BenchError("`%s` timed out after %ds in %s"
+                             % (argv if shell else " ".join(argv), timeout, cwd))
+        r, _, _ = select.select([fd], [], [], min(left, 1.0))
+        if r:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            if len(err) < 65536:
+                err += chunk
+    _, status, ru = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t0
+    p.returncode = os.waitstatus_to_exitcode(status)
+    p.stderr.close()
+    return RunResult(wall, ru.ru_utime + ru.ru_stime, p.returncode, b"",
+                     err.decode(errors="replace"))
