@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import stat
+import subprocess
 import sys
 import zlib
 
@@ -612,6 +613,112 @@ class Concurrent(Scenario):
         t.op('create/rename/unlink/readdir in one dir from 4 threads', churn)
 
 
+def acl(p, *args):
+    r = subprocess.run(['setfacl'] + list(args) + [p], stderr=subprocess.PIPE, text=True)
+    if r.returncode:
+        raise OSError(errno.EPERM if 'ermission' in r.stderr else errno.EINVAL, r.stderr.strip())
+
+
+def getacl(p):
+    r = subprocess.run(['getfacl', '-cnp', p], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True)
+    if r.returncode:
+        raise OSError(errno.EIO, r.stderr.strip())
+    return r.stdout
+
+
+class XattrAclLocks(Scenario):
+    name = 'xattr_acl_locks'
+
+    @property
+    def layers(self):
+        return [[F('x', b'x', xattrs={'user.big': b'v' * 3000, 'user.empty': b''}),
+                 F('many', b'm', xattrs={'user.k%02d' % i: b'%d' % i for i in range(40)}),
+                 F('secret', b'acl secret', mode=0o600), D('adir', mode=0o750),
+                 F('adir/f', b'in adir'), F('lk', b'lock me'), L('sl', 'x'),
+                 F('lacl', b'lower acl', mode=0o640)]]
+
+    def run(self, t):
+        t.op('big and empty values', lambda c: (os.getxattr(c.p('x'), 'user.big'),
+                                                os.getxattr(c.p('x'), 'user.empty')))
+        t.op('many names', lambda c: sorted(os.listxattr(c.p('many'))))
+        t.op('size probe', lambda c: len(os.listxattr(c.p('many'))))
+        t.op('xattr on symlink', lambda c: os.setxattr(c.p('sl'), 'user.s', b'1',
+                                                       follow_symlinks=False))
+        t.op('create flag on existing', lambda c: os.setxattr(c.p('x'), 'user.big', b'1',
+                                                              os.XATTR_CREATE))
+        t.op('replace flag on missing', lambda c: os.setxattr(c.p('x'), 'user.nope', b'1',
+                                                              os.XATTR_REPLACE))
+        t.op('remove missing', lambda c: os.removexattr(c.p('x'), 'user.nope'))
+        t.op('too big value', lambda c: os.setxattr(c.p('x'), 'user.huge', b'h' * 70000))
+        t.op('remove all of many', lambda c: ([os.removexattr(c.p('many'), 'user.k%02d' % i)
+                                               for i in range(40)] and None, os.listxattr(c.p('many'))))
+        # POSIX ACLs: copy-up keeps them, and the kernel enforces them for
+        # other users through the overlay.
+        t.op('setfacl on lower file', lambda c: (acl(c.p('secret'), '-m', 'u:%d:r' % UID),
+                                                 getacl(c.p('secret'))))
+        t.op('acl grants read', lambda c: rd(c.p('secret')), user=(UID, GID))
+        t.op('acl does not grant write', lambda c: write(c.p('secret'), b'w', os.O_WRONLY),
+             user=(UID, GID))
+        t.op('default acl on dir', lambda c: (acl(c.p('adir'), '-d', '-m', 'u:%d:rwx' % UID),
+                                              acl(c.p('adir'), '-m', 'u:%d:rwx' % UID),
+                                              getacl(c.p('adir'))))
+        t.op('new file inherits default acl', lambda c: (write(c.p('adir/new'), b'n'),
+                                                         getacl(c.p('adir/new'))))
+        t.op('acl lets user create', lambda c: write(c.p('adir/byuser'), b'u'), user=(UID, GID))
+        t.op('remove acl', lambda c: (acl(c.p('secret'), '-b'), getacl(c.p('secret'))))
+        t.op('acl gone for user', lambda c: rd(c.p('secret')), user=(UID, GID))
+
+        def locks(c):
+            import fcntl
+            a = os.open(c.p('lk'), os.O_RDWR)
+            b2 = os.open(c.p('lk'), os.O_RDWR)
+            try:
+                fcntl.flock(a, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                try:
+                    fcntl.flock(b2, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    second = 'acquired'
+                except OSError as e:
+                    second = errno.errorcode[e.errno]
+                fcntl.flock(a, fcntl.LOCK_UN)
+                fcntl.flock(b2, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return second, 'then acquired'
+            finally:
+                os.close(a)
+                os.close(b2)
+        t.op('flock conflicts between open files', locks)
+
+        def posix_locks(c):
+            import fcntl
+            fd = os.open(c.p('lk'), os.O_RDWR)
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 10, 0)
+                r, w = os.pipe()
+                pid = os.fork()
+                if pid == 0:
+                    fd2 = os.open(c.p('lk'), os.O_RDWR)
+                    try:
+                        fcntl.lockf(fd2, fcntl.LOCK_EX | fcntl.LOCK_NB, 10, 0)
+                        res = b'acquired'
+                    except OSError as e:
+                        res = errno.errorcode[e.errno].encode()
+                    try:
+                        fcntl.lockf(fd2, fcntl.LOCK_EX | fcntl.LOCK_NB, 10, 20)
+                        res += b' other-range-acquired'
+                    except OSError as e:
+                        res += b' ' + errno.errorcode[e.errno].encode()
+                    os.write(w, res)
+                    os._exit(0)
+                os.close(w)
+                res = os.read(r, 100)
+                os.close(r)
+                os.waitpid(pid, 0)
+                return res
+            finally:
+                os.close(fd)
+        t.op('POSIX record locks between processes', posix_locks)
+
+
 def perm_layers():
     return [[
         D('pub', mode=0o755), F('pub/r644', b'r', mode=0o644), F('pub/secret', b's', mode=0o600),
@@ -1033,7 +1140,7 @@ class Layers500(Scenario):
 
 
 SCENARIOS = [Reads(), CopyUp(), Unlink(), RmRf(), RenameFiles(), RenameDirs(), HardLinks(),
-             Special(), BigDir(), DirOffsets(), Concurrent(), Perms(), Names(), Sparse(), Mmap(), OpenUnlinked(), TmpFile(),
+             Special(), BigDir(), DirOffsets(), Concurrent(), XattrAclLocks(), Perms(), Names(), Sparse(), Mmap(), OpenUnlinked(), TmpFile(),
              ReadOnly(), Layers500()]
 
 if __name__ == '__main__':
