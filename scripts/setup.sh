@@ -8,7 +8,8 @@ PKGS="build-essential cmake pkg-config git python3
 libfuse3-dev fuse3 libcap-dev liblz4-dev libxxhash-dev libarchive-dev
 libssl-dev libjansson-dev libcmocka-dev
 fuse-overlayfs bubblewrap attr acl uidmap kmod util-linux procps psmisc
-busybox-static zstd umoci skopeo fio gnuplot-nox debootstrap hyperfine"
+busybox-static zstd umoci skopeo fio gnuplot-nox debootstrap hyperfine
+zlib1g-dev"
 
 missing=""
 for p in $PKGS; do

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #define BUFSZ (1 << 16)
 
@@ -61,12 +62,20 @@ struct outer {
 	struct sha256 h;
 	int64_t n;
 	int err;
+	bool eof;
+	ssize_t pending;        /* bytes of buf read ahead to sniff the format */
 	struct progress prog;
 	char buf[BUFSZ];
 };
 
-/* Uncompressed side: decompressor -> DiffID -> tar reader. */
+/* Uncompressed side: decompressor -> DiffID -> tar reader. gzip goes
+ * through zlib, which checks each member's CRC (libarchive's gzip reader
+ * does not, and a rootfs tarball has no digest to catch corruption);
+ * zstd and plain tar go through libarchive's raw reader. */
 struct inner {
+	struct outer *o;
+	bool use_zlib, member_done, z_ready;
+	z_stream z;
 	struct archive *dec;
 	struct sha256 h;
 	int64_t n;
@@ -93,27 +102,105 @@ static int outer_take(struct outer *o, const void *buf, ssize_t n)
 	return 0;
 }
 
+/* Next chunk of the blob, hashed and kept; 0 at its end. */
+static ssize_t outer_pull(struct outer *o)
+{
+	if (o->pending) {
+		ssize_t n = o->pending;
+		o->pending = 0;
+		return n;
+	}
+	if (o->eof)
+		return 0;
+	ssize_t n = o->src->read(o->src->ctx, o->buf, sizeof o->buf);
+	if (n < 0)
+		return o->err = (int)n;
+	if (n == 0) {
+		o->eof = true;
+		return 0;
+	}
+	if ((o->err = outer_take(o, o->buf, n)) < 0)
+		return o->err;
+	return n;
+}
+
 static la_ssize_t outer_read(struct archive *a, void *ctx, const void **buf)
 {
 	struct outer *o = ctx;
-	ssize_t n = o->src->read(o->src->ctx, o->buf, sizeof o->buf);
+	ssize_t n = outer_pull(o);
 	if (n < 0) {
-		o->err = (int)n;
-		archive_set_error(a, (int)-n, "reading the blob failed");
-		return -1;
-	}
-	if (n > 0 && (o->err = outer_take(o, o->buf, n)) < 0) {
-		archive_set_error(a, -o->err, "writing the blob into the store failed");
+		archive_set_error(a, (int)-n, "reading the blob or writing it into the store failed");
 		return -1;
 	}
 	*buf = o->buf;
 	return n;
 }
 
+static bool all_zero(const unsigned char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i])
+			return false;
+	return true;
+}
+
+/* Inflate the next piece of a gzip stream (members may be concatenated;
+ * zero padding after the last is tolerated). */
+static la_ssize_t zlib_read(struct archive *a, struct inner *in)
+{
+	z_stream *z = &in->z;
+	for (;;) {
+		if (z->avail_in == 0) {
+			ssize_t n = outer_pull(in->o);
+			if (n < 0) {
+				archive_set_error(a, (int)-n, "reading the blob failed");
+				return -1;
+			}
+			z->next_in = (unsigned char *)in->o->buf;
+			z->avail_in = (uInt)n;
+			if (n == 0 && in->member_done)
+				return 0;
+			if (n == 0) {
+				archive_set_error(a, EIO, "truncated gzip input");
+				return -1;
+			}
+		}
+		if (in->member_done) {
+			if (all_zero(z->next_in, z->avail_in)) {
+				z->avail_in = 0;
+				continue;
+			}
+			inflateReset(z);
+			in->member_done = false;
+		}
+		z->next_out = (unsigned char *)in->buf;
+		z->avail_out = sizeof in->buf;
+		int ret = inflate(z, Z_NO_FLUSH);
+		la_ssize_t got = (la_ssize_t)(sizeof in->buf - z->avail_out);
+		if (ret == Z_STREAM_END)
+			in->member_done = true;
+		else if (ret != Z_OK && !(ret == Z_BUF_ERROR && z->avail_in == 0)) {
+			archive_set_error(a, EIO, "gzip data is corrupt (%s)", z->msg ? z->msg : "bad data");
+			return -1;
+		}
+		if (got > 0)
+			return got;
+	}
+}
+
 static la_ssize_t inner_read(struct archive *a, void *ctx, const void **buf)
 {
 	struct inner *in = ctx;
-	la_ssize_t n = archive_read_data(in->dec, in->buf, sizeof in->buf);
+	la_ssize_t n;
+	if (in->use_zlib) {
+		n = zlib_read(a, in);
+		if (n < 0) {
+			in->err = -EIO;
+			return -1;
+		}
+	} else {
+		n = archive_read_data(in->dec, in->buf, sizeof in->buf);
+	}
 	if (n < 0) {
 		in->err = -EIO;
 		archive_set_error(a, EIO, "%s", archive_error_string(in->dec)
@@ -197,24 +284,45 @@ int layer_import(struct store *s, struct bsrc *src, const struct layer_expect *x
 		goto out;
 	progress_start(&o->prog, what);
 
-	dec = archive_read_new();
 	tar = archive_read_new();
-	if (!dec || !tar) {
+	if (!tar) {
 		r = -ENOMEM;
 		goto out;
 	}
-	archive_read_support_filter_gzip(dec);
-	archive_read_support_filter_zstd(dec);
-	archive_read_support_format_raw(dec);
-	struct archive_entry *e;
-	if (archive_read_open(dec, o, NULL, outer_read, NULL) != ARCHIVE_OK ||
-	    archive_read_next_header(dec, &e) != ARCHIVE_OK) {
-		r = o->err ? o->err : -EIO;
-		serr(r ? r : -EIO, "import: read", what, "%s; the blob is empty, truncated or corrupt",
-		     archive_error_string(dec) ? archive_error_string(dec) : "unreadable");
+	in->o = o;
+	o->pending = outer_pull(o);
+	if (o->pending <= 0) {
+		r = o->pending < 0 ? (int)o->pending : -ENODATA;
+		serr(r, "import: read", what, "the blob is empty or unreadable");
+		o->pending = 0;
 		goto out;
 	}
-	got->comp = filter_comp(dec);
+	if (o->pending >= 2 && (unsigned char)o->buf[0] == 0x1f && (unsigned char)o->buf[1] == 0x8b) {
+		got->comp = COMP_GZIP;
+		in->use_zlib = true;
+		if (inflateInit2(&in->z, 15 + 16) != Z_OK) {
+			r = -ENOMEM;
+			goto out;
+		}
+		in->z_ready = true;
+	} else {
+		struct archive_entry *e;
+		dec = archive_read_new();
+		if (!dec) {
+			r = -ENOMEM;
+			goto out;
+		}
+		archive_read_support_filter_zstd(dec);
+		archive_read_support_format_raw(dec);
+		if (archive_read_open(dec, o, NULL, outer_read, NULL) != ARCHIVE_OK ||
+		    archive_read_next_header(dec, &e) != ARCHIVE_OK) {
+			r = o->err ? o->err : -EIO;
+			serr(r, "import: read", what, "%s; the blob is truncated or corrupt",
+			     archive_error_string(dec) ? archive_error_string(dec) : "unreadable");
+			goto out;
+		}
+		got->comp = filter_comp(dec);
+	}
 	if (x->comp != COMP_UNKNOWN && got->comp != x->comp) {
 		r = -EBADMSG;
 		serr(0, "import: read", what, "the media type says %s but the blob is %s; the image is malformed",
@@ -241,13 +349,13 @@ int layer_import(struct store *s, struct bsrc *src, const struct layer_expect *x
 		;
 	if (n < 0) {
 		r = -EIO;
-		serr(r, "import: read", what, "%s; the blob is truncated or corrupt", archive_error_string(dec));
+		serr(r, "import: read", what, "%s; the blob is truncated or corrupt",
+		     archive_error_string(tar) ? archive_error_string(tar) : "read error");
 		goto out;
 	}
 	ssize_t m;
-	while ((m = src->read(src->ctx, o->buf, sizeof o->buf)) > 0)
-		if ((r = outer_take(o, o->buf, m)) < 0)
-			goto out;
+	while ((m = outer_pull(o)) > 0)
+		;
 	if (m < 0) {
 		r = (int)m;
 		serr(r, "import: read", what, "reading the blob failed");
@@ -298,8 +406,11 @@ out:
 		if (o->prog.on)
 			fputc('\n', stderr);
 	}
-	if (in)
+	if (in) {
+		if (in->z_ready)
+			inflateEnd(&in->z);
 		sha256_free(&in->h);
+	}
 	if (r < 0 && tfd >= 0)
 		rm_rf_at(s->fd, tmpname);
 	free(o);

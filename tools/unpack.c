@@ -234,8 +234,10 @@ static int write_data(struct archive *a, int fd, struct ctx *c, const char *path
 		}
 	}
 	if (r != ARCHIVE_EOF) {
-		report(-EIO, path, c, archive_error_string(a) ? archive_error_string(a)
-				      : "the archive is truncated or corrupt");
+		char why[512];
+		snprintf(why, sizeof why, "%s: the archive is truncated or corrupt; fetch it again",
+			 archive_error_string(a) ? archive_error_string(a) : "read error");
+		report(-EIO, path, c, why);
 		return -EIO;
 	}
 	/* Sparse files end in a hole that no data block covers. */
