@@ -353,6 +353,51 @@ class RenameDirs(Scenario):
                                                   os.path.exists(c.p('emptydst'))))
 
 
+class RenameNested(Scenario):
+    """Chains of directory renames: redirects of redirects, moving children
+    out of renamed dirs, opaque dirs moved elsewhere, swaps."""
+    name = 'rename_nested'
+    layers = [
+        [F('a/sub/s1', b's1'), F('a/f', b'f'), F('x/xf', b'xf'), D('y'), F('p/pf', b'p'),
+         F('q/qf', b'q'), F('o/old', b'old'), F('m/m1', b'm1'), F('m/m2', b'm2'),
+         F('k/deep/er/est', b'e'), F('w/inner/i', b'i')],
+        [F('m/m3', b'm3'), W('m/m2'), O('w/inner'), F('w/inner/j', b'j')],
+    ]
+
+    def run(self, t):
+        t.op('rename a -> b', lambda c: os.rename(c.p('a'), c.p('b')))
+        t.op('move b/sub out to c', lambda c: (os.rename(c.p('b/sub'), c.p('c')), tree(c.p('c')),
+                                               ls(c.p('b'))))
+        t.op('mkdir a is empty', lambda c: (os.mkdir(c.p('a')), ls(c.p('a'))))
+        t.op('move c into new a', lambda c: (os.rename(c.p('c'), c.p('a/sub')), tree(c.p('a'))))
+        t.op('lower dir into lower dir, then rename parent',
+             lambda c: (os.rename(c.p('x'), c.p('y/x')), os.rename(c.p('y'), c.p('z')),
+                        tree(c.p('z'))))
+        t.op('rename away and back with new file',
+             lambda c: (os.rename(c.p('m'), c.p('m_tmp')), write(c.p('m_tmp/new'), b'n'),
+                        os.unlink(c.p('m_tmp/m1')), os.rename(c.p('m_tmp'), c.p('m')),
+                        tree(c.p('m'))))
+        t.op('swap with three renames', lambda c: (os.rename(c.p('p'), c.p('tmp')),
+                                                   os.rename(c.p('q'), c.p('p')),
+                                                   os.rename(c.p('tmp'), c.p('q')),
+                                                   tree(c.p('p')), tree(c.p('q'))))
+        t.op('opaque dir moved keeps lower hidden',
+             lambda c: (shutil.rmtree(c.p('o')), os.mkdir(c.p('o')), write(c.p('o/new'), b'n'),
+                        os.rename(c.p('o'), c.p('moved_o')), tree(c.p('moved_o'))))
+        t.op('old name of moved opaque dir', lambda c: os.path.exists(c.p('o')))
+        t.op('rename deep lower subtree root', lambda c: (os.rename(c.p('k/deep'), c.p('kd')),
+                                                          tree(c.p('kd')), tree(c.p('k'))))
+        t.op('write deep in renamed subtree', lambda c: (write(c.p('kd/er/est'), b'E2'),
+                                                         rd(c.p('kd/er/est'))))
+        t.op('rename dir containing a lower opaque dir',
+             lambda c: (os.rename(c.p('w'), c.p('w2')), tree(c.p('w2'))))
+        t.op('rename renamed dir over empty dir', lambda c: (os.mkdir(c.p('emptyd')),
+                                                             os.rename(c.p('w2'), c.p('emptyd')),
+                                                             tree(c.p('emptyd'))))
+        t.op('rmdir chain leftovers', lambda c: (shutil.rmtree(c.p('b')), shutil.rmtree(c.p('z')),
+                                                 sorted(ls(c.p()))))
+
+
 class HardLinks(Scenario):
     name = 'hardlinks'
     layers = [[F('hl1', b'pair'), H('hl2', 'hl1'), F('single', b'single'),
@@ -1139,7 +1184,8 @@ class Layers500(Scenario):
                                          ls(c.p('d'))))
 
 
-SCENARIOS = [Reads(), CopyUp(), Unlink(), RmRf(), RenameFiles(), RenameDirs(), HardLinks(),
+SCENARIOS = [Reads(), CopyUp(), Unlink(), RmRf(), RenameFiles(), RenameDirs(), RenameNested(),
+             HardLinks(),
              Special(), BigDir(), DirOffsets(), Concurrent(), XattrAclLocks(), Perms(), Names(), Sparse(), Mmap(), OpenUnlinked(), TmpFile(),
              ReadOnly(), Layers500()]
 
