@@ -57,7 +57,11 @@ int supervise(pid_t pid, bool reap_all, int *status)
 
 		siginfo_t si;
 		int sig = sigtimedwait(&set, &si, &tick);
-		if (sig > 0 && sig != SIGCHLD)
+		/* The terminal's interrupt, quit, hangup and resize come from the kernel
+		 * to the whole foreground process group, which the command is
+		 * in: it has its copy already, and relaying would deliver it
+		 * once more per level. */
+		if (sig > 0 && sig != SIGCHLD && si.si_code != SI_KERNEL)
 			kill(pid, sig);
 	}
 }

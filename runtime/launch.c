@@ -213,6 +213,7 @@ static void outer_main(struct launch_ctx *ctx, pid_t launcher, int ready_w, int 
 		int e = errno;
 		serr(e, "unshare", ctx->userns ? "user and mount namespaces" : "mount namespace",
 		     ctx->userns ? "user namespaces may be disabled: check /proc/sys/user/max_user_namespaces"
+				   " and /proc/sys/kernel/unprivileged_userns_clone"
 				 : NULL);
 		report_failure(ctx, -e);
 	}

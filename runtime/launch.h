@@ -92,7 +92,11 @@ struct strata_launch_spec {
  * (0..255; 128+N when killed by signal N, 127 when the command is not in
  * the image), or -errno when the container could not be set up, after the
  * cause has been reported on stderr. Nothing is left behind either way:
- * no mount, no daemon, no zombie. */
+ * no mount, no daemon, no zombie. The caller must not have SIGCHLD set to
+ * SIG_IGN (children would vanish unwaited); the forwarded signals
+ * (SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH) are
+ * blocked in the calling thread while the container runs and passed on
+ * to the command. */
 int strata_launch(const struct strata_launch_spec *spec);
 
 /* Parsers for the command-line spellings, shared by both front doors.

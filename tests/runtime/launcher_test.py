@@ -410,6 +410,57 @@ def t_launcher_killed(e):
     e.check_clean("SIGKILL to the launcher")
 
 
+def t_terminal(e):
+    """On a terminal the command is in the foreground: it reads the
+    terminal, and a typed ^C reaches it (from the kernel, not relayed)."""
+    import pty
+    import select
+    args, _ = e.base()
+    argv = e.argv(args + ["--", "sh", "-c",
+                          'trap "echo trapped; exit 7" INT; read line; echo "got:$line"; '
+                          'echo ready; while :; do sleep 0.05; done'])
+    pid, fd = pty.fork()
+    if pid == 0:
+        try:
+            os.execvpe(argv[0], argv, e.environ())
+        finally:
+            os._exit(127)
+    buf = b""
+
+    def read_until(token, secs=20):
+        nonlocal buf
+        end = time.time() + secs
+        while token not in buf and time.time() < end:
+            if select.select([fd], [], [], 0.1)[0]:
+                try:
+                    buf += os.read(fd, 4096)
+                except OSError:
+                    break
+        return token in buf
+
+    try:
+        time.sleep(0.3)
+        os.write(fd, b"hello\n")
+        expect(read_until(b"ready"), f"no output after typing a line: {buf!r}")
+        expect(b"got:hello" in buf, f"the command did not read the terminal: {buf!r}")
+        os.write(fd, b"\x03")
+        expect(read_until(b"trapped"), f"^C did not reach the command: {buf!r}")
+    finally:
+        end = time.time() + 20
+        while time.time() < end:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            status = -1
+        os.close(fd)
+    expect(os.waitstatus_to_exitcode(status) == 7, f"exit {status} after ^C, expected 7; {buf!r}")
+    e.check_clean("terminal")
+
+
 def t_binds(e):
     args, _ = e.base()
     d = e.shared_dir()
@@ -627,7 +678,7 @@ def t_two_containers(e):
 
 GROUPS = {
     "behaviour": [t_writes_go_to_upper, t_read_only_without_upper, t_pid_namespace, t_hostname,
-                  t_capabilities, t_exit_codes, t_signal_forwarding, t_launcher_killed, t_binds, t_user_env_cwd,
+                  t_capabilities, t_exit_codes, t_signal_forwarding, t_launcher_killed, t_terminal, t_binds, t_user_env_cwd,
                   t_rlimit, t_init_reaps_orphans, t_kernel_paths_masked, t_no_leaked_fds,
                   t_net_none],
     "errors": [t_missing_layer, t_missing_command, t_missing_bind_source, t_no_dev_fuse,
