@@ -849,16 +849,20 @@ def main(scenarios, argv):
     except Skip as e:
         print('SKIP: %s' % e)
         return SKIP
+    known = known_failures(fs)
     byname = {s.name: s for s in scenarios}
     todo = [byname[n] for n in names] if names else scenarios
     report = Report()
     print('filesystem under test: %s' % fs, flush=True)
+    failed = set()
     try:
         for sc in todo:
             for enc in sc.encodings():
                 t0 = time.time()
                 n0 = len(report.problems)
                 run_scenario(sc, fs, report, enc)
+                if len(report.problems) > n0:
+                    failed.add(sc.name)
                 print('%s[%s]: %s (%.1fs)' % (sc.name, enc,
                                               'ok' if len(report.problems) == n0 else
                                               '%d problems' % (len(report.problems) - n0),
@@ -866,8 +870,35 @@ def main(scenarios, argv):
     except Skip as e:
         print('SKIP: %s' % e)
         return SKIP
+    for sc in todo:
+        if sc.name in known and sc.name not in failed:
+            print('NOTE: %s is listed in known_failures.txt but passed: remove it from the list'
+                  % sc.name)
     if report.problems:
         print('\n%d problems' % len(report.problems))
+        if failed and all(n in known for n in failed):
+            # Still printed in full above; reported as skipped, not passed,
+            # so the gap stays visible in the ctest summary.
+            print('SKIP: known failures of the filesystem under test: ' +
+                  '; '.join('%s: %s' % (n, known[n]) for n in sorted(failed)))
+            return SKIP
         return 1
     print('all scenarios match kernel overlayfs')
     return 0
+
+
+def known_failures(fs):
+    """Scenarios strata-fs is known to fail (known_failures.txt: NAME REASON),
+    only for strata-fs itself: any other filesystem is held to everything."""
+    if not fs or os.path.basename(fs) != 'strata-fs':
+        return {}
+    out = {}
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'known_failures.txt')
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if line and not line.startswith('#'):
+                    name, _, reason = line.partition(' ')
+                    out[name] = reason.strip()
+    return out
