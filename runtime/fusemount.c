@@ -98,19 +98,29 @@ static void exec_daemon(const struct launch_ctx *ctx, int fusefd)
 	_exit(127);
 }
 
-int fs_mount(struct launch_ctx *ctx, pid_t *daemon, int *daemon_pidfd)
+/* Opened before the outer process changes its ids: root can open a
+ * mode 0600 /dev/fuse as its owner, but not as the namespace's root. */
+int fs_open_device(void)
 {
-	_cleanup_close_ int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
-	char opts[160];
-	struct stat st;
+	int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
 
 	if (fd < 0) {
 		int e = errno;
 		serr(e, "open", "/dev/fuse",
 		     e == ENOENT ? "no FUSE device: load the fuse module, or give the container /dev/fuse"
-				 : "strata needs FUSE; make /dev/fuse usable (Debian's default is mode 0666)");
+				 : "strata needs FUSE: /dev/fuse must be readable and writable by this user, "
+				   "as Debian's default mode 0666 makes it");
 		return -e;
 	}
+	return fd;
+}
+
+int fs_mount(struct launch_ctx *ctx, int fusefd, pid_t *daemon, int *daemon_pidfd)
+{
+	_cleanup_close_ int fd = fusefd;
+	char opts[160];
+	struct stat st;
+
 	snprintf(opts, sizeof opts,
 		 "fd=%d,rootmode=40000,user_id=0,group_id=0,default_permissions,allow_other", fd);
 	if (mount("strata", ctx->mountpoint, "fuse.strata", 0, opts) < 0) {
@@ -145,9 +155,14 @@ int fs_mount(struct launch_ctx *ctx, pid_t *daemon, int *daemon_pidfd)
 	/* The first access waits for the daemon's INIT reply: it is up. */
 	if (stat(ctx->mountpoint, &st) < 0) {
 		int e = errno;
-		serr(e, "start FUSE daemon", ctx->fs_program,
-		     "it exited without serving the mount of lowerdir=%s; see its message above",
-		     ctx->lowerdir);
+		if (e == ENOTCONN)
+			serr(e, "start FUSE daemon", ctx->fs_program,
+			     "it exited without serving lowerdir=%s; see its message above", ctx->lowerdir);
+		else
+			serr(e, "serve the root of", ctx->lowerdir,
+			     "the daemon %s refused it%s", ctx->fs_program,
+			     ctx->userns ? "; in a user namespace the layers must belong to ids mapped into it"
+					 : "");
 		fs_unmount(ctx, pid, take_fd(daemon_pidfd));
 		return -e;
 	}

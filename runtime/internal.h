@@ -45,7 +45,8 @@ int idmap_setup(const struct launch_ctx *ctx, pid_t child);
 
 /* fusemount.c */
 int fs_find_program(const char *given, char **out);
-int fs_mount(struct launch_ctx *ctx, pid_t *daemon, int *daemon_pidfd);
+int fs_open_device(void);
+int fs_mount(struct launch_ctx *ctx, int fusefd, pid_t *daemon, int *daemon_pidfd);
 int fs_unmount(const struct launch_ctx *ctx, pid_t daemon, int daemon_pidfd);
 
 /* mounts.c: in the init process, build the container root and pivot */

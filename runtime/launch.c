@@ -6,6 +6,7 @@
 #include "err.h"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <sched.h>
 #include <stdio.h>
 #include <string.h>
@@ -222,12 +223,33 @@ static void outer_main(struct launch_ctx *ctx, pid_t launcher, int ready_w, int 
 		_exit(SETUP_FAILED_EXIT);
 	close(ready_w);
 	close(go_r);
+	int fusefd = fs_open_device();
+	if (fusefd < 0)
+		report_failure(ctx, fusefd);
+	/* Mapping ids does not change ours: root's kernel uid 0 is not the
+	 * new namespace's 0 unless the map says so, so become that 0 (a
+	 * no-op for a rootless caller mapped to it). That resets the death
+	 * signal, so set it again. */
+	if (ctx->userns) {
+		if (ctx->setgroups_ok && setgroups(0, NULL) < 0) {
+			serr(errno, "clear supplementary groups", NULL, "in the new user namespace");
+			report_failure(ctx, -errno);
+		}
+		if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0) {
+			serr(errno, "become root in", "the user namespace",
+			     "--uidmap and --gidmap must map id 0 of the container");
+			report_failure(ctx, -errno);
+		}
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != launcher)
+			_exit(SETUP_FAILED_EXIT);
+	}
 
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
 		serr(errno, "make private", "/", "in the launcher's mount namespace");
 		report_failure(ctx, -errno);
 	}
-	if ((r = fs_mount(ctx, &daemon, &daemon_pidfd)) < 0)
+	if ((r = fs_mount(ctx, fusefd, &daemon, &daemon_pidfd)) < 0)
 		report_failure(ctx, r);
 	if (unshare(CLONE_NEWPID) < 0) {
 		r = -errno;

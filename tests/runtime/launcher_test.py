@@ -27,7 +27,7 @@ SKIP = 77
 TEST_USER = "strata-test"
 BUSYBOX = "/bin/busybox"
 APPLETS = ["sh", "ls", "cat", "echo", "id", "hostname", "grep", "sleep", "touch",
-           "rm", "kill", "env", "pwd", "true", "mkdir", "wc"]
+           "rm", "kill", "env", "pwd", "true", "mkdir", "wc", "stat"]
 # docker's default capability set: chown dac_override fowner fsetid kill
 # setgid setuid setpcap net_bind_service net_raw sys_chroot mknod
 # audit_write setfcap (bits 0 1 3 4 5 6 7 8 10 13 18 27 29 31)
@@ -554,6 +554,33 @@ def t_no_leaked_fds(e):
     expect(p.returncode == 0 and fds == [0, 1, 2, 3], f"command inherited fds {fds} {err}")
 
 
+def t_root_with_idmap(e):
+    """Root asking for a user namespace: the ranges are written directly,
+    the command is root of the namespace, its files land on the host as
+    the mapped id. Layers must belong to the range, as in a rootless store."""
+    if e.mode != "root":
+        return
+    base = 400000
+    layers = []
+    for i, layer in enumerate(e.lower):
+        copy = os.path.join(e.tmp, f"mapped-layer{i}")
+        subprocess.run(["cp", "-a", layer, copy], check=True)
+        subprocess.run(["chown", "-R", f"{base}:{base}", copy], check=True)
+        layers.append(copy)
+    u, w = e.new_upper()
+    os.chown(u, base, base)
+    os.chown(w, base, base)
+    rc, out, err = e.run(["--lowerdir", ":".join(layers), "--upperdir", u, "--workdir", w,
+                          "--uidmap", f"0:{base}:65536", "--gidmap", f"0:{base}:65536", "--", "sh", "-c",
+                          "id -u; id -g; cat /proc/self/uid_map; stat -c %u /etc/greeting; echo x > /newf"])
+    expect(rc == 0, f"rc {rc} {err}")
+    lines = out.splitlines()
+    expect(lines[:2] == ["0", "0"] and lines[2].split() == ["0", str(base), "65536"] and lines[3] == "0",
+           f"inside the mapped namespace: {lines}")
+    st = os.stat(os.path.join(u, "newf"))
+    expect((st.st_uid, st.st_gid) == (base, base), f"new file owned by {st.st_uid}:{st.st_gid} on the host")
+
+
 def t_net_none(e):
     args, _ = e.base()
     rc, out, err = e.run(args + ["--net", "none", "--", "ls", "/sys/class/net"])
@@ -680,7 +707,7 @@ GROUPS = {
     "behaviour": [t_writes_go_to_upper, t_read_only_without_upper, t_pid_namespace, t_hostname,
                   t_capabilities, t_exit_codes, t_signal_forwarding, t_launcher_killed, t_terminal, t_binds, t_user_env_cwd,
                   t_rlimit, t_init_reaps_orphans, t_kernel_paths_masked, t_no_leaked_fds,
-                  t_net_none],
+                  t_root_with_idmap, t_net_none],
     "errors": [t_missing_layer, t_missing_command, t_missing_bind_source, t_no_dev_fuse,
                t_daemon_fails, t_bad_options, t_userns_disabled],
     "concurrent": [t_two_containers],
