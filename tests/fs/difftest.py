@@ -653,7 +653,23 @@ class Concurrent(Scenario):
                     if j % 2:
                         os.rmdir(c.p('shared/d%d_%d' % (i, j)))
                     os.listdir(c.p('shared'))
-            in_threads(self.N, w)
+            # Two more threads only list the directory while the others churn:
+            # a listing cached mid-change must not outlive the change.
+            done = []
+
+            def lister(i):
+                while not done:
+                    os.listdir(c.p('shared'))
+            import threading
+            listers = [threading.Thread(target=lister, args=(k,)) for k in range(2)]
+            for th in listers:
+                th.start()
+            try:
+                in_threads(self.N, w)
+            finally:
+                done.append(1)
+                for th in listers:
+                    th.join()
             return tree(c.p('shared'))
         t.op('create/rename/unlink/readdir in one dir from 4 threads', churn)
 
