@@ -297,11 +297,12 @@ def main(tests, argv=None):
     if not os.access(strata, os.X_OK):
         print('SKIP: strata not built at %s' % strata)
         return SKIP
-    failed = 0
+    failed = skipped = ran = 0
     for t in tests:
         if only and t.__name__ not in only:
             continue
         env = Env(strata, user)
+        ran += 1
         try:
             t(env)
             print('ok   %s%s' % (t.__name__, ' (as %s)' % USER if user else ''), flush=True)
@@ -309,10 +310,13 @@ def main(tests, argv=None):
             failed += 1
             print('FAIL %s: %s' % (t.__name__, e), flush=True)
         except Skip as e:
+            skipped += 1
             print('skip %s: %s' % (t.__name__, e), flush=True)
         finally:
             env.cleanup()
-    return 1 if failed else 0
+    if failed:
+        return 1
+    return SKIP if ran and skipped == ran else 0
 
 
 class Skip(Exception):
