@@ -33,6 +33,14 @@ def write(p, data, flags=os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode=0o644):
         os.close(fd)
 
 
+def pwrite_at(p, data, off):
+    fd = os.open(p, os.O_WRONLY)
+    try:
+        return os.pwrite(fd, data, off)
+    finally:
+        os.close(fd)
+
+
 def opn(p, flags, fn=None):
     """Opens p, applies fn to the fd, always closes it (an fd left open would
     keep the mount busy)."""
@@ -141,8 +149,17 @@ def copyup_layers():
                        xattrs={'user.a': b'A', 'user.b': b'B', 'trusted.t': b'T'}))
     files += [L('d1/d2/sym', 'f_chmod', uid=77, gid=78), P('d1/d2/fifo'),
               D('d1/d2/sub', mode=0o700, uid=5, gid=6), F('d1/d2/sub/in', b'in'),
-              F('d1/d2/ro', b'read only')]
+              F('d1/d2/ro', b'read only'), F('big', pseudo_random(3 << 20))]
     return [parents + files]
+
+
+def pseudo_random(n):
+    import hashlib
+    out, i = [], 0
+    while len(out) * 32 < n:
+        out.append(hashlib.sha256(b'%d' % i).digest())
+        i += 1
+    return b''.join(out)[:n]
 
 
 def cu_open_wronly(p):
@@ -179,7 +196,19 @@ KINDS = {
     'replxattr': lambda p: os.setxattr(p, 'user.a', b'changed'),
     'removexattr': lambda p: os.removexattr(p, 'user.a'),
     'link': lambda p: os.link(p, p + '.2'),
+    'ordonlytrunc': lambda p: os.close(os.open(p, os.O_RDONLY | os.O_TRUNC)),
+    'fallocate': lambda p: fallocate(p, 0, 0, 1 << 20),
 }
+
+
+def fallocate(p, mode, off, length):
+    fd = os.open(p, os.O_RDWR)
+    try:
+        if libc.fallocate(fd, mode, ctypes.c_long(off), ctypes.c_long(length)):
+            e = ctypes.get_errno()
+            raise OSError(e, os.strerror(e))
+    finally:
+        os.close(fd)
 
 
 class CopyUp(Scenario):
@@ -212,6 +241,8 @@ class CopyUp(Scenario):
             finally:
                 os.close(ro)
         t.op('fd opened before copy-up sees new data', ro_fd_sees_copy_up)
+        t.op('copy-up of a 3 MiB file by a write in the middle',
+             lambda c: (pwrite_at(c.p('big'), b'MIDDLE', 1500000), stt(c.p('big'), content=True)))
         t.op('fsync after copy-up', lambda c: opn(c.p('d1/d2/f_chmod'), os.O_RDONLY, os.fsync))
 
 
@@ -398,6 +429,46 @@ class RenameNested(Scenario):
                                                  sorted(ls(c.p()))))
 
 
+class SymlinkEscape(Scenario):
+    """Layers are resolved beneath their own root: a symlink in a lower layer
+    where a higher layer has a directory ends the merge; the daemon never
+    follows it out of the layer (for lookup, readdir or copy-up)."""
+    name = 'symlink_escape'
+
+    def prepare(self, base):
+        super().prepare(base)
+        self.host = os.path.join(base, 'host')
+        os.makedirs(self.host)
+        with open(os.path.join(self.host, 'f'), 'wb') as f:
+            f.write(b'HOST SECRET')
+
+    @property
+    def layers(self):
+        host = getattr(self, 'host', '/nonexistent')
+        rel = '../' * 30 + host.lstrip('/')
+        return [
+            [L('a', host), L('b', rel), L('c', host), D('p'), F('p/lower', b'l'),
+             D('d'), L('d/e', host)],
+            [D('a'), F('a/g', b'g'), D('b'), F('b/g', b'g'), L('p', host),
+             D('d/e'), F('d/e/own', b'own')],
+        ]
+
+    def run(self, t):
+        for d in ('a', 'b', 'd/e'):
+            t.op('list ' + d, lambda c, d=d: ls(c.p(d)))
+            t.op('no host file through ' + d, lambda c, d=d: os.stat(c.p(d + '/f')).st_size)
+        t.op('symlink on top is followed by the caller', lambda c: ls(c.p('p/')))
+        t.op('copy-up below', lambda c: (write(c.p('a/g'), b'G', os.O_WRONLY | os.O_APPEND),
+                                         rd(c.p('a/g'))))
+        t.op('create below', lambda c: (write(c.p('b/new'), b'n'), ls(c.p('b'))))
+        t.op('create named like host file', lambda c: (write(c.p('d/e/f'), b'mine'), rd(c.p('d/e/f'))))
+        t.op('rm -rf', lambda c: (shutil.rmtree(c.p('a')), os.path.exists(c.p('a'))))
+        t.op('unshadowed lower symlink is followed by the caller', lambda c: ls(c.p('c/')))
+        t.fuse_only('host dir untouched', lambda c: (sorted(os.listdir(self.host)),
+                                                     rd(os.path.join(self.host, 'f'))),
+                    ('ok', (['f'], b'HOST SECRET')))
+
+
 class HardLinks(Scenario):
     name = 'hardlinks'
     layers = [[F('hl1', b'pair'), H('hl2', 'hl1'), F('single', b'single'),
@@ -437,7 +508,8 @@ class Special(Scenario):
     name = 'special'
     layers = [[P('fifo'), C('null', 1, 3), B('loop', 7, 0), S('sock'),
                L('rel', 'a/b'), L('abs', '/nonexistent/x'), L('long', 'x' * 4000),
-               F('a/b', b'b'), D('devs')]]
+               F('a/b', b'b'), D('devs'), L('loop1', 'loop2'), L('loop2', 'loop1'),
+               L('dirlink', 'a')]]
 
     def run(self, t):
         t.op('stat lower specials', lambda c: [stt(c.p(x)) for x in
@@ -464,6 +536,10 @@ class Special(Scenario):
         t.op('symlink too long', lambda c: os.symlink('y' * 4096, c.p('sl3')))
         t.op('symlink exists', lambda c: os.symlink('x', c.p('fifo')))
         t.op('follow rel', lambda c: rd(c.p('rel')))
+        t.op('symlink loop', lambda c: rd(c.p('loop1')))
+        t.op('through dir symlink', lambda c: (rd(c.p('dirlink/b')), ls(c.p('dirlink/'))))
+        t.op('create through dir symlink', lambda c: (write(c.p('dirlink/new'), b'n'), ls(c.p('a'))))
+        t.op('O_NOFOLLOW on symlink', lambda c: opn(c.p('rel'), os.O_RDONLY | os.O_NOFOLLOW))
         t.op('chmod lower fifo', lambda c: (os.chmod(c.p('fifo'), 0o600), stt(c.p('fifo'))))
         t.op('chown lower dev', lambda c: (os.chown(c.p('null'), 3, 3), stt(c.p('null'))))
         t.op('rename lower sock', lambda c: (os.rename(c.p('sock'), c.p('sock3')), stt(c.p('sock3'))))
@@ -1209,7 +1285,7 @@ class Layers500(Scenario):
 
 
 SCENARIOS = [Reads(), CopyUp(), Unlink(), RmRf(), RenameFiles(), RenameDirs(), RenameNested(),
-             HardLinks(),
+             SymlinkEscape(), HardLinks(),
              Special(), BigDir(), DirOffsets(), Concurrent(), XattrLocks(), Acl(), Perms(), Names(), Sparse(), Mmap(), OpenUnlinked(), TmpFile(),
              ReadOnly(), Layers500()]
 

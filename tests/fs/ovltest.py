@@ -690,6 +690,10 @@ class Scenario:
     def run(self, t):
         pass
 
+    def prepare(self, base):
+        """Called with the scenario's private tmpfs before layers are built."""
+        self.base = base
+
     def encodings(self):
         # Every opaque marker the contract lists is read; the variants only
         # differ for scenarios whose layers have opaque directories.
@@ -728,6 +732,7 @@ def run_scenario(sc, fs, report, encoding):
     mounts = []
     try:
         sides = {}
+        sc.prepare(base)
         kenc = 'userxattr' if ROOTLESS else 'kernel'
         for kind, enc in (('kernel', kenc), ('fuse', encoding)):
             d = os.path.join(base, kind)
