@@ -108,6 +108,10 @@ static int check_spec(struct launch_ctx *ctx)
 			return -errno;
 		}
 	}
+	if (s->hostname && (!*s->hostname || strlen(s->hostname) > HOST_NAME_MAX)) {
+		susage("hostname '%s' must have 1 to %d characters", s->hostname, HOST_NAME_MAX);
+		return -EINVAL;
+	}
 	for (size_t i = 0; i < s->n_env; i++)
 		if (!strchr(s->env[i], '=') || s->env[i][0] == '=') {
 			susage("--env '%s' is not KEY=VALUE", s->env[i]);

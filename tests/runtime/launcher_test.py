@@ -629,7 +629,8 @@ def t_daemon_fails(e):
 
 def t_bad_options(e):
     for bad in (["--cap-add", "NOT_A_CAP"], ["--rlimit", "nofile=9:1"], ["--net", "bridge"],
-                ["--user", "bob"], ["--bind", "relative"], ["--upperdir", e.tmp]):
+                ["--user", "bob"], ["--bind", "relative"], ["--upperdir", e.tmp],
+                ["--hostname", "h" * 65], ["--env", "NOEQUALS"], ["--uidmap", "0:1"]):
         rc, out, err = e.run(["--lowerdir", e.lowerdir] + bad + ["--", "true"])
         expect(rc == 125 and err.strip(), f"{bad}: rc {rc} err {err!r}")
 
