@@ -27,7 +27,7 @@ SKIP = 77
 TEST_USER = "strata-test"
 BUSYBOX = "/bin/busybox"
 APPLETS = ["sh", "ls", "cat", "echo", "id", "hostname", "grep", "sleep", "touch",
-           "rm", "kill", "env", "pwd", "true", "mkdir", "wc", "stat"]
+           "rm", "kill", "env", "pwd", "true", "mkdir", "wc", "stat", "head", "cut"]
 # docker's default capability set: chown dac_override fowner fsetid kill
 # setgid setuid setpcap net_bind_service net_raw sys_chroot mknod
 # audit_write setfcap (bits 0 1 3 4 5 6 7 8 10 13 18 27 29 31)
@@ -581,6 +581,23 @@ def t_root_with_idmap(e):
     expect((st.st_uid, st.st_gid) == (base, base), f"new file owned by {st.st_uid}:{st.st_gid} on the host")
 
 
+def t_minimal_dev(e):
+    args, _ = e.base()
+    rc, out, err = e.run(args + ["--", "sh", "-c",
+                                 "ls /dev; echo discard > /dev/null && echo null-ok; "
+                                 "head -c 4 /dev/zero | wc -c; head -c 4 /dev/urandom | wc -c; "
+                                 "echo x > /dev/shm/f && echo shm-ok; test -c /dev/pts/ptmx && echo pts-ok; "
+                                 "grep -E ' /dev/(pts|shm) ' /proc/self/mounts | cut -d' ' -f3"])
+    expect(rc == 0, f"rc {rc} {err}")
+    lines = out.split()
+    listing = set(lines[:lines.index("null-ok")])
+    want = {"null", "zero", "full", "random", "urandom", "tty", "pts", "shm", "ptmx",
+            "fd", "stdin", "stdout", "stderr"}
+    expect(listing == want, f"/dev holds {sorted(listing)}, expected {sorted(want)}")
+    expect(lines[lines.index("null-ok"):] == ["null-ok", "4", "4", "shm-ok", "pts-ok", "devpts", "tmpfs"],
+           f"devices do not work: {out!r}")
+
+
 def t_net_none(e):
     args, _ = e.base()
     rc, out, err = e.run(args + ["--net", "none", "--", "ls", "/sys/class/net"])
@@ -625,6 +642,15 @@ def t_daemon_fails(e):
     p = subprocess.run(argv, env=e.environ(), capture_output=True, text=True, timeout=60)
     e.check_clean("daemon that fails")
     expect(p.returncode == 125 and "/bin/false" in p.stderr, f"rc {p.returncode} err {p.stderr!r}")
+
+
+def t_cli(e):
+    p = subprocess.run([e.strata_run, "--help"], capture_output=True, text=True)
+    expect(p.returncode == 0 and "--lowerdir" in p.stdout and "--uidmap" in p.stdout, "--help")
+    p = subprocess.run([e.strata_run, "--version"], capture_output=True, text=True)
+    expect(p.returncode == 0 and p.stdout.startswith("strata-run "), f"--version: {p.stdout!r}")
+    p = subprocess.run([e.strata_run, "--lowerdir", e.lowerdir], capture_output=True, text=True)
+    expect(p.returncode == 125 and "no command" in p.stderr, f"no command: {p.stderr!r}")
 
 
 def t_bad_options(e):
@@ -708,9 +734,9 @@ GROUPS = {
     "behaviour": [t_writes_go_to_upper, t_read_only_without_upper, t_pid_namespace, t_hostname,
                   t_capabilities, t_exit_codes, t_signal_forwarding, t_launcher_killed, t_terminal, t_binds, t_user_env_cwd,
                   t_rlimit, t_init_reaps_orphans, t_kernel_paths_masked, t_no_leaked_fds,
-                  t_root_with_idmap, t_net_none],
+                  t_root_with_idmap, t_minimal_dev, t_net_none],
     "errors": [t_missing_layer, t_missing_command, t_missing_bind_source, t_no_dev_fuse,
-               t_daemon_fails, t_bad_options, t_userns_disabled],
+               t_daemon_fails, t_cli, t_bad_options, t_userns_disabled],
     "concurrent": [t_two_containers],
 }
 
