@@ -31,6 +31,10 @@ SKIP = 77
 # Set by rootless.py inside a user namespace: kernel overlayfs then needs
 # userxattr (which excludes redirect_dir=on) and opaque markers are user.*.
 ROOTLESS = False
+# Set by rootless.py --fusermount: (uid, gid) of the unprivileged user who
+# runs the FUSE daemon (through setuid fusermount3, no user namespace) and
+# every operation on both sides.
+FUSE_USER = None
 T_OLD = 1577836800          # 2020-01-01: every layer entry gets this mtime
 OLD_LIMIT_NS = (T_OLD + 86400) * 10**9
 
@@ -183,8 +187,11 @@ class FuseMount(MountBase):
     def mount(self):
         self.errlog = tempfile.TemporaryFile(mode='w+')
         cmd = [self.fs, '-f', '-o', self.options(), self.mnt]
+        cred = {}
+        if FUSE_USER:
+            cred = dict(user=FUSE_USER[0], group=FUSE_USER[1], extra_groups=[])
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.errlog,
-                                     stderr=self.errlog, cwd=self.cwd)
+                                     stderr=self.errlog, cwd=self.cwd, **cred)
         deadline = time.time() + 20
         while not is_mounted(self.mnt):
             if self.proc.poll() is not None:
@@ -592,6 +599,7 @@ class Twin:
 
     def op(self, label, fn, *args, user=None):
         self.nops += 1
+        user = user or FUSE_USER
         res = []
         for side in (self.k, self.f):
             if user:
@@ -608,7 +616,7 @@ class Twin:
         """Where kernel overlayfs is no oracle (e.g. it cannot redirect a
         directory rename under userxattr), check the FUSE side against the
         contract's expected outcome; fn must leave the tree as it found it."""
-        r = outcome(fn, self.f)
+        r = as_user(FUSE_USER[0], FUSE_USER[1], fn, self.f) if FUSE_USER else outcome(fn, self.f)
         if r != expected:
             self.report.fail('%s: op %r' % (self.name, label),
                              'expected %s, got %s' % (short(expected), short(r)))
@@ -697,9 +705,11 @@ class Scenario:
     def encodings(self):
         # Every opaque marker the contract lists is read; the variants only
         # differ for scenarios whose layers have opaque directories.
-        base = ['userxattr', 'oci'] if ROOTLESS else ['kernel', 'oci']
+        # An unprivileged daemon cannot read trusted.* markers.
+        unpriv = ROOTLESS or FUSE_USER
+        base = ['userxattr', 'oci'] if unpriv else ['kernel', 'oci']
         if any(e.kind == 'opaque' for l in self.layers for e in l):
-            base += ['fovl'] if ROOTLESS else ['userxattr', 'fovl']
+            base += ['fovl'] if unpriv else ['userxattr', 'fovl']
         return base
 
 
@@ -715,10 +725,23 @@ def check_fs(fs):
             run(['modprobe', 'overlay'])
 
 
+def chown_tree(root, uid, gid):
+    for d, dirs, files in os.walk(root):
+        for n in dirs + files:
+            os.chown(os.path.join(d, n), uid, gid, follow_symlinks=False)
+    os.chown(root, uid, gid)
+
+
 def snapshot_or_report(report, where, m):
     """The FUSE side's tree; a failing walk (e.g. a crashed daemon) is a
     reported failure and yields an empty tree so the comparison goes on."""
     try:
+        if FUSE_USER:
+            # Without allow_other only the mounting user may look inside.
+            r = as_user(FUSE_USER[0], FUSE_USER[1], tree_snapshot, m.mnt)
+            if r[0] != 'ok':
+                raise OSError(errno.EIO, 'as user: %s' % (r,))
+            return r[1]
         return tree_snapshot(m.mnt)
     except OSError as e:
         report.fail(where, 'walking the FUSE mount: %s %s' % (e, m.alive_problem() or ''))
@@ -755,6 +778,8 @@ def run_scenario(sc, fs, report, encoding):
             else:
                 m = FuseMount(fs, lowers, upper, work, mnt, cwd=cwd)
             sides[kind] = m
+        if FUSE_USER:
+            chown_tree(base, *FUSE_USER)
         lower_before = {kind: [layer_snapshot(l) for l in m.lowers] for kind, m in sides.items()}
 
         k, f = sides['kernel'], sides['fuse']

@@ -71,6 +71,30 @@ class RootlessBasic(Scenario):
             os.rename(c.p('d2'), c.p('d'))), ('ok', (None, ['x'], b'again', None)))
 
 
+def fusermount_path(argv):
+    """The other rootless path: the user runs the daemon directly, without a
+    user namespace; libfuse mounts through the setuid fusermount3. Compared
+    with kernel overlayfs mounted by root over identical user-owned layers,
+    every operation done as the user on both."""
+    pw = pwd.getpwnam(USER)
+    if not os.path.exists('/usr/bin/fusermount3') or not os.stat('/usr/bin/fusermount3').st_mode & 0o4000:
+        print('SKIP: no setuid /usr/bin/fusermount3')
+        return SKIP
+    # libfuse opens /dev/fuse itself and falls back to fusermount3 only when
+    # mount(2) is refused, so a 0600 /dev/fuse (this kind of test host;
+    # Debian installs it 0666) rules this path out.
+    if subprocess.run(['setpriv', '--reuid=%d' % pw.pw_uid, '--regid=%d' % pw.pw_gid,
+                       '--init-groups', 'sh', '-c', 'exec 3<>/dev/fuse'],
+                      stderr=subprocess.DEVNULL).returncode:
+        print('SKIP: /dev/fuse is not open to %s (mode %o): libfuse cannot reach fusermount3'
+              % (USER, stat.S_IMODE(os.stat('/dev/fuse').st_mode)))
+        return SKIP
+    ovltest.FUSE_USER = (pw.pw_uid, pw.pw_gid)
+    sc = RootlessBasic()
+    sc.name = 'fusermount_basic'
+    return main([sc], argv)
+
+
 def inner(argv):
     if '--fusedev' in argv:
         dev = argv[argv.index('--fusedev') + 1]
@@ -147,7 +171,44 @@ def outer(argv):
         os.rmdir(base)
 
 
+def fusermount_outer(argv):
+    """With /dev/fuse closed to users, re-run in a private mount namespace
+    (still root, no user namespace) where a private 0666 node covers
+    /dev/fuse: the daemon then runs as the user and mounts through the setuid
+    fusermount3, exactly as on a stock Debian host."""
+    if os.geteuid() != 0:
+        print('SKIP: run as root; the test switches to the unprivileged user %s itself' % USER)
+        return SKIP
+    if subprocess.run(['id', USER], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode:
+        subprocess.run(['useradd', '-m', USER], stderr=subprocess.DEVNULL)
+    base = tempfile.mkdtemp(prefix='strata-fs-fusermount-')
+    mount_tmpfs(base)
+    try:
+        node = os.path.join(base, 'fuse')
+        os.mknod(node, stat.S_IFCHR | 0o666, os.stat('/dev/fuse').st_rdev)
+        os.chmod(node, 0o666)
+        r = subprocess.run(['unshare', '-m', '--propagation', 'private', sys.executable,
+                            os.path.abspath(__file__), '--fusermount-inner', '--fusedev', node]
+                           + argv)
+        return r.returncode
+    finally:
+        umount(base)
+        os.rmdir(base)
+
+
 if __name__ == '__main__':
+    if '--fusermount' in sys.argv:
+        sys.exit(fusermount_outer([a for a in sys.argv[1:] if a != '--fusermount']))
+    if '--fusermount-inner' in sys.argv:
+        args = [a for a in sys.argv[1:] if a != '--fusermount-inner']
+        i = args.index('--fusedev')
+        r = subprocess.run(['mount', '--bind', args[i + 1], '/dev/fuse'], stderr=subprocess.PIPE,
+                           text=True)
+        if r.returncode:
+            print('SKIP: cannot cover /dev/fuse in a private mount namespace: ' + r.stderr.strip())
+            sys.exit(SKIP)
+        del args[i:i + 2]
+        sys.exit(fusermount_path(args))
     if '--inner' in sys.argv:
         args = [a for a in sys.argv[1:] if a != '--inner']
         sys.exit(inner(args))
