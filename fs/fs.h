@@ -4,7 +4,7 @@
 #ifndef STRATA_FS_H
 #define STRATA_FS_H
 
-#define FUSE_USE_VERSION 34
+#define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
 #include <pthread.h>
 #include <stdbool.h>

@@ -23,6 +23,7 @@ static const char usage_text[] =
 "\n"
 "  -f                 stay in the foreground\n"
 "  -d, --debug        foreground, and log every request\n"
+"  -s                 serve requests on a single thread\n"
 "  -V, --version      print the version\n"
 "  -h, --help         this text\n"
 "\n"
@@ -93,7 +94,7 @@ static const struct fuse_lowlevel_ops ops = {
 
 void op_init(void *ud, struct fuse_conn_info *conn)
 {
-	unsigned want = FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE |
+	unsigned want = FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE |
 			FUSE_CAP_READDIRPLUS | FUSE_CAP_CACHE_SYMLINKS | FUSE_CAP_PARALLEL_DIROPS |
 			FUSE_CAP_ATOMIC_O_TRUNC | FUSE_CAP_ASYNC_DIO | FUSE_CAP_ASYNC_READ;
 	if (SFS->opts.writeback && SFS->has_upper)
@@ -250,12 +251,18 @@ int main(int argc, char **argv)
 	if (!fs.opts.foreground && fuse_daemonize(0) != 0)
 		goto out_unmount;
 
+	if (fs.opts.single_thread) {
+		ret = fuse_session_loop(fs.se) != 0;
+		goto out_unmount;
+	}
 	struct fuse_loop_config *cfg = fuse_loop_cfg_create();
 	if (!cfg)
 		goto out_unmount;
 	fuse_loop_cfg_set_clone_fd(cfg, 0);
 	fuse_loop_cfg_set_max_threads(cfg, 16);
-	fuse_loop_cfg_set_idle_threads(cfg, 4);
+	/* threads are never torn down: creating one per burst costs more than
+	 * the request it serves */
+	fuse_loop_cfg_set_idle_threads(cfg, 16);
 	ret = fuse_session_loop_mt(fs.se, cfg) != 0;
 	fuse_loop_cfg_destroy(cfg);
 out_unmount:

@@ -385,7 +385,7 @@ int opts_parse(struct strata_opts *o, int argc, char **argv)
 			o->debug = true;
 			o->foreground = true;
 		} else if (!strcmp(a, "-s")) {
-			/* single-threaded: accepted for libfuse compatibility */
+			o->single_thread = true;
 		} else if (!strcmp(a, "-V") || !strcmp(a, "--version")) {
 			o->show_version = true;
 		} else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {

@@ -27,6 +27,7 @@ struct strata_opts {
 	char *mountpoint;
 	bool foreground;
 	bool debug;
+	bool single_thread;  /* -s: serve requests on one thread */
 	bool is_volatile;    /* skip fsync */
 	bool squash_to_root;
 	int64_t squash_uid;  /* -1: not set */
