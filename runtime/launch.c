@@ -330,8 +330,11 @@ int strata_launch(const struct strata_launch_spec *spec)
 		}
 	}
 	close(take_fd(&go[1]));
-	if ((r = supervise(outer, false, &st)) < 0)
+	if ((r = supervise(outer, false, &st)) < 0) {
+		serr(r, "wait for", "the container", "the calling program must not ignore SIGCHLD");
+		kill(outer, SIGKILL);
 		goto restore;
+	}
 	fcntl(errp[0], F_SETFL, O_NONBLOCK);
 	if (read(errp[0], &failure, sizeof failure) == sizeof failure && failure < 0)
 		r = failure;
