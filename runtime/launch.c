@@ -331,8 +331,8 @@ int strata_launch(const struct strata_launch_spec *spec)
 	}
 	close(take_fd(&go[1]));
 	if ((r = supervise(outer, false, &st)) < 0) {
+		/* ECHILD: already reaped behind our back, nothing left to stop */
 		serr(r, "wait for", "the container", "the calling program must not ignore SIGCHLD");
-		kill(outer, SIGKILL);
 		goto restore;
 	}
 	fcntl(errp[0], F_SETFL, O_NONBLOCK);
