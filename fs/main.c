@@ -99,6 +99,9 @@ void op_init(void *ud, struct fuse_conn_info *conn)
 			FUSE_CAP_ATOMIC_O_TRUNC | FUSE_CAP_ASYNC_DIO | FUSE_CAP_ASYNC_READ;
 	if (SFS->opts.writeback && SFS->has_upper)
 		want |= FUSE_CAP_WRITEBACK_CACHE;
+	/* the kernel enforces and caches ACLs; umask is then ours to apply */
+	if (!SFS->opts.noacl)
+		want |= FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK;
 	conn->want |= want & conn->capable;
 	/* readdirplus always: the lower layers do not change under us */
 	conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/sysmacros.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -158,11 +159,34 @@ static void new_owner(fuse_req_t req, int pdirfd, uid_t *uid, gid_t *gid, mode_t
 {
 	struct stat pst;
 	req_owner(req, uid, gid);
+	/* The kernel left the umask to us (POSIX ACLs on): a default ACL in
+	 * the parent replaces it, and the upper filesystem applies that ACL
+	 * itself when we create with the full mode. */
+	if (!S_ISLNK(*mode) && fgetxattr(pdirfd, "system.posix_acl_default", NULL, 0) <= 0)
+		*mode &= ~(fuse_req_ctx(req)->umask & 0777);
 	if (fstat(pdirfd, &pst) == 0 && (pst.st_mode & S_ISGID)) {
 		*gid = pst.st_gid;
 		if (S_ISDIR(*mode))
 			*mode |= S_ISGID;
 	}
+}
+
+/* Owner of a newly created object. Its mode came from create() and a
+ * default ACL may have shaped it: touch it again only to restore set-id
+ * bits that chown cleared. */
+static int create_set_owner(int dirfd, const char *name, int fd, uid_t uid, gid_t gid, mode_t mode)
+{
+	struct stat st;
+	int r = fd >= 0 ? fstat(fd, &st) : fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW);
+
+	if (r == 0 && st.st_uid == uid && st.st_gid == gid && !(mode & 06000))
+		return 0;
+	if (!(mode & 06000) && r == 0) {
+		r = fd >= 0 ? fchown(fd, uid, gid) : fchownat(dirfd, name, uid, gid, AT_SYMLINK_NOFOLLOW);
+		if (r == 0)
+			return 0;
+	}
+	return upper_set_owner(dirfd, name, fd, uid, gid, mode);
 }
 
 static int create_obj(fuse_req_t req, struct node *dir, const char *name, struct obj_spec *s,
@@ -191,6 +215,7 @@ static int create_obj(fuse_req_t req, struct node *dir, const char *name, struct
 		    : s->kind == OBJ_SYMLINK ? (S_IFLNK | 0777)
 		    : s->kind == OBJ_FILE ? (S_IFREG | (s->mode & 07777)) : s->mode;
 	new_owner(req, ufd, &uid, &gid, &mode);
+	s->mode = (s->mode & S_IFMT) | (mode & 07777);
 
 	bool over_cwh = fstatat(ufd, name, &wst, AT_SYMLINK_NOFOLLOW) == 0;
 	if (over_cwh && !wh_is_chardev(&wst)) {
@@ -205,7 +230,7 @@ static int create_obj(fuse_req_t req, struct node *dir, const char *name, struct
 		/* the common case: nothing to replace, create in place */
 		r = make_obj(ufd, name, s, &fd);
 		if (r == 0)
-			r = upper_set_owner(ufd, name, fd, uid, gid, mode);
+			r = create_set_owner(ufd, name, fd, uid, gid, mode);
 		if (r < 0) {
 			if (fd >= 0)
 				close(fd);
@@ -223,7 +248,7 @@ static int create_obj(fuse_req_t req, struct node *dir, const char *name, struct
 		copyup_tmpname(tmp, sizeof tmp);
 		r = make_obj(SFS->workfd, tmp, s, &fd);
 		if (r == 0)
-			r = upper_set_owner(SFS->workfd, tmp, fd, uid, gid, mode);
+			r = create_set_owner(SFS->workfd, tmp, fd, uid, gid, mode);
 		if (r == 0 && opaque) {
 			int dfd = openat(SFS->workfd, tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 			r = dfd < 0 ? -errno : wh_set_opaque(dfd, &SFS->whp);
