@@ -61,9 +61,15 @@ class Plain(Contender):
         flat = ctx.flat_tree(fixture)
         if not writable:
             return Instance(self, flat, scratch, mount_s=None)
-        # A workload that modifies the tree gets its own copy, made untimed.
+        # A workload that modifies the tree gets its own copy, made untimed;
+        # when it names the one subtree it touches, only that is copied.
         dst = os.path.join(scratch, "tree")
-        sysutil.run_setup(["cp", "-a", flat, dst], what="copy plain tree")
+        if isinstance(writable, str):
+            os.makedirs(os.path.dirname(os.path.join(dst, writable)), exist_ok=True)
+            sysutil.run_setup(["cp", "-a", os.path.join(flat, writable),
+                               os.path.join(dst, writable)], what="copy plain tree")
+        else:
+            sysutil.run_setup(["cp", "-a", flat, dst], what="copy plain tree")
         return Instance(self, dst, scratch, mount_s=None)
 
 

@@ -187,7 +187,7 @@ def image(ctx):
     fx = Fixture("image", root, 3, info=info)
     # a lower tree for chown -R and rm -rf: big enough to matter, small
     # enough to copy for the plain baseline
-    fx.tree = _pick(base, ["usr/share", "usr/lib", "usr"]) or "opt"
+    fx.tree = _pick(base, ctx.sizes["tree"]) or "opt"
     return fx
 
 

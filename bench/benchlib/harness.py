@@ -22,11 +22,13 @@ BENCH_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SIZES = {
     "quick": dict(reps=3, big_mib=64, randread_mib=4, randwrite_size_mib=16,
-                  randwrite_io_mib=8, untar_files=2000, stacks=[2, 64, 500],
-                  synthetic_base_files=3000, launch_batch=3),
+                  randwrite_io_mib=8, untar_files=1000, stacks=[2, 64, 500],
+                  synthetic_base_files=3000, launch_batch=3,
+                  tree=["usr/share/doc", "usr/share", "opt"], tar_path="usr/share"),
     "full": dict(reps=5, big_mib=1024, randread_mib=32, randwrite_size_mib=256,
                  randwrite_io_mib=64, untar_files=20000, stacks=[2, 16, 64, 128, 500],
-                 synthetic_base_files=8000, launch_batch=10),
+                 synthetic_base_files=8000, launch_batch=10,
+                 tree=["usr/share", "usr/lib", "usr", "opt"], tar_path="."),
 }
 # the 1 GiB workloads dominate the full run's time; three repetitions of them
 HEAVY_REPS = 3
@@ -177,7 +179,8 @@ def run_workload(ctx, wl, contenders, rows):
             try:
                 if wl.drop_before_mount:
                     sysutil.drop_caches()
-                inst = c.mount(ctx, fixture, writable=wl.mutates)
+                writable = wl.mutates and (wl.subtree(fixture) if wl.subtree else True)
+                inst = c.mount(ctx, fixture, writable=writable)
                 ctx.live.add(inst)
                 s = wl.measure(ctx, inst, fixture)
                 row.update(value=s.value, note=s.note,
