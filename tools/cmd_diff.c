@@ -11,6 +11,7 @@
 #include "err.h"
 #include "fsutil.h"
 #include "image.h"
+#include "lowerview.h"
 #include "store.h"
 #include "whiteout.h"
 
@@ -19,6 +20,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 static bool take_flag(int *argc, char **argv, const char *flag)
@@ -71,54 +73,6 @@ static int stack_open(struct store *s, json_t *ids, struct stack *st)
 	return 0;
 }
 
-/* Does path (no leading '/') exist in the merged view of the stack? */
-static bool lower_has(struct stack *st, const char *path)
-{
-	for (size_t l = 0; l < st->n; l++) {
-		char buf[PATH_MAX];
-		snprintf(buf, sizeof buf, "%s", path);
-		int dfd = dup(st->fds[l]);
-		bool stop = false, found = false;
-		char *save, *comp = strtok_r(buf, "/", &save);
-		while (comp && dfd >= 0) {
-			char *next = strtok_r(NULL, "/", &save);
-			if (wh_exists(dfd, comp) > 0) {
-				stop = true;      /* deleted in this layer */
-				break;
-			}
-			struct stat sb;
-			if (fstatat(dfd, comp, &sb, AT_SYMLINK_NOFOLLOW) < 0) {
-				/* Absent here: an opaque parent hides the rest. */
-				int ofd = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-				if (ofd >= 0 && wh_dir_is_opaque(ofd, true) > 0)
-					stop = true;
-				if (ofd >= 0)
-					close(ofd);
-				break;
-			}
-			if (!next) {
-				found = true;
-				break;
-			}
-			if (!S_ISDIR(sb.st_mode)) {
-				stop = true;      /* a file here shadows the rest */
-				break;
-			}
-			int nfd = openat(dfd, comp, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			close(dfd);
-			dfd = nfd;
-			comp = next;
-		}
-		if (dfd >= 0)
-			close(dfd);
-		if (found)
-			return true;
-		if (stop)
-			return false;
-	}
-	return false;
-}
-
 struct changes {
 	json_t *list;     /* [{"kind":"A|C|D","path":...}] */
 };
@@ -126,6 +80,28 @@ struct changes {
 static void add_change(struct changes *c, const char *kind, const char *path)
 {
 	json_array_append_new(c->list, json_pack("{s:s,s:s}", "kind", kind, "path", path));
+}
+
+static int cmp_change(const void *a, const void *b)
+{
+	return strcmp(json_string_value(json_object_get(*(json_t *const *)a, "path")),
+		      json_string_value(json_object_get(*(json_t *const *)b, "path")));
+}
+
+/* In path order, as docker diff prints (whiteouts sort by their own names). */
+static void sort_changes(json_t *list)
+{
+	size_t n = json_array_size(list);
+	json_t **v = calloc(n + 1, sizeof *v);
+	if (!v)
+		return;
+	for (size_t i = 0; i < n; i++)
+		v[i] = json_incref(json_array_get(list, i));
+	qsort(v, n, sizeof *v, cmp_change);
+	json_array_clear(list);
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(list, v[i]);
+	free(v);
 }
 
 static void print_changes(json_t *list, bool js)
@@ -141,7 +117,48 @@ static void print_changes(json_t *list, bool js)
 		       json_string_value(json_object_get(v, "path")));
 }
 
-static int walk_upper(int dirfd, const char *dir, struct stack *st, bool all_added, struct changes *c)
+/* Every entry of the merged lower directory src, reported as added under
+ * dir: the contents of a renamed directory appear at its new path. */
+static void added_from_lower(const struct lowerview *lv, size_t layer, const char *src, const char *dir,
+			     char **skip, size_t nskip, struct changes *c)
+{
+	struct lower_entry *e;
+	size_t n;
+	if (lower_list(lv, layer, src, &e, &n) < 0)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		bool skipped = false;
+		for (size_t k = 0; k < nskip && !skipped; k++)
+			skipped = !strcmp(skip[k], e[i].name);
+		if (skipped)
+			continue;
+		char path[PATH_MAX], child[PATH_MAX];
+		struct stat sb;
+		snprintf(path, sizeof path, "%s/%s", dir, e[i].name);
+		snprintf(child, sizeof child, "%s%s%s", src, *src ? "/" : "", e[i].name);
+		add_change(c, "A", path);
+		if (fstatat(lv->fds[e[i].layer], child, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(sb.st_mode))
+			added_from_lower(lv, e[i].layer, child, path, NULL, 0, c);
+	}
+	lower_list_free(e, n);
+}
+
+static bool redirect_of(int fd, char *buf, size_t len)
+{
+	ssize_t n = fgetxattr(fd, "trusted.overlay.redirect", buf, len - 1);
+	if (n < 0)
+		n = fgetxattr(fd, "user.overlay.redirect", buf, len - 1);
+	if (n <= 1 || buf[0] != '/')
+		return false;
+	buf[n] = '\0';
+	return true;
+}
+
+/* Walk the upper directory dirfd (shown at dir). all_added: the directory
+ * is new, so is everything in it. lsrc: inside a renamed directory, the
+ * lower path its contents come from. */
+static int walk_upper(int dirfd, const char *dir, const struct lowerview *lv, bool all_added,
+		      const char *lsrc, struct changes *c)
 {
 	char **names;
 	size_t n;
@@ -161,18 +178,47 @@ static int walk_upper(int dirfd, const char *dir, struct stack *st, bool all_add
 			continue;
 		snprintf(path, sizeof path, "%s/%s", dir, k == WH_OCI ? target : names[i]);
 		if (k == WH_CHARDEV || k == WH_OCI) {
-			add_change(c, "D", path);
+			if (k == WH_OCI)
+				memmove(names[i], target, strlen(target) + 1);   /* for the skip list */
+			if (!all_added)
+				add_change(c, "D", path);
 			continue;
 		}
-		bool existed = !all_added && lower_has(st, path + 1);
+		bool existed = !all_added && lower_lookup(lv, 0, path + 1, NULL);
 		add_change(c, existed ? "C" : "A", path);
-		if (S_ISDIR(sb.st_mode)) {
-			_cleanup_close_ int sub = openat(dirfd, names[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			if (sub < 0)
-				continue;
-			r = walk_upper(sub, path, st, !existed, c);
+		if (!S_ISDIR(sb.st_mode))
+			continue;
+		_cleanup_close_ int sub = openat(dirfd, names[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (sub < 0)
+			continue;
+		char redir[PATH_MAX], src[PATH_MAX];
+		const char *child_src = NULL;
+		if (redirect_of(sub, redir, sizeof redir)) {
+			child_src = redir + 1;
+		} else if (lsrc) {
+			snprintf(src, sizeof src, "%s%s%s", lsrc, *lsrc ? "/" : "", names[i]);
+			child_src = src;
+		}
+		r = walk_upper(sub, path, lv, !existed, child_src, c);
+		if (r == 0 && existed && !child_src && wh_dir_is_opaque(sub, true) > 0) {
+			/* An opaque directory hides what the image had in it. */
+			struct lower_entry *e;
+			size_t m;
+			if (lower_list(lv, 0, path + 1, &e, &m) == 0) {
+				for (size_t q = 0; q < m; q++) {
+					char p2[PATH_MAX + NAME_MAX + 2];
+					struct stat us;
+					if (fstatat(sub, e[q].name, &us, AT_SYMLINK_NOFOLLOW) == 0)
+						continue;
+					snprintf(p2, sizeof p2, "%s/%s", path, e[q].name);
+					add_change(c, "D", p2);
+				}
+				lower_list_free(e, m);
+			}
 		}
 	}
+	if (r == 0 && lsrc && wh_dir_is_opaque(dirfd, true) <= 0)
+		added_from_lower(lv, 0, lsrc, dir, names, n, c);
 	free_names(names, n);
 	return r;
 }
@@ -210,8 +256,11 @@ static int diff_container(struct store *s, const char *id, bool js)
 		serr(r, "diff: open", p, "the container's writable layer is missing; remove the container");
 		goto out;
 	}
-	if ((r = walk_upper(ufd, "", &st, false, &ch)) == 0)
+	struct lowerview lv = { st.fds, st.n };
+	if ((r = walk_upper(ufd, "", &lv, false, NULL, &ch)) == 0) {
+		sort_changes(ch.list);
 		print_changes(ch.list, js);
+	}
 out:
 	if (ufd >= 0)
 		close(ufd);

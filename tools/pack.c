@@ -2,6 +2,7 @@
 
 #include "err.h"
 #include "fsutil.h"
+#include "lowerview.h"
 #include "unpack.h"
 #include "whiteout.h"
 
@@ -25,6 +26,7 @@ struct link {
 struct pk {
 	struct archive *a;
 	const struct pack_opts *o;
+	struct lowerview lv;
 	struct link *links;
 	size_t nlinks;
 };
@@ -89,7 +91,7 @@ static int data_fd(struct pk *p, int fd, const char *path)
 	char v[PATH_MAX];
 	if (!p->o->overlay || !has_xattr(fd, "trusted.overlay.metacopy", "user.overlay.metacopy", v, sizeof v))
 		return -ENOENT;
-	const char *src = path;
+	const char *src = path;   /* the entry's lower source path */
 	if (has_xattr(fd, "trusted.overlay.redirect", "user.overlay.redirect", v, sizeof v) && v[0] == '/')
 		src = v + 1;
 	for (size_t i = 0; i < p->o->nlower; i++) {
@@ -138,9 +140,25 @@ static int emit_marker(struct pk *p, const char *dirpath, const char *name, time
 	return r;
 }
 
-static int walk(struct pk *p, int dirfd, const char *dirpath);
+static int walk(struct pk *p, int dirfd, const char *dirpath, const char *lsrc);
+static int emit_lower_children(struct pk *p, const char *src, const char *tardir, size_t layer,
+			       char **skip, size_t nskip);
 
-static int one(struct pk *p, int dirfd, const char *dirpath, const char *name)
+static bool redirect_of(int fd, char *buf, size_t len)
+{
+	return has_xattr(fd, "trusted.overlay.redirect", "user.overlay.redirect", buf, len) && buf[0] == '/';
+}
+
+/* Emit entry NAME of dirfd as DIRPATH/NAME.
+ *
+ * from_layer < 0: dirfd is in the upper directory; lsrc is the entry's
+ * path in the lower layers when it sits inside a renamed (redirected)
+ * directory, else NULL (same path). OCI has no redirects, so a renamed
+ * directory is written whole: opaque, with its lower contents copied in.
+ * from_layer >= 0: dirfd is in that lower layer (copying a renamed
+ * directory's contents); lsrc is the entry's path there. */
+static int one(struct pk *p, int dirfd, const char *dirpath, const char *name, const char *lsrc,
+	       int from_layer)
 {
 	char path[PATH_MAX];
 	struct stat st;
@@ -157,7 +175,7 @@ static int one(struct pk *p, int dirfd, const char *dirpath, const char *name)
 	enum wh_kind k = wh_classify(name, &st, &target);
 	if (k == WH_RESERVED)
 		return 0;
-	if (p->o->overlay && k == WH_CHARDEV) {
+	if (p->o->overlay && k == WH_CHARDEV && from_layer < 0) {
 		char wh[NAME_MAX + 8];
 		snprintf(wh, sizeof wh, WH_PREFIX "%s", name);
 		return emit_marker(p, dirpath, wh, st.st_mtime);
@@ -213,7 +231,7 @@ static int one(struct pk *p, int dirfd, const char *dirpath, const char *name)
 		}
 	}
 	if (S_ISREG(st.st_mode)) {
-		_cleanup_close_ int lfd = data_fd(p, fd, path);
+		_cleanup_close_ int lfd = from_layer < 0 ? data_fd(p, fd, lsrc ? lsrc : path) : -1;
 		if (lfd >= 0) {
 			struct stat ls;
 			fstat(lfd, &ls);
@@ -228,11 +246,17 @@ static int one(struct pk *p, int dirfd, const char *dirpath, const char *name)
 		if (r < 0)
 			goto out;
 		struct stat ms;
-		if (p->o->overlay && wh_dir_is_opaque(fd, false) > 0 &&
-		    fstatat(fd, WH_OPQ_MARKER, &ms, AT_SYMLINK_NOFOLLOW) < 0)
+		char redir[PATH_MAX];
+		if (from_layer >= 0) {
+			r = emit_lower_children(p, lsrc, path, (size_t)from_layer, NULL, 0);
+			goto out;
+		}
+		bool redirected = p->o->overlay && redirect_of(fd, redir, sizeof redir);
+		bool has_marker = fstatat(fd, WH_OPQ_MARKER, &ms, AT_SYMLINK_NOFOLLOW) == 0;
+		if (p->o->overlay && !has_marker && (redirected || wh_dir_is_opaque(fd, false) > 0))
 			r = emit_marker(p, path, WH_OPQ_MARKER, st.st_mtime);
 		if (r == 0)
-			r = walk(p, fd, path);
+			r = walk(p, fd, path, redirected ? redir + 1 : lsrc);
 		goto out;
 	}
 	archive_entry_set_size(e, 0);
@@ -242,7 +266,9 @@ out:
 	return r;
 }
 
-static int walk(struct pk *p, int dirfd, const char *dirpath)
+/* Children of upper directory dirfd. Inside a renamed directory (lsrc set)
+ * whiteouts only hide lower entries, which are then copied in. */
+static int walk(struct pk *p, int dirfd, const char *dirpath, const char *lsrc)
 {
 	char **names;
 	size_t n;
@@ -251,15 +277,66 @@ static int walk(struct pk *p, int dirfd, const char *dirpath)
 		serr(r, "pack: list", *dirpath ? dirpath : "/", "%s", p->o->what);
 		return r;
 	}
-	for (size_t i = 0; i < n && r == 0; i++)
-		r = one(p, dirfd, dirpath, names[i]);
+	for (size_t i = 0; i < n && r == 0; i++) {
+		if (!lsrc) {
+			r = one(p, dirfd, dirpath, names[i], NULL, -1);
+			continue;
+		}
+		struct stat st;
+		const char *target;
+		if (fstatat(dirfd, names[i], &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		enum wh_kind k = wh_classify(names[i], &st, &target);
+		if (k == WH_OCI) {
+			/* keep the hidden name in the skip list */
+			memmove(names[i], target, strlen(target) + 1);
+			continue;
+		}
+		if (k != WH_NONE)
+			continue;
+		char src[PATH_MAX];
+		snprintf(src, sizeof src, "%s%s%s", lsrc, *lsrc ? "/" : "", names[i]);
+		r = one(p, dirfd, dirpath, names[i], src, -1);
+	}
+	if (r == 0 && lsrc && wh_dir_is_opaque(dirfd, true) <= 0)
+		r = emit_lower_children(p, lsrc, dirpath, 0, names, n);
 	free_names(names, n);
+	return r;
+}
+
+/* Copy the merged lower directory src (from layer `layer` down) into the
+ * tar under tardir, leaving out names in skip (present or deleted above). */
+static int emit_lower_children(struct pk *p, const char *src, const char *tardir, size_t layer,
+			       char **skip, size_t nskip)
+{
+	struct lower_entry *e;
+	size_t n;
+	int r = lower_list(&p->lv, layer, src, &e, &n);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < n && r == 0; i++) {
+		bool skipped = false;
+		for (size_t k = 0; k < nskip && !skipped; k++)
+			skipped = !strcmp(skip[k], e[i].name);
+		if (skipped)
+			continue;
+		char child[PATH_MAX];
+		snprintf(child, sizeof child, "%s%s%s", src, *src ? "/" : "", e[i].name);
+		_cleanup_close_ int pfd = open_beneath(p->lv.fds[e[i].layer], src, O_PATH | O_DIRECTORY, 0);
+		if (pfd < 0) {
+			r = pfd;
+			serr(r, "pack: open lower directory", src, "%s", p->o->what);
+			break;
+		}
+		r = one(p, pfd, tardir, e[i].name, child, (int)e[i].layer);
+	}
+	lower_list_free(e, n);
 	return r;
 }
 
 int pack_dir(int dirfd, int outfd, const struct pack_opts *o)
 {
-	struct pk p = { .o = o };
+	struct pk p = { .o = o, .lv = { o->lower_fds, o->nlower } };
 	int r;
 	p.a = archive_write_new();
 	if (!p.a)
@@ -272,7 +349,7 @@ int pack_dir(int dirfd, int outfd, const struct pack_opts *o)
 		archive_write_free(p.a);
 		return -EIO;
 	}
-	r = walk(&p, dirfd, "");
+	r = walk(&p, dirfd, "", NULL);
 	if (archive_write_close(p.a) != ARCHIVE_OK && r == 0) {
 		serr(0, "pack: finish layer for", o->what, "%s", archive_error_string(p.a));
 		r = -EIO;

@@ -151,5 +151,33 @@ def test_exit_codes_and_names(env):
     check(r.out == 'override\n/bin\n', 'options beat the image config: %r' % r.out)
 
 
+def test_renamed_and_replaced_dirs(env):
+    """A renamed image directory (a redirect in upper, no data copied) and
+    a directory emptied and refilled (opaque) must diff like docker diff and
+    commit into an OCI layer that holds the whole renamed tree."""
+    w = fuse_wrap(env)
+    low = make_tar([entry('srv', 'dir'), entry('srv/one', data=b'1'), entry('srv/sub', 'dir'),
+                    entry('srv/sub/two', data=b'2'), entry('var', 'dir'), entry('var/old', data=b'o')])
+    mid = make_tar([entry('srv/three', data=b'3')])
+    oci_layout(env.path('img'), [(busybox_layer(), 'gzip'), (low, 'gzip'), (mid, 'tar')])
+    env.give()
+    env.run('import', 'oci:' + env.path('img'), 'base:1')
+    env.run('run', '--name', 'c', 'base:1', '--', 'sh', '-c',
+            'mv /srv /moved && rm /moved/sub/two && rm -r /var && mkdir /var && echo n > /var/new', wrap=w)
+    ch = {(x['kind'], x['path']) for x in json.loads(env.run('diff', 'c', '--json').out)
+          if x['path'].startswith(('/srv', '/moved', '/var'))}
+    want = {('D', '/srv'), ('A', '/moved'), ('A', '/moved/one'), ('A', '/moved/three'), ('A', '/moved/sub'),
+            ('C', '/var'), ('A', '/var/new'), ('D', '/var/old')}
+    check(ch == want, 'diff of renamed and replaced dirs: extra %r missing %r' % (ch - want, want - ch))
+    env.run('commit', 'c', 'moved:1')
+    r = env.run('run', '--rm', 'moved:1', '--', 'sh', '-c',
+                'cat /moved/one /moved/three; ls /moved/sub; ls /var; test -e /srv || echo no-srv', wrap=w)
+    check(r.out == '13new\nno-srv\n', 'committed image has the renamed tree: %r' % r.out)
+    # The layer itself is plain OCI: another tool sees the same tree.
+    j = env.json('layers', 'moved:1', '--json')
+    top = {(x['kind'], x['path']) for x in j['layers'][-1]['changes']}
+    check(('A', '/moved/three') in top and ('D', '/srv') in top, 'top layer copies the moved data: %r' % top)
+
+
 if __name__ == '__main__':
-    sys.exit(main([test_story, test_exit_codes_and_names]))
+    sys.exit(main([test_story, test_exit_codes_and_names, test_renamed_and_replaced_dirs]))
