@@ -10,6 +10,7 @@
 
 #include "err.h"
 #include "fsutil.h"
+#include "lowerview.h"
 #include "store.h"
 
 #include <fcntl.h>
@@ -270,6 +271,85 @@ static int set_state(const char *root, const char *id, const char *state, int pi
 }
 
 #ifdef STRATA_HAVE_RUNTIME
+/* Look NAME up in the image's /etc/passwd (field 3 = uid, 4 = gid) or
+ * /etc/group (field 3 = gid), as the merged layers show it. */
+static int image_id_lookup(struct store *s, json_t *ids, const char *file, const char *name,
+			   long *id, long *gid)
+{
+	size_t n = json_array_size(ids), layer;
+	int *fds = calloc(n + 1, sizeof *fds);
+	int r = -ENOENT;
+	if (!fds)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		fds[i] = store_layer_dirfd(s, json_string_value(json_array_get(ids, n - 1 - i)));
+	struct lowerview lv = { fds, n };
+	char *buf = NULL;
+	if (lower_lookup(&lv, 0, file, &layer) && fds[layer] >= 0) {
+		int fd = open_beneath(fds[layer], file, O_RDONLY, 0);
+		if (fd >= 0) {
+			read_fd(fd, 1 << 20, &buf, NULL);
+			close(fd);
+		}
+	}
+	for (char *save, *line = buf ? strtok_r(buf, "\n", &save) : NULL; line; line = strtok_r(NULL, "\n", &save)) {
+		char *f[5] = { 0 };
+		int k = 0;
+		for (char *p = line; k < 5; k++) {
+			f[k] = p;
+			p = strchr(p, ':');
+			if (!p)
+				break;
+			*p++ = '\0';
+		}
+		if (f[0] && f[2] && !strcmp(f[0], name)) {
+			*id = strtol(f[2], NULL, 10);
+			if (gid && f[3])
+				*gid = strtol(f[3], NULL, 10);
+			r = 0;
+			break;
+		}
+	}
+	free(buf);
+	for (size_t i = 0; i < n; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	free(fds);
+	return r;
+}
+
+static bool numeric(const char *s)
+{
+	return *s && strspn(s, "0123456789") == strlen(s);
+}
+
+/* USER[:GROUP], names resolved in the image, into "UID:GID". */
+static int resolve_user(struct store *s, json_t *ids, const char *spec, char *out, size_t len)
+{
+	_cleanup_free_ char *u = strdup(spec);
+	if (!u)
+		return -ENOMEM;
+	char *g = strchr(u, ':');
+	if (g)
+		*g++ = '\0';
+	long uid = 0, gid = 0;
+	if (numeric(u)) {
+		uid = strtol(u, NULL, 10);
+		/* a numeric user keeps group 0 unless the image names it */
+	} else if (image_id_lookup(s, ids, "etc/passwd", u, &uid, &gid) < 0) {
+		susage("user '%s' is not in the image's /etc/passwd; give a numeric UID[:GID]", u);
+		return -EINVAL;
+	}
+	if (g && numeric(g))
+		gid = strtol(g, NULL, 10);
+	else if (g && image_id_lookup(s, ids, "etc/group", g, &gid, NULL) < 0) {
+		susage("group '%s' is not in the image's /etc/group; give a numeric GID", g);
+		return -EINVAL;
+	}
+	snprintf(out, len, "%ld:%ld", uid, gid);
+	return 0;
+}
+
 static json_t *strings(json_t *opts, const char *key, const char ***out, size_t *n)
 {
 	json_t *a = json_object_get(opts, key);
@@ -389,8 +469,10 @@ static int start(const char *root, const char *id)
 	if (!user || !*user)
 		user = json_string_value(json_object_get(cc, "User"));
 	if (user && *user) {
-		if (strata_parse_user(user, &spec.uid, &spec.gid) < 0) {
-			susage("user '%s' of the image or --user: only numeric UID[:GID] is supported", user);
+		char ids_txt[64];
+		if ((r = resolve_user(&s, ids, user, ids_txt, sizeof ids_txt)) < 0)
+			goto out;
+		if (strata_parse_user(ids_txt, &spec.uid, &spec.gid) < 0) {
 			r = -EINVAL;
 			goto out;
 		}

@@ -82,6 +82,11 @@ int read_file_at(int dirfd, const char *path, size_t max, char **buf, size_t *le
 	_cleanup_close_ int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
 		return -errno;
+	return read_fd(fd, max, buf, len);
+}
+
+int read_fd(int fd, size_t max, char **buf, size_t *len)
+{
 	struct stat st;
 	if (fstat(fd, &st) < 0)
 		return -errno;

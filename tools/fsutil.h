@@ -20,6 +20,9 @@ int mkdir_p(const char *path, mode_t mode);
  * inputs cannot make us allocate without limit. NUL-terminated. */
 int read_file_at(int dirfd, const char *path, size_t max, char **buf, size_t *len);
 
+/* The same for an open file. */
+int read_fd(int fd, size_t max, char **buf, size_t *len);
+
 /* Write data to dirfd/path atomically: a temp file, fsync, rename. */
 int write_file_atomic(int dirfd, const char *path, const void *data, size_t len);
 

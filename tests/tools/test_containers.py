@@ -149,6 +149,23 @@ def test_exit_codes_and_names(env):
     check('exists already' in r.err, 'duplicate name refused: ' + r.err)
     r = env.run('run', '--rm', '-e', 'GREETING=override', '-w', '/bin', 'base:1', wrap=w)
     check(r.out == 'override\n/bin\n', 'options beat the image config: %r' % r.out)
+    # The image's User, by name through the image's own /etc/passwd.
+    users = make_tar([entry('etc/passwd', data=b'root:x:0:0::/root:/bin/sh\napp:x:1234:2345::/:/bin/sh\n'),
+                      entry('etc/group', data=b'root:x:0:\nstaff:x:50:\n')])
+    oci_layout(env.path('u'), [(busybox_layer(), 'gzip'), (users, 'tar')],
+               config={'User': 'app', 'Cmd': ['sh', '-c', 'echo $(id -u):$(id -g)']})
+    env.give()
+    env.run('import', 'oci:' + env.path('u'), 'withuser')
+    r = env.run('run', '--rm', 'withuser', wrap=w, ok=None)
+    if env.user and r.returncode:
+        # Without a subuid range the rootless container maps only root.
+        check('/etc/passwd' not in r.err and ('1234' in r.err or 'map' in r.err), 'rootless user error is clear: ' + r.err)
+    else:
+        check(r.out == '1234:2345\n', 'image User by name: %r %s' % (r.out, r.err))
+        r = env.run('run', '--rm', '--user', 'app:staff', 'withuser', wrap=w)
+        check(r.out == '1234:50\n', '--user NAME:GROUP: %r' % r.out)
+    r = env.run('run', '--rm', '--user', 'nobody-here', 'withuser', wrap=w, ok=False)
+    check("not in the image's /etc/passwd" in r.err, 'unknown user: ' + r.err)
 
 
 def test_renamed_and_replaced_dirs(env):
