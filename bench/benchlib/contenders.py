@@ -265,10 +265,10 @@ def _bwrap_argv(ctx, fixture, scratch):
             "--proc", "/proc", "--dev", "/dev", "/bin/true"]
 
 
-def _strata_run_argv(binary):
+def _strata_run_argv(binary, fs_program):
     def argv(ctx, fixture, scratch):
         lowers = ":".join(os.path.realpath(os.path.join(fixture.root, l)) for l in fixture.lowers)
-        return [binary, "--lowerdir", lowers, "--", "/bin/true"]
+        return [binary, "--fs-program", fs_program, "--lowerdir", lowers, "--", "/bin/true"]
     return argv
 
 
@@ -276,5 +276,6 @@ def launchers(builddir):
     sr = os.path.join(builddir, "runtime", "strata-run") if builddir else None
     return [
         Launcher("bwrap", shutil.which("bwrap"), _bwrap_argv),
-        Launcher("strata-run", sr, _strata_run_argv(sr)),
+        Launcher("strata-run", sr, _strata_run_argv(
+            sr, os.path.join(builddir, "fs", "strata-fs") if builddir else None)),
     ]

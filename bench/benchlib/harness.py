@@ -55,8 +55,11 @@ class Context:
         self.flatten_via = None
         self.live = set()
         self.notes = []
+        self.logged = []
+        self.load_start = os.getloadavg()[0]
 
     def log(self, msg):
+        self.logged.append(msg)
         print(msg, file=sys.stderr, flush=True)
 
     def note(self, msg):

@@ -2,6 +2,7 @@
 a terminal table, and a gnuplot chart of ratios to kernel overlayfs."""
 
 import csv
+import io
 import os
 import platform
 import shutil
@@ -234,23 +235,17 @@ def write_all(ctx, rows, started):
         for s in summary:
             w.writerow({k: ("%.6g" % v if isinstance(v, float) else ("" if v is None else v))
                         for k, v in s.items()})
-    print()
-    print("strata bench, %s mode, %s UTC, %s, %d CPUs, load at end %.2f; %s"
-          % (ctx.mode, time.strftime("%Y-%m-%d %H:%M", time.gmtime(started)),
-             platform.release(), os.cpu_count(), os.getloadavg()[0],
-             "median of %d repetitions (CSV has min/max)" % ctx.sizes["reps"]))
-    table(summary)
-    cpu_table(summary)
-    for s in summary:
-        if s["group"] == "resources" and s["note"]:
-            print("  %s, %s: %s" % (s["workload"], s["contender"], s["note"]))
-    for n in ctx.notes:
-        print("note: " + n)
+    text = io.StringIO()
+    _print_report(ctx, summary, started, text)
+    sys.stdout.write("\n" + text.getvalue())
+    with open(base + ".txt", "w") as f:
+        f.write(text.getvalue())
+        f.write("\nlog:\n" + "\n".join(ctx.logged) + "\n")
     png = base + ".png"
     made = plot(summary, png, base + "-ratios.dat")
-    print("\nresults: %s.csv (summary), %s-raw.csv (every repetition)%s"
-          % (base, base, (", chart %s" % png) if made else ""))
-    for suffix in (".csv", "-raw.csv") + ((".png",) if made else ()):
+    print("\nresults: %s.csv (summary), %s-raw.csv (every repetition), %s.txt (this table)%s"
+          % (base, base, base, (", chart %s" % png) if made else ""))
+    for suffix in (".csv", "-raw.csv", ".txt") + ((".png",) if made else ()):
         link = os.path.join(ctx.results, "latest-%s%s" % (ctx.mode, suffix))
         try:
             if os.path.lexists(link):
@@ -258,3 +253,17 @@ def write_all(ctx, rows, started):
             os.symlink(os.path.basename(base + suffix), link)
         except OSError:
             pass
+
+
+def _print_report(ctx, summary, started, out):
+    print("strata bench, %s mode, %s UTC, kernel %s, %d CPUs, load %.2f at start, %.2f at end; %s"
+          % (ctx.mode, time.strftime("%Y-%m-%d %H:%M", time.gmtime(started)),
+             platform.release(), os.cpu_count(), ctx.load_start, os.getloadavg()[0],
+             "median of %d repetitions (CSV has min/max)" % ctx.sizes["reps"]), file=out)
+    table(summary, out)
+    cpu_table(summary, out)
+    for s in summary:
+        if s["group"] == "resources" and s["note"]:
+            print("  %s, %s: %s" % (s["workload"], s["contender"], s["note"]), file=out)
+    for n in ctx.notes:
+        print("note: " + n, file=out)
