@@ -203,6 +203,8 @@ class Env:
         os.chmod(self.dir, 0o755)
         self.store = os.path.join(self.dir, 'store')
         self.pw = ensure_user() if user else None
+        if user:
+            os.chown(self.dir, self.pw.pw_uid, self.pw.pw_gid)
 
     def path(self, *p):
         return os.path.join(self.dir, *p)
@@ -309,6 +311,9 @@ def main(tests, argv=None):
         except Fail as e:
             failed += 1
             print('FAIL %s: %s' % (t.__name__, e), flush=True)
+        except (subprocess.SubprocessError, OSError, ValueError, KeyError) as e:
+            failed += 1
+            print('FAIL %s: %s: %s' % (t.__name__, type(e).__name__, e), flush=True)
         except Skip as e:
             skipped += 1
             print('skip %s: %s' % (t.__name__, e), flush=True)
