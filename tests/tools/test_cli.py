@@ -54,5 +54,34 @@ def test_bench(env):
     check('usage' in r.out.lower(), 'strata bench runs the harness: %r' % r.out[:200])
 
 
+def test_progress_only_on_a_terminal(env):
+    import pty
+    import subprocess
+    from strata_t import busybox_layer
+    with open(env.path('r.tar'), 'wb') as f:
+        f.write(busybox_layer() * 1)
+    env.give()
+    quiet = env.run('import', 'rootfs:' + env.path('r.tar'), 'q:1')
+    check(quiet.err == '', 'quiet when stderr is not a terminal: %r' % quiet.err)
+    env.run('rmi', 'q:1')
+    master, slave = pty.openpty()
+    argv = env.wrap([env.strata, '--store', env.store, 'import', 'rootfs:' + env.path('r.tar'), 'q:2'])
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=slave, env=env.env(), cwd=env.dir)
+    os.close(slave)
+    out = b''
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    check(p.wait(timeout=60) == 0, 'import on a terminal works')
+    text = out.decode(errors='replace')
+    check('MiB' in text and 'done' in text and 'r.tar' in text, 'progress shown on a terminal: %r' % text)
+
+
 if __name__ == '__main__':
-    sys.exit(main([test_usage, test_store_location, test_bench]))
+    sys.exit(main([test_usage, test_store_location, test_bench, test_progress_only_on_a_terminal]))
