@@ -605,7 +605,9 @@ class Twin:
         self.name, self.k, self.f, self.report = name, k, f, report
         self.nops = 0
 
-    def op(self, label, fn, *args, user=None):
+    def op(self, label, fn, *args, user=None, unsupported=()):
+        """unsupported: errno names the FUSE side may answer where the
+        contract says "if possible" (noted, not a mismatch)."""
         self.nops += 1
         user = user or FUSE_USER
         res = []
@@ -616,7 +618,10 @@ class Twin:
                 res.append(outcome(fn, side, *args))
         if os.environ.get('STRATA_DIFF_VERBOSE'):
             print('op %s: %s' % (label, short(res[0], 300)), flush=True)
-        if res[0] != res[1]:
+        if res[1][0] == 'ERR' and res[1][1] in unsupported:
+            self.report.note('%s: %s: unsupported by the filesystem under test (%s)'
+                             % (self.name, label, res[1][1]))
+        elif res[0] != res[1]:
             self.report.mismatch('%s: op %r' % (self.name, label), res[0], res[1])
         return res[1]
 
@@ -638,8 +643,9 @@ class Report:
         self.seen = set()
 
     def mismatch(self, where, kernel, fuse):
-        self.problems.append('MISMATCH %s\n    kernel: %s\n    fuse:   %s'
-                             % (where, short(kernel, 1500), short(fuse, 1500)))
+        ref = 'ref' if REFERENCE_FS else 'kernel'
+        self.problems.append('MISMATCH %s\n    %-7s %s\n    fuse:   %s'
+                             % (where, ref + ':', short(kernel, 1500), short(fuse, 1500)))
         print(self.problems[-1], flush=True)
 
     def fail(self, where, msg):
