@@ -231,6 +231,26 @@ def big(ctx, size_mib):
     return fx
 
 
+def many(ctx, nfiles):
+    """One layer of many empty files: how daemon memory grows with the
+    number of inodes a walk makes it know (cached)."""
+    d = os.path.join(ctx.cache, "many-%d" % nfiles)
+    if not os.path.isdir(d):
+        ctx.log("creating %d empty files once (cached in %s)" % (nfiles, d))
+        tmp = d + ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        for i in range(nfiles):
+            sub = os.path.join(tmp, "d%03d" % (i // 1000))
+            if i % 1000 == 0:
+                os.makedirs(sub)
+            open(os.path.join(sub, "file-with-a-longer-name-%07d" % i), "wb").close()
+        os.rename(tmp, d)
+    root = os.path.join(ctx.scratch, "fx-many")
+    os.mkdir(root)
+    os.symlink(d, os.path.join(root, "0"))
+    return Fixture("many", root, 1, info="one layer of %d empty files" % nfiles)
+
+
 def probe(ctx):
     root = os.path.join(ctx.scratch, "fx-probe")
     if not os.path.isdir(root):

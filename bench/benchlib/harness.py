@@ -24,11 +24,13 @@ SIZES = {
     "quick": dict(reps=3, big_mib=64, randread_mib=4, randwrite_size_mib=16,
                   randwrite_io_mib=8, untar_files=1000, stacks=[2, 64, 500],
                   synthetic_base_files=3000, launch_batch=3,
-                  tree=["usr/share/doc", "usr/share", "opt"], tar_path="usr/share"),
+                  tree=["usr/share/doc", "usr/share", "opt"], tar_path="usr/share",
+                  many_files=10000),
     "full": dict(reps=5, big_mib=1024, randread_mib=32, randwrite_size_mib=256,
                  randwrite_io_mib=64, untar_files=20000, stacks=[2, 16, 64, 128, 500],
                  synthetic_base_files=8000, launch_batch=10,
-                 tree=["usr/share", "usr/lib", "usr", "opt"], tar_path="."),
+                 tree=["usr/share", "usr/lib", "usr", "opt"], tar_path=".",
+                 many_files=200000),
 }
 # the 1 GiB workloads dominate the full run's time; three repetitions of them
 HEAVY_REPS = 3
@@ -42,7 +44,15 @@ class Context:
         if args.reps:
             self.sizes["reps"] = args.reps
         self.timeout = 120 if args.quick else 600
-        self.builddir = os.path.abspath(args.builddir) if args.builddir else None
+        builddir = args.builddir
+        if not builddir:
+            # make's default build directory, so `sh bench/run.sh` alone finds it
+            guess = os.path.join(os.path.dirname(BENCH_DIR), "build")
+            builddir = guess if os.path.isdir(guess) else None
+        elif not os.path.isdir(builddir):
+            raise SystemExit("bench: build directory %s does not exist; build first "
+                             "(make build) or pass the right one" % builddir)
+        self.builddir = os.path.abspath(builddir) if builddir else None
         self.cache = os.path.join(BENCH_DIR, "cache")
         self.results = args.results or os.path.join(BENCH_DIR, "results")
         os.makedirs(self.cache, exist_ok=True)
@@ -73,6 +83,8 @@ class Context:
             self._fixtures[name] = BenchError("could not be built (see above)")
             if name == "image":
                 fx = F.image(self)
+            elif name == "many":
+                fx = F.many(self, self.sizes["many_files"])
             elif name == "big":
                 fx = F.big(self, self.sizes["big_mib"])
             elif name.startswith("stack"):
