@@ -18,7 +18,7 @@ import sys
 import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ovltest import (F, D, L, H, W, O, P, C, B, S, Scenario, main, stt, rd, ls,  # noqa: E402
+from ovltest import (F, D, L, H, W, O, P, C, B, S, Scenario, main, stt, rd, ls, file_sha,  # noqa: E402,E501
                      data_map, renameat2, RENAME_NOREPLACE, RENAME_EXCHANGE, T_OLD)
 
 TEST_USER = 'strata-test'
@@ -1061,6 +1061,95 @@ class Sparse(Scenario):
         return (not any(s < 16384 for s, e in m)), rd(c.p('dense'))[16380:16390]
 
 
+class FileIO(Scenario):
+    """Data paths with more than one open file: writeback caching and
+    O_APPEND, coherence between descriptors, copy_file_range, sendfile."""
+    name = 'file_io'
+    layers = [[F('lower', b'L' * 10000), F('src', pseudo_random(200000)), F('app', b'start\n'),
+               F('churn', b'c')]]
+
+    def run(self, t):
+        def append_two_fds(c):
+            a = os.open(c.p('app'), os.O_WRONLY | os.O_APPEND)
+            b2 = os.open(c.p('app'), os.O_WRONLY | os.O_APPEND)
+            try:
+                for i in range(20):
+                    os.write(a if i % 2 else b2, b'line %d\n' % i)
+                return os.fstat(a).st_size, rd(c.p('app'))
+            finally:
+                os.close(a)
+                os.close(b2)
+        t.op('O_APPEND from two descriptors', append_two_fds)
+
+        def coherent(c):
+            w = os.open(c.p('lower'), os.O_RDWR)
+            r = os.open(c.p('lower'), os.O_RDONLY)
+            try:
+                os.pwrite(w, b'W' * 100, 5000)
+                seen = os.pread(r, 110, 4995)
+                os.ftruncate(w, 6000)
+                size_r = os.fstat(r).st_size
+                tail = os.pread(r, 100, 5990)
+                os.pwrite(w, b'Z', 20000)
+                return seen, size_r, tail, os.lseek(r, 0, os.SEEK_END), os.pread(r, 5, 19998)
+            finally:
+                os.close(w)
+                os.close(r)
+        t.op('two descriptors see each other', coherent)
+
+        def big_write(c):
+            fd = os.open(c.p('big'), os.O_WRONLY | os.O_CREAT, 0o644)
+            try:
+                chunk = pseudo_random(65536)
+                for i in range(32):
+                    os.write(fd, chunk)
+                mid = os.fstat(fd).st_size
+                os.fsync(fd)
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+            return mid, os.stat(c.p('big')).st_size, file_sha(c.p('big'))
+        t.op('2 MiB in 64 KiB writes', big_write)
+
+        def cfr(c):
+            a = os.open(c.p('src'), os.O_RDONLY)
+            b2 = os.open(c.p('dst'), os.O_WRONLY | os.O_CREAT, 0o644)
+            try:
+                n = 0
+                while n < 200000:
+                    k = os.copy_file_range(a, b2, 200000 - n)
+                    if k == 0:
+                        break
+                    n += k
+            finally:
+                os.close(a)
+                os.close(b2)
+            return n, rd(c.p('dst')) == rd(c.p('src'))
+        t.op('copy_file_range from a lower file', cfr)
+
+        def sendfile(c):
+            a = os.open(c.p('src'), os.O_RDONLY)
+            b2 = os.open(c.p('dst2'), os.O_WRONLY | os.O_CREAT, 0o644)
+            try:
+                n = os.sendfile(b2, a, 1000, 50000)
+            finally:
+                os.close(a)
+                os.close(b2)
+            return n, rd(c.p('dst2')) == rd(c.p('src'))[1000:51000]
+        t.op('sendfile', sendfile)
+        t.op('read past EOF', lambda c: opn(c.p('src'), os.O_RDONLY, lambda fd: os.pread(fd, 10, 10**6)))
+
+        def churn(c):
+            for i in range(50):
+                os.unlink(c.p('churn'))
+                if i % 2:
+                    os.mkdir(c.p('churn'))
+                    os.rmdir(c.p('churn'))
+                write(c.p('churn'), b'%d' % i)
+            return rd(c.p('churn')), stt(c.p('churn'))
+        t.op('delete and recreate one name 50 times', churn)
+
+
 class Mmap(Scenario):
     name = 'mmap'
     layers = [[F('m', b'0123456789' * 1000), F('mr', b'readonly' * 1000), F('mp', b'private' * 10)]]
@@ -1282,10 +1371,12 @@ class Layers500(Scenario):
                                          ls(c.p('d'))))
 
 
-SCENARIOS = [Reads(), CopyUp(), Unlink(), RmRf(), RenameFiles(), RenameDirs(), RenameNested(),
-             SymlinkEscape(), HardLinks(),
-             Special(), BigDir(), DirOffsets(), Concurrent(), XattrLocks(), Acl(), Perms(), Names(), Sparse(), Mmap(), OpenUnlinked(), TmpFile(),
-             ReadOnly(), Layers500()]
+SCENARIOS = [
+    Reads(), CopyUp(), Unlink(), RmRf(), RenameFiles(), RenameDirs(), RenameNested(),
+    SymlinkEscape(), HardLinks(), Special(), BigDir(), DirOffsets(), Concurrent(),
+    XattrLocks(), Acl(), Perms(), Names(), Sparse(), FileIO(), Mmap(), OpenUnlinked(),
+    TmpFile(), ReadOnly(), Layers500(),
+]
 
 if __name__ == '__main__':
     if os.geteuid() == 0:
