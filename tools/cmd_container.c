@@ -374,7 +374,7 @@ static int start(const char *root, const char *id)
 	json_t *c = NULL, *cfg = NULL, *ids;
 	char *lower = NULL, *upper = NULL, *work = NULL;
 	const char **env = NULL, **binds_s = NULL, **capadd = NULL, **capdrop = NULL;
-	char **argv = NULL;
+	char **argv = NULL, **bind_copies = NULL;
 	struct strata_bind *binds = NULL;
 	size_t nenv, nbinds, nadd, ndrop;
 	int r = store_open(&s, root, false);
@@ -447,10 +447,19 @@ static int start(const char *root, const char *id)
 	json_array_foreach(cmd, i, v)
 		argv[i] = (char *)json_string_value(v);
 	spec.argv = argv;
+	bind_copies = calloc(nbinds + 1, sizeof *bind_copies);
+	if (!bind_copies) {
+		r = -ENOMEM;
+		goto out;
+	}
 	for (i = 0; i < nbinds; i++) {
-		/* The parser writes into its argument: give it copies kept
-		 * alive in the record's strings. */
-		if ((r = strata_parse_bind((char *)binds_s[i], &binds[i])) < 0)
+		/* The parser cuts its argument into pieces: give it copies
+		 * that live until the container has run. */
+		if (!(bind_copies[i] = strdup(binds_s[i]))) {
+			r = -ENOMEM;
+			goto out;
+		}
+		if ((r = strata_parse_bind(bind_copies[i], &binds[i])) < 0)
 			goto out;
 	}
 	spec.binds = binds;
@@ -507,6 +516,9 @@ out:
 	free(env);
 	free(binds_s);
 	free(binds);
+	for (size_t b = 0; bind_copies && bind_copies[b]; b++)
+		free(bind_copies[b]);
+	free(bind_copies);
 	free(capadd);
 	free(capdrop);
 	free(argv);

@@ -71,29 +71,31 @@ bool lower_lookup(const struct lowerview *lv, size_t start, const char *path, si
 	return false;
 }
 
-static int find(struct lower_entry *e, size_t n, const char *name)
-{
-	for (size_t i = 0; i < n; i++)
-		if (!strcmp(e[i].name, name))
-			return (int)i;
-	return -1;
-}
+struct cand {
+	char *name;
+	size_t layer;
+	bool whiteout;
+};
 
-static int cmp_entry(const void *a, const void *b)
+static int cmp_cand(const void *a, const void *b)
 {
-	return strcmp(((const struct lower_entry *)a)->name, ((const struct lower_entry *)b)->name);
+	const struct cand *x = a, *y = b;
+	int r = strcmp(x->name, y->name);
+	if (r)
+		return r;
+	return x->layer < y->layer ? -1 : x->layer > y->layer;
 }
 
 int lower_list(const struct lowerview *lv, size_t start, const char *path,
 	       struct lower_entry **out, size_t *n)
 {
-	struct lower_entry *e = NULL;
-	size_t cnt = 0;
-	char **hidden = NULL;
-	size_t nh = 0;
+	struct cand *cs = NULL;
+	size_t nc = 0, cap = 0;
 	int r = 0;
 
-	for (size_t l = start; l < lv->n; l++) {
+	/* Gather every name of every layer down to an opaque one, then keep
+	 * for each name its top-most occurrence, unless that is a whiteout. */
+	for (size_t l = start; l < lv->n && r == 0; l++) {
 		int st = in_layer(lv->fds[l], path);
 		if (st < 0)
 			break;
@@ -108,8 +110,7 @@ int lower_list(const struct lowerview *lv, size_t start, const char *path,
 			close(dfd);
 			break;
 		}
-		size_t nh_before = nh;
-		for (size_t i = 0; i < k; i++) {
+		for (size_t i = 0; i < k && r == 0; i++) {
 			struct stat sb;
 			const char *target;
 			if (fstatat(dfd, names[i], &sb, AT_SYMLINK_NOFOLLOW) < 0)
@@ -117,28 +118,23 @@ int lower_list(const struct lowerview *lv, size_t start, const char *path,
 			enum wh_kind kind = wh_classify(names[i], &sb, &target);
 			if (kind == WH_OPQ || kind == WH_RESERVED)
 				continue;
-			const char *name = kind == WH_OCI ? target : names[i];
-			bool hid = false;
-			for (size_t h = 0; h < nh_before && !hid; h++)
-				hid = !strcmp(hidden[h], name);
-			if (hid || find(e, cnt, name) >= 0)
-				continue;
-			if (kind != WH_NONE) {
-				/* Hides the name in the layers below only. */
-				char **nhid = realloc(hidden, (nh + 1) * sizeof *nhid);
-				if (!nhid)
-					continue;
-				hidden = nhid;
-				hidden[nh++] = strdup(name);
-				continue;
+			if (nc == cap) {
+				cap = cap ? cap * 2 : 64;
+				struct cand *ncs = realloc(cs, cap * sizeof *ncs);
+				if (!ncs) {
+					r = -ENOMEM;
+					break;
+				}
+				cs = ncs;
 			}
-			struct lower_entry *ne = realloc(e, (cnt + 1) * sizeof *ne);
-			if (!ne)
-				continue;
-			e = ne;
-			e[cnt].name = strdup(name);
-			e[cnt].layer = l;
-			cnt++;
+			cs[nc].name = strdup(kind == WH_OCI ? target : names[i]);
+			cs[nc].layer = l;
+			cs[nc].whiteout = kind != WH_NONE;
+			if (!cs[nc].name) {
+				r = -ENOMEM;
+				break;
+			}
+			nc++;
 		}
 		free_names(names, k);
 		bool opaque = wh_dir_is_opaque(dfd, true) > 0;
@@ -146,11 +142,28 @@ int lower_list(const struct lowerview *lv, size_t start, const char *path,
 		if (opaque)
 			break;
 	}
-	for (size_t h = 0; h < nh; h++)
-		free(hidden[h]);
-	free(hidden);
-	if (cnt)
-		qsort(e, cnt, sizeof *e, cmp_entry);
+	if (nc)
+		qsort(cs, nc, sizeof *cs, cmp_cand);
+	struct lower_entry *e = calloc(nc + 1, sizeof *e);
+	size_t cnt = 0;
+	for (size_t i = 0; i < nc; i++) {
+		bool first = i == 0 || strcmp(cs[i - 1].name, cs[i].name);
+		if (e && r == 0 && first && !cs[i].whiteout) {
+			e[cnt].name = cs[i].name;
+			e[cnt].layer = cs[i].layer;
+			cnt++;
+		} else {
+			free(cs[i].name);
+		}
+	}
+	free(cs);
+	if (!e)
+		r = -ENOMEM;
+	if (r < 0) {
+		lower_list_free(e, cnt);
+		e = NULL;
+		cnt = 0;
+	}
 	*out = e;
 	*n = cnt;
 	return r;

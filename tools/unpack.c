@@ -49,6 +49,7 @@ int clean_member_path(const char *in, char *out, size_t outlen)
  * (rootless) extraction of its own children. */
 struct dirmeta {
 	char *path;
+	size_t seq;             /* order in the archive */
 	mode_t mode;
 	uid_t uid;
 	gid_t gid;
@@ -259,6 +260,7 @@ static int add_dir(struct ctx *c, struct archive_entry *e, const char *path)
 	struct dirmeta *d = &c->dirs[c->ndirs];
 	if (!(d->path = strdup(path)))
 		return -ENOMEM;
+	d->seq = c->ndirs;
 	d->mode = archive_entry_perm(e);
 	d->uid = (uid_t)archive_entry_uid(e);
 	d->gid = (gid_t)archive_entry_gid(e);
@@ -267,18 +269,25 @@ static int add_dir(struct ctx *c, struct archive_entry *e, const char *path)
 	return 0;
 }
 
+static int cmp_dirmeta(const void *a, const void *b)
+{
+	const struct dirmeta *x = a, *y = b;
+	int r = strcmp(x->path, y->path);
+	if (r)
+		return r;
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
 static int finish_dirs(struct ctx *c)
 {
-	/* Deepest last-seen first, so a parent's mtime is set after its
-	 * children are final. Later entries for the same path win because
-	 * they come later in the list and are applied earlier... so apply in
-	 * reverse and skip paths already done. */
-	for (size_t i = c->ndirs; i-- > 0;) {
+	/* All entries exist now, so setting a directory's metadata can no
+	 * longer be undone by a child's creation; the order only matters for
+	 * a path listed twice, where the later entry wins. */
+	if (c->ndirs)
+		qsort(c->dirs, c->ndirs, sizeof *c->dirs, cmp_dirmeta);
+	for (size_t i = 0; i < c->ndirs; i++) {
 		struct dirmeta *d = &c->dirs[i];
-		bool seen = false;
-		for (size_t j = i + 1; j < c->ndirs && !seen; j++)
-			seen = c->dirs[j].path && !strcmp(c->dirs[j].path, d->path);
-		if (seen)
+		if (i + 1 < c->ndirs && !strcmp(c->dirs[i + 1].path, d->path))
 			continue;
 		_cleanup_close_ int fd = open_beneath(c->rootfd, d->path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0);
 		if (fd < 0)
@@ -437,9 +446,6 @@ static int do_entry(struct archive *a, struct archive_entry *e, struct ctx *c)
 			       : "creating the special file failed");
 			return r;
 		}
-		_cleanup_close_ int fd = -1;
-		if (type == AE_IFIFO)
-			fd = openat(pfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 		if (!c->o->rootless) {
 			if (fchownat(pfd, name, (uid_t)archive_entry_uid(e), (gid_t)archive_entry_gid(e), AT_SYMLINK_NOFOLLOW) < 0 ||
 			    fchmodat(pfd, name, archive_entry_perm(e), 0) < 0)

@@ -164,6 +164,19 @@ def test_exit_codes_and_names(env):
         check(r.out == '1234:2345\n', 'image User by name: %r %s' % (r.out, r.err))
         r = env.run('run', '--rm', '--user', 'app:staff', 'withuser', wrap=w)
         check(r.out == '1234:50\n', '--user NAME:GROUP: %r' % r.out)
+    # Launcher options are kept with the container: start runs it the same way.
+    os.mkdir(env.path('shared'))
+    with open(env.path('shared', 'in'), 'w') as f:
+        f.write('from the host\n')
+    env.give()
+    env.run('create', '--name', 'binder', '-v', env.path('shared') + ':/mnt', '--net', 'none', '--hostname', 'box',
+            'base:1', '--', 'sh', '-c', 'cat /mnt/in; hostname; echo out > /mnt/out', wrap=w)
+    for _ in range(2):
+        r = env.run('start', 'binder', wrap=w)
+        check(r.out == 'from the host\nbox\n', 'bind, hostname kept across starts: %r %s' % (r.out, r.err))
+    check(open(env.path('shared', 'out')).read() == 'out\n', 'writes through the bind reach the host')
+    check(not any(x['path'].startswith('/mnt/') for x in json.loads(env.run('diff', 'binder', '--json').out)),
+          'bind mount writes are not in the container layer')
     r = env.run('run', '--rm', '--user', 'nobody-here', 'withuser', wrap=w, ok=False)
     check("not in the image's /etc/passwd" in r.err, 'unknown user: ' + r.err)
 
