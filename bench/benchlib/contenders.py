@@ -48,7 +48,11 @@ class Contender:
         raise NotImplementedError
 
     def unmount(self, inst):
-        shutil.rmtree(inst.scratch, ignore_errors=True)
+        if not getattr(inst, "kept", False):
+            shutil.rmtree(inst.scratch, ignore_errors=True)
+
+    def workload_done(self, workload):
+        pass
 
 
 class Plain(Contender):
@@ -56,7 +60,21 @@ class Plain(Contender):
     name = "plain"
     kind = "plain"
 
+    def workload_done(self, workload):
+        for key in [k for k in self.kept if k[1] == workload.name]:
+            shutil.rmtree(self.kept.pop(key).scratch, ignore_errors=True)
+
+    def __init__(self):
+        self.kept = {}
+
     def mount(self, ctx, fixture, writable=False):
+        if isinstance(writable, tuple):
+            # ("reuse", workload, what): one private copy for all repetitions
+            key = (fixture.name, writable[1])
+            if key not in self.kept:
+                self.kept[key] = self.mount(ctx, fixture, writable[2])
+                self.kept[key].kept = True
+            return self.kept[key]
         scratch = tempfile.mkdtemp(prefix="plain-", dir=ctx.scratch)
         flat = ctx.flat_tree(fixture)
         if not writable:

@@ -26,11 +26,11 @@ SIZES = {
                   synthetic_base_files=3000, launch_batch=3,
                   tree=["usr/share/doc", "usr/share", "opt"], tar_path="usr/share",
                   many_files=10000),
-    "full": dict(reps=5, big_mib=1024, randread_mib=32, randwrite_size_mib=256,
+    "full": dict(reps=5, big_mib=1024, randread_mib=32, randwrite_size_mib=128,
                  randwrite_io_mib=64, untar_files=20000, stacks=[2, 16, 64, 128, 500],
                  synthetic_base_files=8000, launch_batch=10,
                  tree=["usr/share", "usr/lib", "usr", "opt"], tar_path=".",
-                 many_files=200000),
+                 many_files=100000),
 }
 # the 1 GiB workloads dominate the full run's time; three repetitions of them
 HEAVY_REPS = 3
@@ -178,7 +178,7 @@ def run_workload(ctx, wl, contenders, rows):
         ctx.note("workload '%s' skipped: fixture %s: %s" % (wl.name, wl.fixture, e))
         return
     reps = wl.reps(ctx)
-    if ctx.mode == "full" and wl.fixture == "big" and wl.group != "resources":
+    if ctx.mode == "full" and (wl.fixture == "big" or wl.heavy):
         reps = min(reps, HEAVY_REPS)
     failures = {}
     t0 = time.perf_counter()
@@ -195,6 +195,8 @@ def run_workload(ctx, wl, contenders, rows):
                 if wl.drop_before_mount:
                     sysutil.drop_caches()
                 writable = wl.mutates and (wl.subtree(fixture) if wl.subtree else True)
+                if writable and wl.plain_reuse and c.kind == "plain":
+                    writable = ("reuse", wl.name, writable)
                 inst = c.mount(ctx, fixture, writable=writable)
                 ctx.live.add(inst)
                 s = wl.measure(ctx, inst, fixture)
@@ -214,6 +216,8 @@ def run_workload(ctx, wl, contenders, rows):
                         row["note"] += " unmount: %s" % e
                         ctx.log("  unmount after %s on %s: %s" % (wl.name, c.name, e))
             rows.append(row)
+    for c in parts:
+        c.workload_done(wl)
     ctx.log("%-34s %5.1fs" % (wl.name, time.perf_counter() - t0))
 
 

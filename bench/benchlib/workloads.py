@@ -29,6 +29,8 @@ class Workload:
     reference = "kernel"
     only_kinds = None  # e.g. ("fuse",): who can report this at all
     subtree = None     # fixture -> the one relative path a mutating workload touches
+    plain_reuse = False  # repeating it on the same private copy measures the same thing
+    heavy = False      # GiB-sized: fewer repetitions in the full run
 
     def __init__(self, name, fixture, **kw):
         self.name = name
@@ -65,6 +67,29 @@ class Command(Workload):
             sysutil.drop_caches()
         r, dcpu = _timed(inst, cmd, inst.path, ctx.timeout, shell=True)
         return Sample(r.wall, r.cpu, dcpu)
+
+
+class InProcess(Workload):
+    """A single system call or two, timed inside the harness: a fork/exec of a
+    shell would cost more than the operation itself."""
+
+    def measure(self, ctx, inst, fixture):
+        if self.cold:
+            sysutil.drop_caches()
+        d0 = inst.daemon_cpu()
+        t0 = time.perf_counter()
+        self.op(os.path.join(inst.path, self.target))
+        wall = time.perf_counter() - t0
+        d1 = inst.daemon_cpu()
+        return Sample(wall, None, (d1 - d0) if d0 is not None and d1 is not None else None)
+
+
+def _append(path):
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, b"x")
+    finally:
+        os.close(fd)
 
 
 class MountTime(Workload):
@@ -218,31 +243,31 @@ def build(ctx):
         Fio("4k rand read, cold", "big", group="reads", cold=True,
             job=lambda ctx, fx: ["--rw=randread", "--readonly", "--filename=big.bin",
                                  "--io_size=%dM" % ctx.sizes["randread_mib"]]),
-        Command("seq write new", "stack2", group="writes", mutates=True,
+        Command("seq write new", "stack2", group="writes", mutates=True, heavy=True,
                 cmd=lambda ctx, fx: "dd if=/dev/zero of=new.bin bs=1M count=%d 2>/dev/null"
                 % ctx.sizes["big_mib"]),
-        Command("seq write new + fsync", "stack2", group="writes", mutates=True,
+        Command("seq write new + fsync", "stack2", group="writes", mutates=True, heavy=True,
                 cmd=lambda ctx, fx: "dd if=/dev/zero of=new.bin bs=1M count=%d conv=fsync 2>/dev/null"
                 % ctx.sizes["big_mib"]),
-        Fio("4k rand write", "stack2", group="writes", mutates=True,
+        Fio("4k rand write", "stack2", group="writes", mutates=True, heavy=True,
             job=lambda ctx, fx: ["--rw=randwrite", "--filename=fio.dat", "--end_fsync=1",
                                  "--size=%dM" % ctx.sizes["randwrite_size_mib"],
                                  "--io_size=%dM" % ctx.sizes["randwrite_io_mib"]]),
-        Command("append to big lower file", "big", group="copy-up", cold=True, mutates=True,
-                cmd="printf x >> big.bin"),
-        Command("chmod big lower file", "big", group="copy-up", cold=True, mutates=True,
-                cmd="chmod 600 big.bin"),
+        InProcess("append to big lower file", "big", group="copy-up", cold=True, mutates=True,
+                  target="big.bin", op=_append, plain_reuse=True),
+        InProcess("chmod big lower file", "big", group="copy-up", cold=True, mutates=True,
+                  target="big.bin", op=lambda p: os.chmod(p, 0o600), plain_reuse=True),
         Command("chown -R lower tree", "image", group="copy-up", cold=True, mutates=True,
                 cmd=lambda ctx, fx: "chown -R 1234:1234 %s" % fx.tree, subtree=lambda fx: fx.tree),
-        Command("untar small files", "stack2", group="churn", mutates=True,
+        Command("untar small files", "stack2", group="churn", mutates=True, heavy=True,
                 cmd=lambda ctx, fx: "mkdir -p untar && tar xf %s -C untar" % ctx.tarball()),
         Command("rm -rf lower tree", "image", group="churn", cold=True, mutates=True,
                 cmd=lambda ctx, fx: "rm -rf %s" % fx.tree, subtree=lambda fx: fx.tree),
         Launch("start /bin/true", "image"),
         DaemonRss("daemon RSS after ls -lR", "image"),
-        DaemonRss("daemon RSS, %dk-file walk" % (s["many_files"] // 1000), "many", quick=False,
+        DaemonRss("daemon RSS, %dk-file walk" % (s["many_files"] // 1000), "many", quick=False, nreps=2,
                   walk="find . -printf '%s\\n' >/dev/null"),
-        DaemonRss("same, then drop_caches", "many", quick=False, drop=True,
+        DaemonRss("same, then drop_caches", "many", quick=False, drop=True, nreps=2,
                   walk="find . -printf '%s\\n' >/dev/null"),
         PageCache("page cache after big read", "big"),
     ]
