@@ -531,6 +531,38 @@ class Special(Scenario):
                 s.close()
             return stt(c.p('sock2'))
         t.op('bind socket', bind)
+
+        def talk(c):
+            srv = socket.socket(socket.AF_UNIX)
+            cli = socket.socket(socket.AF_UNIX)
+            try:
+                srv.bind(c.p('live.sock'))
+                srv.listen(1)
+                cli.connect(c.p('live.sock'))
+                conn, _ = srv.accept()
+                cli.sendall(b'ping')
+                got = conn.recv(4)
+                conn.close()
+                return got
+            finally:
+                cli.close()
+                srv.close()
+                os.unlink(c.p('live.sock'))
+        t.op('unix socket bound in the mount accepts connections', talk)
+
+        def fifo_io(c):
+            fd = os.open(c.p('fifo'), os.O_RDWR | os.O_NONBLOCK)
+            try:
+                os.write(fd, b'through the pipe')
+                return os.read(fd, 100)
+            finally:
+                os.close(fd)
+        t.op('lower fifo carries data', fifo_io)
+        # libfuse mounts nodev unless told "dev" (fuse-overlayfs does the same);
+        # a policy choice, so an EACCES here is noted rather than failed.
+        t.op('lower char device opens', lambda c: opn(c.p('null'), os.O_WRONLY,
+                                                      lambda fd: os.write(fd, b'x')),
+             unsupported=('EACCES',))
         t.op('symlink', lambda c: (os.symlink('target with space', c.p('sl')), stt(c.p('sl'))))
         t.op('symlink long', lambda c: (os.symlink('y' * 4095, c.p('sl2')), stt(c.p('sl2'))))
         t.op('symlink too long', lambda c: os.symlink('y' * 4096, c.p('sl3')))
