@@ -151,6 +151,43 @@ def main(argv):
         if left:
             fail('daemon (containers-storage options) still running after unmount: %s' % left)
 
+        # Plain umount(8) (what a runtime tearing down a mount namespace
+        # does) must end the daemon as fusermount3 -u does.
+        r = start(fs, good, mnt)
+        if r.returncode == 0 and is_mounted(mnt):
+            umount(mnt)
+            left = reap(10)
+            if left:
+                fail('daemon still running 10s after umount(8): %s' % left)
+        else:
+            fail('second good mount failed: %s' % r.stderr.strip()[:300])
+
+        # SIGTERM to a foreground daemon: it unmounts and exits.
+        p = subprocess.Popen([fs, '-f', '-o', good, mnt], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 20
+        while not is_mounted(mnt) and p.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        if is_mounted(mnt):
+            p.terminate()
+            try:
+                p.wait(timeout=10)
+                if is_mounted(mnt):
+                    fail('SIGTERM: daemon exited but left the mount')
+                    umount(mnt)
+            except subprocess.TimeoutExpired:
+                fail('SIGTERM: daemon still running after 10s')
+                p.kill()
+                p.wait()
+                if is_mounted(mnt):
+                    umount(mnt)
+        else:
+            fail('-f mount did not come up: %s' % (p.stderr.read() if p.poll() is not None else ''))
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        reap(1)
+
         r = subprocess.run([fs, '--version'], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            text=True, timeout=10)
         if r.returncode != 0 or not (r.stdout + r.stderr).strip():
