@@ -239,6 +239,8 @@ class Podman:
         self.tmpfs = True
         self.env = {'PATH': '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
                     'LANG': 'C.UTF-8'}
+        # A sanitizer build of strata-fs gets its options through podman.
+        self.env.update((k, v) for k, v in os.environ.items() if k.endswith('SAN_OPTIONS'))
         for d in ('store', 'run', 'tmp', 'home', 'xdg', 'networks'):
             os.mkdir(self.p(d), 0o700)
         if self.mode == 'rootless':
