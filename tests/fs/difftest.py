@@ -149,7 +149,8 @@ def copyup_layers():
                        xattrs={'user.a': b'A', 'user.b': b'B', 'trusted.t': b'T'}))
     files += [L('d1/d2/sym', 'f_chmod', uid=77, gid=78), P('d1/d2/fifo'),
               D('d1/d2/sub', mode=0o700, uid=5, gid=6), F('d1/d2/sub/in', b'in'),
-              F('d1/d2/ro', b'read only'), F('big', pseudo_random(3 << 20))]
+              F('d1/d2/ro', b'read only'), F('big', pseudo_random(3 << 20)),
+              F('bigmeta', pseudo_random(3 << 20))]
     return [parents + files]
 
 
@@ -243,6 +244,15 @@ class CopyUp(Scenario):
         t.op('fd opened before copy-up sees new data', ro_fd_sees_copy_up)
         t.op('copy-up of a 3 MiB file by a write in the middle',
              lambda c: (pwrite_at(c.p('big'), b'MIDDLE', 1500000), stt(c.p('big'), content=True)))
+        # DESIGN: metadata-only changes should not copy data (metacopy), so
+        # chown -R over an image costs no data bytes. Kernel overlayfs here
+        # runs metacopy=off, so this is checked against the contract alone.
+        t.op('chown and chmod a 3 MiB lower file',
+             lambda c: (os.chown(c.p('bigmeta'), 5, 5), os.chmod(c.p('bigmeta'), 0o600),
+                        stt(c.p('bigmeta'), content=True)))
+        t.fuse_only('... copied no data',
+                    lambda c: os.stat(os.path.join(c.m.upper, 'bigmeta')).st_blocks * 512 < 65536,
+                    ('ok', True))
         t.op('fsync after copy-up', lambda c: opn(c.p('d1/d2/f_chmod'), os.O_RDONLY, os.fsync))
 
 

@@ -844,6 +844,13 @@ def run_scenario(sc, fs, report, encoding):
         p = f.umount()
         if p:
             report.fail(where + ' fuse daemon', p)
+        if f.work:
+            # Copy-ups are built in workdir and renamed into place: after a
+            # clean unmount nothing may be left half-made there.
+            debris = [os.path.relpath(os.path.join(d, n), f.work)
+                      for d, _, files in os.walk(f.work) for n in files]
+            if debris:
+                report.fail(where, 'files left in workdir after unmount: %s' % short(debris))
         mounts.remove(k)
         k.umount()
         for kind, m in sides.items():
