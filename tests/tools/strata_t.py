@@ -124,7 +124,7 @@ def busybox_layer():
     with open(BUSYBOX, 'rb') as f:
         bb = f.read()
     es = [entry('bin', 'dir'), entry('bin/busybox', data=bb, mode=0o755)]
-    for tool in ('sh', 'ls', 'cat', 'echo', 'id', 'rm', 'mkdir', 'test', 'chmod', 'touch', 'pwd', 'env'):
+    for tool in ('sh', 'ls', 'cat', 'echo', 'id', 'rm', 'mkdir', 'test', 'chmod', 'touch', 'pwd', 'env', 'sleep', 'hostname', 'mv', 'find'):
         es.append(entry('bin/' + tool, 'symlink', target='busybox'))
     es += [entry('etc', 'dir'), entry('etc/hello', data=b'hello\n'), entry('tmp', 'dir', mode=0o1777)]
     return make_tar(es)

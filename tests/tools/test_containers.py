@@ -209,5 +209,33 @@ def test_renamed_and_replaced_dirs(env):
     check(('A', '/moved/three') in top and ('D', '/srv') in top, 'top layer copies the moved data: %r' % top)
 
 
+def test_running_state(env):
+    import time
+    w = fuse_wrap(env)
+    base(env)
+    argv = [env.strata, '--store', env.store, 'run', '--name', 'sleeper', 'base:1', '--', 'sleep', '5']
+    argv = env.wrap(argv)
+    if w:
+        argv = w(argv)
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env.env(), cwd=env.dir)
+    try:
+        deadline = time.time() + 20
+        running = []
+        while time.time() < deadline and not running:
+            running = [c['name'] for c in env.json('ps', '--json')]
+            time.sleep(0.1)
+        check(running == ['sleeper'], 'ps shows the running container: %r' % running)
+        r = env.run('rm', 'sleeper', ok=False)
+        check('is running' in r.err, 'rm refuses a running container: ' + r.err)
+        r = env.run('start', 'sleeper', ok=None, wrap=w)
+        check(r.returncode != 0 and 'already running' in r.err, 'no second start: ' + r.err)
+    finally:
+        err = p.communicate(timeout=60)[1]
+    check(p.returncode == 0, 'sleeper exited 0: %s' % err)
+    st = {c['name']: c['state'] for c in env.json('ps', '-a', '--json')}
+    check(st == {'sleeper': 'exited'} and env.json('ps', '--json') == [], 'exited afterwards: %r' % st)
+    env.run('rm', 'sleeper')
+
+
 if __name__ == '__main__':
-    sys.exit(main([test_story, test_exit_codes_and_names, test_renamed_and_replaced_dirs]))
+    sys.exit(main([test_story, test_exit_codes_and_names, test_renamed_and_replaced_dirs, test_running_state]))

@@ -240,9 +240,26 @@ def test_docker_and_oci_archives(env):
     check(b == env.json('inspect', 'base:1')['id'] and a == c, 'ids stable')
 
 
+def test_concurrent_imports(env):
+    """Writers take the store lock: imports of images sharing a layer, run
+    at the same time, both land and the layer is stored once."""
+    top1 = make_tar([entry('one', data=b'1')])
+    top2 = make_tar([entry('two', data=b'2')])
+    oci_layout(env.path('a'), [(busybox_layer(), 'gzip'), (top1, 'gzip')])
+    oci_layout(env.path('b'), [(busybox_layer(), 'gzip'), (top2, 'gzip')])
+    env.give()
+    procs = [subprocess.Popen(env.wrap([env.strata, '--store', env.store, 'import', 'oci:' + env.path(n), n]),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env.env())
+             for n in ('a', 'b')]
+    errs = [p.communicate(timeout=120)[1] for p in procs]
+    check(all(p.returncode == 0 for p in procs), 'both imports succeed: %r' % errs)
+    check(len(os.listdir(os.path.join(env.store, 'layers'))) == 3, 'shared layer stored once')
+    check({i['repository'] for i in env.json('images', '--json')} == {'a', 'b'}, 'both tagged')
+
+
 if __name__ == '__main__':
     sys.exit(main([test_rootfs_dir_and_tar, test_tag_rmi_shared_layers, test_history_inspect_empty_layer,
                    test_quirk_parents_missing, test_quirk_opaque_marker_order, test_quirk_type_bits_in_mode,
                    test_quirk_hardlinks, test_quirk_no_footer, test_quirk_zstd_and_formats,
                    test_devices_and_owners, test_rootless_owners_in_xattr, test_layers_wasted,
-                   test_docker_and_oci_archives]))
+                   test_docker_and_oci_archives, test_concurrent_imports]))
