@@ -29,8 +29,10 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	h->n = n;
 	node_ref(n);
 	fi->fh = (uintptr_t)h;
-	fi->cache_readdir = 1;
-	fi->keep_cache = 1;
+	/* The daemon caches merged listings itself. The kernel's readdir
+	 * cache is not used: under concurrent creates a listing it kept
+	 * missed entries (tests/fs concurrent scenario). */
+	fi->cache_readdir = 0;
 	if (fuse_reply_open(req, fi) != 0) {
 		dircache_put(h->dc);
 		node_unref(n);
@@ -47,11 +49,26 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi, bool plus)
 {
 	struct dh *h = (struct dh *)(uintptr_t)fi->fh;
-	struct dircache *dc = h->dc;
-	char *buf = malloc(size);
+	struct dircache *dc;
+	char *buf;
 	size_t used = 0;
 
-	if (!buf) {
+	/* A read from the start takes a fresh listing: the kernel caches what
+	 * this pass returns, under the directory version it saw when the pass
+	 * began, so the listing must not be older than that. */
+	if (off == 0) {
+		struct dircache *fresh;
+		int r = dir_listing(h->n, &fresh);
+		if (r < 0) {
+			fuse_reply_err(req, -r);
+			return;
+		}
+		struct dircache *old = h->dc;
+		h->dc = fresh;
+		dircache_put(old);
+	}
+	dc = h->dc;
+	if (!(buf = malloc(size))) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
