@@ -276,17 +276,15 @@ static int set_state(const char *root, const char *id, const char *state, int pi
 static int image_id_lookup(struct store *s, json_t *ids, const char *file, const char *name,
 			   long *id, long *gid)
 {
-	size_t n = json_array_size(ids), layer;
-	int *fds = calloc(n + 1, sizeof *fds);
-	int r = -ENOENT;
-	if (!fds)
-		return -ENOMEM;
-	for (size_t i = 0; i < n; i++)
-		fds[i] = store_layer_dirfd(s, json_string_value(json_array_get(ids, n - 1 - i)));
-	struct lowerview lv = { fds, n };
+	struct lowerview lv;
+	size_t layer;
+	int r = lowerview_open(s, ids, &lv);
+	if (r < 0)
+		return r;
+	r = -ENOENT;
 	char *buf = NULL;
-	if (lower_lookup(&lv, 0, file, &layer) && fds[layer] >= 0) {
-		int fd = open_beneath(fds[layer], file, O_RDONLY, 0);
+	if (lower_lookup(&lv, 0, file, &layer)) {
+		int fd = open_beneath(lv.fds[layer], file, O_RDONLY, 0);
 		if (fd >= 0) {
 			read_fd(fd, 1 << 20, &buf, NULL);
 			close(fd);
@@ -311,10 +309,7 @@ static int image_id_lookup(struct store *s, json_t *ids, const char *file, const
 		}
 	}
 	free(buf);
-	for (size_t i = 0; i < n; i++)
-		if (fds[i] >= 0)
-			close(fds[i]);
-	free(fds);
+	lowerview_close(&lv);
 	return r;
 }
 

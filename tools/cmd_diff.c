@@ -1,4 +1,4 @@
-/* diff, layers, commit: what a container or a layer changed.
+/* diff, layers: what a container, an image or a layer changed.
  *
  * `diff CONTAINER` reads only the container's upper directory (its cost
  * follows the change, not the image) and asks the image's layers one
@@ -35,42 +35,6 @@ static bool take_flag(int *argc, char **argv, const char *flag)
 	}
 	*argc = o;
 	return f;
-}
-
-/* Image layers as open directory fds, top first. */
-struct stack {
-	int *fds;
-	size_t n;
-};
-
-static void stack_close(struct stack *st)
-{
-	for (size_t i = 0; i < st->n; i++)
-		if (st->fds[i] >= 0)
-			close(st->fds[i]);
-	free(st->fds);
-	st->fds = NULL;
-	st->n = 0;
-}
-
-static int stack_open(struct store *s, json_t *ids, struct stack *st)
-{
-	size_t n = json_array_size(ids);
-	st->fds = calloc(n + 1, sizeof *st->fds);
-	st->n = 0;
-	if (!st->fds)
-		return -ENOMEM;
-	for (size_t i = n; i-- > 0;) {
-		const char *d = json_string_value(json_array_get(ids, i));
-		int fd = store_layer_dirfd(s, d);
-		if (fd < 0) {
-			serr(fd, "open layer", d, "the store is damaged; import the image again");
-			stack_close(st);
-			return fd;
-		}
-		st->fds[st->n++] = fd;
-	}
-	return 0;
 }
 
 struct changes {
@@ -223,31 +187,18 @@ static int walk_upper(int dirfd, const char *dir, const struct lowerview *lv, bo
 	return r;
 }
 
-static int load_ids(struct store *s, const char *digest, json_t **cfg, json_t **ids)
-{
-	int r = store_load_config(s, digest, cfg, NULL, NULL);
-	if (r < 0)
-		return r;
-	r = config_diff_ids(*cfg, digest, ids);
-	if (r < 0) {
-		json_decref(*cfg);
-		*cfg = NULL;
-	}
-	return r;
-}
-
 static int diff_container(struct store *s, const char *id, bool js)
 {
 	json_t *c, *cfg = NULL, *ids;
-	struct stack st = { 0 };
+	struct lowerview lv = { 0 };
 	struct changes ch = { json_array() };
 	char p[PATH_MAX];
 	int ufd = -1;
 	int r = container_load(s, id, &c);
 	if (r < 0)
 		goto out;
-	if ((r = load_ids(s, json_string_value(json_object_get(c, "image")), &cfg, &ids)) < 0 ||
-	    (r = stack_open(s, ids, &st)) < 0)
+	if ((r = store_load_image(s, json_string_value(json_object_get(c, "image")), &cfg, &ids)) < 0 ||
+	    (r = lowerview_open(s, ids, &lv)) < 0)
 		goto out;
 	snprintf(p, sizeof p, "containers/%s/upper", id);
 	ufd = openat(s->fd, p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -256,7 +207,6 @@ static int diff_container(struct store *s, const char *id, bool js)
 		serr(r, "diff: open", p, "the container's writable layer is missing; remove the container");
 		goto out;
 	}
-	struct lowerview lv = { st.fds, st.n };
 	if ((r = walk_upper(ufd, "", &lv, false, NULL, &ch)) == 0) {
 		sort_changes(ch.list);
 		print_changes(ch.list, js);
@@ -264,7 +214,7 @@ static int diff_container(struct store *s, const char *id, bool js)
 out:
 	if (ufd >= 0)
 		close(ufd);
-	stack_close(&st);
+	lowerview_close(&lv);
 	json_decref(ch.list);
 	json_decref(cfg);
 	json_decref(c);
@@ -420,7 +370,7 @@ static int diff_images(struct store *s, const char *ra, const char *rb, bool js)
 	json_t *list = json_array();
 	int r;
 	if ((r = store_resolve(s, ra, da)) < 0 || (r = store_resolve(s, rb, db)) < 0 ||
-	    (r = load_ids(s, da, &ca, &ia)) < 0 || (r = load_ids(s, db, &cb, &ib)) < 0 ||
+	    (r = store_load_image(s, da, &ca, &ia)) < 0 || (r = store_load_image(s, db, &cb, &ib)) < 0 ||
 	    (r = build_tree(s, ia, &ta)) < 0 || (r = build_tree(s, ib, &tb)) < 0)
 		goto out;
 	/* Layers shared at the bottom give identical nodes; comparing the
@@ -502,7 +452,7 @@ int cmd_layers(const char *root, int argc, char **argv)
 	int r = store_open(&s, root, false);
 	if (r < 0)
 		return r;
-	if ((r = store_resolve(&s, argv[0], digest)) < 0 || (r = load_ids(&s, digest, &cfg, &ids)) < 0) {
+	if ((r = store_resolve(&s, argv[0], digest)) < 0 || (r = store_load_image(&s, digest, &cfg, &ids)) < 0) {
 		store_close(&s);
 		return r;
 	}
@@ -572,88 +522,6 @@ out:
 	free(t.wasted);
 	free(t.layer_size);
 	json_decref(cfg);
-	store_close(&s);
-	return r;
-}
-
-int cmd_commit(const char *root, int argc, char **argv)
-{
-	struct store s;
-	char id[65], diffid[DIGEST_BUF], digest[DIGEST_BUF], p[PATH_MAX];
-	const char *message = NULL;
-	char *pos[2];
-	int np = 0;
-	for (int i = 0; i < argc; i++) {
-		if ((!strcmp(argv[i], "--message") || !strcmp(argv[i], "-m")) && i + 1 < argc)
-			message = argv[++i];
-		else if (np < 2 && argv[i][0] != '-')
-			pos[np++] = argv[i];
-		else {
-			susage("usage: strata commit CONTAINER NAME[:TAG] [--message M]");
-			return 2;
-		}
-	}
-	if (np != 2) {
-		susage("usage: strata commit CONTAINER NAME[:TAG] [--message M]");
-		return 2;
-	}
-	json_t *c = NULL, *cfg = NULL, *ids;
-	struct stack st = { 0 };
-	int ufd = -1;
-	char *txt = NULL;
-	int r = store_open(&s, root, true);
-	if (r < 0)
-		return r;
-	if ((r = container_find(&s, pos[0], id)) < 0) {
-		susage("no such container: %s (see `strata ps -a`)", pos[0]);
-		goto out;
-	}
-	if ((r = container_load(&s, id, &c)) < 0)
-		goto out;
-	const char *base = json_string_value(json_object_get(c, "image"));
-	if ((r = load_ids(&s, base, &cfg, &ids)) < 0 || (r = stack_open(&s, ids, &st)) < 0)
-		goto out;
-	snprintf(p, sizeof p, "containers/%s/upper", id);
-	ufd = openat(s.fd, p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (ufd < 0) {
-		r = -errno;
-		serr(r, "commit: open", p, "the container's writable layer is missing");
-		goto out;
-	}
-	char what[128];
-	snprintf(what, sizeof what, "container %s", json_string_value(json_object_get(c, "name")));
-	if ((r = layer_from_dir(&s, ufd, what, true, st.fds, st.n, diffid)) < 0)
-		goto out;
-	if ((r = store_commit_pending(&s)) < 0)
-		goto out;
-	/* The new config is the base's with one more layer and history entry. */
-	char by[512] = "strata commit";
-	json_t *cmd = json_object_get(c, "command");
-	size_t i;
-	json_t *v;
-	json_array_foreach(cmd, i, v) {
-		strncat(by, " ", sizeof by - strlen(by) - 1);
-		strncat(by, json_string_value(v), sizeof by - strlen(by) - 1);
-	}
-	config_add_layer(cfg, diffid, by, message);
-	txt = json_dumps(cfg, JSON_COMPACT);
-	if (!txt) {
-		r = -ENOMEM;
-		goto out;
-	}
-	if ((r = store_put_image(&s, txt, strlen(txt), digest)) < 0) {
-		serr(r, "commit: store image config in", s.root, "check free space of the store");
-		goto out;
-	}
-	if ((r = store_set_tag(&s, pos[1], digest)) == 0)
-		printf("%s\n", digest);
-out:
-	if (ufd >= 0)
-		close(ufd);
-	free(txt);
-	stack_close(&st);
-	json_decref(cfg);
-	json_decref(c);
 	store_close(&s);
 	return r;
 }

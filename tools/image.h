@@ -7,6 +7,7 @@
 #ifndef STRATA_IMAGE_H
 #define STRATA_IMAGE_H
 
+#include "lowerview.h"
 #include "store.h"
 
 enum spec_kind { SPEC_OCI, SPEC_OCI_ARCHIVE, SPEC_DOCKER_ARCHIVE, SPEC_ROOTFS };
@@ -27,9 +28,10 @@ int image_export(struct store *s, const char *digest, const char *name, const st
 
 /* Turn a directory tree (a rootfs, or a container's upper dir with its
  * overlay whiteouts) into a layer and store it; *diffid receives its id.
- * lower_fds (top first, n of them) resolve metacopy files' data. */
+ * lower (the image under the upper dir, or NULL) gives metacopy files'
+ * data and renamed directories' contents. */
 int layer_from_dir(struct store *s, int dirfd, const char *what, bool overlay,
-		   const int *lower_fds, size_t nlower, char diffid[DIGEST_BUF]);
+		   const struct lowerview *lower, char diffid[DIGEST_BUF]);
 
 /* A config for a fresh image, or one derived from base (NULL: new). */
 json_t *config_new(void);

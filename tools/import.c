@@ -525,7 +525,7 @@ static int import_rootfs(struct store *s, const struct spec *sp, const char *nam
 		return r;
 	}
 	if (S_ISDIR(st.st_mode)) {
-		r = layer_from_dir(s, fd, sp->path, false, NULL, 0, diffid);
+		r = layer_from_dir(s, fd, sp->path, false, NULL, diffid);
 	} else {
 		struct fd_src f = { fd };
 		struct bsrc src = { fd_src_read, &f };
@@ -562,7 +562,7 @@ int image_import(struct store *s, const struct spec *sp, const char *name, char 
 }
 
 int layer_from_dir(struct store *s, int dirfd, const char *what, bool overlay,
-		   const int *lower_fds, size_t nlower, char diffid[DIGEST_BUF])
+		   const struct lowerview *lower, char diffid[DIGEST_BUF])
 {
 	char tmpname[64];
 	_cleanup_close_ int tfd = store_mktemp(s, tmpname);
@@ -573,7 +573,7 @@ int layer_from_dir(struct store *s, int dirfd, const char *what, bool overlay,
 	_cleanup_close_ int fd = openat(tfd, "layer.tar.gz", O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	int r = fd < 0 ? -errno : 0;
 	if (r == 0) {
-		struct pack_opts po = { .overlay = overlay, .lower_fds = lower_fds, .nlower = nlower, .what = what };
+		struct pack_opts po = { .overlay = overlay, .lower = lower, .what = what };
 		r = pack_dir(dirfd, fd, &po);
 	}
 	if (r == 0 && lseek(fd, 0, SEEK_SET) == 0) {

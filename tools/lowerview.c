@@ -2,6 +2,7 @@
 
 #include "err.h"
 #include "fsutil.h"
+#include "store.h"
 #include "whiteout.h"
 
 #include <fcntl.h>
@@ -10,6 +11,35 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+int lowerview_open(struct store *s, json_t *ids, struct lowerview *lv)
+{
+	size_t n = json_array_size(ids);
+	lv->n = 0;
+	lv->fds = calloc(n + 1, sizeof *lv->fds);
+	if (!lv->fds)
+		return -ENOMEM;
+	for (size_t i = n; i-- > 0;) {
+		const char *d = json_string_value(json_array_get(ids, i));
+		int fd = store_layer_dirfd(s, d);
+		if (fd < 0) {
+			serr(fd, "open layer", d, "the store is damaged; import the image again");
+			lowerview_close(lv);
+			return fd;
+		}
+		lv->fds[lv->n++] = fd;
+	}
+	return 0;
+}
+
+void lowerview_close(struct lowerview *lv)
+{
+	for (size_t i = 0; i < lv->n; i++)
+		close(lv->fds[i]);
+	free(lv->fds);
+	lv->fds = NULL;
+	lv->n = 0;
+}
 
 /* In one layer: 1 found, 0 absent (look below), -1 hidden (stop). */
 static int in_layer(int rootfd, const char *path)

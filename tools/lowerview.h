@@ -5,13 +5,21 @@
 #ifndef STRATA_LOWERVIEW_H
 #define STRATA_LOWERVIEW_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 
+struct store;
+
 struct lowerview {
-	const int *fds;     /* layer root dirs, top first */
+	int *fds;           /* layer root dirs, top first */
 	size_t n;
 };
+
+/* Open an image's layers (diff_ids as the config lists them, bottom
+ * first) as a view; lowerview_close releases it. */
+int lowerview_open(struct store *s, json_t *diff_ids, struct lowerview *lv);
+void lowerview_close(struct lowerview *lv);
 
 /* Does path ("a/b", no leading '/') exist in layers [start, n)? On true,
  * *layer (if given) is the top-most layer that holds it. */

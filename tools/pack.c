@@ -94,8 +94,8 @@ static int data_fd(struct pk *p, int fd, const char *path)
 	const char *src = path;   /* the entry's lower source path */
 	if (has_xattr(fd, "trusted.overlay.redirect", "user.overlay.redirect", v, sizeof v) && v[0] == '/')
 		src = v + 1;
-	for (size_t i = 0; i < p->o->nlower; i++) {
-		int lfd = open_beneath(p->o->lower_fds[i], src, O_RDONLY | O_NOFOLLOW, 0);
+	for (size_t i = 0; i < p->lv.n; i++) {
+		int lfd = open_beneath(p->lv.fds[i], src, O_RDONLY | O_NOFOLLOW, 0);
 		if (lfd >= 0)
 			return lfd;
 	}
@@ -336,7 +336,9 @@ static int emit_lower_children(struct pk *p, const char *src, const char *tardir
 
 int pack_dir(int dirfd, int outfd, const struct pack_opts *o)
 {
-	struct pk p = { .o = o, .lv = { o->lower_fds, o->nlower } };
+	struct pk p = { .o = o };
+	if (o->lower)
+		p.lv = *o->lower;
 	int r;
 	p.a = archive_write_new();
 	if (!p.a)

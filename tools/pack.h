@@ -13,10 +13,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "lowerview.h"
+
 struct pack_opts {
 	bool overlay;
-	const int *lower_fds;    /* top first: where metacopy data lives */
-	size_t nlower;
+	const struct lowerview *lower;   /* the image below an overlay upper */
 	const char *what;        /* for messages */
 };
 

@@ -398,6 +398,19 @@ int store_load_config(struct store *s, const char *digest, json_t **config, char
 	return 0;
 }
 
+int store_load_image(struct store *s, const char *digest, json_t **config, json_t **ids)
+{
+	int r = store_load_config(s, digest, config, NULL, NULL);
+	if (r < 0)
+		return r;
+	r = config_diff_ids(*config, digest, ids);
+	if (r < 0) {
+		json_decref(*config);
+		*config = NULL;
+	}
+	return r;
+}
+
 /* Images in use: tagged, or the base of a container. */
 static int used_images(struct store *s, json_t *used)
 {

@@ -68,6 +68,8 @@ int store_put_image(struct store *s, const char *config, size_t len, char digest
 /* Resolve NAME[:TAG], a full digest or a unique hex prefix (>= 6). */
 int store_resolve(struct store *s, const char *ref, char digest[DIGEST_BUF]);
 int store_load_config(struct store *s, const char *digest, json_t **config, char **raw, size_t *rawlen);
+/* Config and its validated rootfs.diff_ids (borrowed from *config). */
+int store_load_image(struct store *s, const char *digest, json_t **config, json_t **ids);
 /* The config's rootfs.diff_ids, validated. Borrowed from config. */
 int config_diff_ids(json_t *config, const char *what, json_t **ids);
 
