@@ -21,8 +21,8 @@ from .sysutil import BenchError
 BENCH_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SIZES = {
-    "quick": dict(reps=3, big_mib=64, randread_mib=4, randwrite_size_mib=16,
-                  randwrite_io_mib=8, untar_files=1000, stacks=[2, 64, 500],
+    "quick": dict(reps=3, big_mib=64, randread_mib=4, randwrite_size_mib=8,
+                  randwrite_io_mib=4, untar_files=1000, stacks=[2, 64, 500],
                   synthetic_base_files=3000, launch_batch=3,
                   tree=["usr/share/doc", "usr/share", "opt"], tar_path="usr/share",
                   many_files=10000),

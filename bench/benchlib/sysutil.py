@@ -4,6 +4,7 @@ timed child processes with their CPU time, and /proc readings of daemons."""
 import ctypes
 import ctypes.util
 import os
+import signal
 import subprocess
 import time
 
@@ -145,13 +146,29 @@ def run_setup(argv, cwd=None, timeout=900, what=None):
 
 
 def run_measured(argv, cwd=None, timeout=600, shell=False, env=None):
-    """Like run_timed but reaps with wait4 to get the child's CPU time."""
-    import select
-    import signal
+    """Runs one command; returns wall time and the child's user+sys CPU time
+    (reaped with wait4, so it covers the children it waited for)."""
     t0 = time.perf_counter()
     p = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL,
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                          shell=shell, start_new_session=True, env=env)
+    try:
+        return _collect(p, t0, timeout, argv, cwd, shell)
+    except BaseException:
+        # interrupted (SIGTERM, ^C): the child is in its own session, so it
+        # would outlive us and hold the mount busy; end it and reap it
+        if p.returncode is None:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+                os.wait4(p.pid, 0)
+            except (OSError, ChildProcessError):
+                pass
+            p.returncode = -9
+        raise
+
+
+def _collect(p, t0, timeout, argv, cwd, shell):
+    import select
     err = b""
     deadline = t0 + timeout
     fd = p.stderr.fileno()
