@@ -1259,7 +1259,8 @@ class Mmap(Scenario):
 
 class OpenUnlinked(Scenario):
     name = 'open_unlinked'
-    layers = [[F('lo', b'lower data'), F('rw', b'rw data'), F('keep/x', b'x'), D('dir')]]
+    layers = [[F('lo', b'lower data'), F('rw', b'rw data'), F('keep/x', b'x'), D('dir'),
+               F('x', b'lower x')]]
 
     def run(self, t):
         def ro(c):
@@ -1324,6 +1325,29 @@ class OpenUnlinked(Scenario):
             finally:
                 os.close(fd)
         t.op('write to file in renamed dir through open fd', rename_open)
+
+        def replaced(c, how):
+            # Calls through an fd must reach the file the fd was opened on,
+            # not whatever now has its name.
+            write(c.p('b'), b'old b')
+            fd = os.open(c.p('b'), os.O_WRONLY)
+            try:
+                if how == 'rename':
+                    os.rename(c.p('x'), c.p('b'))
+                else:
+                    os.unlink(c.p('b'))
+                    write(c.p('b'), b'new b')
+                os.pwrite(fd, b'WRITTEN TO OLD B', 0)
+                os.ftruncate(fd, 3)
+                os.fchmod(fd, 0o600)
+                os.utime(fd, ns=(10**18, 10**18))
+                os.fsync(fd)
+                st = os.fstat(fd)
+            finally:
+                os.close(fd)
+            return rd(c.p('b')), stt(c.p('b')), (st.st_size, oct(st.st_mode & 0o777))
+        t.op('fd of a file replaced by rename', replaced, 'rename')
+        t.op('fd of a file unlinked and recreated', replaced, 'unlink')
 
 
 class TmpFile(Scenario):
@@ -1413,11 +1437,100 @@ class Layers500(Scenario):
                                          ls(c.p('d'))))
 
 
+class Fuzz(Scenario):
+    """Seeded random sequences of namespace and data operations over layers
+    with whiteouts and opaque dirs, compared result by result. Stops at the
+    first divergence and prints the operations that led to it.
+    $STRATA_FUZZ_SEEDS (e.g. "1 2 3") and $STRATA_FUZZ_OPS choose the runs."""
+    name = 'fuzz'
+    DIRS = ['', 'a', 'a/b', 'c', 'd', 'e']
+    NAMES = ['x', 'y', 'z', 'a', 'b', 'c']
+    layers = [
+        [F('a/x', b'ax'), F('a/y', b'ay'), F('a/b/x', b'abx'), F('a/b/z', b'abz'), F('c/x', b'cx'),
+         F('c/y', b'cy' * 1000), D('d'), F('x', b'x'), L('y', 'a/x'), F('e/a/deep', b'deep')],
+        [W('a/y'), O('c'), F('c/z', b'cz'), F('d/x', b'dx'), W('e'), F('z', b'z')],
+        [F('e/b', b'eb'), F('a/z', b'az'), H('a/b/y', 'a/z')],
+    ]
+
+    def paths(self):
+        return [os.path.join(d, n) if d else n for d in self.DIRS for n in self.NAMES]
+
+    def run(self, t):
+        seeds = [int(x) for x in os.environ.get('STRATA_FUZZ_SEEDS', '1 2 3').split()]
+        nops = int(os.environ.get('STRATA_FUZZ_OPS', '250'))
+        # One scenario run has one mount: seeds continue on the same tree,
+        # so the log printed on divergence covers every seed so far.
+        log = []
+        for seed in seeds:
+            if not self.run_seed(t, seed, nops, log):
+                return
+
+    def op_table(self):
+        """(name, fn(c, path, value[, q])) pairs the fuzzer draws from."""
+        def st_or_none(p):
+            try:
+                return stt(p, content=os.path.isfile(p) and not os.path.islink(p))
+            except OSError as e:
+                return errno.errorcode[e.errno]
+        return [
+            ('write', lambda c, p, v: (write(c.p(p), b'w%d' % v), st_or_none(c.p(p)))),
+            ('append', lambda c, p, v: (write(c.p(p), b'+%d' % v, os.O_WRONLY | os.O_APPEND),
+                                        rd(c.p(p)))),
+            ('read', lambda c, p, v: rd(c.p(p))),
+            ('truncate', lambda c, p, v: (os.truncate(c.p(p), v % 7), rd(c.p(p)))),
+            ('unlink', lambda c, p, v: os.unlink(c.p(p))),
+            ('mkdir', lambda c, p, v: (os.mkdir(c.p(p)), ls(c.p(p)))),
+            ('rmdir', lambda c, p, v: os.rmdir(c.p(p))),
+            ('rmtree', lambda c, p, v: shutil.rmtree(c.p(p))),
+            ('rename', lambda c, p, v, q=None: (os.rename(c.p(p), c.p(q)), st_or_none(c.p(q)))),
+            ('link', lambda c, p, v, q=None: (os.link(c.p(p), c.p(q)), st_or_none(c.p(q)))),
+            ('symlink', lambda c, p, v: (os.symlink('t%d' % v, c.p(p)), os.readlink(c.p(p)))),
+            ('chmod', lambda c, p, v: (os.chmod(c.p(p), 0o600 + v % 64), st_or_none(c.p(p)))),
+            ('setxattr', lambda c, p, v: os.setxattr(c.p(p), 'user.k%d' % (v % 3), b'%d' % v,
+                                                     follow_symlinks=False)),
+            ('removexattr', lambda c, p, v: os.removexattr(c.p(p), 'user.k%d' % (v % 3),
+                                                           follow_symlinks=False)),
+            ('listdir', lambda c, p, v: ls(c.p(p))),
+            ('stat', lambda c, p, v: st_or_none(c.p(p))),
+            ('utime', lambda c, p, v: (os.utime(c.p(p), (1000 + v, 2000 + v), follow_symlinks=False),
+                                       st_or_none(c.p(p)))),
+        ]
+
+    def run_seed(self, t, seed, nops, log):
+        import random
+        rnd = random.Random(seed)
+        paths = self.paths()
+
+        def pick():
+            return rnd.choice(paths)
+
+        ops = self.op_table()
+        for i in range(nops):
+            name, fn = rnd.choice(ops)
+            p, v = pick(), rnd.randrange(1000)
+            if name in ('rename', 'link'):
+                q = pick()
+                label = '%s %s %s %d' % (name, p, q, v)
+                f = (lambda fn, q: lambda c, p, v: fn(c, p, v, q=q))(fn, q)
+            else:
+                label = '%s %s %d' % (name, p, v)
+                f = fn
+            log.append(label)
+            n0 = len(t.report.problems)
+            t.op('seed %d op %d: %s' % (seed, i, label), f, p, v)
+            if len(t.report.problems) > n0:
+                t.report.fail(t.name, 'fuzz seed %d diverged at op %d; every operation since the '
+                              'mount:\n  %s' % (seed, i, '\n  '.join(log)))
+                return False
+        t.op('seed %d: whole tree' % seed, lambda c: tree(c.p()))
+        return True
+
+
 SCENARIOS = [
     Reads(), CopyUp(), Unlink(), RmRf(), RenameFiles(), RenameDirs(), RenameNested(),
     SymlinkEscape(), HardLinks(), Special(), BigDir(), DirOffsets(), Concurrent(),
     XattrLocks(), Acl(), Perms(), Names(), Sparse(), FileIO(), Mmap(), OpenUnlinked(),
-    TmpFile(), ReadOnly(), Layers500(),
+    TmpFile(), ReadOnly(), Layers500(), Fuzz(),
 ]
 
 if __name__ == '__main__':
