@@ -154,6 +154,21 @@ static void set_override(int fd, const char *procpath, uid_t uid, gid_t gid, mod
 		setxattr(procpath, OVERRIDE_STAT_XATTR, v, (size_t)n, 0);
 }
 
+/* Overlay bookkeeping a layer must not carry: a redirect, metacopy or
+ * origin planted by an archive would make strata-fs read another path's
+ * data. An opaque flag keeps its meaning as the OCI marker file. */
+static bool overlay_private(const char *name)
+{
+	static const char *const pfx[] = {
+		"trusted.overlay.", "user.overlay.", "user.fuseoverlayfs.", "user.strata.",
+		"user.containers.override_stat", "security.containers.override_stat",
+	};
+	for (size_t i = 0; i < sizeof pfx / sizeof *pfx; i++)
+		if (!strncmp(name, pfx[i], strlen(pfx[i])))
+			return true;
+	return false;
+}
+
 static int apply_xattrs(struct archive_entry *e, int fd, struct ctx *c, const char *path)
 {
 	const char *name;
@@ -162,6 +177,17 @@ static int apply_xattrs(struct archive_entry *e, int fd, struct ctx *c, const ch
 
 	archive_entry_xattr_reset(e);
 	while (archive_entry_xattr_next(e, &name, &val, &sz) == ARCHIVE_OK) {
+		if (overlay_private(name)) {
+			size_t nl = strlen(name);
+			if (nl >= 14 && !strcmp(name + nl - 14, "overlay.opaque") && sz == 1 &&
+			    *(const char *)val == 'y' && archive_entry_filetype(e) == AE_IFDIR) {
+				int m = openat(fd, WH_OPQ_MARKER, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0);
+				if (m >= 0)
+					close(m);
+			}
+			sdebug("%s: overlay xattr %s not kept", path, name);
+			continue;
+		}
 		if (fsetxattr(fd, name, val, sz, 0) == 0)
 			continue;
 		/* Unprivileged stores cannot hold trusted.* or security.*;

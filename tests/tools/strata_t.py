@@ -40,10 +40,10 @@ def sha(data):
 
 # ---------------------------------------------------------------- tars
 
-def entry(name, kind='file', data=b'', mode=None, uid=0, gid=0, target=None, dev=(0, 0), mtime=1000):
+def entry(name, kind='file', data=b'', mode=None, uid=0, gid=0, target=None, dev=(0, 0), mtime=1000, xattrs=None):
     """One tar member description for make_tar."""
     return dict(name=name, kind=kind, data=data, mode=mode, uid=uid, gid=gid, target=target,
-                dev=dev, mtime=mtime)
+                dev=dev, mtime=mtime, xattrs=xattrs or {})
 
 
 def make_tar(entries, footer=True, pad_last=True, type_bits_in_mode=False):
@@ -52,11 +52,14 @@ def make_tar(entries, footer=True, pad_last=True, type_bits_in_mode=False):
     0.4.7 insert writes). type_bits_in_mode writes S_IFMT bits into the mode
     field as some producers do."""
     buf = io.BytesIO()
-    t = tarfile.open(fileobj=buf, mode='w', format=tarfile.GNU_FORMAT)
+    pax = any(e['xattrs'] for e in entries)
+    t = tarfile.open(fileobj=buf, mode='w', format=tarfile.PAX_FORMAT if pax else tarfile.GNU_FORMAT)
     offsets = []
     for e in entries:
         ti = tarfile.TarInfo(e['name'])
         ti.uid, ti.gid, ti.mtime = e['uid'], e['gid'], e['mtime']
+        if e['xattrs']:
+            ti.pax_headers = {'SCHILY.xattr.' + k: v for k, v in e['xattrs'].items()}
         k = e['kind']
         data = None
         if k == 'file':

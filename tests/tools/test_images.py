@@ -240,6 +240,23 @@ def test_docker_and_oci_archives(env):
     check(b == env.json('inspect', 'base:1')['id'] and a == c, 'ids stable')
 
 
+def test_overlay_xattrs_dropped(env):
+    """An archive cannot plant overlay bookkeeping (a redirect would make
+    strata-fs serve another path's data); an opaque flag becomes the OCI
+    marker; ordinary xattrs stay."""
+    t = make_tar([entry('d', 'dir', xattrs={'trusted.overlay.opaque': 'y'}),
+                  entry('f', data=b'x', xattrs={'trusted.overlay.redirect': '/etc/shadow',
+                                                'user.overlay.metacopy': '', 'user.keep': 'yes'})])
+    oci_layout(env.path('q'), [(t, 'tar')])
+    env.give()
+    env.run('import', 'oci:' + env.path('q'), 'q')
+    p = layer_path(env, 'q', 0)
+    check(os.path.exists(os.path.join(p, 'd/.wh..wh..opq')), 'opaque xattr kept as the marker')
+    names = os.listxattr(os.path.join(p, 'f'))
+    check(not any('overlay' in n for n in names), 'no overlay xattr on f: %r' % names)
+    check(os.getxattr(os.path.join(p, 'f'), 'user.keep') == b'yes', 'ordinary xattr kept')
+
+
 def test_concurrent_imports(env):
     """Writers take the store lock: imports of images sharing a layer, run
     at the same time, both land and the layer is stored once."""
@@ -262,4 +279,5 @@ if __name__ == '__main__':
                    test_quirk_parents_missing, test_quirk_opaque_marker_order, test_quirk_type_bits_in_mode,
                    test_quirk_hardlinks, test_quirk_no_footer, test_quirk_zstd_and_formats,
                    test_devices_and_owners, test_rootless_owners_in_xattr, test_layers_wasted,
-                   test_docker_and_oci_archives, test_concurrent_imports]))
+                   test_docker_and_oci_archives, test_overlay_xattrs_dropped,
+                   test_concurrent_imports]))
