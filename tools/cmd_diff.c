@@ -255,6 +255,17 @@ struct tree {
 static void hide(struct tree *t, const char *path, bool self, bool children)
 {
 	size_t pl = strlen(path);
+	json_t *cur = json_object_get(t->map, path);
+	/* Only a directory has children: for a file the map lookup is all. */
+	if (cur && !S_ISDIR(json_integer_value(json_object_get(cur, "mode"))) && self) {
+		if (t->wasted)
+			t->wasted[json_integer_value(json_object_get(cur, "layer"))] +=
+				json_integer_value(json_object_get(cur, "size"));
+		json_object_del(t->map, path);
+		return;
+	}
+	if (!cur && self && !children)
+		return;
 	const char *k;
 	void *tmp;
 	json_t *v;

@@ -257,6 +257,44 @@ def test_overlay_xattrs_dropped(env):
     check(os.getxattr(os.path.join(p, 'f'), 'user.keep') == b'yes', 'ordinary xattr kept')
 
 
+def test_nested_index(env):
+    """A multi-platform image: the index points at an index of per-platform
+    manifests; the host's platform is chosen."""
+    import json as js
+    amd = make_tar([entry('arch', data=b'amd64')])
+    arm = make_tar([entry('arch', data=b'arm64')])
+    lay = env.path('multi')
+    oci_layout(env.path('a'), [(amd, 'gzip')])
+    oci_layout(env.path('b'), [(arm, 'gzip')])
+    os.makedirs(os.path.join(lay, 'blobs', 'sha256'))
+    descs = []
+    for src, arch in (('b', 'arm64'), ('a', 'amd64')):
+        d = os.path.join(env.path(src), 'blobs', 'sha256')
+        for n in os.listdir(d):
+            with open(os.path.join(d, n), 'rb') as f, open(os.path.join(lay, 'blobs', 'sha256', n), 'wb') as g:
+                g.write(f.read())
+        m = js.load(open(os.path.join(env.path(src), 'index.json')))['manifests'][0]
+        m.pop('annotations')
+        m['platform'] = {'architecture': arch, 'os': 'linux'}
+        descs.append(m)
+    inner = js.dumps({'schemaVersion': 2, 'mediaType': 'application/vnd.oci.image.index.v1+json',
+                      'manifests': descs}).encode()
+    with open(os.path.join(lay, 'blobs', 'sha256', sha(inner)[7:]), 'wb') as f:
+        f.write(inner)
+    with open(os.path.join(lay, 'index.json'), 'w') as f:
+        js.dump({'schemaVersion': 2, 'manifests': [
+            {'mediaType': 'application/vnd.oci.image.index.v1+json', 'digest': sha(inner), 'size': len(inner),
+             'annotations': {'org.opencontainers.image.ref.name': 'multi'}}]}, f)
+    with open(os.path.join(lay, 'oci-layout'), 'w') as f:
+        f.write('{"imageLayoutVersion":"1.0.0"}')
+    env.give()
+    env.run('import', 'oci:' + lay + ':multi', 'm')
+    import platform
+    want = 'amd64' if platform.machine() == 'x86_64' else 'arm64'
+    with open(os.path.join(layer_path(env, 'm', 0), 'arch')) as f:
+        check(f.read() == want, 'the host platform was chosen')
+
+
 def test_concurrent_imports(env):
     """Writers take the store lock: imports of images sharing a layer, run
     at the same time, both land and the layer is stored once."""
@@ -279,5 +317,5 @@ if __name__ == '__main__':
                    test_quirk_parents_missing, test_quirk_opaque_marker_order, test_quirk_type_bits_in_mode,
                    test_quirk_hardlinks, test_quirk_no_footer, test_quirk_zstd_and_formats,
                    test_devices_and_owners, test_rootless_owners_in_xattr, test_layers_wasted,
-                   test_docker_and_oci_archives, test_overlay_xattrs_dropped,
+                   test_docker_and_oci_archives, test_overlay_xattrs_dropped, test_nested_index,
                    test_concurrent_imports]))
