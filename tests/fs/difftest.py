@@ -513,6 +513,27 @@ class HardLinks(Scenario):
                                          self.ino_eq(c, 'dir/f', 'other/df'), stt(c.p('dir/f'))))
         t.op('chmod via one link', lambda c: (os.chmod(c.p('new2'), 0o600), stt(c.p('new'))))
 
+        def second_name(c):
+            # The inode was looked up by its first name; every call through
+            # the second name must still work once the first is gone.
+            write(c.p('h1'), b'first')
+            os.link(c.p('h1'), c.p('other/h2'))
+            os.stat(c.p('h1'))
+            os.unlink(c.p('h1'))
+            out = []
+            for f in (lambda: os.setxattr(c.p('other/h2'), 'user.k', b'v'),
+                      lambda: os.chmod(c.p('other/h2'), 0o640),
+                      lambda: os.truncate(c.p('other/h2'), 2),
+                      lambda: write(c.p('other/h2'), b'+', os.O_WRONLY | os.O_APPEND),
+                      lambda: os.getxattr(c.p('other/h2'), 'user.k'),
+                      lambda: rd(c.p('other/h2'))):
+                try:
+                    out.append(f())
+                except OSError as e:
+                    out.append(errno.errorcode[e.errno])
+            return out, stt(c.p('other/h2'))
+        t.op('calls through the second name after the first is unlinked', second_name)
+
 
 class Special(Scenario):
     name = 'special'
