@@ -385,8 +385,7 @@ int layer_import(struct store *s, struct bsrc *src, const struct layer_expect *x
 		     x->diffid, got->diffid);
 		goto out;
 	}
-	if (fsync(o->blobfd) < 0 || (r = write_info(tfd, got)) < 0) {
-		r = r ? r : -errno;
+	if ((r = write_info(tfd, got)) < 0) {
 		serr(r, "import: write layer metadata in", s->root, "check free space of the store");
 		goto out;
 	}

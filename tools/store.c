@@ -215,6 +215,14 @@ int store_layer_relpath(struct store *s, const char *diffid, char *buf, size_t l
 int store_commit_pending(struct store *s)
 {
 	int r = 0;
+	/* Unpacked files reach the disk before their layer becomes visible:
+	 * after a crash a layer is either complete or still in tmp/. */
+	if (s->npending && syncfs(s->fd) < 0) {
+		r = -errno;
+		serr(r, "sync store", s->root, "check the store's filesystem");
+		store_drop_pending(s);
+		return r;
+	}
 	for (size_t i = 0; i < s->npending; i++) {
 		char p[128];
 		layer_rel(p, sizeof p, s->pending[i].diffid, NULL);
