@@ -152,6 +152,7 @@ int cmd_images(const char *root, int argc, char **argv)
 	struct store s;
 	json_t *tags;
 	bool js = want_json(&argc, argv);
+	int ifd = -1;
 	int r = store_open(&s, root, false);
 	if (r < 0)
 		return r;
@@ -162,7 +163,29 @@ int cmd_images(const char *root, int argc, char **argv)
 	json_t *v;
 	if (!js)
 		printf("%-30s %-12s %-14s %-22s %s\n", "REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE");
+	/* Rows: every tag, then untagged images a container still uses, as
+	 * <none>. */
+	json_t *rows = json_array(), *named = json_object(), *row;
 	json_object_foreach(tags, k, v) {
+		json_array_append_new(rows, json_pack("[s,O]", k, v));
+		json_object_set_new(named, json_string_value(v), json_true());
+	}
+	ifd = openat(s.fd, "images", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	char **files;
+	size_t nfiles, ri;
+	if (ifd >= 0 && list_sorted(ifd, &files, &nfiles) == 0) {
+		for (size_t i = 0; i < nfiles; i++) {
+			char d[DIGEST_BUF + 8];
+			snprintf(d, sizeof d, "sha256:%.64s", files[i]);
+			if (strlen(files[i]) == 69 && digest_valid(d) && !json_object_get(named, d))
+				json_array_append_new(rows, json_pack("[s,s]", "<none>:<none>", d));
+		}
+		free_names(files, nfiles);
+	}
+	json_decref(named);
+	json_array_foreach(rows, ri, row) {
+		k = json_string_value(json_array_get(row, 0));
+		v = json_array_get(row, 1);
 		const char *d = json_string_value(v);
 		json_t *cfg, *ids;
 		if (!digest_valid(d) || store_load_config(&s, d, &cfg, NULL, NULL) < 0)
@@ -170,7 +193,7 @@ int cmd_images(const char *root, int argc, char **argv)
 		long long size = config_diff_ids(cfg, d, &ids) == 0 ? image_size(&s, ids) : 0;
 		const char *created = json_string_value(json_object_get(cfg, "created"));
 		_cleanup_free_ char *repo = strdup(k);
-		char *colon = strrchr(repo, ':');
+		char *colon = strncmp(k, "<none>", 6) ? strrchr(repo, ':') : strchr(repo, ':');
 		const char *tag = "latest";
 		if (colon && !strchr(colon, '/')) {
 			*colon = '\0';
@@ -189,8 +212,11 @@ int cmd_images(const char *root, int argc, char **argv)
 	if (js)
 		print_json(out);
 	json_decref(out);
+	json_decref(rows);
 	json_decref(tags);
 out:
+	if (ifd >= 0)
+		close(ifd);
 	store_close(&s);
 	return r;
 }

@@ -295,6 +295,21 @@ def test_nested_index(env):
         check(f.read() == want, 'the host platform was chosen')
 
 
+def test_rmi_image_in_use(env):
+    """Removing the last name of an image a container uses keeps the image
+    (listed as <none>) until the container goes."""
+    did = base_image(env)
+    env.run('create', '--name', 'user-of-base', 'base:1', '--', 'true')
+    env.run('rmi', 'base:1')
+    imgs = env.json('images', '--json')
+    check([(i['repository'], i['tag'], i['id']) for i in imgs] == [('<none>', '<none>', did)],
+          'in-use image listed as <none>: %r' % imgs)
+    check(len(os.listdir(os.path.join(env.store, 'layers'))) == 1, 'its layer kept')
+    env.run('rm', 'user-of-base')
+    check(env.json('images', '--json') == [], 'image gone with its last container')
+    check(os.listdir(os.path.join(env.store, 'layers')) == [], 'layer gone too')
+
+
 def test_concurrent_imports(env):
     """Writers take the store lock: imports of images sharing a layer, run
     at the same time, both land and the layer is stored once."""
@@ -317,5 +332,5 @@ if __name__ == '__main__':
                    test_quirk_parents_missing, test_quirk_opaque_marker_order, test_quirk_type_bits_in_mode,
                    test_quirk_hardlinks, test_quirk_no_footer, test_quirk_zstd_and_formats,
                    test_devices_and_owners, test_rootless_owners_in_xattr, test_layers_wasted,
-                   test_docker_and_oci_archives, test_overlay_xattrs_dropped, test_nested_index,
+                   test_docker_and_oci_archives, test_overlay_xattrs_dropped, test_nested_index, test_rmi_image_in_use,
                    test_concurrent_imports]))
