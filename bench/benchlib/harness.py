@@ -163,6 +163,11 @@ def select_contenders(ctx):
                 break
         if ctx.flatten_via:
             break
+    if ctx.flatten_via is None:
+        # plain still needs some overlay to flatten the stacks, selected or not
+        k = C.KernelOverlay("kernel", "redirect_dir=on")
+        if k.probe(ctx) is None:
+            ctx.flatten_via = k
     return chosen
 
 
