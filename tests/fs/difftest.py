@@ -125,6 +125,9 @@ class Reads(Scenario):
         t.op('open dir for write', lambda c: opn(c.p('dir1'), os.O_WRONLY))
         t.op('open O_DIRECTORY on file', lambda c: opn(c.p('a.txt'), os.O_DIRECTORY))
         t.op('statvfs namemax', lambda c: os.statvfs(c.p()).f_namemax)
+        # Both uppers sit on one tmpfs: statfs "from upper" gives equal sizes.
+        t.op('statvfs from upper', lambda c: (lambda v: (v.f_bsize, v.f_frsize, v.f_blocks,
+                                                         v.f_files))(os.statvfs(c.p('dir1'))))
         t.op('xattrs', lambda c: [sorted(x for x in os.listxattr(c.p(f), follow_symlinks=False)
                                          if x.startswith(('user.', 'trusted.')))
                                   for f in ('xat', 'dir1', 'opq', 'dir2/sub', 'a.txt')])
@@ -477,6 +480,25 @@ class SymlinkEscape(Scenario):
         t.fuse_only('host dir untouched', lambda c: (sorted(os.listdir(self.host)),
                                                      rd(os.path.join(self.host, 'f'))),
                     ('ok', (['f'], b'HOST SECRET')))
+
+
+class LayersOnManyFs(Scenario):
+    """Every lower layer on its own filesystem (as images on different
+    disks): inode numbers collide between layers underneath."""
+    name = 'layers_many_fs'
+    layer_per_fs = True
+    layers = [[F('f%d' % i, b'bottom %d' % i) for i in range(20)] + [D('d0'), F('d0/x', b'x')],
+              [F('g%d' % i, b'middle %d' % i) for i in range(20)] + [D('d1'), F('d1/x', b'x'),
+                                                                      F('d0/y', b'y')],
+              [F('h%d' % i, b'top %d' % i) for i in range(20)] + [W('f3'), F('d0/z', b'z')]]
+
+    def run(self, t):
+        t.op('listing', lambda c: ls(c.p()))
+        t.op('merged dir', lambda c: ls(c.p('d0')))
+        t.op('copy-up across filesystems', lambda c: (write(c.p('f5'), b'+', os.O_WRONLY | os.O_APPEND),
+                                                      rd(c.p('f5')), c.same_ino_as_start('f5')))
+        t.op('rename lower dir across', lambda c: (os.rename(c.p('d1'), c.p('d2')), ls(c.p('d2'))))
+        t.op('link lower file', lambda c: (os.link(c.p('g7'), c.p('g7b')), stt(c.p('g7b'))))
 
 
 class HardLinks(Scenario):
@@ -1549,9 +1571,9 @@ class Fuzz(Scenario):
 
 SCENARIOS = [
     Reads(), CopyUp(), Unlink(), RmRf(), RenameFiles(), RenameDirs(), RenameNested(),
-    SymlinkEscape(), HardLinks(), Special(), BigDir(), DirOffsets(), Concurrent(),
-    XattrLocks(), Acl(), Perms(), Names(), Sparse(), FileIO(), Mmap(), OpenUnlinked(),
-    TmpFile(), ReadOnly(), Layers500(), Fuzz(),
+    SymlinkEscape(), LayersOnManyFs(), HardLinks(), Special(), BigDir(), DirOffsets(),
+    Concurrent(), XattrLocks(), Acl(), Perms(), Names(), Sparse(), FileIO(), Mmap(),
+    OpenUnlinked(), TmpFile(), ReadOnly(), Layers500(), Fuzz(),
 ]
 
 if __name__ == '__main__':
