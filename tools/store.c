@@ -294,9 +294,14 @@ int store_set_tag(struct store *s, const char *ref, const char *digest)
 	int r = store_tags(s, &tags);
 	if (r < 0)
 		return r;
+	const char *old = json_string_value(json_object_get(tags, name));
+	bool moved = old && strcmp(old, digest);
 	json_object_set_new(tags, name, json_string(digest));
 	r = store_save_tags(s, tags);
 	json_decref(tags);
+	/* A name moved to another image: the old one may now be unused. */
+	if (r == 0 && moved)
+		r = store_gc(s);
 	return r;
 }
 

@@ -308,6 +308,13 @@ def test_rmi_image_in_use(env):
     env.run('rm', 'user-of-base')
     check(env.json('images', '--json') == [], 'image gone with its last container')
     check(os.listdir(os.path.join(env.store, 'layers')) == [], 'layer gone too')
+    # Importing another image under a used name drops the unused old one.
+    base_image(env, 'x:1')
+    oci_layout(env.path('other'), [(make_tar([entry('f', data=b'other')]), 'gzip')])
+    env.give()
+    env.run('import', 'oci:' + env.path('other'), 'x:1')
+    check(len(os.listdir(os.path.join(env.store, 'images'))) == 1, 'old image of x:1 collected')
+    check(len(os.listdir(os.path.join(env.store, 'layers'))) == 1, 'and its layer')
 
 
 def test_concurrent_imports(env):
