@@ -573,7 +573,7 @@ int layer_from_dir(struct store *s, int dirfd, const char *what, bool overlay,
 	_cleanup_close_ int fd = openat(tfd, "layer.tar.gz", O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	int r = fd < 0 ? -errno : 0;
 	if (r == 0) {
-		struct pack_opts po = { .overlay = overlay, .lower = lower, .what = what };
+		struct pack_opts po = { .overlay = overlay, .lower = lower, .rootless = s->rootless, .what = what };
 		r = pack_dir(dirfd, fd, &po);
 	}
 	if (r == 0 && lseek(fd, 0, SEEK_SET) == 0) {

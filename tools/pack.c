@@ -58,18 +58,35 @@ static void add_xattrs(struct archive_entry *e, int fd)
 }
 
 /* Owner and mode as the image sees them. */
-static void image_stat(int fd, struct stat *st)
+/* Owner and mode as the image sees them. In a rootless store the disk
+ * owner is the store's user, who is root inside the container; an owner
+ * from the image lives in the override xattr. */
+static void image_stat(const struct pack_opts *o, int fd, struct stat *st)
 {
 	char v[64];
 	ssize_t n = fd >= 0 ? fgetxattr(fd, OVERRIDE_STAT_XATTR, v, sizeof v - 1) : -1;
+	unsigned uid, gid, mode;
 	if (n > 0) {
-		unsigned uid, gid, mode;
 		v[n] = '\0';
 		if (sscanf(v, "%u:%u:%o", &uid, &gid, &mode) == 3) {
+			/* Import wrote the disk mode as the image's plus owner
+			 * access. A disk mode that differs was set later, by a
+			 * chmod in a container whose filesystem did not keep the
+			 * xattr current: it is the newer truth. */
+			mode_t owner = S_ISDIR(st->st_mode) ? 0700 : 0600;
+			bool chmodded = (st->st_mode & 0777) != ((mode & 0777) | owner);
 			st->st_uid = uid;
 			st->st_gid = gid;
-			st->st_mode = (st->st_mode & S_IFMT) | (mode & 07777);
+			if (!chmodded)
+				st->st_mode = (st->st_mode & S_IFMT) | (mode & 07777);
+			return;
 		}
+	}
+	if (o->rootless) {
+		if (st->st_uid == geteuid())
+			st->st_uid = 0;
+		if (st->st_gid == getegid())
+			st->st_gid = 0;
 	}
 }
 
@@ -191,8 +208,8 @@ static int one(struct pk *p, int dirfd, const char *dirpath, const char *name, c
 			serr(r, "pack: open", path, "%s; is it readable by this user?", p->o->what);
 			return r;
 		}
-		image_stat(fd, &st);
 	}
+	image_stat(p->o, fd, &st);
 
 	struct archive_entry *e = archive_entry_new();
 	archive_entry_copy_stat(e, &st);

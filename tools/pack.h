@@ -18,6 +18,7 @@
 struct pack_opts {
 	bool overlay;
 	const struct lowerview *lower;   /* the image below an overlay upper */
+	bool rootless;                   /* disk owner = the container's root */
 	const char *what;        /* for messages */
 };
 
