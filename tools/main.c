@@ -9,33 +9,40 @@
 static const struct {
 	const char *name;
 	int (*fn)(const char *, int, char **);
-	const char *usage;
+	const char *args, *what;
 } cmds[] = {
-	{ "import", cmd_import, "SOURCE NAME[:TAG]     oci:DIR[:TAG] oci-archive:FILE docker-archive:FILE rootfs:DIR|FILE.tar[.gz]" },
-	{ "export", cmd_export, "IMAGE DEST            oci:DIR[:TAG] oci-archive:FILE docker-archive:FILE" },
-	{ "images", cmd_images, "[--json]              list images" },
-	{ "tag", cmd_tag, "IMAGE NAME[:TAG]         add a name" },
-	{ "rmi", cmd_rmi, "IMAGE...                 remove names; unused images and layers go" },
-	{ "history", cmd_history, "IMAGE [--json]       how the image was built" },
-	{ "inspect", cmd_inspect, "IMAGE|CONTAINER      details as JSON" },
-	{ "diff", cmd_diff, "CONTAINER | IMAGE IMAGE [--json]   what changed (A/C/D)" },
-	{ "layers", cmd_layers, "IMAGE [--json]        per-layer changes, sizes, wasted bytes" },
-	{ "commit", cmd_commit, "CONTAINER NAME[:TAG] [--message M]  container layer -> new image" },
-	{ "create", cmd_create, "[--name N] IMAGE [-- CMD...]  make a container" },
-	{ "run", cmd_run, "[--name N] [--rm] IMAGE [-- CMD...]  create and start" },
-	{ "start", cmd_start, "CONTAINER             run a created container's command" },
-	{ "ps", cmd_ps, "[-a] [--json]                list containers" },
-	{ "rm", cmd_rm, "CONTAINER...                 remove containers and their layers" },
-	{ "bench", cmd_bench, "[ARGS...]               run the benchmark harness (bench/run.sh)" },
+	{ "import", cmd_import, "SOURCE NAME[:TAG]", "bring an image in (sources below)" },
+	{ "export", cmd_export, "IMAGE DEST", "write an image out (oci:, oci-archive:, docker-archive:)" },
+	{ "images", cmd_images, "[--json]", "list images" },
+	{ "tag", cmd_tag, "IMAGE NAME[:TAG]", "give an image another name" },
+	{ "rmi", cmd_rmi, "IMAGE...", "remove names; unused images and layers go" },
+	{ "history", cmd_history, "IMAGE [--json]", "how the image was built" },
+	{ "inspect", cmd_inspect, "IMAGE|CONTAINER", "details as JSON" },
+	{ "diff", cmd_diff, "CONTAINER|IMAGE IMAGE [--json]", "what changed: A added, C changed, D deleted" },
+	{ "layers", cmd_layers, "IMAGE [--json]", "per layer: changes, sizes, wasted bytes" },
+	{ "commit", cmd_commit, "CONTAINER NAME[:TAG] [-m MSG]", "a container's layer becomes a new image" },
+	{ "create", cmd_create, "[OPTIONS] IMAGE [-- CMD...]", "make a container" },
+	{ "run", cmd_run, "[OPTIONS] [--rm] IMAGE [-- CMD...]", "create and start, in the foreground" },
+	{ "start", cmd_start, "CONTAINER", "run a container's command again" },
+	{ "ps", cmd_ps, "[-a] [--json]", "list running (all) containers" },
+	{ "rm", cmd_rm, "CONTAINER...", "remove containers and their layers" },
+	{ "bench", cmd_bench, "[ARGS...]", "run the benchmark harness (bench/run.sh)" },
 };
 
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: strata [--store DIR] [--debug] COMMAND [ARGS]\n\n"
-		   "The store defaults to $STRATA_STORE, else /var/lib/strata (root) or\n"
+		   "The store is DIR, else $STRATA_STORE, else /var/lib/strata (root) or\n"
 		   "~/.local/share/strata.\n\ncommands:\n");
 	for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++)
-		fprintf(f, "  %-8s %s\n", cmds[i].name, cmds[i].usage);
+		fprintf(f, "  %-8s %-36s %s\n", cmds[i].name, cmds[i].args, cmds[i].what);
+	fprintf(f, "\nsources: oci:DIR[:TAG]  oci-archive:FILE[:TAG]  docker-archive:FILE[:NAME:TAG]\n"
+		   "         rootfs:DIR  rootfs:FILE.tar[.gz|.zst]\n"
+		   "\ncreate/run OPTIONS (kept with the container for start):\n"
+		   "  --name N  -e|--env K=V  -v|--bind SRC:DST[:ro]  --net host|none  -u|--user U[:G]\n"
+		   "  -w|--workdir DIR  -h|--hostname H  --cap-add CAP  --cap-drop CAP|ALL  --fs-program PATH\n"
+		   "\nImages move to and from registries with skopeo through an OCI layout:\n"
+		   "  skopeo copy docker://busybox oci:/tmp/bb:latest && strata import oci:/tmp/bb:latest busybox\n");
 }
 
 int main(int argc, char **argv)
