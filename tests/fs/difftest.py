@@ -960,6 +960,9 @@ def perm_layers():
         F('home/other', b'o'), D('home/sub', uid=UID, gid=GID), F('home/sub/x', b'x'),
         D('ro_dir', mode=0o555, uid=UID, gid=GID), F('ro_dir/f', b'f', uid=UID, gid=GID),
         D('grp', mode=0o770, gid=GID), F('grp/g', b'g', mode=0o660, gid=GID),
+        F('pub/suid', b'#!/bin/sh\n', mode=0o4777), F('pub/sgid', b'#!/bin/sh\n', mode=0o2777),
+        F('pub/suid_t', b'#!/bin/sh\n', mode=0o6777), F('pub/suid_root', b'x', mode=0o4755),
+        D('sgiddir', mode=0o2777, gid=4242),
     ]]
 
 
@@ -1035,8 +1038,23 @@ class Perms(Scenario):
             ('link not mine (protected_hardlinks)', lambda c: os.link(c.p('pub/secret'),
                                                                       c.p('home/hl'))),
         ]
+        # Writing or truncating as another user strips setuid/setgid, as the
+        # kernel's file_remove_privs does; so does chown, even by root.
+        ops += [
+            ('write to setuid file clears it', lambda c: (write(c.p('pub/suid'), b'x', os.O_WRONLY),
+                                                          stt(c.p('pub/suid')))),
+            ('write to setgid file clears it', lambda c: (write(c.p('pub/sgid'), b'x', os.O_WRONLY),
+                                                          stt(c.p('pub/sgid')))),
+            ('truncate clears both', lambda c: (os.truncate(c.p('pub/suid_t'), 1),
+                                                stt(c.p('pub/suid_t')))),
+            ('create in setgid dir inherits its group', lambda c: (
+                write(c.p('sgiddir/new'), b'n'), os.mkdir(c.p('sgiddir/sub')),
+                stt(c.p('sgiddir/new')), stt(c.p('sgiddir/sub')))),
+        ]
         for label, fn in ops:
             t.op(label, fn, user=u)
+        t.op('chown by root clears setuid', lambda c: (os.chown(c.p('pub/suid_root'), 0, 0),
+                                                       stt(c.p('pub/suid_root'))))
 
 
 def names():
