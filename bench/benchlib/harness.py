@@ -171,6 +171,68 @@ def select_contenders(ctx):
     return chosen
 
 
+def manifest(root):
+    """What a process sees: every path with its type, mode, size, owner and
+    symlink target. Timing a view that is wrong would be worthless."""
+    out = {}
+    for dirpath, dirs, files in os.walk(root):
+        for n in dirs + files:
+            p = os.path.join(dirpath, n)
+            st = os.lstat(p)
+            kind = stat_kind(st.st_mode)
+            extra = os.readlink(p) if kind == "l" else (st.st_size if kind == "f" else "")
+            out[os.path.relpath(p, root)] = (kind, st.st_mode & 0o7777, st.st_uid, st.st_gid, extra)
+    return out
+
+
+def stat_kind(mode):
+    import stat
+    for test, k in ((stat.S_ISDIR, "d"), (stat.S_ISREG, "f"), (stat.S_ISLNK, "l")):
+        if test(mode):
+            return k
+    return "o"
+
+
+def check_views(ctx, contenders):
+    """Each overlay contender must show the same merged tree as kernel
+    overlayfs before its timings are reported; a mismatch is a note."""
+    ref = next((c for c in contenders if c.name == "kernel"), None)
+    if ref is None:
+        return
+    for name in ("image", "stack%d" % max(ctx.sizes["stacks"])):
+        try:
+            fx = ctx.fixture(name)
+            inst = ref.mount(ctx, fx)
+            try:
+                want = manifest(inst.path)
+            finally:
+                ref.unmount(inst)
+        except (BenchError, OSError) as e:
+            ctx.note("could not check merged views of %s: %s" % (name, e))
+            continue
+        for c in contenders:
+            if c.kind != "fuse":
+                continue
+            try:
+                inst = c.mount(ctx, fx)
+                try:
+                    got = manifest(inst.path)
+                finally:
+                    c.unmount(inst)
+            except (BenchError, OSError) as e:
+                ctx.note("%s: merged view of %s could not be read: %s" % (c.name, name, e))
+                continue
+            bad = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
+            if bad:
+                ctx.note("%s shows %s differently from kernel overlayfs in %d of %d entries, "
+                         "e.g. %s: kernel %s, %s %s"
+                         % (c.name, name, len(bad), len(want), bad[0], want.get(bad[0]),
+                            c.name, got.get(bad[0])))
+            else:
+                ctx.log("%s shows %s exactly as kernel overlayfs does (%d entries)"
+                        % (c.name, name, len(want)))
+
+
 def run_workload(ctx, wl, contenders, rows):
     parts = [c for c in contenders if (wl.group == "launcher") == (c.kind == "launcher")
              and c.takes_part(wl) and (not wl.only_kinds or c.kind in wl.only_kinds)]
@@ -252,6 +314,8 @@ def main(argv):
         contenders = select_contenders(ctx)
         ctx.log("contenders: %s; mode %s, %d repetitions, scratch %s"
                 % (", ".join(c.name for c in contenders), ctx.mode, ctx.sizes["reps"], ctx.scratch))
+        if not args.only:
+            check_views(ctx, contenders)
         pick = re.compile(args.only) if args.only else None
         for wl in all_w:
             if ctx.mode == "quick" and not wl.quick:
