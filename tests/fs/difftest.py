@@ -354,6 +354,14 @@ class RenameFiles(Scenario):
                                                 ls(c.p('opq'))))
         t.op('rename whiteout name back', lambda c: (os.rename(c.p('dir1/w'), c.p('dir1/y')),
                                                      ls(c.p('dir1'))))
+        # The object now at a name must show its own attributes, not those
+        # of what the rename replaced (found by the fuzz scenario).
+        t.op('symlink renamed over a file with set times', lambda c: (
+            os.utime(c.p('b2.txt'), (1000, 2000)), os.symlink('t', c.p('sym_new')),
+            os.rename(c.p('sym_new'), c.p('b2.txt')), stt(c.p('b2.txt'))))
+        t.op('file with set times renamed over a new file', lambda c: (
+            os.utime(c.p('setuid'), (1000, 3000)), write(c.p('fresh'), b'fresh'),
+            os.rename(c.p('setuid'), c.p('fresh')), stt(c.p('fresh'))))
 
 
 class RenameDirs(Scenario):
