@@ -167,11 +167,15 @@ class FuseOverlay(Contender):
             return "%s does not mount a two-layer test stack: %s" % (self.name, e)
         try:
             names = sorted(os.listdir(inst.path))
-            if names != fixture.expect_names:
-                return ("%s shows %s for a stack that should read %s"
-                        % (self.name, names, fixture.expect_names))
-        finally:
+        except OSError as e:
+            names = "error %s" % e
+        try:
             self.unmount(inst)
+        except BenchError as e:
+            return "%s misbehaves on unmount: %s" % (self.name, e)
+        if names != fixture.expect_names:
+            return ("%s shows %s for a stack that should read %s"
+                    % (self.name, names, fixture.expect_names))
         return None
 
     def mount(self, ctx, fixture, writable=False):
@@ -209,6 +213,13 @@ class FuseOverlay(Contender):
     def unmount(self, inst):
         try:
             _stop_daemon(inst.daemon, inst.path)
+            rc = inst.daemon.returncode
+            if rc != 0:
+                # a crash mid-workload must not pass as a slow run
+                raise BenchError("%s %s; its log: %s"
+                                 % (self.name, "was killed by signal %d" % -rc if rc < 0
+                                    else "exited %d" % rc,
+                                    _tail(os.path.join(inst.scratch, "daemon.log"))))
         finally:
             shutil.rmtree(inst.scratch, ignore_errors=True)
 

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -43,7 +44,9 @@ class Context:
         self.sizes = dict(SIZES[self.mode])
         if args.reps:
             self.sizes["reps"] = args.reps
-        self.timeout = 120 if args.quick else 600
+        # generous against kernel overlayfs's slowest run (seconds), short
+        # enough that a hung daemon does not eat the run
+        self.timeout = 60 if args.quick else 180
         builddir = args.builddir
         if not builddir:
             # make's default build directory, so `sh bench/run.sh` alone finds it
@@ -270,8 +273,11 @@ def run_workload(ctx, wl, contenders, rows):
                 row.update(value=s.value, note=s.note,
                            client_cpu_s="" if s.client_cpu is None else s.client_cpu,
                            daemon_cpu_s="" if s.daemon_cpu is None else s.daemon_cpu)
-            except (BenchError, OSError, ValueError, KeyError) as e:
-                failures[c.name] = failures.get(c.name, 0) + 1
+            except (BenchError, OSError, ValueError, KeyError, subprocess.TimeoutExpired) as e:
+                # a hang costs the whole timeout: do not wait for it twice
+                failures[c.name] = failures.get(c.name, 0) + (
+                    2 if getattr(e, "timed_out", False) or
+                    isinstance(e, subprocess.TimeoutExpired) else 1)
                 row["note"] = "error: %s" % e
                 ctx.log("  %s on %s failed: %s" % (wl.name, c.name, e))
             finally:
@@ -280,7 +286,13 @@ def run_workload(ctx, wl, contenders, rows):
                     try:
                         c.unmount(inst)
                     except BenchError as e:
-                        row["note"] += " unmount: %s" % e
+                        if row["value"] != "":
+                            # the daemon died or hung: this sample is not trustworthy
+                            row["value"] = ""
+                            failures[c.name] = failures.get(c.name, 0) + 1
+                            row["note"] = "error: unmount: %s" % e
+                        else:
+                            row["note"] += "; unmount: %s" % e
                         ctx.log("  unmount after %s on %s: %s" % (wl.name, c.name, e))
             rows.append(row)
     for c in parts:

@@ -304,5 +304,9 @@ def _print_report(ctx, summary, started, out):
     for s in summary:
         if s["group"] == "resources" and s["note"]:
             print("  %s, %s: %s" % (s["workload"], s["contender"], s["note"]), file=out)
+    for s in summary:
+        if s["errors"]:
+            print("FAIL %s on %s (%d failed runs): %s"
+                  % (s["workload"], s["contender"], s["errors"], s["note"][:400]), file=out)
     for n in ctx.notes:
         print("note: " + n, file=out)

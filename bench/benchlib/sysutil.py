@@ -19,6 +19,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 class BenchError(Exception):
     """A failure the harness reports and survives (one contender, one workload)."""
+    timed_out = False
 
 
 def mount(source, target, fstype, data, cwd=None):
@@ -179,8 +180,10 @@ def _collect(p, t0, timeout, argv, cwd, shell):
             os.wait4(p.pid, 0)
             p.returncode = -9
             p.stderr.close()
-            raise BenchError("`%s` timed out after %ds in %s"
-                             % (argv if shell else " ".join(argv), timeout, cwd))
+            e = BenchError("`%s` timed out after %ds in %s"
+                           % (argv if shell else " ".join(argv), timeout, cwd))
+            e.timed_out = True
+            raise e
         r, _, _ = select.select([fd], [], [], min(left, 1.0))
         if r:
             chunk = os.read(fd, 65536)
