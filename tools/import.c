@@ -278,7 +278,12 @@ static int import_oci(struct store *s, const struct spec *sp, const char *name, 
 		goto out;
 	json_t *desc = pick_manifest(index, sp->ref, sp->path);
 	for (int depth = 0; desc; depth++) {
+		/* desc belongs to the document freed below: copy what we need. */
+		char mtbuf[128] = "";
 		const char *mt = json_string_value(json_object_get(desc, "mediaType"));
+		if (mt)
+			snprintf(mtbuf, sizeof mtbuf, "%s", mt);
+		mt = mt ? mtbuf : NULL;
 		if ((r = read_blob(&b, json_string_value(json_object_get(desc, "digest")),
 				   json_integer_value(json_object_get(desc, "size")), &mbuf, &mlen)) < 0)
 			goto out;
@@ -288,10 +293,14 @@ static int import_oci(struct store *s, const struct spec *sp, const char *name, 
 			goto out;
 		if (!mt)
 			mt = json_string_value(json_object_get(man, "mediaType"));
+		desc = NULL;
 		if (mt && (!strcmp(mt, MT_OCI_INDEX) || !strcmp(mt, MT_DOCKER_LIST)) && depth < 4) {
 			free(mbuf);
 			mbuf = NULL;
-			desc = pick_manifest(man, NULL, sp->path);
+			/* Keep the index alive while desc points into it. */
+			json_decref(index);
+			index = TAKE_PTR(man);
+			desc = pick_manifest(index, NULL, sp->path);
 			continue;
 		}
 		if (mt && strcmp(mt, MT_OCI_MANIFEST) && strcmp(mt, MT_DOCKER_MANIFEST)) {
@@ -300,7 +309,7 @@ static int import_oci(struct store *s, const struct spec *sp, const char *name, 
 		}
 		break;
 	}
-	if (!desc || !man)
+	if (!man)
 		goto out;
 
 	json_t *cdesc = json_object_get(man, "config");
