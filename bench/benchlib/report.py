@@ -3,6 +3,7 @@ a terminal table, and a gnuplot chart of ratios to kernel overlayfs."""
 
 import csv
 import io
+import math
 import os
 import platform
 import shutil
@@ -211,6 +212,10 @@ def plot(summary, png, dat):
             wl.append(s["workload"])
     if not wl or not series:
         return False
+    ratios = [by[(w, c)]["ratio_to_reference"] for w in wl for c in series
+              if by.get((w, c)) and by[(w, c)]["ratio_to_reference"]]
+    lo = 2.0 ** math.floor(math.log2(min(ratios + [0.5])))
+    hi = 2.0 ** math.ceil(math.log2(max(ratios + [2.0]) * 1.2))
     with open(dat, "w") as f:
         f.write("workload " + " ".join('"%s"' % c for c in series) + "\n")
         for w in wl:
@@ -229,14 +234,15 @@ set style histogram cluster gap 1
 set style fill solid 0.85 border -1
 set boxwidth 0.9
 set logscale y 2
-set yrange [0.0625:64]
+set yrange [%g:%g]
 set grid ytics
 set xtics rotate by -40 scale 0
 set key top left
 set arrow from graph 0, first 1 to graph 1, first 1 nohead lw 2 lc rgb "black"
 set arrow from graph 0, first 1.5 to graph 1, first 1.5 nohead dt 2 lc rgb "dark-green"
+set label "1.5x: strata-fs target" at graph 0.995, first 1.62 right textcolor rgb "dark-green"
 plot %s
-""" % (png, ", ".join("'%s' using %d:xtic(1) title columnhead(%d)" % (dat, i + 2, i + 2)
+""" % (png, lo, hi, ", ".join("'%s' using %d:xtic(1) title columnhead(%d)" % (dat, i + 2, i + 2)
                       for i in range(len(series))))
     gp = dat[:-4] + ".gp"
     with open(gp, "w") as f:
