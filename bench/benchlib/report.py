@@ -228,7 +228,7 @@ def plot(summary, png, dat):
     script = """
 set terminal pngcairo size 1500,720 font ",9" noenhanced
 set output '%s'
-set title "median time relative to kernel overlayfs (1 = kernel; lower is better; log scale)"
+set title "median time relative to kernel overlayfs in the same run (1 = kernel, lower is better, log scale; dashed: strata-fs target 1.5x)"
 set style data histogram
 set style histogram cluster gap 1
 set style fill solid 0.85 border -1
@@ -237,10 +237,9 @@ set logscale y 2
 set yrange [%g:%g]
 set grid ytics
 set xtics rotate by -40 scale 0
-set key top left
+set key top center horizontal opaque box
 set arrow from graph 0, first 1 to graph 1, first 1 nohead lw 2 lc rgb "black"
 set arrow from graph 0, first 1.5 to graph 1, first 1.5 nohead dt 2 lc rgb "dark-green"
-set label "1.5x: strata-fs target" at graph 0.995, first 1.62 right textcolor rgb "dark-green"
 plot %s
 """ % (png, lo, hi, ", ".join("'%s' using %d:xtic(1) title columnhead(%d)" % (dat, i + 2, i + 2)
                       for i in range(len(series))))
