@@ -105,7 +105,15 @@ def inner(argv):
             return SKIP
         del argv[argv.index('--fusedev'):argv.index('--fusedev') + 2]
     ovltest.ROOTLESS = True
-    return main([RootlessBasic()], argv)
+    # The shared scenarios whose layers an unprivileged user can build (owner
+    # 0 = the user, no devices, no trusted.* xattrs) and whose operations the
+    # kernel can do without redirect_dir (which userxattr excludes).
+    import difftest
+    shared = [s for s in difftest.SCENARIOS if s.name in ROOTLESS_SHARED]
+    return main([RootlessBasic()] + shared, argv)
+
+
+ROOTLESS_SHARED = ('rmrf', 'dir_offsets', 'bigdir', 'sparse', 'file_io', 'mmap', 'concurrent')
 
 
 def user_python():
