@@ -30,7 +30,10 @@ def expect_refusal(env, before, src, *needles, name='bad:1'):
     r = env.run('import', src, name, ok=False)
     for n in needles:
         check(n in r.err, 'error should mention %r: %s' % (n, r.err.strip()))
-    check(r.err.startswith('strata: import'), 'message names the operation: ' + r.err.strip())
+    check(r.err.startswith('strata: ') and ('import' in r.err or 'read' in r.err),
+          'message names the operation: ' + r.err.strip())
+    where = src.split(':', 1)[1].split(':')[0]
+    check(os.path.basename(where) in r.err, 'message names the source: ' + r.err.strip())
     after = env.listing()
     check(after == before, 'store changed: %r' % sorted(set(after) ^ set(before)))
     check('bad' not in env.run('images').out, 'no image appeared')
@@ -134,6 +137,50 @@ def test_unknown_media_type(env):
     expect_refusal(env, before, 'oci:' + env.path('z'), 'digest')
 
 
+def test_malformed_documents(env):
+    before = prepare(env)
+    tar = make_tar([entry('f', data=b'x')])
+    cases = []
+
+    def layers_not_list(man, cfg):
+        man['layers'] = {'oops': 1}
+    def count_mismatch(man, cfg):
+        cfg['rootfs']['diff_ids'].append(sha(b'extra'))
+    def no_rootfs(man, cfg):
+        del cfg['rootfs']
+    def diffid_not_digest(man, cfg):
+        cfg['rootfs']['diff_ids'][0] = 'sha256:zz'
+    def config_type(man, cfg):
+        man['config'] = {'mediaType': 'application/vnd.example.not-an-image', 'digest': sha(b'{}'), 'size': 2}
+    def wrong_size(man, cfg):
+        man['layers'][0]['size'] += 1
+    for i, (mut, needle) in enumerate([(layers_not_list, 'layers'), (count_mismatch, 'diff_ids'),
+                                        (no_rootfs, 'diff_ids'), (diffid_not_digest, 'diff_ids'),
+                                        (config_type, 'config media type'), (wrong_size, 'size mismatch')]):
+        d = env.path('m%d' % i)
+        oci_layout(d, [(tar, 'gzip')], mutate=mut)
+        if mut is config_type:
+            with open(os.path.join(d, 'blobs', 'sha256', sha(b'{}')[7:]), 'wb') as f:
+                f.write(b'{}')
+        expect_refusal(env, before, 'oci:' + d, needle)
+    d = env.path('broken-index')
+    oci_layout(d, [(tar, 'gzip')])
+    with open(os.path.join(d, 'index.json'), 'w') as f:
+        f.write('{"schemaVersion": 2, "manifests": [')
+    expect_refusal(env, before, 'oci:' + d, 'index.json')
+    with open(os.path.join(d, 'index.json'), 'w') as f:
+        f.write('{"schemaVersion": 2, "manifests": []}')
+    expect_refusal(env, before, 'oci:' + d, 'no manifests')
+    # docker-archive with a manifest.json that is not a list
+    import tarfile, io
+    with tarfile.open(env.path('bad-docker.tar'), 'w') as t:
+        data = b'{"Config": "x.json"}'
+        ti = tarfile.TarInfo('manifest.json')
+        ti.size = len(data)
+        t.addfile(ti, io.BytesIO(data))
+    expect_refusal(env, before, 'docker-archive:' + env.path('bad-docker.tar'), 'manifest.json')
+
+
 def test_devices_rootless(env):
     if not env.user:
         return      # root can create them; test_images checks that they import
@@ -200,5 +247,5 @@ def test_interrupted_import(env):
 
 if __name__ == '__main__':
     sys.exit(main([test_dotdot, test_absolute, test_symlinked_parent, test_truncated_and_corrupt,
-                   test_digest_mismatch, test_unknown_media_type, test_devices_rootless,
+                   test_digest_mismatch, test_unknown_media_type, test_malformed_documents, test_devices_rootless,
                    test_missing_names, test_interrupted_import]))
