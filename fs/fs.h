@@ -61,6 +61,10 @@ struct node {
 	uint64_t version;        /* bumped on every change of the listing */
 	struct dircache *dcache; /* merged listing for `version`, or NULL */
 
+	/* a lower object found to carry no visible xattr: GETXATTR answers
+	 * ENODATA without a system call (lower layers never change) */
+	bool xa_none;
+
 	/* regular files whose upper holds only metadata (metacopy) */
 	bool metacopy;
 	int32_t data_layer;      /* layer holding the data, -1 when none */
@@ -121,6 +125,9 @@ struct node *node_hash_find(dev_t dev, ino_t ino);
 void node_hash_add(struct node *n, dev_t dev, ino_t ino);
 void node_hash_del(struct node *n);
 void node_mark_deleted(struct node *n);
+/* Hold on to the object a node names now (an O_PATH fd), before its name
+ * is taken by something else. */
+void node_keep_path(struct node *n);
 void node_detach(struct node *n);
 struct node *node_child_find(struct node *parent, const char *name);
 void node_child_add(struct node *n);

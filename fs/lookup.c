@@ -98,12 +98,28 @@ static int merge_redirected(struct lookup_res *res, uint32_t from)
 
 static void upper_file_marks(struct lookup_res *res, int dirfd, const char *name)
 {
-	char buf[64];
-	ssize_t n;
+	char list[4096], buf[64];
+	ssize_t n = xa_list(dirfd, name, list, sizeof list);
+	bool has_origin = false;
 
-	if (S_ISREG(res->st.st_mode) &&
-	    xa_get(dirfd, name, wh_xattr_metacopy(&SFS->whp), buf, sizeof buf) >= 0)
-		res->metacopy = true;
+	/* one listxattr answers both questions for the common upper file
+	 * that carries no xattrs at all */
+	if (n == 0 || (n < 0 && n != -ERANGE))
+		return;
+	if (n < 0) {
+		has_origin = true;   /* too many to list here: ask directly */
+		res->metacopy = S_ISREG(res->st.st_mode) &&
+			xa_get(dirfd, name, wh_xattr_metacopy(&SFS->whp), buf, sizeof buf) >= 0;
+	} else {
+		for (char *k = list; k < list + n; k += strlen(k) + 1) {
+			if (S_ISREG(res->st.st_mode) && !strcmp(k, wh_xattr_metacopy(&SFS->whp)))
+				res->metacopy = true;
+			else if (!strcmp(k, SFS->xa_origin))
+				has_origin = true;
+		}
+	}
+	if (!has_origin)
+		return;
 	n = xa_get(dirfd, name, SFS->xa_origin, buf, sizeof buf - 1);
 	if (n > 0) {
 		buf[n] = '\0';

@@ -234,16 +234,25 @@ void node_hash_del(struct node *n)
 
 /* The object is gone from the merged view. Keep a handle on an upper
  * object so that processes holding it open (or a cwd in it) go on working. */
-void node_mark_deleted(struct node *n)
+void node_keep_path(struct node *n)
 {
 	struct loc l;
 
-	if (n->deleted)
-		return;
-	if (n->pathfd < 0 && loc_get(n, &l) == 0) {
-		n->pathfd = openat(l.dirfd, l.name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (n->pathfd < 0 && !n->deleted && loc_get(n, &l) == 0) {
+		int fd = openat(l.dirfd, l.name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+		int expected = -1;
+		if (fd >= 0 && !__atomic_compare_exchange_n(&n->pathfd, &expected, fd, false,
+							    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+			close(fd);
 		loc_put(&l);
 	}
+}
+
+void node_mark_deleted(struct node *n)
+{
+	if (n->deleted)
+		return;
+	node_keep_path(n);
 	pthread_mutex_lock(&SFS->table_lock);
 	n->deleted = true;
 	if (n->hashed)

@@ -15,6 +15,7 @@ struct fh {
 	int flags;
 	uint32_t layer;     /* layer the fd is on */
 	bool meta;          /* fd reads a metacopy's lower data */
+	off_t lower_size;   /* size of a read-only lower file, else -1 */
 	struct node *n;
 	pthread_mutex_t lock;
 };
@@ -57,6 +58,12 @@ int fh_new(struct node *n, int fd, int flags, struct fuse_file_info *fi)
 	h->flags = flags;
 	h->layer = n->layer;
 	h->n = n;
+	h->lower_size = -1;
+	if (!wants_write(flags) && (!is_upper(n->layer) || n->metacopy)) {
+		struct stat st;
+		if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
+			h->lower_size = st.st_size;
+	}
 	pthread_mutex_init(&h->lock, NULL);
 	node_ref(n);
 	fi->fh = (uintptr_t)h;
@@ -153,6 +160,24 @@ static int fh_current(struct fh *h)
 	return fd;
 }
 
+/* The kernel caches what we return in the merged file's pages: drop the
+ * lower file's copy so the data is not cached twice. Layer filesystems
+ * cache in large folios that a partial range cannot evict, so whole 2 MiB
+ * chunks go once a read has passed them, and the tail at end of file. */
+static void drop_layer_cache(struct fh *h, off_t off, size_t size)
+{
+	const off_t chunk = 2 << 20;
+	off_t end = off + (off_t)size;
+
+	if (h->lower_size < 0 || h->layer != h->n->layer)
+		return;
+	off_t s = off / chunk * chunk, e = end / chunk * chunk;
+	if (end >= h->lower_size)
+		posix_fadvise(h->fd, s, 0, POSIX_FADV_DONTNEED);
+	else if (e > s)
+		posix_fadvise(h->fd, s, e - s, POSIX_FADV_DONTNEED);
+}
+
 void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
 	struct fh *h = FH(fi);
@@ -162,6 +187,7 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse
 	buf.buf[0].fd = fh_current(h);
 	buf.buf[0].pos = off;
 	fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+	drop_layer_cache(h, off, size);
 }
 
 void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in, off_t off, struct fuse_file_info *fi)

@@ -692,6 +692,8 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 			close(dfd);
 		}
 	}
+	if (t)
+		node_keep_path(t);   /* the target's name is about to change hands */
 	int s_lower = name_in_lowers(od, name);
 	unsigned rflags = (s_lower == 1 && SFS->whp.try_mknod) ? RENAME_WHITEOUT : 0;
 	if (renameat2(ofd, name, nfd, newname, rflags) < 0) {

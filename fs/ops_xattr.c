@@ -21,9 +21,32 @@ void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 		fuse_reply_err(req, ENODATA);
 		return;
 	}
+	bool lower = !is_upper(n->layer) && !n->metacopy;
+	if (lower && __atomic_load_n(&n->xa_none, __ATOMIC_RELAXED)) {
+		fuse_reply_err(req, ENODATA);
+		return;
+	}
 	if ((r = loc_get(n, &l)) < 0) {
 		fuse_reply_err(req, -r);
 		return;
+	}
+	if (lower && !S_ISDIR(n->type)) {
+		/* learn once whether this lower object has any xattr we show */
+		char list[1024];
+		ssize_t ln = xa_list(l.dirfd, l.name, list, sizeof list);
+		bool none = ln == 0 || ln == -ENOTSUP;
+		if (ln > 0) {
+			none = true;
+			for (char *k = list; k < list + ln; k += strlen(k) + 1)
+				if (!xa_is_private(k))
+					none = false;
+		}
+		if (none && !is_upper(n->layer)) {
+			__atomic_store_n(&n->xa_none, true, __ATOMIC_RELAXED);
+			loc_put(&l);
+			fuse_reply_err(req, ENODATA);
+			return;
+		}
 	}
 	char *buf = size ? malloc(size) : NULL;
 	ssize_t len = xa_get(l.dirfd, l.nofollow ? l.name : l.name, name, buf, size);

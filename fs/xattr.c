@@ -25,6 +25,14 @@ struct xattr_args_k {
 
 static int have_at = 1;   /* cleared once the kernel says ENOSYS */
 
+/* Names inside a layer are relative and never followed; the only absolute
+ * ones are /proc/self/fd links to objects already unlinked, which must be
+ * followed to reach the object. */
+static unsigned at_flags(const char *name)
+{
+	return name[0] == '/' ? 0 : AT_SYMLINK_NOFOLLOW;
+}
+
 static int opath(int dirfd, const char *name, char *buf, size_t len)
 {
 	int fd = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
@@ -42,7 +50,7 @@ ssize_t xa_get(int dirfd, const char *name, const char *key, void *buf, size_t s
 	}
 	if (__atomic_load_n(&have_at, __ATOMIC_RELAXED)) {
 		struct xattr_args_k a = { .value = (uintptr_t)buf, .size = (uint32_t)sz };
-		long n = syscall(SYS_getxattrat, dirfd, name, AT_SYMLINK_NOFOLLOW, key, &a, sizeof a);
+		long n = syscall(SYS_getxattrat, dirfd, name, at_flags(name), key, &a, sizeof a);
 		if (n >= 0 || errno != ENOSYS)
 			return n < 0 ? -errno : n;
 		__atomic_store_n(&have_at, 0, __ATOMIC_RELAXED);
@@ -63,7 +71,7 @@ int xa_set(int dirfd, const char *name, const char *key, const void *v, size_t s
 		return fsetxattr(dirfd, key, v, sz, flags) < 0 ? -errno : 0;
 	if (__atomic_load_n(&have_at, __ATOMIC_RELAXED)) {
 		struct xattr_args_k a = { .value = (uintptr_t)v, .size = (uint32_t)sz, .flags = (uint32_t)flags };
-		long r = syscall(SYS_setxattrat, dirfd, name, AT_SYMLINK_NOFOLLOW, key, &a, sizeof a);
+		long r = syscall(SYS_setxattrat, dirfd, name, at_flags(name), key, &a, sizeof a);
 		if (r >= 0 || errno != ENOSYS)
 			return r < 0 ? -errno : 0;
 		__atomic_store_n(&have_at, 0, __ATOMIC_RELAXED);
@@ -85,7 +93,7 @@ ssize_t xa_list(int dirfd, const char *name, char *buf, size_t sz)
 		return n < 0 ? -errno : n;
 	}
 	if (__atomic_load_n(&have_at, __ATOMIC_RELAXED)) {
-		long n = syscall(SYS_listxattrat, dirfd, name, AT_SYMLINK_NOFOLLOW, buf, sz);
+		long n = syscall(SYS_listxattrat, dirfd, name, at_flags(name), buf, sz);
 		if (n >= 0 || errno != ENOSYS)
 			return n < 0 ? -errno : n;
 		__atomic_store_n(&have_at, 0, __ATOMIC_RELAXED);
@@ -105,7 +113,7 @@ int xa_remove(int dirfd, const char *name, const char *key)
 	if (!name || !*name)
 		return fremovexattr(dirfd, key) < 0 ? -errno : 0;
 	if (__atomic_load_n(&have_at, __ATOMIC_RELAXED)) {
-		long r = syscall(SYS_removexattrat, dirfd, name, AT_SYMLINK_NOFOLLOW, key);
+		long r = syscall(SYS_removexattrat, dirfd, name, at_flags(name), key);
 		if (r >= 0 || errno != ENOSYS)
 			return r < 0 ? -errno : 0;
 		__atomic_store_n(&have_at, 0, __ATOMIC_RELAXED);
