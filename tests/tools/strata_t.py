@@ -196,6 +196,18 @@ def ensure_user():
         return pwd.getpwnam(USER)   # another test may have won the race: fine
 
 
+def sanitizer_check(err, args):
+    """In the sanitizer build a memory error in strata fails the test. The
+    FUSE daemon and the launcher report through the same stderr; theirs are
+    shown (their own tests judge them) without failing this one."""
+    if 'ERROR: AddressSanitizer' not in err and 'runtime error:' not in err and 'LeakSanitizer' not in err:
+        return
+    if '/tools/' in err:
+        raise Fail('sanitizer report from strata during %s:\n%s' % (' '.join(args), err))
+    print('note: sanitizer report from another component during strata %s:\n%s'
+          % (' '.join(args), err[:3000]), flush=True)
+
+
 class Env:
     """A private directory with a store, and a way to run strata in it."""
 
@@ -243,6 +255,7 @@ class Env:
                            timeout=timeout, env=self.env(), cwd=self.dir)
         r.out = r.stdout.decode(errors='replace')
         r.err = r.stderr.decode(errors='replace')
+        sanitizer_check(r.err, args)
         if ok is True and r.returncode != 0:
             raise Fail('strata %s failed (%d): %s' % (' '.join(args), r.returncode, r.err.strip()))
         if ok is False and r.returncode == 0:
