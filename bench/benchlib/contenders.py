@@ -126,7 +126,7 @@ class KernelOverlay(Contender):
         return None
 
     def mount(self, ctx, fixture, writable=False):
-        scratch, upper, work, mnt = _overlay_dirs(ctx, self.name + "-")
+        scratch, upper, work, mnt = _overlay_dirs(ctx, self.name.replace("/", "_") + "-")
         opts = "lowerdir=%s,upperdir=%s,workdir=%s,%s" % (
             ":".join(fixture.lowers), upper, work, self.extra)
         t0 = time.perf_counter()
@@ -179,7 +179,7 @@ class FuseOverlay(Contender):
         return None
 
     def mount(self, ctx, fixture, writable=False):
-        scratch, upper, work, mnt = _overlay_dirs(ctx, self.name + "-")
+        scratch, upper, work, mnt = _overlay_dirs(ctx, self.name.replace("/", "_") + "-")
         opts = "lowerdir=%s,upperdir=%s,workdir=%s" % (
             ":".join(fixture.lowers), upper, work)
         if self.extra:
@@ -283,7 +283,7 @@ class Launcher(Contender):
         return None
 
     def mount(self, ctx, fixture, writable=False):
-        scratch = tempfile.mkdtemp(prefix=self.name + "-", dir=ctx.scratch)
+        scratch = tempfile.mkdtemp(prefix=self.name.replace("/", "_") + "-", dir=ctx.scratch)
         inst = Instance(self, fixture.root, scratch)
         inst.argv = self.make_argv(ctx, fixture, scratch)
         return inst
@@ -307,4 +307,7 @@ def launchers(builddir):
         Launcher("bwrap", shutil.which("bwrap"), _bwrap_argv),
         Launcher("strata-run", sr, _strata_run_argv(
             sr, os.path.join(builddir, "fs", "strata-fs") if builddir else None)),
+        # the same launcher over fuse-overlayfs: separates the launcher's own
+        # cost from its filesystem's start-up
+        Launcher("strata-run+fuse-ovl", sr, _strata_run_argv(sr, shutil.which("fuse-overlayfs"))),
     ]

@@ -12,10 +12,11 @@ import subprocess
 import sys
 import time
 
-ORDER = ["plain", "kernel", "kernel-metacopy", "fuse-overlayfs", "strata-fs", "bwrap", "strata-run"]
+ORDER = ["plain", "kernel", "kernel-metacopy", "fuse-overlayfs", "strata-fs", "bwrap", "strata-run",
+         "strata-run+fuse-ovl"]
 SHORT = {"plain": "plain", "kernel": "kernel", "kernel-metacopy": "k-metacopy",
          "fuse-overlayfs": "fuse-ovl", "strata-fs": "strata-fs", "bwrap": "bwrap",
-         "strata-run": "strata-run"}
+         "strata-run": "strata-run", "strata-run+fuse-ovl": "strata-run+fuse-ovl"}
 RAW_FIELDS = ["group", "workload", "contender", "unit", "rep", "value", "client_cpu_s",
               "daemon_cpu_s", "fixture", "note"]
 SUM_FIELDS = ["group", "workload", "contender", "unit", "n", "median", "min", "max",
@@ -82,7 +83,7 @@ def _fmt_ratio(v):
 
 def table(summary, out=sys.stdout):
     present = [c for c in ORDER if any(s["contender"] == c for s in summary)]
-    fs = [c for c in present if c not in ("bwrap", "strata-run")]
+    fs = [c for c in present if c not in ("bwrap", "strata-run", "strata-run+fuse-ovl")]
     ratio_cols = [c for c in ("fuse-overlayfs", "strata-fs", "kernel-metacopy") if c in present]
     by = {(s["workload"], s["contender"]): s for s in summary}
     workloads = []
@@ -107,22 +108,28 @@ def table(summary, out=sys.stdout):
         if judge:
             cells.append(target_met(by.get((w, "strata-fs")), by.get((w, "fuse-overlayfs"))))
         lines.append(cells)
-    launch = [(g, w) for g, w in workloads if g == "launcher"]
-    for g, w in launch:
-        for c in ("bwrap", "strata-run"):
+    launch = []
+    for g, w in workloads:
+        if g != "launcher":
+            continue
+        for c in ("bwrap", "strata-run", "strata-run+fuse-ovl"):
             s = by.get((w, c))
             if s:
-                cells = [g, "%s: %s" % (SHORT[c], w), _cell(s)]
-                cells += [""] * (len(head) - len(cells) - 1)
-                cells.append("%s vs bwrap" % _fmt_ratio(s["ratio_to_reference"]))
-                lines.append(cells[:len(head)])
+                launch.append(["launcher", "%s: %s" % (SHORT[c], w), _cell(s),
+                               "%s vs bwrap" % _fmt_ratio(s["ratio_to_reference"])])
     widths = [max(len(str(r[i])) if i < len(r) else 0 for r in [head] + lines)
               for i in range(len(head))]
-    print("  ".join(h.ljust(widths[i]) for i, h in enumerate(head)), file=out)
-    print("  ".join("-" * widths[i] for i in range(len(head))), file=out)
+    if lines:
+        print("  ".join(h.ljust(widths[i]) for i, h in enumerate(head)), file=out)
+        print("  ".join("-" * widths[i] for i in range(len(head))), file=out)
     for r in lines:
         print("  ".join(str(v).ljust(widths[i]) if i < 2 else str(v).rjust(widths[i])
                         for i, v in enumerate(r)), file=out)
+    if launch:
+        lw = [max(len(r[i]) for r in launch) for i in range(4)]
+        for r in launch:
+            print("  ".join(v.ljust(lw[i]) if i < 2 else v.rjust(lw[i])
+                            for i, v in enumerate(r)), file=out)
     print("~ : max-min spread above %d%% of the median (noisy; see the CSV)" % (NOISY * 100),
           file=out)
     if judge:
