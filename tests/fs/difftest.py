@@ -18,6 +18,7 @@ import sys
 import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ovltest  # noqa: E402
 from ovltest import (F, D, L, H, W, O, P, C, B, S, Scenario, main, stt, rd, ls, file_sha,  # noqa: E402,E501
                      data_map, renameat2, RENAME_NOREPLACE, RENAME_EXCHANGE, T_OLD)
 
@@ -253,9 +254,10 @@ class CopyUp(Scenario):
         t.op('chown and chmod a 3 MiB lower file',
              lambda c: (os.chown(c.p('bigmeta'), 5, 5), os.chmod(c.p('bigmeta'), 0o600),
                         stt(c.p('bigmeta'), content=True)))
-        t.fuse_only('... copied no data',
-                    lambda c: os.stat(os.path.join(c.m.upper, 'bigmeta')).st_blocks * 512 < 65536,
-                    ('ok', True))
+        if not ovltest.FUSE_USER:  # as a user the chown above fails on both sides
+            t.fuse_only('... copied no data',
+                        lambda c: os.stat(os.path.join(c.m.upper, 'bigmeta')).st_blocks * 512 < 65536,
+                        ('ok', True))
         t.op('fsync after copy-up', lambda c: opn(c.p('d1/d2/f_chmod'), os.O_RDONLY, os.fsync))
 
 

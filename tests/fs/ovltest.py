@@ -766,6 +766,17 @@ def check_unique_inos(report, where, snap):
         report.fail(where, 'unrelated paths share an inode number: %s' % short(sorted(bad)))
 
 
+def snapshot_as_fuse_user(mnt):
+    """The reference side's tree, seen with the same credentials as the FUSE
+    side (trusted.* xattrs, for one, are only visible to root)."""
+    if FUSE_USER:
+        r = as_user(FUSE_USER[0], FUSE_USER[1], tree_snapshot, mnt)
+        if r[0] != 'ok':
+            raise OSError(errno.EIO, 'as user: %s' % (r,))
+        return r[1]
+    return tree_snapshot(mnt)
+
+
 def snapshot_or_report(report, where, m):
     """The FUSE side's tree; a failing walk (e.g. a crashed daemon) is a
     reported failure and yields an empty tree so the comparison goes on."""
@@ -832,7 +843,7 @@ def run_scenario(sc, fs, report, encoding):
         f.mount()
         mounts.append(f)
 
-        ks = tree_snapshot(k.mnt)
+        ks = snapshot_as_fuse_user(k.mnt)
         fsnap = snapshot_or_report(report, where + ' initial tree', f)
         if sc.reference_trees:
             # Without xino the kernel repeats numbers across filesystems.
@@ -844,7 +855,7 @@ def run_scenario(sc, fs, report, encoding):
         except Exception:
             report.fail(where, 'scenario raised:\n' + traceback.format_exc())
 
-        ka = tree_snapshot(k.mnt)
+        ka = snapshot_as_fuse_user(k.mnt)
         fa = snapshot_or_report(report, where + ' final tree', f)
         check_unique_inos(report, where + ' final tree', fa)
         # Hard-link groups are compared on fresh lookups only (after the
@@ -887,7 +898,7 @@ def run_scenario(sc, fs, report, encoding):
         mounts.append(k)
         f.mount()
         mounts.append(f)
-        kr = tree_snapshot(k.mnt)
+        kr = snapshot_as_fuse_user(k.mnt)
         fr = snapshot_or_report(report, where + ' tree after remount', f)
         compare_trees(report, where + ' fuse view before/after remount', fa, fr, groups=False)
         if sc.reference_trees:

@@ -92,7 +92,15 @@ def fusermount_path(argv):
     ovltest.FUSE_USER = (pw.pw_uid, pw.pw_gid)
     sc = RootlessBasic()
     sc.name = 'fusermount_basic'
-    return main([sc], argv)
+    import difftest
+    shared = [s for s in difftest.SCENARIOS if s.name in FUSERMOUNT_SHARED]
+    return main([sc] + shared, argv)
+
+
+# Scenarios whose daemon code paths differ when it cannot use trusted.*
+# xattrs, chown or mknod: whiteouts, opaque dirs, redirects, origins, copy-up.
+FUSERMOUNT_SHARED = ('reads', 'copyup', 'unlink', 'rmrf', 'rename_files', 'rename_dirs',
+                     'rename_nested', 'hardlinks', 'special', 'open_unlinked', 'readonly', 'sparse')
 
 
 def inner(argv):
