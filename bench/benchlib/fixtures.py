@@ -7,6 +7,7 @@ trusted.overlay.opaque=y) because that is the one format every contender
 reads. Layer directories get short relative names ("0" is the bottom) so a
 500-layer lowerdir string fits in the one page mount(2) accepts."""
 
+import io
 import os
 import random
 import shutil
@@ -15,7 +16,6 @@ import subprocess
 import tarfile
 
 from . import sysutil
-from .sysutil import BenchError
 
 ROOTFS_NAME = "rootfs-bookworm-minbase"
 
@@ -270,7 +270,6 @@ def untar_tarball(ctx, nfiles):
     if os.path.exists(path):
         return path
     rng = random.Random(3)
-    import io
     with tarfile.open(path + ".tmp", "w", format=tarfile.GNU_FORMAT) as t:
         for i in range(nfiles):
             data = rng.randbytes(rng.choice([0, 100, 500, 1500, 4000]))

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -189,7 +190,6 @@ def manifest(root):
 
 
 def stat_kind(mode):
-    import stat
     for test, k in ((stat.S_ISDIR, "d"), (stat.S_ISREG, "f"), (stat.S_ISLNK, "l")):
         if test(mode):
             return k

@@ -4,6 +4,7 @@ timed child processes with their CPU time, and /proc readings of daemons."""
 import ctypes
 import ctypes.util
 import os
+import select
 import signal
 import subprocess
 import time
@@ -169,7 +170,6 @@ def run_measured(argv, cwd=None, timeout=600, shell=False, env=None):
 
 
 def _collect(p, t0, timeout, argv, cwd, shell):
-    import select
     err = b""
     deadline = t0 + timeout
     fd = p.stderr.fileno()
