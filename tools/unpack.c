@@ -143,15 +143,20 @@ static int clear_slot(int pfd, const char *name, bool want_dir, bool *is_dir)
 	return unlinkat(pfd, name, 0) < 0 ? -errno : 0;
 }
 
-static void set_override(int fd, const char *procpath, uid_t uid, gid_t gid, mode_t mode)
+static void set_override(int fd, uid_t uid, gid_t gid, mode_t mode)
 {
+	static bool warned;
 	char v[64];
 	int n = snprintf(v, sizeof v, "%u:%u:0%o", (unsigned)uid, (unsigned)gid,
 			 (unsigned)(mode & 07777));
-	if (fd >= 0)
-		fsetxattr(fd, OVERRIDE_STAT_XATTR, v, (size_t)n, 0);
-	else if (procpath)
-		setxattr(procpath, OVERRIDE_STAT_XATTR, v, (size_t)n, 0);
+	if (fsetxattr(fd, OVERRIDE_STAT_XATTR, v, (size_t)n, 0) == 0 || warned)
+		return;
+	/* The image still works, but every file shows the container's root
+	 * as owner: say so once rather than failing the import. */
+	warned = true;
+	serr(errno, "import: keep image owners in xattr " OVERRIDE_STAT_XATTR, NULL,
+	     "the store's filesystem refuses user xattrs; files will show root as owner. "
+	     "Put the store on a filesystem with user xattrs (ext4, xfs, btrfs, tmpfs) with --store");
 }
 
 /* Overlay bookkeeping a layer must not carry: a redirect, metacopy or
@@ -224,7 +229,7 @@ static int apply_meta(struct archive_entry *e, int pfd, const char *name, int fd
 		 * in the xattr, where strata-fs shows them. */
 		if (fd >= 0) {
 			fchmod(fd, (mode & 0777) | 0600);
-			set_override(fd, NULL, uid, gid, mode);
+			set_override(fd, uid, gid, mode);
 		}
 	}
 	struct timespec ts[2] = {
@@ -326,7 +331,7 @@ static int finish_dirs(struct ctx *c)
 			}
 		} else {
 			fchmod(fd, (d->mode & 0777) | 0700);
-			set_override(fd, NULL, d->uid, d->gid, d->mode);
+			set_override(fd, d->uid, d->gid, d->mode);
 		}
 		struct timespec ts[2] = { d->mtime, d->mtime };
 		futimens(fd, ts);
