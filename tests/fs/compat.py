@@ -108,6 +108,12 @@ class IdMapping(Scenario):
         t.op('mkdir', lambda c: (os.mkdir(c.p('nd')), upper_stat(c, 'nd')))
 
 
+class IdMappingColon(IdMapping):
+    """containers-storage writes each mapping with a leading colon."""
+    name = 'idmapping_colon'
+    fuse_options = 'uidmapping=:0:1000:10,gidmapping=:0:2000:10'
+
+
 if __name__ == '__main__':
     argv = sys.argv[1:]
     ref = '/usr/bin/fuse-overlayfs'
@@ -120,4 +126,5 @@ if __name__ == '__main__':
         sys.exit(SKIP)
     ovltest.REFERENCE_FS = ref
     ovltest.IGNORE_DIR_NLINK = True
-    sys.exit(main([OverrideStat(), SquashToRoot(), SquashToId(), IdMapping()], argv))
+    sys.exit(main([OverrideStat(), SquashToRoot(), SquashToId(), IdMapping(), IdMappingColon()],
+                  argv))
