@@ -238,6 +238,8 @@ void op_tmpfile(fuse_req_t req, fuse_ino_t parent, mode_t mode, struct fuse_file
 
 /* Shared by the ops: fill a fuse_entry_param for node n. */
 int fill_entry(struct node *n, struct fuse_entry_param *e);
+/* The same from the stat a lookup just took of the object. */
+int fill_entry_st(struct node *n, const struct stat *st, struct fuse_entry_param *e);
 /* Open the object behind n (flags as open(2), no O_CREAT). */
 int node_open(struct node *n, int flags);
 /* Where a node's object lives: dirfd + name in its layer, or, for an object

@@ -104,6 +104,22 @@ int fill_entry(struct node *n, struct fuse_entry_param *e)
 	return 0;
 }
 
+int fill_entry_st(struct node *n, const struct stat *st, struct fuse_entry_param *e)
+{
+	/* the stat a lookup just made is the object's: no second one, unless
+	 * presentation needs more than the stat (metacopy blocks, override) */
+	if (n->metacopy || SFS->opts.xattr_permissions)
+		return fill_entry(n, e);
+	memset(e, 0, sizeof *e);
+	e->attr = *st;
+	present_stat(n, &e->attr, -1, -1, NULL);
+	e->ino = node_id(n);
+	e->generation = 1;
+	e->attr_timeout = SFS->timeout;
+	e->entry_timeout = SFS->timeout;
+	return 0;
+}
+
 void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct node *n = node_get(ino);

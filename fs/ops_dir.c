@@ -112,10 +112,11 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		struct fuse_entry_param e;
 		if (lookup_name(h->n, name, &res) < 0)
 			continue;  /* gone since the listing was taken */
+		struct stat cst = res.st;
 		struct node *c = node_from_lookup(h->n, name, &res);
 		if (!c)
 			continue;
-		if (fill_entry(c, &e) < 0) {
+		if (fill_entry_st(c, &cst, &e) < 0) {
 			node_forget(c, 1);
 			continue;
 		}

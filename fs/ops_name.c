@@ -29,12 +29,13 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, -r);
 		return;
 	}
+	struct stat st = res.st;
 	struct node *n = node_from_lookup(dir, name, &res);
 	if (!n) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	r = fill_entry(n, &e);
+	r = fill_entry_st(n, &st, &e);
 	if (r < 0) {
 		node_forget(n, 1);
 		fuse_reply_err(req, -r);
@@ -92,10 +93,11 @@ static int reply_new_entry(fuse_req_t req, struct node *dir, const char *name,
 
 	if (r < 0)
 		return r;
+	struct stat st = res.st;
 	struct node *n = node_from_lookup(dir, name, &res);
 	if (!n)
 		return -ENOMEM;
-	r = fill_entry(n, &e);
+	r = fill_entry_st(n, &st, &e);
 	if (r < 0) {
 		node_forget(n, 1);
 		return r;
