@@ -119,7 +119,8 @@ struct copts {
 static int parse_copts(int argc, char **argv, bool allow_rm, struct copts *o)
 {
 	memset(o, 0, sizeof *o);
-	o->opts = json_pack("{s:[],s:[],s:[],s:[]}", "env", "bind", "cap_add", "cap_drop");
+	o->opts = json_pack("{s:[],s:[],s:[],s:[],s:[],s:[],s:[]}", "env", "bind", "cap_add", "cap_drop",
+			    "rlimit", "uidmap", "gidmap");
 	int i = 0;
 	for (; i < argc && argv[i][0] == '-'; i++) {
 		const char *a = argv[i];
@@ -136,6 +137,8 @@ static int parse_copts(int argc, char **argv, bool allow_rm, struct copts *o)
 			{ "--user", "-u", "user", false }, { "--workdir", "-w", "cwd", false },
 			{ "--hostname", "-h", "hostname", false }, { "--cap-add", NULL, "cap_add", true },
 			{ "--cap-drop", NULL, "cap_drop", true }, { "--fs-program", NULL, "fs_program", false },
+			{ "--rlimit", NULL, "rlimit", true }, { "--uidmap", NULL, "uidmap", true },
+			{ "--gidmap", NULL, "gidmap", true },
 		};
 		size_t k;
 		for (k = 0; k < sizeof t / sizeof *t; k++)
@@ -371,6 +374,8 @@ static int start(const char *root, const char *id)
 	const char **env = NULL, **binds_s = NULL, **capadd = NULL, **capdrop = NULL;
 	char **argv = NULL, **bind_copies = NULL;
 	struct strata_bind *binds = NULL;
+	struct strata_rlimit *rlimits = NULL;
+	struct strata_idmap *uidmap = NULL, *gidmap = NULL;
 	size_t nenv, nbinds, nadd, ndrop;
 	int r = store_open(&s, root, false);
 	if (r < 0)
@@ -424,6 +429,31 @@ static int start(const char *root, const char *id)
 	strings(opts, "cap_add", &capadd, &nadd);
 	strings(opts, "cap_drop", &capdrop, &ndrop);
 	strings(opts, "bind", &binds_s, &nbinds);
+	/* Resource limits and id ranges: parsed the launcher's way. */
+	json_t *rl = json_object_get(opts, "rlimit"), *um = json_object_get(opts, "uidmap"),
+	       *gm = json_object_get(opts, "gidmap");
+	rlimits = calloc(json_array_size(rl) + 1, sizeof *rlimits);
+	uidmap = calloc(json_array_size(um) + 1, sizeof *uidmap);
+	gidmap = calloc(json_array_size(gm) + 1, sizeof *gidmap);
+	if (!rlimits || !uidmap || !gidmap) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (size_t q = 0; q < json_array_size(rl); q++)
+		if ((r = strata_parse_rlimit(json_string_value(json_array_get(rl, q)), &rlimits[q])) < 0)
+			goto out;
+	for (size_t q = 0; q < json_array_size(um); q++)
+		if ((r = strata_parse_idmap(json_string_value(json_array_get(um, q)), &uidmap[q])) < 0)
+			goto out;
+	for (size_t q = 0; q < json_array_size(gm); q++)
+		if ((r = strata_parse_idmap(json_string_value(json_array_get(gm, q)), &gidmap[q])) < 0)
+			goto out;
+	spec.rlimits = rlimits;
+	spec.n_rlimits = json_array_size(rl);
+	spec.uidmap = uidmap;
+	spec.n_uidmap = json_array_size(um);
+	spec.gidmap = gidmap;
+	spec.n_gidmap = json_array_size(gm);
 	binds = calloc(nbinds + 1, sizeof *binds);
 	json_t *cmd = json_object_get(c, "command");
 	argv = calloc(json_array_size(cmd) + 1, sizeof *argv);
@@ -511,6 +541,9 @@ out:
 	free(env);
 	free(binds_s);
 	free(binds);
+	free(rlimits);
+	free(uidmap);
+	free(gidmap);
 	for (size_t b = 0; bind_copies && bind_copies[b]; b++)
 		free(bind_copies[b]);
 	free(bind_copies);

@@ -41,6 +41,7 @@ static void usage(FILE *f)
 		   "\ncreate/run OPTIONS (kept with the container for start):\n"
 		   "  --name N  -e|--env K=V  -v|--bind SRC:DST[:ro]  --net host|none  -u|--user U[:G]\n"
 		   "  -w|--workdir DIR  -h|--hostname H  --cap-add CAP  --cap-drop CAP|ALL  --fs-program PATH\n"
+		   "  --rlimit NAME=SOFT[:HARD]  --uidmap IN:OUT:COUNT  --gidmap IN:OUT:COUNT\n"
 		   "\nImages move to and from registries with skopeo through an OCI layout:\n"
 		   "  skopeo copy docker://busybox oci:/tmp/bb:latest && strata import oci:/tmp/bb:latest busybox\n");
 }

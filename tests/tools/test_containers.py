@@ -179,6 +179,10 @@ def test_exit_codes_and_names(env):
     check(open(env.path('shared', 'out')).read() == 'out\n', 'writes through the bind reach the host')
     check(not any(x['path'].startswith('/mnt/') for x in json.loads(env.run('diff', 'binder', '--json').out)),
           'bind mount writes are not in the container layer')
+    r = env.run('run', '--rm', '--rlimit', 'nofile=64:64', 'base:1', '--', 'sh', '-c', 'ulimit -n', wrap=w)
+    check(r.out == '64\n', '--rlimit reaches the container: %r' % r.out)
+    r = env.run('run', '--rm', '--rlimit', 'bogus=1', 'base:1', '--', 'true', wrap=w, ok=False)
+    check('bogus' in r.err, 'bad --rlimit named: ' + r.err)
     r = env.run('run', '--rm', '--user', 'nobody-here', 'withuser', wrap=w, ok=False)
     check("not in the image's /etc/passwd" in r.err, 'unknown user: ' + r.err)
 
