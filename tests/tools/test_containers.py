@@ -179,6 +179,15 @@ def test_exit_codes_and_names(env):
     check(open(env.path('shared', 'out')).read() == 'out\n', 'writes through the bind reach the host')
     check(not any(x['path'].startswith('/mnt/') for x in json.loads(env.run('diff', 'binder', '--json').out)),
           'bind mount writes are not in the container layer')
+    # Entrypoint stays; arguments after the image replace Cmd.
+    oci_layout(env.path('ep'), [(busybox_layer(), 'gzip')],
+               config={'Entrypoint': ['sh', '-c'], 'Cmd': ['echo default-cmd']})
+    env.give()
+    env.run('import', 'oci:' + env.path('ep'), 'ep')
+    r = env.run('run', '--rm', 'ep', wrap=w)
+    check(r.out == 'default-cmd\n', 'Entrypoint + Cmd: %r' % r.out)
+    r = env.run('run', '--rm', 'ep', '--', 'echo given', wrap=w)
+    check(r.out == 'given\n', 'Entrypoint + arguments: %r' % r.out)
     r = env.run('run', '--rm', '--rlimit', 'nofile=64:64', 'base:1', '--', 'sh', '-c', 'ulimit -n', wrap=w)
     check(r.out == '64\n', '--rlimit reaches the container: %r' % r.out)
     r = env.run('run', '--rm', '--rlimit', 'bogus=1', 'base:1', '--', 'true', wrap=w, ok=False)
