@@ -985,12 +985,7 @@ UID = GID = None
 
 def ensure_user():
     global UID, GID
-    import pwd
-    try:
-        pw = pwd.getpwnam(TEST_USER)
-    except KeyError:
-        os.system('useradd -m %s >/dev/null 2>&1' % TEST_USER)
-        pw = pwd.getpwnam(TEST_USER)
+    pw = ovltest.ensure_user(TEST_USER)
     UID, GID = pw.pw_uid, pw.pw_gid
 
 
@@ -1610,5 +1605,9 @@ SCENARIOS = [
 
 if __name__ == '__main__':
     if os.geteuid() == 0:
-        ensure_user()
+        try:
+            ensure_user()
+        except ovltest.Skip as e:
+            print('SKIP: %s' % e)
+            sys.exit(ovltest.SKIP)
     sys.exit(main(SCENARIOS, sys.argv[1:]))

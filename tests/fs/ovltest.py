@@ -52,6 +52,20 @@ class Skip(Exception):
     pass
 
 
+def ensure_user(name='strata-test'):
+    """pwd entry of the unprivileged test user, created if missing. Tests
+    running in parallel may race to create it: retry until it exists."""
+    import pwd
+    for _ in range(50):
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            subprocess.run(['useradd', '-m', name], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+            time.sleep(0.1)
+    raise Skip('cannot create the test user %s (useradd failed)' % name)
+
+
 def become_subreaper():
     # A daemon that backgrounds itself must still be reaped by us: PID 1 on
     # this host does not reap orphans.

@@ -147,11 +147,7 @@ def outer(argv):
     if not fs or not os.path.exists(fs):
         print('SKIP: filesystem under test not built: %r (set STRATA_FS)' % fs)
         return SKIP
-    try:
-        pw = pwd.getpwnam(USER)
-    except KeyError:
-        subprocess.run(['useradd', '-m', USER], stderr=subprocess.DEVNULL)
-        pw = pwd.getpwnam(USER)
+    pw = ovltest.ensure_user(USER)
     r = subprocess.run(['setpriv', '--reuid=%d' % pw.pw_uid, '--regid=%d' % pw.pw_gid,
                         '--init-groups', 'unshare', '-Urm', 'true'], stderr=subprocess.PIPE, text=True)
     if r.returncode:
@@ -195,8 +191,7 @@ def fusermount_outer(argv):
     if os.geteuid() != 0:
         print('SKIP: run as root; the test switches to the unprivileged user %s itself' % USER)
         return SKIP
-    if subprocess.run(['id', USER], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode:
-        subprocess.run(['useradd', '-m', USER], stderr=subprocess.DEVNULL)
+    ovltest.ensure_user(USER)
     base = tempfile.mkdtemp(prefix='strata-fs-fusermount-')
     mount_tmpfs(base)
     try:
