@@ -16,6 +16,7 @@ struct fh {
 	uint32_t layer;     /* layer the fd is on */
 	bool meta;          /* fd reads a metacopy's lower data */
 	off_t lower_size;   /* size of a read-only lower file, else -1 */
+	unsigned refs;      /* RELEASE may arrive while a read still finishes */
 	struct node *n;
 	pthread_mutex_t lock;
 };
@@ -59,6 +60,7 @@ int fh_new(struct node *n, int fd, int flags, struct fuse_file_info *fi)
 	h->layer = n->layer;
 	h->n = n;
 	h->lower_size = -1;
+	h->refs = 1;
 	if (!wants_write(flags) && (!is_upper(n->layer) || n->metacopy)) {
 		struct stat st;
 		if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
@@ -72,16 +74,23 @@ int fh_new(struct node *n, int fd, int flags, struct fuse_file_info *fi)
 	return 0;
 }
 
-void fh_free_fi(struct fuse_file_info *fi)
+static void fh_put(struct fh *h)
 {
-	struct fh *h = FH(fi);
-	if (!h)
+	if (__atomic_sub_fetch(&h->refs, 1, __ATOMIC_ACQ_REL))
 		return;
 	close(h->fd);
 	pthread_mutex_destroy(&h->lock);
 	node_unref(h->n);
 	free(h);
+}
+
+void fh_free_fi(struct fuse_file_info *fi)
+{
+	struct fh *h = FH(fi);
+	if (!h)
+		return;
 	fi->fh = 0;
+	fh_put(h);
 }
 
 /* Open the object (or, for a metacopy read, its lower data). */
@@ -186,8 +195,12 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse
 	buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
 	buf.buf[0].fd = fh_current(h);
 	buf.buf[0].pos = off;
+	/* once replied, the kernel may release the handle: keep it for the
+	 * cache drop that follows the reply */
+	__atomic_add_fetch(&h->refs, 1, __ATOMIC_ACQ_REL);
 	fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
 	drop_layer_cache(h, off, size);
+	fh_put(h);
 }
 
 void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in, off_t off, struct fuse_file_info *fi)
