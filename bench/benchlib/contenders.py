@@ -166,8 +166,9 @@ class FuseOverlay(Contender):
         except BenchError as e:
             return "%s does not mount a two-layer test stack: %s" % (self.name, e)
         try:
-            names = sorted(os.listdir(inst.path))
-        except OSError as e:
+            names = sorted(sysutil.call_with_timeout(lambda: os.listdir(inst.path), MOUNT_TIMEOUT,
+                                                     inst.path, "listing the test stack"))
+        except (OSError, BenchError) as e:
             names = "error %s" % e
         try:
             self.unmount(inst)
@@ -202,7 +203,8 @@ class FuseOverlay(Contender):
                 time.sleep(0.0005)
             # the mount exists once the daemon called mount(2); it is live when
             # the root answers
-            os.stat(mnt)
+            sysutil.call_with_timeout(lambda: os.stat(mnt), MOUNT_TIMEOUT, mnt,
+                                      "stat of the new mount's root")
         except BaseException:
             _stop_daemon(daemon, mnt)
             shutil.rmtree(scratch, ignore_errors=True)

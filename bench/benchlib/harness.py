@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import tempfile
@@ -175,25 +174,23 @@ def select_contenders(ctx):
     return chosen
 
 
-def manifest(root):
-    """What a process sees: every path with its type, mode, size, owner and
-    symlink target. Timing a view that is wrong would be worthless."""
+def manifest(root, timeout):
+    """What a process sees: every path with its type, mode, owner, size (of
+    files) and symlink target. Timing a view that is wrong would be
+    worthless. find runs as a child so a hung daemon costs only the timeout."""
+    p = subprocess.run(["find", ".", "-mindepth", "1", "-printf", "%P\\0%y %m %U %G %s %l\\0"],
+                       cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+    if p.returncode != 0:
+        raise BenchError("find over %s failed: %s" % (root, p.stderr.decode(errors="replace")[-300:]))
+    parts = p.stdout.split(b"\0")
     out = {}
-    for dirpath, dirs, files in os.walk(root):
-        for n in dirs + files:
-            p = os.path.join(dirpath, n)
-            st = os.lstat(p)
-            kind = stat_kind(st.st_mode)
-            extra = os.readlink(p) if kind == "l" else (st.st_size if kind == "f" else "")
-            out[os.path.relpath(p, root)] = (kind, st.st_mode & 0o7777, st.st_uid, st.st_gid, extra)
+    for i in range(0, len(parts) - 1, 2):
+        kind, mode, uid, gid, size, link = (parts[i + 1].decode(errors="replace").split(" ", 5)
+                                            + [""] * 6)[:6]
+        # a directory's size is each filesystem's own business
+        out[parts[i].decode(errors="replace")] = (kind, mode, uid, gid,
+                                                  size if kind == "f" else "", link)
     return out
-
-
-def stat_kind(mode):
-    for test, k in ((stat.S_ISDIR, "d"), (stat.S_ISREG, "f"), (stat.S_ISLNK, "l")):
-        if test(mode):
-            return k
-    return "o"
 
 
 def check_views(ctx, contenders):
@@ -207,10 +204,10 @@ def check_views(ctx, contenders):
             fx = ctx.fixture(name)
             inst = ref.mount(ctx, fx)
             try:
-                want = manifest(inst.path)
+                want = manifest(inst.path, ctx.timeout)
             finally:
                 ref.unmount(inst)
-        except (BenchError, OSError) as e:
+        except (BenchError, OSError, subprocess.TimeoutExpired) as e:
             ctx.note("could not check merged views of %s: %s" % (name, e))
             continue
         for c in contenders:
@@ -219,10 +216,10 @@ def check_views(ctx, contenders):
             try:
                 inst = c.mount(ctx, fx)
                 try:
-                    got = manifest(inst.path)
+                    got = manifest(inst.path, ctx.timeout)
                 finally:
                     c.unmount(inst)
-            except (BenchError, OSError) as e:
+            except (BenchError, OSError, subprocess.TimeoutExpired) as e:
                 ctx.note("%s: merged view of %s could not be read: %s" % (c.name, name, e))
                 continue
             bad = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))

@@ -7,6 +7,7 @@ import os
 import select
 import signal
 import subprocess
+import threading
 import time
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -67,16 +68,45 @@ def mountinfo_has(target):
 
 
 def fuse_abort(target):
-    """Break a hung FUSE connection so nothing stays stuck in D state."""
-    try:
-        minor = os.minor(os.stat(target).st_dev)
-    except OSError:
-        return
-    try:
-        with open("/sys/fs/fuse/connections/%d/abort" % minor, "w") as f:
-            f.write("1")
-    except OSError:
-        pass
+    """Break a hung FUSE connection so nothing stays stuck on it. The
+    connection number comes from mountinfo: a stat of the hung mount would
+    hang too."""
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split(" ")
+            if len(fields) > 4 and fields[4] == target:
+                minor = fields[2].split(":")[1]
+                try:
+                    with open("/sys/fs/fuse/connections/%s/abort" % minor, "w") as a:
+                        a.write("1")
+                except OSError:
+                    pass
+
+
+def call_with_timeout(fn, timeout, mnt, what):
+    """Runs fn() that touches a mount, in a thread: a hung daemon must cost a
+    timeout and an aborted connection, not the whole run."""
+    box = {}
+
+    def run():
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # handed over to the caller below
+            box["error"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        fuse_abort(mnt)
+        t.join(5)
+        e = BenchError("%s on %s did not return within %ds; aborted the FUSE connection"
+                       % (what, mnt, timeout))
+        e.timed_out = True
+        raise e
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
 
 
 def drop_caches():

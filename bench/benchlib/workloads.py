@@ -77,9 +77,13 @@ class InProcess(Workload):
         if self.cold:
             sysutil.drop_caches()
         d0 = inst.daemon_cpu()
-        t0 = time.perf_counter()
-        self.op(os.path.join(inst.path, self.target))
-        wall = time.perf_counter() - t0
+        path = os.path.join(inst.path, self.target)
+
+        def timed():
+            t0 = time.perf_counter()
+            self.op(path)
+            return time.perf_counter() - t0
+        wall = sysutil.call_with_timeout(timed, ctx.timeout, inst.path, self.name)
         d1 = inst.daemon_cpu()
         return Sample(wall, None, (d1 - d0) if d0 is not None and d1 is not None else None)
 
@@ -157,7 +161,7 @@ class DaemonRss(Workload):
 
 def _fincore_bytes(path):
     p = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", path],
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
     if p.returncode != 0:
         raise BenchError("fincore %s failed: %s" % (path, p.stderr.decode(errors="replace").strip()))
     return int(p.stdout.split()[0])
