@@ -281,11 +281,12 @@ static void hide(struct tree *t, const char *path, bool self, bool children)
 	}
 }
 
-static void note(struct tree *t, size_t layer, const char *kind, const char *path, long long size)
+static void note(struct tree *t, size_t layer, const char *kind, const char *path, long long size, bool dir)
 {
 	if (t->layer_changes)
 		json_array_append_new(json_array_get(t->layer_changes, layer),
-				      json_pack("{s:s,s:s,s:I}", "kind", kind, "path", path, "size", (json_int_t)size));
+				      json_pack("{s:s,s:s,s:I,s:b}", "kind", kind, "path", path,
+						"size", (json_int_t)size, "dir", dir));
 }
 
 static int apply_dir(struct tree *t, int dirfd, const char *dir, size_t layer)
@@ -310,7 +311,7 @@ static int apply_dir(struct tree *t, int dirfd, const char *dir, size_t layer)
 		snprintf(path, sizeof path, "%s/%s", dir, k == WH_OCI ? target : names[i]);
 		if (k == WH_CHARDEV || k == WH_OCI) {
 			if (json_object_get(t->map, path))
-				note(t, layer, "D", path, 0);
+				note(t, layer, "D", path, 0, false);
 			hide(t, path, true, true);
 			continue;
 		}
@@ -325,9 +326,9 @@ static int apply_dir(struct tree *t, int dirfd, const char *dir, size_t layer)
 			 * else is replaced, with what was under it. */
 			if (!both_dirs)
 				hide(t, path, true, true);
-			note(t, layer, "C", path, size);
+			note(t, layer, "C", path, size, S_ISDIR(sb.st_mode));
 		} else {
-			note(t, layer, "A", path, size);
+			note(t, layer, "A", path, size, S_ISDIR(sb.st_mode));
 		}
 		json_object_set_new(t->map, path, info_json(&sb, layer, dirfd, names[i]));
 		if (S_ISDIR(sb.st_mode)) {
@@ -450,14 +451,56 @@ int cmd_diff(const char *root, int argc, char **argv)
 	return r;
 }
 
+/* A layer's changes as an indented tree. Without all, a directory with
+ * more than TREE_FOLD entries below it is folded into one line. */
+#define TREE_FOLD 20
+
+static void print_tree(json_t *changes, bool all)
+{
+	size_t n = json_array_size(changes);
+	for (size_t i = 0; i < n; i++) {
+		json_t *c = json_array_get(changes, i);
+		const char *path = json_string_value(json_object_get(c, "path"));
+		const char *base = strrchr(path, '/');
+		bool dir = json_is_true(json_object_get(c, "dir"));
+		long long size = json_integer_value(json_object_get(c, "size"));
+		int depth = 0;
+		for (const char *p = path + 1; *p; p++)
+			depth += *p == '/';
+		size_t below = 0, pl = strlen(path);
+		long long below_size = 0;
+		if (dir)
+			for (size_t j = i + 1; j < n; j++) {
+				json_t *d = json_array_get(changes, j);
+				const char *q = json_string_value(json_object_get(d, "path"));
+				if (strncmp(q, path, pl) || q[pl] != '/')
+					break;
+				below++;
+				below_size += json_integer_value(json_object_get(d, "size"));
+			}
+		char sz[32];
+		printf("%*s%s %s%s", 2 + 2 * depth, "", json_string_value(json_object_get(c, "kind")),
+		       base ? base + 1 : path, dir ? "/" : "");
+		if (dir && !all && below > TREE_FOLD) {
+			printf("  (%zu entries, %s; --all shows them)\n", below, human_size(below_size, sz, sizeof sz));
+			i += below;
+			continue;
+		}
+		if (size)
+			printf("  (%s)", human_size(size, sz, sizeof sz));
+		putchar('\n');
+	}
+}
+
 int cmd_layers(const char *root, int argc, char **argv)
 {
 	struct store s;
 	char digest[DIGEST_BUF];
 	json_t *cfg = NULL, *ids;
 	bool js = take_flag(&argc, argv, "--json");
+	bool all = take_flag(&argc, argv, "--all");
 	if (argc != 1) {
-		susage("usage: strata layers IMAGE [--json]");
+		susage("usage: strata layers IMAGE [--all] [--json]");
 		return 2;
 	}
 	int r = store_open(&s, root, false);
@@ -509,16 +552,7 @@ int cmd_layers(const char *root, int argc, char **argv)
 			       human_size(json_integer_value(json_object_get(l, "wasted")), ws, sizeof ws));
 			if (json_string_value(json_object_get(l, "created_by")))
 				printf("  created by: %s\n", json_string_value(json_object_get(l, "created_by")));
-			size_t k;
-			json_t *c;
-			json_array_foreach(json_object_get(l, "changes"), k, c) {
-				long long size = json_integer_value(json_object_get(c, "size"));
-				printf("  %s %s", json_string_value(json_object_get(c, "kind")),
-				       json_string_value(json_object_get(c, "path")));
-				if (size)
-					printf("  (%s)", human_size(size, sz, sizeof sz));
-				putchar('\n');
-			}
+			print_tree(json_object_get(l, "changes"), all);
 		}
 		char ts[32], ws[32];
 		printf("total %s, wasted %s (bytes in files a later layer replaces or deletes)\n",

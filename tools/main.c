@@ -19,7 +19,7 @@ static const struct {
 	{ "history", cmd_history, "IMAGE [--json]", "how the image was built" },
 	{ "inspect", cmd_inspect, "IMAGE|CONTAINER", "details as JSON" },
 	{ "diff", cmd_diff, "CONTAINER|IMAGE IMAGE [--json]", "what changed: A added, C changed, D deleted" },
-	{ "layers", cmd_layers, "IMAGE [--json]", "per layer: changes, sizes, wasted bytes" },
+	{ "layers", cmd_layers, "IMAGE [--all] [--json]", "per layer: tree of changes, sizes, wasted bytes" },
 	{ "commit", cmd_commit, "CONTAINER NAME[:TAG] [-m MSG]", "a container's layer becomes a new image" },
 	{ "create", cmd_create, "[OPTIONS] IMAGE [-- CMD...]", "make a container" },
 	{ "run", cmd_run, "[OPTIONS] [--rm] IMAGE [-- CMD...]", "create and start, in the foreground" },

@@ -223,7 +223,16 @@ def test_layers_wasted(env):
     check(j['wasted'] == 1300 and j['size'] == 1311, 'totals')
     ch = {(c['kind'], c['path']) for c in j['layers'][1]['changes']}
     check(ch == {('C', '/big'), ('D', '/gone')}, 'layer 1 changes: %r' % ch)
-    check('wasted' in env.run('layers', 'q').out, 'text output')
+    text = env.run('layers', 'q').out
+    check('wasted' in text and '  C big  (10B)' in text and '  D gone' in text, 'text output: %r' % text)
+    many = make_tar([entry('many', 'dir')] + [entry('many/f%02d' % i, data=b'x') for i in range(30)])
+    oci_layout(env.path('m'), [(many, 'tar')])
+    env.give()
+    env.run('import', 'oci:' + env.path('m'), 'many')
+    text = env.run('layers', 'many').out
+    check('A many/  (30 entries, 30B; --all shows them)' in text and 'f07' not in text, 'folded: %r' % text)
+    text = env.run('layers', '--all', 'many').out
+    check('    A f07  (1B)' in text, 'unfolded with --all: %r' % text)
 
 
 def test_docker_and_oci_archives(env):
