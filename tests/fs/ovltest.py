@@ -729,6 +729,9 @@ class Scenario:
     # Each lower layer on its own tmpfs: inode numbers then collide across
     # layers, and the filesystem must still present unique ones.
     layer_per_fs = False
+    # Whether the kernel's "same inode number as at the start" answers are
+    # deterministic for this scenario (not under racing copy-ups).
+    kernel_ino_oracle = True
 
     def run(self, t):
         pass
@@ -877,7 +880,9 @@ def run_scenario(sc, fs, report, encoding):
         # numbers for one upper inode while an old dentry stays cached.
         if sc.reference_trees:
             compare_trees(report, where + ' final tree', ka, fa, groups=False)
-            compare_ino_stability(report, where + ' start->final', ks[1], ka[1], fsnap[1], fa[1])
+            if sc.kernel_ino_oracle:
+                compare_ino_stability(report, where + ' start->final', ks[1], ka[1], fsnap[1],
+                                      fa[1])
         if sc.upper and sc.reference_trees:
             # Copying up less than the kernel is fine (metacopy, no-op chown):
             # the remount check below proves nothing was lost. Copying up more
