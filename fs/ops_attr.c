@@ -145,6 +145,8 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, s
 		fuse_reply_err(req, EROFS);
 		return;
 	}
+	sdebug("setattr %s valid=%#x size=%lld mtime=%lld.%09ld", n->name, to_set,
+	       (long long)attr->st_size, (long long)attr->st_mtim.tv_sec, attr->st_mtim.tv_nsec);
 	node_ref(n);
 	/* ctime follows any change by itself; the kernel's writeback cache
 	 * sends it alone after an unlink, and an unlinked lower file has
@@ -196,6 +198,15 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, s
 		} else if (fchownat(l.dirfd, l.name, uid, gid, l.nofollow) < 0) {
 			r = -errno;
 		}
+	}
+	if (r == 0 && (to_set & FUSE_SET_ATTR_SIZE)) {
+		/* With the writeback cache the kernel keeps mtime itself and
+		 * sends none for a truncate to the current size: leave the file
+		 * alone then, so what is on disk stays what the kernel shows. */
+		struct stat cur;
+		if (SFS->opts.writeback && !(to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW)) &&
+		    fstatat(l.dirfd, l.name, &cur, l.nofollow) == 0 && cur.st_size == attr->st_size)
+			to_set &= ~FUSE_SET_ATTR_SIZE;
 	}
 	if (r == 0 && (to_set & FUSE_SET_ATTR_SIZE)) {
 		if (fd >= 0 && !n->deleted)

@@ -694,8 +694,14 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 			close(dfd);
 		}
 	}
-	if (t)
+	nlink_t t_links = 1;
+	if (t) {
 		node_keep_path(t);   /* the target's name is about to change hands */
+		struct stat lst;
+		if (!S_ISDIR(t->type) && is_upper(t->layer) &&
+		    fstatat(nfd, newname, &lst, AT_SYMLINK_NOFOLLOW) == 0)
+			t_links = lst.st_nlink;
+	}
 	int s_lower = name_in_lowers(od, name);
 	unsigned rflags = (s_lower == 1 && SFS->whp.try_mknod) ? RENAME_WHITEOUT : 0;
 	if (renameat2(ofd, name, nfd, newname, rflags) < 0) {
@@ -717,7 +723,11 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 	}
 done:
 	if (r == 0) {
-		if (t && !(flags & RENAME_EXCHANGE))
+		/* a replaced hard link lives on under its other names: the
+		 * next lookup of one of them must find this same node */
+		if (t && !(flags & RENAME_EXCHANGE) && t_links > 1)
+			node_detach(t);
+		else if (t && !(flags & RENAME_EXCHANGE))
 			node_mark_deleted(t);
 		if (flags & RENAME_EXCHANGE) {
 			char *sname = strdup(name);
