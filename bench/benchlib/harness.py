@@ -25,7 +25,7 @@ SIZES = {
     "quick": dict(reps=3, big_mib=64, randread_mib=4, randwrite_size_mib=8,
                   randwrite_io_mib=4, untar_files=1000, stacks=[2, 64, 500],
                   synthetic_base_files=3000, launch_batch=3,
-                  tree=["usr/share/doc", "usr/share", "opt"], tar_path="usr/share",
+                  tree=["usr/share/doc", "usr/share", "opt"], tar_path="usr/share/doc",
                   many_files=10000),
     "full": dict(reps=5, big_mib=1024, randread_mib=32, randwrite_size_mib=128,
                  randwrite_io_mib=64, untar_files=20000, stacks=[2, 16, 64, 128, 500],
