@@ -148,12 +148,51 @@ static void set_origin(int dirfd, const char *name, int fd, uint64_t ino, mode_t
 	char v[32];
 	int len = snprintf(v, sizeof v, "%llx", (unsigned long long)ino);
 
-	if (S_ISLNK(mode) && !SFS->privileged)
-		return;  /* user.* xattrs cannot live on symlinks */
+	if (!S_ISREG(mode) && !SFS->privileged)
+		return;  /* user.* xattrs live only on files and dirs: see origin_in_parent */
 	if (fd >= 0)
 		fsetxattr(fd, SFS->xa_origin, v, (size_t)len, 0);
 	else
 		xa_set(dirfd, name, SFS->xa_origin, v, (size_t)len, 0);
+}
+
+/* Unprivileged, symlinks and special files cannot carry user.* xattrs: the
+ * origin of such a copy is kept on its upper parent, keyed by a hash of
+ * its name (an xattr name cannot hold a 255-byte file name). */
+static void origin_key(const char *name, char *key, size_t len)
+{
+	uint64_t h = 1469598103934665603ULL;
+	for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+		h = (h ^ *p) * 1099511628211ULL;
+	snprintf(key, len, "user.strata.o.%016llx", (unsigned long long)h);
+}
+
+void origin_in_parent_set(int pdirfd, const char *name, uint64_t ino)
+{
+	char key[64], v[32];
+	int len = snprintf(v, sizeof v, "%llx", (unsigned long long)ino);
+	origin_key(name, key, sizeof key);
+	fsetxattr(pdirfd, key, v, (size_t)len, 0);
+}
+
+uint64_t origin_in_parent_get(int pdirfd, const char *name)
+{
+	char key[64], v[32];
+	origin_key(name, key, sizeof key);
+	ssize_t n = fgetxattr(pdirfd, key, v, sizeof v - 1);
+	if (n <= 0)
+		return 0;
+	v[n] = '\0';
+	return strtoull(v, NULL, 16);
+}
+
+void origin_in_parent_clear(int pdirfd, const char *name)
+{
+	char key[64];
+	if (SFS->privileged)
+		return;
+	origin_key(name, key, sizeof key);
+	fremovexattr(pdirfd, key);
 }
 
 static void copy_times(int dirfd, const char *name, const struct stat *st)
@@ -452,6 +491,8 @@ int copyup(struct node *n, enum cu_how how)
 	fstat(ufd, &pst);
 	if (r == 0 && renameat2(SFS->workfd, tmp, ufd, name, RENAME_NOREPLACE) < 0)
 		r = -errno;
+	if (r == 0 && !S_ISREG(st.st_mode) && !SFS->privileged && st.st_nlink == 1)
+		origin_in_parent_set(ufd, name, n->ino);
 	if (r == 0)
 		restore_times(ufd, &pst);
 	if (r < 0) {

@@ -188,6 +188,11 @@ enum cu_how {
 };
 int copyup(struct node *n, enum cu_how how);
 int copyup_tmpname(char *buf, size_t len);
+/* Inode origins of unprivileged copies that cannot hold xattrs themselves
+ * (symlinks, special files), kept on the upper parent directory. */
+void origin_in_parent_set(int pdirfd, const char *name, uint64_t ino);
+uint64_t origin_in_parent_get(int pdirfd, const char *name);
+void origin_in_parent_clear(int pdirfd, const char *name);
 int copy_xattrs(int srcfd, int dstfd);
 int upper_set_owner(int dirfd, const char *name, int fd, uid_t uid, gid_t gid, mode_t mode);
 

@@ -99,6 +99,13 @@ static int merge_redirected(struct lookup_res *res, uint32_t from)
 static void upper_file_marks(struct lookup_res *res, int dirfd, const char *name)
 {
 	char list[4096], buf[64];
+
+	if (!S_ISREG(res->st.st_mode) && !SFS->privileged) {
+		uint64_t ino = origin_in_parent_get(dirfd, name);
+		if (ino)
+			res->ino = ino;
+		return;
+	}
 	ssize_t n = xa_list(dirfd, name, list, sizeof list);
 	bool has_origin = false;
 

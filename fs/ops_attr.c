@@ -167,15 +167,23 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, s
 	int fd = fi ? fh_fd(fi) : -1;
 
 	if (to_set & FUSE_SET_ATTR_MODE) {
-		if (S_ISLNK(n->type))
+		if (S_ISLNK(n->type)) {
 			r = -EOPNOTSUPP;
-		else if (fchmodat(l.dirfd, l.name, attr->st_mode & 07777, 0) < 0)
-			r = -errno;
-		if (r == 0 && SFS->xa_override && SFS->opts.xattr_permissions) {
+		} else if (SFS->opts.xattr_permissions) {
+			/* the override is the truth; the file itself stays
+			 * readable by the daemon */
 			struct stat cur;
-			if (node_stat(n, &cur) == 0)
-				r = upper_set_owner(l.dirfd, l.name, -1, cur.st_uid, cur.st_gid,
-						    (cur.st_mode & S_IFMT) | (attr->st_mode & 07777));
+			if (fstatat(l.dirfd, l.name, &cur, l.nofollow) < 0) {
+				r = -errno;
+			} else {
+				apply_override(&cur, l.dirfd, l.name, -1);
+				char v[64];
+				int len = snprintf(v, sizeof v, "%u:%u:0%o", cur.st_uid, cur.st_gid,
+						   attr->st_mode & 07777);
+				r = xa_set(l.dirfd, l.name, SFS->xa_override, v, (size_t)len, 0);
+			}
+		} else if (fchmodat(l.dirfd, l.name, attr->st_mode & 07777, 0) < 0) {
+			r = -errno;
 		}
 	}
 	if (r == 0 && (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))) {
@@ -185,9 +193,14 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, s
 			uid = idmap_to_outside(&SFS->opts.uidmap, attr->st_uid);
 		if (to_set & FUSE_SET_ATTR_GID)
 			gid = idmap_to_outside(&SFS->opts.gidmap, attr->st_gid);
-		if (SFS->opts.xattr_permissions) {
+		if ((uid == (uid_t)-1 && (to_set & FUSE_SET_ATTR_UID)) ||
+		    (gid == (gid_t)-1 && (to_set & FUSE_SET_ATTR_GID))) {
+			r = -EINVAL;  /* no on-disk id for it in the mapping */
+		} else if (SFS->opts.xattr_permissions) {
 			struct stat cur;
-			r = node_stat(n, &cur);
+			r = fstatat(l.dirfd, l.name, &cur, l.nofollow) < 0 ? -errno : 0;
+			if (r == 0)
+				apply_override(&cur, l.dirfd, l.name, -1);
 			if (r == 0) {
 				char v[64];
 				int len = snprintf(v, sizeof v, "%u:%u:0%o",

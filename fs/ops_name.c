@@ -277,6 +277,8 @@ static int create_obj(fuse_req_t req, struct node *dir, const char *name, struct
 		if (over_oci)
 			wh_remove(ufd, name);
 	}
+	if (s->kind == OBJ_NODE || s->kind == OBJ_SYMLINK)
+		origin_in_parent_clear(ufd, name);  /* a new object, not a copy */
 	node_dir_changed(dir);
 	pthread_mutex_unlock(&dir->lock);
 	r = reply_new_entry(req, dir, name, fi, fd);
@@ -344,6 +346,8 @@ static int remove_entry(struct node *dir, const char *name, bool is_dir, bool in
 		return lower;
 	if (ufd < 0)
 		return -EIO;
+	if (!is_dir && in_upper)
+		origin_in_parent_clear(ufd, name);
 	if (in_upper) {
 		char tmp[64];
 		copyup_tmpname(tmp, sizeof tmp);
@@ -496,6 +500,8 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *n
 		wh_remove(ufd, newname);
 	}
 	loc_put(&src);
+	if (r == 0 && !S_ISREG(n->type) && !SFS->privileged)
+		origin_in_parent_set(ufd, newname, n->ino);  /* every name shows one number */
 	if (r == 0)
 		node_dir_changed(dir);
 	pthread_mutex_unlock(&dir->lock);
@@ -702,6 +708,13 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 		    fstatat(nfd, newname, &lst, AT_SYMLINK_NOFOLLOW) == 0)
 			t_links = lst.st_nlink;
 	}
+	uint64_t s_origin = 0;
+	if (!S_ISDIR(s->type) && !S_ISREG(s->type) && !SFS->privileged) {
+		s_origin = origin_in_parent_get(ofd, name);
+		origin_in_parent_clear(ofd, name);
+	}
+	if (t && !S_ISDIR(t->type))
+		origin_in_parent_clear(nfd, newname);
 	int s_lower = name_in_lowers(od, name);
 	unsigned rflags = (s_lower == 1 && SFS->whp.try_mknod) ? RENAME_WHITEOUT : 0;
 	if (renameat2(ofd, name, nfd, newname, rflags) < 0) {
@@ -714,6 +727,8 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 			r = -errno;
 		}
 	}
+	if (r == 0 && s_origin)
+		origin_in_parent_set(nfd, newname, s_origin);
 	if (r == 0 && s_lower == 1 && !rflags)
 		r = wh_write(ofd, name, &SFS->whp);
 	if (r == 0 && wh_exists(nfd, newname) == 1)

@@ -155,7 +155,7 @@ uint32_t idmap_to_inside(const struct idmap *m, uint32_t outside)
 		if (outside >= e->outside && outside - e->outside < e->count)
 			return e->inside + (outside - e->outside);
 	}
-	return outside;
+	return IDMAP_OVERFLOW;  /* as a user namespace shows an unmapped id */
 }
 
 uint32_t idmap_to_outside(const struct idmap *m, uint32_t inside)

@@ -56,8 +56,11 @@ int opts_split_lowers(const char *value, char ***out, unsigned *n);
 /* Parse "A:B:N[:A:B:N...]" (an optional leading ':' is accepted). */
 int opts_parse_idmap(const char *value, struct idmap *m);
 
-/* Map an on-disk id to the id shown, and back. Ids outside the map are
- * returned unchanged by map_in and as (uint32_t)-1 by map_out. */
+#define IDMAP_OVERFLOW 65534u
+
+/* Map an on-disk id to the id shown, and back. With an empty map ids pass
+ * unchanged; outside a map, an on-disk id shows as IDMAP_OVERFLOW and a
+ * shown id has no on-disk id ((uint32_t)-1). */
 uint32_t idmap_to_inside(const struct idmap *m, uint32_t outside);
 uint32_t idmap_to_outside(const struct idmap *m, uint32_t inside);
 
