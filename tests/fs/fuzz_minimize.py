@@ -4,7 +4,8 @@ prints) to a short sequence that still makes the filesystem under test
 differ from kernel overlayfs. A developer tool, not a ctest test.
 
 usage: STRATA_FS=PATH fuzz_minimize.py LOGFILE [ENCODING]
-LOGFILE holds one operation per line as printed ("rename b d/a 12").
+LOGFILE holds one operation per line as printed ("rename b d/a 12"; a last
+"statall - 0" compares every entry's attributes).
 """
 
 import os
@@ -26,7 +27,7 @@ class Replay(Fuzz):
         for i, label in enumerate(self.labels):
             parts = label.split()
             name, p, v = parts[0], parts[1], int(parts[-1])
-            fn = table[name]
+            fn = self.statall if name == 'statall' else table[name]
             if name in ('rename', 'link'):
                 q = parts[2]
                 fn = (lambda fn, q: lambda c, p, v: fn(c, p, v, q=q))(fn, q)
