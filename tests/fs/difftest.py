@@ -522,6 +522,10 @@ class HardLinks(Scenario):
 
     def run(self, t):
         t.op('lower pair', lambda c: (stt(c.p('hl1')), stt(c.p('hl2')), self.ino_eq(c, 'hl1', 'hl2')))
+        # A call that fails changes nothing: no copy-up, so no broken link.
+        t.op('removexattr of a missing name on a lower hard link',
+             lambda c: os.removexattr(c.p('hl1'), 'user.missing'))
+        t.op('pair still whole', lambda c: (stt(c.p('hl1')), stt(c.p('hl2'))))
         t.op('link lower file', lambda c: (os.link(c.p('single'), c.p('single.2')),
                                            stt(c.p('single')), stt(c.p('single.2')),
                                            self.ino_eq(c, 'single', 'single.2'),
