@@ -267,6 +267,12 @@ class Unlink(Scenario):
     layers = common_layers()
 
     def run(self, t):
+        # A call that fails changes nothing: no copy-up, so no broken link.
+        t.op('removexattr of a missing name on a lower hard link',
+             lambda c: os.removexattr(c.p('hl1'), 'user.missing'))
+        t.op('removexattr of a missing name on a lower file',
+             lambda c: os.removexattr(c.p('xat'), 'user.missing'))
+        t.op('hard link pair still whole', lambda c: (stt(c.p('hl1')), stt(c.p('hl2'))))
         t.op('unlink lower', lambda c: (os.unlink(c.p('b.txt')), ls(c.p())))
         t.op('stat unlinked', lambda c: os.stat(c.p('b.txt')))
         t.op('unlink again', lambda c: os.unlink(c.p('b.txt')))
