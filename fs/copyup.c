@@ -291,8 +291,11 @@ int copyup_dir(struct node *dir)
 	if (dl) {
 		dl[0].layer = 0;
 		dl[0].fd = nfd;
+		dl[0].names = NULL;
 		for (unsigned i = 0; i < n; i++) {
 			dl[i + 1].layer = dir->dl[i].layer;
+			/* the name sets move to the new list */
+			dl[i + 1].names = __atomic_exchange_n(&dir->dl[i].names, NULL, __ATOMIC_ACQ_REL);
 			dl[i + 1].fd = dir->dl[i].fd >= 0 ? dup(dir->dl[i].fd) : -1;
 			if (dl[i + 1].fd < 0 && dir->dl[i].fd >= 0)
 				dl[i + 1].fd = -1;

@@ -16,6 +16,8 @@
 #include "opts.h"
 #include "whiteout.h"
 
+struct node;
+
 /* ---- layers ---------------------------------------------------------- */
 
 struct layer {
@@ -28,10 +30,23 @@ struct layer {
 /* ---- nodes ----------------------------------------------------------- */
 
 /* One contributing layer of a merged directory. */
+/* A set of names (open addressing). */
+struct nameset {
+	char **slot;
+	size_t cap, n;
+};
+bool ns_has(const struct nameset *s, const char *name);
+int ns_add(struct nameset *s, const char *name);   /* 1 added, 0 present, -ENOMEM */
+void ns_free(struct nameset *s);
+
 struct dlayer {
 	uint32_t layer;
 	int fd;           /* open O_RDONLY|O_DIRECTORY, or -1 when not cached */
+	struct nameset *names; /* every entry of this lower directory, once listed */
 };
+/* Does layer i of dir hold NAME? 1 yes, 0 no, -1 unknown (not listed yet) */
+int dl_has(struct node *dir, unsigned i, const char *name);
+void dl_free_names(struct dlayer *dl, unsigned n);
 
 struct dircache;
 

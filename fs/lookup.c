@@ -43,6 +43,7 @@ static int add_dl(struct lookup_res *res, uint32_t layer, int fd)
 	res->dl = n;
 	res->dl[res->ndl].layer = layer;
 	res->dl[res->ndl].fd = fd;
+	res->dl[res->ndl].names = NULL;
 	res->ndl++;
 	return 0;
 }
@@ -149,11 +150,20 @@ int lookup_name(struct node *dir, const char *name, struct lookup_res *res)
 	if (!strncmp(name, WH_PREFIX, WH_PREFIX_LEN))
 		return -ENOENT;   /* whiteout bookkeeping never shows */
 
+	char whname[WH_PREFIX_LEN + NAME_MAX + 1];
+	snprintf(whname, sizeof whname, WH_PREFIX "%s", name);
 	pthread_rwlock_rdlock(&dir->dl_lock);
 	for (unsigned i = 0; i < dir->ndl; i++) {
 		uint32_t layer = dir->dl[i].layer;
 		bool tmp;
 		struct stat st;
+		/* a listed lower directory answers from memory */
+		int has = dl_has(dir, i, name);
+		if (has == 0) {
+			if (dl_has(dir, i, whname) == 1)
+				break;       /* an OCI whiteout hides it below */
+			continue;
+		}
 		int dfd = node_dlfd(dir, i, &tmp);
 
 		if (dfd < 0) {
@@ -289,6 +299,14 @@ int name_in_lowers(struct node *dir, const char *name)
 
 		if (is_upper(layer))
 			continue;
+		char whname[WH_PREFIX_LEN + NAME_MAX + 1];
+		snprintf(whname, sizeof whname, WH_PREFIX "%s", name);
+		int has = dl_has(dir, i, name);
+		if (has == 0) {
+			if (dl_has(dir, i, whname) == 1)
+				break;
+			continue;
+		}
 		int dfd = node_dlfd(dir, i, &tmp);
 		if (dfd < 0) {
 			r = dfd;

@@ -55,6 +55,7 @@ static void node_free(struct node *n)
 		}
 	if (n->pathfd >= 0)
 		close(n->pathfd);
+	dl_free_names(n->dl, n->ndl);
 	if (n->dcache)
 		dircache_put(n->dcache);
 	free(n->dl);
@@ -414,6 +415,7 @@ void node_set_dlayers(struct node *dir, struct dlayer *dl, unsigned n)
 			close(old[i].fd);
 			__atomic_fetch_sub(&SFS->fd_used, 1, __ATOMIC_RELAXED);
 		}
+	dl_free_names(old, oldn);
 	free(old);
 }
 

@@ -116,6 +116,19 @@ void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *v
 		return;
 	}
 	node_ref(n);
+	/* a flag that must fail fails before any copy-up */
+	if ((flags & (XATTR_CREATE | XATTR_REPLACE)) && !is_upper(n->layer) &&
+	    (r = loc_get(n, &l)) == 0) {
+		ssize_t have = xa_get(l.dirfd, l.name, name, NULL, 0);
+		loc_put(&l);
+		int e = (flags & XATTR_CREATE) && have >= 0 ? EEXIST
+		      : (flags & XATTR_REPLACE) && have < 0 ? ENODATA : 0;
+		if (e) {
+			node_unref(n);
+			fuse_reply_err(req, e);
+			return;
+		}
+	}
 	if ((r = copyup(n, CU_META)) == 0 && (r = loc_get(n, &l)) == 0) {
 		r = xa_set(l.dirfd, l.name, name, value, size, flags);
 		loc_put(&l);
@@ -139,6 +152,16 @@ void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 		return;
 	}
 	node_ref(n);
+	/* nothing to remove: fail as the kernel does, without a copy-up */
+	if (!is_upper(n->layer) && (r = loc_get(n, &l)) == 0) {
+		ssize_t have = xa_get(l.dirfd, l.name, name, NULL, 0);
+		loc_put(&l);
+		if (have < 0) {
+			node_unref(n);
+			fuse_reply_err(req, have == -ENOTSUP ? ENODATA : (int)-have);
+			return;
+		}
+	}
 	if ((r = copyup(n, CU_META)) == 0 && (r = loc_get(n, &l)) == 0) {
 		r = xa_remove(l.dirfd, l.name, name);
 		loc_put(&l);

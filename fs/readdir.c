@@ -10,10 +10,6 @@
 #include <string.h>
 #include <unistd.h>
 
-struct nameset {
-	char **slot;
-	size_t cap, n;
-};
 
 static uint64_t hname(const char *s)
 {
@@ -42,7 +38,7 @@ static int ns_grow(struct nameset *s)
 	return 0;
 }
 
-static bool ns_has(const struct nameset *s, const char *name)
+bool ns_has(const struct nameset *s, const char *name)
 {
 	if (!s->cap)
 		return false;
@@ -53,7 +49,7 @@ static bool ns_has(const struct nameset *s, const char *name)
 }
 
 /* Adds a copy of name; returns 1 if added, 0 if present, -ENOMEM. */
-static int ns_add(struct nameset *s, const char *name)
+int ns_add(struct nameset *s, const char *name)
 {
 	if ((s->n + 1) * 2 > s->cap && ns_grow(s) < 0)
 		return -ENOMEM;
@@ -67,7 +63,7 @@ static int ns_add(struct nameset *s, const char *name)
 	return 1;
 }
 
-static void ns_free(struct nameset *s)
+void ns_free(struct nameset *s)
 {
 	for (size_t i = 0; i < s->cap; i++)
 		free(s->slot[i]);
@@ -109,7 +105,7 @@ static mode_t dt_to_mode(unsigned char t)
 
 /* Read one layer of the directory into the listing. */
 static int read_layer(int dfd, uint32_t layer, struct nameset *seen, struct nameset *pending,
-		      struct dircache *dc, size_t *cap)
+		      struct dircache *dc, size_t *cap, struct nameset *own)
 {
 	int fd = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	DIR *d;
@@ -129,6 +125,12 @@ static int read_layer(int dfd, uint32_t layer, struct nameset *seen, struct name
 
 		if (name[0] == '.' && (!name[1] || (name[1] == '.' && !name[2])))
 			continue;
+		if (own && ns_add(own, name) < 0) {
+			ns_free(own);
+			own->slot = NULL;
+			own->cap = own->n = 0;
+			own = NULL;
+		}
 		if (de->d_type == DT_CHR || de->d_type == DT_UNKNOWN) {
 			if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0)
 				stp = &st;
@@ -207,9 +209,22 @@ int dir_listing(struct node *dir, struct dircache **out)
 			r = dfd;
 			break;
 		}
-		r = read_layer(dfd, dir->dl[i].layer, &seen, &pending, dc, &cap);
+		/* a lower layer never changes: keep its names for lookups */
+		struct nameset *own = NULL;
+		if (!is_upper(dir->dl[i].layer) && !__atomic_load_n(&dir->dl[i].names, __ATOMIC_ACQUIRE))
+			own = calloc(1, sizeof *own);
+		r = read_layer(dfd, dir->dl[i].layer, &seen, &pending, dc, &cap, own);
 		if (tmp)
 			close(dfd);
+		if (own) {
+			struct nameset *expected = NULL;
+			if (r < 0 || !own->slot ||
+			    !__atomic_compare_exchange_n(&dir->dl[i].names, &expected, own, false,
+							 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+				ns_free(own);
+				free(own);
+			}
+		}
 		ns_merge(&seen, &pending);
 	}
 	pthread_rwlock_unlock(&dir->dl_lock);
@@ -239,4 +254,22 @@ int dir_is_empty(struct node *dir)
 	r = dc->n == 0;
 	dircache_put(dc);
 	return r;
+}
+
+int dl_has(struct node *dir, unsigned i, const char *name)
+{
+	const struct nameset *ns = __atomic_load_n(&dir->dl[i].names, __ATOMIC_ACQUIRE);
+	if (!ns)
+		return -1;
+	return ns_has(ns, name);
+}
+
+void dl_free_names(struct dlayer *dl, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		if (dl[i].names) {
+			ns_free(dl[i].names);
+			free(dl[i].names);
+			dl[i].names = NULL;
+		}
 }
