@@ -1625,12 +1625,45 @@ class Fuzz(Scenario):
         return True
 
 
+class FuzzRegression(Fuzz):
+    """A minimized sequence the fuzz scenario once diverged on, replayed on
+    a fresh mount of the fuzz layers (fuzz_minimize.py wrote it)."""
+
+    def __init__(self, name, labels, note):
+        self.name, self.labels, self.note = name, labels, note
+
+    def run(self, t):
+        table = dict(self.op_table())
+        for i, label in enumerate(self.labels):
+            parts = label.split()
+            name, p, v = parts[0], parts[1], int(parts[-1])
+            fn = self.statall if name == 'statall' else table[name]
+            if name in ('rename', 'link'):
+                fn = (lambda fn, q: lambda c, p, v: fn(c, p, v, q=q))(fn, parts[2])
+            t.op('%s (%s) %d: %s' % (self.name, self.note, i, label), fn, p, v)
+
+
+FUZZ_REGRESSIONS = [
+    FuzzRegression('fuzzreg_rename_over_times', ['utime z 74', 'symlink a/a 952', 'rename a/a z 762'],
+                   'a symlink renamed over a file shows its own times'),
+    FuzzRegression('fuzzreg_truncate_same_size', ['truncate d/x 485', 'statall - 0'],
+                   'truncate to the same size still updates mtime'),
+    FuzzRegression('fuzzreg_removexattr_missing', ['removexattr a/b/y 728', 'stat a/b/y 746'],
+                   'a failing removexattr copies nothing up'),
+    FuzzRegression('fuzzreg_failed_mkdir_then_rename', ['mkdir a/b/y 836', 'rename a/b/y a/b/x 798'],
+                   'nlink after renaming a lower hard link'),
+    FuzzRegression('fuzzreg_second_name', ['write q 1', 'link q b 657', 'unlink q 3',
+                                           'setxattr b 530'],
+                   'xattrs through the second name of a hard link'),
+]
+
+
 SCENARIOS = [
     Reads(), CopyUp(), Unlink(), RmRf(), RenameFiles(), RenameDirs(), RenameNested(),
     SymlinkEscape(), LayersOnManyFs(), HardLinks(), Special(), BigDir(), DirOffsets(),
     Concurrent(), XattrLocks(), Acl(), Perms(), Names(), Sparse(), FileIO(), Mmap(),
     OpenUnlinked(), TmpFile(), ReadOnly(), Layers500(), Fuzz(),
-]
+] + FUZZ_REGRESSIONS
 
 if __name__ == '__main__':
     if os.geteuid() == 0:
