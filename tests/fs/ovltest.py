@@ -146,6 +146,31 @@ def umount(path):
     raise RuntimeError('umount %s: %s' % (path, r.stderr.strip()))
 
 
+def thread_stacks(pid):
+    """What a hung daemon's threads wait on: kernel wait channel and stack
+    from /proc, and user-space backtraces when gdb is installed."""
+    out = []
+    try:
+        for tid in sorted(os.listdir('/proc/%d/task' % pid), key=int):
+            base = '/proc/%d/task/%s/' % (pid, tid)
+            parts = []
+            for f in ('comm', 'wchan', 'stack'):
+                try:
+                    with open(base + f) as fh:
+                        parts.append(fh.read().strip())
+                except OSError:
+                    pass
+            out.append('thread %s: %s' % (tid, ' | '.join(parts)))
+    except OSError as e:
+        out.append('cannot read /proc/%d/task: %s' % (pid, e))
+    gdb = shutil.which('gdb')
+    if gdb:
+        r = subprocess.run([gdb, '-p', str(pid), '-batch', '-nx', '-ex', 'thread apply all bt 20'],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, timeout=60)
+        out.append(r.stdout[-6000:])
+    return '\n'.join(out)
+
+
 class MountBase:
     def optlowers(self):
         # With cwd set, lowers are passed relative to it, as containers-storage
@@ -252,9 +277,11 @@ class FuseMount(MountBase):
             elif 'ERROR: AddressSanitizer' in self.stderr() or 'runtime error:' in self.stderr():
                 problem = 'sanitizer report from daemon: ' + self.stderr()
         except subprocess.TimeoutExpired:
+            stacks = thread_stacks(self.proc.pid)
             self.proc.kill()
             self.proc.wait()
-            problem = (problem or '') + ' daemon did not exit within 20s of unmount (killed)'
+            problem = ((problem or '') + ' daemon did not exit within 20s of unmount (killed); '
+                       'its threads were:\n' + stacks)
         self.errlog.close()
         return problem
 
