@@ -124,7 +124,7 @@ if __name__ == '__main__':
     if not os.path.exists(ref):
         print('SKIP: reference filesystem %s not installed' % ref)
         sys.exit(SKIP)
-    ovltest.REFERENCE_FS = ref
-    ovltest.IGNORE_DIR_NLINK = True
+    ovltest.mode.reference_fs = ref
+    ovltest.mode.ignore_dir_nlink = True
     sys.exit(main([OverrideStat(), SquashToRoot(), SquashToId(), IdMapping(), IdMappingColon()],
                   argv))

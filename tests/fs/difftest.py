@@ -255,7 +255,7 @@ class CopyUp(Scenario):
         t.op('chown and chmod a 3 MiB lower file',
              lambda c: (os.chown(c.p('bigmeta'), 5, 5), os.chmod(c.p('bigmeta'), 0o600),
                         stt(c.p('bigmeta'), content=True)))
-        if not ovltest.FUSE_USER:  # as a user the chown above fails on both sides
+        if not ovltest.mode.fuse_user:  # as a user the chown above fails on both sides
             t.fuse_only('... copied no data',
                         lambda c: os.stat(os.path.join(c.m.upper, 'bigmeta')).st_blocks * 512 < 65536,
                         ('ok', True))
@@ -695,7 +695,7 @@ class BigDir(Scenario):
         # Redirect, not copy: the upper check after the scenario fails if the
         # rename copied the directory's files up. (Kernel overlayfs cannot
         # redirect under userxattr, so not in the user-namespace run.)
-        if not ovltest.ROOTLESS:
+        if not ovltest.mode.rootless:
             t.op('rename the big lower dir', lambda c: (os.rename(c.p('big'), c.p('big_renamed')),
                                                         len(os.listdir(c.p('big_renamed')))))
 

@@ -89,7 +89,7 @@ def fusermount_path(argv):
         print('SKIP: /dev/fuse is not open to %s (mode %o): libfuse cannot reach fusermount3'
               % (USER, stat.S_IMODE(os.stat('/dev/fuse').st_mode)))
         return SKIP
-    ovltest.FUSE_USER = (pw.pw_uid, pw.pw_gid)
+    ovltest.mode.fuse_user = (pw.pw_uid, pw.pw_gid)
     sc = RootlessBasic()
     sc.name = 'fusermount_basic'
     import difftest
@@ -112,7 +112,7 @@ def inner(argv):
                   + r.stderr.strip())
             return SKIP
         del argv[argv.index('--fusedev'):argv.index('--fusedev') + 2]
-    ovltest.ROOTLESS = True
+    ovltest.mode.rootless = True
     # The shared scenarios whose layers an unprivileged user can build (owner
     # 0 = the user, no devices, no trusted.* xattrs) and whose operations the
     # kernel can do without redirect_dir (which userxattr excludes).

@@ -1,0 +1,30 @@
+"""How a test run is set up, shared by every module of the harness.
+
+Runs as root against kernel overlayfs unless a script switches a mode:
+rootless.py (user namespace, or the daemon run by a user), compat.py
+(fuse-overlayfs as the reference).
+"""
+
+SKIP = 77  # exit status ctest reports as skipped
+
+
+class Skip(Exception):
+    """The machine lacks something the test needs; the message says what."""
+
+
+class Mode:
+    # Inside a user namespace: kernel overlayfs then needs userxattr (which
+    # excludes redirect_dir=on) and opaque markers are user.*.
+    rootless = False
+    # (uid, gid) of the unprivileged user who runs the FUSE daemon (through
+    # setuid fusermount3, no user namespace) and every operation on both sides.
+    fuse_user = None
+    # A reference FUSE filesystem (fuse-overlayfs) replaces kernel overlayfs,
+    # for the options only fuse-overlayfs defines.
+    reference_fs = None
+    # fuse-overlayfs counts a merged directory's links, the kernel reports 1:
+    # not what compat.py is about.
+    ignore_dir_nlink = False
+
+
+mode = Mode()

@@ -1,0 +1,202 @@
+"""Mounting: kernel overlayfs, the FUSE filesystem under test (run with -f
+so its pid is ours to wait for), tmpfs scratch space, mountinfo queries."""
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+
+from fsmode import Skip, mode
+
+
+# ---------------------------------------------------------------- mounts
+
+
+def _unescape_mountinfo(s):
+    out, i = [], 0
+    while i < len(s):
+        if s[i] == '\\' and i + 4 <= len(s) and s[i + 1:i + 4].isdigit():
+            out.append(chr(int(s[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(s[i])
+            i += 1
+    return ''.join(out)
+
+
+def mount_fstype(path):
+    """fstype of the mount exactly at path, or None."""
+    path = os.path.realpath(path)
+    found = None
+    with open('/proc/self/mountinfo') as f:
+        for line in f:
+            parts = line.split(' ')
+            sep = parts.index('-')
+            if _unescape_mountinfo(parts[4]) == path:
+                found = parts[sep + 1]
+    return found
+
+
+def is_mounted(path):
+    return mount_fstype(path) is not None
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, **kw)
+
+
+def mount_tmpfs(path):
+    r = run(['mount', '-t', 'tmpfs', '-o', 'size=1g,mode=0755', 'strata-test', path])
+    if r.returncode:
+        raise Skip('cannot mount tmpfs on %s: %s' % (path, r.stderr.strip()))
+
+
+def umount(path):
+    for _ in range(50):
+        r = run(['umount', path])
+        if r.returncode == 0:
+            return
+        time.sleep(0.1)
+    raise RuntimeError('umount %s: %s' % (path, r.stderr.strip()))
+
+
+def thread_stacks(pid):
+    """What a hung daemon's threads wait on: kernel wait channel and stack
+    from /proc, and user-space backtraces when gdb is installed."""
+    out = []
+    try:
+        for tid in sorted(os.listdir('/proc/%d/task' % pid), key=int):
+            base = '/proc/%d/task/%s/' % (pid, tid)
+            parts = []
+            for f in ('comm', 'wchan', 'stack'):
+                try:
+                    with open(base + f) as fh:
+                        parts.append(fh.read().strip())
+                except OSError:
+                    pass
+            out.append('thread %s: %s' % (tid, ' | '.join(parts)))
+    except OSError as e:
+        out.append('cannot read /proc/%d/task: %s' % (pid, e))
+    gdb = shutil.which('gdb')
+    if gdb:
+        r = subprocess.run([gdb, '-p', str(pid), '-batch', '-nx', '-ex', 'thread apply all bt 20'],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, timeout=60)
+        out.append(r.stdout[-6000:])
+    return '\n'.join(out)
+
+
+class MountBase:
+    def optlowers(self):
+        # With cwd set, lowers are passed relative to it, as containers-storage
+        # does to keep 500 layers under the mount option size limit.
+        if self.cwd:
+            return [os.path.relpath(l, self.cwd) for l in self.lowers]
+        return self.lowers
+
+
+class KernelMount(MountBase):
+    kind = 'kernel'
+
+    def __init__(self, lowers, upper, work, mnt, extra='', cwd=None):
+        self.lowers, self.upper, self.work, self.mnt = lowers, upper, work, mnt
+        self.extra, self.cwd = extra, cwd
+
+    def options(self):
+        o = 'lowerdir=' + ':'.join(reversed(self.optlowers()))
+        if self.upper:
+            o += ',upperdir=%s,workdir=%s' % (self.upper, self.work)
+            if mode.rootless:
+                o += ',userxattr'
+            else:
+                o += ',redirect_dir=on,index=off,metacopy=off'
+        if self.extra:
+            o += ',' + self.extra
+        return o
+
+    def mount(self):
+        r = run(['mount', '-t', 'overlay', '-o', self.options(), 'overlay', self.mnt],
+                cwd=self.cwd)
+        if r.returncode:
+            raise Skip('kernel overlayfs mount failed (%s): %s' % (self.options()[:200],
+                                                                 r.stderr.strip()))
+
+    def umount(self):
+        umount(self.mnt)
+        return None
+
+
+class FuseMount(MountBase):
+    """Runs the filesystem under test in the foreground (-f) so we hold its pid."""
+    kind = 'fuse'
+
+    def __init__(self, fs, lowers, upper, work, mnt, extra='', cwd=None):
+        self.fs, self.lowers, self.upper, self.work, self.mnt = fs, lowers, upper, work, mnt
+        self.extra, self.cwd = extra, cwd
+        self.proc = None
+        self.errlog = None
+
+    def options(self):
+        o = 'lowerdir=' + ':'.join(reversed(self.optlowers()))
+        if self.upper:
+            o += ',upperdir=%s,workdir=%s' % (self.upper, self.work)
+        if self.extra:
+            o += ',' + self.extra
+        return o
+
+    def mount(self):
+        self.errlog = tempfile.TemporaryFile(mode='w+')
+        cmd = [self.fs, '-f', '-o', self.options(), self.mnt]
+        cred = {}
+        if mode.fuse_user:
+            cred = dict(user=mode.fuse_user[0], group=mode.fuse_user[1], extra_groups=[])
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.errlog,
+                                     stderr=self.errlog, cwd=self.cwd, **cred)
+        deadline = time.time() + 20
+        while not is_mounted(self.mnt):
+            if self.proc.poll() is not None:
+                raise RuntimeError('%s exited with %d before the mount was live: %s'
+                                   % (self.fs, self.proc.returncode, self.stderr()))
+            if time.time() > deadline:
+                self.proc.kill()
+                self.proc.wait()
+                raise RuntimeError('%s: mount not live after 20s: %s' % (self.fs, self.stderr()))
+            time.sleep(0.02)
+
+    def stderr(self):
+        if not self.errlog:
+            return ''
+        self.errlog.seek(0)
+        return self.errlog.read()[-4000:]
+
+    def alive_problem(self):
+        if self.proc and self.proc.poll() is not None:
+            return 'daemon died with status %d: %s' % (self.proc.returncode, self.stderr())
+        return None
+
+    def umount(self):
+        """Unmounts and waits for the daemon; returns a problem string or None."""
+        problem = self.alive_problem()
+        for _ in range(50):
+            r = run(['fusermount3', '-u', self.mnt])
+            if r.returncode == 0 or not is_mounted(self.mnt):
+                break
+            time.sleep(0.1)
+        else:
+            run(['umount', '-l', self.mnt])
+            problem = (problem or '') + ' fusermount3 -u failed: ' + r.stderr.strip()
+        try:
+            rc = self.proc.wait(timeout=20)
+            if rc != 0 and not problem:
+                problem = 'daemon exited with status %d after unmount: %s' % (rc, self.stderr())
+            elif 'ERROR: AddressSanitizer' in self.stderr() or 'runtime error:' in self.stderr():
+                problem = 'sanitizer report from daemon: ' + self.stderr()
+        except subprocess.TimeoutExpired:
+            stacks = thread_stacks(self.proc.pid)
+            self.proc.kill()
+            self.proc.wait()
+            problem = ((problem or '') + ' daemon did not exit within 20s of unmount (killed); '
+                       'its threads were:\n' + stacks)
+        self.errlog.close()
+        return problem
