@@ -218,6 +218,9 @@ ssize_t xa_list(int dirfd, const char *name, char *buf, size_t sz);
 int xa_remove(int dirfd, const char *name, const char *key);
 bool xa_is_private(const char *key);
 
+/* loop.c: serve requests until unmounted; 0 workers = one thread */
+int serve(struct fuse_session *se, unsigned nworkers);
+
 /* ops_*.c: FUSE operations */
 void op_init(void *ud, struct fuse_conn_info *conn);
 void op_destroy(void *ud);

@@ -102,9 +102,10 @@ void op_init(void *ud, struct fuse_conn_info *conn)
 	/* the kernel enforces and caches ACLs; umask is then ours to apply */
 	if (!SFS->opts.noacl)
 		want |= FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK;
+	/* readdirplus when the kernel lacks the entries, plain readdir when it
+	 * has them cached (a warm `ls -lR` then costs names only) */
+	want |= FUSE_CAP_READDIRPLUS_AUTO;
 	conn->want |= want & conn->capable;
-	/* readdirplus always: the lower layers do not change under us */
-	conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
 	conn->max_readahead = 1 << 20;
 	if (conn->capable & FUSE_CAP_SPLICE_READ)
 		conn->max_write = 1 << 20;
@@ -254,20 +255,8 @@ int main(int argc, char **argv)
 	if (!fs.opts.foreground && fuse_daemonize(0) != 0)
 		goto out_unmount;
 
-	if (fs.opts.single_thread) {
-		ret = fuse_session_loop(fs.se) != 0;
-		goto out_unmount;
-	}
-	struct fuse_loop_config *cfg = fuse_loop_cfg_create();
-	if (!cfg)
-		goto out_unmount;
-	fuse_loop_cfg_set_clone_fd(cfg, 0);
-	fuse_loop_cfg_set_max_threads(cfg, 16);
-	/* threads are never torn down: creating one per burst costs more than
-	 * the request it serves */
-	fuse_loop_cfg_set_idle_threads(cfg, 16);
-	ret = fuse_session_loop_mt(fs.se, cfg) != 0;
-	fuse_loop_cfg_destroy(cfg);
+	/* -s: everything on this thread; else slow requests go to workers */
+	ret = serve(fs.se, fs.opts.single_thread ? 0 : 4) != 0;
 out_unmount:
 	fuse_session_unmount(fs.se);
 out_handlers:

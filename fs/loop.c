@@ -1,0 +1,136 @@
+/* loop.c: the request loop. One thread reads requests and serves the cheap,
+ * frequent ones itself (lookups, attributes, listings, namespace changes):
+ * a FUSE request handed from thread to thread costs more than serving it,
+ * and the kernel wakes its waiting readers round-robin. Requests that may
+ * block for long (data I/O, copy-up on open/truncate/link/rename, fsync)
+ * go to a small pool of workers, so one container copying a large file up
+ * never stalls the others. */
+#include "fs.h"
+
+#include <fcntl.h>
+#include <linux/fuse.h>
+#include <string.h>
+
+struct job {
+	struct job *next;
+	size_t size;
+	char mem[];
+};
+
+static struct {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct job *head, *tail;
+	bool stop;
+	struct fuse_session *se;
+} Q = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
+
+/* Could this request block for long? Looks at the request's own arguments:
+ * an open for writing or a truncate may copy a whole file up; a large
+ * write or any read may wait for the disk. */
+static bool may_block(const void *mem, size_t size)
+{
+	const struct fuse_in_header *in = mem;
+	const void *arg = (const char *)mem + sizeof *in;
+	size_t asize = size - sizeof *in;
+
+	switch (in->opcode) {
+	case FUSE_OPEN:
+		if (asize < sizeof(struct fuse_open_in))
+			return true;
+		{
+			uint32_t fl = ((const struct fuse_open_in *)arg)->flags;
+			return (fl & O_ACCMODE) != O_RDONLY || (fl & O_TRUNC);
+		}
+	case FUSE_SETATTR:
+		return asize < sizeof(struct fuse_setattr_in) ||
+		       (((const struct fuse_setattr_in *)arg)->valid & FATTR_SIZE);
+	case FUSE_WRITE:
+		return asize < sizeof(struct fuse_write_in) ||
+		       ((const struct fuse_write_in *)arg)->size > 64 * 1024;
+	case FUSE_READ:
+	case FUSE_FSYNC:
+	case FUSE_FSYNCDIR:
+	case FUSE_LINK:
+	case FUSE_RENAME:
+	case FUSE_RENAME2:
+	case FUSE_FALLOCATE:
+	case FUSE_COPY_FILE_RANGE:
+		return true;
+	default:
+		return false;
+	}
+}
+
+static void *worker(void *arg)
+{
+	for (;;) {
+		pthread_mutex_lock(&Q.lock);
+		while (!Q.head && !Q.stop)
+			pthread_cond_wait(&Q.cond, &Q.lock);
+		struct job *j = Q.head;
+		if (!j) {
+			pthread_mutex_unlock(&Q.lock);
+			return NULL;
+		}
+		Q.head = j->next;
+		if (!Q.head)
+			Q.tail = NULL;
+		pthread_mutex_unlock(&Q.lock);
+
+		struct fuse_buf b = { .size = j->size, .mem = j->mem };
+		fuse_session_process_buf(Q.se, &b);
+		free(j);
+	}
+}
+
+int serve(struct fuse_session *se, unsigned nworkers)
+{
+	pthread_t th[16];
+	unsigned n = 0;
+	struct fuse_buf buf = { 0 };
+	int r = 0;
+
+	Q.se = se;
+	if (nworkers > 16)
+		nworkers = 16;
+	for (; n < nworkers; n++)
+		if (pthread_create(&th[n], NULL, worker, NULL) != 0)
+			break;
+
+	while (!fuse_session_exited(se)) {
+		r = fuse_session_receive_buf(se, &buf);
+		if (r == -EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		const struct fuse_in_header *in = buf.mem;
+		struct job *j;
+		if (n && (size_t)r >= sizeof *in && may_block(buf.mem, (size_t)r) &&
+		    (j = malloc(sizeof *j + (size_t)r))) {
+			memcpy(j->mem, buf.mem, (size_t)r);
+			j->size = (size_t)r;
+			j->next = NULL;
+			pthread_mutex_lock(&Q.lock);
+			if (Q.tail)
+				Q.tail->next = j;
+			else
+				Q.head = j;
+			Q.tail = j;
+			pthread_cond_signal(&Q.cond);
+			pthread_mutex_unlock(&Q.lock);
+			continue;
+		}
+		struct fuse_buf b = { .size = (size_t)r, .mem = buf.mem };
+		fuse_session_process_buf(se, &b);
+	}
+	pthread_mutex_lock(&Q.lock);
+	Q.stop = true;
+	pthread_cond_broadcast(&Q.cond);
+	pthread_mutex_unlock(&Q.lock);
+	for (unsigned i = 0; i < n; i++)
+		pthread_join(th[i], NULL);
+	free(buf.mem);
+	fuse_session_reset(se);
+	return r < 0 && r != -ENODEV ? r : 0;
+}
