@@ -181,6 +181,11 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, s
 				int len = snprintf(v, sizeof v, "%u:%u:0%o", cur.st_uid, cur.st_gid,
 						   attr->st_mode & 07777);
 				r = xa_set(l.dirfd, l.name, SFS->xa_override, v, (size_t)len, 0);
+				/* the file follows, but stays usable by its owner,
+				 * the daemon: tools that read the upper see the mode */
+				mode_t keep = S_ISDIR(cur.st_mode) ? S_IRWXU : S_IRUSR | S_IWUSR;
+				if (r == 0)
+					fchmodat(l.dirfd, l.name, (attr->st_mode & 07777) | keep, 0);
 			}
 		} else if (fchmodat(l.dirfd, l.name, attr->st_mode & 07777, 0) < 0) {
 			r = -errno;

@@ -520,6 +520,11 @@ static int start(const char *root, const char *id)
 		goto out;
 	}
 	spec.fs_program = json_string_value(json_object_get(opts, "fs_program"));
+	/* A rootless store keeps image owners and modes in
+	 * user.containers.override_stat: have strata-fs present them. With
+	 * only the caller's own id mapped, every owner shows as root. */
+	if (geteuid() != 0)
+		spec.fs_options = spec.n_uidmap ? "xattr_permissions=2" : "xattr_permissions=2,squash_to_root";
 
 	/* Release the store for the container's lifetime. */
 	char *rootcopy = strdup(s.root);
