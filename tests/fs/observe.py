@@ -47,7 +47,10 @@ def stt(p, content=False):
     d['mtime'] = st.st_mtime_ns if st.st_mtime_ns < OLD_LIMIT_NS else 'new'
     d['xattrs'] = xattrs_of(p)
     if content and fmt == stat.S_IFREG:
-        d['sha'] = file_sha(p)
+        try:
+            d['sha'] = file_sha(p)
+        except PermissionError:
+            d['sha'] = 'EACCES'
     return d
 
 
@@ -99,9 +102,16 @@ def walk(root):
     stack = ['']
     while stack:
         rel = stack.pop()
-        for n in os.listdir(os.path.join(root, rel) if rel else root):
+        try:
+            names = os.listdir(os.path.join(root, rel) if rel else root)
+        except PermissionError:
+            continue  # a directory the observer may not read: its mode says so
+        for n in names:
             r = os.path.join(rel, n) if rel else n
-            st = os.lstat(os.path.join(root, r))
+            try:
+                st = os.lstat(os.path.join(root, r))
+            except PermissionError:
+                continue  # listable but not searchable (r-- directory)
             out[r] = st
             if stat.S_ISDIR(st.st_mode):
                 stack.append(r)

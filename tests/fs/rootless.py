@@ -100,7 +100,8 @@ def fusermount_path(argv):
 # Scenarios whose daemon code paths differ when it cannot use trusted.*
 # xattrs, chown or mknod: whiteouts, opaque dirs, redirects, origins, copy-up.
 FUSERMOUNT_SHARED = ('reads', 'copyup', 'unlink', 'rmrf', 'rename_files', 'rename_dirs',
-                     'rename_nested', 'hardlinks', 'special', 'open_unlinked', 'readonly', 'sparse')
+                     'rename_nested', 'hardlinks', 'special', 'open_unlinked', 'readonly', 'sparse',
+                     'fuzz', 'fuzzreg_chmod_dir_owner_no_access')
 
 
 def inner(argv):
