@@ -334,6 +334,32 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		fuse_reply_err(req, -r);
 }
 
+/* Empty an upper directory that holds only whiteouts (a merged directory
+ * that looks empty), so it can be removed or replaced. */
+static void clear_whiteouts(int parentfd, const char *name)
+{
+	int dfd = openat(parentfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dfd < 0)
+		return;
+	DIR *d = fdopendir(dup(dfd));
+	struct dirent *de;
+	while (d && (de = readdir(d)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			unlinkat(dfd, de->d_name, 0);
+	if (d)
+		closedir(d);
+	close(dfd);
+}
+
+static void set_opaque_at(int parentfd, const char *name)
+{
+	int dfd = openat(parentfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dfd >= 0) {
+		wh_set_opaque(dfd, &SFS->whp);
+		close(dfd);
+	}
+}
+
 /* Remove NAME's upper entry (if any) and leave a whiteout when a lower
  * layer still has the name. Called with dir->lock held. */
 static int remove_entry(struct node *dir, const char *name, bool is_dir, bool in_upper)
@@ -364,17 +390,7 @@ static int remove_entry(struct node *dir, const char *name, bool is_dir, bool in
 					return -errno;
 				}
 			}
-			int dfd = openat(SFS->workfd, tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			if (dfd >= 0) {
-				DIR *d = fdopendir(dup(dfd));
-				struct dirent *de;
-				while (d && (de = readdir(d)))
-					if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
-						unlinkat(dfd, de->d_name, 0);
-				if (d)
-					closedir(d);
-				close(dfd);
-			}
+			clear_whiteouts(SFS->workfd, tmp);
 			unlinkat(SFS->workfd, tmp, AT_REMOVEDIR);
 			if (lower && !flags)
 				return wh_write(ufd, name, &SFS->whp);
@@ -650,18 +666,10 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 		}
 		/* a pure upper directory now standing on a lower name */
 		if (S_ISDIR(s->type) && !s->redirect && name_in_lowers(nd, newname) == 1) {
-			int dfd = openat(nfd, newname, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			if (dfd >= 0) {
-				wh_set_opaque(dfd, &SFS->whp);
-				close(dfd);
-			}
+			set_opaque_at(nfd, newname);
 		}
 		if (S_ISDIR(t->type) && !t->redirect && name_in_lowers(od, name) == 1) {
-			int dfd = openat(ofd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			if (dfd >= 0) {
-				wh_set_opaque(dfd, &SFS->whp);
-				close(dfd);
-			}
+			set_opaque_at(ofd, name);
 		}
 		goto done;
 	}
@@ -674,17 +682,7 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 	bool t_is_cwh = t_upper && wh_is_chardev(&tst);
 	if (t_upper && S_ISDIR(tst.st_mode)) {
 		/* an empty merged directory: clear its whiteouts so it can go */
-		int dfd = openat(nfd, newname, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (dfd >= 0) {
-			DIR *d = fdopendir(dup(dfd));
-			struct dirent *de;
-			while (d && (de = readdir(d)))
-				if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
-					unlinkat(dfd, de->d_name, 0);
-			if (d)
-				closedir(d);
-			close(dfd);
-		}
+		clear_whiteouts(nfd, newname);
 	}
 	if (t_is_cwh && S_ISDIR(s->type)) {
 		/* a directory cannot replace a char device: drop the whiteout */
@@ -694,11 +692,7 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 	/* a directory moving over a lower name must not merge with it */
 	int t_lower = name_in_lowers(nd, newname);
 	if (S_ISDIR(s->type) && !s->redirect && (t_lower == 1 || t_is_cwh)) {
-		int dfd = openat(ofd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (dfd >= 0) {
-			wh_set_opaque(dfd, &SFS->whp);
-			close(dfd);
-		}
+		set_opaque_at(ofd, name);
 	}
 	nlink_t t_links = 1;
 	if (t) {

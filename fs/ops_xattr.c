@@ -11,6 +11,18 @@ static bool acl_key(const char *k)
 	return !strncmp(k, "system.posix_acl_", 17);
 }
 
+/* Why a change of xattr NAME is refused before looking at the object. */
+static int change_refused(const char *name)
+{
+	if (!SFS->has_upper)
+		return EROFS;
+	if (xa_is_private(name))
+		return EPERM;   /* layer bookkeeping is not the user's */
+	if (SFS->opts.noacl && acl_key(name))
+		return EOPNOTSUPP;
+	return 0;
+}
+
 void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
 	struct node *n = node_get(ino);
@@ -101,18 +113,10 @@ void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *v
 {
 	struct node *n = node_get(ino);
 	struct loc l;
-	int r;
+	int r = change_refused(name);
 
-	if (!SFS->has_upper) {
-		fuse_reply_err(req, EROFS);
-		return;
-	}
-	if (xa_is_private(name)) {
-		fuse_reply_err(req, EPERM);
-		return;
-	}
-	if (SFS->opts.noacl && acl_key(name)) {
-		fuse_reply_err(req, EOPNOTSUPP);
+	if (r) {
+		fuse_reply_err(req, r);
 		return;
 	}
 	node_ref(n);
@@ -141,14 +145,10 @@ void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
 	struct node *n = node_get(ino);
 	struct loc l;
-	int r;
+	int r = change_refused(name);
 
-	if (!SFS->has_upper) {
-		fuse_reply_err(req, EROFS);
-		return;
-	}
-	if (xa_is_private(name)) {
-		fuse_reply_err(req, EPERM);
+	if (r) {
+		fuse_reply_err(req, r);
 		return;
 	}
 	node_ref(n);
