@@ -192,7 +192,6 @@ KINDS = {
     'oappend': cu_append,
     'truncate': lambda p: os.truncate(p, 4),
     'truncgrow': lambda p: os.truncate(p, 100000),
-    'truncsame': lambda p: os.truncate(p, 11),  # same size: still a change (mtime)
     'chmod': lambda p: os.chmod(p, 0o604),
     'chown': lambda p: os.chown(p, 42, 43),
     'chownkeep': lambda p: os.chown(p, -1, -1),
