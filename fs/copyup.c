@@ -264,8 +264,13 @@ int copyup_dir(struct node *dir)
 		unlinkat(SFS->workfd, tmp, AT_REMOVEDIR);
 		goto out;
 	}
-	copy_xattrs(src, nfd);
 	r = upper_set_owner(-1, NULL, nfd, st.st_uid, st.st_gid, st.st_mode);
+	if (r == 0) {
+		int xr = copy_xattrs(src, nfd);
+		if (xr < 0)
+			serr(xr, "copy xattrs of directory", dir->name,
+			     "the upper filesystem refused them; the copy-up goes on without them");
+	}
 	if (r == 0) {
 		char name[NAME_MAX + 1];
 		struct stat pst;
@@ -296,9 +301,11 @@ int copyup_dir(struct node *dir)
 			dl[i + 1].layer = dir->dl[i].layer;
 			/* the name sets move to the new list */
 			dl[i + 1].names = __atomic_exchange_n(&dir->dl[i].names, NULL, __ATOMIC_ACQ_REL);
-			dl[i + 1].fd = dir->dl[i].fd >= 0 ? dup(dir->dl[i].fd) : -1;
-			if (dl[i + 1].fd < 0 && dir->dl[i].fd >= 0)
-				dl[i + 1].fd = -1;
+			/* the fds move too: a thread that just took one from the
+			 * old list may still be using it, so none is closed */
+			dl[i + 1].fd = __atomic_exchange_n(&dir->dl[i].fd, -1, __ATOMIC_ACQ_REL);
+			if (dl[i + 1].fd >= 0)
+				__atomic_fetch_sub(&SFS->fd_used, 1, __ATOMIC_RELAXED);
 		}
 	}
 	pthread_rwlock_unlock(&dir->dl_lock);
@@ -324,18 +331,20 @@ static int copyup_metacopy_data(struct node *n)
 	struct loc ul, dl;
 	int r;
 
+	int32_t dlayer = n->data_layer;
+	if (dlayer < 0)
+		return -EIO;
 	if ((r = loc_get(n, &ul)) < 0)
 		return r;
-	struct node tmpn = *n;
-	tmpn.layer = (uint32_t)n->data_layer;
-	tmpn.deleted = false;
-	tmpn.detached = false;
-	if ((r = loc_get(&tmpn, &dl)) < 0) {
+	if ((r = loc_get_layer(n, (uint32_t)dlayer, &dl)) < 0) {
 		loc_put(&ul);
 		return r;
 	}
-	int src = openat(dl.dirfd, dl.name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	int dst = openat(ul.dirfd, ul.name, O_WRONLY | O_NOFOLLOW | O_CLOEXEC | (ul.nofollow ? 0 : 0));
+	int src = openat(dl.dirfd, dl.name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	/* an unlinked metacopy is reached through its /proc link: follow it */
+	int dst = openat(ul.dirfd, ul.name, O_WRONLY | O_CLOEXEC | (ul.nofollow ? O_NOFOLLOW : 0));
+	char cap[256];
+	ssize_t caplen = dst >= 0 ? fgetxattr(dst, "security.capability", cap, sizeof cap) : -1;
 	struct stat st;
 	r = 0;
 	if (src < 0 || dst < 0 || fstat(dst, &st) < 0)
@@ -348,6 +357,9 @@ static int copyup_metacopy_data(struct node *n)
 		r = copy_data(src, dst, size);
 		if (r == 0 && ftruncate(dst, st.st_size) < 0)
 			r = -errno;
+		/* writing the data dropped the file capabilities: put them back */
+		if (r == 0 && caplen > 0)
+			fsetxattr(dst, "security.capability", cap, (size_t)caplen, 0);
 		if (r == 0 && !SFS->opts.is_volatile)
 			fdatasync(dst);
 		if (r == 0 && fremovexattr(dst, wh_xattr_metacopy(&SFS->whp)) < 0 && errno != ENODATA)
@@ -367,13 +379,104 @@ static int copyup_metacopy_data(struct node *n)
 	return r;
 }
 
+/* Build the copy of a lower non-directory in the work directory as TMP.
+ * Runs without the parent's lock: a long data copy stalls nobody else. */
+static int build_copy(struct node *n, enum cu_how how, const struct loc *src,
+		      const struct stat *st, const char *tmp, bool *meta)
+{
+	int r = 0;
+
+	*meta = false;
+	if (S_ISREG(st->st_mode)) {
+		/* O_NONBLOCK and a second look: a layer changed under us must
+		 * not make the daemon open a FIFO or a device */
+		int in = openat(src->dirfd, src->name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+		struct stat ist;
+		if (in < 0)
+			return -errno;
+		if (fstat(in, &ist) < 0 || !S_ISREG(ist.st_mode) || ist.st_ino != st->st_ino) {
+			close(in);
+			return -EIO;
+		}
+		int out = openat(SFS->workfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (out < 0) {
+			r = -errno;
+			close(in);
+			return r;
+		}
+		*meta = how == CU_META && SFS->opts.metacopy && st->st_size > 0;
+		if (*meta) {
+			r = ftruncate(out, st->st_size) < 0 ? -errno : 0;
+			if (r == 0 && fsetxattr(out, wh_xattr_metacopy(&SFS->whp), "", 0, 0) < 0)
+				*meta = false;  /* no xattrs on this upper: copy the data */
+		}
+		/* a metadata change without metacopy still needs the data */
+		if (r == 0 && !*meta && how != CU_EMPTY)
+			r = copy_data(in, out, st->st_size);
+		/* owner before xattrs: chown drops security.capability */
+		if (r == 0)
+			r = upper_set_owner(-1, NULL, out, st->st_uid, st->st_gid, st->st_mode);
+		if (r == 0)
+			r = copy_xattrs(in, out);
+		if (r == 0) {
+			if (st->st_nlink == 1)
+				set_origin(-1, NULL, out, n->ino, st->st_mode);
+			if (!SFS->opts.is_volatile && !*meta)
+				fdatasync(out);
+			struct timespec ts[2] = { st->st_atim, st->st_mtim };
+			futimens(out, ts);
+		}
+		close(in);
+		close(out);
+		return r;
+	}
+	if (S_ISLNK(st->st_mode)) {
+		char target[PATH_MAX + 1];
+		ssize_t len = readlinkat(src->dirfd, src->name, target, sizeof target - 1);
+		if (len < 0)
+			return -errno;
+		target[len] = '\0';
+		r = symlinkat(target, SFS->workfd, tmp) < 0 ? -errno : 0;
+	} else {
+		r = mknodat(SFS->workfd, tmp, (st->st_mode & S_IFMT) | 0600, st->st_rdev) < 0 ? -errno : 0;
+	}
+	if (r == 0)
+		r = upper_set_owner(SFS->workfd, tmp, -1, st->st_uid, st->st_gid, st->st_mode);
+	if (r == 0)
+		r = copy_xattrs_at(src->dirfd, src->name, SFS->workfd, tmp);
+	if (r == 0) {
+		if (st->st_nlink == 1)
+			set_origin(SFS->workfd, tmp, -1, n->ino, st->st_mode);
+		copy_times(SFS->workfd, tmp, st);
+	}
+	return r;
+}
+
+/* A metacopy truncated to nothing needs no data: drop the mark. */
+static int drop_metacopy(struct node *n)
+{
+	struct loc ul;
+	int r = loc_get(n, &ul);
+	if (r < 0)
+		return r;
+	r = xa_remove(ul.dirfd, ul.name, wh_xattr_metacopy(&SFS->whp));
+	loc_put(&ul);
+	if (r == -ENODATA)
+		r = 0;
+	if (r == 0) {
+		n->metacopy = false;
+		n->data_layer = -1;
+	}
+	return r;
+}
+
 int copyup(struct node *n, enum cu_how how)
 {
-	bool data = how == CU_DATA;
 	struct node *p;
 	struct loc src;
 	char tmp[64], name[NAME_MAX + 1];
 	struct stat st;
+	bool meta;
 	int r;
 
 	if (!SFS->has_upper)
@@ -391,24 +494,15 @@ int copyup(struct node *n, enum cu_how how)
 	if ((r = copyup_dir(p)) < 0)
 		goto out_unref;
 
-	pthread_mutex_lock(&p->lock);
+	/* copy-ups of one object run one at a time (a non-directory's own
+	 * lock serves nothing else) */
+	pthread_mutex_lock(&n->lock);
 	if (is_upper(n->layer)) {
 		r = 0;
-		if (data && n->metacopy)
+		if (how == CU_DATA && n->metacopy)
 			r = copyup_metacopy_data(n);
-		else if (how == CU_EMPTY && n->metacopy) {
-			struct loc ul;
-			if ((r = loc_get(n, &ul)) == 0) {
-				r = xa_remove(ul.dirfd, ul.name, wh_xattr_metacopy(&SFS->whp));
-				if (r == -ENODATA)
-					r = 0;
-				loc_put(&ul);
-			}
-			if (r == 0) {
-				n->metacopy = false;
-				n->data_layer = -1;
-			}
-		}
+		else if (how == CU_EMPTY && n->metacopy)
+			r = drop_metacopy(n);
 		goto out_unlock;
 	}
 	if (n->deleted || n->detached) {
@@ -417,91 +511,42 @@ int copyup(struct node *n, enum cu_how how)
 	}
 	if ((r = loc_get(n, &src)) < 0)
 		goto out_unlock;
-	snprintf(name, sizeof name, "%s", src.name);
 	if (fstatat(src.dirfd, src.name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
 		r = -errno;
-		goto out_loc;
-	}
-	int ufd = node_upperfd(p);
-	if (ufd < 0) {
-		r = -EIO;
-		goto out_loc;
+		loc_put(&src);
+		goto out_unlock;
 	}
 	copyup_tmpname(tmp, sizeof tmp);
-	bool meta = false;
-	if (S_ISREG(st.st_mode)) {
-		int in = openat(src.dirfd, src.name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-		if (in < 0) {
-			r = -errno;
-			goto out_loc;
-		}
-		int out = openat(SFS->workfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-		if (out < 0) {
-			r = -errno;
-			close(in);
-			goto out_loc;
-		}
-		meta = how == CU_META && SFS->opts.metacopy && st.st_size > 0;
-		if (how == CU_EMPTY) {
-			r = 0;
-		} else if (meta) {
-			r = ftruncate(out, st.st_size) < 0 ? -errno : 0;
-			if (r == 0 && fsetxattr(out, wh_xattr_metacopy(&SFS->whp), "", 0, 0) < 0) {
-				/* no xattrs on this upper: copy the data instead */
-				meta = false;
-			}
-		}
-		if (!meta && how == CU_DATA)
-			r = copy_data(in, out, st.st_size);
-		if (r == 0)
-			r = copy_xattrs(in, out);
-		if (r == 0)
-			r = upper_set_owner(-1, NULL, out, st.st_uid, st.st_gid, st.st_mode);
-		if (r == 0) {
-			if (st.st_nlink == 1)
-				set_origin(-1, NULL, out, n->ino, st.st_mode);
-			if (!SFS->opts.is_volatile && !meta)
-				fdatasync(out);
-			struct timespec ts[2] = { st.st_atim, st.st_mtim };
-			futimens(out, ts);
-		}
-		close(in);
-		close(out);
-	} else {
-		if (S_ISLNK(st.st_mode)) {
-			char target[PATH_MAX + 1];
-			ssize_t len = readlinkat(src.dirfd, src.name, target, sizeof target - 1);
-			if (len < 0) {
-				r = -errno;
-				goto out_loc;
-			}
-			target[len] = '\0';
-			r = symlinkat(target, SFS->workfd, tmp) < 0 ? -errno : 0;
-		} else {
-			r = mknodat(SFS->workfd, tmp, (st.st_mode & S_IFMT) | 0600, st.st_rdev) < 0 ? -errno : 0;
-		}
-		if (r == 0)
-			r = copy_xattrs_at(src.dirfd, src.name, SFS->workfd, tmp);
-		if (r == 0)
-			r = upper_set_owner(SFS->workfd, tmp, -1, st.st_uid, st.st_gid, st.st_mode);
-		if (r == 0) {
-			if (st.st_nlink == 1)
-				set_origin(SFS->workfd, tmp, -1, n->ino, st.st_mode);
-			copy_times(SFS->workfd, tmp, &st);
-		}
-	}
-	struct stat pst;
-	fstat(ufd, &pst);
-	if (r == 0 && renameat2(SFS->workfd, tmp, ufd, name, RENAME_NOREPLACE) < 0)
-		r = -errno;
-	if (r == 0 && !S_ISREG(st.st_mode) && !SFS->privileged && st.st_nlink == 1)
-		origin_in_parent_set(ufd, name, n->ino);
-	if (r == 0)
-		restore_times(ufd, &pst);
+	r = build_copy(n, how, &src, &st, tmp, &meta);
+	loc_put(&src);
 	if (r < 0) {
 		unlinkat(SFS->workfd, tmp, 0);
-		goto out_loc;
+		goto out_unlock;
 	}
+
+	/* only the move into place needs the directory */
+	pthread_mutex_lock(&p->lock);
+	int ufd = node_upperfd(p);
+	pthread_mutex_lock(&SFS->table_lock);
+	bool gone = n->deleted || n->detached || n->parent != p;
+	snprintf(name, sizeof name, "%s", n->name);
+	pthread_mutex_unlock(&SFS->table_lock);
+	struct stat pst;
+	if (gone || ufd < 0) {
+		r = gone ? -ENOENT : -EIO;
+	} else {
+		fstat(ufd, &pst);
+		if (renameat2(SFS->workfd, tmp, ufd, name, RENAME_NOREPLACE) < 0)
+			r = -errno;
+	}
+	if (r < 0) {
+		pthread_mutex_unlock(&p->lock);
+		unlinkat(SFS->workfd, tmp, 0);
+		goto out_unlock;
+	}
+	if (!S_ISREG(st.st_mode) && !SFS->privileged && st.st_nlink == 1)
+		origin_in_parent_set(ufd, name, n->ino);
+	restore_times(ufd, &pst);
 	struct stat ust;
 	fstatat(ufd, name, &ust, AT_SYMLINK_NOFOLLOW);
 	uint32_t old_layer = n->layer;
@@ -516,10 +561,9 @@ int copyup(struct node *n, enum cu_how how)
 	n->data_layer = meta ? (int32_t)old_layer : -1;
 	node_hash_add(n, ust.st_dev, ust.st_ino);
 	pthread_mutex_unlock(&SFS->table_lock);
-out_loc:
-	loc_put(&src);
-out_unlock:
 	pthread_mutex_unlock(&p->lock);
+out_unlock:
+	pthread_mutex_unlock(&n->lock);
 out_unref:
 	node_unref(p);
 	return r;

@@ -277,6 +277,9 @@ struct loc {
 	uint32_t layer;
 };
 int loc_get(struct node *n, struct loc *l);
+/* The object at a node's name in another of its parent's layers (the lower
+ * data of a metacopy). */
+int loc_get_layer(struct node *n, uint32_t layer, struct loc *l);
 void loc_put(struct loc *l);
 /* uid/gid of the request, as stored on disk */
 void req_owner(fuse_req_t req, uid_t *uid, gid_t *gid);

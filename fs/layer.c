@@ -158,6 +158,17 @@ int layers_open(struct sfs *fs)
 			close(wfd);
 			return -EINVAL;
 		}
+		for (unsigned i = 0; i < o->nlowers; i++) {
+			struct stat lst;
+			fstat(fs->layers[base + i].fd, &lst);
+			if (is_within(wfd, &lst) == 1 || is_within(fs->layers[base + i].fd, &wst) == 1) {
+				serr(EINVAL, "use work directory", o->workdir,
+				     "it overlaps lower layer %s; layers are never written, give a workdir outside them",
+				     o->lowers[i]);
+				close(wfd);
+				return -EINVAL;
+			}
+		}
 		if (mkdirat(wfd, "strata", 0700) < 0 && errno != EEXIST) {
 			int e = errno;
 			serr(e, "create", o->workdir, "strata-fs needs a writable workdir");

@@ -235,7 +235,19 @@ int lookup_name(struct node *dir, const char *name, struct lookup_res *res)
 				ssize_t n = xa_get(cfd, NULL, wh_xattr_redirect(&SFS->whp), red, sizeof red - 1);
 				if (n > 0) {
 					red[n] = '\0';
-					res->redirect = strdup(red);
+					if (red[0] == '/') {
+						res->redirect = strdup(red);
+					} else {
+						/* kernel overlayfs writes a bare name for a
+						 * rename within one directory: relative to
+						 * where the lower layers hold the parent */
+						char base[PATH_MAX], full[2 * PATH_MAX + 2];
+						if (node_lower_path(dir, base, sizeof base) == 0) {
+							snprintf(full, sizeof full, "/%s/%s",
+								 strcmp(base, ".") ? base : "", red);
+							res->redirect = strdup(full);
+						}
+					}
 				}
 			}
 			if (tmp)

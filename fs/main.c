@@ -32,8 +32,9 @@ static const char usage_text[] =
 "  upperdir=DIR       the writable layer (needs workdir)\n"
 "  workdir=DIR        scratch space on the same filesystem as upperdir\n"
 "  volatile, fsync=0  skip fsync: faster, not crash-safe\n"
-"  uidmapping=IN:OUT:N[:...], gidmapping=...\n"
-"                     show on-disk id OUT+k as IN+k (a leading ':' is accepted)\n"
+"  uidmapping=DISK:SHOWN:N[:...], gidmapping=...\n"
+"                     show on-disk id DISK+k as SHOWN+k, write the reverse; other\n"
+"                     ids show as 65534 (fuse-overlayfs's order; a leading ':' is accepted)\n"
 "  squash_to_root     show every file as owned by root\n"
 "  squash_to_uid=N, squash_to_gid=N\n"
 "                     show every file as owned by uid/gid N\n"
@@ -232,7 +233,10 @@ int main(int argc, char **argv)
 
 	/* libfuse's own options: ours are parsed already */
 	char fopts[4096];
-	snprintf(fopts, sizeof fopts, "fsname=strata-fs,subtype=strata,default_permissions%s%s%s%s",
+	/* as root, set-id programs and device nodes of the image work, as on
+	 * kernel overlayfs (options given by the caller come after and win) */
+	snprintf(fopts, sizeof fopts, "fsname=strata-fs,subtype=strata,default_permissions%s%s%s%s%s",
+		 geteuid() == 0 ? ",suid,dev" : "",
 		 may_allow_other() ? ",allow_other" : "", fs.has_upper ? "" : ",ro",
 		 fs.opts.fuse_opts ? "," : "", fs.opts.fuse_opts ? fs.opts.fuse_opts : "");
 	char *fargv[] = { argv[0], "-o", fopts, fs.opts.debug ? "-d" : NULL, NULL };

@@ -400,9 +400,18 @@ int node_upperfd(struct node *dir)
 
 void node_set_dlayers(struct node *dir, struct dlayer *dl, unsigned n)
 {
-	for (unsigned i = 0; i < n; i++)
-		if (dl[i].fd >= 0)
-			__atomic_fetch_add(&SFS->fd_used, 1, __ATOMIC_RELAXED);
+	for (unsigned i = 0; i < n; i++) {
+		if (dl[i].fd < 0)
+			continue;
+		/* beyond the budget only the top layer keeps its fd; the others
+		 * are opened again when used */
+		if (i > 0 && __atomic_load_n(&SFS->fd_used, __ATOMIC_RELAXED) >= SFS->fd_budget) {
+			close(dl[i].fd);
+			dl[i].fd = -1;
+			continue;
+		}
+		__atomic_fetch_add(&SFS->fd_used, 1, __ATOMIC_RELAXED);
+	}
 	pthread_rwlock_wrlock(&dir->dl_lock);
 	struct dlayer *old = dir->dl;
 	unsigned oldn = dir->ndl;
@@ -459,12 +468,24 @@ int loc_get(struct node *n, struct loc *l)
 		l->nofollow = 0;
 		return 0;
 	}
+	return loc_get_layer(n, UINT32_MAX, l);
+}
+
+int loc_get_layer(struct node *n, uint32_t layer, struct loc *l)
+{
 	struct node *p;
+	l->tmp = false;
 	pthread_mutex_lock(&SFS->table_lock);
 	p = n->parent;
+	if (!p) {
+		pthread_mutex_unlock(&SFS->table_lock);
+		return -ENOENT;
+	}
 	p->refs++;
 	snprintf(l->name, sizeof l->name, "%s", n->name);
-	uint32_t layer = n->layer;
+	if (layer == UINT32_MAX)
+		layer = n->layer;
+	l->layer = layer;
 	pthread_mutex_unlock(&SFS->table_lock);
 
 	int r = -ENOENT;

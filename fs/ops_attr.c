@@ -13,10 +13,8 @@
 void req_owner(fuse_req_t req, uid_t *uid, gid_t *gid)
 {
 	const struct fuse_ctx *c = fuse_req_ctx(req);
-	uint32_t u = idmap_to_outside(&SFS->opts.uidmap, c->uid);
-	uint32_t g = idmap_to_outside(&SFS->opts.gidmap, c->gid);
-	*uid = u == (uint32_t)-1 ? c->uid : u;
-	*gid = g == (uint32_t)-1 ? c->gid : g;
+	*uid = idmap_to_outside(&SFS->opts.uidmap, c->uid);
+	*gid = idmap_to_outside(&SFS->opts.gidmap, c->gid);
 }
 
 static void apply_override(struct stat *st, int dirfd, const char *name, int fd)
@@ -75,11 +73,10 @@ int node_stat(struct node *n, struct stat *st)
 	else {
 		if (n->metacopy && n->data_layer >= 0) {
 			/* blocks are the lower data's until data is copied up */
-			struct node tmpn = *n;
 			struct loc dl;
 			struct stat ds;
-			tmpn.layer = (uint32_t)n->data_layer;
-			if (loc_get(&tmpn, &dl) == 0) {
+			int32_t dlayer = n->data_layer;
+			if (dlayer >= 0 && loc_get_layer(n, (uint32_t)dlayer, &dl) == 0) {
 				if (fstatat(dl.dirfd, dl.name, &ds, AT_SYMLINK_NOFOLLOW) == 0)
 					st->st_blocks = ds.st_blocks;
 				loc_put(&dl);
@@ -198,10 +195,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, s
 			uid = idmap_to_outside(&SFS->opts.uidmap, attr->st_uid);
 		if (to_set & FUSE_SET_ATTR_GID)
 			gid = idmap_to_outside(&SFS->opts.gidmap, attr->st_gid);
-		if ((uid == (uid_t)-1 && (to_set & FUSE_SET_ATTR_UID)) ||
-		    (gid == (gid_t)-1 && (to_set & FUSE_SET_ATTR_GID))) {
-			r = -EINVAL;  /* no on-disk id for it in the mapping */
-		} else if (SFS->opts.xattr_permissions) {
+		if (SFS->opts.xattr_permissions) {
 			struct stat cur;
 			r = fstatat(l.dirfd, l.name, &cur, l.nofollow) < 0 ? -errno : 0;
 			if (r == 0)

@@ -98,15 +98,13 @@ int node_open(struct node *n, int flags)
 {
 	struct loc l;
 	int r;
-	struct node tmpn;
-	struct node *which = n;
+	int32_t dlayer = n->data_layer;
 
-	if (n->metacopy && n->data_layer >= 0 && !wants_write(flags)) {
-		tmpn = *n;
-		tmpn.layer = (uint32_t)n->data_layer;
-		which = &tmpn;
-	}
-	if ((r = loc_get(which, &l)) < 0)
+	if (n->metacopy && dlayer >= 0 && !wants_write(flags))
+		r = loc_get_layer(n, (uint32_t)dlayer, &l);
+	else
+		r = loc_get(n, &l);
+	if (r < 0)
 		return r;
 	int fd = openat(l.dirfd, l.name, real_flags(flags) & ~(l.nofollow ? 0 : O_NOFOLLOW));
 	r = fd < 0 ? -errno : fd;

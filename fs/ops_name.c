@@ -282,7 +282,8 @@ static int create_obj(fuse_req_t req, struct node *dir, const char *name, struct
 	node_dir_changed(dir);
 	pthread_mutex_unlock(&dir->lock);
 	r = reply_new_entry(req, dir, name, fi, fd);
-	if (r < 0 && fd >= 0)
+	/* mknod of a regular file opened it too, with no handle to keep it */
+	if ((r < 0 || !fi) && fd >= 0)
 		close(fd);
 	return r;
 out:
@@ -453,11 +454,12 @@ static int do_remove(struct node *dir, const char *name, bool is_dir)
 			fstatat(ufd, name, &st, AT_SYMLINK_NOFOLLOW);
 	}
 	bool other_links = !is_dir && in_upper && st.st_nlink > 1;
-	if (other_links)
-		node_detach(n);
-	else
-		node_mark_deleted(n);
+	node_keep_path(n);   /* before the name goes */
 	r = remove_entry(dir, name, is_dir, in_upper);
+	if (r == 0 && other_links)
+		node_detach(n);
+	else if (r == 0)
+		node_mark_deleted(n);
 	node_dir_changed(dir);
 	pthread_mutex_unlock(&dir->lock);
 out:

@@ -121,9 +121,11 @@ int opts_parse_idmap(const char *value, struct idmap *m)
 	while (*p) {
 		struct idmap_ent e;
 		char *end;
-		if (parse_u32(p, &end, &e.inside) < 0 || *end != ':')
+		/* fuse-overlayfs's order, which containers-storage relies on:
+		 * the on-disk id first, then the id shown */
+		if (parse_u32(p, &end, &e.outside) < 0 || *end != ':')
 			goto bad;
-		if (parse_u32(end + 1, &end, &e.outside) < 0 || *end != ':')
+		if (parse_u32(end + 1, &end, &e.inside) < 0 || *end != ':')
 			goto bad;
 		if (parse_u32(end + 1, &end, &e.count) < 0 || (*end && *end != ':') || e.count == 0)
 			goto bad;
@@ -167,7 +169,7 @@ uint32_t idmap_to_outside(const struct idmap *m, uint32_t inside)
 		if (inside >= e->inside && inside - e->inside < e->count)
 			return e->outside + (inside - e->inside);
 	}
-	return (uint32_t)-1;
+	return IDMAP_OVERFLOW;  /* fuse-overlayfs writes unmapped ids as nobody */
 }
 
 static int append_fuse_opt(struct strata_opts *o, const char *opt, size_t len)
@@ -269,7 +271,7 @@ static int parse_item(struct strata_opts *o, char *item)
 	if (!strcmp(key, "uidmapping") || !strcmp(key, "gidmapping")) {
 		NEEDS_VAL();
 		if (opts_parse_idmap(val, key[0] == 'u' ? &o->uidmap : &o->gidmap) < 0) {
-			susage("bad %s=%s: expected INSIDE:OUTSIDE:COUNT[:INSIDE:OUTSIDE:COUNT...]",
+			susage("bad %s=%s: expected DISK:SHOWN:COUNT[:DISK:SHOWN:COUNT...]",
 			       key, val);
 			return -EINVAL;
 		}

@@ -53,14 +53,14 @@ int opts_parse_string(struct strata_opts *o, const char *s);
 /* Split a lowerdir= value on ':' (a backslash escapes ':' and ','). */
 int opts_split_lowers(const char *value, char ***out, unsigned *n);
 
-/* Parse "A:B:N[:A:B:N...]" (an optional leading ':' is accepted). */
+/* Parse "DISK:SHOWN:N[:...]" (an optional leading ':' is accepted): on-disk
+ * ids DISK..DISK+N-1 show as SHOWN..SHOWN+N-1, as in fuse-overlayfs. */
 int opts_parse_idmap(const char *value, struct idmap *m);
 
 #define IDMAP_OVERFLOW 65534u
 
 /* Map an on-disk id to the id shown, and back. With an empty map ids pass
- * unchanged; outside a map, an on-disk id shows as IDMAP_OVERFLOW and a
- * shown id has no on-disk id ((uint32_t)-1). */
+ * unchanged; outside a map, either way, an id becomes IDMAP_OVERFLOW. */
 uint32_t idmap_to_inside(const struct idmap *m, uint32_t outside);
 uint32_t idmap_to_outside(const struct idmap *m, uint32_t inside);
 

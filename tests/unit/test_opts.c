@@ -50,16 +50,16 @@ static void containers_storage_options(void **state)
 	assert_true(o.noacl);
 	assert_int_equal(o.xattr_permissions, 2);
 	assert_int_equal(o.uidmap.n, 2);
-	assert_int_equal(o.uidmap.ents[1].inside, 1);
-	assert_int_equal(o.uidmap.ents[1].outside, 100000);
+	assert_int_equal(o.uidmap.ents[1].outside, 1);
+	assert_int_equal(o.uidmap.ents[1].inside, 100000);
 	assert_int_equal(o.uidmap.ents[1].count, 65536);
 	assert_int_equal(o.gidmap.n, 1);
-	/* on-disk 100005 is container id 6; an unmapped one shows as nobody */
-	assert_int_equal(idmap_to_inside(&o.uidmap, 100005), 6);
-	assert_int_equal(idmap_to_inside(&o.uidmap, 1000), 0);
-	assert_int_equal(idmap_to_outside(&o.uidmap, 6), 100005);
-	assert_int_equal(idmap_to_outside(&o.uidmap, 70000), (uint32_t)-1);
-	assert_int_equal(idmap_to_inside(&o.uidmap, 5000), IDMAP_OVERFLOW);
+	/* on-disk 6 shows as 100005; an unmapped one shows as nobody */
+	assert_int_equal(idmap_to_inside(&o.uidmap, 6), 100005);
+	assert_int_equal(idmap_to_inside(&o.uidmap, 0), 1000);
+	assert_int_equal(idmap_to_outside(&o.uidmap, 100005), 6);
+	assert_int_equal(idmap_to_outside(&o.uidmap, 70000), IDMAP_OVERFLOW);
+	assert_int_equal(idmap_to_inside(&o.uidmap, 70000), IDMAP_OVERFLOW);
 	opts_free(&o);
 }
 
