@@ -216,12 +216,10 @@ static void inval_attr(struct node *n)
 		fuse_lowlevel_notify_inval_inode(SFS->se, node_id(n), -1, 0);
 }
 
+static int copyup_dir_in(struct node *dir, struct node *p);
+
 int copyup_dir(struct node *dir)
 {
-	struct node *p = dir->parent;
-	char tmp[64];
-	int r;
-
 	if (!SFS->has_upper)
 		return -EROFS;
 	pthread_rwlock_rdlock(&dir->dl_lock);
@@ -229,8 +227,26 @@ int copyup_dir(struct node *dir)
 	pthread_rwlock_unlock(&dir->dl_lock);
 	if (have)
 		return 0;
+	if (dir->deleted)
+		return -ENOENT;  /* removed: nothing may bring it back */
+	pthread_mutex_lock(&SFS->table_lock);
+	struct node *p = dir->parent;
+	if (p)
+		p->refs++;
+	pthread_mutex_unlock(&SFS->table_lock);
 	if (!p)
 		return -EIO;  /* the root always has an upper */
+	int r = copyup_dir_in(dir, p);
+	node_unref(p);
+	return r;
+}
+
+static int copyup_dir_in(struct node *dir, struct node *p)
+{
+	char tmp[64];
+	int r;
+	bool have;
+
 	if ((r = copyup_dir(p)) < 0)
 		return r;
 

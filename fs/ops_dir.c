@@ -42,7 +42,10 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 static uint64_t parent_ino(struct node *n)
 {
-	return n->parent ? n->parent->ino : n->ino;
+	pthread_mutex_lock(&SFS->table_lock);
+	uint64_t ino = n->parent ? n->parent->ino : n->ino;
+	pthread_mutex_unlock(&SFS->table_lock);
+	return ino;
 }
 
 static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
