@@ -578,6 +578,8 @@ int copyup(struct node *n, enum cu_how how)
 	node_hash_add(n, ust.st_dev, ust.st_ino);
 	pthread_mutex_unlock(&SFS->table_lock);
 	pthread_mutex_unlock(&p->lock);
+	if (st.st_nlink > 1)
+		inval_attr(n);  /* the copy has a link count of its own */
 out_unlock:
 	pthread_mutex_unlock(&n->lock);
 out_unref:
