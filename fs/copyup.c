@@ -120,23 +120,27 @@ int upper_set_owner(int dirfd, const char *name, int fd, uid_t uid, gid_t gid, m
 {
 	int r = fd >= 0 ? fchown(fd, uid, gid) : fchownat(dirfd, name, uid, gid, AT_SYMLINK_NOFOLLOW);
 	bool overridden = false;
+	/* A daemon without CAP_DAC_OVERRIDE must still reach what it stores:
+	 * the owner keeps access on disk and the real mode goes to the
+	 * override xattr. */
+	mode_t keep = S_ISDIR(mode) ? S_IRWXU : S_IRUSR | S_IWUSR;
+	bool need_keep = SFS->no_dac && (S_ISREG(mode) || S_ISDIR(mode)) && (mode & keep) != keep;
 
-	if (r < 0) {
-		if (errno != EPERM && errno != EINVAL && errno != EOVERFLOW)
-			return -errno;
-		if (!SFS->xa_override)
-			return 0;  /* leave the daemon's owner: nothing better to do */
+	if (r < 0 && errno != EPERM && errno != EINVAL && errno != EOVERFLOW)
+		return -errno;
+	if ((r < 0 || need_keep) && SFS->xa_override) {
 		char v[64];
 		int len = snprintf(v, sizeof v, "%u:%u:0%o", uid, gid, mode & 07777);
-		r = fd >= 0 ? (fsetxattr(fd, SFS->xa_override, v, (size_t)len, 0) < 0 ? -errno : 0)
-			    : xa_set(dirfd, name, SFS->xa_override, v, (size_t)len, 0);
-		if (r < 0 && r != -EPERM && r != -ENOTSUP)
-			return r;
-		overridden = true;
+		int xr = fd >= 0 ? (fsetxattr(fd, SFS->xa_override, v, (size_t)len, 0) < 0 ? -errno : 0)
+				 : xa_set(dirfd, name, SFS->xa_override, v, (size_t)len, 0);
+		if (xr < 0 && xr != -EPERM && xr != -ENOTSUP)
+			return xr;
+		overridden = xr == 0;
 	}
 	if (!S_ISLNK(mode)) {
 		/* chown may have cleared set-id bits: mode goes last */
-		r = fd >= 0 ? fchmod(fd, mode & 07777) : fchmodat(dirfd, name, mode & 07777, 0);
+		mode_t m = (mode & 07777) | (need_keep && overridden ? keep : 0);
+		r = fd >= 0 ? fchmod(fd, m) : fchmodat(dirfd, name, m, 0);
 		if (r < 0 && !overridden)
 			return -errno;
 	}

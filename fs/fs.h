@@ -97,6 +97,7 @@ struct sfs {
 	int workfd;              /* scratch directory inside workdir, same fs as upper */
 	struct wh_policy whp;
 	bool privileged;         /* trusted.* xattrs and chown work */
+	bool no_dac;             /* no CAP_DAC_OVERRIDE: a plain user's daemon (fusermount3) */
 	bool same_dev;           /* every layer on one filesystem: real inode numbers suffice */
 	const char *xa_origin;   /* xattr recording the inode number a copy-up keeps */
 	const char *xa_override; /* ownership override xattr written, or NULL */

@@ -155,6 +155,7 @@ static void probe_privileges(struct sfs *fs)
 		fremovexattr(fs->workfd, "trusted.strata.probe");
 		fs->privileged = true;
 	}
+	fs->no_dac = geteuid() != 0;
 	fs->whp.use_trusted = fs->privileged;
 	fs->whp.try_mknod = true;
 	fs->xa_origin = fs->privileged ? "trusted.strata.origin" : "user.strata.origin";

@@ -47,7 +47,7 @@ void present_stat(struct node *n, struct stat *st, int fd, int dirfd, const char
 	st->st_ino = n->ino;
 	if (S_ISDIR(n->type) && n->ndl > 1)
 		st->st_nlink = 1;  /* merged: counting subdirectories is not worth it */
-	if (o->xattr_permissions)
+	if (o->xattr_permissions || SFS->no_dac)
 		apply_override(st, dirfd, name, fd);
 	st->st_uid = idmap_to_inside(&o->uidmap, st->st_uid);
 	st->st_gid = idmap_to_inside(&o->gidmap, st->st_gid);
@@ -105,7 +105,7 @@ int fill_entry_st(struct node *n, const struct stat *st, struct fuse_entry_param
 {
 	/* the stat a lookup just made is the object's: no second one, unless
 	 * presentation needs more than the stat (metacopy blocks, override) */
-	if (n->metacopy || SFS->opts.xattr_permissions)
+	if (n->metacopy || SFS->opts.xattr_permissions || SFS->no_dac)
 		return fill_entry(n, e);
 	memset(e, 0, sizeof *e);
 	e->attr = *st;
@@ -166,8 +166,10 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, s
 	if (to_set & FUSE_SET_ATTR_MODE) {
 		if (S_ISLNK(n->type)) {
 			r = -EOPNOTSUPP;
-		} else if (SFS->opts.xattr_permissions) {
-			/* the override is the truth; the file itself stays
+		} else if ((SFS->opts.xattr_permissions || SFS->no_dac) &&
+			   (S_ISREG(n->type) || S_ISDIR(n->type))) {
+			/* the override is the truth (user.* xattrs live on files
+			 * and directories only); the file itself stays
 			 * readable by the daemon */
 			struct stat cur;
 			if (fstatat(l.dirfd, l.name, &cur, l.nofollow) < 0) {
