@@ -74,6 +74,7 @@ struct node {
 	pthread_rwlock_t dl_lock;/* guards dl/ndl: readers iterate, copy-up/rename replace */
 	pthread_mutex_t lock;    /* serialises changes to this directory's upper */
 	uint64_t version;        /* bumped on every change of the listing */
+	bool kcached;            /* the kernel may hold a cached listing of it */
 	struct dircache *dcache; /* merged listing for `version`, or NULL */
 
 	/* a lower object found to carry no visible xattr: GETXATTR answers

@@ -281,14 +281,21 @@ void node_detach(struct node *n)
 void node_dir_changed(struct node *dir)
 {
 	struct dircache *old;
+	bool kcached;
 
 	pthread_mutex_lock(&SFS->table_lock);
 	dir->version++;
 	old = dir->dcache;
 	dir->dcache = NULL;
+	kcached = dir->kcached;
+	dir->kcached = false;
 	pthread_mutex_unlock(&SFS->table_lock);
 	if (old)
 		dircache_put(old);
+	/* The kernel checks its cached listing against the directory's mtime,
+	 * which two changes within one clock tick leave equal: drop it. */
+	if (kcached && SFS->se)
+		fuse_lowlevel_notify_inval_inode(SFS->se, node_id(dir), 0, 0);
 }
 
 /* ---- paths inside layers -------------------------------------------- */

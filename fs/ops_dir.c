@@ -29,10 +29,10 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	h->n = n;
 	node_ref(n);
 	fi->fh = (uintptr_t)h;
-	/* The daemon caches merged listings itself. The kernel's readdir
-	 * cache is not used: under concurrent creates a listing it kept
-	 * missed entries (tests/fs concurrent scenario). */
-	fi->cache_readdir = 0;
+	/* The kernel may keep listings: every change through us drops its
+	 * copy (node_dir_changed). */
+	fi->cache_readdir = 1;
+	fi->keep_cache = 1;
 	if (fuse_reply_open(req, fi) != 0) {
 		dircache_put(h->dc);
 		node_unref(n);
@@ -61,6 +61,9 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	 * began, so the listing must not be older than that. */
 	if (off == 0) {
 		struct dircache *fresh;
+		pthread_mutex_lock(&SFS->table_lock);
+		h->n->kcached = true;
+		pthread_mutex_unlock(&SFS->table_lock);
 		int r = dir_listing(h->n, &fresh);
 		if (r < 0) {
 			fuse_reply_err(req, -r);
@@ -113,6 +116,20 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			break;
 		struct lookup_res res;
 		struct fuse_entry_param e;
+		/* An entry the kernel already holds a node for goes without
+		 * attributes (nodeid 0: "no entry data"): no lookup here, and
+		 * the kernel keeps what it cached, ACLs included. */
+		pthread_mutex_lock(&SFS->table_lock);
+		struct node *known = node_child_find(h->n, name);
+		if (known && known->nlookup) {
+			memset(&e, 0, sizeof e);
+			e.attr.st_ino = known->ino;
+			e.attr.st_mode = known->type;
+			pthread_mutex_unlock(&SFS->table_lock);
+			used += fuse_add_direntry_plus(req, buf + used, size - used, name, &e, (off_t)k + 1);
+			continue;
+		}
+		pthread_mutex_unlock(&SFS->table_lock);
 		if (lookup_name(h->n, name, &res) < 0)
 			continue;  /* gone since the listing was taken */
 		struct stat cst = res.st;

@@ -5,6 +5,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/sysmacros.h>
@@ -53,9 +54,17 @@ void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 
 void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
 {
+	static size_t since_trim;
+
 	for (size_t i = 0; i < count; i++)
 		node_forget(node_get(forgets[i].ino), forgets[i].nlookup);
 	fuse_reply_none(req);
+	/* After the kernel let go of many nodes (memory pressure, drop_caches)
+	 * give the freed memory back instead of keeping it in malloc's pools. */
+	if (__atomic_add_fetch(&since_trim, count, __ATOMIC_RELAXED) > 16384) {
+		__atomic_store_n(&since_trim, 0, __ATOMIC_RELAXED);
+		malloc_trim(0);
+	}
 }
 
 /* A child node with an in-daemon reference (no kernel reference). */
