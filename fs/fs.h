@@ -261,6 +261,9 @@ void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
 void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
 void op_tmpfile(fuse_req_t req, fuse_ino_t parent, mode_t mode, struct fuse_file_info *fi);
 
+/* Close handles the kernel never released (at unmount). */
+void fh_close_all(void);
+
 /* Shared by the ops: fill a fuse_entry_param for node n. */
 int fill_entry(struct node *n, struct fuse_entry_param *e);
 /* The same from the stat a lookup just took of the object. */

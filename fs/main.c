@@ -114,6 +114,7 @@ void op_init(void *ud, struct fuse_conn_info *conn)
 
 void op_destroy(void *ud)
 {
+	fh_close_all();
 }
 
 static int build_root(struct sfs *fs)

@@ -19,7 +19,34 @@ struct fh {
 	unsigned refs;      /* RELEASE may arrive while a read still finishes */
 	struct node *n;
 	pthread_mutex_t lock;
+	struct fh *prev, *next; /* open handles, closed at unmount if the kernel
+				 * never released them (a mapping outliving it) */
 };
+
+static pthread_mutex_t open_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct fh *open_list;
+
+static void fh_link(struct fh *h)
+{
+	pthread_mutex_lock(&open_lock);
+	h->next = open_list;
+	if (open_list)
+		open_list->prev = h;
+	open_list = h;
+	pthread_mutex_unlock(&open_lock);
+}
+
+static void fh_unlink(struct fh *h)
+{
+	pthread_mutex_lock(&open_lock);
+	if (h->prev)
+		h->prev->next = h->next;
+	else
+		open_list = h->next;
+	if (h->next)
+		h->next->prev = h->prev;
+	pthread_mutex_unlock(&open_lock);
+}
 
 static struct fh *FH(struct fuse_file_info *fi)
 {
@@ -68,6 +95,7 @@ int fh_new(struct node *n, int fd, int flags, struct fuse_file_info *fi)
 	}
 	pthread_mutex_init(&h->lock, NULL);
 	node_ref(n);
+	fh_link(h);
 	fi->fh = (uintptr_t)h;
 	/* lower data never changes; upper data changes only through us */
 	fi->keep_cache = 1;
@@ -78,6 +106,7 @@ static void fh_put(struct fh *h)
 {
 	if (__atomic_sub_fetch(&h->refs, 1, __ATOMIC_ACQ_REL))
 		return;
+	fh_unlink(h);
 	close(h->fd);
 	pthread_mutex_destroy(&h->lock);
 	node_unref(h->n);
@@ -272,4 +301,19 @@ void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, struct 
 void op_tmpfile(fuse_req_t req, fuse_ino_t parent, mode_t mode, struct fuse_file_info *fi)
 {
 	fuse_reply_err(req, EOPNOTSUPP);
+}
+
+void fh_close_all(void)
+{
+	pthread_mutex_lock(&open_lock);
+	struct fh *h = open_list;
+	open_list = NULL;
+	pthread_mutex_unlock(&open_lock);
+	while (h) {
+		struct fh *next = h->next;
+		close(h->fd);
+		pthread_mutex_destroy(&h->lock);
+		free(h);
+		h = next;
+	}
 }
