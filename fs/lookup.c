@@ -172,7 +172,8 @@ int lookup_name(struct node *dir, const char *name, struct lookup_res *res)
 		}
 		if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
 			int e = errno;
-			bool hidden = e == ENOENT && oci_whiteout_in(dfd, name);
+			/* a whiteout in the bottom layer would hide nothing */
+			bool hidden = e == ENOENT && i + 1 < dir->ndl && oci_whiteout_in(dfd, name);
 			if (tmp)
 				close(dfd);
 			if (e != ENOENT && e != ENOTDIR) {

@@ -236,7 +236,13 @@ static int create_obj(fuse_req_t req, struct node *dir, const char *name, struct
 		r = -EEXIST;
 		goto out;
 	}
-	bool over_oci = !over_cwh && wh_exists(ufd, name) == 1;
+	bool over_oci = false;
+	if (!over_cwh) {
+		char oci[WH_PREFIX_LEN + NAME_MAX + 1];
+		struct stat ost;
+		snprintf(oci, sizeof oci, WH_PREFIX "%s", name);
+		over_oci = strlen(oci) <= NAME_MAX && fstatat(ufd, oci, &ost, AT_SYMLINK_NOFOLLOW) == 0;
+	}
 	/* a directory replacing a deleted lower one must hide its contents */
 	bool opaque = s->kind == OBJ_DIR && (over_cwh || over_oci || name_in_lowers(dir, name) == 1);
 
