@@ -261,6 +261,10 @@ void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
 void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
 void op_tmpfile(fuse_req_t req, fuse_ino_t parent, mode_t mode, struct fuse_file_info *fi);
 
+/* ops_file.c: open-file handles */
+int fh_new(struct node *n, int fd, int flags, struct fuse_file_info *fi);
+void fh_free_fi(struct fuse_file_info *fi);
+int fh_fd(struct fuse_file_info *fi);   /* the handle's fd, -1 without one */
 /* Close handles the kernel never released (at unmount). */
 void fh_close_all(void);
 

@@ -129,9 +129,6 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_attr(req, &st, SFS->timeout);
 }
 
-struct fh;
-int fh_fd(struct fuse_file_info *fi);
-
 void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi)
 {
 	struct node *n = node_get(ino);

@@ -112,13 +112,11 @@ static int reply_new_entry(fuse_req_t req, struct node *dir, const char *name,
 		return r;
 	}
 	if (fi) {
-		int fh_new(struct node *nn, int fdd, int flags, struct fuse_file_info *f);
 		if ((r = fh_new(n, fd, fi->flags, fi)) < 0) {
 			node_forget(n, 1);
 			return r;
 		}
 		if (fuse_reply_create(req, &e, fi) != 0) {
-			void fh_free_fi(struct fuse_file_info * f);
 			fh_free_fi(fi);
 			node_forget(n, 1);
 		}
@@ -324,9 +322,6 @@ void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, 
 	int r = create_obj(req, node_get(parent), name, &s, NULL);
 	if (r < 0)
 		fuse_reply_err(req, -r);
-	else if (s.kind == OBJ_FILE) {
-		/* make_obj opened it; mknod does not keep it */
-	}
 }
 
 void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)

@@ -61,7 +61,7 @@ void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 		}
 	}
 	char *buf = size ? malloc(size) : NULL;
-	ssize_t len = xa_get(l.dirfd, l.nofollow ? l.name : l.name, name, buf, size);
+	ssize_t len = xa_get(l.dirfd, l.name, name, buf, size);
 	loc_put(&l);
 	if (len < 0)
 		fuse_reply_err(req, (int)-len == ENOTSUP ? ENODATA : (int)-len);
