@@ -116,30 +116,46 @@ static int copy_xattrs_at(int sdir, const char *sname, int ddir, const char *dna
 /* Owner and mode onto an upper object. An owner the upper cannot hold (a
  * rootless store without that id mapped) is kept in the override xattr, so
  * no operation fails with EOVERFLOW. */
+mode_t owner_access(mode_t mode)
+{
+	return S_ISDIR(mode) ? S_IRWXU : S_IRUSR | S_IWUSR;
+}
+
+/* A daemon without CAP_DAC_OVERRIDE must still reach what it stores: an
+ * object whose mode denies its owner keeps owner access on disk and its real
+ * mode in the override xattr (user.* xattrs live on files and dirs only). */
+bool needs_owner_access(mode_t mode)
+{
+	return SFS->no_dac && (S_ISREG(mode) || S_ISDIR(mode)) &&
+	       (mode & owner_access(mode)) != owner_access(mode);
+}
+
+int override_write(int dirfd, const char *name, int fd, uid_t uid, gid_t gid, mode_t mode)
+{
+	char v[64];
+	int len = snprintf(v, sizeof v, "%u:%u:0%o", uid, gid, mode & 07777);
+	if (fd >= 0)
+		return fsetxattr(fd, SFS->xa_override, v, (size_t)len, 0) < 0 ? -errno : 0;
+	return xa_set(dirfd, name, SFS->xa_override, v, (size_t)len, 0);
+}
+
 int upper_set_owner(int dirfd, const char *name, int fd, uid_t uid, gid_t gid, mode_t mode)
 {
 	int r = fd >= 0 ? fchown(fd, uid, gid) : fchownat(dirfd, name, uid, gid, AT_SYMLINK_NOFOLLOW);
 	bool overridden = false;
-	/* A daemon without CAP_DAC_OVERRIDE must still reach what it stores:
-	 * the owner keeps access on disk and the real mode goes to the
-	 * override xattr. */
-	mode_t keep = S_ISDIR(mode) ? S_IRWXU : S_IRUSR | S_IWUSR;
-	bool need_keep = SFS->no_dac && (S_ISREG(mode) || S_ISDIR(mode)) && (mode & keep) != keep;
+	bool need_keep = needs_owner_access(mode);
 
 	if (r < 0 && errno != EPERM && errno != EINVAL && errno != EOVERFLOW)
 		return -errno;
 	if ((r < 0 || need_keep) && SFS->xa_override) {
-		char v[64];
-		int len = snprintf(v, sizeof v, "%u:%u:0%o", uid, gid, mode & 07777);
-		int xr = fd >= 0 ? (fsetxattr(fd, SFS->xa_override, v, (size_t)len, 0) < 0 ? -errno : 0)
-				 : xa_set(dirfd, name, SFS->xa_override, v, (size_t)len, 0);
+		int xr = override_write(dirfd, name, fd, uid, gid, mode);
 		if (xr < 0 && xr != -EPERM && xr != -ENOTSUP)
 			return xr;
 		overridden = xr == 0;
 	}
 	if (!S_ISLNK(mode)) {
 		/* chown may have cleared set-id bits: mode goes last */
-		mode_t m = (mode & 07777) | (need_keep && overridden ? keep : 0);
+		mode_t m = (mode & 07777) | (need_keep && overridden ? owner_access(mode) : 0);
 		r = fd >= 0 ? fchmod(fd, m) : fchmodat(dirfd, name, m, 0);
 		if (r < 0 && !overridden)
 			return -errno;

@@ -212,6 +212,12 @@ uint64_t origin_in_parent_get(int pdirfd, const char *name);
 void origin_in_parent_clear(int pdirfd, const char *name);
 int copy_xattrs(int srcfd, int dstfd);
 int upper_set_owner(int dirfd, const char *name, int fd, uid_t uid, gid_t gid, mode_t mode);
+/* Owner and mode kept in the override xattr ("uid:gid:0mode"). */
+int override_write(int dirfd, const char *name, int fd, uid_t uid, gid_t gid, mode_t mode);
+/* The bits an owner needs to use an object (rw for files, rwx for dirs). */
+mode_t owner_access(mode_t mode);
+/* Would a daemon without CAP_DAC_OVERRIDE lose access to an object of MODE? */
+bool needs_owner_access(mode_t mode);
 
 /* xattr helpers (xattr.c): xattrs of NAME in dirfd without following symlinks */
 ssize_t xa_get(int dirfd, const char *name, const char *key, void *buf, size_t sz);

@@ -40,6 +40,15 @@ static void apply_override(struct stat *st, int dirfd, const char *name, int fd)
 	st->st_mode = (st->st_mode & S_IFMT) | (mode & 07777);
 }
 
+/* Owner and mode as stored: the file's, or its override xattr's. */
+static int stored_stat(const struct loc *l, struct stat *st)
+{
+	if (fstatat(l->dirfd, l->name, st, l->nofollow) < 0)
+		return -errno;
+	apply_override(st, l->dirfd, l->name, -1);
+	return 0;
+}
+
 void present_stat(struct node *n, struct stat *st, int fd, int dirfd, const char *name)
 {
 	struct strata_opts *o = &SFS->opts;
@@ -169,20 +178,13 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, s
 			 * and directories only); the file itself stays
 			 * readable by the daemon */
 			struct stat cur;
-			if (fstatat(l.dirfd, l.name, &cur, l.nofollow) < 0) {
-				r = -errno;
-			} else {
-				apply_override(&cur, l.dirfd, l.name, -1);
-				char v[64];
-				int len = snprintf(v, sizeof v, "%u:%u:0%o", cur.st_uid, cur.st_gid,
-						   attr->st_mode & 07777);
-				r = xa_set(l.dirfd, l.name, SFS->xa_override, v, (size_t)len, 0);
-				/* the file follows, but stays usable by its owner,
-				 * the daemon: tools that read the upper see the mode */
-				mode_t keep = S_ISDIR(cur.st_mode) ? S_IRWXU : S_IRUSR | S_IWUSR;
-				if (r == 0)
-					fchmodat(l.dirfd, l.name, (attr->st_mode & 07777) | keep, 0);
-			}
+			r = stored_stat(&l, &cur);
+			if (r == 0)
+				r = override_write(l.dirfd, l.name, -1, cur.st_uid, cur.st_gid, attr->st_mode);
+			/* the file follows, but stays usable by its owner, the
+			 * daemon: tools that read the upper see the mode */
+			if (r == 0)
+				fchmodat(l.dirfd, l.name, (attr->st_mode & 07777) | owner_access(cur.st_mode), 0);
 		} else if (fchmodat(l.dirfd, l.name, attr->st_mode & 07777, 0) < 0) {
 			r = -errno;
 		}
@@ -196,16 +198,10 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, s
 			gid = idmap_to_outside(&SFS->opts.gidmap, attr->st_gid);
 		if (SFS->opts.xattr_permissions) {
 			struct stat cur;
-			r = fstatat(l.dirfd, l.name, &cur, l.nofollow) < 0 ? -errno : 0;
+			r = stored_stat(&l, &cur);
 			if (r == 0)
-				apply_override(&cur, l.dirfd, l.name, -1);
-			if (r == 0) {
-				char v[64];
-				int len = snprintf(v, sizeof v, "%u:%u:0%o",
-						   uid == (uid_t)-1 ? cur.st_uid : uid,
-						   gid == (gid_t)-1 ? cur.st_gid : gid, cur.st_mode & 07777);
-				r = xa_set(l.dirfd, l.name, SFS->xa_override, v, (size_t)len, 0);
-			}
+				r = override_write(l.dirfd, l.name, -1, uid == (uid_t)-1 ? cur.st_uid : uid,
+						   gid == (gid_t)-1 ? cur.st_gid : gid, cur.st_mode);
 		} else if (fchownat(l.dirfd, l.name, uid, gid, l.nofollow) < 0) {
 			r = -errno;
 		}

@@ -188,8 +188,7 @@ static int create_set_owner(int dirfd, const char *name, int fd, uid_t uid, gid_
 	struct stat st;
 	int r = fd >= 0 ? fstat(fd, &st) : fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW);
 
-	mode_t keep = S_ISDIR(mode) ? S_IRWXU : S_IRUSR | S_IWUSR;
-	if (SFS->no_dac && (S_ISREG(mode) || S_ISDIR(mode)) && (mode & keep) != keep)
+	if (needs_owner_access(mode))
 		return upper_set_owner(dirfd, name, fd, uid, gid, mode);
 	if (r == 0 && st.st_uid == uid && st.st_gid == gid && !(mode & 06000))
 		return 0;
