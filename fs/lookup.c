@@ -138,6 +138,20 @@ static void upper_file_marks(struct lookup_res *res, int dirfd, const char *name
 	}
 }
 
+enum { ASK_LAYER, ABSENT, HIDDEN };
+
+/* What a listed lower directory already says about NAME from memory:
+ * ABSENT (look further down), HIDDEN (an OCI whiteout ends the search), or
+ * ASK_LAYER when it holds the name or has not been listed yet. */
+static int known_absence(struct node *dir, unsigned i, const char *name)
+{
+	if (dl_has(dir, i, name) != 0)
+		return ASK_LAYER;
+	char wh[WH_PREFIX_LEN + NAME_MAX + 1];
+	snprintf(wh, sizeof wh, WH_PREFIX "%s", name);
+	return dl_has(dir, i, wh) == 1 ? HIDDEN : ABSENT;
+}
+
 int lookup_name(struct node *dir, const char *name, struct lookup_res *res)
 {
 	bool found = false;
@@ -150,20 +164,16 @@ int lookup_name(struct node *dir, const char *name, struct lookup_res *res)
 	if (!strncmp(name, WH_PREFIX, WH_PREFIX_LEN))
 		return -ENOENT;   /* whiteout bookkeeping never shows */
 
-	char whname[WH_PREFIX_LEN + NAME_MAX + 1];
-	snprintf(whname, sizeof whname, WH_PREFIX "%s", name);
 	pthread_rwlock_rdlock(&dir->dl_lock);
 	for (unsigned i = 0; i < dir->ndl; i++) {
 		uint32_t layer = dir->dl[i].layer;
 		bool tmp;
 		struct stat st;
-		/* a listed lower directory answers from memory */
-		int has = dl_has(dir, i, name);
-		if (has == 0) {
-			if (dl_has(dir, i, whname) == 1)
-				break;       /* an OCI whiteout hides it below */
+		int known = known_absence(dir, i, name);
+		if (known == ABSENT)
 			continue;
-		}
+		if (known == HIDDEN)
+			break;
 		int dfd = node_dlfd(dir, i, &tmp);
 
 		if (dfd < 0) {
@@ -312,14 +322,11 @@ int name_in_lowers(struct node *dir, const char *name)
 
 		if (is_upper(layer))
 			continue;
-		char whname[WH_PREFIX_LEN + NAME_MAX + 1];
-		snprintf(whname, sizeof whname, WH_PREFIX "%s", name);
-		int has = dl_has(dir, i, name);
-		if (has == 0) {
-			if (dl_has(dir, i, whname) == 1)
-				break;
+		int known = known_absence(dir, i, name);
+		if (known == ABSENT)
 			continue;
-		}
+		if (known == HIDDEN)
+			break;
 		int dfd = node_dlfd(dir, i, &tmp);
 		if (dfd < 0) {
 			r = dfd;
