@@ -35,7 +35,8 @@ static unsigned at_flags(const char *name)
 
 static int opath(int dirfd, const char *name, char *buf, size_t len)
 {
-	int fd = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	/* same rule as at_flags(): only a /proc link is followed */
+	int fd = openat(dirfd, name, O_PATH | O_CLOEXEC | (name[0] == '/' ? 0 : O_NOFOLLOW));
 	if (fd < 0)
 		return -errno;
 	snprintf(buf, len, "/proc/self/fd/%d", fd);
