@@ -118,6 +118,21 @@ static bool redirect_of(int fd, char *buf, size_t len)
 	return true;
 }
 
+/* One entry of a layer directory: its stat, its kind (whiteout or not) and
+ * the path it stands for in the merged view (a whiteout's is the name it
+ * hides). -1 for entries to pass over: gone, or opaque/aufs bookkeeping. */
+static int layer_entry(int dirfd, const char *dir, const char *name, struct stat *sb,
+		       const char **target, char *path, size_t len)
+{
+	if (fstatat(dirfd, name, sb, AT_SYMLINK_NOFOLLOW) < 0)
+		return -1;
+	enum wh_kind k = wh_classify(name, sb, target);
+	if (k == WH_OPQ || k == WH_RESERVED)
+		return -1;
+	snprintf(path, len, "%s/%s", dir, k == WH_OCI ? *target : name);
+	return (int)k;
+}
+
 /* Walk the upper directory dirfd (shown at dir). all_added: the directory
  * is new, so is everything in it. lsrc: inside a renamed directory, the
  * lower path its contents come from. */
@@ -135,12 +150,9 @@ static int walk_upper(int dirfd, const char *dir, const struct lowerview *lv, bo
 		char path[PATH_MAX];
 		struct stat sb;
 		const char *target;
-		if (fstatat(dirfd, names[i], &sb, AT_SYMLINK_NOFOLLOW) < 0)
+		int k = layer_entry(dirfd, dir, names[i], &sb, &target, path, sizeof path);
+		if (k < 0)
 			continue;
-		enum wh_kind k = wh_classify(names[i], &sb, &target);
-		if (k == WH_OPQ || k == WH_RESERVED)
-			continue;
-		snprintf(path, sizeof path, "%s/%s", dir, k == WH_OCI ? target : names[i]);
 		if (k == WH_CHARDEV || k == WH_OCI) {
 			if (k == WH_OCI)
 				memmove(names[i], target, strlen(target) + 1);   /* for the skip list */
@@ -303,12 +315,9 @@ static int apply_dir(struct tree *t, int dirfd, const char *dir, size_t layer)
 		char path[PATH_MAX];
 		struct stat sb;
 		const char *target;
-		if (fstatat(dirfd, names[i], &sb, AT_SYMLINK_NOFOLLOW) < 0)
+		int k = layer_entry(dirfd, dir, names[i], &sb, &target, path, sizeof path);
+		if (k < 0)
 			continue;
-		enum wh_kind k = wh_classify(names[i], &sb, &target);
-		if (k == WH_OPQ || k == WH_RESERVED)
-			continue;
-		snprintf(path, sizeof path, "%s/%s", dir, k == WH_OCI ? target : names[i]);
 		if (k == WH_CHARDEV || k == WH_OCI) {
 			if (json_object_get(t->map, path))
 				note(t, layer, "D", path, 0, false);
