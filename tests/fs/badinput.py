@@ -14,8 +14,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ovltest import (SKIP, Skip, become_subreaper, check_fs, fs_under_test,  # noqa: E402
-                     is_mounted, mount_tmpfs, umount)
+from ovltest import (SKIP, is_mounted, mount_tmpfs, prepare_fs, umount)  # noqa: E402
 
 problems = []
 
@@ -75,12 +74,8 @@ def expect_failure(fs, name, opts, mnt, must_name):
 
 
 def main(argv):
-    become_subreaper()
-    fs = fs_under_test(argv)
-    try:
-        check_fs(fs)
-    except Skip as e:
-        print('SKIP: %s' % e)
+    fs = prepare_fs(argv)
+    if fs is None:
         return SKIP
     base = tempfile.mkdtemp(prefix='strata-fs-bad-')
     other = tempfile.mkdtemp(prefix='strata-fs-bad-other-')

@@ -15,8 +15,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ovltest import (SKIP, Skip, FuseMount, become_subreaper, check_fs, file_sha,  # noqa: E402
-                     fs_under_test, is_mounted, mount_tmpfs, reap_all, umount)
+from ovltest import (SKIP, FuseMount, file_sha, is_mounted, mount_tmpfs, reap_all, prepare_fs, umount)  # noqa: E402
 
 SIZE = 48 << 20
 
@@ -89,12 +88,8 @@ def one_run(fs, base, lower_sha, attempt):
 
 
 def main(argv):
-    become_subreaper()
-    fs = fs_under_test(argv)
-    try:
-        check_fs(fs)
-    except Skip as e:
-        print('SKIP: %s' % e)
+    fs = prepare_fs(argv)
+    if fs is None:
         return SKIP
     base = tempfile.mkdtemp(prefix='strata-fs-crash-')
     mount_tmpfs(base)

@@ -18,8 +18,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ovltest import (SKIP, Skip, become_subreaper, check_fs, fs_under_test,  # noqa: E402
-                     is_mounted, mount_tmpfs, reap_all, umount)
+from ovltest import (SKIP, is_mounted, mount_tmpfs, reap_all, prepare_fs, umount)  # noqa: E402
 
 FS_CALLS = ('getdents64', 'openat', 'newfstatat', 'statx', 'fstatat64', 'lstat', 'stat',
             'readlinkat', 'fgetxattr', 'getxattr', 'lgetxattr', 'flistxattr', 'llistxattr',
@@ -60,12 +59,8 @@ def count_mount_calls(fs, opts, mnt, log, cwd=None):
 
 
 def main(argv):
-    become_subreaper()
-    fs = fs_under_test(argv)
-    try:
-        check_fs(fs)
-    except Skip as e:
-        print('SKIP: %s' % e)
+    fs = prepare_fs(argv)
+    if fs is None:
         return SKIP
     if not shutil.which('strace'):
         print('SKIP: strace not installed')

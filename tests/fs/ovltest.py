@@ -416,10 +416,22 @@ def fs_under_test(argv):
     return fs
 
 
-def main(scenarios, argv):
-    """argv: [--fs PATH] NAME... ; runs the named scenarios (all if none)."""
+def prepare_fs(argv):
+    """What every test script does first: adopt orphans, pick the filesystem
+    under test and check it can run here. Returns its path, or None after
+    printing why the test skips."""
     become_subreaper()
     fs = fs_under_test(argv)
+    try:
+        check_fs(fs)
+    except Skip as e:
+        print('SKIP: %s' % e)
+        return None
+    return fs
+
+
+def main(scenarios, argv):
+    """argv: [--fs PATH] NAME... ; runs the named scenarios (all if none)."""
     names = []
     i = 0
     while i < len(argv):
@@ -428,10 +440,8 @@ def main(scenarios, argv):
             continue
         names.append(argv[i])
         i += 1
-    try:
-        check_fs(fs)
-    except Skip as e:
-        print('SKIP: %s' % e)
+    fs = prepare_fs(argv)
+    if fs is None:
         return SKIP
     known = known_failures(fs)
     byname = {s.name: s for s in scenarios}
