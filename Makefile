@@ -4,7 +4,7 @@ BUILD      ?= build
 ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc)
 
-.PHONY: all setup build build-asan demo test test-asan bench clean
+.PHONY: all setup build build-asan demo test test-here bench clean
 
 all: build
 
@@ -25,7 +25,10 @@ demo: build
 # Every test on the release build, then the sanitizer build of the same
 # binaries through the tests labelled "asan" (the filesystem and launcher
 # integration tests), so ASan/UBSan see the daemon under real load.
-test: build build-asan
+test: setup
+	@sh scripts/test.sh
+
+test-here: build build-asan
 	@cd $(BUILD) && ctest --output-on-failure -j 2
 	@cd $(ASAN_BUILD) && ctest --output-on-failure -L asan -j 2
 
