@@ -7,7 +7,7 @@ set -eu
 src=$(cd "$(dirname "$0")/.." && pwd)
 
 if setpriv --reuid=65534 --regid=65534 --clear-groups test -r "$src/Makefile" 2>/dev/null; then
-	exec make -C "$src" test-here
+	exec make --no-print-directory -C "$src" test-here
 fi
 
 stage=/var/tmp/strata-test-$(id -u)
@@ -18,4 +18,4 @@ mkdir -p "$stage"
 	--exclude='./bench/results' -cf - .) | tar -C "$stage" -xf -
 chmod -R a+rX "$stage"
 chmod 755 "$stage"
-exec make -C "$stage" test-here
+exec make --no-print-directory -C "$stage" test-here
