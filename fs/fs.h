@@ -85,6 +85,12 @@ struct node {
 	bool metacopy;
 	int32_t data_layer;      /* layer holding the data, -1 when none */
 
+	/* open regular files (passthrough.c, under its lock) */
+	int backing_id;          /* the kernel's id of the upper file, 0 when none */
+	unsigned pt_opens;       /* handles open in passthrough mode */
+	unsigned cached_opens;   /* handles open in cached mode */
+	bool pt_used;            /* written behind the kernel's page cache once */
+
 	struct node *hnext;      /* hard-link hash chain */
 };
 
@@ -115,6 +121,7 @@ struct sfs {
 	int fd_budget;           /* how many directory fds nodes may keep open */
 	int fd_used;
 	double timeout;
+	bool pt;                 /* upper files use the kernel's passthrough */
 	struct fuse_session *se;
 };
 
@@ -228,6 +235,31 @@ bool xa_is_private(const char *key);
 
 /* loop.c: serve requests until unmounted; 0 workers = one thread */
 int serve(struct fuse_session *se, unsigned nworkers);
+/* The arguments of the request this thread serves, as the kernel sent them,
+ * if it is OPCODE with at least SIZE bytes of them (else NULL): for fields
+ * libfuse 3.14 does not pass on. */
+const void *loop_request_arg(uint32_t opcode, size_t size);
+
+/* ops_attr.c */
+bool mode_is_setid(mode_t mode);   /* S_ISUID or S_ISGID: a write may drop them */
+/* Drop set-user-ID and set-group-ID, as a write by a user without
+ * CAP_FSETID does (FUSE_HANDLE_KILLPRIV_V2 leaves it to us); req is the
+ * writer's request, or NULL when unknown (then both bits go). */
+int node_kill_setid(struct node *n, fuse_req_t req);
+
+/* passthrough.c: the kernel's FUSE passthrough for upper files */
+/* loop.c around serving INIT: begin=true before, false after */
+void pt_note_init(const void *arg, size_t size, bool begin);
+/* op_init: may upper files use passthrough? Sets SFS->pt. */
+bool pt_negotiate(void);
+/* After mounting: replies go through the code that completes them. */
+int pt_install(struct fuse_session *se);
+/* An open of n (open(2) FLAGS) through fd: the backing id to hand the
+ * kernel, or 0 for cached mode. *counted: pt_release() must follow. */
+int pt_open(struct node *n, int fd, int flags, bool *counted);
+void pt_release(struct node *n, int id);
+/* The next OPEN/CREATE reply of this thread carries backing id (0: none). */
+void pt_reply_with(int id);
 
 /* ops_*.c: FUSE operations */
 void op_init(void *ud, struct fuse_conn_info *conn);
@@ -269,6 +301,8 @@ void op_tmpfile(fuse_req_t req, fuse_ino_t parent, mode_t mode, struct fuse_file
 
 /* ops_file.c: open-file handles */
 int fh_new(struct node *n, int fd, int flags, struct fuse_file_info *fi);
+/* Reply to OPEN (e NULL) or CREATE for a handle fh_new() made. */
+int fh_reply_open(fuse_req_t req, struct fuse_file_info *fi, const struct fuse_entry_param *e);
 void fh_free_fi(struct fuse_file_info *fi);
 int fh_fd(struct fuse_file_info *fi);   /* the handle's fd, -1 without one */
 /* Close handles the kernel never released (at unmount). */

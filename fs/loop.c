@@ -62,6 +62,25 @@ static bool may_block(const void *mem, size_t size)
 	}
 }
 
+static __thread const struct fuse_in_header *tls_req;
+
+const void *loop_request_arg(uint32_t opcode, size_t size)
+{
+	const struct fuse_in_header *in = tls_req;
+	if (!in || in->opcode != opcode || in->len < sizeof *in + size)
+		return NULL;
+	return in + 1;
+}
+
+/* Serve one request on this thread, its raw form at hand for the ops. */
+static void process(struct fuse_session *se, void *mem, size_t size)
+{
+	struct fuse_buf b = { .size = size, .mem = mem };
+	tls_req = mem;
+	fuse_session_process_buf(se, &b);
+	tls_req = NULL;
+}
+
 static void *worker(void *arg)
 {
 	for (;;) {
@@ -78,8 +97,7 @@ static void *worker(void *arg)
 			Q.tail = NULL;
 		pthread_mutex_unlock(&Q.lock);
 
-		struct fuse_buf b = { .size = j->size, .mem = j->mem };
-		fuse_session_process_buf(Q.se, &b);
+		process(Q.se, j->mem, j->size);
 		free(j);
 	}
 }
@@ -121,8 +139,12 @@ int serve(struct fuse_session *se, unsigned nworkers)
 			pthread_mutex_unlock(&Q.lock);
 			continue;
 		}
-		struct fuse_buf b = { .size = (size_t)r, .mem = buf.mem };
-		fuse_session_process_buf(se, &b);
+		bool init = (size_t)r >= sizeof *in && in->opcode == FUSE_INIT;
+		if (init)
+			pt_note_init(in + 1, (size_t)r - sizeof *in, true);
+		process(se, buf.mem, (size_t)r);
+		if (init)
+			pt_note_init(NULL, 0, false);
 	}
 	pthread_mutex_lock(&Q.lock);
 	Q.stop = true;

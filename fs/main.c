@@ -43,7 +43,10 @@ static const char usage_text[] =
 "                     xattr: 1 security.containers.override_stat, 2 user.containers.override_stat\n"
 "  noacl              hide and refuse POSIX ACL xattrs\n"
 "  metacopy=on|off    chmod/chown/utimes/xattr changes copy no data (default on)\n"
-"  writeback=on|off   kernel writeback cache (default on)\n"
+"  writeback=on|off   kernel writeback cache (default on, unless passthrough is used)\n"
+"  passthrough=on|off let the kernel read and write files of the upper layer\n"
+"                     directly (default on; needs Linux 6.9+ and CAP_SYS_ADMIN,\n"
+"                     else ignored)\n"
 "  timeout=SECONDS    how long the kernel may cache names and attributes (default 86400)\n"
 "  allow_other, allow_root, default_permissions, ro, nodev, nosuid, noexec,\n"
 "  noatime, fsname=, subtype=\n"
@@ -98,6 +101,9 @@ void op_init(void *ud, struct fuse_conn_info *conn)
 	unsigned want = FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE |
 			FUSE_CAP_READDIRPLUS | FUSE_CAP_CACHE_SYMLINKS | FUSE_CAP_PARALLEL_DIROPS |
 			FUSE_CAP_ATOMIC_O_TRUNC | FUSE_CAP_ASYNC_DIO | FUSE_CAP_ASYNC_READ;
+	/* the kernel takes passthrough only without its writeback cache */
+	if (pt_negotiate())
+		SFS->opts.writeback = false;
 	if (SFS->opts.writeback && SFS->has_upper)
 		want |= FUSE_CAP_WRITEBACK_CACHE;
 	/* the kernel enforces and caches ACLs; umask is then ours to apply */
@@ -256,6 +262,10 @@ int main(int argc, char **argv)
 		serr(0, "mount on", fs.opts.mountpoint,
 		     "is /dev/fuse available and may this user mount FUSE (fusermount3 installed, or run inside unshare -Urm)?");
 		goto out_handlers;
+	}
+	if (pt_install(fs.se) != 0) {
+		serr(0, "set up replies on", fs.opts.mountpoint, "out of memory?");
+		goto out_unmount;
 	}
 	/* The mount is live: only now may the caller see exit status 0. */
 	if (!fs.opts.foreground && fuse_daemonize(0) != 0)

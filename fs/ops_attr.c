@@ -4,6 +4,7 @@
 #include "fs.h"
 
 #include <fcntl.h>
+#include <linux/fuse.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/statvfs.h>
@@ -138,6 +139,88 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_attr(req, &st, SFS->timeout);
 }
 
+/* chmod of the object at l (node n, already in the upper). */
+static int apply_mode(struct node *n, struct loc *l, mode_t mode)
+{
+	int r = 0;
+	if (S_ISLNK(n->type)) {
+		r = -EOPNOTSUPP;
+	} else if ((SFS->opts.xattr_permissions || SFS->no_dac) &&
+		   (S_ISREG(n->type) || S_ISDIR(n->type))) {
+		/* the override is the truth (user.* xattrs live on files
+		 * and directories only); the file itself stays
+		 * readable by the daemon */
+		struct stat cur;
+		r = stored_stat(l, &cur);
+		if (r == 0)
+			r = override_write(l->dirfd, l->name, -1, cur.st_uid, cur.st_gid, mode);
+		/* the file follows, but stays usable by its owner, the
+		 * daemon: tools that read the upper see the mode */
+		if (r == 0)
+			fchmodat(l->dirfd, l->name, (mode & 07777) | owner_access(cur.st_mode), 0);
+	} else if (fchmodat(l->dirfd, l->name, mode & 07777, 0) < 0) {
+		r = -errno;
+	}
+	return r;
+}
+
+bool mode_is_setid(mode_t mode)
+{
+	return mode & (S_ISUID | S_ISGID);
+}
+
+/* May the caller of req keep set-group-ID on a file of group gid? Only
+ * root or a member of the group (the kernel's in_group_or_capable). */
+static bool req_in_group(fuse_req_t req, gid_t gid)
+{
+	if (!req)
+		return false;
+	const struct fuse_ctx *c = fuse_req_ctx(req);
+	if (c->uid == 0 || c->gid == gid)
+		return true;
+	gid_t list[256];
+	int n = fuse_req_getgroups(req, 256, list);
+	for (int i = 0; i < n && i < 256; i++)
+		if (list[i] == gid)
+			return true;
+	return false;
+}
+
+/* What the kernel leaves to us with FUSE_HANDLE_KILLPRIV_V2: a write,
+ * truncate or chown by someone without CAP_FSETID drops set-user-ID, and
+ * set-group-ID where it is an executable's or the writer is not in the
+ * file's group (the kernel's setattr_should_drop_sgid). 1 when the mode
+ * changed. */
+static int kill_setid_at(struct node *n, struct loc *l, fuse_req_t req)
+{
+	struct stat st;
+	int r = node_stat(n, &st);
+	if (r < 0 || !S_ISREG(st.st_mode) || !(st.st_mode & (S_ISUID | S_ISGID)))
+		return r;
+	mode_t m = st.st_mode & ~(mode_t)S_ISUID;
+	if ((m & S_ISGID) && ((m & S_IXGRP) || !req_in_group(req, st.st_gid)))
+		m &= ~(mode_t)S_ISGID;
+	if (m == st.st_mode)
+		return 0;
+	r = apply_mode(n, l, m);
+	return r < 0 ? r : 1;
+}
+
+int node_kill_setid(struct node *n, fuse_req_t req)
+{
+	struct loc l;
+	int r = loc_get(n, &l);
+	if (r < 0)
+		return r;
+	r = kill_setid_at(n, &l, req);
+	loc_put(&l);
+	/* outside a SETATTR no reply carries the new mode: the kernel would
+	 * show its cached one until the attribute timeout */
+	if (r > 0 && SFS->se)
+		fuse_lowlevel_notify_inval_inode(SFS->se, node_id(n), -1, 0);
+	return r < 0 ? r : 0;
+}
+
 void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi)
 {
 	struct node *n = node_get(ino);
@@ -148,7 +231,8 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, s
 		fuse_reply_err(req, EROFS);
 		return;
 	}
-	sdebug("setattr %s valid=%#x size=%lld mtime=%lld.%09ld", n->name, to_set,
+	const struct fuse_setattr_in *raw = loop_request_arg(FUSE_SETATTR, sizeof *raw);
+	sdebug("setattr %s valid=%#x (raw %#x) size=%lld mtime=%lld.%09ld", n->name, to_set, raw ? raw->valid : 0,
 	       (long long)attr->st_size, (long long)attr->st_mtim.tv_sec, attr->st_mtim.tv_nsec);
 	node_ref(n);
 	/* ctime follows any change by itself; the kernel's writeback cache
@@ -157,7 +241,9 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, s
 	to_set &= FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID | FUSE_SET_ATTR_SIZE |
 		  FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW |
 		  FUSE_SET_ATTR_MTIME_NOW;
-	if (!to_set || (n->deleted && !is_upper(n->layer))) {
+	/* also alone: a write by someone without CAP_FSETID comes first */
+	bool kill = raw && (raw->valid & FATTR_KILL_SUIDGID);
+	if ((!to_set && !kill) || (n->deleted && !is_upper(n->layer))) {
 		r = 0;
 		goto out;
 	}
@@ -169,26 +255,8 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, s
 		goto out;
 	int fd = fi ? fh_fd(fi) : -1;
 
-	if (to_set & FUSE_SET_ATTR_MODE) {
-		if (S_ISLNK(n->type)) {
-			r = -EOPNOTSUPP;
-		} else if ((SFS->opts.xattr_permissions || SFS->no_dac) &&
-			   (S_ISREG(n->type) || S_ISDIR(n->type))) {
-			/* the override is the truth (user.* xattrs live on files
-			 * and directories only); the file itself stays
-			 * readable by the daemon */
-			struct stat cur;
-			r = stored_stat(&l, &cur);
-			if (r == 0)
-				r = override_write(l.dirfd, l.name, -1, cur.st_uid, cur.st_gid, attr->st_mode);
-			/* the file follows, but stays usable by its owner, the
-			 * daemon: tools that read the upper see the mode */
-			if (r == 0)
-				fchmodat(l.dirfd, l.name, (attr->st_mode & 07777) | owner_access(cur.st_mode), 0);
-		} else if (fchmodat(l.dirfd, l.name, attr->st_mode & 07777, 0) < 0) {
-			r = -errno;
-		}
-	}
+	if (to_set & FUSE_SET_ATTR_MODE)
+		r = apply_mode(n, &l, attr->st_mode);
 	if (r == 0 && (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))) {
 		uid_t uid = (uid_t)-1;
 		gid_t gid = (gid_t)-1;
@@ -229,6 +297,8 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, s
 			}
 		}
 	}
+	if (r == 0 && kill && (r = kill_setid_at(n, &l, req)) > 0)
+		r = 0;
 	if (r == 0 && (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME))) {
 		struct timespec ts[2] = { { .tv_nsec = UTIME_OMIT }, { .tv_nsec = UTIME_OMIT } };
 		if (to_set & FUSE_SET_ATTR_ATIME_NOW)

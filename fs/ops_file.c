@@ -5,6 +5,7 @@
 #include "fs.h"
 
 #include <fcntl.h>
+#include <linux/fuse.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
@@ -17,6 +18,8 @@ struct fh {
 	bool meta;          /* fd reads a metacopy's lower data */
 	off_t lower_size;   /* size of a read-only lower file, else -1 */
 	unsigned refs;      /* RELEASE may arrive while a read still finishes */
+	int pt_id;          /* backing id when in passthrough mode, else 0 */
+	bool pt_counted;    /* counted by pt_open(): pt_release() at the end */
 	struct node *n;
 	pthread_mutex_t lock;
 	struct fh *prev, *next; /* open handles, closed at unmount if the kernel
@@ -67,9 +70,10 @@ static int real_flags(int flags)
 {
 	int fl = flags & ~(O_CREAT | O_EXCL | O_NOCTTY);
 	fl |= O_CLOEXEC | O_NOFOLLOW;
-	if (SFS->opts.writeback) {
+	if (SFS->opts.writeback || SFS->pt) {
 		/* the kernel's writeback cache reads pages of write-only files
-		 * and handles appends itself */
+		 * and handles appends itself; a passthrough backing file must be
+		 * read-write and append nothing on its own */
 		if ((fl & O_ACCMODE) == O_WRONLY)
 			fl = (fl & ~O_ACCMODE) | O_RDWR;
 		fl &= ~O_APPEND;
@@ -97,9 +101,21 @@ int fh_new(struct node *n, int fd, int flags, struct fuse_file_info *fi)
 	node_ref(n);
 	fh_link(h);
 	fi->fh = (uintptr_t)h;
-	/* lower data never changes; upper data changes only through us */
-	fi->keep_cache = 1;
+	h->pt_id = pt_open(n, fd, flags, &h->pt_counted);
+	/* lower data never changes; upper data changes only through us,
+	 * unless it was written through a backing file behind the cache */
+	fi->keep_cache = !h->pt_id && !n->pt_used;
+	/* FLUSH would only release locks, which the kernel keeps itself */
+	fi->noflush = 1;
 	return 0;
+}
+
+int fh_reply_open(fuse_req_t req, struct fuse_file_info *fi, const struct fuse_entry_param *e)
+{
+	pt_reply_with(FH(fi)->pt_id);
+	int r = e ? fuse_reply_create(req, e, fi) : fuse_reply_open(req, fi);
+	pt_reply_with(0);
+	return r;
 }
 
 static void fh_put(struct fh *h)
@@ -107,6 +123,8 @@ static void fh_put(struct fh *h)
 	if (__atomic_sub_fetch(&h->refs, 1, __ATOMIC_ACQ_REL))
 		return;
 	fh_unlink(h);
+	if (h->pt_counted)
+		pt_release(h->n, h->pt_id);
 	close(h->fd);
 	pthread_mutex_destroy(&h->lock);
 	node_unref(h->n);
@@ -169,7 +187,10 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	FH(fi)->meta = n->metacopy;
-	if (fuse_reply_open(req, fi) != 0)
+	const struct fuse_open_in *raw = loop_request_arg(FUSE_OPEN, sizeof *raw);
+	if (raw && (raw->open_flags & FUSE_OPEN_KILL_SUIDGID) && (fi->flags & O_TRUNC))
+		node_kill_setid(n, req);
+	if (fh_reply_open(req, fi, NULL) != 0)
 		fh_free_fi(fi);
 }
 
@@ -244,6 +265,9 @@ void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in, off_t 
 			out.buf[0].pos = st.st_size;
 	}
 	ssize_t n = fuse_buf_copy(&out, in, 0);
+	const struct fuse_write_in *raw = loop_request_arg(FUSE_WRITE, sizeof *raw);
+	if (n > 0 && raw && (raw->write_flags & FUSE_WRITE_KILL_SUIDGID))
+		node_kill_setid(h->n, req);
 	if (n < 0)
 		fuse_reply_err(req, (int)-n);
 	else

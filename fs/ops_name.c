@@ -116,7 +116,7 @@ static int reply_new_entry(fuse_req_t req, struct node *dir, const char *name,
 			node_forget(n, 1);
 			return r;
 		}
-		if (fuse_reply_create(req, &e, fi) != 0) {
+		if (fh_reply_open(req, fi, &e) != 0) {
 			fh_free_fi(fi);
 			node_forget(n, 1);
 		}
@@ -142,9 +142,10 @@ static int make_obj(int dirfd, const char *name, const struct obj_spec *s, int *
 	switch (s->kind) {
 	case OBJ_FILE: {
 		int fl = (s->open_flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC)) | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW;
-		if ((fl & O_ACCMODE) == O_WRONLY && SFS->opts.writeback)
+		/* as real_flags(): what the writeback cache or a backing file needs */
+		if ((fl & O_ACCMODE) == O_WRONLY && (SFS->opts.writeback || SFS->pt))
 			fl = (fl & ~O_ACCMODE) | O_RDWR;
-		if (SFS->opts.writeback)
+		if (SFS->opts.writeback || SFS->pt)
 			fl &= ~O_APPEND;
 		int fd = openat(dirfd, name, fl, s->mode & 07777);
 		if (fd < 0)

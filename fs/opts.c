@@ -30,6 +30,7 @@ void opts_init(struct strata_opts *o)
 	o->squash_gid = -1;
 	o->metacopy = true;
 	o->writeback = true;
+	o->passthrough = true;
 	o->timeout = 86400.0;
 }
 
@@ -304,14 +305,16 @@ static int parse_item(struct strata_opts *o, char *item)
 		o->noacl = true;
 		return 0;
 	}
-	if (!strcmp(key, "metacopy") || !strcmp(key, "writeback")) {
+	if (!strcmp(key, "metacopy") || !strcmp(key, "writeback") || !strcmp(key, "passthrough")) {
 		bool b = true;
 		if (val && parse_bool_val(val, &b) < 0)
 			goto badval;
 		if (key[0] == 'm')
 			o->metacopy = b;
-		else
+		else if (key[0] == 'w')
 			o->writeback = b;
+		else
+			o->passthrough = b;
 		return 0;
 	}
 	if (!strcmp(key, "timeout")) {

@@ -36,6 +36,8 @@ struct strata_opts {
 	bool noacl;
 	bool metacopy;       /* metadata-only changes copy no data (default on) */
 	bool writeback;      /* kernel writeback cache (default on) */
+	bool passthrough;    /* upper files through the kernel's passthrough,
+			      * when it and our privileges allow (default on) */
 	double timeout;      /* seconds the kernel may cache entries and attrs */
 	struct idmap uidmap, gidmap;
 	char *fuse_opts;     /* passed through to the kernel mount, comma-separated */

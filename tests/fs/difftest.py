@@ -1077,8 +1077,26 @@ class Perms(Scenario):
                 write(c.p('sgiddir/new'), b'n'), os.mkdir(c.p('sgiddir/sub')),
                 stt(c.p('sgiddir/new')), stt(c.p('sgiddir/sub')))),
         ]
+        # The same on files already in the upper layer (served through the
+        # kernel's passthrough where it is used), appending and writing.
+        t.op('root makes upper set-id files', lambda c: [
+            (write(c.p('pub/up_' + x), b'x'), os.chmod(c.p('pub/up_' + x), m))
+            for x, m in (('suid', 0o4777), ('sgid', 0o2777), ('sg_noexec', 0o2766), ('both', 0o6777))])
+        ops += [
+            ('append to upper setuid file', lambda c: (
+                write(c.p('pub/up_suid'), b'y', os.O_WRONLY | os.O_APPEND), stt(c.p('pub/up_suid')))),
+            ('write to upper setgid file', lambda c: (
+                pwrite_at(c.p('pub/up_sgid'), b'y', 4096), stt(c.p('pub/up_sgid')))),
+            ('setgid without group exec, writer not in group', lambda c: (
+                write(c.p('pub/up_sg_noexec'), b'y', os.O_WRONLY), stt(c.p('pub/up_sg_noexec')))),
+            ('truncate upper set-id file', lambda c: (
+                os.truncate(c.p('pub/up_both'), 0), stt(c.p('pub/up_both')))),
+        ]
         for label, fn in ops:
             t.op(label, fn, user=u)
+        t.op('root writes: set-id bits stay', lambda c: (
+            os.chmod(c.p('pub/up_suid'), 0o4777), write(c.p('pub/up_suid'), b'r', os.O_WRONLY),
+            stt(c.p('pub/up_suid'))))
         t.op('chown by root clears setuid', lambda c: (os.chown(c.p('pub/suid_root'), 0, 0),
                                                        stt(c.p('pub/suid_root'))))
 

@@ -143,6 +143,11 @@ class FuseMount(MountBase):
             o += ',upperdir=%s,workdir=%s' % (self.upper, self.work)
         if self.extra:
             o += ',' + self.extra
+        # STRATA_FS_OPTS: more options for strata-fs (e.g. passthrough=off
+        # to test its cached mode as root); other filesystems do not get them
+        more = os.environ.get('STRATA_FS_OPTS')
+        if more and os.path.basename(self.fs) == 'strata-fs':
+            o += ',' + more
         return o
 
     def mount(self):

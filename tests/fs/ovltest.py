@@ -483,9 +483,16 @@ def main(scenarios, argv):
 
 
 def mode_prefix():
-    """known_failures.txt keys: NAME for runs as root, rootless:NAME inside a
+    """known_failures.txt keys: NAME for runs as root, cached:NAME for root
+    runs with passthrough=off (the writeback cache), rootless:NAME inside a
     user namespace, fusermount:NAME for the daemon run by a user."""
-    return 'rootless:' if mode.rootless else 'fusermount:' if mode.fuse_user else ''
+    if mode.rootless:
+        return 'rootless:'
+    if mode.fuse_user:
+        return 'fusermount:'
+    if 'passthrough=off' in os.environ.get('STRATA_FS_OPTS', ''):
+        return 'cached:'
+    return ''
 
 
 def known_failures(fs):

@@ -1,0 +1,244 @@
+/* passthrough.c: the kernel's FUSE passthrough (Linux 6.9+). A regular file
+ * whose data lives in the upper layer is registered with the kernel as a
+ * backing file; reads, writes and mmap of it then go straight to the upper
+ * file, with no round trip through the daemon and no second copy in the
+ * page cache. Lower files stay in cached mode: a copy-up would have to swap
+ * the backing file under open descriptors, which the kernel does not allow.
+ *
+ * libfuse 3.14 predates the feature, so the INIT and OPEN/CREATE replies it
+ * builds are completed here on their way to the kernel (the session's
+ * custom writev). The kernel allows passthrough only without its writeback
+ * cache and only to a daemon with CAP_SYS_ADMIN; everywhere else strata-fs
+ * keeps the writeback cache, as before. */
+#include "fs.h"
+
+#include <fcntl.h>
+#include <linux/fuse.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/uio.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+/* The kernel ABI (uapi fuse.h 7.40); Debian 12's headers predate it. */
+#define PT_INIT_FLAG2      (1u << 5)       /* FUSE_PASSTHROUGH >> 32 */
+#define PT_INIT_EXT        (1u << 30)      /* FUSE_INIT_EXT */
+#define PT_FOPEN           (1u << 7)       /* FOPEN_PASSTHROUGH */
+#define PT_FOPEN_KEEP_CACHE (1u << 1)
+struct pt_backing_map {
+	int32_t fd;
+	uint32_t flags;
+	uint64_t padding;
+};
+#define PT_IOC_BACKING_OPEN  _IOW(229, 1, struct pt_backing_map)
+#define PT_IOC_BACKING_CLOSE _IOW(229, 2, uint32_t)
+
+/* fuse_init_out as of 7.40: flags2 and max_stack_depth follow max_pages */
+struct pt_init_out {
+	uint32_t major, minor, max_readahead, flags;
+	uint16_t max_background, congestion_threshold;
+	uint32_t max_write, time_gran;
+	uint16_t max_pages, map_alignment;
+	uint32_t flags2, max_stack_depth;
+	uint32_t unused[6];
+};
+struct pt_open_out {
+	uint64_t fh;
+	uint32_t open_flags;
+	int32_t backing_id;
+};
+
+static bool offered;        /* the kernel's INIT offered passthrough */
+static bool killpriv_v2;    /* ... and FUSE_HANDLE_KILLPRIV_V2 */
+static bool broken;         /* a registration failed: stay in cached mode */
+static unsigned stack_depth = 1;
+static pthread_mutex_t pt_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* The reply this thread is about to send needs completing. */
+static __thread bool tls_init;
+static __thread int tls_backing;
+
+void pt_note_init(const void *arg, size_t size, bool begin)
+{
+	const struct fuse_init_in *in = arg;
+	if (!begin) {
+		tls_init = false;
+		return;
+	}
+	tls_init = true;
+	if (size >= 4 * sizeof(uint32_t))
+		killpriv_v2 = in->flags & FUSE_HANDLE_KILLPRIV_V2;
+	/* flags2 follows flags in the INIT request since 7.36 */
+	if (size >= 5 * sizeof(uint32_t) && in->major == 7 && in->minor >= 40) {
+		uint32_t flags2 = ((const uint32_t *)arg)[4];
+		offered = (in->flags & PT_INIT_EXT) && (flags2 & PT_INIT_FLAG2);
+	}
+}
+
+/* CAP_SYS_ADMIN in the initial user namespace, which BACKING_OPEN needs */
+static bool capable_sys_admin(void)
+{
+	char line[256];
+	bool init_ns = false, cap = false;
+	FILE *f = fopen("/proc/self/uid_map", "re");
+	if (f) {
+		unsigned a, b, c;
+		init_ns = fgets(line, sizeof line, f) && sscanf(line, "%u %u %u", &a, &b, &c) == 3 &&
+			  a == 0 && b == 0 && c == 4294967295u;
+		fclose(f);
+	}
+	f = fopen("/proc/self/status", "re");
+	if (f) {
+		unsigned long long eff;
+		while (fgets(line, sizeof line, f))
+			if (sscanf(line, "CapEff: %llx", &eff) == 1)
+				cap = eff & (1ull << 21);
+		fclose(f);
+	}
+	return init_ns && cap;
+}
+
+bool pt_negotiate(void)
+{
+	struct statfs sfs;
+
+	SFS->pt = SFS->opts.passthrough && SFS->has_upper && offered && capable_sys_admin();
+	if (!SFS->pt)
+		return false;
+	/* backing files on a stacked filesystem need one more level */
+	if (fstatfs(SFS->layers[0].fd, &sfs) == 0 &&
+	    (sfs.f_type == 0x794c7630 /* overlayfs */ || sfs.f_type == 0x65735546 /* fuse */))
+		stack_depth = 2;
+	return true;
+}
+
+static ssize_t pt_writev(int fd, struct iovec *iov, int count, void *ud)
+{
+	const struct fuse_out_header *out = iov[0].iov_base;
+	if (count >= 2 && out->error == 0) {
+		if (tls_init && iov[1].iov_len >= sizeof(struct pt_init_out)) {
+			struct pt_init_out *io = iov[1].iov_base;
+			/* We drop set-id bits on write, truncate and chown
+			 * ourselves (ops_attr.c); in return the kernel stops
+			 * asking for security.capability before every write. */
+			if (killpriv_v2)
+				io->flags |= FUSE_HANDLE_KILLPRIV_V2;
+			if (SFS->pt) {
+				io->flags |= PT_INIT_EXT;
+				io->flags2 |= PT_INIT_FLAG2;
+				io->max_stack_depth = stack_depth;
+			}
+		} else if (tls_backing > 0 && iov[1].iov_len >= sizeof(struct pt_open_out)) {
+			/* an OPEN reply, or the open half at the end of a CREATE's */
+			struct pt_open_out *oo = (void *)((char *)iov[1].iov_base + iov[1].iov_len -
+							  sizeof(struct pt_open_out));
+			oo->open_flags = (oo->open_flags & ~PT_FOPEN_KEEP_CACHE) | PT_FOPEN;
+			oo->backing_id = tls_backing;
+		}
+	}
+	return writev(fd, iov, count);
+}
+
+static ssize_t pt_read(int fd, void *buf, size_t len, void *ud)
+{
+	return read(fd, buf, len);
+}
+
+static ssize_t pt_splice(int fdin, off_t *offin, int fdout, off_t *offout, size_t len,
+			 unsigned int flags, void *ud)
+{
+	return splice(fdin, offin, fdout, offout, len, flags);
+}
+
+int pt_install(struct fuse_session *se)
+{
+	static const struct fuse_custom_io io = {
+		.writev = pt_writev,
+		.read = pt_read,
+		.splice_receive = pt_splice,
+		.splice_send = pt_splice,
+	};
+	return fuse_session_custom_io(se, &io, fuse_session_fd(se));
+}
+
+/* Would a descriptor opened with FL do as the backing file? Its flags apply
+ * to every write through it, so it must be plain read-write. */
+static bool backing_flags_ok(int fl)
+{
+	return (fl & O_ACCMODE) == O_RDWR && !(fl & (O_APPEND | O_DIRECT | O_SYNC | O_DSYNC));
+}
+
+/* Could writing through fd need set-id bits dropped? Writes through a
+ * backing file never reach us, so such a file is opened in cached mode. */
+static bool writes_setid(int fd, int flags)
+{
+	struct stat st;
+	return (flags & O_ACCMODE) != O_RDONLY && fstat(fd, &st) == 0 && mode_is_setid(st.st_mode);
+}
+
+int pt_open(struct node *n, int fd, int flags, bool *counted)
+{
+	int id = 0;
+	bool kill = false;
+
+	*counted = false;
+	if (!SFS->pt || n->type != S_IFREG)
+		return 0;
+	pthread_mutex_lock(&pt_lock);
+	*counted = true;
+	/* A descriptor still open in cached mode pins the kernel's inode to
+	 * it; so does a metacopy, whose data is read from a lower file. */
+	if (!broken && is_upper(n->layer) && !n->metacopy && n->cached_opens == 0 &&
+	    (!writes_setid(fd, flags) || (n->pt_opens && (kill = true)))) {
+		if (n->backing_id == 0) {
+			int bfd = backing_flags_ok(fcntl(fd, F_GETFL)) ? fd : node_open(n, O_RDWR);
+			if (bfd >= 0) {
+				struct pt_backing_map map = { .fd = bfd };
+				int r = ioctl(fuse_session_fd(SFS->se), PT_IOC_BACKING_OPEN, &map);
+				if (r > 0)
+					n->backing_id = r;
+				else if (errno == EPERM || errno == EINVAL || errno == ENOTTY || errno == ELOOP) {
+					sdebug("passthrough: registering a backing file: %s; serving all files myself",
+					       strerror(errno));
+					broken = true;
+				}
+				if (bfd != fd)
+					close(bfd);
+			}
+		}
+		if (n->backing_id > 0) {
+			n->pt_opens++;
+			n->pt_used = true;
+			id = n->backing_id;
+		}
+	}
+	if (!id)
+		n->cached_opens++;
+	pthread_mutex_unlock(&pt_lock);
+	/* A set-id file already open in passthrough mode: the kernel needs
+	 * every open of it in that mode, so the bits go now, before any
+	 * write could keep them. */
+	if (kill && id)
+		node_kill_setid(n, NULL);
+	return id;
+}
+
+void pt_release(struct node *n, int id)
+{
+	pthread_mutex_lock(&pt_lock);
+	if (!id) {
+		n->cached_opens--;
+	} else if (--n->pt_opens == 0) {
+		/* the kernel holds its own reference while files use it */
+		uint32_t bid = (uint32_t)n->backing_id;
+		ioctl(fuse_session_fd(SFS->se), PT_IOC_BACKING_CLOSE, &bid);
+		n->backing_id = 0;
+	}
+	pthread_mutex_unlock(&pt_lock);
+}
+
+void pt_reply_with(int id)
+{
+	tls_backing = id;
+}

@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+"""strata-fs's use of the kernel's FUSE passthrough (Linux 6.9+, as root).
+
+Counted, not timed: the daemon runs with -d, which logs every request it
+gets. Data of a file in the upper layer must not pass through the daemon:
+  - writing and reading a new file in passthrough mode: no WRITE or READ
+    request at all; the same with passthrough=off: WRITE requests (so the
+    count can tell the modes apart);
+and the data must be right when passthrough and cached mode meet:
+  - a lower file held open read-only (cached mode) while another descriptor
+    copies it up and writes; both see the new data, and after both close a
+    new open (passthrough) sees it too;
+  - mmap writes to an upper file, read back through another descriptor;
+  - a set-user-ID file written by a user without CAP_FSETID loses the bit
+    in both modes, although the kernel never shows the daemon such a write
+    in passthrough mode.
+
+usage: passthrough.py [--fs PATH]   ($STRATA_FS overrides --fs)
+"""
+
+import gzip
+import mmap
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ovltest import SKIP, is_mounted, prepare_fs, reap_all, umount  # noqa: E402
+
+
+def kernel_has_passthrough():
+    try:
+        with gzip.open('/proc/config.gz', 'rt') as f:
+            return 'CONFIG_FUSE_PASSTHROUGH=y' in f.read()
+    except OSError:
+        rel = os.uname().release.split('.')
+        return (int(rel[0]), int(rel[1].split('-')[0])) >= (6, 9)
+
+
+class Mount:
+    def __init__(self, fs, base, opts=''):
+        self.mnt = os.path.join(base, 'm')
+        self.log = os.path.join(base, 'debug.log')
+        o = 'lowerdir=%s/l,upperdir=%s/u,workdir=%s/w' % (base, base, base)
+        if opts:
+            o += ',' + opts
+        self.logf = open(self.log, 'w')
+        self.p = subprocess.Popen([fs, '-d', '-o', o, self.mnt], stdout=self.logf,
+                                  stderr=subprocess.STDOUT)
+        deadline = time.time() + 20
+        while not is_mounted(self.mnt):
+            if self.p.poll() is not None or time.time() > deadline:
+                raise RuntimeError('strata-fs did not mount; see %s' % self.log)
+            time.sleep(0.02)
+
+    def p_(self, name):
+        return os.path.join(self.mnt, name)
+
+    def close(self):
+        umount(self.mnt)
+        self.p.wait(timeout=30)
+        self.logf.close()
+        counts = {}
+        with open(self.log) as f:
+            for line in f:
+                if 'opcode: ' in line:
+                    op = line.split('opcode: ', 1)[1].split()[0]
+                    counts[op] = counts.get(op, 0) + 1
+        return counts
+
+
+def pattern(n, salt):
+    return bytes((i * 7 + salt) & 0xff for i in range(n))
+
+
+def write_in_4k(path, data):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        for off in range(0, len(data), 4096):
+            os.pwrite(fd, data[off:off + 4096], off)
+    finally:
+        os.close(fd)
+
+
+def read_all(path):
+    with open(path, 'rb') as f:
+        return f.read()
+
+
+def fresh(base):
+    for d in ('u', 'w'):
+        subprocess.run(['rm', '-rf', os.path.join(base, d)], check=True)
+        os.mkdir(os.path.join(base, d))
+
+
+def main(argv):
+    fs = prepare_fs(argv)
+    if fs is None:
+        return SKIP
+    if os.geteuid() != 0:
+        print('SKIP: passthrough needs CAP_SYS_ADMIN; run as root')
+        return SKIP
+    if not kernel_has_passthrough():
+        print('SKIP: this kernel has no FUSE passthrough (CONFIG_FUSE_PASSTHROUGH, Linux 6.9+)')
+        return SKIP
+    problems = []
+    base = tempfile.mkdtemp(prefix='strata-pt-', dir='/var/tmp')
+    os.chmod(base, 0o755)
+    for d in ('l', 'm'):
+        os.mkdir(os.path.join(base, d))
+    lower_data = pattern(1 << 20, 3)
+    with open(os.path.join(base, 'l', 'lowerfile'), 'wb') as f:
+        f.write(lower_data)
+    with open(os.path.join(base, 'l', 'suid'), 'wb') as f:
+        f.write(b'#!/bin/sh\n')
+    os.chmod(os.path.join(base, 'l', 'suid'), 0o4777)
+    data = pattern(1 << 20, 11)
+    try:
+        # 1. the data path of an upper file bypasses the daemon
+        counts = {}
+        for opts in ('', 'passthrough=off'):
+            fresh(base)
+            m = Mount(fs, base, opts)
+            try:
+                write_in_4k(m.p_('new'), data)
+                # a second open reads what the first wrote
+                got = read_all(m.p_('new'))
+            finally:
+                counts[opts] = m.close()
+            if got != data:
+                problems.append('%s: a file written in 4 KiB pieces reads back different data'
+                                % (opts or 'passthrough'))
+        pt, cached = counts[''], counts['passthrough=off']
+        if pt.get('WRITE', 0) or pt.get('READ', 0):
+            problems.append('passthrough: the daemon still got %d WRITE and %d READ requests '
+                            'for an upper file' % (pt.get('WRITE', 0), pt.get('READ', 0)))
+        if not cached.get('WRITE', 0):
+            problems.append('passthrough=off: no WRITE request reached the daemon; the count '
+                            'cannot tell the modes apart')
+        print('requests: passthrough WRITE=%d READ=%d; passthrough=off WRITE=%d'
+              % (pt.get('WRITE', 0), pt.get('READ', 0), cached.get('WRITE', 0)))
+
+        # 2. cached and passthrough opens of one file meet
+        fresh(base)
+        m = Mount(fs, base)
+        try:
+            ro = os.open(m.p_('lowerfile'), os.O_RDONLY)
+            if os.pread(ro, 16, 0) != lower_data[:16]:
+                problems.append('lower file reads wrong data')
+            rw = os.open(m.p_('lowerfile'), os.O_RDWR)
+            os.pwrite(rw, b'X' * 4096, 8192)
+            expect = lower_data[:8192] + b'X' * 4096 + lower_data[12288:]
+            if os.pread(ro, 4096, 8192) != b'X' * 4096:
+                problems.append('a read-only descriptor opened before copy-up misses a write '
+                                'made after it')
+            os.close(rw)
+            os.close(ro)
+            if read_all(m.p_('lowerfile')) != expect:
+                problems.append('a new open after copy-up reads different data')
+            # passthrough now; append and read back through another fd
+            with open(m.p_('lowerfile'), 'ab') as f:
+                f.write(b'tail')
+            if read_all(m.p_('lowerfile')) != expect + b'tail':
+                problems.append('append in passthrough mode lost data')
+            if os.stat(m.p_('lowerfile')).st_size != len(expect) + 4:
+                problems.append('size after an append in passthrough mode is wrong')
+            # 3. mmap writes to an upper file
+            write_in_4k(m.p_('mapped'), data)
+            with open(m.p_('mapped'), 'r+b') as f:
+                mm = mmap.mmap(f.fileno(), 0)
+                mm[100:105] = b'mmapd'
+                mm.flush()
+                mm.close()
+            if read_all(m.p_('mapped'))[100:105] != b'mmapd':
+                problems.append('mmap write not seen by a later read')
+            # 4. set-user-ID dropped on a write by a user without CAP_FSETID
+            os.chmod(m.p_('suid'), 0o4777)   # copy-up: now in the upper
+            r = subprocess.run(['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups',
+                                'sh', '-c', 'printf x >> "$1"', 'sh', m.p_('suid')],
+                               capture_output=True, text=True)
+            if r.returncode:
+                problems.append('append as nobody failed: %s' % r.stderr.strip())
+            mode = os.stat(m.p_('suid')).st_mode & 0o7777
+            if mode != 0o777:
+                problems.append('after a write by nobody the mode is %o, expected 777' % mode)
+        finally:
+            m.close()
+    finally:
+        if is_mounted(os.path.join(base, 'm')):
+            umount(os.path.join(base, 'm'))
+        subprocess.run(['rm', '-rf', base])
+        reap_all()
+    for p in problems:
+        print('FAIL: ' + p)
+    if problems:
+        return 1
+    print('passthrough: data path bypasses the daemon, and data and modes are right')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv[1:]))
