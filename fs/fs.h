@@ -190,6 +190,7 @@ void present_stat(struct node *n, struct stat *st, int fd, int dirfd, const char
 struct dentry_rec {
 	char *name;
 	uint64_t ino;
+	uint64_t cookie;  /* readdir offset after this entry: from the name's hash */
 	mode_t type;
 };
 struct dircache {
@@ -198,7 +199,13 @@ struct dircache {
 	struct dentry_rec *ents;
 	size_t n;
 };
+/* The merged listing, ordered by cookie: an entry keeps its offset however
+ * the directory changes around it, so a reader resuming at an offset sees
+ * every entry that stayed exactly once, with no state kept between calls
+ * (as ext4's hashed offsets). Cookies 1 and 2 are "." and "..". */
 int dir_listing(struct node *dir, struct dircache **out);
+/* Index of the first entry after offset off (off > 2) */
+size_t dir_seek(const struct dircache *dc, uint64_t off);
 void dircache_put(struct dircache *dc);
 /* 1 when the merged directory holds nothing, 0 when it does, -errno. */
 int dir_is_empty(struct node *dir);

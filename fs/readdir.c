@@ -7,7 +7,10 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
 
@@ -17,6 +20,26 @@ static uint64_t hname(const char *s)
 	for (; *s; s++)
 		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
 	return h;
+}
+
+/* A readdir cookie's hash: seeded per mount, so names in a hostile layer
+ * cannot be chosen to collide (a collision at a buffer boundary could hide
+ * an entry from a listing). */
+static uint64_t cookie_hash(const char *name)
+{
+	static uint64_t seed;
+	uint64_t s = __atomic_load_n(&seed, __ATOMIC_RELAXED);
+	if (!s) {
+		if (getrandom(&s, sizeof s, 0) != sizeof s)
+			s = (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ULL;
+		s |= 1;
+		__atomic_store_n(&seed, s, __ATOMIC_RELAXED);
+	}
+	uint64_t h = hname(name) ^ s;
+	/* a finaliser (splitmix64's), so every bit depends on every byte */
+	h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	h = (h ^ (h >> 27)) * 0x94d049bb133111ebULL;
+	return h ^ (h >> 31);
 }
 
 static int ns_grow(struct nameset *s)
@@ -94,6 +117,9 @@ static int push(struct dircache *dc, size_t *cap, const char *name, uint64_t ino
 		return -ENOMEM;
 	dc->ents[dc->n].ino = ino;
 	dc->ents[dc->n].type = type;
+	/* 63 bits (offsets are signed), above the 1 and 2 of "." and ".." */
+	uint64_t c = cookie_hash(name) >> 1;
+	dc->ents[dc->n].cookie = c < 3 ? c + 3 : c;
 	dc->n++;
 	return 0;
 }
@@ -176,6 +202,26 @@ static void ns_merge(struct nameset *into, struct nameset *from)
 	memset(from, 0, sizeof *from);
 }
 
+static int cookie_cmp(const void *a, const void *b)
+{
+	const struct dentry_rec *x = a, *y = b;
+	/* equal cookies (a 63-bit hash collision) keep a fixed order */
+	return x->cookie < y->cookie ? -1 : x->cookie > y->cookie ? 1 : strcmp(x->name, y->name);
+}
+
+size_t dir_seek(const struct dircache *dc, uint64_t off)
+{
+	size_t lo = 0, hi = dc->n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (dc->ents[mid].cookie <= off)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
 int dir_listing(struct node *dir, struct dircache **out)
 {
 	struct dircache *dc;
@@ -234,6 +280,8 @@ int dir_listing(struct node *dir, struct dircache **out)
 		dircache_put(dc);
 		return r;
 	}
+	if (dc->n > 1)
+		qsort(dc->ents, dc->n, sizeof *dc->ents, cookie_cmp);
 
 	pthread_mutex_lock(&SFS->table_lock);
 	if (dir->version == version && !dir->dcache) {
