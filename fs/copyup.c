@@ -242,9 +242,9 @@ int copyup_dir(struct node *dir)
 {
 	if (!SFS->has_upper)
 		return -EROFS;
-	pthread_rwlock_rdlock(&dir->dl_lock);
+	pthread_rwlock_rdlock(dir->dl_lock);
 	bool have = dir->ndl && is_upper(dir->dl[0].layer);
-	pthread_rwlock_unlock(&dir->dl_lock);
+	pthread_rwlock_unlock(dir->dl_lock);
 	if (have)
 		return 0;
 	if (dir->deleted)
@@ -271,9 +271,9 @@ static int copyup_dir_in(struct node *dir, struct node *p)
 		return r;
 
 	pthread_mutex_lock(&p->lock);
-	pthread_rwlock_rdlock(&dir->dl_lock);
+	pthread_rwlock_rdlock(dir->dl_lock);
 	have = dir->ndl && is_upper(dir->dl[0].layer);
-	pthread_rwlock_unlock(&dir->dl_lock);
+	pthread_rwlock_unlock(dir->dl_lock);
 	if (have) {
 		pthread_mutex_unlock(&p->lock);
 		return 0;
@@ -281,9 +281,9 @@ static int copyup_dir_in(struct node *dir, struct node *p)
 	int ufd = node_upperfd(p);
 	struct stat st;
 	bool t;
-	pthread_rwlock_rdlock(&dir->dl_lock);
+	pthread_rwlock_rdlock(dir->dl_lock);
 	int src = node_dlfd(dir, 0, &t);
-	pthread_rwlock_unlock(&dir->dl_lock);
+	pthread_rwlock_unlock(dir->dl_lock);
 	if (ufd < 0 || src < 0) {
 		pthread_mutex_unlock(&p->lock);
 		return src < 0 ? src : -EIO;
@@ -326,7 +326,7 @@ static int copyup_dir_in(struct node *dir, struct node *p)
 		goto out;
 	}
 	/* the new upper joins the top of the layer list */
-	pthread_rwlock_rdlock(&dir->dl_lock);
+	pthread_rwlock_rdlock(dir->dl_lock);
 	unsigned n = dir->ndl;
 	struct dlayer *dl = malloc((n + 1) * sizeof *dl);
 	if (dl) {
@@ -344,7 +344,7 @@ static int copyup_dir_in(struct node *dir, struct node *p)
 				__atomic_fetch_sub(&SFS->fd_used, 1, __ATOMIC_RELAXED);
 		}
 	}
-	pthread_rwlock_unlock(&dir->dl_lock);
+	pthread_rwlock_unlock(dir->dl_lock);
 	if (!dl) {
 		close(nfd);
 		r = -ENOMEM;

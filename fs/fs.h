@@ -51,47 +51,51 @@ void dl_free_names(struct dlayer *dl, unsigned n);
 struct dircache;
 
 struct node {
+	/* (fields ordered by size: a walk of a large tree keeps one node per
+	 * entry the kernel holds, so padding is memory) */
 	struct node *parent;     /* merged parent; NULL for the root */
 	char *name;
 	uint64_t nlookup;        /* kernel references (LOOKUP minus FORGET) */
-	unsigned refs;           /* in-daemon references (open handles, ops in flight) */
-	uint32_t layer;          /* layer holding the object (for dirs: the topmost) */
-	mode_t type;             /* S_IFMT */
 	uint64_t ino;            /* inode number shown: stable across copy-up */
 	dev_t rdev_real;         /* identity of the real upper object, for hard links */
 	ino_t rino_real;
-	bool hashed;             /* in the hard-link table */
-	bool deleted;            /* unlinked or replaced in the merged view */
-	bool detached;           /* its recorded name is gone but other hard links live */
 	struct node *cnext;      /* (parent, name) hash chain */
-	bool in_ctab;
-	int pathfd;              /* O_PATH fd kept once deleted while referenced, else -1 */
+	struct node *hnext;      /* hard-link hash chain */
+	pthread_mutex_t lock;    /* serialises copy-up of this node, and changes
+				  * to this directory's upper */
 
 	/* directories */
 	struct dlayer *dl;       /* contributing layers, top first */
-	unsigned ndl;
 	char *redirect;          /* where lower layers hold this dir ("/a/b"), if renamed */
-	pthread_rwlock_t dl_lock;/* guards dl/ndl: readers iterate, copy-up/rename replace */
-	pthread_mutex_t lock;    /* serialises changes to this directory's upper */
+	pthread_rwlock_t *dl_lock;/* guards dl/ndl: readers iterate, copy-up/rename
+				  * replace (directories only: most nodes are files) */
 	uint64_t version;        /* bumped on every change of the listing */
-	bool kcached;            /* the kernel may hold a cached listing of it */
 	struct dircache *dcache; /* merged listing for `version`, or NULL */
+	unsigned ndl;
 
-	/* a lower object found to carry no visible xattr: GETXATTR answers
-	 * ENODATA without a system call (lower layers never change) */
-	bool xa_none;
+	unsigned refs;           /* in-daemon references (open handles, ops in flight) */
+	uint32_t layer;          /* layer holding the object (for dirs: the topmost) */
+	mode_t type;             /* S_IFMT */
+	int pathfd;              /* O_PATH fd kept once deleted while referenced, else -1 */
 
 	/* regular files whose upper holds only metadata (metacopy) */
-	bool metacopy;
 	int32_t data_layer;      /* layer holding the data, -1 when none */
 
 	/* open regular files (passthrough.c, under its lock) */
 	int backing_id;          /* the kernel's id of the upper file, 0 when none */
 	unsigned pt_opens;       /* handles open in passthrough mode */
 	unsigned cached_opens;   /* handles open in cached mode */
-	bool pt_used;            /* written behind the kernel's page cache once */
 
-	struct node *hnext;      /* hard-link hash chain */
+	bool hashed;             /* in the hard-link table */
+	bool deleted;            /* unlinked or replaced in the merged view */
+	bool detached;           /* its recorded name is gone but other hard links live */
+	bool in_ctab;
+	bool kcached;            /* the kernel may hold a cached listing of it */
+	/* a lower object found to carry no visible xattr: GETXATTR answers
+	 * ENODATA without a system call (lower layers never change) */
+	bool xa_none;
+	bool metacopy;
+	bool pt_used;            /* written behind the kernel's page cache once */
 };
 
 /* ---- the mount ------------------------------------------------------- */
@@ -156,6 +160,8 @@ void node_detach(struct node *n);
 struct node *node_child_find(struct node *parent, const char *name);
 void node_child_add(struct node *n);
 void node_dir_changed(struct node *dir);
+/* Forget the cached listing dc of dir, if it is still the current one. */
+void node_drop_listing(struct node *dir, struct dircache *dc);
 /* A directory's fd in its i-th contributing layer: cached, or opened now
  * (then *tmp is set and the caller closes it). */
 int node_dlfd(struct node *dir, unsigned i, bool *tmp);

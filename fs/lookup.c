@@ -164,7 +164,7 @@ int lookup_name(struct node *dir, const char *name, struct lookup_res *res)
 	if (!strncmp(name, WH_PREFIX, WH_PREFIX_LEN))
 		return -ENOENT;   /* whiteout bookkeeping never shows */
 
-	pthread_rwlock_rdlock(&dir->dl_lock);
+	pthread_rwlock_rdlock(dir->dl_lock);
 	for (unsigned i = 0; i < dir->ndl; i++) {
 		uint32_t layer = dir->dl[i].layer;
 		bool tmp;
@@ -290,7 +290,7 @@ int lookup_name(struct node *dir, const char *name, struct lookup_res *res)
 		if (stop)
 			break;
 	}
-	pthread_rwlock_unlock(&dir->dl_lock);
+	pthread_rwlock_unlock(dir->dl_lock);
 	if (r < 0) {
 		lookup_res_free(res);
 		return r;
@@ -314,7 +314,7 @@ int name_in_lowers(struct node *dir, const char *name)
 {
 	int r = 0;
 
-	pthread_rwlock_rdlock(&dir->dl_lock);
+	pthread_rwlock_rdlock(dir->dl_lock);
 	for (unsigned i = 0; i < dir->ndl; i++) {
 		uint32_t layer = dir->dl[i].layer;
 		struct stat st;
@@ -343,7 +343,7 @@ int name_in_lowers(struct node *dir, const char *name)
 		if (hidden)
 			break;
 	}
-	pthread_rwlock_unlock(&dir->dl_lock);
+	pthread_rwlock_unlock(dir->dl_lock);
 	return r;
 }
 

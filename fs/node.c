@@ -28,7 +28,14 @@ struct node *node_new(struct node *parent, const char *name, mode_t type)
 	n->pathfd = -1;
 	n->data_layer = -1;
 	pthread_mutex_init(&n->lock, NULL);
-	pthread_rwlock_init(&n->dl_lock, NULL);
+	if (S_ISDIR(type)) {
+		if (!(n->dl_lock = malloc(sizeof *n->dl_lock))) {
+			free(n->name);
+			free(n);
+			return NULL;
+		}
+		pthread_rwlock_init(n->dl_lock, NULL);
+	}
 	if (parent) {
 		node_ref(parent);
 		n->parent = parent;
@@ -62,7 +69,10 @@ static void node_free(struct node *n)
 	free(n->redirect);
 	free(n->name);
 	pthread_mutex_destroy(&n->lock);
-	pthread_rwlock_destroy(&n->dl_lock);
+	if (n->dl_lock) {
+		pthread_rwlock_destroy(n->dl_lock);
+		free(n->dl_lock);
+	}
 	free(n);
 }
 
@@ -278,6 +288,17 @@ void node_detach(struct node *n)
 	pthread_mutex_unlock(&SFS->table_lock);
 }
 
+void node_drop_listing(struct node *dir, struct dircache *dc)
+{
+	pthread_mutex_lock(&SFS->table_lock);
+	bool mine = dir->dcache == dc;
+	if (mine)
+		dir->dcache = NULL;
+	pthread_mutex_unlock(&SFS->table_lock);
+	if (mine)
+		dircache_put(dc);
+}
+
 void node_dir_changed(struct node *dir)
 {
 	struct dircache *old;
@@ -419,13 +440,13 @@ void node_set_dlayers(struct node *dir, struct dlayer *dl, unsigned n)
 		}
 		__atomic_fetch_add(&SFS->fd_used, 1, __ATOMIC_RELAXED);
 	}
-	pthread_rwlock_wrlock(&dir->dl_lock);
+	pthread_rwlock_wrlock(dir->dl_lock);
 	struct dlayer *old = dir->dl;
 	unsigned oldn = dir->ndl;
 	dir->dl = dl;
 	dir->ndl = n;
 	dir->layer = n ? dl[0].layer : 0;
-	pthread_rwlock_unlock(&dir->dl_lock);
+	pthread_rwlock_unlock(dir->dl_lock);
 	for (unsigned i = 0; i < oldn; i++)
 		if (old[i].fd >= 0) {
 			close(old[i].fd);
@@ -443,10 +464,10 @@ int loc_get(struct node *n, struct loc *l)
 	l->layer = n->layer;
 	if (S_ISDIR(n->type) && !n->deleted && n->ndl) {
 		bool tmp;
-		pthread_rwlock_rdlock(&n->dl_lock);
+		pthread_rwlock_rdlock(n->dl_lock);
 		l->layer = n->dl[0].layer;
 		int fd = node_dlfd(n, 0, &tmp);
-		pthread_rwlock_unlock(&n->dl_lock);
+		pthread_rwlock_unlock(n->dl_lock);
 		if (fd < 0)
 			return fd;
 		l->dirfd = fd;
@@ -496,7 +517,7 @@ int loc_get_layer(struct node *n, uint32_t layer, struct loc *l)
 	pthread_mutex_unlock(&SFS->table_lock);
 
 	int r = -ENOENT;
-	pthread_rwlock_rdlock(&p->dl_lock);
+	pthread_rwlock_rdlock(p->dl_lock);
 	for (unsigned i = 0; i < p->ndl; i++) {
 		if (p->dl[i].layer != layer)
 			continue;
@@ -512,7 +533,7 @@ int loc_get_layer(struct node *n, uint32_t layer, struct loc *l)
 		r = 0;
 		break;
 	}
-	pthread_rwlock_unlock(&p->dl_lock);
+	pthread_rwlock_unlock(p->dl_lock);
 	node_unref(p);
 	return r;
 }

@@ -115,6 +115,11 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, b
 out:
 	fuse_reply_buf(req, buf, used);
 	free(buf);
+	/* An empty answer past the start ends the pass: the kernel holds the
+	 * listing now, and a second copy here would only cost memory (it is
+	 * rebuilt from the layers if asked for again). */
+	if (used == 0 && off > 2)
+		node_drop_listing(dir, dc);
 	dircache_put(dc);
 }
 

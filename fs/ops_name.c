@@ -454,9 +454,9 @@ static int do_remove(struct node *dir, const char *name, bool is_dir)
 	pthread_mutex_lock(&dir->lock);
 	bool in_upper;
 	if (is_dir) {
-		pthread_rwlock_rdlock(&n->dl_lock);
+		pthread_rwlock_rdlock(n->dl_lock);
 		in_upper = n->ndl && is_upper(n->dl[0].layer);
-		pthread_rwlock_unlock(&n->dl_lock);
+		pthread_rwlock_unlock(n->dl_lock);
 	} else {
 		in_upper = is_upper(n->layer);
 	}
@@ -583,12 +583,12 @@ static int set_redirect(struct node *n, int ufd, const char *name)
 	char path[PATH_MAX];
 	int r;
 
-	pthread_rwlock_rdlock(&n->dl_lock);
+	pthread_rwlock_rdlock(n->dl_lock);
 	bool has_lower = false;
 	for (unsigned i = 0; i < n->ndl; i++)
 		if (!is_upper(n->dl[i].layer))
 			has_lower = true;
-	pthread_rwlock_unlock(&n->dl_lock);
+	pthread_rwlock_unlock(n->dl_lock);
 	if (!has_lower || n->redirect)
 		return 0;
 	if ((r = node_lower_path(n, path + 1, sizeof path - 1)) < 0)

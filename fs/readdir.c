@@ -247,7 +247,7 @@ int dir_listing(struct node *dir, struct dircache **out)
 	dc->version = version;
 
 	struct nameset seen = { 0 }, pending = { 0 };
-	pthread_rwlock_rdlock(&dir->dl_lock);
+	pthread_rwlock_rdlock(dir->dl_lock);
 	for (unsigned i = 0; i < dir->ndl && r == 0; i++) {
 		bool tmp;
 		int dfd = node_dlfd(dir, i, &tmp);
@@ -273,7 +273,7 @@ int dir_listing(struct node *dir, struct dircache **out)
 		}
 		ns_merge(&seen, &pending);
 	}
-	pthread_rwlock_unlock(&dir->dl_lock);
+	pthread_rwlock_unlock(dir->dl_lock);
 	ns_free(&seen);
 	ns_free(&pending);
 	if (r < 0) {
