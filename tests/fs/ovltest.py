@@ -490,9 +490,25 @@ def mode_prefix():
         return 'rootless:'
     if mode.fuse_user:
         return 'fusermount:'
-    if 'passthrough=off' in os.environ.get('STRATA_FS_OPTS', ''):
+    if 'passthrough=off' in os.environ.get('STRATA_FS_OPTS', '') or not kernel_has_passthrough():
         return 'cached:'
     return ''
+
+
+def kernel_has_passthrough():
+    """Does this kernel offer FUSE passthrough (CONFIG_FUSE_PASSTHROUGH,
+    Linux 6.9+)? Where it does not, strata-fs as root keeps the writeback
+    cache, as with passthrough=off."""
+    import gzip
+    try:
+        with gzip.open('/proc/config.gz', 'rt') as f:
+            return 'CONFIG_FUSE_PASSTHROUGH=y' in f.read()
+    except OSError:
+        rel = os.uname().release.split('.')
+        try:
+            return (int(rel[0]), int(rel[1].split('-')[0])) >= (6, 9)
+        except ValueError:
+            return False
 
 
 def known_failures(fs):

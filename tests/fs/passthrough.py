@@ -18,7 +18,6 @@ and the data must be right when passthrough and cached mode meet:
 usage: passthrough.py [--fs PATH]   ($STRATA_FS overrides --fs)
 """
 
-import gzip
 import mmap
 import os
 import subprocess
@@ -27,16 +26,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ovltest import SKIP, is_mounted, prepare_fs, reap_all, umount  # noqa: E402
-
-
-def kernel_has_passthrough():
-    try:
-        with gzip.open('/proc/config.gz', 'rt') as f:
-            return 'CONFIG_FUSE_PASSTHROUGH=y' in f.read()
-    except OSError:
-        rel = os.uname().release.split('.')
-        return (int(rel[0]), int(rel[1].split('-')[0])) >= (6, 9)
+from ovltest import (SKIP, is_mounted, kernel_has_passthrough, prepare_fs, reap_all,  # noqa: E402
+                     umount)
 
 
 class Mount:
