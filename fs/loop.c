@@ -8,6 +8,8 @@
 #include "fs.h"
 
 #include <fcntl.h>
+#include <poll.h>
+#include <time.h>
 #include <linux/fuse.h>
 #include <string.h>
 
@@ -23,6 +25,7 @@ static struct {
 	struct job *head, *tail;
 	bool stop;
 	struct fuse_session *se;
+	unsigned busy;          /* jobs queued or being served */
 } Q = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
 
 /* Could this request block for long? Looks at the request's own arguments:
@@ -99,7 +102,40 @@ static void *worker(void *arg)
 
 		process(Q.se, j->mem, j->size);
 		free(j);
+		__atomic_sub_fetch(&Q.busy, 1, __ATOMIC_RELAXED);
 	}
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Wait for the next request: poll without sleeping for up to spin_us, then
+ * sleep. On a virtual machine a sleeping vCPU costs tens of microseconds to
+ * wake (an exit to the host each way), more than a whole request costs to
+ * serve; a client issuing system calls back to back sends its next request
+ * within a few microseconds of our reply, and finds us awake. Only the
+ * reader polls, and only right after a request: an idle mount sleeps. */
+static int wait_request(int fd, unsigned spin_us)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	uint64_t end = spin_us ? now_ns() + (uint64_t)spin_us * 1000 : 0;
+	while (spin_us) {
+		int r = poll(&p, 1, 0);
+		if (r > 0)
+			return 0;
+		if (r < 0 && errno != EINTR)
+			return -1;
+		if (now_ns() >= end)
+			break;
+	}
+	while (poll(&p, 1, -1) < 0)
+		if (errno != EINTR)
+			return -1;
+	return 0;
 }
 
 int serve(struct fuse_session *se, unsigned nworkers)
@@ -116,10 +152,25 @@ int serve(struct fuse_session *se, unsigned nworkers)
 		if (pthread_create(&th[n], NULL, worker, NULL) != 0)
 			break;
 
+	int fd = fuse_session_fd(se);
+	unsigned spin_us = SFS->opts.poll_us;
+	bool spin = false;
+	if (spin_us)
+		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
 	while (!fuse_session_exited(se)) {
 		r = fuse_session_receive_buf(se, &buf);
 		if (r == -EINTR)
 			continue;
+		if (r == -EAGAIN) {
+			/* Poll only after a request served here, while no worker
+			 * runs: slow requests leave the CPUs to the workers and
+			 * the disk, where polling would only compete with them. */
+			bool poll_now = spin && !__atomic_load_n(&Q.busy, __ATOMIC_RELAXED);
+			if (wait_request(fd, poll_now ? spin_us : 0) < 0)
+				break;
+			continue;
+		}
+		spin = true;
 		if (r <= 0)
 			break;
 		const struct fuse_in_header *in = buf.mem;
@@ -129,6 +180,8 @@ int serve(struct fuse_session *se, unsigned nworkers)
 			memcpy(j->mem, buf.mem, (size_t)r);
 			j->size = (size_t)r;
 			j->next = NULL;
+			__atomic_add_fetch(&Q.busy, 1, __ATOMIC_RELAXED);
+			spin = false;
 			pthread_mutex_lock(&Q.lock);
 			if (Q.tail)
 				Q.tail->next = j;

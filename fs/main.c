@@ -48,6 +48,9 @@ static const char usage_text[] =
 "                     directly (default on; needs Linux 6.9+ and CAP_SYS_ADMIN,\n"
 "                     else ignored)\n"
 "  timeout=SECONDS    how long the kernel may cache names and attributes (default 86400)\n"
+"  poll_us=N          after a request, poll N microseconds for the next one before\n"
+"                     sleeping (default 50; 0 with one CPU): waking a sleeping\n"
+"                     CPU costs more than that on virtual machines\n"
 "  allow_other, allow_root, default_permissions, ro, nodev, nosuid, noexec,\n"
 "  noatime, fsname=, subtype=\n"
 "                     passed to the kernel mount\n"
@@ -220,6 +223,9 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	strata_debug = fs.opts.debug;
+	/* with one CPU the client needs it to send the next request */
+	if (sysconf(_SC_NPROCESSORS_ONLN) < 2)
+		fs.opts.poll_us = 0;
 	fs.timeout = fs.opts.timeout;
 	umask(0);
 	raise_nofile(&fs);

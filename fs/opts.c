@@ -31,6 +31,7 @@ void opts_init(struct strata_opts *o)
 	o->metacopy = true;
 	o->writeback = true;
 	o->passthrough = true;
+	o->poll_us = 50;
 	o->timeout = 86400.0;
 }
 
@@ -315,6 +316,16 @@ static int parse_item(struct strata_opts *o, char *item)
 			o->writeback = b;
 		else
 			o->passthrough = b;
+		return 0;
+	}
+	if (!strcmp(key, "poll_us")) {
+		char *end;
+		NEEDS_VAL();
+		errno = 0;
+		unsigned long v = strtoul(val, &end, 10);
+		if (errno || *end || v > 1000000 || val[0] == '-')
+			goto badval;
+		o->poll_us = (unsigned)v;
 		return 0;
 	}
 	if (!strcmp(key, "timeout")) {

@@ -39,6 +39,7 @@ struct strata_opts {
 	bool passthrough;    /* upper files through the kernel's passthrough,
 			      * when it and our privileges allow (default on) */
 	double timeout;      /* seconds the kernel may cache entries and attrs */
+	unsigned poll_us;    /* the reader polls this long for the next request before sleeping */
 	struct idmap uidmap, gidmap;
 	char *fuse_opts;     /* passed through to the kernel mount, comma-separated */
 	bool show_version;

@@ -103,6 +103,21 @@ static void escaped_lowers(void **state)
 	free(v);
 }
 
+static void passthrough_and_polling(void **state)
+{
+	struct strata_opts o;
+	const char *dflt[] = { "-o", "lowerdir=/l", "/m", NULL };
+	const char *set[] = { "-o", "lowerdir=/l,passthrough=off,poll_us=0", "/m", NULL };
+	assert_int_equal(parse(&o, dflt), 0);
+	assert_true(o.passthrough);
+	assert_int_equal(o.poll_us, 50);
+	opts_free(&o);
+	assert_int_equal(parse(&o, set), 0);
+	assert_false(o.passthrough);
+	assert_int_equal(o.poll_us, 0);
+	opts_free(&o);
+}
+
 static void refused(void **state)
 {
 	struct strata_opts o;
@@ -114,7 +129,11 @@ static void refused(void **state)
 	const char *badperm[] = { "-o", "lowerdir=/l,xattr_permissions=3", "/m", NULL };
 	const char *emptylower[] = { "-o", "lowerdir=::", "/m", NULL };
 	const char *badarg[] = { "--frob", "-o", "lowerdir=/l", "/m", NULL };
-	const char *const *cases[] = { unknown, nolower, halfupper, nomnt, badmap, badperm, emptylower, badarg };
+	const char *badpoll[] = { "-o", "lowerdir=/l,poll_us=-1", "/m", NULL };
+	const char *badpoll2[] = { "-o", "lowerdir=/l,poll_us=5ms", "/m", NULL };
+	const char *badpt[] = { "-o", "lowerdir=/l,passthrough=maybe", "/m", NULL };
+	const char *const *cases[] = { unknown, nolower, halfupper, nomnt, badmap, badperm, emptylower, badarg,
+				       badpoll, badpoll2, badpt };
 	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
 		assert_int_equal(parse(&o, cases[i]), -EINVAL);
 		opts_free(&o);
@@ -129,6 +148,7 @@ int main(void)
 		cmocka_unit_test(squash_ids_and_version),
 		cmocka_unit_test(mount_helper_form),
 		cmocka_unit_test(escaped_lowers),
+		cmocka_unit_test(passthrough_and_polling),
 		cmocka_unit_test(refused),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
