@@ -4,7 +4,9 @@
  * and the kernel wakes its waiting readers round-robin. Requests that may
  * block for long (data I/O, copy-up on open/truncate/link/rename, fsync)
  * go to a small pool of workers, so one container copying a large file up
- * never stalls the others. */
+ * never stalls the others. Between requests the reader polls briefly before
+ * it sleeps (wait_request). It also hands libfuse's replies their raw
+ * request (loop_request_arg) for fields libfuse 3.14 drops. */
 #include "fs.h"
 
 #include <fcntl.h>
