@@ -5,8 +5,8 @@
  * block for long (data I/O, copy-up on open/truncate/link/rename, fsync)
  * go to a small pool of workers, so one container copying a large file up
  * never stalls the others. Between requests the reader polls briefly before
- * it sleeps (wait_request). It also hands libfuse's replies their raw
- * request (loop_request_arg) for fields libfuse 3.14 drops. */
+ * it sleeps (wait_request). The operations can see the raw request they
+ * serve (loop_request_arg), for fields libfuse 3.14 does not pass on. */
 #include "fs.h"
 
 #include <fcntl.h>
