@@ -129,7 +129,7 @@ static int wait_request(int fd, unsigned spin_us, const sigset_t *sigs)
 	while (spin_us) {
 		int r = poll(&p, 1, 0);
 		if (r > 0)
-			return 0;
+			return 1;
 		if (r < 0 && errno != EINTR)
 			return -1;
 		if (now_ns() >= end)
@@ -172,6 +172,7 @@ int serve(struct fuse_session *se, unsigned nworkers)
 	unsigned spin_us = SFS->opts.poll_us;
 	bool spin = false;
 	uint64_t last_job = 0;
+	unsigned skip = 0;      /* waits left without polling */
 	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
 	while (!fuse_session_exited(se)) {
 		r = fuse_session_receive_buf(se, &buf);
@@ -183,10 +184,17 @@ int serve(struct fuse_session *se, unsigned nworkers)
 			 * reads and copy-ups, and the processes consuming their
 			 * data, need the CPUs, and polling would compete with
 			 * them (tar c | cat ran 25% slower with it). */
-			bool poll_now = spin && !__atomic_load_n(&Q.busy, __ATOMIC_RELAXED) &&
+			bool poll_now = spin && !skip && !__atomic_load_n(&Q.busy, __ATOMIC_RELAXED) &&
 					now_ns() - last_job > 2000000;
-			if (wait_request(fd, poll_now ? spin_us : 0, &waitsigs) < 0)
+			if (skip)
+				skip--;
+			int w = wait_request(fd, poll_now ? spin_us : 0, &waitsigs);
+			if (w < 0)
 				break;
+			/* polls that find nothing back off: a client that
+			 * does not come back quickly is not worth the CPU */
+			if (poll_now)
+				skip = w ? 0 : (skip * 2 + 1 > 256 ? 256 : skip * 2 + 1);
 			continue;
 		}
 		spin = true;
