@@ -325,6 +325,10 @@ void fh_close_all(void);
 int fill_entry(struct node *n, struct fuse_entry_param *e);
 /* The same from the stat a lookup just took of the object. */
 int fill_entry_st(struct node *n, const struct stat *st, struct fuse_entry_param *e);
+/* open(2) flags for an upper or lower object from those of a FUSE open:
+ * no O_CREAT/O_EXCL, O_CLOEXEC|O_NOFOLLOW, and read-write without O_APPEND
+ * where the writeback cache or a passthrough backing file needs it. */
+int real_flags(int flags);
 /* Open the object behind n (flags as open(2), no O_CREAT). */
 int node_open(struct node *n, int flags);
 /* Where a node's object lives: dirfd + name in its layer, or, for an object

@@ -201,8 +201,9 @@ int serve(struct fuse_session *se, unsigned nworkers)
 		if (r <= 0)
 			break;
 		const struct fuse_in_header *in = buf.mem;
+		uint32_t op = (size_t)r >= sizeof *in ? in->opcode : 0;
 		struct job *j;
-		if (n && (size_t)r >= sizeof *in && may_block(buf.mem, (size_t)r) &&
+		if (n && op && may_block(buf.mem, (size_t)r) &&
 		    (j = malloc(sizeof *j + (size_t)r))) {
 			memcpy(j->mem, buf.mem, (size_t)r);
 			j->size = (size_t)r;
@@ -222,17 +223,16 @@ int serve(struct fuse_session *se, unsigned nworkers)
 		}
 		/* a request nobody waits for says nothing of when the next
 		 * one comes */
-		if ((size_t)r >= sizeof *in)
-			switch (in->opcode) {
-			case FUSE_RELEASE:
-			case FUSE_RELEASEDIR:
-			case FUSE_FORGET:
-			case FUSE_BATCH_FORGET:
-			case FUSE_INTERRUPT:
-				spin = false;
-				break;
-			}
-		bool init = (size_t)r >= sizeof *in && in->opcode == FUSE_INIT;
+		switch (op) {
+		case FUSE_RELEASE:
+		case FUSE_RELEASEDIR:
+		case FUSE_FORGET:
+		case FUSE_BATCH_FORGET:
+		case FUSE_INTERRUPT:
+			spin = false;
+			break;
+		}
+		bool init = op == FUSE_INIT;
 		if (init)
 			pt_note_init(in + 1, (size_t)r - sizeof *in, true);
 		process(se, buf.mem, (size_t)r);

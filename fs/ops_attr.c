@@ -195,7 +195,7 @@ static int kill_setid_at(struct node *n, struct loc *l, fuse_req_t req)
 {
 	struct stat st;
 	int r = node_stat(n, &st);
-	if (r < 0 || !S_ISREG(st.st_mode) || !(st.st_mode & (S_ISUID | S_ISGID)))
+	if (r < 0 || !S_ISREG(st.st_mode) || !mode_is_setid(st.st_mode))
 		return r;
 	mode_t m = st.st_mode & ~(mode_t)S_ISUID;
 	if ((m & S_ISGID) && ((m & S_IXGRP) || !req_in_group(req, st.st_gid)))

@@ -66,7 +66,7 @@ static bool wants_write(int flags)
 	return (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
 }
 
-static int real_flags(int flags)
+int real_flags(int flags)
 {
 	int fl = flags & ~(O_CREAT | O_EXCL | O_NOCTTY);
 	fl |= O_CLOEXEC | O_NOFOLLOW;

@@ -141,12 +141,7 @@ static int make_obj(int dirfd, const char *name, const struct obj_spec *s, int *
 {
 	switch (s->kind) {
 	case OBJ_FILE: {
-		int fl = (s->open_flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC)) | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW;
-		/* as real_flags(): what the writeback cache or a backing file needs */
-		if ((fl & O_ACCMODE) == O_WRONLY && (SFS->opts.writeback || SFS->pt))
-			fl = (fl & ~O_ACCMODE) | O_RDWR;
-		if (SFS->opts.writeback || SFS->pt)
-			fl &= ~O_APPEND;
+		int fl = (real_flags(s->open_flags) & ~O_TRUNC) | O_CREAT | O_EXCL;
 		int fd = openat(dirfd, name, fl, s->mode & 07777);
 		if (fd < 0)
 			return -errno;

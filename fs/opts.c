@@ -319,13 +319,12 @@ static int parse_item(struct strata_opts *o, char *item)
 		return 0;
 	}
 	if (!strcmp(key, "poll_us")) {
+		uint32_t us;
 		char *end;
 		NEEDS_VAL();
-		errno = 0;
-		unsigned long v = strtoul(val, &end, 10);
-		if (errno || *end || v > 1000000 || val[0] == '-')
+		if (parse_u32(val, &end, &us) < 0 || *end || us > 1000000)
 			goto badval;
-		o->poll_us = (unsigned)v;
+		o->poll_us = us;
 		return 0;
 	}
 	if (!strcmp(key, "timeout")) {

@@ -180,7 +180,6 @@ static bool writes_setid(int fd, int flags)
 int pt_open(struct node *n, int fd, int flags, bool *counted)
 {
 	int id = 0;
-	bool kill = false;
 
 	*counted = false;
 	if (!SFS->pt || n->type != S_IFREG)
@@ -188,9 +187,12 @@ int pt_open(struct node *n, int fd, int flags, bool *counted)
 	pthread_mutex_lock(&pt_lock);
 	*counted = true;
 	/* A descriptor still open in cached mode pins the kernel's inode to
-	 * it; so does a metacopy, whose data is read from a lower file. */
-	if (!broken && is_upper(n->layer) && !n->metacopy && n->cached_opens == 0 &&
-	    (!writes_setid(fd, flags) || (n->pt_opens && (kill = true)))) {
+	 * it; so does a metacopy, whose data is read from a lower file. A
+	 * set-id file opened for writing stays cached too, unless the kernel
+	 * already holds it in passthrough mode (then its bits go below). */
+	bool eligible = !broken && is_upper(n->layer) && !n->metacopy && n->cached_opens == 0;
+	bool kill = eligible && writes_setid(fd, flags);
+	if (eligible && (!kill || n->pt_opens)) {
 		if (n->backing_id == 0) {
 			int bfd = backing_flags_ok(fcntl(fd, F_GETFL)) ? fd : node_open(n, O_RDWR);
 			if (bfd >= 0) {
@@ -216,9 +218,8 @@ int pt_open(struct node *n, int fd, int flags, bool *counted)
 	if (!id)
 		n->cached_opens++;
 	pthread_mutex_unlock(&pt_lock);
-	/* A set-id file already open in passthrough mode: the kernel needs
-	 * every open of it in that mode, so the bits go now, before any
-	 * write could keep them. */
+	/* the kernel needs every open of it in passthrough mode: the bits go
+	 * now, before any write could keep them */
 	if (kill && id)
 		node_kill_setid(n, NULL);
 	return id;
