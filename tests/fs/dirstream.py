@@ -17,11 +17,11 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ovltest import SKIP, is_mounted, prepare_fs, reap_all, umount  # noqa: E402
+from ovltest import SKIP, prepare_fs, reap_all  # noqa: E402
 from difftest import getdents  # noqa: E402
+from mounts import FuseMount  # noqa: E402
 
 
 def main(argv):
@@ -34,14 +34,10 @@ def main(argv):
     for i in range(300):
         open(os.path.join(base, 'l/d/f%03d' % i), 'w').close()
     problems = []
-    p = subprocess.Popen([fs, '-f', '-o', 'lowerdir=%s/l,upperdir=%s/u,workdir=%s/w'
-                          % (base, base, base), os.path.join(base, 'm')])
+    m = FuseMount(fs, [os.path.join(base, 'l')], os.path.join(base, 'u'),
+                  os.path.join(base, 'w'), os.path.join(base, 'm'))
     try:
-        deadline = time.time() + 20
-        while not is_mounted(os.path.join(base, 'm')):
-            if p.poll() is not None or time.time() > deadline:
-                raise RuntimeError('strata-fs did not mount')
-            time.sleep(0.02)
+        m.mount()
         d = os.path.join(base, 'm', 'd')
         before = set(os.listdir(d))
         seen, changed, rounds = [], set(), 0
@@ -82,9 +78,10 @@ def main(argv):
                             % (sorted(expect - now)[:5], sorted(now - expect)[:5]))
         print('%d pieces, %d names stayed, %d changed' % (rounds, len(stayed), len(changed)))
     finally:
-        if is_mounted(os.path.join(base, 'm')):
-            umount(os.path.join(base, 'm'))
-        p.wait(timeout=30)
+        if m.proc:
+            problem = m.umount()
+            if problem:
+                problems.append(problem)
         subprocess.run(['rm', '-rf', base])
         reap_all()
     for pr in problems:

@@ -23,42 +23,37 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ovltest import (SKIP, is_mounted, kernel_has_passthrough, prepare_fs, reap_all,  # noqa: E402
                      umount)
+from mounts import FuseMount  # noqa: E402
 
 
-class Mount:
+class Mount(FuseMount):
+    """strata-fs over base/l (upper base/u) on base/m, logging every request."""
+
     def __init__(self, fs, base, opts=''):
-        self.mnt = os.path.join(base, 'm')
-        self.log = os.path.join(base, 'debug.log')
-        o = 'lowerdir=%s/l,upperdir=%s/u,workdir=%s/w' % (base, base, base)
-        if opts:
-            o += ',' + opts
-        self.logf = open(self.log, 'w')
-        self.p = subprocess.Popen([fs, '-d', '-o', o, self.mnt], stdout=self.logf,
-                                  stderr=subprocess.STDOUT)
-        deadline = time.time() + 20
-        while not is_mounted(self.mnt):
-            if self.p.poll() is not None or time.time() > deadline:
-                raise RuntimeError('strata-fs did not mount; see %s' % self.log)
-            time.sleep(0.02)
+        p = lambda d: os.path.join(base, d)  # noqa: E731
+        super().__init__(fs, [p('l')], p('u'), p('w'), p('m'),
+                         extra=','.join(x for x in ('debug', opts) if x))
+        self.mount()
 
     def p_(self, name):
         return os.path.join(self.mnt, name)
 
     def close(self):
-        umount(self.mnt)
-        self.p.wait(timeout=30)
-        self.logf.close()
+        """Unmounts; returns how many requests of each kind the daemon got."""
+        self.errlog.seek(0)
+        log = self.errlog.read()
+        problem = self.umount()
+        if problem:
+            raise RuntimeError(problem)
         counts = {}
-        with open(self.log) as f:
-            for line in f:
-                if 'opcode: ' in line:
-                    op = line.split('opcode: ', 1)[1].split()[0]
-                    counts[op] = counts.get(op, 0) + 1
+        for line in log.splitlines():
+            if 'opcode: ' in line:
+                op = line.split('opcode: ', 1)[1].split()[0]
+                counts[op] = counts.get(op, 0) + 1
         return counts
 
 
