@@ -119,8 +119,8 @@ def private_namespace():
 
 # -- processes ----------------------------------------------------------------
 
-def children(pid):
-    out = []
+def proc_stats():
+    """(pid, comm, state, ppid) of every process, from /proc/PID/stat."""
     for d in os.listdir('/proc'):
         if not d.isdigit():
             continue
@@ -130,9 +130,11 @@ def children(pid):
         except OSError:
             continue
         fields = st[st.rindex(')') + 2:].split()
-        if int(fields[1]) == pid and fields[0] != 'Z':
-            out.append((int(d), st[st.index('(') + 1:st.rindex(')')]))
-    return out
+        yield int(d), st[st.index('(') + 1:st.rindex(')')], fields[0], int(fields[1])
+
+
+def children(pid):
+    return [(p, comm) for p, comm, state, ppid in proc_stats() if ppid == pid and state != 'Z']
 
 
 def descendants():
@@ -147,18 +149,11 @@ def descendants():
 def reap_zombies(keep):
     """Reap our exited children but keep: podman takes a zombie conmon
     (re-parented to us, the subreaper) for a live one and waits 20 s."""
-    for d in os.listdir('/proc'):
-        if not d.isdigit() or int(d) == keep:
-            continue
-        try:
-            with open('/proc/%s/stat' % d) as f:
-                st = f.read()
-        except OSError:
-            continue
-        fields = st[st.rindex(')') + 2:].split()
-        if fields[0] == 'Z' and int(fields[1]) == os.getpid():
+    me = os.getpid()
+    for p, _, state, ppid in proc_stats():
+        if p != keep and state == 'Z' and ppid == me:
             try:
-                os.waitpid(int(d), os.WNOHANG)
+                os.waitpid(p, os.WNOHANG)
             except ChildProcessError:
                 pass
 
