@@ -12,17 +12,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ovltest  # noqa: E402
-from ovltest import F, D, L, SKIP, Scenario, main, stt, rd, xattrs_of  # noqa: E402
+from ovltest import F, D, L, SKIP, Scenario, main, stt, rd, write, xattrs_of  # noqa: E402
 
 OVR = 'user.containers.override_stat'
-
-
-def write(p, data, flags=os.O_WRONLY | os.O_CREAT | os.O_TRUNC):
-    fd = os.open(p, flags, 0o644)
-    try:
-        return os.write(fd, data)
-    finally:
-        os.close(fd)
 
 
 def upper_stat(c, rel):

@@ -20,18 +20,10 @@ import zlib
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ovltest  # noqa: E402
 from ovltest import (F, D, L, H, W, O, P, C, B, S, Scenario, main, stt, rd, ls, file_sha,  # noqa: E402,E501
-                     data_map, renameat2, RENAME_NOREPLACE, RENAME_EXCHANGE, T_OLD)
+                     data_map, renameat2, write, RENAME_NOREPLACE, RENAME_EXCHANGE, T_OLD)
 
 TEST_USER = 'strata-test'
 libc = ctypes.CDLL(None, use_errno=True)
-
-
-def write(p, data, flags=os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode=0o644):
-    fd = os.open(p, flags, mode)
-    try:
-        return os.write(fd, data)
-    finally:
-        os.close(fd)
 
 
 def pwrite_at(p, data, off):
@@ -1607,6 +1599,18 @@ class Fuzz(Scenario):
             if not self.run_seed(t, seed, nops, log):
                 return
 
+    def replay(self, t, labels, title):
+        """Run the operations the log lines in labels name ('op path ...
+        value', as the fuzz log writes them); title(i, label) names each."""
+        table = dict(self.op_table())
+        for i, label in enumerate(labels):
+            parts = label.split()
+            name, p, v = parts[0], parts[1], int(parts[-1])
+            fn = self.statall if name == 'statall' else table[name]
+            if name in ('rename', 'link'):
+                fn = (lambda fn, q: lambda c, p, v: fn(c, p, v, q=q))(fn, parts[2])
+            t.op(title(i, label), fn, p, v)
+
     def op_table(self):
         """(name, fn(c, path, value[, q])) pairs the fuzzer draws from."""
         def st_or_none(p):
@@ -1689,14 +1693,7 @@ class FuzzRegression(Fuzz):
         self.name, self.labels, self.note = name, labels, note
 
     def run(self, t):
-        table = dict(self.op_table())
-        for i, label in enumerate(self.labels):
-            parts = label.split()
-            name, p, v = parts[0], parts[1], int(parts[-1])
-            fn = self.statall if name == 'statall' else table[name]
-            if name in ('rename', 'link'):
-                fn = (lambda fn, q: lambda c, p, v: fn(c, p, v, q=q))(fn, parts[2])
-            t.op('%s (%s) %d: %s' % (self.name, self.note, i, label), fn, p, v)
+        self.replay(t, self.labels, lambda i, label: '%s (%s) %d: %s' % (self.name, self.note, i, label))
 
 
 FUZZ_REGRESSIONS = [

@@ -23,15 +23,7 @@ class Replay(Fuzz):
         self.labels = labels
 
     def run(self, t):
-        table = dict(self.op_table())
-        for i, label in enumerate(self.labels):
-            parts = label.split()
-            name, p, v = parts[0], parts[1], int(parts[-1])
-            fn = self.statall if name == 'statall' else table[name]
-            if name in ('rename', 'link'):
-                q = parts[2]
-                fn = (lambda fn, q: lambda c, p, v: fn(c, p, v, q=q))(fn, q)
-            t.op('%d: %s' % (i, label), fn, p, v)
+        self.replay(t, self.labels, lambda i, label: '%d: %s' % (i, label))
 
 
 def diverges(fs, labels, enc):

@@ -71,6 +71,15 @@ def reap_all():
             return
 
 
+def write(p, data, flags=os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode=0o644):
+    """One write(2) of data to p opened with flags; its return value."""
+    fd = os.open(p, flags, mode)
+    try:
+        return os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
 def renameat2(old, new, flags):
     AT_FDCWD = -100
     r = libc.renameat2(AT_FDCWD, os.fsencode(old), AT_FDCWD, os.fsencode(new),

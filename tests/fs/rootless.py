@@ -21,17 +21,9 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ovltest  # noqa: E402
 from ovltest import (F, D, L, W, O, SKIP, Scenario, fs_under_test, main, mount_tmpfs,  # noqa: E402
-                     umount, stt, rd, ls)
+                     umount, stt, rd, ls, write)
 
 USER = 'strata-test'
-
-
-def write(p, data, flags=os.O_WRONLY | os.O_CREAT | os.O_TRUNC):
-    fd = os.open(p, flags, 0o644)
-    try:
-        return os.write(fd, data)
-    finally:
-        os.close(fd)
 
 
 class RootlessBasic(Scenario):
