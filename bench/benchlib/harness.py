@@ -193,6 +193,15 @@ def manifest(root, timeout):
     return out
 
 
+def _mounted_manifest(contender, ctx, fx):
+    """The manifest of fixture fx as contender mounts it."""
+    inst = contender.mount(ctx, fx)
+    try:
+        return manifest(inst.path, ctx.timeout)
+    finally:
+        contender.unmount(inst)
+
+
 def check_views(ctx, contenders):
     """Each overlay contender must show the same merged tree as kernel
     overlayfs before its timings are reported; a mismatch is a note."""
@@ -202,11 +211,7 @@ def check_views(ctx, contenders):
     for name in ("image", "stack%d" % max(ctx.sizes["stacks"])):
         try:
             fx = ctx.fixture(name)
-            inst = ref.mount(ctx, fx)
-            try:
-                want = manifest(inst.path, ctx.timeout)
-            finally:
-                ref.unmount(inst)
+            want = _mounted_manifest(ref, ctx, fx)
         except (BenchError, OSError, subprocess.TimeoutExpired) as e:
             ctx.note("could not check merged views of %s: %s" % (name, e))
             continue
@@ -214,11 +219,7 @@ def check_views(ctx, contenders):
             if c.kind != "fuse":
                 continue
             try:
-                inst = c.mount(ctx, fx)
-                try:
-                    got = manifest(inst.path, ctx.timeout)
-                finally:
-                    c.unmount(inst)
+                got = _mounted_manifest(c, ctx, fx)
             except (BenchError, OSError, subprocess.TimeoutExpired) as e:
                 ctx.note("%s: merged view of %s could not be read: %s" % (c.name, name, e))
                 continue
