@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <limits.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 
 #include "err.h"
 #include "opts.h"
@@ -252,6 +253,31 @@ int serve(struct fuse_session *se, unsigned nworkers);
  * if it is OPCODE with at least SIZE bytes of them (else NULL): for fields
  * libfuse 3.14 does not pass on. */
 const void *loop_request_arg(uint32_t opcode, size_t size);
+/* Serve one raw request (as /dev/fuse gives it) on this thread. */
+void loop_process(void *mem, size_t size);
+/* Hand a request that may block for long to a worker (copied); ctx goes
+ * to uring_serve_job. false: serve it yourself. */
+bool loop_offload(const void *mem, size_t size, void *ctx);
+
+/* uring.c: FUSE over io_uring, per-CPU queues (Linux 6.14+, when the
+ * fuse module's enable_uring is on) */
+/* loop.c/passthrough.c around INIT: what the kernel offered (flags2) */
+void uring_note_init(uint32_t flags2);
+bool uring_wanted(void);
+/* the INIT reply: ask for io_uring, note the sizes the buffers need */
+void uring_complete_init(uint32_t *flags2, uint32_t max_write, uint32_t max_pages);
+/* after INIT is answered: register the queues (0, or -errno and requests
+ * stay on /dev/fuse) */
+int uring_start(struct fuse_session *se);
+void uring_stop(void);
+/* The session's writev: a reply to the io_uring request this thread
+ * serves goes into its entry (true, *ret set), else false. */
+bool uring_capture(const struct iovec *iov, int count, ssize_t *ret);
+/* Send the replies this thread has queued (before a notification, which
+ * the kernel may hold until they arrive). */
+void uring_flush(void);
+/* A worker serving an io_uring request. */
+void uring_serve_job(void *ctx, void *mem, size_t size);
 
 /* ops_attr.c */
 bool mode_is_setid(mode_t mode);   /* S_ISUID or S_ISGID: a write may drop them */
@@ -261,6 +287,8 @@ bool mode_is_setid(mode_t mode);   /* S_ISUID or S_ISGID: a write may drop them 
 int node_kill_setid(struct node *n, fuse_req_t req);
 
 /* passthrough.c: the kernel's FUSE passthrough for upper files */
+/* Does the daemon hold capability CAP_BIT in the initial user namespace? */
+bool has_init_cap(int cap_bit);
 /* loop.c around serving INIT: begin=true before, false after */
 void pt_note_init(const void *arg, size_t size, bool begin);
 /* op_init: may upper files use passthrough? Sets SFS->pt. */

@@ -18,6 +18,7 @@
 
 struct job {
 	struct job *next;
+	void *ctx;              /* io_uring entry the reply goes to, or NULL */
 	size_t size;
 	char mem[];
 };
@@ -27,6 +28,7 @@ static struct {
 	pthread_cond_t cond;
 	struct job *head, *tail;
 	bool stop;
+	unsigned nworkers;
 	struct fuse_session *se;
 	unsigned busy;          /* jobs queued or being served */
 } Q = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
@@ -78,13 +80,38 @@ const void *loop_request_arg(uint32_t opcode, size_t size)
 	return in + 1;
 }
 
-/* Serve one request on this thread, its raw form at hand for the ops. */
-static void process(struct fuse_session *se, void *mem, size_t size)
+void loop_process(void *mem, size_t size)
 {
 	struct fuse_buf b = { .size = size, .mem = mem };
 	tls_req = mem;
-	fuse_session_process_buf(se, &b);
+	fuse_session_process_buf(Q.se, &b);
 	tls_req = NULL;
+}
+
+static uint64_t now_ns(void);
+static __thread uint64_t tls_last_job;
+
+bool loop_offload(const void *mem, size_t size, void *ctx)
+{
+	struct job *j;
+	if (!Q.nworkers || size < sizeof(struct fuse_in_header) || !may_block(mem, size) ||
+	    !(j = malloc(sizeof *j + size)))
+		return false;
+	memcpy(j->mem, mem, size);
+	j->size = size;
+	j->ctx = ctx;
+	j->next = NULL;
+	__atomic_add_fetch(&Q.busy, 1, __ATOMIC_RELAXED);
+	tls_last_job = now_ns();
+	pthread_mutex_lock(&Q.lock);
+	if (Q.tail)
+		Q.tail->next = j;
+	else
+		Q.head = j;
+	Q.tail = j;
+	pthread_cond_signal(&Q.cond);
+	pthread_mutex_unlock(&Q.lock);
+	return true;
 }
 
 static void *worker(void *arg)
@@ -103,7 +130,10 @@ static void *worker(void *arg)
 			Q.tail = NULL;
 		pthread_mutex_unlock(&Q.lock);
 
-		process(Q.se, j->mem, j->size);
+		if (j->ctx)
+			uring_serve_job(j->ctx, j->mem, j->size);
+		else
+			loop_process(j->mem, j->size);
 		free(j);
 		__atomic_sub_fetch(&Q.busy, 1, __ATOMIC_RELAXED);
 	}
@@ -167,11 +197,11 @@ int serve(struct fuse_session *se, unsigned nworkers)
 	for (; n < nworkers; n++)
 		if (pthread_create(&th[n], NULL, worker, NULL) != 0)
 			break;
+	Q.nworkers = n;
 
 	int fd = fuse_session_fd(se);
 	unsigned spin_us = SFS->opts.poll_us;
 	bool spin = false;
-	uint64_t last_job = 0;
 	unsigned skip = 0;      /* waits left without polling */
 	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
 	while (!fuse_session_exited(se)) {
@@ -185,7 +215,7 @@ int serve(struct fuse_session *se, unsigned nworkers)
 			 * data, need the CPUs, and polling would compete with
 			 * them (tar c | cat ran 25% slower with it). */
 			bool poll_now = spin && !skip && !__atomic_load_n(&Q.busy, __ATOMIC_RELAXED) &&
-					now_ns() - last_job > 2000000;
+					now_ns() - tls_last_job > 2000000;
 			if (skip)
 				skip--;
 			int w = wait_request(fd, poll_now ? spin_us : 0, &waitsigs);
@@ -202,23 +232,8 @@ int serve(struct fuse_session *se, unsigned nworkers)
 			break;
 		const struct fuse_in_header *in = buf.mem;
 		uint32_t op = (size_t)r >= sizeof *in ? in->opcode : 0;
-		struct job *j;
-		if (n && op && may_block(buf.mem, (size_t)r) &&
-		    (j = malloc(sizeof *j + (size_t)r))) {
-			memcpy(j->mem, buf.mem, (size_t)r);
-			j->size = (size_t)r;
-			j->next = NULL;
-			__atomic_add_fetch(&Q.busy, 1, __ATOMIC_RELAXED);
+		if (op && loop_offload(buf.mem, (size_t)r, NULL)) {
 			spin = false;
-			last_job = now_ns();
-			pthread_mutex_lock(&Q.lock);
-			if (Q.tail)
-				Q.tail->next = j;
-			else
-				Q.head = j;
-			Q.tail = j;
-			pthread_cond_signal(&Q.cond);
-			pthread_mutex_unlock(&Q.lock);
 			continue;
 		}
 		/* a request nobody waits for says nothing of when the next
@@ -235,9 +250,11 @@ int serve(struct fuse_session *se, unsigned nworkers)
 		bool init = op == FUSE_INIT;
 		if (init)
 			pt_note_init(in + 1, (size_t)r - sizeof *in, true);
-		process(se, buf.mem, (size_t)r);
-		if (init)
+		loop_process(buf.mem, (size_t)r);
+		if (init) {
 			pt_note_init(NULL, 0, false);
+			uring_start(se);
+		}
 	}
 	pthread_mutex_lock(&Q.lock);
 	Q.stop = true;
@@ -245,6 +262,7 @@ int serve(struct fuse_session *se, unsigned nworkers)
 	pthread_mutex_unlock(&Q.lock);
 	for (unsigned i = 0; i < n; i++)
 		pthread_join(th[i], NULL);
+	uring_stop();
 	free(buf.mem);
 	fuse_session_reset(se);
 	return r < 0 && r != -ENODEV ? r : 0;

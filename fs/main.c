@@ -47,6 +47,9 @@ static const char usage_text[] =
 "  passthrough=on|off let the kernel read and write files of the upper layer\n"
 "                     directly (default on; needs Linux 6.9+ and CAP_SYS_ADMIN,\n"
 "                     else ignored)\n"
+"  uring=on|off       take requests through io_uring, one queue per CPU, where\n"
+"                     the kernel offers it (default on; Linux 6.14+ with the fuse\n"
+"                     module's enable_uring=Y, else ignored)\n"
 "  timeout=SECONDS    how long the kernel may cache names and attributes (default 86400)\n"
 "  poll_us=N          after a request, poll N microseconds for the next one before\n"
 "                     sleeping (default 50; 0 with one CPU): waking a sleeping\n"
@@ -115,6 +118,9 @@ void op_init(void *ud, struct fuse_conn_info *conn)
 	/* readdirplus when the kernel lacks the entries, plain readdir when it
 	 * has them cached (a warm `ls -lR` then costs names only) */
 	want |= FUSE_CAP_READDIRPLUS_AUTO;
+	/* io_uring replies are copied into its buffers, not spliced */
+	if (uring_wanted())
+		want &= ~(unsigned)(FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
 	conn->want |= want & conn->capable;
 	conn->max_readahead = 1 << 20;
 	if (conn->capable & FUSE_CAP_SPLICE_READ)

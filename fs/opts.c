@@ -31,6 +31,7 @@ void opts_init(struct strata_opts *o)
 	o->metacopy = true;
 	o->writeback = true;
 	o->passthrough = true;
+	o->uring = true;
 	o->poll_us = 50;
 	o->timeout = 86400.0;
 }
@@ -306,7 +307,8 @@ static int parse_item(struct strata_opts *o, char *item)
 		o->noacl = true;
 		return 0;
 	}
-	if (!strcmp(key, "metacopy") || !strcmp(key, "writeback") || !strcmp(key, "passthrough")) {
+	if (!strcmp(key, "metacopy") || !strcmp(key, "writeback") || !strcmp(key, "passthrough") ||
+	    !strcmp(key, "uring")) {
 		bool b = true;
 		if (val && parse_bool_val(val, &b) < 0)
 			goto badval;
@@ -314,6 +316,8 @@ static int parse_item(struct strata_opts *o, char *item)
 			o->metacopy = b;
 		else if (key[0] == 'w')
 			o->writeback = b;
+		else if (key[0] == 'u')
+			o->uring = b;
 		else
 			o->passthrough = b;
 		return 0;

@@ -38,6 +38,7 @@ struct strata_opts {
 	bool writeback;      /* kernel writeback cache (default on) */
 	bool passthrough;    /* upper files through the kernel's passthrough,
 			      * when it and our privileges allow (default on) */
+	bool uring;          /* FUSE over io_uring where the kernel offers it (default on) */
 	double timeout;      /* seconds the kernel may cache entries and attrs */
 	unsigned poll_us;    /* the reader polls this long for the next request before sleeping */
 	struct idmap uidmap, gidmap;

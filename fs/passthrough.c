@@ -70,14 +70,14 @@ void pt_note_init(const void *arg, size_t size, bool begin)
 	if (size >= 4 * sizeof(uint32_t))
 		killpriv_v2 = in->flags & FUSE_HANDLE_KILLPRIV_V2;
 	/* flags2 follows flags in the INIT request since 7.36 */
-	if (size >= 5 * sizeof(uint32_t) && in->major == 7 && in->minor >= 40) {
+	if (size >= 5 * sizeof(uint32_t) && in->major == 7 && in->minor >= 36 && (in->flags & PT_INIT_EXT)) {
 		uint32_t flags2 = ((const uint32_t *)arg)[4];
-		offered = (in->flags & PT_INIT_EXT) && (flags2 & PT_INIT_FLAG2);
+		offered = in->minor >= 40 && (flags2 & PT_INIT_FLAG2);
+		uring_note_init(flags2);
 	}
 }
 
-/* CAP_SYS_ADMIN in the initial user namespace, which BACKING_OPEN needs */
-static bool capable_sys_admin(void)
+bool has_init_cap(int cap_bit)
 {
 	char line[256];
 	bool init_ns = false, cap = false;
@@ -93,7 +93,7 @@ static bool capable_sys_admin(void)
 		unsigned long long eff;
 		while (fgets(line, sizeof line, f))
 			if (sscanf(line, "CapEff: %llx", &eff) == 1)
-				cap = eff & (1ull << 21);
+				cap = eff & (1ull << cap_bit);
 		fclose(f);
 	}
 	return init_ns && cap;
@@ -103,7 +103,8 @@ bool pt_negotiate(void)
 {
 	struct statfs sfs;
 
-	SFS->pt = SFS->opts.passthrough && SFS->has_upper && offered && capable_sys_admin();
+	/* BACKING_OPEN needs CAP_SYS_ADMIN */
+	SFS->pt = SFS->opts.passthrough && SFS->has_upper && offered && has_init_cap(21);
 	if (!SFS->pt)
 		return false;
 	/* backing files on a stacked filesystem need one more level */
@@ -129,6 +130,10 @@ static ssize_t pt_writev(int fd, struct iovec *iov, int count, void *ud)
 				io->flags2 |= PT_INIT_FLAG2;
 				io->max_stack_depth = stack_depth;
 			}
+			if (uring_wanted()) {
+				io->flags |= PT_INIT_EXT;
+				uring_complete_init(&io->flags2, io->max_write, io->max_pages);
+			}
 		} else if (tls_backing > 0 && iov[1].iov_len >= sizeof(struct pt_open_out)) {
 			/* an OPEN reply, or the open half at the end of a CREATE's */
 			struct pt_open_out *oo = (void *)((char *)iov[1].iov_base + iov[1].iov_len -
@@ -137,6 +142,12 @@ static ssize_t pt_writev(int fd, struct iovec *iov, int count, void *ud)
 			oo->backing_id = tls_backing;
 		}
 	}
+	ssize_t r;
+	if (uring_capture(iov, count, &r))
+		return r;
+	/* a notification may wait for replies queued on this thread */
+	if (out->unique == 0)
+		uring_flush();
 	return writev(fd, iov, count);
 }
 

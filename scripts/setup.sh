@@ -5,7 +5,7 @@
 set -eu
 
 PKGS="build-essential cmake pkg-config git python3
-libfuse3-dev fuse3 libcap-dev liblz4-dev libxxhash-dev libarchive-dev
+libfuse3-dev liburing-dev fuse3 libcap-dev liblz4-dev libxxhash-dev libarchive-dev
 libssl-dev libjansson-dev libcmocka-dev
 fuse-overlayfs bubblewrap attr acl uidmap kmod util-linux procps psmisc
 busybox-static zstd umoci skopeo fio gnuplot-nox debootstrap hyperfine

@@ -1,0 +1,636 @@
+/* uring.c: FUSE over io_uring (Linux 6.14+, with fuse.enable_uring=1).
+ *
+ * Through /dev/fuse a request costs two wake-ups across CPUs: the kernel
+ * queues it, wakes a reader wherever that reader last ran, and the reply
+ * wakes the client back. On a virtual machine each wake-up of an idle vCPU
+ * is an exit to the host, tens of microseconds, more than serving the
+ * request. With io_uring the kernel keeps one queue per CPU and hands a
+ * request to the queue of the CPU its client runs on; the thread serving
+ * that queue here is pinned to the same CPU, so a request and its reply
+ * are two context switches on one CPU.
+ *
+ * Each queue thread owns one io_uring and a few ring entries (a header
+ * buffer and a payload buffer registered with the kernel). A request
+ * arrives as the completion of an entry's previous command; the reply goes
+ * back in the same buffers with COMMIT_AND_FETCH, which also re-arms the
+ * entry. FORGET, INTERRUPT and the notifications we send still travel
+ * through /dev/fuse (loop.c keeps reading it).
+ *
+ * libfuse 3.14 knows nothing of this: requests are reassembled in the
+ * layout /dev/fuse gives (headers just before the payload, no copy of the
+ * data) and served by the same code; the replies libfuse writes are taken
+ * from the session's writev (passthrough.c) into the entry. Requests that
+ * may block go to loop.c's workers as before; their replies come back to
+ * the queue thread through an eventfd, since only it may submit. */
+#include "fs.h"
+
+#include <fcntl.h>
+#include <liburing.h>
+#include <linux/fuse.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+/* The kernel ABI (uapi fuse.h 7.42); Debian 12's headers predate it. */
+#define UR_INIT_FLAG2   (1u << 9)          /* FUSE_OVER_IO_URING >> 32 */
+#define UR_HEADER_SZ    128
+enum { UR_CMD_REGISTER = 1, UR_CMD_COMMIT_AND_FETCH = 2 };
+struct ur_header {
+	char in_out[UR_HEADER_SZ];          /* fuse_in_header / fuse_out_header */
+	char op_in[UR_HEADER_SZ];           /* the request's fixed-size argument */
+	struct {
+		uint64_t flags, commit_id;
+		uint32_t payload_sz, padding;
+		uint64_t reserved;
+	} ent;
+};
+struct ur_cmd {
+	uint64_t flags, commit_id;
+	uint16_t qid;
+	uint8_t padding[6];
+};
+
+#define DEPTH 8                 /* entries per queue */
+/* room before the payload for the headers, so a request is contiguous */
+#define HEADROOM 4096
+
+struct queue;
+struct ent {
+	struct ur_header hdr;
+	struct queue *q;
+	char *payload;
+	size_t cap;
+	uint64_t unique;        /* of the request being served, 0: none */
+	struct iovec iov[2];
+	struct ent *next_done;
+};
+
+struct queue {
+	unsigned qid;
+	pthread_t th;
+	bool started;
+	struct io_uring ring;
+	struct ent ents[DEPTH];
+	int efd;                /* workers' replies wait here */
+	uint64_t efd_val;
+	pthread_mutex_t lock;
+	struct ent *done;
+	unsigned pending;       /* SQEs queued, not yet submitted */
+	int ready;              /* 1 registered, -errno failed */
+	/* placement (see placement()) */
+	int statfd, loadfd;
+	bool idle, was_busy;
+	uint64_t t_check, delay_check, hold_until;
+};
+
+static struct {
+	bool offered, wanted;
+	bool can_yield;         /* may switch threads to SCHED_IDLE and back */
+	uint32_t max_write, max_pages;
+	unsigned nq, ncpu;
+	struct queue *qs;
+	int fd;
+	volatile bool stop;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	unsigned nready;
+} U = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
+
+/* The request this thread serves: its entry belongs to us only until the
+ * reply is handed over (a worker's may serve a new request right after),
+ * so what we know of it is kept here. */
+static __thread struct ent *tls_ent;
+static __thread uint64_t tls_unique;
+static __thread bool tls_replied;
+static __thread struct queue *tls_queue;  /* queue this thread owns */
+
+static int ring_init(struct io_uring *ring, unsigned entries);
+
+/* May a thread go from SCHED_IDLE back to SCHED_OTHER? (the kernel's
+ * can_nice(): CAP_SYS_NICE in the initial namespace, or RLIMIT_NICE) */
+static bool may_turn_back(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NICE, &rl) == 0 && rl.rlim_cur >= 20)
+		return true;
+	return has_init_cap(23 /* CAP_SYS_NICE */);
+}
+
+void uring_note_init(uint32_t flags2)
+{
+	U.offered = flags2 & UR_INIT_FLAG2;
+	U.wanted = U.offered && SFS->opts.uring && !SFS->opts.single_thread;
+	/* Once INIT says io_uring, the kernel holds every request until the
+	 * queues are registered: say it only if we can create rings at all
+	 * (io_uring may be disabled by sysctl or a seccomp filter). */
+	U.can_yield = may_turn_back();
+	if (!U.can_yield) {
+		U.wanted = false;
+		sdebug("io_uring: offered, not used: without CAP_SYS_NICE its threads could not leave SCHED_IDLE under load");
+	}
+	struct io_uring probe;
+	if (U.wanted && ring_init(&probe, 4) < 0)
+		U.wanted = false;
+	else if (U.wanted)
+		io_uring_queue_exit(&probe);
+}
+
+bool uring_wanted(void)
+{
+	return U.wanted;
+}
+
+void uring_complete_init(uint32_t *flags2, uint32_t max_write, uint32_t max_pages)
+{
+	if (!U.wanted)
+		return;
+	*flags2 |= UR_INIT_FLAG2;
+	U.max_write = max_write;
+	U.max_pages = max_pages;
+}
+
+static struct io_uring_sqe *cmd_sqe(struct queue *q, struct ent *e, uint32_t op)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&q->ring);
+	if (!sqe) {
+		io_uring_submit(&q->ring);
+		q->pending = 0;
+		sqe = io_uring_get_sqe(&q->ring);
+		if (!sqe)
+			return NULL;
+	}
+	memset(sqe, 0, 128);
+	sqe->opcode = IORING_OP_URING_CMD;
+	sqe->fd = U.fd;
+	sqe->cmd_op = op;
+	sqe->addr = (uint64_t)(uintptr_t)e->iov;
+	sqe->len = 2;
+	io_uring_sqe_set_data(sqe, e);
+	struct ur_cmd *c = (struct ur_cmd *)sqe->cmd;
+	c->qid = (uint16_t)q->qid;
+	c->commit_id = e->unique;
+	q->pending++;
+	return sqe;
+}
+
+static void arm_eventfd(struct queue *q)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&q->ring);
+	if (!sqe) {
+		io_uring_submit(&q->ring);
+		sqe = io_uring_get_sqe(&q->ring);
+	}
+	if (!sqe)
+		return;
+	io_uring_prep_read(sqe, q->efd, &q->efd_val, sizeof q->efd_val, 0);
+	io_uring_sqe_set_data(sqe, NULL);
+	q->pending++;
+}
+
+/* Queue the entry's reply; it goes out with the next submission. */
+static void commit(struct ent *e)
+{
+	struct queue *q = e->q;
+	if (!cmd_sqe(q, e, UR_CMD_COMMIT_AND_FETCH))
+		serr(EBUSY, "io_uring commit", SFS->opts.mountpoint, "the request is lost; unmount");
+	e->unique = 0;
+}
+
+static void flush(struct queue *q)
+{
+	if (q->pending) {
+		io_uring_submit(&q->ring);
+		q->pending = 0;
+	}
+}
+
+void uring_flush(void)
+{
+	if (tls_queue)
+		flush(tls_queue);
+}
+
+bool uring_capture(const struct iovec *iov, int count, ssize_t *ret)
+{
+	struct ent *e = tls_ent;
+	const struct fuse_out_header *out = iov[0].iov_base;
+	if (!e || tls_replied || iov[0].iov_len < sizeof *out || out->unique != tls_unique)
+		return false;
+	tls_replied = true;
+
+	size_t total = 0;
+	for (int i = 1; i < count; i++)
+		total += iov[i].iov_len;
+	struct fuse_out_header oh = *out;
+	if (total > e->cap) {
+		/* cannot happen with the sizes negotiated at INIT */
+		oh.error = -EIO;
+		total = 0;
+	} else {
+		size_t off = 0;
+		for (int i = 1; i < count; i++) {
+			memcpy(e->payload + off, iov[i].iov_base, iov[i].iov_len);
+			off += iov[i].iov_len;
+		}
+	}
+	oh.len = (uint32_t)(sizeof oh + total);
+	memcpy(e->hdr.in_out, &oh, sizeof oh);
+	e->hdr.ent.payload_sz = (uint32_t)total;
+	*ret = (ssize_t)(sizeof *out + total);
+
+	struct queue *q = e->q;
+	if (tls_queue == q) {
+		commit(e);
+	} else {
+		pthread_mutex_lock(&q->lock);
+		e->next_done = q->done;
+		q->done = e;
+		pthread_mutex_unlock(&q->lock);
+		uint64_t one = 1;
+		if (write(q->efd, &one, sizeof one) < 0)
+			serr(errno, "write", "eventfd", "a reply may be delayed");
+	}
+	return true;
+}
+
+/* A reply never written (a bug): answer for it so the entry returns. */
+static void answer_missing(struct ent *e)
+{
+	struct fuse_out_header oh = { .len = sizeof oh, .error = -EIO, .unique = tls_unique };
+	struct iovec iov = { &oh, sizeof oh };
+	ssize_t r;
+	serr(EIO, "serve request", SFS->opts.mountpoint, "no reply was produced; answering EIO");
+	uring_capture(&iov, 1, &r);
+}
+
+void uring_serve_job(void *ctx, void *mem, size_t size)
+{
+	struct ent *e = ctx;
+	tls_ent = e;
+	tls_unique = ((const struct fuse_in_header *)mem)->unique;
+	tls_replied = false;
+	loop_process(mem, size);
+	if (!tls_replied)
+		answer_missing(e);
+	tls_ent = NULL;
+}
+
+/* A request arrived in entry e: lay it out as /dev/fuse would and serve
+ * it, here or on a worker. */
+static void handle(struct ent *e)
+{
+	struct fuse_in_header in;
+	memcpy(&in, e->hdr.in_out, sizeof in);
+	uint32_t psz = e->hdr.ent.payload_sz;
+	e->unique = in.unique;
+	if (in.len < sizeof in + psz || in.len - sizeof in - psz > UR_HEADER_SZ || psz > e->cap) {
+		struct fuse_out_header oh = { .len = sizeof oh, .error = -EIO, .unique = in.unique };
+		struct iovec iov = { &oh, sizeof oh };
+		ssize_t r;
+		tls_ent = e;
+		tls_unique = in.unique;
+		tls_replied = false;
+		uring_capture(&iov, 1, &r);
+		tls_ent = NULL;
+		return;
+	}
+	size_t opsz = in.len - sizeof in - psz;
+	char *start = e->payload - opsz - sizeof in;
+	memcpy(start, &in, sizeof in);
+	memcpy(start + sizeof in, e->hdr.op_in, opsz);
+	if (loop_offload(start, in.len, e))
+		return;
+	uring_serve_job(e, start, in.len);
+}
+
+static void drain_done(struct queue *q)
+{
+	pthread_mutex_lock(&q->lock);
+	struct ent *e = q->done;
+	q->done = NULL;
+	pthread_mutex_unlock(&q->lock);
+	for (; e; e = e->next_done)
+		commit(e);
+}
+
+static void set_ready(struct queue *q, int v)
+{
+	pthread_mutex_lock(&U.lock);
+	q->ready = v;
+	U.nready++;
+	pthread_cond_broadcast(&U.cond);
+	pthread_mutex_unlock(&U.lock);
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Nanoseconds this thread has waited on a run queue. */
+static uint64_t run_delay(int fd)
+{
+	char b[96];
+	ssize_t n = fd >= 0 ? pread(fd, b, sizeof b - 1, 0) : -1;
+	unsigned long long run, delay;
+	if (n <= 0)
+		return 0;
+	b[n] = 0;
+	return sscanf(b, "%llu %llu", &run, &delay) == 2 ? delay : 0;
+}
+
+/* Tasks running or waiting to run, system-wide (/proc/loadavg's 4th
+ * field), this thread included. */
+static unsigned nr_running(int fd)
+{
+	char b[128];
+	ssize_t n = fd >= 0 ? pread(fd, b, sizeof b - 1, 0) : -1;
+	double l1, l5, l15;
+	unsigned run, total;
+	if (n <= 0)
+		return 1000;
+	b[n] = 0;
+	return sscanf(b, "%lf %lf %lf %u/%u", &l1, &l5, &l15, &run, &total) == 5 ? run : 1000;
+}
+
+/* Where the client wakes up. A reply wakes the client while this thread
+ * still runs on the client's CPU, and the scheduler sends a woken task to
+ * an idle CPU rather than a busy one: every reply would move the client to
+ * the other CPU and the next request would cross back, two wake-ups of a
+ * sleeping vCPU per request again. A CPU running only SCHED_IDLE threads
+ * counts as idle, so while the machine is mostly idle the queue threads
+ * run SCHED_IDLE: the client stays, and takes the CPU back the moment it
+ * is woken (5 us per request instead of 40 here). But a SCHED_IDLE thread
+ * gets almost no CPU next to busy tasks, so every 5 ms it looks: while
+ * half the CPUs are busy it runs SCHED_OTHER, and for a second after it
+ * waited on its run queue for more than a tenth of the time. With CPUs
+ * busy, the woken client finds no idle one to move to anyway. Only where
+ * a thread may turn back (CAP_SYS_NICE or RLIMIT_NICE): elsewhere io_uring
+ * is not used (uring_note_init). */
+static void placement(struct queue *q, bool first)
+{
+	uint64_t now = now_ns();
+	if (!first && now - q->t_check < 5000000)
+		return;
+	uint64_t d = run_delay(q->statfd);
+	uint64_t waited = d - q->delay_check, wall = now - q->t_check;
+	unsigned others = nr_running(q->loadfd) - 1;
+	q->t_check = now;
+	q->delay_check = d;
+	/* one look may catch a passing kernel thread: two in a row count */
+	bool busy_now = others >= (U.ncpu + 1) / 2;
+	bool busy = busy_now && q->was_busy;
+	q->was_busy = busy_now;
+	if (!first && waited * 10 > wall)
+		q->hold_until = now + 1000000000u;
+	bool idle = !busy && now >= q->hold_until;
+	if (!first && idle == q->idle)
+		return;
+	q->idle = idle;
+	struct sched_param sp = { 0 };
+	sched_setscheduler(0, idle ? SCHED_IDLE : SCHED_OTHER, &sp);
+}
+
+/* Registration fails at once or not at all: a registered entry completes
+ * only when a request arrives. */
+static int registered(struct queue *q, unsigned *live)
+{
+	struct io_uring_cqe *cqe;
+	int err = 0;
+	while (io_uring_peek_cqe(&q->ring, &cqe) == 0) {
+		if (io_uring_cqe_get_data(cqe) && cqe->res < 0) {
+			err = cqe->res;
+			(*live)--;
+		}
+		io_uring_cqe_seen(&q->ring, cqe);
+	}
+	return err;
+}
+
+static int ring_init(struct io_uring *ring, unsigned entries)
+{
+	struct io_uring_params p = { .flags = IORING_SETUP_SQE128 | IORING_SETUP_SINGLE_ISSUER |
+					      IORING_SETUP_DEFER_TASKRUN };
+	int r = io_uring_queue_init_params(entries, ring, &p);
+	if (r == -EINVAL) {
+		memset(&p, 0, sizeof p);
+		p.flags = IORING_SETUP_SQE128;
+		r = io_uring_queue_init_params(entries, ring, &p);
+	}
+	return r;
+}
+
+static void *queue_main(void *arg)
+{
+	struct queue *q = arg;
+	tls_queue = q;
+
+	/* Serve the CPU whose clients this queue gets: the wake-ups stay
+	 * there. A CPU that cannot be used (offline) is served from anywhere. */
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	CPU_SET(q->qid, &set);
+	sched_setaffinity(0, sizeof set, &set);
+
+	q->statfd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
+	q->loadfd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
+	placement(q, true);
+	int r = ring_init(&q->ring, DEPTH * 2 + 4);
+	if (r < 0) {
+		set_ready(q, r);
+		return NULL;
+	}
+	for (unsigned i = 0; i < DEPTH; i++)
+		cmd_sqe(q, &q->ents[i], UR_CMD_REGISTER);
+	arm_eventfd(q);
+	flush(q);
+	unsigned live = DEPTH;
+	r = registered(q, &live);
+	set_ready(q, r < 0 ? r : 1);
+
+	while (!U.stop && live) {
+		struct io_uring_cqe *cqe;
+		r = io_uring_submit_and_wait(&q->ring, 1);
+		q->pending = 0;
+		if (r < 0 && r != -EINTR)
+			break;
+		/* collected first: serving submits, which may touch the ring */
+		struct ent *got[DEPTH + 1];
+		int res[DEPTH + 1];
+		unsigned head, seen = 0, ngot = 0;
+		io_uring_for_each_cqe(&q->ring, head, cqe) {
+			if (ngot < DEPTH + 1) {
+				got[ngot] = io_uring_cqe_get_data(cqe);
+				res[ngot++] = cqe->res;
+			}
+			seen++;
+		}
+		io_uring_cq_advance(&q->ring, seen);
+		for (unsigned i = 0; i < ngot; i++) {
+			struct ent *e = got[i];
+			if (!e) {
+				drain_done(q);
+				if (!U.stop)
+					arm_eventfd(q);
+			} else if (res[i] < 0) {
+				/* the connection ended */
+				live--;
+			} else {
+				handle(e);
+			}
+		}
+		placement(q, false);
+	}
+	io_uring_queue_exit(&q->ring);
+	return NULL;
+}
+
+/* After INIT said io_uring, the kernel holds requests until the queues
+ * are registered or a registration fails: make one fail on purpose (no
+ * buffers), and it goes back to /dev/fuse. */
+static void refuse(void)
+{
+	struct io_uring ring;
+	if (ring_init(&ring, 2) < 0)
+		return;
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
+	if (sqe) {
+		memset(sqe, 0, 128);
+		sqe->opcode = IORING_OP_URING_CMD;
+		sqe->fd = U.fd;
+		sqe->cmd_op = UR_CMD_REGISTER;
+		io_uring_submit_and_wait(&ring, 1);
+	}
+	io_uring_queue_exit(&ring);
+}
+
+static void free_queue(struct queue *q)
+{
+	for (unsigned i = 0; i < DEPTH; i++)
+		if (q->ents[i].payload)
+			munmap(q->ents[i].payload - HEADROOM, q->ents[i].cap + HEADROOM);
+	if (q->efd >= 0)
+		close(q->efd);
+	if (q->statfd >= 0)
+		close(q->statfd);
+	if (q->loadfd >= 0)
+		close(q->loadfd);
+}
+
+int uring_start(struct fuse_session *se)
+{
+	if (!U.wanted)
+		return 0;
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	/* the kernel has one queue per possible CPU and takes requests only
+	 * once every queue has an entry */
+	unsigned nq = 0;
+	FILE *f = fopen("/sys/devices/system/cpu/possible", "re");
+	if (f) {
+		unsigned a, b;
+		int k = fscanf(f, "%u-%u", &a, &b);
+		if (k == 2)
+			nq = b + 1;
+		else if (k == 1)
+			nq = a + 1;
+		fclose(f);
+	}
+	if (!nq)
+		nq = ncpu > 0 ? (unsigned)ncpu : 1;
+
+	size_t cap = U.max_write;
+	if ((size_t)U.max_pages * 4096 > cap)
+		cap = (size_t)U.max_pages * 4096;
+	if (cap < 8192)
+		cap = 8192;
+	cap = (cap + 4095) & ~(size_t)4095;
+
+	U.fd = fuse_session_fd(se);
+	U.nq = nq;
+	U.ncpu = ncpu > 0 ? (unsigned)ncpu : nq;
+	U.qs = calloc(nq, sizeof *U.qs);
+	if (!U.qs)
+		return -ENOMEM;
+	for (unsigned i = 0; i < nq; i++) {
+		struct queue *q = &U.qs[i];
+		q->qid = i;
+		q->efd = eventfd(0, EFD_CLOEXEC);
+		q->statfd = q->loadfd = -1;
+		pthread_mutex_init(&q->lock, NULL);
+		for (unsigned k = 0; k < DEPTH; k++) {
+			struct ent *e = &q->ents[k];
+			/* untouched pages of the payload cost no memory */
+			char *m = mmap(NULL, cap + HEADROOM, PROT_READ | PROT_WRITE,
+				       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+			if (m == MAP_FAILED || q->efd < 0) {
+				int err = errno;
+				serr(err, "mmap", "io_uring buffers", "serving through /dev/fuse");
+				goto fail;
+			}
+			e->q = q;
+			e->payload = m + HEADROOM;
+			e->cap = cap;
+			e->iov[0] = (struct iovec){ &e->hdr, sizeof e->hdr };
+			e->iov[1] = (struct iovec){ e->payload, cap };
+		}
+	}
+	for (unsigned i = 0; i < nq; i++) {
+		if (pthread_create(&U.qs[i].th, NULL, queue_main, &U.qs[i]) != 0) {
+			U.nq = i;
+			break;
+		}
+		U.qs[i].started = true;
+	}
+	/* wait for every queue to report */
+	pthread_mutex_lock(&U.lock);
+	while (U.nready < U.nq)
+		pthread_cond_wait(&U.cond, &U.lock);
+	pthread_mutex_unlock(&U.lock);
+	int err = 0;
+	for (unsigned i = 0; i < U.nq; i++)
+		if (U.qs[i].ready < 0)
+			err = U.qs[i].ready;
+	if (U.nq < nq)
+		err = -EAGAIN;
+	if (err) {
+		sdebug("io_uring: registering the queues: %s; serving through /dev/fuse", strerror(-err));
+		refuse();
+	}
+	return err;
+fail:
+	refuse();
+	for (unsigned i = 0; i < nq; i++)
+		free_queue(&U.qs[i]);
+	free(U.qs);
+	U.qs = NULL;
+	U.nq = 0;
+	return -ENOMEM;
+}
+
+void uring_stop(void)
+{
+	if (!U.qs)
+		return;
+	U.stop = true;
+	for (unsigned i = 0; i < U.nq; i++) {
+		uint64_t one = 1;
+		if (write(U.qs[i].efd, &one, sizeof one) < 0)
+			continue;
+	}
+	for (unsigned i = 0; i < U.nq; i++) {
+		if (U.qs[i].started)
+			pthread_join(U.qs[i].th, NULL);
+		free_queue(&U.qs[i]);
+	}
+	free(U.qs);
+	U.qs = NULL;
+}
