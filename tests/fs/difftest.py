@@ -18,6 +18,7 @@ import sys
 import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mounts  # noqa: E402
 import ovltest  # noqa: E402
 from ovltest import (F, D, L, H, W, O, P, C, B, S, Scenario, main, stt, rd, ls, file_sha,  # noqa: E402,E501
                      data_map, renameat2, write, RENAME_NOREPLACE, RENAME_EXCHANGE, T_OLD)
@@ -1725,6 +1726,13 @@ if __name__ == '__main__':
     if os.geteuid() == 0:
         try:
             ensure_user()
+        except ovltest.Skip as e:
+            print('SKIP: %s' % e)
+            sys.exit(ovltest.SKIP)
+    if os.environ.get('STRATA_TEST_URING'):
+        try:
+            with mounts.fuse_uring_enabled():
+                sys.exit(main(SCENARIOS, sys.argv[1:]))
         except ovltest.Skip as e:
             print('SKIP: %s' % e)
             sys.exit(ovltest.SKIP)

@@ -1,6 +1,7 @@
 """Mounting: kernel overlayfs, the FUSE filesystem under test (run with -f
 so its pid is ours to wait for), tmpfs scratch space, mountinfo queries."""
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -127,6 +128,54 @@ class KernelMount(MountBase):
         return None
 
 
+URING_PARAM = '/sys/module/fuse/parameters/enable_uring'
+
+
+@contextlib.contextmanager
+def fuse_uring_enabled():
+    """The fuse module's enable_uring turned on for the duration and restored
+    after (a host-wide setting: ctest runs the tests that use it one at a
+    time, RESOURCE_LOCK fuse_uring). Raises Skip where it cannot be."""
+    if os.geteuid() != 0:
+        raise Skip('turning on FUSE over io_uring needs root')
+    try:
+        with open(URING_PARAM) as f:
+            before = f.read().strip()
+    except OSError:
+        raise Skip('this kernel has no FUSE over io_uring (%s missing; Linux 6.14+, CONFIG_FUSE_IO_URING)'
+                   % URING_PARAM)
+    try:
+        with open(URING_PARAM, 'w') as f:
+            f.write('Y')
+    except OSError as e:
+        raise Skip('cannot turn on %s: %s' % (URING_PARAM, e))
+    try:
+        yield
+    finally:
+        with open(URING_PARAM, 'w') as f:
+            f.write(before)
+
+
+def uring_threads(pid):
+    """{tid: context switches} of strata-fs's io_uring queue threads (named
+    strata-uringN once their queue is registered)."""
+    out = {}
+    for tid in os.listdir('/proc/%d/task' % pid):
+        try:
+            with open('/proc/%d/task/%s/comm' % (pid, tid)) as f:
+                if not f.read().startswith('strata-uring'):
+                    continue
+            out[int(tid)] = thread_switches(pid, int(tid))
+        except OSError:
+            pass
+    return out
+
+
+def thread_switches(pid, tid):
+    with open('/proc/%d/task/%d/schedstat' % (pid, tid)) as f:
+        return int(f.read().split()[2])
+
+
 class FuseMount(MountBase):
     """Runs the filesystem under test in the foreground (-f) so we hold its pid."""
     kind = 'fuse'
@@ -168,6 +217,14 @@ class FuseMount(MountBase):
                 self.proc.wait()
                 raise RuntimeError('%s: mount not live after 20s: %s' % (self.fs, self.stderr()))
             time.sleep(0.02)
+        # STRATA_TEST_URING: the run is about requests through io_uring;
+        # a mount that fell back to /dev/fuse would test something else
+        if os.environ.get('STRATA_TEST_URING') and os.path.basename(self.fs) == 'strata-fs':
+            deadline = time.time() + 5
+            while not uring_threads(self.proc.pid):
+                if time.time() > deadline:
+                    raise RuntimeError('%s registered no io_uring queue: %s' % (self.fs, self.stderr()))
+                time.sleep(0.02)
 
     def stderr(self):
         if not self.errlog:
