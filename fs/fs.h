@@ -276,6 +276,9 @@ bool uring_capture(const struct iovec *iov, int count, ssize_t *ret);
 /* Send the replies this thread has queued (before a notification, which
  * the kernel may hold until they arrive). */
 void uring_flush(void);
+/* Where the reply's data may be built in place (the io_uring entry's
+ * payload, *cap bytes), or NULL: reply as usual. */
+char *uring_reply_area(size_t *cap);
 /* A worker serving an io_uring request. */
 void uring_serve_job(void *ctx, void *mem, size_t size);
 

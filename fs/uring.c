@@ -236,7 +236,9 @@ bool uring_capture(const struct iovec *iov, int count, ssize_t *ret)
 	} else {
 		size_t off = 0;
 		for (int i = 1; i < count; i++) {
-			memcpy(e->payload + off, iov[i].iov_base, iov[i].iov_len);
+			/* data read into the entry already (uring_reply_area) */
+			if (iov[i].iov_base != e->payload + off)
+				memcpy(e->payload + off, iov[i].iov_base, iov[i].iov_len);
 			off += iov[i].iov_len;
 		}
 	}
@@ -258,6 +260,14 @@ bool uring_capture(const struct iovec *iov, int count, ssize_t *ret)
 			serr(errno, "write", "eventfd", "a reply may be delayed");
 	}
 	return true;
+}
+
+char *uring_reply_area(size_t *cap)
+{
+	if (!tls_ent || tls_replied)
+		return NULL;
+	*cap = tls_ent->cap;
+	return tls_ent->payload;
 }
 
 /* A reply never written (a bug): answer for it so the entry returns. */

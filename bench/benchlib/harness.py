@@ -145,7 +145,38 @@ def parse_args(argv):
                    help="use a generated tree instead of the debootstrap rootfs as the image base")
     p.add_argument("--keep", action="store_true", help="keep the scratch directory")
     p.add_argument("--list", action="store_true", help="list workloads and contenders, run nothing")
+    p.add_argument("--host-uring", action="store_true",
+                   help="leave the fuse module's enable_uring as the host has it (default: on for "
+                        "the run, restored after; strata-fs then takes requests through io_uring)")
     return p.parse_args(argv)
+
+
+URING_PARAM = "/sys/module/fuse/parameters/enable_uring"
+
+
+def set_uring(ctx):
+    """Turns FUSE over io_uring on for the run; returns the value to restore
+    (None: nothing changed). Only strata-fs asks for it at mount time;
+    fuse-overlayfs (libfuse 3.14) keeps /dev/fuse either way."""
+    try:
+        with open(URING_PARAM) as f:
+            before = f.read().strip()
+    except OSError:
+        ctx.note("this kernel has no FUSE over io_uring: strata-fs serves through /dev/fuse")
+        return None
+    if ctx.args.host_uring or before == "Y":
+        ctx.note("fuse.enable_uring=%s as the host has it%s" % (
+            before, "" if before == "Y" else ": strata-fs serves through /dev/fuse"))
+        return None
+    try:
+        with open(URING_PARAM, "w") as f:
+            f.write("Y")
+    except OSError as e:
+        ctx.note("cannot turn on %s (%s): strata-fs serves through /dev/fuse" % (URING_PARAM, e))
+        return None
+    ctx.note("fuse.enable_uring=Y for this run (restored to %s after): strata-fs takes requests "
+             "through io_uring; --host-uring measures the host as it is" % before)
+    return before
 
 
 def select_contenders(ctx):
@@ -318,6 +349,7 @@ def main(argv):
     signal.signal(signal.SIGTERM, on_signal)
     rows = []
     started = time.time()
+    uring_before = set_uring(ctx)
     try:
         if not sysutil.can_drop_caches():
             ctx.note("cannot write /proc/sys/vm/drop_caches: 'cold' runs are warm")
@@ -337,5 +369,8 @@ def main(argv):
         ctx.log("interrupted: cleaning up and reporting what was measured")
     finally:
         ctx.cleanup()
+        if uring_before is not None:
+            with open(URING_PARAM, "w") as f:
+                f.write(uring_before)
     report.write_all(ctx, rows, started)
     return 0
