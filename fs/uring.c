@@ -70,6 +70,7 @@ struct ent {
 	uint64_t unique;        /* of the request being served, 0: none */
 	struct iovec iov[2];
 	struct ent *next_done;
+	bool committed;         /* its last command was a commit, not a registration */
 };
 
 struct queue {
@@ -200,6 +201,7 @@ static void commit(struct ent *e)
 	struct queue *q = e->q;
 	if (!cmd_sqe(q, e, UR_CMD_COMMIT_AND_FETCH))
 		serr(EBUSY, "io_uring commit", SFS->opts.mountpoint, "the request is lost; unmount");
+	e->committed = true;
 	e->unique = 0;
 }
 
@@ -498,8 +500,19 @@ static void *queue_main(void *arg)
 				if (!U.stop)
 					arm_eventfd(q);
 			} else if (res[i] < 0) {
-				/* the connection ended */
-				live--;
+				/* A refused commit (its request gone) leaves the
+				 * kernel without this entry: register it anew, or a
+				 * queue that lost them all would stall its CPU's
+				 * clients. Anything else: the connection ended. */
+				if (e->committed && !U.stop && res[i] != -ENOTCONN &&
+				    res[i] != -ECONNABORTED && res[i] != -ECANCELED) {
+					sdebug("io_uring: commit refused: %s; registering the entry again",
+					       strerror(-res[i]));
+					e->committed = false;
+					cmd_sqe(q, e, UR_CMD_REGISTER);
+				} else {
+					live--;
+				}
 			} else {
 				handle(e);
 			}
