@@ -12,6 +12,7 @@
 #include <limits.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <time.h>
 
 #include "err.h"
 #include "opts.h"
@@ -246,6 +247,14 @@ int xa_set(int dirfd, const char *name, const char *key, const void *v, size_t s
 ssize_t xa_list(int dirfd, const char *name, char *buf, size_t sz);
 int xa_remove(int dirfd, const char *name, const char *key);
 bool xa_is_private(const char *key);
+
+/* Monotonic clock in nanoseconds, for the request loops' timing. */
+static inline uint64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 /* loop.c: serve requests until unmounted; 0 workers = one thread */
 int serve(struct fuse_session *se, unsigned nworkers);

@@ -88,7 +88,8 @@ void loop_process(void *mem, size_t size)
 	tls_req = NULL;
 }
 
-static uint64_t now_ns(void);
+/* when this thread last handed a job to the workers (the reader's polling
+ * looks at its own) */
 static __thread uint64_t tls_last_job;
 
 bool loop_offload(const void *mem, size_t size, void *ctx)
@@ -108,7 +109,7 @@ bool loop_offload(const void *mem, size_t size, void *ctx)
 	j->ctx = ctx;
 	j->next = NULL;
 	__atomic_add_fetch(&Q.busy, 1, __ATOMIC_RELAXED);
-	tls_last_job = now_ns();
+	tls_last_job = mono_ns();
 	pthread_mutex_lock(&Q.lock);
 	if (Q.tail)
 		Q.tail->next = j;
@@ -145,13 +146,6 @@ static void *worker(void *arg)
 	}
 }
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* Wait for the next request: poll without sleeping for up to spin_us, then
  * sleep. On a virtual machine a sleeping vCPU costs tens of microseconds to
  * wake (an exit to the host each way), more than a whole request costs to
@@ -161,14 +155,14 @@ static uint64_t now_ns(void)
 static int wait_request(int fd, unsigned spin_us, const sigset_t *sigs)
 {
 	struct pollfd p = { .fd = fd, .events = POLLIN };
-	uint64_t end = spin_us ? now_ns() + (uint64_t)spin_us * 1000 : 0;
+	uint64_t end = spin_us ? mono_ns() + (uint64_t)spin_us * 1000 : 0;
 	while (spin_us) {
 		int r = poll(&p, 1, 0);
 		if (r > 0)
 			return 1;
 		if (r < 0 && errno != EINTR)
 			return -1;
-		if (now_ns() >= end)
+		if (mono_ns() >= end)
 			break;
 	}
 	/* Only here may the exit signals arrive (they are blocked elsewhere in
@@ -221,7 +215,7 @@ int serve(struct fuse_session *se, unsigned nworkers)
 			 * data, need the CPUs, and polling would compete with
 			 * them (tar c | cat ran 25% slower with it). */
 			bool poll_now = spin && !skip && !__atomic_load_n(&Q.busy, __ATOMIC_RELAXED) &&
-					now_ns() - tls_last_job > 2000000;
+					mono_ns() - tls_last_job > 2000000;
 			if (skip)
 				skip--;
 			int w = wait_request(fd, poll_now ? spin_us : 0, &waitsigs);

@@ -92,8 +92,7 @@ struct queue {
 };
 
 static struct {
-	bool offered, wanted;
-	bool can_yield;         /* may switch threads to SCHED_IDLE and back */
+	bool wanted;
 	uint32_t max_write, max_pages;
 	unsigned nq, ncpu;
 	struct queue *qs;
@@ -126,13 +125,11 @@ static bool may_turn_back(void)
 
 void uring_note_init(uint32_t flags2)
 {
-	U.offered = flags2 & UR_INIT_FLAG2;
-	U.wanted = U.offered && SFS->opts.uring && !SFS->opts.single_thread;
+	U.wanted = (flags2 & UR_INIT_FLAG2) && SFS->opts.uring && !SFS->opts.single_thread;
 	/* Once INIT says io_uring, the kernel holds every request until the
 	 * queues are registered: say it only if we can create rings at all
 	 * (io_uring may be disabled by sysctl or a seccomp filter). */
-	U.can_yield = may_turn_back();
-	if (!U.can_yield) {
+	if (U.wanted && !may_turn_back()) {
 		U.wanted = false;
 		sdebug("io_uring: offered, not used: without CAP_SYS_NICE its threads could not leave SCHED_IDLE under load");
 	}
@@ -157,42 +154,51 @@ void uring_complete_init(uint32_t *flags2, uint32_t max_write, uint32_t max_page
 	U.max_pages = max_pages;
 }
 
-static struct io_uring_sqe *cmd_sqe(struct queue *q, struct ent *e, uint32_t op)
+/* A free SQE of q's ring, submitting what is queued if there is none. */
+static struct io_uring_sqe *get_sqe(struct queue *q)
 {
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&q->ring);
 	if (!sqe) {
 		io_uring_submit(&q->ring);
 		q->pending = 0;
 		sqe = io_uring_get_sqe(&q->ring);
-		if (!sqe)
-			return NULL;
 	}
+	if (sqe)
+		q->pending++;
+	return sqe;
+}
+
+/* A FUSE command OP on the fuse device, in a 128-byte SQE. */
+static void prep_cmd(struct io_uring_sqe *sqe, uint32_t op)
+{
 	memset(sqe, 0, 128);
 	sqe->opcode = IORING_OP_URING_CMD;
 	sqe->fd = U.fd;
 	sqe->cmd_op = op;
+}
+
+static struct io_uring_sqe *cmd_sqe(struct queue *q, struct ent *e, uint32_t op)
+{
+	struct io_uring_sqe *sqe = get_sqe(q);
+	if (!sqe)
+		return NULL;
+	prep_cmd(sqe, op);
 	sqe->addr = (uint64_t)(uintptr_t)e->iov;
 	sqe->len = 2;
 	io_uring_sqe_set_data(sqe, e);
 	struct ur_cmd *c = (struct ur_cmd *)sqe->cmd;
 	c->qid = (uint16_t)q->qid;
 	c->commit_id = e->unique;
-	q->pending++;
 	return sqe;
 }
 
 static void arm_eventfd(struct queue *q)
 {
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&q->ring);
-	if (!sqe) {
-		io_uring_submit(&q->ring);
-		sqe = io_uring_get_sqe(&q->ring);
-	}
+	struct io_uring_sqe *sqe = get_sqe(q);
 	if (!sqe)
 		return;
 	io_uring_prep_read(sqe, q->efd, &q->efd_val, sizeof q->efd_val, 0);
 	io_uring_sqe_set_data(sqe, NULL);
-	q->pending++;
 }
 
 /* Queue the entry's reply; it goes out with the next submission. */
@@ -272,14 +278,17 @@ char *uring_reply_area(size_t *cap)
 	return tls_ent->payload;
 }
 
-/* A reply never written (a bug): answer for it so the entry returns. */
-static void answer_missing(struct ent *e)
+/* Answer request UNIQUE in entry e with an error, as its reply. */
+static void reply_error(struct ent *e, uint64_t unique, int err)
 {
-	struct fuse_out_header oh = { .len = sizeof oh, .error = -EIO, .unique = tls_unique };
+	struct fuse_out_header oh = { .len = sizeof oh, .error = -err, .unique = unique };
 	struct iovec iov = { &oh, sizeof oh };
 	ssize_t r;
-	serr(EIO, "serve request", SFS->opts.mountpoint, "no reply was produced; answering EIO");
+	tls_ent = e;
+	tls_unique = unique;
+	tls_replied = false;
 	uring_capture(&iov, 1, &r);
+	tls_ent = NULL;
 }
 
 void uring_serve_job(void *ctx, void *mem, size_t size)
@@ -289,8 +298,11 @@ void uring_serve_job(void *ctx, void *mem, size_t size)
 	tls_unique = ((const struct fuse_in_header *)mem)->unique;
 	tls_replied = false;
 	loop_process(mem, size);
-	if (!tls_replied)
-		answer_missing(e);
+	if (!tls_replied) {
+		/* a bug: answer for it, so the entry returns to the kernel */
+		serr(EIO, "serve request", SFS->opts.mountpoint, "no reply was produced; answering EIO");
+		reply_error(e, tls_unique, EIO);
+	}
 	tls_ent = NULL;
 }
 
@@ -303,14 +315,7 @@ static void handle(struct ent *e)
 	uint32_t psz = e->hdr.ent.payload_sz;
 	e->unique = in.unique;
 	if (in.len < sizeof in + psz || in.len - sizeof in - psz > UR_HEADER_SZ || psz > e->cap) {
-		struct fuse_out_header oh = { .len = sizeof oh, .error = -EIO, .unique = in.unique };
-		struct iovec iov = { &oh, sizeof oh };
-		ssize_t r;
-		tls_ent = e;
-		tls_unique = in.unique;
-		tls_replied = false;
-		uring_capture(&iov, 1, &r);
-		tls_ent = NULL;
+		reply_error(e, in.unique, EIO);
 		return;
 	}
 	size_t opsz = in.len - sizeof in - psz;
@@ -341,37 +346,34 @@ static void set_ready(struct queue *q, int v)
 	pthread_mutex_unlock(&U.lock);
 }
 
-static uint64_t now_ns(void)
+/* The start of a small /proc file kept open, NUL-terminated; false if
+ * it could not be read. */
+static bool read_proc(int fd, char *buf, size_t size)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+	ssize_t n = fd >= 0 ? pread(fd, buf, size - 1, 0) : -1;
+	if (n <= 0)
+		return false;
+	buf[n] = 0;
+	return true;
 }
 
 /* Nanoseconds this thread has waited on a run queue. */
 static uint64_t run_delay(int fd)
 {
 	char b[96];
-	ssize_t n = fd >= 0 ? pread(fd, b, sizeof b - 1, 0) : -1;
 	unsigned long long run, delay;
-	if (n <= 0)
-		return 0;
-	b[n] = 0;
-	return sscanf(b, "%llu %llu", &run, &delay) == 2 ? delay : 0;
+	return read_proc(fd, b, sizeof b) && sscanf(b, "%llu %llu", &run, &delay) == 2 ? delay : 0;
 }
 
 /* Tasks running or waiting to run, system-wide (/proc/loadavg's 4th
- * field), this thread included. */
+ * field), this thread included; unknown counts as busy. */
 static unsigned nr_running(int fd)
 {
 	char b[128];
-	ssize_t n = fd >= 0 ? pread(fd, b, sizeof b - 1, 0) : -1;
 	double l1, l5, l15;
 	unsigned run, total;
-	if (n <= 0)
-		return 1000;
-	b[n] = 0;
-	return sscanf(b, "%lf %lf %lf %u/%u", &l1, &l5, &l15, &run, &total) == 5 ? run : 1000;
+	return read_proc(fd, b, sizeof b) &&
+	       sscanf(b, "%lf %lf %lf %u/%u", &l1, &l5, &l15, &run, &total) == 5 ? run : 1000;
 }
 
 /* Where the client wakes up. A reply wakes the client while this thread
@@ -390,7 +392,7 @@ static unsigned nr_running(int fd)
  * is not used (uring_note_init). */
 static void placement(struct queue *q, bool first)
 {
-	uint64_t now = now_ns();
+	uint64_t now = mono_ns();
 	if (!first && now - q->t_check < 5000000)
 		return;
 	uint64_t d = run_delay(q->statfd);
@@ -533,10 +535,7 @@ static void refuse(void)
 		return;
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
 	if (sqe) {
-		memset(sqe, 0, 128);
-		sqe->opcode = IORING_OP_URING_CMD;
-		sqe->fd = U.fd;
-		sqe->cmd_op = UR_CMD_REGISTER;
+		prep_cmd(sqe, UR_CMD_REGISTER);
 		io_uring_submit_and_wait(&ring, 1);
 	}
 	io_uring_queue_exit(&ring);
@@ -595,14 +594,17 @@ int uring_start(struct fuse_session *se)
 		q->efd = eventfd(0, EFD_CLOEXEC);
 		q->statfd = q->loadfd = -1;
 		pthread_mutex_init(&q->lock, NULL);
+		if (q->efd < 0) {
+			serr(errno, "eventfd", "io_uring queue", "serving through /dev/fuse");
+			goto fail;
+		}
 		for (unsigned k = 0; k < DEPTH; k++) {
 			struct ent *e = &q->ents[k];
 			/* untouched pages of the payload cost no memory */
 			char *m = mmap(NULL, cap + HEADROOM, PROT_READ | PROT_WRITE,
 				       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-			if (m == MAP_FAILED || q->efd < 0) {
-				int err = errno;
-				serr(err, "mmap", "io_uring buffers", "serving through /dev/fuse");
+			if (m == MAP_FAILED) {
+				serr(errno, "mmap", "io_uring buffers", "serving through /dev/fuse");
 				goto fail;
 			}
 			e->q = q;
