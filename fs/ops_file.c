@@ -250,15 +250,13 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse
 	char *area = uring_reply_area(&cap);
 	if (area && size <= cap) {
 		/* straight into the io_uring entry's buffer: one copy fewer */
-		size_t got = 0;
-		ssize_t n = 0;
-		while (got < size && ((n = pread(buf.buf[0].fd, area + got, size - got, off + (off_t)got)) > 0 ||
-				      (n < 0 && errno == EINTR)))
-			got += n > 0 ? (size_t)n : 0;
-		if (n < 0 && got == 0)
-			fuse_reply_err(req, errno);
+		struct fuse_bufvec dst = FUSE_BUFVEC_INIT(size);
+		dst.buf[0].mem = area;
+		ssize_t n = fuse_buf_copy(&dst, &buf, 0);
+		if (n < 0)
+			fuse_reply_err(req, (int)-n);
 		else
-			fuse_reply_buf(req, area, got);
+			fuse_reply_buf(req, area, (size_t)n);
 	} else {
 		fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
 	}

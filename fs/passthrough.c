@@ -13,6 +13,7 @@
 #include "fs.h"
 
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <linux/fuse.h>
 #include <stdio.h>
 #include <string.h>
@@ -104,7 +105,7 @@ bool pt_negotiate(void)
 	struct statfs sfs;
 
 	/* BACKING_OPEN needs CAP_SYS_ADMIN */
-	SFS->pt = SFS->opts.passthrough && SFS->has_upper && offered && has_init_cap(21);
+	SFS->pt = SFS->opts.passthrough && SFS->has_upper && offered && has_init_cap(CAP_SYS_ADMIN);
 	if (!SFS->pt)
 		return false;
 	/* backing files on a stacked filesystem need one more level */

@@ -25,6 +25,7 @@
 #include "fs.h"
 
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <liburing.h>
 #include <linux/fuse.h>
 #include <pthread.h>
@@ -120,7 +121,7 @@ static bool may_turn_back(void)
 	struct rlimit rl;
 	if (getrlimit(RLIMIT_NICE, &rl) == 0 && rl.rlim_cur >= 20)
 		return true;
-	return has_init_cap(23 /* CAP_SYS_NICE */);
+	return has_init_cap(CAP_SYS_NICE);
 }
 
 void uring_note_init(uint32_t flags2)
