@@ -8,6 +8,13 @@ import stat
 T_OLD = 1577836800          # 2020-01-01: every layer entry gets this mtime
 
 
+def pattern(n, salt):
+    """n bytes of file data that differ with salt and position (byte i is
+    7i + salt mod 256), so a misplaced or stale block shows."""
+    block = bytes((i * 7 + salt) & 0xff for i in range(1 << 16))
+    return (block * (n // len(block) + 1))[:n]
+
+
 class E:
     """One entry of a layer. kind: file dir symlink hardlink whiteout opaque
     fifo chr blk sock."""

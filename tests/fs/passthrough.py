@@ -25,8 +25,9 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ovltest import (SKIP, is_mounted, kernel_has_passthrough, prepare_fs, reap_all,  # noqa: E402
+from ovltest import (SKIP, is_mounted, kernel_has_passthrough, prepare_fs, rd, reap_all,  # noqa: E402
                      umount)
+from layers import pattern  # noqa: E402
 from mounts import FuseMount  # noqa: E402
 
 
@@ -57,10 +58,6 @@ class Mount(FuseMount):
         return counts
 
 
-def pattern(n, salt):
-    return bytes((i * 7 + salt) & 0xff for i in range(n))
-
-
 def write_in_4k(path, data):
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
@@ -68,11 +65,6 @@ def write_in_4k(path, data):
             os.pwrite(fd, data[off:off + 4096], off)
     finally:
         os.close(fd)
-
-
-def read_all(path):
-    with open(path, 'rb') as f:
-        return f.read()
 
 
 def fresh(base):
@@ -112,7 +104,7 @@ def main(argv):
             try:
                 write_in_4k(m.p_('new'), data)
                 # a second open reads what the first wrote
-                got = read_all(m.p_('new'))
+                got = rd(m.p_('new'))
             finally:
                 counts[opts] = m.close()
             if got != data:
@@ -143,12 +135,12 @@ def main(argv):
                                 'made after it')
             os.close(rw)
             os.close(ro)
-            if read_all(m.p_('lowerfile')) != expect:
+            if rd(m.p_('lowerfile')) != expect:
                 problems.append('a new open after copy-up reads different data')
             # passthrough now; append and read back through another fd
             with open(m.p_('lowerfile'), 'ab') as f:
                 f.write(b'tail')
-            if read_all(m.p_('lowerfile')) != expect + b'tail':
+            if rd(m.p_('lowerfile')) != expect + b'tail':
                 problems.append('append in passthrough mode lost data')
             if os.stat(m.p_('lowerfile')).st_size != len(expect) + 4:
                 problems.append('size after an append in passthrough mode is wrong')
@@ -159,7 +151,7 @@ def main(argv):
                 mm[100:105] = b'mmapd'
                 mm.flush()
                 mm.close()
-            if read_all(m.p_('mapped'))[100:105] != b'mmapd':
+            if rd(m.p_('mapped'))[100:105] != b'mmapd':
                 problems.append('mmap write not seen by a later read')
             # 4. set-user-ID dropped on a write by a user without CAP_FSETID
             os.chmod(m.p_('suid'), 0o4777)   # copy-up: now in the upper

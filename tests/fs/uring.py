@@ -20,7 +20,6 @@ usage: uring.py [--fs PATH]   ($STRATA_FS overrides --fs)
 """
 
 import errno
-import hashlib
 import os
 import shutil
 import subprocess
@@ -28,23 +27,14 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ovltest import SKIP, Skip, prepare_fs, reap_all  # noqa: E402
+from ovltest import SKIP, Skip, file_sha, prepare_fs, rd, reap_all  # noqa: E402
+from layers import pattern  # noqa: E402
 from mounts import FuseMount, fuse_uring_enabled, thread_switches, uring_threads  # noqa: E402
 
 
 def possible_cpus():
     with open('/sys/devices/system/cpu/possible') as f:
         return int(f.read().strip().split(',')[-1].split('-')[-1]) + 1
-
-
-def pattern(n, salt):
-    block = bytes((i * 7 + salt) & 0xff for i in range(1 << 16))
-    return (block * (n // len(block) + 1))[:n]
-
-
-def sha(path):
-    with open(path, 'rb') as f:
-        return hashlib.sha256(f.read()).hexdigest()
 
 
 class Mount(FuseMount):
@@ -77,25 +67,23 @@ def getxattr_trips(path, n):
 
 def data_round(m, base, problems, label):
     """Reads, writes and a copy-up through mount m; appends what went wrong."""
-    if sha(m.path('big')) != sha(os.path.join(base, 'l', 'big')):
+    if file_sha(m.path('big')) != file_sha(os.path.join(base, 'l', 'big')):
         problems.append('%s: lower file read back differently' % label)
     new = pattern(8 << 20, 5)
     fd = os.open(m.path('new'), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     for off in range(0, len(new), 1 << 20):
         os.pwrite(fd, new[off:off + (1 << 20)], off)
     os.close(fd)
-    with open(m.path('new'), 'rb') as f:
-        if f.read() != new:
-            problems.append('%s: new file read back differently' % label)
+    if rd(m.path('new')) != new:
+        problems.append('%s: new file read back differently' % label)
     # open for writing copies the lower file up (a worker's job)
     with open(m.path('big'), 'r+b') as f:
         f.seek(4096)
         f.write(b'changed')
     want = bytearray(pattern(8 << 20, 3))
     want[4096:4103] = b'changed'
-    with open(m.path('big'), 'rb') as f:
-        if f.read() != bytes(want):
-            problems.append('%s: copied-up file differs' % label)
+    if rd(m.path('big')) != bytes(want):
+        problems.append('%s: copied-up file differs' % label)
 
 
 def main(argv):
