@@ -212,8 +212,11 @@ void layers_close(struct sfs *fs)
 		free(fs->layers[i].path);
 	}
 	free(fs->layers);
-	if (fs->workfd >= 0)
+	if (fs->workfd >= 0) {
+		if (fs->has_upper)
+			wh_share_end(&fs->whp);
 		close(fs->workfd);
+	}
 }
 
 uint64_t layer_ino(uint32_t layer, const struct stat *st)

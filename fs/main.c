@@ -174,6 +174,8 @@ static void probe_privileges(struct sfs *fs)
 	fs->no_dac = geteuid() != 0;
 	fs->whp.use_trusted = fs->privileged;
 	fs->whp.try_mknod = true;
+	fs->whp.share = fs->has_upper;
+	fs->whp.share_dirfd = fs->workfd;
 	fs->xa_origin = fs->privileged ? "trusted.strata.origin" : "user.strata.origin";
 	fs->xa_override = fs->opts.xattr_permissions == 1 ? "security.containers.override_stat"
 							   : "user.containers.override_stat";

@@ -369,6 +369,23 @@ static void set_opaque_at(int parentfd, const char *name)
 	}
 }
 
+/* Put a whiteout in place of upper entry NAME in one step, the entry going
+ * to TMP in the workdir: a shared whiteout is linked to TMP and the two are
+ * exchanged. 0 done, else -errno and nothing changed. */
+static int swap_for_whiteout(int ufd, const char *name, const char *tmp)
+{
+	if (!SFS->whp.share)
+		return -ENOTSUP;
+	int r = wh_write_chardev(SFS->workfd, tmp, &SFS->whp);
+	if (r < 0)
+		return r;
+	if (renameat2(SFS->workfd, tmp, ufd, name, RENAME_EXCHANGE) < 0) {
+		r = -errno;
+		unlinkat(SFS->workfd, tmp, 0);
+	}
+	return r;
+}
+
 /* Remove NAME's upper entry (if any) and leave a whiteout when a lower
  * layer still has the name. Called with dir->lock held. */
 static int remove_entry(struct node *dir, const char *name, bool is_dir, bool in_upper)
@@ -386,6 +403,16 @@ static int remove_entry(struct node *dir, const char *name, bool is_dir, bool in
 	if (in_upper) {
 		char tmp[64];
 		copyup_tmpname(tmp, sizeof tmp);
+		if (lower && swap_for_whiteout(ufd, name, tmp) == 0) {
+			/* the old entry is at tmp now, the whiteout in its place */
+			if (is_dir) {
+				clear_whiteouts(SFS->workfd, tmp);
+				unlinkat(SFS->workfd, tmp, AT_REMOVEDIR);
+			} else {
+				unlinkat(SFS->workfd, tmp, 0);
+			}
+			return 0;
+		}
 		if (is_dir) {
 			/* holds only whiteouts: move it aside, then clear it */
 			unsigned flags = lower && SFS->whp.try_mknod ? RENAME_WHITEOUT : 0;

@@ -69,18 +69,71 @@ static int oci_name(char *buf, size_t len, const char *name)
 	return 0;
 }
 
+#define WH_SHARED "whiteout"
+
+/* Link the shared whiteout to NAME in dirfd: 0, or -errno (then the caller
+ * makes one of its own, which also reports errors such as EEXIST). */
+static int link_shared(int dirfd, const char *name, struct wh_policy *pol)
+{
+	for (int tries = 0; tries < 2; tries++) {
+		if (linkat(pol->share_dirfd, WH_SHARED, dirfd, name, 0) == 0)
+			return 0;
+		if (errno != ENOENT && errno != EMLINK) {
+			if (errno == EPERM || errno == EXDEV || errno == EOPNOTSUPP)
+				pol->share = false;
+			return -errno;
+		}
+		/* none yet, or its link count is full: a new one replaces it
+		 * (threads racing here each put a valid one in place) */
+		char tmp[48];
+		static unsigned long seq;
+		snprintf(tmp, sizeof tmp, WH_SHARED ".%d.%lu", getpid(),
+			 __atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED));
+		if (mknodat(pol->share_dirfd, tmp, S_IFCHR | 0, makedev(0, 0)) < 0) {
+			pol->share = false;
+			return -errno;
+		}
+		if (renameat(pol->share_dirfd, tmp, pol->share_dirfd, WH_SHARED) < 0) {
+			int e = errno;
+			unlinkat(pol->share_dirfd, tmp, 0);
+			pol->share = false;
+			return -e;
+		}
+	}
+	return -EMLINK;
+}
+
+void wh_share_end(struct wh_policy *pol)
+{
+	unlinkat(pol->share_dirfd, WH_SHARED, 0);
+	pol->share = false;
+}
+
+int wh_write_chardev(int dirfd, const char *name, struct wh_policy *pol)
+{
+	if (!pol->try_mknod)
+		return -EPERM;
+	if (pol->share && link_shared(dirfd, name, pol) == 0)
+		return 0;
+	if (mknodat(dirfd, name, S_IFCHR | 0, makedev(0, 0)) == 0)
+		return 0;
+	if (errno == EPERM || errno == EOPNOTSUPP || errno == EACCES) {
+		/* Remember: one refusal means every later one would fail too. */
+		pol->try_mknod = false;
+		return -EPERM;
+	}
+	return -errno;
+}
+
 int wh_write(int dirfd, const char *name, struct wh_policy *pol)
 {
 	char oci[WH_PREFIX_LEN + 256];
 	int r;
 
 	if (pol->try_mknod) {
-		if (mknodat(dirfd, name, S_IFCHR | 0, makedev(0, 0)) == 0)
-			return 0;
-		if (errno != EPERM && errno != EOPNOTSUPP && errno != EACCES)
-			return -errno;
-		/* Remember: one refusal means every later one would fail too. */
-		pol->try_mknod = false;
+		r = wh_write_chardev(dirfd, name, pol);
+		if (r != -EPERM)
+			return r;
 	}
 	/* A 255-byte name has no room for the prefix: such a file can only be
 	 * whited out where mknod works. */

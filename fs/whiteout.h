@@ -47,10 +47,23 @@ int wh_dir_is_opaque(int dirfd, bool check_marker);
 struct wh_policy {
 	bool use_trusted;   /* trusted.overlay.* (needs CAP_SYS_ADMIN) else user.overlay.* */
 	bool try_mknod;     /* try char 0/0 first; fall back to ".wh.NAME" on EPERM */
+	/* Char 0/0 whiteouts as hard links of one shared whiteout kept in
+	 * share_dirfd (as overlayfs does): no inode to allocate per deletion.
+	 * Off by itself where links fail for a reason a new one cannot mend. */
+	bool share;
+	int share_dirfd;
 };
 
 /* Create a whiteout for NAME in dirfd (which must not hold NAME). */
 int wh_write(int dirfd, const char *name, struct wh_policy *pol);
+
+/* Remove the shared whiteout of a policy set up to share (at unmount; the
+ * whiteouts linked to it stay). */
+void wh_share_end(struct wh_policy *pol);
+
+/* Create a char 0/0 whiteout for NAME in dirfd, no other encoding: 0, -EPERM
+ * where this mount cannot have them, or -errno. */
+int wh_write_chardev(int dirfd, const char *name, struct wh_policy *pol);
 
 /* Remove a whiteout for NAME in dirfd if one exists (either encoding).
  * Returns 1 if one was removed, 0 if there was none, -errno on error. */

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/sysmacros.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -100,6 +101,50 @@ static void write_chardev_when_allowed(void **state)
 	assert_int_equal(wh_exists(dfd, "b"), 0);
 }
 
+/* Where mknod works, whiteouts are links of one shared char 0/0 kept in
+ * the share directory; one missing there is made anew. */
+static void chardev_whiteouts_share_one_inode(void **state)
+{
+	struct wh_policy pol = { .try_mknod = true, .share = true };
+	struct stat s1, s2, s3, sh;
+
+	assert_int_equal(mkdirat(dfd, "share", 0700), 0);
+	pol.share_dirfd = openat(dfd, "share", O_RDONLY | O_DIRECTORY);
+	assert_true(pol.share_dirfd >= 0);
+	if (mknodat(pol.share_dirfd, "probe", S_IFCHR, makedev(0, 0)) < 0) {
+		close(pol.share_dirfd);
+		skip();   /* no mknod here (unprivileged): nothing is shared */
+	}
+	unlinkat(pol.share_dirfd, "probe", 0);
+
+	assert_int_equal(wh_write(dfd, "s1", &pol), 0);
+	assert_int_equal(wh_write(dfd, "s2", &pol), 0);
+	assert_int_equal(fstatat(dfd, "s1", &s1, AT_SYMLINK_NOFOLLOW), 0);
+	assert_int_equal(fstatat(dfd, "s2", &s2, AT_SYMLINK_NOFOLLOW), 0);
+	assert_true(wh_is_chardev(&s1) && wh_is_chardev(&s2));
+	assert_true(s1.st_ino == s2.st_ino && s1.st_nlink == 3);
+	assert_int_equal(wh_exists(dfd, "s1"), 1);
+	/* an existing name is an error, not a second link */
+	assert_int_equal(wh_write(dfd, "s1", &pol), -EEXIST);
+
+	/* the shared one gone (a cleaned workdir): a new one, shared again */
+	assert_int_equal(fstatat(pol.share_dirfd, "whiteout", &sh, AT_SYMLINK_NOFOLLOW), 0);
+	assert_int_equal(unlinkat(pol.share_dirfd, "whiteout", 0), 0);
+	assert_int_equal(wh_write_chardev(dfd, "s3", &pol), 0);
+	assert_int_equal(fstatat(dfd, "s3", &s3, AT_SYMLINK_NOFOLLOW), 0);
+	assert_true(wh_is_chardev(&s3) && s3.st_ino != s1.st_ino && s3.st_nlink == 2);
+	assert_true(pol.share);
+
+	/* removing a whiteout leaves the others */
+	assert_int_equal(wh_remove(dfd, "s1"), 1);
+	assert_int_equal(wh_exists(dfd, "s2"), 1);
+	assert_int_equal(wh_remove(dfd, "s2"), 1);
+	assert_int_equal(wh_remove(dfd, "s3"), 1);
+	unlinkat(pol.share_dirfd, "whiteout", 0);
+	close(pol.share_dirfd);
+	assert_int_equal(unlinkat(dfd, "share", AT_REMOVEDIR), 0);
+}
+
 static void name_too_long_for_prefix(void **state)
 {
 	struct wh_policy pol = { .use_trusted = false, .try_mknod = false };
@@ -150,6 +195,7 @@ int main(void)
 		cmocka_unit_test(classify_names),
 		cmocka_unit_test(write_oci_then_remove),
 		cmocka_unit_test(write_chardev_when_allowed),
+		cmocka_unit_test(chardev_whiteouts_share_one_inode),
 		cmocka_unit_test(name_too_long_for_prefix),
 		cmocka_unit_test(opaque_markers),
 	};
