@@ -213,7 +213,7 @@ void layers_close(struct sfs *fs)
 	}
 	free(fs->layers);
 	if (fs->workfd >= 0) {
-		if (fs->has_upper)
+		if (fs->whp.share_dirfd == fs->workfd)  /* set up (probe_privileges) */
 			wh_share_end(&fs->whp);
 		close(fs->workfd);
 	}

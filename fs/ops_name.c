@@ -369,6 +369,15 @@ static void set_opaque_at(int parentfd, const char *name)
 	}
 }
 
+/* Remove what remove_entry moved aside to TMP in the workdir (a directory
+ * holds only whiteouts). */
+static void drop_aside(const char *tmp, bool is_dir)
+{
+	if (is_dir)
+		clear_whiteouts(SFS->workfd, tmp);
+	unlinkat(SFS->workfd, tmp, is_dir ? AT_REMOVEDIR : 0);
+}
+
 /* Put a whiteout in place of upper entry NAME in one step, the entry going
  * to TMP in the workdir: a shared whiteout is linked to TMP and the two are
  * exchanged. 0 done, else -errno and nothing changed. */
@@ -405,12 +414,7 @@ static int remove_entry(struct node *dir, const char *name, bool is_dir, bool in
 		copyup_tmpname(tmp, sizeof tmp);
 		if (lower && swap_for_whiteout(ufd, name, tmp) == 0) {
 			/* the old entry is at tmp now, the whiteout in its place */
-			if (is_dir) {
-				clear_whiteouts(SFS->workfd, tmp);
-				unlinkat(SFS->workfd, tmp, AT_REMOVEDIR);
-			} else {
-				unlinkat(SFS->workfd, tmp, 0);
-			}
+			drop_aside(tmp, is_dir);
 			return 0;
 		}
 		if (is_dir) {
@@ -426,15 +430,14 @@ static int remove_entry(struct node *dir, const char *name, bool is_dir, bool in
 					return -errno;
 				}
 			}
-			clear_whiteouts(SFS->workfd, tmp);
-			unlinkat(SFS->workfd, tmp, AT_REMOVEDIR);
+			drop_aside(tmp, true);
 			if (lower && !flags)
 				return wh_write(ufd, name, &SFS->whp);
 			return 0;
 		}
 		if (lower && SFS->whp.try_mknod) {
 			if (renameat2(ufd, name, SFS->workfd, tmp, RENAME_WHITEOUT) == 0) {
-				unlinkat(SFS->workfd, tmp, 0);
+				drop_aside(tmp, false);
 				return 0;
 			}
 			if (errno != EPERM && errno != EINVAL)

@@ -75,29 +75,23 @@ static int oci_name(char *buf, size_t len, const char *name)
  * makes one of its own, which also reports errors such as EEXIST). */
 static int link_shared(int dirfd, const char *name, struct wh_policy *pol)
 {
-	for (int tries = 0; tries < 2; tries++) {
+	for (int tries = 0; tries < 3; tries++) {
 		if (linkat(pol->share_dirfd, WH_SHARED, dirfd, name, 0) == 0)
 			return 0;
-		if (errno != ENOENT && errno != EMLINK) {
+		/* Its link count full: a new one replaces it. Threads racing
+		 * here may remove each other's new one; the whiteouts linked to
+		 * it stay valid, and the next link makes another. */
+		if (errno == EMLINK)
+			unlinkat(pol->share_dirfd, WH_SHARED, 0);
+		else if (errno != ENOENT) {
 			if (errno == EPERM || errno == EXDEV || errno == EOPNOTSUPP)
 				pol->share = false;
 			return -errno;
 		}
-		/* none yet, or its link count is full: a new one replaces it
-		 * (threads racing here each put a valid one in place) */
-		char tmp[48];
-		static unsigned long seq;
-		snprintf(tmp, sizeof tmp, WH_SHARED ".%d.%lu", getpid(),
-			 __atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED));
-		if (mknodat(pol->share_dirfd, tmp, S_IFCHR | 0, makedev(0, 0)) < 0) {
+		if (mknodat(pol->share_dirfd, WH_SHARED, S_IFCHR | 0, makedev(0, 0)) < 0 &&
+		    errno != EEXIST) {
 			pol->share = false;
 			return -errno;
-		}
-		if (renameat(pol->share_dirfd, tmp, pol->share_dirfd, WH_SHARED) < 0) {
-			int e = errno;
-			unlinkat(pol->share_dirfd, tmp, 0);
-			pol->share = false;
-			return -e;
 		}
 	}
 	return -EMLINK;
