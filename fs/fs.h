@@ -93,6 +93,7 @@ struct node {
 	bool detached;           /* its recorded name is gone but other hard links live */
 	bool in_ctab;
 	bool kcached;            /* the kernel may hold a cached listing of it */
+	bool lean_listed;        /* last listed without attributes of its entries (ops_dir.c) */
 	/* a lower object found to carry no visible xattr: GETXATTR answers
 	 * ENODATA without a system call (lower layers never change) */
 	bool xa_none;
@@ -343,6 +344,8 @@ void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, struct 
 void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi);
 void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi);
+/* A LOOKUP under parent: did the client need what a lean listing left out? */
+void readdir_note_lookup(struct node *dir);
 void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi);
 void op_statfs(fuse_req_t req, fuse_ino_t ino);

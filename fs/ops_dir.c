@@ -4,7 +4,8 @@
  * ls -R) and caches listings by itself. Each READDIR is served from the
  * node's merged listing, whose offsets stay valid across changes
  * (dir_listing); readdirplus looks each entry up so `ls -l` costs one
- * round trip. */
+ * round trip, unless the client is seen not to use what it gets (lean
+ * listings, below). */
 #include "fs.h"
 
 #include <string.h>
@@ -14,6 +15,57 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	/* the kernel then opens directories with keep_cache and cache_readdir */
 	fuse_reply_err(req, ENOSYS);
+}
+
+/* Lean listings. The kernel asks for a directory's first entries with
+ * attributes whatever the client will do with them, and a lookup of an
+ * entry is most of what a cold directory costs: the lower filesystem
+ * reads in every inode. `find -type f` needs names and types only (as on
+ * kernel overlayfs, which then reads no inode), `ls -l` needs it all. So
+ * the answer follows what clients did with the lean ones before:
+ * non-directories of an all-lower directory go without attributes
+ * (nodeid 0, which the kernel takes as "look it up when needed"), and
+ * while most of those get looked up afterwards (counted over the last
+ * WINDOW of them, however late the lookups come: `find -exec stat {} +`),
+ * directories come with attributes; one in PROBE_EVERY of them still goes
+ * lean, to see whether that changed. Directories always come with
+ * attributes (a walk descends into them). Only a choice of speed: a lean
+ * entry is as correct as a full one. */
+#define WINDOW 32
+#define PROBE_EVERY 16
+static struct {
+	pthread_mutex_t lock;
+	unsigned lean, used;    /* entries given lean, and lookups under lean-listed directories */
+	bool full;
+	unsigned since_probe;
+} RP = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+void readdir_note_lookup(struct node *dir)
+{
+	if (__atomic_load_n(&dir->lean_listed, __ATOMIC_RELAXED))
+		__atomic_add_fetch(&RP.used, 1, __ATOMIC_RELAXED);
+}
+
+/* At the start of a pass over dir: answer it lean? */
+static bool choose_lean(struct node *dir)
+{
+	bool lower = true;
+	pthread_rwlock_rdlock(dir->dl_lock);
+	for (unsigned i = 0; i < dir->ndl; i++)
+		if (is_upper(dir->dl[i].layer))
+			lower = false;  /* upper entries may show another inode number once looked up */
+	pthread_rwlock_unlock(dir->dl_lock);
+	pthread_mutex_lock(&RP.lock);
+	unsigned lean = __atomic_load_n(&RP.lean, __ATOMIC_RELAXED);
+	if (lean >= WINDOW) {
+		unsigned used = __atomic_exchange_n(&RP.used, 0, __ATOMIC_RELAXED);
+		RP.full = used * 2 >= lean;
+		__atomic_store_n(&RP.lean, 0, __ATOMIC_RELAXED);
+	}
+	bool go = lower && (!RP.full || ++RP.since_probe % PROBE_EVERY == 0);
+	pthread_mutex_unlock(&RP.lock);
+	__atomic_store_n(&dir->lean_listed, go, __ATOMIC_RELAXED);
+	return go;
 }
 
 static uint64_t parent_ino(struct node *n)
@@ -30,6 +82,8 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, b
 	struct dircache *dc;
 	char *buf;
 	size_t used = 0;
+	bool lean = plus && (off == 0 ? choose_lean(dir) : __atomic_load_n(&dir->lean_listed, __ATOMIC_RELAXED));
+	unsigned nlean = 0;
 
 	/* From the start, the kernel may cache this pass: every later change
 	 * through us drops its copy (node_dir_changed). */
@@ -85,6 +139,15 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, b
 			break;
 		struct lookup_res res;
 		struct fuse_entry_param e;
+		if (lean && d->type && !S_ISDIR(d->type)) {
+			memset(&e, 0, sizeof e);
+			e.attr.st_ino = d->ino;
+			e.attr.st_mode = d->type;
+			used += fuse_add_direntry_plus(req, buf + used, size - used, name, &e,
+						       (off_t)d->cookie);
+			nlean++;
+			continue;
+		}
 		/* An entry the kernel already holds a node for goes without
 		 * attributes (nodeid 0: "no entry data"): no lookup here, and
 		 * the kernel keeps what it cached, ACLs included. */
@@ -113,6 +176,8 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, b
 		used += fuse_add_direntry_plus(req, buf + used, size - used, name, &e, (off_t)d->cookie);
 	}
 out:
+	if (nlean)
+		__atomic_add_fetch(&RP.lean, nlean, __ATOMIC_RELAXED);
 	fuse_reply_buf(req, buf, used);
 	free(buf);
 	/* An empty answer past the start ends the pass: the kernel holds the

@@ -17,6 +17,7 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct node *dir = node_get(parent);
 	struct lookup_res res;
 	struct fuse_entry_param e;
+	readdir_note_lookup(dir);
 	int r = lookup_name(dir, name, &res);
 
 	if (r == -ENOENT) {
