@@ -147,6 +147,10 @@ class Lookups:
             fh.write(v)
 
     def start(self):
+        # tracing may have been left off (tracing_on): on for the count only
+        with open(os.path.join(TRACE, 'tracing_on')) as fh:
+            self.was_on = fh.read().strip()
+        self._w('tracing_on', '1')
         self._w('events/fuse/fuse_request_send/filter',
                 'connection == %d && opcode == 1' % self.conn)
         self._w('trace', '')
@@ -157,6 +161,7 @@ class Lookups:
         with open(os.path.join(TRACE, 'trace')) as fh:
             n = sum(1 for line in fh if 'fuse_request_send' in line)
         self._w('events/fuse/fuse_request_send/filter', '0')
+        self._w('tracing_on', self.was_on)
         return n
 
 
