@@ -67,8 +67,12 @@ static int open_beneath_dir(int rootfd, const char *path)
 }
 
 /* A directory found in layer `layer`: does it end the merge? */
-static int dir_stops_merge(int fd, int parentfd, const char *name)
+static int dir_stops_merge(int fd, int parentfd, const char *name, uint32_t layer)
 {
+	/* nothing below the bottom layer to stop: no xattr or whiteout to ask
+	 * for (most directories of an image are in its base layer alone) */
+	if (layer + 1 >= SFS->nlayers)
+		return 1;
 	int r = wh_dir_is_opaque(fd, true);
 	if (r != 0)
 		return r;
@@ -240,7 +244,7 @@ int lookup_name(struct node *dir, const char *name, struct lookup_res *res)
 				r = cfd;
 				break;
 			}
-			int stop = dir_stops_merge(cfd, dfd, name);
+			int stop = dir_stops_merge(cfd, dfd, name, layer);
 			if (is_upper(layer) && stop <= 0) {
 				char red[PATH_MAX];
 				ssize_t n = xa_get(cfd, NULL, wh_xattr_redirect(&SFS->whp), red, sizeof red - 1);
@@ -280,7 +284,7 @@ int lookup_name(struct node *dir, const char *name, struct lookup_res *res)
 			break;
 		}
 		int cfd = open_subdir(dfd, name);
-		int stop = cfd >= 0 ? dir_stops_merge(cfd, dfd, name) : 1;
+		int stop = cfd >= 0 ? dir_stops_merge(cfd, dfd, name, layer) : 1;
 		if (tmp)
 			close(dfd);
 		if (cfd < 0)
