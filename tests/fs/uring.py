@@ -12,6 +12,10 @@ after. Counted, not timed (context switches of the daemon's threads, from
     requests (cached mode), a new file written in 1 MiB requests with
     passthrough=off, a copy-up on open (served by a worker, whose reply
     travels back to the queue thread);
+  - the queue threads, which run SCHED_IDLE while the machine is quiet,
+    have best-effort I/O priority of their own (left unset, SCHED_IDLE
+    would make every disk read they do for a client idle-class I/O), and a
+    daemon started under `ionice -c 3` keeps its idle class;
   - uring=off, and a daemon without CAP_SYS_NICE (its queue threads could
     not leave SCHED_IDLE under load), register no queue and serve through
     /dev/fuse with the same results.
@@ -86,6 +90,15 @@ def data_round(m, base, problems, label):
         problems.append('%s: copied-up file differs' % label)
 
 
+def io_classes(pid):
+    """ionice's class name of each io_uring queue thread."""
+    out = {}
+    for tid in uring_threads(pid):
+        r = subprocess.run(['ionice', '-p', str(tid)], capture_output=True, text=True)
+        out[tid] = r.stdout.split(':')[0].strip() if r.returncode == 0 else 'error ' + r.stderr
+    return out
+
+
 def main(argv):
     fs = prepare_fs(argv)
     if fs is None:
@@ -106,6 +119,11 @@ def main(argv):
         with open(os.path.join(nonice, 'strata-fs'), 'w') as f:
             f.write('#!/bin/sh\nexec setpriv --bounding-set=-sys_nice %s "$@"\n' % fs)
         os.chmod(os.path.join(nonice, 'strata-fs'), 0o755)
+        idle = os.path.join(base, 'idle')
+        os.mkdir(idle)
+        with open(os.path.join(idle, 'strata-fs'), 'w') as f:
+            f.write('#!/bin/sh\nexec ionice -c 3 %s "$@"\n' % fs)
+        os.chmod(os.path.join(idle, 'strata-fs'), 0o755)
 
         with fuse_uring_enabled():
             # 1. queues registered, requests served there
@@ -127,6 +145,19 @@ def main(argv):
                     problems.append('the /dev/fuse reader switched %d times during 2000 io_uring '
                                     'requests' % main_delta)
                 data_round(m, base, problems, 'io_uring')
+                classes = io_classes(pid)
+                if not classes or any(c != 'best-effort' for c in classes.values()):
+                    problems.append('queue threads\' I/O classes %s, want best-effort' % classes)
+            finally:
+                m.close()
+
+            # 1b. an idle I/O class given to the daemon stays
+            m = Mount(os.path.join(idle, 'strata-fs'), base)
+            try:
+                classes = io_classes(m.proc.pid)
+                if not classes or any(c != 'idle' for c in classes.values()):
+                    problems.append('under ionice -c 3: queue threads\' I/O classes %s, want idle'
+                                    % classes)
             finally:
                 m.close()
 
