@@ -22,12 +22,11 @@ usage: leanlist.py [--fs PATH]   ($STRATA_FS overrides --fs)
 
 import os
 import stat
-import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ovltest import SKIP, prepare_fs, reap_all  # noqa: E402
+from ovltest import SKIP, conclude, prepare_fs  # noqa: E402
 from mounts import FuseMount  # noqa: E402
 
 NDIRS = 40
@@ -241,11 +240,8 @@ def main(argv):
         else:
             print('tracefs not available: request counts not checked')
     finally:
-        subprocess.run(['rm', '-rf', base])
-        reap_all()
-    for pr in problems:
-        print('FAIL: ' + pr)
-    return 1 if problems else 0
+        code = conclude(base, problems)
+    return code
 
 
 if __name__ == '__main__':

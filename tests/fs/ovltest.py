@@ -71,6 +71,16 @@ def reap_all():
             return
 
 
+def conclude(base, problems):
+    """End of a standalone test: its scratch tree removed, daemons reaped,
+    problems printed; the exit code."""
+    subprocess.run(['rm', '-rf', base])
+    reap_all()
+    for pr in problems:
+        print('FAIL: ' + pr)
+    return 1 if problems else 0
+
+
 def write(p, data, flags=os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode=0o644):
     """One write(2) of data to p opened with flags; its return value."""
     fd = os.open(p, flags, mode)
