@@ -46,8 +46,9 @@ void readdir_note_lookup(struct node *dir)
 		__atomic_add_fetch(&RP.used, 1, __ATOMIC_RELAXED);
 }
 
-/* At the start of a pass over dir: answer it lean? */
-static bool choose_lean(struct node *dir)
+/* Answer this part of a listing of dir lean? Decided at the start of a
+ * pass (first), kept for its later parts while dir stays all-lower. */
+static bool choose_lean(struct node *dir, bool first)
 {
 	bool lower = true;
 	pthread_rwlock_rdlock(dir->dl_lock);
@@ -55,6 +56,8 @@ static bool choose_lean(struct node *dir)
 		if (is_upper(dir->dl[i].layer))
 			lower = false;  /* upper entries may show another inode number once looked up */
 	pthread_rwlock_unlock(dir->dl_lock);
+	if (!first)
+		return lower && __atomic_load_n(&dir->lean_listed, __ATOMIC_RELAXED);
 	pthread_mutex_lock(&RP.lock);
 	unsigned lean = __atomic_load_n(&RP.lean, __ATOMIC_RELAXED);
 	if (lean >= WINDOW) {
@@ -82,7 +85,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, b
 	struct dircache *dc;
 	char *buf;
 	size_t used = 0;
-	bool lean = plus && (off == 0 ? choose_lean(dir) : __atomic_load_n(&dir->lean_listed, __ATOMIC_RELAXED));
+	bool lean = plus && choose_lean(dir, off == 0);
 	unsigned nlean = 0;
 
 	/* From the start, the kernel may cache this pass: every later change
