@@ -142,30 +142,33 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, b
 			break;
 		struct lookup_res res;
 		struct fuse_entry_param e;
+		/* Entries that go without attributes (nodeid 0: "no entry
+		 * data"): those of a lean listing, and those the kernel already
+		 * holds a node for (no lookup here, and the kernel keeps what it
+		 * cached, ACLs included). */
+		uint64_t bare_ino = 0;
+		mode_t bare_type = 0;
 		if (lean && d->type && !S_ISDIR(d->type)) {
-			memset(&e, 0, sizeof e);
-			e.attr.st_ino = d->ino;
-			e.attr.st_mode = d->type;
-			used += fuse_add_direntry_plus(req, buf + used, size - used, name, &e,
-						       (off_t)d->cookie);
+			bare_ino = d->ino;
+			bare_type = d->type;
 			nlean++;
-			continue;
-		}
-		/* An entry the kernel already holds a node for goes without
-		 * attributes (nodeid 0: "no entry data"): no lookup here, and
-		 * the kernel keeps what it cached, ACLs included. */
-		pthread_mutex_lock(&SFS->table_lock);
-		struct node *known = node_child_find(dir, name);
-		if (known && known->nlookup) {
-			memset(&e, 0, sizeof e);
-			e.attr.st_ino = known->ino;
-			e.attr.st_mode = known->type;
+		} else {
+			pthread_mutex_lock(&SFS->table_lock);
+			struct node *known = node_child_find(dir, name);
+			if (known && known->nlookup) {
+				bare_ino = known->ino;
+				bare_type = known->type;
+			}
 			pthread_mutex_unlock(&SFS->table_lock);
+		}
+		if (bare_type) {
+			memset(&e, 0, sizeof e);
+			e.attr.st_ino = bare_ino;
+			e.attr.st_mode = bare_type;
 			used += fuse_add_direntry_plus(req, buf + used, size - used, name, &e,
 						       (off_t)d->cookie);
 			continue;
 		}
-		pthread_mutex_unlock(&SFS->table_lock);
 		if (lookup_name(dir, name, &res) < 0)
 			continue;  /* gone since the listing was taken */
 		struct stat cst = res.st;

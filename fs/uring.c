@@ -285,15 +285,21 @@ char *uring_reply_area(size_t *cap)
 	return tls_ent->payload;
 }
 
+/* This thread now serves request UNIQUE, whose reply goes to entry e. */
+static void serving(struct ent *e, uint64_t unique)
+{
+	tls_ent = e;
+	tls_unique = unique;
+	tls_replied = false;
+}
+
 /* Answer request UNIQUE in entry e with an error, as its reply. */
 static void reply_error(struct ent *e, uint64_t unique, int err)
 {
 	struct fuse_out_header oh = { .len = sizeof oh, .error = -err, .unique = unique };
 	struct iovec iov = { &oh, sizeof oh };
 	ssize_t r;
-	tls_ent = e;
-	tls_unique = unique;
-	tls_replied = false;
+	serving(e, unique);
 	uring_capture(&iov, 1, &r);
 	tls_ent = NULL;
 }
@@ -301,9 +307,7 @@ static void reply_error(struct ent *e, uint64_t unique, int err)
 void uring_serve_job(void *ctx, void *mem, size_t size)
 {
 	struct ent *e = ctx;
-	tls_ent = e;
-	tls_unique = ((const struct fuse_in_header *)mem)->unique;
-	tls_replied = false;
+	serving(e, ((const struct fuse_in_header *)mem)->unique);
 	loop_process(mem, size);
 	if (!tls_replied) {
 		/* a bug: answer for it, so the entry returns to the kernel */
