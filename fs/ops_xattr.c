@@ -23,6 +23,19 @@ static int change_refused(const char *name)
 	return 0;
 }
 
+/* What getxattr of NAME answers when the object has no such xattr. Where
+ * SELinux runs, the kernel answers security.selinux itself and never asks
+ * us, so a request for it means no security module keeps labels on this
+ * host: "not supported" for a file without one lets ls -l and libselinux
+ * stop asking for each file of the mount (one round trip per file
+ * otherwise), while a label a layer does hold is still returned. */
+static int absent(const char *name)
+{
+	if (!SFS->opts.unlabeled_enodata && !strcmp(name, "security.selinux"))
+		return EOPNOTSUPP;
+	return ENODATA;
+}
+
 void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
 	struct node *n = node_get(ino);
@@ -35,7 +48,7 @@ void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 	}
 	bool lower = !is_upper(n->layer) && !n->metacopy;
 	if (lower && __atomic_load_n(&n->xa_none, __ATOMIC_RELAXED)) {
-		fuse_reply_err(req, ENODATA);
+		fuse_reply_err(req, absent(name));
 		return;
 	}
 	if ((r = loc_get(n, &l)) < 0) {
@@ -56,15 +69,17 @@ void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 		if (none && !is_upper(n->layer)) {
 			__atomic_store_n(&n->xa_none, true, __ATOMIC_RELAXED);
 			loc_put(&l);
-			fuse_reply_err(req, ENODATA);
+			fuse_reply_err(req, absent(name));
 			return;
 		}
 	}
 	char *buf = size ? malloc(size) : NULL;
 	ssize_t len = xa_get(l.dirfd, l.name, name, buf, size);
 	loc_put(&l);
-	if (len < 0)
-		fuse_reply_err(req, (int)-len == ENOTSUP ? ENODATA : (int)-len);
+	if (len == -ENODATA || len == -ENOTSUP)
+		fuse_reply_err(req, absent(name));
+	else if (len < 0)
+		fuse_reply_err(req, (int)-len);
 	else if (size == 0)
 		fuse_reply_xattr(req, (size_t)len);
 	else

@@ -303,6 +303,13 @@ static int parse_item(struct strata_opts *o, char *item)
 		o->xattr_permissions = val[0] - '0';
 		return 0;
 	}
+	if (!strcmp(key, "unlabeled")) {
+		NEEDS_VAL();
+		if (strcmp(val, "enotsup") && strcmp(val, "enodata"))
+			goto badval;
+		o->unlabeled_enodata = !strcmp(val, "enodata");
+		return 0;
+	}
 	if (!strcmp(key, "noacl")) {
 		o->noacl = true;
 		return 0;

@@ -34,6 +34,7 @@ struct strata_opts {
 	int64_t squash_gid;
 	int xattr_permissions; /* 0 off, 1 privileged (security.*), 2 user.* */
 	bool noacl;
+	bool unlabeled_enodata; /* a missing security.selinux answers ENODATA, not EOPNOTSUPP */
 	bool metacopy;       /* metadata-only changes copy no data (default on) */
 	bool writeback;      /* kernel writeback cache (default on) */
 	bool passthrough;    /* upper files through the kernel's passthrough,

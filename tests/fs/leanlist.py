@@ -28,10 +28,10 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ovltest import SKIP, conclude, prepare_fs  # noqa: E402
 from mounts import FuseMount  # noqa: E402
+from fusetrace import LOOKUP, Requests  # noqa: E402
 
 NDIRS = 40
 NFILES = 12
-TRACE = '/sys/kernel/tracing'
 
 
 def build(base):
@@ -132,37 +132,6 @@ def check(problems, what, lowers, seen, stats):
         problems.append('%s: %d wrong, e.g. %s' % (what, len(bad), bad[:4]))
 
 
-class Lookups:
-    """FUSE LOOKUP requests of one connection, counted through tracefs."""
-
-    def __init__(self, mnt):
-        self.conn = os.minor(os.stat(mnt).st_dev) if os.major(os.stat(mnt).st_dev) == 0 else None
-        self.ok = (os.geteuid() == 0 and self.conn is not None and
-                   os.path.exists(TRACE + '/events/fuse/fuse_request_send/enable'))
-
-    def _w(self, f, v):
-        with open(os.path.join(TRACE, f), 'w') as fh:
-            fh.write(v)
-
-    def start(self):
-        # tracing may have been left off (tracing_on): on for the count only
-        with open(os.path.join(TRACE, 'tracing_on')) as fh:
-            self.was_on = fh.read().strip()
-        self._w('tracing_on', '1')
-        self._w('events/fuse/fuse_request_send/filter',
-                'connection == %d && opcode == 1' % self.conn)
-        self._w('trace', '')
-        self._w('events/fuse/fuse_request_send/enable', '1')
-
-    def stop(self):
-        self._w('events/fuse/fuse_request_send/enable', '0')
-        with open(os.path.join(TRACE, 'trace')) as fh:
-            n = sum(1 for line in fh if 'fuse_request_send' in line)
-        self._w('events/fuse/fuse_request_send/filter', '0')
-        self._w('tracing_on', self.was_on)
-        return n
-
-
 def main(argv):
     fs = prepare_fs(argv)
     if fs is None:
@@ -191,7 +160,7 @@ def main(argv):
 
     def names_then_stat(m):
         seen = names_walk(mnt)
-        lk = Lookups(mnt)
+        lk = Requests(mnt, LOOKUP)
         if lk.ok:
             lk.start()
         stats = {rel: os.lstat(os.path.join(mnt, rel)) for rel in seen}
@@ -200,7 +169,7 @@ def main(argv):
         check(problems, 'names-only walk, then stat', lowers, seen, stats)
 
     def ls_like(m):
-        lk = Lookups(mnt)
+        lk = Requests(mnt, LOOKUP)
         if lk.ok:
             lk.start()
         seen, stats = ls_walk(mnt)

@@ -107,16 +107,19 @@ static void passthrough_and_polling(void **state)
 {
 	struct strata_opts o;
 	const char *dflt[] = { "-o", "lowerdir=/l", "/m", NULL };
-	const char *set[] = { "-o", "lowerdir=/l,passthrough=off,poll_us=0,uring=off", "/m", NULL };
+	const char *set[] = { "-o", "lowerdir=/l,passthrough=off,poll_us=0,uring=off,unlabeled=enodata",
+			      "/m", NULL };
 	assert_int_equal(parse(&o, dflt), 0);
 	assert_true(o.passthrough);
 	assert_true(o.uring);
 	assert_int_equal(o.poll_us, 50);
+	assert_false(o.unlabeled_enodata);
 	opts_free(&o);
 	assert_int_equal(parse(&o, set), 0);
 	assert_false(o.passthrough);
 	assert_false(o.uring);
 	assert_int_equal(o.poll_us, 0);
+	assert_true(o.unlabeled_enodata);
 	opts_free(&o);
 }
 
@@ -135,8 +138,10 @@ static void refused(void **state)
 	const char *badpoll2[] = { "-o", "lowerdir=/l,poll_us=5ms", "/m", NULL };
 	const char *badpt[] = { "-o", "lowerdir=/l,passthrough=maybe", "/m", NULL };
 	const char *baduring[] = { "-o", "lowerdir=/l,uring=2", "/m", NULL };
+	const char *badlabel[] = { "-o", "lowerdir=/l,unlabeled=on", "/m", NULL };
+	const char *nolabel[] = { "-o", "lowerdir=/l,unlabeled", "/m", NULL };
 	const char *const *cases[] = { unknown, nolower, halfupper, nomnt, badmap, badperm, emptylower, badarg,
-				       badpoll, badpoll2, badpt, baduring };
+				       badpoll, badpoll2, badpt, baduring, badlabel, nolabel };
 	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
 		assert_int_equal(parse(&o, cases[i]), -EINVAL);
 		opts_free(&o);

@@ -1,0 +1,53 @@
+"""Counting one connection's FUSE requests of one kind through tracefs.
+
+Tracing is global to the machine: tests that count take the ctest
+resource lock "tracefs" so their counts do not mix."""
+
+import os
+
+TRACE = '/sys/kernel/tracing'
+LOOKUP = 1          # FUSE opcodes, from linux/fuse.h
+GETXATTR = 22
+
+
+class Requests:
+    """Requests with OPCODE on the FUSE connection behind MNT. ok is False
+    where tracefs cannot be used (not root, no fuse tracepoints)."""
+
+    def __init__(self, mnt, opcode):
+        dev = os.stat(mnt).st_dev
+        self.conn = os.minor(dev) if os.major(dev) == 0 else None
+        self.opcode = opcode
+        self.ok = (os.geteuid() == 0 and self.conn is not None and
+                   os.path.exists(TRACE + '/events/fuse/fuse_request_send/enable'))
+
+    def _w(self, f, v):
+        with open(os.path.join(TRACE, f), 'w') as fh:
+            fh.write(v)
+
+    def start(self):
+        # tracing may have been left off (tracing_on): on for the count only
+        with open(os.path.join(TRACE, 'tracing_on')) as fh:
+            self.was_on = fh.read().strip()
+        self._w('tracing_on', '1')
+        self._w('events/fuse/fuse_request_send/filter',
+                'connection == %d && opcode == %d' % (self.conn, self.opcode))
+        self._w('trace', '')
+        self._w('events/fuse/fuse_request_send/enable', '1')
+
+    def stop(self):
+        self._w('events/fuse/fuse_request_send/enable', '0')
+        with open(os.path.join(TRACE, 'trace')) as fh:
+            n = sum(1 for line in fh if 'fuse_request_send' in line)
+        self._w('events/fuse/fuse_request_send/filter', '0')
+        self._w('tracing_on', self.was_on)
+        return n
+
+    def count(self, fn):
+        """Requests made while fn() runs."""
+        self.start()
+        try:
+            fn()
+        finally:
+            n = self.stop()
+        return n
