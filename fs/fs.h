@@ -19,6 +19,13 @@
 #include "whiteout.h"
 
 struct node;
+struct wa_dir;
+/* walkahead.c: what a listing does with the subdirectories it finds */
+enum wa_mode {
+	WA_OFF,      /* nothing to read ahead */
+	WA_HOLD,     /* keep what the listing finds, for a walk that may begin below */
+	WA_QUEUE,    /* a walk is on: read ahead what the listing finds */
+};
 
 /* ---- layers ---------------------------------------------------------- */
 
@@ -79,6 +86,7 @@ struct node {
 	uint32_t layer;          /* layer holding the object (for dirs: the topmost) */
 	mode_t type;             /* S_IFMT */
 	int pathfd;              /* O_PATH fd kept once deleted while referenced, else -1 */
+	uint32_t listed_ms;      /* when a listing of it last began (walkahead.c), 0 never */
 
 	/* regular files whose upper holds only metadata (metacopy) */
 	int32_t data_layer;      /* layer holding the data, -1 when none */
@@ -213,6 +221,11 @@ struct dircache {
  * every entry that stayed exactly once, with no state kept between calls
  * (as ext4's hashed offsets). Cookies 1 and 2 are "." and "..". */
 int dir_listing(struct node *dir, struct dircache **out);
+/* The same, and what to do with the subdirectories it finds in the layers
+ * (walkahead.c). */
+int dir_listing_ahead(struct node *dir, struct dircache **out, enum wa_mode ahead);
+/* The order of NAME in every listing (its cookie is derived from it). */
+uint64_t cookie_hash(const char *name);
 /* Index of the first entry after offset off (off > 2) */
 size_t dir_seek(const struct dircache *dc, uint64_t off);
 void dircache_put(struct dircache *dc);
@@ -292,6 +305,43 @@ char *uring_reply_area(size_t *cap);
 /* A worker serving an io_uring request. */
 void uring_serve_job(void *ctx, void *mem, size_t size);
 
+/* walkahead.c: metadata read-ahead for tree walks */
+void wa_stop(void);
+/* A listing of dir begins: what to do with the subdirectories it finds. */
+enum wa_mode wa_listing(struct node *dir);
+/* The subdirectories a listing finds in one layer's directory dirfd, by
+ * their names and inode numbers. owner: the listed directory's inode
+ * number. */
+struct wa_item {
+	struct wa_dir *parent;
+	char *name;
+	uint64_t ino;
+	uint64_t order;      /* where the client meets it in the listing */
+	unsigned depth;
+};
+struct wa_batch {
+	int srcfd;           /* the directory listed, -1: nothing to do */
+	struct wa_dir *dir;  /* its descriptor of our own, once a subdirectory is added */
+	dev_t dev;
+	enum wa_mode mode;
+	uint64_t owner;
+	uint32_t layer;
+	unsigned depth;      /* of the subdirectories added */
+	struct wa_item *items;
+	size_t n, cap;
+};
+void wa_batch_begin(struct wa_batch *b, int dirfd, enum wa_mode mode, uint64_t owner,
+		    uint32_t layer);
+void wa_batch_add(struct wa_batch *b, const char *name, uint64_t ino);
+void wa_batch_end(struct wa_batch *b);
+/* Read-ahead threads at work now (they run SCHED_IDLE: not load). */
+unsigned wa_busy(void);
+
+/* uring.c: a thread without an I/O priority of its own takes it from its
+ * scheduling policy, and SCHED_IDLE means idle-class I/O: give it the
+ * best-effort level of its nice value (an ionice of the daemon stays). */
+void keep_io_priority(void);
+
 /* ops_attr.c */
 bool mode_is_setid(mode_t mode);   /* S_ISUID or S_ISGID: a write may drop them */
 /* Drop set-user-ID and set-group-ID, as a write by a user without
@@ -346,6 +396,8 @@ void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct f
 void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi);
 /* A LOOKUP under parent: did the client need what a lean listing left out? */
 void readdir_note_lookup(struct node *dir);
+/* Are listings lean now (clients do not look up the files they list)? */
+bool readdir_lean_now(void);
 void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi);
 void op_statfs(fuse_req_t req, fuse_ino_t ino);

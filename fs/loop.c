@@ -278,6 +278,7 @@ int serve(struct fuse_session *se, unsigned nworkers)
 	for (unsigned i = 0; i < n; i++)
 		pthread_join(th[i], NULL);
 	uring_stop();
+	wa_stop();
 	free(buf.mem);
 	fuse_session_reset(se);
 	return r < 0 && r != -ENODEV ? r : 0;

@@ -46,6 +46,11 @@ void readdir_note_lookup(struct node *dir)
 		__atomic_add_fetch(&RP.used, 1, __ATOMIC_RELAXED);
 }
 
+bool readdir_lean_now(void)
+{
+	return !__atomic_load_n(&RP.full, __ATOMIC_RELAXED);
+}
+
 /* Answer this part of a listing of dir lean? Decided at the start of a
  * pass (first), kept for its later parts while dir stays all-lower. */
 static bool choose_lean(struct node *dir, bool first)
@@ -62,7 +67,7 @@ static bool choose_lean(struct node *dir, bool first)
 	unsigned lean = __atomic_load_n(&RP.lean, __ATOMIC_RELAXED);
 	if (lean >= WINDOW) {
 		unsigned used = __atomic_exchange_n(&RP.used, 0, __ATOMIC_RELAXED);
-		RP.full = used * 2 >= lean;
+		__atomic_store_n(&RP.full, used * 2 >= lean, __ATOMIC_RELAXED);
 		__atomic_store_n(&RP.lean, 0, __ATOMIC_RELAXED);
 	}
 	bool go = lower && (!RP.full || ++RP.since_probe % PROBE_EVERY == 0);
@@ -95,7 +100,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, b
 		dir->kcached = true;
 		pthread_mutex_unlock(&SFS->table_lock);
 	}
-	int r = dir_listing(dir, &dc);
+	int r = dir_listing_ahead(dir, &dc, off == 0 ? wa_listing(dir) : WA_OFF);
 	if (r < 0) {
 		fuse_reply_err(req, -r);
 		return;

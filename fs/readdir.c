@@ -25,7 +25,7 @@ static uint64_t hname(const char *s)
 /* A readdir cookie's hash: seeded per mount, so names in a hostile layer
  * cannot be chosen to collide (a collision at a buffer boundary could hide
  * an entry from a listing). */
-static uint64_t cookie_hash(const char *name)
+uint64_t cookie_hash(const char *name)
 {
 	static uint64_t seed;
 	uint64_t s = __atomic_load_n(&seed, __ATOMIC_RELAXED);
@@ -131,7 +131,7 @@ static mode_t dt_to_mode(unsigned char t)
 
 /* Read one layer of the directory into the listing. */
 static int read_layer(int dfd, uint32_t layer, struct nameset *seen, struct nameset *pending,
-		      struct dircache *dc, size_t *cap, struct nameset *own)
+		      struct dircache *dc, size_t *cap, struct nameset *own, struct wa_batch *ahead)
 {
 	int fd = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	DIR *d;
@@ -157,6 +157,8 @@ static int read_layer(int dfd, uint32_t layer, struct nameset *seen, struct name
 			own->cap = own->n = 0;
 			own = NULL;
 		}
+		if (de->d_type == DT_DIR)
+			wa_batch_add(ahead, name, de->d_ino);
 		if (de->d_type == DT_CHR || de->d_type == DT_UNKNOWN) {
 			if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0)
 				stp = &st;
@@ -224,6 +226,11 @@ size_t dir_seek(const struct dircache *dc, uint64_t off)
 
 int dir_listing(struct node *dir, struct dircache **out)
 {
+	return dir_listing_ahead(dir, out, WA_OFF);
+}
+
+int dir_listing_ahead(struct node *dir, struct dircache **out, enum wa_mode ahead)
+{
 	struct dircache *dc;
 	uint64_t version;
 	size_t cap = 0;
@@ -259,7 +266,10 @@ int dir_listing(struct node *dir, struct dircache **out)
 		struct nameset *own = NULL;
 		if (!is_upper(dir->dl[i].layer) && !__atomic_load_n(&dir->dl[i].names, __ATOMIC_ACQUIRE))
 			own = calloc(1, sizeof *own);
-		r = read_layer(dfd, dir->dl[i].layer, &seen, &pending, dc, &cap, own);
+		struct wa_batch b;
+		wa_batch_begin(&b, dfd, ahead, dir->ino, dir->dl[i].layer);
+		r = read_layer(dfd, dir->dl[i].layer, &seen, &pending, dc, &cap, own, &b);
+		wa_batch_end(&b);
 		if (tmp)
 			close(dfd);
 		if (own) {

@@ -408,7 +408,9 @@ static void placement(struct queue *q, bool first)
 		return;
 	uint64_t d = run_delay(q->statfd);
 	uint64_t waited = d - q->delay_check, wall = now - q->t_check;
-	unsigned others = nr_running(q->loadfd) - 1;
+	/* read-ahead threads are SCHED_IDLE: they give way, they are not load */
+	unsigned running = nr_running(q->loadfd), ahead = wa_busy();
+	unsigned others = running > ahead + 1 ? running - ahead - 1 : 0;
 	q->t_check = now;
 	q->delay_check = d;
 	/* one look may catch a passing kernel thread: two in a row count */
@@ -433,7 +435,7 @@ static void placement(struct queue *q, bool first)
  * SCHED_IDLE is about where the client wakes, not about deferring the
  * client's I/O: set the best-effort class the thread's nice value gives
  * under SCHED_OTHER. An I/O priority set for the daemon (ionice) stays. */
-static void keep_io_priority(void)
+void keep_io_priority(void)
 {
 	long prio = syscall(SYS_ioprio_get, IOPRIO_WHO_PROCESS, 0);
 	if (prio < 0 || IOPRIO_PRIO_CLASS(prio) != IOPRIO_CLASS_NONE)

@@ -156,19 +156,24 @@ def fuse_uring_enabled():
             f.write(before)
 
 
-def uring_threads(pid):
-    """{tid: context switches} of strata-fs's io_uring queue threads (named
-    strata-uringN once their queue is registered)."""
+def named_threads(pid, prefix):
+    """{tid: context switches} of pid's threads whose name starts with prefix."""
     out = {}
     for tid in os.listdir('/proc/%d/task' % pid):
         try:
             with open('/proc/%d/task/%s/comm' % (pid, tid)) as f:
-                if not f.read().startswith('strata-uring'):
+                if not f.read().startswith(prefix):
                     continue
             out[int(tid)] = thread_switches(pid, int(tid))
         except OSError:
             pass
     return out
+
+
+def uring_threads(pid):
+    """strata-fs's io_uring queue threads (named strata-uringN once their
+    queue is registered), as named_threads()."""
+    return named_threads(pid, 'strata-uring')
 
 
 def thread_switches(pid, tid):

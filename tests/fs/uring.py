@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ovltest import SKIP, Skip, file_sha, prepare_fs, rd, reap_all  # noqa: E402
@@ -90,10 +91,22 @@ def data_round(m, base, problems, label):
         problems.append('%s: copied-up file differs' % label)
 
 
+def queues_of(pid, want=1):
+    """The queue threads once (at least want of them are) registered: the
+    mount is live before they are (INIT is answered first), and on a loaded
+    machine they may take a moment; what there is after 5 s otherwise."""
+    deadline = time.time() + 5
+    while True:
+        q = uring_threads(pid)
+        if len(q) >= want or time.time() > deadline:
+            return q
+        time.sleep(0.02)
+
+
 def io_classes(pid):
     """ionice's class name of each io_uring queue thread."""
     out = {}
-    for tid in uring_threads(pid):
+    for tid in queues_of(pid):
         r = subprocess.run(['ionice', '-p', str(tid)], capture_output=True, text=True)
         out[tid] = r.stdout.split(':')[0].strip() if r.returncode == 0 else 'error ' + r.stderr
     return out
@@ -130,7 +143,7 @@ def main(argv):
             m = Mount(fs, base)
             try:
                 pid = m.proc.pid
-                queues = uring_threads(pid)
+                queues = queues_of(pid, possible_cpus())
                 if len(queues) != possible_cpus():
                     problems.append('%d io_uring queue threads, want one per possible CPU (%d)'
                                     % (len(queues), possible_cpus()))
@@ -164,7 +177,7 @@ def main(argv):
             # 2. cached mode: WRITE payloads through the rings
             m = Mount(fs, base, 'passthrough=off')
             try:
-                if not uring_threads(m.proc.pid):
+                if not queues_of(m.proc.pid):
                     problems.append('passthrough=off: no io_uring queue registered')
                 data_round(m, base, problems, 'io_uring, passthrough=off')
             finally:
