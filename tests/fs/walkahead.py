@@ -10,12 +10,17 @@ threads of its own, from the layers. Checked here:
   the mount see no error but ENOENT of what was just removed, and the tree
   afterwards is exactly what the changes make of the layers;
 - a lower layer's symlink to a directory outside stays a symlink that
-  no walk enters (it is part of the trees compared).
+  no walk enters (it is part of the trees compared);
+- the daemon's descriptor table is sized when it starts (FDSize in
+  /proc/PID/status), so opening the directories of a walk never waits for
+  the kernel to grow it (an RCU grace period, milliseconds, once threads
+  share the table).
 
 usage: walkahead.py [--fs PATH]   ($STRATA_FS overrides --fs)
 """
 
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -84,6 +89,12 @@ def main(argv):
     m = FuseMount(fs, lowers, os.path.join(base, 'u'), os.path.join(base, 'w'), mnt)
     try:
         m.mount()
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        want = min((hard // 2 if hard > 2048 else hard // 4) + 1024, hard, 1 << 15)
+        with open('/proc/%d/status' % m.proc.pid) as fh:
+            fdsize = int([line.split()[1] for line in fh if line.startswith('FDSize:')][0])
+        if fdsize < want:
+            problems.append('descriptor table of %d at start, want at least %d' % (fdsize, want))
         os.listdir(mnt)
         if named_threads(m.proc.pid, 'strata-ahead'):
             problems.append('one listing of the root started read-ahead threads')
