@@ -475,11 +475,13 @@ static void pin(struct queue *q, bool on)
  * FLOAT_NS unpins the thread for FLOAT_HOLD_NS; pinned again after that
  * long without one. A client that follows leaves this queue; one that
  * cannot (its own affinity) keeps sending here, and then every request
- * costs the thread two moves: after FLOAT_REQS of them it stays pinned
- * for a second. */
+ * costs the thread two moves (40 us instead of 3): after FLOAT_REQS of
+ * them it stays pinned for a second. A long request need not have waited
+ * for the disk (a listing merged from 64 cached layers takes a
+ * millisecond of CPU), and a client that stays put pays for every one. */
 #define FLOAT_NS      40000u
 #define FLOAT_HOLD_NS 50000000u
-#define FLOAT_REQS    256
+#define FLOAT_REQS    32
 static void wait_float(struct queue *q, uint64_t t0, uint64_t t1)
 {
 	if (q->floating && ++q->float_reqs > FLOAT_REQS) {
