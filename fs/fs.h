@@ -337,7 +337,25 @@ void wa_batch_end(struct wa_batch *b);
 /* Read-ahead threads at work now (they run SCHED_IDLE: not load). */
 unsigned wa_busy(void);
 
-/* uring.c: a thread without an I/O priority of its own takes it from its
+/* place.c: scheduling of the threads that serve requests */
+struct place {
+	int statfd, loadfd;
+	unsigned ncpu;
+	bool idle, was_busy;
+	bool no_wait_check;  /* its waits on the run queue are not a sign of load */
+	uint64_t t_check, delay_check, hold_until;
+};
+/* May a thread go from SCHED_IDLE back to SCHED_OTHER? */
+bool place_may_turn_back(void);
+/* For the calling thread: SCHED_IDLE while the machine is quiet, so the
+ * clients it wakes stay on their CPU; SCHED_OTHER while it is busy.
+ * place_check() looks again every 5 ms (first: now). */
+void place_open(struct place *p);
+void place_check(struct place *p, bool first);
+void place_close(struct place *p);
+/* The CPU thread tid last ran on, or -1. */
+int place_cpu_of(uint32_t tid);
+/* A thread without an I/O priority of its own takes it from its
  * scheduling policy, and SCHED_IDLE means idle-class I/O: give it the
  * best-effort level of its nice value (an ionice of the daemon stays). */
 void keep_io_priority(void);

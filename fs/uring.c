@@ -88,10 +88,7 @@ struct queue {
 	struct ent *done;
 	unsigned pending;       /* SQEs queued, not yet submitted */
 	int ready;              /* 1 registered, -errno failed */
-	/* placement (see placement()) */
-	int statfd, loadfd;
-	bool idle, was_busy;
-	uint64_t t_check, delay_check, hold_until;
+	struct place place;     /* its scheduling policy (place.c) */
 	bool floating;          /* unpinned while requests wait (see wait_float) */
 	unsigned float_reqs;    /* requests served since it was unpinned */
 	uint64_t float_until, no_float_until;
@@ -120,23 +117,13 @@ static __thread struct queue *tls_queue;  /* queue this thread owns */
 
 static int ring_init(struct io_uring *ring, unsigned entries);
 
-/* May a thread go from SCHED_IDLE back to SCHED_OTHER? (the kernel's
- * can_nice(): CAP_SYS_NICE in the initial namespace, or RLIMIT_NICE) */
-static bool may_turn_back(void)
-{
-	struct rlimit rl;
-	if (getrlimit(RLIMIT_NICE, &rl) == 0 && rl.rlim_cur >= 20)
-		return true;
-	return has_init_cap(CAP_SYS_NICE);
-}
-
 void uring_note_init(uint32_t flags2)
 {
 	U.wanted = (flags2 & UR_INIT_FLAG2) && SFS->opts.uring && !SFS->opts.single_thread;
 	/* Once INIT says io_uring, the kernel holds every request until the
 	 * queues are registered: say it only if we can create rings at all
 	 * (io_uring may be disabled by sysctl or a seccomp filter). */
-	if (U.wanted && !may_turn_back()) {
+	if (U.wanted && !place_may_turn_back()) {
 		U.wanted = false;
 		sdebug("io_uring: offered, not used: without CAP_SYS_NICE its threads could not leave SCHED_IDLE under load");
 	}
@@ -357,101 +344,6 @@ static void set_ready(struct queue *q, int v)
 	pthread_mutex_unlock(&U.lock);
 }
 
-/* The start of a small /proc file kept open, NUL-terminated; false if
- * it could not be read. */
-static bool read_proc(int fd, char *buf, size_t size)
-{
-	ssize_t n = fd >= 0 ? pread(fd, buf, size - 1, 0) : -1;
-	if (n <= 0)
-		return false;
-	buf[n] = 0;
-	return true;
-}
-
-/* Nanoseconds this thread has waited on a run queue. */
-static uint64_t run_delay(int fd)
-{
-	char b[96];
-	unsigned long long run, delay;
-	return read_proc(fd, b, sizeof b) && sscanf(b, "%llu %llu", &run, &delay) == 2 ? delay : 0;
-}
-
-/* Tasks running or waiting to run, system-wide (/proc/loadavg's 4th
- * field), this thread included; unknown counts as busy. */
-static unsigned nr_running(int fd)
-{
-	char b[128];
-	double l1, l5, l15;
-	unsigned run, total;
-	return read_proc(fd, b, sizeof b) &&
-	       sscanf(b, "%lf %lf %lf %u/%u", &l1, &l5, &l15, &run, &total) == 5 ? run : 1000;
-}
-
-/* Where the client wakes up. A reply wakes the client while this thread
- * still runs on the client's CPU, and the scheduler sends a woken task to
- * an idle CPU rather than a busy one: every reply would move the client to
- * the other CPU and the next request would cross back, two wake-ups of a
- * sleeping vCPU per request again. A CPU running only SCHED_IDLE threads
- * counts as idle, so while the machine is mostly idle the queue threads
- * run SCHED_IDLE: the client stays, and takes the CPU back the moment it
- * is woken (5 us per request instead of 40 here). But a SCHED_IDLE thread
- * gets almost no CPU next to busy tasks, so every 5 ms it looks: while
- * half the CPUs are busy it runs SCHED_OTHER, and for a second after it
- * waited on its run queue for more than a tenth of the time. With CPUs
- * busy, the woken client finds no idle one to move to anyway. Only where
- * a thread may turn back (CAP_SYS_NICE or RLIMIT_NICE): elsewhere io_uring
- * is not used (uring_note_init). */
-static void placement(struct queue *q, bool first)
-{
-	uint64_t now = mono_ns();
-	if (!first && now - q->t_check < 5000000)
-		return;
-	uint64_t d = run_delay(q->statfd);
-	uint64_t waited = d - q->delay_check, wall = now - q->t_check;
-	/* read-ahead threads are SCHED_IDLE: they give way, they are not load */
-	unsigned running = nr_running(q->loadfd), ahead = wa_busy();
-	unsigned others = running > ahead + 1 ? running - ahead - 1 : 0;
-	q->t_check = now;
-	q->delay_check = d;
-	/* one look may catch a passing kernel thread: two in a row count */
-	bool busy_now = others >= (U.ncpu + 1) / 2;
-	bool busy = busy_now && q->was_busy;
-	q->was_busy = busy_now;
-	if (!first && waited * 10 > wall)
-		q->hold_until = now + 1000000000u;
-	bool idle = !busy && now >= q->hold_until;
-	if (!first && idle == q->idle)
-		return;
-	q->idle = idle;
-	struct sched_param sp = { 0 };
-	sched_setscheduler(0, idle ? SCHED_IDLE : SCHED_OTHER, &sp);
-}
-
-/* Unless set, a thread's I/O priority follows its scheduling policy, and
- * under SCHED_IDLE its reads are idle-class I/O, which the block layer's
- * scheduler serves after everything else: mq-deadline here took 2.5 to 6
- * times as long per read (a cold rm -rf of usr/share: 645 reads, 200-400
- * ms in them against 55 ms under kernel overlayfs). placement()'s
- * SCHED_IDLE is about where the client wakes, not about deferring the
- * client's I/O: set the best-effort class the thread's nice value gives
- * under SCHED_OTHER. An I/O priority set for the daemon (ionice) stays. */
-void keep_io_priority(void)
-{
-	long prio = syscall(SYS_ioprio_get, IOPRIO_WHO_PROCESS, 0);
-	if (prio < 0 || IOPRIO_PRIO_CLASS(prio) != IOPRIO_CLASS_NONE)
-		return;
-	errno = 0;
-	int nice = getpriority(PRIO_PROCESS, 0);
-	if (errno)
-		nice = 0;
-	int level = (nice + 20) / 5;
-	if (level > 7)
-		level = 7;
-	if (syscall(SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, IOPRIO_PRIO_VALUE(IOPRIO_CLASS_BE, level)) < 0)
-		sdebug("io_uring: ioprio_set: %s; a queue thread's reads may wait as idle-class I/O",
-		       strerror(errno));
-}
-
 static void pin(struct queue *q, bool on)
 {
 	cpu_set_t set;
@@ -537,9 +429,7 @@ static void *queue_main(void *arg)
 	pin(q, true);
 	keep_io_priority();
 
-	q->statfd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
-	q->loadfd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
-	placement(q, true);
+	place_open(&q->place);
 	int r = ring_init(&q->ring, DEPTH * 2 + 4);
 	if (r < 0) {
 		set_ready(q, r);
@@ -603,7 +493,7 @@ static void *queue_main(void *arg)
 				wait_float(q, t0, mono_ns());
 			}
 		}
-		placement(q, false);
+		place_check(&q->place, false);
 	}
 	io_uring_queue_exit(&q->ring);
 	return NULL;
@@ -632,10 +522,7 @@ static void free_queue(struct queue *q)
 			munmap(q->ents[i].payload - HEADROOM, q->ents[i].cap + HEADROOM);
 	if (q->efd >= 0)
 		close(q->efd);
-	if (q->statfd >= 0)
-		close(q->statfd);
-	if (q->loadfd >= 0)
-		close(q->loadfd);
+	place_close(&q->place);
 }
 
 int uring_start(struct fuse_session *se)
@@ -681,7 +568,7 @@ int uring_start(struct fuse_session *se)
 		struct queue *q = &U.qs[i];
 		q->qid = i;
 		q->efd = eventfd(0, EFD_CLOEXEC);
-		q->statfd = q->loadfd = -1;
+		q->place.statfd = q->place.loadfd = -1;
 		pthread_mutex_init(&q->lock, NULL);
 		if (q->efd < 0) {
 			serr(errno, "eventfd", "io_uring queue", "serving through /dev/fuse");
