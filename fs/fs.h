@@ -7,6 +7,7 @@
 #define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <limits.h>
@@ -341,6 +342,11 @@ unsigned wa_busy(void);
 struct place {
 	int statfd, loadfd;
 	unsigned ncpu;
+	cpu_set_t allowed;       /* the thread's CPUs when it opened this */
+	int home;                /* CPU it serves from, -1: anywhere */
+	bool floating;           /* unpinned while requests wait (place_served) */
+	unsigned float_reqs;     /* requests served since it was unpinned */
+	uint64_t float_until, no_float_until;
 	bool idle, was_busy;
 	bool no_wait_check;  /* its waits on the run queue are not a sign of load */
 	uint64_t t_check, delay_check, hold_until;
@@ -353,6 +359,11 @@ bool place_may_turn_back(void);
 void place_open(struct place *p);
 void place_check(struct place *p, bool first);
 void place_close(struct place *p);
+/* Serve from CPU cpu (pinned there, unless floating). */
+void place_home(struct place *p, int cpu);
+/* A request served from t0 to t1: one that waited (for the disk) lets
+ * the thread float for a while, to wake where the interrupt comes in. */
+void place_served(struct place *p, uint64_t t0, uint64_t t1);
 /* The CPU thread tid last ran on, or -1. */
 int place_cpu_of(uint32_t tid);
 /* A thread without an I/O priority of its own takes it from its

@@ -191,29 +191,33 @@ static void forget_pause(void)
  * ran wherever it last slept: a request woke it on the other CPU, its
  * reply woke the client back across (24 us per round trip with polling,
  * 53 without, against 5 on one CPU). So the reader follows its client:
- * every FOLLOW_EVERY requests it looks where the sender last ran and pins
- * itself there, and it runs as the io_uring queue threads do (place.c:
+ * every FOLLOW_EVERY requests (FOLLOW_NEW when the sender changed) it
+ * looks where the sender last ran and pins itself there, and it runs as
+ * the io_uring queue threads do (place.c:
  * SCHED_IDLE while the machine is quiet, so the woken client keeps its
- * CPU), without polling (the request wakes it on the CPU it is on). Only
- * where it may turn back to SCHED_OTHER, and with more than one CPU. */
+ * CPU; unpinned for a while after a request that waited for the disk),
+ * without polling (the request wakes it on the CPU it is on). Only where
+ * it may turn back to SCHED_OTHER, and with more than one CPU. */
 #define FOLLOW_EVERY 64
+#define FOLLOW_NEW 8
 struct follow {
 	bool on;
-	int cpu;           /* pinned to, or -1 */
-	unsigned n;
-	cpu_set_t allowed;
+	unsigned since;    /* requests since the last look */
+	uint32_t pid;      /* whose CPU it looked up last */
 	struct place place;
 };
 
 static void follow_start(struct follow *f)
 {
 	memset(f, 0, sizeof *f);
-	f->cpu = -1;
-	if (sysconf(_SC_NPROCESSORS_ONLN) < 2 || !place_may_turn_back() ||
-	    sched_getaffinity(0, sizeof f->allowed, &f->allowed) < 0 || CPU_COUNT(&f->allowed) < 2)
+	if (sysconf(_SC_NPROCESSORS_ONLN) < 2 || !place_may_turn_back())
 		return;
-	f->on = true;
 	place_open(&f->place);
+	if (CPU_COUNT(&f->place.allowed) < 2) {
+		place_close(&f->place);
+		return;
+	}
+	f->on = true;
 	/* pinned where its client runs, it waits on the run queue for the
 	 * client to block each time: not a sign of load (counted, it held
 	 * the reader at SCHED_OTHER and the client moved away at every
@@ -227,16 +231,16 @@ static void follow_request(struct follow *f, const struct fuse_in_header *in)
 	if (!f->on)
 		return;
 	place_check(&f->place, false);
-	if (!in->pid || f->n++ % FOLLOW_EVERY)
+	/* a new sender is looked up soon (a walk right after the mount
+	 * would pay a crossing per request until the next look) */
+	f->since++;
+	if (!in->pid || f->since < (in->pid != f->pid ? FOLLOW_NEW : FOLLOW_EVERY))
 		return;
+	f->since = 0;
+	f->pid = in->pid;
 	int c = place_cpu_of(in->pid);
-	if (c < 0 || c == f->cpu || !CPU_ISSET(c, &f->allowed))
-		return;
-	cpu_set_t set;
-	CPU_ZERO(&set);
-	CPU_SET(c, &set);
-	if (sched_setaffinity(0, sizeof set, &set) == 0)
-		f->cpu = c;
+	if (c >= 0 && c != f->place.home && CPU_ISSET(c, &f->place.allowed))
+		place_home(&f->place, c);
 }
 
 static void follow_stop(struct follow *f)
@@ -244,7 +248,7 @@ static void follow_stop(struct follow *f)
 	if (!f->on)
 		return;
 	struct sched_param sp = { 0 };
-	sched_setaffinity(0, sizeof f->allowed, &f->allowed);
+	sched_setaffinity(0, sizeof f->place.allowed, &f->place.allowed);
 	sched_setscheduler(0, SCHED_OTHER, &sp);
 	place_close(&f->place);
 	f->on = false;
@@ -331,7 +335,10 @@ int serve(struct fuse_session *se, unsigned nworkers)
 		bool init = op == FUSE_INIT;
 		if (init)
 			pt_note_init(in + 1, (size_t)r - sizeof *in, true);
+		uint64_t t0 = fol.on ? mono_ns() : 0;
 		loop_process(buf.mem, (size_t)r);
+		if (fol.on)
+			place_served(&fol.place, t0, mono_ns());
 		if (init) {
 			pt_note_init(NULL, 0, false);
 			ur = uring_start(se) == 0 && uring_wanted();

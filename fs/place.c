@@ -100,6 +100,12 @@ void place_open(struct place *p)
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	memset(p, 0, sizeof *p);
 	p->ncpu = ncpu > 0 ? (unsigned)ncpu : 1;
+	p->home = -1;
+	if (sched_getaffinity(0, sizeof p->allowed, &p->allowed) < 0) {
+		CPU_ZERO(&p->allowed);
+		for (unsigned c = 0; c < p->ncpu && c < CPU_SETSIZE; c++)
+			CPU_SET(c, &p->allowed);
+	}
 	p->statfd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
 	p->loadfd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
 	place_check(p, true);
@@ -164,4 +170,60 @@ void keep_io_priority(void)
 	if (syscall(SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, IOPRIO_PRIO_VALUE(IOPRIO_CLASS_BE, level)) < 0)
 		sdebug("ioprio_set: %s; a serving thread's reads may wait as idle-class I/O",
 		       strerror(errno));
+}
+
+/* Where a request that waited is finished. The wait ends with an
+ * interrupt on whichever CPU the device's interrupts go to; a thread
+ * pinned elsewhere must then be woken there by an inter-processor
+ * interrupt, on a virtual machine an exit to the host per request (4k
+ * random reads from a client on the other CPU than the disk's interrupt
+ * ran 1.3x slower than from the same CPU). Unpinned, the thread wakes where
+ * the interrupt came in and its reply draws the client along (a halted
+ * vCPU does not count as idle), after which that CPU's queue serves it (the reader follows it too).
+ * Requests that waited show as time: one served here for longer than
+ * FLOAT_NS unpins the thread for FLOAT_HOLD_NS; pinned again after that
+ * long without one. A client that follows leaves this queue (with io_uring); one that
+ * cannot (its own affinity) keeps sending here, and then every request
+ * costs the thread two moves (40 us instead of 3): after FLOAT_REQS of
+ * them it stays pinned for a second. A long request need not have waited
+ * for the disk (a listing merged from 64 cached layers takes a
+ * millisecond of CPU), and a client that stays put pays for every one. */
+#define FLOAT_NS      40000u
+#define FLOAT_HOLD_NS 50000000u
+#define FLOAT_REQS    32
+
+static void pin(struct place *p, bool on)
+{
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	if (on && p->home >= 0 && CPU_ISSET(p->home, &p->allowed))
+		CPU_SET(p->home, &set);
+	else
+		set = p->allowed;
+	sched_setaffinity(0, sizeof set, &set);
+	p->floating = !on;
+	p->float_reqs = 0;
+}
+
+void place_home(struct place *p, int cpu)
+{
+	p->home = cpu;
+	if (!p->floating)
+		pin(p, true);
+}
+
+void place_served(struct place *p, uint64_t t0, uint64_t t1)
+{
+	if (p->floating && ++p->float_reqs > FLOAT_REQS) {
+		pin(p, true);
+		p->no_float_until = t1 + 1000000000u;
+		return;
+	}
+	if (t1 - t0 > FLOAT_NS && t1 >= p->no_float_until) {
+		p->float_until = t1 + FLOAT_HOLD_NS;
+		if (!p->floating)
+			pin(p, false);
+	} else if (p->floating && t1 > p->float_until) {
+		pin(p, true);
+	}
 }

@@ -89,16 +89,12 @@ struct queue {
 	unsigned pending;       /* SQEs queued, not yet submitted */
 	int ready;              /* 1 registered, -errno failed */
 	struct place place;     /* its scheduling policy (place.c) */
-	bool floating;          /* unpinned while requests wait (see wait_float) */
-	unsigned float_reqs;    /* requests served since it was unpinned */
-	uint64_t float_until, no_float_until;
 };
 
 static struct {
 	bool wanted;
 	uint32_t max_write, max_pages;
 	unsigned nq, ncpu;
-	cpu_set_t allowed;      /* the daemon's CPUs, for an unpinned queue thread */
 	struct queue *qs;
 	int fd;
 	volatile bool stop;
@@ -344,52 +340,6 @@ static void set_ready(struct queue *q, int v)
 	pthread_mutex_unlock(&U.lock);
 }
 
-static void pin(struct queue *q, bool on)
-{
-	cpu_set_t set;
-	CPU_ZERO(&set);
-	if (on)
-		CPU_SET(q->qid, &set);
-	sched_setaffinity(0, sizeof set, on ? &set : &U.allowed);
-	q->floating = !on;
-	q->float_reqs = 0;
-}
-
-/* Where a request that waited is finished. The wait ends with an
- * interrupt on whichever CPU the device's interrupts go to; a thread
- * pinned elsewhere must then be woken there by an inter-processor
- * interrupt, on a virtual machine an exit to the host per request (4k
- * random reads from a client on the other CPU than the disk's interrupt
- * ran 1.3x slower than from the same CPU). Unpinned, the thread wakes where
- * the interrupt came in and its reply draws the client along (a halted
- * vCPU does not count as idle), after which that CPU's queue serves it.
- * Requests that waited show as time: one served here for longer than
- * FLOAT_NS unpins the thread for FLOAT_HOLD_NS; pinned again after that
- * long without one. A client that follows leaves this queue; one that
- * cannot (its own affinity) keeps sending here, and then every request
- * costs the thread two moves (40 us instead of 3): after FLOAT_REQS of
- * them it stays pinned for a second. A long request need not have waited
- * for the disk (a listing merged from 64 cached layers takes a
- * millisecond of CPU), and a client that stays put pays for every one. */
-#define FLOAT_NS      40000u
-#define FLOAT_HOLD_NS 50000000u
-#define FLOAT_REQS    32
-static void wait_float(struct queue *q, uint64_t t0, uint64_t t1)
-{
-	if (q->floating && ++q->float_reqs > FLOAT_REQS) {
-		pin(q, true);
-		q->no_float_until = t1 + 1000000000u;
-		return;
-	}
-	if (t1 - t0 > FLOAT_NS && t1 >= q->no_float_until) {
-		q->float_until = t1 + FLOAT_HOLD_NS;
-		if (!q->floating)
-			pin(q, false);
-	} else if (q->floating && t1 > q->float_until) {
-		pin(q, true);
-	}
-}
-
 /* Registration fails at once or not at all: a registered entry completes
  * only when a request arrives. */
 static int registered(struct queue *q, unsigned *live)
@@ -426,10 +376,9 @@ static void *queue_main(void *arg)
 
 	/* Serve the CPU whose clients this queue gets: the wake-ups stay
 	 * there. A CPU that cannot be used (offline) is served from anywhere. */
-	pin(q, true);
-	keep_io_priority();
-
 	place_open(&q->place);
+	place_home(&q->place, (int)q->qid);
+	keep_io_priority();
 	int r = ring_init(&q->ring, DEPTH * 2 + 4);
 	if (r < 0) {
 		set_ready(q, r);
@@ -490,7 +439,7 @@ static void *queue_main(void *arg)
 			} else {
 				uint64_t t0 = mono_ns();
 				handle(e);
-				wait_float(q, t0, mono_ns());
+				place_served(&q->place, t0, mono_ns());
 			}
 		}
 		place_check(&q->place, false);
@@ -556,11 +505,6 @@ int uring_start(struct fuse_session *se)
 	U.fd = fuse_session_fd(se);
 	U.nq = nq;
 	U.ncpu = ncpu > 0 ? (unsigned)ncpu : nq;
-	if (sched_getaffinity(0, sizeof U.allowed, &U.allowed) < 0) {
-		CPU_ZERO(&U.allowed);
-		for (unsigned c = 0; c < nq && c < CPU_SETSIZE; c++)
-			CPU_SET(c, &U.allowed);
-	}
 	U.qs = calloc(nq, sizeof *U.qs);
 	if (!U.qs)
 		return -ENOMEM;
