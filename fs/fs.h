@@ -138,6 +138,7 @@ struct sfs {
 	int fd_used;
 	double timeout;
 	bool pt;                 /* upper files use the kernel's passthrough */
+	cpu_set_t cpus;          /* the daemon's CPUs, before any thread pinned itself */
 	struct fuse_session *se;
 };
 
@@ -342,7 +343,7 @@ unsigned wa_busy(void);
 struct place {
 	int statfd, loadfd;
 	unsigned ncpu;
-	cpu_set_t allowed;       /* the thread's CPUs when it opened this */
+	cpu_set_t allowed;       /* the daemon's CPUs (SFS->cpus) */
 	int home;                /* CPU it serves from, -1: anywhere */
 	bool floating;           /* unpinned while requests wait (place_served) */
 	unsigned float_reqs;     /* requests served since it was unpinned */

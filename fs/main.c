@@ -3,6 +3,7 @@
 #include "fs.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -312,6 +313,12 @@ int main(int argc, char **argv)
 		goto out_unmount;
 
 	presize_fdtable(&fs);
+	if (sched_getaffinity(0, sizeof fs.cpus, &fs.cpus) < 0) {
+		long n = sysconf(_SC_NPROCESSORS_CONF);
+		CPU_ZERO(&fs.cpus);
+		for (long c = 0; c < n && c < CPU_SETSIZE; c++)
+			CPU_SET(c, &fs.cpus);
+	}
 	/* -s: everything on this thread; else slow requests go to workers */
 	ret = serve(fs.se, fs.opts.single_thread ? 0 : 4) != 0;
 out_unmount:

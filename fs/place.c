@@ -101,11 +101,7 @@ void place_open(struct place *p)
 	memset(p, 0, sizeof *p);
 	p->ncpu = ncpu > 0 ? (unsigned)ncpu : 1;
 	p->home = -1;
-	if (sched_getaffinity(0, sizeof p->allowed, &p->allowed) < 0) {
-		CPU_ZERO(&p->allowed);
-		for (unsigned c = 0; c < p->ncpu && c < CPU_SETSIZE; c++)
-			CPU_SET(c, &p->allowed);
-	}
+	p->allowed = SFS->cpus;
 	p->statfd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
 	p->loadfd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
 	place_check(p, true);

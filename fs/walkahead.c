@@ -151,11 +151,10 @@ static void *wa_main(void *arg)
 	struct sched_param sp = { 0 };
 	sched_setscheduler(0, SCHED_IDLE, &sp);
 	keep_io_priority();
-	/* the daemon's CPUs: the thread that started this one may have
-	 * been pinned to its queue's */
-	cpu_set_t allowed;
-	if (sched_getaffinity(getpid(), sizeof allowed, &allowed) < 0)
-		sched_getaffinity(0, sizeof allowed, &allowed);
+	/* the daemon's CPUs: the thread that started this one (and the
+	 * reader) may have been pinned to one */
+	cpu_set_t allowed = SFS->cpus;
+	sched_setaffinity(0, sizeof allowed, &allowed);
 	int away = -1;      /* the CPU this thread keeps off */
 	pthread_mutex_lock(&W.lock);
 	for (;;) {
