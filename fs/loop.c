@@ -193,11 +193,11 @@ static void forget_pause(void)
  * 53 without, against 5 on one CPU). So the reader follows its client:
  * every FOLLOW_EVERY requests (FOLLOW_NEW when the sender changed) it
  * looks where the sender last ran and pins itself there, and it runs as
- * the io_uring queue threads do (place.c:
- * SCHED_IDLE while the machine is quiet, so the woken client keeps its
- * CPU; unpinned for a while after a request that waited for the disk),
- * without polling (the request wakes it on the CPU it is on). Only where
- * it may turn back to SCHED_OTHER, and with more than one CPU. */
+ * the io_uring queue threads do (place.c: SCHED_IDLE while the machine is
+ * quiet, so the woken client keeps its CPU; unpinned for a while after a
+ * request that waited for the disk), without polling (the request wakes
+ * it on the CPU it is on). Only where it may turn back to SCHED_OTHER,
+ * and with more than one CPU. */
 #define FOLLOW_EVERY 64
 #define FOLLOW_NEW 8
 struct follow {
