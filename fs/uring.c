@@ -25,10 +25,8 @@
 #include "fs.h"
 
 #include <fcntl.h>
-#include <linux/capability.h>
 #include <liburing.h>
 #include <linux/fuse.h>
-#include <linux/ioprio.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
@@ -36,7 +34,6 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
-#include <sys/resource.h>
 #include <time.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -94,7 +91,7 @@ struct queue {
 static struct {
 	bool wanted;
 	uint32_t max_write, max_pages;
-	unsigned nq, ncpu;
+	unsigned nq;
 	struct queue *qs;
 	int fd;
 	volatile bool stop;
@@ -504,7 +501,6 @@ int uring_start(struct fuse_session *se)
 
 	U.fd = fuse_session_fd(se);
 	U.nq = nq;
-	U.ncpu = ncpu > 0 ? (unsigned)ncpu : nq;
 	U.qs = calloc(nq, sizeof *U.qs);
 	if (!U.qs)
 		return -ENOMEM;
