@@ -204,6 +204,7 @@ struct follow {
 	bool on;
 	unsigned since;    /* requests since the last look */
 	uint32_t pid;      /* whose CPU it looked up last */
+	uint64_t other_ns; /* when a request last came from someone else */
 	struct place place;
 };
 
@@ -234,6 +235,8 @@ static void follow_request(struct follow *f, const struct fuse_in_header *in)
 	/* a new sender is looked up soon (a walk right after the mount
 	 * would pay a crossing per request until the next look) */
 	f->since++;
+	if (in->pid && in->pid != f->pid)
+		f->other_ns = mono_ns();
 	if (!in->pid || f->since < (in->pid != f->pid ? FOLLOW_NEW : FOLLOW_EVERY))
 		return;
 	f->since = 0;
@@ -317,7 +320,15 @@ int serve(struct fuse_session *se, unsigned nworkers)
 		uint32_t op = (size_t)r >= sizeof *in ? in->opcode : 0;
 		if (op)
 			follow_request(&fol, in);
-		if (op && loop_offload(buf.mem, (size_t)r, NULL)) {
+		/* The client followed waits for its read either way; handed to a
+		 * worker, the reply would wake it from another CPU (cold tar c
+		 * 1069 -> 910 ms, 1 GiB read 566 -> 444 ms, as on an io_uring
+		 * queue). Only while no other client sent anything for 10 ms: a
+		 * find running beside a cold 1 GiB dd took 160-235 ms with the
+		 * reads handed off, 270 ms with them served here. */
+		bool inline_read = fol.on && op == FUSE_READ && in->pid == fol.pid &&
+				   mono_ns() - fol.other_ns > 10000000;
+		if (op && !inline_read && loop_offload(buf.mem, (size_t)r, NULL)) {
 			spin = false;
 			continue;
 		}
