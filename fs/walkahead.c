@@ -322,8 +322,9 @@ static bool batch_setup(struct wa_batch *b)
 
 void wa_batch_add(struct wa_batch *b, const char *name, uint64_t ino)
 {
-	/* held batches keep names only: a descriptor once a walk is seen */
-	if (b->srcfd < 0 || (b->mode == WA_QUEUE && !b->dir && !batch_setup(b)))
+	/* held batches keep names only: a descriptor once a walk is seen;
+	 * no more names than the queue holds (a layer may hold millions) */
+	if (b->srcfd < 0 || b->n >= QCAP || (b->mode == WA_QUEUE && !b->dir && !batch_setup(b)))
 		return;
 	if (b->n == b->cap) {
 		size_t nc = b->cap ? b->cap * 2 : 16;
