@@ -20,7 +20,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ovltest import SKIP, conclude, prepare_fs  # noqa: E402
 from difftest import getdents  # noqa: E402
-from mounts import FuseMount  # noqa: E402
+from mounts import FuseMount, mounted  # noqa: E402
 
 
 def main(argv):
@@ -36,51 +36,47 @@ def main(argv):
     m = FuseMount(fs, [os.path.join(base, 'l')], os.path.join(base, 'u'),
                   os.path.join(base, 'w'), os.path.join(base, 'm'))
     try:
-        m.mount()
-        d = os.path.join(base, 'm', 'd')
-        before = set(os.listdir(d))
-        seen, changed, rounds = [], set(), 0
-        gone, created = set(), set()
-        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            while True:
-                ents = getdents(fd, 256)
-                if not ents:
-                    break
-                rounds += 1
-                seen += [n for n, _, _ in ents if n not in ('.', '..')]
-                for v in sorted(before - set(seen) - changed)[:2]:
-                    os.unlink(os.path.join(d, v))
-                    changed.add(v)
-                    gone.add(v)
-                for i in range(3):
-                    name = 'new%d_%d' % (rounds, i)
-                    open(os.path.join(d, name), 'w').close()
-                    changed.add(name)
-                    created.add(name)
+        with mounted(m, problems):
+            d = os.path.join(base, 'm', 'd')
+            before = set(os.listdir(d))
+            seen, changed, rounds = [], set(), 0
+            gone, created = set(), set()
+            fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                while True:
+                    ents = getdents(fd, 256)
+                    if not ents:
+                        break
+                    rounds += 1
+                    seen += [n for n, _, _ in ents if n not in ('.', '..')]
+                    for v in sorted(before - set(seen) - changed)[:2]:
+                        os.unlink(os.path.join(d, v))
+                        changed.add(v)
+                        gone.add(v)
+                    for i in range(3):
+                        name = 'new%d_%d' % (rounds, i)
+                        open(os.path.join(d, name), 'w').close()
+                        changed.add(name)
+                        created.add(name)
+                    os.close(fd)
+                    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+                    os.lseek(fd, ents[-1][1], os.SEEK_SET)
+            finally:
                 os.close(fd)
-                fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
-                os.lseek(fd, ents[-1][1], os.SEEK_SET)
-        finally:
-            os.close(fd)
-        stayed = before - changed
-        wrong = sorted(n for n in stayed if seen.count(n) != 1)
-        if rounds < 10:
-            problems.append('only %d pieces: the test did not exercise resuming' % rounds)
-        if wrong:
-            problems.append('%d names that stayed came not exactly once, e.g. %s'
-                            % (len(wrong), wrong[:5]))
-        now = set(os.listdir(d))
-        expect = (before - gone) | created
-        if now != expect:
-            problems.append('listing after the churn differs from what exists: missing %s, extra %s'
-                            % (sorted(expect - now)[:5], sorted(now - expect)[:5]))
-        print('%d pieces, %d names stayed, %d changed' % (rounds, len(stayed), len(changed)))
+            stayed = before - changed
+            wrong = sorted(n for n in stayed if seen.count(n) != 1)
+            if rounds < 10:
+                problems.append('only %d pieces: the test did not exercise resuming' % rounds)
+            if wrong:
+                problems.append('%d names that stayed came not exactly once, e.g. %s'
+                                % (len(wrong), wrong[:5]))
+            now = set(os.listdir(d))
+            expect = (before - gone) | created
+            if now != expect:
+                problems.append('listing after the churn differs from what exists: missing %s, extra %s'
+                                % (sorted(expect - now)[:5], sorted(now - expect)[:5]))
+            print('%d pieces, %d names stayed, %d changed' % (rounds, len(stayed), len(changed)))
     finally:
-        if m.proc:
-            problem = m.umount()
-            if problem:
-                problems.append(problem)
         code = conclude(base, problems)
     return code
 

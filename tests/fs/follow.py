@@ -22,7 +22,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ovltest import SKIP, conclude, prepare_fs  # noqa: E402
-from mounts import FuseMount  # noqa: E402
+from mounts import FuseMount, mounted  # noqa: E402
 
 CLIENT = r'''
 import os, sys
@@ -74,16 +74,10 @@ def main(argv):
         if r.returncode:
             problems.append('client on CPU %d failed: %s' % (cpu, r.stderr.strip()[-300:]))
 
-    def mounted(binary, fn):
-        m = FuseMount(binary, [os.path.join(base, 'l')], os.path.join(base, 'u'),
-                      os.path.join(base, 'w'), mnt, extra='uring=off')
-        m.mount()
-        try:
+    def with_mount(binary, fn):
+        with mounted(FuseMount(binary, [os.path.join(base, 'l')], os.path.join(base, 'u'),
+                               os.path.join(base, 'w'), mnt, extra='uring=off'), problems) as m:
             fn(m.proc.pid)
-        finally:
-            problem = m.umount()
-            if problem:
-                problems.append(problem)
 
     def follows(pid):
         for cpu in (cpus[-1], cpus[0]):
@@ -109,9 +103,9 @@ def main(argv):
             problems.append('without CAP_SYS_NICE the reader runs with policy %d' % policy)
 
     try:
-        mounted(fs, follows)
+        with_mount(fs, follows)
         if os.geteuid() == 0:
-            mounted(nonice, stays)
+            with_mount(nonice, stays)
     finally:
         code = conclude(base, problems)
     return code

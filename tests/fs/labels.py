@@ -26,7 +26,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ovltest import SKIP, conclude, prepare_fs  # noqa: E402
-from mounts import FuseMount, KernelMount, Skip  # noqa: E402
+from mounts import FuseMount, KernelMount, Skip, mounted  # noqa: E402
 from fusetrace import GETXATTR, Requests  # noqa: E402
 
 LABEL = 'security.selinux'
@@ -70,19 +70,14 @@ def main(argv):
         print('SKIP: the lower filesystem keeps no %s (%s)' % (LABEL, os.strerror(e.errno)))
         return SKIP
 
-    def mounted(kind, extra, fn):
+    def with_mount(kind, extra, fn):
         sub = os.path.join(base, kind + extra.replace('=', '-'))
         for d in ('u', 'w', 'm'):
             os.makedirs(os.path.join(sub, d))
         args = ([low], os.path.join(sub, 'u'), os.path.join(sub, 'w'), os.path.join(sub, 'm'))
         m = FuseMount(fs, *args, extra=extra) if kind == 'strata' else KernelMount(*args)
-        m.mount()
-        try:
+        with mounted(m, problems):
             fn(os.path.join(sub, 'm'))
-        finally:
-            problem = m.umount()
-            if problem:
-                problems.append(problem)
 
     def expect(what, got, want):
         if got != want:
@@ -128,10 +123,10 @@ def main(argv):
         counts['enodata'] = warm_ls_getxattrs(mnt)
 
     try:
-        mounted('strata', '', default_mode)
-        mounted('strata', 'unlabeled=enodata', enodata_mode)
+        with_mount('strata', '', default_mode)
+        with_mount('strata', 'unlabeled=enodata', enodata_mode)
         try:
-            mounted('kernel', '', lambda mnt: expect(
+            with_mount('kernel', '', lambda mnt: expect(
                 'kernel overlayfs, lower file without a label',
                 err_of(lambda: os.getxattr(os.path.join(mnt, 'plain'), LABEL)), errno.ENODATA))
         except Skip as e:

@@ -27,7 +27,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ovltest import SKIP, conclude, prepare_fs  # noqa: E402
-from mounts import FuseMount  # noqa: E402
+from mounts import FuseMount, mounted  # noqa: E402
 from fusetrace import LOOKUP, Requests  # noqa: E402
 
 NDIRS = 40
@@ -147,16 +147,10 @@ def main(argv):
     nfiles = NDIRS * (NFILES + 3) + len(range(0, NDIRS, 3))
     counts = {}
 
-    def mounted(fn):
-        m = FuseMount(fs, lowers, os.path.join(base, 'u'), os.path.join(base, 'w'), mnt)
-        try:
-            m.mount()
+    def with_mount(fn):
+        with mounted(FuseMount(fs, lowers, os.path.join(base, 'u'), os.path.join(base, 'w'),
+                               mnt), problems) as m:
             fn(m)
-        finally:
-            if m.proc:
-                problem = m.umount()
-                if problem:
-                    problems.append(problem)
 
     def names_then_stat(m):
         seen = names_walk(mnt)
@@ -191,8 +185,8 @@ def main(argv):
                             % (st.st_size, st.st_ino, seen2.get('d05/new')))
 
     try:
-        mounted(names_then_stat)
-        mounted(ls_like)
+        with_mount(names_then_stat)
+        with_mount(ls_like)
         if counts:
             print('LOOKUPs: %d after a names-only walk, %d in an ls -l-like walk (%d files)'
                   % (counts['names'], counts['ls'], nfiles))

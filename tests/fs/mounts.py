@@ -128,6 +128,22 @@ class KernelMount(MountBase):
         return None
 
 
+@contextlib.contextmanager
+def mounted(m, problems):
+    """m (a KernelMount or FuseMount) mounted for the with-block and
+    unmounted after it, however it ends; what the unmount finds wrong (a
+    daemon that died, hung or reported an error) is added to problems. A
+    daemon that was started but never mounted is still waited for."""
+    try:
+        m.mount()
+        yield m
+    finally:
+        if getattr(m, 'proc', None) is not None or is_mounted(m.mnt):
+            problem = m.umount()
+            if problem:
+                problems.append(problem)
+
+
 URING_PARAM = '/sys/module/fuse/parameters/enable_uring'
 
 

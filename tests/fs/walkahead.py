@@ -28,7 +28,7 @@ import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ovltest import SKIP, conclude, prepare_fs  # noqa: E402
-from mounts import FuseMount, named_threads  # noqa: E402
+from mounts import FuseMount, mounted, named_threads  # noqa: E402
 
 TOP, SUB, FILES = 24, 6, 4
 
@@ -88,95 +88,91 @@ def main(argv):
     problems = []
     m = FuseMount(fs, lowers, os.path.join(base, 'u'), os.path.join(base, 'w'), mnt)
     try:
-        m.mount()
-        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-        want = min((hard // 2 if hard > 2048 else hard // 4) + 1024, hard, 1 << 15)
-        with open('/proc/%d/status' % m.proc.pid) as fh:
-            fdsize = int([line.split()[1] for line in fh if line.startswith('FDSize:')][0])
-        if fdsize < want:
-            problems.append('descriptor table of %d at start, want at least %d' % (fdsize, want))
-        os.listdir(mnt)
-        if named_threads(m.proc.pid, 'strata-ahead'):
-            problems.append('one listing of the root started read-ahead threads')
+        with mounted(m, problems):
+            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            want = min((hard // 2 if hard > 2048 else hard // 4) + 1024, hard, 1 << 15)
+            with open('/proc/%d/status' % m.proc.pid) as fh:
+                fdsize = int([line.split()[1] for line in fh if line.startswith('FDSize:')][0])
+            if fdsize < want:
+                problems.append('descriptor table of %d at start, want at least %d' % (fdsize, want))
+            os.listdir(mnt)
+            if named_threads(m.proc.pid, 'strata-ahead'):
+                problems.append('one listing of the root started read-ahead threads')
 
-        expected = tree(lowers[0])
-        expected.update(tree(lowers[1]))
-        # disk reads to count: root (to drop caches) and layers on a block
-        # device (tmpfs or an overlay root has none to read)
-        cold = os.geteuid() == 0 and os.major(os.stat(lowers[0]).st_dev) != 0
-        if cold:
-            os.sync()
-            with open('/proc/sys/vm/drop_caches', 'w') as fh:
-                fh.write('3\n')
-        got = tree(mnt)
-        if got != expected:
-            problems.append('first walk: %d entries differ from the layers, e.g. %s'
-                            % (len(set(got.items()) ^ set(expected.items())),
-                               sorted(set(got.items()) ^ set(expected.items()))[:4]))
-        if not named_threads(m.proc.pid, 'strata-ahead'):
-            problems.append('a walk of %d directories started no read-ahead thread'
-                            % (TOP * SUB * 2))
-        elif cold:
-            rb = ahead_read_bytes(m.proc.pid)
-            print('read-ahead threads read %d bytes from the disk during a cold walk' % rb)
-            if rb == 0:
-                problems.append('read-ahead threads read nothing from the disk in a cold walk')
+            expected = tree(lowers[0])
+            expected.update(tree(lowers[1]))
+            # disk reads to count: root (to drop caches) and layers on a block
+            # device (tmpfs or an overlay root has none to read)
+            cold = os.geteuid() == 0 and os.major(os.stat(lowers[0]).st_dev) != 0
+            if cold:
+                os.sync()
+                with open('/proc/sys/vm/drop_caches', 'w') as fh:
+                    fh.write('3\n')
+            got = tree(mnt)
+            if got != expected:
+                problems.append('first walk: %d entries differ from the layers, e.g. %s'
+                                % (len(set(got.items()) ^ set(expected.items())),
+                                   sorted(set(got.items()) ^ set(expected.items()))[:4]))
+            if not named_threads(m.proc.pid, 'strata-ahead'):
+                problems.append('a walk of %d directories started no read-ahead thread'
+                                % (TOP * SUB * 2))
+            elif cold:
+                rb = ahead_read_bytes(m.proc.pid)
+                print('read-ahead threads read %d bytes from the disk during a cold walk' % rb)
+                if rb == 0:
+                    problems.append('read-ahead threads read nothing from the disk in a cold walk')
 
-        # walks racing with changes
-        errors = []
-        stop = threading.Event()
+            # walks racing with changes
+            errors = []
+            stop = threading.Event()
 
-        def walker():
-            while not stop.is_set():
-                for dirpath, dirs, files in os.walk(mnt, onerror=lambda e: errors.append(e)):
-                    for n in files:
-                        try:
-                            os.lstat(os.path.join(dirpath, n))
-                        except FileNotFoundError:
-                            pass
-                        except OSError as e:
-                            errors.append(e)
+            def walker():
+                while not stop.is_set():
+                    for dirpath, dirs, files in os.walk(mnt, onerror=lambda e: errors.append(e)):
+                        for n in files:
+                            try:
+                                os.lstat(os.path.join(dirpath, n))
+                            except FileNotFoundError:
+                                pass
+                            except OSError as e:
+                                errors.append(e)
 
-        ws = [threading.Thread(target=walker) for _ in range(2)]
-        for w in ws:
-            w.start()
-        try:
-            for t in range(0, TOP, 2):
-                top = os.path.join(mnt, 't%02d' % t)
-                shutil.rmtree(os.path.join(top, 's1'))
-                os.rename(os.path.join(top, 's2'), os.path.join(top, 'moved'))
-                os.rmdir(os.path.join(top, 's3', 'deep'))
-                os.makedirs(os.path.join(top, 'new', 'inner'))
-                with open(os.path.join(top, 'new', 'inner', 'n'), 'w') as fh:
-                    fh.write('n')
-        finally:
-            stop.set()
+            ws = [threading.Thread(target=walker) for _ in range(2)]
             for w in ws:
-                w.join()
-        bad = [e for e in errors if not isinstance(e, FileNotFoundError)]
-        if bad:
-            problems.append('walks during changes failed: %s' % bad[:4])
-        for t in range(0, TOP, 2):
-            tp = 't%02d' % t
-            for k in [k for k in expected if k.startswith(tp + '/s1')]:
-                del expected[k]
-            for k in [k for k in expected if k.startswith(tp + '/s2')]:
-                expected[tp + '/moved' + k[len(tp + '/s2'):]] = expected.pop(k)
-            del expected[tp + '/s3/deep']
-            expected.update({tp + '/new': 'd', tp + '/new/inner': 'd', tp + '/new/inner/n': 'f'})
-        got = tree(mnt)
-        if got != expected:
-            diff = sorted(set(got.items()) ^ set(expected.items()))
-            problems.append('after the changes: %d entries differ from what they make of '
-                            'the layers, e.g. %s' % (len(diff), diff[:4]))
-        alive = m.alive_problem()
-        if alive:
-            problems.append(alive)
+                w.start()
+            try:
+                for t in range(0, TOP, 2):
+                    top = os.path.join(mnt, 't%02d' % t)
+                    shutil.rmtree(os.path.join(top, 's1'))
+                    os.rename(os.path.join(top, 's2'), os.path.join(top, 'moved'))
+                    os.rmdir(os.path.join(top, 's3', 'deep'))
+                    os.makedirs(os.path.join(top, 'new', 'inner'))
+                    with open(os.path.join(top, 'new', 'inner', 'n'), 'w') as fh:
+                        fh.write('n')
+            finally:
+                stop.set()
+                for w in ws:
+                    w.join()
+            bad = [e for e in errors if not isinstance(e, FileNotFoundError)]
+            if bad:
+                problems.append('walks during changes failed: %s' % bad[:4])
+            for t in range(0, TOP, 2):
+                tp = 't%02d' % t
+                for k in [k for k in expected if k.startswith(tp + '/s1')]:
+                    del expected[k]
+                for k in [k for k in expected if k.startswith(tp + '/s2')]:
+                    expected[tp + '/moved' + k[len(tp + '/s2'):]] = expected.pop(k)
+                del expected[tp + '/s3/deep']
+                expected.update({tp + '/new': 'd', tp + '/new/inner': 'd', tp + '/new/inner/n': 'f'})
+            got = tree(mnt)
+            if got != expected:
+                diff = sorted(set(got.items()) ^ set(expected.items()))
+                problems.append('after the changes: %d entries differ from what they make of '
+                                'the layers, e.g. %s' % (len(diff), diff[:4]))
+            alive = m.alive_problem()
+            if alive:
+                problems.append(alive)
     finally:
-        if m.proc:
-            problem = m.umount()
-            if problem:
-                problems.append(problem)
         code = conclude(base, problems)
     return code
 
