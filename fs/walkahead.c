@@ -76,6 +76,21 @@ static void dir_put(struct wa_dir *d)
 	}
 }
 
+static void item_free(struct wa_item *it)
+{
+	/* under W.lock */
+	dir_put(it->parent);
+	free(it->name);
+}
+
+static void drop_oldest(void)
+{
+	/* under W.lock, W.n > 0 */
+	item_free(&W.q[W.head]);
+	W.head = (W.head + 1) % QCAP;
+	W.n--;
+}
+
 /* Not queued before (recently)? Marks it. Under W.lock. */
 static bool first_time(dev_t dev, uint64_t ino)
 {
@@ -120,13 +135,8 @@ static void enqueue(struct wa_batch *b, const char *skip)
 			free(it->name);
 			continue;
 		}
-		if (W.n == QCAP) {
-			struct wa_item *old = &W.q[W.head];
-			dir_put(old->parent);
-			free(old->name);
-			W.head = (W.head + 1) % QCAP;
-			W.n--;
-		}
+		if (W.n == QCAP)
+			drop_oldest();
 		b->dir->refs++;
 		W.q[(W.head + W.n++) % QCAP] = *it;
 	}
@@ -180,8 +190,7 @@ static void *wa_main(void *arg)
 		warm(&it);
 		pthread_mutex_lock(&W.lock);
 		W.busy--;
-		dir_put(it.parent);
-		free(it.name);
+		item_free(&it);
 	}
 	pthread_mutex_unlock(&W.lock);
 	return NULL;
@@ -426,13 +435,8 @@ void wa_stop(void)
 	for (unsigned i = 0; i < W.nth; i++)
 		pthread_join(W.th[i], NULL);
 	pthread_mutex_lock(&W.lock);
-	while (W.n) {
-		struct wa_item *it = &W.q[W.head];
-		dir_put(it->parent);
-		free(it->name);
-		W.head = (W.head + 1) % QCAP;
-		W.n--;
-	}
+	while (W.n)
+		drop_oldest();
 	drop_held();
 	pthread_mutex_unlock(&W.lock);
 }
