@@ -326,7 +326,7 @@ static int copyup_dir_in(struct node *dir, struct node *p)
 		goto out;
 	}
 	/* the new upper joins the top of the layer list */
-	pthread_rwlock_rdlock(dir->dl_lock);
+	dl_rdlock(dir);
 	unsigned n = dir->ndl;
 	struct dlayer *dl = malloc((n + 1) * sizeof *dl);
 	if (dl) {

@@ -126,6 +126,7 @@ struct sfs {
 	const char *xa_override; /* ownership override xattr written, or NULL */
 
 	struct node *root;
+	bool root_settled;       /* root_settle() has cut the root's stack */
 	pthread_mutex_t table_lock;  /* node counts, hard-link table */
 	struct node **htab;      /* hard links: real upper (dev, ino) -> node */
 	size_t hsize;
@@ -143,6 +144,19 @@ struct sfs {
 };
 
 extern struct sfs *SFS;
+
+/* main.c: cut the root's layers at the first opaque layer root, once. */
+void root_settle(void);
+
+/* Take DIR's layer list (dl, ndl) for reading, to iterate its layers.
+ * Readers of dl[0] alone may take dl_lock directly: the root's top
+ * layer is known before root_settle(). */
+static inline void dl_rdlock(struct node *dir)
+{
+	if (dir == SFS->root && !__atomic_load_n(&SFS->root_settled, __ATOMIC_ACQUIRE))
+		root_settle();
+	pthread_rwlock_rdlock(dir->dl_lock);
+}
 
 static inline bool is_upper(uint32_t layer)
 {

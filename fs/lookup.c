@@ -168,7 +168,7 @@ int lookup_name(struct node *dir, const char *name, struct lookup_res *res)
 	if (!strncmp(name, WH_PREFIX, WH_PREFIX_LEN))
 		return -ENOENT;   /* whiteout bookkeeping never shows */
 
-	pthread_rwlock_rdlock(dir->dl_lock);
+	dl_rdlock(dir);
 	for (unsigned i = 0; i < dir->ndl; i++) {
 		uint32_t layer = dir->dl[i].layer;
 		bool tmp;
@@ -318,7 +318,7 @@ int name_in_lowers(struct node *dir, const char *name)
 {
 	int r = 0;
 
-	pthread_rwlock_rdlock(dir->dl_lock);
+	dl_rdlock(dir);
 	for (unsigned i = 0; i < dir->ndl; i++) {
 		uint32_t layer = dir->dl[i].layer;
 		struct stat st;

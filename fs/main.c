@@ -138,11 +138,12 @@ void op_destroy(void *ud)
 	fh_close_all();
 }
 
+/* The root starts with every layer; which of them an opaque layer root
+ * hides is found by root_settle() when first needed. */
 static int build_root(struct sfs *fs)
 {
 	struct node *root = node_new(NULL, "", S_IFDIR);
 	struct dlayer *dl = calloc(fs->nlayers, sizeof *dl);
-	unsigned n = 0;
 	struct stat st;
 
 	if (!root || !dl)
@@ -154,20 +155,57 @@ static int build_root(struct sfs *fs)
 			serr(e, "open", fs->layers[i].path, "too many layers for the open-file limit? raise ulimit -n");
 			return -e;
 		}
-		dl[n].layer = i;
-		dl[n].fd = fd;
-		n++;
-		/* an opaque layer root hides everything below it */
-		if (wh_dir_is_opaque(fd, true) == 1)
-			break;
+		dl[i].layer = i;
+		dl[i].fd = fd;
 	}
-	node_set_dlayers(root, dl, n);
-	unsigned ref = fs->has_upper && n > 1 ? 1 : 0;
+	node_set_dlayers(root, dl, fs->nlayers);
+	unsigned ref = fs->has_upper && fs->nlayers > 1 ? 1 : 0;
 	fstat(fs->layers[ref].fd, &st);
 	root->ino = layer_ino(ref, &st);
 	root->nlookup = 1;
 	fs->root = root;
 	return 0;
+}
+
+/* An opaque layer root hides every layer below it. Finding out reads each
+ * layer's root directory: for 500 layers on a cold disk that was 32 of the
+ * 49 ms a mount took, so it waits for the first request that needs the
+ * root's whole stack (a lookup or listing in it), which reads those
+ * directories anyway, as the kernel's overlayfs reads them at its first
+ * lookup in the root. The root's attributes come from its top layer and
+ * need none of it. */
+void root_settle(void)
+{
+	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+	struct node *root = SFS->root;
+
+	pthread_mutex_lock(&lock);
+	if (!__atomic_load_n(&SFS->root_settled, __ATOMIC_ACQUIRE)) {
+		unsigned keep = 0;
+		while (keep < root->ndl) {
+			bool tmp;
+			int fd = node_dlfd(root, keep, &tmp);
+			int opaque = fd >= 0 ? wh_dir_is_opaque(fd, true) : 0;
+			if (fd >= 0 && tmp)
+				close(fd);
+			keep++;
+			if (opaque == 1)
+				break;  /* it stays; every layer below goes */
+		}
+		if (keep < root->ndl) {
+			pthread_rwlock_wrlock(root->dl_lock);
+			for (unsigned i = keep; i < root->ndl; i++)
+				if (root->dl[i].fd >= 0) {
+					close(root->dl[i].fd);
+					__atomic_fetch_sub(&SFS->fd_used, 1, __ATOMIC_RELAXED);
+				}
+			dl_free_names(root->dl + keep, root->ndl - keep);
+			root->ndl = keep;
+			pthread_rwlock_unlock(root->dl_lock);
+		}
+		__atomic_store_n(&SFS->root_settled, true, __ATOMIC_RELEASE);
+	}
+	pthread_mutex_unlock(&lock);
 }
 
 static void probe_privileges(struct sfs *fs)

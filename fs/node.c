@@ -428,6 +428,8 @@ int node_upperfd(struct node *dir)
 
 void node_set_dlayers(struct node *dir, struct dlayer *dl, unsigned n)
 {
+	if (dir == SFS->root)
+		root_settle();  /* or it would cut the new list */
 	for (unsigned i = 0; i < n; i++) {
 		if (dl[i].fd < 0)
 			continue;
@@ -517,7 +519,7 @@ int loc_get_layer(struct node *n, uint32_t layer, struct loc *l)
 	pthread_mutex_unlock(&SFS->table_lock);
 
 	int r = -ENOENT;
-	pthread_rwlock_rdlock(p->dl_lock);
+	dl_rdlock(p);
 	for (unsigned i = 0; i < p->ndl; i++) {
 		if (p->dl[i].layer != layer)
 			continue;

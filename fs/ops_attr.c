@@ -55,7 +55,7 @@ void present_stat(struct node *n, struct stat *st, int fd, int dirfd, const char
 	struct strata_opts *o = &SFS->opts;
 
 	st->st_ino = n->ino;
-	if (S_ISDIR(n->type) && n->ndl > 1)
+	if (S_ISDIR(n->type) && (n->ndl > 1 || (n == SFS->root && SFS->nlayers > 1)))
 		st->st_nlink = 1;  /* merged: counting subdirectories is not worth it */
 	if (o->xattr_permissions || SFS->no_dac)
 		apply_override(st, dirfd, name, fd);

@@ -56,7 +56,7 @@ bool readdir_lean_now(void)
 static bool choose_lean(struct node *dir, bool first)
 {
 	bool lower = true;
-	pthread_rwlock_rdlock(dir->dl_lock);
+	dl_rdlock(dir);
 	for (unsigned i = 0; i < dir->ndl; i++)
 		if (is_upper(dir->dl[i].layer))
 			lower = false;  /* upper entries may show another inode number once looked up */

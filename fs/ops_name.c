@@ -609,7 +609,7 @@ static int set_redirect(struct node *n, int ufd, const char *name)
 	char path[PATH_MAX];
 	int r;
 
-	pthread_rwlock_rdlock(n->dl_lock);
+	dl_rdlock(n);
 	bool has_lower = false;
 	for (unsigned i = 0; i < n->ndl; i++)
 		if (!is_upper(n->dl[i].layer))

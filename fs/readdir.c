@@ -254,7 +254,7 @@ int dir_listing_ahead(struct node *dir, struct dircache **out, enum wa_mode ahea
 	dc->version = version;
 
 	struct nameset seen = { 0 }, pending = { 0 };
-	pthread_rwlock_rdlock(dir->dl_lock);
+	dl_rdlock(dir);
 	for (unsigned i = 0; i < dir->ndl && r == 0; i++) {
 		bool tmp;
 		int dfd = node_dlfd(dir, i, &tmp);

@@ -228,7 +228,7 @@ static void release(struct node *dir, struct wa_batch *rel, unsigned n, const ch
 		int fd = -1;
 		bool tmp = false;
 		if (p && S_ISDIR(p->type)) {
-			pthread_rwlock_rdlock(p->dl_lock);
+			dl_rdlock(p);
 			for (unsigned i = 0; i < p->ndl && fd < 0; i++)
 				if (p->dl[i].layer == b->layer)
 					fd = node_dlfd(p, i, &tmp);

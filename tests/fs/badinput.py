@@ -108,6 +108,26 @@ def main(argv):
         expect_failure(fs, 'upperdir is also a lower layer',
                        'lowerdir=%s:%s,upperdir=%s,workdir=%s' % (p('upper'), p('l1'), p('upper'), p('work')),
                        mnt, p('upper'))
+        # Overlapping layers, in every nesting: refused before anything is
+        # written (the upper or work inside a lower would change the image).
+        for d in ('l1/up', 'l1/wk', 'upper/low', 'work/low', 'upper/wk', 'work/up'):
+            os.mkdir(p(d))
+        overlaps = [
+            ('upperdir inside a lower layer', (p('l1'), p('l1/up'), p('work')), p('l1/up')),
+            ('lower layer inside upperdir', (p('upper/low') + ':' + p('l1'), p('upper'), p('work')),
+             p('upper')),
+            ('workdir inside a lower layer', (p('l2') + ':' + p('l1'), p('upper'), p('l1/wk')),
+             p('l1/wk')),
+            ('lower layer inside workdir', (p('l1') + ':' + p('work/low'), p('upper'), p('work')),
+             p('work')),
+            ('workdir inside upperdir', (p('l1'), p('upper'), p('upper/wk')), p('upper/wk')),
+            ('upperdir inside workdir', (p('l1'), p('work/up'), p('work')), p('work')),
+            ('workdir is upperdir', (p('l1'), p('upper'), p('upper')), p('upper')),
+        ]
+        for name, dirs, culprit in overlaps:
+            expect_failure(fs, name, 'lowerdir=%s,upperdir=%s,workdir=%s' % dirs, mnt, culprit)
+            if os.path.exists(os.path.join(culprit, 'strata')):
+                fail('%s: created %s before refusing' % (name, os.path.join(culprit, 'strata')))
         expect_failure(fs, 'unknown option', good + ',bogus_option=1', mnt, 'bogus_option')
         expect_failure(fs, 'missing mountpoint', good, p('nomnt'), p('nomnt'))
         expect_failure(fs, 'no lowerdir', 'upperdir=%s,workdir=%s' % (p('upper'), p('work')),

@@ -5,7 +5,8 @@ nothing walks the whole tree at mount). The daemon runs under strace until
 its mount is live; the system calls it made by then are counted:
   - a layer of 20000 files: no directory reads at all beyond a constant
     and far fewer file-system calls than files;
-  - 100 and 400 layers: the cost grows linearly, a small constant per layer.
+  - 100 and 400 layers: the cost grows linearly, a small constant per layer
+    (no layer's root directory is read until a request in the root).
 
 usage: mountcost.py [--fs PATH]   ($STRATA_FS overrides --fs)
 """
@@ -109,8 +110,11 @@ def main(argv):
         if per[400] > 6 * max(per[100], 1):
             problems.append('mount cost grows faster than the layer count: %d calls for 100 '
                             'layers, %d for 400' % (per[100], per[400]))
-        if per[400] > 400 * 100:
-            problems.append('mounting 400 layers made %d file-system calls (> 100 per layer)'
+        # Opening and checking a layer takes a handful of calls; reading its
+        # root directory (a disk read each when cold) waits for a request
+        # in the root, and overlap checks stop at the parent layers share.
+        if per[400] > 400 * 12:
+            problems.append('mounting 400 layers made %d file-system calls (> 12 per layer)'
                             % per[400])
     except RuntimeError as e:
         problems.append(str(e))
