@@ -20,7 +20,7 @@ import zlib
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mounts  # noqa: E402
 import ovltest  # noqa: E402
-from ovltest import (F, D, L, H, W, O, P, C, B, S, Scenario, main, stt, rd, ls, file_sha,  # noqa: E402,E501
+from ovltest import (F, D, L, H, W, O, P, C, B, S, Scenario, main, stt, rd, ls, file_sha, in_threads,  # noqa: E402,E501
                      data_map, renameat2, write, RENAME_NOREPLACE, RENAME_EXCHANGE, T_OLD)
 
 TEST_USER = 'strata-test'
@@ -800,27 +800,6 @@ class DirOffsets(Scenario):
                     len(seen) == len(set(seen)))
         t.op('names changing while listed', changing_underfoot)
         t.op('dot entries', lambda c: sorted(n for n, _ in read_dir_small(c.p('lonely'))))
-
-
-def in_threads(n, fn):
-    """Runs fn(i) in n threads at once; re-raises the first failure."""
-    import threading
-    errs = []
-    barrier = threading.Barrier(n)
-
-    def body(i):
-        try:
-            barrier.wait()
-            fn(i)
-        except BaseException as e:  # noqa: reported below
-            errs.append(e)
-    ts = [threading.Thread(target=body, args=(i,)) for i in range(n)]
-    for t_ in ts:
-        t_.start()
-    for t_ in ts:
-        t_.join()
-    if errs:
-        raise errs[0]
 
 
 class Concurrent(Scenario):

@@ -25,6 +25,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 
@@ -79,6 +80,26 @@ def conclude(base, problems):
     for pr in problems:
         print('FAIL: ' + pr)
     return 1 if problems else 0
+
+
+def in_threads(n, fn):
+    """Runs fn(i) in n threads at once; re-raises the first failure."""
+    errs = []
+    barrier = threading.Barrier(n)
+
+    def body(i):
+        try:
+            barrier.wait()
+            fn(i)
+        except BaseException as e:  # noqa: reported below
+            errs.append(e)
+    ts = [threading.Thread(target=body, args=(i,)) for i in range(n)]
+    for t_ in ts:
+        t_.start()
+    for t_ in ts:
+        t_.join()
+    if errs:
+        raise errs[0]
 
 
 def write(p, data, flags=os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode=0o644):

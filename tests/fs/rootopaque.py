@@ -15,14 +15,12 @@ everything (so the hiding seen is the opaque root's doing).
 usage: rootopaque.py [--fs PATH]   ($STRATA_FS overrides --fs)
 """
 
-import errno
 import os
 import sys
 import tempfile
-import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ovltest import SKIP, conclude, prepare_fs  # noqa: E402
+from ovltest import SKIP, conclude, in_threads, prepare_fs  # noqa: E402
 from mounts import FuseMount, mounted  # noqa: E402
 
 ENCODINGS = ('oci', 'trusted.overlay.opaque', 'user.overlay.opaque', 'none')
@@ -125,22 +123,14 @@ def main(argv):
 
 def race(mnt):
     """Many lookups at once as the mount's first requests."""
-    errs = []
+    names = ('in_bottom', 'in_top', 'shared', 'in_middle') * 4
 
-    def one(name):
+    def one(i):
         try:
-            os.stat(os.path.join(mnt, name))
-        except OSError as e:
-            if e.errno != errno.ENOENT:
-                errs.append(e)
-    threads = [threading.Thread(target=one, args=(name,))
-               for name in ('in_bottom', 'in_top', 'shared', 'in_middle') * 4]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errs:
-        raise errs[0]
+            os.stat(os.path.join(mnt, names[i]))
+        except FileNotFoundError:
+            pass
+    in_threads(len(names), one)
 
 
 if __name__ == '__main__':
