@@ -105,13 +105,19 @@ bool pt_negotiate(void)
 	struct statfs sfs;
 
 	/* BACKING_OPEN needs CAP_SYS_ADMIN */
-	SFS->pt = SFS->opts.passthrough && SFS->has_upper && offered && has_init_cap(CAP_SYS_ADMIN);
+	SFS->pt = SFS->opts.passthrough && offered && has_init_cap(CAP_SYS_ADMIN);
 	if (!SFS->pt)
 		return false;
-	/* backing files on a stacked filesystem need one more level */
-	if (fstatfs(SFS->layers[0].fd, &sfs) == 0 &&
-	    (sfs.f_type == 0x794c7630 /* overlayfs */ || sfs.f_type == 0x65735546 /* fuse */))
-		stack_depth = 2;
+	/* backing files on a stacked filesystem need one more level: the
+	 * upper's, or without one the lower layers' (each filesystem once) */
+	for (unsigned i = 0; i < (SFS->has_upper ? 1 : SFS->nlayers); i++) {
+		bool seen = false;
+		for (unsigned k = 0; k < i && !seen; k++)
+			seen = SFS->layers[k].dev == SFS->layers[i].dev;
+		if (!seen && fstatfs(SFS->layers[i].fd, &sfs) == 0 &&
+		    (sfs.f_type == 0x794c7630 /* overlayfs */ || sfs.f_type == 0x65735546 /* fuse */))
+			stack_depth = 2;
+	}
 	return true;
 }
 
@@ -175,10 +181,11 @@ int pt_install(struct fuse_session *se)
 }
 
 /* Would a descriptor opened with FL do as the backing file? Its flags apply
- * to every write through it, so it must be plain read-write. */
-static bool backing_flags_ok(int fl)
+ * to every read and write through it, so it must be plain read-write (or
+ * read-only, where nothing can be written). */
+static bool backing_flags_ok(int fl, int acc)
 {
-	return (fl & O_ACCMODE) == O_RDWR && !(fl & (O_APPEND | O_DIRECT | O_SYNC | O_DSYNC));
+	return (fl & O_ACCMODE) == acc && !(fl & (O_APPEND | O_DIRECT | O_SYNC | O_DSYNC));
 }
 
 /* Could writing through fd need set-id bits dropped? Writes through a
@@ -201,12 +208,20 @@ int pt_open(struct node *n, int fd, int flags, bool *counted)
 	/* A descriptor still open in cached mode pins the kernel's inode to
 	 * it; so does a metacopy, whose data is read from a lower file. A
 	 * set-id file opened for writing stays cached too, unless the kernel
-	 * already holds it in passthrough mode (then its bits go below). */
-	bool eligible = !broken && is_upper(n->layer) && !n->metacopy && n->cached_opens == 0;
+	 * already holds it in passthrough mode (then its bits go below).
+	 * Lower files only without an upper: a copy-up could not swap the
+	 * backing file under descriptors open on it, and a read-only
+	 * descriptor must see what is written after a copy-up. Without an
+	 * upper nothing changes, and reads of lower files then share the
+	 * layer's page cache (warm across mounts, never cached twice) and
+	 * never reach the daemon. */
+	bool eligible = !broken && (is_upper(n->layer) || !SFS->has_upper) && !n->metacopy &&
+			n->cached_opens == 0;
 	bool kill = eligible && writes_setid(fd, flags);
 	if (eligible && (!kill || n->pt_opens)) {
 		if (n->backing_id == 0) {
-			int bfd = backing_flags_ok(fcntl(fd, F_GETFL)) ? fd : node_open(n, O_RDWR);
+			int acc = SFS->has_upper ? O_RDWR : O_RDONLY;
+			int bfd = backing_flags_ok(fcntl(fd, F_GETFL), acc) ? fd : node_open(n, acc);
 			if (bfd >= 0) {
 				struct pt_backing_map map = { .fd = bfd };
 				int r = ioctl(fuse_session_fd(SFS->se), PT_IOC_BACKING_OPEN, &map);

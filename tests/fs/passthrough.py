@@ -13,7 +13,10 @@ and the data must be right when passthrough and cached mode meet:
   - mmap writes to an upper file, read back through another descriptor;
   - a set-user-ID file written by a user without CAP_FSETID loses the bit
     in both modes, although the kernel never shows the daemon such a write
-    in passthrough mode.
+    in passthrough mode;
+and without an upper layer lower files go passthrough as well: reading and
+mmap of a lower file send no READ (with passthrough=off they do), and the
+layer's page cache keeps the data after unmount.
 
 usage: passthrough.py [--fs PATH]   ($STRATA_FS overrides --fs)
 """
@@ -65,6 +68,19 @@ def write_in_4k(path, data):
             os.pwrite(fd, data[off:off + 4096], off)
     finally:
         os.close(fd)
+
+
+def drop_caches():
+    os.sync()
+    with open('/proc/sys/vm/drop_caches', 'w') as f:
+        f.write('3\n')
+
+
+def resident_bytes(path):
+    """How much of path the page cache holds (fincore), or None without it."""
+    r = subprocess.run(['fincore', '--bytes', '--noheadings', '--output', 'RES', path],
+                       capture_output=True, text=True)
+    return int(r.stdout.split()[0]) if r.returncode == 0 and r.stdout.strip() else None
 
 
 def fresh(base):
@@ -165,6 +181,44 @@ def main(argv):
                 problems.append('after a write by nobody the mode is %o, expected 777' % mode)
         finally:
             m.close()
+
+        # 5. without an upper nothing can change, and lower files go
+        # passthrough too: reads and mmap bypass the daemon, and the data
+        # stays in the layer's page cache (warm for the next mount, never
+        # cached twice); with passthrough=off the daemon serves the reads
+        # and drops the layer's copy
+        lower = os.path.join(base, 'l', 'lowerfile')
+        ro_counts, resident = {}, {}
+        for opts in ('', 'passthrough=off'):
+            drop_caches()
+            m = FuseMount(fs, [os.path.join(base, 'l')], None, None, os.path.join(base, 'm'),
+                          extra=','.join(x for x in ('debug', opts) if x))
+            m.mount()
+            try:
+                got = rd(os.path.join(m.mnt, 'lowerfile'))
+                with open(os.path.join(m.mnt, 'lowerfile'), 'rb') as f:
+                    mm = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+                    mapped = mm[:]
+                    mm.close()
+            finally:
+                ro_counts[opts] = Mount.close(m)
+            resident[opts] = resident_bytes(lower)
+            if got != lower_data or mapped != lower_data:
+                problems.append('read-only mount%s: a lower file reads%s different data'
+                                % (opts and ', ' + opts, '' if got != lower_data else ' (mmap)'))
+        pt, cached = ro_counts[''], ro_counts['passthrough=off']
+        print('read-only mount: READ requests %d with passthrough, %d without; the layer\'s '
+              'copy after unmount %s / %s bytes resident' % (pt.get('READ', 0), cached.get('READ', 0),
+                                                            resident[''], resident['passthrough=off']))
+        if pt.get('READ', 0):
+            problems.append('read-only mount: the daemon got %d READ requests for a lower file'
+                            % pt['READ'])
+        if not cached.get('READ', 0):
+            problems.append('read-only mount, passthrough=off: no READ reached the daemon; the '
+                            'count cannot tell the modes apart')
+        if resident[''] is not None and resident[''] < len(lower_data):
+            problems.append('read-only mount: after reading the lower file through the mount only '
+                            '%d of its %d bytes are in the page cache' % (resident[''], len(lower_data)))
     finally:
         if is_mounted(os.path.join(base, 'm')):
             umount(os.path.join(base, 'm'))
