@@ -90,7 +90,6 @@ static const struct fuse_lowlevel_ops ops = {
 	.create = op_create,
 	.read = op_read,
 	.write_buf = op_write_buf,
-	.flush = op_flush,
 	.release = op_release,
 	.fsync = op_fsync,
 	.fallocate = op_fallocate,

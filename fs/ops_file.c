@@ -105,7 +105,10 @@ int fh_new(struct node *n, int fd, int flags, struct fuse_file_info *fi)
 	/* lower data never changes; upper data changes only through us,
 	 * unless it was written through a backing file behind the cache */
 	fi->keep_cache = !h->pt_id && !n->pt_used;
-	/* FLUSH would only release locks, which the kernel keeps itself */
+	/* FLUSH would only release locks, which the kernel keeps itself;
+	 * where the writeback cache makes the kernel send it anyway, libfuse
+	 * answers ENOSYS (no flush operation) and the kernel stops asking:
+	 * one round trip fewer per file written (rootless untar) */
 	fi->noflush = 1;
 	return 0;
 }
@@ -285,15 +288,6 @@ void op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in, off_t 
 		fuse_reply_err(req, (int)-n);
 	else
 		fuse_reply_write(req, (size_t)n);
-}
-
-void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-	/* close(dup()) releases POSIX locks held through this descriptor */
-	int fd = dup(FH(fi)->fd);
-	if (fd >= 0)
-		close(fd);
-	fuse_reply_err(req, 0);
 }
 
 void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
