@@ -42,8 +42,15 @@ void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 	struct loc l;
 	int r;
 
-	if (xa_is_private(name) || (SFS->opts.noacl && acl_key(name))) {
+	if (xa_is_private(name)) {
 		fuse_reply_err(req, ENODATA);
+		return;
+	}
+	/* The kernel caches ACLs only where the mount takes them: with noacl
+	 * every `ls -l` asked for each file's ACL. "Not supported", as for
+	 * setting one, is true of the mount, and ls stops asking. */
+	if (SFS->opts.noacl && acl_key(name)) {
+		fuse_reply_err(req, EOPNOTSUPP);
 		return;
 	}
 	bool lower = !is_upper(n->layer) && !n->metacopy;

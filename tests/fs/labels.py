@@ -13,7 +13,11 @@ libselinux stop asking for every file of the mount. Checked here:
   (GETXATTR requests counted through tracefs), against once per file with
   -o unlabeled=enodata;
 - with -o unlabeled=enodata a missing label answers ENODATA, as on the
-  kernel's overlayfs (compared with it where it can be mounted).
+  kernel's overlayfs (compared with it where it can be mounted);
+- with -o noacl (as containers-storage may pass it) reading or setting a
+  POSIX ACL answers EOPNOTSUPP, a lower file's ACL is not listed, and a warm
+  `ls -l` asks about once (the kernel caches no ACLs on such a mount, and
+  ls stops asking where they are not supported).
 
 usage: labels.py [--fs PATH]   ($STRATA_FS overrides --fs)
 """
@@ -30,6 +34,7 @@ from mounts import FuseMount, KernelMount, Skip, mounted  # noqa: E402
 from fusetrace import GETXATTR, Requests  # noqa: E402
 
 LABEL = 'security.selinux'
+ACL = 'system.posix_acl_access'
 VALUE = b'system_u:object_r:etc_t:s0\0'
 NFILES = 60
 
@@ -59,7 +64,7 @@ def main(argv):
     for i in range(NFILES):
         with open(os.path.join(low, 'many', 'f%02d' % i), 'w') as fh:
             fh.write('x')
-    for name in ('plain', 'labeled'):
+    for name in ('plain', 'labeled', 'acl'):
         with open(os.path.join(low, name), 'w') as fh:
             fh.write(name)
     problems = []
@@ -122,9 +127,28 @@ def main(argv):
         expect('unlabeled=enodata, lower label', os.getxattr(p('labeled'), LABEL), VALUE)
         counts['enodata'] = warm_ls_getxattrs(mnt)
 
+    def noacl_mode(mnt):
+        p = lambda n: os.path.join(mnt, n)  # noqa: E731
+        expect('noacl, reading the ACL of a lower file that has one',
+               err_of(lambda: os.getxattr(p('acl'), ACL)), errno.EOPNOTSUPP)
+        expect('noacl, reading the ACL of a file without one',
+               err_of(lambda: os.getxattr(p('plain'), ACL)), errno.EOPNOTSUPP)
+        expect('noacl, setting an ACL',
+               err_of(lambda: os.setxattr(p('plain'), ACL, acl_value)), errno.EOPNOTSUPP)
+        expect('noacl, ACL listed', ACL in os.listxattr(p('acl')), False)
+        counts['noacl'] = warm_ls_getxattrs(mnt)
+
+    acl_value = None
+    if subprocess.run(['setfacl', '-m', 'u:65534:r', os.path.join(low, 'acl')],
+                      capture_output=True).returncode == 0:
+        acl_value = os.getxattr(os.path.join(low, 'acl'), ACL)
     try:
         with_mount('strata', '', default_mode)
         with_mount('strata', 'unlabeled=enodata', enodata_mode)
+        if acl_value is not None:
+            with_mount('strata', 'noacl', noacl_mode)
+        else:
+            print('noacl not checked: the lower filesystem keeps no ACLs')
         try:
             with_mount('kernel', '', lambda mnt: expect(
                 'kernel overlayfs, lower file without a label',
@@ -132,11 +156,14 @@ def main(argv):
         except Skip as e:
             print('kernel overlayfs not compared: %s' % e)
         if counts.get('enotsup') is not None:
-            print('GETXATTR in a warm ls -l of %d files: %d by default, %d with unlabeled=enodata'
-                  % (NFILES, counts['enotsup'], counts['enodata']))
+            print('GETXATTR in a warm ls -l of %d files: %d by default, %d with unlabeled=enodata, '
+                  '%s with noacl' % (NFILES, counts['enotsup'], counts['enodata'], counts.get('noacl')))
             if counts['enotsup'] > 3:
                 problems.append('a warm ls -l of %d unlabeled files sent %d GETXATTR: '
                                 'ls kept asking for %s' % (NFILES, counts['enotsup'], LABEL))
+            if counts.get('noacl') is not None and counts['noacl'] > 3:
+                problems.append('with noacl a warm ls -l of %d files sent %d GETXATTR: ls kept '
+                                'asking for each file\'s ACL' % (NFILES, counts['noacl']))
             if counts['enodata'] < NFILES:
                 problems.append('with unlabeled=enodata a warm ls -l of %d files sent only %d '
                                 'GETXATTR' % (NFILES, counts['enodata']))
