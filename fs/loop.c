@@ -196,8 +196,15 @@ static void forget_pause(void)
  * the io_uring queue threads do (place.c: SCHED_IDLE while the machine is
  * quiet, so the woken client keeps its CPU; unpinned for a while after a
  * request that waited for the disk), without polling (the request wakes
- * it on the CPU it is on). Only where it may turn back to SCHED_OTHER,
- * and with more than one CPU. */
+ * it on the CPU it is on). With more than one CPU.
+ *
+ * A thread may always go to SCHED_IDLE but comes back only with
+ * CAP_SYS_NICE or RLIMIT_NICE, which a rootless daemon lacks. There the
+ * reader relays: before it goes SCHED_IDLE it starts a standby thread,
+ * still SCHED_OTHER, parked; when the machine gets busy it hands the
+ * device to the standby and ends, and the standby reads on (and starts a
+ * standby of its own before it goes SCHED_IDLE). Rootless untar of 20k
+ * files 3.96 s -> 1.27 s, ls -lR after it 86 -> 40 ms. */
 #define FOLLOW_EVERY 64
 #define FOLLOW_NEW 8
 struct follow {
@@ -208,12 +215,29 @@ struct follow {
 	struct place place;
 };
 
+/* The reader's state, handed from thread to thread when it relays. */
+static struct {
+	struct fuse_session *se;
+	struct fuse_buf buf;
+	sigset_t waitsigs;      /* the exit signals unblocked while waiting */
+	bool ur;                /* io_uring serves the requests: here only forgets */
+	bool init_done;         /* INIT answered: follow from the start */
+	int r;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool standby;           /* a standby thread is parked */
+	bool baton;             /* handed to it */
+	bool done;              /* the session ended */
+} R = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
+
+static bool start_standby(void *arg);
+
 static void follow_start(struct follow *f)
 {
 	memset(f, 0, sizeof *f);
-	if (sysconf(_SC_NPROCESSORS_ONLN) < 2 || !place_may_turn_back())
+	if (sysconf(_SC_NPROCESSORS_ONLN) < 2)
 		return;
-	place_open(&f->place);
+	place_open(&f->place, place_may_turn_back() ? NULL : start_standby, NULL);
 	if (CPU_COUNT(&f->place.allowed) < 2) {
 		place_close(&f->place);
 		return;
@@ -257,41 +281,28 @@ static void follow_stop(struct follow *f)
 	f->on = false;
 }
 
-int serve(struct fuse_session *se, unsigned nworkers)
+enum { READER_DONE, READER_RELAYED };
+
+/* Read and serve requests until the session ends, or until this thread,
+ * stuck at SCHED_IDLE on a busy machine, has handed the reading on. */
+static int reader_loop(void)
 {
 	struct follow fol = { .on = false };
-	pthread_t th[16];
-	unsigned n = 0;
-	struct fuse_buf buf = { 0 };
-	int r = 0;
-
-	Q.se = se;
-	if (nworkers > 16)
-		nworkers = 16;
-	/* libfuse's exit signals, blocked in the workers (created below) and
-	 * in this thread except while it waits for requests */
-	sigset_t exitsigs, waitsigs;
-	sigemptyset(&exitsigs);
-	sigaddset(&exitsigs, SIGHUP);
-	sigaddset(&exitsigs, SIGINT);
-	sigaddset(&exitsigs, SIGTERM);
-	pthread_sigmask(SIG_BLOCK, &exitsigs, &waitsigs);
-	sigdelset(&waitsigs, SIGHUP);
-	sigdelset(&waitsigs, SIGINT);
-	sigdelset(&waitsigs, SIGTERM);
-	for (; n < nworkers; n++)
-		if (pthread_create(&th[n], NULL, worker, NULL) != 0)
-			break;
-	Q.nworkers = n;
-
+	struct fuse_session *se = R.se;
 	int fd = fuse_session_fd(se);
 	unsigned spin_us = SFS->opts.poll_us;
 	bool spin = false;
 	unsigned skip = 0;      /* waits left without polling */
-	bool ur = false;        /* io_uring serves the requests: here only forgets */
-	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	int r = 0;
+
+	if (R.init_done && !R.ur) {
+		follow_start(&fol);
+		/* relayed from a reader stuck on a busy machine: not back to
+		 * SCHED_IDLE for a while (each time costs a standby thread) */
+		fol.place.hold_until = mono_ns() + 1000000000u;
+	}
 	while (!fuse_session_exited(se)) {
-		r = fuse_session_receive_buf(se, &buf);
+		r = fuse_session_receive_buf(se, &R.buf);
 		if (r == -EINTR)
 			continue;
 		if (r == -EAGAIN) {
@@ -304,7 +315,7 @@ int serve(struct fuse_session *se, unsigned nworkers)
 					mono_ns() - tls_last_job > 2000000;
 			if (skip)
 				skip--;
-			int w = wait_request(fd, poll_now ? spin_us : 0, &waitsigs);
+			int w = wait_request(fd, poll_now ? spin_us : 0, &R.waitsigs);
 			if (w < 0)
 				break;
 			/* polls that find nothing back off: a client that
@@ -316,7 +327,7 @@ int serve(struct fuse_session *se, unsigned nworkers)
 		spin = true;
 		if (r <= 0)
 			break;
-		const struct fuse_in_header *in = buf.mem;
+		const struct fuse_in_header *in = R.buf.mem;
 		uint32_t op = (size_t)r >= sizeof *in ? in->opcode : 0;
 		uint64_t now = fol.on ? mono_ns() : 0;
 		if (op)
@@ -329,35 +340,130 @@ int serve(struct fuse_session *se, unsigned nworkers)
 		 * reads handed off, 270 ms with them served here. */
 		bool inline_read = fol.on && op == FUSE_READ && in->pid == fol.pid &&
 				   now - fol.other_ns > 10000000;
-		if (op && !inline_read && loop_offload(buf.mem, (size_t)r, NULL)) {
+		if (op && !inline_read && loop_offload(R.buf.mem, (size_t)r, NULL)) {
 			spin = false;
-			continue;
+		} else {
+			/* a request nobody waits for says nothing of when the
+			 * next one comes */
+			switch (op) {
+			case FUSE_RELEASE:
+			case FUSE_RELEASEDIR:
+			case FUSE_FORGET:
+			case FUSE_BATCH_FORGET:
+			case FUSE_INTERRUPT:
+				spin = false;
+				break;
+			}
+			bool init = op == FUSE_INIT;
+			if (init)
+				pt_note_init(in + 1, (size_t)r - sizeof *in, true);
+			loop_process(R.buf.mem, (size_t)r);
+			if (fol.on)
+				place_served(&fol.place, now, mono_ns());
+			if (init) {
+				pt_note_init(NULL, 0, false);
+				R.ur = uring_start(se) == 0 && uring_wanted();
+				R.init_done = true;
+				if (!R.ur)
+					follow_start(&fol);
+			}
+			if (R.ur && (op == FUSE_FORGET || op == FUSE_BATCH_FORGET))
+				forget_pause();
 		}
-		/* a request nobody waits for says nothing of when the next
-		 * one comes */
-		switch (op) {
-		case FUSE_RELEASE:
-		case FUSE_RELEASEDIR:
-		case FUSE_FORGET:
-		case FUSE_BATCH_FORGET:
-		case FUSE_INTERRUPT:
-			spin = false;
+		if (fol.on && fol.place.stuck) {
+			/* SCHED_IDLE on a busy machine, for good: the standby
+			 * (SCHED_OTHER) reads from here on */
+			place_close(&fol.place);
+			pthread_mutex_lock(&R.lock);
+			R.baton = true;
+			pthread_cond_broadcast(&R.cond);
+			pthread_mutex_unlock(&R.lock);
+			return READER_RELAYED;
+		}
+	}
+	follow_stop(&fol);
+	R.r = r;
+	pthread_mutex_lock(&R.lock);
+	R.done = true;
+	pthread_cond_broadcast(&R.cond);
+	pthread_mutex_unlock(&R.lock);
+	return READER_DONE;
+}
+
+static void *standby_main(void *arg)
+{
+	pthread_mutex_lock(&R.lock);
+	while (!R.baton && !R.done)
+		pthread_cond_wait(&R.cond, &R.lock);
+	bool go = R.baton && !R.done;
+	R.baton = false;
+	R.standby = false;
+	pthread_mutex_unlock(&R.lock);
+	if (go) {
+		/* it was started where the reader then ran, pinned */
+		sched_setaffinity(0, sizeof SFS->cpus, &SFS->cpus);
+		pthread_setname_np(pthread_self(), "strata-reader");
+		reader_loop();
+	}
+	return NULL;
+}
+
+/* place.c's before_idle for a reader that cannot turn back: a standby
+ * parked at SCHED_OTHER (it inherits this thread's policy, so it is
+ * started before the switch). */
+static bool start_standby(void *arg)
+{
+	pthread_mutex_lock(&R.lock);
+	bool ok = R.standby;
+	if (!ok && !R.done) {
+		pthread_t th;
+		pthread_attr_t at;
+		pthread_attr_init(&at);
+		pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+		ok = pthread_create(&th, &at, standby_main, NULL) == 0;
+		pthread_attr_destroy(&at);
+		if (ok) {
+			pthread_setname_np(th, "strata-standby");
+			R.standby = true;
+		}
+	}
+	pthread_mutex_unlock(&R.lock);
+	return ok;
+}
+
+int serve(struct fuse_session *se, unsigned nworkers)
+{
+	pthread_t th[16];
+	unsigned n = 0;
+
+	Q.se = se;
+	R.se = se;
+	if (nworkers > 16)
+		nworkers = 16;
+	/* libfuse's exit signals, blocked in the workers (created below) and
+	 * in every reader except while it waits for requests */
+	sigset_t exitsigs;
+	sigemptyset(&exitsigs);
+	sigaddset(&exitsigs, SIGHUP);
+	sigaddset(&exitsigs, SIGINT);
+	sigaddset(&exitsigs, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &exitsigs, &R.waitsigs);
+	sigdelset(&R.waitsigs, SIGHUP);
+	sigdelset(&R.waitsigs, SIGINT);
+	sigdelset(&R.waitsigs, SIGTERM);
+	for (; n < nworkers; n++)
+		if (pthread_create(&th[n], NULL, worker, NULL) != 0)
 			break;
-		}
-		bool init = op == FUSE_INIT;
-		if (init)
-			pt_note_init(in + 1, (size_t)r - sizeof *in, true);
-		loop_process(buf.mem, (size_t)r);
-		if (fol.on)
-			place_served(&fol.place, now, mono_ns());
-		if (init) {
-			pt_note_init(NULL, 0, false);
-			ur = uring_start(se) == 0 && uring_wanted();
-			if (!ur)
-				follow_start(&fol);
-		}
-		if (ur && (op == FUSE_FORGET || op == FUSE_BATCH_FORGET))
-			forget_pause();
+	Q.nworkers = n;
+
+	int fd = fuse_session_fd(se);
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	/* this thread reads until it relays; then it waits for the end */
+	if (reader_loop() == READER_RELAYED) {
+		pthread_mutex_lock(&R.lock);
+		while (!R.done)
+			pthread_cond_wait(&R.cond, &R.lock);
+		pthread_mutex_unlock(&R.lock);
 	}
 	pthread_mutex_lock(&Q.lock);
 	Q.stop = true;
@@ -365,10 +471,10 @@ int serve(struct fuse_session *se, unsigned nworkers)
 	pthread_mutex_unlock(&Q.lock);
 	for (unsigned i = 0; i < n; i++)
 		pthread_join(th[i], NULL);
-	follow_stop(&fol);
 	uring_stop();
 	wa_stop();
-	free(buf.mem);
+	free(R.buf.mem);
+	R.buf.mem = NULL;
 	fuse_session_reset(se);
-	return r < 0 && r != -ENODEV ? r : 0;
+	return R.r < 0 && R.r != -ENODEV ? R.r : 0;
 }

@@ -13,8 +13,9 @@
  * busy tasks, so every 5 ms it looks: while half the CPUs are busy it runs
  * SCHED_OTHER, and for a second after it waited on its run queue for more
  * than a tenth of the time. With CPUs busy, the woken client finds no idle
- * one to move to anyway. Only where a thread may turn back (CAP_SYS_NICE or
- * RLIMIT_NICE): place_may_turn_back(). */
+ * one to move to anyway. A thread turns back only with CAP_SYS_NICE or
+ * RLIMIT_NICE (place_may_turn_back()); without, the /dev/fuse reader hands
+ * its work to a thread that never left SCHED_OTHER (loop.c). */
 #include "fs.h"
 
 #include <errno.h>
@@ -88,17 +89,32 @@ void place_check(struct place *p, bool first)
 	if (!first && waited * 10 > wall && !p->no_wait_check)
 		p->hold_until = now + 1000000000u;
 	bool idle = !busy && now >= p->hold_until;
+	/* One that cannot turn back (a relay: a thread started, the reading
+	 * handed over) leaves SCHED_IDLE only when it starves, waiting to run
+	 * for half the time: busy CPUs alone said so during a quiet untar
+	 * (writeback threads, the client between its requests), and each
+	 * relay cost a second of round trips across CPUs. It goes idle on a
+	 * quiet look, not on its first. */
+	if (p->before_idle)
+		idle = p->idle ? !(busy && waited * 2 > wall) : !first && !busy_now && now >= p->hold_until;
 	if (!first && idle == p->idle)
 		return;
-	p->idle = idle;
+	if (idle && p->before_idle && !p->before_idle(p->before_idle_arg))
+		return;   /* no way back: stay */
 	struct sched_param sp = { 0 };
-	sched_setscheduler(0, idle ? SCHED_IDLE : SCHED_OTHER, &sp);
+	if (sched_setscheduler(0, idle ? SCHED_IDLE : SCHED_OTHER, &sp) < 0 && !idle) {
+		p->stuck = true;
+		return;
+	}
+	p->idle = idle;
 }
 
-void place_open(struct place *p)
+void place_open(struct place *p, bool (*before_idle)(void *arg), void *arg)
 {
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	memset(p, 0, sizeof *p);
+	p->before_idle = before_idle;
+	p->before_idle_arg = arg;
 	p->ncpu = ncpu > 0 ? (unsigned)ncpu : 1;
 	p->home = -1;
 	p->allowed = SFS->cpus;
