@@ -4,9 +4,11 @@
  * and the kernel wakes its waiting readers round-robin. Requests that may
  * block for long (data I/O, copy-up on open/truncate/link/rename, fsync)
  * go to a small pool of workers, so one container copying a large file up
- * never stalls the others. Between requests the reader polls briefly before
- * it sleeps (wait_request). The operations can see the raw request they
- * serve (loop_request_arg), for fields libfuse 3.14 does not pass on. */
+ * never stalls the others. The reader follows its client's CPU (follow_*,
+ * relaying to a standby thread where it may not turn back from SCHED_IDLE);
+ * where it cannot follow it polls briefly before it sleeps (wait_request).
+ * The operations can see the raw request they serve (loop_request_arg), for
+ * fields libfuse 3.14 does not pass on. */
 #include "fs.h"
 
 #include <fcntl.h>
