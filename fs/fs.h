@@ -368,8 +368,7 @@ struct place {
 	/* A thread that may not turn back from SCHED_IDLE goes there only once
 	 * before_idle() has set up a way out (a standby thread, loop.c), and
 	 * when it must run SCHED_OTHER again, stuck says so. */
-	bool (*before_idle)(void *arg);
-	void *before_idle_arg;
+	bool (*before_idle)(void);
 	bool stuck;
 };
 /* May a thread go from SCHED_IDLE back to SCHED_OTHER? */
@@ -378,7 +377,7 @@ bool place_may_turn_back(void);
  * clients it wakes stay on their CPU; SCHED_OTHER while it is busy.
  * place_check() looks again every 5 ms (first: now). before_idle: NULL
  * where the thread may turn back, else see struct place. */
-void place_open(struct place *p, bool (*before_idle)(void *arg), void *arg);
+void place_open(struct place *p, bool (*before_idle)(void));
 void place_check(struct place *p, bool first);
 void place_close(struct place *p);
 /* Serve from CPU cpu (pinned there, unless floating). */

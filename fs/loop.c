@@ -219,7 +219,6 @@ struct follow {
 
 /* The reader's state, handed from thread to thread when it relays. */
 static struct {
-	struct fuse_session *se;
 	struct fuse_buf buf;
 	sigset_t waitsigs;      /* the exit signals unblocked while waiting */
 	bool ur;                /* io_uring serves the requests: here only forgets */
@@ -232,14 +231,14 @@ static struct {
 	bool done;              /* the session ended */
 } R = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
 
-static bool start_standby(void *arg);
+static bool start_standby(void);
 
 static void follow_start(struct follow *f)
 {
 	memset(f, 0, sizeof *f);
 	if (sysconf(_SC_NPROCESSORS_ONLN) < 2)
 		return;
-	place_open(&f->place, place_may_turn_back() ? NULL : start_standby, NULL);
+	place_open(&f->place, place_may_turn_back() ? NULL : start_standby);
 	if (CPU_COUNT(&f->place.allowed) < 2) {
 		place_close(&f->place);
 		return;
@@ -290,7 +289,7 @@ enum { READER_DONE, READER_RELAYED };
 static int reader_loop(void)
 {
 	struct follow fol = { .on = false };
-	struct fuse_session *se = R.se;
+	struct fuse_session *se = Q.se;
 	int fd = fuse_session_fd(se);
 	unsigned spin_us = SFS->opts.poll_us;
 	bool spin = false;
@@ -413,7 +412,7 @@ static void *standby_main(void *arg)
 /* place.c's before_idle for a reader that cannot turn back: a standby
  * parked at SCHED_OTHER (it inherits this thread's policy, so it is
  * started before the switch). */
-static bool start_standby(void *arg)
+static bool start_standby(void)
 {
 	pthread_mutex_lock(&R.lock);
 	bool ok = R.standby;
@@ -439,7 +438,6 @@ int serve(struct fuse_session *se, unsigned nworkers)
 	unsigned n = 0;
 
 	Q.se = se;
-	R.se = se;
 	if (nworkers > 16)
 		nworkers = 16;
 	/* libfuse's exit signals, blocked in the workers (created below) and

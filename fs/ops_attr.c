@@ -29,9 +29,9 @@ static void apply_override(struct stat *st, int dirfd, const char *name, int fd)
 	/* One listing instead of four reads that mostly find nothing: a
 	 * rootless untar stats each new file three times or more (4 -> 1
 	 * system calls each). A list too long for the buffer: read them all. */
-	ssize_t ln = fd >= 0 ? flistxattr(fd, names, sizeof names) : xa_list(dirfd, name, names, sizeof names);
-	if (fd >= 0 && ln < 0)
-		ln = -errno;
+	int xfd = fd >= 0 ? fd : dirfd;
+	const char *xname = fd >= 0 ? NULL : name;   /* NULL: the descriptor itself */
+	ssize_t ln = xa_list(xfd, xname, names, sizeof names);
 	if (ln == 0 || ln == -ENOTSUP || ln == -ENODATA)
 		return;
 	for (size_t i = 0; i < sizeof keys / sizeof *keys && n < 0; i++) {
@@ -39,8 +39,7 @@ static void apply_override(struct stat *st, int dirfd, const char *name, int fd)
 		for (ssize_t k = 0; !listed && k < ln; k += (ssize_t)strlen(names + k) + 1)
 			listed = !strcmp(names + k, keys[i]);
 		if (listed)
-			n = fd >= 0 ? fgetxattr(fd, keys[i], v, sizeof v - 1)
-				    : xa_get(dirfd, name, keys[i], v, sizeof v - 1);
+			n = xa_get(xfd, xname, keys[i], v, sizeof v - 1);
 	}
 	if (n <= 0)
 		return;

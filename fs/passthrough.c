@@ -110,7 +110,8 @@ bool pt_negotiate(void)
 		return false;
 	/* backing files on a stacked filesystem need one more level: the
 	 * upper's, or without one the lower layers' (each filesystem once) */
-	for (unsigned i = 0; i < (SFS->has_upper ? 1 : SFS->nlayers); i++) {
+	unsigned n = SFS->has_upper || SFS->same_dev ? 1 : SFS->nlayers;
+	for (unsigned i = 0; i < n; i++) {
 		bool seen = false;
 		for (unsigned k = 0; k < i && !seen; k++)
 			seen = SFS->layers[k].dev == SFS->layers[i].dev;

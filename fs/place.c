@@ -99,7 +99,7 @@ void place_check(struct place *p, bool first)
 		idle = p->idle ? !(busy && waited * 2 > wall) : !first && !busy_now && now >= p->hold_until;
 	if (!first && idle == p->idle)
 		return;
-	if (idle && p->before_idle && !p->before_idle(p->before_idle_arg))
+	if (idle && p->before_idle && !p->before_idle())
 		return;   /* no way back: stay */
 	struct sched_param sp = { 0 };
 	if (sched_setscheduler(0, idle ? SCHED_IDLE : SCHED_OTHER, &sp) < 0 && !idle) {
@@ -109,12 +109,11 @@ void place_check(struct place *p, bool first)
 	p->idle = idle;
 }
 
-void place_open(struct place *p, bool (*before_idle)(void *arg), void *arg)
+void place_open(struct place *p, bool (*before_idle)(void))
 {
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	memset(p, 0, sizeof *p);
 	p->before_idle = before_idle;
-	p->before_idle_arg = arg;
 	p->ncpu = ncpu > 0 ? (unsigned)ncpu : 1;
 	p->home = -1;
 	p->allowed = SFS->cpus;

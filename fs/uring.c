@@ -373,7 +373,7 @@ static void *queue_main(void *arg)
 
 	/* Serve the CPU whose clients this queue gets: the wake-ups stay
 	 * there. A CPU that cannot be used (offline) is served from anywhere. */
-	place_open(&q->place, NULL, NULL);
+	place_open(&q->place, NULL);
 	place_home(&q->place, (int)q->qid);
 	keep_io_priority();
 	int r = ring_init(&q->ring, DEPTH * 2 + 4);
