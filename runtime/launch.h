@@ -39,6 +39,39 @@ struct strata_rlimit {
 enum strata_net {
 	STRATA_NET_HOST,        /* share the host's network namespace */
 	STRATA_NET_NONE,        /* own network namespace with loopback only */
+	STRATA_NET_PRIVATE,     /* own network namespace wired to the host by a
+				 * user-mode stack (pasta): outbound traffic and
+				 * the published ports below */
+};
+
+/* -p [IP:]HOSTPORT:CONTAINERPORT[/tcp|/udp] */
+struct strata_port {
+	char host_ip[64];       /* "" : every address of the host */
+	unsigned short host_port, container_port;
+	bool udp;
+};
+
+/* Resource limits, applied through a cgroup created for the container
+ * beneath the launcher's own cgroup (v2 where unified, the v1 memory,
+ * cpu and pids controllers where the host is hybrid). 0 means "not set";
+ * a limit that cannot be applied is an error, never ignored. */
+struct strata_limits {
+	long long memory;       /* bytes (--memory) */
+	long long memory_swap;  /* bytes of memory+swap (--memory-swap); -1: unlimited */
+	long long cpu_quota_us; /* --cpus N: N * period */
+	long long cpu_period_us;
+	unsigned long cpu_shares; /* --cpu-shares (v1 shares; mapped to v2 weight) */
+	long long pids;         /* --pids-limit; -1: unlimited */
+};
+
+/* What the launcher learns once the container runs; handed to
+ * spec->on_start in the calling process (see below). */
+struct strata_started {
+	pid_t init_pid;         /* the container's pid 1, as the host sees it */
+	pid_t daemon_pid;       /* the FUSE daemon */
+	const char *cgroup;     /* the container's cgroup (a path under
+				 * /sys/fs/cgroup of one controller, or of the
+				 * unified hierarchy), NULL when none was made */
 };
 
 struct strata_launch_spec {
@@ -86,6 +119,29 @@ struct strata_launch_spec {
 	size_t n_uidmap;
 	const struct strata_idmap *gidmap;
 	size_t n_gidmap;
+
+	/* Published ports (net == STRATA_NET_PRIVATE only). */
+	const struct strata_port *ports;
+	size_t n_ports;
+
+	struct strata_limits limits;
+	/* Leaf name of the container's cgroup ("strata-<id>"); NULL: a cgroup
+	 * is made only when a limit is set, named after the launcher's pid. */
+	const char *cgroup_name;
+
+	/* A pseudo-terminal from the container's own devpts instance is the
+	 * command's stdin/stdout/stderr; the launcher relays it to its own
+	 * stdin/stdout, keeps the window size current and restores the
+	 * caller's terminal mode on every way out. */
+	bool tty;
+	/* With tty: relay the caller's stdin to the terminal (-i). Without
+	 * tty the command inherits the caller's stdio as it is. */
+	bool interactive;
+
+	/* Called once in the calling process when the container's init runs
+	 * (before the command may have started), e.g. to record its pid. */
+	void (*on_start)(void *arg, const struct strata_started *info);
+	void *on_start_arg;
 };
 
 /* Run the container and wait for it. Returns the command's exit code
@@ -99,11 +155,38 @@ struct strata_launch_spec {
  * to the command. */
 int strata_launch(const struct strata_launch_spec *spec);
 
+/* Run a further process in a running container (strata exec): it joins
+ * the namespaces of the container whose init is init_pid (user, mount,
+ * pid, uts, ipc, network), its cgroup, the capability set given by
+ * cap_add/cap_drop over the default set, and no_new_privs. */
+struct strata_exec_spec {
+	pid_t init_pid;
+	char *const *argv;
+	const char *const *env; /* the complete environment (KEY=VALUE) */
+	size_t n_env;
+	const char *cwd;        /* NULL: "/" */
+	bool set_user;
+	uid_t uid;
+	gid_t gid;
+	const char *const *cap_add;
+	size_t n_cap_add;
+	const char *const *cap_drop;
+	size_t n_cap_drop;
+	bool tty, interactive;
+	bool detach;            /* return once the process runs (exit code 0) */
+};
+/* Returns the process's exit code as strata_launch() does, or -errno
+ * after reporting why it could not be started. */
+int strata_exec(const struct strata_exec_spec *spec);
+
 /* Parsers for the command-line spellings, shared by both front doors.
  * Each returns 0 or -EINVAL after reporting what is wrong with arg. */
 int strata_parse_bind(char *arg, struct strata_bind *out);          /* SRC:DST[:ro|:rw] */
 int strata_parse_idmap(const char *arg, struct strata_idmap *out);  /* INSIDE:OUTSIDE:COUNT */
 int strata_parse_rlimit(const char *arg, struct strata_rlimit *out);/* NAME=SOFT[:HARD] */
 int strata_parse_user(const char *arg, uid_t *uid, gid_t *gid);     /* UID[:GID] */
+int strata_parse_port(const char *arg, struct strata_port *out);    /* [IP:]HOST:CONTAINER[/tcp|/udp] */
+int strata_parse_size(const char *arg, long long *bytes);           /* 512m, 1g, 1048576, -1 */
+int strata_parse_cpus(const char *arg, long long *quota_us, long long *period_us); /* 1.5 */
 
 #endif
