@@ -10,6 +10,10 @@ import time
 
 from fsmode import Skip, mode
 
+# Every deadline below only catches a hang; tests/CMakeLists.txt sets the
+# scale so a busy machine never trips one.
+SCALE = max(1, int(os.environ.get("STRATA_TEST_SCALE", "1")))
+
 
 # ---------------------------------------------------------------- mounts
 
@@ -228,7 +232,7 @@ class FuseMount(MountBase):
             cred = dict(user=mode.fuse_user[0], group=mode.fuse_user[1], extra_groups=[])
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.errlog,
                                      stderr=self.errlog, cwd=self.cwd, **cred)
-        deadline = time.time() + 20
+        deadline = time.time() + 20 * SCALE
         while not is_mounted(self.mnt):
             if self.proc.poll() is not None:
                 raise RuntimeError('%s exited with %d before the mount was live: %s'
@@ -236,12 +240,12 @@ class FuseMount(MountBase):
             if time.time() > deadline:
                 self.proc.kill()
                 self.proc.wait()
-                raise RuntimeError('%s: mount not live after 20s: %s' % (self.fs, self.stderr()))
+                raise RuntimeError('%s: mount not live after %ds: %s' % (self.fs, 20 * SCALE, self.stderr()))
             time.sleep(0.02)
         # STRATA_TEST_URING: the run is about requests through io_uring;
         # a mount that fell back to /dev/fuse would test something else
         if os.environ.get('STRATA_TEST_URING') and os.path.basename(self.fs) == 'strata-fs':
-            deadline = time.time() + 5
+            deadline = time.time() + 5 * SCALE
             while not uring_threads(self.proc.pid):
                 if time.time() > deadline:
                     raise RuntimeError('%s registered no io_uring queue: %s' % (self.fs, self.stderr()))
@@ -270,7 +274,7 @@ class FuseMount(MountBase):
             run(['umount', '-l', self.mnt])
             problem = (problem or '') + ' fusermount3 -u failed: ' + r.stderr.strip()
         try:
-            rc = self.proc.wait(timeout=20)
+            rc = self.proc.wait(timeout=20 * SCALE)
             if rc != 0 and not problem:
                 problem = 'daemon exited with status %d after unmount: %s' % (rc, self.stderr())
             elif 'ERROR: AddressSanitizer' in self.stderr() or 'runtime error:' in self.stderr():
@@ -279,7 +283,7 @@ class FuseMount(MountBase):
             stacks = thread_stacks(self.proc.pid)
             self.proc.kill()
             self.proc.wait()
-            problem = ((problem or '') + ' daemon did not exit within 20s of unmount (killed); '
+            problem = ((problem or '') + ' daemon did not exit within %ds of unmount (killed); ' % (20 * SCALE) +
                        'its threads were:\n' + stacks)
         self.errlog.close()
         return problem
