@@ -60,7 +60,8 @@ static struct {
 	pthread_t th[THREADS];
 	unsigned nth;
 	bool started, stop;
-	unsigned busy;            /* threads reading ahead now */
+	unsigned busy;            /* threads reading ahead now; written under lock, read
+				   * without it by wa_busy(): atomic */
 	unsigned fds;             /* struct wa_dir open */
 	uint64_t walk_until;      /* mono_ns */
 	int walker_cpu;           /* where the walk's requests were last served */
@@ -185,11 +186,11 @@ static void *wa_main(void *arg)
 			sched_setaffinity(0, sizeof set, &set);
 		}
 		struct wa_item it = W.q[(W.head + --W.n) % QCAP];
-		W.busy++;
+		__atomic_fetch_add(&W.busy, 1, __ATOMIC_RELAXED);
 		pthread_mutex_unlock(&W.lock);
 		warm(&it);
 		pthread_mutex_lock(&W.lock);
-		W.busy--;
+		__atomic_fetch_sub(&W.busy, 1, __ATOMIC_RELAXED);
 		item_free(&it);
 	}
 	pthread_mutex_unlock(&W.lock);

@@ -277,7 +277,8 @@ class FuseMount(MountBase):
             rc = self.proc.wait(timeout=20 * SCALE)
             if rc != 0 and not problem:
                 problem = 'daemon exited with status %d after unmount: %s' % (rc, self.stderr())
-            elif 'ERROR: AddressSanitizer' in self.stderr() or 'runtime error:' in self.stderr():
+            elif any(s in self.stderr() for s in ('ERROR: AddressSanitizer', 'runtime error:',
+                                                  'WARNING: ThreadSanitizer')):
                 problem = 'sanitizer report from daemon: ' + self.stderr()
         except subprocess.TimeoutExpired:
             stacks = thread_stacks(self.proc.pid)
