@@ -2,9 +2,10 @@
 # with CMake and builds, so each works from a fresh clone on Debian 12.
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
+TSAN_BUILD ?= build-tsan
 JOBS       ?= $(shell nproc)
 
-.PHONY: all setup build build-asan demo test test-here bench clean
+.PHONY: all setup build build-asan build-tsan demo test test-here test-tsan bench clean
 
 all: build
 
@@ -18,6 +19,16 @@ build: setup
 build-asan: setup
 	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DSTRATA_SANITIZE=ON >/dev/null
 	@cmake --build $(ASAN_BUILD) -j $(JOBS)
+
+# ThreadSanitizer: the daemon's concurrency tests (label tsan). The launcher
+# cannot run under it: TSan starts a thread, and a threaded process may not
+# unshare a user namespace.
+build-tsan: setup
+	@cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DSTRATA_TSAN=ON >/dev/null
+	@cmake --build $(TSAN_BUILD) -j $(JOBS)
+
+test-tsan: build-tsan
+	@cd $(TSAN_BUILD) && ctest --output-on-failure -L tsan -j 2
 
 demo: build
 	@sh scripts/demo.sh $(BUILD)
@@ -36,4 +47,4 @@ bench: build
 	@sh bench/run.sh $(BUILD) $(BENCH_ARGS)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD)
