@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Copy-up is atomic: the daemon is killed (SIGKILL) while it copies a large
 lower file up, and after a remount of the same upper the file must be the
-lower file, whole, never a partial copy (DESIGN: built in workdir and
+lower file, whole, never a partial copy (semantics: built in the workdir and
 renamed into place).
 
 usage: crash.py [--fs PATH]   ($STRATA_FS overrides --fs)

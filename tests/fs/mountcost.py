@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Mount cost, counted rather than timed (DESIGN: mount time does not grow
+"""Mount cost, counted rather than timed (docs/design/mount-cost.md: mount time does not grow
 with layer size, and grows at most linearly and cheaply with layer count;
 nothing walks the whole tree at mount). The daemon runs under strace until
 its mount is live; the system calls it made by then are counted:

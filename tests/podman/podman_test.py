@@ -21,7 +21,7 @@ and cgroups are never touched.  The scenario:
 "rootless" runs podman as the unprivileged user strata-podman (created if
 missing, with a subordinate id range).
 
-Host workarounds (see DESIGN.md, "Notes on this kind of host"): the cgroup
+Host workarounds (docs/podman.md, "On a host like the test machine"): the cgroup
 v2 mount at /sys/fs/cgroup/unified is unmounted in the private namespace
 (crun refuses the hybrid layout otherwise), root passes explicit
 --ulimit nofile/nproc (no CAP_SYS_RESOURCE here), and podman runs with
