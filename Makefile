@@ -4,8 +4,9 @@ BUILD      ?= build
 ASAN_BUILD ?= build-asan
 TSAN_BUILD ?= build-tsan
 JOBS       ?= $(shell nproc)
+PREFIX     ?= /usr/local
 
-.PHONY: all setup build build-asan build-tsan demo test test-here test-tsan bench clean
+.PHONY: all setup build build-asan build-tsan demo test test-here test-tsan bench clean install uninstall
 
 all: build
 
@@ -45,6 +46,17 @@ test-here: build build-asan
 
 bench: build
 	@sh bench/run.sh $(BUILD) $(BENCH_ARGS)
+
+# make install [PREFIX=/usr/local] [DESTDIR=/staging]: the programs in
+# PREFIX/bin (debug info in PREFIX/bin/.debug), man pages in PREFIX/share/man.
+install: build
+	@cmake --install $(BUILD) --prefix $(PREFIX)
+
+# Removes what the last install wrote (its manifest, kept in the build tree).
+uninstall:
+	@test -f $(BUILD)/install_manifest.txt || { echo "uninstall: nothing installed from $(BUILD) (no install_manifest.txt)" >&2; exit 1; }
+	@while read -r f; do rm -f "$(DESTDIR)$$f"; echo "removed $(DESTDIR)$$f"; done < $(BUILD)/install_manifest.txt
+	@rmdir "$(DESTDIR)$(PREFIX)/bin/.debug" 2>/dev/null || true
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD)
