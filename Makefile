@@ -55,7 +55,7 @@ install: build
 # Removes what the last install wrote (its manifest, kept in the build tree).
 uninstall:
 	@test -f $(BUILD)/install_manifest.txt || { echo "uninstall: nothing installed from $(BUILD) (no install_manifest.txt)" >&2; exit 1; }
-	@while read -r f; do rm -f "$(DESTDIR)$$f"; echo "removed $(DESTDIR)$$f"; done < $(BUILD)/install_manifest.txt
+	@while read -r f || [ -n "$$f" ]; do rm -f "$(DESTDIR)$$f"; echo "removed $(DESTDIR)$$f"; done < $(BUILD)/install_manifest.txt
 	@rmdir "$(DESTDIR)$(PREFIX)/bin/.debug" 2>/dev/null || true
 
 clean:
