@@ -1,7 +1,7 @@
 /* What the launcher's steps share: the resolved launch context and the
  * per-step entry points. Not a public header; users include launch.h.
  *
- * Process tree (see ../shared/DESIGN.md, "Launcher contract"):
+ * Process tree (docs/architecture.md, "strata-run"):
  *   launcher  host namespaces; writes the id maps, forwards signals
  *   outer     new user (rootless) + mount ns: mounts FUSE, runs the daemon,
  *             unmounts and reaps it at the end
@@ -34,6 +34,9 @@ struct launch_ctx {
 	char mountpoint[PATH_MAX]; /* empty dir the outer ns mounts FUSE on */
 	uint64_t caps;          /* capability set the command keeps */
 	int errfd;              /* write end of the error pipe */
+	int ctlfd;              /* the container's end of the control socket
+				 * (tty.c), -1 when neither tty nor a private
+				 * network needs one */
 	sigset_t oldmask;       /* the caller's mask, restored before exec */
 };
 
@@ -67,5 +70,36 @@ int status_to_exit_code(int status);
 
 /* process.c: in the command process; never returns */
 void process_exec(const struct launch_ctx *ctx) __attribute__((noreturn));
+/* execve with a PATH search in env; exits 127 not found, 126 not
+ * executable, after writing that code as an int to codefd (if >= 0) */
+void exec_command(char *const *argv, char **env, size_t n, int codefd) __attribute__((noreturn));
+
+/* tty.c: the control socket between the launcher and the container, the
+ * command's terminal, and the launcher's loop while the container runs */
+int ctl_send(int sock, char type, int fd);
+int ctl_recv(int sock, char *type, int *fd, pid_t *pid);
+int ctl_expect(int sock, char want);
+int tty_attach(int ctl, bool chown_to, uid_t uid);
+
+struct session {
+	const struct launch_ctx *ctx;   /* NULL for strata_exec */
+	int ctl;                /* the launcher's end of the control socket */
+	bool tty, interactive;
+	pid_t pasta;            /* net.c: pasta, once started */
+	int pasta_ready, pasta_log;
+	int (*on_netns)(struct session *ss, pid_t init);
+};
+/* Wait for child like supervise(), relaying the terminal and serving the
+ * control socket meanwhile. Returns 0 with child's status, or -errno
+ * after killing and reaping child. */
+int session_run(struct session *ss, pid_t child, int *status);
+int session_socket(int *launcher_end, int *container_end);
+
+/* net.c: the private network */
+int net_check_private(const struct strata_launch_spec *s);
+int net_announce(const struct launch_ctx *ctx);         /* in init */
+int net_wait_configured(const struct launch_ctx *ctx);  /* in init */
+int net_on_netns(struct session *ss, pid_t init);       /* in the launcher */
+void net_stop(struct session *ss);
 
 #endif

@@ -119,6 +119,8 @@ static int check_spec(struct launch_ctx *ctx)
 		}
 	if ((r = caps_resolve(s, &ctx->caps)) < 0)
 		return r;
+	if ((r = net_check_private(s)) < 0)
+		return r;
 	return fs_find_program(s->fs_program, &ctx->fs_program);
 }
 
@@ -169,20 +171,20 @@ static void init_main(struct launch_ctx *ctx)
 	int r, st;
 
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
-	if (s->net == STRATA_NET_NONE)
+	if (s->net != STRATA_NET_HOST)
 		flags |= CLONE_NEWNET;
 	if (unshare(flags) < 0) {
 		serr(errno, "unshare", "mount/uts/ipc/net namespaces", "for the container");
 		report_failure(ctx, -errno);
 	}
-	if (s->net == STRATA_NET_NONE && (r = net_loopback_up()) < 0)
+	if (s->net != STRATA_NET_HOST && ((r = net_loopback_up()) < 0 || (r = net_announce(ctx)) < 0))
 		report_failure(ctx, r);
 	const char *host = s->hostname ? s->hostname : "strata";
 	if (sethostname(host, strlen(host)) < 0) {
 		serr(errno, "sethostname", host, NULL);
 		report_failure(ctx, -errno);
 	}
-	if ((r = rootfs_setup(ctx)) < 0)
+	if ((r = rootfs_setup(ctx)) < 0 || (r = net_wait_configured(ctx)) < 0)
 		report_failure(ctx, r);
 
 	pid_t cmd = fork();
@@ -281,7 +283,11 @@ fail:
 
 int strata_launch(const struct strata_launch_spec *spec)
 {
-	struct launch_ctx ctx = { .spec = spec, .errfd = -1 };
+	struct launch_ctx ctx = { .spec = spec, .errfd = -1, .ctlfd = -1 };
+	/* the control socket: tty.c; its launcher end is ss.ctl */
+	struct session ss = { .ctx = &ctx, .ctl = -1, .tty = spec->tty, .interactive = spec->interactive,
+			      .pasta_ready = -1, .pasta_log = -1, .on_netns = net_on_netns };
+	bool session = spec->tty || spec->net == STRATA_NET_PRIVATE;
 	int errp[2] = { -1, -1 }, ready[2] = { -1, -1 }, go[2] = { -1, -1 };
 	int r, st = 0, failure = 0;
 	sigset_t fwd;
@@ -298,6 +304,8 @@ int strata_launch(const struct strata_launch_spec *spec)
 		goto out;
 	}
 	ctx.errfd = errp[1];
+	if (session && (r = session_socket(&ss.ctl, &ctx.ctlfd)) < 0)
+		goto out;
 	forwarded_signals(&fwd);
 	sigprocmask(SIG_BLOCK, &fwd, &ctx.oldmask);
 
@@ -315,6 +323,8 @@ int strata_launch(const struct strata_launch_spec *spec)
 	}
 	close(take_fd(&errp[1]));
 	ctx.errfd = -1;
+	cleanup_closep(&ctx.ctlfd);
+	ctx.ctlfd = -1;
 	close(take_fd(&ready[1]));
 	close(take_fd(&go[0]));
 
@@ -330,7 +340,9 @@ int strata_launch(const struct strata_launch_spec *spec)
 		}
 	}
 	close(take_fd(&go[1]));
-	if ((r = supervise(outer, false, &st)) < 0) {
+	if (session && (r = session_run(&ss, outer, &st)) < 0)
+		goto restore;
+	if (!session && (r = supervise(outer, false, &st)) < 0) {
 		/* ECHILD: already reaped behind our back, nothing left to stop */
 		serr(r, "wait for", "the container", "the calling program must not ignore SIGCHLD");
 		goto restore;
@@ -341,8 +353,11 @@ int strata_launch(const struct strata_launch_spec *spec)
 	else
 		r = status_to_exit_code(st);
 restore:
+	net_stop(&ss);
 	sigprocmask(SIG_SETMASK, &ctx.oldmask, NULL);
 out:
+	cleanup_closep(&ss.ctl);
+	cleanup_closep(&ctx.ctlfd);
 	if (ctx.mountpoint[0])
 		rmdir(ctx.mountpoint);
 	for (int i = 0; i < 2; i++) {

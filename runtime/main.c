@@ -22,7 +22,12 @@ static const char usage[] =
 	"  --user UID[:GID]            run the command as this user\n"
 	"  --bind SRC:DST[:ro]         bind a host path into the container (repeatable)\n"
 	"  --cap-add CAP, --cap-drop CAP|ALL  edit the docker-like default capabilities\n"
-	"  --net host|none             host network (default) or loopback only\n"
+	"  --net host|none|private     host network (default), loopback only, or an own\n"
+	"                              network with outbound traffic through pasta\n"
+	"  -p, --publish [IP:]HOSTPORT:CONTAINERPORT[/tcp|/udp]  publish a port on the\n"
+	"                              host (repeatable; implies --net private)\n"
+	"  -t, --tty                   give the command a terminal from the container\n"
+	"  -i, --interactive           with --tty, pass stdin to that terminal\n"
 	"  --rlimit NAME=SOFT[:HARD]   resource limit, e.g. nofile=1024:4096 (repeatable)\n"
 	"  --uidmap IN:OUT:COUNT, --gidmap IN:OUT:COUNT  subordinate id ranges (repeatable;\n"
 	"                              rootless through newuidmap/newgidmap)\n"
@@ -34,7 +39,8 @@ static const char usage[] =
 	"not in the image; 125 if the container could not be set up.\n";
 
 enum { O_LOWER = 256, O_UPPER, O_WORK, O_HOST, O_ENV, O_CWD, O_USER, O_BIND, O_CAPADD,
-       O_CAPDROP, O_NET, O_RLIMIT, O_UIDMAP, O_GIDMAP, O_FS, O_FSOPT, O_HELP, O_VERSION };
+       O_CAPDROP, O_NET, O_RLIMIT, O_UIDMAP, O_GIDMAP, O_FS, O_FSOPT, O_HELP, O_VERSION,
+       O_PUBLISH = 'p', O_TTY = 't', O_INTERACTIVE = 'i' };
 
 static const struct option options[] = {
 	{ "lowerdir", required_argument, NULL, O_LOWER },
@@ -53,6 +59,9 @@ static const struct option options[] = {
 	{ "gidmap", required_argument, NULL, O_GIDMAP },
 	{ "fs-program", required_argument, NULL, O_FS },
 	{ "fs-opt", required_argument, NULL, O_FSOPT },
+	{ "publish", required_argument, NULL, O_PUBLISH },
+	{ "tty", no_argument, NULL, O_TTY },
+	{ "interactive", no_argument, NULL, O_INTERACTIVE },
 	{ "help", no_argument, NULL, O_HELP },
 	{ "version", no_argument, NULL, O_VERSION },
 	{ NULL, 0, NULL, 0 },
@@ -81,11 +90,13 @@ int main(int argc, char **argv)
 	_cleanup_free_ struct strata_rlimit *rlimits = calloc(cap, sizeof *rlimits);
 	_cleanup_free_ struct strata_idmap *uidmap = calloc(cap, sizeof *uidmap);
 	_cleanup_free_ struct strata_idmap *gidmap = calloc(cap, sizeof *gidmap);
+	_cleanup_free_ struct strata_port *ports = calloc(cap, sizeof *ports);
 	_cleanup_free_ char *fsopts = NULL;
+	bool net_given = false;
 	int c;
 
 	strata_prog = "strata-run";
-	if (!env || !capadd || !capdrop || !binds || !rlimits || !uidmap || !gidmap)
+	if (!env || !capadd || !capdrop || !binds || !rlimits || !uidmap || !gidmap || !ports)
 		return SETUP_FAILED;
 	spec.env = env;
 	spec.cap_add = capadd;
@@ -94,8 +105,9 @@ int main(int argc, char **argv)
 	spec.rlimits = rlimits;
 	spec.uidmap = uidmap;
 	spec.gidmap = gidmap;
+	spec.ports = ports;
 
-	while ((c = getopt_long(argc, argv, "+", options, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+p:ti", options, NULL)) != -1) {
 		switch (c) {
 		case O_LOWER: spec.lowerdir = optarg; break;
 		case O_UPPER: spec.upperdir = optarg; break;
@@ -115,12 +127,15 @@ int main(int argc, char **argv)
 		case O_CAPADD: capadd[spec.n_cap_add++] = optarg; break;
 		case O_CAPDROP: capdrop[spec.n_cap_drop++] = optarg; break;
 		case O_NET:
+			net_given = true;
 			if (strcmp(optarg, "host") == 0)
 				spec.net = STRATA_NET_HOST;
 			else if (strcmp(optarg, "none") == 0)
 				spec.net = STRATA_NET_NONE;
+			else if (strcmp(optarg, "private") == 0)
+				spec.net = STRATA_NET_PRIVATE;
 			else {
-				susage("--net '%s': expected host or none", optarg);
+				susage("--net '%s': expected host, none or private", optarg);
 				return SETUP_FAILED;
 			}
 			break;
@@ -136,6 +151,12 @@ int main(int argc, char **argv)
 			if (strata_parse_idmap(optarg, &gidmap[spec.n_gidmap++]) < 0)
 				return SETUP_FAILED;
 			break;
+		case O_PUBLISH:
+			if (strata_parse_port(optarg, &ports[spec.n_ports++]) < 0)
+				return SETUP_FAILED;
+			break;
+		case O_TTY: spec.tty = true; break;
+		case O_INTERACTIVE: spec.interactive = true; break;
 		case O_FS: spec.fs_program = optarg; break;
 		case O_FSOPT:
 			fsopts = fsopts ? join_opts(fsopts, optarg) : strdup(optarg);
@@ -155,6 +176,8 @@ int main(int argc, char **argv)
 		return SETUP_FAILED;
 	}
 	spec.argv = argv + optind;
+	if (spec.n_ports && !net_given)
+		spec.net = STRATA_NET_PRIVATE;
 
 	int r = strata_launch(&spec);
 	return r < 0 ? SETUP_FAILED : r;

@@ -3,6 +3,7 @@
 #include "launch.h"
 #include "err.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -132,5 +133,66 @@ int strata_parse_user(const char *arg, uid_t *uid, gid_t *gid)
 	return 0;
 bad:
 	susage("--user '%s' is not UID[:GID] (numeric ids)", arg);
+	return -EINVAL;
+}
+
+static int parse_port_number(const char *s, size_t len, unsigned short *out)
+{
+	char buf[8], *end;
+	unsigned long v;
+
+	if (len == 0 || len >= sizeof buf)
+		return -EINVAL;
+	memcpy(buf, s, len);
+	buf[len] = '\0';
+	if (parse_ulong(buf, &end, &v) < 0 || *end || v == 0 || v > 65535)
+		return -EINVAL;
+	*out = (unsigned short)v;
+	return 0;
+}
+
+int strata_parse_port(const char *arg, struct strata_port *out)
+{
+	const char *slash = strrchr(arg, '/');
+	size_t len = slash ? (size_t)(slash - arg) : strlen(arg);
+	const char *c2, *c1;
+
+	memset(out, 0, sizeof *out);
+	if (slash) {
+		if (strcmp(slash + 1, "udp") == 0)
+			out->udp = true;
+		else if (strcmp(slash + 1, "tcp") != 0)
+			goto bad;
+	}
+	/* from the right: CONTAINER, then HOST, then what is left is the IP */
+	c2 = memrchr(arg, ':', len);
+	if (!c2 || parse_port_number(c2 + 1, len - (size_t)(c2 + 1 - arg), &out->container_port) < 0)
+		goto bad;
+	c1 = c2 > arg ? memrchr(arg, ':', (size_t)(c2 - arg)) : NULL;
+	if (c1 && arg[0] == '[' && !memchr(arg, ']', (size_t)(c1 - arg)))
+		c1 = NULL; /* that colon is inside an IPv6 address */
+	const char *host = c1 ? c1 + 1 : arg;
+	if (parse_port_number(host, (size_t)(c2 - host), &out->host_port) < 0)
+		goto bad;
+	if (c1) {
+		const char *ip = arg;
+		size_t iplen = (size_t)(c1 - arg);
+		unsigned char addr[16];
+		if (iplen >= 2 && ip[0] == '[' && ip[iplen - 1] == ']') {
+			ip++;
+			iplen -= 2;
+		}
+		if (iplen == 0 || iplen >= sizeof out->host_ip)
+			goto bad;
+		memcpy(out->host_ip, ip, iplen);
+		out->host_ip[iplen] = '\0';
+		if (inet_pton(AF_INET, out->host_ip, addr) != 1 && inet_pton(AF_INET6, out->host_ip, addr) != 1)
+			goto bad;
+	}
+	return 0;
+bad:
+	memset(out, 0, sizeof *out);
+	susage("--publish '%s' is not [IP:]HOSTPORT:CONTAINERPORT[/tcp|/udp] with ports 1-65535"
+	       " (e.g. 127.0.0.1:8080:80)", arg);
 	return -EINVAL;
 }

@@ -38,8 +38,7 @@ static const char *env_get(char **env, size_t n, const char *key)
 
 /* execvpe() searches the launcher's PATH; the command must be looked up
  * with the container's. */
-static void exec_command(char *const *argv, char **env, size_t n) __attribute__((noreturn));
-static void exec_command(char *const *argv, char **env, size_t n)
+void exec_command(char *const *argv, char **env, size_t n, int codefd)
 {
 	const char *cmd = argv[0];
 	int err = ENOENT;
@@ -58,13 +57,16 @@ static void exec_command(char *const *argv, char **env, size_t n)
 				err = errno;
 		}
 	}
-	if (err == ENOENT || err == ENOTDIR) {
+	int code = err == ENOENT || err == ENOTDIR ? 127 : 126;
+	if (code == 127)
 		serr(err, "exec", cmd, "%s", strchr(cmd, '/') ? "the command is not in the image"
 						       : "no such command in the container's PATH");
-		_exit(127);
+	else
+		serr(err, "exec", cmd, "found in the image but cannot be run");
+	if (codefd >= 0 && write(codefd, &code, sizeof code) < 0) {
+		/* the exit code says the same to whoever waits */
 	}
-	serr(err, "exec", cmd, "found in the image but cannot be run");
-	_exit(126);
+	_exit(code);
 }
 
 void process_exec(const struct launch_ctx *ctx)
@@ -75,6 +77,9 @@ void process_exec(const struct launch_ctx *ctx)
 
 	sigprocmask(SIG_SETMASK, &ctx->oldmask, NULL);
 
+	/* before the identity changes: the slave is chowned to the user */
+	if (s->tty && (r = tty_attach(ctx->ctlfd, s->set_user, s->uid)) < 0)
+		report_failure(ctx, r);
 	if ((r = caps_limit_bounding(ctx->caps)) < 0)
 		report_failure(ctx, r);
 	if (ctx->setgroups_ok && setgroups(0, NULL) < 0) {
@@ -112,7 +117,7 @@ void process_exec(const struct launch_ctx *ctx)
 	}
 
 	char home[16], hostname[80];
-	char **env = calloc(s->n_env + 4, sizeof *env);
+	char **env = calloc(s->n_env + 5, sizeof *env);
 	size_t n = 0;
 	if (!env)
 		report_failure(ctx, -ENOMEM);
@@ -121,8 +126,10 @@ void process_exec(const struct launch_ctx *ctx)
 	env_set(env, &n, "PATH=" DEFAULT_PATH);
 	env_set(env, &n, home);
 	env_set(env, &n, hostname);
+	if (s->tty)
+		env_set(env, &n, "TERM=xterm");
 	for (size_t i = 0; i < s->n_env; i++)
 		env_set(env, &n, s->env[i]);
 	env[n] = NULL;
-	exec_command(s->argv, env, n);
+	exec_command(s->argv, env, n, -1);
 }
