@@ -26,6 +26,89 @@ int open_beneath(int rootfd, const char *path, int flags, mode_t mode)
 	return fd < 0 ? -errno : (int)fd;
 }
 
+int open_regular(int dirfd, const char *path, bool follow, bool beneath, struct stat *st)
+{
+	int nf = follow ? 0 : O_NOFOLLOW;
+	_cleanup_close_ int pfd = beneath ? open_beneath(dirfd, path, O_PATH | nf, 0)
+					  : openat(dirfd, path, O_PATH | nf | O_CLOEXEC);
+	if (pfd < 0)
+		return beneath ? pfd : -errno;
+	if (fstat(pfd, st) < 0)
+		return -errno;
+	if (!S_ISREG(st->st_mode))
+		return -EINVAL;
+	/* Open it for reading by name again; should the name have changed
+	 * to a FIFO meanwhile, O_NONBLOCK keeps the open from waiting and
+	 * the inode check refuses it. */
+	int fd = beneath ? open_beneath(dirfd, path, O_RDONLY | O_NONBLOCK | O_NOCTTY | nf, 0)
+			 : openat(dirfd, path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC | nf);
+	if (fd < 0)
+		return beneath ? fd : -errno;
+	struct stat again;
+	if (fstat(fd, &again) < 0 || again.st_dev != st->st_dev || again.st_ino != st->st_ino) {
+		close(fd);
+		return -EAGAIN;
+	}
+	*st = again;
+	return fd;
+}
+
+const char *file_kind(mode_t mode)
+{
+	switch (mode & S_IFMT) {
+	case S_IFREG: return "a regular file";
+	case S_IFDIR: return "a directory";
+	case S_IFLNK: return "a symlink";
+	case S_IFIFO: return "a FIFO";
+	case S_IFCHR: return "a character device";
+	case S_IFBLK: return "a block device";
+	case S_IFSOCK: return "a socket";
+	default: return "not a regular file";
+	}
+}
+
+void fs_full_where(int fd, char *buf, size_t len)
+{
+	char self[64], path[4096];
+	struct stat st, up;
+	snprintf(self, sizeof self, "/proc/self/fd/%d", fd);
+	ssize_t n = readlink(self, path, sizeof path - 1);
+	if (n <= 0 || path[0] != '/' || fstat(fd, &st) < 0) {
+		snprintf(buf, len, "the store's filesystem");
+		return;
+	}
+	path[n] = '\0';
+	/* Work in progress lives in STORE/tmp/...: name the store. */
+	char *t = strstr(path, "/tmp/");
+	for (char *q; t && (q = strstr(t + 1, "/tmp/")); t = q)
+		;
+	if (t)
+		*t = '\0';
+	char mnt[4096];
+	snprintf(mnt, sizeof mnt, "%s", path);
+	for (;;) {
+		char *slash = strrchr(mnt, '/');
+		if (!slash)
+			break;
+		char keep = slash[1];
+		if (slash == mnt)
+			slash[1] = '\0';
+		else
+			*slash = '\0';
+		if (stat(mnt, &up) < 0 || up.st_dev != st.st_dev) {
+			/* mnt is now above the mount: step back down. */
+			if (slash == mnt)
+				slash[1] = keep;
+			else
+				*slash = '/';
+			break;
+		}
+		if (slash == mnt)
+			break;
+	}
+	snprintf(buf, len, "the filesystem mounted at %s (holding %s)", mnt, path);
+}
+
 int rm_rf_at(int parent, const char *name)
 {
 	if (unlinkat(parent, name, 0) == 0 || errno == ENOENT)
@@ -79,7 +162,9 @@ int mkdir_p(const char *path, mode_t mode)
 
 int read_file_at(int dirfd, const char *path, size_t max, char **buf, size_t *len)
 {
-	_cleanup_close_ int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	/* Non-blocking: a FIFO in its place must fail, not hang (read_fd
+	 * refuses anything but a regular file). */
+	_cleanup_close_ int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
 	if (fd < 0)
 		return -errno;
 	return read_fd(fd, max, buf, len);

@@ -4,11 +4,30 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 /* openat2(RESOLVE_BENEATH|RESOLVE_NO_MAGICLINKS): path may follow symlinks
  * only while they stay under rootfd. -EXDEV when it would leave. */
 int open_beneath(int rootfd, const char *path, int flags, mode_t mode);
+
+/* Open dirfd/path for reading only if it is a regular file, without ever
+ * blocking: a FIFO, device or socket is refused before it is opened for
+ * reading (O_PATH and fstat first), so a hostile image layout cannot hang
+ * or feed endless data. follow: the final component may be a symlink (a
+ * path the user typed); else symlinks are refused too, and with beneath
+ * the path may not leave dirfd. Returns the fd, with *st filled, or
+ * -EINVAL for another kind of file (*st says which; see file_kind) or
+ * -errno. */
+int open_regular(int dirfd, const char *path, bool follow, bool beneath, struct stat *st);
+
+/* "a FIFO", "a character device", ...: for messages about the wrong kind
+ * of file. */
+const char *file_kind(mode_t mode);
+
+/* For a "filesystem full" message: "the filesystem mounted at M (holding
+ * P)", where P is the store whose tmp/ holds fd, or fd's own path. */
+void fs_full_where(int fd, char *buf, size_t len);
 
 /* Remove NAME in dirfd and everything below it. Missing is not an error. */
 int rm_rf_at(int dirfd, const char *name);

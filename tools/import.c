@@ -88,8 +88,15 @@ static void blob_name(char *buf, size_t len, const char *digest)
 	snprintf(buf, len, "blobs/sha256/%s", digest_hex(digest));
 }
 
+/* A descriptor's size, or -1 when it gives none. */
+static int64_t desc_size(json_t *desc)
+{
+	json_t *v = json_object_get(desc, "size");
+	return json_is_integer(v) && json_integer_value(v) >= 0 ? (int64_t)json_integer_value(v) : -1;
+}
+
 /* Read a blob named by digest and check that it is what it claims. */
-static int read_blob(struct bundle *b, const char *digest, json_int_t size, char **buf, size_t *len)
+static int read_blob(struct bundle *b, const char *digest, int64_t size, char **buf, size_t *len)
 {
 	char name[128], got[DIGEST_BUF];
 	if (!digest_valid(digest)) {
@@ -98,7 +105,7 @@ static int read_blob(struct bundle *b, const char *digest, json_int_t size, char
 		return -EBADMSG;
 	}
 	blob_name(name, sizeof name, digest);
-	int r = bundle_read(b, name, SMALL_MAX, buf, len);
+	int r = bundle_read(b, name, SMALL_MAX, size, buf, len);
 	if (r < 0)
 		return r;
 	sha256_buf(*buf, *len, got);
@@ -182,7 +189,7 @@ struct layer_job {
 	const char **digests;   /* expected blob digest or NULL, per name */
 	const char **diffids;   /* expected DiffID, per name */
 	enum compression *comps;
-	json_int_t *sizes;
+	int64_t *sizes;
 	size_t n;
 	const char *where;
 };
@@ -204,7 +211,7 @@ static int layer_cb(void *ctx, size_t i, struct bsrc *src)
 /* Import the layers a config lists that the store lacks. layers[i] gives
  * each one's member name, expected digest (may be NULL) and media type. */
 static int import_layers(struct store *s, struct bundle *b, json_t *diff_ids, char **names,
-			 const char **digests, enum compression *comps, json_int_t *sizes)
+			 const char **digests, enum compression *comps, int64_t *sizes)
 {
 	size_t n = json_array_size(diff_ids), k = 0;
 	struct layer_job j = { .s = s, .where = b->path };
@@ -233,7 +240,7 @@ static int import_layers(struct store *s, struct bundle *b, json_t *diff_ids, ch
 		k++;
 	}
 	j.n = k;
-	r = bundle_stream(b, j.names, k, layer_cb, &j);
+	r = bundle_stream(b, j.names, j.sizes, k, layer_cb, &j);
 out:
 	free(j.names);
 	free(j.digests);
@@ -243,9 +250,32 @@ out:
 	return r;
 }
 
+/* Input is read and verified without the store lock (image_import); the
+ * exclusive lock is taken only here, to make the result visible. */
 static int finish(struct store *s, const char *config, size_t len, const char *name, char digest[DIGEST_BUF])
 {
-	int r = store_commit_pending(s);
+	int r = store_relock(s, true);
+	if (r < 0)
+		return r;
+	/* A layer this image shares with one already stored was not read
+	 * again; it must still be there now that the lock is held. */
+	json_t *cfg = json_loadb(config, len, 0, NULL), *ids;
+	if (!cfg || config_diff_ids(cfg, name, &ids) < 0) {
+		json_decref(cfg);
+		return -EBADMSG;
+	}
+	size_t i;
+	json_t *v;
+	json_array_foreach(ids, i, v) {
+		if (!store_has_layer(s, json_string_value(v))) {
+			serr(-EAGAIN, "import: store", name, "layer %s went away while the image was read (a `strata rmi` at the same time?); run the import again",
+			     json_string_value(v));
+			json_decref(cfg);
+			return -EAGAIN;
+		}
+	}
+	json_decref(cfg);
+	r = store_commit_pending(s);
 	if (r < 0)
 		return r;
 	r = store_put_image(s, config, len, digest);
@@ -265,13 +295,13 @@ static int import_oci(struct store *s, const struct spec *sp, const char *name, 
 	char **names = NULL;
 	const char **digests = NULL;
 	enum compression *comps = NULL;
-	json_int_t *sizes = NULL;
+	int64_t *sizes = NULL;
 	size_t n = 0;
 	int r = bundle_open(&b, sp->path, sp->kind == SPEC_OCI_ARCHIVE);
 	if (r < 0)
 		return r;
 
-	if ((r = bundle_read(&b, "index.json", SMALL_MAX, &ibuf, &len)) < 0)
+	if ((r = bundle_read(&b, "index.json", SMALL_MAX, -1, &ibuf, &len)) < 0)
 		goto out;
 	r = -EBADMSG;
 	if (!(index = parse_json(ibuf, len, "index.json", sp->path)))
@@ -285,7 +315,7 @@ static int import_oci(struct store *s, const struct spec *sp, const char *name, 
 			snprintf(mtbuf, sizeof mtbuf, "%s", mt);
 		mt = mt ? mtbuf : NULL;
 		if ((r = read_blob(&b, json_string_value(json_object_get(desc, "digest")),
-				   json_integer_value(json_object_get(desc, "size")), &mbuf, &mlen)) < 0)
+				   desc_size(desc), &mbuf, &mlen)) < 0)
 			goto out;
 		r = -EBADMSG;
 		json_decref(man);
@@ -319,7 +349,7 @@ static int import_oci(struct store *s, const struct spec *sp, const char *name, 
 		goto out;
 	}
 	if ((r = read_blob(&b, json_string_value(json_object_get(cdesc, "digest")),
-			   json_integer_value(json_object_get(cdesc, "size")), &cbuf, &clen)) < 0)
+			   desc_size(cdesc), &cbuf, &clen)) < 0)
 		goto out;
 	r = -EBADMSG;
 	if (!(cfg = parse_json(cbuf, clen, "image config", sp->path)))
@@ -358,7 +388,7 @@ static int import_oci(struct store *s, const struct spec *sp, const char *name, 
 			goto out;
 		}
 		digests[i] = d;
-		sizes[i] = json_is_integer(json_object_get(l, "size")) ? json_integer_value(json_object_get(l, "size")) : -1;
+		sizes[i] = desc_size(l);
 		names[i] = malloc(96);
 		if (!names[i]) {
 			r = -ENOMEM;
@@ -404,7 +434,7 @@ static int import_docker(struct store *s, const struct spec *sp, const char *nam
 	int r = bundle_open(&b, sp->path, true);
 	if (r < 0)
 		return r;
-	if ((r = bundle_read(&b, "manifest.json", SMALL_MAX, &mbuf, &mlen)) < 0)
+	if ((r = bundle_read(&b, "manifest.json", SMALL_MAX, -1, &mbuf, &mlen)) < 0)
 		goto out;
 	r = -EBADMSG;
 	json_error_t je;
@@ -440,7 +470,7 @@ static int import_docker(struct store *s, const struct spec *sp, const char *nam
 		serr(0, "import: read manifest.json in", sp->path, "no usable Config entry");
 		goto out;
 	}
-	if ((r = bundle_read(&b, cname, SMALL_MAX, &cbuf, &clen)) < 0)
+	if ((r = bundle_read(&b, cname, SMALL_MAX, -1, &cbuf, &clen)) < 0)
 		goto out;
 	r = -EBADMSG;
 	if (!(cfg = parse_json(cbuf, clen, cname, sp->path)))
@@ -522,17 +552,51 @@ void config_add_layer(json_t *config, const char *diffid, const char *created_by
 	json_object_set_new(config, "created", json_string(now));
 }
 
+/* The rootfs source: a directory, a tarball, or a FIFO or pipe streaming
+ * one (read once, so a stream is fine). Devices are refused before they
+ * are opened: /dev/zero would be read for ever. */
+static int open_rootfs(const char *path, struct stat *st)
+{
+	_cleanup_close_ int pfd = open(path, O_PATH | O_CLOEXEC);
+	int r;
+	if (pfd < 0 || fstat(pfd, st) < 0) {
+		r = -errno;
+		serr(r, "import: open", path, "give an existing directory or tarball");
+		return r;
+	}
+	if (S_ISDIR(st->st_mode)) {
+		r = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		r = r < 0 ? -errno : r;
+	} else if (S_ISREG(st->st_mode)) {
+		r = open_regular(AT_FDCWD, path, true, false, st);
+	} else if (S_ISFIFO(st->st_mode)) {
+		/* Waits for a writer, as reading a pipe does; no store lock
+		 * is held meanwhile. */
+		r = open(path, O_RDONLY | O_CLOEXEC);
+		r = r < 0 ? -errno : r;
+		struct stat again;
+		if (r >= 0 && (fstat(r, &again) < 0 || again.st_ino != st->st_ino || again.st_dev != st->st_dev)) {
+			close(r);
+			r = -EAGAIN;
+		}
+	} else {
+		serr(0, "import: open", path, "it is %s; give a directory, a tarball or a pipe streaming one",
+		     file_kind(st->st_mode));
+		return -EINVAL;
+	}
+	if (r < 0)
+		serr(r, "import: open", path, "give an existing directory or tarball");
+	return r;
+}
+
 static int import_rootfs(struct store *s, const struct spec *sp, const char *name, char digest[DIGEST_BUF])
 {
 	char diffid[DIGEST_BUF];
-	_cleanup_close_ int fd = open(sp->path, O_RDONLY | O_CLOEXEC);
 	struct stat st;
+	_cleanup_close_ int fd = open_rootfs(sp->path, &st);
 	int r;
-	if (fd < 0 || fstat(fd, &st) < 0) {
-		r = -errno;
-		serr(r, "import: open", sp->path, "give an existing directory or tarball");
-		return r;
-	}
+	if (fd < 0)
+		return fd;
 	if (S_ISDIR(st.st_mode)) {
 		r = layer_from_dir(s, fd, sp->path, false, NULL, diffid);
 	} else {
@@ -558,6 +622,12 @@ static int import_rootfs(struct store *s, const struct spec *sp, const char *nam
 
 int image_import(struct store *s, const struct spec *sp, const char *name, char digest[DIGEST_BUF])
 {
+	/* Input may be slow or never end (a FIFO, a stalled network file
+	 * system): no other command waits for it. Work in tmp/ is safe from
+	 * cleaners without the lock; finish() locks to commit. So callers get
+	 * the exclusive lock back on success only; after a failure they may
+	 * only clean up their own tmp/ work and close the store. */
+	store_unlock(s);
 	switch (sp->kind) {
 	case SPEC_OCI:
 	case SPEC_OCI_ARCHIVE:

@@ -202,8 +202,10 @@ static la_ssize_t inner_read(struct archive *a, void *ctx, const void **buf)
 		n = archive_read_data(in->dec, in->buf, sizeof in->buf);
 	}
 	if (n < 0) {
-		in->err = -EIO;
-		archive_set_error(a, EIO, "%s", archive_error_string(in->dec)
+		/* Keep the cause: ENOSPC writing the blob is not corruption. */
+		int e = archive_errno(in->dec) > 0 ? archive_errno(in->dec) : EIO;
+		in->err = -e;
+		archive_set_error(a, e, "%s", archive_error_string(in->dec)
 				  ? archive_error_string(in->dec) : "decompression failed");
 		return -1;
 	}

@@ -9,8 +9,11 @@
 #include <pwd.h>
 #include <stdio.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static const char *const subdirs[] = { "layers", "images", "containers", "tmp" };
@@ -35,7 +38,7 @@ int store_open(struct store *s, const char *root, bool exclusive)
 	int r;
 
 	memset(s, 0, sizeof *s);
-	s->fd = s->lockfd = -1;
+	s->fd = s->lockfd = s->ownfd = -1;
 	if (!root || !*root)
 		root = getenv("STRATA_STORE");
 	s->root = (root && *root) ? realpath(root, NULL) : NULL;
@@ -68,24 +71,40 @@ int store_open(struct store *s, const char *root, bool exclusive)
 			return r;
 		}
 	s->lockfd = openat(s->fd, "lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (s->lockfd < 0 || flock(s->lockfd, exclusive ? LOCK_EX : LOCK_SH) < 0) {
+	if (s->lockfd < 0) {
 		r = -errno;
 		serr(r, "lock store", s->root, "check the store's permissions");
 		return r;
 	}
-	if (exclusive) {
-		/* Writers hold the lock for all their work, so whatever is in
-		 * tmp/ now belongs to a writer that died: discard it. */
-		int tfd = openat(s->fd, "tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		char **names;
-		size_t n;
-		if (tfd >= 0 && list_sorted(tfd, &names, &n) == 0) {
-			for (size_t i = 0; i < n; i++)
-				rm_rf_at(tfd, names[i]);
-			free_names(names, n);
-		}
-		if (tfd >= 0)
-			close(tfd);
+	/* A reader that finds the store idle cleans too, so whatever a killed
+	 * command left is gone at the next command of any kind. */
+	if (!exclusive && flock(s->lockfd, LOCK_EX | LOCK_NB) == 0) {
+		store_clean(s);
+		if (flock(s->lockfd, LOCK_SH) == 0)
+			return 0;
+	}
+	if ((r = store_relock(s, exclusive)) < 0)
+		return r;
+	if (exclusive)
+		store_clean(s);
+	return 0;
+}
+
+int store_unlock(struct store *s)
+{
+	if (flock(s->lockfd, LOCK_UN) < 0)
+		return -errno;
+	return 0;
+}
+
+int store_relock(struct store *s, bool exclusive)
+{
+	while (flock(s->lockfd, exclusive ? LOCK_EX : LOCK_SH) < 0) {
+		if (errno == EINTR)
+			continue;
+		int r = -errno;
+		serr(r, "lock store", s->root, "check the store's permissions");
+		return r;
 	}
 	return 0;
 }
@@ -93,20 +112,166 @@ int store_open(struct store *s, const char *root, bool exclusive)
 void store_close(struct store *s)
 {
 	store_drop_pending(s);
+	if (s->ownfd >= 0) {
+		rm_rf_at(s->fd, s->owner);
+		close(s->ownfd);
+	}
 	if (s->lockfd >= 0)
 		close(s->lockfd);
 	if (s->fd >= 0)
 		close(s->fd);
 	free(s->root);
 	s->root = NULL;
-	s->fd = s->lockfd = -1;
+	s->fd = s->lockfd = s->ownfd = -1;
+}
+
+/* ------------------------------------------------------------ cleaning */
+
+static bool pid_alive(pid_t pid)
+{
+	return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM);
+}
+
+/* "NAME.tmp.PID" as write_file_atomic names its temporary files: the PID,
+ * or 0 for any other name. */
+static pid_t tmpfile_pid(const char *name)
+{
+	const char *t = strstr(name, ".tmp.");
+	for (const char *n; t && (n = strstr(t + 1, ".tmp.")); t = n)
+		;
+	if (!t || !t[5])
+		return 0;
+	char *end;
+	long v = strtol(t + 5, &end, 10);
+	return (*end || v <= 0 || v > INT_MAX) ? 0 : (pid_t)v;
+}
+
+/* Remove NAME.tmp.PID files of dead processes in dirfd. Returns whether
+ * one of a live process is there. */
+static bool clean_tmpfiles(int dirfd, char **names, size_t n)
+{
+	bool live = false;
+	for (size_t i = 0; i < n; i++) {
+		pid_t pid = tmpfile_pid(names[i]);
+		if (!pid)
+			continue;
+		if (pid_alive(pid))
+			live = true;
+		else
+			unlinkat(dirfd, names[i], 0);
+	}
+	return live;
+}
+
+static void clean_tmp(struct store *s)
+{
+	_cleanup_close_ int tfd = openat(s->fd, "tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	char **names;
+	size_t n;
+	if (tfd < 0 || list_sorted(tfd, &names, &n) < 0)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		/* A live owner holds its directory's flock. The cleaner takes
+		 * it before removing, so an owner that loses the race finds
+		 * its directory gone (own_tmp) rather than sharing it. */
+		_cleanup_close_ int d = openat(tfd, names[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (d >= 0 && flock(d, LOCK_EX | LOCK_NB) < 0)
+			continue;
+		int r = rm_rf_at(tfd, names[i]);
+		if (r < 0)
+			serr(r, "remove leftover", names[i], "in %s/tmp; remove it by hand", s->root);
+	}
+	free_names(names, n);
+}
+
+static void clean_containers(struct store *s)
+{
+	_cleanup_close_ int cfd = openat(s->fd, "containers", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	char **names;
+	size_t n;
+	if (cfd < 0 || list_sorted(cfd, &names, &n) < 0)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		_cleanup_close_ int d = openat(cfd, names[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		char **leaves;
+		size_t m;
+		if (d < 0 || list_sorted(d, &leaves, &m) < 0)
+			continue;
+		bool live = clean_tmpfiles(d, leaves, m);
+		free_names(leaves, m);
+		struct stat st;
+		if (live || fstatat(d, "container.json", &st, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT)
+			continue;
+		/* Containers are made under the exclusive lock and get their
+		 * record before it is released: one without a record is what
+		 * a killed create left. */
+		int r = rm_rf_at(cfd, names[i]);
+		if (r < 0)
+			serr(r, "remove leftover container directory", names[i], "in %s/containers; remove it by hand", s->root);
+		else
+			sdebug("removed the remains of an unfinished create: containers/%s", names[i]);
+	}
+	free_names(names, n);
+}
+
+static void clean_dir_tmpfiles(struct store *s, const char *dir)
+{
+	_cleanup_close_ int fd = openat(s->fd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	char **names;
+	size_t n;
+	if (fd < 0 || list_sorted(fd, &names, &n) < 0)
+		return;
+	clean_tmpfiles(fd, names, n);
+	free_names(names, n);
+}
+
+void store_clean(struct store *s)
+{
+	clean_tmp(s);
+	clean_containers(s);
+	clean_dir_tmpfiles(s, ".");
+	clean_dir_tmpfiles(s, "images");
+}
+
+/* tmp/<owner>: made on first use and flocked for the life of this store
+ * handle, so cleaners leave it alone even while no store lock is held. */
+static int own_tmp(struct store *s)
+{
+	if (s->ownfd >= 0)
+		return 0;
+	for (int tries = 0; tries < 100; tries++) {
+		unsigned rnd = 0;
+		if (getrandom(&rnd, sizeof rnd, GRND_NONBLOCK) < 0)
+			rnd = (unsigned)time(NULL) ^ (unsigned)tries;
+		snprintf(s->owner, sizeof s->owner, "tmp/%d-%08x", (int)getpid(), rnd);
+		if (mkdirat(s->fd, s->owner, 0700) < 0) {
+			if (errno == EEXIST)
+				continue;
+			return -errno;
+		}
+		int fd = openat(s->fd, s->owner, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0)
+			return -errno;
+		struct stat st;
+		/* A cleaner may have taken the fresh directory for a dead
+		 * one's between mkdir and flock: then it is gone; try again. */
+		if (flock(fd, LOCK_EX) < 0 || fstat(fd, &st) < 0 || st.st_nlink == 0) {
+			close(fd);
+			continue;
+		}
+		s->ownfd = fd;
+		return 0;
+	}
+	return -EEXIST;
 }
 
 int store_mktemp(struct store *s, char name[64])
 {
-	static unsigned seq;
+	int r = own_tmp(s);
+	if (r < 0)
+		return r;
 	for (int tries = 0; tries < 100; tries++) {
-		snprintf(name, 64, "tmp/%d-%u", (int)getpid(), seq++);
+		snprintf(name, 64, "%s/%u", s->owner, s->seq++);
 		if (mkdirat(s->fd, name, 0700) == 0)
 			return openat(s->fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (errno != EEXIST)

@@ -9,9 +9,15 @@
  *   STORE/images/<hex>.json     image config, exact bytes, named by digest
  *   STORE/tags.json             {"name:tag": "sha256:..."}
  *   STORE/containers/<id>/      container.json, upper/, work/
- *   STORE/tmp/                  work in progress; renamed into place when
- *                               complete, so a killed import leaves nothing
- *                               visible, and emptied by the next writer.
+ *   STORE/tmp/<owner>/          work in progress of one strata process,
+ *                               which holds a flock on <owner> while it
+ *                               lives; renamed into place when complete, so
+ *                               a killed import leaves nothing visible.
+ *
+ * Whatever a killed strata leaves (tmp/ owners nobody holds, containers/<id>
+ * directories that never got their container.json, NAME.tmp.PID files of
+ * a dead PID) is removed by the next command that gets the exclusive lock,
+ * readers included when the lock is free (store_open).
  */
 #ifndef STRATA_STORE_H
 #define STRATA_STORE_H
@@ -34,15 +40,30 @@ struct store {
 	size_t npending;
 	int fd;           /* the store root */
 	int lockfd;
+	int ownfd;        /* tmp/<owner>, flocked while this process lives */
+	char owner[40];   /* "tmp/<owner>" once made */
+	unsigned seq;
 	bool rootless;    /* not root: owners live in xattrs */
 };
 
 /* Pick the store: explicit > $STRATA_STORE > /var/lib/strata (root) or
- * ~/.local/share/strata. Creates the layout; takes the lock. */
+ * ~/.local/share/strata. Creates the layout; takes the lock and removes
+ * what killed strata processes left behind (store_clean). */
 int store_open(struct store *s, const char *root, bool exclusive);
 void store_close(struct store *s);
 
-/* A fresh directory under STORE/tmp; returns its fd and name (under tmp/). */
+/* Give up the store lock while reading input that may be slow or never
+ * end (an import), and take it again (exclusive to commit). Work under
+ * tmp/ stays safe from cleaners meanwhile: its owner directory is flocked. */
+int store_unlock(struct store *s);
+int store_relock(struct store *s, bool exclusive);
+
+/* Remove leftovers of dead strata processes; the caller holds the
+ * exclusive lock. Cheap: a few directory listings. */
+void store_clean(struct store *s);
+
+/* A fresh directory under STORE/tmp/<owner>; returns its fd and its name
+ * relative to the store. */
 int store_mktemp(struct store *s, char name[64]);
 
 /* "name" -> "name:latest"; returns malloc'd. */

@@ -62,13 +62,51 @@ struct ctx {
 	struct dirmeta *dirs;
 	size_t ndirs, capdirs;
 	struct wh_policy wh;
+	/* Device nodes a rootless store cannot hold, left out. */
+	char **skipped;
+	size_t nskipped;
 };
+
+/* ENOSPC and EDQUOT name the full filesystem, whatever the operation. */
+static bool is_full(int r)
+{
+	return r == -ENOSPC || r == ENOSPC || r == -EDQUOT || r == EDQUOT;
+}
+
+static void full_hint(int fd, int r, char *buf, size_t len)
+{
+	char where[PATH_MAX];
+	fs_full_where(fd, where, sizeof where);
+	snprintf(buf, len, "the store's filesystem is full: %s %s; free space there, or import into a store on "
+		 "another filesystem with --store DIR", r == EDQUOT || r == -EDQUOT ? "your disk quota is used up on" :
+		 "no space or inodes left on", where);
+}
 
 static void report(int r, const char *path, const struct ctx *c, const char *why)
 {
-	char op[PATH_MAX + 64];
+	char op[PATH_MAX + 64], hint[PATH_MAX + 256];
 	snprintf(op, sizeof op, "import: unpack %s entry", c->o->what);
+	if (is_full(r)) {
+		full_hint(c->rootfd, r, hint, sizeof hint);
+		why = hint;
+	}
 	serr(r, op, path, "%s", why);
+}
+
+/* A tar read failed: the input is broken, or the blob or the data could not
+ * be written into a full store (the read callback reports that errno). */
+static int read_failure(struct archive *a, int rootfd, const char *op, const char *path)
+{
+	int e = archive_errno(a);
+	const char *why = archive_error_string(a);
+	if (is_full(e)) {
+		char hint[PATH_MAX + 256];
+		full_hint(rootfd, e, hint, sizeof hint);
+		serr(e, op, path, "%s", hint);
+		return -e;
+	}
+	serr(0, op, path, "%s: the archive is truncated or corrupt; fetch it again", why ? why : "unreadable tar data");
+	return -EIO;
 }
 
 /* Open the parent directory of path (beneath the root), creating missing
@@ -266,15 +304,16 @@ static int write_data(struct archive *a, int fd, struct ctx *c, const char *path
 		}
 	}
 	if (r != ARCHIVE_EOF) {
-		char why[512];
-		snprintf(why, sizeof why, "%s: the archive is truncated or corrupt; fetch it again",
-			 archive_error_string(a) ? archive_error_string(a) : "read error");
-		report(-EIO, path, c, why);
-		return -EIO;
+		char op[PATH_MAX + 64];
+		snprintf(op, sizeof op, "import: unpack %s entry", c->o->what);
+		return read_failure(a, c->rootfd, op, path);
 	}
 	/* Sparse files end in a hole that no data block covers. */
-	if (ftruncate(fd, size) < 0)
-		return -errno;
+	if (ftruncate(fd, size) < 0) {
+		int e = -errno;
+		report(e, path, c, "setting the file's size failed");
+		return e;
+	}
 	return 0;
 }
 
@@ -339,6 +378,45 @@ static int finish_dirs(struct ctx *c)
 	return 0;
 }
 
+/* A rootless store cannot hold device nodes (mknod needs CAP_MKNOD in the
+ * initial namespace). podman in rootless mode leaves them out of the layer
+ * and so does strata; containers get /dev from the runtime, not the image.
+ * The names are kept to say what was left out, and for hard links to them. */
+static int skip_device(struct ctx *c, const char *path)
+{
+	char **ns = realloc(c->skipped, (c->nskipped + 1) * sizeof *ns);
+	if (!ns)
+		return -ENOMEM;
+	c->skipped = ns;
+	if (!(ns[c->nskipped] = strdup(path)))
+		return -ENOMEM;
+	c->nskipped++;
+	return 0;
+}
+
+static bool was_skipped(const struct ctx *c, const char *path)
+{
+	for (size_t i = 0; i < c->nskipped; i++)
+		if (!strcmp(c->skipped[i], path))
+			return true;
+	return false;
+}
+
+static void say_skipped(const struct ctx *c)
+{
+	char list[256] = "";
+	size_t len = 0, shown = 0;
+	for (size_t i = 0; i < c->nskipped && len < sizeof list - 64; i++, shown++) {
+		int n = snprintf(list + len, sizeof list - len, "%s/%s", i ? ", " : "", c->skipped[i]);
+		if (n < 0)
+			break;
+		len += (size_t)n;
+	}
+	susage("import: left out %zu device node%s of %s (%s%s): a rootless store cannot hold devices, as in rootless podman; "
+	       "containers get /dev from the runtime", c->nskipped, c->nskipped == 1 ? "" : "s", c->o->what, list,
+	       shown < c->nskipped ? ", ..." : "");
+}
+
 static int do_entry(struct archive *a, struct archive_entry *e, struct ctx *c)
 {
 	char path[PATH_MAX];
@@ -400,6 +478,8 @@ static int do_entry(struct archive *a, struct archive_entry *e, struct ctx *c)
 			return tfd;
 		}
 		struct stat st;
+		if (was_skipped(c, tpath))
+			return skip_device(c, path);
 		if (fstatat(tfd, tname, &st, AT_SYMLINK_NOFOLLOW) < 0 || S_ISDIR(st.st_mode)) {
 			report(-ENOENT, raw, c, "hard link to a member that is not an earlier file of this layer");
 			return -ENOENT;
@@ -470,6 +550,8 @@ static int do_entry(struct archive *a, struct archive_entry *e, struct ctx *c)
 				report(r, raw, c, "writing a whiteout failed");
 			return r;
 		}
+		if (c->o->rootless && type != AE_IFIFO)
+			return skip_device(c, path);
 		if (mknodat(pfd, name, type | 0600, dev) < 0) {
 			r = -errno;
 			report(r, raw, c, r == -EPERM
@@ -508,16 +590,18 @@ int unpack_archive(struct archive *a, int rootfd, const struct unpack_opts *o)
 			goto out;
 	}
 	if (ar != ARCHIVE_EOF) {
-		const char *why = archive_error_string(a);
 		char op[512];
 		snprintf(op, sizeof op, "import: read %s", o->what);
-		serr(0, op, NULL, "%s: the archive is truncated or corrupt; fetch it again",
-		     why ? why : "unreadable tar header");
-		r = -EIO;
+		r = read_failure(a, rootfd, op, NULL);
 		goto out;
 	}
 	r = finish_dirs(&c);
+	if (r == 0 && c.nskipped)
+		say_skipped(&c);
 out:
+	for (size_t i = 0; i < c.nskipped; i++)
+		free(c.skipped[i]);
+	free(c.skipped);
 	for (size_t i = 0; i < c.ndirs; i++)
 		free(c.dirs[i].path);
 	free(c.dirs);

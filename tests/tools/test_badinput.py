@@ -8,14 +8,18 @@ before (layers, configs, tags; tmp/ is scratch space that the next writer
 empties). Hostile names must not have written anything outside the layer.
 
 usage: test_badinput.py STRATA [--user] [TEST...]"""
+import json
 import os
+import shutil
 import signal
+import stat
 import subprocess
 import sys
+import tarfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from strata_t import (Fail, check, entry, make_tar, oci_layout, busybox_layer, sha, gz, main, MT)
+from strata_t import (Fail, Skip, check, entry, make_tar, oci_layout, busybox_layer, sha, gz, main, MT)
 
 
 def prepare(env):
@@ -182,12 +186,198 @@ def test_malformed_documents(env):
 
 
 def test_devices_rootless(env):
+    """A debootstrap-style tar holds /dev/null and friends. Rootless, they
+    are left out as rootless podman leaves them out, with one line that
+    says so; the rest of the image (a FIFO, a hard link to a device too)
+    imports. As root they are kept (test_images)."""
     if not env.user:
-        return      # root can create them; test_images checks that they import
+        return
+    prepare(env)
+    devs = [('null', 'chr', (1, 3)), ('zero', 'chr', (1, 5)), ('random', 'chr', (1, 8)),
+            ('urandom', 'chr', (1, 9)), ('tty', 'chr', (5, 0)), ('console', 'chr', (5, 1)),
+            ('ptmx', 'chr', (5, 2)), ('loop0', 'blk', (7, 0))]
+    es = [entry('dev', 'dir')] + [entry('dev/' + n, k, dev=d, mode=0o666) for n, k, d in devs]
+    es += [entry('dev/null2', 'hardlink', target='dev/null'), entry('dev/initctl', 'fifo'),
+           entry('etc', 'dir'), entry('etc/hostname', data=b'deb\n')]
+    t = make_tar(es)
+    with open(env.path('deb.tar'), 'wb') as f:
+        f.write(t)
+    t2 = make_tar(es + [entry('etc/other', data=b'2')])
+    oci_layout(env.path('x'), [(t2, 'gzip')])
+    env.give()
+    for src, name, t in (('rootfs:' + env.path('deb.tar'), 'deb:1', t), ('oci:' + env.path('x'), 'debo:1', t2)):
+        r = env.run('import', src, name)
+        lines = [l for l in r.err.splitlines() if 'left out' in l]
+        check(len(lines) == 1, 'one line says what was left out: %r' % r.err)
+        check('9 device nodes' in lines[0] and 'dev/null' in lines[0] and 'rootless' in lines[0],
+              'the line counts and names them: ' + lines[0])
+        ins = env.json('inspect', name)
+        p = ins['layers'][0]['path']
+        check(not os.path.lexists(os.path.join(p, 'dev', 'null')), 'no device in the layer')
+        check(not os.path.lexists(os.path.join(p, 'dev', 'null2')), 'no link to a left-out device')
+        check(os.path.isdir(os.path.join(p, 'dev')), 'dev/ itself kept')
+        check(stat.S_ISFIFO(os.lstat(os.path.join(p, 'dev', 'initctl')).st_mode), 'a FIFO is kept')
+        with open(os.path.join(p, 'etc', 'hostname')) as f:
+            check(f.read() == 'deb\n', 'files imported')
+        check(ins['layers'][0]['diff_id'] == sha(t), 'the DiffID is the tar as shipped')
+
+
+def blob_path(layout, digest):
+    return os.path.join(layout, 'blobs', 'sha256', digest[7:])
+
+
+def layout_digests(layout):
+    """(manifest digest, config digest, [layer digests]) of a one-image layout."""
+    idx = json.load(open(os.path.join(layout, 'index.json')))
+    md = idx['manifests'][0]['digest']
+    man = json.load(open(blob_path(layout, md)))
+    return md, man['config']['digest'], [l['digest'] for l in man['layers']]
+
+
+def test_hostile_layout(env):
+    """index.json or a blob that is a FIFO, a device or a symlink to
+    /dev/zero, and a blob bigger than its descriptor says: each is refused
+    at once (strata used to wait on the FIFO for ever, holding the store's
+    lock), with a message naming the file and what it is."""
     before = prepare(env)
-    t = make_tar([entry('dev', 'dir'), entry('dev/sda', 'blk', dev=(8, 0))])
-    oci_layout(env.path('x'), [(t, 'tar')])
-    expect_refusal(env, before, 'oci:' + env.path('x'), 'dev/sda', 'device nodes cannot be created')
+    tar = make_tar([entry('f', data=b'x' * 5000)])
+    n = [0]
+
+    def layout():
+        n[0] += 1
+        d = env.path('h%d' % n[0])
+        oci_layout(d, [(tar, 'gzip')])
+        return d
+
+    def refuse(d, *needles):
+        expect_refusal(env, before, 'oci:' + d, *needles)
+
+    d = layout()
+    os.unlink(os.path.join(d, 'index.json'))
+    os.mkfifo(os.path.join(d, 'index.json'))
+    refuse(d, 'index.json', 'FIFO')
+    d = layout()
+    os.unlink(os.path.join(d, 'index.json'))
+    os.symlink('/dev/zero', os.path.join(d, 'index.json'))
+    refuse(d, 'index.json', 'symlink')
+    d = layout()
+    os.unlink(os.path.join(d, 'index.json'))
+    os.mknod(os.path.join(d, 'index.json'), 0o644 | stat.S_IFCHR, os.makedev(1, 5))
+    refuse(d, 'index.json', 'character device')
+    # The manifest, the config and the layer blob in turn.
+    for which in range(3):
+        for kind in ('fifo', 'zero', 'chr'):
+            d = layout()
+            md, cd, lds = layout_digests(d)
+            p = blob_path(d, (md, cd, lds[0])[which])
+            os.unlink(p)
+            if kind == 'fifo':
+                os.mkfifo(p)
+            elif kind == 'zero':
+                os.symlink('/dev/zero', p)
+            else:
+                os.mknod(p, 0o644 | stat.S_IFCHR, os.makedev(1, 5))
+            refuse(d, os.path.basename(p), {'fifo': 'FIFO', 'zero': 'symlink', 'chr': 'character device'}[kind])
+    # A symlinked blobs/ directory leading out of the layout.
+    d = layout()
+    md, cd, lds = layout_digests(d)
+    outside = env.path('outside-blobs')
+    shutil.move(os.path.join(d, 'blobs', 'sha256'), outside)
+    os.symlink(outside, os.path.join(d, 'blobs', 'sha256'))
+    refuse(d, 'leads out of the image layout')
+    # A layer blob 256 MiB bigger than its descriptor says (sparse): refused
+    # before a byte of it is read, so nothing is copied into the store.
+    d = layout()
+    md, cd, lds = layout_digests(d)
+    with open(blob_path(d, lds[0]), 'r+b') as f:
+        f.truncate(os.fstat(f.fileno()).st_size + (256 << 20))
+    refuse(d, 'size mismatch', 'descriptor')
+    # The same in an oci-archive: the member's header gives its size.
+    arch = env.path('big.tar')
+    with tarfile.open(arch, 'w') as t:
+        t.add(d, arcname='.')
+    expect_refusal(env, before, 'oci-archive:' + arch, 'size mismatch', 'descriptor')
+    # Archives are read more than once: a FIFO or device as the archive is
+    # refused, and a rootfs tar may be a FIFO (test_slow_input) but not a device.
+    fifo = env.path('fifo.tar')
+    os.mkfifo(fifo)
+    expect_refusal(env, before, 'oci-archive:' + fifo, 'FIFO')
+    expect_refusal(env, before, 'docker-archive:' + fifo, 'FIFO')
+    os.symlink('/dev/zero', env.path('zero.tar'))
+    expect_refusal(env, before, 'rootfs:' + env.path('zero.tar'), 'character device')
+    expect_refusal(env, before, 'oci-archive:' + env.path('zero.tar'), 'character device')
+
+
+def test_slow_input(env):
+    """An import waiting on a slow input holds no lock: `images`, another
+    import and `rm` of nothing complete meanwhile; then the slow import
+    finishes."""
+    prepare(env)
+    fifo = env.path('slow.tar')
+    os.mkfifo(fifo)
+    tar = busybox_layer()
+    with open(env.path('other.tar'), 'wb') as f:
+        f.write(make_tar([entry('other', data=b'o')]))
+    env.give()
+    argv = env.wrap([env.strata, '--store', env.store, 'import', 'rootfs:' + fifo, 'slow:1'])
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env.env())
+    try:
+        with open(fifo, 'wb') as w:
+            w.write(tar[:len(tar) // 2])
+            w.flush()
+            # strata is now reading (it has had half of the tar) and waits
+            # for the rest: the store must serve everyone else meanwhile.
+            # The timeouts are generous: before, these waited for ever.
+            out = env.run('images', timeout=90).out
+            check('base' in out and 'slow' not in out, 'images lists the store during the import: ' + out)
+            env.run('import', 'rootfs:' + env.path('other.tar'), 'other:1', timeout=90)
+            env.run('tag', 'base:1', 'base:2', timeout=90)
+            check(p.poll() is None, 'the slow import still waits for its input')
+            w.write(tar[len(tar) // 2:])
+        out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    check(p.returncode == 0, 'the slow import succeeds: %s' % err.decode(errors='replace'))
+    out = env.run('images').out
+    for name in ('base', 'slow', 'other'):
+        check(name in out, '%s is listed: %s' % (name, out))
+    check(os.listdir(os.path.join(env.store, 'tmp')) == [], 'tmp/ is empty afterwards')
+
+
+def test_full_store(env):
+    """A store on a full filesystem: the error says the store's filesystem is
+    full and where, not that the archive is corrupt. The store is a 2 MiB
+    tmpfs mounted in a mount namespace of the test's own (unshare -m)."""
+    if not shutil.which('unshare'):
+        raise Skip('no unshare')
+    data = os.urandom(3 << 20)
+    tar = make_tar([entry('big', data=data)])
+    for name, blob in (('big.tar', tar), ('big.tar.gz', gz(tar))):
+        with open(env.path(name), 'wb') as f:
+            f.write(blob)
+    oci_layout(env.path('x'), [(tar, 'gzip')])
+    env.give()
+    os.makedirs(env.store, exist_ok=True)
+    owner = '%d:%d' % ((env.pw.pw_uid, env.pw.pw_gid) if env.user else (0, 0))
+
+    def in_small_store(argv):
+        # The mount lives as long as this namespace: the command, then a
+        # listing of what it left in tmp/.
+        script = ('mount -t tmpfs -o size=2m,mode=0700 strata-test-full "$0" && chown %s "$0" && '
+                  '"$@"; rc=$?; ls -A "$0/tmp"; exit $rc' % owner)
+        return ['unshare', '-m', '--propagation', 'private', 'sh', '-c', script, env.store] + argv
+
+    for src in ('rootfs:' + env.path('big.tar'), 'rootfs:' + env.path('big.tar.gz'), 'oci:' + env.path('x')):
+        r = env.run('import', src, 'big:1', ok=False, wrap=in_small_store)
+        check('truncated or corrupt' not in r.err, 'a full store is not a corrupt archive: ' + r.err.strip())
+        check('No space left on device' in r.err and "store's filesystem is full" in r.err,
+              'says the store is full: ' + r.err.strip())
+        check('mounted at ' + env.store in r.err, 'says where: ' + r.err.strip())
+        check(r.out.strip() == '', 'the failed import left nothing in tmp/: %r' % r.out)
+    with open('/proc/self/mountinfo') as f:
+        check('strata-test-full' not in f.read(), 'the tmpfs stayed in its namespace')
 
 
 def test_missing_names(env):
@@ -248,4 +438,5 @@ def test_interrupted_import(env):
 if __name__ == '__main__':
     sys.exit(main([test_dotdot, test_absolute, test_symlinked_parent, test_truncated_and_corrupt,
                    test_digest_mismatch, test_unknown_media_type, test_malformed_documents, test_devices_rootless,
+                   test_hostile_layout, test_slow_input, test_full_store,
                    test_missing_names, test_interrupted_import]))
