@@ -23,6 +23,8 @@ int cmd_start(const char *store, int argc, char **argv);
 int cmd_ps(const char *store, int argc, char **argv);
 int cmd_rm(const char *store, int argc, char **argv);
 int cmd_bench(const char *store, int argc, char **argv);
+int cmd_pack(const char *store, int argc, char **argv);
+int cmd_unpack(const char *store, int argc, char **argv);
 
 /* Print a JSON value to stdout, indented. */
 void print_json(json_t *j);

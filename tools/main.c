@@ -26,6 +26,8 @@ static const struct {
 	{ "start", cmd_start, "CONTAINER", "run a container's command again" },
 	{ "ps", cmd_ps, "[-a] [--json]", "list running (all) containers" },
 	{ "rm", cmd_rm, "CONTAINER...", "remove containers and their layers" },
+	{ "pack", cmd_pack, "SRC_DIR DEST [--chunks DIR]", "a directory into a packed layer (chunked, lz4, deduplicated)" },
+	{ "unpack", cmd_unpack, "DEST DIR [--chunks DIR]", "a packed layer back into a directory" },
 	{ "bench", cmd_bench, "[ARGS...]", "run the benchmark harness (bench/run.sh)" },
 };
 

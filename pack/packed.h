@@ -1,0 +1,176 @@
+/* packed: packed layers (docs/packed-format.md).
+ *
+ * A packed layer is one immutable metadata file, mapped and read in place,
+ * whose regular files point at 64 KiB chunks in a content-addressed chunk
+ * store shared by many layers. This library writes them (pk_write), reads
+ * them (pk_open and the pk_* queries, the API strata-fs uses), turns them
+ * back into directories (pk_unpack) and frees unreferenced chunks (pk_gc).
+ *
+ * Every function returns 0 (or a count) on success and -errno on failure,
+ * having reported the failure once with serr() where it knows the path.
+ * The reader treats a layer file as hostile: every index is checked before
+ * use, and a damaged file or chunk gives -EIO, never wrong data.
+ */
+#ifndef STRATA_PACKED_H
+#define STRATA_PACKED_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include "pkformat.h"
+
+/* ---------------------------------------------------------------- chunks */
+
+/* The XXH3-128 key of a chunk's uncompressed bytes, canonical byte order. */
+void pk_key(const void *data, size_t len, uint8_t key[16]);
+
+struct pk_store;
+
+/* Open the chunk store at path (create it when asked). Writers hold a shared
+ * lock on it from the first chunk until their metadata file is in place; the
+ * collector holds it exclusively, so it never sees half a layer. */
+int pk_store_open(const char *path, bool create, struct pk_store **out);
+void pk_store_close(struct pk_store *s);
+int pk_store_lock(struct pk_store *s, bool exclusive);
+
+/* Store len bytes under key. An object already stored under the key is
+ * reused only when its bytes equal data; a different object with the same
+ * key (XXH3 is no cryptographic hash) gets the next suffix. Fills *out (key,
+ * sizes, form, suffix). The key is a parameter so a test can forge one. New
+ * objects reach the disk at the next pk_store_sync(). */
+int pk_store_put(struct pk_store *s, const uint8_t key[16], const void *data, uint32_t len,
+		 struct pk_chunk *out);
+/* Make every object written so far durable (before a layer names them). */
+int pk_store_sync(struct pk_store *s);
+/* Read an object into buf (c->ulen bytes), checked against its key:
+ * -EIO when damaged, -ENOENT when missing. Reports nothing. */
+int pk_store_get(struct pk_store *s, const struct pk_chunk *c, void *buf);
+/* "ab/cdef...[-N].lz4": an object's path inside the store. */
+void pk_object_name(const struct pk_chunk *c, char buf[64]);
+const char *pk_store_path(const struct pk_store *s);
+
+struct pk_store_stats {
+	uint64_t puts, reused, created, stored_bytes, collisions;
+};
+void pk_store_stats(const struct pk_store *s, struct pk_store_stats *st);
+
+/* ---------------------------------------------------------------- cache */
+
+/* Decompressed chunks, bounded by max_bytes, shared by every layer opened
+ * with it and safe to use from many threads. */
+struct pk_cache;
+struct pk_cache *pk_cache_new(size_t max_bytes);
+void pk_cache_free(struct pk_cache *c);
+struct pk_cache_stats {
+	uint64_t hits, misses, bytes, entries;
+};
+void pk_cache_stats(struct pk_cache *c, struct pk_cache_stats *st);
+
+/* ---------------------------------------------------------------- writer */
+
+struct pk_write_opts {
+	const char *chunks;      /* chunk store; NULL: "chunks" beside dest */
+	uint32_t inline_max;     /* 0: PK_INLINE_DEFAULT */
+	int threads;             /* compressing threads; 0: one per CPU */
+};
+#define PK_INLINE_DEFAULT 512u
+
+struct pk_write_stats {
+	uint64_t inodes, files, dirs, bytes_in, inline_bytes;
+	uint64_t chunks, holes;          /* extents of the layer */
+	uint64_t chunks_new, stored_new; /* objects this pack added, and bytes */
+	uint64_t meta_size;
+};
+
+/* Pack the directory src (either whiteout encoding) into the metadata file
+ * dest. src is walked from its own fd without following symlinks. */
+int pk_write(const char *src, const char *dest, const struct pk_write_opts *o,
+	     struct pk_write_stats *st);
+
+/* ---------------------------------------------------------------- reader */
+
+struct pk_layer;
+
+/* Map and check the metadata file at path: superblock, version, features and
+ * the checksum of every section (refused with a message naming the file when
+ * truncated or corrupt). chunks: the chunk store, or NULL for the one the
+ * file records (relative to its directory). cache: shared cache, or NULL for
+ * a small private one. */
+int pk_open(const char *path, const char *chunks, struct pk_cache *cache, struct pk_layer **out);
+void pk_close(struct pk_layer *l);
+const char *pk_layer_path(const struct pk_layer *l);
+const struct pk_super *pk_super(const struct pk_layer *l);
+uint32_t pk_root(const struct pk_layer *l);
+
+struct pk_attr {
+	uint32_t ino, mode, uid, gid, nlink;
+	uint64_t size;       /* reg: bytes, lnk: target length, dir: entries */
+	dev_t rdev;
+	struct timespec mtime, atime;
+	uint32_t flags;      /* PK_INO_* */
+};
+int pk_getattr(const struct pk_layer *l, uint32_t ino, struct pk_attr *a);
+
+struct pk_dirent {
+	const char *name;    /* not NUL-terminated: name_len bytes */
+	uint16_t name_len;
+	uint8_t kind;        /* enum pk_kind */
+	uint8_t flags;       /* PK_ENTF_* */
+	uint32_t ino;
+};
+
+enum pk_found { PK_ABSENT = 0, PK_FOUND = 1, PK_WHITEOUT = 2 };
+/* Binary search of directory dir: PK_FOUND (e filled), PK_WHITEOUT (NAME is
+ * deleted in this layer: the layers below must not show it), PK_ABSENT, or
+ * -errno. Hidden entries (".wh..wh.*" names) read as absent. */
+int pk_lookup(const struct pk_layer *l, uint32_t dir, const char *name, size_t len,
+	      struct pk_dirent *e);
+/* 1 when directory dir hides the layers below it, 0, or -errno. */
+int pk_is_opaque(const struct pk_layer *l, uint32_t dir);
+/* The entry at index off of directory dir (offsets are stable: the index):
+ * 1 with e filled, 0 past the end, -errno. Every kind is returned; a
+ * directory listing skips whiteouts and hidden entries. */
+int pk_readdir(const struct pk_layer *l, uint32_t dir, uint64_t off, struct pk_dirent *e);
+/* The target of symlink ino, in place (not NUL-terminated). */
+int pk_readlink(const struct pk_layer *l, uint32_t ino, const char **target, size_t *len);
+/* listxattr/getxattr semantics: size 0 asks for the size needed; -ERANGE
+ * when buf is too small, -ENODATA when name is absent. */
+ssize_t pk_listxattr(const struct pk_layer *l, uint32_t ino, char *buf, size_t size);
+ssize_t pk_getxattr(const struct pk_layer *l, uint32_t ino, const char *name, void *buf, size_t size);
+/* The i-th xattr of ino, in place: 1, 0 past the end, -errno. */
+int pk_xattr_at(const struct pk_layer *l, uint32_t ino, uint32_t i, const char **name,
+		size_t *name_len, const void **value, size_t *value_len);
+/* Read up to len bytes of regular file ino at off: bytes read (short only
+ * at the end of the file) or -errno (-EIO for a damaged chunk, logged with
+ * the layer file, the chunk and the file's path). */
+ssize_t pk_read(struct pk_layer *l, uint32_t ino, uint64_t off, size_t len, void *buf);
+/* Which 4 KiB blocks of chunk index idx of file ino were holes in the
+ * source (bit i: block i); all of them for an extent with no chunk. */
+int pk_holes(const struct pk_layer *l, uint32_t ino, uint64_t idx, uint16_t *holes, bool *no_chunk);
+/* A path of ino inside the layer ("/a/b"), for messages. */
+void pk_path_of(const struct pk_layer *l, uint32_t ino, char *buf, size_t size);
+/* The objects this layer uses. */
+uint32_t pk_chunk_count(const struct pk_layer *l);
+const struct pk_chunk *pk_chunk_at(const struct pk_layer *l, uint32_t i);
+
+/* ---------------------------------------------------------------- tools */
+
+/* Recreate the layer's tree in dir (created, or an empty directory), in the
+ * source's encoding: whiteouts, opaque markers, owners, modes, times,
+ * xattrs, hard links and holes. */
+int pk_unpack(struct pk_layer *l, const char *dir);
+
+struct pk_gc_stats {
+	uint64_t live_layers, kept, removed, removed_bytes, tmp_removed;
+};
+/* Remove every object of the store at chunks that none of the live layer
+ * files uses (and temporary files of dead writers). Marks first, then
+ * deletes, under the store's exclusive lock: a GC killed at any point has
+ * removed only unreferenced objects. A live layer that cannot be read
+ * stops the GC before anything is removed. */
+int pk_gc(const char *chunks, char *const *live, int n_live, struct pk_gc_stats *st);
+
+#endif

@@ -1,0 +1,332 @@
+/* pkstore: the content-addressed chunk store.
+ *
+ * One file per object, CHUNKS/ab/<32 hex digits of the key>[-N].{lz4,raw}:
+ * an object is created by linking a finished temporary file to its name,
+ * which fails when the name exists, so two writers (threads or processes)
+ * racing on one key never replace each other's object, and a reader never
+ * sees a partial one. Objects are compared byte for byte before reuse.
+ */
+#include "pkint.h"
+
+#include "err.h"
+
+#include <fcntl.h>
+#include <lz4.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+struct pk_store {
+	int dirfd, lockfd;
+	char *path;
+	atomic_ulong tmpseq;
+	pthread_mutex_t mu;
+	struct pk_store_stats st;
+};
+
+void pk_key(const void *data, size_t len, uint8_t key[16])
+{
+	XXH128_hash_t h = XXH3_128bits(data, len);
+	XXH128_canonical_t c;
+	XXH128_canonicalFromHash(&c, h);
+	memcpy(key, c.digest, 16);
+}
+
+void pk_object_name(const struct pk_chunk *c, char buf[64])
+{
+	static const char hex[] = "0123456789abcdef";
+	char *p = buf;
+	for (int i = 0; i < 16; i++) {
+		*p++ = hex[c->key[i] >> 4];
+		*p++ = hex[c->key[i] & 15];
+		if (i == 0)
+			*p++ = '/';
+	}
+	if (c->suffix)
+		p += sprintf(p, "-%u", (unsigned)c->suffix);
+	strcpy(p, c->form == PK_FORM_LZ4 ? ".lz4" : ".raw");
+}
+
+const char *pk_store_path(const struct pk_store *s)
+{
+	return s->path;
+}
+
+int pk_store_open(const char *path, bool create, struct pk_store **out)
+{
+	_cleanup_close_ int dfd = -1, lfd = -1;
+	if (create && mkdir(path, 0755) < 0 && errno != EEXIST) {
+		int r = -errno;
+		serr(r, "create chunk store", path, "check that its parent exists and is writable");
+		return r;
+	}
+	dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0) {
+		int r = -errno;
+		serr(r, "open chunk store", path, "give the store with --chunks DIR");
+		return r;
+	}
+	if (create && mkdirat(dfd, "tmp", 0700) < 0 && errno != EEXIST) {
+		int r = -errno;
+		serr(r, "create chunk store", path, "check that it is writable");
+		return r;
+	}
+	lfd = openat(dfd, "lock", (create ? O_RDWR | O_CREAT : O_RDONLY) | O_CLOEXEC | O_NOFOLLOW, 0644);
+	if (lfd < 0 && !create && errno == ENOENT)
+		lfd = -1;   /* a read-only user of a store nobody wrote to yet */
+	else if (lfd < 0) {
+		int r = -errno;
+		serr(r, "open chunk store lock", path, "check that the store is writable");
+		return r;
+	}
+	struct pk_store *s = calloc(1, sizeof *s);
+	if (!s || !(s->path = strdup(path))) {
+		free(s);
+		return -ENOMEM;
+	}
+	pthread_mutex_init(&s->mu, NULL);
+	s->dirfd = take_fd(&dfd);
+	s->lockfd = take_fd(&lfd);
+	*out = s;
+	return 0;
+}
+
+void pk_store_close(struct pk_store *s)
+{
+	if (!s)
+		return;
+	close(s->dirfd);
+	if (s->lockfd >= 0)
+		close(s->lockfd);   /* drops the lock too */
+	pthread_mutex_destroy(&s->mu);
+	free(s->path);
+	free(s);
+}
+
+int pk_store_lock(struct pk_store *s, bool exclusive)
+{
+	if (s->lockfd < 0)
+		return 0;
+	while (flock(s->lockfd, exclusive ? LOCK_EX : LOCK_SH) < 0) {
+		if (errno == EINTR)
+			continue;
+		int r = -errno;
+		serr(r, "lock chunk store", s->path, NULL);
+		return r;
+	}
+	return 0;
+}
+
+int pk_store_sync(struct pk_store *s)
+{
+	if (syncfs(s->dirfd) < 0) {
+		int r = -errno;
+		serr(r, "sync chunk store", s->path, "the layer is not written; check the disk");
+		return r;
+	}
+	return 0;
+}
+
+void pk_store_stats(const struct pk_store *s, struct pk_store_stats *st)
+{
+	pthread_mutex_lock((pthread_mutex_t *)&s->mu);
+	*st = s->st;
+	pthread_mutex_unlock((pthread_mutex_t *)&s->mu);
+}
+
+static int read_all(int fd, void *buf, size_t len)
+{
+	size_t got = 0;
+	while (got < len) {
+		ssize_t n = pread(fd, (char *)buf + got, len - got, got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -EIO;
+		got += n;
+	}
+	return 0;
+}
+
+/* Decode the object open as fd (form, stored size from fstat) into buf of
+ * ulen bytes: 0, -EIO when it does not decode to exactly ulen bytes. */
+static int decode(int fd, int form, uint32_t ulen, void *buf, uint32_t *slen)
+{
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode) || st.st_size > LZ4_COMPRESSBOUND(PK_CHUNK_SIZE))
+		return -EIO;
+	*slen = st.st_size;
+	if (form == PK_FORM_RAW) {
+		if ((uint32_t)st.st_size != ulen)
+			return -EIO;
+		return read_all(fd, buf, ulen);
+	}
+	_cleanup_free_ char *c = malloc(st.st_size ? st.st_size : 1);
+	if (!c)
+		return -ENOMEM;
+	int r = read_all(fd, c, st.st_size);
+	if (r < 0)
+		return r;
+	int n = LZ4_decompress_safe(c, buf, (int)st.st_size, (int)ulen);
+	return n == (int)ulen ? 0 : -EIO;
+}
+
+int pk_store_get(struct pk_store *s, const struct pk_chunk *c, void *buf)
+{
+	char name[64];
+	pk_object_name(c, name);
+	_cleanup_close_ int fd = openat(s->dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -errno;
+	uint32_t slen;
+	int r = decode(fd, c->form, c->ulen, buf, &slen);
+	if (r < 0)
+		return r == -ENOMEM ? r : -EIO;
+	uint8_t k[16];
+	pk_key(buf, c->ulen, k);
+	return memcmp(k, c->key, 16) ? -EIO : 0;
+}
+
+/* Does the object named by c (key, suffix; either form) hold exactly data?
+ * 1 yes (c->form, c->slen set), 0 no such object, 2 it holds other bytes
+ * (a forged key, or a damaged object: either way not reusable). */
+static int probe(struct pk_store *s, struct pk_chunk *c, const void *data, uint32_t len, void *scratch)
+{
+	char name[64];
+	for (int form = PK_FORM_LZ4; form >= PK_FORM_RAW; form--) {
+		c->form = form;
+		pk_object_name(c, name);
+		_cleanup_close_ int fd = openat(s->dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		if (fd < 0) {
+			if (errno == ENOENT)
+				continue;
+			return -errno;
+		}
+		uint32_t slen;
+		int r = decode(fd, form, len, scratch, &slen);
+		if (r == -ENOMEM)
+			return r;
+		if (r == 0 && !memcmp(scratch, data, len)) {
+			c->slen = slen;
+			return 1;
+		}
+		return 2;
+	}
+	return 0;
+}
+
+/* Write bytes as a new object named by c: 0, -EEXIST when the name was
+ * taken meanwhile, -errno. */
+static int create(struct pk_store *s, const struct pk_chunk *c, const void *bytes, uint32_t n)
+{
+	char tmp[64], name[64];
+	snprintf(tmp, sizeof tmp, "tmp/%ld.%lu", (long)getpid(), (unsigned long)atomic_fetch_add(&s->tmpseq, 1));
+	pk_object_name(c, name);
+	_cleanup_close_ int fd = openat(s->dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0444);
+	if (fd < 0)
+		return -errno;
+	size_t done = 0;
+	int r = 0;
+	while (done < n) {
+		ssize_t w = write(fd, (const char *)bytes + done, n - done);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0) {
+			r = -errno;
+			break;
+		}
+		done += w;
+	}
+	if (r == 0) {
+		char dir[3] = { name[0], name[1], 0 };
+		if (mkdirat(s->dirfd, dir, 0755) < 0 && errno != EEXIST)
+			r = -errno;
+	}
+	if (r == 0 && linkat(s->dirfd, tmp, s->dirfd, name, 0) < 0)
+		r = -errno;
+	unlinkat(s->dirfd, tmp, 0);
+	return r;
+}
+
+int pk_store_put(struct pk_store *s, const uint8_t key[16], const void *data, uint32_t len,
+		 struct pk_chunk *out)
+{
+	if (len > PK_CHUNK_SIZE)
+		return -EINVAL;
+	memset(out, 0, sizeof *out);
+	memcpy(out->key, key, 16);
+	out->ulen = len;
+	_cleanup_free_ char *scratch = malloc(PK_CHUNK_SIZE);
+	_cleanup_free_ char *comp = NULL;
+	int clen = -1, races = 0;
+	if (!scratch)
+		return -ENOMEM;
+	for (unsigned n = 0; n < PK_MAX_SUFFIX; n++) {
+		out->suffix = n;
+		int r = probe(s, out, data, len, scratch);
+		if (r < 0) {
+			char name[64];
+			pk_object_name(out, name);
+			serr(r, "read chunk", name, "in store %s", s->path);
+			return r;
+		}
+		if (r == 1) {
+			pthread_mutex_lock(&s->mu);
+			s->st.puts++;
+			s->st.reused++;
+			pthread_mutex_unlock(&s->mu);
+			return 0;
+		}
+		if (r == 2) {
+			pthread_mutex_lock(&s->mu);
+			s->st.collisions++;
+			pthread_mutex_unlock(&s->mu);
+			continue;
+		}
+		if (clen < 0) {
+			int bound = LZ4_compressBound(len);
+			comp = malloc(bound > 0 ? bound : 1);
+			if (!comp)
+				return -ENOMEM;
+			clen = LZ4_compress_default(data, comp, (int)len, bound);
+			/* Kept raw where lz4 does not make it smaller. */
+			if (clen <= 0 || (uint32_t)clen >= len)
+				clen = 0;
+		}
+		out->form = clen ? PK_FORM_LZ4 : PK_FORM_RAW;
+		out->slen = clen ? (uint32_t)clen : len;
+		r = create(s, out, clen ? comp : data, out->slen);
+		if (r == -EEXIST && ++races < 8) {
+			n--;        /* somebody made it meanwhile: compare with theirs */
+			continue;
+		}
+		if (r < 0) {
+			serr(r, "write chunk into", s->path, "check free space and permissions");
+			return r;
+		}
+		pthread_mutex_lock(&s->mu);
+		s->st.puts++;
+		s->st.created++;
+		s->st.stored_bytes += out->slen;
+		pthread_mutex_unlock(&s->mu);
+		return 0;
+	}
+	serr(-EEXIST, "store chunk in", s->path, "%u different chunks share one key: the store is under attack or damaged",
+	     PK_MAX_SUFFIX);
+	return -EEXIST;
+}
+
+int pk_store_dirfd(const struct pk_store *s)
+{
+	return s->dirfd;
+}

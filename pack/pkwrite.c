@@ -1,0 +1,911 @@
+/* pkwrite: pack a directory into a packed layer.
+ *
+ * The tree is walked from the source's fd with openat(O_NOFOLLOW) and
+ * fstatat(AT_SYMLINK_NOFOLLOW), never by path, so a symlink in the source
+ * cannot lead the walk out of it; each file opened is checked to be the one
+ * that was listed. The main thread reads; chunks are hashed, compressed and
+ * stored on worker threads. The records are built in memory and written as
+ * one file at the end, after every new chunk is on disk.
+ */
+#include "pkint.h"
+
+#include "err.h"
+#include "whiteout.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#define MAX_DEPTH 256
+
+/* A growable array of fixed-size records. */
+struct vec {
+	void *p;
+	size_t n, cap, sz;
+};
+
+static int vec_grow(struct vec *v, size_t more)
+{
+	if (v->n + more <= v->cap)
+		return 0;
+	size_t cap = v->cap ? v->cap : 64;
+	while (cap < v->n + more)
+		cap *= 2;
+	void *p = realloc(v->p, cap * v->sz);
+	if (!p)
+		return -ENOMEM;
+	v->p = p;
+	v->cap = cap;
+	return 0;
+}
+
+#define VEC_AT(v, type, i) (((type *)(v).p)[i])
+
+struct job {
+	uint64_t ext;
+	uint32_t len;
+	uint16_t holes;
+	unsigned char buf[];
+};
+
+struct hl {
+	uint64_t dev, ino;
+	uint32_t pk;
+};
+
+struct w {
+	const char *src;
+	struct pk_store *store;
+	uint32_t inline_max;
+	struct vec ino, ent, xat, ext, chk, str, dat;
+	/* (dev, ino) -> inode, for files linked more than once */
+	struct hl *hl;
+	size_t hl_n, hl_cap;
+	/* (key, suffix, form) -> CHUNKS index + 1 */
+	uint32_t *cmap;
+	size_t cmap_cap;
+
+	pthread_mutex_t mu;          /* ext, chk, cmap, err */
+	pthread_cond_t more, room;
+	struct job **q;
+	size_t qcap, qhead, qn;
+	bool done;
+	pthread_t *th;
+	int nth;
+	int err;
+	struct pk_write_stats st;
+};
+
+static int fail(struct w *w, int r, const char *op, const char *rel, const char *hint)
+{
+	char path[PATH_MAX + 64];
+	snprintf(path, sizeof path, "%s%s%s", w->src, rel[0] ? "/" : "", rel);
+	serr(r, op, path, "%s", hint ? hint : "the layer is not written");
+	return r;
+}
+
+/* ---------------------------------------------------------------- strings */
+
+static int add_bytes(struct vec *v, const void *p, size_t n, uint64_t *off)
+{
+	if (v->n + n > UINT32_MAX)
+		return -EFBIG;
+	int r = vec_grow(v, n);
+	if (r < 0)
+		return r;
+	*off = v->n;
+	if (n)
+		memcpy((char *)v->p + v->n, p, n);
+	v->n += n;
+	return 0;
+}
+
+/* ---------------------------------------------------------------- chunks */
+
+static uint32_t *cmap_slot(struct w *w, const struct pk_chunk *c)
+{
+	uint64_t h;
+	memcpy(&h, c->key, 8);
+	h ^= c->suffix * 0x9e3779b97f4a7c15ull ^ c->form;
+	for (size_t i = h & (w->cmap_cap - 1);; i = (i + 1) & (w->cmap_cap - 1)) {
+		uint32_t v = w->cmap[i];
+		if (!v)
+			return &w->cmap[i];
+		const struct pk_chunk *o = &VEC_AT(w->chk, struct pk_chunk, v - 1);
+		if (o->suffix == c->suffix && o->form == c->form && !memcmp(o->key, c->key, 16))
+			return &w->cmap[i];
+	}
+}
+
+/* The CHUNKS index of c, added when new. Called with mu held. */
+static int chunk_index(struct w *w, const struct pk_chunk *c, uint32_t *idx)
+{
+	if ((w->chk.n + 1) * 2 > w->cmap_cap) {
+		size_t cap = w->cmap_cap ? w->cmap_cap * 2 : 1024;
+		uint32_t *old = w->cmap;
+		size_t ocap = w->cmap_cap;
+		w->cmap = calloc(cap, sizeof *w->cmap);
+		if (!w->cmap) {
+			w->cmap = old;
+			return -ENOMEM;
+		}
+		w->cmap_cap = cap;
+		for (size_t i = 0; i < ocap; i++)
+			if (old[i])
+				*cmap_slot(w, &VEC_AT(w->chk, struct pk_chunk, old[i] - 1)) = old[i];
+		free(old);
+	}
+	uint32_t *s = cmap_slot(w, c);
+	if (!*s) {
+		if (w->chk.n >= PK_HOLE - 1)
+			return -EFBIG;
+		int r = vec_grow(&w->chk, 1);
+		if (r < 0)
+			return r;
+		VEC_AT(w->chk, struct pk_chunk, w->chk.n) = *c;
+		*s = ++w->chk.n;
+	}
+	*idx = *s - 1;
+	return 0;
+}
+
+static void process(struct w *w, struct job *j)
+{
+	uint8_t key[16];
+	struct pk_chunk c;
+	pk_key(j->buf, j->len, key);
+	int r = pk_store_put(w->store, key, j->buf, j->len, &c);
+	pthread_mutex_lock(&w->mu);
+	uint32_t idx;
+	if (r == 0)
+		r = chunk_index(w, &c, &idx);
+	if (r == 0) {
+		struct pk_extent *e = &VEC_AT(w->ext, struct pk_extent, j->ext);
+		e->chunk = idx;
+		e->holes = j->holes;
+	} else if (!w->err)
+		w->err = r;
+	pthread_mutex_unlock(&w->mu);
+	free(j);
+}
+
+static void *worker(void *arg)
+{
+	struct w *w = arg;
+	for (;;) {
+		pthread_mutex_lock(&w->mu);
+		while (!w->qn && !w->done)
+			pthread_cond_wait(&w->more, &w->mu);
+		if (!w->qn) {
+			pthread_mutex_unlock(&w->mu);
+			return NULL;
+		}
+		struct job *j = w->q[w->qhead];
+		w->qhead = (w->qhead + 1) % w->qcap;
+		w->qn--;
+		pthread_cond_signal(&w->room);
+		pthread_mutex_unlock(&w->mu);
+		process(w, j);
+	}
+}
+
+static int submit(struct w *w, struct job *j)
+{
+	if (!w->nth) {
+		process(w, j);
+		return w->err;
+	}
+	pthread_mutex_lock(&w->mu);
+	while (w->qn == w->qcap)
+		pthread_cond_wait(&w->room, &w->mu);
+	w->q[(w->qhead + w->qn) % w->qcap] = j;
+	w->qn++;
+	int r = w->err;
+	pthread_cond_signal(&w->more);
+	pthread_mutex_unlock(&w->mu);
+	return r;
+}
+
+static void stop_workers(struct w *w)
+{
+	pthread_mutex_lock(&w->mu);
+	w->done = true;
+	pthread_cond_broadcast(&w->more);
+	pthread_mutex_unlock(&w->mu);
+	for (int i = 0; i < w->nth; i++)
+		pthread_join(w->th[i], NULL);
+	w->nth = 0;
+}
+
+/* ---------------------------------------------------------------- inodes */
+
+static int read_full(int fd, void *buf, size_t len, uint64_t off)
+{
+	size_t got = 0;
+	while (got < len) {
+		ssize_t n = pread(fd, (char *)buf + got, len - got, off + got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -ENODATA;   /* shorter than it was listed */
+		got += n;
+	}
+	return 0;
+}
+
+/* Mark the 4 KiB blocks of [a, b) in per-chunk hole masks; a hole reaching
+ * the end of the file takes the last partial block too. */
+static void mark_holes(uint16_t *m, uint64_t a, uint64_t b, uint64_t size)
+{
+	uint64_t first = (a + PK_BLOCK - 1) / PK_BLOCK;
+	uint64_t end = b >= size ? (size + PK_BLOCK - 1) / PK_BLOCK : b / PK_BLOCK;
+	for (uint64_t k = first; k < end; k++)
+		m[k / 16] |= (uint16_t)(1u << (k % 16));
+}
+
+static int file_chunks(struct w *w, int fd, struct pk_inode *ino_rec, uint64_t size, const char *rel)
+{
+	uint64_t n = size / PK_CHUNK_SIZE + (size % PK_CHUNK_SIZE != 0);
+	_cleanup_free_ uint16_t *holes = calloc(n, sizeof *holes);
+	if (!holes)
+		return fail(w, -ENOMEM, "pack", rel, NULL);
+	for (uint64_t pos = 0; pos < size;) {
+		off_t d = lseek(fd, pos, SEEK_DATA);
+		if (d < 0) {
+			if (errno == ENXIO)
+				mark_holes(holes, pos, size, size);
+			break;   /* else: no hole support, read it all */
+		}
+		if ((uint64_t)d > pos)
+			mark_holes(holes, pos, d, size);
+		off_t h = lseek(fd, d, SEEK_HOLE);
+		if (h < 0 || (uint64_t)h <= (uint64_t)d)
+			break;
+		pos = h;
+	}
+	pthread_mutex_lock(&w->mu);
+	int r = vec_grow(&w->ext, n);
+	uint64_t first = w->ext.n;
+	if (r == 0) {
+		for (uint64_t i = 0; i < n; i++)
+			VEC_AT(w->ext, struct pk_extent, first + i) = (struct pk_extent){ PK_HOLE, 0xffff, 0 };
+		w->ext.n += n;
+	}
+	pthread_mutex_unlock(&w->mu);
+	if (r < 0)
+		return fail(w, r, "pack", rel, NULL);
+	ino_rec->data = first;
+	for (uint64_t i = 0; i < n; i++) {
+		uint32_t len = size - i * PK_CHUNK_SIZE > PK_CHUNK_SIZE ? PK_CHUNK_SIZE : size - i * PK_CHUNK_SIZE;
+		uint32_t blocks = (len + PK_BLOCK - 1) / PK_BLOCK;
+		uint16_t all = blocks == 16 ? 0xffff : (uint16_t)((1u << blocks) - 1);
+		if ((holes[i] & all) == all) {
+			w->st.holes++;
+			continue;
+		}
+		struct job *j = malloc(sizeof *j + len);
+		if (!j)
+			return fail(w, -ENOMEM, "pack", rel, NULL);
+		j->ext = first + i;
+		j->len = len;
+		j->holes = holes[i] & all;
+		r = read_full(fd, j->buf, len, i * PK_CHUNK_SIZE);
+		if (r < 0) {
+			free(j);
+			return fail(w, r == -ENODATA ? -EIO : r, "read", rel,
+				    r == -ENODATA ? "the file shrank while it was packed" : NULL);
+		}
+		w->st.chunks++;
+		r = submit(w, j);
+		if (r < 0)
+			return r;   /* reported by the store */
+	}
+	return 0;
+}
+
+static int xattr_cmp(const void *a, const void *b, void *strs)
+{
+	const struct pk_xattr *x = a, *y = b;
+	const char *s = strs;
+	int c = memcmp(s + x->name_off, s + y->name_off, x->name_len < y->name_len ? x->name_len : y->name_len);
+	return c ? c : (x->name_len > y->name_len) - (x->name_len < y->name_len);
+}
+
+/* The xattr calls on a /proc/self/fd/N/NAME path (not followed), or on fd
+ * itself when path is NULL. */
+static ssize_t x_list(int fd, const char *path, char *buf, size_t size)
+{
+	return path ? llistxattr(path, buf, size) : flistxattr(fd, buf, size);
+}
+
+static ssize_t x_get(int fd, const char *path, const char *name, void *buf, size_t size)
+{
+	return path ? lgetxattr(path, name, buf, size) : fgetxattr(fd, name, buf, size);
+}
+
+/* Read the xattrs of the file, sorted by name. Sets the directory's opaque
+ * flags. */
+static int add_xattrs(struct w *w, int fd, const char *path, struct pk_inode *rec, const char *rel)
+{
+	ssize_t n = x_list(fd, path, NULL, 0);
+	if (n < 0 && (errno == ENOTSUP || errno == EOPNOTSUPP))
+		return 0;
+	_cleanup_free_ char *list = NULL;
+	for (int tries = 0; n > 0 && tries < 4; tries++) {
+		free(list);
+		list = malloc(n);
+		if (!list)
+			return -ENOMEM;
+		n = x_list(fd, path, list, n);
+		if (n >= 0 || errno != ERANGE)
+			break;
+		n = x_list(fd, path, NULL, 0);
+	}
+	if (n < 0)
+		return fail(w, -errno, "list xattrs of", rel, NULL);
+	rec->xattr_first = w->xat.n;
+	_cleanup_free_ char *val = NULL;
+	for (char *name = list; name < list + n; name += strlen(name) + 1) {
+		ssize_t vl = x_get(fd, path, name, NULL, 0);
+		if (vl < 0 && errno == ENODATA)
+			continue;     /* gone meanwhile */
+		if (vl < 0)
+			return fail(w, -errno, "read xattr of", rel, name);
+		free(val);
+		val = malloc(vl ? vl : 1);
+		if (!val)
+			return -ENOMEM;
+		vl = x_get(fd, path, name, val, vl);
+		if (vl < 0)
+			return fail(w, -errno, "read xattr of", rel, name);
+		if (S_ISDIR(rec->mode) && vl == 1 && val[0] == 'y') {
+			if (!strcmp(name, "trusted.overlay.opaque"))
+				rec->flags |= PK_INO_OPQ_TRUSTED;
+			else if (!strcmp(name, "user.overlay.opaque"))
+				rec->flags |= PK_INO_OPQ_USER;
+			else if (!strcmp(name, "user.fuseoverlayfs.opaque"))
+				rec->flags |= PK_INO_OPQ_FUSE;
+		}
+		uint64_t noff, voff;
+		int r = vec_grow(&w->xat, 1);
+		if (r == 0)
+			r = add_bytes(&w->str, name, strlen(name), &noff);
+		if (r == 0)
+			r = add_bytes(&w->str, val, vl, &voff);
+		if (r < 0)
+			return fail(w, r, "pack", rel, NULL);
+		VEC_AT(w->xat, struct pk_xattr, w->xat.n++) = (struct pk_xattr){
+			.name_off = noff, .value_off = voff, .name_len = strlen(name), .value_len = vl };
+		rec->xattr_count++;
+	}
+	if (rec->xattr_count > 1)
+		qsort_r(&VEC_AT(w->xat, struct pk_xattr, rec->xattr_first), rec->xattr_count,
+			sizeof(struct pk_xattr), xattr_cmp, w->str.p);
+	return 0;
+}
+
+static struct hl *hl_slot(struct w *w, dev_t dev, ino_t ino)
+{
+	uint64_t h = (uint64_t)ino * 0x9e3779b97f4a7c15ull ^ dev;
+	for (size_t i = h & (w->hl_cap - 1);; i = (i + 1) & (w->hl_cap - 1))
+		if (!w->hl[i].pk || (w->hl[i].dev == dev && w->hl[i].ino == ino))
+			return &w->hl[i];
+}
+
+static int hl_grow(struct w *w)
+{
+	if ((w->hl_n + 1) * 2 <= w->hl_cap)
+		return 0;
+	size_t ocap = w->hl_cap;
+	struct hl *old = w->hl;
+	w->hl_cap = ocap ? ocap * 2 : 256;
+	w->hl = calloc(w->hl_cap, sizeof *w->hl);
+	if (!w->hl) {
+		w->hl = old;
+		w->hl_cap = ocap;
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < ocap; i++)
+		if (old[i].pk)
+			*hl_slot(w, old[i].dev, old[i].ino) = old[i];
+	free(old);
+	return 0;
+}
+
+static int new_inode(struct w *w, const struct stat *st, uint32_t parent, uint32_t *out)
+{
+	if (w->ino.n >= UINT32_MAX - 1)
+		return -EFBIG;
+	int r = vec_grow(&w->ino, 1);
+	if (r < 0)
+		return r;
+	struct pk_inode *i = &VEC_AT(w->ino, struct pk_inode, w->ino.n);
+	memset(i, 0, sizeof *i);
+	i->mode = st->st_mode;
+	i->uid = st->st_uid;
+	i->gid = st->st_gid;
+	i->nlink = 1;
+	i->parent = parent;
+	i->mtime_sec = st->st_mtim.tv_sec;
+	i->mtime_nsec = st->st_mtim.tv_nsec;
+	i->atime_sec = st->st_atim.tv_sec;
+	i->atime_nsec = st->st_atim.tv_nsec;
+	if (S_ISCHR(st->st_mode) || S_ISBLK(st->st_mode))
+		i->data = st->st_rdev;
+	*out = w->ino.n++;
+	w->st.inodes++;
+	return 0;
+}
+
+#define INO(w, n) (&VEC_AT((w)->ino, struct pk_inode, (n)))
+
+/* ---------------------------------------------------------------- walk */
+
+struct item {
+	char *name;          /* as in the source */
+	const char *key;     /* the stored name: NAME for ".wh.NAME" */
+	size_t klen;
+	uint8_t kind, flags;
+	struct stat st;
+};
+
+static int item_cmp(const void *a, const void *b)
+{
+	const struct item *x = a, *y = b;
+	int c = memcmp(x->key, y->key, x->klen < y->klen ? x->klen : y->klen);
+	return c ? c : (x->klen > y->klen) - (x->klen < y->klen);
+}
+
+static void free_items(struct item *it, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(it[i].name);
+	free(it);
+}
+
+static int walk_dir(struct w *w, int dfd, uint32_t dino, const char *rel, int depth);
+
+static int child(struct w *w, int dfd, uint32_t dino, struct item *it, const char *crel, int depth,
+		 uint32_t *out)
+{
+	const struct stat *st = &it->st;
+	char proc[64 + NAME_MAX];
+	int r;
+
+	if (!S_ISDIR(st->st_mode) && st->st_nlink > 1) {
+		if ((r = hl_grow(w)) < 0)
+			return fail(w, r, "pack", crel, NULL);
+		struct hl *h = hl_slot(w, st->st_dev, st->st_ino);
+		if (h->pk) {
+			INO(w, h->pk)->nlink++;
+			*out = h->pk;
+			return 0;
+		}
+	}
+	uint32_t n;
+	if ((r = new_inode(w, st, dino, &n)) < 0)
+		return fail(w, r, "pack", crel, NULL);
+	*out = n;
+	if (!S_ISDIR(st->st_mode) && st->st_nlink > 1) {
+		struct hl *h = hl_slot(w, st->st_dev, st->st_ino);
+		*h = (struct hl){ st->st_dev, st->st_ino, n };
+		w->hl_n++;
+	}
+	snprintf(proc, sizeof proc, "/proc/self/fd/%d/%s", dfd, it->name);
+	struct pk_inode tmp = *INO(w, n);
+	r = add_xattrs(w, -1, proc, &tmp, crel);
+	*INO(w, n) = tmp;
+	if (r < 0)
+		return r;
+
+	if (S_ISLNK(st->st_mode)) {
+		char target[PATH_MAX];
+		ssize_t len = readlinkat(dfd, it->name, target, sizeof target);
+		if (len < 0)
+			return fail(w, -errno, "read symlink", crel, NULL);
+		if (len == 0 || len >= (ssize_t)sizeof target)
+			return fail(w, -ENAMETOOLONG, "read symlink", crel, NULL);
+		uint64_t off;
+		if ((r = add_bytes(&w->str, target, len, &off)) < 0)
+			return fail(w, r, "pack", crel, NULL);
+		INO(w, n)->data = off;
+		INO(w, n)->size = len;
+	} else if (S_ISREG(st->st_mode)) {
+		_cleanup_close_ int fd = openat(dfd, it->name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NOATIME);
+		if (fd < 0 && errno == EPERM)
+			fd = openat(dfd, it->name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+		if (fd < 0)
+			return fail(w, -errno, "open", crel, NULL);
+		struct stat fst;
+		if (fstat(fd, &fst) < 0 || fst.st_ino != st->st_ino || fst.st_dev != st->st_dev)
+			return fail(w, -ESTALE, "open", crel, "it was replaced while it was packed");
+		uint64_t size = st->st_size;
+		INO(w, n)->size = size;
+		w->st.files++;
+		w->st.bytes_in += size;
+		if (size <= w->inline_max) {
+			_cleanup_free_ char *buf = malloc(size ? size : 1);
+			if (!buf)
+				return fail(w, -ENOMEM, "pack", crel, NULL);
+			if ((r = read_full(fd, buf, size, 0)) < 0)
+				return fail(w, r == -ENODATA ? -EIO : r, "read", crel,
+					    r == -ENODATA ? "the file shrank while it was packed" : NULL);
+			uint64_t off;
+			if ((r = add_bytes(&w->dat, buf, size, &off)) < 0)
+				return fail(w, r, "pack", crel, NULL);
+			INO(w, n)->flags |= PK_INO_INLINE;
+			INO(w, n)->data = off;
+			w->st.inline_bytes += size;
+		} else {
+			struct pk_inode rec = *INO(w, n);
+			r = file_chunks(w, fd, &rec, size, crel);
+			INO(w, n)->data = rec.data;
+			if (r < 0)
+				return r;
+		}
+	} else if (S_ISDIR(st->st_mode)) {
+		if (depth + 1 >= MAX_DEPTH)
+			return fail(w, -ELOOP, "pack", crel, "directories nested too deep");
+		_cleanup_close_ int cfd = openat(dfd, it->name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (cfd < 0)
+			return fail(w, -errno, "open directory", crel, NULL);
+		struct stat fst;
+		if (fstat(cfd, &fst) < 0 || fst.st_ino != st->st_ino || fst.st_dev != st->st_dev)
+			return fail(w, -ESTALE, "open directory", crel, "it was replaced while it was packed");
+		w->st.dirs++;
+		return walk_dir(w, cfd, n, crel, depth + 1);
+	}
+	return 0;
+}
+
+static int walk_dir(struct w *w, int dfd, uint32_t dino, const char *rel, int depth)
+{
+	struct item *it = NULL;
+	size_t n = 0, cap = 0;
+	int r = 0;
+	{
+		int fd2 = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		DIR *d = fd2 >= 0 ? fdopendir(fd2) : NULL;
+		if (!d) {
+			r = -errno;
+			if (fd2 >= 0)
+				close(fd2);
+			return fail(w, r, "read directory", rel, NULL);
+		}
+		struct dirent *de;
+		errno = 0;
+		while ((de = readdir(d))) {
+			if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+				continue;
+			if (n == cap) {
+				cap = cap ? cap * 2 : 16;
+				struct item *p = realloc(it, cap * sizeof *it);
+				if (!p) {
+					r = -ENOMEM;
+					break;
+				}
+				it = p;
+			}
+			struct item *x = &it[n];
+			memset(x, 0, sizeof *x);
+			if (!(x->name = strdup(de->d_name))) {
+				r = -ENOMEM;
+				break;
+			}
+			n++;
+			if (fstatat(dfd, x->name, &x->st, AT_SYMLINK_NOFOLLOW) < 0) {
+				r = -errno;
+				break;
+			}
+			errno = 0;
+		}
+		if (!r && errno)
+			r = -errno;
+		closedir(d);
+	}
+	if (r < 0) {
+		free_items(it, n);
+		return fail(w, r, "read directory", rel, NULL);
+	}
+
+	for (size_t i = 0; i < n; i++) {
+		struct item *x = &it[i];
+		const char *target = NULL;
+		x->key = x->name;
+		x->klen = strlen(x->name);
+		switch (wh_classify(x->name, &x->st, &target)) {
+		case WH_OPQ:
+			INO(w, dino)->flags |= PK_INO_OPQ_MARKER;
+			/* fall through */
+		case WH_RESERVED:
+			x->kind = PK_ENT_HIDDEN;
+			break;
+		case WH_OCI:
+			x->kind = PK_ENT_WHITEOUT;
+			x->flags = PK_ENTF_WH_OCI;
+			x->key = target;
+			x->klen = strlen(target);
+			break;
+		case WH_CHARDEV:
+			x->kind = PK_ENT_WHITEOUT;
+			x->flags = PK_ENTF_WH_CHARDEV;
+			break;
+		case WH_NONE:
+			break;
+		}
+	}
+	/* A ".wh.NAME" beside a NAME (or beside a char 0/0 NAME) cannot share
+	 * its sorted slot: it is kept under its own name, hidden. */
+	if (n > 1)
+		qsort(it, n, sizeof *it, item_cmp);
+	bool again = false;
+	for (size_t i = 0; i + 1 < n; i++)
+		if (!item_cmp(&it[i], &it[i + 1])) {
+			struct item *o = (it[i].flags & PK_ENTF_WH_OCI) ? &it[i] : &it[i + 1];
+			o->kind = PK_ENT_HIDDEN;
+			o->flags = 0;
+			o->key = o->name;
+			o->klen = strlen(o->name);
+			again = true;
+		}
+	if (again)
+		qsort(it, n, sizeof *it, item_cmp);
+	for (size_t i = 0; i + 1 < n; i++)
+		if (!item_cmp(&it[i], &it[i + 1])) {
+			free_items(it, n);
+			return fail(w, -EINVAL, "pack", rel, "two entries map to one name");
+		}
+
+	if ((r = vec_grow(&w->ent, n)) < 0) {
+		free_items(it, n);
+		return fail(w, r, "pack", rel, NULL);
+	}
+	uint64_t first = w->ent.n;
+	w->ent.n += n;
+	INO(w, dino)->data = first;
+	INO(w, dino)->size = n;
+	uint32_t subdirs = 0;
+	for (size_t i = 0; i < n && r == 0; i++) {
+		struct item *x = &it[i];
+		uint64_t noff;
+		if ((r = add_bytes(&w->str, x->key, x->klen, &noff)) < 0) {
+			fail(w, r, "pack", rel, NULL);
+			break;
+		}
+		char crel[PATH_MAX];
+		if ((size_t)snprintf(crel, sizeof crel, "%s%s%s", rel, rel[0] ? "/" : "", x->name) >= sizeof crel) {
+			r = fail(w, -ENAMETOOLONG, "pack", rel, "path too long");
+			break;
+		}
+		uint32_t cino = 0;
+		r = child(w, dfd, dino, x, crel, depth, &cino);
+		VEC_AT(w->ent, struct pk_entry, first + i) = (struct pk_entry){
+			.name_off = noff, .name_len = x->klen, .kind = x->kind, .flags = x->flags, .ino = cino };
+		if (S_ISDIR(x->st.st_mode))
+			subdirs++;
+	}
+	INO(w, dino)->nlink = 2 + subdirs;
+	free_items(it, n);
+	return r;
+}
+
+/* ---------------------------------------------------------------- output */
+
+static int write_all(int fd, const void *p, size_t n)
+{
+	while (n) {
+		ssize_t k = write(fd, p, n);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0)
+			return -errno;
+		p = (const char *)p + k;
+		n -= k;
+	}
+	return 0;
+}
+
+static int write_meta(struct w *w, const char *dest, const char *chunks_rec)
+{
+	struct pk_super sb;
+	memset(&sb, 0, sizeof sb);
+	memcpy(sb.magic, PK_MAGIC, 8);
+	sb.version = PK_VERSION;
+	sb.super_size = sizeof sb;
+	sb.chunk_size = PK_CHUNK_SIZE;
+	sb.inline_max = w->inline_max;
+	sb.root_ino = PK_ROOT_INO;
+	sb.inode_count = w->ino.n;
+	uint64_t off;
+	int r = add_bytes(&w->str, chunks_rec, strlen(chunks_rec), &off);
+	if (r < 0)
+		return r;
+	sb.chunks_off = off;
+	sb.chunks_len = strlen(chunks_rec);
+
+	struct vec *v[PK_SEC_COUNT] = { &w->ino, &w->ent, &w->xat, &w->ext, &w->chk, &w->str, &w->dat };
+	uint64_t pos = (sizeof sb + 63) & ~63ull;
+	for (int i = 0; i < PK_SEC_COUNT; i++) {
+		struct pk_section *s = &sb.sec[i];
+		s->off = pos;
+		s->rec_size = v[i]->sz;
+		s->count = v[i]->n;
+		s->size = (uint64_t)v[i]->n * v[i]->sz;
+		s->xxh3 = XXH3_64bits(v[i]->p ? v[i]->p : "", s->size);
+		pos = (pos + s->size + 63) & ~63ull;
+	}
+	sb.file_size = pos;
+	sb.super_xxh3 = 0;
+	sb.super_xxh3 = XXH3_64bits(&sb, sizeof sb);
+
+	char tmp[PATH_MAX];
+	if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp.%ld", dest, (long)getpid()) >= sizeof tmp)
+		return -ENAMETOOLONG;
+	_cleanup_close_ int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+	if (fd < 0) {
+		r = -errno;
+		serr(r, "create", tmp, "check that the destination directory exists and is writable");
+		return r;
+	}
+	static const char zero[64];
+	r = write_all(fd, &sb, sizeof sb);
+	uint64_t at = sizeof sb;
+	for (int i = 0; i < PK_SEC_COUNT && r == 0; i++) {
+		r = write_all(fd, zero, sb.sec[i].off - at);
+		if (r == 0)
+			r = write_all(fd, v[i]->p, sb.sec[i].size);
+		at = sb.sec[i].off + sb.sec[i].size;
+	}
+	if (r == 0)
+		r = write_all(fd, zero, pos - at);
+	if (r == 0 && fsync(fd) < 0)
+		r = -errno;
+	if (r == 0 && rename(tmp, dest) < 0)
+		r = -errno;
+	if (r < 0) {
+		serr(r, "write packed layer", dest, "check free space");
+		unlink(tmp);
+		return r;
+	}
+	char dcopy[PATH_MAX];
+	snprintf(dcopy, sizeof dcopy, "%s", dest);
+	_cleanup_close_ int dfd = open(dirname(dcopy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd >= 0)
+		fsync(dfd);
+	w->st.meta_size = pos;
+	return 0;
+}
+
+static void w_free(struct w *w)
+{
+	free(w->ino.p);
+	free(w->ent.p);
+	free(w->xat.p);
+	free(w->ext.p);
+	free(w->chk.p);
+	free(w->str.p);
+	free(w->dat.p);
+	free(w->hl);
+	free(w->cmap);
+	free(w->q);
+	free(w->th);
+	pthread_mutex_destroy(&w->mu);
+	pthread_cond_destroy(&w->more);
+	pthread_cond_destroy(&w->room);
+}
+
+int pk_write(const char *src, const char *dest, const struct pk_write_opts *o, struct pk_write_stats *st)
+{
+	struct w w = {
+		.src = src,
+		.inline_max = o && o->inline_max ? o->inline_max : PK_INLINE_DEFAULT,
+		.ino = { .sz = sizeof(struct pk_inode) },
+		.ent = { .sz = sizeof(struct pk_entry) },
+		.xat = { .sz = sizeof(struct pk_xattr) },
+		.ext = { .sz = sizeof(struct pk_extent) },
+		.chk = { .sz = sizeof(struct pk_chunk) },
+		.str = { .sz = 1 },
+		.dat = { .sz = 1 },
+	};
+	pthread_mutex_init(&w.mu, NULL);
+	pthread_cond_init(&w.more, NULL);
+	pthread_cond_init(&w.room, NULL);
+	if (w.inline_max > PK_CHUNK_SIZE)
+		w.inline_max = PK_CHUNK_SIZE;
+
+	char chunks[PATH_MAX], rec[PATH_MAX];
+	int r = 0;
+	if (o && o->chunks) {
+		snprintf(chunks, sizeof chunks, "%s", o->chunks);
+	} else {
+		char d[PATH_MAX];
+		snprintf(d, sizeof d, "%s", dest);
+		snprintf(chunks, sizeof chunks, "%s/chunks", dirname(d));
+	}
+	_cleanup_close_ int root = open(src, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (root < 0) {
+		r = -errno;
+		serr(r, "open source directory", src, NULL);
+		w_free(&w);
+		return r;
+	}
+	r = pk_store_open(chunks, true, &w.store);
+	if (r == 0)
+		r = pk_store_lock(w.store, false);
+	if (r < 0)
+		goto out;
+	if (o && o->chunks) {
+		if (!realpath(chunks, rec)) {
+			r = -errno;
+			serr(r, "resolve chunk store", chunks, NULL);
+			goto out;
+		}
+	} else
+		strcpy(rec, "chunks");
+
+	int nth = o && o->threads > 0 ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+	if (nth > 1) {
+		w.qcap = 2 * nth + 2;
+		w.q = calloc(w.qcap, sizeof *w.q);
+		w.th = calloc(nth, sizeof *w.th);
+		if (!w.q || !w.th) {
+			r = -ENOMEM;
+			goto out;
+		}
+		for (int i = 0; i < nth; i++) {
+			if (pthread_create(&w.th[i], NULL, worker, &w))
+				break;
+			w.nth++;
+		}
+	}
+
+	struct stat rst;
+	uint32_t zero, rino;
+	struct stat none = { .st_mode = 0 };
+	if ((r = new_inode(&w, &none, 0, &zero)) < 0 || fstat(root, &rst) < 0 ||
+	    (r = new_inode(&w, &rst, 0, &rino)) < 0) {
+		r = r < 0 ? r : -errno;
+		serr(r, "pack", src, NULL);
+		goto out;
+	}
+	w.st.inodes = 1;
+	w.st.dirs = 1;
+	struct pk_inode tmp = *INO(&w, rino);
+	r = add_xattrs(&w, root, NULL, &tmp, "");
+	*INO(&w, rino) = tmp;
+	if (r == 0)
+		r = walk_dir(&w, root, rino, "", 0);
+	stop_workers(&w);
+	if (r == 0)
+		r = w.err;
+	if (r < 0)
+		goto out;
+	/* Every chunk the layer names is on disk before the layer is. */
+	r = pk_store_sync(w.store);
+	if (r == 0)
+		r = write_meta(&w, dest, rec);
+out:
+	stop_workers(&w);
+	if (w.store) {
+		struct pk_store_stats ss;
+		pk_store_stats(w.store, &ss);
+		w.st.chunks_new = ss.created;
+		w.st.stored_new = ss.stored_bytes;
+	}
+	pk_store_close(w.store);
+	if (st)
+		*st = w.st;
+	w_free(&w);
+	return r;
+}

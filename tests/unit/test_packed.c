@@ -1,0 +1,476 @@
+/* Unit tests of packed layers (pack/): the format read back through the
+ * reader API, the chunk store's byte-for-byte dedup (forged keys), damage
+ * detection, the cache and the garbage collector. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "packed.h"
+
+static char top[64];
+static char path_buf[512];
+static char path_ring[4][512];
+
+/* top/rel, in one of four buffers: a call may take two of them. */
+static const char *P(const char *rel)
+{
+	static int k;
+	char *b = path_ring[k++ % 4];
+	snprintf(b, 512, "%s/%s", top, rel);
+	return b;
+}
+
+static void put_file(const char *rel, const void *data, size_t len)
+{
+	int fd = open(P(rel), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, data, len), (ssize_t)len);
+	close(fd);
+}
+
+static unsigned char *rnd(size_t len, unsigned seed)
+{
+	unsigned char *p = malloc(len);
+	uint64_t x = seed * 2654435761u + 1;
+	for (size_t i = 0; i < len; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		p[i] = x;
+	}
+	return p;
+}
+
+static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f)
+{
+	return remove(p);
+}
+
+static int setup(void **state)
+{
+	strcpy(top, "/tmp/strata-pk-XXXXXX");
+	if (!mkdtemp(top))
+		return -1;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	nftw(top, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	return 0;
+}
+
+/* A source tree with one of everything the format records. */
+static unsigned char *big;
+#define BIG (3 * PK_CHUNK_SIZE + 100)
+
+static void make_tree(void)
+{
+	assert_int_equal(mkdir(P("src"), 0755), 0);
+	assert_int_equal(mkdir(P("src/d"), 0750), 0);
+	assert_int_equal(mkdir(P("src/opq"), 0755), 0);
+	put_file("src/opq/.wh..wh..opq", "", 0);
+	put_file("src/small", "hello\n", 6);
+	put_file("src/empty", "", 0);
+	big = rnd(BIG, 1);
+	put_file("src/d/big", big, BIG);
+	assert_int_equal(link(P("src/d/big"), P("src/d/big2")), 0);
+	assert_int_equal(symlink("../small", P("src/d/link")), 0);
+	put_file("src/.wh.gone", "", 0);
+	put_file("src/d/.wh.small", "", 0);   /* beside no real "small" in d: a whiteout */
+	put_file("src/d/x", "x", 1);
+	put_file("src/d/.wh.x", "", 0);       /* beside a real x: kept hidden */
+	assert_int_equal(mkfifo(P("src/fifo"), 0600), 0);
+	/* user.* xattrs need a filesystem that has them (tmpfs does since 6.6) */
+	setxattr(P("src/small"), "user.b", "2", 1, 0);
+	setxattr(P("src/small"), "user.a", "one", 3, 0);
+}
+
+static struct pk_layer *pack(const char *src, const char *dest, struct pk_write_stats *st)
+{
+	struct pk_write_opts o = { .threads = 2 };
+	char d[512], s[512];
+	snprintf(s, sizeof s, "%s/%s", top, src);
+	snprintf(d, sizeof d, "%s/%s", top, dest);
+	assert_int_equal(pk_write(s, d, &o, st), 0);
+	struct pk_layer *l;
+	assert_int_equal(pk_open(d, NULL, NULL, &l), 0);
+	return l;
+}
+
+static uint32_t look(struct pk_layer *l, uint32_t dir, const char *name, int want)
+{
+	struct pk_dirent e;
+	assert_int_equal(pk_lookup(l, dir, name, strlen(name), &e), want);
+	return want == PK_ABSENT ? 0 : e.ino;
+}
+
+static void test_tree(void **state)
+{
+	make_tree();
+	struct pk_write_stats st;
+	struct pk_layer *l = pack("src", "L1", &st);
+	uint32_t root = pk_root(l);
+	struct pk_attr a;
+
+	uint32_t small = look(l, root, "small", PK_FOUND);
+	assert_int_equal(pk_getattr(l, small, &a), 0);
+	assert_true(S_ISREG(a.mode));
+	assert_int_equal(a.size, 6);
+	char buf[16] = "";
+	assert_int_equal(pk_read(l, small, 0, sizeof buf, buf), 6);
+	assert_memory_equal(buf, "hello\n", 6);
+	assert_int_equal(pk_read(l, small, 6, 10, buf), 0);
+	if (pk_getxattr(l, small, "user.a", NULL, 0) >= 0) {
+		char v[8];
+		assert_int_equal(pk_getxattr(l, small, "user.a", v, sizeof v), 3);
+		assert_memory_equal(v, "one", 3);
+		assert_int_equal(pk_getxattr(l, small, "user.b", v, sizeof v), 1);
+		assert_int_equal(pk_getxattr(l, small, "user.a", v, 2), -ERANGE);
+		char list[64];
+		assert_int_equal(pk_listxattr(l, small, list, sizeof list), 14);
+		assert_string_equal(list, "user.a");
+	}
+	assert_int_equal(pk_getxattr(l, small, "user.none", buf, sizeof buf), -ENODATA);
+
+	look(l, root, "gone", PK_WHITEOUT);
+	look(l, root, ".wh.gone", PK_ABSENT);
+	look(l, root, "nothere", PK_ABSENT);
+	uint32_t opq = look(l, root, "opq", PK_FOUND);
+	assert_int_equal(pk_is_opaque(l, opq), 1);
+	assert_int_equal(pk_is_opaque(l, root), 0);
+	look(l, opq, ".wh..wh..opq", PK_ABSENT);
+	uint32_t fifo = look(l, root, "fifo", PK_FOUND);
+	assert_int_equal(pk_getattr(l, fifo, &a), 0);
+	assert_true(S_ISFIFO(a.mode));
+
+	uint32_t d = look(l, root, "d", PK_FOUND);
+	assert_int_equal(pk_getattr(l, d, &a), 0);
+	assert_int_equal(a.mode & 07777, 0750);
+	look(l, d, "small", PK_WHITEOUT);
+	uint32_t x = look(l, d, "x", PK_FOUND);
+	look(l, d, ".wh.x", PK_ABSENT);   /* hidden, kept for unpack */
+	assert_int_equal(pk_read(l, x, 0, 4, buf), 1);
+	uint32_t b1 = look(l, d, "big", PK_FOUND), b2 = look(l, d, "big2", PK_FOUND);
+	assert_int_equal(b1, b2);
+	assert_int_equal(pk_getattr(l, b1, &a), 0);
+	assert_int_equal(a.nlink, 2);
+	assert_int_equal(a.size, BIG);
+	unsigned char *got = malloc(BIG + 10);
+	assert_int_equal(pk_read(l, b1, 0, BIG + 10, got), BIG);
+	assert_memory_equal(got, big, BIG);
+	/* A read across a chunk boundary. */
+	assert_int_equal(pk_read(l, b1, PK_CHUNK_SIZE - 5, 10, got), 10);
+	assert_memory_equal(got, big + PK_CHUNK_SIZE - 5, 10);
+	free(got);
+	uint32_t ln = look(l, d, "link", PK_FOUND);
+	const char *t;
+	size_t tl;
+	assert_int_equal(pk_readlink(l, ln, &t, &tl), 0);
+	assert_int_equal(tl, 8);
+	assert_memory_equal(t, "../small", 8);
+	assert_int_equal(pk_readlink(l, b1, &t, &tl), -EINVAL);
+
+	/* readdir: every entry, sorted, offsets are indexes. */
+	struct pk_dirent e, prev = { 0 };
+	uint64_t off;
+	for (off = 0; pk_readdir(l, d, off, &e) == 1; off++) {
+		if (off) {
+			size_t m = prev.name_len < e.name_len ? prev.name_len : e.name_len;
+			int c = memcmp(prev.name, e.name, m);
+			assert_true(c < 0 || (c == 0 && prev.name_len < e.name_len));
+		}
+		prev = e;
+	}
+	assert_int_equal(off, 6);   /* .wh.x big big2 link small(wh) x */
+	assert_int_equal(pk_readdir(l, d, 3, &e), 1);
+	assert_memory_equal(e.name, "link", 4);
+	assert_int_equal(pk_readdir(l, d, 99, &e), 0);
+	assert_int_equal(pk_readdir(l, small, 0, &e), -ENOTDIR);
+	assert_int_equal(pk_getattr(l, 99999, &a), -ENOENT);
+	char path[256];
+	pk_path_of(l, b1, path, sizeof path);
+	assert_string_equal(path, "/d/big");
+	pk_close(l);
+	free(big);
+}
+
+static void test_forged_keys(void **state)
+{
+	struct pk_store *s;
+	assert_int_equal(pk_store_open(P("store"), true, &s), 0);
+	uint8_t key[16];
+	memset(key, 0xab, 16);
+	unsigned char *a = rnd(1000, 7), *b = rnd(1000, 8);
+	unsigned char zeros[5000] = { 0 };
+	struct pk_chunk ca, cb, ca2, cz;
+	assert_int_equal(pk_store_put(s, key, a, 1000, &ca), 0);
+	assert_int_equal(pk_store_put(s, key, b, 1000, &cb), 0);   /* forged: same key, other bytes */
+	assert_int_equal(ca.suffix, 0);
+	assert_int_equal(cb.suffix, 1);
+	assert_int_equal(pk_store_put(s, key, a, 1000, &ca2), 0);
+	assert_int_equal(ca2.suffix, 0);                        /* reused after comparing */
+	assert_int_equal(ca.form, PK_FORM_RAW);                 /* random bytes: lz4 does not shrink them */
+	pk_key(zeros, sizeof zeros, key);
+	assert_int_equal(pk_store_put(s, key, zeros, sizeof zeros, &cz), 0);
+	assert_int_equal(cz.form, PK_FORM_LZ4);
+	assert_true(cz.slen < 100);
+	struct pk_store_stats ss;
+	pk_store_stats(s, &ss);
+	assert_int_equal(ss.created, 3);
+	assert_int_equal(ss.reused, 1);
+
+	/* Both objects are there and read back as their own bytes; a forged
+	 * key never verifies (the real XXH3 of a differs), so get says EIO. */
+	char n1[64], n2[64];
+	pk_object_name(&ca, n1);
+	pk_object_name(&cb, n2);
+	assert_string_not_equal(n1, n2);
+	unsigned char out[5000];
+	assert_int_equal(pk_store_get(s, &ca, out), -EIO);
+	assert_int_equal(pk_store_get(s, &cz, out), 0);
+	assert_memory_equal(out, zeros, sizeof zeros);
+	struct stat st;
+	snprintf(path_buf, sizeof path_buf, "%s/store/%s", top, n1);
+	assert_int_equal(stat(path_buf, &st), 0);
+	snprintf(path_buf, sizeof path_buf, "%s/store/%s", top, n2);
+	assert_int_equal(stat(path_buf, &st), 0);
+	int fd = open(path_buf, O_RDONLY);
+	assert_int_equal(read(fd, out, 1000), 1000);
+	close(fd);
+	assert_memory_equal(out, b, 1000);
+
+	/* A forged key that matches real data of the first layer. */
+	unsigned char *c = rnd(3000, 9), *d = rnd(3000, 10);
+	pk_key(c, 3000, key);
+	struct pk_chunk cc, cd;
+	assert_int_equal(pk_store_put(s, key, c, 3000, &cc), 0);
+	assert_int_equal(pk_store_put(s, key, d, 3000, &cd), 0);
+	assert_int_equal(cd.suffix, 1);
+	assert_int_equal(pk_store_get(s, &cc, out), 0);
+	assert_memory_equal(out, c, 3000);
+	pk_store_close(s);
+	free(a);
+	free(b);
+	free(c);
+	free(d);
+}
+
+/* Every object file of a store, for damaging one. */
+static char first_obj[512];
+static int find_obj(const char *p, const struct stat *st, int flag, struct FTW *f)
+{
+	size_t n = strlen(p);
+	if (flag == FTW_F && n > 4 && (!strcmp(p + n - 4, ".lz4") || !strcmp(p + n - 4, ".raw")) && !first_obj[0])
+		snprintf(first_obj, sizeof first_obj, "%s", p);
+	return 0;
+}
+
+static void test_damaged_chunk(void **state)
+{
+	assert_int_equal(mkdir(P("src"), 0755), 0);
+	unsigned char *data = rnd(200000, 3);
+	put_file("src/f", data, 200000);
+	struct pk_layer *l = pack("src", "L", NULL);
+	uint32_t f = look(l, pk_root(l), "f", PK_FOUND);
+	first_obj[0] = 0;
+	nftw(P("chunks"), find_obj, 16, FTW_PHYS);
+	assert_true(first_obj[0]);
+	assert_int_equal(chmod(first_obj, 0644), 0);
+	int fd = open(first_obj, O_RDWR);
+	assert_true(fd >= 0);
+	unsigned char byte;
+	assert_int_equal(pread(fd, &byte, 1, 10), 1);
+	byte ^= 0x40;
+	assert_int_equal(pwrite(fd, &byte, 1, 10), 1);
+	close(fd);
+	unsigned char *out = malloc(200000);
+	assert_int_equal(pk_read(l, f, 0, 200000, out), -EIO);
+	pk_close(l);
+	free(out);
+	free(data);
+}
+
+static void test_damaged_meta(void **state)
+{
+	assert_int_equal(mkdir(P("src"), 0755), 0);
+	put_file("src/a", "a", 1);
+	struct pk_layer *l = pack("src", "L", NULL);
+	off_t size = pk_super(l)->file_size;
+	uint64_t inodes = pk_super(l)->sec[PK_SEC_INODES].off;
+	pk_close(l);
+	char L[512];
+	snprintf(L, sizeof L, "%s/L", top);
+	/* A flipped byte in a section. */
+	int fd = open(L, O_RDWR);
+	unsigned char byte;
+	assert_int_equal(pread(fd, &byte, 1, inodes + 80), 1);
+	byte ^= 1;
+	assert_int_equal(pwrite(fd, &byte, 1, inodes + 80), 1);
+	assert_int_equal(pk_open(L, NULL, NULL, &l), -EINVAL);
+	byte ^= 1;
+	assert_int_equal(pwrite(fd, &byte, 1, inodes + 80), 1);
+	assert_int_equal(pk_open(L, NULL, NULL, &l), 0);
+	pk_close(l);
+	/* The superblock. */
+	assert_int_equal(pread(fd, &byte, 1, 40), 1);
+	byte ^= 1;
+	assert_int_equal(pwrite(fd, &byte, 1, 40), 1);
+	assert_int_equal(pk_open(L, NULL, NULL, &l), -EINVAL);
+	byte ^= 1;
+	assert_int_equal(pwrite(fd, &byte, 1, 40), 1);
+	/* Truncated, anywhere. */
+	assert_int_equal(ftruncate(fd, size - 1), 0);
+	assert_int_equal(pk_open(L, NULL, NULL, &l), -EINVAL);
+	assert_int_equal(ftruncate(fd, 100), 0);
+	assert_int_equal(pk_open(L, NULL, NULL, &l), -EINVAL);
+	assert_int_equal(ftruncate(fd, 0), 0);
+	assert_int_equal(pk_open(L, NULL, NULL, &l), -EINVAL);
+	close(fd);
+	char junk[400];
+	memset(junk, 'x', sizeof junk);
+	put_file("notalayer", junk, sizeof junk);
+	assert_int_equal(pk_open(P("notalayer"), NULL, NULL, &l), -EINVAL);
+}
+
+static int count_objs(const char *store)
+{
+	int n = 0;
+	for (int b = 0; b < 256; b++) {
+		char d[600];
+		snprintf(d, sizeof d, "%s/%02x", store, b);
+		DIR *dir = opendir(d);
+		if (!dir)
+			continue;
+		struct dirent *de;
+		while ((de = readdir(dir)))
+			n += de->d_name[0] != '.';
+		closedir(dir);
+	}
+	return n;
+}
+
+static void test_gc(void **state)
+{
+	assert_int_equal(mkdir(P("a"), 0755), 0);
+	assert_int_equal(mkdir(P("b"), 0755), 0);
+	unsigned char *shared = rnd(100000, 1), *only_a = rnd(70000, 2), *only_b = rnd(70000, 3);
+	put_file("a/shared", shared, 100000);
+	put_file("b/shared", shared, 100000);
+	put_file("a/mine", only_a, 70000);
+	put_file("b/mine", only_b, 70000);
+	struct pk_write_stats sa, sb;
+	struct pk_layer *la = pack("a", "LA", &sa), *lb = pack("b", "LB", &sb);
+	assert_int_equal(sa.chunks_new, 4);   /* 2 + 2 chunks */
+	assert_int_equal(sb.chunks_new, 2);   /* the shared file's chunks are reused */
+	pk_close(lb);
+	char store[512], lia[512];
+	snprintf(store, sizeof store, "%s/chunks", top);
+	snprintf(lia, sizeof lia, "%s/LA", top);
+	assert_int_equal(count_objs(store), 6);
+	put_file("chunks/tmp/123.4", "junk", 4);   /* left by a killed writer */
+	char *live[] = { lia };
+	struct pk_gc_stats gs;
+	assert_int_equal(pk_gc(store, live, 1, &gs), 0);
+	assert_int_equal(gs.removed, 2);
+	assert_int_equal(gs.kept, 4);
+	assert_int_equal(gs.tmp_removed, 1);
+	assert_int_equal(count_objs(store), 4);
+	/* The live layer reads whole. */
+	uint32_t f = look(la, pk_root(la), "mine", PK_FOUND);
+	unsigned char *out = malloc(100000);
+	assert_int_equal(pk_read(la, f, 0, 70000, out), 70000);
+	assert_memory_equal(out, only_a, 70000);
+	f = look(la, pk_root(la), "shared", PK_FOUND);
+	assert_int_equal(pk_read(la, f, 0, 100000, out), 100000);
+	assert_memory_equal(out, shared, 100000);
+	pk_close(la);
+	/* A live layer that cannot be read stops the GC before any removal. */
+	char *bad[] = { lia, (char *)"/nonexistent/layer" };
+	assert_int_not_equal(pk_gc(store, bad, 2, &gs), 0);
+	assert_int_equal(count_objs(store), 4);
+	/* Nothing live: everything goes. */
+	assert_int_equal(pk_gc(store, NULL, 0, &gs), 0);
+	assert_int_equal(count_objs(store), 0);
+	free(out);
+	free(shared);
+	free(only_a);
+	free(only_b);
+}
+
+struct rd {
+	struct pk_layer *l;
+	uint32_t ino;
+	const unsigned char *want;
+	int bad;
+};
+
+static void *reader(void *arg)
+{
+	struct rd *r = arg;
+	unsigned char *buf = malloc(8192);
+	for (int i = 0; i < 400; i++) {
+		uint64_t off = (i * 7919u * 4096u) % (800000 - 8192);
+		if (pk_read(r->l, r->ino, off, 8192, buf) != 8192 || memcmp(buf, r->want + off, 8192))
+			r->bad++;
+	}
+	free(buf);
+	return NULL;
+}
+
+static void test_cache_threads(void **state)
+{
+	assert_int_equal(mkdir(P("src"), 0755), 0);
+	unsigned char *data = rnd(800000, 5);
+	put_file("src/f", data, 800000);
+	assert_int_equal(pk_write(P("src"), P("L"), NULL, NULL), 0);
+	struct pk_cache *c = pk_cache_new(3 * PK_CHUNK_SIZE);
+	struct pk_layer *l;
+	char L[512];
+	snprintf(L, sizeof L, "%s/L", top);
+	assert_int_equal(pk_open(L, NULL, c, &l), 0);
+	struct rd r[4];
+	pthread_t th[4];
+	for (int i = 0; i < 4; i++) {
+		r[i] = (struct rd){ l, look(l, pk_root(l), "f", PK_FOUND), data, 0 };
+		pthread_create(&th[i], NULL, reader, &r[i]);
+	}
+	for (int i = 0; i < 4; i++) {
+		pthread_join(th[i], NULL);
+		assert_int_equal(r[i].bad, 0);
+	}
+	struct pk_cache_stats cs;
+	pk_cache_stats(c, &cs);
+	assert_true(cs.bytes <= 3 * PK_CHUNK_SIZE);
+	assert_true(cs.hits > 0 && cs.misses > 0);
+	pk_close(l);
+	pk_cache_free(c);
+	free(data);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_tree, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_forged_keys, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_damaged_chunk, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_damaged_meta, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_gc, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cache_threads, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
