@@ -85,6 +85,7 @@ struct session {
 	const struct launch_ctx *ctx;   /* NULL for strata_exec */
 	int ctl;                /* the launcher's end of the control socket */
 	bool tty, interactive;
+	pid_t init;             /* the container's init, once it said so */
 	pid_t pasta;            /* net.c: pasta, once started */
 	int pasta_ready, pasta_log;
 	int (*on_netns)(struct session *ss, pid_t init);

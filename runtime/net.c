@@ -227,6 +227,7 @@ int net_on_netns(struct session *ss, pid_t init)
 		serr(EPROTO, "learn", "the container's pid", "the launcher cannot wire its network");
 		return -EPROTO;
 	}
+	ss->init = init;
 	return spawn_pasta(ss, init);
 }
 

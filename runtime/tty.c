@@ -420,8 +420,11 @@ int session_run(struct session *ss, pid_t child, int *status)
 		relay_output(&rl);
 	goto out;
 fail:
-	kill(child, SIGKILL);
-	waitpid(child, status, 0);
+	/* Through init, if we know it: the processes above it then end
+	 * as usual (unmount, reap the daemon) instead of leaving orphans. */
+	kill(ss->init > 0 ? ss->init : child, SIGKILL);
+	while (waitpid(child, status, 0) < 0 && errno == EINTR)
+		;
 out:
 	relay_restore(&rl);
 	if (rl.master >= 0)

@@ -113,13 +113,16 @@ def stop(e, p, what, sig=signal.SIGTERM):
 
 
 def processes_named(name):
+    """Processes started as name (argv[0]'s last component): pasta runs
+    on as passt.avx2 or the like, so its comm does not say."""
     found = []
     for d in os.listdir("/proc"):
         if d.isdigit():
             try:
-                with open(f"/proc/{d}/comm") as f:
-                    if f.read().strip() == name:
-                        found.append(int(d))
+                with open(f"/proc/{d}/cmdline", "rb") as f:
+                    argv0 = f.read().split(b"\0")[0].decode(errors="replace")
+                if os.path.basename(argv0) == name:
+                    found.append(int(d))
             except OSError:
                 pass
     return found
