@@ -23,6 +23,22 @@ int cmd_start(const char *store, int argc, char **argv);
 int cmd_ps(const char *store, int argc, char **argv);
 int cmd_rm(const char *store, int argc, char **argv);
 int cmd_bench(const char *store, int argc, char **argv);
+int cmd_pull(const char *store, int argc, char **argv);
+int cmd_push(const char *store, int argc, char **argv);
+int cmd_login(const char *store, int argc, char **argv);
+int cmd_logout(const char *store, int argc, char **argv);
+int cmd_save(const char *store, int argc, char **argv);
+int cmd_load(const char *store, int argc, char **argv);
+
+/* An image reference as docker reads it (cmd_registry.c): domain
+ * ("docker.io"), path ("library/busybox"), tag or digest. */
+struct image_ref {
+	char *domain, *path, *tag, *digest;
+};
+int image_ref_parse(const char *text, struct image_ref *r);
+void image_ref_free(struct image_ref *r);
+char *image_ref_full(const struct image_ref *r);      /* docker.io/library/busybox:latest */
+char *image_ref_familiar(const struct image_ref *r);  /* busybox:latest */
 int cmd_pack(const char *store, int argc, char **argv);
 int cmd_unpack(const char *store, int argc, char **argv);
 

@@ -28,6 +28,12 @@ static const struct {
 	{ "rm", cmd_rm, "CONTAINER...", "remove containers and their layers" },
 	{ "pack", cmd_pack, "SRC_DIR DEST [--chunks DIR]", "a directory into a packed layer (chunked, lz4, deduplicated)" },
 	{ "unpack", cmd_unpack, "DEST DIR [--chunks DIR]", "a packed layer back into a directory" },
+	{ "pull", cmd_pull, "[--tls-verify=false] [-q] NAME[:TAG]|NAME@DIGEST", "fetch an image from a registry; print its id" },
+	{ "push", cmd_push, "[--tls-verify=false] [-q] IMAGE [NAME[:TAG]]", "send an image to a registry; print NAME@DIGEST" },
+	{ "login", cmd_login, "[-u USER] [--password-stdin] [REGISTRY]", "keep credentials for a registry" },
+	{ "logout", cmd_logout, "[--all] [REGISTRY]", "forget a registry's credentials" },
+	{ "save", cmd_save, "[-o FILE] IMAGE", "write an image as a docker-archive (stdout without -o)" },
+	{ "load", cmd_load, "[-i FILE]", "read a docker-archive (stdin without -i), keeping its names" },
 	{ "bench", cmd_bench, "[ARGS...]", "run the benchmark harness (bench/run.sh)" },
 };
 
@@ -44,8 +50,8 @@ static void usage(FILE *f)
 		   "  --name N  -e|--env K=V  -v|--bind SRC:DST[:ro]  --net host|none  -u|--user U[:G]\n"
 		   "  -w|--workdir DIR  -h|--hostname H  --cap-add CAP  --cap-drop CAP|ALL  --fs-program PATH\n"
 		   "  --rlimit NAME=SOFT[:HARD]  --uidmap IN:OUT:COUNT  --gidmap IN:OUT:COUNT\n"
-		   "\nImages move to and from registries with skopeo through an OCI layout:\n"
-		   "  skopeo copy docker://busybox oci:/tmp/bb:latest && strata import oci:/tmp/bb:latest busybox\n");
+		   "\npull and push go through skopeo, which shares its credentials with podman;\n"
+		   "a local registry without TLS needs --tls-verify=false.\n");
 }
 
 int main(int argc, char **argv)
