@@ -21,6 +21,26 @@ int copyup_tmpname(char *buf, size_t len)
 	return 0;
 }
 
+/* All of buf at off. A short write is carried on, so the error returned is
+ * the one that stopped it (ENOSPC, EDQUOT, EIO), never an errno an earlier
+ * call left behind. */
+static int pwrite_all(int fd, const char *buf, size_t len, off_t off)
+{
+	while (len) {
+		ssize_t w = pwrite(fd, buf, len, off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return -errno;
+		if (w == 0)
+			return -ENOSPC;  /* no progress and no reason given */
+		buf += w;
+		len -= (size_t)w;
+		off += w;
+	}
+	return 0;
+}
+
 /* Copy [0, size) of src to dst keeping holes. */
 static int copy_data(int src, int dst, off_t size)
 {
@@ -28,6 +48,9 @@ static int copy_data(int src, int dst, off_t size)
 		return 0;
 	if (ioctl(dst, FICLONE, src) == 0)
 		return 0;
+	/* copy_file_range refuses across filesystems (EXDEV) and on some; once
+	 * refused, every extent goes through a buffer */
+	bool cfr = true;
 	off_t pos = 0;
 	while (pos < size) {
 		off_t data = lseek(src, pos, SEEK_DATA);
@@ -43,23 +66,32 @@ static int copy_data(int src, int dst, off_t size)
 			hole = size;
 		off_t in = data, out = data;
 		while (in < hole) {
-			ssize_t n = copy_file_range(src, &in, dst, &out, (size_t)(hole - in), 0);
-			if (n < 0) {
+			if (cfr) {
+				ssize_t n = copy_file_range(src, &in, dst, &out, (size_t)(hole - in), 0);
+				if (n > 0)
+					continue;
+				if (n == 0)
+					break;  /* the source shrank */
+				if (errno == EINTR)
+					continue;
 				if (errno != EXDEV && errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP)
 					return -errno;
-				/* fall back to read/write for this extent */
-				char buf[128 * 1024];
-				ssize_t rd = pread(src, buf, sizeof buf < (size_t)(hole - in) ? sizeof buf : (size_t)(hole - in), in);
-				if (rd <= 0)
-					return rd < 0 ? -errno : -EIO;
-				if (pwrite(dst, buf, (size_t)rd, out) != rd)
-					return -errno;
-				in += rd;
-				out += rd;
-				continue;
+				cfr = false;
 			}
-			if (n == 0)
-				break;
+			char buf[128 * 1024];
+			size_t want = sizeof buf < (size_t)(hole - in) ? sizeof buf : (size_t)(hole - in);
+			ssize_t rd = pread(src, buf, want, in);
+			if (rd < 0 && errno == EINTR)
+				continue;
+			if (rd < 0)
+				return -errno;
+			if (rd == 0)
+				return -EIO;  /* the source shrank under us */
+			int r = pwrite_all(dst, buf, (size_t)rd, out);
+			if (r < 0)
+				return r;
+			in += rd;
+			out += rd;
 		}
 		pos = hole;
 	}
@@ -393,11 +425,20 @@ static int copyup_metacopy_data(struct node *n)
 		r = copy_data(src, dst, size);
 		if (r == 0 && ftruncate(dst, st.st_size) < 0)
 			r = -errno;
-		/* writing the data dropped the file capabilities: put them back */
-		if (r == 0 && caplen > 0)
+		if (r == 0 && !SFS->opts.is_volatile && fdatasync(dst) < 0)
+			r = -errno;
+		if (r < 0) {
+			/* A fill that failed (the upper full, most often) leaves
+			 * the file a metacopy, its data read from below: what it
+			 * wrote is given back, or the upper stays full. */
+			if (ftruncate(dst, 0) < 0 || ftruncate(dst, st.st_size) < 0)
+				serr(errno, "free the partial data of", ul.name,
+				     "the file stays a metacopy; its upper copy holds space until deleted");
+		}
+		/* writing (or discarding) the data dropped the file capabilities:
+		 * put them back */
+		if (caplen > 0)
 			fsetxattr(dst, "security.capability", cap, (size_t)caplen, 0);
-		if (r == 0 && !SFS->opts.is_volatile)
-			fdatasync(dst);
 		if (r == 0 && fremovexattr(dst, wh_xattr_metacopy(&SFS->whp)) < 0 && errno != ENODATA)
 			r = -errno;
 		futimens(dst, ts);

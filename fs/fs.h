@@ -141,6 +141,13 @@ struct sfs {
 	bool pt;                 /* upper files use the kernel's passthrough */
 	cpu_set_t cpus;          /* the daemon's CPUs, before any thread pinned itself */
 	struct fuse_session *se;
+	/* The mount this daemon made itself, watched in its mount namespace
+	 * (main.c): mntinfo_fd is /proc/self/mountinfo (-1: not watched, as
+	 * for /dev/fd/N), mnt_dev its superblock; mnt_gone once no mount of
+	 * it is left there. */
+	int mntinfo_fd;
+	dev_t mnt_dev;
+	bool mnt_gone;
 };
 
 extern struct sfs *SFS;
@@ -286,6 +293,9 @@ static inline uint64_t mono_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* main.c: is a mount of our superblock left in our mount namespace? */
+bool mount_present(void);
+
 /* loop.c: serve requests until unmounted; 0 workers = one thread */
 int serve(struct fuse_session *se, unsigned nworkers);
 /* The arguments of the request this thread serves, as the kernel sent them,
@@ -387,6 +397,9 @@ void place_home(struct place *p, int cpu);
 void place_served(struct place *p, uint64_t t0, uint64_t t1);
 /* The CPU thread tid last ran on, or -1. */
 int place_cpu_of(uint32_t tid);
+/* Shutting down: every thread of the daemon back at SCHED_OTHER on all its
+ * CPUs (where it may turn back), so none waits behind the load to exit. */
+void place_all_to_front(void);
 /* A thread without an I/O priority of its own takes it from its
  * scheduling policy, and SCHED_IDLE means idle-class I/O: give it the
  * best-effort level of its nice value (an ionice of the daemon stays). */

@@ -16,6 +16,7 @@
 #include <sched.h>
 #include <unistd.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <time.h>
 #include <linux/fuse.h>
 #include <string.h>
@@ -36,6 +37,17 @@ static struct {
 	struct fuse_session *se;
 	unsigned busy;          /* jobs queued or being served */
 } Q = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
+
+/* The mount watch (main.c's mount_present): a thread at SCHED_OTHER that
+ * sleeps until the mount table of our namespace changes, and ends the
+ * session when our mount has left it. It, not the reader, is woken then:
+ * the reader may sit at SCHED_IDLE behind the machine's load. */
+static struct {
+	pthread_t th;
+	bool started;
+	int wakefd;             /* readable: the session is over (reader's wait) */
+	int stopfd;             /* readable: the watch ends */
+} W = { .wakefd = -1, .stopfd = -1 };
 
 /* Could this request block for long? Looks at the request's own arguments:
  * an open for writing or a truncate may copy a whole file up; a large
@@ -158,10 +170,12 @@ static void *worker(void *arg)
  * reader polls, and only right after a request: an idle mount sleeps. */
 static int wait_request(int fd, unsigned spin_us, const sigset_t *sigs)
 {
-	struct pollfd p = { .fd = fd, .events = POLLIN };
+	/* p[1]: the end, said by the mount watch (never read: it stays
+	 * readable, and no later wait can miss it) */
+	struct pollfd p[2] = { { .fd = fd, .events = POLLIN }, { .fd = W.wakefd, .events = POLLIN } };
 	uint64_t end = spin_us ? mono_ns() + (uint64_t)spin_us * 1000 : 0;
 	while (spin_us) {
-		int r = poll(&p, 1, 0);
+		int r = poll(p, 1, 0);
 		if (r > 0)
 			return 1;
 		if (r < 0 && errno != EINTR)
@@ -172,7 +186,7 @@ static int wait_request(int fd, unsigned spin_us, const sigset_t *sigs)
 	/* Only here may the exit signals arrive (they are blocked elsewhere in
 	 * every thread): a signal then ends the wait and the loop sees the
 	 * session's exit flag, with no window to miss it in. */
-	if (ppoll(&p, 1, NULL, sigs) < 0 && errno != EINTR)
+	if (ppoll(p, W.wakefd >= 0 ? 2 : 1, NULL, sigs) < 0 && errno != EINTR)
 		return -1;
 	return 0;
 }
@@ -383,6 +397,11 @@ static int reader_loop(void)
 		}
 	}
 	follow_stop(&fol);
+	/* the threads woken for the end must not wait behind the load */
+	place_all_to_front();
+	/* ended by the mount watch while waiting: not an error */
+	if (r == -EAGAIN || r == -EINTR)
+		r = 0;
 	R.r = r;
 	pthread_mutex_lock(&R.lock);
 	R.done = true;
@@ -432,6 +451,68 @@ static bool start_standby(void)
 	return ok;
 }
 
+static void *watch_main(void *arg)
+{
+	struct pollfd p[2] = { { .fd = SFS->mntinfo_fd, .events = POLLPRI },
+			       { .fd = W.stopfd, .events = POLLIN } };
+	for (;;) {
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			serr(errno, "poll", "/proc/self/mountinfo",
+			     "the daemon ends only when the kernel ends the connection");
+			return NULL;
+		}
+		if (p[1].revents)
+			return NULL;
+		if ((p[0].revents & (POLLPRI | POLLERR)) && !mount_present())
+			break;
+	}
+	sdebug("%s: unmounted from this mount namespace; ending", SFS->opts.mountpoint);
+	__atomic_store_n(&SFS->mnt_gone, true, __ATOMIC_RELEASE);
+	fuse_session_exit(Q.se);
+	place_all_to_front();
+	uint64_t one = 1;
+	if (write(W.wakefd, &one, sizeof one) < 0)
+		serr(errno, "write", "eventfd", "the reader may not see the end");
+	return NULL;
+}
+
+static void watch_start(void)
+{
+	if (SFS->mntinfo_fd < 0)
+		return;
+	W.wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	W.stopfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (W.wakefd >= 0 && W.stopfd >= 0 && pthread_create(&W.th, NULL, watch_main, NULL) == 0) {
+		pthread_setname_np(W.th, "strata-watch");
+		W.started = true;
+		return;
+	}
+	serr(errno, "start", "mount watch", "the daemon ends only when the kernel ends the connection");
+	if (W.wakefd >= 0)
+		close(W.wakefd);
+	if (W.stopfd >= 0)
+		close(W.stopfd);
+	W.wakefd = W.stopfd = -1;
+}
+
+static void watch_stop(void)
+{
+	if (W.started) {
+		uint64_t one = 1;
+		if (write(W.stopfd, &one, sizeof one) < 0)
+			serr(errno, "write", "eventfd", "waiting for the mount watch anyway");
+		pthread_join(W.th, NULL);
+		W.started = false;
+	}
+	if (W.wakefd >= 0)
+		close(W.wakefd);
+	if (W.stopfd >= 0)
+		close(W.stopfd);
+	W.wakefd = W.stopfd = -1;
+}
+
 int serve(struct fuse_session *se, unsigned nworkers)
 {
 	pthread_t th[16];
@@ -455,6 +536,7 @@ int serve(struct fuse_session *se, unsigned nworkers)
 		if (pthread_create(&th[n], NULL, worker, NULL) != 0)
 			break;
 	Q.nworkers = n;
+	watch_start();
 
 	int fd = fuse_session_fd(se);
 	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
@@ -471,6 +553,7 @@ int serve(struct fuse_session *se, unsigned nworkers)
 	pthread_mutex_unlock(&Q.lock);
 	for (unsigned i = 0; i < n; i++)
 		pthread_join(th[i], NULL);
+	watch_stop();
 	uring_stop();
 	wa_stop();
 	free(R.buf.mem);

@@ -3,11 +3,14 @@
 #include "fs.h"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <sched.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -69,7 +72,9 @@ static const char usage_text[] =
 "\n"
 "MOUNTPOINT may be /dev/fd/N: a /dev/fuse descriptor already mounted by the caller.\n"
 "strata-fs exits 0 once the mount is live, then serves in the background until\n"
-"unmounted (fusermount3 -u MOUNTPOINT or umount MOUNTPOINT).\n";
+"unmounted (fusermount3 -u MOUNTPOINT or umount MOUNTPOINT) from the mount\n"
+"namespace it mounted in: a copy of the mount in another namespace (made by an\n"
+"unshare -m meanwhile) does not keep it, and fails with ENOTCONN from then on.\n";
 
 static const struct fuse_lowlevel_ops ops = {
 	.init = op_init,
@@ -259,6 +264,136 @@ static void presize_fdtable(const struct sfs *fs)
 		close(fd);
 }
 
+/* One line of mountinfo: its mount point (unescaped) and device. */
+static bool mountinfo_line(char *line, char *mp, size_t mplen, unsigned *maj, unsigned *min,
+			   bool *fuse)
+{
+	int off = 0;
+	if (sscanf(line, "%*u %*u %u:%u %*s %n", maj, min, &off) != 2 || !off)
+		return false;
+	const char *p = line + off;
+	size_t k = 0;
+	for (; *p && *p != ' ' && k + 1 < mplen; p++) {
+		if (p[0] == '\\' && p[1] >= '0' && p[1] <= '3' && p[2] >= '0' && p[2] <= '7' &&
+		    p[3] >= '0' && p[3] <= '7') {
+			mp[k++] = (char)((p[1] - '0') * 64 + (p[2] - '0') * 8 + (p[3] - '0'));
+			p += 3;
+		} else {
+			mp[k++] = *p;
+		}
+	}
+	mp[k] = '\0';
+	const char *sep = strstr(p, " - ");
+	*fuse = sep && !strncmp(sep + 3, "fuse", 4);
+	return true;
+}
+
+/* The whole of /proc/self/mountinfo from fd, NUL-terminated; free() it. */
+static char *mountinfo_read(int fd)
+{
+	size_t cap = 1 << 16, len = 0;
+	char *buf = malloc(cap);
+	if (!buf || lseek(fd, 0, SEEK_SET) < 0) {
+		free(buf);
+		return NULL;
+	}
+	for (;;) {
+		if (cap - len < 4096) {
+			char *nb = realloc(buf, cap * 2);
+			if (!nb) {
+				free(buf);
+				return NULL;
+			}
+			buf = nb;
+			cap *= 2;
+		}
+		ssize_t n = read(fd, buf + len, cap - len - 1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			free(buf);
+			return NULL;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	buf[len] = '\0';
+	return buf;
+}
+
+/* The kernel ends the connection when the last mount of it goes. But a
+ * copy of the mount in another mount namespace (anyone's unshare -m while
+ * it was mounted) keeps it, and the daemon served on after its unmount for
+ * as long as that namespace lived. Unmounted from the namespace it was
+ * mounted in, the daemon ends: the mount it made is watched there (the
+ * superblock's device, so a bind mount or a move keeps it). Not for
+ * /dev/fd/N, mounted by the caller wherever it likes. */
+static void mount_watch_open(struct sfs *fs, const char *mp)
+{
+	int fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+	char *all = fd >= 0 ? mountinfo_read(fd) : NULL;
+	bool found = false;
+
+	for (char *line = all, *next; line && *line; line = next) {
+		next = strchr(line, '\n');
+		if (next)
+			*next++ = '\0';
+		char at[PATH_MAX];
+		unsigned maj, min;
+		bool fuse;
+		/* the last (topmost) FUSE mount there is ours */
+		if (mountinfo_line(line, at, sizeof at, &maj, &min, &fuse) && fuse && !strcmp(at, mp)) {
+			fs->mnt_dev = makedev(maj, min);
+			found = true;
+		}
+	}
+	free(all);
+	if (found) {
+		fs->mntinfo_fd = fd;
+		return;
+	}
+	sdebug("mount watch: %s not found in /proc/self/mountinfo; the daemon ends when the kernel ends the connection",
+	       mp);
+	if (fd >= 0)
+		close(fd);
+}
+
+bool mount_present(void)
+{
+	char *all = mountinfo_read(SFS->mntinfo_fd);
+	bool present = !all;   /* unknown: still there */
+
+	for (char *line = all, *next; line && *line && !present; line = next) {
+		next = strchr(line, '\n');
+		if (next)
+			*next++ = '\0';
+		unsigned maj, min;
+		if (sscanf(line, "%*u %*u %u:%u", &maj, &min) == 2 && makedev(maj, min) == SFS->mnt_dev)
+			present = true;
+	}
+	free(all);
+	return present;
+}
+
+/* Our mount left our namespace: libfuse's unmount must not touch the path,
+ * which may hold someone else's mount by now. It unmounts unless the
+ * device reports the connection ended (POLLERR); a copy of the mount in
+ * another namespace may keep it open. Our end of it is closed here (the
+ * kernel ends the connection with its last descriptor, as at our exit) and
+ * the descriptor number given to the write end of a pipe without a reader,
+ * which reports POLLERR too. */
+static void conn_close(struct sfs *fs)
+{
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return;
+	close(p[0]);
+	if (dup3(p[1], fuse_session_fd(fs->se), O_CLOEXEC) < 0)
+		serr(errno, "close the connection of", fs->opts.mountpoint, "libfuse unmounts the path itself");
+	close(p[1]);
+}
+
 /* Is the caller allowed allow_other? root, or user_allow_other in fuse.conf */
 static bool may_allow_other(void)
 {
@@ -280,9 +415,11 @@ int main(int argc, char **argv)
 {
 	static struct sfs fs;
 	int r, ret = 1;
+	char *mp_real = NULL;
 
 	strata_prog = "strata-fs";
 	SFS = &fs;
+	fs.mntinfo_fd = -1;
 	pthread_mutex_init(&fs.table_lock, NULL);
 	r = opts_parse(&fs.opts, argc, argv);
 	if (r < 0)
@@ -304,10 +441,13 @@ int main(int argc, char **argv)
 	raise_nofile(&fs);
 
 	struct stat mst;
-	if (strncmp(fs.opts.mountpoint, "/dev/fd/", 8) && stat(fs.opts.mountpoint, &mst) < 0) {
+	bool by_path = strncmp(fs.opts.mountpoint, "/dev/fd/", 8) != 0;
+	if (by_path && stat(fs.opts.mountpoint, &mst) < 0) {
 		serr(errno, "stat mount point", fs.opts.mountpoint, "create the directory first");
 		goto out;
 	}
+	/* resolved now: once mounted, looking at the path would ask us */
+	mp_real = by_path ? realpath(fs.opts.mountpoint, NULL) : NULL;
 	if ((r = layers_open(&fs)) < 0)
 		goto out;
 	probe_privileges(&fs);
@@ -350,6 +490,8 @@ int main(int argc, char **argv)
 	if (!fs.opts.foreground && fuse_daemonize(0) != 0)
 		goto out_unmount;
 
+	if (mp_real)
+		mount_watch_open(&fs, mp_real);
 	presize_fdtable(&fs);
 	if (sched_getaffinity(0, sizeof fs.cpus, &fs.cpus) < 0) {
 		long n = sysconf(_SC_NPROCESSORS_CONF);
@@ -360,12 +502,17 @@ int main(int argc, char **argv)
 	/* -s: everything on this thread; else slow requests go to workers */
 	ret = serve(fs.se, fs.opts.single_thread ? 0 : 4) != 0;
 out_unmount:
+	if (__atomic_load_n(&fs.mnt_gone, __ATOMIC_ACQUIRE))
+		conn_close(&fs);
 	fuse_session_unmount(fs.se);
 out_handlers:
 	fuse_remove_signal_handlers(fs.se);
 out_session:
 	fuse_session_destroy(fs.se);
 out:
+	free(mp_real);
+	if (fs.mntinfo_fd >= 0)
+		close(fs.mntinfo_fd);
 	layers_close(&fs);
 	opts_free(&fs.opts);
 	return ret;

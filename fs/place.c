@@ -18,6 +18,7 @@
  * its work to a thread that never left SCHED_OTHER (loop.c). */
 #include "fs.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/capability.h>
@@ -156,6 +157,30 @@ int place_cpu_of(uint32_t tid)
 	char *end;
 	long cpu = strtol(p + 1, &end, 10);
 	return end != p + 1 && cpu >= 0 && cpu < CPU_SETSIZE ? (int)cpu : -1;
+}
+
+/* A thread at SCHED_IDLE next to busy tasks runs a few milliseconds a
+ * second or less: the queue threads, the reader and the read-ahead threads
+ * woken for the end would each wait that long for a turn, one after the
+ * other, and a loaded machine stretched a daemon's exit past 20 s. Pinned
+ * to a busy CPU, a thread waits there although another may be free. */
+void place_all_to_front(void)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *de;
+	struct sched_param sp = { 0 };
+
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		pid_t tid = (pid_t)atoi(de->d_name);
+		if (tid <= 0)
+			continue;
+		if (sched_getscheduler(tid) == SCHED_IDLE)
+			sched_setscheduler(tid, SCHED_OTHER, &sp);
+		sched_setaffinity(tid, sizeof SFS->cpus, &SFS->cpus);
+	}
+	closedir(d);
 }
 
 /* Unless set, a thread's I/O priority follows its scheduling policy, and

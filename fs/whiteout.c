@@ -71,6 +71,16 @@ static int oci_name(char *buf, size_t len, const char *name)
 
 #define WH_SHARED "whiteout"
 
+/* Would every later link or mknod of the shared whiteout fail the same way?
+ * A full upper (ENOSPC, EDQUOT) or a passing shortage (ENOMEM, EIO) mends
+ * itself, and then sharing is what saves inodes: one ENOSPC must not cost
+ * an inode per deletion for the rest of the mount. */
+static bool lasting(int err)
+{
+	return err == EPERM || err == EACCES || err == EXDEV || err == EOPNOTSUPP ||
+	       err == ENOSYS || err == EROFS;
+}
+
 /* Link the shared whiteout to NAME in dirfd: 0, or -errno (then the caller
  * makes one of its own, which also reports errors such as EEXIST). */
 static int link_shared(int dirfd, const char *name, struct wh_policy *pol)
@@ -84,14 +94,17 @@ static int link_shared(int dirfd, const char *name, struct wh_policy *pol)
 		if (errno == EMLINK)
 			unlinkat(pol->share_dirfd, WH_SHARED, 0);
 		else if (errno != ENOENT) {
-			if (errno == EPERM || errno == EXDEV || errno == EOPNOTSUPP)
+			int e = errno;
+			if (lasting(e))
 				pol->share = false;
-			return -errno;
+			return -e;
 		}
 		if (mknodat(pol->share_dirfd, WH_SHARED, S_IFCHR | 0, makedev(0, 0)) < 0 &&
 		    errno != EEXIST) {
-			pol->share = false;
-			return -errno;
+			int e = errno;
+			if (lasting(e))
+				pol->share = false;
+			return -e;
 		}
 	}
 	return -EMLINK;
