@@ -26,6 +26,7 @@ struct pk_store {
 	int dirfd, lockfd;
 	char *path;
 	atomic_ulong tmpseq;
+	atomic_bool fan[256];       /* subdirectory "ab" known to exist */
 	pthread_mutex_t mu;
 	struct pk_store_stats st;
 };
@@ -225,33 +226,49 @@ static int probe(struct pk_store *s, struct pk_chunk *c, const void *data, uint3
 	return 0;
 }
 
-/* Write bytes as a new object named by c: 0, -EEXIST when the name was
- * taken meanwhile, -errno. */
-static int create(struct pk_store *s, const struct pk_chunk *c, const void *bytes, uint32_t n)
+static int write_all(int fd, const void *bytes, size_t n)
 {
-	char tmp[64], name[64];
-	snprintf(tmp, sizeof tmp, "tmp/%ld.%lu", (long)getpid(), (unsigned long)atomic_fetch_add(&s->tmpseq, 1));
-	pk_object_name(c, name);
-	_cleanup_close_ int fd = openat(s->dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0444);
-	if (fd < 0)
-		return -errno;
 	size_t done = 0;
-	int r = 0;
 	while (done < n) {
 		ssize_t w = write(fd, (const char *)bytes + done, n - done);
 		if (w < 0 && errno == EINTR)
 			continue;
-		if (w < 0) {
-			r = -errno;
-			break;
-		}
+		if (w < 0)
+			return -errno;
 		done += w;
 	}
-	if (r == 0) {
+	return 0;
+}
+
+/* Write bytes as a new object named by c: 0, -EEXIST when the name was
+ * taken meanwhile, -errno. The object is an O_TMPFILE linked to its name,
+ * so a killed writer leaves nothing behind; a named file in tmp/ (removed
+ * by the GC when a writer dies) where the file system lacks O_TMPFILE. */
+static int create(struct pk_store *s, const struct pk_chunk *c, const void *bytes, uint32_t n)
+{
+	char tmp[64], name[64];
+	pk_object_name(c, name);
+	if (!atomic_load(&s->fan[c->key[0]])) {
 		char dir[3] = { name[0], name[1], 0 };
 		if (mkdirat(s->dirfd, dir, 0755) < 0 && errno != EEXIST)
-			r = -errno;
+			return -errno;
+		atomic_store(&s->fan[c->key[0]], true);
 	}
+	_cleanup_close_ int fd = openat(s->dirfd, "tmp", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0444);
+	if (fd >= 0) {
+		int r = write_all(fd, bytes, n);
+		if (r < 0)
+			return r;
+		snprintf(tmp, sizeof tmp, "/proc/self/fd/%d", fd);
+		return linkat(AT_FDCWD, tmp, s->dirfd, name, AT_SYMLINK_FOLLOW) < 0 ? -errno : 0;
+	}
+	if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)
+		return -errno;
+	snprintf(tmp, sizeof tmp, "tmp/%ld.%lu", (long)getpid(), (unsigned long)atomic_fetch_add(&s->tmpseq, 1));
+	fd = openat(s->dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0444);
+	if (fd < 0)
+		return -errno;
+	int r = write_all(fd, bytes, n);
 	if (r == 0 && linkat(s->dirfd, tmp, s->dirfd, name, 0) < 0)
 		r = -errno;
 	unlinkat(s->dirfd, tmp, 0);
