@@ -66,16 +66,19 @@ int fs_find_program(const char *given, char **out)
 	return -ENOENT;
 }
 
-static void exec_daemon(const struct launch_ctx *ctx, int fusefd)
+static void exec_daemon(const struct launch_ctx *ctx, int fusefd, pid_t outer)
 {
 	char fdpath[32];
 	_cleanup_free_ char *opts = NULL;
 	int r;
 
 	/* Its own session: a ^C meant for the command must not kill the
-	 * filesystem under it. If the outer process dies, follow it. */
+	 * filesystem under it. If the outer process dies, follow it; if it
+	 * died before the death signal was armed, nobody would send it. */
 	setsid();
 	prctl(PR_SET_PDEATHSIG, SIGTERM);
+	if (getppid() != outer)
+		_exit(SETUP_FAILED_EXIT);
 	sigprocmask(SIG_SETMASK, &ctx->oldmask, NULL);
 	signal(SIGPIPE, SIG_DFL);
 	/* only the FUSE fd and stdio reach the daemon */
@@ -115,29 +118,79 @@ int fs_open_device(void)
 	return fd;
 }
 
+/* The kernel's own words on a refused mount parameter ("fuse: Bad
+ * file"), read from the filesystem context. */
+static const char *fs_log(int fsfd, char *buf, size_t len)
+{
+	ssize_t n = read(fsfd, buf, len - 1);
+
+	if (n <= 2)
+		return "the kernel refused the FUSE mount";
+	buf[n] = '\0';
+	buf[strcspn(buf, "\n")] = '\0';
+	return buf + 2; /* "e " */
+}
+
+/* The merged view is made as a detached mount (fsopen/fsmount): it has
+ * no path in any namespace until the container's init attaches it in its
+ * own, so no host directory is ever needed or left behind, and the view
+ * goes away with the container's mount namespace. nodev: a device node in
+ * an image, or one made inside, never opens. */
 int fs_mount(struct launch_ctx *ctx, int fusefd, pid_t *daemon, int *daemon_pidfd)
 {
 	_cleanup_close_ int fd = fusefd;
-	char opts[160];
+	_cleanup_close_ int fsfd = fsopen("fuse", FSOPEN_CLOEXEC);
+	char fdnum[16], log[256];
 	struct stat st;
 
-	snprintf(opts, sizeof opts,
-		 "fd=%d,rootmode=40000,user_id=0,group_id=0,default_permissions,allow_other", fd);
-	if (mount("strata", ctx->mountpoint, "fuse.strata", 0, opts) < 0) {
+	if (fsfd < 0) {
 		int e = errno;
-		serr(e, "mount FUSE on", ctx->mountpoint, "the kernel refused the FUSE mount");
+		serr(e, "create", "FUSE filesystem context", "needs Linux 5.4 or later with FUSE");
 		return -e;
 	}
+	snprintf(fdnum, sizeof fdnum, "%d", fd);
+	static const char *const flags[] = { "default_permissions", "allow_other" };
+	const char *const strs[][2] = {
+		{ "source", "strata" }, { "subtype", "strata" }, { "fd", fdnum },
+		{ "rootmode", "40000" }, { "user_id", "0" }, { "group_id", "0" },
+	};
+	for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
+		if (fsconfig(fsfd, FSCONFIG_SET_STRING, strs[i][0], strs[i][1], 0) < 0) {
+			int e = errno;
+			serr(e, "mount FUSE", strs[i][0], "%s", fs_log(fsfd, log, sizeof log));
+			return -e;
+		}
+	for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
+		if (fsconfig(fsfd, FSCONFIG_SET_FLAG, flags[i], NULL, 0) < 0) {
+			int e = errno;
+			serr(e, "mount FUSE", flags[i], "%s", fs_log(fsfd, log, sizeof log));
+			return -e;
+		}
+	if (fsconfig(fsfd, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0) {
+		int e = errno;
+		serr(e, "mount FUSE", "for the merged view", "%s", fs_log(fsfd, log, sizeof log));
+		return -e;
+	}
+	int mnt = fsmount(fsfd, FSMOUNT_CLOEXEC, MOUNT_ATTR_NODEV);
+	if (mnt < 0) {
+		int e = errno;
+		serr(e, "mount FUSE", "for the merged view", "%s", fs_log(fsfd, log, sizeof log));
+		return -e;
+	}
+	/* the context pins the superblock: only the mount may keep it */
+	close(take_fd(&fsfd));
+	ctx->rootmnt = mnt;
 
-	pid_t pid = fork();
+	pid_t outer = getpid(), pid = fork();
 	if (pid < 0) {
 		int e = errno;
 		serr(e, "fork", "FUSE daemon", NULL);
-		umount2(ctx->mountpoint, MNT_DETACH);
+		cleanup_closep(&ctx->rootmnt);
+		ctx->rootmnt = -1;
 		return -e;
 	}
 	if (pid == 0)
-		exec_daemon(ctx, fd);
+		exec_daemon(ctx, fd, outer);
 	*daemon = pid;
 	*daemon_pidfd = syscall(SYS_pidfd_open, pid, 0);
 	if (*daemon_pidfd < 0) {
@@ -145,7 +198,8 @@ int fs_mount(struct launch_ctx *ctx, int fusefd, pid_t *daemon, int *daemon_pidf
 		serr(e, "pidfd_open", "FUSE daemon", "needs Linux 5.3 or later");
 		kill(pid, SIGKILL);
 		waitpid(pid, NULL, 0);
-		umount2(ctx->mountpoint, MNT_DETACH);
+		cleanup_closep(&ctx->rootmnt);
+		ctx->rootmnt = -1;
 		return -e;
 	}
 	/* Our copy closed: if the daemon dies, the connection aborts and
@@ -153,7 +207,7 @@ int fs_mount(struct launch_ctx *ctx, int fusefd, pid_t *daemon, int *daemon_pidf
 	close(take_fd(&fd));
 
 	/* The first access waits for the daemon's INIT reply: it is up. */
-	if (stat(ctx->mountpoint, &st) < 0) {
+	if (fstatat(mnt, "", &st, AT_EMPTY_PATH) < 0) {
 		int e = errno;
 		if (e == ENOTCONN)
 			serr(e, "start FUSE daemon", ctx->fs_program,
@@ -169,16 +223,21 @@ int fs_mount(struct launch_ctx *ctx, int fusefd, pid_t *daemon, int *daemon_pidf
 	return 0;
 }
 
-/* Waits up to ms for the daemon to exit and reaps it (unless the outer
- * process's reaper loop already did); 0 if it is gone. The pidfd, taken
- * at fork, keeps us from ever waiting on or signalling a recycled pid. */
+/* Waits up to ms (-1: for ever) for the daemon to exit, then reaps it
+ * (unless the outer process's reaper loop already did); 0 once it is
+ * gone. The pidfd, taken at fork, keeps us from ever waiting on or
+ * signalling a recycled pid. */
 static int wait_exit(pid_t pid, int pidfd, int ms)
 {
 	struct pollfd p = { .fd = pidfd, .events = POLLIN };
+	int n;
 
-	if (poll(&p, 1, ms) <= 0)
+	while ((n = poll(&p, 1, ms)) < 0 && errno == EINTR)
+		;
+	if (n == 0)
 		return -ETIMEDOUT;
-	waitpid(pid, NULL, WNOHANG);
+	while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+		;
 	return 0;
 }
 
@@ -187,25 +246,30 @@ static void pidfd_kill(int pidfd, int sig)
 	syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);
 }
 
-int fs_unmount(const struct launch_ctx *ctx, pid_t daemon, int pidfd)
+/* Drops our reference to the merged view and waits until the daemon is
+ * gone: the launcher returns only after that, so whoever ran it may reuse
+ * the upper layer at once. */
+int fs_unmount(struct launch_ctx *ctx, pid_t daemon, int pidfd)
 {
 	int r = 0;
 
-	if (umount2(ctx->mountpoint, MNT_DETACH) < 0 && errno != EINVAL && errno != ENOENT)
-		serr(errno, "unmount", ctx->mountpoint, NULL);
+	cleanup_closep(&ctx->rootmnt);
+	ctx->rootmnt = -1;
 	if (daemon <= 0 || pidfd < 0)
 		return 0;
-	/* With its last mount gone the kernel aborts the connection and the
-	 * daemon exits by itself; a mount still pinned somewhere (an open
-	 * namespace fd) must not keep us, so ask, then insist. */
-	if (wait_exit(daemon, pidfd, 2000) == 0)
+	/* With the container's mount namespace gone (init and everything
+	 * that joined it exited) the view's last mount is gone: the kernel
+	 * aborts the connection and the daemon exits by itself. Give it
+	 * time on a loaded machine, then ask; insist only after a long
+	 * deadline, and wait for it in every case. */
+	if (wait_exit(daemon, pidfd, 5000) == 0)
 		goto out;
 	pidfd_kill(pidfd, SIGTERM);
-	if (wait_exit(daemon, pidfd, 2000) == 0)
+	if (wait_exit(daemon, pidfd, 120000) == 0)
 		goto out;
-	serr(ETIMEDOUT, "stop FUSE daemon", ctx->fs_program, "it ignored SIGTERM; killed it");
+	serr(ETIMEDOUT, "stop FUSE daemon", ctx->fs_program, "it ignored SIGTERM for 2 minutes; killed it");
 	pidfd_kill(pidfd, SIGKILL);
-	waitpid(daemon, NULL, 0);
+	wait_exit(daemon, pidfd, -1);
 	r = -ETIMEDOUT;
 out:
 	close(pidfd);

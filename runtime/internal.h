@@ -24,6 +24,23 @@
  * travels on the error pipe, so it is never confused with the command's. */
 #define SETUP_FAILED_EXIT 125
 
+/* cgroup.c: the container's cgroup, one directory per v1 hierarchy (or
+ * one in the unified hierarchy). procs[] are its cgroup.procs, opened by
+ * the launcher; the container's init writes itself into them. */
+#define CGROUP_MAX_DIRS 8
+struct cgroups {
+	size_t n;
+	char *dir[CGROUP_MAX_DIRS];
+	int procs[CGROUP_MAX_DIRS];
+	const char *started;    /* strata_started.cgroup: the memory or unified one */
+	bool v2;
+};
+int cgroup_create(const struct strata_launch_spec *s, struct cgroups *cg);
+int cgroup_join(const struct cgroups *cg);
+void cgroup_close_fds(struct cgroups *cg);
+int cgroup_remove(struct cgroups *cg, int timeout_ms);
+void cgroup_free(struct cgroups *cg);
+
 struct launch_ctx {
 	const struct strata_launch_spec *spec;
 	bool userns;            /* a user namespace is created */
@@ -31,7 +48,15 @@ struct launch_ctx {
 	char *lowerdir;         /* absolute, checked */
 	char *upperdir, *workdir;
 	char *fs_program;       /* resolved path of the daemon */
-	char mountpoint[PATH_MAX]; /* empty dir the outer ns mounts FUSE on */
+	int rootmnt;            /* the merged view: a detached mount (fsmount)
+				 * made by outer, attached only in init's mount
+				 * namespace, so no host directory ever holds it */
+	char mountpoint[PATH_MAX]; /* a scratch directory for net.c's pasta
+				    * (root, --net private), else ""; the
+				    * merged view has no path (see rootmnt) */
+	struct cgroups cg;
+	pid_t init_pid, daemon_pid; /* host pids, known to the launcher once
+				     * init runs (0 before) */
 	uint64_t caps;          /* capability set the command keeps */
 	int errfd;              /* write end of the error pipe */
 	int ctlfd;              /* the container's end of the control socket
@@ -50,7 +75,7 @@ int idmap_setup(const struct launch_ctx *ctx, pid_t child);
 int fs_find_program(const char *given, char **out);
 int fs_open_device(void);
 int fs_mount(struct launch_ctx *ctx, int fusefd, pid_t *daemon, int *daemon_pidfd);
-int fs_unmount(const struct launch_ctx *ctx, pid_t daemon, int daemon_pidfd);
+int fs_unmount(struct launch_ctx *ctx, pid_t daemon, int daemon_pidfd);
 
 /* mounts.c: in the init process, build the container root and pivot */
 int rootfs_setup(const struct launch_ctx *ctx);

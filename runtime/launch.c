@@ -161,16 +161,42 @@ static void apply_rlimits(const struct launch_ctx *ctx)
 	}
 }
 
-/* pid 1 of the container: build the root, then start the command and
- * stay as its reaper and signal relay. */
-static void init_main(struct launch_ctx *ctx) __attribute__((noreturn));
-static void init_main(struct launch_ctx *ctx)
+/* The launcher's death reaches the outer process as this signal rather
+ * than SIGKILL, so that it still stops the container, waits for the
+ * daemon and removes the cgroup: nothing outlives a killed launcher. */
+#define LAUNCHER_GONE_SIGNAL (SIGRTMIN + 4)
+
+static volatile sig_atomic_t launcher_gone;
+static volatile sig_atomic_t outer_init_pid;
+
+static void on_launcher_gone(int sig)
+{
+	(void)sig;
+	launcher_gone = 1;
+	if (outer_init_pid > 0)
+		kill((pid_t)outer_init_pid, SIGKILL);
+}
+
+/* pid 1 of the container: join the cgroup (before anything else, so every
+ * process of the container is in it), build the root, then start the
+ * command and stay as its reaper and signal relay. */
+static void init_main(struct launch_ctx *ctx, int joined_w) __attribute__((noreturn));
+static void init_main(struct launch_ctx *ctx, int joined_w)
 {
 	const struct strata_launch_spec *s = ctx->spec;
 	int flags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC;
 	int r, st;
 
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	signal(LAUNCHER_GONE_SIGNAL, SIG_DFL);
+	signal(SIGPIPE, SIG_DFL);
+	if ((r = cgroup_join(&ctx->cg)) < 0)
+		report_failure(ctx, r);
+	cgroup_close_fds(&ctx->cg);
+	if (write(joined_w, "j", 1) != 1) {
+		/* outer is gone; our death signal follows */
+	}
+	close(joined_w);
 	if (s->net != STRATA_NET_HOST)
 		flags |= CLONE_NEWNET;
 	if (unshare(flags) < 0) {
@@ -186,6 +212,7 @@ static void init_main(struct launch_ctx *ctx)
 	}
 	if ((r = rootfs_setup(ctx)) < 0 || (r = net_wait_configured(ctx)) < 0)
 		report_failure(ctx, r);
+	cleanup_closep(&ctx->rootmnt);
 
 	pid_t cmd = fork();
 	if (cmd < 0) {
@@ -201,21 +228,49 @@ static void init_main(struct launch_ctx *ctx)
 	_exit(status_to_exit_code(st));
 }
 
-/* The outer process: owns the FUSE mount and the daemon for the whole
- * run, and is the only one that unmounts. */
-static void outer_main(struct launch_ctx *ctx, pid_t launcher, int ready_w, int go_r)
+/* What outer tells the launcher once init is in its cgroup. */
+struct started_msg {
+	pid_t init, daemon;
+};
+
+/* Outer's way out when the launcher died: the container is stopped by
+ * now; the launcher cannot remove the cgroup any more, so we do (where
+ * our ids allow: not as a --uidmap'ed root). */
+static void outer_exit(struct launch_ctx *ctx, int code) __attribute__((noreturn));
+static void outer_exit(struct launch_ctx *ctx, int code)
+{
+	if (launcher_gone)
+		cgroup_remove(&ctx->cg, 60000);
+	_exit(code);
+}
+
+/* The outer process: owns the merged view and the daemon for the whole
+ * run, and waits for the daemon's exit before it exits itself. */
+static void outer_main(struct launch_ctx *ctx, pid_t launcher, int ready_w, int go_r, int started_w)
 	__attribute__((noreturn));
-static void outer_main(struct launch_ctx *ctx, pid_t launcher, int ready_w, int go_r)
+static void outer_main(struct launch_ctx *ctx, pid_t launcher, int ready_w, int go_r, int started_w)
 {
 	pid_t daemon = -1, init;
-	int daemon_pidfd = -1, r, st;
+	int daemon_pidfd = -1, r, st, joined[2];
 	char c = 0;
+	struct sigaction sa = { .sa_handler = on_launcher_gone, .sa_flags = SA_RESTART };
+	sigset_t gone;
 
-	/* A launcher killed outright takes the whole tree with it: we die,
-	 * then init (its own death signal), then the daemon (SIGTERM). */
-	prctl(PR_SET_PDEATHSIG, SIGKILL);
-	if (getppid() != launcher)
-		_exit(SETUP_FAILED_EXIT);
+	/* A launcher killed outright: we kill init (whose death ends the
+	 * container's pid and mount namespaces, and so the merged view and
+	 * the daemon), wait for the daemon, remove the cgroup. Writes to the
+	 * dead launcher's pipes must not kill us first. */
+	sigemptyset(&sa.sa_mask);
+	sigaction(LAUNCHER_GONE_SIGNAL, &sa, NULL);
+	sigemptyset(&gone);
+	sigaddset(&gone, LAUNCHER_GONE_SIGNAL);
+	sigprocmask(SIG_UNBLOCK, &gone, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	prctl(PR_SET_PDEATHSIG, LAUNCHER_GONE_SIGNAL);
+	if (getppid() != launcher) {
+		launcher_gone = 1;
+		outer_exit(ctx, SETUP_FAILED_EXIT);
+	}
 	if (unshare(CLONE_NEWNS | (ctx->userns ? CLONE_NEWUSER : 0)) < 0) {
 		int e = errno;
 		serr(e, "unshare", ctx->userns ? "user and mount namespaces" : "mount namespace",
@@ -225,8 +280,10 @@ static void outer_main(struct launch_ctx *ctx, pid_t launcher, int ready_w, int 
 		report_failure(ctx, -e);
 	}
 	/* Tell the launcher we have a user namespace to map, wait for it. */
-	if (write(ready_w, &c, 1) != 1 || read(go_r, &c, 1) != 1)
-		_exit(SETUP_FAILED_EXIT);
+	if (write(ready_w, &c, 1) != 1 || read(go_r, &c, 1) != 1) {
+		launcher_gone = 1;
+		outer_exit(ctx, SETUP_FAILED_EXIT);
+	}
 	close(ready_w);
 	close(go_r);
 	int fusefd = fs_open_device();
@@ -246,9 +303,11 @@ static void outer_main(struct launch_ctx *ctx, pid_t launcher, int ready_w, int 
 			     "--uidmap and --gidmap must map id 0 of the container");
 			report_failure(ctx, -errno);
 		}
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != launcher)
-			_exit(SETUP_FAILED_EXIT);
+		prctl(PR_SET_PDEATHSIG, LAUNCHER_GONE_SIGNAL);
+		if (getppid() != launcher) {
+			launcher_gone = 1;
+			outer_exit(ctx, SETUP_FAILED_EXIT);
+		}
 	}
 
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
@@ -257,38 +316,73 @@ static void outer_main(struct launch_ctx *ctx, pid_t launcher, int ready_w, int 
 	}
 	if ((r = fs_mount(ctx, fusefd, &daemon, &daemon_pidfd)) < 0)
 		report_failure(ctx, r);
+	if (launcher_gone) {
+		r = -ECANCELED;
+		goto fail;
+	}
 	if (unshare(CLONE_NEWPID) < 0) {
 		r = -errno;
 		serr(r, "unshare", "pid namespace", NULL);
+		goto fail;
+	}
+	if (pipe2(joined, O_CLOEXEC) < 0) {
+		r = -errno;
+		serr(r, "create pipe", NULL, NULL);
 		goto fail;
 	}
 	init = fork();
 	if (init < 0) {
 		r = -errno;
 		serr(r, "fork", "container init", NULL);
+		close(joined[0]);
+		close(joined[1]);
 		goto fail;
 	}
 	if (init == 0) {
 		close(daemon_pidfd);
-		init_main(ctx);
+		close(joined[0]);
+		close(started_w);
+		init_main(ctx, joined[1]);
 	}
+	outer_init_pid = init;
+	if (launcher_gone)
+		kill(init, SIGKILL);
+	close(joined[1]);
+	/* init holds the merged view now; with its namespace it goes */
+	cleanup_closep(&ctx->rootmnt);
+	ctx->rootmnt = -1;
+	cgroup_close_fds(&ctx->cg);
+	/* init writes once it is in the cgroup, and closes: EOF means it
+	 * failed, and its status says so */
+	while ((r = (int)read(joined[0], &c, 1)) < 0 && errno == EINTR)
+		;
+	close(joined[0]);
+	if (r == 1) {
+		struct started_msg m = { init, daemon };
+		if (write(started_w, &m, sizeof m) != sizeof m) {
+			/* the launcher is gone; we stop the container */
+		}
+	}
+	close(started_w);
 	if (supervise(init, true, &st) < 0)
 		st = 255 << 8;
 	fs_unmount(ctx, daemon, daemon_pidfd);
-	_exit(status_to_exit_code(st));
+	outer_exit(ctx, status_to_exit_code(st));
 fail:
 	fs_unmount(ctx, daemon, daemon_pidfd);
+	if (launcher_gone)
+		outer_exit(ctx, SETUP_FAILED_EXIT);
 	report_failure(ctx, r);
 }
 
 int strata_launch(const struct strata_launch_spec *spec)
 {
-	struct launch_ctx ctx = { .spec = spec, .errfd = -1, .ctlfd = -1 };
+	struct launch_ctx ctx = { .spec = spec, .errfd = -1, .ctlfd = -1, .rootmnt = -1 };
 	/* the control socket: tty.c; its launcher end is ss.ctl */
 	struct session ss = { .ctx = &ctx, .ctl = -1, .tty = spec->tty, .interactive = spec->interactive,
 			      .pasta_ready = -1, .pasta_log = -1, .on_netns = net_on_netns };
 	bool session = spec->tty || spec->net == STRATA_NET_PRIVATE;
-	int errp[2] = { -1, -1 }, ready[2] = { -1, -1 }, go[2] = { -1, -1 };
+	int errp[2] = { -1, -1 }, ready[2] = { -1, -1 }, go[2] = { -1, -1 }, startp[2] = { -1, -1 };
 	int r, st = 0, failure = 0;
 	sigset_t fwd;
 
@@ -296,9 +390,14 @@ int strata_launch(const struct strata_launch_spec *spec)
 		goto out;
 	ctx.userns = geteuid() != 0 || spec->n_uidmap || spec->n_gidmap;
 	ctx.setgroups_ok = !ctx.userns || geteuid() == 0 || spec->n_gidmap;
-	if ((r = make_mountpoint(&ctx)) < 0)
+	/* net.c's pasta for a root container still wants a scratch
+	 * directory; nothing else does (the merged view has no path) */
+	if (spec->net == STRATA_NET_PRIVATE && geteuid() == 0 && (r = make_mountpoint(&ctx)) < 0)
 		goto out;
-	if (pipe2(errp, O_CLOEXEC) < 0 || pipe2(ready, O_CLOEXEC) < 0 || pipe2(go, O_CLOEXEC) < 0) {
+	if ((r = cgroup_create(spec, &ctx.cg)) < 0)
+		goto out;
+	if (pipe2(errp, O_CLOEXEC) < 0 || pipe2(ready, O_CLOEXEC) < 0 || pipe2(go, O_CLOEXEC) < 0 ||
+	    pipe2(startp, O_CLOEXEC) < 0) {
 		r = -errno;
 		serr(r, "create pipes", NULL, NULL);
 		goto out;
@@ -319,8 +418,11 @@ int strata_launch(const struct strata_launch_spec *spec)
 		close(errp[0]);
 		close(ready[0]);
 		close(go[1]);
-		outer_main(&ctx, self, ready[1], go[0]);
+		close(startp[0]);
+		outer_main(&ctx, self, ready[1], go[0], startp[1]);
 	}
+	cgroup_close_fds(&ctx.cg);
+	close(take_fd(&startp[1]));
 	close(take_fd(&errp[1]));
 	ctx.errfd = -1;
 	cleanup_closep(&ctx.ctlfd);
@@ -340,6 +442,22 @@ int strata_launch(const struct strata_launch_spec *spec)
 		}
 	}
 	close(take_fd(&go[1]));
+	struct started_msg m;
+	ssize_t n;
+	while ((n = read(startp[0], &m, sizeof m)) < 0 && errno == EINTR)
+		;
+	if (n == sizeof m) {
+		ctx.init_pid = m.init;
+		ctx.daemon_pid = m.daemon;
+		const char *dirs[CGROUP_MAX_DIRS];
+		for (size_t i = 0; i < ctx.cg.n; i++)
+			dirs[i] = ctx.cg.dir[i];
+		struct strata_started info = { .init_pid = m.init, .daemon_pid = m.daemon,
+					       .cgroup = ctx.cg.started, .cgroup_dirs = dirs,
+					       .n_cgroup_dirs = ctx.cg.n };
+		if (spec->on_start)
+			spec->on_start(spec->on_start_arg, &info);
+	}
 	if (session && (r = session_run(&ss, outer, &st)) < 0)
 		goto restore;
 	if (!session && (r = supervise(outer, false, &st)) < 0) {
@@ -355,7 +473,10 @@ int strata_launch(const struct strata_launch_spec *spec)
 restore:
 	net_stop(&ss);
 	sigprocmask(SIG_SETMASK, &ctx.oldmask, NULL);
+	/* outer is reaped: everything in the cgroup is gone or going */
+	cgroup_remove(&ctx.cg, 60000);
 out:
+	cgroup_free(&ctx.cg);
 	cleanup_closep(&ss.ctl);
 	cleanup_closep(&ctx.ctlfd);
 	if (ctx.mountpoint[0])
@@ -364,6 +485,7 @@ out:
 		cleanup_closep(&errp[i]);
 		cleanup_closep(&ready[i]);
 		cleanup_closep(&go[i]);
+		cleanup_closep(&startp[i]);
 	}
 	free(ctx.lowerdir);
 	free(ctx.upperdir);

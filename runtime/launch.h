@@ -72,6 +72,11 @@ struct strata_started {
 	const char *cgroup;     /* the container's cgroup (a path under
 				 * /sys/fs/cgroup of one controller, or of the
 				 * unified hierarchy), NULL when none was made */
+	/* Every directory of that cgroup: one per v1 hierarchy (memory, cpu,
+	 * cpuacct, pids, freezer, devices, as far as made), or the one
+	 * unified directory. Valid during the call only. */
+	const char *const *cgroup_dirs;
+	size_t n_cgroup_dirs;
 };
 
 struct strata_launch_spec {

@@ -29,6 +29,15 @@ static const char usage[] =
 	"  -t, --tty                   give the command a terminal from the container\n"
 	"  -i, --interactive           with --tty, pass stdin to that terminal\n"
 	"  --rlimit NAME=SOFT[:HARD]   resource limit, e.g. nofile=1024:4096 (repeatable)\n"
+	"  --memory SIZE               memory limit, e.g. 512m (the command is OOM-killed\n"
+	"                              beyond it: exit 137)\n"
+	"  --memory-swap SIZE          memory plus swap (default twice --memory; -1: no limit)\n"
+	"  --cpus N                    CPU time, e.g. 1.5 CPUs\n"
+	"  --cpu-shares N              relative CPU weight (2-262144, default 1024)\n"
+	"  --pids-limit N              at most N processes (-1: no limit)\n"
+	"  --cgroup-name NAME          the container's cgroup, made beneath this process's\n"
+	"                              own (default strata-PID, made only for a limit;\n"
+	"                              limits need root or a delegated cgroup v2 subtree)\n"
 	"  --uidmap IN:OUT:COUNT, --gidmap IN:OUT:COUNT  subordinate id ranges (repeatable;\n"
 	"                              rootless through newuidmap/newgidmap)\n"
 	"  --fs-program PATH           FUSE daemon (default: $STRATA_FS, strata-fs next to\n"
@@ -40,6 +49,7 @@ static const char usage[] =
 
 enum { O_LOWER = 256, O_UPPER, O_WORK, O_HOST, O_ENV, O_CWD, O_USER, O_BIND, O_CAPADD,
        O_CAPDROP, O_NET, O_RLIMIT, O_UIDMAP, O_GIDMAP, O_FS, O_FSOPT, O_HELP, O_VERSION,
+       O_MEMORY, O_MEMSWAP, O_CPUS, O_CPUSHARES, O_PIDS, O_CGNAME,
        O_PUBLISH = 'p', O_TTY = 't', O_INTERACTIVE = 'i' };
 
 static const struct option options[] = {
@@ -59,6 +69,12 @@ static const struct option options[] = {
 	{ "gidmap", required_argument, NULL, O_GIDMAP },
 	{ "fs-program", required_argument, NULL, O_FS },
 	{ "fs-opt", required_argument, NULL, O_FSOPT },
+	{ "memory", required_argument, NULL, O_MEMORY },
+	{ "memory-swap", required_argument, NULL, O_MEMSWAP },
+	{ "cpus", required_argument, NULL, O_CPUS },
+	{ "cpu-shares", required_argument, NULL, O_CPUSHARES },
+	{ "pids-limit", required_argument, NULL, O_PIDS },
+	{ "cgroup-name", required_argument, NULL, O_CGNAME },
 	{ "publish", required_argument, NULL, O_PUBLISH },
 	{ "tty", no_argument, NULL, O_TTY },
 	{ "interactive", no_argument, NULL, O_INTERACTIVE },
@@ -155,6 +171,44 @@ int main(int argc, char **argv)
 			if (strata_parse_port(optarg, &ports[spec.n_ports++]) < 0)
 				return SETUP_FAILED;
 			break;
+		case O_MEMORY:
+			if (strata_parse_size(optarg, &spec.limits.memory) < 0)
+				return SETUP_FAILED;
+			if (spec.limits.memory < 0)
+				spec.limits.memory = 0; /* -1: no limit */
+			break;
+		case O_MEMSWAP:
+			if (strata_parse_size(optarg, &spec.limits.memory_swap) < 0)
+				return SETUP_FAILED;
+			break;
+		case O_CPUS:
+			if (strata_parse_cpus(optarg, &spec.limits.cpu_quota_us, &spec.limits.cpu_period_us) < 0)
+				return SETUP_FAILED;
+			break;
+		case O_CPUSHARES: {
+			char *end;
+			errno = 0;
+			unsigned long v = strtoul(optarg, &end, 10);
+			if (errno || end == optarg || *end || optarg[0] == '-' || v < 2 || v > 262144) {
+				susage("--cpu-shares '%s' is not a number from 2 to 262144", optarg);
+				return SETUP_FAILED;
+			}
+			spec.limits.cpu_shares = v;
+			break;
+		}
+		case O_PIDS: {
+			char *end;
+			errno = 0;
+			long long v = strtoll(optarg, &end, 10);
+			if (errno || end == optarg || *end || v < -1 || v == 0) {
+				susage("--pids-limit '%s' is not a positive number of processes, or -1 for no limit",
+				       optarg);
+				return SETUP_FAILED;
+			}
+			spec.limits.pids = v;
+			break;
+		}
+		case O_CGNAME: spec.cgroup_name = optarg; break;
 		case O_TTY: spec.tty = true; break;
 		case O_INTERACTIVE: spec.interactive = true; break;
 		case O_FS: spec.fs_program = optarg; break;
@@ -176,6 +230,14 @@ int main(int argc, char **argv)
 		return SETUP_FAILED;
 	}
 	spec.argv = argv + optind;
+	if (spec.limits.memory_swap && !spec.limits.memory) {
+		susage("--memory-swap needs --memory (it limits memory and swap together)");
+		return SETUP_FAILED;
+	}
+	if (spec.limits.memory_swap > 0 && spec.limits.memory_swap < spec.limits.memory) {
+		susage("--memory-swap must be at least --memory (it limits memory and swap together)");
+		return SETUP_FAILED;
+	}
 	if (spec.n_ports && !net_given)
 		spec.net = STRATA_NET_PRIVATE;
 

@@ -1,6 +1,8 @@
 /* The container's root, built in init's fresh mount namespace before the
- * pivot: the merged view bound onto itself, a fresh /proc, a small /dev,
- * a read-only /sys and the user's binds.
+ * pivot: the merged view attached, a fresh /proc, a small /dev, a
+ * read-only /sys and the user's binds. Only the standard device nodes
+ * (binds of the host's) and devpts allow device access: every other
+ * mount is nodev.
  *
  * Every path inside the image is resolved with openat2(RESOLVE_IN_ROOT),
  * so an image symlink such as /proc -> /etc/host can never point a mount
@@ -138,7 +140,11 @@ static int setup_dev(int rootfd, bool userns)
 	char path[32];
 	int r;
 
-	if ((r = mount_fs(rootfd, "/dev", "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k")) < 0)
+	/* nodev: a node made in /dev never opens; the standard ones below
+	 * are binds of the host's (mounts of their own) and devpts is a
+	 * mount of its own too, so those work. */
+	if ((r = mount_fs(rootfd, "/dev", "tmpfs", MS_NOSUID | MS_NODEV | MS_STRICTATIME,
+			  "mode=755,size=65536k")) < 0)
 		return r;
 	/* A user namespace cannot mknod: bind the host's nodes instead. */
 	for (size_t i = 0; i < sizeof devices / sizeof devices[0]; i++) {
@@ -226,20 +232,23 @@ static int mask_kernel_paths(void)
 int rootfs_setup(const struct launch_ctx *ctx)
 {
 	const struct strata_launch_spec *s = ctx->spec;
-	const char *mp = ctx->mountpoint;
 	int r;
 
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
 		serr(errno, "make private", "/", "in the container's mount namespace");
 		return -errno;
 	}
-	if (mount(mp, mp, NULL, MS_BIND | MS_REC, NULL) < 0) {
-		serr(errno, "bind", mp, "the merged view onto itself");
+	/* The merged view (a detached mount until now) is stacked on this
+	 * namespace's root: absolute paths keep resolving from the old root,
+	 * so the host's sources for the binds below are still reachable, and
+	 * the view itself is reached through its fd. */
+	if (move_mount(ctx->rootmnt, "", AT_FDCWD, "/", MOVE_MOUNT_F_EMPTY_PATH) < 0) {
+		serr(errno, "attach", "the merged view", "in the container's mount namespace");
 		return -errno;
 	}
-	_cleanup_close_ int root = open(mp, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	_cleanup_close_ int root = openat(ctx->rootmnt, ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (root < 0) {
-		serr(errno, "open", mp, "the merged view");
+		serr(errno, "open", "the merged view", NULL);
 		return -errno;
 	}
 	if ((r = mount_fs(root, "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL)) < 0)
@@ -254,7 +263,10 @@ int rootfs_setup(const struct launch_ctx *ctx)
 			serr(errno, "bind", s->binds[i].src, "the source of --bind must exist on the host");
 			return -errno;
 		}
-		r = bind_into(root, s->binds[i].src, s->binds[i].dst, S_ISDIR(st.st_mode), s->binds[i].readonly, 0);
+		/* nodev as docker's volumes: a host directory a container can
+		 * write to must not become its way to a device */
+		r = bind_into(root, s->binds[i].src, s->binds[i].dst, S_ISDIR(st.st_mode), s->binds[i].readonly,
+			      MOUNT_ATTR_NODEV);
 		if (r < 0)
 			return r;
 	}
@@ -262,7 +274,7 @@ int rootfs_setup(const struct launch_ctx *ctx)
 	/* pivot_root(".", ".") stacks the old root on the new one; detaching
 	 * it leaves nothing of the host reachable. */
 	if (fchdir(root) < 0 || syscall(SYS_pivot_root, ".", ".") < 0) {
-		serr(errno, "pivot_root into", mp, NULL);
+		serr(errno, "pivot_root into", "the merged view", NULL);
 		return -errno;
 	}
 	if (umount2(".", MNT_DETACH) < 0 || chdir("/") < 0) {

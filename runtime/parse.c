@@ -4,7 +4,9 @@
 #include "err.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -194,5 +196,98 @@ bad:
 	memset(out, 0, sizeof *out);
 	susage("--publish '%s' is not [IP:]HOSTPORT:CONTAINERPORT[/tcp|/udp] with ports 1-65535"
 	       " (e.g. 127.0.0.1:8080:80)", arg);
+	return -EINVAL;
+}
+
+/* A decimal number with an optional fraction: "1.5" -> 15 with scale 10.
+ * Exact (no floating point): the limits are written to the kernel as
+ * integers and must be what the user typed. */
+static int parse_decimal(const char *s, const char **end, unsigned long long *mant, unsigned long long *scale)
+{
+	unsigned long long m = 0, sc = 1;
+	bool digits = false, dot = false;
+
+	for (; *s; s++) {
+		if (*s == '.' && !dot) {
+			dot = true;
+			continue;
+		}
+		if (!isdigit((unsigned char)*s))
+			break;
+		if (m > (ULLONG_MAX - 9) / 10 || (dot && sc > ULLONG_MAX / 10))
+			return -ERANGE;
+		m = m * 10 + (unsigned long long)(*s - '0');
+		if (dot)
+			sc *= 10;
+		digits = true;
+	}
+	if (!digits)
+		return -EINVAL;
+	*end = s;
+	*mant = m;
+	*scale = sc;
+	return 0;
+}
+
+int strata_parse_size(const char *arg, long long *bytes)
+{
+	unsigned long long m, sc, unit = 1;
+	const char *end;
+
+	if (strcmp(arg, "-1") == 0) {
+		*bytes = -1;
+		return 0;
+	}
+	if (parse_decimal(arg, &end, &m, &sc) < 0)
+		goto bad;
+	switch (tolower((unsigned char)*end)) {
+	case 'b': unit = 1; break;
+	case 'k': unit = 1ULL << 10; break;
+	case 'm': unit = 1ULL << 20; break;
+	case 'g': unit = 1ULL << 30; break;
+	case 't': unit = 1ULL << 40; break;
+	case '\0': break;
+	default: goto bad;
+	}
+	if (*end) {
+		end++;
+		/* "512mb", "1GiB" as docker takes them */
+		if (unit > 1 && tolower((unsigned char)end[0]) == 'i' && tolower((unsigned char)end[1]) == 'b')
+			end += 2;
+		else if (unit > 1 && tolower((unsigned char)*end) == 'b')
+			end++;
+		if (*end)
+			goto bad;
+	}
+	if (m > (unsigned long long)LLONG_MAX / unit)
+		goto bad;
+	unsigned long long v = m * unit / sc;
+	if (v == 0 || v > (unsigned long long)LLONG_MAX)
+		goto bad;
+	*bytes = (long long)v;
+	return 0;
+bad:
+	susage("size '%s' is not a positive number of bytes with an optional unit b, k, m, g or t "
+	       "(e.g. 512m, 1.5g), or -1 for unlimited", arg);
+	return -EINVAL;
+}
+
+int strata_parse_cpus(const char *arg, long long *quota_us, long long *period_us)
+{
+	const long long period = 100000;
+	unsigned long long m, sc;
+	const char *end;
+
+	if (parse_decimal(arg, &end, &m, &sc) < 0 || *end || m > (unsigned long long)LLONG_MAX / period)
+		goto bad;
+	long long quota = (long long)(m * (unsigned long long)period / sc);
+	/* the kernel's smallest quota is 1 ms */
+	if (quota < 1000)
+		goto bad;
+	*quota_us = quota;
+	*period_us = period;
+	return 0;
+bad:
+	susage("--cpus '%s' is not a number of CPUs of at least 0.01 (e.g. 1.5)", arg);
 	return -EINVAL;
 }

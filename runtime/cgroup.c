@@ -1,0 +1,547 @@
+/* The container's cgroup: made by the launcher beneath the launcher's own
+ * cgroup (in every v1 hierarchy it needs, or the unified one), limited
+ * there, joined by the container's init before it starts the command,
+ * and removed once every process in it is gone.
+ *
+ * The FUSE daemon and the outer process stay where the launcher is: a
+ * memory limit must never kill the filesystem under the container, and a
+ * pids limit counts only the container's own processes.
+ *
+ * Root containers always get the device controller's allow list (v1), so
+ * a device node however it got into the container (an image layer, mknod)
+ * opens only when it is one of the standard set /dev holds. */
+#include "internal.h"
+#include "err.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <time.h>
+
+#ifndef CGROUP2_SUPER_MAGIC
+#define CGROUP2_SUPER_MAGIC 0x63677270
+#endif
+
+/* The v1 controllers a container's cgroup is made in when it has limits
+ * or a name (cpuacct and freezer serve stats and pause). */
+static const char *const v1_controllers[] = { "memory", "cpu", "cpuacct", "pids", "freezer", "devices" };
+
+/* docker's default device rules: the nodes /dev holds, pseudo-terminals
+ * and tun; everything else, mknod included, is refused. */
+static const char *const device_allow[] = {
+	"c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm",
+	"c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm", "c 136:* rwm", "c 10:200 rwm",
+};
+
+static bool limits_set(const struct strata_limits *l)
+{
+	return l->memory || l->memory_swap || l->cpu_quota_us || l->cpu_shares || l->pids;
+}
+
+/* Which limit needs which v1 controller (for the error that says what is
+ * missing). */
+static const char *limit_needing(const struct strata_limits *l, const char *ctrl)
+{
+	if (strcmp(ctrl, "memory") == 0 && (l->memory || l->memory_swap))
+		return l->memory ? "--memory" : "--memory-swap";
+	if (strcmp(ctrl, "cpu") == 0 && (l->cpu_quota_us || l->cpu_shares))
+		return l->cpu_quota_us ? "--cpus" : "--cpu-shares";
+	if (strcmp(ctrl, "pids") == 0 && l->pids)
+		return "--pids-limit";
+	return NULL;
+}
+
+static const char *any_limit(const struct strata_limits *l)
+{
+	static const char *const ctrls[] = { "memory", "cpu", "pids" };
+	for (size_t i = 0; i < 3; i++)
+		if (limit_needing(l, ctrls[i]))
+			return limit_needing(l, ctrls[i]);
+	return NULL;
+}
+
+/* "a,b,c" holds word? */
+static bool list_has(const char *list, const char *word)
+{
+	size_t n = strlen(word);
+
+	for (const char *p = list; p && *p;) {
+		const char *end = strchr(p, ',');
+		size_t len = end ? (size_t)(end - p) : strlen(p);
+		if (len == n && strncmp(p, word, n) == 0)
+			return true;
+		p = end ? end + 1 : NULL;
+	}
+	return false;
+}
+
+/* The caller's path in the hierarchy whose /proc/self/cgroup line lists
+ * ctrl (NULL: the unified one, "0::"), and that line's controllers. */
+static int self_cgroup(const char *ctrl, char **path, char **ctrls)
+{
+	_cleanup_free_ char *line = NULL;
+	size_t cap = 0;
+	FILE *f = fopen("/proc/self/cgroup", "re");
+	int r = -ENOENT;
+
+	if (!f)
+		return -errno;
+	while (getline(&line, &cap, f) > 0) {
+		line[strcspn(line, "\n")] = '\0';
+		char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+		if (!c2)
+			continue;
+		*c2 = '\0';
+		const char *list = c1 + 1;
+		if (ctrl ? !list_has(list, ctrl) : (*list || strcmp(line, "0") != 0))
+			continue;
+		*path = strdup(c2 + 1);
+		*ctrls = strdup(list);
+		r = (*path && *ctrls) ? 0 : -ENOMEM;
+		break;
+	}
+	fclose(f);
+	return r;
+}
+
+/* Where the hierarchy is mounted: a cgroup (v1) mount whose options list
+ * ctrl, or the cgroup2 mount (ctrl NULL). A mount of a sub-tree (root
+ * other than "/") shows only paths below its root. */
+static int hierarchy_mount(const char *ctrl, char **mnt, char **root)
+{
+	_cleanup_free_ char *line = NULL;
+	size_t cap = 0;
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	int r = -ENOENT;
+
+	if (!f)
+		return -errno;
+	while (getline(&line, &cap, f) > 0) {
+		char mroot[PATH_MAX], mpoint[PATH_MAX], fstype[64], opts[1024];
+		char *sep = strstr(line, " - ");
+		if (!sep || sscanf(line, "%*s %*s %*s %4095s %4095s", mroot, mpoint) != 2 ||
+		    sscanf(sep + 3, "%63s %*s %1023s", fstype, opts) != 2)
+			continue;
+		if (ctrl ? (strcmp(fstype, "cgroup") != 0 || !list_has(opts, ctrl))
+			 : strcmp(fstype, "cgroup2") != 0)
+			continue;
+		/* mountinfo escapes blanks as \040: cgroup mounts have none */
+		*mnt = strdup(mpoint);
+		*root = strdup(mroot);
+		r = (*mnt && *root) ? 0 : -ENOMEM;
+		if (!ctrl && strcmp(mpoint, "/sys/fs/cgroup") != 0) {
+			/* prefer /sys/fs/cgroup itself when both are there */
+			continue;
+		}
+		break;
+	}
+	fclose(f);
+	return r;
+}
+
+/* The directory of the caller's cgroup in that hierarchy. */
+static int caller_dir(const char *ctrl, char **dir, char **ctrls)
+{
+	_cleanup_free_ char *path = NULL, *mnt = NULL, *root = NULL;
+	int r;
+
+	if ((r = self_cgroup(ctrl, &path, ctrls)) < 0)
+		return r;
+	if ((r = hierarchy_mount(ctrl ? ctrl : NULL, &mnt, &root)) < 0)
+		return r;
+	const char *rel = path;
+	size_t rl = strlen(root);
+	if (strcmp(root, "/") != 0) {
+		if (strncmp(path, root, rl) != 0 || (path[rl] && path[rl] != '/'))
+			return -ENOENT; /* our cgroup is outside what is mounted */
+		rel = path + rl;
+	}
+	while (*rel == '/')
+		rel++;
+	if (asprintf(dir, "%s%s%s", mnt, *rel ? "/" : "", rel) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
+static int write_file(const char *dir, const char *file, const char *value)
+{
+	char path[PATH_MAX];
+	_cleanup_close_ int fd = -1;
+
+	snprintf(path, sizeof path, "%s/%s", dir, file);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	ssize_t n = write(fd, value, strlen(value));
+	if (n < 0)
+		return -errno;
+	return (size_t)n == strlen(value) ? 0 : -EIO;
+}
+
+static int set_value(const char *dir, const char *file, const char *value, const char *flag)
+{
+	int r = write_file(dir, file, value);
+
+	if (r < 0)
+		serr(r, "write", file, "in %s, value %s (%s): %s", dir, value, flag,
+		     r == -ENOENT ? "this kernel's cgroup lacks it"
+				  : r == -EINVAL || r == -EBUSY ? "the kernel refused the value; check the limit"
+								: "cannot set the limit");
+	return r;
+}
+
+static int set_ll(const char *dir, const char *file, long long v, const char *flag)
+{
+	char buf[32];
+
+	if (v < 0)
+		snprintf(buf, sizeof buf, "-1");
+	else
+		snprintf(buf, sizeof buf, "%lld", v);
+	return set_value(dir, file, buf, flag);
+}
+
+static int apply_v1(const char *ctrls, const char *dir, const struct strata_limits *l, bool devices)
+{
+	int r;
+
+	if (list_has(ctrls, "memory") && l->memory) {
+		if ((r = set_ll(dir, "memory.limit_in_bytes", l->memory, "--memory")) < 0)
+			return r;
+		/* docker's rule: without --memory-swap as much swap as memory */
+		long long sw = l->memory_swap ? l->memory_swap : 2 * l->memory;
+		char path[PATH_MAX];
+		snprintf(path, sizeof path, "%s/memory.memsw.limit_in_bytes", dir);
+		if (access(path, F_OK) == 0) {
+			if ((r = set_ll(dir, "memory.memsw.limit_in_bytes", sw, "--memory-swap")) < 0)
+				return r;
+		} else if (l->memory_swap > 0) {
+			serr(ENOENT, "limit swap in", dir,
+			     "--memory-swap needs swap accounting (memory.memsw.*): boot with swapaccount=1");
+			return -ENOENT;
+		}
+	}
+	if (list_has(ctrls, "cpu")) {
+		if (l->cpu_quota_us &&
+		    ((r = set_ll(dir, "cpu.cfs_period_us", l->cpu_period_us, "--cpus")) < 0 ||
+		     (r = set_ll(dir, "cpu.cfs_quota_us", l->cpu_quota_us, "--cpus")) < 0))
+			return r;
+		if (l->cpu_shares && (r = set_ll(dir, "cpu.shares", (long long)l->cpu_shares, "--cpu-shares")) < 0)
+			return r;
+	}
+	if (list_has(ctrls, "pids") && l->pids) {
+		if (l->pids < 0)
+			r = set_value(dir, "pids.max", "max", "--pids-limit");
+		else
+			r = set_ll(dir, "pids.max", l->pids, "--pids-limit");
+		if (r < 0)
+			return r;
+	}
+	if (list_has(ctrls, "devices") && devices) {
+		if ((r = set_value(dir, "devices.deny", "a", "device rules")) < 0)
+			return r;
+		for (size_t i = 0; i < sizeof device_allow / sizeof device_allow[0]; i++)
+			if ((r = set_value(dir, "devices.allow", device_allow[i], "device rules")) < 0)
+				return r;
+	}
+	return 0;
+}
+
+static int apply_v2(const char *dir, const struct strata_limits *l)
+{
+	char buf[64];
+	int r;
+
+	if (l->memory && (r = set_ll(dir, "memory.max", l->memory, "--memory")) < 0)
+		return r;
+	if (l->memory) {
+		/* v2 limits swap alone: memory+swap minus memory */
+		long long sw = l->memory_swap < 0 ? -1 : l->memory_swap ? l->memory_swap - l->memory : l->memory;
+		char path[PATH_MAX];
+		snprintf(path, sizeof path, "%s/memory.swap.max", dir);
+		if (access(path, F_OK) == 0 &&
+		    (r = set_value(dir, "memory.swap.max", sw < 0 ? "max" : (snprintf(buf, sizeof buf, "%lld", sw), buf),
+				   "--memory-swap")) < 0)
+			return r;
+	}
+	if (l->cpu_quota_us) {
+		snprintf(buf, sizeof buf, "%lld %lld", l->cpu_quota_us, l->cpu_period_us);
+		if ((r = set_value(dir, "cpu.max", buf, "--cpus")) < 0)
+			return r;
+	}
+	if (l->cpu_shares) {
+		/* shares 2..262144 onto weight 1..10000, as crun maps them */
+		unsigned long s = l->cpu_shares < 2 ? 2 : l->cpu_shares > 262144 ? 262144 : l->cpu_shares;
+		snprintf(buf, sizeof buf, "%lu", 1 + ((s - 2) * 9999) / 262142);
+		if ((r = set_value(dir, "cpu.weight", buf, "--cpu-shares")) < 0)
+			return r;
+	}
+	if (l->pids && (r = l->pids < 0 ? set_value(dir, "pids.max", "max", "--pids-limit")
+				       : set_ll(dir, "pids.max", l->pids, "--pids-limit")) < 0)
+		return r;
+	return 0;
+}
+
+/* A stale directory of that name (a launcher killed outright) is taken
+ * over when nothing runs in it; one in use is an error. */
+static int make_dir(const char *dir)
+{
+	if (mkdir(dir, 0755) == 0)
+		return 0;
+	if (errno != EEXIST)
+		return -errno;
+	if (rmdir(dir) < 0)
+		return errno == EBUSY ? -EBUSY : -errno;
+	return mkdir(dir, 0755) < 0 ? -errno : 0;
+}
+
+static int add_dir(struct cgroups *cg, char *dir)
+{
+	char path[PATH_MAX];
+
+	snprintf(path, sizeof path, "%s/cgroup.procs", dir);
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0) {
+		int e = errno;
+		serr(e, "open", path, "to move the container into its cgroup");
+		rmdir(dir);
+		free(dir);
+		return -e;
+	}
+	cg->dir[cg->n] = dir;
+	cg->procs[cg->n] = fd;
+	cg->n++;
+	return 0;
+}
+
+static void refuse_hint(int err, const char *dir, const char *flag)
+{
+	serr(err, "create cgroup", dir,
+	     "%s needs a cgroup this user may create; %s", flag,
+	     geteuid() == 0 ? "is /sys/fs/cgroup mounted read-only here?"
+			    : "rootless limits need a delegated cgroup v2 subtree (systemd: run under "
+			      "`systemd-run --user --scope -p Delegate=yes`), or run as root; drop the limit "
+			      "to run without a cgroup");
+}
+
+static int bad_cgroup_name(const char *name)
+{
+	if (!*name || strchr(name, '/') || strcmp(name, ".") == 0 || strcmp(name, "..") == 0 ||
+	    strlen(name) > 200) {
+		susage("--cgroup-name '%s' must be one path component (no '/')", name);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int create_v1(const struct strata_launch_spec *s, const char *name, bool devices_only, bool devices,
+		     struct cgroups *cg)
+{
+	const struct strata_limits *l = &s->limits;
+	char *done[8] = { 0 };
+	size_t n_done = 0;
+	int r = 0;
+
+	for (size_t i = 0; i < sizeof v1_controllers / sizeof v1_controllers[0] && r == 0; i++) {
+		const char *ctrl = v1_controllers[i];
+		_cleanup_free_ char *parent = NULL, *ctrls = NULL;
+		bool seen = false;
+
+		if (devices_only ? strcmp(ctrl, "devices") != 0 : (!devices && strcmp(ctrl, "devices") == 0))
+			continue;
+		if ((r = caller_dir(ctrl, &parent, &ctrls)) < 0) {
+			const char *flag = limit_needing(l, ctrl);
+			if (flag) {
+				serr(r, "find cgroup controller", ctrl,
+				     "%s needs the cgroup v1 %s controller mounted under /sys/fs/cgroup", flag, ctrl);
+				break;
+			}
+			r = 0;
+			continue;
+		}
+		for (size_t j = 0; j < n_done; j++)
+			seen |= strcmp(done[j], parent) == 0;
+		if (seen)
+			continue; /* a hierarchy holding several controllers (cpu,cpuacct) */
+		char *dir = NULL;
+		if (asprintf(&dir, "%s/%s", parent, name) < 0) {
+			r = -ENOMEM;
+			break;
+		}
+		if ((r = make_dir(dir)) < 0) {
+			const char *flag = limit_needing(l, ctrl);
+			if (r == -EBUSY) {
+				serr(r, "create cgroup", dir, "a cgroup of that name is in use; choose another --cgroup-name");
+			} else if (flag) {
+				refuse_hint(r, dir, flag);
+			} else {
+				/* no limit needs this controller: run without it
+				 * (root's device rules then rest on nodev mounts) */
+				r = 0;
+				free(dir);
+				continue;
+			}
+			free(dir);
+			break;
+		}
+		done[n_done++] = strdup(parent);
+		if ((r = add_dir(cg, dir)) < 0)
+			break;
+		if ((r = apply_v1(ctrls, dir, l, devices)) < 0)
+			break;
+		if (!cg->started && list_has(ctrls, "memory"))
+			cg->started = cg->dir[cg->n - 1];
+	}
+	for (size_t j = 0; j < n_done; j++)
+		free(done[j]);
+	if (r == 0 && !cg->started && cg->n)
+		cg->started = cg->dir[0];
+	return r;
+}
+
+static int create_v2(const struct strata_launch_spec *s, const char *name, struct cgroups *cg)
+{
+	const struct strata_limits *l = &s->limits;
+	_cleanup_free_ char *parent = NULL, *ctrls = NULL;
+	char *dir = NULL;
+	int r;
+
+	if ((r = caller_dir(NULL, &parent, &ctrls)) < 0) {
+		if (any_limit(l))
+			serr(r, "find", "the unified cgroup hierarchy", "%s needs cgroup v2 mounted at /sys/fs/cgroup",
+			     any_limit(l));
+		return any_limit(l) ? r : 0;
+	}
+	/* The controllers must be enabled for our children; where the
+	 * caller's cgroup holds processes (not the root) the kernel refuses
+	 * that, and says so here. */
+	const char *want[] = { (l->memory || l->memory_swap) ? "+memory" : NULL,
+			       (l->cpu_quota_us || l->cpu_shares) ? "+cpu" : NULL, l->pids ? "+pids" : NULL };
+	for (size_t i = 0; i < 3; i++) {
+		if (!want[i])
+			continue;
+		if ((r = write_file(parent, "cgroup.subtree_control", want[i])) < 0) {
+			serr(r, "enable", want[i] + 1, "in %s/cgroup.subtree_control: %s needs the %s controller "
+			     "delegated to this cgroup%s", parent, any_limit(l), want[i] + 1,
+			     r == -EBUSY ? " (the caller's cgroup holds processes; run it in a cgroup of its own, "
+					   "e.g. systemd-run --scope)" : "");
+			return r;
+		}
+	}
+	if (asprintf(&dir, "%s/%s", parent, name) < 0)
+		return -ENOMEM;
+	if ((r = make_dir(dir)) < 0) {
+		if (r == -EBUSY)
+			serr(r, "create cgroup", dir, "a cgroup of that name is in use; choose another --cgroup-name");
+		else if (any_limit(l))
+			refuse_hint(r, dir, any_limit(l));
+		else
+			r = 0; /* no limit asked for: run without */
+		free(dir);
+		return r;
+	}
+	if ((r = add_dir(cg, dir)) < 0)
+		return r;
+	cg->started = cg->dir[0];
+	cg->v2 = true;
+	return apply_v2(dir, l);
+}
+
+int cgroup_create(const struct strata_launch_spec *s, struct cgroups *cg)
+{
+	char name[64];
+	bool root = geteuid() == 0;
+	bool wanted = limits_set(&s->limits) || s->cgroup_name;
+	struct statfs sfs;
+	int r;
+
+	memset(cg, 0, sizeof *cg);
+	for (size_t i = 0; i < CGROUP_MAX_DIRS; i++)
+		cg->procs[i] = -1;
+	if (s->cgroup_name && (r = bad_cgroup_name(s->cgroup_name)) < 0)
+		return r;
+	if (!wanted && !root)
+		return 0;
+	snprintf(name, sizeof name, "strata-%d", (int)getpid());
+	const char *leaf = s->cgroup_name ? s->cgroup_name : name;
+	bool unified = statfs("/sys/fs/cgroup", &sfs) == 0 && sfs.f_type == CGROUP2_SUPER_MAGIC;
+
+	if (unified) {
+		/* Without the v1 device controller root containers rely on
+		 * nodev mounts alone (see mounts.c). */
+		r = wanted ? create_v2(s, leaf, cg) : 0;
+	} else {
+		r = create_v1(s, leaf, !wanted, root, cg);
+	}
+	if (r < 0) {
+		cgroup_remove(cg, 0);
+		return r;
+	}
+	return 0;
+}
+
+int cgroup_join(const struct cgroups *cg)
+{
+	for (size_t i = 0; i < cg->n; i++) {
+		if (cg->procs[i] < 0)
+			continue;
+		if (write(cg->procs[i], "0", 1) != 1) {
+			int e = errno;
+			serr(e, "join cgroup", cg->dir[i], "move the container's init into it");
+			return -e;
+		}
+	}
+	return 0;
+}
+
+void cgroup_close_fds(struct cgroups *cg)
+{
+	for (size_t i = 0; i < cg->n; i++)
+		cleanup_closep(&cg->procs[i]), cg->procs[i] = -1;
+}
+
+/* rmdir answers EBUSY while the last processes are still on their way
+ * out; wait for them up to the deadline. Already gone is fine. */
+int cgroup_remove(struct cgroups *cg, int timeout_ms)
+{
+	struct timespec start, now;
+	const struct timespec pause = { 0, 10 * 1000 * 1000 };
+	int r = 0;
+
+	cgroup_close_fds(cg);
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	for (size_t i = cg->n; i-- > 0;) {
+		if (!cg->dir[i])
+			continue;
+		for (;;) {
+			if (rmdir(cg->dir[i]) == 0 || errno == ENOENT)
+				break;
+			if (errno != EBUSY) {
+				r = -errno;
+				break;
+			}
+			clock_gettime(CLOCK_MONOTONIC, &now);
+			if ((now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000 >= timeout_ms) {
+				r = -EBUSY;
+				break;
+			}
+			nanosleep(&pause, NULL);
+		}
+		if (r < 0 && timeout_ms > 0) {
+			serr(r, "remove cgroup", cg->dir[i], "processes are still in it; remove it once they are gone");
+			timeout_ms = 0;
+		}
+	}
+	return r;
+}
+
+void cgroup_free(struct cgroups *cg)
+{
+	cgroup_close_fds(cg);
+	for (size_t i = 0; i < cg->n; i++)
+		free(cg->dir[i]), cg->dir[i] = NULL;
+	cg->n = 0;
+	cg->started = NULL;
+}
