@@ -107,11 +107,14 @@ static int spawn_pasta(struct session *ss, pid_t init)
 	const struct launch_ctx *ctx = ss->ctx;
 	const struct strata_launch_spec *s = ctx->spec;
 	int ready[2], logp[2];
-	char pidfile[32], nsnet[64], nsuser[64], netfile[PATH_MAX + 16];
+	char pidfile[32], nsnet[64], nsuser[64];
+	/* in a tmpfs on /tmp of a mount namespace only pasta sees */
+	static const char netfile[] = "/tmp/netns";
 	const char *argv[24 + 4 * 16];
 	char portbuf[16][128];
 	size_t a = 0, np = 0;
-	bool bind_ns = !ctx->userns;
+	/* root: see the child below; a rootless caller owns the namespace */
+	bool bind_ns = geteuid() == 0;
 
 	if (s->n_ports > 16) {
 		susage("at most 16 ports can be published");
@@ -128,7 +131,6 @@ static int spawn_pasta(struct session *ss, pid_t init)
 	snprintf(pidfile, sizeof pidfile, "/dev/fd/%d", ready[1]);
 	snprintf(nsnet, sizeof nsnet, "/proc/%d/ns/net", (int)init);
 	snprintf(nsuser, sizeof nsuser, "/proc/%d/ns/user", (int)init);
-	snprintf(netfile, sizeof netfile, "%s/netns", ctx->mountpoint);
 
 	argv[a++] = "pasta";
 	argv[a++] = "--foreground";
@@ -194,16 +196,20 @@ static int spawn_pasta(struct session *ss, pid_t init)
 			_exit(SETUP_FAILED_EXIT);
 		sigprocmask(SIG_SETMASK, &ctx->oldmask, NULL);
 		if (bind_ns) {
-			/* pasta drops to a few capabilities before it opens the
-			 * namespace, too few to open /proc/PID/ns of a fully
-			 * privileged process; a bind of that file, in a mount
+			/* pasta drops to a few capabilities before it opens
+			 * the files in /proc/PID/ns, and the kernel then refuses
+			 * it those of init, which is fully privileged or, with
+			 * --uidmap, not dumpable. A bind of the file, in a mount
 			 * namespace only pasta sees, opens by plain permissions. */
-			int fd;
-			if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
-			    mount("tmpfs", ctx->mountpoint, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=16k") < 0 ||
-			    (fd = open(netfile, O_CREAT | O_WRONLY | O_CLOEXEC, 0444)) < 0 ||
-			    close(fd) < 0 || mount(nsnet, netfile, NULL, MS_BIND, NULL) < 0) {
-				fprintf(stderr, "bind the container's network namespace for pasta: %s\n",
+			int fd = -1;
+			const char *step = "unshare the mount namespace";
+			if (unshare(CLONE_NEWNS) < 0 ||
+			    (step = "make / private", mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL)) < 0 ||
+			    (step = "mount tmpfs on /tmp",
+			     mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=16k")) < 0 ||
+			    (step = "create /tmp/netns", fd = open(netfile, O_CREAT | O_WRONLY | O_CLOEXEC, 0444)) < 0 ||
+			    close(fd) < 0 || (step = nsnet, mount(nsnet, netfile, NULL, MS_BIND, NULL)) < 0) {
+				fprintf(stderr, "bind the container's network namespace (%s): %s\n", step,
 					strerror(errno));
 				_exit(SETUP_FAILED_EXIT);
 			}

@@ -63,6 +63,28 @@ def t_sees_the_container(e):
         stop(e, p, "exec: sees the container")
 
 
+def t_root_with_idmap(e):
+    """Root's container with its own user namespace: exec is its root
+    (the mapped id), not the host's."""
+    if e.mode != "root":
+        return
+    from lifecycle_common import mapped_layers
+    d = e.shared_dir()
+    os.chown(d, 400000, 400000)
+    p = e.popen(mapped_layers(e) + ["--bind", f"{d}:/data", "--", "sh", "-c", "touch /data/ready; sleep 1000"])
+    try:
+        lt.wait_for(os.path.join(d, "ready"), p)
+        init = find_init(p.pid, p)
+        rc, out, err = e.exec(init, ["sh", "-c", "id -u; cat /proc/self/uid_map; echo x > /data/by-exec"])
+        lines = out.splitlines()
+        expect(rc == 0 and lines[0] == "0" and lines[1].split() == ["0", "400000", "65536"],
+               f"exec in a mapped container: {out!r} {err}")
+        st = os.stat(os.path.join(d, "by-exec"))
+        expect(st.st_uid == 400000, f"a file exec wrote is owned by {st.st_uid} on the host, not 400000")
+    finally:
+        stop(e, p, "exec: --uidmap")
+
+
 def t_exit_codes(e):
     p, init, d = e.start()
     try:
@@ -217,7 +239,7 @@ def t_cgroup(e):
                 time.sleep(0.1)
 
 
-GROUPS = {"exec": [t_sees_the_container, t_exit_codes, t_identity_caps_env, t_network_namespace,
+GROUPS = {"exec": [t_sees_the_container, t_root_with_idmap, t_exit_codes, t_identity_caps_env, t_network_namespace,
                    t_detach, t_signals, t_cgroup]}
 
 

@@ -74,6 +74,24 @@ class Env(lt.Env):
         return self.wrap([self.strata_run, "--fs-program", self.fs] + args, fuse)
 
 
+def mapped_layers(e, base=400000):
+    """Root with --uidmap: copies of the layers owned by the range, as in
+    a rootless store. Returns the strata-run arguments for them."""
+    import subprocess
+    layers = []
+    for i, layer in enumerate(e.lower):
+        copy = os.path.join(e.tmp, f"mapped-layer{i}")
+        if not os.path.exists(copy):
+            subprocess.run(["cp", "-a", layer, copy], check=True)
+            subprocess.run(["chown", "-R", f"{base}:{base}", copy], check=True)
+        layers.append(copy)
+    u, w = e.new_upper()
+    os.chown(u, base, base)
+    os.chown(w, base, base)
+    return ["--lowerdir", ":".join(layers), "--upperdir", u, "--workdir", w,
+            "--uidmap", f"0:{base}:65536", "--gidmap", f"0:{base}:65536"]
+
+
 def find_init(launcher_pid, proc=None, secs=30):
     secs *= SCALE
     """The container's pid 1 as the host sees it: the descendant of the

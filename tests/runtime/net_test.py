@@ -20,6 +20,7 @@ import urllib.request
 
 from lifecycle_common import (SCALE, TUN, Env, Failure, expect, find_init, processes_named, run_tests, skip,
                               stop)
+from lifecycle_common import mapped_layers as lt_mapped
 import launcher_test as lt
 
 
@@ -67,6 +68,21 @@ def t_publish_httpd(e):
     expect(rc == 128 + signal.SIGTERM, f"httpd container: exit {rc} {err}")
     expect(not pasta_of_ours(before), f"pasta left after the container: {pasta_of_ours(before)}")
     expect(port_closed(port), f"port {port} still answers after the container")
+
+
+def t_root_with_idmap(e):
+    """Root giving the container its own user namespace (--uidmap)."""
+    if e.mode != "root":
+        return
+    port = free_port()
+    before = set(processes_named("pasta"))
+    p = e.popen(lt_mapped(e) + ["-p", f"127.0.0.1:{port}:8080", "--", "httpd", "-f", "-p", "8080", "-h", "/www"])
+    try:
+        body = fetch(f"http://127.0.0.1:{port}/index.html", p)
+        expect(body == "hello from strata httpd\n", f"answer {body!r}")
+    finally:
+        stop(e, p, "published httpd with --uidmap")
+    expect(not pasta_of_ours(before), "pasta left after the container")
 
 
 def t_private_network(e):
@@ -158,7 +174,7 @@ def check(e):
         skip(f"no {TUN} on this host: a user-mode network stack needs the tun device")
 
 
-GROUPS = {"net": [t_publish_httpd, t_private_network, t_two_ports_udp_and_all_addresses, t_launcher_killed,
+GROUPS = {"net": [t_publish_httpd, t_root_with_idmap, t_private_network, t_two_ports_udp_and_all_addresses, t_launcher_killed,
                   t_errors]}
 
 
