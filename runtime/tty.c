@@ -184,7 +184,8 @@ static void relay_start(struct relay *rl, int master)
 	 * without -i the caller's terminal keeps its keys, and only stops
 	 * turning \n into \r\n, which the container's terminal did already. */
 	int fd = rl->interactive && isatty(0) ? 0 : isatty(1) ? 1 : -1;
-	if (fd >= 0 && tcgetattr(fd, &rl->saved) == 0) {
+	/* not from the background: that would stop us with SIGTTOU */
+	if (fd >= 0 && tcgetpgrp(fd) == getpgrp() && tcgetattr(fd, &rl->saved) == 0) {
 		struct termios t = rl->saved;
 		if (fd == 0)
 			cfmakeraw(&t);
