@@ -774,7 +774,7 @@ static int write_meta(struct w *w, const char *dest, const char *chunks_rec)
 	if (r == 0 && rename(tmp, dest) < 0)
 		r = -errno;
 	if (r < 0) {
-		serr(r, "write packed layer", dest, "check free space");
+		serr(r, "write packed layer", dest, "check the destination and free space");
 		unlink(tmp);
 		return r;
 	}
@@ -824,7 +824,7 @@ int pk_write(const char *src, const char *dest, const struct pk_write_opts *o, s
 	if (w.inline_max > PK_CHUNK_SIZE)
 		w.inline_max = PK_CHUNK_SIZE;
 
-	char chunks[PATH_MAX], rec[PATH_MAX];
+	char chunks[PATH_MAX], rec[2 * PATH_MAX + 2];
 	int r = 0;
 	if (o && o->chunks) {
 		snprintf(chunks, sizeof chunks, "%s", o->chunks);
@@ -840,19 +840,31 @@ int pk_write(const char *src, const char *dest, const struct pk_write_opts *o, s
 		w_free(&w);
 		return r;
 	}
+	/* The store's real path, before it exists: its parent's, plus its name. */
+	char real_src[PATH_MAX], real_chunks[2 * PATH_MAX + 2], cp[PATH_MAX], cb[PATH_MAX], parent[PATH_MAX];
+	snprintf(cp, sizeof cp, "%s", chunks);
+	snprintf(cb, sizeof cb, "%s", chunks);
+	if (!realpath(dirname(cp), parent) || !realpath(src, real_src)) {
+		r = -errno;
+		serr(r, "resolve chunk store", chunks, "its parent directory must exist");
+		goto out;
+	}
+	snprintf(real_chunks, sizeof real_chunks, "%s/%s", strcmp(parent, "/") ? parent : "", basename(cb));
+	size_t sl = strlen(real_src);
+	if (!strncmp(real_chunks, real_src, sl) && (real_chunks[sl] == '/' || real_chunks[sl] == 0 || sl == 1)) {
+		r = -EINVAL;
+		serr(r, "pack", src, "the chunk store %s is inside it: put DEST or --chunks elsewhere", real_chunks);
+		goto out;
+	}
+	if (o && o->chunks)
+		snprintf(rec, sizeof rec, "%s", real_chunks);
+	else
+		strcpy(rec, "chunks");
 	r = pk_store_open(chunks, true, &w.store);
 	if (r == 0)
 		r = pk_store_lock(w.store, false);
 	if (r < 0)
 		goto out;
-	if (o && o->chunks) {
-		if (!realpath(chunks, rec)) {
-			r = -errno;
-			serr(r, "resolve chunk store", chunks, NULL);
-			goto out;
-		}
-	} else
-		strcpy(rec, "chunks");
 
 	int nth = o && o->threads > 0 ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
 	if (nth > 1) {

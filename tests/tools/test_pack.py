@@ -224,6 +224,10 @@ def test_roundtrip(env):
     # Unpacking twice into one place is refused, not merged.
     r = env.run('unpack', os.path.join(pd, 'L1'), env.path('out'), ok=False)
     check('File exists' in r.err, 'unpack over a tree says why: %r' % r.err)
+    # A layer written inside its own source would pack its own chunks.
+    r = env.run('pack', env.path('src'), env.path('src', 'L'), ok=False)
+    check('inside it' in r.err and not os.path.exists(env.path('src', 'L'))
+          and not os.path.exists(env.path('src', 'chunks')), 'pack into the source refused: %r' % r.err)
 
 
 def test_dedup(env):

@@ -21,6 +21,9 @@
 
 #include "packed.h"
 
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
 static char top[64];
 static char path_buf[512];
 static char path_ring[4][512];
@@ -462,6 +465,118 @@ static void test_cache_threads(void **state)
 	free(data);
 }
 
+/* Everything a reader of the layer can ask, depth first; returns how many
+ * queries failed (with -errno, never a crash or a sanitizer report). */
+static int visit(struct pk_layer *l, uint32_t dir, int depth, uint8_t *seen, unsigned char *buf)
+{
+	int bad = 0;
+	struct pk_dirent e;
+	int r;
+	if (depth > 64)
+		return 1;
+	for (uint64_t off = 0; (r = pk_readdir(l, dir, off, &e)) == 1 && off < 10000; off++) {
+		struct pk_dirent f;
+		bad += pk_lookup(l, dir, e.name, e.name_len, &f) < 0;
+		struct pk_attr a;
+		if (pk_getattr(l, e.ino, &a) < 0) {
+			bad++;
+			continue;
+		}
+		char list[1024];
+		ssize_t n = pk_listxattr(l, e.ino, list, sizeof list);
+		bad += n < 0;
+		for (ssize_t k = 0; n > 0 && k < n; k += strlen(list + k) + 1) {
+			char v[256];
+			bad += pk_getxattr(l, e.ino, list + k, v, sizeof v) < 0;
+		}
+		if (S_ISDIR(a.mode) && e.ino / 8 < 4096 && !(seen[e.ino / 8] & (1 << (e.ino % 8)))) {
+			seen[e.ino / 8] |= 1 << (e.ino % 8);
+			bad += pk_is_opaque(l, e.ino) < 0;
+			bad += visit(l, e.ino, depth + 1, seen, buf);
+		} else if (S_ISREG(a.mode)) {
+			for (uint64_t o = 0; o < a.size && o < 64 * PK_CHUNK_SIZE; o += PK_CHUNK_SIZE) {
+				uint16_t h;
+				bool none;
+				bad += pk_holes(l, e.ino, o / PK_CHUNK_SIZE, &h, &none) < 0;
+				bad += pk_read(l, e.ino, o, PK_CHUNK_SIZE, buf) < 0;
+			}
+		} else if (S_ISLNK(a.mode)) {
+			const char *t;
+			size_t tl;
+			bad += pk_readlink(l, e.ino, &t, &tl) < 0;
+		}
+		char path[256];
+		pk_path_of(l, e.ino, path, sizeof path);
+	}
+	return bad + (r < 0);
+}
+
+/* Damage that keeps valid checksums (a hostile file): random bytes of the
+ * sections changed and every checksum recomputed. The reader must refuse or
+ * answer -errno, never read out of bounds. */
+static void test_hostile_meta(void **state)
+{
+	make_tree();
+	free(big);
+	struct pk_layer *l = pack("src", "L", NULL);
+	pk_close(l);
+	char L[512], H[512];
+	snprintf(L, sizeof L, "%s/L", top);
+	snprintf(H, sizeof H, "%s/H", top);
+	int fd = open(L, O_RDONLY);
+	struct stat st;
+	fstat(fd, &st);
+	unsigned char *good = malloc(st.st_size), *bad = malloc(st.st_size);
+	assert_int_equal(read(fd, good, st.st_size), st.st_size);
+	close(fd);
+	unsigned char *buf = malloc(PK_CHUNK_SIZE);
+	uint8_t *seen = malloc(4096);
+	uint64_t x = 88172645463325252ull;
+	int opened = 0, failures = 0;
+	/* Thousands of well-formed complaints: not for the test log. */
+	fflush(stderr);
+	int saved = dup(2), null = open("/dev/null", O_WRONLY);
+	dup2(null, 2);
+	close(null);
+	for (int it = 0; it < 400; it++) {
+		memcpy(bad, good, st.st_size);
+		struct pk_super *sb = (struct pk_super *)bad;
+		uint64_t lo = sb->sec[0].off, span = st.st_size - lo;
+		int flips = 1 + it % 8;
+		for (int k = 0; k < flips; k++) {
+			x ^= x << 13;
+			x ^= x >> 7;
+			x ^= x << 17;
+			uint64_t pos = lo + x % span;
+			/* Small numbers and all-ones are the interesting ones. */
+			bad[pos] = (x >> 32) % 3 == 0 ? 0xff : (x >> 32) % 3 == 1 ? (x >> 40) & 7 : (x >> 40);
+		}
+		for (int i = 0; i < PK_SEC_COUNT; i++)
+			sb->sec[i].xxh3 = XXH3_64bits(bad + sb->sec[i].off, sb->sec[i].size);
+		sb->super_xxh3 = 0;
+		sb->super_xxh3 = XXH3_64bits(sb, sizeof *sb);
+		fd = open(H, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+		assert_int_equal(write(fd, bad, st.st_size), st.st_size);
+		close(fd);
+		char chunks[512];
+		snprintf(chunks, sizeof chunks, "%s/chunks", top);
+		if (pk_open(H, chunks, NULL, &l) < 0)
+			continue;
+		opened++;
+		memset(seen, 0, 4096);
+		failures += visit(l, pk_root(l), 0, seen, buf) > 0;
+		pk_close(l);
+	}
+	dup2(saved, 2);
+	close(saved);
+	assert_true(opened > 300);
+	assert_true(failures > 0);   /* the damage was seen */
+	free(good);
+	free(bad);
+	free(buf);
+	free(seen);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -471,6 +586,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_damaged_meta, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_gc, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cache_threads, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hostile_meta, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
