@@ -3,10 +3,11 @@
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
 TSAN_BUILD ?= build-tsan
+FUZZ_BUILD ?= build-fuzz
 JOBS       ?= $(shell nproc)
 PREFIX     ?= /usr/local
 
-.PHONY: all setup build build-asan build-tsan demo test test-here test-tsan bench clean install uninstall
+.PHONY: all setup build build-asan build-tsan fuzz demo test test-here test-tsan bench clean install uninstall
 
 all: build
 
@@ -31,18 +32,27 @@ build-tsan: setup
 test-tsan: build-tsan
 	@cd $(TSAN_BUILD) && ctest --output-on-failure -L tsan -j 2
 
+# libFuzzer targets (fuzz/: option parser, layer import, image config),
+# built with clang under ASan/UBSan. make test runs each briefly over its
+# corpus (ctest -L fuzz); run one longer by hand as fuzz/CMakeLists.txt says.
+fuzz: setup
+	@CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DSTRATA_FUZZ=ON >/dev/null
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target strata_fuzz
+
 demo: build
 	@sh scripts/demo.sh $(BUILD)
 
 # Every test on the release build, then the sanitizer build of the same
 # binaries through the tests labelled "asan" (the filesystem and launcher
-# integration tests), so ASan/UBSan see the daemon under real load.
+# integration tests), so ASan/UBSan see the daemon under real load; then a
+# short run of each fuzzer.
 test: setup
 	@sh scripts/test.sh
 
-test-here: build build-asan
+test-here: build build-asan fuzz
 	@cd $(BUILD) && ctest --output-on-failure -j 2
 	@cd $(ASAN_BUILD) && ctest --output-on-failure -L asan -j 2
+	@cd $(FUZZ_BUILD) && ctest --output-on-failure -L fuzz -j 2
 
 bench: build
 	@sh bench/run.sh $(BUILD) $(BENCH_ARGS)
@@ -59,4 +69,4 @@ uninstall:
 	@rmdir "$(DESTDIR)$(PREFIX)/bin/.debug" 2>/dev/null || true
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(FUZZ_BUILD)

@@ -6,7 +6,7 @@ set -eu
 
 PKGS="build-essential cmake pkg-config git python3
 libfuse3-dev liburing-dev fuse3 libcap-dev liblz4-dev libxxhash-dev libarchive-dev
-libssl-dev libjansson-dev libcmocka-dev
+libssl-dev libjansson-dev libcmocka-dev clang libclang-rt-14-dev
 fuse-overlayfs bubblewrap attr acl uidmap kmod util-linux procps psmisc
 busybox-static zstd umoci skopeo fio gnuplot-nox debootstrap hyperfine
 zlib1g-dev podman crun conmon catatonit strace docker-registry"
