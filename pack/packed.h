@@ -147,6 +147,10 @@ int pk_xattr_at(const struct pk_layer *l, uint32_t ino, uint32_t i, const char *
  * at the end of the file) or -errno (-EIO for a damaged chunk, logged with
  * the layer file, the chunk and the file's path). */
 ssize_t pk_read(struct pk_layer *l, uint32_t ino, uint64_t off, size_t len, void *buf);
+/* Decompress the chunks covering [off, off + len) of file ino into the
+ * cache without copying them anywhere: readahead for a sequential reader.
+ * 0 or -errno (logged as pk_read logs). */
+int pk_prefetch(struct pk_layer *l, uint32_t ino, uint64_t off, uint64_t len);
 /* Which 4 KiB blocks of chunk index idx of file ino were holes in the
  * source (bit i: block i); all of them for an extent with no chunk. */
 int pk_holes(const struct pk_layer *l, uint32_t ino, uint64_t idx, uint16_t *holes, bool *no_chunk);

@@ -183,7 +183,8 @@ int pk_cache_read(struct pk_cache *c, struct pk_store *st, uint64_t sdev, uint64
 		}
 		pthread_mutex_unlock(&c->mu);
 	}
-	memcpy(dst, e->data + off, len);
+	if (len)
+		memcpy(dst, e->data + off, len);
 	pthread_mutex_lock(&c->mu);
 	e->refs--;
 	if (c->used > c->max)

@@ -549,6 +549,60 @@ int pk_holes(const struct pk_layer *l, uint32_t ino, uint64_t idx, uint16_t *hol
 	return 0;
 }
 
+/* A chunk that could not be read: log the object, the file and the layer. */
+static int chunk_failed(const struct pk_layer *l, uint32_t ino, uint32_t c, int r)
+{
+	char name[64], where[PATH_MAX + 64], path[PATH_MAX];
+	pk_object_name(&l->chunks[c], name);
+	snprintf(where, sizeof where, "%s/%s", pk_store_path(l->store), name);
+	pk_path_of(l, ino, path, sizeof path);
+	serr(r == -ENOMEM ? r : -EIO, "read chunk", where, "%s; file %s (inode %u) of layer %s",
+	     r == -ENOENT ? "missing from the chunk store"
+	     : r == -ENOMEM ? "out of memory"
+	     : "its content does not match its key: the chunk store is damaged",
+	     path, ino, l->path);
+	return r == -ENOMEM ? r : -EIO;
+}
+
+/* CHUNKS index of extent idx of file i, checked: 0 with *c (PK_HOLE for
+ * none) and *ulen, or -EIO. */
+static int extent_chunk(const struct pk_layer *l, uint32_t ino, const struct pk_inode *i,
+			const struct pk_extent *e, uint64_t idx, uint32_t *c)
+{
+	*c = e[idx].chunk;
+	if (*c == PK_HOLE)
+		return 0;
+	uint64_t ulen = i->size - idx * PK_CHUNK_SIZE;
+	if (ulen > PK_CHUNK_SIZE)
+		ulen = PK_CHUNK_SIZE;
+	if (*c >= l->n_chunks || l->chunks[*c].ulen != ulen || l->chunks[*c].form > PK_FORM_LZ4)
+		return corrupt(l, ino, "extent names no chunk of the right size");
+	return 0;
+}
+
+int pk_prefetch(struct pk_layer *l, uint32_t ino, uint64_t off, uint64_t len)
+{
+	const struct pk_inode *i;
+	const struct pk_extent *e;
+	uint64_t n;
+	int r = file_extents(l, ino, &i, &e, &n);
+	if (r < 0 || !e || off >= i->size)
+		return r;
+	if (len > i->size - off)
+		len = i->size - off;
+	for (uint64_t idx = off / PK_CHUNK_SIZE; idx < n && idx * PK_CHUNK_SIZE < off + len; idx++) {
+		uint32_t c;
+		if ((r = extent_chunk(l, ino, i, e, idx, &c)) < 0)
+			return r;
+		if (c == PK_HOLE)
+			continue;
+		r = pk_cache_read(l->cache, l->store, l->sdev, l->sino, &l->chunks[c], 0, 0, NULL);
+		if (r < 0)
+			return chunk_failed(l, ino, c, r);
+	}
+	return 0;
+}
+
 ssize_t pk_read(struct pk_layer *l, uint32_t ino, uint64_t off, size_t len, void *buf)
 {
 	const struct pk_inode *i;
@@ -573,31 +627,18 @@ ssize_t pk_read(struct pk_layer *l, uint32_t ino, uint64_t off, size_t len, void
 		uint32_t want = PK_CHUNK_SIZE - in;
 		if (want > len - done)
 			want = len - done;
-		uint32_t c = e[idx].chunk;
+		uint32_t c;
+		if ((r = extent_chunk(l, ino, i, e, idx, &c)) < 0)
+			return r;
 		if (c == PK_HOLE) {
 			memset((char *)buf + done, 0, want);
 			done += want;
 			continue;
 		}
-		uint64_t ulen = i->size - idx * PK_CHUNK_SIZE;
-		if (ulen > PK_CHUNK_SIZE)
-			ulen = PK_CHUNK_SIZE;
-		if (c >= l->n_chunks || l->chunks[c].ulen != ulen || l->chunks[c].form > PK_FORM_LZ4)
-			return corrupt(l, ino, "extent names no chunk of the right size");
 		r = pk_cache_read(l->cache, l->store, l->sdev, l->sino, &l->chunks[c], in, want,
 				  (char *)buf + done);
-		if (r < 0) {
-			char name[64], where[PATH_MAX + 64], path[PATH_MAX];
-			pk_object_name(&l->chunks[c], name);
-			snprintf(where, sizeof where, "%s/%s", pk_store_path(l->store), name);
-			pk_path_of(l, ino, path, sizeof path);
-			serr(r == -ENOMEM ? r : -EIO, "read chunk", where, "%s; file %s (inode %u) of layer %s",
-			     r == -ENOENT ? "missing from the chunk store"
-			     : r == -ENOMEM ? "out of memory"
-			     : "its content does not match its key: the chunk store is damaged",
-			     path, ino, l->path);
-			return r == -ENOMEM ? r : -EIO;
-		}
+		if (r < 0)
+			return chunk_failed(l, ino, c, r);
 		done += want;
 	}
 	return done;

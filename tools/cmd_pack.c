@@ -73,8 +73,13 @@ int cmd_pack(const char *store, int argc, char **argv)
 	if (do_gc)
 		return gc(o.chunks, npos, (char **)pos);
 	if (npos != 2) {
-		susage("usage: strata pack SRC_DIR DEST [--chunks DIR] [--stats]\n"
-		       "       strata pack --gc --chunks DIR [LIVE_LAYER...]");
+		susage("usage: strata pack SRC_DIR DEST [--chunks DIR] [--stats] [--inline BYTES] [--threads N]\n"
+		       "       strata pack --gc --chunks DIR [LIVE_LAYER...]\n"
+		       "  --chunks DIR     the chunk store (default: chunks/ beside DEST)\n"
+		       "  --stats          print sizes, objects written and throughput\n"
+		       "  --inline BYTES   files up to BYTES live in DEST itself (default 512)\n"
+		       "  --threads N      compressing threads (default: one per CPU)\n"
+		       "  --gc             remove the objects none of the LIVE_LAYER files uses");
 		return 2;
 	}
 	more_fds();

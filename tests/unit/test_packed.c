@@ -456,10 +456,19 @@ static void test_cache_threads(void **state)
 		pthread_join(th[i], NULL);
 		assert_int_equal(r[i].bad, 0);
 	}
-	struct pk_cache_stats cs;
+	struct pk_cache_stats cs, cs2;
 	pk_cache_stats(c, &cs);
 	assert_true(cs.bytes <= 3 * PK_CHUNK_SIZE);
 	assert_true(cs.hits > 0 && cs.misses > 0);
+	/* Readahead: what was prefetched is read without a miss. */
+	assert_int_equal(pk_prefetch(l, r[0].ino, 5 * PK_CHUNK_SIZE, 2 * PK_CHUNK_SIZE), 0);
+	pk_cache_stats(c, &cs);
+	unsigned char *buf = malloc(2 * PK_CHUNK_SIZE);
+	assert_int_equal(pk_read(l, r[0].ino, 5 * PK_CHUNK_SIZE, 2 * PK_CHUNK_SIZE, buf), 2 * PK_CHUNK_SIZE);
+	assert_memory_equal(buf, data + 5 * PK_CHUNK_SIZE, 2 * PK_CHUNK_SIZE);
+	pk_cache_stats(c, &cs2);
+	assert_int_equal(cs2.misses, cs.misses);
+	free(buf);
 	pk_close(l);
 	pk_cache_free(c);
 	free(data);
