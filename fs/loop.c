@@ -38,10 +38,12 @@ static struct {
 	unsigned busy;          /* jobs queued or being served */
 } Q = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
 
-/* The mount watch (main.c's mount_present): a thread at SCHED_OTHER that
- * sleeps until the mount table of our namespace changes, and ends the
- * session when our mount has left it. It, not the reader, is woken then:
- * the reader may sit at SCHED_IDLE behind the machine's load. */
+/* The watch: a thread at SCHED_OTHER that sleeps until an exit signal
+ * comes or the mount table of our namespace changes, and ends the session
+ * on a signal or when our mount has left that namespace (main.c's
+ * mount_present). It, not the reader, is woken then: the reader and the
+ * io_uring queue threads may sit at SCHED_IDLE behind the machine's load,
+ * a few milliseconds of CPU a second. */
 static struct {
 	pthread_t th;
 	bool started;
@@ -183,10 +185,11 @@ static int wait_request(int fd, unsigned spin_us, const sigset_t *sigs)
 		if (mono_ns() >= end)
 			break;
 	}
-	/* Only here may the exit signals arrive (they are blocked elsewhere in
-	 * every thread): a signal then ends the wait and the loop sees the
-	 * session's exit flag, with no window to miss it in. */
-	if (ppoll(p, W.wakefd >= 0 ? 2 : 1, NULL, sigs) < 0 && errno != EINTR)
+	/* The exit signals arrive in the watch thread, blocked in every other
+	 * one; only where it could not start, here: a signal then ends the
+	 * wait and the loop sees the session's exit flag, with no window to
+	 * miss it in. */
+	if (ppoll(p, W.wakefd >= 0 ? 2 : 1, NULL, W.started ? NULL : sigs) < 0 && errno != EINTR)
 		return -1;
 	return 0;
 }
@@ -234,7 +237,7 @@ struct follow {
 /* The reader's state, handed from thread to thread when it relays. */
 static struct {
 	struct fuse_buf buf;
-	sigset_t waitsigs;      /* the exit signals unblocked while waiting */
+	sigset_t waitsigs;      /* the exit signals unblocked (watch_main, wait_request) */
 	bool ur;                /* io_uring serves the requests: here only forgets */
 	bool init_done;         /* INIT answered: follow from the start */
 	int r;
@@ -456,21 +459,27 @@ static void *watch_main(void *arg)
 	struct pollfd p[2] = { { .fd = SFS->mntinfo_fd, .events = POLLPRI },
 			       { .fd = W.stopfd, .events = POLLIN } };
 	for (;;) {
-		if (poll(p, 2, -1) < 0) {
-			if (errno == EINTR)
-				continue;
-			serr(errno, "poll", "/proc/self/mountinfo",
-			     "the daemon ends only when the kernel ends the connection");
-			return NULL;
+		/* the only wait with the exit signals unblocked */
+		int r = ppoll(p, 2, NULL, &R.waitsigs);
+		if (fuse_session_exited(Q.se))
+			break;  /* a signal */
+		if (r < 0) {
+			if (errno != EINTR) {
+				/* nothing a watch could mend: try again shortly */
+				struct timespec ts = { 0, 10000000 };
+				nanosleep(&ts, NULL);
+			}
+			continue;
 		}
 		if (p[1].revents)
 			return NULL;
-		if ((p[0].revents & (POLLPRI | POLLERR)) && !mount_present())
+		if (p[0].fd >= 0 && (p[0].revents & (POLLPRI | POLLERR)) && !mount_present()) {
+			sdebug("%s: unmounted from this mount namespace; ending", SFS->opts.mountpoint);
+			__atomic_store_n(&SFS->mnt_gone, true, __ATOMIC_RELEASE);
+			fuse_session_exit(Q.se);
 			break;
+		}
 	}
-	sdebug("%s: unmounted from this mount namespace; ending", SFS->opts.mountpoint);
-	__atomic_store_n(&SFS->mnt_gone, true, __ATOMIC_RELEASE);
-	fuse_session_exit(Q.se);
 	place_all_to_front();
 	uint64_t one = 1;
 	if (write(W.wakefd, &one, sizeof one) < 0)
@@ -478,10 +487,10 @@ static void *watch_main(void *arg)
 	return NULL;
 }
 
+/* Started before any thread may go SCHED_IDLE, with the exit signals
+ * blocked like every thread serve() starts. */
 static void watch_start(void)
 {
-	if (SFS->mntinfo_fd < 0)
-		return;
 	W.wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	W.stopfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (W.wakefd >= 0 && W.stopfd >= 0 && pthread_create(&W.th, NULL, watch_main, NULL) == 0) {
@@ -489,7 +498,8 @@ static void watch_start(void)
 		W.started = true;
 		return;
 	}
-	serr(errno, "start", "mount watch", "the daemon ends only when the kernel ends the connection");
+	serr(errno, "start", "the watch thread",
+	     "the reader takes the exit signals, and the daemon ends when the kernel ends the connection");
 	if (W.wakefd >= 0)
 		close(W.wakefd);
 	if (W.stopfd >= 0)
@@ -521,8 +531,8 @@ int serve(struct fuse_session *se, unsigned nworkers)
 	Q.se = se;
 	if (nworkers > 16)
 		nworkers = 16;
-	/* libfuse's exit signals, blocked in the workers (created below) and
-	 * in every reader except while it waits for requests */
+	/* libfuse's exit signals, blocked in every thread but while the watch
+	 * (or, without one, the reader) waits */
 	sigset_t exitsigs;
 	sigemptyset(&exitsigs);
 	sigaddset(&exitsigs, SIGHUP);

@@ -51,9 +51,6 @@ struct launch_ctx {
 	int rootmnt;            /* the merged view: a detached mount (fsmount)
 				 * made by outer, attached only in init's mount
 				 * namespace, so no host directory ever holds it */
-	char mountpoint[PATH_MAX]; /* a scratch directory for net.c's pasta
-				    * (root, --net private), else ""; the
-				    * merged view has no path (see rootmnt) */
 	struct cgroups cg;
 	pid_t init_pid, daemon_pid; /* host pids, known to the launcher once
 				     * init runs (0 before) */

@@ -124,27 +124,6 @@ static int check_spec(struct launch_ctx *ctx)
 	return fs_find_program(s->fs_program, &ctx->fs_program);
 }
 
-static int make_mountpoint(struct launch_ctx *ctx)
-{
-	const char *base = getenv("XDG_RUNTIME_DIR");
-	struct stat st;
-
-	if (!base || geteuid() == 0 || stat(base, &st) < 0)
-		base = getenv("TMPDIR");
-	if (!base || !*base)
-		base = "/tmp";
-	if (snprintf(ctx->mountpoint, sizeof ctx->mountpoint, "%s/strata-run.XXXXXX", base) >=
-	    (int)sizeof ctx->mountpoint)
-		return -ENAMETOOLONG;
-	if (!mkdtemp(ctx->mountpoint)) {
-		int e = errno;
-		serr(e, "create mount point in", base, "set TMPDIR to a writable directory");
-		ctx->mountpoint[0] = '\0';
-		return -e;
-	}
-	return 0;
-}
-
 static void apply_rlimits(const struct launch_ctx *ctx)
 {
 	const struct strata_launch_spec *s = ctx->spec;
@@ -390,10 +369,6 @@ int strata_launch(const struct strata_launch_spec *spec)
 		goto out;
 	ctx.userns = geteuid() != 0 || spec->n_uidmap || spec->n_gidmap;
 	ctx.setgroups_ok = !ctx.userns || geteuid() == 0 || spec->n_gidmap;
-	/* net.c's pasta for a root container still wants a scratch
-	 * directory; nothing else does (the merged view has no path) */
-	if (spec->net == STRATA_NET_PRIVATE && geteuid() == 0 && (r = make_mountpoint(&ctx)) < 0)
-		goto out;
 	if ((r = cgroup_create(spec, &ctx.cg)) < 0)
 		goto out;
 	if (pipe2(errp, O_CLOEXEC) < 0 || pipe2(ready, O_CLOEXEC) < 0 || pipe2(go, O_CLOEXEC) < 0 ||
@@ -479,8 +454,6 @@ out:
 	cgroup_free(&ctx.cg);
 	cleanup_closep(&ss.ctl);
 	cleanup_closep(&ctx.ctlfd);
-	if (ctx.mountpoint[0])
-		rmdir(ctx.mountpoint);
 	for (int i = 0; i < 2; i++) {
 		cleanup_closep(&errp[i]);
 		cleanup_closep(&ready[i]);

@@ -27,6 +27,7 @@ filesystem. Counted, not timed:
 usage: faults.py [--fs PATH] [CHECK...]   ($STRATA_FS overrides --fs)
 """
 
+import ctypes
 import errno
 import os
 import subprocess
@@ -39,6 +40,7 @@ from ovltest import SKIP, Skip, file_sha, is_mounted, prepare_fs, reap_all, umou
 from layers import pattern  # noqa: E402
 from mounts import FuseMount, fuse_uring_enabled, run, thread_stacks, uring_threads  # noqa: E402
 
+libc = ctypes.CDLL(None, use_errno=True)
 NS_ENV = 'STRATA_FAULTS_NS'
 EXIT_DEADLINE = 60      # seconds a daemon may take to exit after unmount
 BIG = 8 << 20
@@ -290,14 +292,7 @@ def exit_round(fs, base, problems, label, uring, copy_elsewhere):
             # another mount namespace made now holds a copy of the mount,
             # as any process's unshare -m on the machine would
             holder = subprocess.Popen(['unshare', '-m', '--propagation', 'private', 'sleep', '600'])
-            deadline = time.time() + 20
-            while time.time() < deadline:
-                try:
-                    if os.readlink('/proc/%d/ns/mnt' % holder.pid) != os.readlink('/proc/self/ns/mnt'):
-                        break
-                except OSError:
-                    pass
-                time.sleep(0.02)
+            wait_other_ns(holder)
         r = run(['fusermount3', '-u', m.mnt])
         if r.returncode:
             problems.append('%s: fusermount3 -u: %s' % (label, r.stderr.strip()))
@@ -321,6 +316,92 @@ def exit_round(fs, base, problems, label, uring, copy_elsewhere):
         if is_mounted(os.path.join(base, 'm')):
             run(['umount', '-l', os.path.join(base, 'm')])
         up.close()
+
+
+def exit_fd_round(fs, base, problems, copy_elsewhere):
+    """As strata-run does: the mount made here on an open /dev/fuse, the
+    daemon given /dev/fd/N, unmounted (MNT_DETACH) here. With a copy of the
+    mount elsewhere the connection lives on: then SIGTERM must end it."""
+    label = 'exit_fd%s' % (', mount copied elsewhere' if copy_elsewhere else '')
+    up = Upper(base, 't-exit', 64 << 10)
+    mnt = os.path.join(base, 'm')
+    holder = None
+    proc = None
+    fd = os.open('/dev/fuse', os.O_RDWR)
+    try:
+        opts = 'fd=%d,rootmode=40000,user_id=0,group_id=0,default_permissions,allow_other' % fd
+        if libc.mount(b'strata', mnt.encode(), b'fuse.strata', 0, opts.encode()) != 0:
+            raise Skip('mount of a /dev/fuse descriptor: %s' % os.strerror(ctypes.get_errno()))
+        log = tempfile.TemporaryFile(mode='w+')
+        proc = subprocess.Popen([fs, '-f', '-o', 'lowerdir=%s,upperdir=%s,workdir=%s'
+                                 % (os.path.join(base, 'l'), up.upper, up.work), '/dev/fd/%d' % fd],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=[fd])
+        os.close(fd)
+        fd = -1
+        with open(os.path.join(mnt, 'lf1')) as f:   # waits for INIT: served
+            f.read()
+        with open(os.path.join(mnt, 'big'), 'r+b') as f:
+            f.write(b'x')
+        if copy_elsewhere:
+            holder = subprocess.Popen(['unshare', '-m', '--propagation', 'private', 'sleep', '600'])
+            wait_other_ns(holder)
+        if libc.umount2(mnt.encode(), 2) != 0:     # MNT_DETACH
+            problems.append('%s: umount2: %s' % (label, os.strerror(ctypes.get_errno())))
+        if copy_elsewhere:
+            # not ours to see go: the connection is alive; asked to stop,
+            # it must, whatever the load
+            try:
+                proc.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                proc.terminate()
+        try:
+            rc = proc.wait(timeout=EXIT_DEADLINE)
+            log.seek(0)
+            err = log.read()
+            if rc != 0:
+                problems.append('%s: daemon exited with %d: %s' % (label, rc, err[-3000:]))
+            elif 'ERROR: AddressSanitizer' in err or 'runtime error:' in err:
+                problems.append('%s: sanitizer report: %s' % (label, err[-3000:]))
+        except subprocess.TimeoutExpired:
+            stacks = thread_stacks(proc.pid)
+            proc.kill()
+            proc.wait()
+            problems.append('%s: daemon still running %d s after its unmount%s (killed); its '
+                            'threads:\n%s' % (label, EXIT_DEADLINE,
+                                              ' and SIGTERM' if copy_elsewhere else '', stacks))
+        log.close()
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        if proc and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if holder:
+            stop([holder])
+        if is_mounted(mnt):
+            run(['umount', '-l', mnt])
+        up.close()
+
+
+def wait_other_ns(proc):
+    """Until proc runs in a mount namespace of its own."""
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            if os.readlink('/proc/%d/ns/mnt' % proc.pid) != os.readlink('/proc/self/ns/mnt'):
+                return
+        except OSError:
+            pass
+        time.sleep(0.02)
+
+
+def check_exit_fd(fs, base, problems):
+    hogs = start_hogs(2)
+    try:
+        for copy in (False, True):
+            exit_fd_round(fs, base, problems, copy)
+    finally:
+        stop(hogs)
 
 
 def check_exit(fs, base, problems, uring):
@@ -352,6 +433,7 @@ CHECKS = {
     'whiteout_inodes': check_whiteout_inodes,
     'exit_dev': check_exit_dev,
     'exit_uring': check_exit_uring,
+    'exit_fd': check_exit_fd,
 }
 
 
