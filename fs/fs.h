@@ -60,6 +60,15 @@ void dl_free_names(struct dlayer *dl, unsigned n);
 
 struct dircache;
 
+/* Where a lower layer holds a directory, where that is not at the
+ * directory's own name in its parent's directory of the same layer: a bare
+ * name there (a relative redirect), or "/a/b" from the layer's root. */
+struct lower_at {
+	uint32_t layer;
+	char *path;
+};
+void lower_at_free(struct lower_at *lat, unsigned n);
+
 struct node {
 	/* (fields ordered by size: a walk of a large tree keeps one node per
 	 * entry the kernel holds, so padding is memory) */
@@ -76,12 +85,16 @@ struct node {
 
 	/* directories */
 	struct dlayer *dl;       /* contributing layers, top first */
-	char *redirect;          /* where lower layers hold this dir ("/a/b"), if renamed */
+	char *redirect;          /* the upper dir's overlay.redirect as found or
+				  * written ("/a/b", or a bare name), or NULL */
+	struct lower_at *lat;    /* its lower layers' places that differ from its
+				  * name (table_lock; lookup.c, node.c) */
 	pthread_rwlock_t *dl_lock;/* guards dl/ndl: readers iterate, copy-up/rename
 				  * replace (directories only: most nodes are files) */
 	uint64_t version;        /* bumped on every change of the listing */
 	struct dircache *dcache; /* merged listing for `version`, or NULL */
 	unsigned ndl;
+	unsigned nlat;
 
 	unsigned refs;           /* in-daemon references (open handles, ops in flight) */
 	uint32_t layer;          /* layer holding the object (for dirs: the topmost) */
@@ -202,7 +215,14 @@ int node_dlfd(struct node *dir, unsigned i, bool *tmp);
 /* The fd of the directory in the upper layer, or -1 when it has none. */
 int node_upperfd(struct node *dir);
 void node_set_dlayers(struct node *dir, struct dlayer *dl, unsigned n);
-int node_lower_path(struct node *n, char *buf, size_t len);
+/* The absolute redirect for dir moving to another directory, as kernel
+ * overlayfs builds it (names, and its own and its ancestors' redirects):
+ * 0 and *out (malloc'd), or -errno. */
+int node_redirect_path(struct node *dir, char **out);
+/* Where each lower layer of dir holds it now, as paths from the layers'
+ * roots: what finds them once dir moves (node_set_lower_at after the move). */
+int node_pin_lower(struct node *dir, struct lower_at **lat, unsigned *n);
+void node_set_lower_at(struct node *dir, struct lower_at *lat, unsigned n);
 
 /* lookup.c */
 struct lookup_res {
@@ -210,7 +230,9 @@ struct lookup_res {
 	uint32_t layer;
 	struct dlayer *dl;    /* for directories */
 	unsigned ndl;
-	char *redirect;
+	char *redirect;       /* the upper directory's redirect, as stored */
+	struct lower_at *lat; /* where lower layers hold the directory, if not at NAME */
+	unsigned nlat;
 	bool metacopy;
 	int32_t data_layer;
 	uint64_t ino;

@@ -1,14 +1,22 @@
 /* lookup.c: find a name through the layer stack (overlayfs's namei): the
  * topmost layer that has the name decides; whiteouts end the search;
  * directories merge with the same directory in the layers below until one
- * is opaque or a non-directory hides the rest. */
+ * is opaque or a non-directory hides the rest.
+ *
+ * A directory renamed in a layer carries overlay.redirect, where the layers
+ * below hold it: a bare name (in its parent's directory there) or a path
+ * from their roots. Redirects are followed in every layer, as kernel
+ * overlayfs follows them (redirect_dir=on or follow): what the layers below
+ * are asked for changes from there on, and after an absolute one the search
+ * goes on from the root's layers, one component at a time, with whiteouts,
+ * opaque directories and redirects met on the way applied as on any lookup.
+ * Where each lower layer held the directory is kept with its node
+ * (struct lower_at), for opening it again later. */
 #include "fs.h"
 
 #include <fcntl.h>
-#include <linux/openat2.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 void lookup_res_free(struct lookup_res *res)
@@ -18,9 +26,12 @@ void lookup_res_free(struct lookup_res *res)
 			close(res->dl[i].fd);
 	free(res->dl);
 	free(res->redirect);
+	lower_at_free(res->lat, res->nlat);
 	res->dl = NULL;
 	res->ndl = 0;
 	res->redirect = NULL;
+	res->lat = NULL;
+	res->nlat = 0;
 }
 
 static int oci_whiteout_in(int dirfd, const char *name)
@@ -54,51 +65,15 @@ static int open_subdir(int dirfd, const char *name)
 	return fd < 0 ? -errno : fd;
 }
 
-static int open_beneath_dir(int rootfd, const char *path)
+/* A directory found in a layer above the bottom: does it end the merge? */
+static int dir_stops_merge(int fd, int parentfd, const char *name)
 {
-	struct open_how how = {
-		.flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC,
-		.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
-	};
-	while (*path == '/')
-		path++;
-	int fd = (int)syscall(SYS_openat2, rootfd, *path ? path : ".", &how, sizeof how);
-	return fd < 0 ? -errno : fd;
-}
-
-/* A directory found in layer `layer`: does it end the merge? */
-static int dir_stops_merge(int fd, int parentfd, const char *name, uint32_t layer)
-{
-	/* nothing below the bottom layer to stop: no xattr or whiteout to ask
-	 * for (most directories of an image are in its base layer alone) */
-	if (layer + 1 >= SFS->nlayers)
-		return 1;
 	int r = wh_dir_is_opaque(fd, true);
 	if (r != 0)
 		return r;
 	/* OCI: ".wh.NAME" beside a re-created NAME in the same layer deletes
 	 * the lower NAME before adding this one: an opaque directory. */
 	return oci_whiteout_in(parentfd, name);
-}
-
-/* Merge the lower layers of a directory renamed in the upper: they hold it
- * at `redirect` from their roots. */
-static int merge_redirected(struct lookup_res *res, uint32_t from)
-{
-	for (uint32_t l = from; l < SFS->nlayers; l++) {
-		int fd = open_beneath_dir(SFS->layers[l].fd, res->redirect);
-		if (fd == -ENOENT)
-			continue;
-		if (fd < 0)
-			return fd == -ENOTDIR ? 0 : fd;
-		int r = wh_dir_is_opaque(fd, true);
-		int e = add_dl(res, l, fd);
-		if (e < 0)
-			return e;
-		if (r)
-			return 0;
-	}
-	return 0;
 }
 
 static void upper_file_marks(struct lookup_res *res, int dirfd, const char *name)
@@ -156,9 +131,208 @@ static int known_absence(struct node *dir, unsigned i, const char *name)
 	return dl_has(dir, i, wh) == 1 ? HIDDEN : ABSENT;
 }
 
+/* One lookup on its way down the layers (the kernel's ovl_lookup_data). */
+struct walk {
+	/* what the next layer is asked for: a name in the merged directory's
+	 * directory there, or "/a/b" from the layer's root */
+	char loc[PATH_MAX];
+	bool stop;            /* the layers below contribute nothing */
+	bool is_dir;          /* a directory is found: only directories merge */
+	bool redirected;      /* loc comes from a redirect */
+	char *upper_redirect; /* the upper directory's redirect, as stored */
+};
+
+/* A redirect on a directory met in `layer`, whose component and all that
+ * follows it in w->loc is TAIL long, POST being what follows: the layers
+ * below hold it elsewhere. 0 (w->loc rewritten, or no redirect), or -errno:
+ * -EINVAL for a malformed one, as kernel overlayfs. */
+static int follow_redirect(struct walk *w, int fd, uint32_t layer, size_t tail, const char *post)
+{
+	char red[PATH_MAX], loc[PATH_MAX];
+	ssize_t n = xa_get(fd, NULL, wh_xattr_redirect(&SFS->whp), red, sizeof red - 1);
+
+	if (n == -ENODATA || n == -ENOTSUP)
+		return 0;
+	if (n == -ERANGE)
+		return -ENAMETOOLONG;
+	if (n < 0)
+		return (int)n;
+	red[n] = '\0';
+	if (red[0] == '/') {
+		/* no empty component: "//", a trailing '/', "/" itself */
+		for (const char *p = red; *p; p++)
+			if (p[0] == '/' && (p[1] == '/' || p[1] == '\0'))
+				return -EINVAL;
+	} else if (!red[0] || strchr(red, '/')) {
+		return -EINVAL;
+	}
+	if (is_upper(layer) && !post[0] && !(w->upper_redirect = strdup(red)))
+		return -ENOMEM;
+	size_t keep = strlen(w->loc) - tail;
+	int k;
+	if (red[0] == '/') {
+		k = snprintf(loc, sizeof loc, "%s%s", red, post);
+		/* below an opaque directory on the way, an absolute redirect
+		 * still leads on */
+		w->stop = false;
+	} else {
+		k = snprintf(loc, sizeof loc, "%.*s%s%s", (int)keep, w->loc, red, post);
+	}
+	if (k >= (int)sizeof loc)
+		return -ENAMETOOLONG;
+	memcpy(w->loc, loc, (size_t)k + 1);
+	w->redirected = true;
+	return 0;
+}
+
+/* Component COMP of directory DIRFD in LAYER; FINAL: the object looked up,
+ * else a directory on an absolute walk; TAIL, POST: as follow_redirect().
+ * 1 found (*fdp: the directory opened, or -1 for a non-directory in *st),
+ * 0 nothing here (w->stop set where that hides the layers below), -errno. */
+static int look_step(struct walk *w, int dirfd, const char *comp, uint32_t layer, bool final,
+		     size_t tail, const char *post, struct stat *st, int *fdp)
+{
+	/* nothing below the bottom layer: no marker to ask for */
+	bool bottom = layer + 1 >= SFS->nlayers;
+
+	*fdp = -1;
+	if (strlen(comp) > NAME_MAX)
+		return 0;
+	if (!strcmp(comp, ".") || !strcmp(comp, ".."))
+		return -EACCES;   /* only a redirect names them; the kernel refuses too */
+	if (fstatat(dirfd, comp, st, AT_SYMLINK_NOFOLLOW) < 0) {
+		int e = errno;
+		if (e != ENOENT && e != ENOTDIR)
+			return -e;
+		/* a whiteout in the bottom layer would hide nothing */
+		if (!bottom && oci_whiteout_in(dirfd, comp))
+			w->stop = true;
+		return 0;
+	}
+	if (wh_is_chardev(st)) {
+		w->stop = true;
+		return 0;
+	}
+	if (!S_ISDIR(st->st_mode)) {
+		w->stop = true;   /* hides what is below; on the way, ends the walk */
+		return final && !w->is_dir;
+	}
+	int fd = open_subdir(dirfd, comp);
+	if (fd < 0 && final && w->is_dir) {
+		w->stop = true;   /* a lower part that cannot be read ends the merge */
+		return 0;
+	}
+	if (fd < 0)
+		return fd;
+	/* opaque (or unknown: the layers below stay out): its redirect, if
+	 * any, does not count */
+	int r = bottom ? 0 : dir_stops_merge(fd, dirfd, comp);
+	if (r != 0) {
+		w->stop = true;
+	} else if (!bottom && (r = follow_redirect(w, fd, layer, tail, post)) < 0) {
+		close(fd);
+		return r;
+	}
+	*fdp = fd;
+	return 1;
+}
+
+/* The walk's location in one layer: BASE is the merged directory's directory
+ * there for a name, the layer's root for a path. As look_step(). */
+static int look_layer(struct walk *w, int base, uint32_t layer, struct stat *st, int *fdp)
+{
+	char here[PATH_MAX], comp[NAME_MAX + 1];
+	int cur = base;
+
+	/* the walk goes by this layer's path; a redirect met on the way
+	 * changes what the layers below are asked for */
+	memcpy(here, w->loc, strlen(w->loc) + 1);
+	if (here[0] != '/')
+		return look_step(w, base, here, layer, true, strlen(here), "", st, fdp);
+	for (const char *p = here + 1;;) {
+		const char *e = strchrnul(p, '/');
+		bool final = !*e;
+		int fd, r = 0;
+		if ((size_t)(e - p) > NAME_MAX) {
+			r = 0;   /* no such name, as the kernel's ENAMETOOLONG */
+		} else {
+			memcpy(comp, p, (size_t)(e - p));
+			comp[e - p] = '\0';
+			r = look_step(w, cur, comp, layer, final, strlen(p), e, st, &fd);
+		}
+		if (cur != base)
+			close(cur);
+		if (r <= 0 || final) {
+			*fdp = r > 0 ? fd : -1;
+			return r;
+		}
+		cur = fd;
+		p = e + 1;
+	}
+}
+
+static int add_lower_at(struct lookup_res *res, uint32_t layer, const char *at)
+{
+	struct lower_at *n = realloc(res->lat, (res->nlat + 1) * sizeof *n);
+	if (!n)
+		return -ENOMEM;
+	res->lat = n;
+	if (!(n[res->nlat].path = strdup(at)))
+		return -ENOMEM;
+	n[res->nlat++].layer = layer;
+	return 0;
+}
+
+/* The data of a metacopy upper file: in the first lower layer below that
+ * has a regular file at its name. dl_lock of dir held. */
+static void find_metacopy_data(struct node *dir, const char *name, struct lookup_res *res)
+{
+	for (unsigned j = 0; j < dir->ndl; j++) {
+		bool tmp;
+		struct stat ls;
+		if (is_upper(dir->dl[j].layer))
+			continue;
+		int fd = node_dlfd(dir, j, &tmp);
+		if (fd < 0)
+			break;
+		int ok = fstatat(fd, name, &ls, AT_SYMLINK_NOFOLLOW) == 0;
+		if (tmp)
+			close(fd);
+		if (ok && S_ISREG(ls.st_mode))
+			res->data_layer = dir->dl[j].layer;
+		if (ok)
+			break;
+	}
+	if (res->data_layer < 0)
+		res->metacopy = false;  /* data lost: show the upper as is */
+}
+
+/* Where the walk goes next after layer `layer`: the next of the merged
+ * directory's layers for a name; the next of the root's for a path (the
+ * root's dl_lock is then taken once, *root_locked). -1: none. */
+static int next_layer(struct node *dir, const struct walk *w, uint32_t layer, struct node **stack,
+		      bool *root_locked)
+{
+	if (w->loc[0] == '/' && *stack != SFS->root) {
+		if (dir != SFS->root) {
+			/* the root settled before any node below it existed */
+			pthread_rwlock_rdlock(SFS->root->dl_lock);
+			*root_locked = true;
+		}
+		*stack = SFS->root;
+	}
+	struct node *s = *stack;
+	for (unsigned i = 0; i < s->ndl; i++)
+		if (s->dl[i].layer > layer)
+			return (int)i;
+	return -1;
+}
+
 int lookup_name(struct node *dir, const char *name, struct lookup_res *res)
 {
-	bool found = false;
+	struct walk w;   /* (not zeroed whole: loc is large, and written first) */
+	struct node *stack = dir;   /* whose layer list the walk follows */
+	bool found = false, root_locked = false;
 	int r = 0;
 
 	memset(res, 0, sizeof *res);
@@ -167,134 +341,70 @@ int lookup_name(struct node *dir, const char *name, struct lookup_res *res)
 		return -ENAMETOOLONG;
 	if (!strncmp(name, WH_PREFIX, WH_PREFIX_LEN))
 		return -ENOENT;   /* whiteout bookkeeping never shows */
+	strcpy(w.loc, name);
+	w.stop = w.is_dir = w.redirected = false;
+	w.upper_redirect = NULL;
 
 	dl_rdlock(dir);
-	for (unsigned i = 0; i < dir->ndl; i++) {
-		uint32_t layer = dir->dl[i].layer;
-		bool tmp;
-		struct stat st;
-		int known = known_absence(dir, i, name);
-		if (known == ABSENT)
-			continue;
-		if (known == HIDDEN)
-			break;
-		int dfd = node_dlfd(dir, i, &tmp);
+	for (int i = dir->ndl ? 0 : -1; i >= 0 && !w.stop;) {
+		uint32_t layer = stack->dl[i].layer;
+		bool by_name = w.loc[0] != '/', tmp = false;
+		int base = SFS->layers[layer].fd;
+		char at[PATH_MAX];
 
-		if (dfd < 0) {
-			r = dfd;
+		if (w.redirected && SFS->opts.redirect_dir == REDIRECT_NOFOLLOW) {
+			r = -EPERM;   /* a redirect to follow, told not to */
 			break;
 		}
-		if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-			int e = errno;
-			/* a whiteout in the bottom layer would hide nothing */
-			bool hidden = e == ENOENT && i + 1 < dir->ndl && oci_whiteout_in(dfd, name);
-			if (tmp)
-				close(dfd);
-			if (e != ENOENT && e != ENOTDIR) {
-				r = -e;
+		if (by_name) {
+			int known = known_absence(dir, (unsigned)i, w.loc);
+			if (known == HIDDEN)
+				break;
+			if (known == ABSENT) {
+				i = next_layer(dir, &w, layer, &stack, &root_locked);
+				continue;
+			}
+			if ((base = node_dlfd(dir, (unsigned)i, &tmp)) < 0) {
+				r = base;
 				break;
 			}
-			if (hidden)
-				break;
-			continue;
 		}
-		if (wh_is_chardev(&st)) {
-			if (tmp)
-				close(dfd);
-			break;
-		}
-		if (!found) {
+		memcpy(at, w.loc, strlen(w.loc) + 1);
+		struct stat st;
+		int fd, f = look_layer(&w, base, layer, &st, &fd);
+		if (f > 0 && !found) {
 			found = true;
 			res->st = st;
 			res->layer = layer;
 			res->ino = layer_ino(layer, &st);
-			if (!S_ISDIR(st.st_mode)) {
-				if (is_upper(layer))
-					upper_file_marks(res, dfd, name);
-				if (tmp)
-					close(dfd);
-				if (res->metacopy) {
-					/* the data lives in the first lower layer below
-					 * that has a regular file at this name */
-					for (unsigned j = i + 1; j < dir->ndl; j++) {
-						bool t2;
-						struct stat ls;
-						int lfd = node_dlfd(dir, j, &t2);
-						if (lfd < 0)
-							break;
-						int ok = fstatat(lfd, name, &ls, AT_SYMLINK_NOFOLLOW) == 0;
-						if (t2)
-							close(lfd);
-						if (ok && S_ISREG(ls.st_mode)) {
-							res->data_layer = dir->dl[j].layer;
-							break;
-						}
-						if (ok)
-							break;
-					}
-					if (res->data_layer < 0)
-						res->metacopy = false;  /* data lost: show the upper as is */
-				}
-				break;
-			}
-			int cfd = open_subdir(dfd, name);
-			if (cfd < 0) {
-				if (tmp)
-					close(dfd);
-				r = cfd;
-				break;
-			}
-			int stop = dir_stops_merge(cfd, dfd, name, layer);
-			if (is_upper(layer) && stop <= 0) {
-				char red[PATH_MAX];
-				ssize_t n = xa_get(cfd, NULL, wh_xattr_redirect(&SFS->whp), red, sizeof red - 1);
-				if (n > 0) {
-					red[n] = '\0';
-					if (red[0] == '/') {
-						res->redirect = strdup(red);
-					} else {
-						/* kernel overlayfs writes a bare name for a
-						 * rename within one directory: relative to
-						 * where the lower layers hold the parent */
-						char base[PATH_MAX], full[2 * PATH_MAX + 2];
-						if (node_lower_path(dir, base, sizeof base) == 0) {
-							snprintf(full, sizeof full, "/%s/%s",
-								 strcmp(base, ".") ? base : "", red);
-							res->redirect = strdup(full);
-						}
-					}
-				}
-			}
-			if (tmp)
-				close(dfd);
-			if ((r = add_dl(res, layer, cfd)) < 0)
-				break;
-			if (stop)
-				break;
-			if (res->redirect) {
-				r = merge_redirected(res, layer + 1);
-				break;
-			}
-			continue;
+			w.is_dir = fd >= 0;
+			if (fd < 0 && is_upper(layer))
+				upper_file_marks(res, base, name);
 		}
-		/* below a directory already found */
-		if (!S_ISDIR(st.st_mode)) {
-			if (tmp)
-				close(dfd);
-			break;
-		}
-		int cfd = open_subdir(dfd, name);
-		int stop = cfd >= 0 ? dir_stops_merge(cfd, dfd, name, layer) : 1;
 		if (tmp)
-			close(dfd);
-		if (cfd < 0)
+			close(base);
+		if (f < 0) {
+			r = f;
 			break;
-		if ((r = add_dl(res, layer, cfd)) < 0)
-			break;
-		if (stop)
-			break;
+		}
+		if (f > 0 && fd < 0)
+			break;   /* a non-directory: it alone is the answer */
+		if (f > 0) {
+			if (!is_upper(layer) && strcmp(at, name) && (r = add_lower_at(res, layer, at)) < 0) {
+				close(fd);
+				break;
+			}
+			if ((r = add_dl(res, layer, fd)) < 0)
+				break;
+		}
+		i = next_layer(dir, &w, layer, &stack, &root_locked);
 	}
+	if (r == 0 && res->metacopy)
+		find_metacopy_data(dir, name, res);
+	if (root_locked)
+		pthread_rwlock_unlock(SFS->root->dl_lock);
 	pthread_rwlock_unlock(dir->dl_lock);
+	res->redirect = w.upper_redirect;
 	if (r < 0) {
 		lookup_res_free(res);
 		return r;
@@ -337,11 +447,16 @@ int name_in_lowers(struct node *dir, const char *name)
 			break;
 		}
 		int ok = fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0;
+		int e = ok ? 0 : errno;
 		int hidden = !ok && oci_whiteout_in(dfd, name);
 		if (tmp)
 			close(dfd);
 		if (ok) {
 			r = !wh_is_chardev(&st);
+			break;
+		}
+		if (e != ENOENT && e != ENOTDIR) {
+			r = -e;   /* unknown: not "absent", or a whiteout would be skipped */
 			break;
 		}
 		if (hidden)
@@ -396,6 +511,10 @@ struct node *node_from_lookup(struct node *dir, const char *name, struct lookup_
 		res->ndl = 0;
 		n->redirect = res->redirect;
 		res->redirect = NULL;
+		n->lat = res->lat;
+		n->nlat = res->nlat;
+		res->lat = NULL;
+		res->nlat = 0;
 	}
 	lookup_res_free(res);
 

@@ -4,10 +4,8 @@
 #include "fs.h"
 
 #include <fcntl.h>
-#include <linux/openat2.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 static void ctab_del(struct node *n);
@@ -67,6 +65,7 @@ static void node_free(struct node *n)
 		dircache_put(n->dcache);
 	free(n->dl);
 	free(n->redirect);
+	lower_at_free(n->lat, n->nlat);
 	free(n->name);
 	pthread_mutex_destroy(&n->lock);
 	if (n->dl_lock) {
@@ -83,32 +82,36 @@ void node_ref(struct node *n)
 	pthread_mutex_unlock(&SFS->table_lock);
 }
 
-/* Called with table_lock held; frees n (and walks up) when unreferenced. */
-static void maybe_free_locked(struct node *n, struct node **to_free, unsigned *nfree)
+/* Called with table_lock held, which it releases: frees n when nothing
+ * references it, then each ancestor n held the last reference to. A deep
+ * chain (rm -rf of a deep tree) goes whole, in batches freed without the
+ * lock; the next ancestor keeps its child's reference across a batch, so
+ * no one else frees it meanwhile. */
+static void release_locked_and_free(struct node *n)
 {
+	struct node *to_free[64];
+	unsigned nfree = 0;
+
 	while (n && n != SFS->root && n->refs == 0 && n->nlookup == 0) {
 		struct node *p = n->parent;
 		if (n->hashed)
 			node_hash_del(n);
 		ctab_del(n);
 		SFS->nnodes--;
-		to_free[(*nfree)++] = n;
+		to_free[nfree++] = n;
 		n->parent = NULL;
 		if (!p)
 			break;
+		if (nfree == sizeof to_free / sizeof *to_free) {
+			pthread_mutex_unlock(&SFS->table_lock);
+			for (unsigned i = 0; i < nfree; i++)
+				node_free(to_free[i]);
+			nfree = 0;
+			pthread_mutex_lock(&SFS->table_lock);
+		}
 		p->refs--;
 		n = p;
-		if (*nfree >= 64)
-			break;  /* the rest stays; freed on its own last reference */
 	}
-}
-
-static void release_locked_and_free(struct node *n)
-{
-	struct node *to_free[64];
-	unsigned nfree = 0;
-
-	maybe_free_locked(n, to_free, &nfree);
 	pthread_mutex_unlock(&SFS->table_lock);
 	for (unsigned i = 0; i < nfree; i++)
 		node_free(to_free[i]);
@@ -319,77 +322,281 @@ void node_dir_changed(struct node *dir)
 		fuse_lowlevel_notify_inval_inode(SFS->se, node_id(dir), 0, 0);
 }
 
-/* ---- paths inside layers -------------------------------------------- */
+/* ---- where a directory is in each layer ------------------------------ */
 
-/* Path of `n` from the root of layer `layer`, relative ("." for the root).
- * Lower layers see a renamed directory at its redirect. */
-static int node_path_in(struct node *n, uint32_t layer, char *buf, size_t len)
+void lower_at_free(struct lower_at *lat, unsigned n)
 {
-	const char *parts[512];
-	unsigned np = 0;
-	const char *prefix = NULL;
-	size_t k = 0;
+	for (unsigned i = 0; i < n; i++)
+		free(lat[i].path);
+	free(lat);
+}
 
+/* table_lock held: n's place in lower layer `layer`, NULL: at its name */
+static const char *lower_at_of(const struct node *n, uint32_t layer)
+{
+	for (unsigned i = 0; i < n->nlat; i++)
+		if (n->lat[i].layer == layer)
+			return n->lat[i].path;
+	return NULL;
+}
+
+void node_set_lower_at(struct node *dir, struct lower_at *lat, unsigned n)
+{
 	pthread_mutex_lock(&SFS->table_lock);
-	for (struct node *c = n; c && c != SFS->root; c = c->parent) {
-		if (!is_upper(layer) && c->redirect) {
-			prefix = c->redirect;
-			break;
-		}
-		if (np == 512) {
-			pthread_mutex_unlock(&SFS->table_lock);
-			return -ENAMETOOLONG;
-		}
-		parts[np++] = c->name;
-	}
-	if (prefix) {
-		while (*prefix == '/')
-			prefix++;
-		k = snprintf(buf, len, "%s", prefix);
-	}
-	for (unsigned i = np; i-- > 0;) {
-		int w = snprintf(buf + k, k < len ? len - k : 0, "%s%s", k ? "/" : "", parts[i]);
-		k += w;
-	}
+	struct lower_at *old = dir->lat;
+	unsigned oldn = dir->nlat;
+	dir->lat = lat;
+	dir->nlat = n;
 	pthread_mutex_unlock(&SFS->table_lock);
-	if (k >= len)
-		return -ENAMETOOLONG;
-	if (k == 0)
-		snprintf(buf, len, ".");
+	lower_at_free(old, oldn);
+}
+
+/* Names collected walking up the tree, deepest first. */
+struct names {
+	char **v;
+	size_t n, cap;
+};
+
+static int names_push(struct names *s, const char *name)
+{
+	if (s->n == s->cap) {
+		size_t cap = s->cap ? s->cap * 2 : 16;
+		char **v = realloc(s->v, cap * sizeof *v);
+		if (!v)
+			return -ENOMEM;
+		s->v = v;
+		s->cap = cap;
+	}
+	if (!(s->v[s->n] = strdup(name)))
+		return -ENOMEM;
+	s->n++;
 	return 0;
 }
 
-int node_lower_path(struct node *n, char *buf, size_t len)
+static void names_free(struct names *s)
 {
-	/* the path lower layers know this node by: any layer index below upper */
-	return node_path_in(n, SFS->has_upper ? 1 : 0, buf, len);
+	for (size_t i = 0; i < s->n; i++)
+		free(s->v[i]);
+	free(s->v);
+	memset(s, 0, sizeof *s);
 }
 
-/* Open a directory inside a layer, never leaving it and never following
- * a symlink: lower layers are untrusted input. */
-static int open_beneath(int rootfd, const char *path)
+/* PREFIX (NULL: none) then the names from the top down, '/'-separated,
+ * "/" when both are empty. */
+static char *names_join(const char *prefix, const struct names *s)
 {
-	struct open_how how = {
-		.flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC,
-		.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
-	};
-	int fd = (int)syscall(SYS_openat2, rootfd, path, &how, sizeof how);
+	size_t len = prefix ? strlen(prefix) : 0;
+	for (size_t i = 0; i < s->n; i++)
+		len += strlen(s->v[i]) + 1;
+	char *out = malloc(len + 2);
+	if (!out)
+		return NULL;
+	size_t k = prefix ? (size_t)sprintf(out, "%s", prefix) : 0;
+	for (size_t i = s->n; i-- > 0;)
+		k += (size_t)sprintf(out + k, "/%s", s->v[i]);
+	if (k == 0)
+		strcpy(out, "/");
+	return out;
+}
+
+/* One step down inside a layer: a directory, never through a symlink (the
+ * layers are untrusted input). */
+static int open_step(int dirfd, const char *name)
+{
+	if (!*name || !strcmp(name, ".") || !strcmp(name, "..") || strchr(name, '/'))
+		return -EINVAL;
+	int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	return fd < 0 ? -errno : fd;
+}
+
+/* A directory at absolute PATH ("/a/b") of a layer, one component at a time. */
+static int open_in_layer(uint32_t layer, const char *path)
+{
+	int fd = openat(SFS->layers[layer].fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	char name[NAME_MAX + 1];
+
+	if (fd < 0)
+		return -errno;
+	for (const char *p = path;;) {
+		while (*p == '/')
+			p++;
+		if (!*p)
+			return fd;
+		const char *e = strchrnul(p, '/');
+		int nfd = -ENAMETOOLONG;
+		if ((size_t)(e - p) <= NAME_MAX) {
+			memcpy(name, p, (size_t)(e - p));
+			name[e - p] = '\0';
+			nfd = open_step(fd, name);
+		}
+		close(fd);
+		if (nfd < 0)
+			return nfd;
+		fd = nfd;
+		p = e;
+	}
+}
+
+/* Open dir's directory in `layer` again (a new fd, the caller's). From the
+ * nearest ancestor that still holds an fd for that layer (or that layer's
+ * root, or an absolute place recorded for a renamed directory), one openat
+ * per component: no path string, so no limit on depth. Ancestors are
+ * referenced while walked: a rename elsewhere may drop them. */
+static int node_open_in(struct node *dir, uint32_t layer)
+{
+	struct names names = { 0 };
+	struct node **held = NULL;
+	size_t nheld = 0;
+	char *abs = NULL;
+	int base = -1, r = 0;
+	bool lower = !is_upper(layer);
+
+	for (struct node *cur = dir;;) {
+		pthread_mutex_lock(&SFS->table_lock);
+		const char *at = lower ? lower_at_of(cur, layer) : NULL;
+		struct node *p = cur->parent;
+		if (at && at[0] == '/') {
+			abs = strdup(at);
+			r = abs ? 0 : -ENOMEM;
+		} else if (!p) {
+			/* the root; a node cut loose from the tree has no place */
+			abs = cur == SFS->root ? strdup("/") : NULL;
+			r = cur != SFS->root ? -ENOENT : abs ? 0 : -ENOMEM;
+		} else {
+			struct node **h = nheld % 64 ? held : realloc(held, (nheld + 64) * sizeof *h);
+			r = h ? names_push(&names, at ? at : cur->name) : -ENOMEM;
+			if (h)
+				held = h;
+			if (r == 0) {
+				p->refs++;
+				held[nheld++] = p;
+			}
+		}
+		pthread_mutex_unlock(&SFS->table_lock);
+		if (r < 0 || abs)
+			break;
+		/* does the parent hold an fd for this layer? */
+		pthread_rwlock_rdlock(p->dl_lock);
+		int pfd = -1;
+		bool has = false;
+		for (unsigned j = 0; j < p->ndl; j++)
+			if (p->dl[j].layer == layer) {
+				has = true;
+				pfd = __atomic_load_n(&p->dl[j].fd, __ATOMIC_ACQUIRE);
+				break;
+			}
+		if (pfd >= 0) {
+			/* fds of a list are closed only under its write lock */
+			base = open_step(pfd, names.v[names.n - 1]);
+			free(names.v[--names.n]);
+		}
+		pthread_rwlock_unlock(p->dl_lock);
+		if (!has)
+			r = -ENOENT;   /* the parent is not in that layer (any more) */
+		else if (pfd >= 0 && base < 0)
+			r = base;
+		if (r < 0 || pfd >= 0)
+			break;
+		cur = p;
+	}
+	if (r == 0 && abs && (base = open_in_layer(layer, abs)) < 0)
+		r = base;
+	while (r == 0 && names.n > 0) {
+		int fd = open_step(base, names.v[names.n - 1]);
+		free(names.v[--names.n]);
+		close(base);
+		base = fd;
+		if (fd < 0)
+			r = fd;
+	}
+	names_free(&names);
+	free(abs);
+	for (size_t i = 0; i < nheld; i++)
+		node_unref(held[i]);
+	free(held);
+	if (r < 0 && base >= 0)
+		close(base);
+	return r < 0 ? r : base;
+}
+
+int node_redirect_path(struct node *dir, char **out)
+{
+	struct names names = { 0 };
+	char *prefix = NULL;
+	int r = 0;
+
+	pthread_mutex_lock(&SFS->table_lock);
+	for (struct node *c = dir; c && c != SFS->root && r == 0; c = c->parent) {
+		if (c->redirect && c->redirect[0] == '/') {
+			r = (prefix = strdup(c->redirect)) ? 0 : -ENOMEM;
+			break;
+		}
+		r = names_push(&names, c->redirect ? c->redirect : c->name);
+	}
+	pthread_mutex_unlock(&SFS->table_lock);
+	if (r == 0 && !(*out = names_join(prefix, &names)))
+		r = -ENOMEM;
+	names_free(&names);
+	free(prefix);
+	return r;
+}
+
+/* table_lock held: dir's place in lower layer `layer` from that layer's root */
+static char *path_in_lower(struct node *dir, uint32_t layer)
+{
+	struct names names = { 0 };
+	const char *prefix = NULL;
+	char *out = NULL;
+
+	for (struct node *c = dir; c && c != SFS->root; c = c->parent) {
+		const char *at = lower_at_of(c, layer);
+		if (at && at[0] == '/') {
+			prefix = at;
+			break;
+		}
+		if (names_push(&names, at ? at : c->name) < 0)
+			goto out;
+	}
+	out = names_join(prefix && strcmp(prefix, "/") ? prefix : NULL, &names);
+out:
+	names_free(&names);
+	return out;
+}
+
+int node_pin_lower(struct node *dir, struct lower_at **lat, unsigned *n)
+{
+	unsigned k = 0;
+	pthread_rwlock_rdlock(dir->dl_lock);
+	struct lower_at *v = calloc(dir->ndl ? dir->ndl : 1, sizeof *v);
+	for (unsigned i = 0; v && i < dir->ndl; i++)
+		if (!is_upper(dir->dl[i].layer))
+			v[k++].layer = dir->dl[i].layer;
+	pthread_rwlock_unlock(dir->dl_lock);
+	if (!v)
+		return -ENOMEM;
+	pthread_mutex_lock(&SFS->table_lock);
+	for (unsigned i = 0; i < k; i++) {
+		if (!(v[i].path = path_in_lower(dir, v[i].layer))) {
+			pthread_mutex_unlock(&SFS->table_lock);
+			lower_at_free(v, i);
+			return -ENOMEM;
+		}
+	}
+	pthread_mutex_unlock(&SFS->table_lock);
+	*lat = v;
+	*n = k;
+	return 0;
 }
 
 int node_dlfd(struct node *dir, unsigned i, bool *tmp)
 {
-	char path[PATH_MAX];
 	int fd = __atomic_load_n(&dir->dl[i].fd, __ATOMIC_ACQUIRE);
 	uint32_t layer = dir->dl[i].layer;
 
 	*tmp = false;
 	if (fd >= 0)
 		return fd;
-	int r = node_path_in(dir, layer, path, sizeof path);
-	if (r < 0)
-		return r;
-	fd = open_beneath(SFS->layers[layer].fd, path);
+	fd = node_open_in(dir, layer);
 	if (fd < 0)
 		return fd;
 	if (__atomic_add_fetch(&SFS->fd_used, 1, __ATOMIC_RELAXED) <= SFS->fd_budget) {

@@ -237,8 +237,14 @@ static int create_obj(fuse_req_t req, struct node *dir, const char *name, struct
 		snprintf(oci, sizeof oci, WH_PREFIX "%s", name);
 		over_oci = strlen(oci) <= NAME_MAX && fstatat(ufd, oci, &ost, AT_SYMLINK_NOFOLLOW) == 0;
 	}
-	/* a directory replacing a deleted lower one must hide its contents */
-	bool opaque = s->kind == OBJ_DIR && (over_cwh || over_oci || name_in_lowers(dir, name) == 1);
+	/* a directory replacing a deleted lower one must hide its contents
+	 * (where the lower layers cannot be asked, it may not be created) */
+	int lower = s->kind == OBJ_DIR && !over_cwh && !over_oci ? name_in_lowers(dir, name) : 0;
+	if (lower < 0) {
+		r = lower;
+		goto out;
+	}
+	bool opaque = s->kind == OBJ_DIR && (over_cwh || over_oci || lower == 1);
 
 	if (!over_cwh && !opaque) {
 		/* the common case: nothing to replace, create in place */
@@ -602,36 +608,240 @@ static void unlock2(struct node *a, struct node *b)
 		pthread_mutex_unlock(&b->lock);
 }
 
-/* Give an upper directory that has lower layers a redirect to where they
- * hold it, so it can move in the upper alone (overlayfs redirect_dir=on). */
-static int set_redirect(struct node *n, int ufd, const char *name)
-{
-	char path[PATH_MAX];
-	int r;
+/* The longest redirect kernel overlayfs writes (its redirect_max): a longer
+ * path makes the rename EXDEV and mv copies instead. */
+#define REDIRECT_MAX 256
 
+/* A directory about to move: where its lower layers hold it now (pinned,
+ * installed once the move is done: its name no longer leads there); its
+ * upper gets the redirect that finds them at the next mount, as kernel
+ * overlayfs's ovl_set_redirect() writes it. */
+struct dir_move {
+	bool lower;              /* it has lower layers */
+	struct lower_at *lat;
+	unsigned nlat;
+};
+
+static void dir_move_free(struct dir_move *m)
+{
+	lower_at_free(m->lat, m->nlat);
+	m->lat = NULL;
+	m->nlat = 0;
+}
+
+/* A directory with lower layers: moving it needs a redirect. */
+static bool dir_has_lower(struct node *n)
+{
+	bool lower = false;
 	dl_rdlock(n);
-	bool has_lower = false;
 	for (unsigned i = 0; i < n->ndl; i++)
 		if (!is_upper(n->dl[i].layer))
-			has_lower = true;
+			lower = true;
 	pthread_rwlock_unlock(n->dl_lock);
-	if (!has_lower || n->redirect)
+	return lower;
+}
+
+/* Prepare directory n, NAME in upper directory ufd, to move (SAMEDIR:
+ * within its parent): a redirect written where it has lower layers, a bare
+ * name within one directory and an absolute path otherwise (one it has is
+ * kept where it still holds). -EXDEV where it may not get one
+ * (redirect_dir other than on, an upper without xattrs, a path too long). */
+static int dir_move_prepare(struct node *n, int ufd, const char *name, bool samedir,
+			    struct dir_move *m)
+{
+	memset(m, 0, sizeof *m);
+	m->lower = dir_has_lower(n);
+	if (!m->lower)
 		return 0;
-	if ((r = node_lower_path(n, path + 1, sizeof path - 1)) < 0)
-		return r;
-	path[0] = '/';
-	if (!strcmp(path, "/."))
-		path[1] = '\0';
-	r = xa_set(ufd, name, wh_xattr_redirect(&SFS->whp), path, strlen(path), 0);
+	if (SFS->opts.redirect_dir != REDIRECT_ON)
+		return -EXDEV;
+	int r = node_pin_lower(n, &m->lat, &m->nlat);
 	if (r < 0)
-		return r == -ENOTSUP || r == -EPERM ? -EXDEV : r;
-	char *copy = strdup(path);
-	if (!copy)
-		return -ENOMEM;
+		return r;
 	pthread_mutex_lock(&SFS->table_lock);
-	n->redirect = copy;
+	bool keep = n->redirect && (samedir || n->redirect[0] == '/');
 	pthread_mutex_unlock(&SFS->table_lock);
+	if (keep)
+		return 0;
+	char *red = NULL;
+	if (samedir)
+		r = (red = strdup(name)) ? 0 : -ENOMEM;
+	else
+		r = node_redirect_path(n, &red);
+	if (r == 0 && strlen(red) > REDIRECT_MAX)
+		r = -EXDEV;
+	/* the upper refusing it is EXDEV too: mv copies instead */
+	if (r == 0 && xa_set(ufd, name, wh_xattr_redirect(&SFS->whp), red, strlen(red), 0) < 0)
+		r = -EXDEV;
+	if (r < 0) {
+		free(red);
+		dir_move_free(m);
+		return r;
+	}
+	pthread_mutex_lock(&SFS->table_lock);
+	char *old = n->redirect;
+	n->redirect = red;
+	pthread_mutex_unlock(&SFS->table_lock);
+	free(old);
 	return 0;
+}
+
+/* The move is done: the pinned places find n's lower layers from now on. */
+static void dir_move_done(struct node *n, struct dir_move *m)
+{
+	if (m->lower) {
+		node_set_lower_at(n, m->lat, m->nlat);
+		m->lat = NULL;
+		m->nlat = 0;
+	}
+}
+
+/* The checks of rename(2) between source s and target t (NULL: none). */
+static int rename_check(struct node *s, struct node *t, unsigned flags)
+{
+	int r;
+
+	/* without redirects a directory with lower layers cannot move: said
+	 * before anything is copied up, as kernel overlayfs does */
+	if (SFS->opts.redirect_dir != REDIRECT_ON &&
+	    ((S_ISDIR(s->type) && dir_has_lower(s)) ||
+	     (t && (flags & RENAME_EXCHANGE) && S_ISDIR(t->type) && dir_has_lower(t))))
+		return -EXDEV;
+	if (t && (flags & RENAME_NOREPLACE))
+		return -EEXIST;
+	if (!t && (flags & RENAME_EXCHANGE))
+		return -ENOENT;
+	if (!t || (flags & RENAME_EXCHANGE))
+		return 0;
+	if (S_ISDIR(s->type) && !S_ISDIR(t->type))
+		return -ENOTDIR;
+	if (!S_ISDIR(s->type) && S_ISDIR(t->type))
+		return -EISDIR;
+	if (S_ISDIR(t->type) && (r = dir_is_empty(t)) <= 0)
+		return r == 0 ? -ENOTEMPTY : r;
+	return 0;
+}
+
+/* RENAME_EXCHANGE of s (NAME in od, upper fd ofd) and t (NEWNAME in nd,
+ * nfd). Both directories locked. */
+static int rename_exchange(struct node *od, int ofd, const char *name, struct node *s,
+			   struct node *nd, int nfd, const char *newname, struct node *t)
+{
+	struct dir_move ms = { 0 }, mt = { 0 };
+	int r = 0;
+	bool samedir = od == nd;
+
+	if (S_ISDIR(s->type) && (r = dir_move_prepare(s, ofd, name, samedir, &ms)) < 0)
+		return r;
+	if (S_ISDIR(t->type) && (r = dir_move_prepare(t, nfd, newname, samedir, &mt)) < 0)
+		goto out;
+	/* a pure upper directory now standing on a lower name must not merge
+	 * with it: asked before anything changes */
+	int s_over = S_ISDIR(s->type) && !ms.lower ? name_in_lowers(nd, newname) : 0;
+	int t_over = S_ISDIR(t->type) && !mt.lower ? name_in_lowers(od, name) : 0;
+	if ((r = s_over < 0 ? s_over : t_over < 0 ? t_over : 0) < 0)
+		goto out;
+	if (renameat2(ofd, name, nfd, newname, RENAME_EXCHANGE) < 0) {
+		r = -errno;
+		goto out;
+	}
+	if (s_over == 1)
+		set_opaque_at(nfd, newname);
+	if (t_over == 1)
+		set_opaque_at(ofd, name);
+	dir_move_done(s, &ms);
+	dir_move_done(t, &mt);
+	char *sname = strdup(name);
+	if (sname) {
+		node_set_name(t, od, sname);
+		free(sname);
+	}
+	node_set_name(s, nd, newname);
+out:
+	dir_move_free(&ms);
+	dir_move_free(&mt);
+	return r;
+}
+
+/* Move s (NAME in od, upper fd ofd) to NEWNAME in nd (nfd), replacing t
+ * (NULL: nothing there). Both directories locked. */
+static int rename_move(struct node *od, int ofd, const char *name, struct node *s,
+		       struct node *nd, int nfd, const char *newname, struct node *t)
+{
+	struct dir_move ms = { 0 };
+	int r = 0;
+
+	/* whether the names are in lower layers decides the whiteout and
+	 * opacity: asked before anything changes, and an error is an error,
+	 * not "no" (the lower name would come back) */
+	int s_lower = name_in_lowers(od, name);
+	if (s_lower < 0)
+		return s_lower;
+	int t_lower = name_in_lowers(nd, newname);
+	if (t_lower < 0)
+		return t_lower;
+	if (S_ISDIR(s->type) && (r = dir_move_prepare(s, ofd, name, od == nd, &ms)) < 0)
+		return r;
+
+	/* what the target name holds in the upper now */
+	struct stat tst;
+	bool t_upper = fstatat(nfd, newname, &tst, AT_SYMLINK_NOFOLLOW) == 0;
+	bool t_is_cwh = t_upper && wh_is_chardev(&tst);
+	if (t_upper && S_ISDIR(tst.st_mode)) {
+		/* an empty merged directory: clear its whiteouts so it can go */
+		clear_whiteouts(nfd, newname);
+	}
+	if (t_is_cwh && S_ISDIR(s->type)) {
+		/* a directory cannot replace a char device: drop the whiteout */
+		unlinkat(nfd, newname, 0);
+	}
+	/* a directory moving over a lower name must not merge with it */
+	if (S_ISDIR(s->type) && !ms.lower && (t_lower == 1 || t_is_cwh))
+		set_opaque_at(ofd, name);
+	nlink_t t_links = 1;
+	if (t) {
+		node_keep_path(t);   /* the target's name is about to change hands */
+		struct stat lst;
+		if (!S_ISDIR(t->type) && is_upper(t->layer) &&
+		    fstatat(nfd, newname, &lst, AT_SYMLINK_NOFOLLOW) == 0)
+			t_links = lst.st_nlink;
+	}
+	uint64_t s_origin = 0;
+	if (!S_ISDIR(s->type) && !S_ISREG(s->type) && !SFS->privileged) {
+		s_origin = origin_in_parent_get(ofd, name);
+		origin_in_parent_clear(ofd, name);
+	}
+	if (t && !S_ISDIR(t->type))
+		origin_in_parent_clear(nfd, newname);
+	unsigned rflags = (s_lower == 1 && SFS->whp.try_mknod) ? RENAME_WHITEOUT : 0;
+	if (renameat2(ofd, name, nfd, newname, rflags) < 0) {
+		if (rflags && (errno == EPERM || errno == EINVAL)) {
+			SFS->whp.try_mknod = false;
+			rflags = 0;
+			if (renameat2(ofd, name, nfd, newname, 0) < 0)
+				r = -errno;
+		} else {
+			r = -errno;
+		}
+	}
+	if (r == 0 && s_origin)
+		origin_in_parent_set(nfd, newname, s_origin);
+	if (r == 0 && s_lower == 1 && !rflags)
+		r = wh_write(ofd, name, &SFS->whp);
+	if (r == 0 && wh_exists(nfd, newname) == 1)
+		wh_remove(nfd, newname);  /* an OCI whiteout for the new name */
+	if (r == 0) {
+		/* a replaced hard link lives on under its other names: the
+		 * next lookup of one of them must find this same node */
+		if (t && t_links > 1)
+			node_detach(t);
+		else if (t)
+			node_mark_deleted(t);
+		dir_move_done(s, &ms);
+		node_set_name(s, nd, newname);
+	}
+	dir_move_free(&ms);
+	return r;
 }
 
 void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
@@ -662,28 +872,8 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 	r = 0;
 	if (t == s)
 		goto out;  /* hard links to one object: nothing to do */
-	if (t && (flags & RENAME_NOREPLACE)) {
-		r = -EEXIST;
+	if ((r = rename_check(s, t, flags)) < 0)
 		goto out;
-	}
-	if (!t && (flags & RENAME_EXCHANGE)) {
-		r = -ENOENT;
-		goto out;
-	}
-	if (t && !(flags & RENAME_EXCHANGE)) {
-		if (S_ISDIR(s->type) && !S_ISDIR(t->type)) {
-			r = -ENOTDIR;
-			goto out;
-		}
-		if (!S_ISDIR(s->type) && S_ISDIR(t->type)) {
-			r = -EISDIR;
-			goto out;
-		}
-		if (S_ISDIR(t->type) && (r = dir_is_empty(t)) <= 0) {
-			r = r == 0 ? -ENOTEMPTY : r;
-			goto out;
-		}
-	}
 	/* bring everything involved into the upper first */
 	if ((r = copyup(s, CU_DATA)) < 0 || (r = copyup_dir(nd)) < 0 || (r = copyup_dir(od)) < 0)
 		goto out;
@@ -692,106 +882,17 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 
 	lock2(od, nd);
 	int ofd = node_upperfd(od), nfd = node_upperfd(nd);
-	if (ofd < 0 || nfd < 0) {
+	if (ofd < 0 || nfd < 0)
 		r = -EIO;
-		goto unlock;
-	}
-	if (flags & RENAME_EXCHANGE) {
-		if (S_ISDIR(s->type) && (r = set_redirect(s, ofd, name)) < 0)
-			goto unlock;
-		if (S_ISDIR(t->type) && (r = set_redirect(t, nfd, newname)) < 0)
-			goto unlock;
-		if (renameat2(ofd, name, nfd, newname, RENAME_EXCHANGE) < 0) {
-			r = -errno;
-			goto unlock;
-		}
-		/* a pure upper directory now standing on a lower name */
-		if (S_ISDIR(s->type) && !s->redirect && name_in_lowers(nd, newname) == 1) {
-			set_opaque_at(nfd, newname);
-		}
-		if (S_ISDIR(t->type) && !t->redirect && name_in_lowers(od, name) == 1) {
-			set_opaque_at(ofd, name);
-		}
-		goto done;
-	}
-	if (S_ISDIR(s->type) && (r = set_redirect(s, ofd, name)) < 0)
-		goto unlock;
-
-	/* what the target name holds in the upper now */
-	struct stat tst;
-	bool t_upper = fstatat(nfd, newname, &tst, AT_SYMLINK_NOFOLLOW) == 0;
-	bool t_is_cwh = t_upper && wh_is_chardev(&tst);
-	if (t_upper && S_ISDIR(tst.st_mode)) {
-		/* an empty merged directory: clear its whiteouts so it can go */
-		clear_whiteouts(nfd, newname);
-	}
-	if (t_is_cwh && S_ISDIR(s->type)) {
-		/* a directory cannot replace a char device: drop the whiteout */
-		unlinkat(nfd, newname, 0);
-		t_upper = false;
-	}
-	/* a directory moving over a lower name must not merge with it */
-	int t_lower = name_in_lowers(nd, newname);
-	if (S_ISDIR(s->type) && !s->redirect && (t_lower == 1 || t_is_cwh)) {
-		set_opaque_at(ofd, name);
-	}
-	nlink_t t_links = 1;
-	if (t) {
-		node_keep_path(t);   /* the target's name is about to change hands */
-		struct stat lst;
-		if (!S_ISDIR(t->type) && is_upper(t->layer) &&
-		    fstatat(nfd, newname, &lst, AT_SYMLINK_NOFOLLOW) == 0)
-			t_links = lst.st_nlink;
-	}
-	uint64_t s_origin = 0;
-	if (!S_ISDIR(s->type) && !S_ISREG(s->type) && !SFS->privileged) {
-		s_origin = origin_in_parent_get(ofd, name);
-		origin_in_parent_clear(ofd, name);
-	}
-	if (t && !S_ISDIR(t->type))
-		origin_in_parent_clear(nfd, newname);
-	int s_lower = name_in_lowers(od, name);
-	unsigned rflags = (s_lower == 1 && SFS->whp.try_mknod) ? RENAME_WHITEOUT : 0;
-	if (renameat2(ofd, name, nfd, newname, rflags) < 0) {
-		if (rflags && (errno == EPERM || errno == EINVAL)) {
-			SFS->whp.try_mknod = false;
-			rflags = 0;
-			if (renameat2(ofd, name, nfd, newname, 0) < 0)
-				r = -errno;
-		} else {
-			r = -errno;
-		}
-	}
-	if (r == 0 && s_origin)
-		origin_in_parent_set(nfd, newname, s_origin);
-	if (r == 0 && s_lower == 1 && !rflags)
-		r = wh_write(ofd, name, &SFS->whp);
-	if (r == 0 && wh_exists(nfd, newname) == 1)
-		wh_remove(nfd, newname);  /* an OCI whiteout for the new name */
-	if (r == 0 && t_upper && S_ISDIR(tst.st_mode)) {
-		/* the old target directory is gone; nothing else to clean */
-	}
-done:
+	else if (flags & RENAME_EXCHANGE)
+		r = rename_exchange(od, ofd, name, s, nd, nfd, newname, t);
+	else
+		r = rename_move(od, ofd, name, s, nd, nfd, newname, t);
 	if (r == 0) {
-		/* a replaced hard link lives on under its other names: the
-		 * next lookup of one of them must find this same node */
-		if (t && !(flags & RENAME_EXCHANGE) && t_links > 1)
-			node_detach(t);
-		else if (t && !(flags & RENAME_EXCHANGE))
-			node_mark_deleted(t);
-		if (flags & RENAME_EXCHANGE) {
-			char *sname = strdup(name);
-			if (sname) {
-				node_set_name(t, od, sname);
-				free(sname);
-			}
-		}
-		node_set_name(s, nd, newname);
 		node_dir_changed(od);
 		if (nd != od)
 			node_dir_changed(nd);
 	}
-unlock:
 	unlock2(od, nd);
 out:
 	if (s)

@@ -11,8 +11,7 @@
  * that containers-storage and mount(8) can call us like fuse-overlayfs. */
 static const char *const ignored_opts[] = {
 	"context", "fscontext", "defcontext", "rootcontext", "threaded", "fast_ino",
-	"static_nlink", "plugins", "redirect_dir", "index", "xino", "userxattr",
-	"nfs_export", "max_idle_threads", NULL,
+	"plugins", "index", "xino", "userxattr", "nfs_export", "max_idle_threads", NULL,
 };
 
 /* Mount options handed to the kernel unchanged. */
@@ -211,6 +210,47 @@ static int parse_bool_val(const char *v, bool *out)
 	return 0;
 }
 
+/* Options of kernel overlayfs and fuse-overlayfs that change what the mount
+ * does: honoured, or refused with the reason. 1 not one of them, else 0 or
+ * -EINVAL. */
+static int parse_behaviour(struct strata_opts *o, const char *key, const char *val)
+{
+	if (!strcmp(key, "redirect_dir")) {
+		if (!val)
+			goto badval;
+		if (!strcmp(val, "on"))
+			o->redirect_dir = REDIRECT_ON;
+		else if (!strcmp(val, "follow") || !strcmp(val, "off"))
+			o->redirect_dir = REDIRECT_FOLLOW;
+		else if (!strcmp(val, "nofollow"))
+			o->redirect_dir = REDIRECT_NOFOLLOW;
+		else
+			goto badval;
+		return 0;
+	}
+	if (!strcmp(key, "static_nlink")) {
+		susage("option static_nlink is not supported: strata-fs shows a merged "
+		       "directory's link count as 1 and any other directory's real count; "
+		       "drop the option");
+		return -EINVAL;
+	}
+	if (!strcmp(key, "noxattrs")) {
+		bool b = true;
+		if (val && parse_bool_val(val, &b) < 0)
+			goto badval;
+		if (!b)
+			return 0;   /* xattrs on: what strata-fs always does */
+		susage("option noxattrs is not supported: strata-fs always passes extended "
+		       "attributes through (its own are hidden); drop the option or give noxattrs=0");
+		return -EINVAL;
+	}
+	return 1;
+badval:
+	susage("bad value for option %s: '%s' (%s)", key, val ? val : "",
+	       !strcmp(key, "redirect_dir") ? "one of on, follow, off, nofollow" : "0 or 1");
+	return -EINVAL;
+}
+
 /* One "key[=value]" item. */
 static int parse_item(struct strata_opts *o, char *item)
 {
@@ -352,6 +392,8 @@ static int parse_item(struct strata_opts *o, char *item)
 		o->debug = true;
 		return 0;
 	}
+	if ((r = parse_behaviour(o, key, val)) <= 0)
+		return r;
 	if (in_list(ignored_opts, key, keylen))
 		return 0;
 	if (in_list(kernel_opts, key, keylen))

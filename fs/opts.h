@@ -19,6 +19,15 @@ struct idmap {
 	unsigned n;
 };
 
+/* redirect_dir=: may a directory rename write a redirect, may lookups
+ * follow one (kernel overlayfs's modes; "off" is "follow", as with its
+ * redirect_always_follow default) */
+enum redirect_mode {
+	REDIRECT_ON,        /* write and follow (the default) */
+	REDIRECT_FOLLOW,    /* follow; renaming a directory with lower layers is EXDEV */
+	REDIRECT_NOFOLLOW,  /* neither: a lookup that would follow one is EPERM */
+};
+
 struct strata_opts {
 	char **lowers;       /* top first */
 	unsigned nlowers;
@@ -40,6 +49,7 @@ struct strata_opts {
 	bool passthrough;    /* upper files through the kernel's passthrough,
 			      * when it and our privileges allow (default on) */
 	bool uring;          /* FUSE over io_uring where the kernel offers it (default on) */
+	enum redirect_mode redirect_dir;
 	double timeout;      /* seconds the kernel may cache entries and attrs */
 	unsigned poll_us;    /* the reader polls this long for the next request before sleeping */
 	struct idmap uidmap, gidmap;

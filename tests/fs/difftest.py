@@ -451,6 +451,129 @@ class RenameNested(Scenario):
                                                  sorted(ls(c.p()))))
 
 
+def redirect_layers():
+    return [
+        [F('a/dir1/x', b'x'), F('a/dir1/sub/y', b'y'), D('a/dir1/empty'), F('a/dir2/z', b'z'),
+         F('pop/p1', b'p1'), F('pop/p2', b'p2'), F('pop/in/p3', b'p3'), D('b'),
+         F('mv/m/mm', b'mm'), F('mv/m/deep/er', b'er'), D('mvdst'), F('chain/c', b'c'),
+         F('keep/k', b'k')],
+        [F('a/dir1/mid', b'mid'), W('a/dir1/x'), F('pop/pmid', b'pm')],
+    ]
+
+
+class RedirectLower(Scenario):
+    """Renamed directories, then the upper used as a lower layer (a committed
+    container, an image built with a rename): the renamed directory shows
+    what the layers below hold at its redirect, absolute or relative (as
+    unionmount's rename-dir, rename-pop-dir, rename-new-pop-dir and
+    rename-move-dir run over layers). Each side reads its own upper as the
+    new layer; see RedirectLowerKernel for layers kernel overlayfs wrote."""
+    name = 'redirect_lower'
+    layers = redirect_layers()
+    source = 'own'
+
+    def run(self, t):
+        # within its directory: kernel overlayfs writes a relative redirect
+        t.op('rename dir in its dir', lambda c: (os.rename(c.p('a/dir1'), c.p('a/dir1b')),
+                                                  tree(c.p('a'))))
+        t.op('move populated dir elsewhere', lambda c: (os.rename(c.p('pop'), c.p('b/pop2')),
+                                                        tree(c.p('b'))))
+        t.op('rename new populated dir', lambda c: (os.makedirs(c.p('new/n1')),
+                                                    write(c.p('new/n1/f'), b'f'),
+                                                    os.rename(c.p('new'), c.p('new2')),
+                                                    tree(c.p('new2'))))
+        t.op('move dir into another dir', lambda c: (os.rename(c.p('mv/m'), c.p('mvdst/m2')),
+                                                     tree(c.p('mvdst')), ls(c.p('mv'))))
+        t.op('rename twice', lambda c: (os.rename(c.p('chain'), c.p('chain1')),
+                                        os.rename(c.p('chain1'), c.p('chain2'))))
+        ovltest.recycle(t, self.source)
+        t.op('renamed dirs read from a lower layer', lambda c: tree(c.p()))
+        t.op('old names stay gone', lambda c: [os.path.exists(c.p(x)) for x in
+                                               ('a/dir1', 'pop', 'new', 'mv/m', 'chain', 'chain1')])
+        t.op('rename a redirected dir in its dir', lambda c: (
+            os.rename(c.p('a/dir1b'), c.p('a/dir1c')), tree(c.p('a'))))
+        t.op('move a redirected dir elsewhere', lambda c: (
+            os.rename(c.p('b/pop2'), c.p('pop3')), tree(c.p('pop3')), ls(c.p('b'))))
+        t.op('rename the parent of a redirected dir', lambda c: (
+            os.rename(c.p('a'), c.p('a2')), tree(c.p('a2'))))
+        t.op('change inside redirected dirs', lambda c: (
+            write(c.p('a2/dir1c/new'), b'new'), os.unlink(c.p('a2/dir1c/mid')),
+            os.rmdir(c.p('a2/dir1c/empty')), write(c.p('mvdst/m2/deep/er'), b'ER'),
+            tree(c.p('a2')), tree(c.p('mvdst'))))
+        t.op('move a child out of a redirected dir', lambda c: (
+            os.rename(c.p('pop3/in'), c.p('keep/in')), tree(c.p('keep')), tree(c.p('pop3'))))
+        ovltest.recycle(t, self.source)
+        t.op('chains of redirects over three layers', lambda c: tree(c.p()))
+        t.op('recreate an old name', lambda c: (os.makedirs(c.p('a/dir1')), ls(c.p('a/dir1'))))
+        t.op('rm -rf redirected dirs', lambda c: (shutil.rmtree(c.p('a2')), shutil.rmtree(c.p('pop3')),
+                                                  shutil.rmtree(c.p('mvdst')), sorted(ls(c.p()))))
+
+
+class RedirectLowerKernel(RedirectLower):
+    """The same, both sides reading the layers kernel overlayfs wrote."""
+    name = 'redirect_lower_kernel'
+    source = 'kernel'
+
+
+class RedirectCrafted(Scenario):
+    """Redirects set in layers by hand, in the shapes kernel overlayfs
+    follows: an absolute redirect below an opaque directory still leads on
+    (xfstests overlay/057), one through a directory with a redirect of its
+    own, a relative one in the root, one in a middle layer."""
+    name = 'redirect_crafted'
+    RED = 'trusted.overlay.redirect'
+    layers = [
+        [F('a/b/d/foo', b'foo'), F('a/b/c/hidden', b'h'), F('x/one', b'1'), F('p/q/r/deep', b'deep'),
+         F('p/q/pq', b'pq'), F('mid/m0', b'm0')],
+        # each redirect's source is whited out, as a rename leaves it: a
+        # directory the kernel reaches by two paths is ESTALE there
+        [O('a/b'), D('a/b/c', xattrs={RED: b'/a/b/d'}), F('a/b/c/cf', b'cf'),
+         D('y', xattrs={RED: b'x'}), F('y/two', b'2'), W('x'),
+         D('m', xattrs={RED: b'/p'}), F('m/q/mq', b'mq'), W('p'),
+         D('mid2', xattrs={RED: b'mid'}), F('mid2/m1', b'm1'), W('mid')],
+        [D('top', xattrs={RED: b'/a/b/c'}), F('top/t', b't'), W('a/b/c'),
+         D('z', xattrs={RED: b'/m/q'}), W('m/q'), D('u', xattrs={RED: b'/mid2'}), W('mid2')],
+    ]
+
+    def run(self, t):
+        for d in ('top', 'z', 'y', 'u', 'a', 'm'):
+            t.op('tree ' + d, lambda c, d=d: tree(c.p(d)))
+        t.op('listing of the root', lambda c: sorted(ls(c.p())))
+        t.op('rename a dir found through redirects', lambda c: (
+            os.rename(c.p('top'), c.p('top2')), os.rename(c.p('z'), c.p('a/z2')),
+            tree(c.p('top2')), tree(c.p('a/z2'))))
+        t.op('change inside', lambda c: (os.unlink(c.p('top2/foo')), write(c.p('a/z2/r/deep'), b'D'),
+                                         tree(c.p('top2')), tree(c.p('a/z2'))))
+
+
+class RenameXdev(Scenario):
+    """redirect_dir=off: renaming a directory that has lower layers is EXDEV
+    (kernel overlayfs, unionmount's xdev mode), so mv copies it; a
+    directory of the upper alone still moves."""
+    name = 'rename_xdev'
+    layers = [[F('low/f', b'f'), F('low/sub/g', b'g'), F('merged/m', b'm'), D('dst'),
+               F('file', b'file'), F('x1/a', b'a'), F('x2/b', b'b')],
+              [F('merged/m2', b'm2')]]
+    fuse_options = 'redirect_dir=off'
+    kernel_options = 'redirect_dir=off'
+
+    def run(self, t):
+        t.op('rename lower dir', lambda c: os.rename(c.p('low'), c.p('low2')))
+        t.op('rename merged dir', lambda c: os.rename(c.p('merged'), c.p('dst/merged')))
+        t.op('exchange lower dirs', lambda c: renameat2(c.p('x1'), c.p('x2'), RENAME_EXCHANGE))
+        t.op('rename lower dir after a change inside', lambda c: (
+            write(c.p('low/new'), b'n'), os.rename(c.p('low'), c.p('low2'))))
+        t.op('rename file', lambda c: (os.rename(c.p('file'), c.p('file2')), ls(c.p())))
+        t.op('rename upper-only dir', lambda c: (os.makedirs(c.p('up/in')), write(c.p('up/in/f'), b'u'),
+                                                 os.rename(c.p('up'), c.p('dst/up2')), tree(c.p('dst'))))
+        t.op('mv copies instead', lambda c: (
+            subprocess.run(['mv', c.p('low'), c.p('low3')], stdout=subprocess.DEVNULL).returncode,
+            tree(c.p('low3')), os.path.exists(c.p('low'))))
+        t.op('recreated dir moves', lambda c: (shutil.rmtree(c.p('merged')), os.mkdir(c.p('merged')),
+                                               os.rename(c.p('merged'), c.p('merged2')),
+                                               tree(c.p('merged2'))))
+
+
 class SymlinkEscape(Scenario):
     """Layers are resolved beneath their own root: a symlink in a lower layer
     where a higher layer has a directory ends the merge; the daemon never
@@ -1696,6 +1819,7 @@ FUZZ_REGRESSIONS = [
 
 SCENARIOS = [
     Reads(), CopyUp(), Unlink(), RmRf(), RenameFiles(), RenameDirs(), RenameNested(),
+    RedirectLower(), RedirectLowerKernel(), RedirectCrafted(), RenameXdev(),
     SymlinkEscape(), LayersOnManyFs(), HardLinks(), Special(), BigDir(), DirOffsets(),
     Concurrent(), XattrLocks(), Acl(), Perms(), Names(), Sparse(), FileIO(), Mmap(),
     OpenUnlinked(), TmpFile(), ReadOnly(), Layers500(), Fuzz(),

@@ -56,6 +56,19 @@ def ensure_user(name='strata-test'):
     raise Skip('cannot create the test user %s (useradd failed)' % name)
 
 
+def nofile_wrapper(fs, base, nofile):
+    """A program that runs fs (same pid, by exec) under an open-file limit of
+    nofile, soft and hard (capped at this process's hard limit), for a
+    FuseMount to start: the daemon sizes its descriptor budget from it."""
+    import resource
+    nofile = min(nofile, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+    w = os.path.join(base, 'fs-nofile%d' % nofile)
+    with open(w, 'w') as f:
+        f.write('#!/bin/sh\nulimit -n %d || exit 1\nexec %s "$@"\n' % (nofile, fs))
+    os.chmod(w, 0o755)
+    return w
+
+
 def become_subreaper():
     # A daemon that backgrounds itself must still be reaped by us: PID 1 on
     # this host does not reap orphans.
@@ -210,6 +223,39 @@ class Twin:
         return r
 
 
+def recycle(t, source='own'):
+    """Mid-scenario: both sides unmounted, each upper made the top lower layer
+    (as a committed container becomes an image layer), each mounted again on
+    it with a fresh upper. source='kernel': both sides take a copy of the
+    kernel side's upper instead, so the FUSE side reads what kernel
+    overlayfs wrote (relative redirects, its whiteouts and markers)."""
+    for side in (t.f, t.k):
+        p = side.m.umount()
+        if p:
+            t.report.fail(t.name + ' recycle', p)
+    kernel_upper = t.k.m.upper
+    for side in (t.k, t.f):
+        m = side.m
+        d = os.path.dirname(m.upper)
+        n = len(m.lowers)
+        layer = os.path.join(d, 'l%d' % n)
+        if source == 'kernel':
+            r = run(['cp', '-a', kernel_upper, layer])
+            if r.returncode:
+                raise RuntimeError('cp -a of the kernel upper: ' + r.stderr.strip())
+        else:
+            os.rename(m.upper, layer)
+        m.lowers = m.lowers + [layer]
+        m.upper = os.path.join(d, 'upper%d' % n)
+        m.work = os.path.join(d, 'work%d' % n)
+        os.makedirs(m.upper)
+        os.makedirs(m.work)
+        if mode.fuse_user:
+            chown_tree(d, *mode.fuse_user)
+    for side in (t.k, t.f):
+        side.m.mount()
+
+
 class Report:
     def __init__(self):
         self.problems = []
@@ -239,6 +285,7 @@ class Scenario:
     upper = True
     relative_lowers = False
     fuse_options = ''
+    kernel_options = ''   # more options for the kernel overlayfs mount
     # False where the reference is no oracle for the whole tree and the
     # scenario checks the filesystem under test against the contract only.
     reference_trees = True
@@ -349,7 +396,7 @@ def run_scenario(sc, fs, report, encoding):
                 m = FuseMount(mode.reference_fs, lowers, upper, work, mnt, cwd=cwd,
                               extra=sc.fuse_options)
             elif kind == 'kernel':
-                m = KernelMount(lowers, upper, work, mnt, cwd=cwd)
+                m = KernelMount(lowers, upper, work, mnt, cwd=cwd, extra=sc.kernel_options)
             else:
                 m = FuseMount(fs, lowers, upper, work, mnt, cwd=cwd, extra=sc.fuse_options)
             sides[kind] = m

@@ -148,6 +148,47 @@ static void refused(void **state)
 	}
 }
 
+static void redirect_dir_modes(void **state)
+{
+	struct strata_opts o;
+	static const struct { const char *opts; enum redirect_mode want; } cases[] = {
+		{ "lowerdir=/l", REDIRECT_ON },
+		{ "lowerdir=/l,redirect_dir=on", REDIRECT_ON },
+		{ "lowerdir=/l,redirect_dir=follow", REDIRECT_FOLLOW },
+		/* kernel overlayfs with redirect_always_follow (its default) */
+		{ "lowerdir=/l,redirect_dir=off", REDIRECT_FOLLOW },
+		{ "lowerdir=/l,redirect_dir=nofollow", REDIRECT_NOFOLLOW },
+		{ "lowerdir=/l,redirect_dir=off,redirect_dir=on", REDIRECT_ON },
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+		const char *a[] = { "-o", cases[i].opts, "/m", NULL };
+		assert_int_equal(parse(&o, a), 0);
+		assert_int_equal(o.redirect_dir, cases[i].want);
+		opts_free(&o);
+	}
+}
+
+/* Options that would change behaviour are honoured or refused, never
+ * accepted and ignored. */
+static void behaviour_options(void **state)
+{
+	struct strata_opts o;
+	const char *xattrs_on[] = { "-o", "lowerdir=/l,noxattrs=0", "/m", NULL };
+	assert_int_equal(parse(&o, xattrs_on), 0);
+	opts_free(&o);
+	const char *nlink[] = { "-o", "lowerdir=/l,static_nlink", "/m", NULL };
+	const char *noxattrs[] = { "-o", "lowerdir=/l,noxattrs", "/m", NULL };
+	const char *noxattrs1[] = { "-o", "lowerdir=/l,noxattrs=1", "/m", NULL };
+	const char *noxattrsbad[] = { "-o", "lowerdir=/l,noxattrs=maybe", "/m", NULL };
+	const char *redirbad[] = { "-o", "lowerdir=/l,redirect_dir=maybe", "/m", NULL };
+	const char *redirnone[] = { "-o", "lowerdir=/l,redirect_dir", "/m", NULL };
+	const char *const *cases[] = { nlink, noxattrs, noxattrs1, noxattrsbad, redirbad, redirnone };
+	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+		assert_int_equal(parse(&o, cases[i]), -EINVAL);
+		opts_free(&o);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -158,6 +199,8 @@ int main(void)
 		cmocka_unit_test(escaped_lowers),
 		cmocka_unit_test(passthrough_and_polling),
 		cmocka_unit_test(refused),
+		cmocka_unit_test(redirect_dir_modes),
+		cmocka_unit_test(behaviour_options),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
