@@ -427,6 +427,11 @@ static int copyup_metacopy_data(struct node *n)
 			r = -errno;
 		if (r == 0 && !SFS->opts.is_volatile && fdatasync(dst) < 0)
 			r = -errno;
+		/* writing the data dropped the file capabilities: put them back */
+		if (r == 0 && caplen > 0)
+			fsetxattr(dst, "security.capability", cap, (size_t)caplen, 0);
+		if (r == 0 && fremovexattr(dst, wh_xattr_metacopy(&SFS->whp)) < 0 && errno != ENODATA)
+			r = -errno;
 		if (r < 0) {
 			/* A fill that failed (the upper full, most often) leaves
 			 * the file a metacopy, its data read from below: what it
@@ -434,13 +439,9 @@ static int copyup_metacopy_data(struct node *n)
 			if (ftruncate(dst, 0) < 0 || ftruncate(dst, st.st_size) < 0)
 				serr(errno, "free the partial data of", ul.name,
 				     "the file stays a metacopy; its upper copy holds space until deleted");
+			if (caplen > 0)
+				fsetxattr(dst, "security.capability", cap, (size_t)caplen, 0);
 		}
-		/* writing (or discarding) the data dropped the file capabilities:
-		 * put them back */
-		if (caplen > 0)
-			fsetxattr(dst, "security.capability", cap, (size_t)caplen, 0);
-		if (r == 0 && fremovexattr(dst, wh_xattr_metacopy(&SFS->whp)) < 0 && errno != ENODATA)
-			r = -errno;
 		futimens(dst, ts);
 	}
 	if (src >= 0)

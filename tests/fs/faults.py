@@ -11,8 +11,8 @@ filesystem. Counted, not timed:
   - metacopy_enospc: the data fill of a metacopy (chmod first, then open
     for writing) that does not fit fails with ENOSPC and gives the space
     back: the upper's use is what it was before the open, also after a
-    remount, the file is still a metacopy reading the lower data, and once
-    the upper has room the same open succeeds;
+    remount, the file is still a metacopy reading the lower data with its
+    file capabilities, and once the upper has room the same open succeeds;
   - whiteout_inodes: on an upper out of inodes a deletion fails with
     ENOSPC; once inodes are freed, deletions work again and their whiteouts
     are links of one shared whiteout (one ENOSPC turned sharing off for the
@@ -30,6 +30,7 @@ usage: faults.py [--fs PATH] [CHECK...]   ($STRATA_FS overrides --fs)
 import ctypes
 import errno
 import os
+import struct
 import subprocess
 import sys
 import tempfile
@@ -139,6 +140,17 @@ def check_copyup_enospc(fs, base, problems):
         up.close()
 
 
+# cap_net_raw+ep, as setcap writes it (struct vfs_cap_data, revision 2)
+CAPS = struct.pack('<IIIII', 0x02000001, 1 << 13, 0, 0, 0)
+
+
+def caps(path):
+    try:
+        return os.getxattr(path, 'security.capability')
+    except OSError:
+        return None
+
+
 def check_metacopy_enospc(fs, base, problems):
     up = Upper(base, 't-meta', 4100)
     lower_sha = file_sha(os.path.join(base, 'l', 'big'))
@@ -165,6 +177,9 @@ def check_metacopy_enospc(fs, base, problems):
         upath = os.path.join(up.upper, 'big')
         if 'trusted.overlay.metacopy' not in os.listxattr(upath):
             problems.append('metacopy_enospc: the upper file is no metacopy after the failed fill')
+        if caps(upath) != CAPS:
+            problems.append('metacopy_enospc: file capabilities after the failed fill: %r, want %r'
+                            % (caps(upath), CAPS))
         if os.stat(upath).st_mode & 0o7777 != 0o600:
             problems.append('metacopy_enospc: the upper file lost its mode')
 
@@ -181,6 +196,11 @@ def check_metacopy_enospc(fs, base, problems):
             up.resize(32 << 10)
             try:
                 with open(m.path('big'), 'r+b') as f:
+                    # filled; the capabilities go with the write below, as
+                    # any write's do
+                    if caps(upath) != CAPS:
+                        problems.append('metacopy_enospc: file capabilities after the fill: %r, '
+                                        'want %r' % (caps(upath), CAPS))
                     f.seek(100)
                     f.write(b'filled')
             except OSError as e:
@@ -446,6 +466,9 @@ def inner(fs, names):
             os.mkdir(os.path.join(base, d))
         with open(os.path.join(base, 'l', 'big'), 'wb') as f:
             f.write(pattern(BIG, 3))
+        # the fill drops file capabilities as any write does: they must
+        # come back whether it succeeds or not
+        os.setxattr(os.path.join(base, 'l', 'big'), 'security.capability', CAPS)
         for i in range(40):
             with open(os.path.join(base, 'l', 'lf%d' % i), 'w') as f:
                 f.write('lower %d\n' % i)
