@@ -69,7 +69,9 @@ struct pk_super {
 #define PK_INO_OPQ_USER     0x04u   /* dir: user.overlay.opaque=y */
 #define PK_INO_OPQ_FUSE     0x08u   /* dir: user.fuseoverlayfs.opaque=y */
 #define PK_INO_OPQ_MARKER   0x10u   /* dir: holds a ".wh..wh..opq" entry */
-#define PK_INO_OPAQUE       0x1eu
+#define PK_INO_OPQ_WHBESIDE 0x20u   /* dir: a ".wh.NAME" beside it (OCI: the
+                                       lower NAME is deleted, this one added) */
+#define PK_INO_OPAQUE       0x3eu
 
 struct pk_inode {
 	uint32_t mode;              /* st_mode, type bits included; 0: unused */

@@ -138,12 +138,11 @@ static int entry(struct u *u, int dfd, const struct pk_dirent *e, const char *re
 	int r = pk_getattr(u->l, e->ino, &a);
 	if (r < 0)
 		return ufail(u, -EIO, "unpack", crel, "the layer names a missing inode");
-	if (e->kind == PK_ENT_WHITEOUT) {
-		bool ok = (e->flags & PK_ENTF_WH_OCI) ? S_ISREG(a.mode)
-			  : (e->flags & PK_ENTF_WH_CHARDEV) ? (S_ISCHR(a.mode) && a.rdev == 0) : false;
-		if (!ok)
-			return ufail(u, -EIO, "unpack", crel, "malformed whiteout in the layer");
-	}
+	/* A ".wh.NAME" whiteout is whatever object the source had under that
+	 * name (a file, as a rule); a char device whiteout is one. */
+	if (e->kind == PK_ENT_WHITEOUT && !(e->flags & PK_ENTF_WH_OCI) &&
+	    !((e->flags & PK_ENTF_WH_CHARDEV) && S_ISCHR(a.mode) && a.rdev == 0))
+		return ufail(u, -EIO, "unpack", crel, "malformed whiteout in the layer");
 
 	if (!S_ISDIR(a.mode) && u->first[e->ino]) {
 		/* Another name of an inode made already. */

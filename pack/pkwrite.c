@@ -457,6 +457,7 @@ struct item {
 	const char *key;     /* the stored name: NAME for ".wh.NAME" */
 	size_t klen;
 	uint8_t kind, flags;
+	bool wh_beside;      /* a ".wh.NAME" sits beside this NAME */
 	struct stat st;
 };
 
@@ -653,6 +654,7 @@ static int walk_dir(struct w *w, int dfd, uint32_t dino, const char *rel, int de
 	for (size_t i = 0; i + 1 < n; i++)
 		if (!item_cmp(&it[i], &it[i + 1])) {
 			struct item *o = (it[i].flags & PK_ENTF_WH_OCI) ? &it[i] : &it[i + 1];
+			(o == &it[i] ? &it[i + 1] : &it[i])->wh_beside = true;
 			o->kind = PK_ENT_HIDDEN;
 			o->flags = 0;
 			o->key = o->name;
@@ -690,6 +692,8 @@ static int walk_dir(struct w *w, int dfd, uint32_t dino, const char *rel, int de
 		}
 		uint32_t cino = 0;
 		r = child(w, dfd, dino, x, crel, depth, &cino);
+		if (r == 0 && x->wh_beside && S_ISDIR(x->st.st_mode))
+			INO(w, cino)->flags |= PK_INO_OPQ_WHBESIDE;
 		VEC_AT(w->ent, struct pk_entry, first + i) = (struct pk_entry){
 			.name_off = noff, .name_len = x->klen, .kind = x->kind, .flags = x->flags, .ino = cino };
 		if (S_ISDIR(x->st.st_mode))

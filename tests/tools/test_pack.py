@@ -91,9 +91,14 @@ def make_tree(env, root, seed=0):
     os.mknod(j('etc', 'gone_chr'), 0o600 | stat.S_IFCHR, os.makedev(0, 0))
     write(j('etc', '.wh.gone_oci'), b'', 0o600)
     write(j('etc', '.wh.hello'), b'')          # beside a real "hello"
+    write(j('.wh.opq_marker'), b'')            # beside a real directory: opaque
     write(j('opq_marker', '.wh..wh..opq'), b'')
     write(j('opq_marker', 'kept'), b'k')
     write(j('.wh..wh.plnk'), b'')              # aufs metadata name
+    os.makedirs(j('etc', '.wh.dir_wh'))        # odd, but a whiteout to overlayfs
+    write(j('etc', '.wh.dir_wh', 'inside'), b'in a whiteout')
+    os.symlink('x', j('etc', '.wh.sym_wh'))
+    os.mknod(j('etc', '.wh.chr_wh'), 0o600 | stat.S_IFCHR, os.makedev(0, 0))
     os.setxattr(j('opq_xattr'), 'user.overlay.opaque', b'y')
     if priv:
         os.setxattr(j('opq_xattr'), 'trusted.overlay.opaque', b'y')

@@ -97,6 +97,8 @@ static void make_tree(void)
 	put_file("src/d/.wh.small", "", 0);   /* beside no real "small" in d: a whiteout */
 	put_file("src/d/x", "x", 1);
 	put_file("src/d/.wh.x", "", 0);       /* beside a real x: kept hidden */
+	assert_int_equal(mkdir(P("src/renewed"), 0755), 0);
+	put_file("src/.wh.renewed", "", 0);   /* beside a real directory: opaque */
 	assert_int_equal(mkfifo(P("src/fifo"), 0600), 0);
 	/* user.* xattrs need a filesystem that has them (tmpfs does since 6.6) */
 	setxattr(P("src/small"), "user.b", "2", 1, 0);
@@ -156,6 +158,9 @@ static void test_tree(void **state)
 	uint32_t opq = look(l, root, "opq", PK_FOUND);
 	assert_int_equal(pk_is_opaque(l, opq), 1);
 	assert_int_equal(pk_is_opaque(l, root), 0);
+	uint32_t renewed = look(l, root, "renewed", PK_FOUND);
+	assert_int_equal(pk_is_opaque(l, renewed), 1);
+	look(l, root, ".wh.renewed", PK_ABSENT);
 	look(l, opq, ".wh..wh..opq", PK_ABSENT);
 	uint32_t fifo = look(l, root, "fifo", PK_FOUND);
 	assert_int_equal(pk_getattr(l, fifo, &a), 0);
