@@ -533,10 +533,11 @@ int cmd_pull(const char *root, int argc, char **argv)
 	image_ref_free(&ref);
 	if (!full || !local)
 		return -ENOMEM;
-	/* The whole pull holds the store's write lock: a writer starting
-	 * meanwhile would empty tmp/ under skopeo's feet. */
+	/* No store lock while skopeo downloads, which takes as long as the
+	 * network does: work in tmp/ is this process's own (flocked), safe
+	 * from cleaners, and import takes the write lock to commit. */
 	struct store s;
-	int r = store_open(&s, root, true);
+	int r = store_open(&s, root, false);
 	if (r < 0)
 		return r;
 	char tmpname[64];
@@ -570,6 +571,7 @@ int cmd_pull(const char *root, int argc, char **argv)
 	struct skopeo_opts so = { .stdout_to_stderr = true, .op = "pull", .target = src };
 	if (show)
 		fprintf(stderr, "Pulling %s\n", full);
+	store_unlock(&s);
 	r = run_skopeo(args, &so);
 	if (r == 0) {
 		struct spec sp = { .kind = SPEC_OCI, .path = layout, .ref = "pulled" };
@@ -611,8 +613,8 @@ int cmd_push(const char *root, int argc, char **argv)
 	}
 	const char *image = o.args[0], *dest_text = o.nargs > 1 ? o.args[1] : o.args[0];
 	struct store s;
-	/* A shared lock keeps writers (which empty tmp/) out while the layout
-	 * is written and sent; readers go on. */
+	/* A shared lock while the layout is written (the image's layers must
+	 * stay), none while skopeo sends it. */
 	int r = store_open(&s, root, false);
 	if (r < 0)
 		return r;
@@ -689,6 +691,7 @@ int cmd_push(const char *root, int argc, char **argv)
 	struct skopeo_opts so = { .stdout_to_stderr = true, .op = "push", .target = dst };
 	if (show)
 		fprintf(stderr, "Pushing %s\n", full);
+	store_unlock(&s);
 	if ((r = run_skopeo(args, &so)) < 0)
 		goto out;
 	/* Where it went, as a reference that pulls exactly this. */

@@ -13,6 +13,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* A name of the image the store knows: the one given, else one pointing at
@@ -84,7 +85,8 @@ int cmd_save(const char *root, int argc, char **argv)
 		susage("save: refusing to write an archive to a terminal; use -o FILE or redirect the output");
 		return 2;
 	}
-	/* A shared lock: writers (which empty tmp/) wait, readers go on. */
+	/* A shared lock while the archive is written (the image's layers must
+	 * stay), none while it is copied to an output that may block. */
 	struct store s;
 	int r = store_open(&s, root, false);
 	if (r < 0)
@@ -108,6 +110,7 @@ int cmd_save(const char *root, int argc, char **argv)
 	struct spec sp = { .kind = kind, .path = path };
 	if ((r = image_export(&s, digest, name, &sp)) < 0 || out)
 		goto done;
+	store_unlock(&s);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	long long n = fd < 0 ? -errno : copy_fd(fd, STDOUT_FILENO);
 	if (n < 0) {
@@ -127,12 +130,25 @@ done:
  * is hostile. */
 static int read_manifest(const char *path, const char *shown, char **buf, size_t *len)
 {
+	struct stat st;
+	*buf = NULL;
+	/* Only a regular file: a FIFO would be used up by this first read
+	 * (import reads the archive again), a device could feed us forever. */
+	_cleanup_close_ int fd = open_regular(AT_FDCWD, path, true, false, &st);
+	if (fd == -EINVAL) {
+		serr(0, "load: read", shown, "it is %s, not a file; save the archive to a file, or pipe it to strata load",
+		     file_kind(st.st_mode));
+		return fd;
+	}
+	if (fd < 0) {
+		serr(fd, "load: open", shown, "check the path and its permissions");
+		return fd;
+	}
 	struct archive *a = archive_read_new();
 	struct archive_entry *e;
 	int r = -ENOENT;
-	*buf = NULL;
 	archive_read_support_format_tar(a);
-	if (archive_read_open_filename(a, path, 1 << 16) != ARCHIVE_OK) {
+	if (archive_read_open_fd(a, fd, 1 << 16) != ARCHIVE_OK) {
 		r = archive_errno(a) > 0 ? -archive_errno(a) : -EIO;
 		serr(r, "load: open", shown, "%s", archive_error_string(a) ? archive_error_string(a) : "not a tar archive");
 		archive_read_free(a);
@@ -263,10 +279,13 @@ int cmd_load(const char *root, int argc, char **argv)
 		susage("load: no archive: use -i FILE or redirect one to the input");
 		return 2;
 	}
+	/* No store lock while the input is read (a pipe may take its time):
+	 * tmp/ work is this process's own, and import locks to commit. */
 	struct store s;
-	int r = store_open(&s, root, true);
+	int r = store_open(&s, root, false);
 	if (r < 0)
 		return r;
+	store_unlock(&s);
 	char tmpname[64] = "", path[PATH_MAX];
 	_cleanup_close_ int tfd = -1;
 	if (!in) {

@@ -313,6 +313,9 @@ def test_errors(env):
                 time.sleep(0.05)
                 skopeos = [c for c in descendants() if comm(c) == 'skopeo']
             check(os.listdir(os.path.join(env.store, 'tmp')), 'the pull works in tmp/')
+            # The store is not locked while skopeo waits on the network.
+            env.run('tag', 'bb:1', 'bb:during', timeout=DEADLINE)
+            env.run('images', timeout=DEADLINE)
             p.send_signal(signal.SIGTERM)
             out, err = p.communicate(timeout=DEADLINE)
         err = err.decode(errors='replace')
@@ -394,6 +397,11 @@ def test_save_load(env):
     other_store(env, 'store4')
     r = env.run('load', '-i', env.path('junk.tar'), ok=False)
     check('load' in r.err and 'junk.tar' in r.err, 'junk is named: %r' % r.err)
+    # A FIFO is refused before it is opened: nothing waits on it.
+    os.mkfifo(env.path('fifo'))
+    env.give()
+    r = env.run('load', '-i', env.path('fifo'), ok=False, timeout=DEADLINE)
+    check('FIFO' in r.err, 'a FIFO is named as such: %r' % r.err)
     # An OCI archive is no docker-archive: the message says what to use.
     other_store(env, 'store2')
     env.run('save', '--format', 'oci-archive', '-o', env.path('oci.tar'), 'bb:1')
