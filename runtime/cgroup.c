@@ -14,9 +14,11 @@
 #include "err.h"
 
 #include <fcntl.h>
+#include <linux/bpf.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/vfs.h>
 #include <time.h>
 
@@ -34,6 +36,80 @@ static const char *const device_allow[] = {
 	"c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm",
 	"c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm", "c 136:* rwm", "c 10:200 rwm",
 };
+
+/* The same rules for the unified hierarchy, which has no device
+ * controller: a BPF_PROG_TYPE_CGROUP_DEVICE program attached to the
+ * container's cgroup answers every open and mknod of a device node.
+ * {major, minor}, minor -1 for any; character devices only. */
+static const int device_allow_bpf[][2] = {
+	{ 1, 3 }, { 1, 5 }, { 1, 7 }, { 1, 8 }, { 1, 9 }, { 5, 0 }, { 5, 1 }, { 5, 2 }, { 136, -1 }, { 10, 200 },
+};
+
+static struct bpf_insn insn(__u8 code, __u8 dst, __u8 src, __s16 off, __s32 imm)
+{
+	return (struct bpf_insn){ .code = code, .dst_reg = dst, .src_reg = src, .off = off, .imm = imm };
+}
+
+static int attach_device_program(const char *dir)
+{
+	struct bpf_insn p[8 + 6 * sizeof device_allow_bpf / sizeof device_allow_bpf[0]];
+	size_t n = 0, jumps[2];
+
+	/* r2 = device type, r3 = major, r4 = minor (struct bpf_cgroup_dev_ctx) */
+	p[n++] = insn(BPF_LDX | BPF_W | BPF_MEM, BPF_REG_2, BPF_REG_1, 0, 0);
+	p[n++] = insn(BPF_ALU64 | BPF_AND | BPF_K, BPF_REG_2, 0, 0, 0xffff);
+	p[n++] = insn(BPF_LDX | BPF_W | BPF_MEM, BPF_REG_3, BPF_REG_1, 4, 0);
+	p[n++] = insn(BPF_LDX | BPF_W | BPF_MEM, BPF_REG_4, BPF_REG_1, 8, 0);
+	size_t not_char = n;
+	p[n++] = insn(BPF_JMP | BPF_JNE | BPF_K, BPF_REG_2, 0, 0, BPF_DEVCG_DEV_CHAR);
+	for (size_t i = 0; i < sizeof device_allow_bpf / sizeof device_allow_bpf[0]; i++) {
+		size_t nj = 0;
+		jumps[nj++] = n;
+		p[n++] = insn(BPF_JMP | BPF_JNE | BPF_K, BPF_REG_3, 0, 0, device_allow_bpf[i][0]);
+		if (device_allow_bpf[i][1] >= 0) {
+			jumps[nj++] = n;
+			p[n++] = insn(BPF_JMP | BPF_JNE | BPF_K, BPF_REG_4, 0, 0, device_allow_bpf[i][1]);
+		}
+		p[n++] = insn(BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, 1);
+		p[n++] = insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0);
+		for (size_t j = 0; j < nj; j++)
+			p[jumps[j]].off = (__s16)(n - jumps[j] - 1); /* on to the next rule */
+	}
+	p[not_char].off = (__s16)(n - not_char - 1);
+	p[n++] = insn(BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, 0);
+	p[n++] = insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0);
+
+	union bpf_attr load = { 0 };
+	load.prog_type = BPF_PROG_TYPE_CGROUP_DEVICE;
+	load.insns = (__u64)(uintptr_t)p;
+	load.insn_cnt = (__u32)n;
+	load.license = (__u64)(uintptr_t)"GPL";
+	_cleanup_close_ int prog = (int)syscall(SYS_bpf, BPF_PROG_LOAD, &load, sizeof load);
+	if (prog < 0) {
+		int e = errno;
+		serr(e, "load", "the device cgroup program",
+		     "the container's device rules on cgroup v2 need BPF (CONFIG_CGROUP_BPF)");
+		return -e;
+	}
+	_cleanup_close_ int cgfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (cgfd < 0) {
+		int e = errno;
+		serr(e, "open", dir, "to attach the device rules");
+		return -e;
+	}
+	union bpf_attr at = { 0 };
+	at.target_fd = (__u32)cgfd;
+	at.attach_bpf_fd = (__u32)prog;
+	at.attach_type = BPF_CGROUP_DEVICE;
+	/* programs of the cgroups above run too: ours only narrows */
+	at.attach_flags = BPF_F_ALLOW_MULTI;
+	if (syscall(SYS_bpf, BPF_PROG_ATTACH, &at, sizeof at) < 0) {
+		int e = errno;
+		serr(e, "attach", "the device cgroup program", "to %s", dir);
+		return -e;
+	}
+	return 0;
+}
 
 static bool limits_set(const struct strata_limits *l)
 {
@@ -95,7 +171,7 @@ static int self_cgroup(const char *ctrl, char **path, char **ctrls)
 			continue;
 		*c2 = '\0';
 		const char *list = c1 + 1;
-		if (ctrl ? !list_has(list, ctrl) : (*list || strcmp(line, "0") != 0))
+		if (ctrl ? !list_has(list, ctrl) : (*list || c1 != line + 1 || line[0] != '0'))
 			continue;
 		*path = strdup(c2 + 1);
 		*ctrls = strdup(list);
@@ -401,7 +477,7 @@ static int create_v1(const struct strata_launch_spec *s, const char *name, bool 
 	return r;
 }
 
-static int create_v2(const struct strata_launch_spec *s, const char *name, struct cgroups *cg)
+static int create_v2(const struct strata_launch_spec *s, const char *name, bool devices, struct cgroups *cg)
 {
 	const struct strata_limits *l = &s->limits;
 	_cleanup_free_ char *parent = NULL, *ctrls = NULL;
@@ -444,9 +520,23 @@ static int create_v2(const struct strata_launch_spec *s, const char *name, struc
 	}
 	if ((r = add_dir(cg, dir)) < 0)
 		return r;
-	cg->started = cg->dir[0];
+	if (!cg->started)
+		cg->started = cg->dir[cg->n - 1];
 	cg->v2 = true;
+	if (devices && (r = attach_device_program(dir)) < 0)
+		return r;
 	return apply_v2(dir, l);
+}
+
+static bool has_v1_devices(const struct cgroups *cg)
+{
+	for (size_t i = 0; i < cg->n; i++) {
+		char path[PATH_MAX];
+		snprintf(path, sizeof path, "%s/devices.deny", cg->dir[i]);
+		if (access(path, F_OK) == 0)
+			return true;
+	}
+	return false;
 }
 
 int cgroup_create(const struct strata_launch_spec *s, struct cgroups *cg)
@@ -469,11 +559,15 @@ int cgroup_create(const struct strata_launch_spec *s, struct cgroups *cg)
 	bool unified = statfs("/sys/fs/cgroup", &sfs) == 0 && sfs.f_type == CGROUP2_SUPER_MAGIC;
 
 	if (unified) {
-		/* Without the v1 device controller root containers rely on
-		 * nodev mounts alone (see mounts.c). */
-		r = wanted ? create_v2(s, leaf, cg) : 0;
+		r = wanted || root ? create_v2(s, leaf, root, cg) : 0;
 	} else {
 		r = create_v1(s, leaf, !wanted, root, cg);
+		/* a hybrid host without the v1 device controller: the device
+		 * program in the unified hierarchy, where that is mounted */
+		if (r == 0 && root && !has_v1_devices(cg)) {
+			struct strata_launch_spec none = { .limits = { 0 } };
+			r = create_v2(&none, leaf, true, cg);
+		}
 	}
 	if (r < 0) {
 		cgroup_remove(cg, 0);
