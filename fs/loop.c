@@ -8,7 +8,9 @@
  * relaying to a standby thread where it may not turn back from SCHED_IDLE);
  * where it cannot follow it polls briefly before it sleeps (wait_request).
  * The operations can see the raw request they serve (loop_request_arg), for
- * fields libfuse 3.14 does not pass on. */
+ * fields libfuse 3.14 does not pass on. A watch thread takes the exit
+ * signals and the unmount, so the end never waits for a thread at
+ * SCHED_IDLE to be given the CPU. */
 #include "fs.h"
 
 #include <fcntl.h>
@@ -491,14 +493,17 @@ static void *watch_main(void *arg)
  * blocked like every thread serve() starts. */
 static void watch_start(void)
 {
+	int e = 0;
 	W.wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	W.stopfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (W.wakefd >= 0 && W.stopfd >= 0 && pthread_create(&W.th, NULL, watch_main, NULL) == 0) {
+	if (W.wakefd < 0 || W.stopfd < 0)
+		e = errno;
+	else if (!(e = pthread_create(&W.th, NULL, watch_main, NULL))) {
 		pthread_setname_np(W.th, "strata-watch");
 		W.started = true;
 		return;
 	}
-	serr(errno, "start", "the watch thread",
+	serr(e, "start", "the watch thread",
 	     "the reader takes the exit signals, and the daemon ends when the kernel ends the connection");
 	if (W.wakefd >= 0)
 		close(W.wakefd);
