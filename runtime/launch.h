@@ -131,7 +131,11 @@ struct strata_launch_spec {
 
 	struct strata_limits limits;
 	/* Leaf name of the container's cgroup ("strata-<id>"); NULL: a cgroup
-	 * is made only when a limit is set, named after the launcher's pid. */
+	 * is made only when a limit is set, named after the launcher's pid.
+	 * (Root containers always get one for their device rules: the v1
+	 * devices controller, or a BPF device program on cgroup v2.) A name
+	 * without limits is best effort: rootless without a writable cgroup
+	 * runs without one (strata_started.cgroup NULL). */
 	const char *cgroup_name;
 
 	/* A pseudo-terminal from the container's own devpts instance is the

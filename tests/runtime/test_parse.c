@@ -82,6 +82,56 @@ static void user_forms(void **state)
 	assert_int_equal(strata_parse_user("4294967295", &u, &g), -EINVAL);
 }
 
+static void size_forms(void **state)
+{
+	long long b;
+
+	(void)state;
+	assert_int_equal(strata_parse_size("1048576", &b), 0);
+	assert_int_equal(b, 1048576);
+	assert_int_equal(strata_parse_size("512m", &b), 0);
+	assert_int_equal(b, 512LL << 20);
+	assert_int_equal(strata_parse_size("1G", &b), 0);
+	assert_int_equal(b, 1LL << 30);
+	assert_int_equal(strata_parse_size("1.5g", &b), 0);
+	assert_int_equal(b, 3LL << 29);
+	assert_int_equal(strata_parse_size("64MB", &b), 0);
+	assert_int_equal(b, 64LL << 20);
+	assert_int_equal(strata_parse_size("2GiB", &b), 0);
+	assert_int_equal(b, 2LL << 30);
+	assert_int_equal(strata_parse_size("100b", &b), 0);
+	assert_int_equal(b, 100);
+	assert_int_equal(strata_parse_size("-1", &b), 0);
+	assert_int_equal(b, -1);
+	assert_int_equal(strata_parse_size("0", &b), -EINVAL);
+	assert_int_equal(strata_parse_size("", &b), -EINVAL);
+	assert_int_equal(strata_parse_size("m", &b), -EINVAL);
+	assert_int_equal(strata_parse_size("12x", &b), -EINVAL);
+	assert_int_equal(strata_parse_size("1mm", &b), -EINVAL);
+	assert_int_equal(strata_parse_size("-5", &b), -EINVAL);
+	assert_int_equal(strata_parse_size("99999999999t", &b), -EINVAL);
+	assert_int_equal(strata_parse_size("1.2.3", &b), -EINVAL);
+}
+
+static void cpus_forms(void **state)
+{
+	long long q, p;
+
+	(void)state;
+	assert_int_equal(strata_parse_cpus("1.5", &q, &p), 0);
+	assert_int_equal(q, 150000);
+	assert_int_equal(p, 100000);
+	assert_int_equal(strata_parse_cpus("2", &q, &p), 0);
+	assert_int_equal(q, 200000);
+	assert_int_equal(strata_parse_cpus("0.01", &q, &p), 0);
+	assert_int_equal(q, 1000);
+	assert_int_equal(strata_parse_cpus("0.001", &q, &p), -EINVAL);
+	assert_int_equal(strata_parse_cpus("0", &q, &p), -EINVAL);
+	assert_int_equal(strata_parse_cpus("-1", &q, &p), -EINVAL);
+	assert_int_equal(strata_parse_cpus("one", &q, &p), -EINVAL);
+	assert_int_equal(strata_parse_cpus("1.5x", &q, &p), -EINVAL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -89,6 +139,8 @@ int main(void)
 		cmocka_unit_test(idmap_forms),
 		cmocka_unit_test(rlimit_forms),
 		cmocka_unit_test(user_forms),
+		cmocka_unit_test(size_forms),
+		cmocka_unit_test(cpus_forms),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
