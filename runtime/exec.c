@@ -439,7 +439,7 @@ int strata_exec(const struct strata_exec_spec *s)
 		.cap_drop = s->cap_drop, .n_cap_drop = s->n_cap_drop,
 	};
 	struct session ss = { .ctl = -1, .tty = s->tty, .interactive = s->interactive,
-			      .pasta_ready = -1, .pasta_log = -1 };
+			      .pasta_ready = -1, .pasta_log = -1, .helper_quit = -1 };
 	_cleanup_close_ int pidfd = -1, ctl_child = -1;
 	int errp[2] = { -1, -1 }, nsflags, r, st = 0, failure = 0;
 	uint64_t caps;

@@ -108,9 +108,15 @@ struct session {
 	int ctl;                /* the launcher's end of the control socket */
 	bool tty, interactive;
 	pid_t init;             /* the container's init, once it said so */
-	pid_t pasta;            /* net.c: pasta, once started */
+	/* net.c: the network helper (pasta or slirp4netns), once started */
+	const char *helper;
+	pid_t pasta;
 	int pasta_ready, pasta_log;
+	int helper_quit;        /* slirp4netns exits when this closes */
+	char *api_dir;          /* slirp4netns's API socket's directory */
+	char log_tail[2048];    /* its last messages, for a failure */
 	int (*on_netns)(struct session *ss, pid_t init);
+	int (*on_ready)(struct session *ss);    /* the helper said "ready" */
 };
 /* Wait for child like supervise(), relaying the terminal and serving the
  * control socket meanwhile. Returns 0 with child's status, or -errno
@@ -123,6 +129,7 @@ int net_check_private(const struct strata_launch_spec *s);
 int net_announce(const struct launch_ctx *ctx);         /* in init */
 int net_wait_configured(const struct launch_ctx *ctx);  /* in init */
 int net_on_netns(struct session *ss, pid_t init);       /* in the launcher */
+int net_on_ready(struct session *ss);                   /* in the launcher */
 void net_stop(struct session *ss);
 
 #endif

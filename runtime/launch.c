@@ -359,7 +359,8 @@ int strata_launch(const struct strata_launch_spec *spec)
 	struct launch_ctx ctx = { .spec = spec, .errfd = -1, .ctlfd = -1, .rootmnt = -1 };
 	/* the control socket: tty.c; its launcher end is ss.ctl */
 	struct session ss = { .ctx = &ctx, .ctl = -1, .tty = spec->tty, .interactive = spec->interactive,
-			      .pasta_ready = -1, .pasta_log = -1, .on_netns = net_on_netns };
+			      .pasta_ready = -1, .pasta_log = -1, .helper_quit = -1,
+			      .on_netns = net_on_netns, .on_ready = net_on_ready };
 	bool session = spec->tty || spec->net == STRATA_NET_PRIVATE;
 	int errp[2] = { -1, -1 }, ready[2] = { -1, -1 }, go[2] = { -1, -1 }, startp[2] = { -1, -1 };
 	int r, st = 0, failure = 0;

@@ -266,26 +266,47 @@ static void relay_input(struct relay *rl)
 		rl->inlen = rl->inoff = 0;
 }
 
-/* Relay pasta's messages, without the noise about a missing syslog. */
-static bool relay_log(int *fd)
+static void print_log(const char *helper, char *text)
 {
-	char buf[4096];
-	ssize_t n = read(*fd, buf, sizeof buf - 1);
-
-	if (n < 0 && (errno == EINTR || errno == EAGAIN))
-		return true;
-	if (n <= 0) {
-		close(take_fd(fd));
-		return false;
-	}
-	buf[n] = '\0';
-	for (char *line = buf, *nl; line && *line; line = nl) {
+	for (char *line = text, *nl; line && *line; line = nl) {
 		nl = strchr(line, '\n');
 		if (nl)
 			*nl++ = '\0';
 		if (*line && !strstr(line, "to syslog"))
-			fprintf(stderr, "%s: pasta: %s\n", strata_prog ? strata_prog : "strata", line);
+			fprintf(stderr, "%s: %s: %s\n", strata_prog ? strata_prog : "strata", helper, line);
 	}
+}
+
+/* The network helper's messages: pasta's (--quiet: errors only) go out
+ * as they come, without its noise about a missing syslog; slirp4netns
+ * talks about every step, so its last words are kept for a failure. */
+static bool relay_log(struct session *ss)
+{
+	char buf[4096];
+	ssize_t n = read(ss->pasta_log, buf, sizeof buf - 1);
+	bool quiet = ss->helper && strcmp(ss->helper, "pasta") != 0;
+
+	if (n < 0 && (errno == EINTR || errno == EAGAIN))
+		return true;
+	if (n <= 0) {
+		close(take_fd(&ss->pasta_log));
+		return false;
+	}
+	buf[n] = '\0';
+	if (quiet) {
+		size_t have = strlen(ss->log_tail), add = (size_t)n, room = sizeof ss->log_tail - 1;
+		if (add > room) {
+			memcpy(ss->log_tail, buf + add - room, room + 1);
+			return true;
+		}
+		if (have + add > room) {
+			memmove(ss->log_tail, ss->log_tail + (have + add - room), have - (have + add - room) + 1);
+			have = strlen(ss->log_tail);
+		}
+		memcpy(ss->log_tail + have, buf, add + 1);
+		return true;
+	}
+	print_log(ss->helper, buf);
 	return true;
 }
 
@@ -395,18 +416,21 @@ int session_run(struct session *ss, pid_t child, int *status)
 			ssize_t k = read(ss->pasta_ready, buf, sizeof buf);
 			close(take_fd(&ss->pasta_ready));
 			if (k <= 0) {
-				while (ss->pasta_log >= 0 && relay_log(&ss->pasta_log))
+				while (ss->pasta_log >= 0 && relay_log(ss))
 					;
+				print_log(ss->helper, ss->log_tail);
 				r = -ENETUNREACH;
-				serr(0, "start", "pasta", "it could not give the container its network"
+				serr(0, "start", ss->helper, "it could not give the container its network"
 				     " (its messages are above); try --net host or none");
 				goto fail;
 			}
+			if (ss->on_ready && (r = ss->on_ready(ss)) < 0)
+				goto fail;
 			if (ctl_send(ss->ctl, 'G', -1) < 0)
 				close(take_fd(&ss->ctl));
 		}
 		if (i_log >= 0 && pf[i_log].revents)
-			relay_log(&ss->pasta_log);
+			relay_log(ss);
 		if (i_out >= 0 && pf[i_out].revents) {
 			if (pf[i_out].revents & POLLOUT)
 				relay_input(&rl);

@@ -3,7 +3,8 @@
 
 usage: net_test.py STRATA_RUN FS_PROGRAM MODE GROUP
   MODE   root | rootless
-  GROUP  net
+  GROUP  net (through pasta) | slirp (through slirp4netns, forced by
+         STRATA_NET_HELPER, the fallback when pasta is not installed)
 
 Only 127.0.0.1 is ever contacted. A busybox httpd in the container,
 published on 127.0.0.1:HOSTPORT, must answer from the host; afterwards no
@@ -50,23 +51,23 @@ def port_closed(port):
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
-def pasta_of_ours(before):
-    return sorted(set(processes_named("pasta")) - before)
+def helper_of_ours(e, before):
+    return sorted(set(processes_named(e.helper)) - before)
 
 
 def t_publish_httpd(e):
     port = free_port()
-    before = set(processes_named("pasta"))
+    before = set(processes_named(e.helper))
     args, _ = e.base()
     p = e.popen(args + ["-p", f"127.0.0.1:{port}:8080", "--", "httpd", "-f", "-p", "8080", "-h", "/www"])
     try:
         body = fetch(f"http://127.0.0.1:{port}/index.html", p)
         expect(body == "hello from strata httpd\n", f"answer {body!r}")
-        expect(pasta_of_ours(before), "no pasta process while the container runs")
+        expect(helper_of_ours(e, before), "no pasta process while the container runs")
     finally:
         rc, out, err = stop(e, p, "published httpd")
     expect(rc == 128 + signal.SIGTERM, f"httpd container: exit {rc} {err}")
-    expect(not pasta_of_ours(before), f"pasta left after the container: {pasta_of_ours(before)}")
+    expect(not helper_of_ours(e, before), f"pasta left after the container: {helper_of_ours(e, before)}")
     expect(port_closed(port), f"port {port} still answers after the container")
 
 
@@ -75,14 +76,14 @@ def t_root_with_idmap(e):
     if e.mode != "root":
         return
     port = free_port()
-    before = set(processes_named("pasta"))
+    before = set(processes_named(e.helper))
     p = e.popen(lt_mapped(e) + ["-p", f"127.0.0.1:{port}:8080", "--", "httpd", "-f", "-p", "8080", "-h", "/www"])
     try:
         body = fetch(f"http://127.0.0.1:{port}/index.html", p)
         expect(body == "hello from strata httpd\n", f"answer {body!r}")
     finally:
         stop(e, p, "published httpd with --uidmap")
-    expect(not pasta_of_ours(before), "pasta left after the container")
+    expect(not helper_of_ours(e, before), "pasta left after the container")
 
 
 def t_private_network(e):
@@ -106,7 +107,7 @@ def t_two_ports_udp_and_all_addresses(e):
     """Two published ports, one bound on every address (no IP given), and
     a udp one accepted next to them."""
     p1, p2, pu = free_port(), free_port(), free_port()
-    before = set(processes_named("pasta"))
+    before = set(processes_named(e.helper))
     args, _ = e.base()
     p = e.popen(args + ["-p", f"127.0.0.1:{p1}:8080", "-p", f"{p2}:8081", "-p", f"127.0.0.1:{pu}:9000/udp",
                         "--", "sh", "-c", "httpd -p 8081 -h /www; exec httpd -f -p 8080 -h /www"])
@@ -117,26 +118,26 @@ def t_two_ports_udp_and_all_addresses(e):
         expect("*:" in out or "0.0.0.0:" in out or "[::]:" in out, f"port without IP not on every address: {out!r}")
     finally:
         stop(e, p, "two ports")
-    expect(not pasta_of_ours(before), "pasta left after the container")
+    expect(not helper_of_ours(e, before), "pasta left after the container")
 
 
 def t_launcher_killed(e):
     """SIGKILL of the launcher: pasta goes with it (its death signal)."""
     port = free_port()
-    before = set(processes_named("pasta"))
+    before = set(processes_named(e.helper))
     args, _ = e.base()
     p = e.popen(args + ["-p", f"127.0.0.1:{port}:8080", "--", "httpd", "-f", "-p", "8080", "-h", "/www"])
     fetch(f"http://127.0.0.1:{port}/index.html", p)
     os.kill(p.pid, signal.SIGKILL)
     p.communicate(timeout=60 * SCALE)
     end = time.time() + 20 * SCALE
-    while time.time() < end and (pasta_of_ours(before) or lt.children_of(os.getpid())):
+    while time.time() < end and (helper_of_ours(e, before) or lt.children_of(os.getpid())):
         try:
             os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             pass
         time.sleep(0.05)
-    expect(not pasta_of_ours(before), f"pasta survived its launcher: {pasta_of_ours(before)}")
+    expect(not helper_of_ours(e, before), f"pasta survived its launcher: {helper_of_ours(e, before)}")
     for left in os.listdir(e.rt):
         os.rmdir(os.path.join(e.rt, left))
     e.check_clean("SIGKILL to a launcher with a private network")
@@ -156,7 +157,7 @@ def t_errors(e):
         taken.listen()
         port = taken.getsockname()[1]
         rc, out, err = e.run(args + ["-p", f"127.0.0.1:{port}:8080", "--", "true"])
-    expect(rc == 125 and "pasta" in err, f"taken port: rc {rc} err {err!r}")
+    expect(rc == 125 and e.helper in err and str(port) in err, f"taken port: rc {rc} err {err!r}")
     if e.mode == "rootless" and e.tunnode:
         # without the harness's usable tun node: the host's 0600 one
         e.bind_tun = False
@@ -167,19 +168,32 @@ def t_errors(e):
         expect(rc == 125 and TUN in err and "0666" in err, f"unusable tun: rc {rc} err {err!r}")
 
 
+class NetEnv(Env):
+    def __init__(self, strata_run, fs, mode, helper):
+        super().__init__(strata_run, fs, mode)
+        self.helper = helper
+
+    def environ(self):
+        env = super().environ()
+        env["STRATA_NET_HELPER"] = self.helper
+        return env
+
+
 def check(e):
-    if not shutil.which("pasta", path="/usr/local/bin:/usr/bin:/bin"):
-        skip("pasta is not installed (Debian package passt)")
+    if not shutil.which(e.helper, path="/usr/local/bin:/usr/bin:/bin"):
+        skip(f"{e.helper} is not installed (Debian package {'passt' if e.helper == 'pasta' else e.helper})")
     if not os.path.exists(TUN):
         skip(f"no {TUN} on this host: a user-mode network stack needs the tun device")
 
 
-GROUPS = {"net": [t_publish_httpd, t_root_with_idmap, t_private_network, t_two_ports_udp_and_all_addresses, t_launcher_killed,
-                  t_errors]}
+GROUPS = {"net": [t_publish_httpd, t_root_with_idmap, t_private_network, t_two_ports_udp_and_all_addresses,
+                  t_launcher_killed, t_errors]}
+GROUPS["slirp"] = GROUPS["net"]
 
 
 def main():
-    return run_tests(GROUPS, 5, __doc__, lambda mode: Env(sys.argv[1], sys.argv[2], mode), check)
+    helper = "slirp4netns" if sys.argv[-1] == "slirp" else "pasta"
+    return run_tests(GROUPS, 5, __doc__, lambda mode: NetEnv(sys.argv[1], sys.argv[2], mode, helper), check)
 
 
 if __name__ == "__main__":
