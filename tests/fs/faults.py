@@ -4,6 +4,8 @@ under load. Runs as root in a mount namespace of its own (its tmpfs and
 FUSE mounts reach no other process); the upper is a small tmpfs, the lower
 on another filesystem (/var/tmp), as for any upper that is not the lower's
 filesystem. Counted, not timed:
+  - copyup_xdev: with room, a sparse lower file copied up across
+    filesystems keeps its data and its holes;
   - copyup_enospc: opening a lower file for writing whose copy-up does not
     fit fails with ENOSPC (it said EXDEV, an errno left over from the
     cross-filesystem copy_file_range tried first), and the upper's use is
@@ -137,6 +139,34 @@ def check_copyup_enospc(fs, base, problems):
         if debris:
             problems.append('copyup_enospc: left in the work directory: %s' % debris)
     finally:
+        up.close()
+
+
+def check_copyup_xdev(fs, base, problems):
+    """With room: a sparse lower file copied up across filesystems (read and
+    write, copy_file_range refused) keeps its data and its holes."""
+    up = Upper(base, 't-xdev', 64 << 10)
+    src = os.path.join(base, 'l', 'sparse')
+    with open(src, 'wb') as f:
+        f.write(pattern(100000, 5))
+        f.seek(16 << 20)
+        f.write(pattern(300000, 7))
+        f.truncate(40 << 20)
+    try:
+        m = Mount(fs, base, up)
+        m.mount()
+        try:
+            os.close(os.open(m.path('sparse'), os.O_WRONLY))
+            if file_sha(m.path('sparse')) != file_sha(src):
+                problems.append('copyup_xdev: the sparse file reads differently after its copy-up')
+            st = os.stat(os.path.join(up.upper, 'sparse'))
+            if st.st_size != 40 << 20 or st.st_blocks * 512 > 2 << 20:
+                problems.append('copyup_xdev: the copy is %d bytes in %d KiB, want %d in under 2 MiB'
+                                % (st.st_size, st.st_blocks // 2, 40 << 20))
+        finally:
+            m.close(problems, 'copyup_xdev')
+    finally:
+        os.unlink(src)
         up.close()
 
 
@@ -448,6 +478,7 @@ def check_exit_uring(fs, base, problems):
 
 
 CHECKS = {
+    'copyup_xdev': check_copyup_xdev,
     'copyup_enospc': check_copyup_enospc,
     'metacopy_enospc': check_metacopy_enospc,
     'whiteout_inodes': check_whiteout_inodes,
