@@ -275,15 +275,22 @@ static int finish(struct store *s, const char *config, size_t len, const char *n
 		}
 	}
 	json_decref(cfg);
+	/* Layers, then the config, then the tag: a kill in between leaves
+	 * unreferenced layers, which the marker has the next command collect. */
+	if ((r = store_commit_begin(s)) < 0)
+		return r;
 	r = store_commit_pending(s);
-	if (r < 0)
-		return r;
-	r = store_put_image(s, config, len, digest);
-	if (r < 0) {
-		serr(r, "import: store image config in", s->root, "check free space of the store");
-		return r;
+	if (r == 0) {
+		r = store_put_image(s, config, len, digest);
+		if (r < 0)
+			serr(r, "import: store image config in", s->root, "check free space of the store");
 	}
-	return store_set_tag(s, name, digest);
+	if (r == 0)
+		r = store_set_tag(s, name, digest);
+	if (r < 0)
+		store_gc(s);
+	store_commit_end(s);
+	return r;
 }
 
 static int import_oci(struct store *s, const struct spec *sp, const char *name, char digest[DIGEST_BUF])

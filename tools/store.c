@@ -225,10 +225,53 @@ static void clean_dir_tmpfiles(struct store *s, const char *dir)
 	free_names(names, n);
 }
 
+#define COMMIT_MARK "commit.tmp."
+
+int store_commit_begin(struct store *s)
+{
+	char p[64];
+	snprintf(p, sizeof p, COMMIT_MARK "%d", (int)getpid());
+	int fd = openat(s->fd, p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		int r = -errno;
+		serr(r, "mark commit in", s->root, "check free space and permissions of the store");
+		return r;
+	}
+	close(fd);
+	return 0;
+}
+
+void store_commit_end(struct store *s)
+{
+	char p[64];
+	snprintf(p, sizeof p, COMMIT_MARK "%d", (int)getpid());
+	unlinkat(s->fd, p, 0);
+}
+
+/* A commit marker of a dead process: its commit may have stopped halfway. */
+static bool dead_commit(struct store *s)
+{
+	char **names;
+	size_t n;
+	bool dead = false;
+	if (list_sorted(s->fd, &names, &n) < 0)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		pid_t pid = tmpfile_pid(names[i]);
+		if (pid && !strncmp(names[i], COMMIT_MARK, strlen(COMMIT_MARK)) && !pid_alive(pid))
+			dead = true;
+	}
+	free_names(names, n);
+	return dead;
+}
+
 void store_clean(struct store *s)
 {
+	bool gc = dead_commit(s);
 	clean_tmp(s);
 	clean_containers(s);
+	if (gc)
+		store_gc(s);
 	clean_dir_tmpfiles(s, ".");
 	clean_dir_tmpfiles(s, "images");
 }

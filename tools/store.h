@@ -58,6 +58,12 @@ void store_close(struct store *s);
 int store_unlock(struct store *s);
 int store_relock(struct store *s, bool exclusive);
 
+/* Around a commit that makes several things visible in turn (layers, a
+ * config, a tag), under the exclusive lock: a marker that makes the next
+ * command run store_gc should this process die before the end. */
+int store_commit_begin(struct store *s);
+void store_commit_end(struct store *s);
+
 /* Remove leftovers of dead strata processes; the caller holds the
  * exclusive lock. Cheap: a few directory listings. */
 void store_clean(struct store *s);

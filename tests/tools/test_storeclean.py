@@ -91,6 +91,13 @@ def test_leftovers_by_hand(env):
     for p in stale:
         mkfile(env, os.path.join(s, p))
     mkfile(env, os.path.join(s, 'images', '%s.tmp.%d' % (cfg, live)))
+    # An import killed between storing its layers and tagging its image:
+    # its commit marker makes the next command collect the orphans.
+    orphan = os.path.join(s, 'layers', '0' * 64)
+    mkfile(env, os.path.join(orphan, 'diff', 'f'))
+    own(env, orphan)
+    mkfile(env, os.path.join(s, 'commit.tmp.%d' % dead))
+    layers_before = sorted(os.listdir(os.path.join(s, 'layers')))
     before_ps = ps_ids(env)          # a reader: it cleans when the store is idle
     try:
         check(sorted(os.listdir(os.path.join(s, 'tmp'))) == [os.path.basename(held)],
@@ -99,6 +106,9 @@ def test_leftovers_by_hand(env):
     finally:
         os.close(hfd)
     check(containers(env) == [keep_id], 'half-made containers are gone: %r' % containers(env))
+    check(sorted(os.listdir(os.path.join(s, 'layers'))) == [l for l in layers_before if l != '0' * 64],
+          'the orphan layer is collected, the image\'s stay')
+    check(not os.path.exists(os.path.join(s, 'commit.tmp.%d' % dead)), 'commit marker removed')
     for p in stale:
         check(not os.path.exists(os.path.join(s, p)), '%s removed' % p)
     check(os.path.exists(os.path.join(s, 'images', '%s.tmp.%d' % (cfg, live))), 'a live writer\'s temp file stays')
@@ -139,5 +149,47 @@ def test_kill_create(env):
     print('  %d of 20 creates killed' % killed)
 
 
+def test_kill_import(env):
+    """kill -9 of `strata import` at random points, 20 times, alternating
+    two images: afterwards every listed image is whole, nothing is left
+    in tmp/, and once the images are removed no layer stays behind."""
+    prepare(env)
+    from strata_t import make_tar, entry
+    for i in range(2):
+        oci_layout(env.path('img%d' % i), [(busybox_layer(), 'gzip'),
+                                           (make_tar([entry('f%d' % i, data=os.urandom(200000))]), 'gzip')])
+    env.give()
+    rnd = random.Random(int(os.environ.get('STRATA_TEST_SEED', '0')) or None)
+    killed = 0
+    for i in range(20):
+        argv = env.wrap([env.strata, '--store', env.store, 'import', 'oci:' + env.path('img%d' % (i % 2)),
+                         'k%d:1' % (i % 2)])
+        p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env.env())
+        time.sleep(rnd.uniform(0, 0.15))
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        killed += p.returncode == -signal.SIGKILL
+        if i % 5 == 4:
+            env.run('rmi', 'k%d:1' % (i % 2), ok=None)
+    images = [l.split()[0] for l in env.run('images').out.splitlines()[1:]]
+    check(os.listdir(os.path.join(env.store, 'tmp')) == [], 'tmp/ empty after the next command: %r'
+          % os.listdir(os.path.join(env.store, 'tmp')))
+    used = set()
+    for name in images:
+        for l in env.json('inspect', name + ':1')['layers']:
+            check(os.path.isdir(l['path']), '%s: layer %s is there' % (name, l['diff_id']))
+            used.add(l['diff_id'][7:])
+    left = set(os.listdir(os.path.join(env.store, 'layers')))
+    check(left == used, 'no layer without an image after a killed import: %r' % sorted(left - used))
+    for i in range(2):
+        env.run('import', 'oci:' + env.path('img%d' % i), 'k%d:1' % i)
+    for name in ('base', 'k0', 'k1'):
+        env.run('rmi', name + ':1')
+    check(os.listdir(os.path.join(env.store, 'layers')) == [], 'no layer left once every image is gone: %r'
+          % os.listdir(os.path.join(env.store, 'layers')))
+    check(os.listdir(os.path.join(env.store, 'images')) == [], 'no image config left')
+    print('  %d of 20 imports killed' % killed)
+
+
 if __name__ == '__main__':
-    sys.exit(main([test_leftovers_by_hand, test_kill_create]))
+    sys.exit(main([test_leftovers_by_hand, test_kill_create, test_kill_import]))
