@@ -84,8 +84,9 @@ static int join_namespaces(int pidfd, pid_t pid, int flags)
 		return 0;
 	if (errno != EINVAL) {
 		int e = errno;
-		serr(e, "join", "the container's namespaces",
-		     "only root or the user who started a rootless container can");
+		serr(e, "join", "the container's namespaces", "%s",
+		     e == ESRCH ? "the container has stopped"
+				: "only root or the user who started a rootless container can");
 		return -e;
 	}
 	/* before Linux 5.8: one /proc/PID/ns file at a time, all opened

@@ -24,6 +24,7 @@ static const char usage[] =
 	"  --cap-add CAP, --cap-drop CAP|ALL  edit the docker-like default capabilities\n"
 	"  --net host|none|private     host network (default), loopback only, or an own\n"
 	"                              network with outbound traffic through pasta\n"
+	"                              (slirp4netns where pasta is not installed)\n"
 	"  -p, --publish [IP:]HOSTPORT:CONTAINERPORT[/tcp|/udp]  publish a port on the\n"
 	"                              host (repeatable; implies --net private)\n"
 	"  -t, --tty                   give the command a terminal from the container\n"
