@@ -244,9 +244,42 @@ def t_rootless_limit_refused(e):
     expect(not leftover_cgroups({f"cgt-{os.getpid()}"}), "a rootless run left a cgroup")
 
 
+def t_rootless_delegated(e):
+    """A cgroup delegated to the user (its directory and cgroup.procs
+    chowned, as systemd's Delegate=yes does): the launcher, started in it,
+    makes the container's cgroup beneath it and the limits hold."""
+    dirs = own_cgroup_dirs()
+    ctrls = [c for c in ("memory", "pids", "unified") if c in dirs]
+    name = f"strata-deleg-{os.getpid()}"
+    deleg = {}
+    try:
+        for c in ctrls:
+            d = os.path.join(dirs[c], name)
+            os.makedirs(d, exist_ok=True)
+            deleg[c] = d
+            for f in ("", "cgroup.procs", "tasks", "cgroup.subtree_control"):
+                if os.path.exists(os.path.join(d, f)):
+                    os.chown(os.path.join(d, f), e.uid, e.gid)
+        e.testcg = deleg
+        args, _ = e.base()
+        p = e.popen_cg(args + ["--memory", "32m", "--", "sh", "-c",
+                               "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived"])
+        out, err = p.communicate(timeout=120 * SCALE)
+        e.check_clean("delegated")
+        if "unified" in deleg and "memory" not in deleg and p.returncode == 125:
+            print(f"     (the unified hierarchy here has no memory controller to delegate: {err.strip()})")
+            return
+        expect(p.returncode == 137 and "survived" not in out,
+               f"rootless --memory in a delegated cgroup: rc {p.returncode} {out!r} {err!r}")
+        left = [os.path.join(d, n) for d in deleg.values() for n in os.listdir(d) if n.startswith("strata-")]
+        expect(not left, f"cgroups left in the delegated subtree: {left}")
+    finally:
+        e.remove_test_cgroup()
+
+
 GROUPS = {
     "root": [t_oom_kill, t_pids_limit, t_limits_and_placement, t_default_name_removed, t_bad_limits],
-    "rootless": [t_rootless_limit_refused, t_bad_limits],
+    "rootless": [t_rootless_limit_refused, t_rootless_delegated, t_bad_limits],
 }
 
 
