@@ -123,7 +123,7 @@ int image_ref_parse(const char *text, struct image_ref *r)
 			return -EINVAL;
 		}
 		if (!(r->digest = strdup(at + 1)))
-			return -ENOMEM;
+			goto nomem;
 	}
 	char *slash = strrchr(buf, '/');
 	char *colon = strrchr(slash ? slash : buf, ':');
@@ -137,7 +137,7 @@ int image_ref_parse(const char *text, struct image_ref *r)
 		/* With a digest the tag says nothing more: docker pulls by the
 		 * digest, and skopeo refuses references with both. */
 		if (!r->digest && !(r->tag = strdup(colon + 1)))
-			return -ENOMEM;
+			goto nomem;
 	}
 	/* The first component names a registry when it looks like a host:
 	 * it has a '.' or a ':' (a port), is "localhost", or has capitals
@@ -164,7 +164,7 @@ int image_ref_parse(const char *text, struct image_ref *r)
 	if (!r->domain)
 		r->domain = strdup("docker.io");
 	if (!r->domain)
-		return -ENOMEM;
+		goto nomem;
 	for (const char *c = name;;) {
 		const char *e = strchr(c, '/');
 		size_t n = e ? (size_t)(e - c) : strlen(c);
@@ -184,8 +184,7 @@ int image_ref_parse(const char *text, struct image_ref *r)
 	bool library = !strcmp(r->domain, "docker.io") && !strchr(name, '/');
 	if (asprintf(&r->path, "%s%s", library ? "library/" : "", name) < 0) {
 		r->path = NULL;
-		image_ref_free(r);
-		return -ENOMEM;
+		goto nomem;
 	}
 	if (strlen(r->domain) + 1 + strlen(r->path) > 255) {
 		susage("'%.64s...': the repository name is longer than 255 characters", text);
@@ -193,8 +192,11 @@ int image_ref_parse(const char *text, struct image_ref *r)
 		return -EINVAL;
 	}
 	if (!r->tag && !r->digest && !(r->tag = strdup("latest")))
-		return -ENOMEM;
+		goto nomem;
 	return 0;
+nomem:
+	image_ref_free(r);
+	return -ENOMEM;
 }
 
 static char *ref_string(const struct image_ref *r, bool familiar)
