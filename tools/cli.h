@@ -1,9 +1,14 @@
 /* cli: the `strata` subcommands. Each takes the arguments after its name
- * and the store path from the global --store option (NULL: default). */
+ * and the store path from the global --store option (NULL: default), and
+ * returns a process exit code (>= 0) or -errno. */
 #ifndef STRATA_CLI_H
 #define STRATA_CLI_H
 
+#include "container.h"
+
 #include <jansson.h>
+#include <stdbool.h>
+#include <stdio.h>
 
 struct store;
 
@@ -17,18 +22,41 @@ int cmd_inspect(const char *store, int argc, char **argv);
 int cmd_diff(const char *store, int argc, char **argv);
 int cmd_layers(const char *store, int argc, char **argv);
 int cmd_commit(const char *store, int argc, char **argv);
-int cmd_create(const char *store, int argc, char **argv);
-int cmd_run(const char *store, int argc, char **argv);
-int cmd_start(const char *store, int argc, char **argv);
-int cmd_ps(const char *store, int argc, char **argv);
-int cmd_rm(const char *store, int argc, char **argv);
 int cmd_bench(const char *store, int argc, char **argv);
+int cmd_pack(const char *store, int argc, char **argv);
+int cmd_unpack(const char *store, int argc, char **argv);
 int cmd_pull(const char *store, int argc, char **argv);
 int cmd_push(const char *store, int argc, char **argv);
 int cmd_login(const char *store, int argc, char **argv);
 int cmd_logout(const char *store, int argc, char **argv);
 int cmd_save(const char *store, int argc, char **argv);
 int cmd_load(const char *store, int argc, char **argv);
+/* cmd_run.c */
+int cmd_create(const char *store, int argc, char **argv);
+int cmd_run(const char *store, int argc, char **argv);
+int cmd_start(const char *store, int argc, char **argv);
+/* cmd_stop.c */
+int cmd_stop(const char *store, int argc, char **argv);
+int cmd_kill(const char *store, int argc, char **argv);
+int cmd_restart(const char *store, int argc, char **argv);
+int cmd_wait(const char *store, int argc, char **argv);
+int cmd_pause(const char *store, int argc, char **argv);
+int cmd_unpause(const char *store, int argc, char **argv);
+int cmd_rm(const char *store, int argc, char **argv);
+/* cmd_exec.c, cmd_logs.c, cmd_ps.c */
+int cmd_exec(const char *store, int argc, char **argv);
+int cmd_logs(const char *store, int argc, char **argv);
+int cmd_ps(const char *store, int argc, char **argv);
+int cmd_top(const char *store, int argc, char **argv);
+int cmd_stats(const char *store, int argc, char **argv);
+int cmd_port(const char *store, int argc, char **argv);
+
+/* Start a created container: attached (returns its command's exit code)
+ * or detached (0 once it runs); print: its name on success. */
+int ctr_start(const char *store, const char *what, bool attach, bool print);
+
+/* The help of one command, from main.c's table; false if no such command. */
+bool cli_help(const char *cmd, FILE *f);
 
 /* An image reference as docker reads it (cmd_registry.c): domain
  * ("docker.io"), path ("library/busybox"), tag or digest. */
@@ -39,8 +67,6 @@ int image_ref_parse(const char *text, struct image_ref *r);
 void image_ref_free(struct image_ref *r);
 char *image_ref_full(const struct image_ref *r);      /* docker.io/library/busybox:latest */
 char *image_ref_familiar(const struct image_ref *r);  /* busybox:latest */
-int cmd_pack(const char *store, int argc, char **argv);
-int cmd_unpack(const char *store, int argc, char **argv);
 
 /* Print a JSON value to stdout, indented. */
 void print_json(json_t *j);
@@ -48,8 +74,5 @@ void print_json(json_t *j);
 const char *human_size(long long bytes, char *buf, size_t len);
 /* ChainIDs of a diff_ids list, as a new JSON array. */
 json_t *chain_ids(json_t *diff_ids);
-/* Find a container by name or (prefix of) id; fills id (65 bytes). */
-int container_find(struct store *s, const char *what, char id[65]);
-int container_load(struct store *s, const char *id, json_t **c);
 
 #endif

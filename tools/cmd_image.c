@@ -370,7 +370,7 @@ int cmd_inspect(const char *root, int argc, char **argv)
 	/* Containers first: their names are ours; images fall back. */
 	if (container_find(&s, argv[0], id) == 0) {
 		json_t *c;
-		if ((r = container_load(&s, id, &c)) == 0) {
+		if ((r = container_describe(&s, id, &c)) == 0) {
 			char p[PATH_MAX];
 			snprintf(p, sizeof p, "%s/containers/%s/upper", s.root, id);
 			json_object_set_new(c, "upper_dir", json_string(p));

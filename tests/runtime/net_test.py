@@ -51,23 +51,44 @@ def port_closed(port):
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
-def helper_of_ours(e, before):
-    return sorted(set(processes_named(e.helper)) - before)
+def helper_of(e, p):
+    """The network helper under this launcher (other tests may run their
+    own at the same time, so no machine-wide count will do)."""
+    found, todo = [], [p.pid]
+    named = set(processes_named(e.helper))
+    while todo:
+        q = todo.pop()
+        if q in named:
+            found.append(q)
+        todo += lt.children_of(q)
+    return found
+
+
+def gone(pids, secs=20):
+    """pids (a helper) no longer run the helper: not even as a zombie."""
+    end = time.time() + secs * SCALE
+    while time.time() < end:
+        left = [q for q in pids if os.path.exists(f"/proc/{q}")]
+        if not left:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def t_publish_httpd(e):
     port = free_port()
-    before = set(processes_named(e.helper))
     args, _ = e.base()
     p = e.popen(args + ["-p", f"127.0.0.1:{port}:8080", "--", "httpd", "-f", "-p", "8080", "-h", "/www"])
+    helpers = []
     try:
         body = fetch(f"http://127.0.0.1:{port}/index.html", p)
         expect(body == "hello from strata httpd\n", f"answer {body!r}")
-        expect(helper_of_ours(e, before), "no pasta process while the container runs")
+        helpers = helper_of(e, p)
+        expect(helpers, f"no {e.helper} process while the container runs")
     finally:
         rc, out, err = stop(e, p, "published httpd")
     expect(rc == 128 + signal.SIGTERM, f"httpd container: exit {rc} {err}")
-    expect(not helper_of_ours(e, before), f"pasta left after the container: {helper_of_ours(e, before)}")
+    expect(gone(helpers), f"{e.helper} left after the container: {helpers}")
     expect(port_closed(port), f"port {port} still answers after the container")
 
 
@@ -76,14 +97,15 @@ def t_root_with_idmap(e):
     if e.mode != "root":
         return
     port = free_port()
-    before = set(processes_named(e.helper))
     p = e.popen(lt_mapped(e) + ["-p", f"127.0.0.1:{port}:8080", "--", "httpd", "-f", "-p", "8080", "-h", "/www"])
+    helpers = []
     try:
         body = fetch(f"http://127.0.0.1:{port}/index.html", p)
         expect(body == "hello from strata httpd\n", f"answer {body!r}")
+        helpers = helper_of(e, p)
     finally:
         stop(e, p, "published httpd with --uidmap")
-    expect(not helper_of_ours(e, before), "pasta left after the container")
+    expect(helpers and gone(helpers), f"{e.helper} {helpers} not seen, or left after the container")
 
 
 def t_private_network(e):
@@ -107,37 +129,39 @@ def t_two_ports_udp_and_all_addresses(e):
     """Two published ports, one bound on every address (no IP given), and
     a udp one accepted next to them."""
     p1, p2, pu = free_port(), free_port(), free_port()
-    before = set(processes_named(e.helper))
     args, _ = e.base()
     p = e.popen(args + ["-p", f"127.0.0.1:{p1}:8080", "-p", f"{p2}:8081", "-p", f"127.0.0.1:{pu}:9000/udp",
                         "--", "sh", "-c", "httpd -p 8081 -h /www; exec httpd -f -p 8080 -h /www"])
+    helpers = []
     try:
         expect(fetch(f"http://127.0.0.1:{p1}/index.html", p) == "hello from strata httpd\n", "first port")
+        helpers = helper_of(e, p)
         expect(fetch(f"http://127.0.0.1:{p2}/index.html", p) == "hello from strata httpd\n", "second port")
         out = subprocess.run(["ss", "-Hlnt", f"sport = :{p2}"], capture_output=True, text=True).stdout
         expect("*:" in out or "0.0.0.0:" in out or "[::]:" in out, f"port without IP not on every address: {out!r}")
     finally:
         stop(e, p, "two ports")
-    expect(not helper_of_ours(e, before), "pasta left after the container")
+    expect(helpers and gone(helpers), f"{e.helper} {helpers} not seen, or left after the container")
 
 
 def t_launcher_killed(e):
     """SIGKILL of the launcher: pasta goes with it (its death signal)."""
     port = free_port()
-    before = set(processes_named(e.helper))
     args, _ = e.base()
     p = e.popen(args + ["-p", f"127.0.0.1:{port}:8080", "--", "httpd", "-f", "-p", "8080", "-h", "/www"])
     fetch(f"http://127.0.0.1:{port}/index.html", p)
+    helpers = helper_of(e, p)
+    expect(helpers, f"no {e.helper} process while the container runs")
     os.kill(p.pid, signal.SIGKILL)
     p.communicate(timeout=60 * SCALE)
     end = time.time() + 20 * SCALE
-    while time.time() < end and (helper_of_ours(e, before) or lt.children_of(os.getpid())):
+    while time.time() < end and lt.children_of(os.getpid()):
         try:
             os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             pass
         time.sleep(0.05)
-    expect(not helper_of_ours(e, before), f"pasta survived its launcher: {helper_of_ours(e, before)}")
+    expect(gone(helpers), f"{e.helper} survived its launcher: {helpers}")
     for left in os.listdir(e.rt):
         os.rmdir(os.path.join(e.rt, left))
     e.check_clean("SIGKILL to a launcher with a private network")

@@ -85,8 +85,8 @@ def test_story(env):
     env.run('create', '--name', 'a', 'base:1', '--', 'sh', '-c',
             'echo A > /etc/a-file && rm /etc/hello && chmod 600 /etc/conf', wrap=w)
     env.run('create', '--name', 'b', 'base:1', '--', 'sh', '-c', 'echo B > /etc/b-file; exit 7', wrap=w)
-    check(env.run('start', 'a', wrap=w).returncode == 0, 'a ran')
-    r = env.run('start', 'b', ok=None, wrap=w)
+    check(env.run('start', '-a', 'a', wrap=w).returncode == 0, 'a ran')
+    r = env.run('start', '-a', 'b', ok=None, wrap=w)
     check(r.returncode == 7, 'exit code of the command: %d %s' % (r.returncode, r.err))
 
     check(etc_changes(env, 'a', w) == {('C', '/etc'), ('A', '/etc/a-file'), ('D', '/etc/hello'), ('C', '/etc/conf')},
@@ -174,7 +174,7 @@ def test_exit_codes_and_names(env):
     env.run('create', '--name', 'binder', '-v', env.path('shared') + ':/mnt', '--net', 'none', '--hostname', 'box',
             'base:1', '--', 'sh', '-c', 'cat /mnt/in; hostname; echo out > /mnt/out', wrap=w)
     for _ in range(2):
-        r = env.run('start', 'binder', wrap=w)
+        r = env.run('start', '--attach', 'binder', wrap=w)
         check(r.out == 'from the host\nbox\n', 'bind, hostname kept across starts: %r %s' % (r.out, r.err))
     check(open(env.path('shared', 'out')).read() == 'out\n', 'writes through the bind reach the host')
     check(not any(x['path'].startswith('/mnt/') for x in json.loads(env.run('diff', 'binder', '--json').out)),
@@ -241,7 +241,7 @@ def test_running_state(env):
             time.sleep(0.1)
         check(running == ['sleeper'], 'ps shows the running container: %r' % running)
         r = env.run('rm', 'sleeper', ok=False)
-        check('is running' in r.err, 'rm refuses a running container: ' + r.err)
+        check('is running' in r.err and 'rm -f' in r.err, 'rm refuses a running container: ' + r.err)
         r = env.run('start', 'sleeper', ok=None, wrap=w)
         check(r.returncode != 0 and 'already running' in r.err, 'no second start: ' + r.err)
     finally:
