@@ -258,12 +258,15 @@ static void relay_input(struct relay *rl)
 		rl->inoff = 0;
 	}
 	ssize_t w = write(rl->master, rl->inbuf + rl->inoff, rl->inlen - rl->inoff);
+	bool broken = w < 0 && errno != EAGAIN && errno != EINTR;
 	if (w > 0)
 		rl->inoff += (size_t)w;
-	else if (w < 0 && errno != EAGAIN && errno != EINTR)
-		rl->in_eof = true;
-	if (rl->inoff >= rl->inlen || rl->in_eof)
+	/* what is left (an end-of-file character too) waits for POLLOUT,
+	 * unless the terminal is gone: then drop it and stop reading */
+	if (rl->inoff >= rl->inlen || broken)
 		rl->inlen = rl->inoff = 0;
+	if (broken)
+		rl->in_eof = true;
 }
 
 static void print_log(const char *helper, char *text)
