@@ -403,8 +403,17 @@ static int run_skopeo(char **args, const struct skopeo_opts *o)
 		goto restore;
 	}
 	msg = skopeo_message(err);
+	/* "initializing source docker://x: why": strata's message names x
+	 * already. */
+	const char *why = msg;
+	for (size_t i = 0; why && i < 2; i++) {
+		static const char *const pre[] = { "initializing source ", "initializing destination " };
+		size_t pl = strlen(pre[i]), tl = strlen(o->target);
+		if (!strncmp(why, pre[i], pl) && !strncmp(why + pl, o->target, tl) && !strncmp(why + pl + tl, ": ", 2))
+			why += pl + tl + 2;
+	}
 	fprintf(stderr, "%s: %s %s: %s (%s)\n", strata_prog, o->op, o->target,
-		msg && *msg ? msg : "skopeo failed without a message",
+		why && *why ? why : "skopeo failed without a message",
 		skopeo_hint(msg ? msg : "", "run strata --debug to see the skopeo command, and try it by hand"));
 	if (strata_debug && elen)
 		fprintf(stderr, "%s[debug]: skopeo said:\n%s", strata_prog, err);
