@@ -539,7 +539,7 @@ static bool has_v1_devices(const struct cgroups *cg)
 	return false;
 }
 
-int cgroup_create(const struct strata_launch_spec *s, struct cgroups *cg)
+int cgroup_create(const struct strata_launch_spec *s, pid_t launcher, struct cgroups *cg)
 {
 	char name[64];
 	bool root = geteuid() == 0;
@@ -554,7 +554,7 @@ int cgroup_create(const struct strata_launch_spec *s, struct cgroups *cg)
 		return r;
 	if (!wanted && !root)
 		return 0;
-	snprintf(name, sizeof name, "strata-%d", (int)getpid());
+	snprintf(name, sizeof name, "strata-%d", (int)launcher);
 	const char *leaf = s->cgroup_name ? s->cgroup_name : name;
 	bool unified = statfs("/sys/fs/cgroup", &sfs) == 0 && sfs.f_type == CGROUP2_SUPER_MAGIC;
 
@@ -638,4 +638,78 @@ void cgroup_free(struct cgroups *cg)
 		free(cg->dir[i]), cg->dir[i] = NULL;
 	cg->n = 0;
 	cg->started = NULL;
+}
+
+/* The directories travel from outer, which makes them, to the launcher,
+ * which removes them once outer is gone: "N STARTED V2\n" then one
+ * directory a line (cgroup paths hold no newline: we made them). */
+int cgroup_send(int fd, const struct cgroups *cg)
+{
+	char buf[CGROUP_MAX_DIRS * (PATH_MAX + 1) + 64];
+	size_t started = 0, len;
+
+	for (size_t i = 0; i < cg->n; i++)
+		if (cg->dir[i] == cg->started)
+			started = i;
+	len = (size_t)snprintf(buf, sizeof buf, "%zu %zu %d\n", cg->n, started, cg->v2);
+	for (size_t i = 0; i < cg->n && len < sizeof buf; i++)
+		len += (size_t)snprintf(buf + len, sizeof buf - len, "%s\n", cg->dir[i]);
+	if (len >= sizeof buf)
+		return -ENAMETOOLONG;
+	for (size_t done = 0; done < len;) {
+		ssize_t n = write(fd, buf + done, len - done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EPIPE;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+/* 0 with cg filled, or -errno (EOF: outer is gone before it told). */
+int cgroup_recv(int fd, struct cgroups *cg)
+{
+	_cleanup_free_ char *buf = malloc(CGROUP_MAX_DIRS * (PATH_MAX + 1) + 64);
+	size_t len = 0, n_dirs, started;
+	int v2;
+
+	if (!buf)
+		return -ENOMEM;
+	memset(cg, 0, sizeof *cg);
+	for (size_t i = 0; i < CGROUP_MAX_DIRS; i++)
+		cg->procs[i] = -1;
+	/* read up to the header's count of lines */
+	for (;;) {
+		size_t lines = 0;
+		for (size_t i = 0; i < len; i++)
+			lines += buf[i] == '\n';
+		if (lines && sscanf(buf, "%zu %zu %d", &n_dirs, &started, &v2) == 3 && lines >= n_dirs + 1)
+			break;
+		if (len >= CGROUP_MAX_DIRS * (PATH_MAX + 1) + 63)
+			return -EPROTO;
+		ssize_t n = read(fd, buf + len, CGROUP_MAX_DIRS * (PATH_MAX + 1) + 63 - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EPIPE;
+		len += (size_t)n;
+		buf[len] = '\0';
+	}
+	if (n_dirs > CGROUP_MAX_DIRS || (n_dirs && started >= n_dirs))
+		return -EPROTO;
+	char *line = strchr(buf, '\n') + 1;
+	for (size_t i = 0; i < n_dirs; i++) {
+		char *end = strchr(line, '\n');
+		*end = '\0';
+		if (!(cg->dir[i] = strdup(line))) {
+			cgroup_free(cg);
+			return -ENOMEM;
+		}
+		cg->n++;
+		line = end + 1;
+	}
+	cg->started = n_dirs ? cg->dir[started] : NULL;
+	cg->v2 = v2;
+	return 0;
 }

@@ -35,7 +35,11 @@ struct cgroups {
 	const char *started;    /* strata_started.cgroup: the memory or unified one */
 	bool v2;
 };
-int cgroup_create(const struct strata_launch_spec *s, struct cgroups *cg);
+/* made by outer (which outlives a killed launcher and so can remove
+ * them), named after the launcher's pid unless spec->cgroup_name */
+int cgroup_create(const struct strata_launch_spec *s, pid_t launcher, struct cgroups *cg);
+int cgroup_send(int fd, const struct cgroups *cg);
+int cgroup_recv(int fd, struct cgroups *cg);
 int cgroup_join(const struct cgroups *cg);
 void cgroup_close_fds(struct cgroups *cg);
 int cgroup_remove(struct cgroups *cg, int timeout_ms);

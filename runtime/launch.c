@@ -223,6 +223,16 @@ static void outer_exit(struct launch_ctx *ctx, int code)
 	_exit(code);
 }
 
+/* A set-up step of outer failed: tell the launcher, or, if it is gone,
+ * clean up for it. */
+static void outer_fail(struct launch_ctx *ctx, int err) __attribute__((noreturn));
+static void outer_fail(struct launch_ctx *ctx, int err)
+{
+	if (launcher_gone)
+		outer_exit(ctx, SETUP_FAILED_EXIT);
+	report_failure(ctx, err);
+}
+
 /* The outer process: owns the merged view and the daemon for the whole
  * run, and waits for the daemon's exit before it exits itself. */
 static void outer_main(struct launch_ctx *ctx, pid_t launcher, int ready_w, int go_r, int started_w)
@@ -250,13 +260,21 @@ static void outer_main(struct launch_ctx *ctx, pid_t launcher, int ready_w, int 
 		launcher_gone = 1;
 		outer_exit(ctx, SETUP_FAILED_EXIT);
 	}
+	/* The cgroup is made here, with the launcher's ids, not by the
+	 * launcher: from now on whoever dies first, one of us removes it. */
+	if ((r = cgroup_create(ctx->spec, launcher, &ctx->cg)) < 0)
+		outer_fail(ctx, r);
+	if ((r = cgroup_send(started_w, &ctx->cg)) < 0) {
+		launcher_gone = 1;
+		outer_exit(ctx, SETUP_FAILED_EXIT);
+	}
 	if (unshare(CLONE_NEWNS | (ctx->userns ? CLONE_NEWUSER : 0)) < 0) {
 		int e = errno;
 		serr(e, "unshare", ctx->userns ? "user and mount namespaces" : "mount namespace",
 		     ctx->userns ? "user namespaces may be disabled: check /proc/sys/user/max_user_namespaces"
 				   " and /proc/sys/kernel/unprivileged_userns_clone"
 				 : NULL);
-		report_failure(ctx, -e);
+		outer_fail(ctx, -e);
 	}
 	/* Tell the launcher we have a user namespace to map, wait for it. */
 	if (write(ready_w, &c, 1) != 1 || read(go_r, &c, 1) != 1) {
@@ -267,7 +285,7 @@ static void outer_main(struct launch_ctx *ctx, pid_t launcher, int ready_w, int 
 	close(go_r);
 	int fusefd = fs_open_device();
 	if (fusefd < 0)
-		report_failure(ctx, fusefd);
+		outer_fail(ctx, fusefd);
 	/* Mapping ids does not change ours: root's kernel uid 0 is not the
 	 * new namespace's 0 unless the map says so, so become that 0 (a
 	 * no-op for a rootless caller mapped to it). That resets the death
@@ -275,12 +293,12 @@ static void outer_main(struct launch_ctx *ctx, pid_t launcher, int ready_w, int 
 	if (ctx->userns) {
 		if (ctx->setgroups_ok && setgroups(0, NULL) < 0) {
 			serr(errno, "clear supplementary groups", NULL, "in the new user namespace");
-			report_failure(ctx, -errno);
+			outer_fail(ctx, -errno);
 		}
 		if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0) {
 			serr(errno, "become root in", "the user namespace",
 			     "--uidmap and --gidmap must map id 0 of the container");
-			report_failure(ctx, -errno);
+			outer_fail(ctx, -errno);
 		}
 		prctl(PR_SET_PDEATHSIG, LAUNCHER_GONE_SIGNAL);
 		if (getppid() != launcher) {
@@ -291,10 +309,10 @@ static void outer_main(struct launch_ctx *ctx, pid_t launcher, int ready_w, int 
 
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
 		serr(errno, "make private", "/", "in the launcher's mount namespace");
-		report_failure(ctx, -errno);
+		outer_fail(ctx, -errno);
 	}
 	if ((r = fs_mount(ctx, fusefd, &daemon, &daemon_pidfd)) < 0)
-		report_failure(ctx, r);
+		outer_fail(ctx, r);
 	if (launcher_gone) {
 		r = -ECANCELED;
 		goto fail;
@@ -349,9 +367,7 @@ static void outer_main(struct launch_ctx *ctx, pid_t launcher, int ready_w, int 
 	outer_exit(ctx, status_to_exit_code(st));
 fail:
 	fs_unmount(ctx, daemon, daemon_pidfd);
-	if (launcher_gone)
-		outer_exit(ctx, SETUP_FAILED_EXIT);
-	report_failure(ctx, r);
+	outer_fail(ctx, r);
 }
 
 int strata_launch(const struct strata_launch_spec *spec)
@@ -370,8 +386,6 @@ int strata_launch(const struct strata_launch_spec *spec)
 		goto out;
 	ctx.userns = geteuid() != 0 || spec->n_uidmap || spec->n_gidmap;
 	ctx.setgroups_ok = !ctx.userns || geteuid() == 0 || spec->n_gidmap;
-	if ((r = cgroup_create(spec, &ctx.cg)) < 0)
-		goto out;
 	if (pipe2(errp, O_CLOEXEC) < 0 || pipe2(ready, O_CLOEXEC) < 0 || pipe2(go, O_CLOEXEC) < 0 ||
 	    pipe2(startp, O_CLOEXEC) < 0) {
 		r = -errno;
@@ -397,7 +411,6 @@ int strata_launch(const struct strata_launch_spec *spec)
 		close(startp[0]);
 		outer_main(&ctx, self, ready[1], go[0], startp[1]);
 	}
-	cgroup_close_fds(&ctx.cg);
 	close(take_fd(&startp[1]));
 	close(take_fd(&errp[1]));
 	ctx.errfd = -1;
@@ -406,6 +419,9 @@ int strata_launch(const struct strata_launch_spec *spec)
 	close(take_fd(&ready[1]));
 	close(take_fd(&go[0]));
 
+	/* outer's cgroup (EOF: it failed before, and removed what it made) */
+	if (cgroup_recv(startp[0], &ctx.cg) < 0)
+		memset(&ctx.cg, 0, sizeof ctx.cg);
 	char c;
 	if (read(ready[0], &c, 1) == 1) {
 		if (ctx.userns && (r = idmap_setup(&ctx, outer)) < 0) {
