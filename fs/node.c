@@ -271,7 +271,9 @@ void node_mark_deleted(struct node *n)
 	n->deleted = true;
 	if (n->hashed)
 		node_hash_del(n);
-	ctab_del(n);
+	/* it stays in the (parent, name) table, which lookups skip it in,
+	 * until freed: the kernel may hold it to the end (its FORGET lost at
+	 * unmount), and then it is still reachable, not a leak */
 	pthread_mutex_unlock(&SFS->table_lock);
 }
 
