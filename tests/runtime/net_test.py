@@ -144,6 +144,39 @@ def t_two_ports_udp_and_all_addresses(e):
     expect(helpers and gone(helpers), f"{e.helper} {helpers} not seen, or left after the container")
 
 
+def t_udp(e):
+    """A published udp port: a datagram sent to 127.0.0.1:HOSTPORT reaches
+    a receiver in the container (the host's python, bound in read-only:
+    busybox has no udp server)."""
+    port = free_port()
+    d = e.shared_dir()
+    args, _ = e.base()
+    binds = []
+    for host in ("/usr", "/lib", "/lib64"):
+        if os.path.exists(host):
+            binds += ["--bind", f"{os.path.realpath(host)}:{host}:ro"]
+    recv = ("import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', 9000)); "
+            "open('/data/ready', 'w').close(); data, _ = s.recvfrom(100); "
+            "open('/data/udp.tmp', 'wb').write(data); __import__('os').rename('/data/udp.tmp', '/data/udp')")
+    p = e.popen(args + binds + ["--bind", f"{d}:/data", "-p", f"127.0.0.1:{port}:9000/udp", "--",
+                                "/usr/bin/python3", "-c", recv])
+    try:
+        lt.wait_for(os.path.join(d, "ready"), p)
+        end = time.time() + 30 * SCALE
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            # udp may drop a datagram: send until one arrives
+            while not os.path.exists(os.path.join(d, "udp")) and time.time() < end and p.poll() is None:
+                s.sendto(b"datagram", ("127.0.0.1", port))
+                time.sleep(0.1)
+        expect(os.path.exists(os.path.join(d, "udp")), f"no datagram reached the container: {p.poll()}")
+        with open(os.path.join(d, "udp"), "rb") as f:
+            expect(f.read() == b"datagram", "the datagram changed on the way")
+        p.communicate(timeout=60 * SCALE)
+        expect(p.returncode == 0, f"receiver exit {p.returncode}")
+    finally:
+        stop(e, p, "udp")
+
+
 def t_launcher_killed(e):
     """SIGKILL of the launcher: pasta goes with it (its death signal)."""
     port = free_port()
@@ -211,7 +244,7 @@ def check(e):
 
 
 GROUPS = {"net": [t_publish_httpd, t_root_with_idmap, t_private_network, t_two_ports_udp_and_all_addresses,
-                  t_launcher_killed, t_errors]}
+                  t_udp, t_launcher_killed, t_errors]}
 GROUPS["slirp"] = GROUPS["net"]
 
 
