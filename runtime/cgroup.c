@@ -495,14 +495,28 @@ static int create_v2(const struct strata_launch_spec *s, const char *name, bool 
 	 * that, and says so here. */
 	const char *want[] = { (l->memory || l->memory_swap) ? "+memory" : NULL,
 			       (l->cpu_quota_us || l->cpu_shares) ? "+cpu" : NULL, l->pids ? "+pids" : NULL };
+	char enabled[512] = "", path[PATH_MAX];
+	snprintf(path, sizeof path, "%s/cgroup.subtree_control", parent);
+	FILE *f = fopen(path, "re");
+	if (f) {
+		if (!fgets(enabled, sizeof enabled, f))
+			enabled[0] = '\0';
+		fclose(f);
+	}
+	for (char *c = enabled; *c; c++)
+		if (*c == ' ' || *c == '\n')
+			*c = ',';
 	for (size_t i = 0; i < 3; i++) {
-		if (!want[i])
+		/* already enabled: writing again would only risk EBUSY */
+		if (!want[i] || list_has(enabled, want[i] + 1))
 			continue;
 		if ((r = write_file(parent, "cgroup.subtree_control", want[i])) < 0) {
 			serr(r, "enable", want[i] + 1, "in %s/cgroup.subtree_control: %s needs the %s controller "
-			     "delegated to this cgroup%s", parent, any_limit(l), want[i] + 1,
-			     r == -EBUSY ? " (the caller's cgroup holds processes; run it in a cgroup of its own, "
-					   "e.g. systemd-run --scope)" : "");
+			     "for the cgroups beneath the caller's%s", parent, any_limit(l), want[i] + 1,
+			     r == -EBUSY ? " (cgroup v2 enables controllers only below a cgroup without processes "
+					   "of its own: start the launcher in a cgroup whose cgroup.subtree_control "
+					   "already lists it, or from the root cgroup)"
+					 : r == -ENOENT || r == -EINVAL ? " (the controller is not available here)" : "");
 			return r;
 		}
 	}
