@@ -500,23 +500,34 @@ static int parse_reg_opts(int argc, char **argv, const char *flags, int maxargs,
 	return 0;
 }
 
-/* Where login and logout keep credentials when neither --authfile nor
- * REGISTRY_AUTH_FILE says: skopeo's default for root and for users with a
- * runtime directory; without one (a plain su or ssh session with no
- * systemd login) skopeo would try /run/containers/UID, which users cannot
- * create, so ~/.config/containers/auth.json, which skopeo also reads. */
-static char *default_authfile(void)
+/* The auth file to hand skopeo when neither --authfile nor
+ * REGISTRY_AUTH_FILE names one: none (skopeo's default) for root and for
+ * users with a runtime directory. Without one (su, ssh without a systemd
+ * login) skopeo looks in /run/containers/UID, which users cannot create and,
+ * once root's podman has made /run/containers, cannot even look into: then
+ * ~/.config/containers/auth.json, which login writes (for_login) and
+ * skopeo reads anyway, or docker's ~/.docker/config.json when only that
+ * one exists. A file that does not exist reads as no credentials. */
+static char *default_authfile(bool for_login)
 {
 	const char *xdg = getenv("XDG_RUNTIME_DIR"), *home = getenv("HOME");
 	if (geteuid() == 0 || (xdg && *xdg) || getenv("REGISTRY_AUTH_FILE") || !home || !*home)
 		return NULL;
-	char *dir, *file;
+	char *dir, *file = NULL, *docker = NULL;
 	if (asprintf(&dir, "%s/.config/containers", home) < 0)
 		return NULL;
-	mkdir_p(dir, 0700);
+	if (for_login)
+		mkdir_p(dir, 0700);
 	if (asprintf(&file, "%s/auth.json", dir) < 0)
 		file = NULL;
 	free(dir);
+	if (file && !for_login && access(file, F_OK) < 0 && asprintf(&docker, "%s/.docker/config.json", home) >= 0) {
+		if (access(docker, F_OK) == 0) {
+			free(file);
+			return docker;
+		}
+		free(docker);
+	}
 	return file;
 }
 
@@ -573,8 +584,8 @@ int cmd_pull(const char *root, int argc, char **argv)
 	if (!show)
 		args[n++] = "--quiet";
 	args[n++] = tls;
-	_cleanup_free_ char *af = NULL;
-	if (o.authfile && asprintf(&af, "--src-authfile=%s", o.authfile) >= 0)
+	_cleanup_free_ char *af = NULL, *def = o.authfile ? NULL : default_authfile(false);
+	if ((o.authfile || def) && asprintf(&af, "--src-authfile=%s", o.authfile ? o.authfile : def) >= 0)
 		args[n++] = af;
 	args[n++] = src;
 	args[n++] = dest;
@@ -631,7 +642,7 @@ int cmd_push(const char *root, int argc, char **argv)
 		return r;
 	char digest[DIGEST_BUF], tmpname[64] = "";
 	_cleanup_close_ int tfd = -1;
-	_cleanup_free_ char *full = NULL, *af = NULL, *df = NULL, *repo = NULL;
+	_cleanup_free_ char *full = NULL, *af = NULL, *df = NULL, *repo = NULL, *def = NULL;
 	if ((r = store_resolve(&s, image, digest)) < 0)
 		goto out;
 	if (o.nargs == 1) {
@@ -689,7 +700,8 @@ int cmd_push(const char *root, int argc, char **argv)
 	if (!show)
 		args[n++] = "--quiet";
 	args[n++] = tls;
-	if (o.authfile && asprintf(&af, "--dest-authfile=%s", o.authfile) >= 0)
+	def = o.authfile ? NULL : default_authfile(false);
+	if ((o.authfile || def) && asprintf(&af, "--dest-authfile=%s", o.authfile ? o.authfile : def) >= 0)
 		args[n++] = af;
 	if (asprintf(&df, "--digestfile=%s", dfile) < 0) {
 		r = -ENOMEM;
@@ -755,7 +767,7 @@ static int login_logout(bool login, int argc, char **argv)
 			return 2;
 		}
 	}
-	_cleanup_free_ char *def = o.authfile ? NULL : default_authfile(), *af = NULL;
+	_cleanup_free_ char *def = o.authfile ? NULL : default_authfile(true), *af = NULL;
 	const char *authfile = o.authfile ? o.authfile : def;
 	char *args[12];
 	char tls[64];

@@ -9,6 +9,7 @@ whole state in the test's directory) pulls and runs what strata pushed, and
 strata pulls and runs what podman pushed.
 
 usage: test_registry.py STRATA [--user] [TEST...]"""
+import base64
 import ctypes
 import json
 import os
@@ -359,6 +360,14 @@ def test_login(env):
         check('strata login' in r.err, 'pull after logout needs a login again: %r' % r.err)
         r = env.run('logout', reg.host, ok=False)
         check('not logged in' in r.err, 'a second logout says so: %r' % r.err)
+        if env.user:
+            # Credentials docker keeps serve when strata has none of its own.
+            os.unlink(authfile)
+            os.makedirs(env.path('.docker'))
+            with open(env.path('.docker', 'config.json'), 'w') as f:
+                json.dump({'auths': {reg.host: {'auth': base64.b64encode(b'alice:s3cret').decode()}}}, f)
+            env.give()
+            check(env.run('pull', '--tls-verify=false', out).out.strip() == cid, 'pull with ~/.docker/config.json')
         tmp_empty(env)
 
 
