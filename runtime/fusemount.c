@@ -1,6 +1,6 @@
-/* The merged view, in the outer mount namespace: the launcher opens
- * /dev/fuse and mounts it itself, so the mount is live before the daemon
- * starts; the daemon (strata-fs, or anything with fuse-overlayfs's command
+/* The merged view, made by the outer process: it opens /dev/fuse and
+ * makes the (detached) mount itself, so the mount is live before the
+ * daemon starts; the daemon (strata-fs, or anything with fuse-overlayfs's command
  * line) is its direct child and serves the already-mounted fd given as
  * /dev/fd/N. That keeps the daemon waitable by pid, and it never runs in
  * the container's own mount namespace. */

@@ -3,11 +3,14 @@
  *
  * Process tree (docs/architecture.md, "strata-run"):
  *   launcher  host namespaces; writes the id maps, forwards signals
- *   outer     new user (rootless) + mount ns: mounts FUSE, runs the daemon,
- *             unmounts and reaps it at the end
+ *   outer     makes the cgroup, then new user (rootless) + mount ns: makes
+ *             the merged view (a detached FUSE mount), runs the daemon,
+ *             waits for the daemon's exit at the end; survives a killed
+ *             launcher long enough to stop and clean up everything
  *   daemon    strata-fs -f ... /dev/fd/N, in the outer mount ns
- *   init      pid 1 of new pid/mount/uts/ipc[/net] ns: builds the root,
- *             pivots, reaps, forwards signals
+ *   init      joins the cgroup; pid 1 of new pid/mount/uts/ipc[/net] ns:
+ *             attaches the merged view, builds the root, pivots, reaps,
+ *             forwards signals
  *   command   the user's process (pid 2)
  */
 #ifndef STRATA_RUNTIME_INTERNAL_H
