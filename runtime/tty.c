@@ -156,7 +156,7 @@ int tty_attach(int ctl, bool chown_to, uid_t uid)
 
 struct relay {
 	int master;             /* -1 until the command sends it */
-	bool interactive, tty;
+	bool interactive;
 	bool in_eof, out_broken;
 	char inbuf[4096];
 	size_t inlen, inoff;
@@ -224,12 +224,14 @@ static void write_all(struct relay *rl, int fd, const char *p, size_t n)
 	}
 }
 
-/* Returns false once the master has nothing more to give. */
-static bool relay_output(struct relay *rl)
+/* Returns false once the master has nothing more to give. Unless told
+ * to drain it, a few reads at a time: a command that never stops writing
+ * must not keep the loop from its signals. */
+static bool relay_output(struct relay *rl, bool drain)
 {
 	char buf[16384];
 
-	for (;;) {
+	for (int i = 0; drain || i < 8; i++) {
 		ssize_t n = read(rl->master, buf, sizeof buf);
 		if (n > 0) {
 			write_all(rl, 1, buf, (size_t)n);
@@ -239,6 +241,7 @@ static bool relay_output(struct relay *rl)
 			continue;
 		return n < 0 && errno == EAGAIN;
 	}
+	return true;
 }
 
 static void relay_input(struct relay *rl)
@@ -315,7 +318,7 @@ static bool relay_log(struct session *ss)
 
 int session_run(struct session *ss, pid_t child, int *status)
 {
-	struct relay rl = { .master = -1, .rawfd = -1, .interactive = ss->interactive, .tty = ss->tty };
+	struct relay rl = { .master = -1, .rawfd = -1, .interactive = ss->interactive };
 	sigset_t set, pipeset, oldset;
 	int r = 0;
 	bool pipe_pending;
@@ -438,14 +441,14 @@ int session_run(struct session *ss, pid_t child, int *status)
 			if (pf[i_out].revents & POLLOUT)
 				relay_input(&rl);
 			/* EIO: every slave is closed, the command is gone */
-			if (!relay_output(&rl))
+			if (!relay_output(&rl, false))
 				close(take_fd(&rl.master));
 		}
 		if (i_in >= 0 && pf[i_in].revents)
 			relay_input(&rl);
 	}
 	if (rl.master >= 0)
-		relay_output(&rl);
+		relay_output(&rl, true);
 	goto out;
 fail:
 	/* Through init, if we know it: the processes above it then end
