@@ -122,7 +122,8 @@ def read(path):
 # -- root --------------------------------------------------------------------
 def t_oom_kill(e):
     args, _ = e.base()
-    rc, out, err = e.run(args + ["--memory", "32m", "--", "sh", "-c",
+    name = f"oom-{os.getpid()}"
+    rc, out, err = e.run(args + ["--memory", "32m", "--cgroup-name", name, "--", "sh", "-c",
                                  "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived"],
                          timeout=120 * SCALE)
     expect(rc == 137 and "survived" not in out, f"beyond --memory 32m: rc {rc} out {out!r} err {err!r}")
@@ -130,8 +131,8 @@ def t_oom_kill(e):
     rc, out, err = e.run(args + ["--memory", "64m", "--", "sh", "-c",
                                  "x=$(head -c 1000000 /dev/zero | tr '\\0' a); echo survived"])
     expect(rc == 0 and out == "survived\n", f"within --memory: rc {rc} out {out!r} err {err!r}")
-    left = leftover_cgroups({f"strata-{os.getpid()}"})
-    expect(not left, f"cgroups left: {left}")
+    left = leftover_cgroups({name})
+    expect(not left, f"cgroups left after the OOM kill: {left}")
 
 
 def t_pids_limit(e):
