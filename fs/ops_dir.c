@@ -174,8 +174,20 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, b
 						       (off_t)d->cookie);
 			continue;
 		}
-		if (lookup_name(dir, name, &res) < 0)
+		int lr = lookup_name(dir, name, &res);
+		if (lr == -ENOENT)
 			continue;  /* gone since the listing was taken */
+		if (lr < 0) {
+			/* listed all the same, without attributes, as kernel
+			 * overlayfs lists it: its lookup answers the error (a
+			 * redirect not to follow, a malformed one, EMFILE) */
+			memset(&e, 0, sizeof e);
+			e.attr.st_ino = d->ino;
+			e.attr.st_mode = d->type;
+			used += fuse_add_direntry_plus(req, buf + used, size - used, name, &e,
+						       (off_t)d->cookie);
+			continue;
+		}
 		struct stat cst = res.st;
 		struct node *c = node_from_lookup(dir, name, &res);
 		if (!c)
