@@ -13,6 +13,7 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 
 void report_failure(const struct launch_ctx *ctx, int err)
@@ -146,14 +147,15 @@ static void apply_rlimits(const struct launch_ctx *ctx)
 #define LAUNCHER_GONE_SIGNAL (SIGRTMIN + 4)
 
 static volatile sig_atomic_t launcher_gone;
-static volatile sig_atomic_t outer_init_pid;
+/* a pidfd, not a pid: init may be reaped by then and its pid reused */
+static volatile sig_atomic_t outer_init_pidfd = -1;
 
 static void on_launcher_gone(int sig)
 {
 	(void)sig;
 	launcher_gone = 1;
-	if (outer_init_pid > 0)
-		kill((pid_t)outer_init_pid, SIGKILL);
+	if (outer_init_pidfd >= 0)
+		syscall(SYS_pidfd_send_signal, (int)outer_init_pidfd, SIGKILL, NULL, 0);
 }
 
 /* pid 1 of the container: join the cgroup (before anything else, so every
@@ -341,7 +343,8 @@ static void outer_main(struct launch_ctx *ctx, pid_t launcher, int ready_w, int 
 		close(started_w);
 		init_main(ctx, joined[1]);
 	}
-	outer_init_pid = init;
+	/* not reaped before supervise(), so the pid is still init's */
+	outer_init_pidfd = (int)syscall(SYS_pidfd_open, init, 0);
 	if (launcher_gone)
 		kill(init, SIGKILL);
 	close(joined[1]);
