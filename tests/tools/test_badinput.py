@@ -349,7 +349,8 @@ def test_slow_input(env):
 def test_full_store(env):
     """A store on a full filesystem: the error says the store's filesystem is
     full and where, not that the archive is corrupt. The store is a 2 MiB
-    tmpfs mounted in a mount namespace of the test's own (unshare -m)."""
+    tmpfs (then one with room for 100 inodes) mounted in a mount namespace
+    of the test's own (unshare -m)."""
     if not shutil.which('unshare'):
         raise Skip('no unshare')
     data = os.urandom(3 << 20)
@@ -358,19 +359,25 @@ def test_full_store(env):
         with open(env.path(name), 'wb') as f:
             f.write(blob)
     oci_layout(env.path('x'), [(tar, 'gzip')])
+    many = make_tar([entry('d', 'dir')] + [entry('d/f%d' % i, data=b'x') for i in range(300)])
+    with open(env.path('many.tar'), 'wb') as f:
+        f.write(many)
     env.give()
     os.makedirs(env.store, exist_ok=True)
     owner = '%d:%d' % ((env.pw.pw_uid, env.pw.pw_gid) if env.user else (0, 0))
 
-    def in_small_store(argv):
-        # The mount lives as long as this namespace: the command, then a
-        # listing of what it left in tmp/.
-        script = ('mount -t tmpfs -o size=2m,mode=0700 strata-test-full "$0" && chown %s "$0" && '
-                  '"$@"; rc=$?; ls -A "$0/tmp"; exit $rc' % owner)
-        return ['unshare', '-m', '--propagation', 'private', 'sh', '-c', script, env.store] + argv
+    def small_store(opts):
+        def wrap(argv):
+            # The mount lives as long as this namespace: the command, then
+            # a listing of what it left in tmp/.
+            script = ('mount -t tmpfs -o %s,mode=0700 strata-test-full "$0" && chown %s "$0" && '
+                      '"$@"; rc=$?; ls -A "$0/tmp"; exit $rc' % (opts, owner))
+            return ['unshare', '-m', '--propagation', 'private', 'sh', '-c', script, env.store] + argv
+        return wrap
 
-    for src in ('rootfs:' + env.path('big.tar'), 'rootfs:' + env.path('big.tar.gz'), 'oci:' + env.path('x')):
-        r = env.run('import', src, 'big:1', ok=False, wrap=in_small_store)
+    for src, opts in (('rootfs:' + env.path('big.tar'), 'size=2m'), ('rootfs:' + env.path('big.tar.gz'), 'size=2m'),
+                      ('oci:' + env.path('x'), 'size=2m'), ('rootfs:' + env.path('many.tar'), 'size=64m,nr_inodes=100')):
+        r = env.run('import', src, 'big:1', ok=False, wrap=small_store(opts))
         check('truncated or corrupt' not in r.err, 'a full store is not a corrupt archive: ' + r.err.strip())
         check('No space left on device' in r.err and "store's filesystem is full" in r.err,
               'says the store is full: ' + r.err.strip())
