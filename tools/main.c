@@ -177,7 +177,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	if (!strcmp(argv[i], "help")) {
-		if (i + 1 >= argc) {
+		if (i + 1 >= argc || !strcmp(argv[i + 1], "--help")) {
 			usage(stdout);
 			return 0;
 		}

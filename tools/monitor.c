@@ -55,9 +55,17 @@ static void tell(struct monitor *m, char what, int value)
 	if (m->notify < 0)
 		return;
 	int n = snprintf(buf, sizeof buf, "%c%d\n", what, value);
+	/* A CLI that is gone must not kill us with SIGPIPE; the disposition
+	 * stays the default, which the container's processes inherit. */
+	sigset_t pipe, old;
+	sigemptyset(&pipe);
+	sigaddset(&pipe, SIGPIPE);
+	sigprocmask(SIG_BLOCK, &pipe, &old);
 	if (write(m->notify, buf, (size_t)n) != n) {
-		/* the CLI is gone: nobody to tell */
+		const struct timespec zero = { 0, 0 };
+		sigtimedwait(&pipe, NULL, &zero);
 	}
+	sigprocmask(SIG_SETMASK, &old, NULL);
 	close(m->notify);
 	m->notify = -1;
 }
@@ -388,12 +396,11 @@ static void monitor_child(struct ctr *c, struct ctr_spec *sp, int notify)
 	if (null < 0 || pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0)
 		_exit(EXIT_STRATA);
 	dup2(null, 0);
-	signal(SIGPIPE, SIG_IGN);
-	signal(SIGHUP, SIG_IGN);
 	pid_t logger = fork();
 	if (logger < 0)
 		_exit(EXIT_STRATA);
 	if (logger == 0) {
+		signal(SIGPIPE, SIG_IGN);
 		close(notify);
 		close(out[1]);
 		close(err[1]);

@@ -342,3 +342,32 @@ def main(tests, argv=None):
 
 class Skip(Exception):
     pass
+
+
+def dev_wrap(env, tun=False):
+    """How to run strata so that it can open /dev/fuse (and, with tun, the
+    /dev/net/tun a rootless private network needs): as --user, where the
+    host's nodes are root-only, private 0666 nodes bound over them in a
+    mount namespace of the test's own. None when nothing is needed."""
+    fs = os.path.join(os.path.dirname(env.strata), '..', 'fs', 'strata-fs')
+    if not os.path.exists(fs) and not os.environ.get('STRATA_FS'):
+        raise Skip('strata-fs is not built next to strata (%s)' % fs)
+    if not env.user:
+        return None
+    nodes = []
+    for dev, want in (('/dev/fuse', True), ('/dev/net/tun', tun)):
+        if not want or not os.path.exists(dev):
+            continue
+        usable = subprocess.run(env.wrap(['sh', '-c', 'exec 3<>' + dev]), stderr=subprocess.DEVNULL).returncode == 0
+        if not usable:
+            nodes.append(dev)
+    if not nodes:
+        return None
+    d = tempfile.mkdtemp(prefix='devs-', dir=env.dir)
+    steps = ['mount -t tmpfs -o mode=755 strata-test-dev "$0"']
+    for i, dev in enumerate(nodes):
+        rdev = os.stat(dev).st_rdev
+        steps.append('mknod -m 666 "$0/n%d" c %d %d && mount --bind "$0/n%d" %s'
+                     % (i, os.major(rdev), os.minor(rdev), i, dev))
+    script = ' && '.join(steps) + ' && exec "$@"'
+    return lambda argv: ['unshare', '-m', '--propagation', 'private', 'sh', '-c', script, d] + argv
