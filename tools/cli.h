@@ -68,6 +68,18 @@ void image_ref_free(struct image_ref *r);
 char *image_ref_full(const struct image_ref *r);      /* docker.io/library/busybox:latest */
 char *image_ref_familiar(const struct image_ref *r);  /* busybox:latest */
 
+/* Pull a registry reference into the open store, named as docker shows it
+ * (busybox:latest, 127.0.0.1:5000/x:1, x@sha256:...); digest (DIGEST_BUF
+ * bytes) gets the image ID. As image_import, the store lock is given up
+ * meanwhile and held exclusively again on success. Reports its errors;
+ * -EINTR when a signal ended skopeo. */
+struct pull_opts {
+	bool tls_verify;        /* false: plain HTTP or an untrusted certificate */
+	bool quiet;             /* no progress even on a terminal */
+	const char *authfile;   /* NULL: skopeo's, or login's */
+};
+int registry_pull(struct store *s, const char *ref, const struct pull_opts *po, char *digest);
+
 /* Print a JSON value to stdout, indented. */
 void print_json(json_t *j);
 /* "12.3MB"-style size. */

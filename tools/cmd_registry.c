@@ -540,52 +540,37 @@ static const char *tls_arg(const char *which, bool verify)
 
 /* --- pull --- */
 
-int cmd_pull(const char *root, int argc, char **argv)
+int registry_pull(struct store *s, const char *text, const struct pull_opts *po, char *digest)
 {
-	struct reg_opts o;
 	struct image_ref ref;
-	if (parse_reg_opts(argc, argv, "tqa", 1, &o) < 0 || o.nargs != 1) {
-		if (o.nargs != 1)
-			susage("usage: strata pull [--tls-verify=false] [-q] [--authfile FILE] NAME[:TAG|@sha256:DIGEST]");
-		return 2;
-	}
-	if (image_ref_parse(o.args[0], &ref) < 0)
-		return 2;
+	if (image_ref_parse(text, &ref) < 0)
+		return -EINVAL;
 	_cleanup_free_ char *full = image_ref_full(&ref), *local = image_ref_familiar(&ref);
 	image_ref_free(&ref);
 	if (!full || !local)
 		return -ENOMEM;
-	/* No store lock while skopeo downloads, which takes as long as the
-	 * network does: work in tmp/ is this process's own (flocked), safe
-	 * from cleaners, and import takes the write lock to commit. */
-	struct store s;
-	int r = store_open(&s, root, false);
-	if (r < 0)
-		return r;
 	char tmpname[64];
-	_cleanup_close_ int tfd = store_mktemp(&s, tmpname);
+	_cleanup_close_ int tfd = store_mktemp(s, tmpname);
 	if (tfd < 0) {
-		r = tfd;
-		serr(r, "pull: create a temporary directory in", s.root, "check free space and permissions of the store");
-		store_close(&s);
-		return r;
+		serr(tfd, "pull: create a temporary directory in", s->root, "check free space and permissions of the store");
+		return tfd;
 	}
 	char layout[PATH_MAX], dest[PATH_MAX + 16], src[600], tls[64];
-	snprintf(layout, sizeof layout, "%s/%s/oci", s.root, tmpname);
+	snprintf(layout, sizeof layout, "%s/%s/oci", s->root, tmpname);
 	snprintf(dest, sizeof dest, "oci:%s:pulled", layout);
 	snprintf(src, sizeof src, "docker://%s", full);
-	snprintf(tls, sizeof tls, "%s", tls_arg("src-", o.tls_verify));
+	snprintf(tls, sizeof tls, "%s", tls_arg("src-", po->tls_verify));
 	char *args[12];
 	int n = 0;
 	args[n++] = "skopeo";
 	args[n++] = "copy";
 	/* Progress bars when a person watches stderr; nothing for scripts. */
-	bool show = !o.quiet && isatty(STDERR_FILENO);
+	bool show = !po->quiet && isatty(STDERR_FILENO);
 	if (!show)
 		args[n++] = "--quiet";
 	args[n++] = tls;
-	_cleanup_free_ char *af = NULL, *def = o.authfile ? NULL : default_authfile(false);
-	if ((o.authfile || def) && asprintf(&af, "--src-authfile=%s", o.authfile ? o.authfile : def) >= 0)
+	_cleanup_free_ char *af = NULL, *def = po->authfile ? NULL : default_authfile(false);
+	if ((po->authfile || def) && asprintf(&af, "--src-authfile=%s", po->authfile ? po->authfile : def) >= 0)
 		args[n++] = af;
 	args[n++] = src;
 	args[n++] = dest;
@@ -593,18 +578,40 @@ int cmd_pull(const char *root, int argc, char **argv)
 	struct skopeo_opts so = { .stdout_to_stderr = true, .op = "pull", .target = src };
 	if (show)
 		fprintf(stderr, "Pulling %s\n", full);
-	store_unlock(&s);
-	r = run_skopeo(args, &so);
+	/* No store lock while skopeo downloads, which takes as long as the
+	 * network does: work in tmp/ is this process's own (flocked), safe
+	 * from cleaners, and import takes the write lock to commit. */
+	store_unlock(s);
+	int r = run_skopeo(args, &so);
 	if (r == 0) {
 		struct spec sp = { .kind = SPEC_OCI, .path = layout, .ref = "pulled" };
-		char digest[DIGEST_BUF];
-		if ((r = image_import(&s, &sp, local, digest)) == 0) {
-			if (show)
-				fprintf(stderr, "Pulled %s as %s\n", full, local);
-			printf("%s\n", digest);
-		}
+		if ((r = image_import(s, &sp, local, digest)) == 0 && show)
+			fprintf(stderr, "Pulled %s as %s\n", full, local);
 	}
-	rm_rf_at(s.fd, tmpname);
+	rm_rf_at(s->fd, tmpname);
+	return r;
+}
+
+int cmd_pull(const char *root, int argc, char **argv)
+{
+	struct reg_opts o;
+	if (parse_reg_opts(argc, argv, "tqa", 1, &o) < 0 || o.nargs != 1) {
+		if (o.nargs != 1)
+			susage("usage: strata pull [--tls-verify=false] [-q] [--authfile FILE] NAME[:TAG|@sha256:DIGEST]");
+		return 2;
+	}
+	struct image_ref ref;
+	if (image_ref_parse(o.args[0], &ref) < 0)
+		return 2;
+	image_ref_free(&ref);
+	struct store s;
+	int r = store_open(&s, root, false);
+	if (r < 0)
+		return r;
+	struct pull_opts po = { .tls_verify = o.tls_verify, .quiet = o.quiet, .authfile = o.authfile };
+	char digest[DIGEST_BUF];
+	if ((r = registry_pull(&s, o.args[0], &po, digest)) == 0)
+		printf("%s\n", digest);
 	store_close(&s);
 	return r == -EINTR ? 130 : r;
 }
