@@ -614,8 +614,8 @@ static void unlock2(struct node *a, struct node *b)
 
 /* A directory about to move: where its lower layers hold it now (pinned,
  * installed once the move is done: its name no longer leads there); its
- * upper gets the redirect that finds them at the next mount, as kernel
- * overlayfs's ovl_set_redirect() writes it. */
+ * upper gets the redirect that finds them at the next mount, built as
+ * kernel overlayfs's ovl_set_redirect() builds an absolute one. */
 struct dir_move {
 	bool lower;              /* it has lower layers */
 	struct lower_at *lat;
@@ -642,10 +642,10 @@ static bool dir_has_lower(struct node *n)
 }
 
 /* Prepare directory n, NAME in upper directory ufd, to move (SAMEDIR:
- * within its parent): a redirect written where it has lower layers, a bare
- * name within one directory and an absolute path otherwise (one it has is
- * kept where it still holds). -EXDEV where it may not get one
- * (redirect_dir other than on, an upper without xattrs, a path too long). */
+ * within its parent): a redirect written where it has lower layers (one it
+ * has is kept where it still holds: an absolute one, or a bare name within
+ * one directory). -EXDEV where it may not get one (redirect_dir other than
+ * on, an upper without xattrs, a path too long). */
 static int dir_move_prepare(struct node *n, int ufd, const char *name, bool samedir,
 			    struct dir_move *m)
 {
@@ -663,11 +663,10 @@ static int dir_move_prepare(struct node *n, int ufd, const char *name, bool same
 	pthread_mutex_unlock(&SFS->table_lock);
 	if (keep)
 		return 0;
+	/* absolute even within one directory, where kernel overlayfs writes a
+	 * bare name (lookups follow both): what the layer export reads */
 	char *red = NULL;
-	if (samedir)
-		r = (red = strdup(name)) ? 0 : -ENOMEM;
-	else
-		r = node_redirect_path(n, &red);
+	r = node_redirect_path(n, &red);
 	if (r == 0 && strlen(red) > REDIRECT_MAX)
 		r = -EXDEV;
 	/* the upper refusing it is EXDEV too: mv copies instead */
