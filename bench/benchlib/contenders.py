@@ -17,6 +17,8 @@ MOUNT_TIMEOUT = 20.0
 class Instance:
     """One mounted (or copied) view of a fixture, used for one repetition."""
 
+    mount_cpu = (None, None)   # (client, daemon) CPU seconds of mounting
+
     def __init__(self, contender, path, scratch, mount_s=None, daemon=None):
         self.contender = contender
         self.path = path
@@ -129,13 +131,16 @@ class KernelOverlay(Contender):
         scratch, upper, work, mnt = _overlay_dirs(ctx, self.name.replace("/", "_") + "-")
         opts = "lowerdir=%s,upperdir=%s,workdir=%s,%s" % (
             ":".join(fixture.lowers), upper, work, self.extra)
+        c0 = sysutil.thread_cpu_seconds()
         t0 = time.perf_counter()
         try:
             sysutil.mount("overlay", mnt, "overlay", opts, cwd=fixture.root)
         except BenchError:
             shutil.rmtree(scratch, ignore_errors=True)
             raise
-        return Instance(self, mnt, scratch, mount_s=time.perf_counter() - t0)
+        inst = Instance(self, mnt, scratch, mount_s=time.perf_counter() - t0)
+        inst.mount_cpu = (sysutil.thread_cpu_seconds() - c0, None)
+        return inst
 
     def unmount(self, inst):
         sysutil.umount(inst.path)
@@ -160,6 +165,9 @@ class FuseOverlay(Contender):
             return "%s not built yet (no %s)" % (self.name, self.binary)
         if not os.path.exists("/dev/fuse"):
             return "/dev/fuse is missing"
+        if "uring=on" in self.extra and not getattr(ctx, "uring_on", False):
+            return ("the kernel offers no FUSE over io_uring here (%s missing or off)"
+                    % "/sys/module/fuse/parameters/enable_uring")
         fixture = ctx.probe_fixture()
         try:
             inst = self.mount(ctx, fixture)
@@ -170,6 +178,8 @@ class FuseOverlay(Contender):
                                                      inst.path, "listing the test stack"))
         except (OSError, BenchError) as e:
             names = "error %s" % e
+        queues = [t for t in os.listdir("/proc/%d/task" % inst.daemon.pid)
+                  if (sysutil.proc_comm(int(t)) or "").startswith("strata-uring")]
         try:
             self.unmount(inst)
         except BenchError as e:
@@ -177,6 +187,8 @@ class FuseOverlay(Contender):
         if names != fixture.expect_names:
             return ("%s shows %s for a stack that should read %s"
                     % (self.name, names, fixture.expect_names))
+        if "uring=on" in self.extra and not queues:
+            return "%s registered no io_uring queue (it fell back to /dev/fuse)" % self.name
         return None
 
     def mount(self, ctx, fixture, writable=False):
@@ -209,8 +221,11 @@ class FuseOverlay(Contender):
             _stop_daemon(daemon, mnt)
             shutil.rmtree(scratch, ignore_errors=True)
             raise
-        return Instance(self, mnt, scratch, mount_s=time.perf_counter() - t0,
+        inst = Instance(self, mnt, scratch, mount_s=time.perf_counter() - t0,
                         daemon=daemon)
+        # the daemon's CPU until its mount answered: what mounting cost it
+        inst.mount_cpu = (None, sysutil.proc_cpu_seconds(daemon.pid))
+        return inst
 
     def unmount(self, inst):
         try:
@@ -254,62 +269,26 @@ def _stop_daemon(daemon, mnt):
         raise err
 
 
-def all_contenders(builddir):
+def all_contenders(ctx):
+    builddir = ctx.builddir
     strata = os.path.join(builddir, "fs", "strata-fs") if builddir else None
-    return [
-        Plain(),
-        KernelOverlay("kernel", "redirect_dir=on"),
-        # metacopy only changes copy-up, so it runs only there
-        KernelOverlay("kernel-metacopy", "redirect_dir=on,metacopy=on", roles=("copy-up",)),
-        FuseOverlay("fuse-overlayfs", shutil.which("fuse-overlayfs")),
-        FuseOverlay("strata-fs", strata),
-    ]
+    out = [Plain()]
+    if ctx.rootless:
+        # in a user namespace overlayfs takes its xattrs from user.* and
+        # refuses redirect_dir and metacopy
+        out.append(KernelOverlay("kernel", "userxattr"))
+    else:
+        out += [KernelOverlay("kernel", "redirect_dir=on"),
+                # metacopy only changes copy-up, so it runs only there
+                KernelOverlay("kernel-metacopy", "redirect_dir=on,metacopy=on",
+                              roles=("copy-up",))]
+    out.append(FuseOverlay("fuse-overlayfs", shutil.which("fuse-overlayfs")))
+    # The default host: requests through /dev/fuse, whatever enable_uring a
+    # previous run or test left behind (Debian ships it off, and a rootless
+    # user cannot turn it on). --uring adds the io_uring column.
+    out.append(FuseOverlay("strata-fs", strata, "uring=off"))
+    if ctx.args.uring:
+        out.append(FuseOverlay("strata-fs+uring", strata, "uring=on"))
+    return out
 
 
-class Launcher(Contender):
-    """Starts a container running one command; the launcher workload's own
-    contenders, compared with each other rather than with filesystems."""
-    kind = "launcher"
-    roles = ("launcher",)
-
-    def __init__(self, name, binary, make_argv):
-        self.name = name
-        self.binary = binary
-        self.make_argv = make_argv
-
-    def probe(self, ctx):
-        if not self.binary:
-            return "no build directory given (bench/run.sh BUILDDIR)"
-        if not os.access(self.binary, os.X_OK):
-            return "%s not built yet (no %s)" % (self.name, self.binary)
-        return None
-
-    def mount(self, ctx, fixture, writable=False):
-        scratch = tempfile.mkdtemp(prefix=self.name.replace("/", "_") + "-", dir=ctx.scratch)
-        inst = Instance(self, fixture.root, scratch)
-        inst.argv = self.make_argv(ctx, fixture, scratch)
-        return inst
-
-
-def _bwrap_argv(ctx, fixture, scratch):
-    return [shutil.which("bwrap"), "--unshare-all", "--ro-bind", ctx.flat_tree(fixture), "/",
-            "--proc", "/proc", "--dev", "/dev", "/bin/true"]
-
-
-def _strata_run_argv(binary, fs_program):
-    def argv(ctx, fixture, scratch):
-        lowers = ":".join(os.path.realpath(os.path.join(fixture.root, l)) for l in fixture.lowers)
-        return [binary, "--fs-program", fs_program, "--lowerdir", lowers, "--", "/bin/true"]
-    return argv
-
-
-def launchers(builddir):
-    sr = os.path.join(builddir, "runtime", "strata-run") if builddir else None
-    return [
-        Launcher("bwrap", shutil.which("bwrap"), _bwrap_argv),
-        Launcher("strata-run", sr, _strata_run_argv(
-            sr, os.path.join(builddir, "fs", "strata-fs") if builddir else None)),
-        # the same launcher over fuse-overlayfs: separates the launcher's own
-        # cost from its filesystem's start-up
-        Launcher("strata-run+fuse-ovl", sr, _strata_run_argv(sr, shutil.which("fuse-overlayfs"))),
-    ]

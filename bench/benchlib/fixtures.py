@@ -38,8 +38,17 @@ def whiteout(path):
     os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(0, 0))
 
 
+# --rootless: trusted.* is closed to a user namespace; kernel overlayfs
+# (userxattr), strata-fs and fuse-overlayfs all read the user.* names there
+ROOTLESS = False
+
+
 def opaque(path):
-    os.setxattr(path, "trusted.overlay.opaque", b"y")
+    if ROOTLESS:
+        os.setxattr(path, "user.overlay.opaque", b"y")
+        os.setxattr(path, "user.fuseoverlayfs.opaque", b"y")
+    else:
+        os.setxattr(path, "trusted.overlay.opaque", b"y")
 
 
 def write_file(path, size, rng):
@@ -293,3 +302,91 @@ def flatten(ctx, fixture, via, dst):
     finally:
         via.unmount(inst)
     return dst
+
+
+def busybox_tree(dst):
+    """A minimal root filesystem from the host's static busybox: every
+    applet as a symlink, so sh, cat, find, sleep and true exist."""
+    bb = shutil.which("busybox")
+    if not bb:
+        raise sysutil.BenchError("neither a debootstrap rootfs nor busybox to build a runnable "
+                                 "image from (apt-get install busybox-static, or make setup)")
+    for d in ("bin", "etc", "tmp", "proc", "dev", "sys", "root"):
+        os.makedirs(os.path.join(dst, d), exist_ok=True)
+    os.chmod(os.path.join(dst, "tmp"), 0o1777)
+    shutil.copy2(os.path.realpath(bb), os.path.join(dst, "bin", "busybox"))
+    out = subprocess.run([bb, "--list"], stdout=subprocess.PIPE, text=True).stdout.split()
+    for applet in out:
+        if applet != "busybox":
+            os.symlink("busybox", os.path.join(dst, "bin", applet))
+    os.symlink("bin", os.path.join(dst, "sbin"))
+    os.makedirs(os.path.join(dst, "usr"), exist_ok=True)
+    os.symlink("../bin", os.path.join(dst, "usr", "bin"))
+    with open(os.path.join(dst, "etc", "passwd"), "w") as f:
+        f.write("root:x:0:0:root:/root:/bin/sh\n")
+    with open(os.path.join(dst, "etc", "group"), "w") as f:
+        f.write("root:x:0:\n")
+
+
+def runimage(ctx, data_mib):
+    """One layer the containers run from: the debootstrap rootfs (busybox
+    when there is none) plus /data, data_mib MiB of incompressible files in
+    a few directories, which every density container reads, and /ready, where
+    each container says it has. Cached; with --rootless the copy belongs to
+    the user (made by root before the switch)."""
+    base = None if ctx.args.synthetic_base else ensure_rootfs(ctx.cache, ctx.log)
+    kind = "debian" if base else "busybox"
+    d = os.path.join(ctx.cache, "runimage-%s-%dM" % (kind, data_mib))
+    if not os.path.isdir(d):
+        ctx.log("making the container image once: %s base + %d MiB of data (cached in %s)"
+                % (kind, data_mib, d))
+        tmp = d + ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        if base:
+            sysutil.run_setup(["cp", "-a", base, tmp], what="copy the rootfs")
+        else:
+            busybox_tree(tmp)
+        rng = random.Random(4)
+        left, i = data_mib << 20, 0
+        while left > 0:
+            size = min(left, rng.choice([16 << 10, 64 << 10, 256 << 10, 1 << 20]))
+            p = os.path.join(tmp, "data", "d%d" % (i % 8), "f%d" % i)
+            os.makedirs(os.path.dirname(p), exist_ok=True)
+            with open(p, "wb") as f:
+                f.write(os.urandom(size))
+            left -= size
+            i += 1
+        os.makedirs(os.path.join(tmp, "ready"), exist_ok=True)
+        os.rename(tmp, d)
+    root = os.path.join(ctx.scratch, "fx-runimage")
+    os.makedirs(root, exist_ok=True)
+    if not os.path.lexists(os.path.join(root, "0")):
+        os.symlink(d, os.path.join(root, "0"))
+    fx = Fixture("runimage", root, 1, info="%s + %d MiB /data" % (kind, data_mib))
+    fx.data_mib = data_mib
+    return fx
+
+
+def build_context(ctx, nfiles):
+    """A build context of nfiles small files and a multi-step Containerfile:
+    a base image, a RUN that writes files, a COPY of the context, ENV, CMD."""
+    d = os.path.join(ctx.cache, "buildctx-%d" % nfiles)
+    if not os.path.isdir(d):
+        tmp = d + ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        rng = random.Random(5)
+        for i in range(nfiles):
+            p = os.path.join(tmp, "src", "d%d" % (i // 200), "f%d.txt" % i)
+            os.makedirs(os.path.dirname(p), exist_ok=True)
+            with open(p, "wb") as f:
+                f.write(rng.randbytes(rng.choice([100, 500, 2000, 8000])))
+        os.rename(tmp, d)
+    return d
+
+
+CONTAINERFILE = """FROM localhost/bench-img:1
+RUN mkdir -p /gen && i=0 && while [ $i -lt 200 ]; do echo "$i" > /gen/f$i; i=$((i+1)); done
+COPY src/ /app/src/
+ENV APP_HOME=/app
+CMD ["/bin/sh"]
+"""

@@ -12,11 +12,19 @@ import subprocess
 import sys
 import time
 
-ORDER = ["plain", "kernel", "kernel-metacopy", "fuse-overlayfs", "strata-fs", "bwrap", "strata-run",
-         "strata-run+fuse-ovl"]
-SHORT = {"plain": "plain", "kernel": "kernel", "kernel-metacopy": "k-metacopy",
-         "fuse-overlayfs": "fuse-ovl", "strata-fs": "strata-fs", "bwrap": "bwrap",
-         "strata-run": "strata-run", "strata-run+fuse-ovl": "strata-run+fuse-ovl"}
+ORDER = ["plain", "kernel", "kernel-metacopy", "fuse-overlayfs", "strata-fs", "strata-fs+uring",
+         "bwrap", "strata-run", "strata-run+fuse-ovl", "strata", "strata run -d",
+         "podman+strata-fs", "podman+fuse-ovl", "strata build", "podman build+strata-fs",
+         "podman build+fuse-ovl"]
+SHORT = {"kernel-metacopy": "k-metacopy", "fuse-overlayfs": "fuse-ovl", "strata-fs+uring": "s-fs+uring"}
+# groups whose contenders start containers rather than mount trees, and the
+# contender each is compared with
+SPECIAL = {"launcher": "bwrap", "density": "kernel", "build": "podman build+fuse-ovl"}
+FS_CONTENDERS = ("plain", "kernel", "kernel-metacopy", "fuse-overlayfs", "strata-fs", "strata-fs+uring")
+
+
+def short(c):
+    return SHORT.get(c, c)
 RAW_FIELDS = ["group", "workload", "contender", "unit", "rep", "value", "client_cpu_s",
               "daemon_cpu_s", "fixture", "note"]
 SUM_FIELDS = ["group", "workload", "contender", "unit", "n", "median", "min", "max",
@@ -50,7 +58,7 @@ def summarize(rows):
                         errors=len(errs), note=(errs[:1] or notes[-1:] or [""])[0]))
     by = {(s["workload"], s["contender"]): s for s in out}
     for s in out:
-        ref = "bwrap" if s["group"] == "launcher" else "kernel"
+        ref = SPECIAL.get(s["group"], "kernel")
         s["reference"] = ref
         s["ratio_to_reference"] = _ratio(s, by.get((s["workload"], ref)))
         s["ratio_to_fuse_overlayfs"] = _ratio(s, by.get((s["workload"], "fuse-overlayfs")))
@@ -67,7 +75,9 @@ def _fmt(v, unit):
     if v is None:
         return "-"
     if unit == "MiB":
-        return "%.0fM" % v
+        return "%.0fM" % v if v >= 10 or v <= -10 else "%.1fM" % v
+    if unit == "x":
+        return "%.2fx" % v
     if v >= 100:
         return "%.0fs" % v
     if v >= 1:
@@ -83,20 +93,22 @@ def _fmt_ratio(v):
 
 def table(summary, out=sys.stdout):
     present = [c for c in ORDER if any(s["contender"] == c for s in summary)]
-    fs = [c for c in present if c not in ("bwrap", "strata-run", "strata-run+fuse-ovl")]
-    ratio_cols = [c for c in ("fuse-overlayfs", "strata-fs", "kernel-metacopy") if c in present]
+    present += sorted({s["contender"] for s in summary} - set(present))
+    fs = [c for c in present if c in FS_CONTENDERS]
+    ratio_cols = [c for c in ("fuse-overlayfs", "strata-fs", "strata-fs+uring", "kernel-metacopy")
+                  if c in present]
     by = {(s["workload"], s["contender"]): s for s in summary}
     workloads = []
     for s in summary:
         if (s["group"], s["workload"]) not in workloads:
             workloads.append((s["group"], s["workload"]))
     judge = "strata-fs" in present
-    head = ["group", "workload"] + [SHORT[c] for c in fs] + [SHORT[c] + "/k" for c in ratio_cols]
+    head = ["group", "workload"] + [short(c) for c in fs] + [short(c) + "/k" for c in ratio_cols]
     if judge:
         head.append("target")
     lines = []
     for g, w in workloads:
-        if g == "launcher":
+        if g in SPECIAL:
             continue
         cells = [g, w]
         for c in fs:
@@ -108,15 +120,17 @@ def table(summary, out=sys.stdout):
         if judge:
             cells.append(target_met(by.get((w, "strata-fs")), by.get((w, "fuse-overlayfs"))))
         lines.append(cells)
-    launch = []
+    special = []
     for g, w in workloads:
-        if g != "launcher":
+        if g not in SPECIAL:
             continue
-        for c in ("bwrap", "strata-run", "strata-run+fuse-ovl"):
+        for c in present:
             s = by.get((w, c))
             if s:
-                launch.append(["launcher", "%s: %s" % (SHORT[c], w), _cell(s),
-                               "%s vs bwrap" % _fmt_ratio(s["ratio_to_reference"])])
+                cpu = _cpu_cell(s)
+                special.append([g, "%s: %s" % (short(c), w), _cell(s),
+                                "%s vs %s" % (_fmt_ratio(s["ratio_to_reference"]), short(SPECIAL[g])),
+                                ("CPU " + cpu) if cpu != "-" else ""])
     widths = [max(len(str(r[i])) if i < len(r) else 0 for r in [head] + lines)
               for i in range(len(head))]
     if lines:
@@ -125,15 +139,16 @@ def table(summary, out=sys.stdout):
     for r in lines:
         print("  ".join(str(v).ljust(widths[i]) if i < 2 else str(v).rjust(widths[i])
                         for i, v in enumerate(r)), file=out)
-    if launch:
-        lw = [max(len(r[i]) for r in launch) for i in range(4)]
-        for r in launch:
-            print("  ".join(v.ljust(lw[i]) if i < 2 else v.rjust(lw[i])
-                            for i, v in enumerate(r)), file=out)
+    if special:
+        print(file=out)
+        lw = [max(len(r[i]) for r in special) for i in range(5)]
+        for r in special:
+            print("  ".join(v.ljust(lw[i]) if i in (0, 1, 4) else v.rjust(lw[i])
+                            for i, v in enumerate(r)).rstrip(), file=out)
     print("~ : max-min spread above %d%% of the median (noisy; see the CSV)" % (NOISY * 100),
           file=out)
-    if judge:
-        verdicts = [r[-1] for r in lines if r[0] != "launcher"]
+    if judge and lines:
+        verdicts = [r[-1] for r in lines]
         met, judged = verdicts.count("ok"), verdicts.count("ok") + verdicts.count("MISS")
         print("strata-fs meets its target on %d of %d workloads (target: <= 1.5x kernel and "
               "<= 1.05x fuse-overlayfs; page cache <= 1.05x kernel; memory <= fuse-overlayfs)"
@@ -173,31 +188,46 @@ def _cell(s):
     return _fmt(s["median"], s["unit"]) + ("~" if noisy else " ")
 
 
+def _cpu_cell(s):
+    c, d = s["client_cpu_s_median"], s["daemon_cpu_s_median"]
+    if c is None and d is None:
+        return "-"
+    if d is None:
+        return "%.3f" % c
+    return "%s + %.3f" % ("-" if c is None else "%.3f" % c, d)
+
+
 def cpu_table(summary, out=sys.stdout):
-    """Client and daemon CPU time (medians) where a daemon did the work."""
-    fuse = [c for c in ("fuse-overlayfs", "strata-fs") if any(s["contender"] == c for s in summary)]
-    if not fuse:
+    """CPU seconds (medians) of every filesystem contender: client (wait4 of
+    the command, or the harness thread for in-process operations) + daemon
+    (/proc/PID/stat). Kernel overlayfs does inside the client's system time
+    what a FUSE daemon does in its own process, so compare the sums."""
+    fs = [c for c in FS_CONTENDERS if any(s["contender"] == c for s in summary)]
+    if not fs:
         return
     by = {(s["workload"], s["contender"]): s for s in summary}
-    rows = []
+    rows, seen = [], set()
     for s in summary:
-        if s["contender"] != "kernel" or s["group"] in ("resources", "launcher"):
+        w = s["workload"]
+        if w in seen or s["group"] in SPECIAL or s["contender"] not in fs:
             continue
-        if s["client_cpu_s_median"] is None:
+        seen.add(w)
+        cells = [w] + [_cpu_cell(by[(w, c)]) if (w, c) in by else "" for c in fs]
+        if all(x in ("-", "") for x in cells[1:]):
             continue
-        cells = [s["workload"], "%.3f" % s["client_cpu_s_median"]]
-        for c in fuse:
-            f = by.get((s["workload"], c))
-            if f and f["client_cpu_s_median"] is not None:
-                cells.append("%.3f + %s" % (f["client_cpu_s_median"],
-                                            "%.3f" % f["daemon_cpu_s_median"]
-                                            if f["daemon_cpu_s_median"] is not None else "?"))
-            else:
-                cells.append("-")
+        k = by.get((w, "kernel"))
+        ks = _cpu_sum(k)
+        for c in ("strata-fs", "fuse-overlayfs"):
+            f = by.get((w, c))
+            if c in fs:
+                # below the 10 ms granularity of /proc/PID/stat a ratio means nothing
+                cells.append(_fmt_ratio(_cpu_sum(f) / ks) if ks and ks >= 0.01
+                             and _cpu_sum(f) is not None else "-")
         rows.append(cells)
     if not rows:
         return
-    head = ["CPU seconds (median)", "kernel: client"] + ["%s: client + daemon" % c for c in fuse]
+    head = ["CPU seconds (median, client + daemon)"] + [short(c) for c in fs] + [
+        "%s/k" % short(c) for c in ("strata-fs", "fuse-overlayfs") if c in fs]
     widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
     print(file=out)
     print("  ".join(h.ljust(widths[i]) for i, h in enumerate(head)), file=out)
@@ -206,14 +236,20 @@ def cpu_table(summary, out=sys.stdout):
                         for i, v in enumerate(r)), file=out)
 
 
+def _cpu_sum(s):
+    if not s or (s["client_cpu_s_median"] is None and s["daemon_cpu_s_median"] is None):
+        return None
+    return (s["client_cpu_s_median"] or 0.0) + (s["daemon_cpu_s_median"] or 0.0)
+
+
 def plot(summary, png, dat):
     """Bars of median/kernel per workload, one colour per contender, log scale."""
-    series = [c for c in ("plain", "kernel-metacopy", "fuse-overlayfs", "strata-fs")
+    series = [c for c in ("plain", "kernel-metacopy", "fuse-overlayfs", "strata-fs", "strata-fs+uring")
               if any(s["contender"] == c for s in summary)]
     by = {(s["workload"], s["contender"]): s for s in summary}
     wl = []
     for s in summary:
-        if s["group"] in ("launcher",) or s["unit"] != "s":
+        if s["group"] in SPECIAL or s["unit"] != "s":
             continue
         if s["workload"] not in wl and by.get((s["workload"], "kernel")):
             wl.append(s["workload"])
@@ -273,7 +309,7 @@ plot %s
 
 def write_all(ctx, rows, started):
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(started))
-    base = os.path.join(ctx.results, "%s-%s" % (stamp, ctx.mode))
+    base = os.path.join(ctx.results, "%s-%s" % (stamp, ctx.label))
     with open(base + "-raw.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=RAW_FIELDS, extrasaction="ignore")
         w.writeheader()
@@ -297,7 +333,7 @@ def write_all(ctx, rows, started):
     print("\nresults: %s.csv (summary), %s-raw.csv (every repetition), %s.txt (this table)%s"
           % (base, base, base, (", chart %s" % png) if made else ""))
     for suffix in (".csv", "-raw.csv", ".txt") + ((".png",) if made else ()):
-        link = os.path.join(ctx.results, "latest-%s%s" % (ctx.mode, suffix))
+        link = os.path.join(ctx.results, "latest-%s%s" % (ctx.label, suffix))
         try:
             if os.path.lexists(link):
                 os.unlink(link)
@@ -308,13 +344,17 @@ def write_all(ctx, rows, started):
 
 def _print_report(ctx, summary, started, out):
     print("strata bench, %s mode, %s UTC, kernel %s, %d CPUs, load %.2f at start, %.2f at end; %s"
-          % (ctx.mode, time.strftime("%Y-%m-%d %H:%M", time.gmtime(started)),
+          % (ctx.label, time.strftime("%Y-%m-%d %H:%M", time.gmtime(started)),
              platform.release(), os.cpu_count(), ctx.load_start, os.getloadavg()[0],
              "median of %d repetitions (CSV has min/max)" % ctx.sizes["reps"]), file=out)
+    if ctx.mode == "smoke":
+        print("SMOKE RUN: tiny sizes, one repetition; it proves the workloads run, its figures "
+              "are sanity values, not measurements", file=out)
     table(summary, out)
     cpu_table(summary, out)
     for s in summary:
-        if s["group"] == "resources" and s["note"]:
+        if s["note"] and (s["group"] == "resources" or s["workload"].startswith("density: memory")
+                          or s["workload"] == "density"):
             print("  %s, %s: %s" % (s["workload"], s["contender"], s["note"]), file=out)
     for s in summary:
         if s["errors"]:

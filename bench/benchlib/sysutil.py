@@ -4,6 +4,7 @@ timed child processes with their CPU time, and /proc readings of daemons."""
 import ctypes
 import ctypes.util
 import os
+import resource
 import select
 import signal
 import subprocess
@@ -109,20 +110,117 @@ def call_with_timeout(fn, timeout, mnt, what):
     return box.get("value")
 
 
-def drop_caches():
+# In --rootless mode the harness runs as an unprivileged user in a user
+# namespace, where /proc/sys/vm/drop_caches is closed; the root process that
+# started it drops the caches on request over this socket (one byte asks,
+# one byte answers: 1 done, 0 refused).
+DROP_FD_ENV = "STRATA_BENCH_DROP_FD"
+_drop_lock = threading.Lock()
+
+
+def _drop_via_helper(fd, level):
+    with _drop_lock:
+        os.write(fd, bytes([level]))
+        r = os.read(fd, 1)
+    if r != b"\x01":
+        raise OSError(1, "the root helper could not drop the caches")
+
+
+def drop_caches(level=3):
     """Cold runs: write back dirty data first, else it stays cached."""
     os.sync()
+    fd = os.environ.get(DROP_FD_ENV)
+    if fd:
+        _drop_via_helper(int(fd), level)
+        return
     with open("/proc/sys/vm/drop_caches", "w") as f:
-        f.write("3")
+        f.write(str(level))
 
 
 def can_drop_caches():
     try:
-        with open("/proc/sys/vm/drop_caches", "w") as f:
-            f.write("1")
+        drop_caches(1)
         return True
     except OSError:
         return False
+
+
+def serve_drop_requests(sock):
+    """The root side of the rootless cache drop: a daemon thread answering
+    until the other end closes."""
+    def loop():
+        while True:
+            try:
+                b = sock.recv(1)
+            except OSError:
+                return
+            if not b:
+                return
+            try:
+                os.sync()
+                with open("/proc/sys/vm/drop_caches", "w") as f:
+                    f.write(str(b[0] if b[0] in (1, 2, 3) else 3))
+                ok = b"\x01"
+            except OSError:
+                ok = b"\x00"
+            try:
+                sock.send(ok)
+            except OSError:
+                return
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+    return t
+
+
+def thread_cpu_seconds():
+    """CPU time of the calling thread (an operation timed in-process)."""
+    ru = resource.getrusage(resource.RUSAGE_THREAD)
+    return ru.ru_utime + ru.ru_stime
+
+
+def disk_read_bytes():
+    """Bytes read from block devices since boot, summed over whole disks
+    (loop, ram and zram devices left out: their reads land on a disk too or
+    are memory)."""
+    total = 0
+    for dev in os.listdir("/sys/block"):
+        if dev.startswith(("loop", "ram", "zram")):
+            continue
+        try:
+            with open("/sys/block/%s/stat" % dev) as f:
+                total += int(f.read().split()[2]) * 512
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def descendants(pid):
+    """Every live process below pid (children first seen through
+    /proc/PID/task/*/children)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            tids = os.listdir("/proc/%d/task" % p)
+        except OSError:
+            continue
+        for t in tids:
+            try:
+                with open("/proc/%d/task/%s/children" % (p, t)) as f:
+                    kids = [int(x) for x in f.read().split()]
+            except OSError:
+                continue
+            out += kids
+            todo += kids
+    return out
+
+
+def proc_comm(pid):
+    try:
+        with open("/proc/%d/comm" % pid) as f:
+            return f.read().strip()
+    except OSError:
+        return None
 
 
 def proc_cpu_seconds(pid):

@@ -4,6 +4,7 @@ reports its value, the client's CPU time and the daemon's CPU time."""
 import json
 import os
 import subprocess
+import tempfile
 import time
 
 from . import sysutil
@@ -11,11 +12,13 @@ from .sysutil import BenchError
 
 
 class Sample:
-    def __init__(self, value, client_cpu=None, daemon_cpu=None, note=""):
+    def __init__(self, value, client_cpu=None, daemon_cpu=None, note="", extra=()):
         self.value = value
         self.client_cpu = client_cpu
         self.daemon_cpu = daemon_cpu
         self.note = note
+        # more rows from the same run: (workload, unit, value, note)
+        self.extra = list(extra)
 
 
 class Workload:
@@ -31,6 +34,7 @@ class Workload:
     subtree = None     # fixture -> the one relative path a mutating workload touches
     plain_reuse = False  # repeating it on the same private copy measures the same thing
     heavy = False      # GiB-sized: fewer repetitions in the full run
+    key = None         # what a launcher contender is asked to do (start, exec, ...)
 
     def __init__(self, name, fixture, **kw):
         self.name = name
@@ -80,12 +84,13 @@ class InProcess(Workload):
         path = os.path.join(inst.path, self.target)
 
         def timed():
+            c0 = sysutil.thread_cpu_seconds()
             t0 = time.perf_counter()
             self.op(path)
-            return time.perf_counter() - t0
-        wall = sysutil.call_with_timeout(timed, ctx.timeout, inst.path, self.name)
+            return time.perf_counter() - t0, sysutil.thread_cpu_seconds() - c0
+        wall, cpu = sysutil.call_with_timeout(timed, ctx.timeout, inst.path, self.name)
         d1 = inst.daemon_cpu()
-        return Sample(wall, None, (d1 - d0) if d0 is not None and d1 is not None else None)
+        return Sample(wall, cpu, (d1 - d0) if d0 is not None and d1 is not None else None)
 
 
 def _append(path):
@@ -103,7 +108,7 @@ class MountTime(Workload):
 
     def measure(self, ctx, inst, fixture):
         # mount() already waited for the root to answer
-        return Sample(inst.mount_s)
+        return Sample(inst.mount_s, *inst.mount_cpu)
 
 
 class Fio(Workload):
@@ -193,8 +198,13 @@ class PageCache(Workload):
                          (after - before) / 1024.0))
 
 
+
+
 class Launch(Workload):
-    """Seconds per container start of /bin/true, averaged over a batch."""
+    """Seconds per run of inst.argv (start of /bin/true, or exec of it in a
+    running container), averaged over a batch; client CPU from wait4 (it
+    covers the FUSE daemon a launcher forks and reaps, not a detached
+    monitor's or conmon's)."""
     group = "launcher"
     reference = "bwrap"
 
@@ -204,11 +214,208 @@ class Launch(Workload):
         t0 = time.perf_counter()
         cpu = 0.0
         for _ in range(n):
-            r = sysutil.run_measured(argv, cwd=fixture.root, timeout=60)
+            r = sysutil.run_measured(argv, cwd=fixture.root, timeout=120)
             if r.rc != 0:
                 raise BenchError("`%s` exited %d: %s" % (" ".join(argv), r.rc, r.err.strip()[-300:]))
             cpu += r.cpu
         return Sample((time.perf_counter() - t0) / n, cpu / n)
+
+
+def _memory_kib():
+    return sysutil.meminfo_kib("Cached"), sysutil.meminfo_kib("AnonPages")
+
+
+def _daemons_rss_kib(ctx):
+    """RSS of the FUSE daemons serving this run (their command line names
+    the run's scratch directory or store)."""
+    total = 0
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        comm = sysutil.proc_comm(int(d))
+        if comm not in ("strata-fs", "fuse-overlayfs"):
+            continue
+        try:
+            with open("/proc/%s/cmdline" % d, "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        if ctx.scratch.encode() in cmd or (ctx.store and ctx.store.encode() in cmd):
+            total += sysutil.proc_rss_kib(int(d)) or 0
+    return total
+
+
+def _wait_ready(ready, i, running, deadline):
+    path = os.path.join(ready, str(i))
+    while not os.path.exists(path):
+        if running.proc is not None and running.proc.poll() is not None:
+            raise BenchError("container %d exited %d before it was ready" % (i, running.proc.returncode))
+        if time.perf_counter() > deadline:
+            raise BenchError("container %d not ready within %.0f s" % (i, READY_TIMEOUT))
+        time.sleep(0.002)
+
+
+READY_TIMEOUT = 120.0
+
+
+def _fincore_many(paths):
+    total = 0
+    for k in range(0, len(paths), 400):
+        p = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES"] + paths[k:k + 400],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
+        if p.returncode != 0:
+            raise BenchError("fincore failed: %s" % p.stderr.decode(errors="replace").strip()[-300:])
+        total += sum(int(x) for x in p.stdout.split())
+    return total
+
+
+def _data_cached_mib(fixture, inst, running):
+    """Pages of /data cached: the lower files' own, plus (FUSE) each
+    mount's merged files' (a FUSE file holds its own copy; a kernel overlay
+    file is the lower inode, so it adds nothing of its own). Counted, not
+    timed: the mechanism behind the memory rows, free of other processes'
+    noise."""
+    base = fixture.layer_path(0)
+    rel = []
+    for d, _, files in os.walk(os.path.join(base, "data")):
+        rel += [os.path.relpath(os.path.join(d, f), base) for f in files]
+    lower = _fincore_many([os.path.join(base, r) for r in rel])
+    merged = 0
+    for r in running:
+        paths = inst.merged_paths(r)
+        if paths:
+            merged += _fincore_many([os.path.join(paths, x) for x in rel])
+    return (lower + merged) / 1048576.0, lower / 1048576.0, merged / 1048576.0
+
+
+def _start_ready(inst, i, ready):
+    t0 = time.perf_counter()
+    running = inst.start(i, ready)
+    try:
+        _wait_ready(ready, i, running, t0 + READY_TIMEOUT)
+    except BaseException:
+        running.stop()
+        raise
+    return running, time.perf_counter() - t0
+
+
+class Density(Workload):
+    """N containers of one image started one after the other, each reading
+    the image's /data and staying up. The machine's memory cost after the
+    1st, ... Nth is ready (page cache + anonymous memory from /proc/meminfo,
+    the cache dropped first; the FUSE daemons' RSS is in the note: its
+    anonymous part is inside AnonPages, its file part inside Cached), and
+    each one's start-to-ready time. One run gives all the rows."""
+    group = "density"
+    unit = "MiB"
+    key = "density"
+
+    def measure(self, ctx, inst, fixture):
+        counts = ctx.sizes["density"]
+        ready = tempfile.mkdtemp(prefix="ready-", dir=inst.scratch)
+        os.chmod(ready, 0o777)
+        data = fixture.data_mib
+        sysutil.drop_caches()
+        c0, a0 = _memory_kib()
+        running, mem, times, notes, cached = [], {}, {}, [], {}
+        try:
+            for i in range(1, max(counts) + 1):
+                r, t = _start_ready(inst, i, ready)
+                running.append(r)
+                if i in counts:
+                    c1, a1 = _memory_kib()
+                    rss = _daemons_rss_kib(ctx)
+                    mem[i] = ((c1 - c0) + (a1 - a0)) / 1024.0
+                    times[i] = t
+                    notes.append("%d: cache +%.1f, anon +%.1f, daemons' RSS %.1f MiB"
+                                 % (i, (c1 - c0) / 1024.0, (a1 - a0) / 1024.0, rss / 1024.0))
+                    if getattr(inst, "merged_paths", None):
+                        cached[i] = _data_cached_mib(fixture, inst, running)
+        finally:
+            errs = []
+            for r in running:
+                try:
+                    r.stop()
+                except (BenchError, OSError) as e:
+                    errs.append(str(e))
+            if errs:
+                ctx.log("  stopping density containers: %s" % "; ".join(errs))
+        n = max(counts)
+        extra = []
+        for i in counts:
+            extra.append(("density: memory, %d container%s" % (i, "s" if i > 1 else ""),
+                          "MiB", mem[i], notes[counts.index(i)]))
+            extra.append(("density: start-to-ready of container %d" % i, "s", times[i], ""))
+        for i in sorted(cached):
+            extra.append(("density: /data in the page cache (fincore), %d container%s"
+                          % (i, "s" if i > 1 else ""), "MiB", cached[i][0],
+                          "lower files %.1f MiB, merged files %.1f MiB" % cached[i][1:]))
+        if n > 1:
+            per = (mem[n] - mem[1]) / (n - 1) / data
+            extra.append(("density: each container after the 1st adds (x data read)", "x", per,
+                          "(memory with %d - with 1) / %d / %d MiB read by each" % (n, n - 1, data)))
+        first = extra.pop(0)
+        return Sample(first[2], note=first[3], extra=extra)
+
+    def reps(self, ctx):
+        return ctx.sizes["density_reps"]
+
+
+class SecondStart(Workload):
+    """A container of the image started and stopped, then a second one:
+    bytes read from the disks (/sys/block/*/stat) by the second start, with
+    the caches dropped in between (cold) or not (warm: a second start should
+    read nothing the first already read)."""
+    group = "density"
+    unit = "MiB"
+    key = "density"
+
+    def measure(self, ctx, inst, fixture):
+        ready = tempfile.mkdtemp(prefix="ready-", dir=inst.scratch)
+        os.chmod(ready, 0o777)
+        sysutil.drop_caches()
+        r, _ = _start_ready(inst, 1, ready)
+        r.stop()
+        if self.cold:
+            sysutil.drop_caches()
+        else:
+            os.sync()
+        b0 = sysutil.disk_read_bytes()
+        r, t = _start_ready(inst, 2, ready)
+        b1 = sysutil.disk_read_bytes()
+        r.stop()
+        return Sample((b1 - b0) / 1048576.0, note="start-to-ready %.3f s" % t,
+                      extra=[(self.name.replace("MiB read from disk", "start-to-ready"),
+                              "s", t, "")])
+
+
+class Build(Workload):
+    """strata build / podman build of the multi-step Containerfile. cold:
+    --no-cache; cached: an unchanged rebuild; changed: a rebuild after one
+    file of the context changed (the untimed first build made the cache)."""
+    group = "build"
+    key = "build"
+
+    def measure(self, ctx, inst, fixture):
+        from . import fixtures as F
+        src = ctx.build_context()
+        ctxdir = os.path.join(inst.scratch, "ctx")
+        sysutil.run_setup(["cp", "-a", src, ctxdir], what="copy the build context")
+        with open(os.path.join(ctxdir, "Containerfile"), "w") as f:
+            f.write(F.CONTAINERFILE)
+        tag = "localhost/bench-build:%d" % next(ctx.counter)
+        if self.kind != "cold":
+            pre = sysutil.run_measured(inst.build(ctxdir, tag, False), timeout=ctx.build_timeout)
+            if pre.rc != 0:
+                raise BenchError("first build exited %d: %s" % (pre.rc, pre.err.strip()[-300:]))
+        if self.kind == "changed":
+            with open(os.path.join(ctxdir, "src", "d0", "f0.txt"), "ab") as f:
+                f.write(b"changed\n")
+        r = sysutil.run_measured(inst.build(ctxdir, tag, self.kind == "cold"),
+                                 timeout=ctx.build_timeout)
+        if r.rc != 0:
+            raise BenchError("build exited %d: %s" % (r.rc, r.err.strip()[-300:]))
+        return Sample(r.wall, r.cpu, note="client CPU includes the RUN step's container")
 
 
 def build(ctx):
@@ -266,13 +473,20 @@ def build(ctx):
                 cmd=lambda ctx, fx: "mkdir -p untar && tar xf %s -C untar" % ctx.tarball()),
         Command("rm -rf lower tree", "image", group="churn", cold=True, mutates=True,
                 cmd=lambda ctx, fx: "rm -rf %s" % fx.tree, subtree=lambda fx: fx.tree),
-        Launch("start /bin/true", "image"),
+        Launch("start /bin/true", "runimage", key="start"),
+        Launch("exec /bin/true", "runimage", key="exec"),
         DaemonRss("daemon RSS after ls -lR", "image"),
         DaemonRss("daemon RSS, %dk-file walk" % (s["many_files"] // 1000), "many", quick=False, nreps=2,
                   walk="find . -printf '%s\\n' >/dev/null"),
         DaemonRss("same, then drop_caches", "many", quick=False, drop=True, nreps=2,
                   walk="find . -printf '%s\\n' >/dev/null"),
         PageCache("page cache after big read", "big"),
+        Density("density: memory, 1 container", "runimage"),
+        SecondStart("second start, warm: MiB read from disk", "runimage", heavy=True),
+        SecondStart("second start, cold: MiB read from disk", "runimage", cold=True, heavy=True),
+        Build("build, cold", "runimage", kind="cold", heavy=True, quick=False),
+        Build("build, cached rebuild", "runimage", kind="cached", heavy=True, quick=False),
+        Build("build, one context file changed", "runimage", kind="changed", heavy=True, quick=False),
     ]
     for w in W:
         if w.group == "?":
