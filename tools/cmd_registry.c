@@ -327,7 +327,14 @@ static int run_skopeo(char **args, const struct skopeo_opts *o)
 	}
 	struct sigaction sa = { .sa_handler = forward }, old[4];
 	static const int sigs[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT };
+	sigset_t block, oldmask;
 	sigemptyset(&sa.sa_mask);
+	sigemptyset(&block);
+	for (size_t i = 0; i < 4; i++)
+		sigaddset(&block, sigs[i]);
+	/* Signals wait until the child's pid is known (parent) or the
+	 * defaults are back (child), so none is lost in between. */
+	sigprocmask(SIG_BLOCK, &block, &oldmask);
 	got_signal = 0;
 	child_pid = 0;
 	for (size_t i = 0; i < 4; i++)
@@ -338,6 +345,7 @@ static int run_skopeo(char **args, const struct skopeo_opts *o)
 	if (pid == 0) {
 		for (size_t i = 0; i < 4; i++)
 			signal(sigs[i], SIG_DFL);
+		sigprocmask(SIG_SETMASK, &oldmask, NULL);
 		if (o->stdout_to_stderr)
 			dup2(STDERR_FILENO, STDOUT_FILENO);
 		dup2(pfd[1], STDERR_FILENO);
@@ -350,14 +358,13 @@ static int run_skopeo(char **args, const struct skopeo_opts *o)
 	if (pid < 0) {
 		r = -errno;
 		serr(r, o->op, "(starting skopeo)", "too many processes?");
+		sigprocmask(SIG_SETMASK, &oldmask, NULL);
 		close(pfd[0]);
 		close(pfd[1]);
 		goto restore;
 	}
 	child_pid = pid;
-	/* A signal that came between installing the handler and the fork. */
-	if (got_signal)
-		kill(pid, got_signal);
+	sigprocmask(SIG_SETMASK, &oldmask, NULL);
 	close(pfd[1]);
 	/* The tail of skopeo's stderr: its last words are the ones that say
 	 * why it failed. */
