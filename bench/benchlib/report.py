@@ -217,7 +217,7 @@ def cpu_table(summary, out=sys.stdout):
             continue
         k = by.get((w, "kernel"))
         ks = _cpu_sum(k)
-        for c in ("strata-fs", "fuse-overlayfs"):
+        for c in ("strata-fs", "strata-fs+uring", "fuse-overlayfs"):
             f = by.get((w, c))
             if c in fs:
                 # below the 10 ms granularity of /proc/PID/stat a ratio means nothing
@@ -227,13 +227,81 @@ def cpu_table(summary, out=sys.stdout):
     if not rows:
         return
     head = ["CPU seconds (median, client + daemon)"] + [short(c) for c in fs] + [
-        "%s/k" % short(c) for c in ("strata-fs", "fuse-overlayfs") if c in fs]
+        "%s/k" % short(c) for c in ("strata-fs", "strata-fs+uring", "fuse-overlayfs") if c in fs]
     widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
     print(file=out)
     print("  ".join(h.ljust(widths[i]) for i, h in enumerate(head)), file=out)
     for r in rows:
         print("  ".join(v.ljust(widths[i]) if i == 0 else v.rjust(widths[i])
                         for i, v in enumerate(r)), file=out)
+
+
+def targets(summary, out=sys.stdout):
+    """The targets of issues 19 (filesystem time, CPU, density), 15
+    (launcher) and 18 (build), judged on this run's medians."""
+    by = {(s["workload"], s["contender"]): s for s in summary}
+
+    def med(w, c):
+        s = by.get((w, c))
+        return s["median"] if s else None
+
+    lines = []
+    timed = [s for s in summary if s["contender"] == "strata-fs" and s["group"] not in SPECIAL
+             and s["unit"] == "s" and s["median"] is not None and not s["workload"].startswith("mount")]
+    if timed:
+        k = [s for s in timed if s["ratio_to_reference"] is not None]
+        ok = [s for s in k if s["ratio_to_reference"] <= 1.5]
+        worst = max(k, key=lambda s: s["ratio_to_reference"]) if k else None
+        lines.append("time within 1.5x of kernel (mount aside): %d of %d%s" % (
+            len(ok), len(k), "; worst %s %.2fx" % (worst["workload"], worst["ratio_to_reference"])
+            if worst else ""))
+        slower = [s["workload"] for s in timed if s["ratio_to_fuse_overlayfs"] is not None
+                  and s["ratio_to_fuse_overlayfs"] > 1.05]
+        lines.append("never slower than fuse-overlayfs (5%% slack): %s" % (
+            "ok" if not slower else "MISS on " + ", ".join(slower[:6])))
+        cpu = []
+        for s in timed:
+            ks, fs_ = _cpu_sum(by.get((s["workload"], "kernel"))), _cpu_sum(s)
+            if ks and ks >= 0.01 and fs_ is not None:
+                cpu.append((fs_ / ks, s["workload"]))
+        if cpu:
+            lines.append("CPU (client + daemon) within 1.5x of kernel's: %d of %d; worst %s %.2fx" % (
+                sum(1 for r, _ in cpu if r <= 1.5), len(cpu), max(cpu)[1], max(cpu)[0]))
+    per = med("density: each container after the 1st adds (x data read)", "strata-fs")
+    if per is not None:
+        lines.append("density: each strata-fs container after the 1st adds %.2fx the data it reads "
+                     "(target 0.15x; kernel %s)" % (per, _fmt(med(
+                         "density: each container after the 1st adds (x data read)", "kernel"), "x")))
+    starts = sorted(((int(s["workload"].rsplit(" ", 1)[1]), s["median"]) for s in summary
+                     if s["contender"] == "strata-fs" and s["median"] is not None
+                     and s["workload"].startswith("density: start-to-ready of container ")))
+    if len(starts) > 1:
+        lines.append("density: strata-fs container %d starts in %s, container 1 in %s (target: as fast)"
+                     % (starts[-1][0], _fmt(starts[-1][1], "s"), _fmt(starts[0][1], "s")))
+    warm = med("second start, warm: MiB read from disk", "strata-fs")
+    if warm is not None:
+        lines.append("second start, warm: strata-fs read %.1f MiB from disk (target: nothing the "
+                     "first start read)" % warm)
+    run, sr, ex, bw = (med("start /bin/true", "strata"), med("start /bin/true", "strata-run"),
+                       med("exec /bin/true", "strata"), med("exec /bin/true", "bwrap"))
+    pod = [v for v in (med("start /bin/true", "podman+strata-fs"),
+                       med("start /bin/true", "podman+fuse-ovl")) if v]
+    if run and sr:
+        lines.append("strata run --rm: %.2fx strata-run alone (target 1.5x)%s" % (
+            run / sr, "; %.2fx podman's fastest (target 0.1x)" % (run / min(pod)) if pod else ""))
+    if ex and bw:
+        lines.append("strata exec: %.2fx bwrap (target 1.5x)" % (ex / bw))
+    cold, pcold = med("build, cold", "strata build"), med("build, cold", "podman build+fuse-ovl")
+    cached = med("build, cached rebuild", "strata build")
+    if cold and pcold:
+        lines.append("strata build cold: %.2fx podman build with fuse-overlayfs (target <= 1)"
+                     % (cold / pcold))
+    if cached is not None:
+        lines.append("strata build fully cached: %s (target < 0.3 s)" % _fmt(cached, "s"))
+    if lines:
+        print("\ntargets (issues 19, 15, 18), this run's medians:", file=out)
+        for l in lines:
+            print("  " + l, file=out)
 
 
 def _cpu_sum(s):
@@ -352,6 +420,7 @@ def _print_report(ctx, summary, started, out):
               "are sanity values, not measurements", file=out)
     table(summary, out)
     cpu_table(summary, out)
+    targets(summary, out)
     for s in summary:
         if s["note"] and (s["group"] == "resources" or s["workload"].startswith("density: memory")
                           or s["workload"] == "density"):
