@@ -66,7 +66,8 @@ def summarize(rows):
 
 
 def _ratio(s, ref):
-    if not ref or not s["median"] or not ref["median"]:
+    # a ratio of ratios (density's "x data read") compares nothing
+    if not ref or not s["median"] or not ref["median"] or s["unit"] == "x":
         return None
     return s["median"] / ref["median"]
 
