@@ -423,7 +423,8 @@ def _print_report(ctx, summary, started, out):
     cpu_table(summary, out)
     targets(summary, out)
     for s in summary:
-        if s["note"] and (s["group"] == "resources" or s["workload"].startswith("density: memory")
+        if s["note"] and (s["group"] in ("resources", "build")
+                          or s["workload"].startswith("density: memory")
                           or s["workload"] == "density"):
             print("  %s, %s: %s" % (s["workload"], s["contender"], s["note"]), file=out)
     for s in summary:
