@@ -32,6 +32,7 @@ DEADLINE = 60 * float(os.environ.get('STRATA_TEST_SCALE', '1'))
 
 libc = ctypes.CDLL(None, use_errno=True)
 PR_SET_CHILD_SUBREAPER = 36
+PR_SET_PDEATHSIG = 1
 CLONE_NEWNS = 0x00020000
 MS_REC, MS_PRIVATE, MS_BIND = 0x4000, 1 << 18, 0x1000
 
@@ -89,8 +90,10 @@ class Registry:
                         'http:\n  addr: %s\n  secret: strata-test-secret\n%s'
                         % (os.path.join(dir, 'data'), self.host, auth))
             self.log = open(os.path.join(dir, 'log'), 'wb')
+            # It ends with this test even when the test is killed.
             self.proc = subprocess.Popen([REGISTRY, 'serve', cfg], stdin=subprocess.DEVNULL,
-                                         stdout=self.log, stderr=subprocess.STDOUT)
+                                         stdout=self.log, stderr=subprocess.STDOUT,
+                                         preexec_fn=lambda: libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0))
             if self.wait_ready():
                 return
             self.stop()
