@@ -79,14 +79,14 @@ int store_open(struct store *s, const char *root, bool exclusive)
 	/* A reader that finds the store idle cleans too, so whatever a killed
 	 * command left is gone at the next command of any kind. */
 	if (!exclusive && flock(s->lockfd, LOCK_EX | LOCK_NB) == 0) {
-		store_clean(s);
+		store_clean(s, false);
 		if (flock(s->lockfd, LOCK_SH) == 0)
 			return 0;
 	}
 	if ((r = store_relock(s, exclusive)) < 0)
 		return r;
 	if (exclusive)
-		store_clean(s);
+		store_clean(s, true);
 	return 0;
 }
 
@@ -184,33 +184,64 @@ static void clean_tmp(struct store *s)
 	free_names(names, n);
 }
 
-static void clean_containers(struct store *s)
+/* One container directory: stale NAME.tmp.PID files go; the directory
+ * goes when it has no record and no live writer. full: look for stale
+ * files beside a record too (writers); else a record found with one stat
+ * ends the look (readers, which must stay cheap with many containers). */
+static void clean_container(struct store *s, int cfd, const char *name, bool full)
+{
+	if (!full) {
+		char p[PATH_MAX];
+		struct stat st;
+		snprintf(p, sizeof p, "%s/container.json", name);
+		if (fstatat(cfd, p, &st, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT)
+			return;
+	}
+	int fd = openat(cfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	DIR *d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return;
+	}
+	bool record = false, live = false;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, "container.json")) {
+			record = true;
+			continue;
+		}
+		pid_t pid = tmpfile_pid(de->d_name);
+		if (!pid)
+			continue;
+		if (pid_alive(pid))
+			live = true;
+		else
+			unlinkat(dirfd(d), de->d_name, 0);
+	}
+	closedir(d);
+	if (record || live)
+		return;
+	/* Containers are made under the exclusive lock and get their record
+	 * before it is released: one without a record is what a killed
+	 * create (or rm) left. */
+	int r = rm_rf_at(cfd, name);
+	if (r < 0)
+		serr(r, "remove leftover container directory", name, "in %s/containers; remove it by hand", s->root);
+	else
+		sdebug("removed the remains of an unfinished create: containers/%s", name);
+}
+
+static void clean_containers(struct store *s, bool full)
 {
 	_cleanup_close_ int cfd = openat(s->fd, "containers", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	char **names;
 	size_t n;
 	if (cfd < 0 || list_sorted(cfd, &names, &n) < 0)
 		return;
-	for (size_t i = 0; i < n; i++) {
-		_cleanup_close_ int d = openat(cfd, names[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		char **leaves;
-		size_t m;
-		if (d < 0 || list_sorted(d, &leaves, &m) < 0)
-			continue;
-		bool live = clean_tmpfiles(d, leaves, m);
-		free_names(leaves, m);
-		struct stat st;
-		if (live || fstatat(d, "container.json", &st, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT)
-			continue;
-		/* Containers are made under the exclusive lock and get their
-		 * record before it is released: one without a record is what
-		 * a killed create left. */
-		int r = rm_rf_at(cfd, names[i]);
-		if (r < 0)
-			serr(r, "remove leftover container directory", names[i], "in %s/containers; remove it by hand", s->root);
-		else
-			sdebug("removed the remains of an unfinished create: containers/%s", names[i]);
-	}
+	for (size_t i = 0; i < n; i++)
+		clean_container(s, cfd, names[i], full);
 	free_names(names, n);
 }
 
@@ -265,11 +296,11 @@ static bool dead_commit(struct store *s)
 	return dead;
 }
 
-void store_clean(struct store *s)
+void store_clean(struct store *s, bool full)
 {
 	bool gc = dead_commit(s);
 	clean_tmp(s);
-	clean_containers(s);
+	clean_containers(s, full);
 	if (gc)
 		store_gc(s);
 	clean_dir_tmpfiles(s, ".");

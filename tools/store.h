@@ -65,8 +65,9 @@ int store_commit_begin(struct store *s);
 void store_commit_end(struct store *s);
 
 /* Remove leftovers of dead strata processes; the caller holds the
- * exclusive lock. Cheap: a few directory listings. */
-void store_clean(struct store *s);
+ * exclusive lock. Cheap: a few directory listings, and per container one
+ * stat, or (full, as writers do) one listing. */
+void store_clean(struct store *s, bool full);
 
 /* A fresh directory under STORE/tmp/<owner>; returns its fd and its name
  * relative to the store. */

@@ -86,8 +86,9 @@ def test_leftovers_by_hand(env):
         own(env, os.path.join(s, 'containers', cid))
     # NAME.tmp.PID of a dead writer beside real files; one of a live one stays.
     cfg = next(n for n in os.listdir(os.path.join(s, 'images')) if n.endswith('.json'))
-    stale = ['tags.json.tmp.%d' % dead, 'images/%s.tmp.%d' % (cfg, dead),
-             'containers/%s/container.json.tmp.%d' % (keep_id, dead)]
+    stale = ['tags.json.tmp.%d' % dead, 'images/%s.tmp.%d' % (cfg, dead)]
+    beside = os.path.join(s, 'containers', keep_id, 'container.json.tmp.%d' % dead)
+    mkfile(env, beside)
     for p in stale:
         mkfile(env, os.path.join(s, p))
     mkfile(env, os.path.join(s, 'images', '%s.tmp.%d' % (cfg, live)))
@@ -114,9 +115,11 @@ def test_leftovers_by_hand(env):
     check(os.path.exists(os.path.join(s, 'images', '%s.tmp.%d' % (cfg, live))), 'a live writer\'s temp file stays')
     os.unlink(os.path.join(s, 'images', '%s.tmp.%d' % (cfg, live)))
     check(before_ps == [keep_id], 'ps -a lists the one real container: %r' % before_ps)
-    # The holder is gone now: the next command (a writer this time) cleans.
+    # The holder is gone now: the next command (a writer this time) cleans,
+    # also beside each container's record, which readers do not look at.
     env.run('tag', 'base:1', 'base:2')
     check(os.listdir(os.path.join(s, 'tmp')) == [], 'tmp/ empty once its owner is gone')
+    check(not os.path.exists(beside), 'a stale temp file beside a record is removed by a writer')
     env.run('rm', keep_id)
     check(containers(env) == [] and ps_ids(env) == [], 'rm removes the container')
     check('base' in env.run('images').out, 'images intact')
@@ -127,11 +130,15 @@ def test_kill_create(env):
     every container directory is one that ps -a lists and rm removes."""
     prepare(env)
     rnd = random.Random(int(os.environ.get('STRATA_TEST_SEED', '0')) or None)
+    # Kill points spread over how long a create takes here and now.
+    t0 = time.monotonic()
+    env.run('rm', env.run('create', 'base:1', '--', '/bin/true').out.strip())
+    span = (time.monotonic() - t0) / 2
     killed = 0
     for i in range(20):
         argv = env.wrap([env.strata, '--store', env.store, 'create', '--name', 'k%d' % i, 'base:1', '--', '/bin/true'])
         p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env.env())
-        time.sleep(rnd.uniform(0, 0.03))
+        time.sleep(rnd.uniform(0, span * 1.2))
         p.send_signal(signal.SIGKILL)
         p.wait()
         killed += p.returncode == -signal.SIGKILL
