@@ -608,6 +608,10 @@ def rootless_outer(args, argv):
         env = dict(os.environ, HOME=home, USER=ROOTLESS_USER, LOGNAME=ROOTLESS_USER, TMPDIR=work,
                    XDG_RUNTIME_DIR=home)
         env[sysutil.DROP_FD_ENV] = str(theirs.fileno())
+        # podman in this namespace: rootless, in a user namespace already
+        # made for it, as `podman unshare` tells its children
+        env.update(_CONTAINERS_USERNS_CONFIGURED="done", _CONTAINERS_ROOTLESS_UID=str(pw.pw_uid),
+                   _CONTAINERS_ROOTLESS_GID=str(pw.pw_gid))
         env.pop("STRATA_STORE", None)
         py = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
         p = subprocess.Popen(who + userns + [py, os.path.join(BENCH_DIR, "bench.py")] + sub,

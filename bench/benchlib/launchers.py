@@ -129,14 +129,19 @@ class Strata(Special):
 
 
 # podman on a hybrid-cgroup host: crun refuses the empty v2 hierarchy at
-# /sys/fs/cgroup/unified, so it is unmounted in the harness's own mount
-# namespace (run.sh made it private) for the podman rows and put back after.
+# /sys/fs/cgroup/unified, so an empty tmpfs covers it in the harness's own
+# mount namespace (run.sh made it private; the rootless harness has its own,
+# where the cgroup2 mount, inherited, could not be unmounted) for the podman
+# rows, and is taken off after.
 UNIFIED = "/sys/fs/cgroup/unified"
 
 
-def _private_mount_ns():
+def _private_mount_ns(ctx):
     """run.sh starts the harness with `unshare --mount` (unless
-    STRATA_BENCH_NO_UNSHARE): then its mount namespace is not its parent's."""
+    STRATA_BENCH_NO_UNSHARE): then its mount namespace is not its parent's.
+    The rootless harness always has a mount namespace of its own."""
+    if ctx.rootless:
+        return True
     try:
         return os.readlink("/proc/self/ns/mnt") != os.readlink("/proc/%d/ns/mnt" % os.getppid())
     except OSError:
@@ -145,22 +150,18 @@ def _private_mount_ns():
 
 class CgroupHide:
     def __init__(self, ctx):
-        self.keep = os.path.join(ctx.scratch, "unified-kept")
         self.hidden = False
 
     def hide(self):
         if self.hidden or not sysutil.mountinfo_has(UNIFIED):
             return
-        os.makedirs(self.keep, exist_ok=True)
-        sysutil.run_setup(["mount", "--bind", UNIFIED, self.keep], what="keep cgroup2")
-        sysutil.umount(UNIFIED)
+        sysutil.mount("tmpfs", UNIFIED, "tmpfs", "size=4k,mode=0555")
         self.hidden = True
 
     def show(self):
         if not self.hidden:
             return
-        sysutil.run_setup(["mount", "--bind", self.keep, UNIFIED], what="restore cgroup2")
-        sysutil.umount(self.keep)
+        sysutil.umount(UNIFIED, lazy_fallback=False)
         self.hidden = False
 
 
@@ -188,16 +189,18 @@ class Podman(Special):
                 "--storage-opt", "overlay.mount_program=" + self.mount_program,
                 "--cgroup-manager=cgroupfs", "--events-backend=file"]
 
-    RUN_OPTS = ["--network=none", "--pull=never", "--ulimit", "nofile=20000:20000",
+    def run_opts(self, ctx):
+        if ctx.rootless:
+            return ["--network=none", "--pull=never"]
+        # root lacks CAP_SYS_RESOURCE on this kind of host (docs/podman.md)
+        return ["--network=none", "--pull=never", "--ulimit", "nofile=20000:20000",
                 "--ulimit", "nproc=4096:4096"]
 
     def probe(self, ctx):
         why = _need(shutil.which("podman"), "podman") or _need(self.mount_program, self.name)
         if why:
             return why
-        if ctx.rootless:
-            return "podman rows run as root only in this harness"
-        if sysutil.mountinfo_has(UNIFIED) and not _private_mount_ns():
+        if sysutil.mountinfo_has(UNIFIED) and not _private_mount_ns(ctx):
             return ("the host's hybrid cgroups need %s unmounted for crun, and the harness "
                     "is not in a private mount namespace (STRATA_BENCH_NO_UNSHARE)" % UNIFIED)
         try:
@@ -235,11 +238,11 @@ class Podman(Special):
         ctx.cg.hide()
         try:
             if key == "start":
-                inst.argv = inst.base + ["run", "--rm"] + self.RUN_OPTS + ["localhost/" + IMAGE,
+                inst.argv = inst.base + ["run", "--rm"] + self.run_opts(ctx) + ["localhost/" + IMAGE,
                                                                             "/bin/true"]
             elif key == "exec":
                 name = "bench-exec-%d" % next(ctx.counter)
-                sysutil.run_setup(inst.base + ["run", "-d", "--name", name] + self.RUN_OPTS
+                sysutil.run_setup(inst.base + ["run", "-d", "--name", name] + self.run_opts(ctx)
                                   + ["localhost/" + IMAGE, "sleep", "1000000"],
                                   what="podman run -d", timeout=120)
                 inst.container = name
