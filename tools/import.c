@@ -227,9 +227,11 @@ static int import_layers(struct store *s, struct bundle *b, json_t *diff_ids, ch
 		const char *d = json_string_value(json_array_get(diff_ids, i));
 		if (store_has_layer(s, d))
 			continue;
+		/* The same layer twice is read once: docker save (before 25)
+		 * writes the second copy as a symlink, which is not read. */
 		bool dup = false;
 		for (size_t q = 0; q < k; q++)
-			dup = dup || !strcmp(j.names[q], names[i]);
+			dup = dup || !strcmp(j.names[q], names[i]) || !strcmp(j.diffids[q], d);
 		if (dup)
 			continue;
 		j.names[k] = names[i];

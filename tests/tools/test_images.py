@@ -253,6 +253,34 @@ def test_docker_and_oci_archives(env):
     check(b == env.json('inspect', 'base:1')['id'] and a == c, 'ids stable')
 
 
+def test_docker_save_duplicate_layer(env):
+    """docker save (before 25) writes a layer that appears twice in an image
+    once, and the second copy as a symlink to it; symlinks are never read as
+    blobs, so the duplicate must be recognised by its DiffID."""
+    import io
+    import json as js
+    import tarfile
+    layer = make_tar([entry('f', data=b'same')])
+    top = make_tar([entry('g', data=b'top')])
+    cfg = js.dumps({'architecture': 'amd64', 'os': 'linux', 'config': {'Cmd': ['/bin/sh']},
+                    'rootfs': {'type': 'layers', 'diff_ids': [sha(layer), sha(layer), sha(top)]}}).encode()
+    man = js.dumps([{'Config': 'c.json', 'RepoTags': ['dup:1'],
+                     'Layers': ['a/layer.tar', 'b/layer.tar', 'c/layer.tar']}]).encode()
+    with tarfile.open(env.path('dup.tar'), 'w') as t:
+        for name, data in (('c.json', cfg), ('manifest.json', man), ('a/layer.tar', layer), ('c/layer.tar', top)):
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            t.addfile(ti, io.BytesIO(data))
+        ti = tarfile.TarInfo('b/layer.tar')
+        ti.type = tarfile.SYMTYPE
+        ti.linkname = '../a/layer.tar'
+        t.addfile(ti)
+    env.give()
+    env.run('import', 'docker-archive:' + env.path('dup.tar'), 'dup:1')
+    ls = env.json('inspect', 'dup:1')['layers']
+    check([l['diff_id'] for l in ls] == [sha(layer), sha(layer), sha(top)], 'three layers, two alike')
+
+
 def test_overlay_xattrs_dropped(env):
     """An archive cannot plant overlay bookkeeping (a redirect would make
     strata-fs serve another path's data); an opaque flag becomes the OCI
@@ -352,5 +380,5 @@ if __name__ == '__main__':
                    test_quirk_parents_missing, test_quirk_opaque_marker_order, test_quirk_type_bits_in_mode,
                    test_quirk_hardlinks, test_quirk_no_footer, test_quirk_zstd_and_formats,
                    test_devices_and_owners, test_rootless_owners_in_xattr, test_layers_wasted,
-                   test_docker_and_oci_archives, test_overlay_xattrs_dropped, test_nested_index, test_rmi_image_in_use,
+                   test_docker_and_oci_archives, test_docker_save_duplicate_layer, test_overlay_xattrs_dropped, test_nested_index, test_rmi_image_in_use,
                    test_concurrent_imports]))
