@@ -462,6 +462,7 @@ def contenders(ctx):
         Podman("podman+strata-fs", strata_fs),
         Podman("podman+fuse-ovl", fo),
         DensityStrata(),
+        DensityStrataRun("strata-run", strata_fs),
         DensityStrataRun("strata-run+fuse-ovl", fo),
         StrataBuild(),
         PodmanBuild("podman build+strata-fs", strata_fs),
