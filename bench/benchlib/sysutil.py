@@ -172,6 +172,16 @@ def serve_drop_requests(sock):
     return t
 
 
+def machine_cpu_seconds():
+    """Busy CPU time of the whole machine (user, nice, system, irq,
+    softirq, steal of every CPU) from /proc/stat: what many processes
+    (launchers, monitors, daemons, containers) cost together. Only a quiet
+    machine makes a delta of it mean something."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (v[0] + v[1] + v[2] + v[5] + v[6] + (v[7] if len(v) > 7 else 0)) / CLK_TCK
+
+
 def thread_cpu_seconds():
     """CPU time of the calling thread (an operation timed in-process)."""
     ru = resource.getrusage(resource.RUSAGE_THREAD)
