@@ -381,6 +381,9 @@ class SecondStart(Workload):
     unit = "MiB"
     key = "density"
 
+    def reps(self, ctx):
+        return ctx.sizes["density_reps"]
+
     def measure(self, ctx, inst, fixture):
         ready = tempfile.mkdtemp(prefix="ready-", dir=inst.scratch)
         os.chmod(ready, 0o777)
