@@ -26,6 +26,7 @@ int cmd_bench(const char *store, int argc, char **argv);
 int cmd_pack(const char *store, int argc, char **argv);
 int cmd_unpack(const char *store, int argc, char **argv);
 int cmd_pull(const char *store, int argc, char **argv);
+int cmd_build(const char *store, int argc, char **argv);
 int cmd_push(const char *store, int argc, char **argv);
 int cmd_login(const char *store, int argc, char **argv);
 int cmd_logout(const char *store, int argc, char **argv);

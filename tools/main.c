@@ -61,6 +61,15 @@ static const struct command {
 	  "  --all   every entry, not only the top of each tree\n  --json  as JSON\n", false },
 	{ "commit", cmd_commit, "CONTAINER NAME[:TAG] [-m MSG]", "a container's layer becomes a new image",
 	  "  -m, --message MSG  the history comment\n", false },
+	{ "build", cmd_build, "[OPTIONS] CONTEXT", "build an image from a Containerfile or Dockerfile",
+	  "  -t, --tag NAME[:TAG]     name the image (repeatable)\n"
+	  "  -f, --file FILE          the Containerfile (default: CONTEXT/Containerfile, then Dockerfile)\n"
+	  "      --build-arg K[=V]    a build argument (repeatable; K alone takes $K)\n"
+	  "      --target STAGE       build up to this stage\n"
+	  "      --no-cache           run every step again\n"
+	  "      --layers             one layer per step (always so; accepted for podman's scripts)\n"
+	  "      --network MODE       RUN steps' network: private (default: own namespace, outbound\n"
+	  "                           through pasta), host or none\n", false },
 	{ "create", cmd_create, "[OPTIONS] IMAGE [COMMAND [ARG...]]", "make a container", RUN_OPTS, false },
 	{ "run", cmd_run, "[OPTIONS] IMAGE [COMMAND [ARG...]]", "create and start (attached unless -d)", RUN_OPTS, false },
 	{ "start", cmd_start, "[-a] CONTAINER...", "start containers in the background",
