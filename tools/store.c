@@ -697,6 +697,24 @@ static int used_images(struct store *s, json_t *used)
 	}
 	if (cfd >= 0)
 		close(cfd);
+
+	/* strata build's cache: each entry names the image a step made, so
+	 * an unchanged rebuild finds it after any gc */
+	int bfd = openat(s->fd, "build-cache", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (bfd >= 0 && list_sorted(bfd, &names, &n) == 0) {
+		for (size_t i = 0; i < n; i++) {
+			char *buf;
+			if (read_file_at(bfd, names[i], 256, &buf, NULL) < 0)
+				continue;
+			buf[strcspn(buf, "\n")] = '\0';
+			if (digest_valid(buf))
+				json_object_set_new(used, buf, json_true());
+			free(buf);
+		}
+		free_names(names, n);
+	}
+	if (bfd >= 0)
+		close(bfd);
 	return 0;
 }
 

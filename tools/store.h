@@ -9,6 +9,8 @@
  *   STORE/images/<hex>.json     image config, exact bytes, named by digest
  *   STORE/tags.json             {"name:tag": "sha256:..."}
  *   STORE/containers/<id>/      container.json, upper/, work/
+ *   STORE/build-cache/<key>     strata build: the image a step made, by the
+ *                               step's cache key (gc keeps those images)
  *   STORE/tmp/<owner>/          work in progress of one strata process,
  *                               which holds a flock on <owner> while it
  *                               lives; renamed into place when complete, so

@@ -178,6 +178,11 @@ def test_cache(env):
     again = build(env, '-t', 'app:2', ctx)
     check('RAN-2' not in again.out + again.err, 'an unchanged rebuild runs nothing')
     check(image_of(again) == first, 'an unchanged rebuild gives the same image: %s %s' % (again.out, first))
+    # removing the names collects nothing the cache refers to
+    env.run('rmi', 'app:1', 'app:2')
+    after_rmi = build(env, '-t', 'app:1', ctx)
+    check('RAN-2' not in after_rmi.out and image_of(after_rmi) == first,
+          'the cache survives rmi and its garbage collection')
     # change the file of the second COPY: the first COPY is reused, the rest reruns
     with open(os.path.join(ctx, 'dir', 'a'), 'wb') as f:
         f.write(b'changed\n')
