@@ -24,8 +24,11 @@ def help_text(argv):
 
 
 def flags(text):
+    """The flags of the option lines (those that begin with '-' after
+    their indentation): prose elsewhere may name other programs' flags."""
     out = set()
-    for f in FLAG.findall(text):
+    lines = [l for l in text.splitlines() if l.lstrip().startswith('-')]
+    for f in FLAG.findall('\n'.join(lines)):
         if f in ('-', '--') or re.fullmatch(r'-\d+', f):
             continue
         out.add(f)
