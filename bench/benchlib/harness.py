@@ -503,6 +503,7 @@ def main(argv):
     uring = args.uring or (not (args.quick or args.smoke) and not args.no_uring and not args.modes
                            and not args.busy and not args.rootless)
     if len(modes) > 1 and not args.list:
+        L.note_private_mount_ns(type("Top", (), {"rootless": False})())
         rc = 0
         for m in modes:
             print("\n=== bench mode %s ===" % m, file=sys.stderr, flush=True)

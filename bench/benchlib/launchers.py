@@ -143,9 +143,22 @@ def _private_mount_ns(ctx):
     if ctx.rootless:
         return True
     try:
-        return os.readlink("/proc/self/ns/mnt") != os.readlink("/proc/%d/ns/mnt" % os.getppid())
+        mine = os.readlink("/proc/self/ns/mnt")
+        # a mode of a multi-mode run: its parent harness found it private
+        if os.environ.get(PRIVATE_NS_ENV) == mine:
+            return True
+        return mine != os.readlink("/proc/%d/ns/mnt" % os.getppid())
     except OSError:
         return False
+
+
+PRIVATE_NS_ENV = "STRATA_BENCH_PRIVATE_NS"
+
+
+def note_private_mount_ns(ctx):
+    """Called by the top harness before it starts the modes as children."""
+    if _private_mount_ns(ctx):
+        os.environ[PRIVATE_NS_ENV] = os.readlink("/proc/self/ns/mnt")
 
 
 class CgroupHide:
