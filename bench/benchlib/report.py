@@ -273,6 +273,15 @@ def targets(summary, out=sys.stdout):
         lines.append("density: each strata-fs container after the 1st adds %.2fx the data it reads "
                      "(target 0.15x; kernel %s)" % (per, _fmt(med(
                          "density: each container after the 1st adds (x data read)", "kernel"), "x")))
+    fc = sorted((s["workload"], s["contender"], s["median"]) for s in summary
+                if s["workload"].startswith("density: /data in the page cache")
+                and s["median"] is not None and s["contender"] in ("kernel", "strata-fs"))
+    if fc:
+        last = max(fc, key=lambda x: int(x[0].split("), ")[1].split()[0]))[0]
+        vals = {c: v for w, c, v in fc if w == last}
+        lines.append("density, counted: %s: %s" % (last.split(", ")[-1], ", ".join(
+            "%s %.1f MiB" % (c, v) for c, v in sorted(vals.items()))) + " of /data cached "
+            "(fincore; kernel overlayfs caches it once)")
     starts = sorted(((int(s["workload"].rsplit(" ", 1)[1]), s["median"]) for s in summary
                      if s["contender"] == "strata-fs" and s["median"] is not None
                      and s["workload"].startswith("density: start-to-ready of container ")))
