@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 
 from . import sysutil
 from .contenders import Contender, Instance
