@@ -399,7 +399,7 @@ static int copyup_metacopy_data(struct node *n)
 	struct loc ul, dl;
 	int r;
 
-	int32_t dlayer = n->data_layer;
+	int32_t dlayer = __atomic_load_n(&n->data_layer, __ATOMIC_ACQUIRE);
 	if (dlayer < 0)
 		return -EIO;
 	if ((r = loc_get(n, &ul)) < 0)
@@ -451,8 +451,8 @@ static int copyup_metacopy_data(struct node *n)
 	loc_put(&ul);
 	loc_put(&dl);
 	if (r == 0) {
-		n->metacopy = false;
-		n->data_layer = -1;
+		__atomic_store_n(&n->metacopy, false, __ATOMIC_RELEASE);
+		__atomic_store_n(&n->data_layer, -1, __ATOMIC_RELEASE);
 	}
 	return r;
 }
@@ -542,8 +542,8 @@ static int drop_metacopy(struct node *n)
 	if (r == -ENODATA)
 		r = 0;
 	if (r == 0) {
-		n->metacopy = false;
-		n->data_layer = -1;
+		__atomic_store_n(&n->metacopy, false, __ATOMIC_RELEASE);
+		__atomic_store_n(&n->data_layer, -1, __ATOMIC_RELEASE);
 	}
 	return r;
 }
@@ -575,11 +575,11 @@ int copyup(struct node *n, enum cu_how how)
 	/* copy-ups of one object run one at a time (a non-directory's own
 	 * lock serves nothing else) */
 	pthread_mutex_lock(&n->lock);
-	if (is_upper(n->layer)) {
+	if (is_upper(node_layer(n))) {
 		r = 0;
-		if (how == CU_DATA && n->metacopy)
+		if (how == CU_DATA && node_metacopy(n))
 			r = copyup_metacopy_data(n);
-		else if (how == CU_EMPTY && n->metacopy)
+		else if (how == CU_EMPTY && node_metacopy(n))
 			r = drop_metacopy(n);
 		goto out_unlock;
 	}
@@ -627,16 +627,16 @@ int copyup(struct node *n, enum cu_how how)
 	restore_times(ufd, &pst);
 	struct stat ust;
 	fstatat(ufd, name, &ust, AT_SYMLINK_NOFOLLOW);
-	uint32_t old_layer = n->layer;
+	uint32_t old_layer = node_layer(n);
 	pthread_mutex_lock(&SFS->table_lock);
-	n->layer = 0;
+	__atomic_store_n(&n->layer, 0, __ATOMIC_RELEASE);
 	if (st.st_nlink > 1) {
 		/* a lower hard link broken by copy-up is a new inode, as in
 		 * overlayfs without index */
 		n->ino = layer_ino(0, &ust);
 	}
-	n->metacopy = meta;
-	n->data_layer = meta ? (int32_t)old_layer : -1;
+	__atomic_store_n(&n->metacopy, meta, __ATOMIC_RELEASE);
+	__atomic_store_n(&n->data_layer, meta ? (int32_t)old_layer : -1, __ATOMIC_RELEASE);
 	node_hash_add(n, ust.st_dev, ust.st_ino);
 	pthread_mutex_unlock(&SFS->table_lock);
 	pthread_mutex_unlock(&p->lock);

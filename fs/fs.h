@@ -178,6 +178,19 @@ static inline void dl_rdlock(struct node *dir)
 	pthread_rwlock_rdlock(dir->dl_lock);
 }
 
+/* A node's layer and metacopy flag change once, at copy-up (under its
+ * own lock, its parent's and table_lock) while other threads read them
+ * without a lock: both sides go through these. */
+static inline uint32_t node_layer(const struct node *n)
+{
+	return __atomic_load_n(&n->layer, __ATOMIC_ACQUIRE);
+}
+
+static inline bool node_metacopy(const struct node *n)
+{
+	return __atomic_load_n(&n->metacopy, __ATOMIC_ACQUIRE);
+}
+
 static inline bool is_upper(uint32_t layer)
 {
 	return SFS->has_upper && layer == 0;

@@ -534,7 +534,7 @@ struct node *node_from_lookup(struct node *dir, const char *name, struct lookup_
 	n->nlookup = 1;
 	SFS->nnodes++;
 	node_child_add(n);
-	if (is_upper(n->layer) && !S_ISDIR(n->type))
+	if (is_upper(node_layer(n)) && !S_ISDIR(n->type))
 		node_hash_add(n, res->st.st_dev, res->st.st_ino);
 	pthread_mutex_unlock(&SFS->table_lock);
 	return n;

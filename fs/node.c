@@ -672,10 +672,16 @@ void node_set_dlayers(struct node *dir, struct dlayer *dl, unsigned n)
 int loc_get(struct node *n, struct loc *l)
 {
 	l->tmp = false;
-	l->layer = n->layer;
-	if (S_ISDIR(n->type) && !n->deleted && n->ndl) {
+	/* a directory's layer list and top layer change under its dl_lock
+	 * (copy-up, rename): read them under it */
+	if (S_ISDIR(n->type) && !n->deleted) {
 		bool tmp;
 		pthread_rwlock_rdlock(n->dl_lock);
+		if (!n->ndl) {
+			l->layer = node_layer(n);
+			pthread_rwlock_unlock(n->dl_lock);
+			goto not_listed;
+		}
 		l->layer = n->dl[0].layer;
 		int fd = node_dlfd(n, 0, &tmp);
 		pthread_rwlock_unlock(n->dl_lock);
@@ -687,6 +693,8 @@ int loc_get(struct node *n, struct loc *l)
 		l->nofollow = AT_SYMLINK_NOFOLLOW;
 		return 0;
 	}
+	l->layer = node_layer(n);
+not_listed:
 	if (n->deleted || n->detached || !n->parent) {
 		if (n == SFS->root) {
 			/* the root: its own directory in its top layer */
@@ -723,7 +731,7 @@ int loc_get_layer(struct node *n, uint32_t layer, struct loc *l)
 	p->refs++;
 	snprintf(l->name, sizeof l->name, "%s", n->name);
 	if (layer == UINT32_MAX)
-		layer = n->layer;
+		layer = node_layer(n);
 	l->layer = layer;
 	pthread_mutex_unlock(&SFS->table_lock);
 

@@ -92,11 +92,11 @@ int node_stat(struct node *n, struct stat *st)
 	if (fstatat(l.dirfd, l.name, st, l.nofollow) < 0)
 		r = -errno;
 	else {
-		if (n->metacopy && n->data_layer >= 0) {
+		if (node_metacopy(n) && __atomic_load_n(&n->data_layer, __ATOMIC_ACQUIRE) >= 0) {
 			/* blocks are the lower data's until data is copied up */
 			struct loc dl;
 			struct stat ds;
-			int32_t dlayer = n->data_layer;
+			int32_t dlayer = __atomic_load_n(&n->data_layer, __ATOMIC_ACQUIRE);
 			if (dlayer >= 0 && loc_get_layer(n, (uint32_t)dlayer, &dl) == 0) {
 				if (fstatat(dl.dirfd, dl.name, &ds, AT_SYMLINK_NOFOLLOW) == 0)
 					st->st_blocks = ds.st_blocks;
@@ -126,7 +126,7 @@ int fill_entry_st(struct node *n, const struct stat *st, struct fuse_entry_param
 {
 	/* the stat a lookup just made is the object's: no second one, unless
 	 * presentation needs more than the stat (metacopy blocks, override) */
-	if (n->metacopy || SFS->opts.xattr_permissions || SFS->no_dac)
+	if (node_metacopy(n) || SFS->opts.xattr_permissions || SFS->no_dac)
 		return fill_entry(n, e);
 	memset(e, 0, sizeof *e);
 	e->attr = *st;
@@ -243,8 +243,12 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, s
 		return;
 	}
 	const struct fuse_setattr_in *raw = loop_request_arg(FUSE_SETATTR, sizeof *raw);
-	sdebug("setattr %s valid=%#x (raw %#x) size=%lld mtime=%lld.%09ld", n->name, to_set, raw ? raw->valid : 0,
-	       (long long)attr->st_size, (long long)attr->st_mtim.tv_sec, attr->st_mtim.tv_nsec);
+	/* n->name may be replaced by a rename on another thread: read it only
+	 * when debugging (a log line may then show either name) */
+	if (strata_debug)
+		sdebug("setattr %s valid=%#x (raw %#x) size=%lld mtime=%lld.%09ld", n->name, to_set,
+		       raw ? raw->valid : 0, (long long)attr->st_size, (long long)attr->st_mtim.tv_sec,
+		       attr->st_mtim.tv_nsec);
 	node_ref(n);
 	/* ctime follows any change by itself; the kernel's writeback cache
 	 * sends it alone after an unlink, and an unlinked lower file has
@@ -254,7 +258,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, s
 		  FUSE_SET_ATTR_MTIME_NOW;
 	/* also alone: a write by someone without CAP_FSETID comes first */
 	bool kill = raw && (raw->valid & FATTR_KILL_SUIDGID);
-	if ((!to_set && !kill) || (n->deleted && !is_upper(n->layer))) {
+	if ((!to_set && !kill) || (n->deleted && !is_upper(node_layer(n)))) {
 		r = 0;
 		goto out;
 	}

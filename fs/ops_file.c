@@ -88,11 +88,11 @@ int fh_new(struct node *n, int fd, int flags, struct fuse_file_info *fi)
 		return -ENOMEM;
 	h->fd = fd;
 	h->flags = flags;
-	h->layer = n->layer;
+	h->layer = node_layer(n);
 	h->n = n;
 	h->lower_size = -1;
 	h->refs = 1;
-	if (!wants_write(flags) && (!is_upper(n->layer) || n->metacopy)) {
+	if (!wants_write(flags) && (!is_upper(node_layer(n)) || node_metacopy(n))) {
 		struct stat st;
 		if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
 			h->lower_size = st.st_size;
@@ -148,9 +148,9 @@ int node_open(struct node *n, int flags)
 {
 	struct loc l;
 	int r;
-	int32_t dlayer = n->data_layer;
+	int32_t dlayer = __atomic_load_n(&n->data_layer, __ATOMIC_ACQUIRE);
 
-	if (n->metacopy && dlayer >= 0 && !wants_write(flags))
+	if (node_metacopy(n) && dlayer >= 0 && !wants_write(flags))
 		r = loc_get_layer(n, (uint32_t)dlayer, &l);
 	else
 		r = loc_get(n, &l);
@@ -173,7 +173,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			return;
 		}
 		/* O_TRUNC of a lower file: nothing to copy but metadata */
-		enum cu_how how = (fi->flags & O_TRUNC) && !n->metacopy ? CU_EMPTY : CU_DATA;
+		enum cu_how how = (fi->flags & O_TRUNC) && !node_metacopy(n) ? CU_EMPTY : CU_DATA;
 		if ((r = copyup(n, how)) < 0) {
 			fuse_reply_err(req, -r);
 			return;
@@ -189,7 +189,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, -r);
 		return;
 	}
-	FH(fi)->meta = n->metacopy;
+	FH(fi)->meta = node_metacopy(n);
 	const struct fuse_open_in *raw = loop_request_arg(FUSE_OPEN, sizeof *raw);
 	if (raw && (raw->open_flags & FUSE_OPEN_KILL_SUIDGID) && (fi->flags & O_TRUNC))
 		node_kill_setid(n, req);
@@ -201,16 +201,16 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 static int fh_current(struct fh *h)
 {
 	struct node *n = h->n;
-	if ((h->layer == n->layer && h->meta == n->metacopy) || wants_write(h->flags) || n->deleted)
+	if ((h->layer == node_layer(n) && h->meta == node_metacopy(n)) || wants_write(h->flags) || n->deleted)
 		return h->fd;
 	pthread_mutex_lock(&h->lock);
-	if (h->layer != n->layer || h->meta != n->metacopy) {
+	if (h->layer != node_layer(n) || h->meta != node_metacopy(n)) {
 		int fd = node_open(n, O_RDONLY);
 		/* dup2 swaps the file behind the number atomically: reads in
 		 * flight keep the old file, later ones get the copy */
 		if (fd >= 0 && dup2(fd, h->fd) >= 0) {
-			h->layer = n->layer;
-			h->meta = n->metacopy;
+			h->layer = node_layer(n);
+			h->meta = node_metacopy(n);
 		}
 		if (fd >= 0)
 			close(fd);
@@ -229,7 +229,7 @@ static void drop_layer_cache(struct fh *h, off_t off, size_t size)
 	const off_t chunk = 2 << 20;
 	off_t end = off + (off_t)size;
 
-	if (h->lower_size < 0 || h->layer != h->n->layer)
+	if (h->lower_size < 0 || h->layer != node_layer(h->n))
 		return;
 	off_t s = off / chunk * chunk, e = end / chunk * chunk;
 	if (end >= h->lower_size)

@@ -490,7 +490,7 @@ static int do_remove(struct node *dir, const char *name, bool is_dir)
 		in_upper = n->ndl && is_upper(n->dl[0].layer);
 		pthread_rwlock_unlock(n->dl_lock);
 	} else {
-		in_upper = is_upper(n->layer);
+		in_upper = is_upper(node_layer(n));
 	}
 	struct stat st = { 0 };
 	if (!is_dir && in_upper) {
@@ -801,7 +801,7 @@ static int rename_move(struct node *od, int ofd, const char *name, struct node *
 	if (t) {
 		node_keep_path(t);   /* the target's name is about to change hands */
 		struct stat lst;
-		if (!S_ISDIR(t->type) && is_upper(t->layer) &&
+		if (!S_ISDIR(t->type) && is_upper(node_layer(t)) &&
 		    fstatat(nfd, newname, &lst, AT_SYMLINK_NOFOLLOW) == 0)
 			t_links = lst.st_nlink;
 	}

@@ -53,7 +53,7 @@ void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 		fuse_reply_err(req, EOPNOTSUPP);
 		return;
 	}
-	bool lower = !is_upper(n->layer) && !n->metacopy;
+	bool lower = !is_upper(node_layer(n)) && !node_metacopy(n);
 	if (lower && __atomic_load_n(&n->xa_none, __ATOMIC_RELAXED)) {
 		fuse_reply_err(req, absent(name));
 		return;
@@ -73,7 +73,7 @@ void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 				if (!xa_is_private(k))
 					none = false;
 		}
-		if (none && !is_upper(n->layer)) {
+		if (none && !is_upper(node_layer(n))) {
 			__atomic_store_n(&n->xa_none, true, __ATOMIC_RELAXED);
 			loc_put(&l);
 			fuse_reply_err(req, absent(name));
@@ -143,7 +143,7 @@ void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *v
 	}
 	node_ref(n);
 	/* a flag that must fail fails before any copy-up */
-	if ((flags & (XATTR_CREATE | XATTR_REPLACE)) && !is_upper(n->layer) &&
+	if ((flags & (XATTR_CREATE | XATTR_REPLACE)) && !is_upper(node_layer(n)) &&
 	    (r = loc_get(n, &l)) == 0) {
 		ssize_t have = xa_get(l.dirfd, l.name, name, NULL, 0);
 		loc_put(&l);
@@ -175,7 +175,7 @@ void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 	}
 	node_ref(n);
 	/* nothing to remove: fail as the kernel does, without a copy-up */
-	if (!is_upper(n->layer) && (r = loc_get(n, &l)) == 0) {
+	if (!is_upper(node_layer(n)) && (r = loc_get(n, &l)) == 0) {
 		ssize_t have = xa_get(l.dirfd, l.name, name, NULL, 0);
 		loc_put(&l);
 		if (have < 0) {

@@ -216,7 +216,7 @@ int pt_open(struct node *n, int fd, int flags, bool *counted)
 	 * upper nothing changes, and reads of lower files then share the
 	 * layer's page cache (warm across mounts, never cached twice) and
 	 * never reach the daemon. */
-	bool eligible = !broken && (is_upper(n->layer) || !SFS->has_upper) && !n->metacopy &&
+	bool eligible = !broken && (is_upper(node_layer(n)) || !SFS->has_upper) && !node_metacopy(n) &&
 			n->cached_opens == 0;
 	bool kill = eligible && writes_setid(fd, flags);
 	if (eligible && (!kill || n->pt_opens)) {

@@ -94,7 +94,7 @@ static struct {
 	unsigned nq;
 	struct queue *qs;
 	int fd;
-	volatile bool stop;
+	bool stop;               /* set once by uring_stop(); atomic loads and stores */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	unsigned nready;
@@ -395,7 +395,7 @@ static void *queue_main(void *arg)
 	}
 	set_ready(q, r < 0 ? r : 1);
 
-	while (!U.stop && live) {
+	while (!__atomic_load_n(&U.stop, __ATOMIC_ACQUIRE) && live) {
 		struct io_uring_cqe *cqe;
 		r = io_uring_submit_and_wait(&q->ring, 1);
 		q->pending = 0;
@@ -417,14 +417,14 @@ static void *queue_main(void *arg)
 			struct ent *e = got[i];
 			if (!e) {
 				drain_done(q);
-				if (!U.stop)
+				if (!__atomic_load_n(&U.stop, __ATOMIC_ACQUIRE))
 					arm_eventfd(q);
 			} else if (res[i] < 0) {
 				/* A refused commit (its request gone) leaves the
 				 * kernel without this entry: register it anew, or a
 				 * queue that lost them all would stall its CPU's
 				 * clients. Anything else: the connection ended. */
-				if (e->committed && !U.stop && res[i] != -ENOTCONN &&
+				if (e->committed && !__atomic_load_n(&U.stop, __ATOMIC_ACQUIRE) && res[i] != -ENOTCONN &&
 				    res[i] != -ECONNABORTED && res[i] != -ECANCELED) {
 					sdebug("io_uring: commit refused: %s; registering the entry again",
 					       strerror(-res[i]));
@@ -567,7 +567,7 @@ void uring_stop(void)
 {
 	if (!U.qs)
 		return;
-	U.stop = true;
+	__atomic_store_n(&U.stop, true, __ATOMIC_RELEASE);
 	for (unsigned i = 0; i < U.nq; i++) {
 		uint64_t one = 1;
 		if (write(U.qs[i].efd, &one, sizeof one) < 0)
