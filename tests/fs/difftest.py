@@ -241,7 +241,7 @@ class CopyUp(Scenario):
         t.op('fd opened before copy-up sees new data', ro_fd_sees_copy_up)
         t.op('copy-up of a 3 MiB file by a write in the middle',
              lambda c: (pwrite_at(c.p('big'), b'MIDDLE', 1500000), stt(c.p('big'), content=True)))
-        # DESIGN: metadata-only changes should not copy data (metacopy), so
+        # docs/semantics.md: metadata-only changes should not copy data (metacopy), so
         # chown -R over an image costs no data bytes. Kernel overlayfs here
         # runs metacopy=off, so this is checked against the contract alone.
         t.op('chown and chmod a 3 MiB lower file',
@@ -1599,7 +1599,7 @@ class TmpFile(Scenario):
                 return os.pread(fd, 100, 0), st.st_nlink, stat.S_IMODE(st.st_mode), ls(c.p('d'))
             finally:
                 os.close(fd)
-        # DESIGN: "O_TMPFILE if possible" (libfuse < 3.16 has no tmpfile op).
+        # docs/semantics.md: O_TMPFILE where possible (libfuse < 3.16 has no tmpfile op).
         r = t.op('O_TMPFILE', tmp, unsupported=('EOPNOTSUPP', 'ENOTSUP'))
         if r[0] == 'ERR':
             return
