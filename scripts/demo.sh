@@ -72,10 +72,10 @@ BASE_LAYERS=$("$STRATA" inspect demo:latest | grep '"diff_id"')
 step "Two containers from one image, each writing its own layer"
 run create --name alice demo:latest -- sh -c 'echo "alice was here" > /srv/alice.txt; rm /srv/index.html; ls /srv'
 run create --name bob demo:latest -- sh -c 'echo "bob was here" > /srv/bob.txt; chmod 600 /etc/motd; ls /srv'
-say "alice runs:"
-run start alice
+say "alice runs (start -a: in the foreground):"
+run start -a alice
 say "bob runs (he does not see alice's files):"
-run start bob
+run start -a bob
 run ps -a
 
 step "What each container changed (only its own writable layer is read)"
@@ -101,6 +101,39 @@ step "Remove a container: its layer goes, the image stays"
 run rm bob
 run ps -a
 run images
+
+step "A container that keeps running: a web server with a published port"
+run run -d --name web -p 127.0.0.1:18080:8080 demo:latest -- httpd -f -p 8080 -h /srv
+printf '%s$ busybox wget -qO- http://127.0.0.1:18080/%s\n' "$B" "$N"
+tries=0
+until "$BUSYBOX" wget -qO- http://127.0.0.1:18080/ 2>/dev/null; do
+	tries=$((tries + 1))
+	if [ "$tries" -gt 100 ]; then
+		echo "demo: the web server did not answer on 127.0.0.1:18080" >&2
+		"$STRATA" logs web >&2 || true
+		exit 1
+	fi
+	sleep 0.1
+done
+run ps
+run exec web -- sh -c 'echo "exec: $(hostname), pid 1 is $(cat /proc/1/comm)"'
+run logs web
+run stop web
+run ps -a
+run rm web
+
+step "An image built from a Containerfile, one layer per step"
+mkdir -p "$WORK/ctx/site"
+echo '<h1>built by strata build</h1>' > "$WORK/ctx/site/index.html"
+cat > "$WORK/ctx/Containerfile" <<'EOF2'
+FROM demo:latest
+COPY site/ /srv/
+RUN echo "built at layer $(ls /srv | wc -l)" > /srv/version.txt
+CMD ["cat", "/srv/version.txt"]
+EOF2
+run build --network none -t demo:built "$WORK/ctx"
+run run --rm demo:built
+run history demo:built
 
 step "Images leave the machine as OCI (skopeo, podman and umoci read it)"
 run export demo:alice "oci:$WORK/oci:alice"
