@@ -346,12 +346,9 @@ int ctr_start(const char *root, const char *what, bool attach, bool print)
 static void remove_now(const char *root, const char *id)
 {
 	struct store s;
-	char p[128];
 	if (store_open(&s, root, true) < 0)
 		return;
-	snprintf(p, sizeof p, "containers/%s", id);
-	rm_rf_at(s.fd, p);
-	store_gc(&s);
+	container_remove(&s, id);
 	store_close(&s);
 }
 

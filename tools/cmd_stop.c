@@ -433,16 +433,10 @@ static int rm_one(struct ctr *c, const char *what, void *arg)
 	ctr_reap_leftovers(c);
 	struct proc_ref mon = proc_ref_from(c->st, "MonitorPid", "MonitorStart");
 	struct store s;
-	char p[128];
 	int r = store_open(&s, c->root, true);
 	if (r < 0)
 		return 1;
-	snprintf(p, sizeof p, "containers/%s", c->id);
-	r = rm_rf_at(s.fd, p);
-	if (r < 0)
-		serr(r, "rm: remove", p, "remove it by hand");
-	else
-		r = store_gc(&s);
+	r = container_remove(&s, c->id);
 	store_close(&s);
 	if (r < 0)
 		return 1;

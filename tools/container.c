@@ -80,6 +80,33 @@ int container_find(struct store *s, const char *what, char id[65])
 	return hits == 1 ? 0 : -ENOENT;
 }
 
+int container_remove(struct store *s, const char *id)
+{
+	char p[128];
+	json_t *rec = NULL, *tags = NULL;
+	container_load(s, id, &rec);
+	const char *image = json_string_value(json_object_get(rec, "image"));
+	bool tagged = false;
+	if (image && store_tags(s, &tags) == 0) {
+		const char *k;
+		json_t *v;
+		json_object_foreach(tags, k, v)
+			tagged = tagged || (json_string_value(v) && !strcmp(json_string_value(v), image));
+	}
+	json_decref(tags);
+	json_decref(rec);
+	snprintf(p, sizeof p, "containers/%s", id);
+	int r = rm_rf_at(s->fd, p);
+	if (r < 0) {
+		serr(r, "rm: remove", p, "remove it by hand");
+		return r;
+	}
+	/* Only an untagged image can have been kept by this container alone:
+	 * a tagged one leaves nothing for the collector (and run --rm stays
+	 * quick). */
+	return tagged ? 0 : store_gc(s);
+}
+
 /* ---------------------------------------------------------------- processes */
 
 unsigned long long proc_start_time(pid_t pid)

@@ -39,6 +39,9 @@ struct store;
 int container_find(struct store *s, const char *what, char id[65]);
 int container_load(struct store *s, const char *id, json_t **c);
 int container_save(struct store *s, const char *id, json_t *c);
+/* Remove a container's directory (exclusive store lock held) and collect
+ * what only it kept. */
+int container_remove(struct store *s, const char *id);
 /* The record with its state and computed status merged in, for inspect
  * and ps --json. */
 int container_describe(struct store *s, const char *id, json_t **out);

@@ -185,13 +185,16 @@ static int monitor_loop(struct monitor *m)
 				json_object_set_new(m->st, "OOMKilled", json_true());
 		}
 		remove_cgroups(m);
+		/* One write: a reader never sees "exited" between two runs. */
+		bool again = r >= 0 && want_restart(m, r);
+		if (again) {
+			m->restarts++;
+			json_object_set_new(m->st, "RestartCount", json_integer(m->restarts));
+			json_object_set_new(m->st, "Status", json_string("restarting"));
+		}
 		save(m);
-		if (r < 0 || !want_restart(m, r))
+		if (!again)
 			break;
-		m->restarts++;
-		json_object_set_new(m->st, "RestartCount", json_integer(m->restarts));
-		json_object_set_new(m->st, "Status", json_string("restarting"));
-		save(m);
 		if (!restart_pause(m)) {
 			json_object_set_new(m->st, "Status", json_string("exited"));
 			save(m);
@@ -207,15 +210,16 @@ static int monitor_loop(struct monitor *m)
 static void autoremove(struct ctr *c)
 {
 	struct store s;
-	char p[128];
 	if (ctr_lock(c) < 0)
 		return;
+	/* A start that won the lock before us made the container another
+	 * monitor's: it is not ours to remove any more. */
+	if ((pid_t)json_integer_value(json_object_get(c->st, "MonitorPid")) != getpid()) {
+		ctr_unlock(c);
+		return;
+	}
 	if (store_open(&s, c->root, true) == 0) {
-		snprintf(p, sizeof p, "containers/%s", c->id);
-		int r = rm_rf_at(s.fd, p);
-		if (r < 0)
-			serr(r, "remove container", p, "remove it with `strata rm -f`");
-		store_gc(&s);
+		container_remove(&s, c->id);
 		store_close(&s);
 	}
 	ctr_unlock(c);
@@ -396,6 +400,9 @@ static void monitor_child(struct ctr *c, struct ctr_spec *sp, int notify)
 	if (null < 0 || pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0)
 		_exit(EXIT_STRATA);
 	dup2(null, 0);
+	/* Hold no directory of the caller's busy. */
+	if (chdir("/") < 0)
+		_exit(EXIT_STRATA);
 	pid_t logger = fork();
 	if (logger < 0)
 		_exit(EXIT_STRATA);
