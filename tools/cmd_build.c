@@ -67,6 +67,7 @@ struct build {
 	const char *network;
 	const char *target;
 	const char *file_name;
+	const char *tls_verify;  /* passed to pulls of FROM and COPY --from images */
 	struct stage *st;
 	size_t nst;
 	unsigned step, nsteps;
@@ -299,8 +300,16 @@ static int resolve_image(struct build *b, const char *ref, char digest[DIGEST_BU
 	if (r == 0)
 		return 0;
 	fprintf(stderr, "strata: build: %s is not in the store: pulling it\n", ref);
-	char *argv[] = { (char *)ref, NULL };
-	if (cmd_pull(b->root, 1, argv) != 0) {
+	char tls[64];
+	char *argv[3] = { (char *)ref, NULL, NULL };
+	int argc = 1;
+	if (b->tls_verify) {
+		snprintf(tls, sizeof tls, "--tls-verify=%s", b->tls_verify);
+		argv[0] = tls;
+		argv[1] = (char *)ref;
+		argc = 2;
+	}
+	if (cmd_pull(b->root, argc, argv) != 0) {
 		susage("build: FROM %s: not in the store and the pull failed (import it, or check the name)", ref);
 		return -ENOENT;
 	}
@@ -1399,6 +1408,13 @@ int cmd_build(const char *root, int argc, char **argv)
 			const char *val = e ? e + 1 : getenv(k);
 			if (val)
 				json_object_set_new(b.build_args, k, json_string(val));
+		} else if (!strcmp(opt, "--tls-verify")) {
+			if (strcmp(v, "true") && strcmp(v, "false")) {
+				susage("build: --tls-verify=%s: true or false", v);
+				json_decref(b.build_args);
+				return 125;
+			}
+			b.tls_verify = v;
 		} else if (!strcmp(opt, "--target")) {
 			b.target = v;
 		} else if (!strcmp(opt, "--network") || !strcmp(opt, "--net")) {

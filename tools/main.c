@@ -68,6 +68,7 @@ static const struct command {
 	  "      --target STAGE       build up to this stage\n"
 	  "      --no-cache           run every step again\n"
 	  "      --layers             one layer per step (always so; accepted for podman's scripts)\n"
+	  "      --tls-verify=false   pull FROM images from a registry without TLS checks\n"
 	  "      --network MODE       RUN steps' network: private (default: own namespace, outbound\n"
 	  "                           through pasta), host or none\n", false },
 	{ "create", cmd_create, "[OPTIONS] IMAGE [COMMAND [ARG...]]", "make a container", RUN_OPTS, false },

@@ -260,6 +260,34 @@ def test_push_pull_run(env):
         check(tags == ['2', 'latest'], 'a push without a tag goes to :latest: %r' % tags)
 
 
+def test_build_push_pull(env):
+    """strata build FROM a registry image (pulled by the build), push what
+    it built, pull that into a fresh store and run it: same image ID."""
+    need('skopeo')
+    private_auth(env)
+    with Registry(env.path('registry')) as reg:
+        make_image(env, 'base:1', 'base-in-registry')
+        base = reg.host + '/strata/base:1'
+        env.run('push', '--tls-verify=false', 'base:1', base)
+        other_store(env, 'builder')
+        ctx = env.path('ctx')
+        os.makedirs(ctx)
+        with open(os.path.join(ctx, 'Containerfile'), 'w') as f:
+            f.write('FROM %s\nRUN /bin/busybox sh -c "echo built-on-base > /etc/message"\n' % base)
+        env.give()
+        r = env.run('build', '--tls-verify=false', '--network', 'none', '-t', 'built:1', ctx,
+                    wrap=fuse(env), timeout=600)
+        built = r.out.strip().splitlines()[-1]
+        check(image_id(env, base) and built.startswith('sha256:'), 'the build pulled its base and made an image')
+        dest = reg.host + '/strata/built:1'
+        env.run('push', '--tls-verify=false', 'built:1', dest)
+        tmp_empty(env)
+        other_store(env, 'fresh')
+        pulled = env.run('pull', '--tls-verify=false', dest).out.strip()
+        check(pulled == built, 'the built image comes back with its ID (%s, built %s)' % (pulled, built))
+        check(run_cat(env, dest) == 'built-on-base', 'and runs')
+
+
 def test_errors(env):
     need('skopeo')
     private_auth(env)
@@ -624,7 +652,7 @@ def private_containers_dir():
 if __name__ == '__main__':
     vlc = private_containers_dir()
     try:
-        rc = main([test_push_pull_run, test_errors, test_login, test_save_load, test_podman])
+        rc = main([test_push_pull_run, test_build_push_pull, test_errors, test_login, test_save_load, test_podman])
     finally:
         if vlc:
             shutil.rmtree(vlc, ignore_errors=True)
