@@ -237,22 +237,27 @@ int cmd_kill(const char *root, int argc, char **argv)
 static int wait_one(struct ctr *c, const char *what, void *arg)
 {
 	(void)what, (void)arg;
-	json_t *code = NULL;
+	/* Opened now, read if the container vanishes (--rm): the monitor
+	 * writes the code into this same file before it removes anything. */
+	_cleanup_close_ int efd = openat(c->dirfd, "exit", O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	bool gone = false;
 	for (;;) {
-		if (json_object_get(c->st, "ExitCode"))
-			json_decref(code), code = json_incref(json_object_get(c->st, "ExitCode"));
-		if (ctr_reload_state(c) < 0 || !active(ctr_status(c)))
+		if (ctr_reload_state(c) < 0) {
+			gone = true;
 			break;
-		sleep_ms(50);
+		}
+		if (!active(ctr_status(c)))
+			break;
+		sleep_ms(20);
 	}
-	if (c->st && json_object_get(c->st, "ExitCode"))
-		json_decref(code), code = json_incref(json_object_get(c->st, "ExitCode"));
-	if (c->st && ctr_status(c) == CTR_DEAD && !json_object_get(c->st, "FinishedAt"))
+	char buf[16] = "";
+	if (gone && efd >= 0 && pread(efd, buf, sizeof buf - 1, 0) > 0)
+		printf("%d\n", atoi(buf));
+	else if (!gone && ctr_status(c) == CTR_DEAD && !json_object_get(c->st, "FinishedAt"))
 		printf("%d\n", 128 + SIGKILL);
 	else
-		printf("%lld\n", (long long)json_integer_value(code));
+		printf("%lld\n", (long long)json_integer_value(json_object_get(c->st, "ExitCode")));
 	fflush(stdout);
-	json_decref(code);
 	return 0;
 }
 

@@ -155,6 +155,19 @@ static void remove_cgroups(struct monitor *m)
 		rmdir(dirs[i]);
 }
 
+/* The exit code in a file written in place, before the state says the
+ * container ended: `wait` holds it open and reads it even after --rm
+ * removed the directory. */
+static void write_exit(struct monitor *m, int code)
+{
+	char buf[16];
+	int n = snprintf(buf, sizeof buf, "%d\n", code);
+	_cleanup_close_ int fd = openat(m->c->dirfd, "exit", O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+	if (fd >= 0 && (pwrite(fd, buf, (size_t)n, 0) != n || ftruncate(fd, n) < 0)) {
+		/* wait falls back to the state */
+	}
+}
+
 /* Run (and rerun) the container; returns the last exit code, or -errno
  * when it could not be started at all. */
 static int monitor_loop(struct monitor *m)
@@ -192,6 +205,8 @@ static int monitor_loop(struct monitor *m)
 			json_object_set_new(m->st, "RestartCount", json_integer(m->restarts));
 			json_object_set_new(m->st, "Status", json_string("restarting"));
 		}
+		if (!again)
+			write_exit(m, r < 0 ? EXIT_STRATA : r);
 		save(m);
 		if (!again)
 			break;
