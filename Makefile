@@ -39,6 +39,13 @@ fuzz: setup
 	@CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DSTRATA_FUZZ=ON >/dev/null
 	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target strata_fuzz
 
+# The long reliability runs (200 detached containers, 1000 sequential run
+# --rm, kill -9 loops with more iterations): not part of make test.
+soak: build
+	@cmake -S . -B $(BUILD) -DSTRATA_SOAK=ON >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+	@cd $(BUILD) && STRATA_SOAK=1 ctest --output-on-failure -L 'soak|reliability'
+
 demo: build
 	@sh scripts/demo.sh $(BUILD)
 

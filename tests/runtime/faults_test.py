@@ -174,7 +174,8 @@ def main():
         print(__doc__, file=sys.stderr)
         return 2
     strata_run, fs, mode = sys.argv[1:4]
-    iterations = int(sys.argv[4]) if len(sys.argv) == 5 else 40
+    # make soak (STRATA_SOAK=1) kills ten times as often
+    iterations = int(sys.argv[4]) if len(sys.argv) == 5 else (400 if os.environ.get("STRATA_SOAK") == "1" else 40)
     if os.geteuid() != 0:
         lt.skip("the harness needs root (it builds the rootless setup for the test user itself)")
     for need in (strata_run, fs, lt.BUSYBOX):
