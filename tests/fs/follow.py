@@ -4,8 +4,10 @@ not serve the requests).
 
 Checked on a mount with uring=off:
 - a client pinned to one CPU, then to another, draws the reader (the
-  daemon's main thread) to that CPU, and the reader runs SCHED_IDLE while
-  the machine is quiet;
+  daemon's main thread) to that CPU, at SCHED_IDLE or SCHED_OTHER (which
+  one depends on the machine's load at the reader's last look, a moment
+  the test cannot see or control, so it is not asserted: a test must not
+  need an idle machine);
 - requests give the right answers all along (getxattr, stat, reads);
 - a daemon without CAP_SYS_NICE (as rootless ones run: a thread cannot
   turn back from SCHED_IDLE) follows as well, with a standby thread parked
@@ -112,10 +114,6 @@ def main(argv):
                                 % (cpu, where))
             if policy not in (os.SCHED_IDLE, os.SCHED_OTHER):
                 problems.append('reader policy %d' % policy)
-        # quiet machine (the test's client has ended): SCHED_IDLE
-        load = int(open('/proc/loadavg').read().split()[3].split('/')[0])
-        if load <= 1 and reader_state(pid)[1] != os.SCHED_IDLE:
-            print('note: reader not SCHED_IDLE on a quiet machine (it looks every 5 ms)')
 
     def relays(pid):
         follows(pid)
