@@ -5,11 +5,11 @@ rootless.py (user namespace, or the daemon run by a user), compat.py
 (fuse-overlayfs as the reference).
 """
 
-SKIP = 77  # exit status ctest reports as skipped
+import os
+import sys
 
-
-class Skip(Exception):
-    """The machine lacks something the test needs; the message says what."""
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from testlib import SKIP, Skip, Fail, check, ensure_user  # noqa: E402,F401  (shared by every area)
 
 
 class Mode:

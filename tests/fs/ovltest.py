@@ -29,7 +29,7 @@ import threading
 import time
 import traceback
 
-from fsmode import SKIP, Skip, mode  # noqa: F401  (re-exported)
+from fsmode import SKIP, Skip, Fail, check, ensure_user, mode  # noqa: F401  (re-exported)
 from layers import F, D, L, H, W, O, P, C, B, S, E, LayerBuilder, T_OLD  # noqa: F401
 from mounts import (KernelMount, FuseMount, is_mounted, mount_fstype, mount_tmpfs,  # noqa: F401
                     umount, run, thread_stacks)
@@ -40,20 +40,6 @@ from observe import (OLD_LIMIT_NS, xattrs_of, stt, file_sha, rd, ls, data_map, w
 
 libc = ctypes.CDLL(None, use_errno=True)
 PR_SET_CHILD_SUBREAPER = 36
-
-
-def ensure_user(name='strata-test'):
-    """pwd entry of the unprivileged test user, created if missing. Tests
-    running in parallel may race to create it: retry until it exists."""
-    import pwd
-    for _ in range(50):
-        try:
-            return pwd.getpwnam(name)
-        except KeyError:
-            subprocess.run(['useradd', '-m', name], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
-            time.sleep(0.1)
-    raise Skip('cannot create the test user %s (useradd failed)' % name)
 
 
 def nofile_wrapper(fs, base, nofile):

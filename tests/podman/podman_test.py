@@ -38,7 +38,6 @@ Set STRATA_PODMAN_DEBUG=1 to run every podman command with
 import ctypes
 import io
 import os
-import pwd
 import shutil
 import signal
 import stat
@@ -64,17 +63,8 @@ MS_BIND = 0x1000
 MNT_DETACH = 2
 
 
-class Failure(Exception):
-    pass
-
-
-class Skip(Exception):
-    pass
-
-
-def expect(cond, msg):
-    if not cond:
-        raise Failure(msg)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from testlib import Fail as Failure, Skip, check as expect, ensure_user  # noqa: E402
 
 
 T0 = time.monotonic()
@@ -273,14 +263,7 @@ class Podman:
         for tool in ('setpriv', 'newuidmap', 'newgidmap'):
             if not shutil.which(tool):
                 raise Skip('%s not installed (Debian packages util-linux, uidmap)' % tool)
-        try:
-            self.pw = pwd.getpwnam(USER)
-        except KeyError:
-            r = subprocess.run(['useradd', '-m', '-s', '/bin/sh', USER],
-                               stderr=subprocess.PIPE, text=True)
-            if r.returncode:
-                raise Skip('cannot create the user %s: %s' % (USER, r.stderr.strip()))
-            self.pw = pwd.getpwnam(USER)
+        self.pw = ensure_user(USER)
         for f, opt in (('/etc/subuid', '--add-subuids'), ('/etc/subgid', '--add-subgids')):
             if not subid_entry(f, USER):
                 start = subid_free_start(f)

@@ -23,8 +23,10 @@ import sys
 import tempfile
 import time
 
-SKIP = 77
-TEST_USER = "strata-test"
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import testlib  # noqa: E402
+from testlib import SKIP, USER as TEST_USER  # noqa: E402
+
 BUSYBOX = "/bin/busybox"
 APPLETS = ["sh", "ls", "cat", "echo", "id", "hostname", "grep", "sleep", "touch",
            "rm", "kill", "env", "pwd", "true", "mkdir", "wc", "stat", "head", "cut"]
@@ -39,13 +41,9 @@ PR_SET_CHILD_SUBREAPER = 36
 CLONE_NEWUSER = 0x10000000
 
 
-class Failure(Exception):
-    pass
-
-
-def expect(cond, msg):
-    if not cond:
-        raise Failure(msg)
+# the names the runtime tests have always used for the shared helpers
+Failure = testlib.Fail
+expect = testlib.check
 
 
 def skip(reason):
@@ -240,17 +238,12 @@ def children_of(ppid):
 
 
 def ensure_user():
-    import fcntl
-    import pwd
-    with open("/tmp/strata-test-useradd.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            pw = pwd.getpwnam(TEST_USER)
-        except KeyError:
-            r = subprocess.run(["useradd", "-m", TEST_USER], capture_output=True, text=True)
-            if r.returncode != 0:
-                skip(f"cannot create the test user {TEST_USER}: {r.stderr.strip()}")
-            pw = pwd.getpwnam(TEST_USER)
+    """(uid, gid) of the test user, created when missing; skips the run when
+    it cannot be created."""
+    try:
+        pw = testlib.ensure_user(TEST_USER)
+    except testlib.Skip as e:
+        skip(str(e))
     return pw.pw_uid, pw.pw_gid
 
 

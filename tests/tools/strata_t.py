@@ -12,7 +12,6 @@ import hashlib
 import io
 import json
 import os
-import pwd
 import shutil
 import stat
 import subprocess
@@ -20,18 +19,10 @@ import sys
 import tarfile
 import tempfile
 
-SKIP = 77
-USER = 'strata-test'
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from testlib import SKIP, USER, Fail, Skip, check, ensure_user, sanitizer_report  # noqa: E402,F401
+
 BUSYBOX = '/bin/busybox'
-
-
-class Fail(Exception):
-    pass
-
-
-def check(cond, what):
-    if not cond:
-        raise Fail(what)
 
 
 def sha(data):
@@ -188,24 +179,19 @@ def oci_layout(path, layers, tag='t', history=None, config=None, mutate=None):
 
 # ---------------------------------------------------------------- running
 
-def ensure_user():
-    try:
-        return pwd.getpwnam(USER)
-    except KeyError:
-        subprocess.run(['useradd', '-m', USER], stderr=subprocess.DEVNULL)
-        return pwd.getpwnam(USER)   # another test may have won the race: fine
+# Sanitizer reports that are known false positives, as substrings of the
+# report, each with the reason it is one. None is known: any report fails.
+KNOWN_SANITIZER_FALSE_POSITIVES = ()
 
 
 def sanitizer_check(err, args):
-    """In the sanitizer build a memory error in strata fails the test. The
-    FUSE daemon and the launcher report through the same stderr; theirs are
-    shown (their own tests judge them) without failing this one."""
-    if 'ERROR: AddressSanitizer' not in err and 'runtime error:' not in err and 'LeakSanitizer' not in err:
+    """In the sanitizer build a report in a strata command's stderr fails the
+    test, whichever program wrote it: strata itself, or the FUSE daemon and
+    the launcher it started, which report through the same stderr."""
+    what = sanitizer_report(err)
+    if not what or any(fp in err for fp in KNOWN_SANITIZER_FALSE_POSITIVES):
         return
-    if '/tools/' in err:
-        raise Fail('sanitizer report from strata during %s:\n%s' % (' '.join(args), err))
-    print('note: sanitizer report from another component during strata %s:\n%s'
-          % (' '.join(args), err[:3000]), flush=True)
+    raise Fail('%s report during strata %s:\n%s' % (what, ' '.join(args), err[-6000:]))
 
 
 class Env:
@@ -338,10 +324,6 @@ def main(tests, argv=None):
     if failed:
         return 1
     return SKIP if ran and skipped == ran else 0
-
-
-class Skip(Exception):
-    pass
 
 
 def dev_wrap(env, tun=False):
