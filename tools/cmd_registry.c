@@ -625,15 +625,12 @@ int cmd_pull(const char *root, int argc, char **argv)
 
 /* --- push --- */
 
-static int read_small(const char *path, char *buf, size_t len)
+/* The first line of a small file. */
+static int read_line(const char *path, char *buf, size_t len)
 {
-	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	ssize_t n = read(fd, buf, len - 1);
-	if (n < 0)
-		return -errno;
-	buf[n] = '\0';
+	int r = read_small(path, buf, len);
+	if (r < 0)
+		return r;
 	buf[strcspn(buf, "\r\n")] = '\0';
 	return 0;
 }
@@ -737,7 +734,7 @@ int cmd_push(const char *root, int argc, char **argv)
 	char *colon = repo ? strrchr(repo, ':') : NULL;
 	if (colon && !strchr(colon, '/'))
 		*colon = '\0';
-	if (repo && read_small(dfile, mdigest, sizeof mdigest) == 0 && digest_valid(mdigest))
+	if (repo && read_line(dfile, mdigest, sizeof mdigest) == 0 && digest_valid(mdigest))
 		printf("%s@%s\n", repo, mdigest);
 	else
 		printf("%s\n", full);

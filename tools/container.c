@@ -334,18 +334,6 @@ size_t ctr_cgroup_dirs(const char *cgroup, char dirs[][4096], size_t max)
 	return n;
 }
 
-static int read_small(const char *path, char *buf, size_t len)
-{
-	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	ssize_t n = read(fd, buf, len - 1);
-	if (n < 0)
-		return -errno;
-	buf[n] = '\0';
-	return (int)n;
-}
-
 /* Paused: pause writes the freezer directory it used into the file
  * "freezer" (a v1 freezer cgroup it made, or the v2 cgroup itself). */
 int ctr_freezer(const struct ctr *c, char *dir, size_t len, bool *v2)

@@ -42,6 +42,10 @@ int read_file_at(int dirfd, const char *path, size_t max, char **buf, size_t *le
 /* The same for an open file. */
 int read_fd(int fd, size_t max, char **buf, size_t *len);
 
+/* The start of a small file (/proc, /sys, a state file) into buf, which
+ * is always terminated: the bytes read, or -errno. */
+int read_small(const char *path, char *buf, size_t len);
+
 /* Write data to dirfd/path atomically: a temp file, fsync, rename. */
 int write_file_atomic(int dirfd, const char *path, const void *data, size_t len);
 
