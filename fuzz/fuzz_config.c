@@ -8,6 +8,7 @@
 #include "fsutil.h"
 #include "image.h"
 #include "store.h"
+#include "scratch.h"
 
 #include <fcntl.h>
 #include <jansson.h>
@@ -18,41 +19,20 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static struct store st;
-static char dir[64], layout[96];
-static bool ready;
-
-static void cleanup(void)
-{
-	if (!ready)
-		return;
-	store_close(&st);
-	rm_rf_at(AT_FDCWD, dir);
-}
+static char layout[96];
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	(void)argc;
 	(void)argv;
-	FILE *null = fopen("/dev/null", "w");
-	if (null)
-		stderr = null;
-	/* A tmpfs by default: the store fsyncs what it writes, which on a disk
-	 * made a run thirty times slower. */
-	const char *tmp = getenv("TMPDIR");
-	if (!tmp || strlen(tmp) >= 32)
-		tmp = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
-	snprintf(dir, sizeof dir, "%s/strata-fuzz-XXXXXX", tmp);
-	if (!mkdtemp(dir))
-		abort();
+	scratch_begin();
 	char store[96], blobs[128];
 	snprintf(store, sizeof store, "%s/store", dir);
 	snprintf(layout, sizeof layout, "%s/oci", dir);
 	snprintf(blobs, sizeof blobs, "%s/blobs/sha256", layout);
 	if (mkdir_p(blobs, 0700) < 0 || store_open(&st, store, true) < 0)
 		abort();
-	ready = true;
-	atexit(cleanup);
+	scratch_ready();
 	return 0;
 }
 

@@ -8,6 +8,7 @@
 #include "fsutil.h"
 #include "layer.h"
 #include "store.h"
+#include "scratch.h"
 
 #include <fcntl.h>
 #include <stdint.h>
@@ -16,35 +17,14 @@
 #include <string.h>
 #include <unistd.h>
 
-static struct store st;
-static char dir[64];
-static bool ready;
-
-static void cleanup(void)
-{
-	if (!ready)
-		return;
-	store_close(&st);
-	rm_rf_at(AT_FDCWD, dir);
-}
-
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	(void)argc;
 	(void)argv;
-	FILE *null = fopen("/dev/null", "w");
-	if (null)
-		stderr = null;
-	/* A tmpfs by default: the store fsyncs what it writes, which on a disk
-	 * made a run thirty times slower. */
-	const char *tmp = getenv("TMPDIR");
-	if (!tmp || strlen(tmp) >= 32)
-		tmp = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
-	snprintf(dir, sizeof dir, "%s/strata-fuzz-XXXXXX", tmp);
-	if (!mkdtemp(dir) || store_open(&st, dir, true) < 0)
+	scratch_begin();
+	if (store_open(&st, dir, true) < 0)
 		abort();
-	ready = true;
-	atexit(cleanup);
+	scratch_ready();
 	return 0;
 }
 
