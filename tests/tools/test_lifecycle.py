@@ -259,6 +259,15 @@ def test_kill9_monitor_and_cli(env):
     x.run('rm', '-f', 'fg')
     check_clean(env, 'kill -9 of strata run')
 
+    # The container's init killed: its monitor records it.
+    cid = x.run('run', '-d', '--name', 'i', 'bb').out.strip()
+    remember(env, cid)
+    os.kill(x.state('i')['Pid'], signal.SIGKILL)
+    check(x.run('wait', 'i').out == '137\n', 'kill -9 of init: 137')
+    check(x.status('i') == 'exited', 'ps after kill -9 of init: %r' % x.status('i'))
+    x.run('rm', 'i')
+    check_clean(env, 'kill -9 of the init')
+
     # The FUSE daemon killed: the container cannot go on; ps tells.
     cid = x.run('run', '-d', '--name', 'd', 'bb').out.strip()
     remember(env, cid)
