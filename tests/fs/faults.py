@@ -42,6 +42,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ovltest import SKIP, Skip, file_sha, is_mounted, prepare_fs, reap_all, umount  # noqa: E402
 from layers import pattern  # noqa: E402
 from mounts import FuseMount, fuse_uring_enabled, run, thread_stacks, uring_threads  # noqa: E402
+from fsmode import sanitizer_report  # noqa: E402
 
 libc = ctypes.CDLL(None, use_errno=True)
 NS_ENV = 'STRATA_FAULTS_NS'
@@ -351,7 +352,7 @@ def exit_round(fs, base, problems, label, uring, copy_elsewhere):
             rc = m.proc.wait(timeout=EXIT_DEADLINE)
             if rc != 0:
                 problems.append('%s: daemon exited with %d after unmount: %s' % (label, rc, m.stderr()))
-            elif 'ERROR: AddressSanitizer' in m.stderr() or 'runtime error:' in m.stderr():
+            elif sanitizer_report(m.stderr()):
                 problems.append('%s: sanitizer report: %s' % (label, m.stderr()))
         except subprocess.TimeoutExpired:
             stacks = thread_stacks(pid)
@@ -410,7 +411,7 @@ def exit_fd_round(fs, base, problems, copy_elsewhere):
             err = log.read()
             if rc != 0:
                 problems.append('%s: daemon exited with %d: %s' % (label, rc, err[-3000:]))
-            elif 'ERROR: AddressSanitizer' in err or 'runtime error:' in err:
+            elif sanitizer_report(err):
                 problems.append('%s: sanitizer report: %s' % (label, err[-3000:]))
         except subprocess.TimeoutExpired:
             stacks = thread_stacks(proc.pid)

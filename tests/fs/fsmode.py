@@ -9,7 +9,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from testlib import SKIP, Skip, Fail, check, ensure_user  # noqa: E402,F401  (shared by every area)
+from testlib import SKIP, Skip, Fail, check, ensure_user, sanitizer_report  # noqa: E402,F401  (shared by every area)
 
 
 class Mode:

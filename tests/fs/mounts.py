@@ -8,7 +8,7 @@ import subprocess
 import tempfile
 import time
 
-from fsmode import Skip, mode
+from fsmode import Skip, mode, sanitizer_report
 
 # Every deadline below only catches a hang; tests/CMakeLists.txt sets the
 # scale so a busy machine never trips one.
@@ -277,8 +277,7 @@ class FuseMount(MountBase):
             rc = self.proc.wait(timeout=20 * SCALE)
             if rc != 0 and not problem:
                 problem = 'daemon exited with status %d after unmount: %s' % (rc, self.stderr())
-            elif any(s in self.stderr() for s in ('ERROR: AddressSanitizer', 'runtime error:',
-                                                  'WARNING: ThreadSanitizer')):
+            elif sanitizer_report(self.stderr()):
                 problem = 'sanitizer report from daemon: ' + self.stderr()
         except subprocess.TimeoutExpired:
             stacks = thread_stacks(self.proc.pid)

@@ -155,6 +155,10 @@ class Env:
             p.kill()
             out, err = p.communicate()
             raise Failure(f"strata-run {args} did not finish in {timeout}s; stderr: {err}")
+        # a test expecting strata-run to fail would take a sanitizer's abort
+        # for the refusal it wanted
+        found = testlib.sanitizer_report(err)
+        expect(not found, f"{found} report from strata-run {args} (or its strata-fs): {err[-6000:]}")
         self.check_clean(args)
         return p.returncode, out, err
 
