@@ -244,8 +244,13 @@ static int step_done(struct build *b, struct stage *st, const char *key)
 	int r = store_open(&s, b->root, true);
 	if (r < 0)
 		return r;
+	/* a step's layer (committed by the step) is unreferenced until its
+	 * image and cache entry are written: the commit marker the step set
+	 * has the next command collect it should we die before */
 	if ((r = stage_store(st, &s)) == 0)
 		r = cache_put(&s, key, st->digest);
+	if (r == 0)
+		store_commit_end(&s);
 	store_close(&s);
 	if (r == 0)
 		memcpy(st->key, key, 33);
@@ -538,7 +543,7 @@ static int run_step(struct build *b, struct stage *st, const struct df_insn *in,
 			if (!*empty_upper && (r = config_diff_ids(st->cfg, "build", &ids)) == 0 &&
 			    (r = lowerview_open(&s, ids, &lv)) == 0) {
 				r = layer_from_dir(&s, ufd, created_by, true, &lv, diffid);
-				if (r == 0)
+				if (r == 0 && (r = store_commit_begin(&s)) == 0)
 					r = store_commit_pending(&s);
 				lowerview_close(&lv);
 			}
@@ -802,7 +807,7 @@ static int copy_run(struct build *b, struct stage *st, const struct copy_step *c
 		close(dfd);
 	if (r == 0) {
 		r = layer_from_dir(&s, tfd, created_by, false, NULL, diffid);
-		if (r == 0)
+		if (r == 0 && (r = store_commit_begin(&s)) == 0)
 			r = store_commit_pending(&s);
 	}
 	close(tfd);
@@ -1083,7 +1088,7 @@ static int workdir_layer(struct build *b, struct stage *st, const char *by, bool
 			else
 				close(dfd);
 			if (r == 0 && (r = layer_from_dir(&s, tfd, by, false, NULL, diffid)) == 0 &&
-			    (r = store_commit_pending(&s)) == 0)
+			    (r = store_commit_begin(&s)) == 0 && (r = store_commit_pending(&s)) == 0)
 				*made = true;
 			close(tfd);
 		}

@@ -67,6 +67,10 @@ int cmd_commit(const char *root, int argc, char **argv)
 	snprintf(what, sizeof what, "container %s", json_string_value(json_object_get(c, "name")));
 	if ((r = layer_from_dir(&s, ufd, what, true, &lv, diffid)) < 0)
 		goto out;
+	/* layer, config, tag: a kill in between leaves an unreferenced
+	 * layer, which the marker has the next command collect */
+	if ((r = store_commit_begin(&s)) < 0)
+		goto out;
 	if ((r = store_commit_pending(&s)) < 0)
 		goto out;
 	/* The new config is the base's with one more layer and history entry. */
@@ -91,6 +95,7 @@ int cmd_commit(const char *root, int argc, char **argv)
 	if ((r = store_set_tag(&s, pos[1], digest)) == 0)
 		printf("%s\n", digest);
 out:
+	store_commit_end(&s);
 	if (ufd >= 0)
 		close(ufd);
 	free(txt);
