@@ -50,7 +50,7 @@ class Ctx:
         return self.json('inspect', name)['State']
 
     def until(self, what, cond, timeout=60):
-        end = time.time() + timeout
+        end = time.time() + timeout * max(1, int(os.environ.get('STRATA_TEST_SCALE', '1')))
         while time.time() < end:
             v = cond()
             if v:
@@ -208,7 +208,11 @@ def test_rm_detached_and_foreground(env):
     remember(env, r.out.strip())
     x.until('the --rm container to go', lambda: os.listdir(os.path.join(env.store, 'containers')) == [])
     check(x.json('ps', '-a', '--json') == [], '--rm -d leaves nothing in ps')
-    cid = x.run('run', '-d', '--rm', 'bb', 'sh', '-c', 'sleep 1; exit 6').out.strip()
+    # wait must start before the container ends and goes (as with docker,
+    # a --rm container that is gone has no exit code left to wait for):
+    # the command lives long enough on a busy machine too
+    scale = max(1, int(os.environ.get('STRATA_TEST_SCALE', '1')))
+    cid = x.run('run', '-d', '--rm', 'bb', 'sh', '-c', 'sleep %d; exit 6' % (2 * scale)).out.strip()
     remember(env, cid)
     check(x.run('wait', cid).out == '6\n', 'wait gets the code of a --rm container')
     r = x.run('run', '--rm', 'bb', 'sh', '-c', 'exit 5', ok=None)
