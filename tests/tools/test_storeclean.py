@@ -198,5 +198,43 @@ def test_kill_import(env):
     print('  %d of 20 imports killed' % killed)
 
 
+def test_kill_commit(env):
+    """kill -9 of `strata commit` at random points, 20 times: afterwards
+    every tag names a whole image, nothing is left in tmp/, and no layer
+    stays that no image uses (the commit marker has the next command
+    collect a layer committed before the image and tag)."""
+    prepare(env)
+    oci_layout(env.path('img'), [(busybox_layer(), 'gzip')])
+    env.give()
+    env.run('import', 'oci:' + env.path('img'), 'cbase:1')
+    cid = env.run('create', '--name', 'c', 'cbase:1', 'true').out.strip()
+    upper = os.path.join(env.store, 'containers', cid, 'upper')
+    with open(os.path.join(upper, 'payload'), 'wb') as f:
+        f.write(os.urandom(3 << 20))
+    if env.user:
+        os.chown(os.path.join(upper, 'payload'), env.pw.pw_uid, env.pw.pw_gid)
+    rnd = random.Random(int(os.environ.get('STRATA_TEST_SEED', '0')) or None)
+    killed = 0
+    for i in range(20):
+        argv = env.wrap([env.strata, '--store', env.store, 'commit', 'c', 'snap:%d' % i])
+        p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env.env())
+        time.sleep(rnd.uniform(0, 0.8))
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        killed += p.returncode == -signal.SIGKILL
+    env.run('images')   # the next command: it finds the dead commits' markers
+    check(os.listdir(os.path.join(env.store, 'tmp')) == [], 'tmp/ empty after the next command: %r'
+          % os.listdir(os.path.join(env.store, 'tmp')))
+    used = set()
+    for line in env.run('images').out.splitlines()[1:]:
+        repo, tag = line.split()[:2]
+        for l in env.json('inspect', '%s:%s' % (repo, tag))['layers']:
+            check(os.path.isdir(l['path']), '%s:%s: layer %s is there' % (repo, tag, l['diff_id']))
+            used.add(l['diff_id'][7:])
+    left = set(os.listdir(os.path.join(env.store, 'layers')))
+    check(left <= used, 'no layer without an image after a killed commit: %r' % sorted(left - used))
+    print('  %d of 20 commits killed' % killed)
+
+
 if __name__ == '__main__':
-    sys.exit(main([test_leftovers_by_hand, test_kill_create, test_kill_import]))
+    sys.exit(main([test_leftovers_by_hand, test_kill_create, test_kill_import, test_kill_commit]))
