@@ -240,14 +240,23 @@ static int wait_one(struct ctr *c, const char *what, void *arg)
 	/* Opened now, read if the container vanishes (--rm): the monitor
 	 * writes the code into this same file before it removes anything. */
 	_cleanup_close_ int efd = openat(c->dirfd, "exit", O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-	bool gone = false;
+	bool gone = false, seen_active = active(ctr_status(c));
 	for (;;) {
 		if (ctr_reload_state(c) < 0) {
 			gone = true;
 			break;
 		}
-		if (!active(ctr_status(c)))
+		enum ctr_status st = ctr_status(c);
+		/* --rm removes the directory file by file: a state that is
+		 * gone while the record is still there is the removal under
+		 * way, not a container that never ran */
+		if (seen_active && st == CTR_CREATED && !json_object_get(c->st, "Status")) {
+			sleep_ms(5);
+			continue;
+		}
+		if (!active(st))
 			break;
+		seen_active = true;
 		sleep_ms(20);
 	}
 	char buf[16] = "";

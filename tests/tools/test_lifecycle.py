@@ -216,6 +216,14 @@ def test_rm_detached_and_foreground(env):
     remember(env, cid)
     w = x.run('wait', cid)
     check(w.out == '6\n', 'wait gets the code of a --rm container: %r %r' % (w.out, w.err))
+    # wait that sees the removal under way (the state file gone, the
+    # record not yet) must not take it for a container that never ran
+    for i in range(8):
+        cid = x.run('run', '-d', '--rm', 'bb', 'sh', '-c', 'sleep 0.5; exit 6').out.strip()
+        remember(env, cid)
+        w = x.run('wait', cid, ok=None)
+        check(w.out == '6\n' or (w.returncode and 'no such container' in w.err),
+              'wait during a --rm removal: %r %r' % (w.out, w.err))
     r = x.run('run', '--rm', 'bb', 'sh', '-c', 'exit 5', ok=None)
     check(r.returncode == 5, 'run --rm: exit code %d %s' % (r.returncode, r.err))
     r = x.run('run', '--rm', 'bb', 'sh', '-c', 'kill -TERM $$', ok=None)
