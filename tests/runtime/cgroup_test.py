@@ -305,16 +305,7 @@ def main():
     e = Env(strata_run, fs, mode)
     failed = 0
     try:
-        for t in GROUPS[mode]:
-            try:
-                t(e)
-                print(f"ok   {mode} {t.__name__}")
-            except Failure as f:
-                failed += 1
-                print(f"FAIL {mode} {t.__name__}: {f}")
-            except Exception as ex:  # a harness error is a failure too
-                failed += 1
-                print(f"FAIL {mode} {t.__name__}: {type(ex).__name__}: {ex}")
+        failed += lt.run_tests(e, mode, GROUPS[mode])
     finally:
         e.remove_test_cgroup()
         e.cleanup()

@@ -13,6 +13,7 @@ usage: faults_test.py STRATA_RUN FS_PROGRAM MODE [ITERATIONS]   (MODE: root | ro
 
 Uses launcher_test's environment. Exit 77: skipped.
 """
+import functools
 import os
 import random
 import signal
@@ -186,18 +187,9 @@ def main():
     lt.libc.prctl(lt.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     e = Env(strata_run, fs, mode)
     failed = 0
-    tests = [(t_daemon_gone_at_return, ()), (t_kill_launcher, (iterations,))]
+    tests = [t_daemon_gone_at_return, functools.partial(t_kill_launcher, iterations=iterations)]
     try:
-        for t, extra in tests:
-            try:
-                t(e, *extra)
-                print(f"ok   {mode} {t.__name__}")
-            except Failure as f:
-                failed += 1
-                print(f"FAIL {mode} {t.__name__}: {f}")
-            except Exception as ex:  # a harness error is a failure too
-                failed += 1
-                print(f"FAIL {mode} {t.__name__}: {type(ex).__name__}: {ex}")
+        failed += lt.run_tests(e, mode, tests)
     finally:
         e.cleanup()
     return 1 if failed else 0

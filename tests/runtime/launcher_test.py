@@ -738,6 +738,24 @@ GROUPS = {
 }
 
 
+
+def run_tests(e, mode, tests):
+    """Run each test(e) and print ok/FAIL; returns how many failed. A
+    harness error fails its test too. Shared by the runtime suites."""
+    failed = 0
+    for t in tests:
+        name = getattr(t, "__name__", None) or t.func.__name__   # functools.partial
+        try:
+            t(e)
+            print(f"ok   {mode} {name}", flush=True)
+        except Failure as f:
+            failed += 1
+            print(f"FAIL {mode} {name}: {f}", flush=True)
+        except Exception as ex:  # a harness error is a failure too
+            failed += 1
+            print(f"FAIL {mode} {name}: {type(ex).__name__}: {ex}", flush=True)
+    return failed
+
 def main():
     if len(sys.argv) != 5 or sys.argv[3] not in ("root", "rootless") or sys.argv[4] not in GROUPS:
         print(__doc__, file=sys.stderr)
@@ -755,16 +773,7 @@ def main():
     e = Env(strata_run, fs, mode)
     failed = 0
     try:
-        for t in GROUPS[group]:
-            try:
-                t(e)
-                print(f"ok   {mode} {t.__name__}")
-            except Failure as f:
-                failed += 1
-                print(f"FAIL {mode} {t.__name__}: {f}")
-            except Exception as ex:  # a harness error is a failure too
-                failed += 1
-                print(f"FAIL {mode} {t.__name__}: {type(ex).__name__}: {ex}")
+        failed += run_tests(e, mode, GROUPS[group])
     finally:
         e.cleanup()
     return 1 if failed else 0

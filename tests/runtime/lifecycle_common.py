@@ -165,16 +165,7 @@ def run_tests(groups, argv_len, usage, make_env, check=None):
     try:
         if check:
             check(e)
-        for t in groups[group]:
-            try:
-                t(e)
-                print(f"ok   {mode} {t.__name__}", flush=True)
-            except Failure as f:
-                failed += 1
-                print(f"FAIL {mode} {t.__name__}: {f}", flush=True)
-            except Exception as ex:  # a harness error is a failure too
-                failed += 1
-                print(f"FAIL {mode} {t.__name__}: {type(ex).__name__}: {ex}", flush=True)
+        failed += lt.run_tests(e, mode, groups[group])
     finally:
         e.cleanup()
     return 1 if failed else 0

@@ -236,16 +236,7 @@ def main():
     e = Env(strata_run, fs, mode)
     failed = 0
     try:
-        for t in TESTS:
-            try:
-                t(e)
-                print(f"ok   {mode} {t.__name__}")
-            except Failure as f:
-                failed += 1
-                print(f"FAIL {mode} {t.__name__}: {f}")
-            except Exception as ex:  # a harness error is a failure too
-                failed += 1
-                print(f"FAIL {mode} {t.__name__}: {type(ex).__name__}: {ex}")
+        failed += lt.run_tests(e, mode, TESTS)
     finally:
         e.cleanup()
     return 1 if failed else 0
