@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/sysmacros.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 /* The device number of packed layer idx's objects: a major number no
@@ -239,7 +240,21 @@ static int write_all(int fd, const char *p, size_t len, uint64_t off)
 	return 0;
 }
 
-int lower_copy_data(const struct lower *lo, uint32_t ino, int dst)
+/* Is 4 KiB block b of file ino (of attributes a) a hole? 1, 0, -errno. */
+static int pk_block_hole(const struct lower *lo, uint32_t ino, const struct pk_attr *a, uint64_t b)
+{
+	if (a->flags & PK_INO_INLINE)
+		return 0;
+	uint16_t holes;
+	bool none;
+	uint64_t per = PK_CHUNK_SIZE / PK_BLOCK;
+	int r = pk_holes(lo->pk, ino, b / per, &holes, &none);
+	if (r < 0)
+		return r;
+	return none || (holes & (1u << (b % per))) ? 1 : 0;
+}
+
+off_t lower_seek(const struct lower *lo, uint32_t ino, off_t off, int whence)
 {
 	struct pk_attr a;
 	int r = pk_getattr(lo->pk, ino, &a);
@@ -247,10 +262,70 @@ int lower_copy_data(const struct lower *lo, uint32_t ino, int dst)
 		return r;
 	if (!S_ISREG(a.mode))
 		return -EINVAL;
+	if (off < 0)
+		return -ENXIO;
+	if (whence == SEEK_SET || whence == SEEK_CUR)
+		return off;
+	if (whence == SEEK_END)
+		return (off_t)a.size + off;
+	if ((whence != SEEK_DATA && whence != SEEK_HOLE))
+		return -EINVAL;
+	if ((uint64_t)off >= a.size)
+		return -ENXIO;
+	for (uint64_t b = (uint64_t)off / PK_BLOCK; b * PK_BLOCK < a.size; b++) {
+		int h = pk_block_hole(lo, ino, &a, b);
+		if (h < 0)
+			return h;
+		if (h == (whence == SEEK_HOLE)) {
+			uint64_t at = b * PK_BLOCK;
+			return (off_t)(at > (uint64_t)off ? at : (uint64_t)off);
+		}
+	}
+	return whence == SEEK_HOLE ? (off_t)a.size : -ENXIO;
+}
+
+int lower_copy_xattrs(const struct lower *lo, uint32_t ino, int dstfd, int ddir, const char *dname)
+{
+	for (uint32_t i = 0;; i++) {
+		const char *name;
+		const void *val;
+		size_t nlen, vlen;
+		char key[PK_MAX_NAME + 1];
+		int r = pk_xattr_at(lo->pk, ino, i, &name, &nlen, &val, &vlen);
+		if (r <= 0)
+			return r;
+		if (nlen >= sizeof key)
+			continue;   /* no such name on Linux: nothing to copy */
+		memcpy(key, name, nlen);
+		key[nlen] = '\0';
+		/* the ownership override is the object's owner, not a marker */
+		bool keep_override = !strcmp(key, "user.containers.override_stat") ||
+				     !strcmp(key, "security.containers.override_stat");
+		if (xa_is_private(key) && !keep_override)
+			continue;
+		if (dstfd >= 0)
+			r = fsetxattr(dstfd, key, val, vlen, 0) < 0 ? -errno : 0;
+		else
+			r = xa_set(ddir, dname, key, val, vlen, 0);
+		if (r < 0 && r != -ENOTSUP && r != -EPERM)
+			return r;
+	}
+}
+
+int lower_copy_data(const struct lower *lo, uint32_t ino, int dst, uint64_t limit)
+{
+	struct pk_attr a;
+	int r = pk_getattr(lo->pk, ino, &a);
+	if (r < 0)
+		return r;
+	if (!S_ISREG(a.mode))
+		return -EINVAL;
+	if (limit > a.size)
+		limit = a.size;
 	_cleanup_free_ char *buf = malloc(PK_CHUNK_SIZE);
 	if (!buf)
 		return -ENOMEM;
-	for (uint64_t off = 0; off < a.size; off += PK_CHUNK_SIZE) {
+	for (uint64_t off = 0; off < limit; off += PK_CHUNK_SIZE) {
 		uint16_t holes = 0;
 		bool none = false;
 		if (!(a.flags & PK_INO_INLINE) &&
@@ -261,6 +336,8 @@ int lower_copy_data(const struct lower *lo, uint32_t ino, int dst)
 		ssize_t n = pk_read(lo->pk, ino, off, PK_CHUNK_SIZE, buf);
 		if (n < 0)
 			return (int)n;
+		if ((uint64_t)n > limit - off)
+			n = (ssize_t)(limit - off);
 		/* write runs of data blocks; holes stay holes */
 		for (size_t b = 0; b * PK_BLOCK < (size_t)n;) {
 			if (holes & (1u << b)) {
@@ -276,5 +353,5 @@ int lower_copy_data(const struct lower *lo, uint32_t ino, int dst)
 			b = e;
 		}
 	}
-	return ftruncate(dst, (off_t)a.size) < 0 ? -errno : 0;
+	return ftruncate(dst, (off_t)limit) < 0 ? -errno : 0;
 }

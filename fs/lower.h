@@ -94,8 +94,16 @@ ssize_t lower_pread(const struct lower *lo, uint32_t ino, void *buf, size_t len,
 /* Decompress [off, off + len) of the file into the shared cache, ahead of
  * a sequential reader. */
 int lower_prefetch(const struct lower *lo, uint32_t ino, uint64_t off, uint64_t len);
-/* Copy the file's data into dst (an empty regular file) keeping its holes
- * (4 KiB blocks), and set dst's size: 0 or -errno. */
-int lower_copy_data(const struct lower *lo, uint32_t ino, int dst);
+/* lseek(2) of a packed regular file, SEEK_DATA and SEEK_HOLE included:
+ * the offset or -errno (-ENXIO past the last data). */
+off_t lower_seek(const struct lower *lo, uint32_t ino, off_t off, int whence);
+/* Copy the first limit bytes (at most the file) of the file's data into dst
+ * (a regular file without data there) keeping its holes (4 KiB blocks),
+ * and set dst's size to them: 0 or -errno. */
+int lower_copy_data(const struct lower *lo, uint32_t ino, int dst, uint64_t limit);
+/* Copy the xattrs of a packed object a copy-up keeps (not the overlay and
+ * strata markers) onto dstfd, or onto dname in ddir when dstfd is -1;
+ * an xattr the upper refuses (ENOTSUP, EPERM) is skipped. 0 or -errno. */
+int lower_copy_xattrs(const struct lower *lo, uint32_t ino, int dstfd, int ddir, const char *dname);
 
 #endif

@@ -93,6 +93,9 @@ static void make_layer(struct lower *lo)
 	assert_int_equal(symlink("d/biglink", P("src/sym")), 0);
 	put_file("src/.wh.gone", "", 0, 0);
 	assert_int_equal(setxattr(P("src/small"), "user.k", "v1", 2, 0), 0);
+	/* markers the copy leaves behind, and one it keeps */
+	assert_int_equal(setxattr(P("src/opq"), "user.overlay.opaque", "y", 1, 0), 0);
+	assert_int_equal(setxattr(P("src/opq"), "user.keep", "k", 1, 0), 0);
 	struct timespec ts[2] = { { 1000, 5 }, { 2000, 123456789 } };
 	assert_int_equal(utimensat(AT_FDCWD, P("src/small"), ts, AT_SYMLINK_NOFOLLOW), 0);
 
@@ -221,7 +224,7 @@ static void test_tree(void **state)
 	/* copy-up of the sparse file keeps its holes */
 	int dst = open(P("copy"), O_RDWR | O_CREAT | O_EXCL, 0600);
 	assert_true(dst >= 0);
-	assert_int_equal(lower_copy_data(&lo, sparse, dst), 0);
+	assert_int_equal(lower_copy_data(&lo, sparse, dst, UINT64_MAX), 0);
 	struct stat cs, ss;
 	assert_int_equal(fstat(dst, &cs), 0);
 	assert_int_equal(stat(P("src/sparse"), &ss), 0);
@@ -236,10 +239,30 @@ static void test_tree(void **state)
 	close(sfd);
 	close(dst);
 	dst = open(P("copy2"), O_RDWR | O_CREAT | O_EXCL, 0600);
-	assert_int_equal(lower_copy_data(&lo, big, dst), 0);
+	assert_int_equal(lower_copy_data(&lo, big, dst, UINT64_MAX), 0);
 	assert_int_equal(pread(dst, got, 200000, 0), 200000);
 	assert_memory_equal(got, want_big, 200000);
 	close(dst);
+	/* holes and data as lseek finds them: data [0, 8K), hole [8K, 80K), data to the end */
+	assert_int_equal(lower_seek(&lo, sparse, 0, SEEK_DATA), 0);
+	assert_int_equal(lower_seek(&lo, sparse, 100, SEEK_HOLE), 8192);
+	assert_int_equal(lower_seek(&lo, sparse, 8192, SEEK_DATA), 8192 + 65536 + 8192);
+	assert_int_equal(lower_seek(&lo, sparse, 90000, SEEK_HOLE), ss.st_size);
+	assert_int_equal(lower_seek(&lo, sparse, ss.st_size, SEEK_DATA), -ENXIO);
+	assert_int_equal(lower_seek(&lo, small, 0, SEEK_HOLE), 6);
+	/* a prefix only (a metacopy truncated smaller), and the xattrs */
+	dst = open(P("copy3"), O_RDWR | O_CREAT | O_EXCL, 0600);
+	assert_int_equal(lower_copy_data(&lo, big, dst, 70000), 0);
+	assert_int_equal(lseek(dst, 0, SEEK_END), 70000);
+	assert_int_equal(lower_copy_xattrs(&lo, small, dst, -1, NULL), 0);
+	assert_int_equal(fgetxattr(dst, "user.k", buf, sizeof buf), 2);
+	close(dst);
+	uint32_t opqdir;
+	assert_int_equal(lower_walk(&lo, "/opq", &opqdir), 0);
+	assert_int_equal(mkdir(P("copydir"), 0700), 0);
+	assert_int_equal(lower_copy_xattrs(&lo, opqdir, -1, AT_FDCWD, P("copydir")), 0);
+	assert_int_equal(listxattr(P("copydir"), buf, sizeof buf), 10);
+	assert_string_equal(buf, "user.keep");
 	free(a);
 	free(b);
 	free(got);
@@ -268,7 +291,7 @@ static void test_damage(void **state)
 	char buf[4096];
 	assert_int_equal(lower_pread(&lo, big, buf, sizeof buf, 0), -EIO);
 	int dst = open(P("copy"), O_RDWR | O_CREAT | O_EXCL, 0600);
-	assert_int_equal(lower_copy_data(&lo, big, dst), -EIO);
+	assert_int_equal(lower_copy_data(&lo, big, dst, UINT64_MAX), -EIO);
 	close(dst);
 	lower_close(&lo);
 
