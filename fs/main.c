@@ -16,72 +16,6 @@
 
 struct sfs *SFS;
 
-static const char usage_text[] =
-"usage: strata-fs [-f] [-d] -o lowerdir=TOP:...:BOTTOM[,upperdir=U,workdir=W][,OPTS] MOUNTPOINT\n"
-"\n"
-"A copy-on-write layered filesystem in FUSE: the merged view of read-only lower\n"
-"layers and one writable upper layer, with overlayfs's semantics (whiteouts,\n"
-"opaque directories, copy-up, redirected directory renames). Without upperdir\n"
-"the mount is read-only. Command line compatible with fuse-overlayfs, so it\n"
-"can serve as containers-storage's mount_program.\n"
-"\n"
-"  -f                 stay in the foreground\n"
-"  -d, --debug        foreground, and log every request\n"
-"  -s                 serve requests on a single thread\n"
-"  -V, --version      print the version\n"
-"  -h, --help         this text\n"
-"\n"
-"options (-o, comma-separated; empty items are ignored):\n"
-"  lowerdir=DIRS      read-only layers, topmost first, separated by ':'\n"
-"  upperdir=DIR       the writable layer (needs workdir)\n"
-"  workdir=DIR        scratch space on the same filesystem as upperdir\n"
-"  volatile, fsync=0  skip fsync: faster, not crash-safe\n"
-"  uidmapping=DISK:SHOWN:N[:...], gidmapping=...\n"
-"                     show on-disk id DISK+k as SHOWN+k, write the reverse; other\n"
-"                     ids show as 65534 (fuse-overlayfs's order; a leading ':' is accepted)\n"
-"  squash_to_root     show every file as owned by root\n"
-"  squash_to_uid=N, squash_to_gid=N\n"
-"                     show every file as owned by uid/gid N\n"
-"  xattr_permissions=0|1|2\n"
-"                     keep owners and modes that the upper cannot hold in an\n"
-"                     xattr: 1 security.containers.override_stat, 2 user.containers.override_stat\n"
-"  noacl              no POSIX ACLs: not listed, reading or setting one is\n"
-"                     \"not supported\"\n"
-"  unlabeled=enotsup|enodata\n"
-"                     what getxattr of security.selinux answers for a file that has\n"
-"                     no label (default enotsup: ls and libselinux then stop asking\n"
-"                     for every file; the request only reaches strata-fs on hosts\n"
-"                     where no security module keeps labels itself)\n"
-"  metacopy=on|off    chmod/chown/utimes/xattr changes copy no data (default on)\n"
-"  writeback=on|off   kernel writeback cache (default on, unless passthrough is used)\n"
-"  passthrough=on|off let the kernel read and write files of the upper layer\n"
-"                     directly (default on; needs Linux 6.9+ and CAP_SYS_ADMIN,\n"
-"                     else ignored)\n"
-"  uring=on|off       take requests through io_uring, one queue per CPU, where\n"
-"                     the kernel offers it (default on; Linux 6.14+ with the fuse\n"
-"                     module's enable_uring=Y, else ignored)\n"
-"  timeout=SECONDS    how long the kernel may cache names and attributes (default 86400)\n"
-"  poll_us=N          after a request, poll N microseconds for the next one before\n"
-"                     sleeping (default 50; 0 with one CPU): waking a sleeping\n"
-"                     CPU costs more than that on virtual machines\n"
-"  allow_other, allow_root, default_permissions, ro, nodev, nosuid, noexec,\n"
-"  noatime, fsname=, subtype=\n"
-"                     passed to the kernel mount\n"
-"  redirect_dir=on|follow|off|nofollow\n"
-"                     on (default): a renamed lower or merged directory keeps a\n"
-"                     redirect to its lower contents; follow, off: redirects are\n"
-"                     followed but such a rename fails with EXDEV (mv then copies);\n"
-"                     nofollow: EXDEV, and a redirect met in a layer is EPERM\n"
-"  context=, threaded=, fast_ino=, plugins=, index=, xino=, userxattr, noxattrs=0\n"
-"                     accepted and ignored, for compatibility\n"
-"  static_nlink, noxattrs\n"
-"                     refused: strata-fs cannot honour them\n"
-"\n"
-"MOUNTPOINT may be /dev/fd/N: a /dev/fuse descriptor already mounted by the caller.\n"
-"strata-fs exits 0 once the mount is live, then serves in the background until\n"
-"unmounted (fusermount3 -u MOUNTPOINT or umount MOUNTPOINT) from the mount\n"
-"namespace it mounted in: a copy of the mount in another namespace (made by an\n"
-"unshare -m meanwhile) does not keep it, and fails with ENOTCONN from then on.\n";
 
 static const struct fuse_lowlevel_ops ops = {
 	.init = op_init,
@@ -432,7 +366,7 @@ int main(int argc, char **argv)
 	if (r < 0)
 		return 1;
 	if (fs.opts.show_help) {
-		fputs(usage_text, stdout);
+		opts_usage(stdout);
 		return 0;
 	}
 	if (fs.opts.show_version) {

@@ -6,6 +6,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/types.h>
 
 struct idmap_ent {
@@ -57,6 +58,28 @@ struct strata_opts {
 	bool show_version;
 	bool show_help;
 };
+
+/* One row of strata-fs's -o options (opts_table, in opts.c): the parser,
+ * `strata-fs --help` and the man page are all made from it. */
+enum opt_kind {
+	OPT_FLAG,       /* a bare name; a value is ignored */
+	OPT_VALUE,      /* name=value; the value is required */
+	OPT_ANY,        /* the parser decides per name (volatile vs fsync=0) */
+};
+struct opt_row {
+	const char *names;      /* the keys it parses, separated by spaces */
+	enum opt_kind kind;
+	int (*parse)(struct strata_opts *o, const char *key, const char *val, const char *item);
+	const char *synopsis;   /* as --help and the man page show it */
+	const char *help;       /* one paragraph of plain text */
+};
+extern const struct opt_row opts_table[];   /* ends with a row of NULLs */
+
+/* The "options (-o ...)" block of --help, made from the table. */
+void opts_help(FILE *f);
+
+/* The whole of `strata-fs --help`. */
+void opts_usage(FILE *f);
 
 /* Parse argv into o. Returns 0, or -EINVAL after printing what is wrong and
  * what to do. o is zeroed and filled; free with opts_free(). */

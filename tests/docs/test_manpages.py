@@ -4,7 +4,8 @@
 usage: test_manpages.py MANDIR NAME=PROGRAM...
 
 For strata-fs the -o mount options count too (the names at the start of the
-option lines of --help); for strata, every command of the table and every
+option lines of --help), and the page's OPTIONS and MOUNT OPTIONS sections
+must be what man/refresh-strata-fs.py makes of fs/opts.c's tables; for strata, every command of the table and every
 flag of each command's own --help. An option missing from the page fails
 the test with its name, so a new flag cannot land without its
 documentation. Exit status: 0 pass, 1 fail, 77 skip (no page built).
@@ -53,6 +54,11 @@ def check(name, prog, mandir, problems):
     if name == 'strata-fs':
         block = text.split('options (-o', 1)[-1].split('\n\n', 1)[0]
         want |= {m.group(1) for m in MOUNT_OPT.finditer(block)}
+        # the option sections are made from fs/opts.c's tables, as --help is
+        gen = os.path.join(mandir, 'refresh-strata-fs.py')
+        p = subprocess.run([sys.executable, gen, '--check'], capture_output=True, text=True, timeout=60)
+        if p.returncode != 0:
+            problems.append('strata-fs: %s' % (p.stdout + p.stderr).strip())
     if name == 'strata':
         cmds = re.findall(r'^  ([a-z][a-z-]+)\s', text.split('commands:', 1)[-1], re.M)
         for c in cmds:

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <stdio.h>
+#include "err.h"
 #include "opts.h"
 
 static int parse(struct strata_opts *o, const char *const *args)
@@ -189,6 +191,96 @@ static void behaviour_options(void **state)
 	}
 }
 
+/* Every name of the table is a name the parser takes (with a value where
+ * its row wants one), and every name --help shows is in the table: the
+ * parser, --help and the man page cannot disagree on what exists. */
+static void table_drives_parser_and_help(void **state)
+{
+	struct strata_opts o;
+	char *help = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&help, &len);
+
+	(void)state;
+	assert_non_null(f);
+	opts_usage(f);
+	fclose(f);
+	for (const struct opt_row *r = opts_table; r->names; r++) {
+		assert_non_null(r->parse);
+		_cleanup_free_ char *names = strdup(r->names);
+		char *save = NULL;
+		for (char *n = strtok_r(names, " ", &save); n; n = strtok_r(NULL, " ", &save)) {
+			/* refused options aside, a name parses with a value that fits it */
+			static const struct { const char *name, *value; } values[] = {
+				{ "lowerdir", "/l2" }, { "upperdir", "/u" }, { "workdir", "/w" },
+				{ "fsync", "0" }, { "uidmapping", "0:0:1" }, { "gidmapping", "0:0:1" },
+				{ "squash_to_uid", "1" }, { "squash_to_gid", "1" }, { "xattr_permissions", "2" },
+				{ "unlabeled", "enodata" }, { "timeout", "1" }, { "poll_us", "0" },
+				{ "redirect_dir", "follow" }, { "fsname", "x" }, { "subtype", "x" },
+				{ "noxattrs", "0" },
+			};
+			const char *v = NULL;
+			for (size_t i = 0; i < sizeof values / sizeof *values; i++)
+				if (!strcmp(values[i].name, n))
+					v = values[i].value;
+			char item[128];
+			snprintf(item, sizeof item, "lowerdir=/l,%s%s%s", n, v ? "=" : "", v ? v : "");
+			const char *a[] = { "-o", item, "/m", NULL };
+			int want = !strcmp(n, "static_nlink") ? -EINVAL : 0;
+			if (!strcmp(n, "upperdir") || !strcmp(n, "workdir"))
+				snprintf(item, sizeof item, "lowerdir=/l,upperdir=/u,workdir=/w,%s=%s", n, v);
+			assert_int_equal(parse(&o, a), want);
+			opts_free(&o);
+			/* each name is in --help, and so on the man page */
+			if (strcmp(n, "squash_to_root") && strcmp(n, "volatile")) {
+				char shown[80];
+				snprintf(shown, sizeof shown, "%s", n);
+				if (!strstr(help, shown))
+					fail_msg("option %s is not in --help", n);
+			}
+		}
+	}
+	/* and the flags */
+	static const char *const flags[] = { "-f", "-d", "--debug", "-s", "-V", "--version", "-h", "--help" };
+	for (size_t i = 0; i < sizeof flags / sizeof *flags; i++) {
+		const char *a[] = { flags[i], "-o", "lowerdir=/l", "/m", NULL };
+		assert_int_equal(parse(&o, a), 0);
+		opts_free(&o);
+		assert_non_null(strstr(help, flags[i]));
+	}
+	free(help);
+}
+
+/* Items the parser accepts in forms that used to differ per option: a
+ * bare switch is "on", a missing value of a valued option is refused
+ * before its parser runs. */
+static void value_forms(void **state)
+{
+	struct strata_opts o;
+
+	(void)state;
+	const char *bare[] = { "-o", "lowerdir=/l,metacopy,passthrough,volatile,squash_to_root,noacl,debug", "/m", NULL };
+	assert_int_equal(parse(&o, bare), 0);
+	assert_true(o.metacopy && o.passthrough && o.is_volatile && o.squash_to_root && o.noacl && o.debug);
+	opts_free(&o);
+	static const char *const novalue[] = { "fsync", "squash_to_uid", "timeout", "poll_us", "uidmapping",
+					       "xattr_permissions", "upperdir", "lowerdir" };
+	for (size_t i = 0; i < sizeof novalue / sizeof *novalue; i++) {
+		char item[64];
+		snprintf(item, sizeof item, "lowerdir=/l,%s", novalue[i]);
+		const char *a[] = { "-o", item, "/m", NULL };
+		assert_int_equal(parse(&o, a), -EINVAL);
+		opts_free(&o);
+	}
+	const char *kern[] = { "-o", "lowerdir=/l,allow_other,fsname=x,auto_unmount", "/m", NULL };
+	assert_int_equal(parse(&o, kern), 0);
+	assert_string_equal(o.fuse_opts, "allow_other,fsname=x,auto_unmount");
+	opts_free(&o);
+	const char *badtimeout[] = { "-o", "lowerdir=/l,timeout=", "/m", NULL };
+	assert_int_equal(parse(&o, badtimeout), -EINVAL);
+	opts_free(&o);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -201,6 +293,8 @@ int main(void)
 		cmocka_unit_test(refused),
 		cmocka_unit_test(redirect_dir_modes),
 		cmocka_unit_test(behaviour_options),
+		cmocka_unit_test(table_drives_parser_and_help),
+		cmocka_unit_test(value_forms),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
