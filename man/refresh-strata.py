@@ -16,7 +16,7 @@ GROUPS = [
                 'login', 'logout', 'save', 'load']),
     ('CONTAINERS', ['create', 'run', 'start', 'stop', 'restart', 'kill', 'wait', 'pause', 'unpause', 'exec',
                     'logs', 'ps', 'top', 'stats', 'port', 'rm']),
-    ('CHANGES AND LAYERS', ['diff', 'layers', 'commit', 'pack', 'unpack']),
+    ('CHANGES AND LAYERS', ['diff', 'layers', 'commit', 'pack', 'unpack', 'system']),
     ('OTHER', ['bench', 'help']),
 ]
 

@@ -25,6 +25,7 @@ int cmd_commit(const char *store, int argc, char **argv);
 int cmd_bench(const char *store, int argc, char **argv);
 int cmd_pack(const char *store, int argc, char **argv);
 int cmd_unpack(const char *store, int argc, char **argv);
+int cmd_system(const char *store, int argc, char **argv);
 int cmd_pull(const char *store, int argc, char **argv);
 int cmd_build(const char *store, int argc, char **argv);
 int cmd_push(const char *store, int argc, char **argv);

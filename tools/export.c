@@ -6,6 +6,7 @@
 #include "err.h"
 #include "fsutil.h"
 #include "layer.h"
+#include "pkstore.h"
 #include "progress.h"
 
 #include <archive.h>
@@ -23,7 +24,9 @@ struct xlayer {
 	char digest[DIGEST_BUF];
 	char media_type[128];
 	json_int_t size, tar_size;
-	int fd;     /* the stored blob */
+	int fd;     /* the stored blob, or -1 for a packed layer: */
+	struct pk_layer *pk;    /* its tar is rebuilt from these two */
+	int tsfd;
 };
 
 struct ximage {
@@ -38,9 +41,13 @@ struct ximage {
 
 static void ximage_free(struct ximage *x)
 {
-	for (size_t i = 0; i < x->n; i++)
+	for (size_t i = 0; i < x->n; i++) {
 		if (x->layers[i].fd >= 0)
 			close(x->layers[i].fd);
+		if (x->layers[i].tsfd >= 0)
+			close(x->layers[i].tsfd);
+		pk_close(x->layers[i].pk);
+	}
 	free(x->layers);
 	free(x->config);
 	free(x->manifest);
@@ -63,7 +70,7 @@ static int ximage_load(struct store *s, const char *digest, struct ximage *x)
 		goto out;
 	}
 	for (size_t i = 0; i < x->n; i++)
-		x->layers[i].fd = -1;
+		x->layers[i].fd = x->layers[i].tsfd = -1;
 	json_t *ml = json_array();
 	for (size_t i = 0; i < x->n; i++) {
 		struct xlayer *l = &x->layers[i];
@@ -82,7 +89,17 @@ static int ximage_load(struct store *s, const char *digest, struct ximage *x)
 		char p[128];
 		snprintf(p, sizeof p, "layers/%s/blob", digest_hex(l->diffid));
 		l->fd = openat(s->fd, p, O_RDONLY | O_CLOEXEC);
-		if (l->fd < 0) {
+		if (l->fd < 0 && errno == ENOENT && pkstore_layer_is_packed(s, l->diffid) == 1) {
+			/* No blob: the uncompressed tar, rebuilt, is the blob;
+			 * its digest is the DiffID, so the config is unchanged. */
+			if ((r = pkstore_open_layer(s, l->diffid, &l->pk, &l->tsfd)) < 0) {
+				json_decref(ml);
+				goto out;
+			}
+			snprintf(l->digest, sizeof l->digest, "%s", l->diffid);
+			snprintf(l->media_type, sizeof l->media_type, "%s", oci_layer_media_type(COMP_NONE));
+			l->size = l->tar_size;
+		} else if (l->fd < 0) {
 			r = -errno;
 			serr(r, "export: open layer blob", p, "the store is damaged; import the image again");
 			json_decref(ml);
@@ -150,6 +167,87 @@ static int put_blob_dir(int bfd, const char *digest, const void *buf, size_t len
 	return 0;
 }
 
+/* A packed layer's tar, rebuilt, into a sink; checked against the DiffID
+ * on the way, so a damaged layer fails the export instead of writing a
+ * blob whose digest is not the one the manifest names. */
+struct regen {
+	struct sha256 h;
+	ts_sink out;
+	void *ctx;
+	struct progress *pg;
+};
+
+static int regen_sink(void *ctx, const void *buf, size_t len)
+{
+	struct regen *g = ctx;
+	sha256_update(&g->h, buf, len);
+	if (g->pg)
+		progress_add(g->pg, len);
+	return g->out(g->ctx, buf, len);
+}
+
+static int regen(struct xlayer *l, ts_sink out, void *ctx, struct progress *pg)
+{
+	struct regen g = { .out = out, .ctx = ctx, .pg = pg };
+	char what[128], got[DIGEST_BUF];
+	uint64_t n = 0;
+	int r = sha256_init(&g.h);
+	if (r < 0)
+		return r;
+	snprintf(what, sizeof what, "layer %s", l->diffid);
+	r = ts_regen(l->tsfd, l->pk, regen_sink, &g, what, &n);
+	sha256_final(&g.h, got);
+	if (r == 0 && (strcmp(got, l->diffid) || (json_int_t)n != l->tar_size)) {
+		r = -EIO;
+		serr(r, "export: rebuild", what, "the rebuilt tar is %s (%llu bytes); the layer is damaged: "
+		     "`strata system check` lists the damage, import the image again", got, (unsigned long long)n);
+	}
+	return r;
+}
+
+static int fd_sink(void *ctx, const void *buf, size_t len)
+{
+	int fd = *(int *)ctx;
+	for (const char *p = buf; len;) {
+		ssize_t w = write(fd, p, len);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return -errno;
+		p += w;
+		len -= (size_t)w;
+	}
+	return 0;
+}
+
+static int ar_sink(void *ctx, const void *buf, size_t len)
+{
+	return archive_write_data(ctx, buf, len) == (la_ssize_t)len ? 0 : -EIO;
+}
+
+static int put_layer_dir(int bfd, struct xlayer *l)
+{
+	if (l->fd >= 0)
+		return put_blob_dir(bfd, l->digest, NULL, 0, l->fd);
+	struct stat st;
+	const char *hex = digest_hex(l->digest);
+	if (fstatat(bfd, hex, &st, 0) == 0)
+		return 0;
+	char tmp[128];
+	snprintf(tmp, sizeof tmp, ".%s.tmp", hex);
+	_cleanup_close_ int fd = openat(bfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	int r = regen(l, fd_sink, &fd, NULL);
+	if (r == 0 && fsync(fd) < 0)
+		r = -errno;
+	if (r == 0 && renameat(bfd, tmp, bfd, hex) < 0)
+		r = -errno;
+	if (r < 0)
+		unlinkat(bfd, tmp, 0);
+	return r;
+}
+
 static int export_oci_dir(struct ximage *x, const char *dir, const char *ref)
 {
 	char p[PATH_MAX];
@@ -164,7 +262,7 @@ static int export_oci_dir(struct ximage *x, const char *dir, const char *ref)
 	if (dfd < 0 || bfd < 0)
 		return -errno;
 	for (size_t i = 0; i < x->n; i++)
-		if ((r = put_blob_dir(bfd, x->layers[i].digest, NULL, 0, x->layers[i].fd)) < 0)
+		if ((r = put_layer_dir(bfd, &x->layers[i])) < 0)
 			goto fail;
 	if ((r = put_blob_dir(bfd, x->digest, x->config, x->config_len, -1)) < 0 ||
 	    (r = put_blob_dir(bfd, x->manifest_digest, x->manifest, strlen(x->manifest), -1)) < 0)
@@ -276,6 +374,17 @@ out:
 	return r;
 }
 
+/* A layer into a tarball: its blob (plain: decompressed), or its tar
+ * rebuilt from the packed layer. */
+static int ar_layer(struct archive *a, const char *name, struct xlayer *l, bool plain, struct progress *pg)
+{
+	if (l->fd >= 0)
+		return plain ? ar_decompressed(a, name, l->fd, l->tar_size, pg) : ar_fd(a, name, l->fd, l->size, pg);
+	if (ar_header(a, name, l->tar_size, AE_IFREG) < 0)
+		return -EIO;
+	return regen(l, ar_sink, a, pg);
+}
+
 static int export_archive(struct ximage *x, const struct spec *sp, const char *name)
 {
 	char tmp[PATH_MAX], p[256];
@@ -306,7 +415,7 @@ static int export_archive(struct ximage *x, const struct spec *sp, const char *n
 			if (dup)
 				continue;
 			snprintf(p, sizeof p, "blobs/sha256/%s", digest_hex(x->layers[i].digest));
-			r = ar_fd(a, p, x->layers[i].fd, x->layers[i].size, &pg);
+			r = ar_layer(a, p, &x->layers[i], false, &pg);
 		}
 		if (r == 0) {
 			snprintf(p, sizeof p, "blobs/sha256/%s", digest_hex(x->digest));
@@ -329,7 +438,7 @@ static int export_archive(struct ximage *x, const struct spec *sp, const char *n
 			for (size_t j = 0; j < i; j++)
 				dup = dup || !strcmp(x->layers[j].diffid, x->layers[i].diffid);
 			if (!dup)
-				r = ar_decompressed(a, p, x->layers[i].fd, x->layers[i].tar_size, &pg);
+				r = ar_layer(a, p, &x->layers[i], true, &pg);
 		}
 		char cname[128];
 		snprintf(cname, sizeof cname, "%s.json", digest_hex(x->digest));

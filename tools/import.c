@@ -5,6 +5,7 @@
 #include "fsutil.h"
 #include "layer.h"
 #include "pack.h"
+#include "pkstore.h"
 #include "unpack.h"
 
 #include <fcntl.h>
@@ -81,6 +82,28 @@ void spec_free(struct spec *sp)
 	free(sp->path);
 	free(sp->ref);
 	memset(sp, 0, sizeof *sp);
+}
+
+/* Whether this process gave up the store lock for its input (image_import):
+ * then a packed layer is written under a shared lock taken for it. */
+static bool import_unlocked;
+
+/* layer_import, writing a packed layer when the store's format says so. */
+static int import_one(struct store *s, struct bsrc *src, struct layer_expect *x, const char *what,
+		      struct layer_got *got)
+{
+	struct layer_tap tap;
+	struct pkstore_import *pi = NULL;
+	if (pkstore_packed()) {
+		int r = pkstore_import_new(s, import_unlocked, &pi, &tap);
+		if (r < 0)
+			return r;
+		x->tap = &tap;
+	}
+	int r = layer_import(s, src, x, what, got);
+	x->tap = NULL;
+	pkstore_import_free(pi);
+	return r;
 }
 
 static void blob_name(char *buf, size_t len, const char *digest)
@@ -205,7 +228,7 @@ static int layer_cb(void *ctx, size_t i, struct bsrc *src)
 	snprintf(what, sizeof what, "layer %s of %s", j->names[i], j->where);
 	if (store_has_layer(j->s, j->diffids[i]))
 		return 0;   /* the same layer twice in one image */
-	return layer_import(j->s, src, &x, what, &got);
+	return import_one(j->s, src, &x, what, &got);
 }
 
 /* Import the layers a config lists that the store lacks. layers[i] gives
@@ -613,7 +636,7 @@ static int import_rootfs(struct store *s, const struct spec *sp, const char *nam
 		struct bsrc src = { fd_src_read, &f };
 		struct layer_expect x = { .comp = COMP_UNKNOWN, .size = -1 };
 		struct layer_got got;
-		r = layer_import(s, &src, &x, sp->path, &got);
+		r = import_one(s, &src, &x, sp->path, &got);
 		memcpy(diffid, got.diffid, sizeof diffid);
 	}
 	if (r < 0)
@@ -637,16 +660,22 @@ int image_import(struct store *s, const struct spec *sp, const char *name, char 
 	 * the exclusive lock back on success only; after a failure they may
 	 * only clean up their own tmp/ work and close the store. */
 	store_unlock(s);
+	import_unlocked = true;
+	int r = -EINVAL;
 	switch (sp->kind) {
 	case SPEC_OCI:
 	case SPEC_OCI_ARCHIVE:
-		return import_oci(s, sp, name, digest);
+		r = import_oci(s, sp, name, digest);
+		break;
 	case SPEC_DOCKER_ARCHIVE:
-		return import_docker(s, sp, name, digest);
+		r = import_docker(s, sp, name, digest);
+		break;
 	case SPEC_ROOTFS:
-		return import_rootfs(s, sp, name, digest);
+		r = import_rootfs(s, sp, name, digest);
+		break;
 	}
-	return -EINVAL;
+	import_unlocked = false;
+	return r;
 }
 
 int layer_from_dir(struct store *s, int dirfd, const char *what, bool overlay,
@@ -669,7 +698,7 @@ int layer_from_dir(struct store *s, int dirfd, const char *what, bool overlay,
 		struct bsrc src = { fd_src_read, &f };
 		struct layer_expect x = { .comp = COMP_GZIP, .size = -1 };
 		struct layer_got got;
-		r = layer_import(s, &src, &x, what, &got);
+		r = import_one(s, &src, &x, what, &got);
 		if (r == 0)
 			memcpy(diffid, got.diffid, DIGEST_BUF);
 	}

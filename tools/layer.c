@@ -74,6 +74,7 @@ struct outer {
  * zstd and plain tar go through libarchive's raw reader. */
 struct inner {
 	struct outer *o;
+	const struct layer_tap *tap;
 	bool use_zlib, member_done, z_ready;
 	z_stream z;
 	struct archive *dec;
@@ -221,6 +222,10 @@ static la_ssize_t inner_read(struct archive *a, void *ctx, const void **buf)
 	}
 	sha256_update(&in->h, in->buf, (size_t)n);
 	in->n += n;
+	if (in->tap && n > 0 && (in->err = in->tap->data(in->tap->ctx, in->buf, (size_t)n)) < 0) {
+		archive_set_error(a, -in->err, "recording the layer's tar failed");
+		return -1;
+	}
 	*buf = in->buf;
 	return n;
 }
@@ -292,6 +297,7 @@ int layer_import(struct store *s, struct bsrc *src, const struct layer_expect *x
 		goto out;
 	}
 	in->o = o;
+	in->tap = x->tap;
 	o->pending = outer_pull(o);
 	if (o->pending <= 0) {
 		r = o->pending < 0 ? (int)o->pending : -ENODATA;
@@ -391,6 +397,8 @@ int layer_import(struct store *s, struct bsrc *src, const struct layer_expect *x
 		serr(r, "import: write layer metadata in", s->root, "check free space of the store");
 		goto out;
 	}
+	if (x->tap && x->tap->done && (r = x->tap->done(x->tap->ctx, s, tfd, tmpname, got)) < 0)
+		goto out;
 	if (store_has_layer(s, got->diffid))
 		rm_rf_at(s->fd, tmpname);   /* same content already there */
 	else

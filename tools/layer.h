@@ -27,7 +27,20 @@ struct bsrc {
 struct fd_src { int fd; };
 ssize_t fd_src_read(void *ctx, void *buf, size_t len);
 
+struct layer_got;
+
+/* An observer of one import (the packed store format, tools/pkstore.h):
+ * data sees every byte of the uncompressed tar in order and returns 0 or
+ * -errno; done runs once both digests are verified, before the layer in
+ * tmp/<tmpname> (diff/, blob, layer.json) becomes pending. */
+struct layer_tap {
+	int (*data)(void *ctx, const void *buf, size_t len);
+	int (*done)(void *ctx, struct store *s, int tfd, const char *tmpname, const struct layer_got *got);
+	void *ctx;
+};
+
 struct layer_expect {
+	const struct layer_tap *tap;   /* or NULL */
 	enum compression comp;   /* from the media type; COMP_UNKNOWN: accept any */
 	const char *digest;      /* blob digest, or NULL */
 	const char *diffid;      /* DiffID, or NULL */

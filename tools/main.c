@@ -106,6 +106,11 @@ static const struct command {
 	  "  -f, --force  stop running containers first, clean up after dead ones\n", false },
 	{ "pack", cmd_pack, "SRC_DIR DEST [--chunks DIR] [--stats]", "a directory to a packed layer", NULL, false },
 	{ "unpack", cmd_unpack, "DEST DIR [--chunks DIR]", "a packed layer back to a directory", NULL, false },
+	{ "system", cmd_system, "df [--json] | check | migrate | prune", "the store: usage and dedup, damage, layer format, unused data",
+	  "  df       logical and stored bytes, dedup and lz4 ratios, per image and in total\n"
+	  "  check    verify every layer's metadata and chunks; exit 1 on damage\n"
+	  "  migrate  convert dir-format layers to packed layers\n"
+	  "  prune    remove unused images, layers and chunks\n", false },
 	{ "pull", cmd_pull, "[OPTIONS] NAME[:TAG]|NAME@DIGEST", "fetch an image from a registry; print its id",
 	  "      --tls-verify=false  the registry speaks plain HTTP or has an untrusted certificate\n" "  -q, --quiet             no progress\n      --authfile FILE     credentials (default: login's)\n", false },
 	{ "push", cmd_push, "[OPTIONS] IMAGE [NAME[:TAG]]", "send an image to a registry; print NAME@DIGEST",

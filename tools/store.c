@@ -2,6 +2,7 @@
 
 #include "err.h"
 #include "fsutil.h"
+#include "pkstore.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -399,6 +400,9 @@ int store_layer_dirfd(struct store *s, const char *diffid)
 char *store_layer_path(struct store *s, const char *diffid)
 {
 	char *p;
+	/* A packed layer (pkstore.h) is mounted from its metadata file. */
+	if (pkstore_layer_is_packed(s, diffid) == 1)
+		return asprintf(&p, "%s/layers/%s/layer.pk", s->root, digest_hex(diffid)) < 0 ? NULL : p;
 	if (asprintf(&p, "%s/layers/%s/diff", s->root, digest_hex(diffid)) < 0)
 		return NULL;
 	return p;
@@ -763,6 +767,8 @@ int store_gc(struct store *s)
 		}
 		free_names(names, n);
 	}
+	/* Then the chunks only removed layers used (reported by pk_gc). */
+	pkstore_gc(s, NULL);
 out:
 	json_decref(used);
 	json_decref(keep);

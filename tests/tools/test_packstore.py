@@ -1,0 +1,400 @@
+#!/usr/bin/env python3
+"""The store's packed layer format (STRATA_STORE_FORMAT=packed; tools/pkstore.h,
+docs/packed-format.md "The store's packed layers"): import keeps a packed
+layer and a tar-split record instead of the tree and the blob; export
+rebuilds every layer's tar byte for byte, so DiffIDs and the image ID survive
+import -> export -> import through oci:, oci-archive: and docker-archive:,
+for hard links, PAX xattrs, sparse files (GNU and PAX), long names, device
+nodes, whiteouts and opaque dirs; system df, check, migrate and prune; kill -9
+during import, migrate and the chunk GC leaves a store that checks clean.
+
+usage: test_packstore.py STRATA [--user] [TEST...]"""
+import io
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from strata_t import Fail, check, entry, make_tar, oci_layout, busybox_layer, sha, main
+
+os.environ['STRATA_STORE_FORMAT'] = 'packed'
+SCALE = max(1, int(os.environ.get('STRATA_TEST_SCALE', '1')))
+
+
+def rnd(n, seed):
+    return random.Random(seed).randbytes(n)
+
+
+def long_name(i):
+    return 'long/' + ('d%02d-' % i + 'x' * 60 + '/') * 2 + 'file-' + 'y' * 80
+
+
+def gnu_layer():
+    """GNU format: long names ('L' and 'K'), hard links, devices, fifos,
+    a char 0/0 whiteout, .wh. whiteouts and an opaque dir."""
+    es = [entry('long', 'dir')]
+    for i in range(3):
+        es.append(entry(long_name(i), data=rnd(70000 + i, i)))
+    es += [entry('data', 'dir'), entry('data/a', data=b'A' * 5000),
+           entry('data/b', 'hardlink', target='data/a'),
+           entry('data/longlink', 'hardlink', target=long_name(0)),
+           entry('data/sym', 'symlink', target='/' + 'z' * 150),
+           entry('dev', 'dir'), entry('dev/null', 'chr', dev=(1, 3)), entry('dev/sda', 'blk', dev=(8, 0)),
+           entry('dev/fifo', 'fifo'), entry('gone', 'chr', dev=(0, 0)),
+           entry('etc', 'dir'), entry('etc/.wh.hello'),
+           entry('opq', 'dir'), entry('opq/.wh..wh..opq'), entry('opq/kept', data=b'kept\n'),
+           entry('big', data=rnd(3 * 65536 + 123, 7)), entry('zeros', data=bytes(200000)),
+           entry('empty', data=b'')]
+    return make_tar(es)
+
+
+def pax_layer():
+    """PAX format: xattrs, long paths, an owner, a big file."""
+    es = [entry('x', 'dir', xattrs={'user.dir': 'd'}),
+          entry('x/attr', data=b'with xattrs\n', xattrs={'user.one': '1', 'user.two': 'zwei' * 100}),
+          entry('x/' + 'p' * 200, data=rnd(100000, 11), uid=1000, gid=1000, xattrs={'user.long': 'y'}),
+          entry('x/small', data=b'tiny', mode=0o4755)]
+    return make_tar(es)
+
+
+def sparse_layer(env, fmt):
+    """A sparse file as GNU tar writes it (format gnu: 'S' members; pax: the
+    GNU.sparse map in the body)."""
+    src = env.path('sparse-src-' + fmt)
+    os.makedirs(os.path.join(src, 'sp'))
+    with open(os.path.join(src, 'sp', 'file'), 'wb') as f:
+        f.truncate(8 << 20)
+        for off in (0, 1 << 20, 5 << 20, (8 << 20) - 10):
+            f.seek(off)
+            f.write(rnd(4000, off)[: min(4000, (8 << 20) - off)])
+    out = env.path('sparse-%s.tar' % fmt)
+    subprocess.run(['tar', '--sparse', '--format=' + fmt, '--owner=0', '--group=0', '--mtime=@1000',
+                    '-C', src, '-cf', out, 'sp'], check=True)
+    with open(out, 'rb') as f:
+        return f.read()
+
+
+def layers(env):
+    return [gnu_layer(), pax_layer(), sparse_layer(env, 'gnu'), sparse_layer(env, 'pax'), busybox_layer()]
+
+
+def store_layer_dirs(env):
+    d = os.path.join(env.store, 'layers')
+    return sorted(os.listdir(d)) if os.path.isdir(d) else []
+
+
+def layer_tars_of(path, kind):
+    """The layer tars of an exported image, by DiffID."""
+    out = {}
+    if kind == 'docker-archive':
+        with tarfile.open(path) as t:
+            man = json.load(t.extractfile('manifest.json'))
+            for name in man[0]['Layers']:
+                data = t.extractfile(name).read()
+                out[sha(data)] = data
+        return out
+    if kind == 'oci-archive':
+        tmp = path + '.d'
+        with tarfile.open(path) as t:
+            t.extractall(tmp)
+        path = tmp
+    idx = json.load(open(os.path.join(path, 'index.json')))
+    md = idx['manifests'][-1]['digest']
+    man = json.load(open(os.path.join(path, 'blobs/sha256', md[7:])))
+    for l in man['layers']:
+        data = open(os.path.join(path, 'blobs/sha256', l['digest'][7:]), 'rb').read()
+        check(l['mediaType'].endswith('.tar'), 'a rebuilt layer is exported as a plain tar: %s' % l['mediaType'])
+        out[sha(data)] = data
+    return out
+
+
+def system_check(env, what):
+    r = env.run('system', 'check', ok=None)
+    check(r.returncode == 0, '%s: system check is clean (code %d): %s %s' % (what, r.returncode, r.out, r.err))
+
+
+def import_src(env, tars, tag='v1', comp='gzip'):
+    src = env.path('src-' + tag)
+    cd, ids = oci_layout(src, [(t, comp) for t in tars], tag=tag)
+    env.give()
+    env.run('import', 'oci:%s:%s' % (src, tag), 'img:' + tag)
+    return cd, ids
+
+
+# ---------------------------------------------------------------- round trips
+
+def test_roundtrip(env):
+    tars = layers(env)
+    cd, ids = import_src(env, tars)
+    for hexd in store_layer_dirs(env):
+        names = sorted(os.listdir(os.path.join(env.store, 'layers', hexd)))
+        check(names == ['layer.json', 'layer.pk', 'tar-split'],
+              'a packed layer keeps no tree and no blob: %s' % names)
+        info = json.load(open(os.path.join(env.store, 'layers', hexd, 'layer.json')))
+        check(info.get('format') == 'packed' and info.get('tar') == 'tar-split', 'layer.json says packed')
+    system_check(env, 'after import')
+    want = {sha(t): t for t in tars}
+    for kind in ('oci', 'oci-archive', 'docker-archive'):
+        out = env.path('out-' + kind)
+        env.run('export', 'img:v1', '%s:%s' % (kind, out))
+        got = layer_tars_of(out, kind)
+        check(sorted(got) == sorted(ids), '%s: the exported layers are the DiffIDs' % kind)
+        for d, data in got.items():
+            check(data == want[d], '%s: layer %s rebuilt byte for byte' % (kind, d))
+        # and back, into a fresh store
+        again = env.path('store-' + kind)
+        spec = '%s:%s' % (kind, out) + (':v1' if kind == 'oci' else '')
+        env.give()
+        r = env.run('--store', again, 'import', spec, 'back:1')
+        check(r.out.strip() == cd, '%s: the same image ID after import -> export -> import' % kind)
+        ins = json.loads(env.run('--store', again, 'inspect', 'back:1').out)
+        check([l['diff_id'] for l in ins['layers']] == ids, '%s: the same DiffIDs' % kind)
+
+
+def test_rootfs_and_tar_kinds(env):
+    """A plain and a zstd layer, a rootfs tarball, and a tar without its end
+    blocks and last padding (umoci 0.4.7) rebuild exactly too."""
+    short = make_tar([entry('a', data=b'x' * 1000), entry('b', data=b'y' * 700)], footer=False, pad_last=False)
+    tars = [busybox_layer(), gnu_layer(), short]
+    src = env.path('src')
+    cd, ids = oci_layout(src, [(tars[0], 'tar'), (tars[1], 'zstd'), (tars[2], 'gzip')], tag='t')
+    with open(env.path('root.tar'), 'wb') as f:
+        f.write(pax_layer())
+    env.give()
+    env.run('import', 'oci:%s:t' % src, 'mix:1')
+    env.run('import', 'rootfs:' + env.path('root.tar'), 'rootfs:1')
+    for img, want in (('mix:1', tars), ('rootfs:1', [pax_layer()])):
+        out = env.path('out-' + img.replace(':', '-'))
+        env.run('export', img, 'docker-archive:' + out)
+        got = layer_tars_of(out, 'docker-archive')
+        for t in want:
+            check(got.get(sha(t)) == t, '%s: a layer rebuilt byte for byte' % img)
+
+
+# ---------------------------------------------------------------- df
+
+def df(env):
+    return json.loads(env.run('system', 'df', '--json').out)
+
+
+def test_df(env):
+    same = rnd(300000, 5)
+    tar = make_tar([entry('one', data=same), entry('two', data=same), entry('three', data=same[:200000]),
+                    entry('text', data=b'all work and no play\n' * 20000)])
+    import_src(env, [tar, busybox_layer()])
+    a = df(env)
+    check(len(a['images']) == 1, 'one image')
+    t = a['total']
+    logical = 2 * 300000 + 200000 + 21 * 20000
+    check(t['logical_bytes'] >= logical, 'logical bytes count every file (%d)' % t['logical_bytes'])
+    r = t['ratios']
+    check(t['logical_bytes'] - t['file_dedup_bytes'] == 300000, 'the identical file is counted once: %s' % t)
+    # 'three' is the start of 'one': its three whole chunks are shared
+    check(t['file_dedup_bytes'] - t['chunk_dedup_bytes'] == 3 * 65536, 'shared chunks are counted once: %s' % t)
+    check(r['file_dedup'] > 1 and r['chunk_dedup'] > 1, 'both dedup ratios above 1: %s' % r)
+    check(r['lz4'] > 1.3, 'the text compresses: %s' % r)
+    check(t['stored_bytes'] < t['logical_bytes'], 'stored < logical')
+    # the same image under a second name adds nothing
+    env.run('tag', 'img:v1', 'other:2')
+    src = env.path('src-v1')
+    env.run('import', 'oci:%s:v1' % src, 'third:3')
+    b = df(env)
+    check(b['total']['stored_bytes'] == t['stored_bytes'], 'a second name stores no byte more')
+    # an image sharing the base adds its own layer only
+    import_src(env, [make_tar([entry('new', data=rnd(200000, 9))]), busybox_layer()], tag='v2')
+    c = df(env)
+    check(len(c['images']) == 2, 'two images')
+    added = c['total']['stored_bytes'] - t['stored_bytes']
+    check(0 < added < 200000 + 64 * 1024, 'the shared base is stored once (added %d)' % added)
+    text = env.run('system', 'df').out
+    check('TOTAL' in text and 'img:v1' in text, 'the table names the images and the total')
+
+
+# ---------------------------------------------------------------- check
+
+def objects(env):
+    out = []
+    root = os.path.join(env.store, 'chunks')
+    for d in sorted(os.listdir(root)):
+        p = os.path.join(root, d)
+        if len(d) == 2 and os.path.isdir(p):
+            out += [os.path.join(p, n) for n in sorted(os.listdir(p))]
+    return out
+
+
+def test_check_damage(env):
+    import_src(env, [make_tar([entry('f', data=rnd(200000, 1)), entry('g', data=rnd(100000, 2))])])
+    system_check(env, 'fresh')
+    objs = objects(env)
+    check(len(objs) >= 4, 'the files are chunked (%d objects)' % len(objs))
+    victim = objs[0]
+    data = open(victim, 'rb').read()
+    flipped = bytearray(data)
+    flipped[len(flipped) // 2] ^= 0x40
+    with open(victim, 'wb') as f:
+        f.write(flipped)
+    r = env.run('system', 'check', ok=None)
+    check(r.returncode == 1 and 'corrupt' in r.out, 'a flipped byte is found: %d %s' % (r.returncode, r.out))
+    r = env.run('export', 'img:v1', 'oci:' + env.path('bad'), ok=None)
+    check(r.returncode != 0, 'export of a damaged layer fails rather than writing a wrong blob')
+    with open(victim, 'wb') as f:
+        f.write(data)
+    system_check(env, 'restored')
+    os.unlink(objs[-1])
+    r = env.run('system', 'check', ok=None)
+    check(r.returncode == 1 and 'missing' in r.out, 'a deleted chunk is found: %d %s' % (r.returncode, r.out))
+    # a truncated record
+    hexd = store_layer_dirs(env)[0]
+    ts = os.path.join(env.store, 'layers', hexd, 'tar-split')
+    with open(ts, 'r+b') as f:
+        f.truncate(os.path.getsize(ts) - 3)
+    r = env.run('system', 'check', ok=None)
+    check(r.returncode == 1 and 'tar-split' in r.out, 'a truncated record is found: %s' % r.out)
+
+
+# ---------------------------------------------------------------- migrate, gc
+
+def test_migrate(env):
+    tars = layers(env)
+    src = env.path('src')
+    cd, ids = oci_layout(src, [(t, 'gzip') for t in tars], tag='v1')
+    env.give()
+    os.environ['STRATA_STORE_FORMAT'] = 'dir'
+    try:
+        env.run('import', 'oci:%s:v1' % src, 'img:v1')
+        env.run('export', 'img:v1', 'oci-archive:' + env.path('before'))
+    finally:
+        os.environ['STRATA_STORE_FORMAT'] = 'packed'
+    for hexd in store_layer_dirs(env):
+        check(os.path.isdir(os.path.join(env.store, 'layers', hexd, 'diff')), 'dir format first')
+    out = env.run('system', 'migrate').out
+    check('%d layers migrated' % len(tars) in out, 'every layer migrated: %s' % out)
+    out = env.run('system', 'migrate').out
+    check('0 layers migrated, %d already packed' % len(tars) in out, 'migrate again changes nothing: %s' % out)
+    for hexd in store_layer_dirs(env):
+        names = sorted(os.listdir(os.path.join(env.store, 'layers', hexd)))
+        check(names == ['layer.json', 'layer.pk', 'tar-split'], 'migrated: %s' % names)
+    system_check(env, 'after migrate')
+    env.run('export', 'img:v1', 'oci-archive:' + env.path('after'))
+    want = {sha(t): t for t in tars}
+    got = layer_tars_of(env.path('after'), 'oci-archive')
+    check(all(got[d] == want[d] for d in ids), 'the migrated layers rebuild their tars byte for byte')
+    again = env.path('store2')
+    r = env.run('--store', again, 'import', 'oci-archive:' + env.path('after'), 'back:1')
+    check(r.out.strip() == cd, 'the same image ID after migrate -> export -> import')
+
+
+def test_gc(env):
+    import_src(env, [make_tar([entry('mine', data=rnd(300000, 3))]), busybox_layer()], tag='a')
+    n1 = len(objects(env))
+    import_src(env, [make_tar([entry('yours', data=rnd(300000, 4))]), busybox_layer()], tag='b')
+    n2 = len(objects(env))
+    check(n2 > n1, 'the second image added chunks')
+    env.run('rmi', 'img:b')
+    check(len(objects(env)) == n1, 'rmi freed the chunks only the removed image used (%d, %d)' % (len(objects(env)), n1))
+    system_check(env, 'after rmi')
+    env.run('export', 'img:a', 'oci:' + env.path('still'))
+    env.run('rmi', 'img:a')
+    out = env.run('system', 'prune').out
+    check(objects(env) == [], 'no chunk is left once no image is: %s' % out)
+    check(store_layer_dirs(env) == [], 'no layer is left')
+
+
+# ---------------------------------------------------------------- kill -9
+
+def killed_runs(env, argv, setup, rounds, what, after=None):
+    """Run strata argv (after setup()) and SIGKILL it at random points of its
+    run; after each kill the store checks clean."""
+    t0 = time.monotonic()
+    setup()
+    env.run(*argv)
+    full = time.monotonic() - t0
+    rng = random.Random(42)
+    for i in range(rounds):
+        setup()
+        p = subprocess.Popen(env.wrap([env.strata, '--store', env.store] + list(argv)), env=env.env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=env.dir)
+        time.sleep(rng.uniform(0, full))
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        p.stderr.close()
+        system_check(env, '%s killed (round %d)' % (what, i))
+        if after:
+            after()
+
+
+def test_kill_import(env):
+    tars = [make_tar([entry('f%d' % i, data=rnd(400000, i)) for i in range(12)]), busybox_layer(), gnu_layer()]
+    src = env.path('src')
+    cd, ids = oci_layout(src, [(t, 'gzip') for t in tars], tag='v1')
+    env.give()
+
+    def setup():
+        env.run('rmi', 'img:v1', ok=None)
+        env.run('system', 'prune')
+
+    killed_runs(env, ['import', 'oci:%s:v1' % src, 'img:v1'], setup, 6 * min(SCALE, 2), 'import')
+    r = env.run('import', 'oci:%s:v1' % src, 'img:v1')
+    check(r.out.strip() == cd, 'import after the kills gives the image')
+    system_check(env, 'final import')
+    env.run('system', 'prune')
+    tmp = os.path.join(env.store, 'tmp')
+    check(not os.path.isdir(tmp) or os.listdir(tmp) == [], 'nothing is left in tmp/: %s' % os.listdir(tmp))
+
+
+def test_kill_migrate(env):
+    tars = [make_tar([entry('f%d' % i, data=rnd(400000, i)) for i in range(12)]), busybox_layer(), gnu_layer()]
+    src = env.path('src')
+    cd, ids = oci_layout(src, [(t, 'gzip') for t in tars], tag='v1')
+    env.give()
+
+    def setup():
+        os.environ['STRATA_STORE_FORMAT'] = 'dir'
+        try:
+            env.run('rmi', 'img:v1', ok=None)
+            env.run('system', 'prune')
+            env.run('import', 'oci:%s:v1' % src, 'img:v1')
+        finally:
+            os.environ['STRATA_STORE_FORMAT'] = 'packed'
+
+    def after():
+        env.run('system', 'migrate')
+        system_check(env, 'migrate finished after a kill')
+        env.run('export', 'img:v1', 'docker-archive:' + env.path('x.tar'))
+        got = layer_tars_of(env.path('x.tar'), 'docker-archive')
+        check(sorted(got) == sorted(ids), 'export after a killed migrate rebuilds every layer')
+        os.unlink(env.path('x.tar'))
+
+    killed_runs(env, ['system', 'migrate'], setup, 5 * min(SCALE, 2), 'migrate', after)
+
+
+def test_kill_gc(env):
+    tars = [make_tar([entry('f%d' % i, data=rnd(200000, i)) for i in range(30)]), busybox_layer()]
+    src = env.path('src')
+    oci_layout(src, [(t, 'gzip') for t in tars], tag='v1')
+    keep = make_tar([entry('keep', data=rnd(300000, 99))])
+    oci_layout(env.path('keep'), [(keep, 'gzip'), (busybox_layer(), 'gzip')], tag='k')
+    env.give()
+    env.run('import', 'oci:%s:k' % env.path('keep'), 'keep:1')
+
+    def setup():
+        env.run('import', 'oci:%s:v1' % src, 'img:v1')
+
+    def after():
+        env.run('export', 'keep:1', 'oci:' + env.path('k-out'))
+        shutil.rmtree(env.path('k-out'))
+
+    killed_runs(env, ['rmi', 'img:v1'], setup, 6 * min(SCALE, 2), 'rmi with chunk GC', after)
+
+
+TESTS = [test_roundtrip, test_rootfs_and_tar_kinds, test_df, test_check_damage, test_migrate, test_gc,
+         test_kill_import, test_kill_migrate, test_kill_gc]
+
+if __name__ == '__main__':
+    sys.exit(main(TESTS))

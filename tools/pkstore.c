@@ -1,0 +1,331 @@
+/* pkstore: the store's layers as packed layers (pkstore.h). */
+#include "pkstore.h"
+
+#include "err.h"
+#include "fsutil.h"
+
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+bool pkstore_packed(void)
+{
+	static int warned;
+	const char *v = getenv("STRATA_STORE_FORMAT");
+	if (!v || !*v)
+		return PKSTORE_DEFAULT_PACKED;
+	if (!strcmp(v, "packed"))
+		return true;
+	if (!strcmp(v, "dir"))
+		return false;
+	if (!warned++)
+		susage("STRATA_STORE_FORMAT=%s: unknown layer format (packed or dir); using %s", v,
+		       PKSTORE_DEFAULT_PACKED ? "packed" : "dir");
+	return PKSTORE_DEFAULT_PACKED;
+}
+
+char *pkstore_chunks(struct store *s)
+{
+	char *p;
+	return asprintf(&p, "%s/chunks", s->root) < 0 ? NULL : p;
+}
+
+int pkstore_layer_is_packed(struct store *s, const char *diffid)
+{
+	char p[128];
+	struct stat st;
+	if (!digest_valid(diffid))
+		return -EINVAL;
+	snprintf(p, sizeof p, "layers/%s/layer.pk", digest_hex(diffid));
+	if (fstatat(s->fd, p, &st, AT_SYMLINK_NOFOLLOW) == 0)
+		return 1;
+	return errno == ENOENT ? 0 : -errno;
+}
+
+int pkstore_open_layer(struct store *s, const char *diffid, struct pk_layer **l, int *tsfd)
+{
+	char p[PATH_MAX];
+	snprintf(p, sizeof p, "%s/layers/%s/layer.pk", s->root, digest_hex(diffid));
+	int r = pk_open(p, NULL, NULL, l);
+	if (r < 0)
+		return r;
+	snprintf(p, sizeof p, "layers/%s/tar-split", digest_hex(diffid));
+	*tsfd = openat(s->fd, p, O_RDONLY | O_CLOEXEC);
+	if (*tsfd < 0) {
+		r = -errno;
+		serr(r, "open tar-split record", p, "the layer cannot be exported; `strata system check` lists the damage");
+		pk_close(*l);
+		*l = NULL;
+	}
+	return r;
+}
+
+/* ---------------------------------------------------------------- import */
+
+struct pkstore_import {
+	struct store *s;
+	bool unlocked;
+	char dir[64];          /* tmp/<owner>/N holding the record meanwhile */
+	int dirfd, fd;
+	struct ts_writer *w;
+};
+
+static int tap_data(void *ctx, const void *buf, size_t len)
+{
+	struct pkstore_import *pi = ctx;
+	return ts_feed(pi->w, buf, len);
+}
+
+struct sha_sink {
+	struct sha256 h;
+	uint64_t n;
+};
+
+static int sha_sink(void *ctx, const void *buf, size_t len)
+{
+	struct sha_sink *k = ctx;
+	sha256_update(&k->h, buf, len);
+	k->n += len;
+	return 0;
+}
+
+/* Rebuild the tar from record and layer and compare it with the DiffID:
+ * 1 equal, 0 different (or not rebuildable), -errno. */
+int pkstore_verify(const char *pkpath, int tsfd, const char *diffid, const char *what)
+{
+	struct pk_layer *l;
+	int r = pk_open(pkpath, NULL, NULL, &l);
+	if (r < 0)
+		return r;
+	struct sha_sink k = { 0 };
+	char got[DIGEST_BUF];
+	if ((r = sha256_init(&k.h)) < 0) {
+		pk_close(l);
+		return r;
+	}
+	r = ts_regen(tsfd, l, sha_sink, &k, NULL, NULL);
+	sha256_final(&k.h, got);
+	pk_close(l);
+	if (r == -ENOMEM)
+		return r;
+	if (r < 0 || strcmp(got, diffid)) {
+		sdebug("%s: the tar rebuilt from the packed layer differs from the DiffID (%s); its blob is kept",
+		       what, r < 0 ? strerror(-r) : got);
+		return 0;
+	}
+	return 1;
+}
+
+int pkstore_set_format(int dirfd, const char *tar)
+{
+	_cleanup_free_ char *buf = NULL;
+	int r = read_file_at(dirfd, "layer.json", 1 << 20, &buf, NULL);
+	if (r < 0)
+		return r;
+	json_t *j = json_loads(buf, 0, NULL);
+	if (!json_is_object(j)) {
+		json_decref(j);
+		return -EBADMSG;
+	}
+	json_object_set_new(j, "format", json_string("packed"));
+	json_object_set_new(j, "tar", json_string(tar));
+	_cleanup_free_ char *s = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
+	json_decref(j);
+	return s ? write_file_atomic(dirfd, "layer.json", s, strlen(s)) : -ENOMEM;
+}
+
+/* Pack dir/diff into dir/layer.pk and make the record and the metadata
+ * the layer; dir/diff and dir/blob go when the record rebuilds the tar. */
+/* Rootless trees keep every file readable by the store's user (unpack adds
+ * owner access) except whiteout markers, made with mode 0; pk_write reads
+ * every regular file, so those get owner read as the rest. */
+static int fix_cb(const char *p, const struct stat *st, int flag, struct FTW *f)
+{
+	(void)f;
+	if (flag == FTW_F && S_ISREG(st->st_mode) && !(st->st_mode & S_IRUSR) && st->st_uid == geteuid())
+		chmod(p, (st->st_mode & 07777) | S_IRUSR | S_IWUSR);
+	return 0;
+}
+
+int pkstore_pack_layer(struct store *s, int dfd, const char *dir, const char *diffid, bool unlocked,
+		       const char *what)
+{
+	char src[PATH_MAX], dest[PATH_MAX];
+	_cleanup_free_ char *chunks = pkstore_chunks(s);
+	if (!chunks)
+		return -ENOMEM;
+	snprintf(src, sizeof src, "%s/%s/diff", s->root, dir);
+	snprintf(dest, sizeof dest, "%s/%s/layer.pk", s->root, dir);
+	/* A GC (exclusive store lock) must not run while chunks are written
+	 * that no layer file names yet. */
+	if (unlocked) {
+		int r = store_relock(s, false);
+		if (r < 0)
+			return r;
+	}
+	struct pk_write_opts o = { .chunks = chunks };
+	struct pk_write_stats st;
+	struct stat sb;
+	int r = 0;
+	/* A migration killed after this step finds the layer file in place. */
+	if (fstatat(dfd, "layer.pk", &sb, AT_SYMLINK_NOFOLLOW) < 0) {
+		if (s->rootless)
+			nftw(src, fix_cb, 32, FTW_PHYS);
+		r = pk_write(src, dest, &o, &st);
+	}
+	if (unlocked)
+		store_unlock(s);
+	if (r < 0)
+		return r;
+	_cleanup_close_ int tsfd = openat(dfd, "tar-split", O_RDONLY | O_CLOEXEC);
+	if (tsfd < 0)
+		return -errno;
+	int ok = pkstore_verify(dest, tsfd, diffid, what);
+	if (ok < 0)
+		return ok;
+	if (ok) {
+		if (unlinkat(dfd, "blob", 0) < 0 && errno != ENOENT)
+			return -errno;
+	} else {
+		unlinkat(dfd, "tar-split", 0);
+	}
+	if ((r = pkstore_set_format(dfd, ok ? "tar-split" : "blob")) < 0)
+		return r;
+	return rm_rf_at(dfd, "diff");
+}
+
+static int tap_done(void *ctx, struct store *s, int tfd, const char *tmpname, const struct layer_got *got)
+{
+	struct pkstore_import *pi = ctx;
+	int r = ts_finish(pi->w);
+	pi->w = NULL;
+	if (r >= 0 && renameat(pi->dirfd, "tar-split", tfd, "tar-split") < 0)
+		r = -errno;
+	if (r < 0) {
+		serr(r, "import: write tar-split record in", s->root, "check free space of the store");
+		return r;
+	}
+	char what[128];
+	snprintf(what, sizeof what, "layer %s", got->diffid);
+	r = pkstore_pack_layer(s, tfd, tmpname, got->diffid, pi->unlocked, what);
+	if (r < 0)
+		serr(r, "import: pack", what, "check free space of the store");
+	return r;
+}
+
+int pkstore_import_new(struct store *s, bool unlocked, struct pkstore_import **out, struct layer_tap *tap)
+{
+	struct pkstore_import *pi = calloc(1, sizeof *pi);
+	if (!pi)
+		return -ENOMEM;
+	pi->s = s;
+	pi->unlocked = unlocked;
+	pi->fd = -1;
+	pi->dirfd = store_mktemp(s, pi->dir);
+	int r = pi->dirfd;
+	if (r >= 0) {
+		pi->fd = openat(pi->dirfd, "tar-split", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+		r = pi->fd < 0 ? -errno : ts_writer_new(pi->fd, &pi->w);
+	}
+	if (r < 0) {
+		serr(r, "import: create temporary file in", s->root, "check free space and permissions of the store");
+		pkstore_import_free(pi);
+		return r;
+	}
+	*tap = (struct layer_tap){ .data = tap_data, .done = tap_done, .ctx = pi };
+	*out = pi;
+	return 0;
+}
+
+void pkstore_import_free(struct pkstore_import *pi)
+{
+	if (!pi)
+		return;
+	ts_writer_free(pi->w);
+	if (pi->fd >= 0)
+		close(pi->fd);
+	if (pi->dirfd >= 0) {
+		close(pi->dirfd);
+		rm_rf_at(pi->s->fd, pi->dir);
+	}
+	free(pi);
+}
+
+/* ---------------------------------------------------------------- gc */
+
+static int add_live(char ***live, size_t *n, size_t *cap, const char *path)
+{
+	if (*n == *cap) {
+		size_t c = *cap ? *cap * 2 : 64;
+		char **p = realloc(*live, c * sizeof *p);
+		if (!p)
+			return -ENOMEM;
+		*live = p;
+		*cap = c;
+	}
+	if (!((*live)[*n] = strdup(path)))
+		return -ENOMEM;
+	(*n)++;
+	return 0;
+}
+
+/* Every layer.pk in DIR/<name>/ (depth 1), or DIR/<a>/<b>/ (depth 2). */
+static int scan(struct store *s, const char *dir, int depth, char ***live, size_t *n, size_t *cap)
+{
+	_cleanup_close_ int fd = openat(s->fd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	char **names;
+	size_t k;
+	int r = 0;
+	if (fd < 0 || list_sorted(fd, &names, &k) < 0)
+		return 0;
+	for (size_t i = 0; i < k && r == 0; i++) {
+		char p[PATH_MAX];
+		struct stat st;
+		snprintf(p, sizeof p, "%s/%s", dir, names[i]);
+		if (depth > 1) {
+			r = scan(s, p, depth - 1, live, n, cap);
+			continue;
+		}
+		strncat(p, "/layer.pk", sizeof p - strlen(p) - 1);
+		if (fstatat(s->fd, p, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+			char abs[PATH_MAX + 64];
+			snprintf(abs, sizeof abs, "%s/%s", s->root, p);
+			r = add_live(live, n, cap, abs);
+		}
+	}
+	free_names(names, k);
+	return r;
+}
+
+int pkstore_gc(struct store *s, struct pk_gc_stats *out)
+{
+	struct stat st;
+	if (fstatat(s->fd, "chunks", &st, 0) < 0)
+		return 0;
+	_cleanup_free_ char *chunks = pkstore_chunks(s);
+	char **live = NULL;
+	size_t n = 0, cap = 0;
+	/* Pending layers of running imports (tmp/<owner>/<n>/) are live too:
+	 * their chunks are written, their layers not yet in place. */
+	int r = chunks ? scan(s, "layers", 1, &live, &n, &cap) : -ENOMEM;
+	if (r == 0)
+		r = scan(s, "tmp", 2, &live, &n, &cap);
+	if (r == 0) {
+		struct pk_gc_stats gs;
+		r = pk_gc(chunks, live, (int)n, &gs);
+		if (out)
+			*out = gs;
+		if (r == 0 && gs.removed)
+			sdebug("gc: %llu chunks removed (%llu bytes), %llu kept", (unsigned long long)gs.removed,
+			       (unsigned long long)gs.removed_bytes, (unsigned long long)gs.kept);
+	}
+	for (size_t i = 0; i < n; i++)
+		free(live[i]);
+	free(live);
+	return r;
+}

@@ -1,0 +1,80 @@
+/* pkstore: the store's packed layer format (docs/packed-format.md, "The
+ * store's packed layers").
+ *
+ *   STORE/chunks/                 the chunk store every packed layer shares
+ *   STORE/layers/<hex>/layer.pk   the layer's metadata file (strata-fs mounts it)
+ *   STORE/layers/<hex>/tar-split  what rebuilds the layer's tar byte for byte
+ *                                 from layer.pk: headers, padding, order
+ *   STORE/layers/<hex>/layer.json as for dir layers, plus "format":"packed"
+ *   STORE/layers/<hex>/blob       kept only when the rebuilt tar could not be
+ *                                 made to match the DiffID (export uses it)
+ *
+ * Which format new layers take: $STRATA_STORE_FORMAT (packed or dir), else
+ * PKSTORE_DEFAULT. Stores may mix both; `strata system migrate` converts.
+ */
+#ifndef STRATA_PKSTORE_H
+#define STRATA_PKSTORE_H
+
+#include "layer.h"
+#include "packed.h"
+#include "store.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* The integrator flips this once strata-fs mounts packed lowers. */
+#define PKSTORE_DEFAULT_PACKED false
+
+/* Whether new layers are packed (reports a bad $STRATA_STORE_FORMAT once). */
+bool pkstore_packed(void);
+
+/* ---------------------------------------------------------- tar-split */
+
+struct ts_writer;
+/* Record a tar stream into the file fd (the caller keeps and closes it). */
+int ts_writer_new(int fd, struct ts_writer **out);
+int ts_feed(struct ts_writer *w, const void *buf, size_t len);
+/* Flush and close the record; returns the number of referenced bodies or -errno. */
+int ts_finish(struct ts_writer *w);
+void ts_writer_free(struct ts_writer *w);
+
+/* Rebuild the tar from the record fd and layer l into sink (or, with l NULL
+ * and sink NULL, only check the record's structure and checksum). Every
+ * body read from the layer is checked against the hash recorded at import.
+ * *tar_size (or NULL) receives the bytes produced. what names the layer in
+ * messages; NULL: report nothing (the import's own check). */
+typedef int (*ts_sink)(void *ctx, const void *buf, size_t len);
+int ts_regen(int fd, struct pk_layer *l, ts_sink sink, void *ctx, const char *what, uint64_t *tar_size);
+
+/* ---------------------------------------------------------- store */
+
+/* The tap that makes an import write a packed layer; unlocked: the caller
+ * does not hold the store lock (pk_write then takes it shared, so a GC
+ * never runs in the middle). */
+struct pkstore_import;
+int pkstore_import_new(struct store *s, bool unlocked, struct pkstore_import **out, struct layer_tap *tap);
+void pkstore_import_free(struct pkstore_import *pi);
+
+/* "STORE/chunks" (malloc'd). */
+char *pkstore_chunks(struct store *s);
+/* A stored layer: 1 packed, 0 dir, -errno. */
+int pkstore_layer_is_packed(struct store *s, const char *diffid);
+/* Open a packed layer's record and metadata for export. */
+int pkstore_open_layer(struct store *s, const char *diffid, struct pk_layer **l, int *tsfd);
+
+/* Free chunks no layer uses (the caller holds the store's exclusive lock).
+ * Quiet when the store has no chunk store. */
+int pkstore_gc(struct store *s, struct pk_gc_stats *st);
+
+/* Rebuild the tar and compare it with diffid: 1 equal, 0 not (or the record
+ * or layer is unusable), -ENOMEM. */
+int pkstore_verify(const char *pkpath, int tsfd, const char *diffid, const char *what);
+/* Pack dir/diff (relative to the store) into dir/layer.pk, check the
+ * record dir/tar-split against the DiffID, then drop dir/blob (or, when it
+ * does not match, the record) and dir/diff. dfd: the store's fd for dir. */
+int pkstore_pack_layer(struct store *s, int dfd, const char *dir, const char *diffid, bool unlocked,
+		       const char *what);
+/* Mark layer.json of the layer at dfd packed; tar: "tar-split" or "blob". */
+int pkstore_set_format(int dfd, const char *tar);
+
+#endif
