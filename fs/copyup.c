@@ -14,9 +14,9 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
-int copyup_tmpname(char *buf, size_t len)
+int copyup_tmpname(struct sfs *fs, char *buf, size_t len)
 {
-	uint64_t seq = __atomic_add_fetch(&SFS->tmp_seq, 1, __ATOMIC_RELAXED);
+	uint64_t seq = __atomic_add_fetch(&fs->tmp_seq, 1, __ATOMIC_RELAXED);
 	snprintf(buf, len, "#%d-%llu", (int)getpid(), (unsigned long long)seq);
 	return 0;
 }
@@ -156,31 +156,31 @@ mode_t owner_access(mode_t mode)
 /* A daemon without CAP_DAC_OVERRIDE must still reach what it stores: an
  * object whose mode denies its owner keeps owner access on disk and its real
  * mode in the override xattr (user.* xattrs live on files and dirs only). */
-bool needs_owner_access(mode_t mode)
+bool needs_owner_access(struct sfs *fs, mode_t mode)
 {
-	return SFS->no_dac && (S_ISREG(mode) || S_ISDIR(mode)) &&
+	return fs->no_dac && (S_ISREG(mode) || S_ISDIR(mode)) &&
 	       (mode & owner_access(mode)) != owner_access(mode);
 }
 
-int override_write(int dirfd, const char *name, int fd, uid_t uid, gid_t gid, mode_t mode)
+int override_write(struct sfs *fs, int dirfd, const char *name, int fd, uid_t uid, gid_t gid, mode_t mode)
 {
 	char v[64];
 	int len = snprintf(v, sizeof v, "%u:%u:0%o", uid, gid, mode & 07777);
 	if (fd >= 0)
-		return fsetxattr(fd, SFS->xa_override, v, (size_t)len, 0) < 0 ? -errno : 0;
-	return xa_set(dirfd, name, SFS->xa_override, v, (size_t)len, 0);
+		return fsetxattr(fd, fs->xa_override, v, (size_t)len, 0) < 0 ? -errno : 0;
+	return xa_set(dirfd, name, fs->xa_override, v, (size_t)len, 0);
 }
 
-int upper_set_owner(int dirfd, const char *name, int fd, uid_t uid, gid_t gid, mode_t mode)
+int upper_set_owner(struct sfs *fs, int dirfd, const char *name, int fd, uid_t uid, gid_t gid, mode_t mode)
 {
 	int r = fd >= 0 ? fchown(fd, uid, gid) : fchownat(dirfd, name, uid, gid, AT_SYMLINK_NOFOLLOW);
 	bool overridden = false;
-	bool need_keep = needs_owner_access(mode);
+	bool need_keep = needs_owner_access(fs, mode);
 
 	if (r < 0 && errno != EPERM && errno != EINVAL && errno != EOVERFLOW)
 		return -errno;
-	if ((r < 0 || need_keep) && SFS->xa_override) {
-		int xr = override_write(dirfd, name, fd, uid, gid, mode);
+	if ((r < 0 || need_keep) && fs->xa_override) {
+		int xr = override_write(fs, dirfd, name, fd, uid, gid, mode);
 		if (xr < 0 && xr != -EPERM && xr != -ENOTSUP)
 			return xr;
 		overridden = xr == 0;
@@ -195,17 +195,17 @@ int upper_set_owner(int dirfd, const char *name, int fd, uid_t uid, gid_t gid, m
 	return 0;
 }
 
-static void set_origin(int dirfd, const char *name, int fd, uint64_t ino, mode_t mode)
+static void set_origin(struct sfs *fs, int dirfd, const char *name, int fd, uint64_t ino, mode_t mode)
 {
 	char v[32];
 	int len = snprintf(v, sizeof v, "%llx", (unsigned long long)ino);
 
-	if (!S_ISREG(mode) && !SFS->privileged)
+	if (!S_ISREG(mode) && !fs->privileged)
 		return;  /* user.* xattrs live only on files and dirs: see origin_in_parent */
 	if (fd >= 0)
-		fsetxattr(fd, SFS->xa_origin, v, (size_t)len, 0);
+		fsetxattr(fd, fs->xa_origin, v, (size_t)len, 0);
 	else
-		xa_set(dirfd, name, SFS->xa_origin, v, (size_t)len, 0);
+		xa_set(dirfd, name, fs->xa_origin, v, (size_t)len, 0);
 }
 
 /* Unprivileged, symlinks and special files cannot carry user.* xattrs: the
@@ -238,10 +238,10 @@ uint64_t origin_in_parent_get(int pdirfd, const char *name)
 	return strtoull(v, NULL, 16);
 }
 
-void origin_in_parent_clear(int pdirfd, const char *name)
+void origin_in_parent_clear(struct sfs *fs, int pdirfd, const char *name)
 {
 	char key[64];
-	if (SFS->privileged)
+	if (fs->privileged)
 		return;
 	origin_key(name, key, sizeof key);
 	fremovexattr(pdirfd, key);
@@ -262,77 +262,77 @@ static void restore_times(int fd, const struct stat *st)
 
 /* What the kernel cached about a directory (nlink of a now merged
  * directory) is stale after its copy-up. */
-static void inval_attr(struct node *n)
+static void inval_attr(struct sfs *fs, struct node *n)
 {
-	if (SFS->se)
-		fuse_lowlevel_notify_inval_inode(SFS->se, node_id(n), -1, 0);
+	if (fs->se)
+		fuse_lowlevel_notify_inval_inode(fs->se, node_id(fs, n), -1, 0);
 }
 
-static int copyup_dir_in(struct node *dir, struct node *p);
+static int copyup_dir_in(struct sfs *fs, struct node *dir, struct node *p);
 
-int copyup_dir(struct node *dir)
+int copyup_dir(struct sfs *fs, struct node *dir)
 {
-	if (!SFS->has_upper)
+	if (!fs->has_upper)
 		return -EROFS;
 	pthread_rwlock_rdlock(dir->dl_lock);
-	bool have = dir->ndl && is_upper(dir->dl[0].layer);
+	bool have = dir->ndl && is_upper(fs, dir->dl[0].layer);
 	pthread_rwlock_unlock(dir->dl_lock);
 	if (have)
 		return 0;
 	if (dir->deleted)
 		return -ENOENT;  /* removed: nothing may bring it back */
-	pthread_mutex_lock(&SFS->table_lock);
+	pthread_mutex_lock(&fs->table_lock);
 	struct node *p = dir->parent;
 	if (p)
 		p->refs++;
-	pthread_mutex_unlock(&SFS->table_lock);
+	pthread_mutex_unlock(&fs->table_lock);
 	if (!p)
 		return -EIO;  /* the root always has an upper */
-	int r = copyup_dir_in(dir, p);
-	node_unref(p);
+	int r = copyup_dir_in(fs, dir, p);
+	node_unref(fs, p);
 	return r;
 }
 
-static int copyup_dir_in(struct node *dir, struct node *p)
+static int copyup_dir_in(struct sfs *fs, struct node *dir, struct node *p)
 {
 	char tmp[64];
 	int r;
 	bool have;
 
-	if ((r = copyup_dir(p)) < 0)
+	if ((r = copyup_dir(fs, p)) < 0)
 		return r;
 
 	pthread_mutex_lock(&p->lock);
 	pthread_rwlock_rdlock(dir->dl_lock);
-	have = dir->ndl && is_upper(dir->dl[0].layer);
+	have = dir->ndl && is_upper(fs, dir->dl[0].layer);
 	pthread_rwlock_unlock(dir->dl_lock);
 	if (have) {
 		pthread_mutex_unlock(&p->lock);
 		return 0;
 	}
-	int ufd = node_upperfd(p);
+	int ufd = node_upperfd(fs, p);
 	struct stat st;
 	bool t;
 	pthread_rwlock_rdlock(dir->dl_lock);
-	int src = node_dlfd(dir, 0, &t);
+	int src = node_dlfd(fs, dir, 0, &t);
 	pthread_rwlock_unlock(dir->dl_lock);
 	if (ufd < 0 || src < 0) {
 		pthread_mutex_unlock(&p->lock);
 		return src < 0 ? src : -EIO;
 	}
 	fstat(src, &st);
-	copyup_tmpname(tmp, sizeof tmp);
-	if (mkdirat(SFS->workfd, tmp, 0700) < 0) {
+	copyup_tmpname(fs, tmp, sizeof tmp);
+	if (mkdirat(fs->workfd, tmp, 0700) < 0) {
 		r = -errno;
 		goto out;
 	}
-	int nfd = openat(SFS->workfd, tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	int nfd = openat(fs->workfd, tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (nfd < 0) {
 		r = -errno;
-		unlinkat(SFS->workfd, tmp, AT_REMOVEDIR);
+		unlinkat(fs->workfd, tmp, AT_REMOVEDIR);
 		goto out;
 	}
-	r = upper_set_owner(-1, NULL, nfd, st.st_uid, st.st_gid, st.st_mode);
+	r = upper_set_owner(fs, -1, NULL, nfd, st.st_uid, st.st_gid, st.st_mode);
 	if (r == 0) {
 		int xr = copy_xattrs(src, nfd);
 		if (xr < 0)
@@ -343,10 +343,10 @@ static int copyup_dir_in(struct node *dir, struct node *p)
 		char name[NAME_MAX + 1];
 		struct stat pst;
 		fstat(ufd, &pst);
-		pthread_mutex_lock(&SFS->table_lock);
+		pthread_mutex_lock(&fs->table_lock);
 		snprintf(name, sizeof name, "%s", dir->name);
-		pthread_mutex_unlock(&SFS->table_lock);
-		if (renameat2(SFS->workfd, tmp, ufd, name, RENAME_NOREPLACE) < 0)
+		pthread_mutex_unlock(&fs->table_lock);
+		if (renameat2(fs->workfd, tmp, ufd, name, RENAME_NOREPLACE) < 0)
 			r = -errno;
 		/* after the move: moving a directory rewrites its ".." */
 		restore_times(nfd, &st);
@@ -354,11 +354,11 @@ static int copyup_dir_in(struct node *dir, struct node *p)
 	}
 	if (r < 0) {
 		close(nfd);
-		unlinkat(SFS->workfd, tmp, AT_REMOVEDIR);
+		unlinkat(fs->workfd, tmp, AT_REMOVEDIR);
 		goto out;
 	}
 	/* the new upper joins the top of the layer list */
-	dl_rdlock(dir);
+	dl_rdlock(fs, dir);
 	unsigned n = dir->ndl;
 	struct dlayer *dl = malloc((n + 1) * sizeof *dl);
 	if (dl) {
@@ -373,7 +373,7 @@ static int copyup_dir_in(struct node *dir, struct node *p)
 			 * old list may still be using it, so none is closed */
 			dl[i + 1].fd = __atomic_exchange_n(&dir->dl[i].fd, -1, __ATOMIC_ACQ_REL);
 			if (dl[i + 1].fd >= 0)
-				__atomic_fetch_sub(&SFS->fd_used, 1, __ATOMIC_RELAXED);
+				__atomic_fetch_sub(&fs->fd_used, 1, __ATOMIC_RELAXED);
 		}
 	}
 	pthread_rwlock_unlock(dir->dl_lock);
@@ -382,8 +382,8 @@ static int copyup_dir_in(struct node *dir, struct node *p)
 		r = -ENOMEM;
 		goto out;
 	}
-	node_set_dlayers(dir, dl, n + 1);
-	inval_attr(dir);
+	node_set_dlayers(fs, dir, dl, n + 1);
+	inval_attr(fs, dir);
 	r = 0;
 out:
 	if (t && src >= 0)
@@ -394,7 +394,7 @@ out:
 
 /* Fill the data of a metacopy upper file from its lower data, in place:
  * until the metacopy mark is removed, readers still see the lower data. */
-static int copyup_metacopy_data(struct node *n)
+static int copyup_metacopy_data(struct sfs *fs, struct node *n)
 {
 	struct loc ul, dl;
 	int r;
@@ -402,9 +402,9 @@ static int copyup_metacopy_data(struct node *n)
 	int32_t dlayer = __atomic_load_n(&n->data_layer, __ATOMIC_ACQUIRE);
 	if (dlayer < 0)
 		return -EIO;
-	if ((r = loc_get(n, &ul)) < 0)
+	if ((r = loc_get(fs, n, &ul)) < 0)
 		return r;
-	if ((r = loc_get_layer(n, (uint32_t)dlayer, &dl)) < 0) {
+	if ((r = loc_get_layer(fs, n, (uint32_t)dlayer, &dl)) < 0) {
 		loc_put(&ul);
 		return r;
 	}
@@ -425,12 +425,12 @@ static int copyup_metacopy_data(struct node *n)
 		r = copy_data(src, dst, size);
 		if (r == 0 && ftruncate(dst, st.st_size) < 0)
 			r = -errno;
-		if (r == 0 && !SFS->opts.is_volatile && fdatasync(dst) < 0)
+		if (r == 0 && !fs->opts.is_volatile && fdatasync(dst) < 0)
 			r = -errno;
 		/* writing the data dropped the file capabilities: put them back */
 		if (r == 0 && caplen > 0)
 			fsetxattr(dst, "security.capability", cap, (size_t)caplen, 0);
-		if (r == 0 && fremovexattr(dst, wh_xattr_metacopy(&SFS->whp)) < 0 && errno != ENODATA)
+		if (r == 0 && fremovexattr(dst, wh_xattr_metacopy(&fs->whp)) < 0 && errno != ENODATA)
 			r = -errno;
 		if (r < 0) {
 			/* A fill that failed (the upper full, most often) leaves
@@ -459,7 +459,7 @@ static int copyup_metacopy_data(struct node *n)
 
 /* Build the copy of a lower non-directory in the work directory as TMP.
  * Runs without the parent's lock: a long data copy stalls nobody else. */
-static int build_copy(struct node *n, enum cu_how how, const struct loc *src,
+static int build_copy(struct sfs *fs, struct node *n, enum cu_how how, const struct loc *src,
 		      const struct stat *st, const char *tmp, bool *meta)
 {
 	int r = 0;
@@ -476,16 +476,16 @@ static int build_copy(struct node *n, enum cu_how how, const struct loc *src,
 			close(in);
 			return -EIO;
 		}
-		int out = openat(SFS->workfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		int out = openat(fs->workfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 		if (out < 0) {
 			r = -errno;
 			close(in);
 			return r;
 		}
-		*meta = how == CU_META && SFS->opts.metacopy && st->st_size > 0;
+		*meta = how == CU_META && fs->opts.metacopy && st->st_size > 0;
 		if (*meta) {
 			r = ftruncate(out, st->st_size) < 0 ? -errno : 0;
-			if (r == 0 && fsetxattr(out, wh_xattr_metacopy(&SFS->whp), "", 0, 0) < 0)
+			if (r == 0 && fsetxattr(out, wh_xattr_metacopy(&fs->whp), "", 0, 0) < 0)
 				*meta = false;  /* no xattrs on this upper: copy the data */
 		}
 		/* a metadata change without metacopy still needs the data */
@@ -493,13 +493,13 @@ static int build_copy(struct node *n, enum cu_how how, const struct loc *src,
 			r = copy_data(in, out, st->st_size);
 		/* owner before xattrs: chown drops security.capability */
 		if (r == 0)
-			r = upper_set_owner(-1, NULL, out, st->st_uid, st->st_gid, st->st_mode);
+			r = upper_set_owner(fs, -1, NULL, out, st->st_uid, st->st_gid, st->st_mode);
 		if (r == 0)
 			r = copy_xattrs(in, out);
 		if (r == 0) {
 			if (st->st_nlink == 1)
-				set_origin(-1, NULL, out, n->ino, st->st_mode);
-			if (!SFS->opts.is_volatile && !*meta)
+				set_origin(fs, -1, NULL, out, n->ino, st->st_mode);
+			if (!fs->opts.is_volatile && !*meta)
 				fdatasync(out);
 			struct timespec ts[2] = { st->st_atim, st->st_mtim };
 			futimens(out, ts);
@@ -514,30 +514,30 @@ static int build_copy(struct node *n, enum cu_how how, const struct loc *src,
 		if (len < 0)
 			return -errno;
 		target[len] = '\0';
-		r = symlinkat(target, SFS->workfd, tmp) < 0 ? -errno : 0;
+		r = symlinkat(target, fs->workfd, tmp) < 0 ? -errno : 0;
 	} else {
-		r = mknodat(SFS->workfd, tmp, (st->st_mode & S_IFMT) | 0600, st->st_rdev) < 0 ? -errno : 0;
+		r = mknodat(fs->workfd, tmp, (st->st_mode & S_IFMT) | 0600, st->st_rdev) < 0 ? -errno : 0;
 	}
 	if (r == 0)
-		r = upper_set_owner(SFS->workfd, tmp, -1, st->st_uid, st->st_gid, st->st_mode);
+		r = upper_set_owner(fs, fs->workfd, tmp, -1, st->st_uid, st->st_gid, st->st_mode);
 	if (r == 0)
-		r = copy_xattrs_at(src->dirfd, src->name, SFS->workfd, tmp);
+		r = copy_xattrs_at(src->dirfd, src->name, fs->workfd, tmp);
 	if (r == 0) {
 		if (st->st_nlink == 1)
-			set_origin(SFS->workfd, tmp, -1, n->ino, st->st_mode);
-		copy_times(SFS->workfd, tmp, st);
+			set_origin(fs, fs->workfd, tmp, -1, n->ino, st->st_mode);
+		copy_times(fs->workfd, tmp, st);
 	}
 	return r;
 }
 
 /* A metacopy truncated to nothing needs no data: drop the mark. */
-static int drop_metacopy(struct node *n)
+static int drop_metacopy(struct sfs *fs, struct node *n)
 {
 	struct loc ul;
-	int r = loc_get(n, &ul);
+	int r = loc_get(fs, n, &ul);
 	if (r < 0)
 		return r;
-	r = xa_remove(ul.dirfd, ul.name, wh_xattr_metacopy(&SFS->whp));
+	r = xa_remove(ul.dirfd, ul.name, wh_xattr_metacopy(&fs->whp));
 	loc_put(&ul);
 	if (r == -ENODATA)
 		r = 0;
@@ -548,7 +548,7 @@ static int drop_metacopy(struct node *n)
 	return r;
 }
 
-int copyup(struct node *n, enum cu_how how)
+int copyup(struct sfs *fs, struct node *n, enum cu_how how)
 {
 	struct node *p;
 	struct loc src;
@@ -557,94 +557,94 @@ int copyup(struct node *n, enum cu_how how)
 	bool meta;
 	int r;
 
-	if (!SFS->has_upper)
+	if (!fs->has_upper)
 		return -EROFS;
 	if (S_ISDIR(n->type))
-		return copyup_dir(n);
+		return copyup_dir(fs, n);
 
-	pthread_mutex_lock(&SFS->table_lock);
+	pthread_mutex_lock(&fs->table_lock);
 	p = n->parent;
 	if (p)
 		p->refs++;
-	pthread_mutex_unlock(&SFS->table_lock);
+	pthread_mutex_unlock(&fs->table_lock);
 	if (!p)
 		return -ENOENT;
-	if ((r = copyup_dir(p)) < 0)
+	if ((r = copyup_dir(fs, p)) < 0)
 		goto out_unref;
 
 	/* copy-ups of one object run one at a time (a non-directory's own
 	 * lock serves nothing else) */
 	pthread_mutex_lock(&n->lock);
-	if (is_upper(node_layer(n))) {
+	if (is_upper(fs, node_layer(n))) {
 		r = 0;
 		if (how == CU_DATA && node_metacopy(n))
-			r = copyup_metacopy_data(n);
+			r = copyup_metacopy_data(fs, n);
 		else if (how == CU_EMPTY && node_metacopy(n))
-			r = drop_metacopy(n);
+			r = drop_metacopy(fs, n);
 		goto out_unlock;
 	}
 	if (n->deleted || n->detached) {
 		r = -ENOENT;
 		goto out_unlock;
 	}
-	if ((r = loc_get(n, &src)) < 0)
+	if ((r = loc_get(fs, n, &src)) < 0)
 		goto out_unlock;
 	if (fstatat(src.dirfd, src.name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
 		r = -errno;
 		loc_put(&src);
 		goto out_unlock;
 	}
-	copyup_tmpname(tmp, sizeof tmp);
-	r = build_copy(n, how, &src, &st, tmp, &meta);
+	copyup_tmpname(fs, tmp, sizeof tmp);
+	r = build_copy(fs, n, how, &src, &st, tmp, &meta);
 	loc_put(&src);
 	if (r < 0) {
-		unlinkat(SFS->workfd, tmp, 0);
+		unlinkat(fs->workfd, tmp, 0);
 		goto out_unlock;
 	}
 
 	/* only the move into place needs the directory */
 	pthread_mutex_lock(&p->lock);
-	int ufd = node_upperfd(p);
-	pthread_mutex_lock(&SFS->table_lock);
+	int ufd = node_upperfd(fs, p);
+	pthread_mutex_lock(&fs->table_lock);
 	bool gone = n->deleted || n->detached || n->parent != p;
 	snprintf(name, sizeof name, "%s", n->name);
-	pthread_mutex_unlock(&SFS->table_lock);
+	pthread_mutex_unlock(&fs->table_lock);
 	struct stat pst;
 	if (gone || ufd < 0) {
 		r = gone ? -ENOENT : -EIO;
 	} else {
 		fstat(ufd, &pst);
-		if (renameat2(SFS->workfd, tmp, ufd, name, RENAME_NOREPLACE) < 0)
+		if (renameat2(fs->workfd, tmp, ufd, name, RENAME_NOREPLACE) < 0)
 			r = -errno;
 	}
 	if (r < 0) {
 		pthread_mutex_unlock(&p->lock);
-		unlinkat(SFS->workfd, tmp, 0);
+		unlinkat(fs->workfd, tmp, 0);
 		goto out_unlock;
 	}
-	if (!S_ISREG(st.st_mode) && !SFS->privileged && st.st_nlink == 1)
+	if (!S_ISREG(st.st_mode) && !fs->privileged && st.st_nlink == 1)
 		origin_in_parent_set(ufd, name, n->ino);
 	restore_times(ufd, &pst);
 	struct stat ust;
 	fstatat(ufd, name, &ust, AT_SYMLINK_NOFOLLOW);
 	uint32_t old_layer = node_layer(n);
-	pthread_mutex_lock(&SFS->table_lock);
+	pthread_mutex_lock(&fs->table_lock);
 	__atomic_store_n(&n->layer, 0, __ATOMIC_RELEASE);
 	if (st.st_nlink > 1) {
 		/* a lower hard link broken by copy-up is a new inode, as in
 		 * overlayfs without index */
-		n->ino = layer_ino(0, &ust);
+		n->ino = layer_ino(fs, 0, &ust);
 	}
 	__atomic_store_n(&n->metacopy, meta, __ATOMIC_RELEASE);
 	__atomic_store_n(&n->data_layer, meta ? (int32_t)old_layer : -1, __ATOMIC_RELEASE);
-	node_hash_add(n, ust.st_dev, ust.st_ino);
-	pthread_mutex_unlock(&SFS->table_lock);
+	node_hash_add(fs, n, ust.st_dev, ust.st_ino);
+	pthread_mutex_unlock(&fs->table_lock);
 	pthread_mutex_unlock(&p->lock);
 	if (st.st_nlink > 1)
-		inval_attr(n);  /* the copy has a link count of its own */
+		inval_attr(fs, n);  /* the copy has a link count of its own */
 out_unlock:
 	pthread_mutex_unlock(&n->lock);
 out_unref:
-	node_unref(p);
+	node_unref(fs, p);
 	return r;
 }

@@ -21,6 +21,11 @@
 
 struct node;
 struct wa_dir;
+struct sfs;
+struct loop;         /* loop.c: the request loop's queue, watch and reader */
+struct uring;        /* uring.c: the io_uring queues */
+struct walkahead;    /* walkahead.c: read-ahead queue and threads */
+struct fh;           /* ops_file.c: an open-file handle */
 /* walkahead.c: what a listing does with the subdirectories it finds */
 enum wa_mode {
 	WA_OFF,      /* nothing to read ahead */
@@ -154,6 +159,35 @@ struct sfs {
 	bool pt;                 /* upper files use the kernel's passthrough */
 	cpu_set_t cpus;          /* the daemon's CPUs, before any thread pinned itself */
 	struct fuse_session *se;
+
+	/* The modules' own state, one per mount, made by serve() while it
+	 * serves: ur and wa are freed at its end, loop is kept (a detached
+	 * standby thread may still be leaving through it). */
+	struct loop *loop;
+	struct uring *ur;
+	struct walkahead *wa;
+	pthread_mutex_t settle_lock;  /* root_settle() runs once */
+	uint64_t cookie_seed;         /* readdir cookies' hash seed (readdir.c); atomic */
+	/* open handles (ops_file.c), closed at unmount if the kernel never
+	 * released them (a mapping outliving it); under open_lock */
+	pthread_mutex_t open_lock;
+	struct fh *open_list;
+	/* lean listings (ops_dir.c): entries given lean, and lookups under
+	 * lean-listed directories since (atomics), lean.lock for the choice */
+	struct {
+		pthread_mutex_t lock;
+		unsigned lean, used;
+		bool full;
+		unsigned since_probe;
+	} lean;
+	/* passthrough (passthrough.c) */
+	struct {
+		bool offered;        /* the kernel's INIT offered passthrough */
+		bool killpriv_v2;    /* ... and FUSE_HANDLE_KILLPRIV_V2 */
+		bool broken;         /* a registration failed: stay in cached mode */
+		unsigned stack_depth;
+		pthread_mutex_t lock;
+	} pts;
 	/* The mount this daemon made itself, watched in its mount namespace
 	 * (main.c): mntinfo_fd is /proc/self/mountinfo (-1: not watched, as
 	 * for /dev/fd/N), mnt_dev its superblock; mnt_gone once no mount of
@@ -163,18 +197,17 @@ struct sfs {
 	bool mnt_gone;
 };
 
-extern struct sfs *SFS;
 
 /* main.c: cut the root's layers at the first opaque layer root, once. */
-void root_settle(void);
+void root_settle(struct sfs *fs);
 
 /* Take DIR's layer list (dl, ndl) for reading, to iterate its layers.
  * Readers of dl[0] alone may take dl_lock directly: the root's top
  * layer is known before root_settle(). */
-static inline void dl_rdlock(struct node *dir)
+static inline void dl_rdlock(struct sfs *fs, struct node *dir)
 {
-	if (dir == SFS->root && !__atomic_load_n(&SFS->root_settled, __ATOMIC_ACQUIRE))
-		root_settle();
+	if (dir == fs->root && !__atomic_load_n(&fs->root_settled, __ATOMIC_ACQUIRE))
+		root_settle(fs);
 	pthread_rwlock_rdlock(dir->dl_lock);
 }
 
@@ -191,51 +224,51 @@ static inline bool node_metacopy(const struct node *n)
 	return __atomic_load_n(&n->metacopy, __ATOMIC_ACQUIRE);
 }
 
-static inline bool is_upper(uint32_t layer)
+static inline bool is_upper(struct sfs *fs, uint32_t layer)
 {
-	return SFS->has_upper && layer == 0;
+	return fs->has_upper && layer == 0;
 }
 
 /* layer.c */
 int layers_open(struct sfs *fs);
 void layers_close(struct sfs *fs);
-uint64_t layer_ino(uint32_t layer, const struct stat *st);
+uint64_t layer_ino(struct sfs *fs, uint32_t layer, const struct stat *st);
 
 /* node.c */
-struct node *node_new(struct node *parent, const char *name, mode_t type);
-struct node *node_get(fuse_ino_t ino);          /* nodeid -> node */
-fuse_ino_t node_id(struct node *n);
-void node_ref(struct node *n);
-void node_unref(struct node *n);
-void node_forget(struct node *n, uint64_t nlookup);
-void node_set_name(struct node *n, struct node *parent, const char *name);
-struct node *node_hash_find(dev_t dev, ino_t ino);
-void node_hash_add(struct node *n, dev_t dev, ino_t ino);
-void node_hash_del(struct node *n);
-void node_mark_deleted(struct node *n);
+struct node *node_new(struct sfs *fs, struct node *parent, const char *name, mode_t type);
+struct node *node_get(struct sfs *fs, fuse_ino_t ino);   /* nodeid -> node */
+fuse_ino_t node_id(struct sfs *fs, struct node *n);
+void node_ref(struct sfs *fs, struct node *n);
+void node_unref(struct sfs *fs, struct node *n);
+void node_forget(struct sfs *fs, struct node *n, uint64_t nlookup);
+void node_set_name(struct sfs *fs, struct node *n, struct node *parent, const char *name);
+struct node *node_hash_find(struct sfs *fs, dev_t dev, ino_t ino);
+void node_hash_add(struct sfs *fs, struct node *n, dev_t dev, ino_t ino);
+void node_hash_del(struct sfs *fs, struct node *n);
+void node_mark_deleted(struct sfs *fs, struct node *n);
 /* Hold on to the object a node names now (an O_PATH fd), before its name
  * is taken by something else. */
-void node_keep_path(struct node *n);
-void node_detach(struct node *n);
-struct node *node_child_find(struct node *parent, const char *name);
-void node_child_add(struct node *n);
-void node_dir_changed(struct node *dir);
+void node_keep_path(struct sfs *fs, struct node *n);
+void node_detach(struct sfs *fs, struct node *n);
+struct node *node_child_find(struct sfs *fs, struct node *parent, const char *name);
+void node_child_add(struct sfs *fs, struct node *n);
+void node_dir_changed(struct sfs *fs, struct node *dir);
 /* Forget the cached listing dc of dir, if it is still the current one. */
-void node_drop_listing(struct node *dir, struct dircache *dc);
+void node_drop_listing(struct sfs *fs, struct node *dir, struct dircache *dc);
 /* A directory's fd in its i-th contributing layer: cached, or opened now
  * (then *tmp is set and the caller closes it). */
-int node_dlfd(struct node *dir, unsigned i, bool *tmp);
+int node_dlfd(struct sfs *fs, struct node *dir, unsigned i, bool *tmp);
 /* The fd of the directory in the upper layer, or -1 when it has none. */
-int node_upperfd(struct node *dir);
-void node_set_dlayers(struct node *dir, struct dlayer *dl, unsigned n);
+int node_upperfd(struct sfs *fs, struct node *dir);
+void node_set_dlayers(struct sfs *fs, struct node *dir, struct dlayer *dl, unsigned n);
 /* The absolute redirect for dir moving to another directory, as kernel
  * overlayfs builds it (names, and its own and its ancestors' redirects):
  * 0 and *out (malloc'd), or -errno. */
-int node_redirect_path(struct node *dir, char **out);
+int node_redirect_path(struct sfs *fs, struct node *dir, char **out);
 /* Where each lower layer of dir holds it now, as paths from the layers'
  * roots: what finds them once dir moves (node_set_lower_at after the move). */
-int node_pin_lower(struct node *dir, struct lower_at **lat, unsigned *n);
-void node_set_lower_at(struct node *dir, struct lower_at *lat, unsigned n);
+int node_pin_lower(struct sfs *fs, struct node *dir, struct lower_at **lat, unsigned *n);
+void node_set_lower_at(struct sfs *fs, struct node *dir, struct lower_at *lat, unsigned n);
 
 /* lookup.c */
 struct lookup_res {
@@ -251,15 +284,15 @@ struct lookup_res {
 	uint64_t ino;
 };
 /* Look NAME up in merged directory DIR. 0 with *res filled, or -ENOENT. */
-int lookup_name(struct node *dir, const char *name, struct lookup_res *res);
+int lookup_name(struct sfs *fs, struct node *dir, const char *name, struct lookup_res *res);
 void lookup_res_free(struct lookup_res *res);
 /* Is NAME visible in one of DIR's layers below the upper? 1, 0 or -errno. */
-int name_in_lowers(struct node *dir, const char *name);
+int name_in_lowers(struct sfs *fs, struct node *dir, const char *name);
 /* Find or create the node for a lookup result, taking one kernel reference. */
-struct node *node_from_lookup(struct node *dir, const char *name, struct lookup_res *res);
+struct node *node_from_lookup(struct sfs *fs, struct node *dir, const char *name, struct lookup_res *res);
 /* Stat the object behind a node (with ownership presentation applied). */
-int node_stat(struct node *n, struct stat *st);
-void present_stat(struct node *n, struct stat *st, int fd, int dirfd, const char *name);
+int node_stat(struct sfs *fs, struct node *n, struct stat *st);
+void present_stat(struct sfs *fs, struct node *n, struct stat *st, int fd, int dirfd, const char *name);
 
 /* readdir.c */
 struct dentry_rec {
@@ -278,40 +311,40 @@ struct dircache {
  * the directory changes around it, so a reader resuming at an offset sees
  * every entry that stayed exactly once, with no state kept between calls
  * (as ext4's hashed offsets). Cookies 1 and 2 are "." and "..". */
-int dir_listing(struct node *dir, struct dircache **out);
+int dir_listing(struct sfs *fs, struct node *dir, struct dircache **out);
 /* The same, and what to do with the subdirectories it finds in the layers
  * (walkahead.c). */
-int dir_listing_ahead(struct node *dir, struct dircache **out, enum wa_mode ahead);
+int dir_listing_ahead(struct sfs *fs, struct node *dir, struct dircache **out, enum wa_mode ahead);
 /* The order of NAME in every listing (its cookie is derived from it). */
-uint64_t cookie_hash(const char *name);
+uint64_t cookie_hash(struct sfs *fs, const char *name);
 /* Index of the first entry after offset off (off > 2) */
 size_t dir_seek(const struct dircache *dc, uint64_t off);
 void dircache_put(struct dircache *dc);
 /* 1 when the merged directory holds nothing, 0 when it does, -errno. */
-int dir_is_empty(struct node *dir);
+int dir_is_empty(struct sfs *fs, struct node *dir);
 
 /* copyup.c */
-int copyup_dir(struct node *dir);                     /* ensure the dir exists in upper */
+int copyup_dir(struct sfs *fs, struct node *dir);   /* ensure the dir exists in upper */
 enum cu_how {
 	CU_META,   /* a metadata change: a metacopy where allowed */
 	CU_DATA,   /* data will change: a full copy */
 	CU_EMPTY,  /* about to be truncated to zero: metadata, no data */
 };
-int copyup(struct node *n, enum cu_how how);
-int copyup_tmpname(char *buf, size_t len);
+int copyup(struct sfs *fs, struct node *n, enum cu_how how);
+int copyup_tmpname(struct sfs *fs, char *buf, size_t len);
 /* Inode origins of unprivileged copies that cannot hold xattrs themselves
  * (symlinks, special files), kept on the upper parent directory. */
 void origin_in_parent_set(int pdirfd, const char *name, uint64_t ino);
 uint64_t origin_in_parent_get(int pdirfd, const char *name);
-void origin_in_parent_clear(int pdirfd, const char *name);
+void origin_in_parent_clear(struct sfs *fs, int pdirfd, const char *name);
 int copy_xattrs(int srcfd, int dstfd);
-int upper_set_owner(int dirfd, const char *name, int fd, uid_t uid, gid_t gid, mode_t mode);
+int upper_set_owner(struct sfs *fs, int dirfd, const char *name, int fd, uid_t uid, gid_t gid, mode_t mode);
 /* Owner and mode kept in the override xattr ("uid:gid:0mode"). */
-int override_write(int dirfd, const char *name, int fd, uid_t uid, gid_t gid, mode_t mode);
+int override_write(struct sfs *fs, int dirfd, const char *name, int fd, uid_t uid, gid_t gid, mode_t mode);
 /* The bits an owner needs to use an object (rw for files, rwx for dirs). */
 mode_t owner_access(mode_t mode);
 /* Would a daemon without CAP_DAC_OVERRIDE lose access to an object of MODE? */
-bool needs_owner_access(mode_t mode);
+bool needs_owner_access(struct sfs *fs, mode_t mode);
 
 /* xattr helpers (xattr.c): xattrs of NAME in dirfd without following symlinks */
 ssize_t xa_get(int dirfd, const char *name, const char *key, void *buf, size_t sz);
@@ -329,34 +362,35 @@ static inline uint64_t mono_ns(void)
 }
 
 /* main.c: is a mount of our superblock left in our mount namespace? */
-bool mount_present(void);
+bool mount_present(struct sfs *fs);
 
 /* loop.c: serve requests until unmounted; 0 workers = one thread */
-int serve(struct fuse_session *se, unsigned nworkers);
+int serve(struct sfs *fs, struct fuse_session *se, unsigned nworkers);
 /* The arguments of the request this thread serves, as the kernel sent them,
  * if it is OPCODE with at least SIZE bytes of them (else NULL): for fields
  * libfuse 3.14 does not pass on. */
 const void *loop_request_arg(uint32_t opcode, size_t size);
 /* Serve one raw request (as /dev/fuse gives it) on this thread. */
-void loop_process(void *mem, size_t size);
+void loop_process(struct sfs *fs, void *mem, size_t size);
 /* Hand a request that may block for long to a worker (copied); ctx goes
  * to uring_serve_job. false: serve it yourself. */
-bool loop_offload(const void *mem, size_t size, void *ctx);
+bool loop_offload(struct sfs *fs, const void *mem, size_t size, void *ctx);
 
 /* uring.c: FUSE over io_uring, per-CPU queues (Linux 6.14+, when the
  * fuse module's enable_uring is on) */
 /* loop.c/passthrough.c around INIT: what the kernel offered (flags2) */
-void uring_note_init(uint32_t flags2);
-bool uring_wanted(void);
+int uring_init(struct sfs *fs);
+void uring_note_init(struct sfs *fs, uint32_t flags2);
+bool uring_wanted(struct sfs *fs);
 /* the INIT reply: ask for io_uring, note the sizes the buffers need */
-void uring_complete_init(uint32_t *flags2, uint32_t max_write, uint32_t max_pages);
+void uring_complete_init(struct sfs *fs, uint32_t *flags2, uint32_t max_write, uint32_t max_pages);
 /* after INIT is answered: register the queues (0, or -errno and requests
  * stay on /dev/fuse) */
-int uring_start(struct fuse_session *se);
-void uring_stop(void);
+int uring_start(struct sfs *fs, struct fuse_session *se);
+void uring_stop(struct sfs *fs);
 /* The session's writev: a reply to the io_uring request this thread
  * serves goes into its entry (true, *ret set), else false. */
-bool uring_capture(const struct iovec *iov, int count, ssize_t *ret);
+bool uring_capture(struct sfs *fs, const struct iovec *iov, int count, ssize_t *ret);
 /* Send the replies this thread has queued (before a notification, which
  * the kernel may hold until they arrive). */
 void uring_flush(void);
@@ -364,12 +398,13 @@ void uring_flush(void);
  * payload, *cap bytes), or NULL: reply as usual. */
 char *uring_reply_area(size_t *cap);
 /* A worker serving an io_uring request. */
-void uring_serve_job(void *ctx, void *mem, size_t size);
+void uring_serve_job(struct sfs *fs, void *ctx, void *mem, size_t size);
 
 /* walkahead.c: metadata read-ahead for tree walks */
-void wa_stop(void);
+int wa_init(struct sfs *fs);
+void wa_stop(struct sfs *fs);
 /* A listing of dir begins: what to do with the subdirectories it finds. */
-enum wa_mode wa_listing(struct node *dir);
+enum wa_mode wa_listing(struct sfs *fs, struct node *dir);
 /* The subdirectories a listing finds in one layer's directory dirfd, by
  * their names and inode numbers. owner: the listed directory's inode
  * number. */
@@ -381,6 +416,7 @@ struct wa_item {
 	unsigned depth;
 };
 struct wa_batch {
+	struct sfs *fs;
 	int srcfd;           /* the directory listed, -1: nothing to do */
 	struct wa_dir *dir;  /* its descriptor of our own, once a subdirectory is added */
 	dev_t dev;
@@ -391,18 +427,19 @@ struct wa_batch {
 	struct wa_item *items;
 	size_t n, cap;
 };
-void wa_batch_begin(struct wa_batch *b, int dirfd, enum wa_mode mode, uint64_t owner,
+void wa_batch_begin(struct sfs *fs, struct wa_batch *b, int dirfd, enum wa_mode mode, uint64_t owner,
 		    uint32_t layer);
 void wa_batch_add(struct wa_batch *b, const char *name, uint64_t ino);
 void wa_batch_end(struct wa_batch *b);
 /* Read-ahead threads at work now (they run SCHED_IDLE: not load). */
-unsigned wa_busy(void);
+unsigned wa_busy(struct sfs *fs);
 
 /* place.c: scheduling of the threads that serve requests */
 struct place {
+	struct sfs *fs;
 	int statfd, loadfd;
 	unsigned ncpu;
-	cpu_set_t allowed;       /* the daemon's CPUs (SFS->cpus) */
+	cpu_set_t allowed;       /* the daemon's CPUs (fs->cpus) */
 	int home;                /* CPU it serves from, -1: anywhere */
 	bool floating;           /* unpinned while requests wait (place_served) */
 	unsigned float_reqs;     /* requests served since it was unpinned */
@@ -413,7 +450,7 @@ struct place {
 	/* A thread that may not turn back from SCHED_IDLE goes there only once
 	 * before_idle() has set up a way out (a standby thread, loop.c), and
 	 * when it must run SCHED_OTHER again, stuck says so. */
-	bool (*before_idle)(void);
+	bool (*before_idle)(struct sfs *fs);
 	bool stuck;
 };
 /* May a thread go from SCHED_IDLE back to SCHED_OTHER? */
@@ -422,7 +459,7 @@ bool place_may_turn_back(void);
  * clients it wakes stay on their CPU; SCHED_OTHER while it is busy.
  * place_check() looks again every 5 ms (first: now). before_idle: NULL
  * where the thread may turn back, else see struct place. */
-void place_open(struct place *p, bool (*before_idle)(void));
+void place_open(struct sfs *fs, struct place *p, bool (*before_idle)(struct sfs *fs));
 void place_check(struct place *p, bool first);
 void place_close(struct place *p);
 /* Serve from CPU cpu (pinned there, unless floating). */
@@ -434,7 +471,7 @@ void place_served(struct place *p, uint64_t t0, uint64_t t1);
 int place_cpu_of(uint32_t tid);
 /* Shutting down: every thread of the daemon back at SCHED_OTHER on all its
  * CPUs (where it may turn back), so none waits behind the load to exit. */
-void place_all_to_front(void);
+void place_all_to_front(struct sfs *fs);
 /* A thread without an I/O priority of its own takes it from its
  * scheduling policy, and SCHED_IDLE means idle-class I/O: give it the
  * best-effort level of its nice value (an ionice of the daemon stays). */
@@ -445,21 +482,21 @@ bool mode_is_setid(mode_t mode);   /* S_ISUID or S_ISGID: a write may drop them 
 /* Drop set-user-ID and set-group-ID, as a write by a user without
  * CAP_FSETID does (FUSE_HANDLE_KILLPRIV_V2 leaves it to us); req is the
  * writer's request, or NULL when unknown (then both bits go). */
-int node_kill_setid(struct node *n, fuse_req_t req);
+int node_kill_setid(struct sfs *fs, struct node *n, fuse_req_t req);
 
 /* passthrough.c: the kernel's FUSE passthrough for upper files */
 /* Does the daemon hold capability CAP_BIT in the initial user namespace? */
 bool has_init_cap(int cap_bit);
 /* loop.c around serving INIT: begin=true before, false after */
-void pt_note_init(const void *arg, size_t size, bool begin);
-/* op_init: may upper files use passthrough? Sets SFS->pt. */
-bool pt_negotiate(void);
+void pt_note_init(struct sfs *fs, const void *arg, size_t size, bool begin);
+/* op_init: may upper files use passthrough? Sets fs->pt. */
+bool pt_negotiate(struct sfs *fs);
 /* After mounting: replies go through the code that completes them. */
 int pt_install(struct fuse_session *se);
 /* An open of n (open(2) FLAGS) through fd: the backing id to hand the
  * kernel, or 0 for cached mode. *counted: pt_release() must follow. */
-int pt_open(struct node *n, int fd, int flags, bool *counted);
-void pt_release(struct node *n, int id);
+int pt_open(struct sfs *fs, struct node *n, int fd, int flags, bool *counted);
+void pt_release(struct sfs *fs, struct node *n, int id);
 /* The next OPEN/CREATE reply of this thread carries backing id (0: none). */
 void pt_reply_with(int id);
 
@@ -492,9 +529,9 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi);
 void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi);
 /* A LOOKUP under parent: did the client need what a lean listing left out? */
-void readdir_note_lookup(struct node *dir);
+void readdir_note_lookup(struct sfs *fs, struct node *dir);
 /* Are listings lean now (clients do not look up the files they list)? */
-bool readdir_lean_now(void);
+bool readdir_lean_now(struct sfs *fs);
 void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi);
 void op_statfs(fuse_req_t req, fuse_ino_t ino);
@@ -505,24 +542,24 @@ void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
 void op_tmpfile(fuse_req_t req, fuse_ino_t parent, mode_t mode, struct fuse_file_info *fi);
 
 /* ops_file.c: open-file handles */
-int fh_new(struct node *n, int fd, int flags, struct fuse_file_info *fi);
+int fh_new(struct sfs *fs, struct node *n, int fd, int flags, struct fuse_file_info *fi);
 /* Reply to OPEN (e NULL) or CREATE for a handle fh_new() made. */
 int fh_reply_open(fuse_req_t req, struct fuse_file_info *fi, const struct fuse_entry_param *e);
-void fh_free_fi(struct fuse_file_info *fi);
+void fh_free_fi(struct sfs *fs, struct fuse_file_info *fi);
 int fh_fd(struct fuse_file_info *fi);   /* the handle's fd, -1 without one */
 /* Close handles the kernel never released (at unmount). */
-void fh_close_all(void);
+void fh_close_all(struct sfs *fs);
 
 /* Shared by the ops: fill a fuse_entry_param for node n. */
-int fill_entry(struct node *n, struct fuse_entry_param *e);
+int fill_entry(struct sfs *fs, struct node *n, struct fuse_entry_param *e);
 /* The same from the stat a lookup just took of the object. */
-int fill_entry_st(struct node *n, const struct stat *st, struct fuse_entry_param *e);
+int fill_entry_st(struct sfs *fs, struct node *n, const struct stat *st, struct fuse_entry_param *e);
 /* open(2) flags for an upper or lower object from those of a FUSE open:
  * no O_CREAT/O_EXCL, O_CLOEXEC|O_NOFOLLOW, and read-write without O_APPEND
  * where the writeback cache or a passthrough backing file needs it. */
-int real_flags(int flags);
+int real_flags(struct sfs *fs, int flags);
 /* Open the object behind n (flags as open(2), no O_CREAT). */
-int node_open(struct node *n, int flags);
+int node_open(struct sfs *fs, struct node *n, int flags);
 /* Where a node's object lives: dirfd + name in its layer, or, for an object
  * already unlinked but still referenced, AT_FDCWD + "/proc/self/fd/N" of a
  * kept O_PATH fd (then follow is AT_SYMLINK_FOLLOW: the magic link leads to
@@ -534,12 +571,12 @@ struct loc {
 	bool tmp;          /* dirfd is ours to close */
 	uint32_t layer;
 };
-int loc_get(struct node *n, struct loc *l);
+int loc_get(struct sfs *fs, struct node *n, struct loc *l);
 /* The object at a node's name in another of its parent's layers (the lower
  * data of a metacopy). */
-int loc_get_layer(struct node *n, uint32_t layer, struct loc *l);
+int loc_get_layer(struct sfs *fs, struct node *n, uint32_t layer, struct loc *l);
 void loc_put(struct loc *l);
 /* uid/gid of the request, as stored on disk */
-void req_owner(fuse_req_t req, uid_t *uid, gid_t *gid);
+void req_owner(struct sfs *fs, fuse_req_t req, uid_t *uid, gid_t *gid);
 
 #endif

@@ -310,9 +310,9 @@ void layers_close(struct sfs *fs)
 	}
 }
 
-uint64_t layer_ino(uint32_t layer, const struct stat *st)
+uint64_t layer_ino(struct sfs *fs, uint32_t layer, const struct stat *st)
 {
-	if (SFS->same_dev)
+	if (fs->same_dev)
 		return st->st_ino;
 	/* Keep the low bits and mark the filesystem in the high ones, as
 	 * overlayfs's xino does; an inode number that already uses the high
@@ -320,5 +320,5 @@ uint64_t layer_ino(uint32_t layer, const struct stat *st)
 	uint64_t ino = st->st_ino;
 	if (ino >> 58)
 		ino = (ino ^ (ino >> 58)) & ((1ULL << 58) - 1);
-	return ino | SFS->layers[layer].ino_tag;
+	return ino | fs->layers[layer].ino_tag;
 }

@@ -76,11 +76,11 @@ static int dir_stops_merge(int fd, int parentfd, const char *name)
 	return oci_whiteout_in(parentfd, name);
 }
 
-static void upper_file_marks(struct lookup_res *res, int dirfd, const char *name)
+static void upper_file_marks(struct sfs *fs, struct lookup_res *res, int dirfd, const char *name)
 {
 	char list[4096], buf[64];
 
-	if (!S_ISREG(res->st.st_mode) && !SFS->privileged) {
+	if (!S_ISREG(res->st.st_mode) && !fs->privileged) {
 		uint64_t ino = origin_in_parent_get(dirfd, name);
 		if (ino)
 			res->ino = ino;
@@ -96,18 +96,18 @@ static void upper_file_marks(struct lookup_res *res, int dirfd, const char *name
 	if (n < 0) {
 		has_origin = true;   /* too many to list here: ask directly */
 		res->metacopy = S_ISREG(res->st.st_mode) &&
-			xa_get(dirfd, name, wh_xattr_metacopy(&SFS->whp), buf, sizeof buf) >= 0;
+			xa_get(dirfd, name, wh_xattr_metacopy(&fs->whp), buf, sizeof buf) >= 0;
 	} else {
 		for (char *k = list; k < list + n; k += strlen(k) + 1) {
-			if (S_ISREG(res->st.st_mode) && !strcmp(k, wh_xattr_metacopy(&SFS->whp)))
+			if (S_ISREG(res->st.st_mode) && !strcmp(k, wh_xattr_metacopy(&fs->whp)))
 				res->metacopy = true;
-			else if (!strcmp(k, SFS->xa_origin))
+			else if (!strcmp(k, fs->xa_origin))
 				has_origin = true;
 		}
 	}
 	if (!has_origin)
 		return;
-	n = xa_get(dirfd, name, SFS->xa_origin, buf, sizeof buf - 1);
+	n = xa_get(dirfd, name, fs->xa_origin, buf, sizeof buf - 1);
 	if (n > 0) {
 		buf[n] = '\0';
 		char *end;
@@ -146,10 +146,10 @@ struct walk {
  * follows it in w->loc is TAIL long, POST being what follows: the layers
  * below hold it elsewhere. 0 (w->loc rewritten, or no redirect), or -errno:
  * -EINVAL for a malformed one, as kernel overlayfs. */
-static int follow_redirect(struct walk *w, int fd, uint32_t layer, size_t tail, const char *post)
+static int follow_redirect(struct sfs *fs, struct walk *w, int fd, uint32_t layer, size_t tail, const char *post)
 {
 	char red[PATH_MAX], loc[PATH_MAX];
-	ssize_t n = xa_get(fd, NULL, wh_xattr_redirect(&SFS->whp), red, sizeof red - 1);
+	ssize_t n = xa_get(fd, NULL, wh_xattr_redirect(&fs->whp), red, sizeof red - 1);
 
 	if (n == -ENODATA || n == -ENOTSUP)
 		return 0;
@@ -166,7 +166,7 @@ static int follow_redirect(struct walk *w, int fd, uint32_t layer, size_t tail, 
 	} else if (!red[0] || strchr(red, '/')) {
 		return -EINVAL;
 	}
-	if (is_upper(layer) && !post[0] && !(w->upper_redirect = strdup(red)))
+	if (is_upper(fs, layer) && !post[0] && !(w->upper_redirect = strdup(red)))
 		return -ENOMEM;
 	size_t keep = strlen(w->loc) - tail;
 	int k;
@@ -189,11 +189,11 @@ static int follow_redirect(struct walk *w, int fd, uint32_t layer, size_t tail, 
  * else a directory on an absolute walk; TAIL, POST: as follow_redirect().
  * 1 found (*fdp: the directory opened, or -1 for a non-directory in *st),
  * 0 nothing here (w->stop set where that hides the layers below), -errno. */
-static int look_step(struct walk *w, int dirfd, const char *comp, uint32_t layer, bool final,
+static int look_step(struct sfs *fs, struct walk *w, int dirfd, const char *comp, uint32_t layer, bool final,
 		     size_t tail, const char *post, struct stat *st, int *fdp)
 {
 	/* nothing below the bottom layer: no marker to ask for */
-	bool bottom = layer + 1 >= SFS->nlayers;
+	bool bottom = layer + 1 >= fs->nlayers;
 
 	*fdp = -1;
 	if (strlen(comp) > NAME_MAX)
@@ -229,7 +229,7 @@ static int look_step(struct walk *w, int dirfd, const char *comp, uint32_t layer
 	int r = bottom ? 0 : dir_stops_merge(fd, dirfd, comp);
 	if (r != 0) {
 		w->stop = true;
-	} else if (!bottom && (r = follow_redirect(w, fd, layer, tail, post)) < 0) {
+	} else if (!bottom && (r = follow_redirect(fs, w, fd, layer, tail, post)) < 0) {
 		close(fd);
 		return r;
 	}
@@ -239,7 +239,7 @@ static int look_step(struct walk *w, int dirfd, const char *comp, uint32_t layer
 
 /* The walk's location in one layer: BASE is the merged directory's directory
  * there for a name, the layer's root for a path. As look_step(). */
-static int look_layer(struct walk *w, int base, uint32_t layer, struct stat *st, int *fdp)
+static int look_layer(struct sfs *fs, struct walk *w, int base, uint32_t layer, struct stat *st, int *fdp)
 {
 	char here[PATH_MAX], comp[NAME_MAX + 1];
 	int cur = base;
@@ -248,7 +248,7 @@ static int look_layer(struct walk *w, int base, uint32_t layer, struct stat *st,
 	 * changes what the layers below are asked for */
 	memcpy(here, w->loc, strlen(w->loc) + 1);
 	if (here[0] != '/')
-		return look_step(w, base, here, layer, true, strlen(here), "", st, fdp);
+		return look_step(fs, w, base, here, layer, true, strlen(here), "", st, fdp);
 	for (const char *p = here + 1;;) {
 		const char *e = strchrnul(p, '/');
 		bool final = !*e;
@@ -258,7 +258,7 @@ static int look_layer(struct walk *w, int base, uint32_t layer, struct stat *st,
 		} else {
 			memcpy(comp, p, (size_t)(e - p));
 			comp[e - p] = '\0';
-			r = look_step(w, cur, comp, layer, final, strlen(p), e, st, &fd);
+			r = look_step(fs, w, cur, comp, layer, final, strlen(p), e, st, &fd);
 		}
 		if (cur != base)
 			close(cur);
@@ -285,14 +285,14 @@ static int add_lower_at(struct lookup_res *res, uint32_t layer, const char *at)
 
 /* The data of a metacopy upper file: in the first lower layer below that
  * has a regular file at its name. dl_lock of dir held. */
-static void find_metacopy_data(struct node *dir, const char *name, struct lookup_res *res)
+static void find_metacopy_data(struct sfs *fs, struct node *dir, const char *name, struct lookup_res *res)
 {
 	for (unsigned j = 0; j < dir->ndl; j++) {
 		bool tmp;
 		struct stat ls;
-		if (is_upper(dir->dl[j].layer))
+		if (is_upper(fs, dir->dl[j].layer))
 			continue;
-		int fd = node_dlfd(dir, j, &tmp);
+		int fd = node_dlfd(fs, dir, j, &tmp);
 		if (fd < 0)
 			break;
 		int ok = fstatat(fd, name, &ls, AT_SYMLINK_NOFOLLOW) == 0;
@@ -310,16 +310,16 @@ static void find_metacopy_data(struct node *dir, const char *name, struct lookup
 /* Where the walk goes next after layer `layer`: the next of the merged
  * directory's layers for a name; the next of the root's for a path (the
  * root's dl_lock is then taken once, *root_locked). -1: none. */
-static int next_layer(struct node *dir, const struct walk *w, uint32_t layer, struct node **stack,
+static int next_layer(struct sfs *fs, struct node *dir, const struct walk *w, uint32_t layer, struct node **stack,
 		      bool *root_locked)
 {
-	if (w->loc[0] == '/' && *stack != SFS->root) {
-		if (dir != SFS->root) {
+	if (w->loc[0] == '/' && *stack != fs->root) {
+		if (dir != fs->root) {
 			/* the root settled before any node below it existed */
-			pthread_rwlock_rdlock(SFS->root->dl_lock);
+			pthread_rwlock_rdlock(fs->root->dl_lock);
 			*root_locked = true;
 		}
-		*stack = SFS->root;
+		*stack = fs->root;
 	}
 	struct node *s = *stack;
 	for (unsigned i = 0; i < s->ndl; i++)
@@ -328,7 +328,7 @@ static int next_layer(struct node *dir, const struct walk *w, uint32_t layer, st
 	return -1;
 }
 
-int lookup_name(struct node *dir, const char *name, struct lookup_res *res)
+int lookup_name(struct sfs *fs, struct node *dir, const char *name, struct lookup_res *res)
 {
 	struct walk w;   /* (not zeroed whole: loc is large, and written first) */
 	struct node *stack = dir;   /* whose layer list the walk follows */
@@ -345,14 +345,14 @@ int lookup_name(struct node *dir, const char *name, struct lookup_res *res)
 	w.stop = w.is_dir = w.redirected = false;
 	w.upper_redirect = NULL;
 
-	dl_rdlock(dir);
+	dl_rdlock(fs, dir);
 	for (int i = dir->ndl ? 0 : -1; i >= 0 && !w.stop;) {
 		uint32_t layer = stack->dl[i].layer;
 		bool by_name = w.loc[0] != '/', tmp = false;
-		int base = SFS->layers[layer].fd;
+		int base = fs->layers[layer].fd;
 		char at[PATH_MAX];
 
-		if (w.redirected && SFS->opts.redirect_dir == REDIRECT_NOFOLLOW) {
+		if (w.redirected && fs->opts.redirect_dir == REDIRECT_NOFOLLOW) {
 			r = -EPERM;   /* a redirect to follow, told not to */
 			break;
 		}
@@ -361,25 +361,25 @@ int lookup_name(struct node *dir, const char *name, struct lookup_res *res)
 			if (known == HIDDEN)
 				break;
 			if (known == ABSENT) {
-				i = next_layer(dir, &w, layer, &stack, &root_locked);
+				i = next_layer(fs, dir, &w, layer, &stack, &root_locked);
 				continue;
 			}
-			if ((base = node_dlfd(dir, (unsigned)i, &tmp)) < 0) {
+			if ((base = node_dlfd(fs, dir, (unsigned)i, &tmp)) < 0) {
 				r = base;
 				break;
 			}
 		}
 		memcpy(at, w.loc, strlen(w.loc) + 1);
 		struct stat st;
-		int fd, f = look_layer(&w, base, layer, &st, &fd);
+		int fd, f = look_layer(fs, &w, base, layer, &st, &fd);
 		if (f > 0 && !found) {
 			found = true;
 			res->st = st;
 			res->layer = layer;
-			res->ino = layer_ino(layer, &st);
+			res->ino = layer_ino(fs, layer, &st);
 			w.is_dir = fd >= 0;
-			if (fd < 0 && is_upper(layer))
-				upper_file_marks(res, base, name);
+			if (fd < 0 && is_upper(fs, layer))
+				upper_file_marks(fs, res, base, name);
 		}
 		if (tmp)
 			close(base);
@@ -390,19 +390,19 @@ int lookup_name(struct node *dir, const char *name, struct lookup_res *res)
 		if (f > 0 && fd < 0)
 			break;   /* a non-directory: it alone is the answer */
 		if (f > 0) {
-			if (!is_upper(layer) && strcmp(at, name) && (r = add_lower_at(res, layer, at)) < 0) {
+			if (!is_upper(fs, layer) && strcmp(at, name) && (r = add_lower_at(res, layer, at)) < 0) {
 				close(fd);
 				break;
 			}
 			if ((r = add_dl(res, layer, fd)) < 0)
 				break;
 		}
-		i = next_layer(dir, &w, layer, &stack, &root_locked);
+		i = next_layer(fs, dir, &w, layer, &stack, &root_locked);
 	}
 	if (r == 0 && res->metacopy)
-		find_metacopy_data(dir, name, res);
+		find_metacopy_data(fs, dir, name, res);
 	if (root_locked)
-		pthread_rwlock_unlock(SFS->root->dl_lock);
+		pthread_rwlock_unlock(fs->root->dl_lock);
 	pthread_rwlock_unlock(dir->dl_lock);
 	res->redirect = w.upper_redirect;
 	if (r < 0) {
@@ -414,34 +414,34 @@ int lookup_name(struct node *dir, const char *name, struct lookup_res *res)
 	if (S_ISDIR(res->st.st_mode)) {
 		/* Stable across copy-up and rename: the topmost lower's number. */
 		for (unsigned i = 0; i < res->ndl; i++)
-			if (!is_upper(res->dl[i].layer)) {
+			if (!is_upper(fs, res->dl[i].layer)) {
 				struct stat ls;
 				if (fstat(res->dl[i].fd, &ls) == 0)
-					res->ino = layer_ino(res->dl[i].layer, &ls);
+					res->ino = layer_ino(fs, res->dl[i].layer, &ls);
 				break;
 			}
 	}
 	return 0;
 }
 
-int name_in_lowers(struct node *dir, const char *name)
+int name_in_lowers(struct sfs *fs, struct node *dir, const char *name)
 {
 	int r = 0;
 
-	dl_rdlock(dir);
+	dl_rdlock(fs, dir);
 	for (unsigned i = 0; i < dir->ndl; i++) {
 		uint32_t layer = dir->dl[i].layer;
 		struct stat st;
 		bool tmp;
 
-		if (is_upper(layer))
+		if (is_upper(fs, layer))
 			continue;
 		int known = known_absence(dir, i, name);
 		if (known == ABSENT)
 			continue;
 		if (known == HIDDEN)
 			break;
-		int dfd = node_dlfd(dir, i, &tmp);
+		int dfd = node_dlfd(fs, dir, i, &tmp);
 		if (dfd < 0) {
 			r = dfd;
 			break;
@@ -466,37 +466,37 @@ int name_in_lowers(struct node *dir, const char *name)
 	return r;
 }
 
-struct node *node_from_lookup(struct node *dir, const char *name, struct lookup_res *res)
+struct node *node_from_lookup(struct sfs *fs, struct node *dir, const char *name, struct lookup_res *res)
 {
 	struct node *n;
-	bool hardlink = is_upper(res->layer) && !S_ISDIR(res->st.st_mode) && res->st.st_nlink > 1;
+	bool hardlink = is_upper(fs, res->layer) && !S_ISDIR(res->st.st_mode) && res->st.st_nlink > 1;
 
-	pthread_mutex_lock(&SFS->table_lock);
-	n = node_child_find(dir, name);
+	pthread_mutex_lock(&fs->table_lock);
+	n = node_child_find(fs, dir, name);
 	if (n && (n->type != (res->st.st_mode & S_IFMT))) {
 		n = NULL;   /* changed behind our back: a new object */
 	}
 	if (!n && hardlink) {
-		n = node_hash_find(res->st.st_dev, res->st.st_ino);
+		n = node_hash_find(fs, res->st.st_dev, res->st.st_ino);
 		if (n) {
 			/* another name of a hard-linked upper object */
 			n->nlookup++;
-			pthread_mutex_unlock(&SFS->table_lock);
+			pthread_mutex_unlock(&fs->table_lock);
 			if (n->detached || n->deleted)
-				node_set_name(n, dir, name);
+				node_set_name(fs, n, dir, name);
 			lookup_res_free(res);
 			return n;
 		}
 	}
 	if (n) {
 		n->nlookup++;
-		pthread_mutex_unlock(&SFS->table_lock);
+		pthread_mutex_unlock(&fs->table_lock);
 		lookup_res_free(res);
 		return n;
 	}
-	pthread_mutex_unlock(&SFS->table_lock);
+	pthread_mutex_unlock(&fs->table_lock);
 
-	n = node_new(dir, name, res->st.st_mode & S_IFMT);
+	n = node_new(fs, dir, name, res->st.st_mode & S_IFMT);
 	if (!n) {
 		lookup_res_free(res);
 		return NULL;
@@ -506,7 +506,7 @@ struct node *node_from_lookup(struct node *dir, const char *name, struct lookup_
 	n->metacopy = res->metacopy;
 	n->data_layer = res->data_layer;
 	if (S_ISDIR(n->type)) {
-		node_set_dlayers(n, res->dl, res->ndl);
+		node_set_dlayers(fs, n, res->dl, res->ndl);
 		res->dl = NULL;
 		res->ndl = 0;
 		n->redirect = res->redirect;
@@ -518,24 +518,24 @@ struct node *node_from_lookup(struct node *dir, const char *name, struct lookup_
 	}
 	lookup_res_free(res);
 
-	pthread_mutex_lock(&SFS->table_lock);
-	struct node *raced = node_child_find(dir, name);
+	pthread_mutex_lock(&fs->table_lock);
+	struct node *raced = node_child_find(fs, dir, name);
 	if (raced && raced->type == n->type) {
 		raced->nlookup++;
-		pthread_mutex_unlock(&SFS->table_lock);
+		pthread_mutex_unlock(&fs->table_lock);
 		/* never published: drop it (node_forget frees it and its
 		 * reference on dir) */
-		pthread_mutex_lock(&SFS->table_lock);
-		SFS->nnodes++;
-		pthread_mutex_unlock(&SFS->table_lock);
-		node_forget(n, 0);
+		pthread_mutex_lock(&fs->table_lock);
+		fs->nnodes++;
+		pthread_mutex_unlock(&fs->table_lock);
+		node_forget(fs, n, 0);
 		return raced;
 	}
 	n->nlookup = 1;
-	SFS->nnodes++;
-	node_child_add(n);
-	if (is_upper(node_layer(n)) && !S_ISDIR(n->type))
-		node_hash_add(n, res->st.st_dev, res->st.st_ino);
-	pthread_mutex_unlock(&SFS->table_lock);
+	fs->nnodes++;
+	node_child_add(fs, n);
+	if (is_upper(fs, node_layer(n)) && !S_ISDIR(n->type))
+		node_hash_add(fs, n, res->st.st_dev, res->st.st_ino);
+	pthread_mutex_unlock(&fs->table_lock);
 	return n;
 }

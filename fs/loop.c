@@ -30,7 +30,8 @@ struct job {
 	char mem[];
 };
 
-static struct {
+/* The jobs for the workers. */
+struct jobs {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	struct job *head, *tail;
@@ -38,7 +39,7 @@ static struct {
 	unsigned nworkers;
 	struct fuse_session *se;
 	unsigned busy;          /* jobs queued or being served */
-} Q = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
+};
 
 /* The watch: a thread at SCHED_OTHER that sleeps until an exit signal
  * comes or the mount table of our namespace changes, and ends the session
@@ -46,12 +47,33 @@ static struct {
  * mount_present). It, not the reader, is woken then: the reader and the
  * io_uring queue threads may sit at SCHED_IDLE behind the machine's load,
  * a few milliseconds of CPU a second. */
-static struct {
+struct watch {
 	pthread_t th;
 	bool started;
 	int wakefd;             /* readable: the session is over (reader's wait) */
 	int stopfd;             /* readable: the watch ends */
-} W = { .wakefd = -1, .stopfd = -1 };
+};
+
+/* The reader's state, handed from thread to thread when it relays. */
+struct reader {
+	struct fuse_buf buf;
+	sigset_t waitsigs;      /* the exit signals unblocked (watch_main, wait_request) */
+	bool ur;                /* io_uring serves the requests: here only forgets */
+	bool init_done;         /* INIT answered: follow from the start */
+	int r;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool standby;           /* a standby thread is parked */
+	bool baton;             /* handed to it */
+	bool done;              /* the session ended */
+};
+
+/* A mount's request loop (fs->loop). */
+struct loop {
+	struct jobs q;
+	struct watch w;
+	struct reader r;
+};
 
 /* Could this request block for long? Looks at the request's own arguments:
  * an open for writing or a truncate may copy a whole file up; a large
@@ -90,6 +112,7 @@ static bool may_block(const void *mem, size_t size)
 	}
 }
 
+/* the request this thread serves (per thread, whatever the mount) */
 static __thread const struct fuse_in_header *tls_req;
 
 const void *loop_request_arg(uint32_t opcode, size_t size)
@@ -100,11 +123,12 @@ const void *loop_request_arg(uint32_t opcode, size_t size)
 	return in + 1;
 }
 
-void loop_process(void *mem, size_t size)
+void loop_process(struct sfs *fs, void *mem, size_t size)
 {
+	struct loop *lp = fs->loop;
 	struct fuse_buf b = { .size = size, .mem = mem };
 	tls_req = mem;
-	fuse_session_process_buf(Q.se, &b);
+	fuse_session_process_buf(lp->q.se, &b);
 	tls_req = NULL;
 }
 
@@ -112,10 +136,11 @@ void loop_process(void *mem, size_t size)
  * looks at its own) */
 static __thread uint64_t tls_last_job;
 
-bool loop_offload(const void *mem, size_t size, void *ctx)
+bool loop_offload(struct sfs *fs, const void *mem, size_t size, void *ctx)
 {
+	struct loop *lp = fs->loop;
 	struct job *j;
-	if (!Q.nworkers || size < sizeof(struct fuse_in_header) || !may_block(mem, size))
+	if (!lp->q.nworkers || size < sizeof(struct fuse_in_header) || !may_block(mem, size))
 		return false;
 	/* An io_uring queue serves one CPU's clients, and a read waits for one
 	 * request's worth of disk at most: a hand-off to a worker and back
@@ -128,41 +153,43 @@ bool loop_offload(const void *mem, size_t size, void *ctx)
 	j->size = size;
 	j->ctx = ctx;
 	j->next = NULL;
-	__atomic_add_fetch(&Q.busy, 1, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&lp->q.busy, 1, __ATOMIC_RELAXED);
 	tls_last_job = mono_ns();
-	pthread_mutex_lock(&Q.lock);
-	if (Q.tail)
-		Q.tail->next = j;
+	pthread_mutex_lock(&lp->q.lock);
+	if (lp->q.tail)
+		lp->q.tail->next = j;
 	else
-		Q.head = j;
-	Q.tail = j;
-	pthread_cond_signal(&Q.cond);
-	pthread_mutex_unlock(&Q.lock);
+		lp->q.head = j;
+	lp->q.tail = j;
+	pthread_cond_signal(&lp->q.cond);
+	pthread_mutex_unlock(&lp->q.lock);
 	return true;
 }
 
 static void *worker(void *arg)
 {
+	struct sfs *fs = arg;
+	struct loop *lp = fs->loop;
 	for (;;) {
-		pthread_mutex_lock(&Q.lock);
-		while (!Q.head && !Q.stop)
-			pthread_cond_wait(&Q.cond, &Q.lock);
-		struct job *j = Q.head;
+		pthread_mutex_lock(&lp->q.lock);
+		while (!lp->q.head && !lp->q.stop)
+			pthread_cond_wait(&lp->q.cond, &lp->q.lock);
+		struct job *j = lp->q.head;
 		if (!j) {
-			pthread_mutex_unlock(&Q.lock);
+			pthread_mutex_unlock(&lp->q.lock);
 			return NULL;
 		}
-		Q.head = j->next;
-		if (!Q.head)
-			Q.tail = NULL;
-		pthread_mutex_unlock(&Q.lock);
+		lp->q.head = j->next;
+		if (!lp->q.head)
+			lp->q.tail = NULL;
+		pthread_mutex_unlock(&lp->q.lock);
 
 		if (j->ctx)
-			uring_serve_job(j->ctx, j->mem, j->size);
+			uring_serve_job(fs, j->ctx, j->mem, j->size);
 		else
-			loop_process(j->mem, j->size);
+			loop_process(fs, j->mem, j->size);
 		free(j);
-		__atomic_sub_fetch(&Q.busy, 1, __ATOMIC_RELAXED);
+		__atomic_sub_fetch(&lp->q.busy, 1, __ATOMIC_RELAXED);
 	}
 }
 
@@ -172,11 +199,12 @@ static void *worker(void *arg)
  * serve; a client issuing system calls back to back sends its next request
  * within a few microseconds of our reply, and finds us awake. Only the
  * reader polls, and only right after a request: an idle mount sleeps. */
-static int wait_request(int fd, unsigned spin_us, const sigset_t *sigs)
+static int wait_request(struct sfs *fs, int fd, unsigned spin_us, const sigset_t *sigs)
 {
+	struct loop *lp = fs->loop;
 	/* p[1]: the end, said by the mount watch (never read: it stays
 	 * readable, and no later wait can miss it) */
-	struct pollfd p[2] = { { .fd = fd, .events = POLLIN }, { .fd = W.wakefd, .events = POLLIN } };
+	struct pollfd p[2] = { { .fd = fd, .events = POLLIN }, { .fd = lp->w.wakefd, .events = POLLIN } };
 	uint64_t end = spin_us ? mono_ns() + (uint64_t)spin_us * 1000 : 0;
 	while (spin_us) {
 		int r = poll(p, 1, 0);
@@ -191,7 +219,7 @@ static int wait_request(int fd, unsigned spin_us, const sigset_t *sigs)
 	 * one; only where it could not start, here: a signal then ends the
 	 * wait and the loop sees the session's exit flag, with no window to
 	 * miss it in. */
-	if (ppoll(p, W.wakefd >= 0 ? 2 : 1, NULL, W.started ? NULL : sigs) < 0 && errno != EINTR)
+	if (ppoll(p, lp->w.wakefd >= 0 ? 2 : 1, NULL, lp->w.started ? NULL : sigs) < 0 && errno != EINTR)
 		return -1;
 	return 0;
 }
@@ -236,28 +264,14 @@ struct follow {
 	struct place place;
 };
 
-/* The reader's state, handed from thread to thread when it relays. */
-static struct {
-	struct fuse_buf buf;
-	sigset_t waitsigs;      /* the exit signals unblocked (watch_main, wait_request) */
-	bool ur;                /* io_uring serves the requests: here only forgets */
-	bool init_done;         /* INIT answered: follow from the start */
-	int r;
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	bool standby;           /* a standby thread is parked */
-	bool baton;             /* handed to it */
-	bool done;              /* the session ended */
-} R = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
+static bool start_standby(struct sfs *fs);
 
-static bool start_standby(void);
-
-static void follow_start(struct follow *f)
+static void follow_start(struct sfs *fs, struct follow *f)
 {
 	memset(f, 0, sizeof *f);
 	if (sysconf(_SC_NPROCESSORS_ONLN) < 2)
 		return;
-	place_open(&f->place, place_may_turn_back() ? NULL : start_standby);
+	place_open(fs, &f->place, place_may_turn_back() ? NULL : start_standby);
 	if (CPU_COUNT(&f->place.allowed) < 2) {
 		place_close(&f->place);
 		return;
@@ -305,24 +319,25 @@ enum { READER_DONE, READER_RELAYED };
 
 /* Read and serve requests until the session ends, or until this thread,
  * stuck at SCHED_IDLE on a busy machine, has handed the reading on. */
-static int reader_loop(void)
+static int reader_loop(struct sfs *fs)
 {
+	struct loop *lp = fs->loop;
 	struct follow fol = { .on = false };
-	struct fuse_session *se = Q.se;
+	struct fuse_session *se = lp->q.se;
 	int fd = fuse_session_fd(se);
-	unsigned spin_us = SFS->opts.poll_us;
+	unsigned spin_us = fs->opts.poll_us;
 	bool spin = false;
 	unsigned skip = 0;      /* waits left without polling */
 	int r = 0;
 
-	if (R.init_done && !R.ur) {
-		follow_start(&fol);
+	if (lp->r.init_done && !lp->r.ur) {
+		follow_start(fs, &fol);
 		/* relayed from a reader stuck on a busy machine: not back to
 		 * SCHED_IDLE for a while (each time costs a standby thread) */
 		fol.place.hold_until = mono_ns() + 1000000000u;
 	}
 	while (!fuse_session_exited(se)) {
-		r = fuse_session_receive_buf(se, &R.buf);
+		r = fuse_session_receive_buf(se, &lp->r.buf);
 		if (r == -EINTR)
 			continue;
 		if (r == -EAGAIN) {
@@ -331,11 +346,11 @@ static int reader_loop(void)
 			 * reads and copy-ups, and the processes consuming their
 			 * data, need the CPUs, and polling would compete with
 			 * them (tar c | cat ran 25% slower with it). */
-			bool poll_now = !fol.on && spin && !skip && !__atomic_load_n(&Q.busy, __ATOMIC_RELAXED) &&
+			bool poll_now = !fol.on && spin && !skip && !__atomic_load_n(&lp->q.busy, __ATOMIC_RELAXED) &&
 					mono_ns() - tls_last_job > 2000000;
 			if (skip)
 				skip--;
-			int w = wait_request(fd, poll_now ? spin_us : 0, &R.waitsigs);
+			int w = wait_request(fs, fd, poll_now ? spin_us : 0, &lp->r.waitsigs);
 			if (w < 0)
 				break;
 			/* polls that find nothing back off: a client that
@@ -347,7 +362,7 @@ static int reader_loop(void)
 		spin = true;
 		if (r <= 0)
 			break;
-		const struct fuse_in_header *in = R.buf.mem;
+		const struct fuse_in_header *in = lp->r.buf.mem;
 		uint32_t op = (size_t)r >= sizeof *in ? in->opcode : 0;
 		uint64_t now = fol.on ? mono_ns() : 0;
 		if (op)
@@ -360,7 +375,7 @@ static int reader_loop(void)
 		 * reads handed off, 270 ms with them served here. */
 		bool inline_read = fol.on && op == FUSE_READ && in->pid == fol.pid &&
 				   now - fol.other_ns > 10000000;
-		if (op && !inline_read && loop_offload(R.buf.mem, (size_t)r, NULL)) {
+		if (op && !inline_read && loop_offload(fs, lp->r.buf.mem, (size_t)r, NULL)) {
 			spin = false;
 		} else {
 			/* a request nobody waits for says nothing of when the
@@ -376,59 +391,61 @@ static int reader_loop(void)
 			}
 			bool init = op == FUSE_INIT;
 			if (init)
-				pt_note_init(in + 1, (size_t)r - sizeof *in, true);
-			loop_process(R.buf.mem, (size_t)r);
+				pt_note_init(fs, in + 1, (size_t)r - sizeof *in, true);
+			loop_process(fs, lp->r.buf.mem, (size_t)r);
 			if (fol.on)
 				place_served(&fol.place, now, mono_ns());
 			if (init) {
-				pt_note_init(NULL, 0, false);
-				R.ur = uring_start(se) == 0 && uring_wanted();
-				R.init_done = true;
-				if (!R.ur)
-					follow_start(&fol);
+				pt_note_init(fs, NULL, 0, false);
+				lp->r.ur = uring_start(fs, se) == 0 && uring_wanted(fs);
+				lp->r.init_done = true;
+				if (!lp->r.ur)
+					follow_start(fs, &fol);
 			}
-			if (R.ur && (op == FUSE_FORGET || op == FUSE_BATCH_FORGET))
+			if (lp->r.ur && (op == FUSE_FORGET || op == FUSE_BATCH_FORGET))
 				forget_pause();
 		}
 		if (fol.on && fol.place.stuck) {
 			/* SCHED_IDLE on a busy machine, for good: the standby
 			 * (SCHED_OTHER) reads from here on */
 			place_close(&fol.place);
-			pthread_mutex_lock(&R.lock);
-			R.baton = true;
-			pthread_cond_broadcast(&R.cond);
-			pthread_mutex_unlock(&R.lock);
+			pthread_mutex_lock(&lp->r.lock);
+			lp->r.baton = true;
+			pthread_cond_broadcast(&lp->r.cond);
+			pthread_mutex_unlock(&lp->r.lock);
 			return READER_RELAYED;
 		}
 	}
 	follow_stop(&fol);
 	/* the threads woken for the end must not wait behind the load */
-	place_all_to_front();
+	place_all_to_front(fs);
 	/* ended by the mount watch while waiting: not an error */
 	if (r == -EAGAIN || r == -EINTR)
 		r = 0;
-	R.r = r;
-	pthread_mutex_lock(&R.lock);
-	R.done = true;
-	pthread_cond_broadcast(&R.cond);
-	pthread_mutex_unlock(&R.lock);
+	lp->r.r = r;
+	pthread_mutex_lock(&lp->r.lock);
+	lp->r.done = true;
+	pthread_cond_broadcast(&lp->r.cond);
+	pthread_mutex_unlock(&lp->r.lock);
 	return READER_DONE;
 }
 
 static void *standby_main(void *arg)
 {
-	pthread_mutex_lock(&R.lock);
-	while (!R.baton && !R.done)
-		pthread_cond_wait(&R.cond, &R.lock);
-	bool go = R.baton && !R.done;
-	R.baton = false;
-	R.standby = false;
-	pthread_mutex_unlock(&R.lock);
+	struct sfs *fs = arg;
+	struct loop *lp = fs->loop;
+	pthread_mutex_lock(&lp->r.lock);
+	while (!lp->r.baton && !lp->r.done)
+		pthread_cond_wait(&lp->r.cond, &lp->r.lock);
+	bool go = lp->r.baton && !lp->r.done;
+	lp->r.baton = false;
+	lp->r.standby = false;
+	pthread_mutex_unlock(&lp->r.lock);
 	if (go) {
 		/* it was started where the reader then ran, pinned */
-		sched_setaffinity(0, sizeof SFS->cpus, &SFS->cpus);
+		sched_setaffinity(0, sizeof fs->cpus, &fs->cpus);
 		pthread_setname_np(pthread_self(), "strata-reader");
-		reader_loop();
+		reader_loop(fs);
 	}
 	return NULL;
 }
@@ -436,34 +453,37 @@ static void *standby_main(void *arg)
 /* place.c's before_idle for a reader that cannot turn back: a standby
  * parked at SCHED_OTHER (it inherits this thread's policy, so it is
  * started before the switch). */
-static bool start_standby(void)
+static bool start_standby(struct sfs *fs)
 {
-	pthread_mutex_lock(&R.lock);
-	bool ok = R.standby;
-	if (!ok && !R.done) {
+	struct loop *lp = fs->loop;
+	pthread_mutex_lock(&lp->r.lock);
+	bool ok = lp->r.standby;
+	if (!ok && !lp->r.done) {
 		pthread_t th;
 		pthread_attr_t at;
 		pthread_attr_init(&at);
 		pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-		ok = pthread_create(&th, &at, standby_main, NULL) == 0;
+		ok = pthread_create(&th, &at, standby_main, fs) == 0;
 		pthread_attr_destroy(&at);
 		if (ok) {
 			pthread_setname_np(th, "strata-standby");
-			R.standby = true;
+			lp->r.standby = true;
 		}
 	}
-	pthread_mutex_unlock(&R.lock);
+	pthread_mutex_unlock(&lp->r.lock);
 	return ok;
 }
 
 static void *watch_main(void *arg)
 {
-	struct pollfd p[2] = { { .fd = SFS->mntinfo_fd, .events = POLLPRI },
-			       { .fd = W.stopfd, .events = POLLIN } };
+	struct sfs *fs = arg;
+	struct loop *lp = fs->loop;
+	struct pollfd p[2] = { { .fd = fs->mntinfo_fd, .events = POLLPRI },
+			       { .fd = lp->w.stopfd, .events = POLLIN } };
 	for (;;) {
 		/* the only wait with the exit signals unblocked */
-		int r = ppoll(p, 2, NULL, &R.waitsigs);
-		if (fuse_session_exited(Q.se))
+		int r = ppoll(p, 2, NULL, &lp->r.waitsigs);
+		if (fuse_session_exited(lp->q.se))
 			break;  /* a signal */
 		if (r < 0) {
 			if (errno != EINTR) {
@@ -475,65 +495,81 @@ static void *watch_main(void *arg)
 		}
 		if (p[1].revents)
 			return NULL;
-		if (p[0].fd >= 0 && (p[0].revents & (POLLPRI | POLLERR)) && !mount_present()) {
-			sdebug("%s: unmounted from this mount namespace; ending", SFS->opts.mountpoint);
-			__atomic_store_n(&SFS->mnt_gone, true, __ATOMIC_RELEASE);
-			fuse_session_exit(Q.se);
+		if (p[0].fd >= 0 && (p[0].revents & (POLLPRI | POLLERR)) && !mount_present(fs)) {
+			sdebug("%s: unmounted from this mount namespace; ending", fs->opts.mountpoint);
+			__atomic_store_n(&fs->mnt_gone, true, __ATOMIC_RELEASE);
+			fuse_session_exit(lp->q.se);
 			break;
 		}
 	}
-	place_all_to_front();
+	place_all_to_front(fs);
 	uint64_t one = 1;
-	if (write(W.wakefd, &one, sizeof one) < 0)
+	if (write(lp->w.wakefd, &one, sizeof one) < 0)
 		serr(errno, "write", "eventfd", "the reader may not see the end");
 	return NULL;
 }
 
 /* Started before any thread may go SCHED_IDLE, with the exit signals
  * blocked like every thread serve() starts. */
-static void watch_start(void)
+static void watch_start(struct sfs *fs)
 {
+	struct loop *lp = fs->loop;
 	int e = 0;
-	W.wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	W.stopfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (W.wakefd < 0 || W.stopfd < 0)
+	lp->w.wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	lp->w.stopfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (lp->w.wakefd < 0 || lp->w.stopfd < 0)
 		e = errno;
-	else if (!(e = pthread_create(&W.th, NULL, watch_main, NULL))) {
-		pthread_setname_np(W.th, "strata-watch");
-		W.started = true;
+	else if (!(e = pthread_create(&lp->w.th, NULL, watch_main, fs))) {
+		pthread_setname_np(lp->w.th, "strata-watch");
+		lp->w.started = true;
 		return;
 	}
 	serr(e, "start", "the watch thread",
 	     "the reader takes the exit signals, and the daemon ends when the kernel ends the connection");
-	if (W.wakefd >= 0)
-		close(W.wakefd);
-	if (W.stopfd >= 0)
-		close(W.stopfd);
-	W.wakefd = W.stopfd = -1;
+	if (lp->w.wakefd >= 0)
+		close(lp->w.wakefd);
+	if (lp->w.stopfd >= 0)
+		close(lp->w.stopfd);
+	lp->w.wakefd = lp->w.stopfd = -1;
 }
 
-static void watch_stop(void)
+static void watch_stop(struct sfs *fs)
 {
-	if (W.started) {
+	struct loop *lp = fs->loop;
+	if (lp->w.started) {
 		uint64_t one = 1;
-		if (write(W.stopfd, &one, sizeof one) < 0)
+		if (write(lp->w.stopfd, &one, sizeof one) < 0)
 			serr(errno, "write", "eventfd", "waiting for the mount watch anyway");
-		pthread_join(W.th, NULL);
-		W.started = false;
+		pthread_join(lp->w.th, NULL);
+		lp->w.started = false;
 	}
-	if (W.wakefd >= 0)
-		close(W.wakefd);
-	if (W.stopfd >= 0)
-		close(W.stopfd);
-	W.wakefd = W.stopfd = -1;
+	if (lp->w.wakefd >= 0)
+		close(lp->w.wakefd);
+	if (lp->w.stopfd >= 0)
+		close(lp->w.stopfd);
+	lp->w.wakefd = lp->w.stopfd = -1;
 }
 
-int serve(struct fuse_session *se, unsigned nworkers)
+int serve(struct sfs *fs, struct fuse_session *se, unsigned nworkers)
 {
 	pthread_t th[16];
 	unsigned n = 0;
 
-	Q.se = se;
+	/* Not freed at the end: a standby thread (detached) may still be on
+	 * its way out through it. */
+	struct loop *lp = calloc(1, sizeof *lp);
+	if (!lp || wa_init(fs) < 0 || uring_init(fs) < 0) {
+		free(lp);
+		serr(ENOMEM, "serve", fs->opts.mountpoint, "out of memory");
+		return -ENOMEM;
+	}
+	pthread_mutex_init(&lp->q.lock, NULL);
+	pthread_cond_init(&lp->q.cond, NULL);
+	pthread_mutex_init(&lp->r.lock, NULL);
+	pthread_cond_init(&lp->r.cond, NULL);
+	lp->w.wakefd = lp->w.stopfd = -1;
+	fs->loop = lp;
+	lp->q.se = se;
 	if (nworkers > 16)
 		nworkers = 16;
 	/* libfuse's exit signals, blocked in every thread but while the watch
@@ -543,36 +579,36 @@ int serve(struct fuse_session *se, unsigned nworkers)
 	sigaddset(&exitsigs, SIGHUP);
 	sigaddset(&exitsigs, SIGINT);
 	sigaddset(&exitsigs, SIGTERM);
-	pthread_sigmask(SIG_BLOCK, &exitsigs, &R.waitsigs);
-	sigdelset(&R.waitsigs, SIGHUP);
-	sigdelset(&R.waitsigs, SIGINT);
-	sigdelset(&R.waitsigs, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &exitsigs, &lp->r.waitsigs);
+	sigdelset(&lp->r.waitsigs, SIGHUP);
+	sigdelset(&lp->r.waitsigs, SIGINT);
+	sigdelset(&lp->r.waitsigs, SIGTERM);
 	for (; n < nworkers; n++)
-		if (pthread_create(&th[n], NULL, worker, NULL) != 0)
+		if (pthread_create(&th[n], NULL, worker, fs) != 0)
 			break;
-	Q.nworkers = n;
-	watch_start();
+	lp->q.nworkers = n;
+	watch_start(fs);
 
 	int fd = fuse_session_fd(se);
 	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
 	/* this thread reads until it relays; then it waits for the end */
-	if (reader_loop() == READER_RELAYED) {
-		pthread_mutex_lock(&R.lock);
-		while (!R.done)
-			pthread_cond_wait(&R.cond, &R.lock);
-		pthread_mutex_unlock(&R.lock);
+	if (reader_loop(fs) == READER_RELAYED) {
+		pthread_mutex_lock(&lp->r.lock);
+		while (!lp->r.done)
+			pthread_cond_wait(&lp->r.cond, &lp->r.lock);
+		pthread_mutex_unlock(&lp->r.lock);
 	}
-	pthread_mutex_lock(&Q.lock);
-	Q.stop = true;
-	pthread_cond_broadcast(&Q.cond);
-	pthread_mutex_unlock(&Q.lock);
+	pthread_mutex_lock(&lp->q.lock);
+	lp->q.stop = true;
+	pthread_cond_broadcast(&lp->q.cond);
+	pthread_mutex_unlock(&lp->q.lock);
 	for (unsigned i = 0; i < n; i++)
 		pthread_join(th[i], NULL);
-	watch_stop();
-	uring_stop();
-	wa_stop();
-	free(R.buf.mem);
-	R.buf.mem = NULL;
+	watch_stop(fs);
+	uring_stop(fs);
+	wa_stop(fs);
+	free(lp->r.buf.mem);
+	lp->r.buf.mem = NULL;
 	fuse_session_reset(se);
-	return R.r < 0 && R.r != -ENODEV ? R.r : 0;
+	return lp->r.r < 0 && lp->r.r != -ENODEV ? lp->r.r : 0;
 }

@@ -14,8 +14,6 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
-struct sfs *SFS;
-
 
 static const struct fuse_lowlevel_ops ops = {
 	.init = op_init,
@@ -56,22 +54,23 @@ static const struct fuse_lowlevel_ops ops = {
 
 void op_init(void *ud, struct fuse_conn_info *conn)
 {
+	struct sfs *fs = ud;
 	unsigned want = FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE |
 			FUSE_CAP_READDIRPLUS | FUSE_CAP_CACHE_SYMLINKS | FUSE_CAP_PARALLEL_DIROPS |
 			FUSE_CAP_ATOMIC_O_TRUNC | FUSE_CAP_ASYNC_DIO | FUSE_CAP_ASYNC_READ;
 	/* the kernel takes passthrough only without its writeback cache */
-	if (pt_negotiate())
-		SFS->opts.writeback = false;
-	if (SFS->opts.writeback && SFS->has_upper)
+	if (pt_negotiate(fs))
+		fs->opts.writeback = false;
+	if (fs->opts.writeback && fs->has_upper)
 		want |= FUSE_CAP_WRITEBACK_CACHE;
 	/* the kernel enforces and caches ACLs; umask is then ours to apply */
-	if (!SFS->opts.noacl)
+	if (!fs->opts.noacl)
 		want |= FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK;
 	/* readdirplus when the kernel lacks the entries, plain readdir when it
 	 * has them cached (a warm `ls -lR` then costs names only) */
 	want |= FUSE_CAP_READDIRPLUS_AUTO;
 	/* io_uring replies are copied into its buffers, not spliced */
-	if (uring_wanted())
+	if (uring_wanted(fs))
 		want &= ~(unsigned)(FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
 	conn->want |= want & conn->capable;
 	conn->max_readahead = 1 << 20;
@@ -81,14 +80,15 @@ void op_init(void *ud, struct fuse_conn_info *conn)
 
 void op_destroy(void *ud)
 {
-	fh_close_all();
+	struct sfs *fs = ud;
+	fh_close_all(fs);
 }
 
 /* The root starts with every layer; which of them an opaque layer root
  * hides is found by root_settle() when first needed. */
 static int build_root(struct sfs *fs)
 {
-	struct node *root = node_new(NULL, "", S_IFDIR);
+	struct node *root = node_new(fs, NULL, "", S_IFDIR);
 	struct dlayer *dl = calloc(fs->nlayers, sizeof *dl);
 	struct stat st;
 
@@ -104,10 +104,10 @@ static int build_root(struct sfs *fs)
 		dl[i].layer = i;
 		dl[i].fd = fd;
 	}
-	node_set_dlayers(root, dl, fs->nlayers);
+	node_set_dlayers(fs, root, dl, fs->nlayers);
 	unsigned ref = fs->has_upper && fs->nlayers > 1 ? 1 : 0;
 	fstat(fs->layers[ref].fd, &st);
-	root->ino = layer_ino(ref, &st);
+	root->ino = layer_ino(fs, ref, &st);
 	root->nlookup = 1;
 	fs->root = root;
 	return 0;
@@ -120,17 +120,16 @@ static int build_root(struct sfs *fs)
  * directories anyway, as the kernel's overlayfs reads them at its first
  * lookup in the root. The root's attributes come from its top layer and
  * need none of it. */
-void root_settle(void)
+void root_settle(struct sfs *fs)
 {
-	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-	struct node *root = SFS->root;
+	struct node *root = fs->root;
 
-	pthread_mutex_lock(&lock);
-	if (!__atomic_load_n(&SFS->root_settled, __ATOMIC_ACQUIRE)) {
+	pthread_mutex_lock(&fs->settle_lock);
+	if (!__atomic_load_n(&fs->root_settled, __ATOMIC_ACQUIRE)) {
 		unsigned keep = 0;
 		while (keep < root->ndl) {
 			bool tmp;
-			int fd = node_dlfd(root, keep, &tmp);
+			int fd = node_dlfd(fs, root, keep, &tmp);
 			int opaque = fd >= 0 ? wh_dir_is_opaque(fd, true) : 0;
 			if (fd >= 0 && tmp)
 				close(fd);
@@ -143,15 +142,15 @@ void root_settle(void)
 			for (unsigned i = keep; i < root->ndl; i++)
 				if (root->dl[i].fd >= 0) {
 					close(root->dl[i].fd);
-					__atomic_fetch_sub(&SFS->fd_used, 1, __ATOMIC_RELAXED);
+					__atomic_fetch_sub(&fs->fd_used, 1, __ATOMIC_RELAXED);
 				}
 			dl_free_names(root->dl + keep, root->ndl - keep);
 			root->ndl = keep;
 			pthread_rwlock_unlock(root->dl_lock);
 		}
-		__atomic_store_n(&SFS->root_settled, true, __ATOMIC_RELEASE);
+		__atomic_store_n(&fs->root_settled, true, __ATOMIC_RELEASE);
 	}
-	pthread_mutex_unlock(&lock);
+	pthread_mutex_unlock(&fs->settle_lock);
 }
 
 static void probe_privileges(struct sfs *fs)
@@ -300,9 +299,9 @@ static void mount_watch_open(struct sfs *fs, const char *mp)
 		close(fd);
 }
 
-bool mount_present(void)
+bool mount_present(struct sfs *fs)
 {
-	char *all = mountinfo_read(SFS->mntinfo_fd);
+	char *all = mountinfo_read(fs->mntinfo_fd);
 	bool present = !all;   /* unknown: still there */
 
 	for (char *line = all, *next; line && *line && !present; line = next) {
@@ -310,7 +309,7 @@ bool mount_present(void)
 		if (next)
 			*next++ = '\0';
 		unsigned maj, min;
-		if (sscanf(line, "%*u %*u %u:%u", &maj, &min) == 2 && makedev(maj, min) == SFS->mnt_dev)
+		if (sscanf(line, "%*u %*u %u:%u", &maj, &min) == 2 && makedev(maj, min) == fs->mnt_dev)
 			present = true;
 	}
 	free(all);
@@ -354,49 +353,55 @@ static bool may_allow_other(void)
 
 int main(int argc, char **argv)
 {
-	static struct sfs fs;
+	/* one mount per process today; nothing but main() assumes it */
+	static struct sfs the_fs;
+	struct sfs *fs = &the_fs;
 	int r, ret = 1;
 	char *mp_real = NULL;
 
 	strata_prog = "strata-fs";
-	SFS = &fs;
-	fs.mntinfo_fd = -1;
-	pthread_mutex_init(&fs.table_lock, NULL);
-	r = opts_parse(&fs.opts, argc, argv);
+	fs->mntinfo_fd = -1;
+	pthread_mutex_init(&fs->table_lock, NULL);
+	pthread_mutex_init(&fs->settle_lock, NULL);
+	pthread_mutex_init(&fs->open_lock, NULL);
+	pthread_mutex_init(&fs->lean.lock, NULL);
+	pthread_mutex_init(&fs->pts.lock, NULL);
+	fs->pts.stack_depth = 1;
+	r = opts_parse(&fs->opts, argc, argv);
 	if (r < 0)
 		return 1;
-	if (fs.opts.show_help) {
+	if (fs->opts.show_help) {
 		opts_usage(stdout);
 		return 0;
 	}
-	if (fs.opts.show_version) {
+	if (fs->opts.show_version) {
 		printf("strata-fs version %s\nFUSE library version %s\n", STRATA_VERSION, fuse_pkgversion());
 		return 0;
 	}
-	strata_debug = fs.opts.debug;
+	strata_debug = fs->opts.debug;
 	/* with one CPU the client needs it to send the next request */
 	if (sysconf(_SC_NPROCESSORS_ONLN) < 2)
-		fs.opts.poll_us = 0;
-	fs.timeout = fs.opts.timeout;
+		fs->opts.poll_us = 0;
+	fs->timeout = fs->opts.timeout;
 	umask(0);
-	raise_nofile(&fs);
+	raise_nofile(fs);
 
 	struct stat mst;
-	bool by_path = strncmp(fs.opts.mountpoint, "/dev/fd/", 8) != 0;
-	if (by_path && stat(fs.opts.mountpoint, &mst) < 0) {
-		serr(errno, "stat mount point", fs.opts.mountpoint, "create the directory first");
+	bool by_path = strncmp(fs->opts.mountpoint, "/dev/fd/", 8) != 0;
+	if (by_path && stat(fs->opts.mountpoint, &mst) < 0) {
+		serr(errno, "stat mount point", fs->opts.mountpoint, "create the directory first");
 		goto out;
 	}
 	/* resolved now: once mounted, looking at the path would ask us */
-	mp_real = by_path ? realpath(fs.opts.mountpoint, NULL) : NULL;
-	if ((r = layers_open(&fs)) < 0)
+	mp_real = by_path ? realpath(fs->opts.mountpoint, NULL) : NULL;
+	if ((r = layers_open(fs)) < 0)
 		goto out;
-	probe_privileges(&fs);
-	fs.hsize = 1 << 16;
-	fs.csize = 1 << 16;
-	fs.htab = calloc(fs.hsize, sizeof *fs.htab);
-	fs.ctab = calloc(fs.csize, sizeof *fs.ctab);
-	if (!fs.htab || !fs.ctab || build_root(&fs) < 0)
+	probe_privileges(fs);
+	fs->hsize = 1 << 16;
+	fs->csize = 1 << 16;
+	fs->htab = calloc(fs->hsize, sizeof *fs->htab);
+	fs->ctab = calloc(fs->csize, sizeof *fs->ctab);
+	if (!fs->htab || !fs->ctab || build_root(fs) < 0)
 		goto out;
 
 	/* libfuse's own options: ours are parsed already */
@@ -405,56 +410,56 @@ int main(int argc, char **argv)
 	 * kernel overlayfs (options given by the caller come after and win) */
 	snprintf(fopts, sizeof fopts, "fsname=strata-fs,subtype=strata,default_permissions%s%s%s%s%s",
 		 geteuid() == 0 ? ",suid,dev" : "",
-		 may_allow_other() ? ",allow_other" : "", fs.has_upper ? "" : ",ro",
-		 fs.opts.fuse_opts ? "," : "", fs.opts.fuse_opts ? fs.opts.fuse_opts : "");
-	char *fargv[] = { argv[0], "-o", fopts, fs.opts.debug ? "-d" : NULL, NULL };
-	struct fuse_args args = FUSE_ARGS_INIT(fs.opts.debug ? 4 : 3, fargv);
+		 may_allow_other() ? ",allow_other" : "", fs->has_upper ? "" : ",ro",
+		 fs->opts.fuse_opts ? "," : "", fs->opts.fuse_opts ? fs->opts.fuse_opts : "");
+	char *fargv[] = { argv[0], "-o", fopts, fs->opts.debug ? "-d" : NULL, NULL };
+	struct fuse_args args = FUSE_ARGS_INIT(fs->opts.debug ? 4 : 3, fargv);
 
-	fs.se = fuse_session_new(&args, &ops, sizeof ops, &fs);
+	fs->se = fuse_session_new(&args, &ops, sizeof ops, fs);
 	fuse_opt_free_args(&args);
-	if (!fs.se) {
-		serr(0, "start FUSE session for", fs.opts.mountpoint, "see the message above");
+	if (!fs->se) {
+		serr(0, "start FUSE session for", fs->opts.mountpoint, "see the message above");
 		goto out;
 	}
-	if (fuse_set_signal_handlers(fs.se) != 0)
+	if (fuse_set_signal_handlers(fs->se) != 0)
 		goto out_session;
-	if (fuse_session_mount(fs.se, fs.opts.mountpoint) != 0) {
-		serr(0, "mount on", fs.opts.mountpoint,
+	if (fuse_session_mount(fs->se, fs->opts.mountpoint) != 0) {
+		serr(0, "mount on", fs->opts.mountpoint,
 		     "is /dev/fuse available and may this user mount FUSE (fusermount3 installed, or run inside unshare -Urm)?");
 		goto out_handlers;
 	}
-	if (pt_install(fs.se) != 0) {
-		serr(0, "set up replies on", fs.opts.mountpoint, "out of memory?");
+	if (pt_install(fs->se) != 0) {
+		serr(0, "set up replies on", fs->opts.mountpoint, "out of memory?");
 		goto out_unmount;
 	}
 	/* The mount is live: only now may the caller see exit status 0. */
-	if (!fs.opts.foreground && fuse_daemonize(0) != 0)
+	if (!fs->opts.foreground && fuse_daemonize(0) != 0)
 		goto out_unmount;
 
 	if (mp_real)
-		mount_watch_open(&fs, mp_real);
-	presize_fdtable(&fs);
-	if (sched_getaffinity(0, sizeof fs.cpus, &fs.cpus) < 0) {
+		mount_watch_open(fs, mp_real);
+	presize_fdtable(fs);
+	if (sched_getaffinity(0, sizeof fs->cpus, &fs->cpus) < 0) {
 		long n = sysconf(_SC_NPROCESSORS_CONF);
-		CPU_ZERO(&fs.cpus);
+		CPU_ZERO(&fs->cpus);
 		for (long c = 0; c < n && c < CPU_SETSIZE; c++)
-			CPU_SET(c, &fs.cpus);
+			CPU_SET(c, &fs->cpus);
 	}
 	/* -s: everything on this thread; else slow requests go to workers */
-	ret = serve(fs.se, fs.opts.single_thread ? 0 : 4) != 0;
+	ret = serve(fs, fs->se, fs->opts.single_thread ? 0 : 4) != 0;
 out_unmount:
-	if (__atomic_load_n(&fs.mnt_gone, __ATOMIC_ACQUIRE))
-		conn_close(&fs);
-	fuse_session_unmount(fs.se);
+	if (__atomic_load_n(&fs->mnt_gone, __ATOMIC_ACQUIRE))
+		conn_close(fs);
+	fuse_session_unmount(fs->se);
 out_handlers:
-	fuse_remove_signal_handlers(fs.se);
+	fuse_remove_signal_handlers(fs->se);
 out_session:
-	fuse_session_destroy(fs.se);
+	fuse_session_destroy(fs->se);
 out:
 	free(mp_real);
-	if (fs.mntinfo_fd >= 0)
-		close(fs.mntinfo_fd);
-	layers_close(&fs);
-	opts_free(&fs.opts);
+	if (fs->mntinfo_fd >= 0)
+		close(fs->mntinfo_fd);
+	layers_close(fs);
+	opts_free(&fs->opts);
 	return ret;
 }

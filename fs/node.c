@@ -8,10 +8,10 @@
 #include <string.h>
 #include <unistd.h>
 
-static void ctab_del(struct node *n);
-static void ctab_add(struct node *n);
+static void ctab_del(struct sfs *fs, struct node *n);
+static void ctab_add(struct sfs *fs, struct node *n);
 
-struct node *node_new(struct node *parent, const char *name, mode_t type)
+struct node *node_new(struct sfs *fs, struct node *parent, const char *name, mode_t type)
 {
 	struct node *n = calloc(1, sizeof *n);
 
@@ -35,28 +35,28 @@ struct node *node_new(struct node *parent, const char *name, mode_t type)
 		pthread_rwlock_init(n->dl_lock, NULL);
 	}
 	if (parent) {
-		node_ref(parent);
+		node_ref(fs, parent);
 		n->parent = parent;
 	}
 	return n;
 }
 
-fuse_ino_t node_id(struct node *n)
+fuse_ino_t node_id(struct sfs *fs, struct node *n)
 {
-	return n == SFS->root ? FUSE_ROOT_ID : (fuse_ino_t)(uintptr_t)n;
+	return n == fs->root ? FUSE_ROOT_ID : (fuse_ino_t)(uintptr_t)n;
 }
 
-struct node *node_get(fuse_ino_t ino)
+struct node *node_get(struct sfs *fs, fuse_ino_t ino)
 {
-	return ino == FUSE_ROOT_ID ? SFS->root : (struct node *)(uintptr_t)ino;
+	return ino == FUSE_ROOT_ID ? fs->root : (struct node *)(uintptr_t)ino;
 }
 
-static void node_free(struct node *n)
+static void node_free(struct sfs *fs, struct node *n)
 {
 	for (unsigned i = 0; i < n->ndl; i++)
 		if (n->dl[i].fd >= 0) {
 			close(n->dl[i].fd);
-			__atomic_fetch_sub(&SFS->fd_used, 1, __ATOMIC_RELAXED);
+			__atomic_fetch_sub(&fs->fd_used, 1, __ATOMIC_RELAXED);
 		}
 	if (n->pathfd >= 0)
 		close(n->pathfd);
@@ -75,11 +75,11 @@ static void node_free(struct node *n)
 	free(n);
 }
 
-void node_ref(struct node *n)
+void node_ref(struct sfs *fs, struct node *n)
 {
-	pthread_mutex_lock(&SFS->table_lock);
+	pthread_mutex_lock(&fs->table_lock);
 	n->refs++;
-	pthread_mutex_unlock(&SFS->table_lock);
+	pthread_mutex_unlock(&fs->table_lock);
 }
 
 /* Called with table_lock held, which it releases: frees n when nothing
@@ -87,51 +87,51 @@ void node_ref(struct node *n)
  * chain (rm -rf of a deep tree) goes whole, in batches freed without the
  * lock; the next ancestor keeps its child's reference across a batch, so
  * no one else frees it meanwhile. */
-static void release_locked_and_free(struct node *n)
+static void release_locked_and_free(struct sfs *fs, struct node *n)
 {
 	struct node *to_free[64];
 	unsigned nfree = 0;
 
-	while (n && n != SFS->root && n->refs == 0 && n->nlookup == 0) {
+	while (n && n != fs->root && n->refs == 0 && n->nlookup == 0) {
 		struct node *p = n->parent;
 		if (n->hashed)
-			node_hash_del(n);
-		ctab_del(n);
-		SFS->nnodes--;
+			node_hash_del(fs, n);
+		ctab_del(fs, n);
+		fs->nnodes--;
 		to_free[nfree++] = n;
 		n->parent = NULL;
 		if (!p)
 			break;
 		if (nfree == sizeof to_free / sizeof *to_free) {
-			pthread_mutex_unlock(&SFS->table_lock);
+			pthread_mutex_unlock(&fs->table_lock);
 			for (unsigned i = 0; i < nfree; i++)
-				node_free(to_free[i]);
+				node_free(fs, to_free[i]);
 			nfree = 0;
-			pthread_mutex_lock(&SFS->table_lock);
+			pthread_mutex_lock(&fs->table_lock);
 		}
 		p->refs--;
 		n = p;
 	}
-	pthread_mutex_unlock(&SFS->table_lock);
+	pthread_mutex_unlock(&fs->table_lock);
 	for (unsigned i = 0; i < nfree; i++)
-		node_free(to_free[i]);
+		node_free(fs, to_free[i]);
 }
 
-void node_unref(struct node *n)
+void node_unref(struct sfs *fs, struct node *n)
 {
-	pthread_mutex_lock(&SFS->table_lock);
+	pthread_mutex_lock(&fs->table_lock);
 	n->refs--;
-	release_locked_and_free(n);
+	release_locked_and_free(fs, n);
 }
 
-void node_forget(struct node *n, uint64_t nlookup)
+void node_forget(struct sfs *fs, struct node *n, uint64_t nlookup)
 {
-	pthread_mutex_lock(&SFS->table_lock);
+	pthread_mutex_lock(&fs->table_lock);
 	n->nlookup = nlookup > n->nlookup ? 0 : n->nlookup - nlookup;
-	release_locked_and_free(n);
+	release_locked_and_free(fs, n);
 }
 
-void node_set_name(struct node *n, struct node *parent, const char *name)
+void node_set_name(struct sfs *fs, struct node *n, struct node *parent, const char *name)
 {
 	char *nn = strdup(name);
 	struct node *oldp;
@@ -139,38 +139,38 @@ void node_set_name(struct node *n, struct node *parent, const char *name)
 
 	if (!nn)
 		return;  /* keeps the old name: operations fail with ENOENT, not worse */
-	node_ref(parent);
-	pthread_mutex_lock(&SFS->table_lock);
-	ctab_del(n);
+	node_ref(fs, parent);
+	pthread_mutex_lock(&fs->table_lock);
+	ctab_del(fs, n);
 	oldp = n->parent;
 	oldname = n->name;
 	n->parent = parent;
 	n->name = nn;
 	n->detached = false;
 	if (!n->deleted)
-		ctab_add(n);
-	pthread_mutex_unlock(&SFS->table_lock);
+		ctab_add(fs, n);
+	pthread_mutex_unlock(&fs->table_lock);
 	free(oldname);
 	if (oldp)
-		node_unref(oldp);
+		node_unref(fs, oldp);
 }
 
 /* ---- live nodes by (parent, name): one nodeid per name --------------- */
 
-static size_t cslot(const struct node *parent, const char *name)
+static size_t cslot(struct sfs *fs, const struct node *parent, const char *name)
 {
 	uint64_t h = (uint64_t)(uintptr_t)parent * 0x9E3779B97F4A7C15ULL;
 	for (const unsigned char *p = (const unsigned char *)name; *p; p++)
 		h = (h ^ *p) * 0x100000001B3ULL;
-	return (size_t)(h ^ (h >> 29)) & (SFS->csize - 1);
+	return (size_t)(h ^ (h >> 29)) & (fs->csize - 1);
 }
 
 /* table_lock held */
-static void ctab_del(struct node *n)
+static void ctab_del(struct sfs *fs, struct node *n)
 {
 	if (!n->in_ctab)
 		return;
-	struct node **pp = &SFS->ctab[cslot(n->parent, n->name)];
+	struct node **pp = &fs->ctab[cslot(fs, n->parent, n->name)];
 	for (; *pp; pp = &(*pp)->cnext)
 		if (*pp == n) {
 			*pp = n->cnext;
@@ -181,62 +181,62 @@ static void ctab_del(struct node *n)
 }
 
 /* table_lock held */
-static void ctab_add(struct node *n)
+static void ctab_add(struct sfs *fs, struct node *n)
 {
 	if (n->in_ctab || !n->parent)
 		return;
-	size_t s = cslot(n->parent, n->name);
-	n->cnext = SFS->ctab[s];
-	SFS->ctab[s] = n;
+	size_t s = cslot(fs, n->parent, n->name);
+	n->cnext = fs->ctab[s];
+	fs->ctab[s] = n;
 	n->in_ctab = true;
 }
 
 /* table_lock held by the caller */
-struct node *node_child_find(struct node *parent, const char *name)
+struct node *node_child_find(struct sfs *fs, struct node *parent, const char *name)
 {
-	for (struct node *n = SFS->ctab[cslot(parent, name)]; n; n = n->cnext)
+	for (struct node *n = fs->ctab[cslot(fs, parent, name)]; n; n = n->cnext)
 		if (n->parent == parent && !strcmp(n->name, name) && !n->deleted && !n->detached)
 			return n;
 	return NULL;
 }
 
 /* table_lock held by the caller */
-void node_child_add(struct node *n)
+void node_child_add(struct sfs *fs, struct node *n)
 {
-	ctab_add(n);
+	ctab_add(fs, n);
 }
 
 /* ---- hard links: one node per upper inode with several names -------- */
 
-static size_t hslot(dev_t dev, ino_t ino)
+static size_t hslot(struct sfs *fs, dev_t dev, ino_t ino)
 {
 	uint64_t h = (uint64_t)ino * 0x9E3779B97F4A7C15ULL ^ (uint64_t)dev;
-	return (size_t)(h >> 20) & (SFS->hsize - 1);
+	return (size_t)(h >> 20) & (fs->hsize - 1);
 }
 
-struct node *node_hash_find(dev_t dev, ino_t ino)
+struct node *node_hash_find(struct sfs *fs, dev_t dev, ino_t ino)
 {
-	for (struct node *n = SFS->htab[hslot(dev, ino)]; n; n = n->hnext)
+	for (struct node *n = fs->htab[hslot(fs, dev, ino)]; n; n = n->hnext)
 		if (n->rdev_real == dev && n->rino_real == ino && !n->deleted)
 			return n;
 	return NULL;
 }
 
-void node_hash_add(struct node *n, dev_t dev, ino_t ino)
+void node_hash_add(struct sfs *fs, struct node *n, dev_t dev, ino_t ino)
 {
 	if (n->hashed)
-		node_hash_del(n);
+		node_hash_del(fs, n);
 	n->rdev_real = dev;
 	n->rino_real = ino;
-	size_t s = hslot(dev, ino);
-	n->hnext = SFS->htab[s];
-	SFS->htab[s] = n;
+	size_t s = hslot(fs, dev, ino);
+	n->hnext = fs->htab[s];
+	fs->htab[s] = n;
 	n->hashed = true;
 }
 
-void node_hash_del(struct node *n)
+void node_hash_del(struct sfs *fs, struct node *n)
 {
-	struct node **pp = &SFS->htab[hslot(n->rdev_real, n->rino_real)];
+	struct node **pp = &fs->htab[hslot(fs, n->rdev_real, n->rino_real)];
 	for (; *pp; pp = &(*pp)->hnext)
 		if (*pp == n) {
 			*pp = n->hnext;
@@ -248,11 +248,11 @@ void node_hash_del(struct node *n)
 
 /* The object is gone from the merged view. Keep a handle on an upper
  * object so that processes holding it open (or a cwd in it) go on working. */
-void node_keep_path(struct node *n)
+void node_keep_path(struct sfs *fs, struct node *n)
 {
 	struct loc l;
 
-	if (n->pathfd < 0 && !n->deleted && loc_get(n, &l) == 0) {
+	if (n->pathfd < 0 && !n->deleted && loc_get(fs, n, &l) == 0) {
 		int fd = openat(l.dirfd, l.name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 		int expected = -1;
 		if (fd >= 0 && !__atomic_compare_exchange_n(&n->pathfd, &expected, fd, false,
@@ -262,66 +262,66 @@ void node_keep_path(struct node *n)
 	}
 }
 
-void node_mark_deleted(struct node *n)
+void node_mark_deleted(struct sfs *fs, struct node *n)
 {
 	if (n->deleted)
 		return;
-	node_keep_path(n);
-	pthread_mutex_lock(&SFS->table_lock);
+	node_keep_path(fs, n);
+	pthread_mutex_lock(&fs->table_lock);
 	n->deleted = true;
 	if (n->hashed)
-		node_hash_del(n);
+		node_hash_del(fs, n);
 	/* it stays in the (parent, name) table, which lookups skip it in,
 	 * until freed: the kernel may hold it to the end (its FORGET lost at
 	 * unmount), and then it is still reachable, not a leak */
-	pthread_mutex_unlock(&SFS->table_lock);
+	pthread_mutex_unlock(&fs->table_lock);
 }
 
 /* One name of a hard-linked object went away, others remain: reach the
  * object through a kept fd until a lookup finds it under another name. */
-void node_detach(struct node *n)
+void node_detach(struct sfs *fs, struct node *n)
 {
 	struct loc l;
 
-	if (n->pathfd < 0 && loc_get(n, &l) == 0) {
+	if (n->pathfd < 0 && loc_get(fs, n, &l) == 0) {
 		n->pathfd = openat(l.dirfd, l.name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 		loc_put(&l);
 	}
-	pthread_mutex_lock(&SFS->table_lock);
-	ctab_del(n);
+	pthread_mutex_lock(&fs->table_lock);
+	ctab_del(fs, n);
 	n->detached = true;
-	pthread_mutex_unlock(&SFS->table_lock);
+	pthread_mutex_unlock(&fs->table_lock);
 }
 
-void node_drop_listing(struct node *dir, struct dircache *dc)
+void node_drop_listing(struct sfs *fs, struct node *dir, struct dircache *dc)
 {
-	pthread_mutex_lock(&SFS->table_lock);
+	pthread_mutex_lock(&fs->table_lock);
 	bool mine = dir->dcache == dc;
 	if (mine)
 		dir->dcache = NULL;
-	pthread_mutex_unlock(&SFS->table_lock);
+	pthread_mutex_unlock(&fs->table_lock);
 	if (mine)
 		dircache_put(dc);
 }
 
-void node_dir_changed(struct node *dir)
+void node_dir_changed(struct sfs *fs, struct node *dir)
 {
 	struct dircache *old;
 	bool kcached;
 
-	pthread_mutex_lock(&SFS->table_lock);
+	pthread_mutex_lock(&fs->table_lock);
 	dir->version++;
 	old = dir->dcache;
 	dir->dcache = NULL;
 	kcached = dir->kcached;
 	dir->kcached = false;
-	pthread_mutex_unlock(&SFS->table_lock);
+	pthread_mutex_unlock(&fs->table_lock);
 	if (old)
 		dircache_put(old);
 	/* The kernel checks its cached listing against the directory's mtime,
 	 * which two changes within one clock tick leave equal: drop it. */
-	if (kcached && SFS->se)
-		fuse_lowlevel_notify_inval_inode(SFS->se, node_id(dir), 0, 0);
+	if (kcached && fs->se)
+		fuse_lowlevel_notify_inval_inode(fs->se, node_id(fs, dir), 0, 0);
 }
 
 /* ---- where a directory is in each layer ------------------------------ */
@@ -342,14 +342,14 @@ static const char *lower_at_of(const struct node *n, uint32_t layer)
 	return NULL;
 }
 
-void node_set_lower_at(struct node *dir, struct lower_at *lat, unsigned n)
+void node_set_lower_at(struct sfs *fs, struct node *dir, struct lower_at *lat, unsigned n)
 {
-	pthread_mutex_lock(&SFS->table_lock);
+	pthread_mutex_lock(&fs->table_lock);
 	struct lower_at *old = dir->lat;
 	unsigned oldn = dir->nlat;
 	dir->lat = lat;
 	dir->nlat = n;
-	pthread_mutex_unlock(&SFS->table_lock);
+	pthread_mutex_unlock(&fs->table_lock);
 	lower_at_free(old, oldn);
 }
 
@@ -412,9 +412,9 @@ static int open_step(int dirfd, const char *name)
 }
 
 /* A directory at absolute PATH ("/a/b") of a layer, one component at a time. */
-static int open_in_layer(uint32_t layer, const char *path)
+static int open_in_layer(struct sfs *fs, uint32_t layer, const char *path)
 {
-	int fd = openat(SFS->layers[layer].fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int fd = openat(fs->layers[layer].fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	char name[NAME_MAX + 1];
 
 	if (fd < 0)
@@ -444,17 +444,17 @@ static int open_in_layer(uint32_t layer, const char *path)
  * root, or an absolute place recorded for a renamed directory), one openat
  * per component: no path string, so no limit on depth. Ancestors are
  * referenced while walked: a rename elsewhere may drop them. */
-static int node_open_in(struct node *dir, uint32_t layer)
+static int node_open_in(struct sfs *fs, struct node *dir, uint32_t layer)
 {
 	struct names names = { 0 };
 	struct node **held = NULL;
 	size_t nheld = 0;
 	char *abs = NULL;
 	int base = -1, r = 0;
-	bool lower = !is_upper(layer);
+	bool lower = !is_upper(fs, layer);
 
 	for (struct node *cur = dir;;) {
-		pthread_mutex_lock(&SFS->table_lock);
+		pthread_mutex_lock(&fs->table_lock);
 		const char *at = lower ? lower_at_of(cur, layer) : NULL;
 		struct node *p = cur->parent;
 		if (at && at[0] == '/') {
@@ -462,8 +462,8 @@ static int node_open_in(struct node *dir, uint32_t layer)
 			r = abs ? 0 : -ENOMEM;
 		} else if (!p) {
 			/* the root; a node cut loose from the tree has no place */
-			abs = cur == SFS->root ? strdup("/") : NULL;
-			r = cur != SFS->root ? -ENOENT : abs ? 0 : -ENOMEM;
+			abs = cur == fs->root ? strdup("/") : NULL;
+			r = cur != fs->root ? -ENOENT : abs ? 0 : -ENOMEM;
 		} else {
 			struct node **h = nheld % 64 ? held : realloc(held, (nheld + 64) * sizeof *h);
 			r = h ? names_push(&names, at ? at : cur->name) : -ENOMEM;
@@ -474,7 +474,7 @@ static int node_open_in(struct node *dir, uint32_t layer)
 				held[nheld++] = p;
 			}
 		}
-		pthread_mutex_unlock(&SFS->table_lock);
+		pthread_mutex_unlock(&fs->table_lock);
 		if (r < 0 || abs)
 			break;
 		/* does the parent hold an fd for this layer? */
@@ -501,7 +501,7 @@ static int node_open_in(struct node *dir, uint32_t layer)
 			break;
 		cur = p;
 	}
-	if (r == 0 && abs && (base = open_in_layer(layer, abs)) < 0)
+	if (r == 0 && abs && (base = open_in_layer(fs, layer, abs)) < 0)
 		r = base;
 	while (r == 0 && names.n > 0) {
 		int fd = open_step(base, names.v[names.n - 1]);
@@ -514,28 +514,28 @@ static int node_open_in(struct node *dir, uint32_t layer)
 	names_free(&names);
 	free(abs);
 	for (size_t i = 0; i < nheld; i++)
-		node_unref(held[i]);
+		node_unref(fs, held[i]);
 	free(held);
 	if (r < 0 && base >= 0)
 		close(base);
 	return r < 0 ? r : base;
 }
 
-int node_redirect_path(struct node *dir, char **out)
+int node_redirect_path(struct sfs *fs, struct node *dir, char **out)
 {
 	struct names names = { 0 };
 	char *prefix = NULL;
 	int r = 0;
 
-	pthread_mutex_lock(&SFS->table_lock);
-	for (struct node *c = dir; c && c != SFS->root && r == 0; c = c->parent) {
+	pthread_mutex_lock(&fs->table_lock);
+	for (struct node *c = dir; c && c != fs->root && r == 0; c = c->parent) {
 		if (c->redirect && c->redirect[0] == '/') {
 			r = (prefix = strdup(c->redirect)) ? 0 : -ENOMEM;
 			break;
 		}
 		r = names_push(&names, c->redirect ? c->redirect : c->name);
 	}
-	pthread_mutex_unlock(&SFS->table_lock);
+	pthread_mutex_unlock(&fs->table_lock);
 	if (r == 0 && !(*out = names_join(prefix, &names)))
 		r = -ENOMEM;
 	names_free(&names);
@@ -544,13 +544,13 @@ int node_redirect_path(struct node *dir, char **out)
 }
 
 /* table_lock held: dir's place in lower layer `layer` from that layer's root */
-static char *path_in_lower(struct node *dir, uint32_t layer)
+static char *path_in_lower(struct sfs *fs, struct node *dir, uint32_t layer)
 {
 	struct names names = { 0 };
 	const char *prefix = NULL;
 	char *out = NULL;
 
-	for (struct node *c = dir; c && c != SFS->root; c = c->parent) {
+	for (struct node *c = dir; c && c != fs->root; c = c->parent) {
 		const char *at = lower_at_of(c, layer);
 		if (at && at[0] == '/') {
 			prefix = at;
@@ -565,32 +565,32 @@ out:
 	return out;
 }
 
-int node_pin_lower(struct node *dir, struct lower_at **lat, unsigned *n)
+int node_pin_lower(struct sfs *fs, struct node *dir, struct lower_at **lat, unsigned *n)
 {
 	unsigned k = 0;
 	pthread_rwlock_rdlock(dir->dl_lock);
 	struct lower_at *v = calloc(dir->ndl ? dir->ndl : 1, sizeof *v);
 	for (unsigned i = 0; v && i < dir->ndl; i++)
-		if (!is_upper(dir->dl[i].layer))
+		if (!is_upper(fs, dir->dl[i].layer))
 			v[k++].layer = dir->dl[i].layer;
 	pthread_rwlock_unlock(dir->dl_lock);
 	if (!v)
 		return -ENOMEM;
-	pthread_mutex_lock(&SFS->table_lock);
+	pthread_mutex_lock(&fs->table_lock);
 	for (unsigned i = 0; i < k; i++) {
-		if (!(v[i].path = path_in_lower(dir, v[i].layer))) {
-			pthread_mutex_unlock(&SFS->table_lock);
+		if (!(v[i].path = path_in_lower(fs, dir, v[i].layer))) {
+			pthread_mutex_unlock(&fs->table_lock);
 			lower_at_free(v, i);
 			return -ENOMEM;
 		}
 	}
-	pthread_mutex_unlock(&SFS->table_lock);
+	pthread_mutex_unlock(&fs->table_lock);
 	*lat = v;
 	*n = k;
 	return 0;
 }
 
-int node_dlfd(struct node *dir, unsigned i, bool *tmp)
+int node_dlfd(struct sfs *fs, struct node *dir, unsigned i, bool *tmp)
 {
 	int fd = __atomic_load_n(&dir->dl[i].fd, __ATOMIC_ACQUIRE);
 	uint32_t layer = dir->dl[i].layer;
@@ -598,35 +598,35 @@ int node_dlfd(struct node *dir, unsigned i, bool *tmp)
 	*tmp = false;
 	if (fd >= 0)
 		return fd;
-	fd = node_open_in(dir, layer);
+	fd = node_open_in(fs, dir, layer);
 	if (fd < 0)
 		return fd;
-	if (__atomic_add_fetch(&SFS->fd_used, 1, __ATOMIC_RELAXED) <= SFS->fd_budget) {
+	if (__atomic_add_fetch(&fs->fd_used, 1, __ATOMIC_RELAXED) <= fs->fd_budget) {
 		int expected = -1;
 		if (__atomic_compare_exchange_n(&dir->dl[i].fd, &expected, fd, false,
 						__ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
 			return fd;
 		close(fd);
-		__atomic_fetch_sub(&SFS->fd_used, 1, __ATOMIC_RELAXED);
+		__atomic_fetch_sub(&fs->fd_used, 1, __ATOMIC_RELAXED);
 		return expected;
 	}
-	__atomic_fetch_sub(&SFS->fd_used, 1, __ATOMIC_RELAXED);
+	__atomic_fetch_sub(&fs->fd_used, 1, __ATOMIC_RELAXED);
 	*tmp = true;
 	return fd;
 }
 
-int node_upperfd(struct node *dir)
+int node_upperfd(struct sfs *fs, struct node *dir)
 {
 	bool tmp;
-	if (!SFS->has_upper || !dir->ndl || dir->dl[0].layer != 0)
+	if (!fs->has_upper || !dir->ndl || dir->dl[0].layer != 0)
 		return -1;
-	int fd = node_dlfd(dir, 0, &tmp);
+	int fd = node_dlfd(fs, dir, 0, &tmp);
 	if (fd >= 0 && tmp) {
 		/* must be cached for callers that do not close it: force it */
 		int expected = -1;
 		if (__atomic_compare_exchange_n(&dir->dl[0].fd, &expected, fd, false,
 						__ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-			__atomic_fetch_add(&SFS->fd_used, 1, __ATOMIC_RELAXED);
+			__atomic_fetch_add(&fs->fd_used, 1, __ATOMIC_RELAXED);
 			return fd;
 		}
 		close(fd);
@@ -635,21 +635,21 @@ int node_upperfd(struct node *dir)
 	return fd;
 }
 
-void node_set_dlayers(struct node *dir, struct dlayer *dl, unsigned n)
+void node_set_dlayers(struct sfs *fs, struct node *dir, struct dlayer *dl, unsigned n)
 {
-	if (dir == SFS->root)
-		root_settle();  /* or it would cut the new list */
+	if (dir == fs->root)
+		root_settle(fs);  /* or it would cut the new list */
 	for (unsigned i = 0; i < n; i++) {
 		if (dl[i].fd < 0)
 			continue;
 		/* beyond the budget only the top layer keeps its fd; the others
 		 * are opened again when used */
-		if (i > 0 && __atomic_load_n(&SFS->fd_used, __ATOMIC_RELAXED) >= SFS->fd_budget) {
+		if (i > 0 && __atomic_load_n(&fs->fd_used, __ATOMIC_RELAXED) >= fs->fd_budget) {
 			close(dl[i].fd);
 			dl[i].fd = -1;
 			continue;
 		}
-		__atomic_fetch_add(&SFS->fd_used, 1, __ATOMIC_RELAXED);
+		__atomic_fetch_add(&fs->fd_used, 1, __ATOMIC_RELAXED);
 	}
 	pthread_rwlock_wrlock(dir->dl_lock);
 	struct dlayer *old = dir->dl;
@@ -661,7 +661,7 @@ void node_set_dlayers(struct node *dir, struct dlayer *dl, unsigned n)
 	for (unsigned i = 0; i < oldn; i++)
 		if (old[i].fd >= 0) {
 			close(old[i].fd);
-			__atomic_fetch_sub(&SFS->fd_used, 1, __ATOMIC_RELAXED);
+			__atomic_fetch_sub(&fs->fd_used, 1, __ATOMIC_RELAXED);
 		}
 	dl_free_names(old, oldn);
 	free(old);
@@ -669,7 +669,7 @@ void node_set_dlayers(struct node *dir, struct dlayer *dl, unsigned n)
 
 /* ---- locating a node's object ---------------------------------------- */
 
-int loc_get(struct node *n, struct loc *l)
+int loc_get(struct sfs *fs, struct node *n, struct loc *l)
 {
 	l->tmp = false;
 	/* a directory's layer list and top layer change under its dl_lock
@@ -683,7 +683,7 @@ int loc_get(struct node *n, struct loc *l)
 			goto not_listed;
 		}
 		l->layer = n->dl[0].layer;
-		int fd = node_dlfd(n, 0, &tmp);
+		int fd = node_dlfd(fs, n, 0, &tmp);
 		pthread_rwlock_unlock(n->dl_lock);
 		if (fd < 0)
 			return fd;
@@ -696,10 +696,10 @@ int loc_get(struct node *n, struct loc *l)
 	l->layer = node_layer(n);
 not_listed:
 	if (n->deleted || n->detached || !n->parent) {
-		if (n == SFS->root) {
+		if (n == fs->root) {
 			/* the root: its own directory in its top layer */
 			bool tmp;
-			int fd = node_dlfd(n, 0, &tmp);
+			int fd = node_dlfd(fs, n, 0, &tmp);
 			if (fd < 0)
 				return fd;
 			l->dirfd = fd;
@@ -715,17 +715,17 @@ not_listed:
 		l->nofollow = 0;
 		return 0;
 	}
-	return loc_get_layer(n, UINT32_MAX, l);
+	return loc_get_layer(fs, n, UINT32_MAX, l);
 }
 
-int loc_get_layer(struct node *n, uint32_t layer, struct loc *l)
+int loc_get_layer(struct sfs *fs, struct node *n, uint32_t layer, struct loc *l)
 {
 	struct node *p;
 	l->tmp = false;
-	pthread_mutex_lock(&SFS->table_lock);
+	pthread_mutex_lock(&fs->table_lock);
 	p = n->parent;
 	if (!p) {
-		pthread_mutex_unlock(&SFS->table_lock);
+		pthread_mutex_unlock(&fs->table_lock);
 		return -ENOENT;
 	}
 	p->refs++;
@@ -733,15 +733,15 @@ int loc_get_layer(struct node *n, uint32_t layer, struct loc *l)
 	if (layer == UINT32_MAX)
 		layer = node_layer(n);
 	l->layer = layer;
-	pthread_mutex_unlock(&SFS->table_lock);
+	pthread_mutex_unlock(&fs->table_lock);
 
 	int r = -ENOENT;
-	dl_rdlock(p);
+	dl_rdlock(fs, p);
 	for (unsigned i = 0; i < p->ndl; i++) {
 		if (p->dl[i].layer != layer)
 			continue;
 		bool tmp;
-		int fd = node_dlfd(p, i, &tmp);
+		int fd = node_dlfd(fs, p, i, &tmp);
 		if (fd < 0) {
 			r = fd;
 			break;
@@ -753,7 +753,7 @@ int loc_get_layer(struct node *n, uint32_t layer, struct loc *l)
 		break;
 	}
 	pthread_rwlock_unlock(p->dl_lock);
-	node_unref(p);
+	node_unref(fs, p);
 	return r;
 }
 

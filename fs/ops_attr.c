@@ -11,11 +11,11 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
-void req_owner(fuse_req_t req, uid_t *uid, gid_t *gid)
+void req_owner(struct sfs *fs, fuse_req_t req, uid_t *uid, gid_t *gid)
 {
 	const struct fuse_ctx *c = fuse_req_ctx(req);
-	*uid = idmap_to_outside(&SFS->opts.uidmap, c->uid);
-	*gid = idmap_to_outside(&SFS->opts.gidmap, c->gid);
+	*uid = idmap_to_outside(&fs->opts.uidmap, c->uid);
+	*gid = idmap_to_outside(&fs->opts.gidmap, c->gid);
 }
 
 static void apply_override(struct stat *st, int dirfd, const char *name, int fd)
@@ -61,14 +61,14 @@ static int stored_stat(const struct loc *l, struct stat *st)
 	return 0;
 }
 
-void present_stat(struct node *n, struct stat *st, int fd, int dirfd, const char *name)
+void present_stat(struct sfs *fs, struct node *n, struct stat *st, int fd, int dirfd, const char *name)
 {
-	struct strata_opts *o = &SFS->opts;
+	struct strata_opts *o = &fs->opts;
 
 	st->st_ino = n->ino;
-	if (S_ISDIR(n->type) && (n->ndl > 1 || (n == SFS->root && SFS->nlayers > 1)))
+	if (S_ISDIR(n->type) && (n->ndl > 1 || (n == fs->root && fs->nlayers > 1)))
 		st->st_nlink = 1;  /* merged: counting subdirectories is not worth it */
-	if (o->xattr_permissions || SFS->no_dac)
+	if (o->xattr_permissions || fs->no_dac)
 		apply_override(st, dirfd, name, fd);
 	st->st_uid = idmap_to_inside(&o->uidmap, st->st_uid);
 	st->st_gid = idmap_to_inside(&o->gidmap, st->st_gid);
@@ -82,10 +82,10 @@ void present_stat(struct node *n, struct stat *st, int fd, int dirfd, const char
 		st->st_gid = (gid_t)o->squash_gid;
 }
 
-int node_stat(struct node *n, struct stat *st)
+int node_stat(struct sfs *fs, struct node *n, struct stat *st)
 {
 	struct loc l;
-	int r = loc_get(n, &l);
+	int r = loc_get(fs, n, &l);
 
 	if (r < 0)
 		return r;
@@ -97,66 +97,67 @@ int node_stat(struct node *n, struct stat *st)
 			struct loc dl;
 			struct stat ds;
 			int32_t dlayer = __atomic_load_n(&n->data_layer, __ATOMIC_ACQUIRE);
-			if (dlayer >= 0 && loc_get_layer(n, (uint32_t)dlayer, &dl) == 0) {
+			if (dlayer >= 0 && loc_get_layer(fs, n, (uint32_t)dlayer, &dl) == 0) {
 				if (fstatat(dl.dirfd, dl.name, &ds, AT_SYMLINK_NOFOLLOW) == 0)
 					st->st_blocks = ds.st_blocks;
 				loc_put(&dl);
 			}
 		}
-		present_stat(n, st, -1, l.dirfd, l.name);
+		present_stat(fs, n, st, -1, l.dirfd, l.name);
 	}
 	loc_put(&l);
 	return r;
 }
 
-int fill_entry(struct node *n, struct fuse_entry_param *e)
+int fill_entry(struct sfs *fs, struct node *n, struct fuse_entry_param *e)
 {
 	memset(e, 0, sizeof *e);
-	int r = node_stat(n, &e->attr);
+	int r = node_stat(fs, n, &e->attr);
 	if (r < 0)
 		return r;
-	e->ino = node_id(n);
+	e->ino = node_id(fs, n);
 	e->generation = 1;
-	e->attr_timeout = SFS->timeout;
-	e->entry_timeout = SFS->timeout;
+	e->attr_timeout = fs->timeout;
+	e->entry_timeout = fs->timeout;
 	return 0;
 }
 
-int fill_entry_st(struct node *n, const struct stat *st, struct fuse_entry_param *e)
+int fill_entry_st(struct sfs *fs, struct node *n, const struct stat *st, struct fuse_entry_param *e)
 {
 	/* the stat a lookup just made is the object's: no second one, unless
 	 * presentation needs more than the stat (metacopy blocks, override) */
-	if (node_metacopy(n) || SFS->opts.xattr_permissions || SFS->no_dac)
-		return fill_entry(n, e);
+	if (node_metacopy(n) || fs->opts.xattr_permissions || fs->no_dac)
+		return fill_entry(fs, n, e);
 	memset(e, 0, sizeof *e);
 	e->attr = *st;
-	present_stat(n, &e->attr, -1, -1, NULL);
-	e->ino = node_id(n);
+	present_stat(fs, n, &e->attr, -1, -1, NULL);
+	e->ino = node_id(fs, n);
 	e->generation = 1;
-	e->attr_timeout = SFS->timeout;
-	e->entry_timeout = SFS->timeout;
+	e->attr_timeout = fs->timeout;
+	e->entry_timeout = fs->timeout;
 	return 0;
 }
 
 void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct node *n = node_get(ino);
+	struct sfs *fs = fuse_req_userdata(req);
+	struct node *n = node_get(fs, ino);
 	struct stat st;
-	int r = node_stat(n, &st);
+	int r = node_stat(fs, n, &st);
 
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else
-		fuse_reply_attr(req, &st, SFS->timeout);
+		fuse_reply_attr(req, &st, fs->timeout);
 }
 
 /* chmod of the object at l (node n, already in the upper). */
-static int apply_mode(struct node *n, struct loc *l, mode_t mode)
+static int apply_mode(struct sfs *fs, struct node *n, struct loc *l, mode_t mode)
 {
 	int r = 0;
 	if (S_ISLNK(n->type)) {
 		r = -EOPNOTSUPP;
-	} else if ((SFS->opts.xattr_permissions || SFS->no_dac) &&
+	} else if ((fs->opts.xattr_permissions || fs->no_dac) &&
 		   (S_ISREG(n->type) || S_ISDIR(n->type))) {
 		/* the override is the truth (user.* xattrs live on files
 		 * and directories only); the file itself stays
@@ -164,7 +165,7 @@ static int apply_mode(struct node *n, struct loc *l, mode_t mode)
 		struct stat cur;
 		r = stored_stat(l, &cur);
 		if (r == 0)
-			r = override_write(l->dirfd, l->name, -1, cur.st_uid, cur.st_gid, mode);
+			r = override_write(fs, l->dirfd, l->name, -1, cur.st_uid, cur.st_gid, mode);
 		/* the file follows, but stays usable by its owner, the
 		 * daemon: tools that read the upper see the mode */
 		if (r == 0)
@@ -202,10 +203,10 @@ static bool req_in_group(fuse_req_t req, gid_t gid)
  * set-group-ID where it is an executable's or the writer is not in the
  * file's group (the kernel's setattr_should_drop_sgid). 1 when the mode
  * changed. */
-static int kill_setid_at(struct node *n, struct loc *l, fuse_req_t req)
+static int kill_setid_at(struct sfs *fs, struct node *n, struct loc *l, fuse_req_t req)
 {
 	struct stat st;
-	int r = node_stat(n, &st);
+	int r = node_stat(fs, n, &st);
 	if (r < 0 || !S_ISREG(st.st_mode) || !mode_is_setid(st.st_mode))
 		return r;
 	mode_t m = st.st_mode & ~(mode_t)S_ISUID;
@@ -213,32 +214,33 @@ static int kill_setid_at(struct node *n, struct loc *l, fuse_req_t req)
 		m &= ~(mode_t)S_ISGID;
 	if (m == st.st_mode)
 		return 0;
-	r = apply_mode(n, l, m);
+	r = apply_mode(fs, n, l, m);
 	return r < 0 ? r : 1;
 }
 
-int node_kill_setid(struct node *n, fuse_req_t req)
+int node_kill_setid(struct sfs *fs, struct node *n, fuse_req_t req)
 {
 	struct loc l;
-	int r = loc_get(n, &l);
+	int r = loc_get(fs, n, &l);
 	if (r < 0)
 		return r;
-	r = kill_setid_at(n, &l, req);
+	r = kill_setid_at(fs, n, &l, req);
 	loc_put(&l);
 	/* outside a SETATTR no reply carries the new mode: the kernel would
 	 * show its cached one until the attribute timeout */
-	if (r > 0 && SFS->se)
-		fuse_lowlevel_notify_inval_inode(SFS->se, node_id(n), -1, 0);
+	if (r > 0 && fs->se)
+		fuse_lowlevel_notify_inval_inode(fs->se, node_id(fs, n), -1, 0);
 	return r < 0 ? r : 0;
 }
 
 void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi)
 {
-	struct node *n = node_get(ino);
+	struct sfs *fs = fuse_req_userdata(req);
+	struct node *n = node_get(fs, ino);
 	struct loc l;
 	int r;
 
-	if (!SFS->has_upper) {
+	if (!fs->has_upper) {
 		fuse_reply_err(req, EROFS);
 		return;
 	}
@@ -249,7 +251,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, s
 		sdebug("setattr %s valid=%#x (raw %#x) size=%lld mtime=%lld.%09ld", n->name, to_set,
 		       raw ? raw->valid : 0, (long long)attr->st_size, (long long)attr->st_mtim.tv_sec,
 		       attr->st_mtim.tv_nsec);
-	node_ref(n);
+	node_ref(fs, n);
 	/* ctime follows any change by itself; the kernel's writeback cache
 	 * sends it alone after an unlink, and an unlinked lower file has
 	 * nothing left to change */
@@ -258,32 +260,32 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, s
 		  FUSE_SET_ATTR_MTIME_NOW;
 	/* also alone: a write by someone without CAP_FSETID comes first */
 	bool kill = raw && (raw->valid & FATTR_KILL_SUIDGID);
-	if ((!to_set && !kill) || (n->deleted && !is_upper(node_layer(n)))) {
+	if ((!to_set && !kill) || (n->deleted && !is_upper(fs, node_layer(n)))) {
 		r = 0;
 		goto out;
 	}
 	/* size needs the data; anything else only the metadata */
-	r = copyup(n, !(to_set & FUSE_SET_ATTR_SIZE) ? CU_META : attr->st_size == 0 ? CU_EMPTY : CU_DATA);
+	r = copyup(fs, n, !(to_set & FUSE_SET_ATTR_SIZE) ? CU_META : attr->st_size == 0 ? CU_EMPTY : CU_DATA);
 	if (r < 0)
 		goto out;
-	if ((r = loc_get(n, &l)) < 0)
+	if ((r = loc_get(fs, n, &l)) < 0)
 		goto out;
 	int fd = fi ? fh_fd(fi) : -1;
 
 	if (to_set & FUSE_SET_ATTR_MODE)
-		r = apply_mode(n, &l, attr->st_mode);
+		r = apply_mode(fs, n, &l, attr->st_mode);
 	if (r == 0 && (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))) {
 		uid_t uid = (uid_t)-1;
 		gid_t gid = (gid_t)-1;
 		if (to_set & FUSE_SET_ATTR_UID)
-			uid = idmap_to_outside(&SFS->opts.uidmap, attr->st_uid);
+			uid = idmap_to_outside(&fs->opts.uidmap, attr->st_uid);
 		if (to_set & FUSE_SET_ATTR_GID)
-			gid = idmap_to_outside(&SFS->opts.gidmap, attr->st_gid);
-		if (SFS->opts.xattr_permissions) {
+			gid = idmap_to_outside(&fs->opts.gidmap, attr->st_gid);
+		if (fs->opts.xattr_permissions) {
 			struct stat cur;
 			r = stored_stat(&l, &cur);
 			if (r == 0)
-				r = override_write(l.dirfd, l.name, -1, uid == (uid_t)-1 ? cur.st_uid : uid,
+				r = override_write(fs, l.dirfd, l.name, -1, uid == (uid_t)-1 ? cur.st_uid : uid,
 						   gid == (gid_t)-1 ? cur.st_gid : gid, cur.st_mode);
 		} else if (fchownat(l.dirfd, l.name, uid, gid, l.nofollow) < 0) {
 			r = -errno;
@@ -294,7 +296,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, s
 		 * sends none for a truncate to the current size: leave the file
 		 * alone then, so what is on disk stays what the kernel shows. */
 		struct stat cur;
-		if (SFS->opts.writeback && !(to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW)) &&
+		if (fs->opts.writeback && !(to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW)) &&
 		    fstatat(l.dirfd, l.name, &cur, l.nofollow) == 0 && cur.st_size == attr->st_size)
 			to_set &= ~FUSE_SET_ATTR_SIZE;
 	}
@@ -312,7 +314,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, s
 			}
 		}
 	}
-	if (r == 0 && kill && (r = kill_setid_at(n, &l, req)) > 0)
+	if (r == 0 && kill && (r = kill_setid_at(fs, n, &l, req)) > 0)
 		r = 0;
 	if (r == 0 && (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME))) {
 		struct timespec ts[2] = { { .tv_nsec = UTIME_OMIT }, { .tv_nsec = UTIME_OMIT } };
@@ -333,21 +335,22 @@ out:
 		fuse_reply_err(req, -r);
 	else {
 		struct stat st;
-		r = node_stat(n, &st);
+		r = node_stat(fs, n, &st);
 		if (r < 0)
 			fuse_reply_err(req, -r);
 		else
-			fuse_reply_attr(req, &st, SFS->timeout);
+			fuse_reply_attr(req, &st, fs->timeout);
 	}
-	node_unref(n);
+	node_unref(fs, n);
 }
 
 void op_readlink(fuse_req_t req, fuse_ino_t ino)
 {
-	struct node *n = node_get(ino);
+	struct sfs *fs = fuse_req_userdata(req);
+	struct node *n = node_get(fs, ino);
 	char buf[PATH_MAX + 1];
 	struct loc l;
-	int r = loc_get(n, &l);
+	int r = loc_get(fs, n, &l);
 
 	if (r < 0) {
 		fuse_reply_err(req, -r);
@@ -367,9 +370,10 @@ void op_readlink(fuse_req_t req, fuse_ino_t ino)
 
 void op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
+	struct sfs *fs = fuse_req_userdata(req);
 	struct statvfs sv;
 	/* the upper is where writes go; read-only mounts show the top lower */
-	if (fstatvfs(SFS->layers[0].fd, &sv) < 0) {
+	if (fstatvfs(fs->layers[0].fd, &sv) < 0) {
 		fuse_reply_err(req, errno);
 		return;
 	}

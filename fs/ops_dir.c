@@ -33,74 +33,69 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
  * entry is as correct as a full one. */
 #define WINDOW 32
 #define PROBE_EVERY 16
-static struct {
-	pthread_mutex_t lock;
-	unsigned lean, used;    /* entries given lean, and lookups under lean-listed directories */
-	bool full;
-	unsigned since_probe;
-} RP = { .lock = PTHREAD_MUTEX_INITIALIZER };
+/* (the counts: fs->lean) */
 
-void readdir_note_lookup(struct node *dir)
+void readdir_note_lookup(struct sfs *fs, struct node *dir)
 {
 	if (__atomic_load_n(&dir->lean_listed, __ATOMIC_RELAXED))
-		__atomic_add_fetch(&RP.used, 1, __ATOMIC_RELAXED);
+		__atomic_add_fetch(&fs->lean.used, 1, __ATOMIC_RELAXED);
 }
 
-bool readdir_lean_now(void)
+bool readdir_lean_now(struct sfs *fs)
 {
-	return !__atomic_load_n(&RP.full, __ATOMIC_RELAXED);
+	return !__atomic_load_n(&fs->lean.full, __ATOMIC_RELAXED);
 }
 
 /* Answer this part of a listing of dir lean? Decided at the start of a
  * pass (first), kept for its later parts while dir stays all-lower. */
-static bool choose_lean(struct node *dir, bool first)
+static bool choose_lean(struct sfs *fs, struct node *dir, bool first)
 {
 	bool lower = true;
-	dl_rdlock(dir);
+	dl_rdlock(fs, dir);
 	for (unsigned i = 0; i < dir->ndl; i++)
-		if (is_upper(dir->dl[i].layer))
+		if (is_upper(fs, dir->dl[i].layer))
 			lower = false;  /* upper entries may show another inode number once looked up */
 	pthread_rwlock_unlock(dir->dl_lock);
 	if (!first)
 		return lower && __atomic_load_n(&dir->lean_listed, __ATOMIC_RELAXED);
-	pthread_mutex_lock(&RP.lock);
-	unsigned lean = __atomic_load_n(&RP.lean, __ATOMIC_RELAXED);
+	pthread_mutex_lock(&fs->lean.lock);
+	unsigned lean = __atomic_load_n(&fs->lean.lean, __ATOMIC_RELAXED);
 	if (lean >= WINDOW) {
-		unsigned used = __atomic_exchange_n(&RP.used, 0, __ATOMIC_RELAXED);
-		__atomic_store_n(&RP.full, used * 2 >= lean, __ATOMIC_RELAXED);
-		__atomic_store_n(&RP.lean, 0, __ATOMIC_RELAXED);
+		unsigned used = __atomic_exchange_n(&fs->lean.used, 0, __ATOMIC_RELAXED);
+		__atomic_store_n(&fs->lean.full, used * 2 >= lean, __ATOMIC_RELAXED);
+		__atomic_store_n(&fs->lean.lean, 0, __ATOMIC_RELAXED);
 	}
-	bool go = lower && (!RP.full || ++RP.since_probe % PROBE_EVERY == 0);
-	pthread_mutex_unlock(&RP.lock);
+	bool go = lower && (!fs->lean.full || ++fs->lean.since_probe % PROBE_EVERY == 0);
+	pthread_mutex_unlock(&fs->lean.lock);
 	__atomic_store_n(&dir->lean_listed, go, __ATOMIC_RELAXED);
 	return go;
 }
 
-static uint64_t parent_ino(struct node *n)
+static uint64_t parent_ino(struct sfs *fs, struct node *n)
 {
-	pthread_mutex_lock(&SFS->table_lock);
+	pthread_mutex_lock(&fs->table_lock);
 	uint64_t ino = n->parent ? n->parent->ino : n->ino;
-	pthread_mutex_unlock(&SFS->table_lock);
+	pthread_mutex_unlock(&fs->table_lock);
 	return ino;
 }
 
-static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus)
+static void do_readdir(struct sfs *fs, fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus)
 {
-	struct node *dir = node_get(ino);
+	struct node *dir = node_get(fs, ino);
 	struct dircache *dc;
 	char *buf;
 	size_t used = 0;
-	bool lean = plus && choose_lean(dir, off == 0);
+	bool lean = plus && choose_lean(fs, dir, off == 0);
 	unsigned nlean = 0;
 
 	/* From the start, the kernel may cache this pass: every later change
 	 * through us drops its copy (node_dir_changed). */
 	if (off == 0) {
-		pthread_mutex_lock(&SFS->table_lock);
+		pthread_mutex_lock(&fs->table_lock);
 		dir->kcached = true;
-		pthread_mutex_unlock(&SFS->table_lock);
+		pthread_mutex_unlock(&fs->table_lock);
 	}
-	int r = dir_listing_ahead(dir, &dc, off == 0 ? wa_listing(dir) : WA_OFF);
+	int r = dir_listing_ahead(fs, dir, &dc, off == 0 ? wa_listing(fs, dir) : WA_OFF);
 	if (r < 0) {
 		fuse_reply_err(req, -r);
 		return;
@@ -115,7 +110,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, b
 		struct stat st = { .st_mode = S_IFDIR };
 		const char *name = k == 0 ? "." : "..";
 		size_t need;
-		st.st_ino = k == 0 ? dir->ino : parent_ino(dir);
+		st.st_ino = k == 0 ? dir->ino : parent_ino(fs, dir);
 		if (plus) {
 			struct fuse_entry_param e = { .attr = st };
 			need = fuse_add_direntry_plus(req, buf + used, size - used, name, &e, k + 1);
@@ -158,13 +153,13 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, b
 			bare_type = d->type;
 			nlean++;
 		} else {
-			pthread_mutex_lock(&SFS->table_lock);
-			struct node *known = node_child_find(dir, name);
+			pthread_mutex_lock(&fs->table_lock);
+			struct node *known = node_child_find(fs, dir, name);
 			if (known && known->nlookup) {
 				bare_ino = known->ino;
 				bare_type = known->type;
 			}
-			pthread_mutex_unlock(&SFS->table_lock);
+			pthread_mutex_unlock(&fs->table_lock);
 		}
 		if (bare_type) {
 			memset(&e, 0, sizeof e);
@@ -174,7 +169,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, b
 						       (off_t)d->cookie);
 			continue;
 		}
-		int lr = lookup_name(dir, name, &res);
+		int lr = lookup_name(fs, dir, name, &res);
 		if (lr == -ENOENT)
 			continue;  /* gone since the listing was taken */
 		if (lr < 0) {
@@ -189,36 +184,38 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, b
 			continue;
 		}
 		struct stat cst = res.st;
-		struct node *c = node_from_lookup(dir, name, &res);
+		struct node *c = node_from_lookup(fs, dir, name, &res);
 		if (!c)
 			continue;
-		if (fill_entry_st(c, &cst, &e) < 0) {
-			node_forget(c, 1);
+		if (fill_entry_st(fs, c, &cst, &e) < 0) {
+			node_forget(fs, c, 1);
 			continue;
 		}
 		used += fuse_add_direntry_plus(req, buf + used, size - used, name, &e, (off_t)d->cookie);
 	}
 out:
 	if (nlean)
-		__atomic_add_fetch(&RP.lean, nlean, __ATOMIC_RELAXED);
+		__atomic_add_fetch(&fs->lean.lean, nlean, __ATOMIC_RELAXED);
 	fuse_reply_buf(req, buf, used);
 	free(buf);
 	/* An empty answer past the start ends the pass: the kernel holds the
 	 * listing now, and a second copy here would only cost memory (it is
 	 * rebuilt from the layers if asked for again). */
 	if (used == 0 && off > 2)
-		node_drop_listing(dir, dc);
+		node_drop_listing(fs, dir, dc);
 	dircache_put(dc);
 }
 
 void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
-	do_readdir(req, ino, size, off, false);
+	struct sfs *fs = fuse_req_userdata(req);
+	do_readdir(fs, req, ino, size, off, false);
 }
 
 void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
-	do_readdir(req, ino, size, off, true);
+	struct sfs *fs = fuse_req_userdata(req);
+	do_readdir(fs, req, ino, size, off, true);
 }
 
 void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -228,11 +225,12 @@ void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
-	struct node *n = node_get(ino);
+	struct sfs *fs = fuse_req_userdata(req);
+	struct node *n = node_get(fs, ino);
 	int r = 0;
 
-	if (!SFS->opts.is_volatile) {
-		int fd = node_upperfd(n);
+	if (!fs->opts.is_volatile) {
+		int fd = node_upperfd(fs, n);
 		if (fd >= 0 && fsync(fd) < 0)
 			r = errno;
 	}

@@ -12,13 +12,13 @@ static bool acl_key(const char *k)
 }
 
 /* Why a change of xattr NAME is refused before looking at the object. */
-static int change_refused(const char *name)
+static int change_refused(struct sfs *fs, const char *name)
 {
-	if (!SFS->has_upper)
+	if (!fs->has_upper)
 		return EROFS;
 	if (xa_is_private(name))
 		return EPERM;   /* layer bookkeeping is not the user's */
-	if (SFS->opts.noacl && acl_key(name))
+	if (fs->opts.noacl && acl_key(name))
 		return EOPNOTSUPP;
 	return 0;
 }
@@ -29,16 +29,17 @@ static int change_refused(const char *name)
  * host: "not supported" for a file without one lets ls -l and libselinux
  * stop asking for each file of the mount (one round trip per file
  * otherwise), while a label a layer does hold is still returned. */
-static int absent(const char *name)
+static int absent(struct sfs *fs, const char *name)
 {
-	if (!SFS->opts.unlabeled_enodata && !strcmp(name, "security.selinux"))
+	if (!fs->opts.unlabeled_enodata && !strcmp(name, "security.selinux"))
 		return EOPNOTSUPP;
 	return ENODATA;
 }
 
 void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
-	struct node *n = node_get(ino);
+	struct sfs *fs = fuse_req_userdata(req);
+	struct node *n = node_get(fs, ino);
 	struct loc l;
 	int r;
 
@@ -49,16 +50,16 @@ void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 	/* The kernel caches ACLs only where the mount takes them: with noacl
 	 * every `ls -l` asked for each file's ACL. "Not supported", as for
 	 * setting one, is true of the mount, and ls stops asking. */
-	if (SFS->opts.noacl && acl_key(name)) {
+	if (fs->opts.noacl && acl_key(name)) {
 		fuse_reply_err(req, EOPNOTSUPP);
 		return;
 	}
-	bool lower = !is_upper(node_layer(n)) && !node_metacopy(n);
+	bool lower = !is_upper(fs, node_layer(n)) && !node_metacopy(n);
 	if (lower && __atomic_load_n(&n->xa_none, __ATOMIC_RELAXED)) {
-		fuse_reply_err(req, absent(name));
+		fuse_reply_err(req, absent(fs, name));
 		return;
 	}
-	if ((r = loc_get(n, &l)) < 0) {
+	if ((r = loc_get(fs, n, &l)) < 0) {
 		fuse_reply_err(req, -r);
 		return;
 	}
@@ -73,10 +74,10 @@ void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 				if (!xa_is_private(k))
 					none = false;
 		}
-		if (none && !is_upper(node_layer(n))) {
+		if (none && !is_upper(fs, node_layer(n))) {
 			__atomic_store_n(&n->xa_none, true, __ATOMIC_RELAXED);
 			loc_put(&l);
-			fuse_reply_err(req, absent(name));
+			fuse_reply_err(req, absent(fs, name));
 			return;
 		}
 	}
@@ -84,7 +85,7 @@ void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 	ssize_t len = xa_get(l.dirfd, l.name, name, buf, size);
 	loc_put(&l);
 	if (len == -ENODATA || len == -ENOTSUP)
-		fuse_reply_err(req, absent(name));
+		fuse_reply_err(req, absent(fs, name));
 	else if (len < 0)
 		fuse_reply_err(req, (int)-len);
 	else if (size == 0)
@@ -96,13 +97,14 @@ void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 
 void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
-	struct node *n = node_get(ino);
+	struct sfs *fs = fuse_req_userdata(req);
+	struct node *n = node_get(fs, ino);
 	struct loc l;
 	char buf[65536], out[65536];
 	size_t k = 0;
 	int r;
 
-	if ((r = loc_get(n, &l)) < 0) {
+	if ((r = loc_get(fs, n, &l)) < 0) {
 		fuse_reply_err(req, -r);
 		return;
 	}
@@ -117,7 +119,7 @@ void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 		}
 	}
 	for (char *p = buf; p < buf + len; p += strlen(p) + 1) {
-		if (xa_is_private(p) || (SFS->opts.noacl && acl_key(p)))
+		if (xa_is_private(p) || (fs->opts.noacl && acl_key(p)))
 			continue;
 		size_t pl = strlen(p) + 1;
 		memcpy(out + k, p, pl);
@@ -133,61 +135,63 @@ void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 
 void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size, int flags)
 {
-	struct node *n = node_get(ino);
+	struct sfs *fs = fuse_req_userdata(req);
+	struct node *n = node_get(fs, ino);
 	struct loc l;
-	int r = change_refused(name);
+	int r = change_refused(fs, name);
 
 	if (r) {
 		fuse_reply_err(req, r);
 		return;
 	}
-	node_ref(n);
+	node_ref(fs, n);
 	/* a flag that must fail fails before any copy-up */
-	if ((flags & (XATTR_CREATE | XATTR_REPLACE)) && !is_upper(node_layer(n)) &&
-	    (r = loc_get(n, &l)) == 0) {
+	if ((flags & (XATTR_CREATE | XATTR_REPLACE)) && !is_upper(fs, node_layer(n)) &&
+	    (r = loc_get(fs, n, &l)) == 0) {
 		ssize_t have = xa_get(l.dirfd, l.name, name, NULL, 0);
 		loc_put(&l);
 		int e = (flags & XATTR_CREATE) && have >= 0 ? EEXIST
 		      : (flags & XATTR_REPLACE) && have < 0 ? ENODATA : 0;
 		if (e) {
-			node_unref(n);
+			node_unref(fs, n);
 			fuse_reply_err(req, e);
 			return;
 		}
 	}
-	if ((r = copyup(n, CU_META)) == 0 && (r = loc_get(n, &l)) == 0) {
+	if ((r = copyup(fs, n, CU_META)) == 0 && (r = loc_get(fs, n, &l)) == 0) {
 		r = xa_set(l.dirfd, l.name, name, value, size, flags);
 		loc_put(&l);
 	}
-	node_unref(n);
+	node_unref(fs, n);
 	fuse_reply_err(req, -r);
 }
 
 void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
-	struct node *n = node_get(ino);
+	struct sfs *fs = fuse_req_userdata(req);
+	struct node *n = node_get(fs, ino);
 	struct loc l;
-	int r = change_refused(name);
+	int r = change_refused(fs, name);
 
 	if (r) {
 		fuse_reply_err(req, r);
 		return;
 	}
-	node_ref(n);
+	node_ref(fs, n);
 	/* nothing to remove: fail as the kernel does, without a copy-up */
-	if (!is_upper(node_layer(n)) && (r = loc_get(n, &l)) == 0) {
+	if (!is_upper(fs, node_layer(n)) && (r = loc_get(fs, n, &l)) == 0) {
 		ssize_t have = xa_get(l.dirfd, l.name, name, NULL, 0);
 		loc_put(&l);
 		if (have < 0) {
-			node_unref(n);
+			node_unref(fs, n);
 			fuse_reply_err(req, have == -ENOTSUP ? ENODATA : (int)-have);
 			return;
 		}
 	}
-	if ((r = copyup(n, CU_META)) == 0 && (r = loc_get(n, &l)) == 0) {
+	if ((r = copyup(fs, n, CU_META)) == 0 && (r = loc_get(fs, n, &l)) == 0) {
 		r = xa_remove(l.dirfd, l.name, name);
 		loc_put(&l);
 	}
-	node_unref(n);
+	node_unref(fs, n);
 	fuse_reply_err(req, -r);
 }

@@ -50,17 +50,12 @@ struct pt_open_out {
 	int32_t backing_id;
 };
 
-static bool offered;        /* the kernel's INIT offered passthrough */
-static bool killpriv_v2;    /* ... and FUSE_HANDLE_KILLPRIV_V2 */
-static bool broken;         /* a registration failed: stay in cached mode */
-static unsigned stack_depth = 1;
-static pthread_mutex_t pt_lock = PTHREAD_MUTEX_INITIALIZER;
-
-/* The reply this thread is about to send needs completing. */
+/* The reply this thread is about to send needs completing (per thread:
+ * the thread that serves a request sends its reply). */
 static __thread bool tls_init;
 static __thread int tls_backing;
 
-void pt_note_init(const void *arg, size_t size, bool begin)
+void pt_note_init(struct sfs *fs, const void *arg, size_t size, bool begin)
 {
 	const struct fuse_init_in *in = arg;
 	if (!begin) {
@@ -69,12 +64,12 @@ void pt_note_init(const void *arg, size_t size, bool begin)
 	}
 	tls_init = true;
 	if (size >= 4 * sizeof(uint32_t))
-		killpriv_v2 = in->flags & FUSE_HANDLE_KILLPRIV_V2;
+		fs->pts.killpriv_v2 = in->flags & FUSE_HANDLE_KILLPRIV_V2;
 	/* flags2 follows flags in the INIT request since 7.36 */
 	if (size >= 5 * sizeof(uint32_t) && in->major == 7 && in->minor >= 36 && (in->flags & PT_INIT_EXT)) {
 		uint32_t flags2 = ((const uint32_t *)arg)[4];
-		offered = in->minor >= 40 && (flags2 & PT_INIT_FLAG2);
-		uring_note_init(flags2);
+		fs->pts.offered = in->minor >= 40 && (flags2 & PT_INIT_FLAG2);
+		uring_note_init(fs, flags2);
 	}
 }
 
@@ -100,30 +95,31 @@ bool has_init_cap(int cap_bit)
 	return init_ns && cap;
 }
 
-bool pt_negotiate(void)
+bool pt_negotiate(struct sfs *fs)
 {
 	struct statfs sfs;
 
 	/* BACKING_OPEN needs CAP_SYS_ADMIN */
-	SFS->pt = SFS->opts.passthrough && offered && has_init_cap(CAP_SYS_ADMIN);
-	if (!SFS->pt)
+	fs->pt = fs->opts.passthrough && fs->pts.offered && has_init_cap(CAP_SYS_ADMIN);
+	if (!fs->pt)
 		return false;
 	/* backing files on a stacked filesystem need one more level: the
 	 * upper's, or without one the lower layers' (each filesystem once) */
-	unsigned n = SFS->has_upper || SFS->same_dev ? 1 : SFS->nlayers;
+	unsigned n = fs->has_upper || fs->same_dev ? 1 : fs->nlayers;
 	for (unsigned i = 0; i < n; i++) {
 		bool seen = false;
 		for (unsigned k = 0; k < i && !seen; k++)
-			seen = SFS->layers[k].dev == SFS->layers[i].dev;
-		if (!seen && fstatfs(SFS->layers[i].fd, &sfs) == 0 &&
+			seen = fs->layers[k].dev == fs->layers[i].dev;
+		if (!seen && fstatfs(fs->layers[i].fd, &sfs) == 0 &&
 		    (sfs.f_type == 0x794c7630 /* overlayfs */ || sfs.f_type == 0x65735546 /* fuse */))
-			stack_depth = 2;
+			fs->pts.stack_depth = 2;
 	}
 	return true;
 }
 
 static ssize_t pt_writev(int fd, struct iovec *iov, int count, void *ud)
 {
+	struct sfs *fs = ud;   /* the session's userdata */
 	const struct fuse_out_header *out = iov[0].iov_base;
 	if (count >= 2 && out->error == 0) {
 		if (tls_init && iov[1].iov_len >= sizeof(struct pt_init_out)) {
@@ -131,16 +127,16 @@ static ssize_t pt_writev(int fd, struct iovec *iov, int count, void *ud)
 			/* We drop set-id bits on write, truncate and chown
 			 * ourselves (ops_attr.c); in return the kernel stops
 			 * asking for security.capability before every write. */
-			if (killpriv_v2)
+			if (fs->pts.killpriv_v2)
 				io->flags |= FUSE_HANDLE_KILLPRIV_V2;
-			if (SFS->pt) {
+			if (fs->pt) {
 				io->flags |= PT_INIT_EXT;
 				io->flags2 |= PT_INIT_FLAG2;
-				io->max_stack_depth = stack_depth;
+				io->max_stack_depth = fs->pts.stack_depth;
 			}
-			if (uring_wanted()) {
+			if (uring_wanted(fs)) {
 				io->flags |= PT_INIT_EXT;
-				uring_complete_init(&io->flags2, io->max_write, io->max_pages);
+				uring_complete_init(fs, &io->flags2, io->max_write, io->max_pages);
 			}
 		} else if (tls_backing > 0 && iov[1].iov_len >= sizeof(struct pt_open_out)) {
 			/* an OPEN reply, or the open half at the end of a CREATE's */
@@ -151,7 +147,7 @@ static ssize_t pt_writev(int fd, struct iovec *iov, int count, void *ud)
 		}
 	}
 	ssize_t r;
-	if (uring_capture(iov, count, &r))
+	if (uring_capture(fs, iov, count, &r))
 		return r;
 	/* a notification may wait for replies queued on this thread */
 	if (out->unique == 0)
@@ -197,14 +193,14 @@ static bool writes_setid(int fd, int flags)
 	return (flags & O_ACCMODE) != O_RDONLY && fstat(fd, &st) == 0 && mode_is_setid(st.st_mode);
 }
 
-int pt_open(struct node *n, int fd, int flags, bool *counted)
+int pt_open(struct sfs *fs, struct node *n, int fd, int flags, bool *counted)
 {
 	int id = 0;
 
 	*counted = false;
-	if (!SFS->pt || n->type != S_IFREG)
+	if (!fs->pt || n->type != S_IFREG)
 		return 0;
-	pthread_mutex_lock(&pt_lock);
+	pthread_mutex_lock(&fs->pts.lock);
 	*counted = true;
 	/* A descriptor still open in cached mode pins the kernel's inode to
 	 * it; so does a metacopy, whose data is read from a lower file. A
@@ -216,22 +212,22 @@ int pt_open(struct node *n, int fd, int flags, bool *counted)
 	 * upper nothing changes, and reads of lower files then share the
 	 * layer's page cache (warm across mounts, never cached twice) and
 	 * never reach the daemon. */
-	bool eligible = !broken && (is_upper(node_layer(n)) || !SFS->has_upper) && !node_metacopy(n) &&
+	bool eligible = !fs->pts.broken && (is_upper(fs, node_layer(n)) || !fs->has_upper) && !node_metacopy(n) &&
 			n->cached_opens == 0;
 	bool kill = eligible && writes_setid(fd, flags);
 	if (eligible && (!kill || n->pt_opens)) {
 		if (n->backing_id == 0) {
-			int acc = SFS->has_upper ? O_RDWR : O_RDONLY;
-			int bfd = backing_flags_ok(fcntl(fd, F_GETFL), acc) ? fd : node_open(n, acc);
+			int acc = fs->has_upper ? O_RDWR : O_RDONLY;
+			int bfd = backing_flags_ok(fcntl(fd, F_GETFL), acc) ? fd : node_open(fs, n, acc);
 			if (bfd >= 0) {
 				struct pt_backing_map map = { .fd = bfd };
-				int r = ioctl(fuse_session_fd(SFS->se), PT_IOC_BACKING_OPEN, &map);
+				int r = ioctl(fuse_session_fd(fs->se), PT_IOC_BACKING_OPEN, &map);
 				if (r > 0)
 					n->backing_id = r;
 				else if (errno == EPERM || errno == EINVAL || errno == ENOTTY || errno == ELOOP) {
 					sdebug("passthrough: registering a backing file: %s; serving all files myself",
 					       strerror(errno));
-					broken = true;
+					fs->pts.broken = true;
 				}
 				if (bfd != fd)
 					close(bfd);
@@ -245,26 +241,26 @@ int pt_open(struct node *n, int fd, int flags, bool *counted)
 	}
 	if (!id)
 		n->cached_opens++;
-	pthread_mutex_unlock(&pt_lock);
+	pthread_mutex_unlock(&fs->pts.lock);
 	/* the kernel needs every open of it in passthrough mode: the bits go
 	 * now, before any write could keep them */
 	if (kill && id)
-		node_kill_setid(n, NULL);
+		node_kill_setid(fs, n, NULL);
 	return id;
 }
 
-void pt_release(struct node *n, int id)
+void pt_release(struct sfs *fs, struct node *n, int id)
 {
-	pthread_mutex_lock(&pt_lock);
+	pthread_mutex_lock(&fs->pts.lock);
 	if (!id) {
 		n->cached_opens--;
 	} else if (--n->pt_opens == 0) {
 		/* the kernel holds its own reference while files use it */
 		uint32_t bid = (uint32_t)n->backing_id;
-		ioctl(fuse_session_fd(SFS->se), PT_IOC_BACKING_CLOSE, &bid);
+		ioctl(fuse_session_fd(fs->se), PT_IOC_BACKING_CLOSE, &bid);
 		n->backing_id = 0;
 	}
-	pthread_mutex_unlock(&pt_lock);
+	pthread_mutex_unlock(&fs->pts.lock);
 }
 
 void pt_reply_with(int id)

@@ -79,7 +79,7 @@ void place_check(struct place *p, bool first)
 	uint64_t d = run_delay(p->statfd);
 	uint64_t waited = d - p->delay_check, wall = now - p->t_check;
 	/* read-ahead threads are SCHED_IDLE: they give way, they are not load */
-	unsigned running = nr_running(p->loadfd), ahead = wa_busy();
+	unsigned running = nr_running(p->loadfd), ahead = wa_busy(p->fs);
 	unsigned others = running > ahead + 1 ? running - ahead - 1 : 0;
 	p->t_check = now;
 	p->delay_check = d;
@@ -100,7 +100,7 @@ void place_check(struct place *p, bool first)
 		idle = p->idle ? !(busy && waited * 2 > wall) : !first && !busy_now && now >= p->hold_until;
 	if (!first && idle == p->idle)
 		return;
-	if (idle && p->before_idle && !p->before_idle())
+	if (idle && p->before_idle && !p->before_idle(p->fs))
 		return;   /* no way back: stay */
 	struct sched_param sp = { 0 };
 	if (sched_setscheduler(0, idle ? SCHED_IDLE : SCHED_OTHER, &sp) < 0 && !idle) {
@@ -110,14 +110,15 @@ void place_check(struct place *p, bool first)
 	p->idle = idle;
 }
 
-void place_open(struct place *p, bool (*before_idle)(void))
+void place_open(struct sfs *fs, struct place *p, bool (*before_idle)(struct sfs *fs))
 {
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	memset(p, 0, sizeof *p);
+	p->fs = fs;
 	p->before_idle = before_idle;
 	p->ncpu = ncpu > 0 ? (unsigned)ncpu : 1;
 	p->home = -1;
-	p->allowed = SFS->cpus;
+	p->allowed = fs->cpus;
 	p->statfd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
 	p->loadfd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
 	place_check(p, true);
@@ -164,7 +165,7 @@ int place_cpu_of(uint32_t tid)
  * woken for the end would each wait that long for a turn, one after the
  * other, and a loaded machine stretched a daemon's exit past 20 s. Pinned
  * to a busy CPU, a thread waits there although another may be free. */
-void place_all_to_front(void)
+void place_all_to_front(struct sfs *fs)
 {
 	DIR *d = opendir("/proc/self/task");
 	struct dirent *de;
@@ -178,7 +179,7 @@ void place_all_to_front(void)
 			continue;
 		if (sched_getscheduler(tid) == SCHED_IDLE)
 			sched_setscheduler(tid, SCHED_OTHER, &sp);
-		sched_setaffinity(tid, sizeof SFS->cpus, &SFS->cpus);
+		sched_setaffinity(tid, sizeof fs->cpus, &fs->cpus);
 	}
 	closedir(d);
 }

@@ -25,15 +25,14 @@ static uint64_t hname(const char *s)
 /* A readdir cookie's hash: seeded per mount, so names in a hostile layer
  * cannot be chosen to collide (a collision at a buffer boundary could hide
  * an entry from a listing). */
-uint64_t cookie_hash(const char *name)
+uint64_t cookie_hash(struct sfs *fs, const char *name)
 {
-	static uint64_t seed;
-	uint64_t s = __atomic_load_n(&seed, __ATOMIC_RELAXED);
+	uint64_t s = __atomic_load_n(&fs->cookie_seed, __ATOMIC_RELAXED);
 	if (!s) {
 		if (getrandom(&s, sizeof s, 0) != sizeof s)
 			s = (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ULL;
 		s |= 1;
-		__atomic_store_n(&seed, s, __ATOMIC_RELAXED);
+		__atomic_store_n(&fs->cookie_seed, s, __ATOMIC_RELAXED);
 	}
 	uint64_t h = hname(name) ^ s;
 	/* a finaliser (splitmix64's), so every bit depends on every byte */
@@ -103,7 +102,7 @@ void dircache_put(struct dircache *dc)
 	free(dc);
 }
 
-static int push(struct dircache *dc, size_t *cap, const char *name, uint64_t ino, mode_t type)
+static int push(struct sfs *fs, struct dircache *dc, size_t *cap, const char *name, uint64_t ino, mode_t type)
 {
 	if (dc->n == *cap) {
 		size_t nc = *cap ? *cap * 2 : 32;
@@ -118,7 +117,7 @@ static int push(struct dircache *dc, size_t *cap, const char *name, uint64_t ino
 	dc->ents[dc->n].ino = ino;
 	dc->ents[dc->n].type = type;
 	/* 63 bits (offsets are signed), above the 1 and 2 of "." and ".." */
-	uint64_t c = cookie_hash(name) >> 1;
+	uint64_t c = cookie_hash(fs, name) >> 1;
 	dc->ents[dc->n].cookie = c < 3 ? c + 3 : c;
 	dc->n++;
 	return 0;
@@ -130,7 +129,7 @@ static mode_t dt_to_mode(unsigned char t)
 }
 
 /* Read one layer of the directory into the listing. */
-static int read_layer(int dfd, uint32_t layer, struct nameset *seen, struct nameset *pending,
+static int read_layer(struct sfs *fs, int dfd, uint32_t layer, struct nameset *seen, struct nameset *pending,
 		      struct dircache *dc, size_t *cap, struct nameset *own, struct wa_batch *ahead)
 {
 	int fd = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -186,7 +185,7 @@ static int read_layer(int dfd, uint32_t layer, struct nameset *seen, struct name
 			continue;  /* shadowed by a layer above */
 		struct stat tmp = { .st_ino = de->d_ino };
 		mode_t type = stp ? (stp->st_mode & S_IFMT) : dt_to_mode(de->d_type);
-		if ((r = push(dc, cap, name, layer_ino(layer, &tmp), type)) < 0)
+		if ((r = push(fs, dc, cap, name, layer_ino(fs, layer, &tmp), type)) < 0)
 			goto out;
 	}
 	r = errno ? -errno : 0;
@@ -224,28 +223,28 @@ size_t dir_seek(const struct dircache *dc, uint64_t off)
 	return lo;
 }
 
-int dir_listing(struct node *dir, struct dircache **out)
+int dir_listing(struct sfs *fs, struct node *dir, struct dircache **out)
 {
-	return dir_listing_ahead(dir, out, WA_OFF);
+	return dir_listing_ahead(fs, dir, out, WA_OFF);
 }
 
-int dir_listing_ahead(struct node *dir, struct dircache **out, enum wa_mode ahead)
+int dir_listing_ahead(struct sfs *fs, struct node *dir, struct dircache **out, enum wa_mode ahead)
 {
 	struct dircache *dc;
 	uint64_t version;
 	size_t cap = 0;
 	int r = 0;
 
-	pthread_mutex_lock(&SFS->table_lock);
+	pthread_mutex_lock(&fs->table_lock);
 	version = dir->version;
 	if (dir->dcache && dir->dcache->version == version) {
 		dc = dir->dcache;
 		__atomic_add_fetch(&dc->refs, 1, __ATOMIC_ACQ_REL);
-		pthread_mutex_unlock(&SFS->table_lock);
+		pthread_mutex_unlock(&fs->table_lock);
 		*out = dc;
 		return 0;
 	}
-	pthread_mutex_unlock(&SFS->table_lock);
+	pthread_mutex_unlock(&fs->table_lock);
 
 	dc = calloc(1, sizeof *dc);
 	if (!dc)
@@ -254,21 +253,21 @@ int dir_listing_ahead(struct node *dir, struct dircache **out, enum wa_mode ahea
 	dc->version = version;
 
 	struct nameset seen = { 0 }, pending = { 0 };
-	dl_rdlock(dir);
+	dl_rdlock(fs, dir);
 	for (unsigned i = 0; i < dir->ndl && r == 0; i++) {
 		bool tmp;
-		int dfd = node_dlfd(dir, i, &tmp);
+		int dfd = node_dlfd(fs, dir, i, &tmp);
 		if (dfd < 0) {
 			r = dfd;
 			break;
 		}
 		/* a lower layer never changes: keep its names for lookups */
 		struct nameset *own = NULL;
-		if (!is_upper(dir->dl[i].layer) && !__atomic_load_n(&dir->dl[i].names, __ATOMIC_ACQUIRE))
+		if (!is_upper(fs, dir->dl[i].layer) && !__atomic_load_n(&dir->dl[i].names, __ATOMIC_ACQUIRE))
 			own = calloc(1, sizeof *own);
 		struct wa_batch b;
-		wa_batch_begin(&b, dfd, ahead, dir->ino, dir->dl[i].layer);
-		r = read_layer(dfd, dir->dl[i].layer, &seen, &pending, dc, &cap, own, &b);
+		wa_batch_begin(fs, &b, dfd, ahead, dir->ino, dir->dl[i].layer);
+		r = read_layer(fs, dfd, dir->dl[i].layer, &seen, &pending, dc, &cap, own, &b);
 		wa_batch_end(&b);
 		if (tmp)
 			close(dfd);
@@ -293,20 +292,20 @@ int dir_listing_ahead(struct node *dir, struct dircache **out, enum wa_mode ahea
 	if (dc->n > 1)
 		qsort(dc->ents, dc->n, sizeof *dc->ents, cookie_cmp);
 
-	pthread_mutex_lock(&SFS->table_lock);
+	pthread_mutex_lock(&fs->table_lock);
 	if (dir->version == version && !dir->dcache) {
 		dir->dcache = dc;
 		dc->refs++;
 	}
-	pthread_mutex_unlock(&SFS->table_lock);
+	pthread_mutex_unlock(&fs->table_lock);
 	*out = dc;
 	return 0;
 }
 
-int dir_is_empty(struct node *dir)
+int dir_is_empty(struct sfs *fs, struct node *dir)
 {
 	struct dircache *dc;
-	int r = dir_listing(dir, &dc);
+	int r = dir_listing(fs, dir, &dc);
 	if (r < 0)
 		return r;
 	r = dc->n == 0;

@@ -74,6 +74,7 @@ struct ent {
 };
 
 struct queue {
+	struct sfs *fs;
 	unsigned qid;
 	pthread_t th;
 	bool started;
@@ -88,7 +89,8 @@ struct queue {
 	struct place place;     /* its scheduling policy (place.c) */
 };
 
-static struct {
+/* A mount's io_uring (fs->ur). */
+struct uring {
 	bool wanted;
 	uint32_t max_write, max_pages;
 	unsigned nq;
@@ -98,7 +100,7 @@ static struct {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	unsigned nready;
-} U = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
+};
 
 /* The request this thread serves: its entry belongs to us only until the
  * reply is handed over (a worker's may serve a new request right after),
@@ -110,35 +112,48 @@ static __thread struct queue *tls_queue;  /* queue this thread owns */
 
 static int ring_init(struct io_uring *ring, unsigned entries);
 
-void uring_note_init(uint32_t flags2)
+int uring_init(struct sfs *fs)
 {
-	U.wanted = (flags2 & UR_INIT_FLAG2) && SFS->opts.uring && !SFS->opts.single_thread;
+	struct uring *ur = calloc(1, sizeof *ur);
+	if (!ur)
+		return -ENOMEM;
+	pthread_mutex_init(&ur->lock, NULL);
+	pthread_cond_init(&ur->cond, NULL);
+	fs->ur = ur;
+	return 0;
+}
+
+void uring_note_init(struct sfs *fs, uint32_t flags2)
+{
+	struct uring *ur = fs->ur;
+	ur->wanted = (flags2 & UR_INIT_FLAG2) && fs->opts.uring && !fs->opts.single_thread;
 	/* Once INIT says io_uring, the kernel holds every request until the
 	 * queues are registered: say it only if we can create rings at all
 	 * (io_uring may be disabled by sysctl or a seccomp filter). */
-	if (U.wanted && !place_may_turn_back()) {
-		U.wanted = false;
+	if (ur->wanted && !place_may_turn_back()) {
+		ur->wanted = false;
 		sdebug("io_uring: offered, not used: without CAP_SYS_NICE its threads could not leave SCHED_IDLE under load");
 	}
 	struct io_uring probe;
-	if (U.wanted && ring_init(&probe, 4) < 0)
-		U.wanted = false;
-	else if (U.wanted)
+	if (ur->wanted && ring_init(&probe, 4) < 0)
+		ur->wanted = false;
+	else if (ur->wanted)
 		io_uring_queue_exit(&probe);
 }
 
-bool uring_wanted(void)
+bool uring_wanted(struct sfs *fs)
 {
-	return U.wanted;
+	return fs->ur && fs->ur->wanted;
 }
 
-void uring_complete_init(uint32_t *flags2, uint32_t max_write, uint32_t max_pages)
+void uring_complete_init(struct sfs *fs, uint32_t *flags2, uint32_t max_write, uint32_t max_pages)
 {
-	if (!U.wanted)
+	struct uring *ur = fs->ur;
+	if (!ur->wanted)
 		return;
 	*flags2 |= UR_INIT_FLAG2;
-	U.max_write = max_write;
-	U.max_pages = max_pages;
+	ur->max_write = max_write;
+	ur->max_pages = max_pages;
 }
 
 /* A free SQE of q's ring, submitting what is queued if there is none. */
@@ -156,11 +171,11 @@ static struct io_uring_sqe *get_sqe(struct queue *q)
 }
 
 /* A FUSE command OP on the fuse device, in a 128-byte SQE. */
-static void prep_cmd(struct io_uring_sqe *sqe, uint32_t op)
+static void prep_cmd(struct io_uring_sqe *sqe, int devfd, uint32_t op)
 {
 	memset(sqe, 0, 128);
 	sqe->opcode = IORING_OP_URING_CMD;
-	sqe->fd = U.fd;
+	sqe->fd = devfd;
 	sqe->cmd_op = op;
 }
 
@@ -169,7 +184,7 @@ static struct io_uring_sqe *cmd_sqe(struct queue *q, struct ent *e, uint32_t op)
 	struct io_uring_sqe *sqe = get_sqe(q);
 	if (!sqe)
 		return NULL;
-	prep_cmd(sqe, op);
+	prep_cmd(sqe, q->fs->ur->fd, op);
 	sqe->addr = (uint64_t)(uintptr_t)e->iov;
 	sqe->len = 2;
 	io_uring_sqe_set_data(sqe, e);
@@ -189,11 +204,11 @@ static void arm_eventfd(struct queue *q)
 }
 
 /* Queue the entry's reply; it goes out with the next submission. */
-static void commit(struct ent *e)
+static void commit(struct sfs *fs, struct ent *e)
 {
 	struct queue *q = e->q;
 	if (!cmd_sqe(q, e, UR_CMD_COMMIT_AND_FETCH))
-		serr(EBUSY, "io_uring commit", SFS->opts.mountpoint, "the request is lost; unmount");
+		serr(EBUSY, "io_uring commit", fs->opts.mountpoint, "the request is lost; unmount");
 	e->committed = true;
 	e->unique = 0;
 }
@@ -212,7 +227,7 @@ void uring_flush(void)
 		flush(tls_queue);
 }
 
-bool uring_capture(const struct iovec *iov, int count, ssize_t *ret)
+bool uring_capture(struct sfs *fs, const struct iovec *iov, int count, ssize_t *ret)
 {
 	struct ent *e = tls_ent;
 	const struct fuse_out_header *out = iov[0].iov_base;
@@ -244,7 +259,7 @@ bool uring_capture(const struct iovec *iov, int count, ssize_t *ret)
 
 	struct queue *q = e->q;
 	if (tls_queue == q) {
-		commit(e);
+		commit(fs, e);
 	} else {
 		pthread_mutex_lock(&q->lock);
 		e->next_done = q->done;
@@ -274,67 +289,68 @@ static void serving(struct ent *e, uint64_t unique)
 }
 
 /* Answer request UNIQUE in entry e with an error, as its reply. */
-static void reply_error(struct ent *e, uint64_t unique, int err)
+static void reply_error(struct sfs *fs, struct ent *e, uint64_t unique, int err)
 {
 	struct fuse_out_header oh = { .len = sizeof oh, .error = -err, .unique = unique };
 	struct iovec iov = { &oh, sizeof oh };
 	ssize_t r;
 	serving(e, unique);
-	uring_capture(&iov, 1, &r);
+	uring_capture(fs, &iov, 1, &r);
 	tls_ent = NULL;
 }
 
-void uring_serve_job(void *ctx, void *mem, size_t size)
+void uring_serve_job(struct sfs *fs, void *ctx, void *mem, size_t size)
 {
 	struct ent *e = ctx;
 	serving(e, ((const struct fuse_in_header *)mem)->unique);
-	loop_process(mem, size);
+	loop_process(fs, mem, size);
 	if (!tls_replied) {
 		/* a bug: answer for it, so the entry returns to the kernel */
-		serr(EIO, "serve request", SFS->opts.mountpoint, "no reply was produced; answering EIO");
-		reply_error(e, tls_unique, EIO);
+		serr(EIO, "serve request", fs->opts.mountpoint, "no reply was produced; answering EIO");
+		reply_error(fs, e, tls_unique, EIO);
 	}
 	tls_ent = NULL;
 }
 
 /* A request arrived in entry e: lay it out as /dev/fuse would and serve
  * it, here or on a worker. */
-static void handle(struct ent *e)
+static void handle(struct sfs *fs, struct ent *e)
 {
 	struct fuse_in_header in;
 	memcpy(&in, e->hdr.in_out, sizeof in);
 	uint32_t psz = e->hdr.ent.payload_sz;
 	e->unique = in.unique;
 	if (in.len < sizeof in + psz || in.len - sizeof in - psz > UR_HEADER_SZ || psz > e->cap) {
-		reply_error(e, in.unique, EIO);
+		reply_error(fs, e, in.unique, EIO);
 		return;
 	}
 	size_t opsz = in.len - sizeof in - psz;
 	char *start = e->payload - opsz - sizeof in;
 	memcpy(start, &in, sizeof in);
 	memcpy(start + sizeof in, e->hdr.op_in, opsz);
-	if (loop_offload(start, in.len, e))
+	if (loop_offload(fs, start, in.len, e))
 		return;
-	uring_serve_job(e, start, in.len);
+	uring_serve_job(fs, e, start, in.len);
 }
 
-static void drain_done(struct queue *q)
+static void drain_done(struct sfs *fs, struct queue *q)
 {
 	pthread_mutex_lock(&q->lock);
 	struct ent *e = q->done;
 	q->done = NULL;
 	pthread_mutex_unlock(&q->lock);
 	for (; e; e = e->next_done)
-		commit(e);
+		commit(fs, e);
 }
 
 static void set_ready(struct queue *q, int v)
 {
-	pthread_mutex_lock(&U.lock);
+	struct uring *ur = q->fs->ur;
+	pthread_mutex_lock(&ur->lock);
 	q->ready = v;
-	U.nready++;
-	pthread_cond_broadcast(&U.cond);
-	pthread_mutex_unlock(&U.lock);
+	ur->nready++;
+	pthread_cond_broadcast(&ur->cond);
+	pthread_mutex_unlock(&ur->lock);
 }
 
 /* Registration fails at once or not at all: a registered entry completes
@@ -369,11 +385,13 @@ static int ring_init(struct io_uring *ring, unsigned entries)
 static void *queue_main(void *arg)
 {
 	struct queue *q = arg;
+	struct sfs *fs = q->fs;
+	struct uring *ur = fs->ur;
 	tls_queue = q;
 
 	/* Serve the CPU whose clients this queue gets: the wake-ups stay
 	 * there. A CPU that cannot be used (offline) is served from anywhere. */
-	place_open(&q->place, NULL);
+	place_open(fs, &q->place, NULL);
 	place_home(&q->place, (int)q->qid);
 	keep_io_priority();
 	int r = ring_init(&q->ring, DEPTH * 2 + 4);
@@ -395,7 +413,7 @@ static void *queue_main(void *arg)
 	}
 	set_ready(q, r < 0 ? r : 1);
 
-	while (!__atomic_load_n(&U.stop, __ATOMIC_ACQUIRE) && live) {
+	while (!__atomic_load_n(&ur->stop, __ATOMIC_ACQUIRE) && live) {
 		struct io_uring_cqe *cqe;
 		r = io_uring_submit_and_wait(&q->ring, 1);
 		q->pending = 0;
@@ -416,15 +434,15 @@ static void *queue_main(void *arg)
 		for (unsigned i = 0; i < ngot; i++) {
 			struct ent *e = got[i];
 			if (!e) {
-				drain_done(q);
-				if (!__atomic_load_n(&U.stop, __ATOMIC_ACQUIRE))
+				drain_done(fs, q);
+				if (!__atomic_load_n(&ur->stop, __ATOMIC_ACQUIRE))
 					arm_eventfd(q);
 			} else if (res[i] < 0) {
 				/* A refused commit (its request gone) leaves the
 				 * kernel without this entry: register it anew, or a
 				 * queue that lost them all would stall its CPU's
 				 * clients. Anything else: the connection ended. */
-				if (e->committed && !__atomic_load_n(&U.stop, __ATOMIC_ACQUIRE) && res[i] != -ENOTCONN &&
+				if (e->committed && !__atomic_load_n(&ur->stop, __ATOMIC_ACQUIRE) && res[i] != -ENOTCONN &&
 				    res[i] != -ECONNABORTED && res[i] != -ECANCELED) {
 					sdebug("io_uring: commit refused: %s; registering the entry again",
 					       strerror(-res[i]));
@@ -435,7 +453,7 @@ static void *queue_main(void *arg)
 				}
 			} else {
 				uint64_t t0 = mono_ns();
-				handle(e);
+				handle(fs, e);
 				place_served(&q->place, t0, mono_ns());
 			}
 		}
@@ -448,14 +466,14 @@ static void *queue_main(void *arg)
 /* After INIT said io_uring, the kernel holds requests until the queues
  * are registered or a registration fails: make one fail on purpose (no
  * buffers), and it goes back to /dev/fuse. */
-static void refuse(void)
+static void refuse(int devfd)
 {
 	struct io_uring ring;
 	if (ring_init(&ring, 2) < 0)
 		return;
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
 	if (sqe) {
-		prep_cmd(sqe, UR_CMD_REGISTER);
+		prep_cmd(sqe, devfd, UR_CMD_REGISTER);
 		io_uring_submit_and_wait(&ring, 1);
 	}
 	io_uring_queue_exit(&ring);
@@ -471,9 +489,10 @@ static void free_queue(struct queue *q)
 	place_close(&q->place);
 }
 
-int uring_start(struct fuse_session *se)
+int uring_start(struct sfs *fs, struct fuse_session *se)
 {
-	if (!U.wanted)
+	struct uring *ur = fs->ur;
+	if (!ur->wanted)
 		return 0;
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	/* the kernel has one queue per possible CPU and takes requests only
@@ -492,20 +511,21 @@ int uring_start(struct fuse_session *se)
 	if (!nq)
 		nq = ncpu > 0 ? (unsigned)ncpu : 1;
 
-	size_t cap = U.max_write;
-	if ((size_t)U.max_pages * 4096 > cap)
-		cap = (size_t)U.max_pages * 4096;
+	size_t cap = ur->max_write;
+	if ((size_t)ur->max_pages * 4096 > cap)
+		cap = (size_t)ur->max_pages * 4096;
 	if (cap < 8192)
 		cap = 8192;
 	cap = (cap + 4095) & ~(size_t)4095;
 
-	U.fd = fuse_session_fd(se);
-	U.nq = nq;
-	U.qs = calloc(nq, sizeof *U.qs);
-	if (!U.qs)
+	ur->fd = fuse_session_fd(se);
+	ur->nq = nq;
+	ur->qs = calloc(nq, sizeof *ur->qs);
+	if (!ur->qs)
 		return -ENOMEM;
 	for (unsigned i = 0; i < nq; i++) {
-		struct queue *q = &U.qs[i];
+		struct queue *q = &ur->qs[i];
+		q->fs = fs;
 		q->qid = i;
 		q->efd = eventfd(0, EFD_CLOEXEC);
 		q->place.statfd = q->place.loadfd = -1;
@@ -531,53 +551,61 @@ int uring_start(struct fuse_session *se)
 		}
 	}
 	for (unsigned i = 0; i < nq; i++) {
-		if (pthread_create(&U.qs[i].th, NULL, queue_main, &U.qs[i]) != 0) {
-			U.nq = i;
+		if (pthread_create(&ur->qs[i].th, NULL, queue_main, &ur->qs[i]) != 0) {
+			ur->nq = i;
 			break;
 		}
-		U.qs[i].started = true;
+		ur->qs[i].started = true;
 	}
 	/* wait for every queue to report */
-	pthread_mutex_lock(&U.lock);
-	while (U.nready < U.nq)
-		pthread_cond_wait(&U.cond, &U.lock);
-	pthread_mutex_unlock(&U.lock);
+	pthread_mutex_lock(&ur->lock);
+	while (ur->nready < ur->nq)
+		pthread_cond_wait(&ur->cond, &ur->lock);
+	pthread_mutex_unlock(&ur->lock);
 	int err = 0;
-	for (unsigned i = 0; i < U.nq; i++)
-		if (U.qs[i].ready < 0)
-			err = U.qs[i].ready;
-	if (U.nq < nq)
+	for (unsigned i = 0; i < ur->nq; i++)
+		if (ur->qs[i].ready < 0)
+			err = ur->qs[i].ready;
+	if (ur->nq < nq)
 		err = -EAGAIN;
 	if (err) {
 		sdebug("io_uring: registering the queues: %s; serving through /dev/fuse", strerror(-err));
-		refuse();
+		refuse(ur->fd);
 	}
 	return err;
 fail:
-	refuse();
+	refuse(ur->fd);
 	for (unsigned i = 0; i < nq; i++)
-		free_queue(&U.qs[i]);
-	free(U.qs);
-	U.qs = NULL;
-	U.nq = 0;
+		free_queue(&ur->qs[i]);
+	free(ur->qs);
+	ur->qs = NULL;
+	ur->nq = 0;
 	return -ENOMEM;
 }
 
-void uring_stop(void)
+void uring_stop(struct sfs *fs)
 {
-	if (!U.qs)
+	struct uring *ur = fs->ur;
+	if (!ur)
 		return;
-	__atomic_store_n(&U.stop, true, __ATOMIC_RELEASE);
-	for (unsigned i = 0; i < U.nq; i++) {
+	fs->ur = NULL;
+	if (!ur->qs)
+		goto out;
+	__atomic_store_n(&ur->stop, true, __ATOMIC_RELEASE);
+	for (unsigned i = 0; i < ur->nq; i++) {
 		uint64_t one = 1;
-		if (write(U.qs[i].efd, &one, sizeof one) < 0)
+		if (write(ur->qs[i].efd, &one, sizeof one) < 0)
 			continue;
 	}
-	for (unsigned i = 0; i < U.nq; i++) {
-		if (U.qs[i].started)
-			pthread_join(U.qs[i].th, NULL);
-		free_queue(&U.qs[i]);
+	for (unsigned i = 0; i < ur->nq; i++) {
+		if (ur->qs[i].started)
+			pthread_join(ur->qs[i].th, NULL);
+		free_queue(&ur->qs[i]);
 	}
-	free(U.qs);
-	U.qs = NULL;
+	free(ur->qs);
+	ur->qs = NULL;
+out:
+	pthread_cond_destroy(&ur->cond);
+	pthread_mutex_destroy(&ur->lock);
+	free(ur);
 }

@@ -23,7 +23,7 @@ struct xattr_args_k {
 	uint32_t flags;
 };
 
-static int have_at = 1;   /* cleared once the kernel says ENOSYS */
+static int have_at = 1;   /* cleared once the kernel says ENOSYS (the process's, not a mount's) */
 
 /* Names inside a layer are relative and never followed; the only absolute
  * ones are /proc/self/fd links to objects already unlinked, which must be
