@@ -11,12 +11,14 @@
 #include <fcntl.h>
 #include <fnmatch.h>
 #include <limits.h>
+#include <stdint.h>
 #include <linux/openat2.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/xattr.h>
+#include <time.h>
 #include <unistd.h>
 
 /* ---- paths ------------------------------------------------------------ */
@@ -90,6 +92,8 @@ static void join(char *out, size_t len, const char *a, const char *b)
 	else
 		snprintf(out, len, "%s", b);
 }
+
+static void memo_free(struct hashmemo *m);
 
 /* ---- ignore rules ----------------------------------------------------- */
 
@@ -218,6 +222,8 @@ void bctx_close(struct bctx *c)
 		free(c->pat[i]);
 	free(c->pat);
 	free(c->neg);
+	memo_free(c->memo);
+	c->memo = NULL;
 	c->pat = NULL;
 	c->neg = NULL;
 	c->npat = 0;
@@ -333,6 +339,239 @@ int bctx_glob(const struct bctx *c, const char *src, char ***out, size_t *n)
 
 /* ---- hashing ---------------------------------------------------------- */
 
+/* The memo: the XXH3-128 of each regular file's content by its identity
+ * and change stamps, so an unchanged context is hashed by fstatat alone.
+ *
+ * Why a matching (dev, ino, size, mtime, ctime) is taken to mean unchanged
+ * content: every write to a file's data updates its mtime and ctime, and
+ * nothing lets a user set ctime (utimensat sets it to now; only changing
+ * the clock or writing the raw device could fake it). A file replaced by
+ * another (rename, rm + create) has another inode or, when the number is
+ * reused, a new ctime. The one hole is time granularity: a file changed
+ * twice within one tick of the filesystem's coarse clock keeps its stamps.
+ * So, as git does with its racy-clean entries, a hash is only remembered
+ * for a file whose ctime is more than a second older than the start of
+ * the build's hashing: any later change gets a later ctime. A file changed
+ * in the last second is read every time until it is that old. */
+
+#define MEMO_MAGIC "STRCTXH1"
+#define MEMO_ORDER 0x01020304u
+
+struct memo_rec {
+	uint64_t dev, ino, size;
+	int64_t mtime_s, ctime_s;
+	uint32_t mtime_ns, ctime_ns;
+	uint64_t lo, hi;
+};
+
+struct memo_head {
+	char magic[8];
+	uint32_t order;         /* MEMO_ORDER as this host writes it */
+	uint32_t recsize;
+	uint64_t n;
+	uint64_t sum;           /* XXH3-64 of the records: a torn write is no memo */
+};
+
+struct hashmemo {
+	struct memo_rec *old;   /* as loaded, sorted by (dev, ino) */
+	size_t nold;
+	struct memo_rec *seen;  /* what this build found or computed */
+	size_t nseen, cap;
+	bool missed;            /* a file was hashed and remembered */
+	struct timespec trust_before;
+};
+
+static int rec_cmp(const void *a, const void *b)
+{
+	const struct memo_rec *x = a, *y = b;
+	if (x->dev != y->dev)
+		return x->dev < y->dev ? -1 : 1;
+	if (x->ino != y->ino)
+		return x->ino < y->ino ? -1 : 1;
+	return 0;
+}
+
+static void rec_of(struct memo_rec *r, const struct stat *st)
+{
+	memset(r, 0, sizeof *r);
+	r->dev = (uint64_t)st->st_dev;
+	r->ino = (uint64_t)st->st_ino;
+	r->size = (uint64_t)st->st_size;
+	r->mtime_s = (int64_t)st->st_mtim.tv_sec;
+	r->mtime_ns = (uint32_t)st->st_mtim.tv_nsec;
+	r->ctime_s = (int64_t)st->st_ctim.tv_sec;
+	r->ctime_ns = (uint32_t)st->st_ctim.tv_nsec;
+}
+
+static int memo_remember(struct hashmemo *m, const struct memo_rec *r)
+{
+	if (m->nseen == m->cap) {
+		size_t cap = m->cap ? m->cap * 2 : 1024;
+		struct memo_rec *g = realloc(m->seen, cap * sizeof *g);
+		if (!g)
+			return -ENOMEM;
+		m->seen = g;
+		m->cap = cap;
+	}
+	m->seen[m->nseen++] = *r;
+	return 0;
+}
+
+int bctx_memo_load(struct bctx *c, const void *data, size_t len)
+{
+	struct hashmemo *m = calloc(1, sizeof *m);
+	if (!m)
+		return -ENOMEM;
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	m->trust_before = (struct timespec){ now.tv_sec - 1, now.tv_nsec };
+	struct memo_head hd;
+	if (data && len >= sizeof hd) {
+		memcpy(&hd, data, sizeof hd);
+		const char *recs = (const char *)data + sizeof hd;
+		size_t body = len - sizeof hd;
+		if (!memcmp(hd.magic, MEMO_MAGIC, 8) && hd.order == MEMO_ORDER &&
+		    hd.recsize == sizeof(struct memo_rec) && hd.n == body / sizeof(struct memo_rec) &&
+		    body % sizeof(struct memo_rec) == 0 && XXH3_64bits(recs, body) == hd.sum &&
+		    (m->old = malloc(body ? body : 1))) {
+			memcpy(m->old, recs, body);
+			m->nold = (size_t)hd.n;
+			/* sorted when written; a memo that is not is no memo */
+			for (size_t i = 1; i < m->nold; i++)
+				if (rec_cmp(&m->old[i - 1], &m->old[i]) >= 0) {
+					m->nold = 0;
+					break;
+				}
+		}
+	}
+	c->memo = m;
+	return 0;
+}
+
+static void memo_free(struct hashmemo *m)
+{
+	if (m) {
+		free(m->old);
+		free(m->seen);
+		free(m);
+	}
+}
+
+int bctx_memo_dump(const struct bctx *c, void **data, size_t *len)
+{
+	struct hashmemo *m = c->memo;
+	*data = NULL;
+	*len = 0;
+	if (!m || !m->nseen)
+		return 0;
+	qsort(m->seen, m->nseen, sizeof *m->seen, rec_cmp);
+	size_t n = 0;
+	for (size_t i = 0; i < m->nseen; i++)
+		if (!n || rec_cmp(&m->seen[n - 1], &m->seen[i]))
+			m->seen[n++] = m->seen[i];
+	m->nseen = n;
+	/* every file found as remembered, and no remembered file gone: the
+	 * memo on disk says it all already */
+	if (!m->missed && n == m->nold)
+		return 0;
+	struct memo_head hd = { .order = MEMO_ORDER, .recsize = sizeof(struct memo_rec), .n = n };
+	memcpy(hd.magic, MEMO_MAGIC, 8);
+	hd.sum = XXH3_64bits(m->seen, n * sizeof *m->seen);
+	char *out = malloc(sizeof hd + n * sizeof *m->seen);
+	if (!out)
+		return -ENOMEM;
+	memcpy(out, &hd, sizeof hd);
+	memcpy(out + sizeof hd, m->seen, n * sizeof *m->seen);
+	*data = out;
+	*len = sizeof hd + n * sizeof *m->seen;
+	return 1;
+}
+
+/* The content hash of the regular file pfd/name, whose stat is st. */
+static int hash_file(const struct bctx *c, int pfd, const char *name, const struct stat *st, XXH128_hash_t *out)
+{
+	struct hashmemo *m = c->memo;
+	struct memo_rec key;
+	rec_of(&key, st);
+	if (m && m->nold) {
+		const struct memo_rec *f = bsearch(&key, m->old, m->nold, sizeof key, rec_cmp);
+		if (f && f->size == key.size && f->mtime_s == key.mtime_s && f->mtime_ns == key.mtime_ns &&
+		    f->ctime_s == key.ctime_s && f->ctime_ns == key.ctime_ns) {
+			out->low64 = f->lo;
+			out->high64 = f->hi;
+			return memo_remember(m, f);
+		}
+	}
+	_cleanup_close_ int fd = openat(pfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	XXH3_state_t *h = XXH3_createState();
+	if (!h)
+		return -ENOMEM;
+	XXH3_128bits_reset(h);
+	char buf[65536];
+	ssize_t n;
+	while ((n = read(fd, buf, sizeof buf)) > 0)
+		XXH3_128bits_update(h, buf, (size_t)n);
+	int r = n < 0 ? -errno : 0;
+	*out = XXH3_128bits_digest(h);
+	XXH3_freeState(h);
+	bool settled = m && (st->st_ctim.tv_sec < m->trust_before.tv_sec ||
+			     (st->st_ctim.tv_sec == m->trust_before.tv_sec &&
+			      st->st_ctim.tv_nsec < m->trust_before.tv_nsec));
+	if (r == 0 && settled) {
+		key.lo = out->low64;
+		key.hi = out->high64;
+		m->missed = true;
+		r = memo_remember(m, &key);
+	}
+	return r;
+}
+
+static int cmp_name(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The names in directory d, sorted. */
+static int read_names(DIR *d, char ***names, size_t *n)
+{
+	char **v = NULL;
+	size_t cnt = 0, cap = 0;
+	struct dirent *de;
+	int r = 0;
+	errno = 0;
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (cnt == cap) {
+			cap = cap ? cap * 2 : 32;
+			char **g = realloc(v, cap * sizeof *g);
+			if (!g) {
+				r = -ENOMEM;
+				break;
+			}
+			v = g;
+		}
+		if (!(v[cnt] = strdup(de->d_name))) {
+			r = -ENOMEM;
+			break;
+		}
+		cnt++;
+	}
+	if (r == 0 && errno)
+		r = -errno;
+	if (r < 0) {
+		free_names(v, cnt);
+		return r;
+	}
+	if (cnt)
+		qsort(v, cnt, sizeof *v, cmp_name);
+	*names = v;
+	*n = cnt;
+	return 0;
+}
+
 static int hash_entry(const struct bctx *c, int pfd, const char *name, const char *rel,
 		      const char *shown, XXH3_state_t *h)
 {
@@ -351,34 +590,42 @@ static int hash_entry(const struct bctx *c, int pfd, const char *name, const cha
 			return -errno;
 		XXH3_128bits_update(h, t, (size_t)n);
 	} else if (S_ISREG(st.st_mode)) {
-		_cleanup_close_ int fd = openat(pfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-		if (fd < 0)
-			return -errno;
-		char buf[65536];
-		ssize_t n;
-		while ((n = read(fd, buf, sizeof buf)) > 0)
-			XXH3_128bits_update(h, buf, (size_t)n);
-		if (n < 0)
-			return -errno;
+		XXH128_hash_t fh;
+		int r = hash_file(c, pfd, name, &st, &fh);
+		if (r < 0)
+			return r;
+		XXH128_canonical_t canon;
+		XXH128_canonicalFromHash(&canon, fh);
+		XXH3_128bits_update(h, &canon, sizeof canon);
 	} else if (S_ISDIR(st.st_mode)) {
-		_cleanup_close_ int d = openat(pfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		int dfd = openat(pfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (dfd < 0)
+			return -errno;
+		DIR *d = fdopendir(dfd);
+		if (!d) {
+			close(dfd);
+			return -ENOMEM;
+		}
 		char **names;
 		size_t n;
-		if (d < 0 || list_sorted(d, &names, &n) < 0)
-			return d < 0 ? -errno : -ENOMEM;
-		int r = 0;
+		int r = read_names(d, &names, &n);
+		if (r < 0) {
+			closedir(d);
+			return r;
+		}
 		bool neg = any_negation(c);
-		for (size_t i = 0; i < n && r == 0; i++) {
+		for (size_t i = 0; r == 0 && i < n; i++) {
 			char crel[PATH_MAX], cshown[PATH_MAX];
 			join(crel, sizeof crel, rel, names[i]);
 			join(cshown, sizeof cshown, shown, names[i]);
 			struct stat cst;
-			if (bctx_ignored(c, crel) &&
-			    !(neg && fstatat(d, names[i], &cst, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(cst.st_mode)))
+			if (c->npat && bctx_ignored(c, crel) &&
+			    !(neg && fstatat(dirfd(d), names[i], &cst, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(cst.st_mode)))
 				continue;
-			r = hash_entry(c, d, names[i], crel, cshown, h);
+			r = hash_entry(c, dirfd(d), names[i], crel, cshown, h);
 		}
 		free_names(names, n);
+		closedir(d);
 		return r;
 	}
 	return 0;

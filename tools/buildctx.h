@@ -17,8 +17,11 @@
 
 #include "lowerview.h"
 
+struct hashmemo;
+
 struct bctx {
 	int fd;                 /* the context directory */
+	struct hashmemo *memo;  /* remembered file hashes, or NULL */
 	char *path;
 	char **pat;             /* ignore patterns, cleaned */
 	bool *neg;              /* pattern starts with '!' */
@@ -35,8 +38,18 @@ bool bctx_ignored(const struct bctx *c, const char *rel);
 int bctx_glob(const struct bctx *c, const char *src, char ***out, size_t *n);
 
 /* Feed what a copy of context path rel would produce (names, types,
- * modes, sizes, contents, link targets; ignored entries left out) into h. */
+ * modes, sizes, contents, link targets; ignored entries left out) into h.
+ * A file's content goes in as its XXH3-128, which the memo (when loaded)
+ * gives without reading the file when its stat stamps are unchanged. */
 int bctx_hash(const struct bctx *c, const char *rel, XXH3_state_t *h);
+
+/* The memo of file hashes from an earlier build of this context: data is
+ * what bctx_memo_dump gave then (NULL, or anything damaged: an empty
+ * memo). Call before the first bctx_hash. */
+int bctx_memo_load(struct bctx *c, const void *data, size_t len);
+/* The memo to keep for the next build: 1 with *data (malloc'd) when it
+ * changed, 0 when what was loaded is still exact (nothing to write). */
+int bctx_memo_dump(const struct bctx *c, void **data, size_t *len);
 
 /* How copied entries are owned and moded in the staging tree. */
 struct copy_opts {

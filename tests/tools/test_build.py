@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from strata_t import (Fail, check, entry, make_tar, oci_layout, BUSYBOX, dev_wrap, main)
@@ -171,12 +172,28 @@ def test_build_and_run(env):
     check('RUN echo "RAN-$((1+1))"' in h and 'COPY --chown=app:app' in h, 'history shows each instruction:\n' + h)
 
 
+def steps(r):
+    """The build's steps in order, each (instruction, came from the cache)."""
+    out = []
+    for line in r.err.splitlines():
+        if line.startswith('STEP '):
+            out.append([line.split(': ', 1)[1], False])
+        elif line.startswith('--> using cache') and out:
+            out[-1][1] = True
+    return [tuple(s) for s in out]
+
+
+def ran(r):
+    return [s for s, cached in steps(r) if not cached and not s.startswith('FROM ')]
+
+
 def test_cache(env):
     base_image(env)
     ctx = main_context(env)
     first = image_of(build(env, '-t', 'app:1', ctx))
     again = build(env, '-t', 'app:2', ctx)
-    check('RAN-2' not in again.out + again.err, 'an unchanged rebuild runs nothing')
+    check('RAN-2' not in again.out + again.err and ran(again) == [] and len(steps(again)) == 13,
+          'an unchanged rebuild runs nothing: %s' % steps(again))
     check(image_of(again) == first, 'an unchanged rebuild gives the same image: %s %s' % (again.out, first))
     # removing the names collects nothing the cache refers to
     env.run('rmi', 'app:1', 'app:2')
@@ -189,7 +206,14 @@ def test_cache(env):
     env.give()
     third = build(env, '-t', 'app:3', ctx)
     err = third.err
-    check(err.count('using cache') == 4, 'ARG, ENV, WORKDIR and the first COPY come from the cache: %s' % err)
+    # exactly the steps from the COPY of the changed file on come from
+    # no cache, and all before it do
+    got = ran(third)
+    check([s.split()[0] for s in got] == ['COPY', 'ADD', 'RUN', 'LABEL', 'EXPOSE', 'USER', 'STOPSIGNAL', 'CMD']
+          and got[0] == 'COPY dir/ sub/', 'only the steps from the changed COPY on run: %s' % got)
+    cached = [s.split()[0] for s, c in steps(third) if c]
+    check(cached == ['ARG', 'ENV', 'WORKDIR', 'COPY'],
+          'ARG, ENV, WORKDIR and the first COPY come from the cache: %s' % err)
     check('RAN-2' in third.out + err, 'the RUN after the changed COPY runs again')
     check(image_of(third) != first, 'a new image')
     check(run(env, 'app:3', 'cat', '/app/sub/a', opts=('-u', '0')) == 'changed\n', 'the new content is in the image')
@@ -198,6 +222,63 @@ def test_cache(env):
     # a build arg that RUN sees is part of its key
     ba = build(env, '--build-arg', 'GREETING=bonjour', '-t', 'app:5', ctx)
     check('RAN-2' in ba.out + ba.err, 'another build arg reruns the RUN')
+
+
+def test_cache_memo(env):
+    """The memo of file hashes (a file is not read again while its size,
+    times and inode are unchanged) never hides a change: the same size
+    and the old mtime put back still rerun the COPY, so does a file
+    replaced by another of the same size and times; a damaged memo is
+    no memo."""
+    base_image(env)
+    files = {'d/%03d.txt' % i: b'%03d\n' % i for i in range(300)}
+    files['d/f.txt'] = b'one\n'
+    ctx = context(env, files, 'FROM base\nCOPY d/ /d/\nRUN cat /d/f.txt > /seen\n')
+    # the memo keeps only hashes of files whose ctime is over a second
+    # old (a second change within one clock tick would keep the stamps)
+    time.sleep(1.5)
+    first = build(env, '-t', 'memo:1', ctx)
+    check(ran(first) == ['COPY d/ /d/', 'RUN cat /d/f.txt > /seen'], 'the first build runs all: %s' % steps(first))
+    memo = os.path.join(env.store, 'build-cache', 'contexts')
+    names = os.listdir(memo) if os.path.isdir(memo) else []
+    check(len(names) == 1 and os.path.getsize(os.path.join(memo, names[0])) > 301 * 64,
+          'the hashes of the context files are remembered: %s' % names)
+    memo_file = os.path.join(memo, names[0])
+    stamp = os.stat(memo_file).st_mtime_ns
+    again = build(env, '-t', 'memo:2', ctx)
+    check(ran(again) == [] and image_of(again) == image_of(first), 'an unchanged rebuild runs nothing')
+    check(os.stat(memo_file).st_mtime_ns == stamp, 'a rebuild that learnt nothing does not write the memo')
+
+    p = os.path.join(ctx, 'd', 'f.txt')
+    st = os.stat(p)
+    with open(p, 'wb') as f:
+        f.write(b'two\n')
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    check(os.stat(p).st_size == st.st_size and os.stat(p).st_mtime_ns == st.st_mtime_ns, 'same size and mtime')
+    third = build(env, '-t', 'memo:3', ctx)
+    check(ran(third) == ['COPY d/ /d/', 'RUN cat /d/f.txt > /seen'],
+          'new content of the same size under the old mtime reruns the COPY: %s' % steps(third))
+    check(run(env, 'memo:3', 'cat', '/seen') == 'two\n', 'the new content is in the image')
+
+    # another file of the same size and times renamed over it
+    q = os.path.join(ctx, 'd', 'g.tmp')
+    with open(q, 'wb') as f:
+        f.write(b'six\n')
+    st = os.stat(p)
+    os.utime(q, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.rename(q, p)
+    env.give()
+    fourth = build(env, '-t', 'memo:4', ctx)
+    check(ran(fourth) == ['COPY d/ /d/', 'RUN cat /d/f.txt > /seen'],
+          'a file replaced by one of the same size and mtime reruns the COPY: %s' % steps(fourth))
+    check(run(env, 'memo:4', 'cat', '/seen') == 'six\n', 'the replacing content is in the image')
+
+    with open(memo_file, 'r+b') as f:
+        f.seek(100)
+        f.write(b'garbage')
+    fifth = build(env, '-t', 'memo:5', ctx)
+    check(ran(fifth) == [] and image_of(fifth) == image_of(fourth),
+          'a damaged memo is ignored (the files are read again, to the same key): %s' % steps(fifth))
 
 
 def test_multistage_and_target(env):
@@ -287,5 +368,5 @@ def test_dockerfile_and_scratch(env):
 
 
 if __name__ == '__main__':
-    sys.exit(main([test_build_and_run, test_cache, test_multistage_and_target, test_ignore_and_globs,
+    sys.exit(main([test_build_and_run, test_cache, test_cache_memo, test_multistage_and_target, test_ignore_and_globs,
                    test_failing_run, test_bad_input, test_dockerfile_and_scratch]))
