@@ -65,6 +65,26 @@ int pkstore_open_layer(struct store *s, const char *diffid, struct pk_layer **l,
 	return r;
 }
 
+int pkstore_layer_tree(struct store *s, const char *diffid)
+{
+	char name[64], p[PATH_MAX], dir[PATH_MAX + 64];
+	struct pk_layer *l;
+	_cleanup_close_ int tfd = store_mktemp(s, name);
+	if (tfd < 0)
+		return tfd;
+	snprintf(p, sizeof p, "%s/layers/%s/layer.pk", s->root, digest_hex(diffid));
+	snprintf(dir, sizeof dir, "%s/%s/tree", s->root, name);
+	int r = pk_open(p, NULL, NULL, &l);
+	if (r < 0)
+		return r;
+	r = pk_unpack(l, dir);
+	pk_close(l);
+	if (r < 0)
+		return r;
+	r = openat(tfd, "tree", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	return r < 0 ? -errno : r;
+}
+
 /* ---------------------------------------------------------------- import */
 
 struct pkstore_import {
@@ -134,6 +154,15 @@ int pkstore_set_format(int dirfd, const char *tar)
 	}
 	json_object_set_new(j, "format", json_string("packed"));
 	json_object_set_new(j, "tar", json_string(tar));
+	if (!strcmp(tar, "tar-split") && json_is_string(json_object_get(j, "diff_id"))) {
+		/* The blob is gone: export writes the plain tar, whose digest is
+		 * the DiffID; inspect shows what export writes. */
+		if (!json_object_get(j, "imported_digest"))
+			json_object_set(j, "imported_digest", json_object_get(j, "digest"));
+		json_object_set(j, "digest", json_object_get(j, "diff_id"));
+		json_object_set_new(j, "media_type", json_string(oci_layer_media_type(COMP_NONE)));
+		json_object_set(j, "size", json_object_get(j, "tar_size"));
+	}
 	_cleanup_free_ char *s = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
 	json_decref(j);
 	return s ? write_file_atomic(dirfd, "layer.json", s, strlen(s)) : -ENOMEM;

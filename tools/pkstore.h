@@ -62,6 +62,11 @@ int pkstore_layer_is_packed(struct store *s, const char *diffid);
 /* Open a packed layer's record and metadata for export. */
 int pkstore_open_layer(struct store *s, const char *diffid, struct pk_layer **l, int *tsfd);
 
+/* A packed layer's tree as a directory fd, unpacked into this process's
+ * tmp/ (gone at store_close): what store_layer_dirfd gives the readers that
+ * walk trees (lowerview, diff, layers) until they read packed layers. */
+int pkstore_layer_tree(struct store *s, const char *diffid);
+
 /* Free chunks no layer uses (the caller holds the store's exclusive lock).
  * Quiet when the store has no chunk store. */
 int pkstore_gc(struct store *s, struct pk_gc_stats *st);

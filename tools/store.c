@@ -394,6 +394,8 @@ int store_layer_dirfd(struct store *s, const char *diffid)
 	store_layer_relpath(s, diffid, p, sizeof p - 8);
 	strcat(p, "/diff");
 	int fd = openat(s->fd, p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT && !find_pending(s, diffid) && pkstore_layer_is_packed(s, diffid) == 1)
+		return pkstore_layer_tree(s, diffid);
 	return fd < 0 ? -errno : fd;
 }
 

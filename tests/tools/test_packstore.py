@@ -169,7 +169,19 @@ def test_rootfs_and_tar_kinds(env):
     env.give()
     env.run('import', 'oci:%s:t' % src, 'mix:1')
     env.run('import', 'rootfs:' + env.path('root.tar'), 'rootfs:1')
-    for img, want in (('mix:1', tars), ('rootfs:1', [pax_layer()])):
+    # A path twice (the later member wins on disk): the record cannot rebuild
+    # the first body from the layer, so the blob is kept and exported.
+    dup = make_tar([entry('d', data=b'first' * 300), entry('l', 'hardlink', target='d'),
+                    entry('d', data=b'second' * 300)])
+    dcd, dids = oci_layout(env.path('dup'), [(dup, 'gzip')], tag='t')
+    env.give()
+    env.run('import', 'oci:%s:t' % env.path('dup'), 'dup:1')
+    ldir = os.path.join(env.store, 'layers', dids[0][7:])
+    info = json.load(open(os.path.join(ldir, 'layer.json')))
+    check(info.get('tar') == 'blob' and sorted(os.listdir(ldir)) == ['blob', 'layer.json', 'layer.pk'],
+          'a tar the record cannot rebuild keeps its blob: %s %s' % (info, os.listdir(ldir)))
+    system_check(env, 'with a kept blob')
+    for img, want in (('mix:1', tars), ('rootfs:1', [pax_layer()]), ('dup:1', [dup])):
         out = env.path('out-' + img.replace(':', '-'))
         env.run('export', img, 'docker-archive:' + out)
         got = layer_tars_of(out, 'docker-archive')
