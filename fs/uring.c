@@ -588,7 +588,6 @@ void uring_stop(struct sfs *fs)
 	struct uring *ur = fs->ur;
 	if (!ur)
 		return;
-	fs->ur = NULL;
 	if (!ur->qs)
 		goto out;
 	__atomic_store_n(&ur->stop, true, __ATOMIC_RELEASE);
@@ -605,6 +604,8 @@ void uring_stop(struct sfs *fs)
 	free(ur->qs);
 	ur->qs = NULL;
 out:
+	/* only now: the queue threads read it until they are joined */
+	fs->ur = NULL;
 	pthread_cond_destroy(&ur->cond);
 	pthread_mutex_destroy(&ur->lock);
 	free(ur);
