@@ -348,11 +348,17 @@ int bctx_glob(const struct bctx *c, const char *src, char ***out, size_t *n)
  * the clock or writing the raw device could fake it). A file replaced by
  * another (rename, rm + create) has another inode or, when the number is
  * reused, a new ctime. The one hole is time granularity: a file changed
- * twice within one tick of the filesystem's coarse clock keeps its stamps.
- * So, as git does with its racy-clean entries, a hash is only remembered
- * for a file whose ctime is more than a second older than the start of
- * the build's hashing: any later change gets a later ctime. A file changed
- * in the last second is read every time until it is that old. */
+ * twice within one tick of the clock that stamps it keeps its stamps. So,
+ * as git does with its racy-clean entries, a hash is only remembered for a
+ * file whose ctime is older than the start of the build by more
+ * than that tick: a change after our stat then gets a later ctime. The
+ * kernel stamps from its coarse clock, one jiffy (10 ms at the lowest HZ)
+ * or finer, and filesystems keep nanoseconds: 50 ms is margin enough. A
+ * filesystem that keeps whole seconds only (every stamp's nanoseconds are
+ * zero: ext3, FAT, some network filesystems) gets 2 s. A file changed
+ * within that margin is read again at every build until it is older.
+ * (A network filesystem stamps with its server's clock: a server behind
+ * ours by more than the margin would defeat this, as it defeats git.) */
 
 #define MEMO_MAGIC "STRCTXH1"
 #define MEMO_ORDER 0x01020304u
@@ -378,7 +384,7 @@ struct hashmemo {
 	struct memo_rec *seen;  /* what this build found or computed */
 	size_t nseen, cap;
 	bool missed;            /* a file was hashed and remembered */
-	struct timespec trust_before;
+	struct timespec start;  /* when the hashing began */
 };
 
 static int rec_cmp(const void *a, const void *b)
@@ -424,7 +430,7 @@ int bctx_memo_load(struct bctx *c, const void *data, size_t len)
 		return -ENOMEM;
 	struct timespec now;
 	clock_gettime(CLOCK_REALTIME, &now);
-	m->trust_before = (struct timespec){ now.tv_sec - 1, now.tv_nsec };
+	m->start = now;
 	struct memo_head hd;
 	if (data && len >= sizeof hd) {
 		memcpy(&hd, data, sizeof hd);
@@ -516,9 +522,13 @@ static int hash_file(const struct bctx *c, int pfd, const char *name, const stru
 	int r = n < 0 ? -errno : 0;
 	*out = XXH3_128bits_digest(h);
 	XXH3_freeState(h);
-	bool settled = m && (st->st_ctim.tv_sec < m->trust_before.tv_sec ||
-			     (st->st_ctim.tv_sec == m->trust_before.tv_sec &&
-			      st->st_ctim.tv_nsec < m->trust_before.tv_nsec));
+	bool settled = false;
+	if (m) {
+		long long margin = st->st_ctim.tv_nsec ? 50000000LL : 2000000000LL;
+		long long age = ((long long)m->start.tv_sec - st->st_ctim.tv_sec) * 1000000000LL +
+				(m->start.tv_nsec - st->st_ctim.tv_nsec);
+		settled = age > margin;
+	}
 	if (r == 0 && settled) {
 		key.lo = out->low64;
 		key.hi = out->high64;

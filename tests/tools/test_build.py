@@ -234,9 +234,11 @@ def test_cache_memo(env):
     files = {'d/%03d.txt' % i: b'%03d\n' % i for i in range(300)}
     files['d/f.txt'] = b'one\n'
     ctx = context(env, files, 'FROM base\nCOPY d/ /d/\nRUN cat /d/f.txt > /seen\n')
-    # the memo keeps only hashes of files whose ctime is over a second
-    # old (a second change within one clock tick would keep the stamps)
-    time.sleep(1.5)
+    # the memo keeps only hashes of files whose ctime is older than the
+    # build by more than a clock tick (50 ms; 2 s where the filesystem
+    # keeps whole seconds): a second change within the tick would keep
+    # the stamps
+    time.sleep(2.5)
     first = build(env, '-t', 'memo:1', ctx)
     check(ran(first) == ['COPY d/ /d/', 'RUN cat /d/f.txt > /seen'], 'the first build runs all: %s' % steps(first))
     memo = os.path.join(env.store, 'build-cache', 'contexts')
