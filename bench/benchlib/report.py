@@ -308,6 +308,12 @@ def targets(summary, out=sys.stdout):
                      % (cold / pcold))
     if cached is not None:
         lines.append("strata build fully cached: %s (target < 0.3 s)" % _fmt(cached, "s"))
+    changed = by.get(("build, one context file changed", "strata build"))
+    if changed and changed["median"] is not None:
+        mark = "only the steps from the COPY on: "
+        only = changed["note"].split(mark)[-1].split(";")[0] if mark in changed["note"] else "?"
+        lines.append("strata build after one context file changed: %s; only the steps from its "
+                     "COPY on ran: %s (target: yes)" % (_fmt(changed["median"], "s"), only))
     if lines:
         print("\ntargets (issues 19, 15, 18), this run's medians:", file=out)
         for l in lines:

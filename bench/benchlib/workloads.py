@@ -422,14 +422,17 @@ class Build(Workload):
         sysutil.run_setup(["cp", "-a", src, ctxdir], what="copy the build context")
         with open(os.path.join(ctxdir, "Containerfile"), "w") as f:
             f.write(F.CONTAINERFILE)
-        tag = "localhost/bench-build:%d" % next(ctx.counter)
+        n = next(ctx.counter)
+        tag = "localhost/bench-build:%d" % n
         if self.kind != "cold":
             pre = sysutil.run_measured(inst.build(ctxdir, tag, False), timeout=ctx.build_timeout)
             if pre.rc != 0:
                 raise BenchError("first build exited %d: %s" % (pre.rc, pre.err.strip()[-300:]))
         if self.kind == "changed":
+            # new content each time: an earlier repetition's change is in
+            # the build cache of the run's store
             with open(os.path.join(ctxdir, "src", "d0", "f0.txt"), "ab") as f:
-                f.write(b"changed\n")
+                f.write(b"changed %d\n" % n)
         # stdout joins stderr (podman says "Using cache" on stdout, strata on
         # stderr): the note tells how many steps came from the cache
         r = sysutil.run_measured(["sh", "-c", 'exec "$@" 1>&2', "sh"]
@@ -437,9 +440,29 @@ class Build(Workload):
                                  timeout=ctx.build_timeout)
         if r.rc != 0:
             raise BenchError("build exited %d: %s" % (r.rc, r.err.strip()[-300:]))
-        hits = sum(1 for l in r.err.splitlines() if "using cache" in l.lower())
-        return Sample(r.wall, r.cpu, note="%d steps from the cache; client CPU includes the RUN "
-                      "step's container" % hits)
+        steps = build_steps(r.err)
+        hits = sum(1 for _, cached in steps if cached)
+        ran = [s.split()[0] for s, cached in steps if not cached and not s.startswith("FROM")]
+        note = "%d steps from the cache, ran: %s" % (hits, " ".join(ran) or "nothing")
+        if self.kind == "changed":
+            # the changed file is copied by the COPY: it and what follows
+            # it run again, nothing before it
+            want = [l.split()[0] for l in F.CONTAINERFILE.splitlines()[2:] if l.strip()]
+            note += "; only the steps from the COPY on: %s" % ("yes" if ran == want else
+                                                             "NO (want %s)" % " ".join(want))
+        return Sample(r.wall, r.cpu, note=note + "; client CPU includes the RUN step's container")
+
+
+def build_steps(out):
+    """(instruction, from the cache) for each STEP line of a build's output;
+    strata and podman print the same 'STEP n/m: ...' and '--> Using cache'."""
+    steps = []
+    for line in out.splitlines():
+        if line.startswith("STEP ") and ": " in line:
+            steps.append([line.split(": ", 1)[1], False])
+        elif "using cache" in line.lower() and steps:
+            steps[-1][1] = True
+    return [tuple(s) for s in steps]
 
 
 def build(ctx):
