@@ -547,6 +547,51 @@ static const char *tls_arg(const char *which, bool verify)
 
 /* --- pull --- */
 
+/* Put the blob of every layer the store holds into the layout skopeo will
+ * write, as a hard link named by its digest: skopeo's OCI destination
+ * takes a blob already in place as copied and does not fetch it, and
+ * import skips a layer the store has. So a pull fetches only the layers
+ * that are new (those of an updated tag, or the top of an image whose
+ * base is here). Best effort: a link that cannot be made costs a
+ * download, nothing else. */
+static void offer_stored_blobs(struct store *s, const char *tmpname)
+{
+	char dir[128];
+	snprintf(dir, sizeof dir, "%s/oci/blobs/sha256", tmpname);
+	_cleanup_close_ int lfd = openat(s->fd, "layers", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	char **names;
+	size_t n;
+	if (lfd < 0 || list_sorted(lfd, &names, &n) < 0)
+		return;
+	bool made = false;
+	for (size_t i = 0; i < n; i++) {
+		char p[PATH_MAX], *txt = NULL;
+		snprintf(p, sizeof p, "%s/layer.json", names[i]);
+		if (read_file_at(lfd, p, 64 << 10, &txt, NULL) < 0)
+			continue;
+		json_t *info = json_loads(txt, 0, NULL);
+		free(txt);
+		const char *dg = json_string_value(json_object_get(info, "digest"));
+		if (dg && digest_valid(dg)) {
+			if (!made) {
+				char sub[128];
+				snprintf(sub, sizeof sub, "%s/oci", tmpname);
+				made = (mkdirat(s->fd, sub, 0700) == 0 || errno == EEXIST);
+				snprintf(sub, sizeof sub, "%s/oci/blobs", tmpname);
+				made = made && (mkdirat(s->fd, sub, 0700) == 0 || errno == EEXIST);
+				made = made && (mkdirat(s->fd, dir, 0700) == 0 || errno == EEXIST);
+			}
+			char from[PATH_MAX], to[PATH_MAX];
+			snprintf(from, sizeof from, "layers/%s/blob", names[i]);
+			snprintf(to, sizeof to, "%s/%s", dir, digest_hex(dg));
+			if (made && linkat(s->fd, from, s->fd, to, 0) < 0 && errno != EEXIST && errno != ENOENT)
+				sdebug("pull: cannot offer %s to skopeo (%s): it is downloaded again", from, strerror(errno));
+		}
+		json_decref(info);
+	}
+	free_names(names, n);
+}
+
 int registry_pull(struct store *s, const char *text, const struct pull_opts *po, char *digest)
 {
 	struct image_ref ref;
@@ -585,6 +630,7 @@ int registry_pull(struct store *s, const char *text, const struct pull_opts *po,
 	struct skopeo_opts so = { .stdout_to_stderr = true, .op = "pull", .target = src };
 	if (show)
 		fprintf(stderr, "Pulling %s\n", full);
+	offer_stored_blobs(s, tmpname);
 	/* No store lock while skopeo downloads, which takes as long as the
 	 * network does: work in tmp/ is this process's own (flocked), safe
 	 * from cleaners, and import takes the write lock to commit. */

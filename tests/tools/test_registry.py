@@ -13,6 +13,7 @@ import base64
 import ctypes
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -70,7 +71,7 @@ def bcrypt(password):
 class Registry:
     """docker-registry on 127.0.0.1, its storage and config in dir."""
 
-    def __init__(self, dir, users=None):
+    def __init__(self, dir, users=None, access=False):
         need(REGISTRY)
         self.dir = dir
         os.makedirs(dir, exist_ok=True)
@@ -85,10 +86,10 @@ class Registry:
             self.host = '127.0.0.1:%d' % self.port
             cfg = os.path.join(dir, 'config.yml')
             with open(cfg, 'w') as f:
-                f.write('version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n'
+                f.write('version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: %s\n'
                         'storage:\n  filesystem:\n    rootdirectory: %s\n'
                         'http:\n  addr: %s\n  secret: strata-test-secret\n%s'
-                        % (os.path.join(dir, 'data'), self.host, auth))
+                        % ('false' if access else 'true', os.path.join(dir, 'data'), self.host, auth))
             self.log = open(os.path.join(dir, 'log'), 'wb')
             # It ends with this test even when the test is killed.
             self.proc = subprocess.Popen([REGISTRY, 'serve', cfg], stdin=subprocess.DEVNULL,
@@ -119,6 +120,17 @@ class Registry:
                 return f.read()[-3000:]
         except OSError:
             return ''
+
+    def blob_gets(self):
+        """The blob digests fetched so far (GET requests of the access
+        log, in order; access=True)."""
+        got = []
+        with open(os.path.join(self.dir, 'log'), errors='replace') as f:
+            for line in f:
+                m = re.search(r'"GET /v2/\S+/blobs/(sha256:[0-9a-f]{64}) ', line)
+                if m:
+                    got.append(m.group(1))
+        return got
 
     def stop(self):
         if self.proc.poll() is None:
@@ -286,6 +298,57 @@ def test_build_push_pull(env):
         pulled = env.run('pull', '--tls-verify=false', dest).out.strip()
         check(pulled == built, 'the built image comes back with its ID (%s, built %s)' % (pulled, built))
         check(run_cat(env, dest) == 'built-on-base', 'and runs')
+
+
+def manifest(reg, repo, tag):
+    with urllib.request.urlopen(urllib.request.Request(
+            'http://%s/v2/%s/manifests/%s' % (reg.host, repo, tag),
+            headers={'Accept': 'application/vnd.oci.image.manifest.v1+json,'
+                               'application/vnd.docker.distribution.manifest.v2+json'})) as r:
+        return json.load(r)
+
+
+def test_pull_reuses_layers(env):
+    """A pull fetches only the layers the store lacks: an image on top of
+    a base already pulled brings its top layer alone, and pulling it again
+    fetches no layer (the registry's access log counts the blob GETs)."""
+    need('skopeo')
+    private_auth(env)
+    with Registry(env.path('registry'), access=True) as reg:
+        make_image(env, 'base:1', 'base-layer')
+        ctx = env.path('ctx')
+        os.makedirs(ctx)
+        with open(os.path.join(ctx, 'top.txt'), 'w') as f:
+            f.write('top-layer\n')
+        with open(os.path.join(ctx, 'Containerfile'), 'w') as f:
+            f.write('FROM base:1\nCOPY top.txt /etc/top\n')
+        env.give()
+        built = env.run('build', '-t', 'top:1', ctx).out.strip().splitlines()[-1]
+        base, top = reg.host + '/strata/base:1', reg.host + '/strata/top:1'
+        env.run('push', '-q', '--tls-verify=false', 'base:1', base)
+        env.run('push', '-q', '--tls-verify=false', 'top:1', top)
+        bl = [l['digest'] for l in manifest(reg, 'strata/base', '1')['layers']]
+        tl = [l['digest'] for l in manifest(reg, 'strata/top', '1')['layers']]
+        check(len(bl) == 1 and len(tl) == 2 and tl[0] == bl[0], 'top is base + one layer: %s %s' % (bl, tl))
+
+        other_store(env, 'fresh')
+        n = len(reg.blob_gets())
+        env.run('pull', '--tls-verify=false', base)
+        got = reg.blob_gets()[n:]
+        check(bl[0] in got, 'the first pull fetches the base layer: %s' % got)
+        n = len(reg.blob_gets())
+        check(env.run('pull', '--tls-verify=false', top).out.strip() == built, 'pull gives the built image')
+        got = reg.blob_gets()[n:]
+        check(tl[1] in got and bl[0] not in got,
+              'the image on top fetches its own layer only, not the base layer the store has: %s' % got)
+        n = len(reg.blob_gets())
+        env.run('pull', '--tls-verify=false', top)
+        got = [d for d in reg.blob_gets()[n:] if d in tl]
+        check(got == [], 'pulling it again fetches no layer: %s' % got)
+        r = env.run('run', '--rm', '--net', 'none', top, '--', '/bin/busybox', 'cat', '/etc/message', '/etc/top',
+                    wrap=fuse(env))
+        check(r.out == 'base-layer\ntop-layer\n', 'the pulled image has both layers: %r' % r.out)
+        tmp_empty(env)
 
 
 def test_errors(env):
@@ -652,7 +715,7 @@ def private_containers_dir():
 if __name__ == '__main__':
     vlc = private_containers_dir()
     try:
-        rc = main([test_push_pull_run, test_build_push_pull, test_errors, test_login, test_save_load, test_podman])
+        rc = main([test_push_pull_run, test_build_push_pull, test_pull_reuses_layers, test_errors, test_login, test_save_load, test_podman])
     finally:
         if vlc:
             shutil.rmtree(vlc, ignore_errors=True)
