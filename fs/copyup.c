@@ -312,15 +312,25 @@ static int copyup_dir_in(struct sfs *fs, struct node *dir, struct node *p)
 	}
 	int ufd = node_upperfd(fs, p);
 	struct stat st;
-	bool t;
+	bool t = false;
 	pthread_rwlock_rdlock(dir->dl_lock);
-	int src = node_dlfd(fs, dir, 0, &t);
+	uint32_t slayer = dir->dl[0].layer, spino = dir->dl[0].pino;
+	bool spk = layer_packed(fs, slayer);
+	int src = spk ? -1 : node_dlfd(fs, dir, 0, &t);
 	pthread_rwlock_unlock(dir->dl_lock);
-	if (ufd < 0 || src < 0) {
+	if (ufd < 0 || (!spk && src < 0)) {
 		pthread_mutex_unlock(&p->lock);
-		return src < 0 ? src : -EIO;
+		return src < 0 && !spk ? src : -EIO;
 	}
-	fstat(src, &st);
+	if (spk) {
+		struct lref lr = { .ino = spino };
+		if ((r = lower_stat(&fs->layers[slayer].lo, &lr, &st)) < 0) {
+			pthread_mutex_unlock(&p->lock);
+			return r;
+		}
+	} else {
+		fstat(src, &st);
+	}
 	copyup_tmpname(fs, tmp, sizeof tmp);
 	if (mkdirat(fs->workfd, tmp, 0700) < 0) {
 		r = -errno;
@@ -334,7 +344,8 @@ static int copyup_dir_in(struct sfs *fs, struct node *dir, struct node *p)
 	}
 	r = upper_set_owner(fs, -1, NULL, nfd, st.st_uid, st.st_gid, st.st_mode);
 	if (r == 0) {
-		int xr = copy_xattrs(src, nfd);
+		int xr = spk ? lower_copy_xattrs(&fs->layers[slayer].lo, spino, nfd, -1, NULL)
+			     : copy_xattrs(src, nfd);
 		if (xr < 0)
 			serr(xr, "copy xattrs of directory", dir->name,
 			     "the upper filesystem refused them; the copy-up goes on without them");
@@ -364,9 +375,11 @@ static int copyup_dir_in(struct sfs *fs, struct node *dir, struct node *p)
 	if (dl) {
 		dl[0].layer = 0;
 		dl[0].fd = nfd;
+		dl[0].pino = 0;
 		dl[0].names = NULL;
 		for (unsigned i = 0; i < n; i++) {
 			dl[i + 1].layer = dir->dl[i].layer;
+			dl[i + 1].pino = dir->dl[i].pino;
 			/* the name sets move to the new list */
 			dl[i + 1].names = __atomic_exchange_n(&dir->dl[i].names, NULL, __ATOMIC_ACQ_REL);
 			/* the fds move too: a thread that just took one from the
@@ -408,21 +421,25 @@ static int copyup_metacopy_data(struct sfs *fs, struct node *n)
 		loc_put(&ul);
 		return r;
 	}
-	int src = openat(dl.dirfd, dl.name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	int src = dl.pino ? -1 : openat(dl.dirfd, dl.name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	/* an unlinked metacopy is reached through its /proc link: follow it */
 	int dst = openat(ul.dirfd, ul.name, O_WRONLY | O_CLOEXEC | (ul.nofollow ? O_NOFOLLOW : 0));
 	char cap[256];
 	ssize_t caplen = dst >= 0 ? fgetxattr(dst, "security.capability", cap, sizeof cap) : -1;
 	struct stat st;
 	r = 0;
-	if (src < 0 || dst < 0 || fstat(dst, &st) < 0)
+	if ((!dl.pino && src < 0) || dst < 0 || fstat(dst, &st) < 0)
 		r = -errno;
 	else {
-		struct stat sst;
-		fstat(src, &sst);
+		struct stat sst = { 0 };
+		if (dl.pino)
+			loc_stat(fs, &dl, &sst);
+		else
+			fstat(src, &sst);
 		off_t size = st.st_size < sst.st_size ? st.st_size : sst.st_size;
 		struct timespec ts[2] = { st.st_atim, st.st_mtim };
-		r = copy_data(src, dst, size);
+		r = dl.pino ? lower_copy_data(&fs->layers[dl.layer].lo, dl.pino, dst, (uint64_t)size)
+			    : copy_data(src, dst, size);
 		if (r == 0 && ftruncate(dst, st.st_size) < 0)
 			r = -errno;
 		if (r == 0 && !fs->opts.is_volatile && fdatasync(dst) < 0)
@@ -468,18 +485,23 @@ static int build_copy(struct sfs *fs, struct node *n, enum cu_how how, const str
 	if (S_ISREG(st->st_mode)) {
 		/* O_NONBLOCK and a second look: a layer changed under us must
 		 * not make the daemon open a FIFO or a device */
-		int in = openat(src->dirfd, src->name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-		struct stat ist;
-		if (in < 0)
-			return -errno;
-		if (fstat(in, &ist) < 0 || !S_ISREG(ist.st_mode) || ist.st_ino != st->st_ino) {
-			close(in);
-			return -EIO;
+		const struct lower *lo = &fs->layers[src->layer].lo;
+		int in = -1;
+		if (!src->pino) {
+			in = openat(src->dirfd, src->name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+			struct stat ist;
+			if (in < 0)
+				return -errno;
+			if (fstat(in, &ist) < 0 || !S_ISREG(ist.st_mode) || ist.st_ino != st->st_ino) {
+				close(in);
+				return -EIO;
+			}
 		}
 		int out = openat(fs->workfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 		if (out < 0) {
 			r = -errno;
-			close(in);
+			if (in >= 0)
+				close(in);
 			return r;
 		}
 		*meta = how == CU_META && fs->opts.metacopy && st->st_size > 0;
@@ -490,12 +512,13 @@ static int build_copy(struct sfs *fs, struct node *n, enum cu_how how, const str
 		}
 		/* a metadata change without metacopy still needs the data */
 		if (r == 0 && !*meta && how != CU_EMPTY)
-			r = copy_data(in, out, st->st_size);
+			r = src->pino ? lower_copy_data(lo, src->pino, out, (uint64_t)st->st_size)
+				      : copy_data(in, out, st->st_size);
 		/* owner before xattrs: chown drops security.capability */
 		if (r == 0)
 			r = upper_set_owner(fs, -1, NULL, out, st->st_uid, st->st_gid, st->st_mode);
 		if (r == 0)
-			r = copy_xattrs(in, out);
+			r = src->pino ? lower_copy_xattrs(lo, src->pino, out, -1, NULL) : copy_xattrs(in, out);
 		if (r == 0) {
 			if (st->st_nlink == 1)
 				set_origin(fs, -1, NULL, out, n->ino, st->st_mode);
@@ -504,15 +527,16 @@ static int build_copy(struct sfs *fs, struct node *n, enum cu_how how, const str
 			struct timespec ts[2] = { st->st_atim, st->st_mtim };
 			futimens(out, ts);
 		}
-		close(in);
+		if (in >= 0)
+			close(in);
 		close(out);
 		return r;
 	}
 	if (S_ISLNK(st->st_mode)) {
 		char target[PATH_MAX + 1];
-		ssize_t len = readlinkat(src->dirfd, src->name, target, sizeof target - 1);
+		ssize_t len = loc_readlink(fs, src, target, sizeof target - 1);
 		if (len < 0)
-			return -errno;
+			return (int)len;
 		target[len] = '\0';
 		r = symlinkat(target, fs->workfd, tmp) < 0 ? -errno : 0;
 	} else {
@@ -521,7 +545,8 @@ static int build_copy(struct sfs *fs, struct node *n, enum cu_how how, const str
 	if (r == 0)
 		r = upper_set_owner(fs, fs->workfd, tmp, -1, st->st_uid, st->st_gid, st->st_mode);
 	if (r == 0)
-		r = copy_xattrs_at(src->dirfd, src->name, fs->workfd, tmp);
+		r = src->pino ? lower_copy_xattrs(&fs->layers[src->layer].lo, src->pino, -1, fs->workfd, tmp)
+			      : copy_xattrs_at(src->dirfd, src->name, fs->workfd, tmp);
 	if (r == 0) {
 		if (st->st_nlink == 1)
 			set_origin(fs, fs->workfd, tmp, -1, n->ino, st->st_mode);
@@ -589,8 +614,7 @@ int copyup(struct sfs *fs, struct node *n, enum cu_how how)
 	}
 	if ((r = loc_get(fs, n, &src)) < 0)
 		goto out_unlock;
-	if (fstatat(src.dirfd, src.name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-		r = -errno;
+	if ((r = loc_stat(fs, &src, &st)) < 0) {
 		loc_put(&src);
 		goto out_unlock;
 	}

@@ -18,6 +18,7 @@
 #include "err.h"
 #include "opts.h"
 #include "whiteout.h"
+#include "lower.h"
 
 struct node;
 struct wa_dir;
@@ -36,7 +37,8 @@ enum wa_mode {
 /* ---- layers ---------------------------------------------------------- */
 
 struct layer {
-	int fd;           /* O_RDONLY|O_DIRECTORY of the layer's root */
+	int fd;           /* O_RDONLY|O_DIRECTORY of the layer's root; -1 for a packed layer */
+	struct lower lo;  /* how its objects are read (lower.h): lo.pk for a packed layer */
 	char *path;
 	dev_t dev;
 	uint64_t ino_tag; /* high bits that make inode numbers unique across filesystems */
@@ -56,7 +58,9 @@ void ns_free(struct nameset *s);
 
 struct dlayer {
 	uint32_t layer;
-	int fd;           /* open O_RDONLY|O_DIRECTORY, or -1 when not cached */
+	int fd;           /* open O_RDONLY|O_DIRECTORY, or -1 when not cached
+			   * (always -1 in a packed layer) */
+	uint32_t pino;    /* in a packed layer: the directory's inode there */
 	struct nameset *names; /* every entry of this lower directory, once listed */
 };
 /* Does layer i of dir hold NAME? 1 yes, 0 no, -1 unknown (not listed yet) */
@@ -105,6 +109,7 @@ struct node {
 	uint32_t layer;          /* layer holding the object (for dirs: the topmost) */
 	mode_t type;             /* S_IFMT */
 	int pathfd;              /* O_PATH fd kept once deleted while referenced, else -1 */
+	uint32_t pk_ino;         /* the same for an object of a packed layer: its inode, else 0 */
 	uint32_t listed_ms;      /* when a listing of it last began (walkahead.c), 0 never */
 
 	/* regular files whose upper holds only metadata (metacopy) */
@@ -135,6 +140,7 @@ struct sfs {
 	struct layer *layers;    /* [0] is the upper when has_upper; then lowers, top first */
 	unsigned nlayers;
 	bool has_upper;
+	struct pk_cache *pk_cache; /* decompressed chunks of every packed layer */
 	int workfd;              /* scratch directory inside workdir, same fs as upper */
 	struct wh_policy whp;
 	bool privileged;         /* trusted.* xattrs and chown work */
@@ -570,12 +576,25 @@ struct loc {
 	int nofollow;      /* AT_SYMLINK_NOFOLLOW, or 0 for a /proc path */
 	bool tmp;          /* dirfd is ours to close */
 	uint32_t layer;
+	uint32_t pino;     /* an object of a packed layer: its inode (dirfd -1), else 0 */
 };
 int loc_get(struct sfs *fs, struct node *n, struct loc *l);
 /* The object at a node's name in another of its parent's layers (the lower
  * data of a metacopy). */
 int loc_get_layer(struct sfs *fs, struct node *n, uint32_t layer, struct loc *l);
 void loc_put(struct loc *l);
+/* node.c: the object at a loc, whichever kind of layer holds it */
+static inline bool layer_packed(struct sfs *fs, uint32_t layer)
+{
+	return fs->layers[layer].lo.pk != NULL;
+}
+int loc_stat(struct sfs *fs, const struct loc *l, struct stat *st);
+ssize_t loc_xa_get(struct sfs *fs, const struct loc *l, const char *key, void *buf, size_t sz);
+ssize_t loc_xa_list(struct sfs *fs, const struct loc *l, char *buf, size_t sz);
+ssize_t loc_readlink(struct sfs *fs, const struct loc *l, char *buf, size_t sz);
+/* The object named NAME in packed directory PINO of LAYER (lookups that
+ * found it before): its inode, or -errno. */
+int pk_child(struct sfs *fs, uint32_t layer, uint32_t pino, const char *name, uint32_t *child);
 /* uid/gid of the request, as stored on disk */
 void req_owner(struct sfs *fs, fuse_req_t req, uid_t *uid, gid_t *gid);
 

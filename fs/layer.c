@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/statfs.h>
 #include <stdint.h>
 #include <unistd.h>
@@ -100,6 +101,8 @@ static int lower_overlaps(struct overlap *ov, int fd, const struct stat *lst)
 	return r;
 }
 
+/* what: the layer's role for messages; NULL for a lower layer, which may
+ * also be a packed layer file: ENOTDIR is then returned unreported. */
 static int open_layer_dir(const char *path, const char *what, struct layer *l)
 {
 	struct stat st;
@@ -107,6 +110,10 @@ static int open_layer_dir(const char *path, const char *what, struct layer *l)
 
 	if (fd < 0) {
 		int e = errno;
+		if (e == ENOTDIR && !what)
+			return -e;
+		if (!what)
+			what = "lower layer (lowerdir=)";
 		if (e == ENOTDIR)
 			serr(e, "open", path, "the %s must be a directory", what);
 		else
@@ -121,6 +128,26 @@ static int open_layer_dir(const char *path, const char *what, struct layer *l)
 	}
 	l->fd = fd;
 	l->dev = st.st_dev;
+	l->lo = (struct lower){ .fd = fd, .dev = st.st_dev };
+	l->path = strdup(path);
+	return l->path ? 0 : -ENOMEM;
+}
+
+/* Decompressed chunks of every packed layer of the mount, in one cache. */
+#define PK_CACHE_BYTES (64u << 20)
+
+/* A lower layer that is a packed layer's metadata file (strata pack):
+ * mapped and checked now, so a truncated or corrupt one is refused at
+ * mount, naming it. */
+static int open_layer_packed(struct sfs *fs, const char *path, unsigned idx, struct layer *l)
+{
+	if (!fs->pk_cache && !(fs->pk_cache = pk_cache_new(PK_CACHE_BYTES)))
+		return -ENOMEM;
+	int r = lower_open_packed(path, idx, fs->pk_cache, &l->lo);
+	if (r < 0)
+		return r;
+	l->fd = -1;
+	l->dev = l->lo.dev;
 	l->path = strdup(path);
 	return l->path ? 0 : -ENOMEM;
 }
@@ -152,6 +179,8 @@ static int check_overlaps(struct sfs *fs, int ufd, const struct stat *ust, int w
 	for (unsigned i = 0; i < o->nlowers && r == 0; i++) {
 		int fd = fs->layers[fs->has_upper + i].fd;
 		struct stat lst;
+		if (fd < 0)
+			continue;   /* a packed layer: a file, read only through its map */
 		if (fstat(fd, &lst) < 0) {
 			r = -errno;
 			serr(-r, "stat", o->lowers[i], NULL);
@@ -224,7 +253,14 @@ int layers_open(struct sfs *fs)
 	fs->workfd = -1;
 
 	for (unsigned i = 0; i < o->nlowers; i++) {
-		r = open_layer_dir(o->lowers[i], "lower layer (lowerdir=)", &fs->layers[base + i]);
+		/* a directory, else a packed layer's metadata file: a stack of
+		 * directories costs no system call more than before */
+		r = open_layer_dir(o->lowers[i], NULL, &fs->layers[base + i]);
+		if (r == -ENOTDIR && lower_is_packed_file(o->lowers[i]))
+			r = open_layer_packed(fs, o->lowers[i], i, &fs->layers[base + i]);
+		else if (r == -ENOTDIR)
+			serr(ENOTDIR, "open", o->lowers[i],
+			     "a lower layer (lowerdir=) must be a directory or a packed layer file (strata pack)");
 		if (r < 0)
 			return r;
 	}
@@ -281,16 +317,20 @@ int layers_open(struct sfs *fs)
 	dev_t devs[64];
 	unsigned ndevs = 0;
 	fs->same_dev = true;
+	bool packed = false;
 	for (unsigned i = 0; i < n; i++) {
 		unsigned k;
+		/* packed layers share one tag: layer_ino(fs) tells them apart */
+		dev_t dev = fs->layers[i].lo.pk ? makedev(LOWER_PK_MAJOR, 0) : fs->layers[i].dev;
+		packed |= fs->layers[i].lo.pk != NULL;
 		for (k = 0; k < ndevs; k++)
-			if (devs[k] == fs->layers[i].dev)
+			if (devs[k] == dev)
 				break;
 		if (k == ndevs && ndevs < 64)
-			devs[ndevs++] = fs->layers[i].dev;
+			devs[ndevs++] = dev;
 		fs->layers[i].ino_tag = (uint64_t)(k < 64 ? k : 63) << 58;
 	}
-	if (ndevs > 1)
+	if (ndevs > 1 || packed)
 		fs->same_dev = false;
 	return 0;
 }
@@ -300,9 +340,12 @@ void layers_close(struct sfs *fs)
 	for (unsigned i = 0; i < fs->nlayers; i++) {
 		if (fs->layers[i].fd >= 0)
 			close(fs->layers[i].fd);
+		lower_close(&fs->layers[i].lo);
 		free(fs->layers[i].path);
 	}
 	free(fs->layers);
+	pk_cache_free(fs->pk_cache);
+	fs->pk_cache = NULL;
 	if (fs->workfd >= 0) {
 		if (fs->whp.share_dirfd == fs->workfd)  /* set up (probe_privileges) */
 			wh_share_end(&fs->whp);
@@ -318,6 +361,13 @@ uint64_t layer_ino(struct sfs *fs, uint32_t layer, const struct stat *st)
 	 * overlayfs's xino does; an inode number that already uses the high
 	 * bits is folded so it stays unique in practice. */
 	uint64_t ino = st->st_ino;
+	if (fs->layers[layer].lo.pk) {
+		/* a packed layer's numbers are 32 bits: above them, the layer's
+		 * place counted from the bottom of the stack, which a layer
+		 * added on top (a commit) does not change */
+		ino = (ino & 0xffffffffu) | (uint64_t)(fs->nlayers - layer) << 32;
+		return (ino & ((1ULL << 58) - 1)) | fs->layers[layer].ino_tag;
+	}
 	if (ino >> 58)
 		ino = (ino ^ (ino >> 58)) & ((1ULL << 58) - 1);
 	return ino | fs->layers[layer].ino_tag;

@@ -44,7 +44,7 @@ static int oci_whiteout_in(int dirfd, const char *name)
 	return fstatat(dirfd, wh, &st, AT_SYMLINK_NOFOLLOW) == 0;
 }
 
-static int add_dl(struct lookup_res *res, uint32_t layer, int fd)
+static int add_dl(struct lookup_res *res, uint32_t layer, int fd, uint32_t pino)
 {
 	struct dlayer *n = realloc(res->dl, (res->ndl + 1) * sizeof *n);
 	if (!n) {
@@ -54,6 +54,7 @@ static int add_dl(struct lookup_res *res, uint32_t layer, int fd)
 	res->dl = n;
 	res->dl[res->ndl].layer = layer;
 	res->dl[res->ndl].fd = fd;
+	res->dl[res->ndl].pino = pino;
 	res->dl[res->ndl].names = NULL;
 	res->ndl++;
 	return 0;
@@ -146,10 +147,13 @@ struct walk {
  * follows it in w->loc is TAIL long, POST being what follows: the layers
  * below hold it elsewhere. 0 (w->loc rewritten, or no redirect), or -errno:
  * -EINVAL for a malformed one, as kernel overlayfs. */
-static int follow_redirect(struct sfs *fs, struct walk *w, int fd, uint32_t layer, size_t tail, const char *post)
+static int follow_redirect(struct sfs *fs, struct walk *w, int fd, uint32_t pino, uint32_t layer, size_t tail,
+			   const char *post)
 {
 	char red[PATH_MAX], loc[PATH_MAX];
-	ssize_t n = xa_get(fd, NULL, wh_xattr_redirect(&fs->whp), red, sizeof red - 1);
+	struct lref lr = { .dirfd = fd, .name = ".", .ino = pino };
+	ssize_t n = lower_getxattr(&fs->layers[layer].lo, &lr, wh_xattr_redirect(&fs->whp), red,
+				   sizeof red - 1);
 
 	if (n == -ENODATA || n == -ENOTSUP)
 		return 0;
@@ -229,12 +233,80 @@ static int look_step(struct sfs *fs, struct walk *w, int dirfd, const char *comp
 	int r = bottom ? 0 : dir_stops_merge(fd, dirfd, comp);
 	if (r != 0) {
 		w->stop = true;
-	} else if (!bottom && (r = follow_redirect(fs, w, fd, layer, tail, post)) < 0) {
+	} else if (!bottom && (r = follow_redirect(fs, w, fd, 0, layer, tail, post)) < 0) {
 		close(fd);
 		return r;
 	}
 	*fdp = fd;
 	return 1;
+}
+
+/* look_step(fs) in a packed layer: DIR is the directory's inode there, *pinop
+ * the inode of a directory found (0 for none). */
+static int look_step_pk(struct sfs *fs, struct walk *w, uint32_t dir, const char *comp, uint32_t layer, bool final,
+			size_t tail, const char *post, struct stat *st, uint32_t *pinop)
+{
+	const struct lower *lo = &fs->layers[layer].lo;
+	bool bottom = layer + 1 >= fs->nlayers;
+	uint32_t child;
+
+	*pinop = 0;
+	if (strlen(comp) > NAME_MAX)
+		return 0;
+	if (!strcmp(comp, ".") || !strcmp(comp, ".."))
+		return -EACCES;
+	int r = lower_lookup(lo, dir, comp, st, &child);
+	if (r < 0)
+		return r;
+	if (r == LOWER_WHITEOUT) {
+		w->stop = true;
+		return 0;
+	}
+	if (r == LOWER_ABSENT)
+		return 0;
+	if (!S_ISDIR(st->st_mode)) {
+		w->stop = true;
+		return final && !w->is_dir;
+	}
+	r = bottom ? 0 : lower_opaque(lo, child);
+	if (r != 0) {
+		if (r < 0)
+			return r;
+		w->stop = true;
+	} else if (!bottom && (r = follow_redirect(fs, w, -1, child, layer, tail, post)) < 0) {
+		return r;
+	}
+	*pinop = child;
+	return 1;
+}
+
+/* look_layer(fs) in a packed layer: BASE is the directory's inode for a
+ * name; the layer's root for a path. */
+static int look_layer_pk(struct sfs *fs, struct walk *w, uint32_t base, uint32_t layer, struct stat *st, uint32_t *pinop)
+{
+	char here[PATH_MAX], comp[NAME_MAX + 1];
+	uint32_t cur = base;
+
+	memcpy(here, w->loc, strlen(w->loc) + 1);
+	if (here[0] != '/')
+		return look_step_pk(fs, w, base, here, layer, true, strlen(here), "", st, pinop);
+	for (const char *p = here + 1;;) {
+		const char *e = strchrnul(p, '/');
+		bool final = !*e;
+		uint32_t next = 0;
+		int r = 0;
+		if ((size_t)(e - p) <= NAME_MAX) {
+			memcpy(comp, p, (size_t)(e - p));
+			comp[e - p] = '\0';
+			r = look_step_pk(fs, w, cur, comp, layer, final, strlen(p), e, st, &next);
+		}
+		if (r <= 0 || final) {
+			*pinop = r > 0 ? next : 0;
+			return r;
+		}
+		cur = next;
+		p = e + 1;
+	}
 }
 
 /* The walk's location in one layer: BASE is the merged directory's directory
@@ -292,12 +364,21 @@ static void find_metacopy_data(struct sfs *fs, struct node *dir, const char *nam
 		struct stat ls;
 		if (is_upper(fs, dir->dl[j].layer))
 			continue;
-		int fd = node_dlfd(fs, dir, j, &tmp);
-		if (fd < 0)
-			break;
-		int ok = fstatat(fd, name, &ls, AT_SYMLINK_NOFOLLOW) == 0;
-		if (tmp)
-			close(fd);
+		int ok;
+		if (layer_packed(fs, dir->dl[j].layer)) {
+			uint32_t child;
+			int f = lower_lookup(&fs->layers[dir->dl[j].layer].lo, dir->dl[j].pino, name, &ls, &child);
+			if (f < 0 || f == LOWER_WHITEOUT)
+				break;
+			ok = f == LOWER_FOUND;
+		} else {
+			int fd = node_dlfd(fs, dir, j, &tmp);
+			if (fd < 0)
+				break;
+			ok = fstatat(fd, name, &ls, AT_SYMLINK_NOFOLLOW) == 0;
+			if (tmp)
+				close(fd);
+		}
 		if (ok && S_ISREG(ls.st_mode))
 			res->data_layer = dir->dl[j].layer;
 		if (ok)
@@ -349,7 +430,9 @@ int lookup_name(struct sfs *fs, struct node *dir, const char *name, struct looku
 	for (int i = dir->ndl ? 0 : -1; i >= 0 && !w.stop;) {
 		uint32_t layer = stack->dl[i].layer;
 		bool by_name = w.loc[0] != '/', tmp = false;
+		bool pk = layer_packed(fs, layer);
 		int base = fs->layers[layer].fd;
+		uint32_t pbase = pk ? lower_root(&fs->layers[layer].lo) : 0, pino = 0;
 		char at[PATH_MAX];
 
 		if (w.redirected && fs->opts.redirect_dir == REDIRECT_NOFOLLOW) {
@@ -364,21 +447,29 @@ int lookup_name(struct sfs *fs, struct node *dir, const char *name, struct looku
 				i = next_layer(fs, dir, &w, layer, &stack, &root_locked);
 				continue;
 			}
-			if ((base = node_dlfd(fs, dir, (unsigned)i, &tmp)) < 0) {
+			if (pk)
+				pbase = dir->dl[i].pino;
+			else if ((base = node_dlfd(fs, dir, (unsigned)i, &tmp)) < 0) {
 				r = base;
 				break;
 			}
 		}
 		memcpy(at, w.loc, strlen(w.loc) + 1);
 		struct stat st;
-		int fd, f = look_layer(fs, &w, base, layer, &st, &fd);
+		int fd = -1, f;
+		if (pk) {
+			f = look_layer_pk(fs, &w, pbase, layer, &st, &pino);
+		} else {
+			f = look_layer(fs, &w, base, layer, &st, &fd);
+		}
+		bool isdir = pk ? pino != 0 : fd >= 0;
 		if (f > 0 && !found) {
 			found = true;
 			res->st = st;
 			res->layer = layer;
 			res->ino = layer_ino(fs, layer, &st);
-			w.is_dir = fd >= 0;
-			if (fd < 0 && is_upper(fs, layer))
+			w.is_dir = isdir;
+			if (!isdir && is_upper(fs, layer))
 				upper_file_marks(fs, res, base, name);
 		}
 		if (tmp)
@@ -387,14 +478,15 @@ int lookup_name(struct sfs *fs, struct node *dir, const char *name, struct looku
 			r = f;
 			break;
 		}
-		if (f > 0 && fd < 0)
+		if (f > 0 && !isdir)
 			break;   /* a non-directory: it alone is the answer */
 		if (f > 0) {
 			if (!is_upper(fs, layer) && strcmp(at, name) && (r = add_lower_at(res, layer, at)) < 0) {
-				close(fd);
+				if (fd >= 0)
+					close(fd);
 				break;
 			}
-			if ((r = add_dl(res, layer, fd)) < 0)
+			if ((r = add_dl(res, layer, fd, pino)) < 0)
 				break;
 		}
 		i = next_layer(fs, dir, &w, layer, &stack, &root_locked);
@@ -416,7 +508,8 @@ int lookup_name(struct sfs *fs, struct node *dir, const char *name, struct looku
 		for (unsigned i = 0; i < res->ndl; i++)
 			if (!is_upper(fs, res->dl[i].layer)) {
 				struct stat ls;
-				if (fstat(res->dl[i].fd, &ls) == 0)
+				struct lref lr = { .dirfd = res->dl[i].fd, .name = ".", .ino = res->dl[i].pino };
+				if (lower_stat(&fs->layers[res->dl[i].layer].lo, &lr, &ls) == 0)
 					res->ino = layer_ino(fs, res->dl[i].layer, &ls);
 				break;
 			}
@@ -441,6 +534,17 @@ int name_in_lowers(struct sfs *fs, struct node *dir, const char *name)
 			continue;
 		if (known == HIDDEN)
 			break;
+		if (layer_packed(fs, layer)) {
+			uint32_t child;
+			int f = lower_lookup(&fs->layers[layer].lo, dir->dl[i].pino, name, &st, &child);
+			if (f < 0)
+				r = f;
+			else if (f == LOWER_FOUND)
+				r = 1;
+			if (f != LOWER_ABSENT)
+				break;   /* found, whited out, or unknown */
+			continue;
+		}
 		int dfd = node_dlfd(fs, dir, i, &tmp);
 		if (dfd < 0) {
 			r = dfd;

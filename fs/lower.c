@@ -13,10 +13,6 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
-/* The device number of packed layer idx's objects: a major number no
- * block device driver registers, so no real layer shares it. */
-#define LOWER_PK_MAJOR 4094u
-
 bool lower_is_packed_file(const char *path)
 {
 	struct stat st;

@@ -22,6 +22,11 @@
 
 #include "packed.h"
 
+/* The device number of packed layer idx's objects: makedev(LOWER_PK_MAJOR,
+ * idx), a major number no block device driver registers, so no real layer
+ * shares it. */
+#define LOWER_PK_MAJOR 4094u
+
 struct lower {
 	struct pk_layer *pk;  /* a packed layer, or NULL: a directory layer */
 	int fd;               /* a directory layer's root (O_RDONLY|O_DIRECTORY), else -1 */

@@ -95,18 +95,24 @@ static int build_root(struct sfs *fs)
 	if (!root || !dl)
 		return -ENOMEM;
 	for (unsigned i = 0; i < fs->nlayers; i++) {
+		dl[i].layer = i;
+		dl[i].fd = -1;
+		if (fs->layers[i].lo.pk) {
+			dl[i].pino = lower_root(&fs->layers[i].lo);
+			continue;
+		}
 		int fd = dup(fs->layers[i].fd);
 		if (fd < 0) {
 			int e = errno;
 			serr(e, "open", fs->layers[i].path, "too many layers for the open-file limit? raise ulimit -n");
 			return -e;
 		}
-		dl[i].layer = i;
 		dl[i].fd = fd;
 	}
 	node_set_dlayers(fs, root, dl, fs->nlayers);
 	unsigned ref = fs->has_upper && fs->nlayers > 1 ? 1 : 0;
-	fstat(fs->layers[ref].fd, &st);
+	struct lref rr = { .dirfd = fs->layers[ref].fd, .name = ".", .ino = dl[ref].pino };
+	lower_stat(&fs->layers[ref].lo, &rr, &st);
 	root->ino = layer_ino(fs, ref, &st);
 	root->nlookup = 1;
 	fs->root = root;
@@ -129,10 +135,15 @@ void root_settle(struct sfs *fs)
 		unsigned keep = 0;
 		while (keep < root->ndl) {
 			bool tmp;
-			int fd = node_dlfd(fs, root, keep, &tmp);
-			int opaque = fd >= 0 ? wh_dir_is_opaque(fd, true) : 0;
-			if (fd >= 0 && tmp)
-				close(fd);
+			int opaque = 0;
+			if (layer_packed(fs, root->dl[keep].layer)) {
+				opaque = lower_opaque(&fs->layers[root->dl[keep].layer].lo, root->dl[keep].pino);
+			} else {
+				int fd = node_dlfd(fs, root, keep, &tmp);
+				opaque = fd >= 0 ? wh_dir_is_opaque(fd, true) : 0;
+				if (fd >= 0 && tmp)
+					close(fd);
+			}
 			keep++;
 			if (opaque == 1)
 				break;  /* it stays; every layer below goes */

@@ -253,6 +253,12 @@ void node_keep_path(struct sfs *fs, struct node *n)
 	struct loc l;
 
 	if (n->pathfd < 0 && !n->deleted && loc_get(fs, n, &l) == 0) {
+		if (l.pino) {
+			/* packed: its inode number is its handle for good */
+			__atomic_store_n(&n->pk_ino, l.pino, __ATOMIC_RELEASE);
+			loc_put(&l);
+			return;
+		}
 		int fd = openat(l.dirfd, l.name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 		int expected = -1;
 		if (fd >= 0 && !__atomic_compare_exchange_n(&n->pathfd, &expected, fd, false,
@@ -284,7 +290,10 @@ void node_detach(struct sfs *fs, struct node *n)
 	struct loc l;
 
 	if (n->pathfd < 0 && loc_get(fs, n, &l) == 0) {
-		n->pathfd = openat(l.dirfd, l.name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+		if (l.pino)
+			__atomic_store_n(&n->pk_ino, l.pino, __ATOMIC_RELEASE);
+		else
+			n->pathfd = openat(l.dirfd, l.name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 		loc_put(&l);
 	}
 	pthread_mutex_lock(&fs->table_lock);
@@ -598,6 +607,8 @@ int node_dlfd(struct sfs *fs, struct node *dir, unsigned i, bool *tmp)
 	*tmp = false;
 	if (fd >= 0)
 		return fd;
+	if (layer_packed(fs, layer))
+		return -EBADF;   /* no fd: callers read packed layers by inode (dl[i].pino) */
 	fd = node_open_in(fs, dir, layer);
 	if (fd < 0)
 		return fd;
@@ -672,6 +683,7 @@ void node_set_dlayers(struct sfs *fs, struct node *dir, struct dlayer *dl, unsig
 int loc_get(struct sfs *fs, struct node *n, struct loc *l)
 {
 	l->tmp = false;
+	l->pino = 0;
 	/* a directory's layer list and top layer change under its dl_lock
 	 * (copy-up, rename): read them under it */
 	if (S_ISDIR(n->type) && !n->deleted) {
@@ -683,6 +695,14 @@ int loc_get(struct sfs *fs, struct node *n, struct loc *l)
 			goto not_listed;
 		}
 		l->layer = n->dl[0].layer;
+		if (layer_packed(fs, l->layer)) {
+			l->pino = n->dl[0].pino;
+			pthread_rwlock_unlock(n->dl_lock);
+			l->dirfd = -1;
+			strcpy(l->name, ".");
+			l->nofollow = AT_SYMLINK_NOFOLLOW;
+			return 0;
+		}
 		int fd = node_dlfd(fs, n, 0, &tmp);
 		pthread_rwlock_unlock(n->dl_lock);
 		if (fd < 0)
@@ -696,9 +716,26 @@ int loc_get(struct sfs *fs, struct node *n, struct loc *l)
 	l->layer = node_layer(n);
 not_listed:
 	if (n->deleted || n->detached || !n->parent) {
+		uint32_t pk = __atomic_load_n(&n->pk_ino, __ATOMIC_ACQUIRE);
+		if (pk && n != fs->root && layer_packed(fs, l->layer)) {
+			/* a packed object unlinked from the view: still there */
+			l->pino = pk;
+			l->dirfd = -1;
+			strcpy(l->name, ".");
+			l->nofollow = AT_SYMLINK_NOFOLLOW;
+			return 0;
+		}
 		if (n == fs->root) {
 			/* the root: its own directory in its top layer */
 			bool tmp;
+			if (layer_packed(fs, n->dl[0].layer)) {
+				l->layer = n->dl[0].layer;
+				l->pino = n->dl[0].pino;
+				l->dirfd = -1;
+				strcpy(l->name, ".");
+				l->nofollow = AT_SYMLINK_NOFOLLOW;
+				return 0;
+			}
 			int fd = node_dlfd(fs, n, 0, &tmp);
 			if (fd < 0)
 				return fd;
@@ -722,6 +759,7 @@ int loc_get_layer(struct sfs *fs, struct node *n, uint32_t layer, struct loc *l)
 {
 	struct node *p;
 	l->tmp = false;
+	l->pino = 0;
 	pthread_mutex_lock(&fs->table_lock);
 	p = n->parent;
 	if (!p) {
@@ -741,6 +779,15 @@ int loc_get_layer(struct sfs *fs, struct node *n, uint32_t layer, struct loc *l)
 		if (p->dl[i].layer != layer)
 			continue;
 		bool tmp;
+		if (layer_packed(fs, layer)) {
+			uint32_t pdir = p->dl[i].pino;
+			pthread_rwlock_unlock(p->dl_lock);
+			r = pk_child(fs, layer, pdir, l->name, &l->pino);
+			l->dirfd = -1;
+			l->nofollow = AT_SYMLINK_NOFOLLOW;
+			node_unref(fs, p);
+			return r;
+		}
 		int fd = node_dlfd(fs, p, i, &tmp);
 		if (fd < 0) {
 			r = fd;
@@ -755,6 +802,58 @@ int loc_get_layer(struct sfs *fs, struct node *n, uint32_t layer, struct loc *l)
 	pthread_rwlock_unlock(p->dl_lock);
 	node_unref(fs, p);
 	return r;
+}
+
+int pk_child(struct sfs *fs, uint32_t layer, uint32_t pino, const char *name, uint32_t *child)
+{
+	struct stat st;
+	int r = lower_lookup(&fs->layers[layer].lo, pino, name, &st, child);
+	return r < 0 ? r : r == LOWER_FOUND ? 0 : -ENOENT;
+}
+
+static const struct lower *loc_lower(struct sfs *fs, const struct loc *l, struct lref *r)
+{
+	r->dirfd = l->dirfd;
+	r->name = l->name;
+	r->ino = l->pino;
+	return &fs->layers[l->layer].lo;
+}
+
+int loc_stat(struct sfs *fs, const struct loc *l, struct stat *st)
+{
+	struct lref r;
+	const struct lower *lo = loc_lower(fs, l, &r);
+	if (l->pino)
+		return lower_stat(lo, &r, st);
+	return fstatat(l->dirfd, l->name, st, l->nofollow) < 0 ? -errno : 0;
+}
+
+ssize_t loc_xa_get(struct sfs *fs, const struct loc *l, const char *key, void *buf, size_t sz)
+{
+	struct lref r;
+	const struct lower *lo = loc_lower(fs, l, &r);
+	if (l->pino)
+		return lower_getxattr(lo, &r, key, buf, sz);
+	return xa_get(l->dirfd, l->name, key, buf, sz);
+}
+
+ssize_t loc_xa_list(struct sfs *fs, const struct loc *l, char *buf, size_t sz)
+{
+	struct lref r;
+	const struct lower *lo = loc_lower(fs, l, &r);
+	if (l->pino)
+		return lower_listxattr(lo, &r, buf, sz);
+	return xa_list(l->dirfd, l->name, buf, sz);
+}
+
+ssize_t loc_readlink(struct sfs *fs, const struct loc *l, char *buf, size_t sz)
+{
+	struct lref r;
+	const struct lower *lo = loc_lower(fs, l, &r);
+	if (l->pino)
+		return lower_readlink(lo, &r, buf, sz);
+	ssize_t n = readlinkat(l->dirfd, l->name, buf, sz);
+	return n < 0 ? -errno : n;
 }
 
 void loc_put(struct loc *l)

@@ -89,8 +89,8 @@ int node_stat(struct sfs *fs, struct node *n, struct stat *st)
 
 	if (r < 0)
 		return r;
-	if (fstatat(l.dirfd, l.name, st, l.nofollow) < 0)
-		r = -errno;
+	if ((r = loc_stat(fs, &l, st)) < 0)
+		;
 	else {
 		if (node_metacopy(n) && __atomic_load_n(&n->data_layer, __ATOMIC_ACQUIRE) >= 0) {
 			/* blocks are the lower data's until data is copied up */
@@ -98,7 +98,7 @@ int node_stat(struct sfs *fs, struct node *n, struct stat *st)
 			struct stat ds;
 			int32_t dlayer = __atomic_load_n(&n->data_layer, __ATOMIC_ACQUIRE);
 			if (dlayer >= 0 && loc_get_layer(fs, n, (uint32_t)dlayer, &dl) == 0) {
-				if (fstatat(dl.dirfd, dl.name, &ds, AT_SYMLINK_NOFOLLOW) == 0)
+				if (loc_stat(fs, &dl, &ds) == 0)
 					st->st_blocks = ds.st_blocks;
 				loc_put(&dl);
 			}
@@ -356,9 +356,9 @@ void op_readlink(fuse_req_t req, fuse_ino_t ino)
 		fuse_reply_err(req, -r);
 		return;
 	}
-	ssize_t len = l.nofollow ? readlinkat(l.dirfd, l.name, buf, sizeof buf - 1)
+	ssize_t len = l.pino || l.nofollow ? loc_readlink(fs, &l, buf, sizeof buf - 1)
 				 : readlinkat(n->pathfd, "", buf, sizeof buf - 1);
-	int e = errno;
+	int e = len < 0 && !l.pino && !l.nofollow ? errno : len < 0 ? (int)-len : 0;
 	loc_put(&l);
 	if (len < 0) {
 		fuse_reply_err(req, e);
@@ -373,7 +373,8 @@ void op_statfs(fuse_req_t req, fuse_ino_t ino)
 	struct sfs *fs = fuse_req_userdata(req);
 	struct statvfs sv;
 	/* the upper is where writes go; read-only mounts show the top lower */
-	if (fstatvfs(fs->layers[0].fd, &sv) < 0) {
+	if (fs->layers[0].fd >= 0 ? fstatvfs(fs->layers[0].fd, &sv) < 0
+				   : statvfs(fs->layers[0].path, &sv) < 0) {
 		fuse_reply_err(req, errno);
 		return;
 	}

@@ -12,7 +12,11 @@
 #include <unistd.h>
 
 struct fh {
-	int fd;
+	int fd;             /* -1 while pino is set */
+	uint32_t pino;      /* reads a packed layer's file (player, pino), else 0 */
+	uint32_t player;
+	uint64_t ra_end;    /* packed: where the chunks decompressed ahead end */
+	uint64_t rd_end;    /* packed: where the last read ended */
 	int flags;
 	uint32_t layer;     /* layer the fd is on */
 	bool meta;          /* fd reads a metacopy's lower data */
@@ -55,7 +59,7 @@ static struct fh *FH(struct fuse_file_info *fi)
 
 int fh_fd(struct fuse_file_info *fi)
 {
-	return fi && fi->fh ? FH(fi)->fd : -1;
+	return fi && fi->fh ? __atomic_load_n(&FH(fi)->fd, __ATOMIC_ACQUIRE) : -1;
 }
 
 static bool wants_write(int flags)
@@ -89,7 +93,7 @@ int fh_new(struct sfs *fs, struct node *n, int fd, int flags, struct fuse_file_i
 	h->n = n;
 	h->lower_size = -1;
 	h->refs = 1;
-	if (!wants_write(flags) && (!is_upper(fs, node_layer(n)) || node_metacopy(n))) {
+	if (fd >= 0 && !wants_write(flags) && (!is_upper(fs, node_layer(n)) || node_metacopy(n))) {
 		struct stat st;
 		if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
 			h->lower_size = st.st_size;
@@ -125,7 +129,8 @@ static void fh_put(struct sfs *fs, struct fh *h)
 	fh_unlink(fs, h);
 	if (h->pt_counted)
 		pt_release(fs, h->n, h->pt_id);
-	close(h->fd);
+	if (h->fd >= 0)
+		close(h->fd);
 	pthread_mutex_destroy(&h->lock);
 	node_unref(fs, h->n);
 	free(h);
@@ -140,23 +145,43 @@ void fh_free_fi(struct sfs *fs, struct fuse_file_info *fi)
 	fh_put(fs, h);
 }
 
-/* Open the object (or, for a metacopy read, its lower data). */
-int node_open(struct sfs *fs, struct node *n, int flags)
+/* Open the object (or, for a metacopy read, its lower data): 0 with *fd,
+ * or, for a file of a packed layer, 0 with *fd -1 and its *layer and
+ * *pino; -errno. */
+static int node_open_at(struct sfs *fs, struct node *n, int flags, int *fd, uint32_t *layer, uint32_t *pino)
 {
 	struct loc l;
 	int r;
 	int32_t dlayer = __atomic_load_n(&n->data_layer, __ATOMIC_ACQUIRE);
 
+	*fd = -1;
+	*pino = 0;
 	if (node_metacopy(n) && dlayer >= 0 && !wants_write(flags))
 		r = loc_get_layer(fs, n, (uint32_t)dlayer, &l);
 	else
 		r = loc_get(fs, n, &l);
 	if (r < 0)
 		return r;
-	int fd = openat(l.dirfd, l.name, real_flags(fs, flags) & ~(l.nofollow ? 0 : O_NOFOLLOW));
-	r = fd < 0 ? -errno : fd;
+	if (l.pino) {
+		*layer = l.layer;
+		*pino = l.pino;
+		loc_put(&l);
+		return wants_write(flags) ? -EROFS : 0;
+	}
+	*fd = openat(l.dirfd, l.name, real_flags(fs, flags) & ~(l.nofollow ? 0 : O_NOFOLLOW));
+	r = *fd < 0 ? -errno : 0;
 	loc_put(&l);
 	return r;
+}
+
+int node_open(struct sfs *fs, struct node *n, int flags)
+{
+	int fd;
+	uint32_t layer, pino;
+	int r = node_open_at(fs, n, flags, &fd, &layer, &pino);
+	if (r < 0)
+		return r;
+	return pino ? -EBADF : fd;   /* a packed file has no fd to give */
 }
 
 void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -177,17 +202,26 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			return;
 		}
 	}
-	int fd = node_open(fs, n, fi->flags);
-	if (fd < 0) {
-		fuse_reply_err(req, -fd);
+	int fd;
+	uint32_t player, pino;
+	if ((r = node_open_at(fs, n, fi->flags, &fd, &player, &pino)) < 0) {
+		fuse_reply_err(req, -r);
 		return;
 	}
 	if ((r = fh_new(fs, n, fd, fi->flags, fi)) < 0) {
-		close(fd);
+		if (fd >= 0)
+			close(fd);
 		fuse_reply_err(req, -r);
 		return;
 	}
 	FH(fi)->meta = node_metacopy(n);
+	if (pino) {
+		/* packed data never changes: the kernel's cache of it stays
+		 * valid across opens */
+		FH(fi)->player = player;
+		__atomic_store_n(&FH(fi)->pino, pino, __ATOMIC_RELEASE);
+		fi->keep_cache = 1;
+	}
 	const struct fuse_open_in *raw = loop_request_arg(FUSE_OPEN, sizeof *raw);
 	if (raw && (raw->open_flags & FUSE_OPEN_KILL_SUIDGID) && (fi->flags & O_TRUNC))
 		node_kill_setid(fs, n, req);
@@ -195,27 +229,92 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fh_free_fi(fs, fi);
 }
 
-/* A read-only handle opened before a copy-up switches to the upper copy. */
-static int fh_current(struct sfs *fs, struct fh *h)
+/* A read-only handle opened before a copy-up switches to the upper copy:
+ * its fd, or -1 with *pino set while it reads a packed file. */
+static int fh_current_pk(struct sfs *fs, struct fh *h, uint32_t *pino, uint32_t *layer)
 {
 	struct node *n = h->n;
+	*pino = __atomic_load_n(&h->pino, __ATOMIC_ACQUIRE);
+	*layer = h->player;
 	if ((h->layer == node_layer(n) && h->meta == node_metacopy(n)) || wants_write(h->flags) || n->deleted)
-		return h->fd;
+		return *pino ? -1 : __atomic_load_n(&h->fd, __ATOMIC_ACQUIRE);
 	pthread_mutex_lock(&h->lock);
 	if (h->layer != node_layer(n) || h->meta != node_metacopy(n)) {
-		int fd = node_open(fs, n, O_RDONLY);
-		/* dup2 swaps the file behind the number atomically: reads in
-		 * flight keep the old file, later ones get the copy */
-		if (fd >= 0 && dup2(fd, h->fd) >= 0) {
-			h->layer = node_layer(n);
-			h->meta = node_metacopy(n);
+		int fd;
+		uint32_t nl, np;
+		if (node_open_at(fs, n, O_RDONLY, &fd, &nl, &np) == 0) {
+			if (np) {
+				/* (never from a real file to a packed one: only a
+				 * copy-up changes what a handle reads) */
+				h->layer = node_layer(n);
+				h->meta = node_metacopy(n);
+			} else if (h->fd < 0) {
+				/* from a packed file to a real one: the fd first, so a
+				 * reader that finds no pino finds the fd */
+				__atomic_store_n(&h->fd, fd, __ATOMIC_RELEASE);
+				fd = -1;
+				h->layer = node_layer(n);
+				h->meta = node_metacopy(n);
+				__atomic_store_n(&h->pino, 0, __ATOMIC_RELEASE);
+			} else if (dup2(fd, h->fd) >= 0) {
+				/* dup2 swaps the file behind the number atomically:
+				 * reads in flight keep the old file, later ones get
+				 * the copy */
+				h->layer = node_layer(n);
+				h->meta = node_metacopy(n);
+			}
+			if (fd >= 0)
+				close(fd);
 		}
-		if (fd >= 0)
-			close(fd);
 	}
-	int fd = h->fd;
+	*pino = __atomic_load_n(&h->pino, __ATOMIC_ACQUIRE);
+	*layer = h->player;
+	int fd = *pino ? -1 : h->fd;
 	pthread_mutex_unlock(&h->lock);
 	return fd;
+}
+
+static int fh_current(struct sfs *fs, struct fh *h)
+{
+	uint32_t pino, layer;
+	int fd = fh_current_pk(fs, h, &pino, &layer);
+	return pino ? -EBADF : fd;
+}
+
+/* How far ahead of a sequential reader of a packed file chunks are
+ * decompressed: the kernel's own read-ahead asks for 128 KiB..1 MiB at a
+ * time, so the next requests find their chunks in the cache. */
+#define PK_AHEAD (1u << 20)
+
+static void read_packed(struct sfs *fs, fuse_req_t req, struct fh *h, uint32_t layer, uint32_t pino, size_t size, off_t off)
+{
+	const struct lower *lo = &fs->layers[layer].lo;
+	size_t cap;
+	char *area = uring_reply_area(&cap);
+	char *buf = area && size <= cap ? area : malloc(size ? size : 1);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	ssize_t n = lower_pread(lo, pino, buf, size, (uint64_t)off);
+	if (n < 0)
+		fuse_reply_err(req, (int)-n);
+	else
+		fuse_reply_buf(req, buf, (size_t)n);
+	if (buf != area)
+		free(buf);
+	/* a reader going on about where its last read ended (the kernel's
+	 * read-ahead requests may arrive out of order): decompress what it
+	 * will ask for next, after the reply (it is not kept waiting) */
+	uint64_t end = (uint64_t)off + (n > 0 ? (uint64_t)n : 0);
+	uint64_t last = __atomic_exchange_n(&h->rd_end, end, __ATOMIC_RELAXED);
+	bool seq = (uint64_t)off <= last + PK_AHEAD / 4 && (uint64_t)off + PK_AHEAD >= last;
+	uint64_t ra = __atomic_load_n(&h->ra_end, __ATOMIC_RELAXED);
+	if (seq && n > 0 && (uint64_t)n == size && end + PK_AHEAD / 2 > ra) {
+		uint64_t from = end > ra ? end : ra;
+		__atomic_store_n(&h->ra_end, end + PK_AHEAD, __ATOMIC_RELAXED);
+		lower_prefetch(lo, pino, from, end + PK_AHEAD - from);
+	}
 }
 
 /* The kernel caches what we return in the merged file's pages: drop the
@@ -241,13 +340,19 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse
 	struct sfs *fs = fuse_req_userdata(req);
 	struct fh *h = FH(fi);
 	struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
+	uint32_t pino, player;
 
 	buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-	buf.buf[0].fd = fh_current(fs, h);
+	buf.buf[0].fd = fh_current_pk(fs, h, &pino, &player);
 	buf.buf[0].pos = off;
 	/* once replied, the kernel may release the handle: keep it for the
 	 * cache drop that follows the reply */
 	__atomic_add_fetch(&h->refs, 1, __ATOMIC_ACQ_REL);
+	if (pino) {
+		read_packed(fs, req, h, player, pino, size, off);
+		fh_put(fs, h);
+		return;
+	}
 	size_t cap;
 	char *area = uring_reply_area(&cap);
 	if (area && size <= cap) {
@@ -301,8 +406,9 @@ void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_inf
 {
 	struct sfs *fs = fuse_req_userdata(req);
 	int r = 0;
-	if (!fs->opts.is_volatile)
-		r = (datasync ? fdatasync(FH(fi)->fd) : fsync(FH(fi)->fd)) < 0 ? errno : 0;
+	int fd = fh_fd(fi);
+	if (!fs->opts.is_volatile && fd >= 0)   /* (a packed file has nothing to sync) */
+		r = (datasync ? fdatasync(fd) : fsync(fd)) < 0 ? errno : 0;
 	fuse_reply_err(req, r);
 }
 
@@ -314,9 +420,15 @@ void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t 
 void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi)
 {
 	struct sfs *fs = fuse_req_userdata(req);
-	off_t r = lseek(fh_current(fs, FH(fi)), off, whence);
+	uint32_t pino, layer;
+	int fd = fh_current_pk(fs, FH(fi), &pino, &layer);
+	off_t r;
+	if (pino)
+		r = lower_seek(&fs->layers[layer].lo, pino, off, whence);
+	else if ((r = lseek(fd, off, whence)) < 0)
+		r = -errno;
 	if (r < 0)
-		fuse_reply_err(req, errno);
+		fuse_reply_err(req, (int)-r);
 	else
 		fuse_reply_lseek(req, r);
 }
@@ -325,7 +437,13 @@ void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, struct 
 			fuse_ino_t ino_out, off_t off_out, struct fuse_file_info *fi_out, size_t len, int flags)
 {
 	struct sfs *fs = fuse_req_userdata(req);
-	ssize_t n = copy_file_range(fh_current(fs, FH(fi_in)), &off_in, FH(fi_out)->fd, &off_out, len, (unsigned)flags);
+	/* from a packed file: EXDEV has the kernel copy through reads */
+	int in = fh_current(fs, FH(fi_in));
+	if (in < 0) {
+		fuse_reply_err(req, EXDEV);
+		return;
+	}
+	ssize_t n = copy_file_range(in, &off_in, FH(fi_out)->fd, &off_out, len, (unsigned)flags);
 	if (n < 0)
 		fuse_reply_err(req, errno);
 	else
@@ -346,7 +464,8 @@ void fh_close_all(struct sfs *fs)
 	pthread_mutex_unlock(&fs->open_lock);
 	while (h) {
 		struct fh *next = h->next;
-		close(h->fd);
+		if (h->fd >= 0)
+			close(h->fd);
 		pthread_mutex_destroy(&h->lock);
 		free(h);
 		h = next;

@@ -66,7 +66,7 @@ void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 	if (lower && !S_ISDIR(n->type)) {
 		/* learn once whether this lower object has any xattr we show */
 		char list[1024];
-		ssize_t ln = xa_list(l.dirfd, l.name, list, sizeof list);
+		ssize_t ln = loc_xa_list(fs, &l, list, sizeof list);
 		bool none = ln == 0 || ln == -ENOTSUP;
 		if (ln > 0) {
 			none = true;
@@ -82,7 +82,7 @@ void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 		}
 	}
 	char *buf = size ? malloc(size) : NULL;
-	ssize_t len = xa_get(l.dirfd, l.name, name, buf, size);
+	ssize_t len = loc_xa_get(fs, &l, name, buf, size);
 	loc_put(&l);
 	if (len == -ENODATA || len == -ENOTSUP)
 		fuse_reply_err(req, absent(fs, name));
@@ -108,7 +108,7 @@ void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 		fuse_reply_err(req, -r);
 		return;
 	}
-	ssize_t len = xa_list(l.dirfd, l.name, buf, sizeof buf);
+	ssize_t len = loc_xa_list(fs, &l, buf, sizeof buf);
 	loc_put(&l);
 	if (len < 0) {
 		if (len == -ENOTSUP)
@@ -148,7 +148,7 @@ void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *v
 	/* a flag that must fail fails before any copy-up */
 	if ((flags & (XATTR_CREATE | XATTR_REPLACE)) && !is_upper(fs, node_layer(n)) &&
 	    (r = loc_get(fs, n, &l)) == 0) {
-		ssize_t have = xa_get(l.dirfd, l.name, name, NULL, 0);
+		ssize_t have = loc_xa_get(fs, &l, name, NULL, 0);
 		loc_put(&l);
 		int e = (flags & XATTR_CREATE) && have >= 0 ? EEXIST
 		      : (flags & XATTR_REPLACE) && have < 0 ? ENODATA : 0;
@@ -180,7 +180,7 @@ void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 	node_ref(fs, n);
 	/* nothing to remove: fail as the kernel does, without a copy-up */
 	if (!is_upper(fs, node_layer(n)) && (r = loc_get(fs, n, &l)) == 0) {
-		ssize_t have = xa_get(l.dirfd, l.name, name, NULL, 0);
+		ssize_t have = loc_xa_get(fs, &l, name, NULL, 0);
 		loc_put(&l);
 		if (have < 0) {
 			node_unref(fs, n);

@@ -194,6 +194,37 @@ out:
 	return r < 0 ? r : 0;
 }
 
+/* read_layer(fs) of a packed layer's directory DIR: whiteouts are entries
+ * of their own there, whichever encoding the source used. */
+static int read_layer_pk(struct sfs *fs, uint32_t layer, uint32_t dir, struct nameset *seen, struct dircache *dc,
+			 size_t *cap, struct nameset *own)
+{
+	const struct lower *lo = &fs->layers[layer].lo;
+	struct lower_dirent e;
+	uint64_t off = 0;
+	int r;
+
+	while ((r = lower_readdir(lo, dir, &off, &e)) > 0) {
+		if (own && ns_add(own, e.name) < 0) {
+			ns_free(own);
+			own->slot = NULL;
+			own->cap = own->n = 0;
+			own = NULL;
+		}
+		/* a whiteout hides the name below; a name is shown once, from
+		 * the topmost layer that has it */
+		r = ns_add(seen, e.name);
+		if (r < 0)
+			return r;
+		if (r == 0 || e.kind == LOWER_WHITEOUT)
+			continue;
+		struct stat tmp = { .st_ino = e.ino, .st_dev = lo->dev };
+		if ((r = push(fs, dc, cap, e.name, layer_ino(fs, layer, &tmp), e.type)) < 0)
+			return r;
+	}
+	return r;
+}
+
 static void ns_merge(struct nameset *into, struct nameset *from)
 {
 	for (size_t i = 0; i < from->cap; i++)
@@ -256,7 +287,25 @@ int dir_listing_ahead(struct sfs *fs, struct node *dir, struct dircache **out, e
 	dl_rdlock(fs, dir);
 	for (unsigned i = 0; i < dir->ndl && r == 0; i++) {
 		bool tmp;
-		int dfd = node_dlfd(fs, dir, i, &tmp);
+		bool pk = layer_packed(fs, dir->dl[i].layer);
+		int dfd = pk ? -1 : node_dlfd(fs, dir, i, &tmp);
+		if (pk) {
+			struct nameset *own = NULL;
+			if (!__atomic_load_n(&dir->dl[i].names, __ATOMIC_ACQUIRE))
+				own = calloc(1, sizeof *own);
+			r = read_layer_pk(fs, dir->dl[i].layer, dir->dl[i].pino, &seen, dc, &cap, own);
+			if (own) {
+				struct nameset *expected = NULL;
+				if (r < 0 || !own->slot ||
+				    !__atomic_compare_exchange_n(&dir->dl[i].names, &expected, own, false,
+								 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+					ns_free(own);
+					free(own);
+				}
+			}
+			ns_merge(&seen, &pending);
+			continue;
+		}
 		if (dfd < 0) {
 			r = dfd;
 			break;

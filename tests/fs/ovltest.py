@@ -281,6 +281,8 @@ class Scenario:
     # Whether the kernel's "same inode number as at the start" answers are
     # deterministic for this scenario (not under racing copy-ups).
     kernel_ino_oracle = True
+    # Whether the scenario also runs over packed lower layers.
+    packed = True
 
     def run(self, t):
         pass
@@ -297,7 +299,45 @@ class Scenario:
         base = ['userxattr', 'oci'] if unpriv else ['kernel', 'oci']
         if any(e.kind == 'opaque' for l in self.layers for e in l):
             base += ['fovl'] if unpriv else ['userxattr', 'fovl']
+        # packed: the FUSE side's lower layers packed by `strata pack`
+        # (docs/packed-format.md), when the filesystem reads them
+        if not unpriv and packer() and self.packed:
+            base += ['packed']
         return base
+
+
+PACKER = {}
+
+
+def packer():
+    """The strata binary that packs layers for the packed encoding: $STRATA_BIN,
+    else the one beside the strata-fs under test (a build tree); None when
+    the filesystem under test is not strata-fs or no strata is found."""
+    if 'bin' not in PACKER:
+        fs = PACKER.get('fs') or ''
+        b = os.environ.get('STRATA_BIN') or os.path.join(
+            os.path.dirname(os.path.dirname(os.path.abspath(fs))), 'tools', 'strata')
+        ok = os.path.basename(fs) == 'strata-fs' and os.path.exists(b)
+        PACKER['bin'] = b if ok else None
+    return PACKER['bin']
+
+
+def pack_layer(ld):
+    """Packs layer directory ld into ld + '.pk' (its chunks in the chunk store
+    beside it, shared by the scenario's layers); the packed layer's path."""
+    dest = ld + '.pk'
+    r = run([packer(), 'pack', ld, dest])
+    if r.returncode:
+        raise RuntimeError('strata pack %s: %s' % (ld, r.stderr.strip()))
+    return dest
+
+
+def lower_snapshot(l):
+    """layer_snapshot() of a layer directory, or of a packed layer: its
+    metadata file and its chunk store."""
+    if os.path.isdir(l):
+        return layer_snapshot(l)
+    return {'meta': file_sha(l), 'chunks': layer_snapshot(os.path.join(os.path.dirname(l), 'chunks'))}
 
 
 def check_fs(fs):
@@ -361,7 +401,7 @@ def run_scenario(sc, fs, report, encoding):
         for kind, enc in (('kernel', kenc), ('fuse', encoding)):
             d = os.path.join(base, kind)
             lowers = []
-            b = LayerBuilder(enc)
+            b = LayerBuilder(kenc if enc == 'packed' else enc)
             for i, entries in enumerate(sc.layers):
                 ld = os.path.join(d, 'l%d' % i)
                 if sc.layer_per_fs:
@@ -369,6 +409,8 @@ def run_scenario(sc, fs, report, encoding):
                     mount_tmpfs(ld)
                     layer_mounts.append(ld)
                 b.build(ld, entries)
+                if kind == 'fuse' and enc == 'packed':
+                    ld = pack_layer(ld)
                 lowers.append(ld)
             upper = work = None
             if sc.upper:
@@ -388,7 +430,7 @@ def run_scenario(sc, fs, report, encoding):
             sides[kind] = m
         if mode.fuse_user:
             chown_tree(base, *mode.fuse_user)
-        lower_before = {kind: [layer_snapshot(l) for l in m.lowers] for kind, m in sides.items()}
+        lower_before = {kind: [lower_snapshot(l) for l in m.lowers] for kind, m in sides.items()}
 
         k, f = sides['kernel'], sides['fuse']
         k.mount()
@@ -445,7 +487,7 @@ def run_scenario(sc, fs, report, encoding):
         mounts.remove(k)
         k.umount()
         for kind, m in sides.items():
-            after = [layer_snapshot(l) for l in m.lowers]
+            after = [lower_snapshot(l) for l in m.lowers]
             for i, (b0, a0) in enumerate(zip(lower_before[kind], after)):
                 if b0 != a0:
                     changed = sorted(r for r in set(b0) | set(a0) if b0.get(r) != a0.get(r))
@@ -495,6 +537,7 @@ def prepare_fs(argv):
     printing why the test skips."""
     become_subreaper()
     fs = fs_under_test(argv)
+    PACKER['fs'] = fs
     try:
         check_fs(fs)
     except Skip as e:

@@ -1,0 +1,294 @@
+#!/usr/bin/env python3
+"""strata-fs over packed lower layers (docs/packed-format.md), beside the
+differential suite's packed encoding:
+
+- a stack mixing packed and plain lowers (packed bottom and third, plain
+  second) shows the same tree as the same stack of plain directories: types,
+  modes, owners, times, sizes, contents, xattrs, hard-link groups;
+- the same changes on both (append, a write into a sparse file's hole,
+  chmod and setxattr of packed files, a rename of a packed directory,
+  removals, a hard link of a packed file) give the same trees; the copies
+  keep their holes; the packed layers and their chunk store are unchanged;
+- after a remount the view and every inode number are unchanged;
+- mmap of a packed file reads its bytes (shared and private maps);
+- a flipped byte in a chunk gives the reader EIO (and a log line naming the
+  layer), never wrong data, while the other files read on;
+- a truncated or corrupt metadata file is refused at mount with a message
+  naming it.
+
+usage: packed.py [--fs PATH] [--strata PATH]   ($STRATA_FS, $STRATA_BIN)
+"""
+
+import errno
+import hashlib
+import mmap
+import os
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ovltest import SKIP, Report, conclude, prepare_fs  # noqa: E402
+from layers import F, D, L, H, W, O, LayerBuilder, pattern  # noqa: E402
+from mounts import FuseMount, mounted  # noqa: E402
+from observe import tree_snapshot, compare_trees, walk  # noqa: E402
+
+SCALE = max(1, int(os.environ.get('STRATA_TEST_SCALE', '1')))
+
+LAYERS = [
+    [  # bottom: packed
+        F('a', b'bottom a\n', xattrs={'user.a': b'1'}), F('keep', b'keep'),
+        F('big', pattern(1 << 20, 3)), F('hl1', b'hardlinked', uid=12, gid=34), H('hl2', 'hl1'),
+        F('sparse', size=300000, chunks=[(0, pattern(5000, 1)), (200000, pattern(9000, 2))]),
+        D('dir', mode=0o750, uid=7, gid=8, xattrs={'user.d': b'dv'}), F('dir/x', b'x'),
+        F('dir/y', b'y'), F('dir/sub/deep', b'deep'), L('sym', 'a'), L('dangling', 'none'),
+        F('gone', b'gone'), F('opq/old', b'old'), D('emptydir'), F('exec', b'#!/bin/sh\n', mode=0o755),
+        F('setuid', b'', mode=0o4755),
+    ],
+    [  # middle: plain
+        F('a', b'middle a\n'), W('gone'), O('opq'), F('opq/new', b'new'), W('dir/y'),
+        F('dir/m', b'm'), F('plainonly', b'plain'),
+    ],
+    [  # third: packed
+        F('dir/z', b'z', xattrs={'user.z': b'zz'}), D('newdir'), F('newdir/f', pattern(70000, 9)),
+        F('keep', b'keep top'),
+    ],
+]
+PACKED = (0, 2)
+
+
+def strata_bin(fs, argv):
+    if os.environ.get('STRATA_BIN'):
+        return os.environ['STRATA_BIN']
+    if '--strata' in argv:
+        return argv[argv.index('--strata') + 1]
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(fs))), 'tools', 'strata')
+
+
+def pack(strata, src, dest):
+    r = subprocess.run([strata, 'pack', src, dest], capture_output=True, text=True)
+    if r.returncode:
+        raise RuntimeError('strata pack %s %s: %s' % (src, dest, r.stderr.strip()))
+
+
+def fingerprint(paths):
+    """sha256 of every file under paths (files or trees), with mode and size."""
+    out = {}
+    for p in paths:
+        if os.path.isfile(p):
+            items = {'': os.lstat(p)}
+        else:
+            items = walk(p)
+        for rel, st in items.items():
+            q = os.path.join(p, rel) if rel else p
+            v = (st.st_mode, st.st_size, st.st_mtime_ns)
+            if os.path.isfile(q) and not os.path.islink(q):
+                with open(q, 'rb') as f:
+                    v += (hashlib.sha256(f.read()).hexdigest(),)
+            out[q] = v
+    return out
+
+
+def changes(mnt):
+    """The same changes on either mount; what they return."""
+    p = lambda r: os.path.join(mnt, r)  # noqa: E731
+    out = []
+    with open(p('a'), 'ab') as f:
+        f.write(b'appended\n')
+    with open(p('big'), 'r+b') as f:          # a packed file, not the top layer's
+        f.seek(300000)
+        f.write(b'X' * 10)
+    fd = os.open(p('sparse'), os.O_WRONLY)
+    os.pwrite(fd, b'in the hole', 100000)
+    os.close(fd)
+    os.chmod(p('newdir/f'), 0o600)           # metadata only: a metacopy
+    os.setxattr(p('hl1'), 'user.new', b'n')
+    os.rename(p('dir'), p('dir2'))           # a packed directory moves
+    os.unlink(p('keep'))
+    os.rmdir(p('emptydir'))
+    os.link(p('dir2/x'), p('xlink'))
+    out.append(sorted(os.listdir(mnt)))
+    out.append(sorted(os.listdir(p('dir2'))))
+    with open(p('newdir/f'), 'rb') as f:
+        out.append(hashlib.sha256(f.read()).hexdigest())
+    return out
+
+
+def inos(mnt):
+    return {rel: st.st_ino for rel, st in walk(mnt).items()}
+
+
+def mkmount(fs, base, name, lowers, upper=True):
+    d = os.path.join(base, name)
+    for s in ('u', 'w', 'm'):
+        os.makedirs(os.path.join(d, s), exist_ok=True)
+    return FuseMount(fs, lowers, os.path.join(d, 'u') if upper else None, os.path.join(d, 'w'),
+                     os.path.join(d, 'm'))
+
+
+def check_mixed(fs, strata, base, problems):
+    report = Report()
+    plain, mixed = [], []
+    b = LayerBuilder('kernel')
+    for i, entries in enumerate(LAYERS):
+        d = os.path.join(base, 'plain', 'l%d' % i)
+        b.build(d, entries)
+        plain.append(d)
+        if i in PACKED:
+            src = os.path.join(base, 'src', 'l%d' % i)
+            b.build(src, entries)
+            dest = os.path.join(base, 'packed', 'l%d.pk' % i)
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            pack(strata, src, dest)
+            mixed.append(dest)
+        else:
+            d2 = os.path.join(base, 'packed', 'l%d' % i)
+            b.build(d2, entries)
+            mixed.append(d2)
+    before = fingerprint([os.path.join(base, 'packed')])
+    ref = mkmount(fs, base, 'ref', plain)
+    pk = mkmount(fs, base, 'pk', mixed)
+    with mounted(ref, problems), mounted(pk, problems):
+        compare_trees(report, 'mixed stack, initial tree', tree_snapshot(ref.mnt), tree_snapshot(pk.mnt))
+        # mmap, shared and private
+        want = pattern(1 << 20, 3)
+        with open(os.path.join(pk.mnt, 'big'), 'rb') as f:
+            m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+            if m[:] != want:
+                problems.append('mmap of a packed file: bytes differ')
+            m.close()
+            m = mmap.mmap(f.fileno(), 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+            m[0:4] = b'ABCD'
+            if m[4:1 << 20] != want[4:]:
+                problems.append('private mmap of a packed file: bytes differ')
+            m.close()
+        if open(os.path.join(pk.mnt, 'big'), 'rb').read() != want:
+            problems.append('a private map changed the packed file')
+        try:
+            cr, cp = changes(ref.mnt), changes(pk.mnt)
+            if cr != cp:
+                problems.append('changes: plain stack %r, mixed stack %r' % (cr, cp))
+        except OSError as e:
+            problems.append('changes on the mixed stack: %s' % e)
+        compare_trees(report, 'mixed stack, after changes', tree_snapshot(ref.mnt), tree_snapshot(pk.mnt))
+        up = os.path.join(pk.upper, 'sparse')
+        st = os.stat(up)
+        if st.st_blocks * 512 > 64 * 1024:
+            problems.append('the copy-up of a sparse packed file is not sparse: %d blocks for %d bytes'
+                            % (st.st_blocks, st.st_size))
+        view, ino0 = tree_snapshot(pk.mnt)
+    if before != fingerprint([os.path.join(base, 'packed')]):
+        problems.append('a packed layer or its chunk store changed')
+    with mounted(pk, problems):
+        view2, ino2 = tree_snapshot(pk.mnt)
+        compare_trees(report, 'mixed stack, before/after remount', (view, ino0), (view2, ino2))
+        moved = sorted(r for r in ino0 if ino2.get(r) != ino0[r])
+        if moved:
+            problems.append('inode numbers changed across a remount: %s' % moved[:20])
+    problems.extend(report.problems)
+    return mixed
+
+
+def flip(path, off):
+    with open(path, 'r+b') as f:
+        f.seek(off)
+        c = f.read(1)
+        f.seek(off)
+        f.write(bytes([c[0] ^ 0xff]))
+
+
+def objects(store):
+    return {os.path.join(d, n) for d, _, files in os.walk(store) for n in files
+            if n != 'lock' and os.path.basename(d) != 'tmp'}
+
+
+def check_damage(fs, strata, base, problems):
+    """A damaged chunk: EIO for its file, the others read on."""
+    ddir = os.path.join(base, 'damaged')
+    os.makedirs(ddir)
+    alone = os.path.join(base, 'fine-src')
+    LayerBuilder('kernel').build(alone, [F('fine', pattern(100000, 6))])
+    pack(strata, alone, os.path.join(ddir, 'fine.pk'))
+    fine_objs = objects(os.path.join(ddir, 'chunks'))
+    src = os.path.join(base, 'dsrc')
+    LayerBuilder('kernel').build(src, [F('victim', pattern(300000, 5)), F('fine', pattern(100000, 6))])
+    dest = os.path.join(ddir, 'l.pk')
+    pack(strata, src, dest)
+    victims = objects(os.path.join(ddir, 'chunks')) - fine_objs
+    for p in victims:
+        os.chmod(p, 0o644)
+        flip(p, os.path.getsize(p) // 2)
+    if not victims:
+        problems.append('damage: no object of the victim file to flip')
+        return
+    m = mkmount(fs, base, 'dmg', [dest], upper=False)
+    with mounted(m, problems):
+        try:
+            with open(os.path.join(m.mnt, 'victim'), 'rb') as f:
+                f.read()
+            problems.append('a damaged chunk read without error')
+        except OSError as e:
+            if e.errno != errno.EIO:
+                problems.append('a damaged chunk gave %s, not EIO' % errno.errorcode.get(e.errno))
+        try:
+            if open(os.path.join(m.mnt, 'fine'), 'rb').read() != pattern(100000, 6):
+                problems.append('an undamaged file of the layer reads wrong')
+        except OSError as e:
+            problems.append('an undamaged file of the layer: %s' % e)
+        log = m.stderr()
+    if dest not in log:
+        problems.append('no log line names the layer of the damaged chunk: %r' % log[-500:])
+
+
+def check_refused(fs, strata, base, problems):
+    src = os.path.join(base, 'rsrc')
+    LayerBuilder('kernel').build(src, [F('f', b'f'), D('d')])
+    good = os.path.join(base, 'refuse', 'good.pk')
+    os.makedirs(os.path.dirname(good))
+    pack(strata, src, good)
+    data = open(good, 'rb').read()
+    cases = {'truncated': data[:len(data) // 2], 'corrupt': None, 'garbage': b'STRATAPK' + b'\0' * 100}
+    corrupt = bytearray(data)
+    corrupt[400] ^= 0xff   # inside the first section: its checksum no longer matches
+    cases['corrupt'] = bytes(corrupt)
+    for name, content in cases.items():
+        bad = os.path.join(base, 'refuse', name + '.pk')
+        with open(bad, 'wb') as f:
+            f.write(content)
+        m = mkmount(fs, base, 'refuse-' + name, [bad], upper=False)
+        try:
+            m.mount()
+            problems.append('%s metadata file: mounted' % name)
+            m.umount()
+            continue
+        except RuntimeError:
+            pass
+        err = m.stderr()
+        if bad not in err:
+            problems.append('%s metadata file: the refusal does not name it: %r' % (name, err[-300:]))
+
+
+def main(argv):
+    fs = prepare_fs(argv)
+    if fs is None:
+        return SKIP
+    strata = strata_bin(fs, argv)
+    if not os.path.exists(strata):
+        print('SKIP: no strata binary to pack layers with (%s; set STRATA_BIN)' % strata)
+        return SKIP
+    base = tempfile.mkdtemp(prefix='strata-packed-', dir='/var/tmp')
+    problems = []
+    try:
+        for what, fn in (('mixed stack', check_mixed), ('damaged chunk', check_damage),
+                         ('refused metadata', check_refused)):
+            n = len(problems)
+            fn(fs, strata, base, problems)
+            print('%s: %s' % (what, 'ok' if len(problems) == n else '%d problems' % (len(problems) - n)),
+                  flush=True)
+    finally:
+        code = conclude(base, problems)
+    return code
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv[1:]))
