@@ -134,7 +134,7 @@ int cmd_exec(const char *root, int argc, char **argv)
 			       st == CTR_PAUSED ? " (unpause it first)" : " (start it first)");
 			r = -EINVAL;
 		} else {
-			r = ctr_spec_build(&s, c.id, c.rec, &sp);
+			r = ctr_spec_build(&s, c.id, c.rec, NULL, &sp);
 		}
 		if (r == 0 && o.user) {
 			sp.l.set_user = true;

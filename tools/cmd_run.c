@@ -209,8 +209,10 @@ static int new_id(char id[65])
 	return 0;
 }
 
-/* Make the container's directory and record (store lock held). */
-static int create(struct store *s, struct copts *o, char id[65])
+/* Make the container's directory and record (store lock held); the
+ * record and the image's config are handed back when asked for, so that
+ * run starts the container without reading either again. */
+static int create(struct store *s, struct copts *o, char id[65], json_t **recp, json_t **cfgp)
 {
 	char digest[DIGEST_BUF], now[64], p[PATH_MAX], name[16];
 	json_t *cfg;
@@ -225,14 +227,15 @@ static int create(struct store *s, struct copts *o, char id[65])
 	if ((r = store_load_config(s, digest, &cfg, NULL, NULL)) < 0)
 		return r;
 	json_t *cmd = command_of(json_object_get(cfg, "config"), o);
-	json_decref(cfg);
 	if (json_array_size(cmd) == 0) {
 		json_decref(cmd);
+		json_decref(cfg);
 		susage("image %s has no Cmd or Entrypoint: give a command after the image", o->image);
 		return -EINVAL;
 	}
 	if ((r = new_id(id)) < 0) {
 		json_decref(cmd);
+		json_decref(cfg);
 		return r;
 	}
 	snprintf(name, sizeof name, "%.12s", id);
@@ -242,6 +245,7 @@ static int create(struct store *s, struct copts *o, char id[65])
 		r = -errno;
 		serr(r, "create container directory in", s->root, "check the store's permissions");
 		json_decref(cmd);
+		json_decref(cfg);
 		return r;
 	}
 	snprintf(p, sizeof p, "containers/%s/upper", id);
@@ -251,12 +255,17 @@ static int create(struct store *s, struct copts *o, char id[65])
 	json_t *c = json_pack("{s:s,s:s,s:s,s:s,s:o,s:s,s:O}", "id", id, "name", o->name ? o->name : name,
 			      "image", digest, "image_ref", o->image, "command", cmd, "created", now,
 			      "options", o->opts);
-	r = container_save(s, id, c);
-	json_decref(c);
+	r = container_save(s, id, c, !json_is_true(json_object_get(o->opts, "rm")));
 	if (r < 0) {
 		snprintf(p, sizeof p, "containers/%s", id);
 		rm_rf_at(s->fd, p);
 	}
+	if (r == 0 && recp)
+		*recp = json_incref(c);
+	if (r == 0 && cfgp)
+		*cfgp = json_incref(cfg);
+	json_decref(c);
+	json_decref(cfg);
 	return r;
 }
 
@@ -266,7 +275,7 @@ static int create_locked(const char *root, struct copts *o, char id[65])
 	int r = store_open(&s, root, true);
 	if (r < 0)
 		return r;
-	r = create(&s, o, id);
+	r = create(&s, o, id, NULL, NULL);
 	store_close(&s);
 	return r;
 }
@@ -304,7 +313,7 @@ static int start_locked(struct ctr *c, bool attach)
 	int r = store_open(&s, c->root, false);
 	if (r < 0)
 		return EXIT_STRATA;
-	r = ctr_spec_build(&s, c->id, c->rec, &sp);
+	r = ctr_spec_build(&s, c->id, c->rec, NULL, &sp);
 	store_close(&s);
 	if (r < 0)
 		return EXIT_STRATA;
@@ -352,6 +361,43 @@ static void remove_now(const char *root, const char *id)
 	store_close(&s);
 }
 
+#ifdef STRATA_HAVE_RUNTIME
+/* create and start in one go: one store handle makes the container and
+ * its launch spec from the config it has read once; the new container is
+ * opened by id, not looked up among the others. */
+static int run_new(const char *root, struct copts *o, char id[65])
+{
+	_cleanup_(spec_freep) struct ctr_spec sp = { 0 };
+	struct store s;
+	struct ctr c = { .dirfd = -1, .lockfd = -1 };
+	json_t *rec = NULL, *cfg = NULL;
+	int r = store_open(&s, root, true);
+	if (r < 0)
+		return -EXIT_STRATA;
+	r = create(&s, o, id, &rec, &cfg);
+	if (r == 0) {
+		r = ctr_spec_build(&s, id, rec, cfg, &sp);
+		if (r == 0)
+			r = ctr_open_record(&s, id, rec, &c);
+		if (r == 0)
+			r = ctr_lock(&c);
+		if (r < 0)
+			r = 1;
+	}
+	store_close(&s);
+	json_decref(rec);
+	json_decref(cfg);
+	if (r < 0)
+		return -EXIT_STRATA;      /* not made */
+	if (r == 0)
+		r = o->detach ? monitor_start_detached(&c, &sp) : monitor_run_attached(&c, &sp);
+	else
+		r = EXIT_STRATA;
+	ctr_close(&c);
+	return r;
+}
+#endif
+
 int cmd_run(const char *root, int argc, char **argv)
 {
 	_cleanup_(copts_free) struct copts o;
@@ -359,9 +405,12 @@ int cmd_run(const char *root, int argc, char **argv)
 	int r = parse_copts("run", argc, argv, FOR_RUN, &o);
 	if (r)
 		return r > 0 ? 0 : EXIT_STRATA;
-	if ((r = create_locked(root, &o, id)) < 0)
+#ifndef STRATA_HAVE_RUNTIME
+	susage("this strata was built without the launcher library (runtime/)");
+	return EXIT_STRATA;
+#else
+	if ((r = run_new(root, &o, id)) < 0)
 		return EXIT_STRATA;
-	r = ctr_start(root, id, !o.detach, false);
 	if (o.detach && r == 0)
 		printf("%s\n", id);
 	/* A start that failed before the monitor took over leaves the
@@ -379,6 +428,7 @@ int cmd_run(const char *root, int argc, char **argv)
 		}
 	}
 	return r;
+#endif
 }
 
 int cmd_start(const char *root, int argc, char **argv)

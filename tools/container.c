@@ -38,24 +38,55 @@ int container_load(struct store *s, const char *id, json_t **c)
 	return *c ? 0 : -EBADMSG;
 }
 
-int container_save(struct store *s, const char *id, json_t *c)
+int container_save(struct store *s, const char *id, json_t *c, bool durable)
 {
-	char p[PATH_MAX];
+	char p[128], tmp[160];
 	_cleanup_free_ char *txt = json_dumps(c, JSON_INDENT(2));
 	if (!txt)
 		return -ENOMEM;
 	snprintf(p, sizeof p, "containers/%s/container.json", id);
-	int r = write_file_atomic(s->fd, p, txt, strlen(txt));
+	int r;
+	if (durable) {
+		r = write_file_atomic(s->fd, p, txt, strlen(txt));
+	} else {
+		/* A --rm container's record goes with the container: after a
+		 * crash of the machine nothing of it is wanted, so it is not
+		 * worth an fsync on the path of every `run --rm`. The rename
+		 * still keeps readers from seeing half a record. */
+		snprintf(tmp, sizeof tmp, "%s.tmp.%d", p, (int)getpid());
+		_cleanup_close_ int fd = openat(s->fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		size_t len = strlen(txt);
+		ssize_t w = fd < 0 ? -1 : write(fd, txt, len);
+		r = w == (ssize_t)len ? 0 : w < 0 ? -errno : -EIO;
+		if (r == 0 && renameat(s->fd, tmp, s->fd, p) < 0)
+			r = -errno;
+		if (r < 0)
+			unlinkat(s->fd, tmp, 0);
+	}
 	if (r < 0)
 		serr(r, "write container record", p, "check free space of the store");
 	return r;
 }
 
+static bool full_id(const char *what)
+{
+	return strlen(what) == 64 && strspn(what, "0123456789abcdef") == 64;
+}
+
 int container_find(struct store *s, const char *what, char id[65])
 {
 	_cleanup_close_ int cfd = openat(s->fd, "containers", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	char **names;
+	char **names, p[128];
 	size_t n, hits = 0;
+	/* A full id names no other container (names of 64 characters are
+	 * refused): no need to read every record. */
+	if (cfd >= 0 && full_id(what)) {
+		snprintf(p, sizeof p, "%s/container.json", what);
+		if (faccessat(cfd, p, F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
+			snprintf(id, 65, "%s", what);
+			return 0;
+		}
+	}
 	if (cfd < 0 || list_sorted(cfd, &names, &n) < 0)
 		return -ENOENT;
 	size_t wl = strlen(what);
@@ -230,6 +261,23 @@ int ctr_open(struct store *s, const char *what, struct ctr *c)
 		susage("no such container: %s (it was just removed)", what);
 		return -ENOENT;
 	}
+	return 0;
+}
+
+int ctr_open_record(struct store *s, const char *id, json_t *rec, struct ctr *c)
+{
+	char p[PATH_MAX];
+	memset(c, 0, sizeof *c);
+	c->lockfd = -1;
+	snprintf(c->id, sizeof c->id, "%s", id);
+	snprintf(p, sizeof p, "containers/%s", id);
+	if (!(c->root = strdup(s->root)))
+		return -ENOMEM;
+	c->dirfd = openat(s->fd, p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (c->dirfd < 0)
+		return -errno;
+	c->rec = json_incref(rec);
+	c->st = json_object();
 	return 0;
 }
 

@@ -38,7 +38,8 @@ struct store;
 /* Find a container by name or (prefix of) id; fills id (65 bytes). */
 int container_find(struct store *s, const char *what, char id[65]);
 int container_load(struct store *s, const char *id, json_t **c);
-int container_save(struct store *s, const char *id, json_t *c);
+/* durable: fsync'ed (not for --rm containers, which a crash ends anyway). */
+int container_save(struct store *s, const char *id, json_t *c, bool durable);
 /* Remove a container's directory (exclusive store lock held) and collect
  * what only it kept. */
 int container_remove(struct store *s, const char *id);
@@ -73,6 +74,9 @@ struct ctr {
 };
 /* Find and load; complains (no such container) and returns -ENOENT. */
 int ctr_open(struct store *s, const char *what, struct ctr *c);
+/* Open a container just made (its record in hand, no state yet), without
+ * looking it up among the others. */
+int ctr_open_record(struct store *s, const char *id, json_t *rec, struct ctr *c);
 void ctr_close(struct ctr *c);
 /* The container's lifecycle lock (blocking), then its state re-read;
  * -ENOENT when the container went away while we waited. */
@@ -139,7 +143,9 @@ struct ctr_spec {
 	bool autoremove;
 	long long log_max;
 };
-int ctr_spec_build(struct store *s, const char *id, json_t *rec, struct ctr_spec *sp);
+/* cfg: the image's config when the caller has it loaded already (a
+ * reference is taken), else NULL to load it. */
+int ctr_spec_build(struct store *s, const char *id, json_t *rec, json_t *cfg, struct ctr_spec *sp);
 void ctr_spec_free(struct ctr_spec *sp);
 /* USER[:GROUP] with names looked up in the image, as UID and GID. */
 int ctr_resolve_user(struct store *s, json_t *cfg, const char *spec, uid_t *uid, gid_t *gid);

@@ -375,7 +375,7 @@ static int build_user(struct store *s, struct ctr_spec *sp, json_t *cc, json_t *
 	return ctr_resolve_user(s, sp->cfg, user, &sp->l.uid, &sp->l.gid);
 }
 
-int ctr_spec_build(struct store *s, const char *id, json_t *rec, struct ctr_spec *sp)
+int ctr_spec_build(struct store *s, const char *id, json_t *rec, json_t *cfg, struct ctr_spec *sp)
 {
 	json_t *ids, *opts = json_object_get(rec, "options");
 	int r;
@@ -384,8 +384,11 @@ int ctr_spec_build(struct store *s, const char *id, json_t *rec, struct ctr_spec
 	memset(sp, 0, sizeof *sp);
 	sp->rec = json_incref(rec);
 	const char *image = json_string_value(json_object_get(rec, "image"));
-	if ((r = store_load_config(s, image, &sp->cfg, NULL, NULL)) < 0 ||
-	    (r = config_diff_ids(sp->cfg, image, &ids)) < 0 || (r = lower_list_of(s, ids, image, &sp->lower)) < 0)
+	if (cfg)
+		sp->cfg = json_incref(cfg);
+	else if ((r = store_load_config(s, image, &sp->cfg, NULL, NULL)) < 0)
+		return r;
+	if ((r = config_diff_ids(sp->cfg, image, &ids)) < 0 || (r = lower_list_of(s, ids, image, &sp->lower)) < 0)
 		return r;
 	json_t *cc = json_object_get(sp->cfg, "config");
 	if (asprintf(&sp->upper, "%s/containers/%s/upper", s->root, id) < 0 ||
