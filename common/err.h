@@ -7,6 +7,11 @@
  * path and the cause, and says what the user can do:
  *
  *   strata-fs: open lower layer /x/y: No such file or directory (check the lowerdir= list)
+ *
+ * A library whose callers know what the user was doing reports the same
+ * message into an error object instead of printing it: the runtime
+ * (runtime/launch.h, struct strata_error), so that `strata run` can say
+ * "strata: starting container web: mount proc /proc: ...".
  */
 #ifndef STRATA_ERR_H
 #define STRATA_ERR_H

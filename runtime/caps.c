@@ -20,7 +20,7 @@ static const uint64_t default_caps =
 	BIT(CAP_SYS_CHROOT) | BIT(CAP_KILL) | BIT(CAP_AUDIT_WRITE);
 
 /* Accepts "NET_ADMIN", "net_admin" and "CAP_NET_ADMIN". */
-static int cap_parse(const char *name, cap_value_t *out)
+static int cap_parse(const char *name, cap_value_t *out, struct strata_error *err)
 {
 	char buf[64];
 	size_t n = strlen(name);
@@ -38,12 +38,11 @@ static int cap_parse(const char *name, cap_value_t *out)
 	if (cap_from_name(buf, out) == 0 && *out >= 0 && *out < 64)
 		return 0;
 bad:
-	susage("unknown capability '%s' (names as in capabilities(7), e.g. NET_ADMIN or ALL for --cap-drop)",
-	       name);
-	return -EINVAL;
+	return rt_usage(err, "unknown capability '%s' (names as in capabilities(7), e.g. NET_ADMIN "
+			"or ALL for --cap-drop)", name);
 }
 
-int caps_resolve(const struct strata_launch_spec *spec, uint64_t *set)
+int caps_resolve(const struct strata_launch_spec *spec, uint64_t *set, struct strata_error *err)
 {
 	uint64_t s = default_caps;
 	cap_value_t c;
@@ -54,7 +53,7 @@ int caps_resolve(const struct strata_launch_spec *spec, uint64_t *set)
 			s = 0;
 			continue;
 		}
-		if ((r = cap_parse(spec->cap_drop[i], &c)) < 0)
+		if ((r = cap_parse(spec->cap_drop[i], &c, err)) < 0)
 			return r;
 		s &= ~BIT(c);
 	}
@@ -63,7 +62,7 @@ int caps_resolve(const struct strata_launch_spec *spec, uint64_t *set)
 			s = ~UINT64_C(0);
 			continue;
 		}
-		if ((r = cap_parse(spec->cap_add[i], &c)) < 0)
+		if ((r = cap_parse(spec->cap_add[i], &c, err)) < 0)
 			return r;
 		s |= BIT(c);
 	}
@@ -71,17 +70,16 @@ int caps_resolve(const struct strata_launch_spec *spec, uint64_t *set)
 	return 0;
 }
 
-int caps_limit_bounding(uint64_t set)
+int caps_limit_bounding(uint64_t set, struct strata_error *err)
 {
 	cap_value_t last = cap_max_bits() - 1;
 
 	for (cap_value_t c = 0; c <= last; c++) {
 		if (set & BIT(c))
 			continue;
-		if (prctl(PR_CAPBSET_DROP, c, 0, 0, 0) < 0 && errno != EINVAL) {
-			serr(errno, "drop capability from bounding set", NULL, "capability number %d", (int)c);
-			return -errno;
-		}
+		if (prctl(PR_CAPBSET_DROP, c, 0, 0, 0) < 0 && errno != EINVAL)
+			return rt_err(err, errno, "drop capability from bounding set", NULL,
+				      "capability number %d", (int)c);
 	}
 	return 0;
 }
@@ -89,14 +87,14 @@ int caps_limit_bounding(uint64_t set)
 /* After the uid change: permitted and effective are the set for uid 0
  * and empty otherwise (setuid already cleared them); inheritable and
  * ambient stay empty, as in docker since CVE-2022-24769. */
-int caps_apply(uint64_t set)
+int caps_apply(uint64_t set, struct strata_error *err)
 {
 	cap_t caps = cap_init();
 	cap_value_t last = cap_max_bits() - 1;
 	int r = 0;
 
 	if (!caps)
-		return -errno;
+		return rt_err(err, errno, "set capabilities", NULL, "cap_init");
 	if (geteuid() == 0) {
 		for (cap_value_t c = 0; c <= last; c++) {
 			if (!(set & BIT(c)))
@@ -106,11 +104,9 @@ int caps_apply(uint64_t set)
 		}
 	}
 	if (cap_set_proc(caps) < 0) {
-		r = -errno;
-		serr(r, "set capabilities", NULL, NULL);
+		r = rt_err(err, errno, "set capabilities", NULL, NULL);
 	} else if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL) {
-		r = -errno;
-		serr(r, "clear ambient capabilities", NULL, NULL);
+		r = rt_err(err, errno, "clear ambient capabilities", NULL, NULL);
 	}
 	cap_free(caps);
 	return r;

@@ -50,7 +50,7 @@ static struct bpf_insn insn(__u8 code, __u8 dst, __u8 src, __s16 off, __s32 imm)
 	return (struct bpf_insn){ .code = code, .dst_reg = dst, .src_reg = src, .off = off, .imm = imm };
 }
 
-static int attach_device_program(const char *dir)
+static int attach_device_program(const char *dir, struct strata_error *err)
 {
 	struct bpf_insn p[8 + 6 * sizeof device_allow_bpf / sizeof device_allow_bpf[0]];
 	size_t n = 0, jumps[2];
@@ -85,29 +85,20 @@ static int attach_device_program(const char *dir)
 	load.insn_cnt = (__u32)n;
 	load.license = (__u64)(uintptr_t)"GPL";
 	_cleanup_close_ int prog = (int)syscall(SYS_bpf, BPF_PROG_LOAD, &load, sizeof load);
-	if (prog < 0) {
-		int e = errno;
-		serr(e, "load", "the device cgroup program",
-		     "the container's device rules on cgroup v2 need BPF (CONFIG_CGROUP_BPF)");
-		return -e;
-	}
+	if (prog < 0)
+		return rt_err(err, errno, "load", "the device cgroup program",
+			      "the container's device rules on cgroup v2 need BPF (CONFIG_CGROUP_BPF)");
 	_cleanup_close_ int cgfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (cgfd < 0) {
-		int e = errno;
-		serr(e, "open", dir, "to attach the device rules");
-		return -e;
-	}
+	if (cgfd < 0)
+		return rt_err(err, errno, "open", dir, "to attach the device rules");
 	union bpf_attr at = { 0 };
 	at.target_fd = (__u32)cgfd;
 	at.attach_bpf_fd = (__u32)prog;
 	at.attach_type = BPF_CGROUP_DEVICE;
 	/* programs of the cgroups above run too: ours only narrows */
 	at.attach_flags = BPF_F_ALLOW_MULTI;
-	if (syscall(SYS_bpf, BPF_PROG_ATTACH, &at, sizeof at) < 0) {
-		int e = errno;
-		serr(e, "attach", "the device cgroup program", "to %s", dir);
-		return -e;
-	}
+	if (syscall(SYS_bpf, BPF_PROG_ATTACH, &at, sizeof at) < 0)
+		return rt_err(err, errno, "attach", "the device cgroup program", "to %s", dir);
 	return 0;
 }
 
@@ -256,19 +247,20 @@ static int write_file(const char *dir, const char *file, const char *value)
 	return (size_t)n == strlen(value) ? 0 : -EIO;
 }
 
-static int set_value(const char *dir, const char *file, const char *value, const char *flag)
+static int set_value(const char *dir, const char *file, const char *value, const char *flag,
+		     struct strata_error *err)
 {
 	int r = write_file(dir, file, value);
 
 	if (r < 0)
-		serr(r, "write", file, "in %s, value %s (%s): %s", dir, value, flag,
-		     r == -ENOENT ? "this kernel's cgroup lacks it"
+		rt_err(err, r, "write", file, "in %s, value %s (%s): %s", dir, value, flag,
+		       r == -ENOENT ? "this kernel's cgroup lacks it"
 				  : r == -EINVAL || r == -EBUSY ? "the kernel refused the value; check the limit"
 								: "cannot set the limit");
 	return r;
 }
 
-static int set_ll(const char *dir, const char *file, long long v, const char *flag)
+static int set_ll(const char *dir, const char *file, long long v, const char *flag, struct strata_error *err)
 {
 	char buf[32];
 
@@ -276,61 +268,62 @@ static int set_ll(const char *dir, const char *file, long long v, const char *fl
 		snprintf(buf, sizeof buf, "-1");
 	else
 		snprintf(buf, sizeof buf, "%lld", v);
-	return set_value(dir, file, buf, flag);
+	return set_value(dir, file, buf, flag, err);
 }
 
-static int apply_v1(const char *ctrls, const char *dir, const struct strata_limits *l, bool devices)
+static int apply_v1(const char *ctrls, const char *dir, const struct strata_limits *l, bool devices,
+		    struct strata_error *err)
 {
 	int r;
 
 	if (list_has(ctrls, "memory") && l->memory) {
-		if ((r = set_ll(dir, "memory.limit_in_bytes", l->memory, "--memory")) < 0)
+		if ((r = set_ll(dir, "memory.limit_in_bytes", l->memory, "--memory", err)) < 0)
 			return r;
 		/* docker's rule: without --memory-swap as much swap as memory */
 		long long sw = l->memory_swap ? l->memory_swap : 2 * l->memory;
 		char path[PATH_MAX];
 		snprintf(path, sizeof path, "%s/memory.memsw.limit_in_bytes", dir);
 		if (access(path, F_OK) == 0) {
-			if ((r = set_ll(dir, "memory.memsw.limit_in_bytes", sw, "--memory-swap")) < 0)
+			if ((r = set_ll(dir, "memory.memsw.limit_in_bytes", sw, "--memory-swap", err)) < 0)
 				return r;
 		} else if (l->memory_swap > 0) {
-			serr(ENOENT, "limit swap in", dir,
-			     "--memory-swap needs swap accounting (memory.memsw.*): boot with swapaccount=1");
+			rt_err(err, ENOENT, "limit swap in", dir,
+			       "--memory-swap needs swap accounting (memory.memsw.*): boot with swapaccount=1");
 			return -ENOENT;
 		}
 	}
 	if (list_has(ctrls, "cpu")) {
 		if (l->cpu_quota_us &&
-		    ((r = set_ll(dir, "cpu.cfs_period_us", l->cpu_period_us, "--cpus")) < 0 ||
-		     (r = set_ll(dir, "cpu.cfs_quota_us", l->cpu_quota_us, "--cpus")) < 0))
+		    ((r = set_ll(dir, "cpu.cfs_period_us", l->cpu_period_us, "--cpus", err)) < 0 ||
+		     (r = set_ll(dir, "cpu.cfs_quota_us", l->cpu_quota_us, "--cpus", err)) < 0))
 			return r;
-		if (l->cpu_shares && (r = set_ll(dir, "cpu.shares", (long long)l->cpu_shares, "--cpu-shares")) < 0)
+		if (l->cpu_shares && (r = set_ll(dir, "cpu.shares", (long long)l->cpu_shares, "--cpu-shares", err)) < 0)
 			return r;
 	}
 	if (list_has(ctrls, "pids") && l->pids) {
 		if (l->pids < 0)
-			r = set_value(dir, "pids.max", "max", "--pids-limit");
+			r = set_value(dir, "pids.max", "max", "--pids-limit", err);
 		else
-			r = set_ll(dir, "pids.max", l->pids, "--pids-limit");
+			r = set_ll(dir, "pids.max", l->pids, "--pids-limit", err);
 		if (r < 0)
 			return r;
 	}
 	if (list_has(ctrls, "devices") && devices) {
-		if ((r = set_value(dir, "devices.deny", "a", "device rules")) < 0)
+		if ((r = set_value(dir, "devices.deny", "a", "device rules", err)) < 0)
 			return r;
 		for (size_t i = 0; i < sizeof device_allow / sizeof device_allow[0]; i++)
-			if ((r = set_value(dir, "devices.allow", device_allow[i], "device rules")) < 0)
+			if ((r = set_value(dir, "devices.allow", device_allow[i], "device rules", err)) < 0)
 				return r;
 	}
 	return 0;
 }
 
-static int apply_v2(const char *dir, const struct strata_limits *l)
+static int apply_v2(const char *dir, const struct strata_limits *l, struct strata_error *err)
 {
 	char buf[64];
 	int r;
 
-	if (l->memory && (r = set_ll(dir, "memory.max", l->memory, "--memory")) < 0)
+	if (l->memory && (r = set_ll(dir, "memory.max", l->memory, "--memory", err)) < 0)
 		return r;
 	if (l->memory) {
 		/* v2 limits swap alone: memory+swap minus memory */
@@ -339,23 +332,23 @@ static int apply_v2(const char *dir, const struct strata_limits *l)
 		snprintf(path, sizeof path, "%s/memory.swap.max", dir);
 		if (access(path, F_OK) == 0 &&
 		    (r = set_value(dir, "memory.swap.max", sw < 0 ? "max" : (snprintf(buf, sizeof buf, "%lld", sw), buf),
-				   "--memory-swap")) < 0)
+				   "--memory-swap", err)) < 0)
 			return r;
 	}
 	if (l->cpu_quota_us) {
 		snprintf(buf, sizeof buf, "%lld %lld", l->cpu_quota_us, l->cpu_period_us);
-		if ((r = set_value(dir, "cpu.max", buf, "--cpus")) < 0)
+		if ((r = set_value(dir, "cpu.max", buf, "--cpus", err)) < 0)
 			return r;
 	}
 	if (l->cpu_shares) {
 		/* shares 2..262144 onto weight 1..10000, as crun maps them */
 		unsigned long s = l->cpu_shares < 2 ? 2 : l->cpu_shares > 262144 ? 262144 : l->cpu_shares;
 		snprintf(buf, sizeof buf, "%lu", 1 + ((s - 2) * 9999) / 262142);
-		if ((r = set_value(dir, "cpu.weight", buf, "--cpu-shares")) < 0)
+		if ((r = set_value(dir, "cpu.weight", buf, "--cpu-shares", err)) < 0)
 			return r;
 	}
-	if (l->pids && (r = l->pids < 0 ? set_value(dir, "pids.max", "max", "--pids-limit")
-				       : set_ll(dir, "pids.max", l->pids, "--pids-limit")) < 0)
+	if (l->pids && (r = l->pids < 0 ? set_value(dir, "pids.max", "max", "--pids-limit", err)
+				       : set_ll(dir, "pids.max", l->pids, "--pids-limit", err)) < 0)
 		return r;
 	return 0;
 }
@@ -373,7 +366,7 @@ static int make_dir(const char *dir)
 	return mkdir(dir, 0755) < 0 ? -errno : 0;
 }
 
-static int add_dir(struct cgroups *cg, char *dir)
+static int add_dir(struct cgroups *cg, char *dir, struct strata_error *err)
 {
 	char path[PATH_MAX];
 
@@ -381,7 +374,7 @@ static int add_dir(struct cgroups *cg, char *dir)
 	int fd = open(path, O_WRONLY | O_CLOEXEC);
 	if (fd < 0) {
 		int e = errno;
-		serr(e, "open", path, "to move the container into its cgroup");
+		rt_err(err, e, "open", path, "to move the container into its cgroup");
 		rmdir(dir);
 		free(dir);
 		return -e;
@@ -392,28 +385,28 @@ static int add_dir(struct cgroups *cg, char *dir)
 	return 0;
 }
 
-static void refuse_hint(int err, const char *dir, const char *flag)
+static void refuse_hint(int e, const char *dir, const char *flag, struct strata_error *err)
 {
-	serr(err, "create cgroup", dir,
-	     "%s needs a cgroup this user may create; %s", flag,
-	     geteuid() == 0 ? "is /sys/fs/cgroup mounted read-only here?"
+	rt_err(err, e, "create cgroup", dir,
+	       "%s needs a cgroup this user may create; %s", flag,
+	       geteuid() == 0 ? "is /sys/fs/cgroup mounted read-only here?"
 			    : "rootless limits need a delegated cgroup v2 subtree (systemd: run under "
 			      "`systemd-run --user --scope -p Delegate=yes`), or run as root; drop the limit "
 			      "to run without a cgroup");
 }
 
-static int bad_cgroup_name(const char *name)
+static int bad_cgroup_name(const char *name, struct strata_error *err)
 {
 	if (!*name || strchr(name, '/') || strcmp(name, ".") == 0 || strcmp(name, "..") == 0 ||
 	    strlen(name) > 200) {
-		susage("--cgroup-name '%s' must be one path component (no '/')", name);
+		rt_usage(err, "--cgroup-name '%s' must be one path component (no '/')", name);
 		return -EINVAL;
 	}
 	return 0;
 }
 
 static int create_v1(const struct strata_launch_spec *s, const char *name, bool devices_only, bool devices,
-		     struct cgroups *cg)
+		     struct cgroups *cg, struct strata_error *err)
 {
 	const struct strata_limits *l = &s->limits;
 	char *done[8] = { 0 };
@@ -430,8 +423,8 @@ static int create_v1(const struct strata_launch_spec *s, const char *name, bool 
 		if ((r = caller_dir(ctrl, &parent, &ctrls)) < 0) {
 			const char *flag = limit_needing(l, ctrl);
 			if (flag) {
-				serr(r, "find cgroup controller", ctrl,
-				     "%s needs the cgroup v1 %s controller mounted under /sys/fs/cgroup", flag, ctrl);
+				rt_err(err, r, "find cgroup controller", ctrl,
+				       "%s needs the cgroup v1 %s controller mounted under /sys/fs/cgroup", flag, ctrl);
 				break;
 			}
 			r = 0;
@@ -449,9 +442,9 @@ static int create_v1(const struct strata_launch_spec *s, const char *name, bool 
 		if ((r = make_dir(dir)) < 0) {
 			const char *flag = limit_needing(l, ctrl);
 			if (r == -EBUSY) {
-				serr(r, "create cgroup", dir, "a cgroup of that name is in use; choose another --cgroup-name");
+				rt_err(err, r, "create cgroup", dir, "a cgroup of that name is in use; choose another --cgroup-name");
 			} else if (flag) {
-				refuse_hint(r, dir, flag);
+				refuse_hint(r, dir, flag, err);
 			} else {
 				/* no limit needs this controller: run without it
 				 * (root's device rules then rest on nodev mounts) */
@@ -463,9 +456,9 @@ static int create_v1(const struct strata_launch_spec *s, const char *name, bool 
 			break;
 		}
 		done[n_done++] = strdup(parent);
-		if ((r = add_dir(cg, dir)) < 0)
+		if ((r = add_dir(cg, dir, err)) < 0)
 			break;
-		if ((r = apply_v1(ctrls, dir, l, devices)) < 0)
+		if ((r = apply_v1(ctrls, dir, l, devices, err)) < 0)
 			break;
 		if (!cg->started && list_has(ctrls, "memory"))
 			cg->started = cg->dir[cg->n - 1];
@@ -477,7 +470,8 @@ static int create_v1(const struct strata_launch_spec *s, const char *name, bool 
 	return r;
 }
 
-static int create_v2(const struct strata_launch_spec *s, const char *name, bool devices, struct cgroups *cg)
+static int create_v2(const struct strata_launch_spec *s, const char *name, bool devices, struct cgroups *cg,
+		     struct strata_error *err)
 {
 	const struct strata_limits *l = &s->limits;
 	_cleanup_free_ char *parent = NULL, *ctrls = NULL;
@@ -486,8 +480,8 @@ static int create_v2(const struct strata_launch_spec *s, const char *name, bool 
 
 	if ((r = caller_dir(NULL, &parent, &ctrls)) < 0) {
 		if (any_limit(l))
-			serr(r, "find", "the unified cgroup hierarchy", "%s needs cgroup v2 mounted at /sys/fs/cgroup",
-			     any_limit(l));
+			rt_err(err, r, "find", "the unified cgroup hierarchy", "%s needs cgroup v2 mounted at /sys/fs/cgroup",
+			       any_limit(l));
 		return any_limit(l) ? r : 0;
 	}
 	/* The controllers must be enabled for our children; where the
@@ -511,9 +505,9 @@ static int create_v2(const struct strata_launch_spec *s, const char *name, bool 
 		if (!want[i] || list_has(enabled, want[i] + 1))
 			continue;
 		if ((r = write_file(parent, "cgroup.subtree_control", want[i])) < 0) {
-			serr(r, "enable", want[i] + 1, "in %s/cgroup.subtree_control: %s needs the %s controller "
-			     "for the cgroups beneath the caller's%s", parent, any_limit(l), want[i] + 1,
-			     r == -EBUSY ? " (cgroup v2 enables controllers only below a cgroup without processes "
+			rt_err(err, r, "enable", want[i] + 1, "in %s/cgroup.subtree_control: %s needs the %s controller "
+			       "for the cgroups beneath the caller's%s", parent, any_limit(l), want[i] + 1,
+			       r == -EBUSY ? " (cgroup v2 enables controllers only below a cgroup without processes "
 					   "of its own: start the launcher in a cgroup whose cgroup.subtree_control "
 					   "already lists it, or from the root cgroup)"
 					 : r == -ENOENT || r == -EINVAL ? " (the controller is not available here)" : "");
@@ -524,22 +518,22 @@ static int create_v2(const struct strata_launch_spec *s, const char *name, bool 
 		return -ENOMEM;
 	if ((r = make_dir(dir)) < 0) {
 		if (r == -EBUSY)
-			serr(r, "create cgroup", dir, "a cgroup of that name is in use; choose another --cgroup-name");
+			rt_err(err, r, "create cgroup", dir, "a cgroup of that name is in use; choose another --cgroup-name");
 		else if (any_limit(l))
-			refuse_hint(r, dir, any_limit(l));
+			refuse_hint(r, dir, any_limit(l), err);
 		else
 			r = 0; /* no limit asked for: run without */
 		free(dir);
 		return r;
 	}
-	if ((r = add_dir(cg, dir)) < 0)
+	if ((r = add_dir(cg, dir, err)) < 0)
 		return r;
 	if (!cg->started)
 		cg->started = cg->dir[cg->n - 1];
 	cg->v2 = true;
-	if (devices && (r = attach_device_program(dir)) < 0)
+	if (devices && (r = attach_device_program(dir, err)) < 0)
 		return r;
-	return apply_v2(dir, l);
+	return apply_v2(dir, l, err);
 }
 
 static bool has_v1_devices(const struct cgroups *cg)
@@ -553,7 +547,8 @@ static bool has_v1_devices(const struct cgroups *cg)
 	return false;
 }
 
-int cgroup_create(const struct strata_launch_spec *s, pid_t launcher, struct cgroups *cg)
+int cgroup_create(const struct strata_launch_spec *s, pid_t launcher, struct cgroups *cg,
+		  struct strata_error *err)
 {
 	char name[64];
 	bool root = geteuid() == 0;
@@ -564,7 +559,7 @@ int cgroup_create(const struct strata_launch_spec *s, pid_t launcher, struct cgr
 	memset(cg, 0, sizeof *cg);
 	for (size_t i = 0; i < CGROUP_MAX_DIRS; i++)
 		cg->procs[i] = -1;
-	if (s->cgroup_name && (r = bad_cgroup_name(s->cgroup_name)) < 0)
+	if (s->cgroup_name && (r = bad_cgroup_name(s->cgroup_name, err)) < 0)
 		return r;
 	if (!wanted && !root)
 		return 0;
@@ -573,33 +568,30 @@ int cgroup_create(const struct strata_launch_spec *s, pid_t launcher, struct cgr
 	bool unified = statfs("/sys/fs/cgroup", &sfs) == 0 && sfs.f_type == CGROUP2_SUPER_MAGIC;
 
 	if (unified) {
-		r = wanted || root ? create_v2(s, leaf, root, cg) : 0;
+		r = wanted || root ? create_v2(s, leaf, root, cg, err) : 0;
 	} else {
-		r = create_v1(s, leaf, !wanted, root, cg);
+		r = create_v1(s, leaf, !wanted, root, cg, err);
 		/* a hybrid host without the v1 device controller: the device
 		 * program in the unified hierarchy, where that is mounted */
 		if (r == 0 && root && !has_v1_devices(cg)) {
 			struct strata_launch_spec none = { .limits = { 0 } };
-			r = create_v2(&none, leaf, true, cg);
+			r = create_v2(&none, leaf, true, cg, err);
 		}
 	}
 	if (r < 0) {
-		cgroup_remove(cg, 0);
+		cgroup_remove(cg, 0, err);
 		return r;
 	}
 	return 0;
 }
 
-int cgroup_join(const struct cgroups *cg)
+int cgroup_join(const struct cgroups *cg, struct strata_error *err)
 {
 	for (size_t i = 0; i < cg->n; i++) {
 		if (cg->procs[i] < 0)
 			continue;
-		if (write(cg->procs[i], "0", 1) != 1) {
-			int e = errno;
-			serr(e, "join cgroup", cg->dir[i], "move the container's init into it");
-			return -e;
-		}
+		if (write(cg->procs[i], "0", 1) != 1)
+			return rt_err(err, errno, "join cgroup", cg->dir[i], "move the container's init into it");
 	}
 	return 0;
 }
@@ -612,7 +604,7 @@ void cgroup_close_fds(struct cgroups *cg)
 
 /* rmdir answers EBUSY while the last processes are still on their way
  * out; wait for them up to the deadline. Already gone is fine. */
-int cgroup_remove(struct cgroups *cg, int timeout_ms)
+int cgroup_remove(struct cgroups *cg, int timeout_ms, struct strata_error *err)
 {
 	struct timespec start, now;
 	const struct timespec pause = { 0, 10 * 1000 * 1000 };
@@ -638,7 +630,7 @@ int cgroup_remove(struct cgroups *cg, int timeout_ms)
 			nanosleep(&pause, NULL);
 		}
 		if (r < 0 && timeout_ms > 0) {
-			serr(r, "remove cgroup", cg->dir[i], "processes are still in it; remove it once they are gone");
+			rt_err(err, r, "remove cgroup", cg->dir[i], "processes are still in it; remove it once they are gone");
 			timeout_ms = 0;
 		}
 	}

@@ -8,19 +8,17 @@
  *   process  pid N in the container: terminal, identity, capabilities,
  *            no_new_privs, environment, working directory, exec
  *
- * As in strata_launch(), a step that fails reports -errno on an error
- * pipe and exits 125, so the caller can tell it from the command's own
- * exit code; the pipe also closes on exec, which is how a detached exec
- * knows that its process runs. */
+ * As in strata_launch(), a step that fails sends its error object on an
+ * error pipe and exits 125, so the caller can tell it from the command's
+ * own exit code; the pipe also closes on exec, which is how a detached
+ * exec knows that its process runs. */
 #include "internal.h"
 #include "err.h"
 
 #include <fcntl.h>
-#include <grp.h>
 #include <sched.h>
 #include <stdio.h>
 #include <string.h>
-#include <linux/close_range.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -28,12 +26,11 @@
 
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-static void fail(int errfd, int err) __attribute__((noreturn));
-static void fail(int errfd, int err)
+static void fail(int errfd, struct strata_error *e, int err) __attribute__((noreturn));
+static void fail(int errfd, struct strata_error *e, int err)
 {
-	if (write(errfd, &err, sizeof err) < 0) {
-		/* the exit code still says "setup" */
-	}
+	rt_fallback(e, err, "start", "the process in the container");
+	send_failure(errfd, SETUP_FAILED_EXIT, e);
 	_exit(SETUP_FAILED_EXIT);
 }
 
@@ -50,7 +47,7 @@ static const struct {
 /* The namespaces in which init differs from us; joining one's own user
  * namespace is an error, and the others would only cost a privilege
  * check. */
-static int ns_differing(pid_t pid, int *flags)
+static int ns_differing(pid_t pid, int *flags, struct strata_error *err)
 {
 	char path[64];
 	struct stat mine, theirs;
@@ -62,19 +59,19 @@ static int ns_differing(pid_t pid, int *flags)
 			if (errno == ENOENT && nstypes[i].flag == CLONE_NEWCGROUP)
 				continue;
 			int e = errno;
-			serr(e, "stat", path, "is the container still running, and is it yours?");
+			rt_err(err, e, "stat", path, "is the container still running, and is it yours?");
 			return -e;
 		}
 		snprintf(path, sizeof path, "/proc/self/ns/%s", nstypes[i].name);
 		if (stat(path, &mine) < 0)
-			return -errno;
+			return rt_err(err, errno, "stat", path, NULL);
 		if (mine.st_ino != theirs.st_ino || mine.st_dev != theirs.st_dev)
 			*flags |= nstypes[i].flag;
 	}
 	return 0;
 }
 
-static int join_namespaces(int pidfd, pid_t pid, int flags)
+static int join_namespaces(int pidfd, pid_t pid, int flags, struct strata_error *err)
 {
 	char path[64];
 	int fds[sizeof nstypes / sizeof nstypes[0]];
@@ -82,13 +79,10 @@ static int join_namespaces(int pidfd, pid_t pid, int flags)
 
 	if (setns(pidfd, flags) == 0)
 		return 0;
-	if (errno != EINVAL) {
-		int e = errno;
-		serr(e, "join", "the container's namespaces", "%s",
-		     e == ESRCH ? "the container has stopped"
-				: "only root or the user who started a rootless container can");
-		return -e;
-	}
+	if (errno != EINVAL)
+		return rt_err(err, errno, "join", "the container's namespaces", "%s",
+			      errno == ESRCH ? "the container has stopped"
+					     : "only root or the user who started a rootless container can");
 	/* before Linux 5.8: one /proc/PID/ns file at a time, all opened
 	 * first, since /proc is the container's once its mount ns is in */
 	for (size_t i = 0; i < sizeof nstypes / sizeof nstypes[0]; i++) {
@@ -98,14 +92,14 @@ static int join_namespaces(int pidfd, pid_t pid, int flags)
 		snprintf(path, sizeof path, "/proc/%d/ns/%s", (int)pid, nstypes[i].name);
 		if ((fds[i] = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
 			r = -errno;
-			serr(r, "open", path, "is the container still running?");
+			rt_err(err, r, "open", path, "is the container still running?");
 			break;
 		}
 	}
 	for (size_t i = 0; r == 0 && i < sizeof nstypes / sizeof nstypes[0]; i++)
 		if (fds[i] >= 0 && setns(fds[i], nstypes[i].flag) < 0) {
 			r = -errno;
-			serr(r, "join", "the container's namespace", "%s", nstypes[i].name);
+			rt_err(err, r, "join", "the container's namespace", "%s", nstypes[i].name);
 		}
 	for (size_t i = 0; i < sizeof nstypes / sizeof nstypes[0]; i++)
 		if (fds[i] >= 0)
@@ -230,7 +224,7 @@ static char *own_cgroup(const char *prefix)
 	return found;
 }
 
-static int join_cgroups(pid_t pid)
+static int join_cgroups(pid_t pid, struct strata_error *err)
 {
 	char path[64], dir[PATH_MAX];
 	char *line = NULL;
@@ -241,7 +235,7 @@ static int join_cgroups(pid_t pid)
 	FILE *f = fopen(path, "re");
 	if (!f) {
 		r = -errno;
-		serr(r, "read", path, "is the container still running?");
+		rt_err(err, r, "read", path, "is the container still running?");
 		return r;
 	}
 	while (r == 0 && getline(&line, &cap, f) > 0) {
@@ -274,7 +268,7 @@ static int join_cgroups(pid_t pid)
 		 * may not join it (a rootless caller outside a delegated tree)
 		 * runs beside it. One that limits the container must be joined. */
 		if (cgroup_has_limit(dir)) {
-			serr(e, "join", dir, "the container's resource limits apply there; run as its owner");
+			rt_err(err, e, "join", dir, "the container's resource limits apply there; run as its owner");
 			r = -e;
 		}
 	}
@@ -314,66 +308,39 @@ static bool env_has(char **env, size_t n, const char *key)
 }
 
 static void process_main(const struct strata_exec_spec *s, uint64_t caps, int errfd, int ctl,
-			 const sigset_t *oldmask) __attribute__((noreturn));
+			 const sigset_t *oldmask, struct strata_error *err) __attribute__((noreturn));
 static void process_main(const struct strata_exec_spec *s, uint64_t caps, int errfd, int ctl,
-			 const sigset_t *oldmask)
+			 const sigset_t *oldmask, struct strata_error *err)
 {
-	const char *cwd = s->cwd ? s->cwd : "/";
-	uid_t uid = s->set_user ? s->uid : 0;
-	gid_t gid = s->set_user ? s->gid : 0;
+	struct identity id = {
+		.caps = caps, .clear_groups = setgroups_allowed(),
+		.uid = s->set_user ? s->uid : 0, .gid = s->set_user ? s->gid : 0,
+		.cwd = s->cwd ? s->cwd : "/",
+	};
 	int r;
 
 	if (s->detach) {
 		int null = open("/dev/null", O_RDWR | O_CLOEXEC);
 		if (null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(null, 2) < 0)
-			fail(errfd, -EIO);
+			fail(errfd, err, rt_err(err, errno, "open", "/dev/null", "as the detached process's stdio"));
 		close(null);
 		setsid();
 	}
-	if (s->tty && (r = tty_attach(ctl, s->set_user, uid)) < 0)
-		fail(errfd, r);
-	if ((r = caps_limit_bounding(caps)) < 0)
-		fail(errfd, r);
-	if (setgroups_allowed() && setgroups(0, NULL) < 0) {
-		serr(errno, "clear supplementary groups", NULL, NULL);
-		fail(errfd, -errno);
-	}
-	/* also without --user: root of a container with its own user
-	 * namespace is the id 0 of that namespace, not the caller's */
-	if (setresgid(gid, gid, gid) < 0) {
-		serr(errno, "setgid", NULL, "gid %u: is it mapped in the container's user namespace?", (unsigned)gid);
-		fail(errfd, -errno);
-	}
-	if (setresuid(uid, uid, uid) < 0) {
-		serr(errno, "setuid", NULL, "uid %u: is it mapped in the container's user namespace?", (unsigned)uid);
-		fail(errfd, -errno);
-	}
-	if ((r = caps_apply(caps)) < 0)
-		fail(errfd, r);
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
-		serr(errno, "set no_new_privs", NULL, NULL);
-		fail(errfd, -errno);
-	}
-	if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) < 0) {
-		serr(errno, "close_range", NULL, "needs Linux 5.11 or later");
-		fail(errfd, -errno);
-	}
-	umask(022);
-	if (chdir(cwd) < 0) {
-		serr(errno, "chdir", cwd, "the working directory must exist in the container");
-		fail(errfd, -errno);
-	}
+	if (s->tty && (r = tty_attach(ctl, s->set_user, id.uid, err)) < 0)
+		fail(errfd, err, r);
+	if ((r = enter_identity(&id, err)) < 0)
+		fail(errfd, err, r);
 
 	char **env = calloc(s->n_env + 4, sizeof *env);
 	size_t n = 0;
 	if (!env)
-		fail(errfd, -ENOMEM);
+		fail(errfd, err, -ENOMEM);
 	for (size_t i = 0; i < s->n_env; i++)
 		env_put(env, &n, s->env[i]);
 	if (!env_has(env, n, "PATH"))
 		env_put(env, &n, "PATH=" DEFAULT_PATH);
 	if (!env_has(env, n, "HOME"))
-		env_put(env, &n, uid == 0 ? "HOME=/root" : "HOME=/");
+		env_put(env, &n, id.uid == 0 ? "HOME=/root" : "HOME=/");
 	if (s->tty && !env_has(env, n, "TERM"))
 		env_put(env, &n, "TERM=xterm");
 	env[n] = NULL;
@@ -389,13 +356,14 @@ static void joiner_main(const struct strata_exec_spec *s, uint64_t caps, int pid
 static void joiner_main(const struct strata_exec_spec *s, uint64_t caps, int pidfd, int nsflags, int errfd,
 			int ctl, const sigset_t *oldmask, pid_t caller)
 {
+	struct strata_error e = { 0 }, *err = &e;
 	int r, st;
 
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	if (getppid() != caller)
 		_exit(SETUP_FAILED_EXIT);
-	if ((r = join_cgroups(s->init_pid)) < 0 || (r = join_namespaces(pidfd, s->init_pid, nsflags)) < 0)
-		fail(errfd, r);
+	if ((r = join_cgroups(s->init_pid, err)) < 0 || (r = join_namespaces(pidfd, s->init_pid, nsflags, err)) < 0)
+		fail(errfd, err, r);
 	close(pidfd);
 	/* joining a user namespace resets the death signal */
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -411,18 +379,14 @@ static void joiner_main(const struct strata_exec_spec *s, uint64_t caps, int pid
 		if (pid != 0)
 			_exit(pid < 0 ? SETUP_FAILED_EXIT : 0);
 	}
-	if (pid < 0) {
-		serr(errno, "fork", "the process in the container", NULL);
-		fail(errfd, -errno);
-	}
+	if (pid < 0)
+		fail(errfd, err, rt_err(err, errno, "fork", "the process in the container", NULL));
 	if (pid == 0)
-		process_main(s, caps, errfd, ctl, oldmask);
+		process_main(s, caps, errfd, ctl, oldmask, err);
 	if (s->detach) {
 		/* the caller learns from the error pipe whether it exec'd */
-		if (supervise(pid, false, &st) < 0 || status_to_exit_code(st) != 0) {
-			serr(0, "fork", "the detached process", NULL);
-			fail(errfd, -EAGAIN);
-		}
+		if (supervise(pid, false, &st) < 0 || status_to_exit_code(st) != 0)
+			fail(errfd, err, rt_errx(err, EAGAIN, "fork", "the detached process", NULL));
 		_exit(0);
 	}
 	close(errfd);
@@ -433,55 +397,44 @@ static void joiner_main(const struct strata_exec_spec *s, uint64_t caps, int pid
 	_exit(status_to_exit_code(st));
 }
 
-int strata_exec(const struct strata_exec_spec *s)
+int strata_exec(const struct strata_exec_spec *s, struct strata_error *err)
 {
 	struct strata_launch_spec capspec = {
 		.cap_add = s->cap_add, .n_cap_add = s->n_cap_add,
 		.cap_drop = s->cap_drop, .n_cap_drop = s->n_cap_drop,
 	};
-	struct session ss = { .ctl = -1, .tty = s->tty, .interactive = s->interactive,
+	struct session ss = { .err = err, .ctl = -1, .tty = s->tty, .interactive = s->interactive,
 			      .pasta_ready = -1, .pasta_log = -1, .helper_quit = -1 };
 	_cleanup_close_ int pidfd = -1, ctl_child = -1;
-	int errp[2] = { -1, -1 }, nsflags, r, st = 0, failure = 0;
+	int errp[2] = { -1, -1 }, nsflags, r, st = 0, failure_exit = 0;
 	uint64_t caps;
 	sigset_t fwd, oldmask;
 
-	if (!s->argv || !s->argv[0]) {
-		susage("no command given to run in the container");
-		return -EINVAL;
-	}
-	if (s->detach && s->tty) {
-		susage("a detached process has no terminal to relay to: use -t or -d, not both");
-		return -EINVAL;
-	}
+	strata_error_clear(err);
+	if (!s->argv || !s->argv[0])
+		return rt_usage(err, "no command given to run in the container");
+	if (s->detach && s->tty)
+		return rt_usage(err, "a detached process has no terminal to relay to: use -t or -d, not both");
 	for (size_t i = 0; i < s->n_env; i++)
-		if (!strchr(s->env[i], '=') || s->env[i][0] == '=') {
-			susage("environment entry '%s' is not KEY=VALUE", s->env[i]);
-			return -EINVAL;
-		}
-	if ((r = caps_resolve(&capspec, &caps)) < 0)
+		if (!strchr(s->env[i], '=') || s->env[i][0] == '=')
+			return rt_usage(err, "environment entry '%s' is not KEY=VALUE", s->env[i]);
+	if ((r = caps_resolve(&capspec, &caps, err)) < 0)
 		return r;
-	if (s->init_pid <= 0 || (pidfd = (int)syscall(SYS_pidfd_open, s->init_pid, 0)) < 0) {
-		r = s->init_pid <= 0 ? -ESRCH : -errno;
-		serr(r, "find", "the container's init", "pid %d: is the container running?", (int)s->init_pid);
+	if (s->init_pid <= 0 || (pidfd = (int)syscall(SYS_pidfd_open, s->init_pid, 0)) < 0)
+		return rt_err(err, s->init_pid <= 0 ? ESRCH : errno, "find", "the container's init",
+			      "pid %d: is the container running?", (int)s->init_pid);
+	if ((r = ns_differing(s->init_pid, &nsflags, err)) < 0)
 		return r;
-	}
-	if ((r = ns_differing(s->init_pid, &nsflags)) < 0)
-		return r;
-	if (pipe2(errp, O_CLOEXEC) < 0) {
-		r = -errno;
-		serr(r, "create pipes", NULL, NULL);
-		return r;
-	}
-	if (s->tty && (r = session_socket(&ss.ctl, &ctl_child)) < 0)
+	if (pipe2(errp, O_CLOEXEC) < 0)
+		return rt_err(err, errno, "create pipes", NULL, NULL);
+	if (s->tty && (r = session_socket(&ss.ctl, &ctl_child, err)) < 0)
 		goto out;
 
 	forwarded_signals(&fwd);
 	sigprocmask(SIG_BLOCK, &fwd, &oldmask);
 	pid_t self = getpid(), joiner = fork();
 	if (joiner < 0) {
-		r = -errno;
-		serr(r, "fork", NULL, NULL);
+		r = rt_err(err, errno, "fork", NULL, NULL);
 		goto restore;
 	}
 	if (joiner == 0) {
@@ -496,24 +449,21 @@ int strata_exec(const struct strata_exec_spec *s)
 	if (s->tty)
 		r = session_run(&ss, joiner, &st);
 	else if ((r = supervise(joiner, false, &st)) < 0)
-		serr(r, "wait for", "the process in the container", "the calling program must not ignore SIGCHLD");
+		rt_err(err, r, "wait for", "the process in the container",
+		       "the calling program must not ignore SIGCHLD");
 	if (r < 0)
 		goto restore;
 	/* EOF once every copy is closed: the process exec'd, or died */
-	ssize_t n;
-	while ((n = read(errp[0], &failure, sizeof failure)) < 0 && errno == EINTR)
-		;
-	if (n == sizeof failure && failure < 0)
-		r = failure;
-	else if (n == sizeof failure && s->detach) {
-		/* 126 or 127 from exec_command(), whose message went where the
-		 * detached process's stderr goes: nowhere */
-		r = failure;
-		serr(r == 127 ? ENOENT : EACCES, "exec", s->argv[0], "%s",
-		     r == 127 ? "no such command in the container" : "found in the container but cannot be run");
-	}
+	recv_failures(errp[0], err, &failure_exit);
+	if (failure_exit == SETUP_FAILED_EXIT)
+		r = err->code ? -err->code : -EIO;
+	else if (failure_exit && s->detach)
+		r = failure_exit; /* 126 or 127 from exec_command(), with err saying why */
+	else if (s->detach && status_to_exit_code(st) != 0)
+		r = rt_errx(err, EIO, "start", "the detached process", "it ended before it could run %s",
+			    s->argv[0]);
 	else
-		r = s->detach ? (status_to_exit_code(st) == 0 ? 0 : -EIO) : status_to_exit_code(st);
+		r = s->detach ? 0 : status_to_exit_code(st);
 restore:
 	sigprocmask(SIG_SETMASK, &oldmask, NULL);
 out:

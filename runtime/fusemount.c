@@ -31,7 +31,7 @@ static char *exe_candidate(const char *dir, const char *rel)
 	return NULL;
 }
 
-int fs_find_program(const char *given, char **out)
+int fs_find_program(const char *given, char **out, struct strata_error *err)
 {
 	const char *env = getenv("STRATA_FS");
 	char self[PATH_MAX];
@@ -39,12 +39,10 @@ int fs_find_program(const char *given, char **out)
 
 	if (given || (env && *env)) {
 		const char *p = given ? given : env;
-		if (access(p, X_OK) < 0) {
-			serr(errno, "use FUSE daemon", p, "%s names a program that cannot be run",
-			     given ? "--fs-program" : "$STRATA_FS");
-			return -errno;
-		}
-		return (*out = strdup(p)) ? 0 : -ENOMEM;
+		if (access(p, X_OK) < 0)
+			return rt_err(err, errno, "use FUSE daemon", p, "%s names a program that cannot be run",
+				      given ? "--fs-program" : "$STRATA_FS");
+		return (*out = strdup(p)) ? 0 : rt_err(err, ENOMEM, "use FUSE daemon", p, NULL);
 	}
 	n = readlink("/proc/self/exe", self, sizeof self - 1);
 	if (n > 0) {
@@ -61,9 +59,8 @@ int fs_find_program(const char *given, char **out)
 			if ((*out = exe_candidate(d, "strata-fs")))
 				return 0;
 	}
-	serr(ENOENT, "find FUSE daemon", "strata-fs",
-	     "not next to this program nor in PATH; pass --fs-program PATH or set STRATA_FS");
-	return -ENOENT;
+	return rt_err(err, ENOENT, "find FUSE daemon", "strata-fs",
+		      "not next to this program nor in PATH; pass --fs-program PATH or set STRATA_FS");
 }
 
 static void exec_daemon(const struct launch_ctx *ctx, int fusefd, pid_t outer)
@@ -97,24 +94,24 @@ static void exec_daemon(const struct launch_ctx *ctx, int fusefd, pid_t outer)
 		_exit(127);
 	char *argv[] = { ctx->fs_program, "-f", "-o", opts, fdpath, NULL };
 	execv(ctx->fs_program, argv);
-	serr(errno, "exec FUSE daemon", ctx->fs_program, NULL);
+	/* the error pipe is still open here (close-on-exec): a note, since
+	 * outer reports the mount that was never served as the failure */
+	rt_err(ctx->err, errno, "exec FUSE daemon", ctx->fs_program, NULL);
+	send_failure(ctx->errfd, 0, ctx->err);
 	_exit(127);
 }
 
 /* Opened before the outer process changes its ids: root can open a
  * mode 0600 /dev/fuse as its owner, but not as the namespace's root. */
-int fs_open_device(void)
+int fs_open_device(struct strata_error *err)
 {
-	int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+	int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC), e = errno;
 
-	if (fd < 0) {
-		int e = errno;
-		serr(e, "open", "/dev/fuse",
-		     e == ENOENT ? "no FUSE device: load the fuse module, or give the container /dev/fuse"
-				 : "strata needs FUSE: /dev/fuse must be readable and writable by this user, "
-				   "as Debian's default mode 0666 makes it");
-		return -e;
-	}
+	if (fd < 0)
+		return rt_err(err, e, "open", "/dev/fuse",
+			      e == ENOENT ? "no FUSE device: load the fuse module, or give the container /dev/fuse"
+					  : "strata needs FUSE: /dev/fuse must be readable and writable by this user, "
+					    "as Debian's default mode 0666 makes it");
 	return fd;
 }
 
@@ -131,6 +128,15 @@ static const char *fs_log(int fsfd, char *buf, size_t len)
 	return buf + 2; /* "e " */
 }
 
+/* errno is the cause; read before the log is */
+static int mount_refused(int fsfd, const char *what, struct strata_error *err)
+{
+	int e = errno;
+	char log[256];
+
+	return rt_err(err, e, "mount FUSE", what, "%s", fs_log(fsfd, log, sizeof log));
+}
+
 /* The merged view is made as a detached mount (fsopen/fsmount): it has
  * no path in any namespace until the container's init attaches it in its
  * own, so no host directory is ever needed or left behind, and the view
@@ -138,16 +144,14 @@ static const char *fs_log(int fsfd, char *buf, size_t len)
  * an image, or one made inside, never opens. */
 int fs_mount(struct launch_ctx *ctx, int fusefd, pid_t *daemon, int *daemon_pidfd)
 {
+	struct strata_error *err = ctx->err;
 	_cleanup_close_ int fd = fusefd;
 	_cleanup_close_ int fsfd = fsopen("fuse", FSOPEN_CLOEXEC);
-	char fdnum[16], log[256];
+	char fdnum[16];
 	struct stat st;
 
-	if (fsfd < 0) {
-		int e = errno;
-		serr(e, "create", "FUSE filesystem context", "needs Linux 5.4 or later with FUSE");
-		return -e;
-	}
+	if (fsfd < 0)
+		return rt_err(err, errno, "create", "FUSE filesystem context", "needs Linux 5.4 or later with FUSE");
 	snprintf(fdnum, sizeof fdnum, "%d", fd);
 	static const char *const flags[] = { "default_permissions", "allow_other" };
 	const char *const strs[][2] = {
@@ -155,28 +159,16 @@ int fs_mount(struct launch_ctx *ctx, int fusefd, pid_t *daemon, int *daemon_pidf
 		{ "rootmode", "40000" }, { "user_id", "0" }, { "group_id", "0" },
 	};
 	for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
-		if (fsconfig(fsfd, FSCONFIG_SET_STRING, strs[i][0], strs[i][1], 0) < 0) {
-			int e = errno;
-			serr(e, "mount FUSE", strs[i][0], "%s", fs_log(fsfd, log, sizeof log));
-			return -e;
-		}
+		if (fsconfig(fsfd, FSCONFIG_SET_STRING, strs[i][0], strs[i][1], 0) < 0)
+			return mount_refused(fsfd, strs[i][0], err);
 	for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
-		if (fsconfig(fsfd, FSCONFIG_SET_FLAG, flags[i], NULL, 0) < 0) {
-			int e = errno;
-			serr(e, "mount FUSE", flags[i], "%s", fs_log(fsfd, log, sizeof log));
-			return -e;
-		}
-	if (fsconfig(fsfd, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0) {
-		int e = errno;
-		serr(e, "mount FUSE", "for the merged view", "%s", fs_log(fsfd, log, sizeof log));
-		return -e;
-	}
+		if (fsconfig(fsfd, FSCONFIG_SET_FLAG, flags[i], NULL, 0) < 0)
+			return mount_refused(fsfd, flags[i], err);
+	if (fsconfig(fsfd, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+		return mount_refused(fsfd, "for the merged view", err);
 	int mnt = fsmount(fsfd, FSMOUNT_CLOEXEC, MOUNT_ATTR_NODEV);
-	if (mnt < 0) {
-		int e = errno;
-		serr(e, "mount FUSE", "for the merged view", "%s", fs_log(fsfd, log, sizeof log));
-		return -e;
-	}
+	if (mnt < 0)
+		return mount_refused(fsfd, "for the merged view", err);
 	/* the context pins the superblock: only the mount may keep it */
 	close(take_fd(&fsfd));
 	ctx->rootmnt = mnt;
@@ -184,7 +176,7 @@ int fs_mount(struct launch_ctx *ctx, int fusefd, pid_t *daemon, int *daemon_pidf
 	pid_t outer = getpid(), pid = fork();
 	if (pid < 0) {
 		int e = errno;
-		serr(e, "fork", "FUSE daemon", NULL);
+		rt_err(err, e, "fork", "FUSE daemon", NULL);
 		cleanup_closep(&ctx->rootmnt);
 		ctx->rootmnt = -1;
 		return -e;
@@ -195,7 +187,7 @@ int fs_mount(struct launch_ctx *ctx, int fusefd, pid_t *daemon, int *daemon_pidf
 	*daemon_pidfd = syscall(SYS_pidfd_open, pid, 0);
 	if (*daemon_pidfd < 0) {
 		int e = errno;
-		serr(e, "pidfd_open", "FUSE daemon", "needs Linux 5.3 or later");
+		rt_err(err, e, "pidfd_open", "FUSE daemon", "needs Linux 5.3 or later");
 		kill(pid, SIGKILL);
 		waitpid(pid, NULL, 0);
 		cleanup_closep(&ctx->rootmnt);
@@ -210,12 +202,12 @@ int fs_mount(struct launch_ctx *ctx, int fusefd, pid_t *daemon, int *daemon_pidf
 	if (fstatat(mnt, "", &st, AT_EMPTY_PATH) < 0) {
 		int e = errno;
 		if (e == ENOTCONN)
-			serr(e, "start FUSE daemon", ctx->fs_program,
-			     "it exited without serving lowerdir=%s; see its message above", ctx->lowerdir);
+			rt_err(err, e, "start FUSE daemon", ctx->fs_program,
+			       "it exited without serving lowerdir=%s; see its message above", ctx->lowerdir);
 		else
-			serr(e, "serve the root of", ctx->lowerdir,
-			     "the daemon %s refused it%s", ctx->fs_program,
-			     ctx->userns ? "; in a user namespace the layers must belong to ids mapped into it"
+			rt_err(err, e, "serve the root of", ctx->lowerdir,
+			       "the daemon %s refused it%s", ctx->fs_program,
+			       ctx->userns ? "; in a user namespace the layers must belong to ids mapped into it"
 					 : "");
 		fs_unmount(ctx, pid, take_fd(daemon_pidfd));
 		return -e;
@@ -251,6 +243,7 @@ static void pidfd_kill(int pidfd, int sig)
  * the upper layer at once. */
 int fs_unmount(struct launch_ctx *ctx, pid_t daemon, int pidfd)
 {
+	struct strata_error *err = ctx->err;
 	int r = 0;
 
 	cleanup_closep(&ctx->rootmnt);
@@ -267,7 +260,7 @@ int fs_unmount(struct launch_ctx *ctx, pid_t daemon, int pidfd)
 	pidfd_kill(pidfd, SIGTERM);
 	if (wait_exit(daemon, pidfd, 120000) == 0)
 		goto out;
-	serr(ETIMEDOUT, "stop FUSE daemon", ctx->fs_program, "it ignored SIGTERM for 2 minutes; killed it");
+	rt_err(err, ETIMEDOUT, "stop FUSE daemon", ctx->fs_program, "it ignored SIGTERM for 2 minutes; killed it");
 	pidfd_kill(pidfd, SIGKILL);
 	wait_exit(daemon, pidfd, -1);
 	r = -ETIMEDOUT;

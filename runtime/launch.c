@@ -1,7 +1,7 @@
 /* strata_launch(): checks the spec, then walks the process tree described
- * in internal.h. Each helper process that fails reports its -errno on the
- * error pipe, so the launcher can tell a failed setup from a command that
- * exited with the same code. */
+ * in internal.h. Each helper process that fails sends its error object on
+ * the error pipe, so the launcher can tell a failed setup from a command
+ * that exited with the same code, and hand the cause to its caller. */
 #include "internal.h"
 #include "err.h"
 
@@ -18,28 +18,26 @@
 
 void report_failure(const struct launch_ctx *ctx, int err)
 {
-	if (ctx->errfd >= 0 && write(ctx->errfd, &err, sizeof err) < 0) {
-		/* nothing more to do: the exit code still says "setup" */
-	}
+	rt_fallback(ctx->err, err, "set up", "the container");
+	send_failure(ctx->errfd, SETUP_FAILED_EXIT, ctx->err);
 	_exit(SETUP_FAILED_EXIT);
 }
 
 /* Absolute, existing paths for the daemon's options; its option syntax
  * has no escape for ',' so such paths are refused here, not misparsed. */
-static int check_dir(const char *path, const char *what, char **out)
+static int check_dir(const char *path, const char *what, char **out, struct strata_error *err)
 {
 	struct stat st;
 	char *abs = realpath(path, NULL);
 
 	if (!abs || stat(abs, &st) < 0) {
 		int e = errno;
-		serr(e, "open", path, "%s must be an existing directory", what);
 		free(abs);
-		return -e;
+		return rt_err(err, e, "open", path, "%s must be an existing directory", what);
 	}
 	if (!S_ISDIR(st.st_mode) || strpbrk(abs, ",:")) {
-		serr(S_ISDIR(st.st_mode) ? EINVAL : ENOTDIR, "use", path,
-		     "%s must be a directory whose path has no ',' or ':'", what);
+		rt_err(err, S_ISDIR(st.st_mode) ? EINVAL : ENOTDIR, "use", path,
+		       "%s must be a directory whose path has no ',' or ':'", what);
 		free(abs);
 		return -EINVAL;
 	}
@@ -47,7 +45,7 @@ static int check_dir(const char *path, const char *what, char **out)
 	return 0;
 }
 
-static int check_lowerdir(const char *spec, char **out)
+static int check_lowerdir(const char *spec, char **out, struct strata_error *err)
 {
 	_cleanup_free_ char *copy = strdup(spec);
 	char *save = NULL, *joined = NULL;
@@ -57,7 +55,7 @@ static int check_lowerdir(const char *spec, char **out)
 		return -ENOMEM;
 	for (char *d = strtok_r(copy, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
 		char *abs;
-		int r = check_dir(d, "each layer of --lowerdir", &abs);
+		int r = check_dir(d, "each layer of --lowerdir", &abs, err);
 		if (r < 0) {
 			free(joined);
 			return r;
@@ -72,10 +70,8 @@ static int check_lowerdir(const char *spec, char **out)
 		len += sprintf(joined + len, "%s%s", len ? ":" : "", abs);
 		free(abs);
 	}
-	if (!joined) {
-		susage("--lowerdir names no layer");
-		return -EINVAL;
-	}
+	if (!joined)
+		return rt_usage(err, "--lowerdir names no layer");
 	*out = joined;
 	return 0;
 }
@@ -83,46 +79,36 @@ static int check_lowerdir(const char *spec, char **out)
 static int check_spec(struct launch_ctx *ctx)
 {
 	const struct strata_launch_spec *s = ctx->spec;
+	struct strata_error *err = ctx->err;
 	int r;
 
-	if (!s->argv || !s->argv[0]) {
-		susage("no command given (strata-run [OPTIONS] -- COMMAND [ARG...])");
-		return -EINVAL;
-	}
-	if (!s->lowerdir) {
-		susage("--lowerdir is required");
-		return -EINVAL;
-	}
-	if (!s->upperdir != !s->workdir) {
-		susage("--upperdir and --workdir go together");
-		return -EINVAL;
-	}
-	if ((r = check_lowerdir(s->lowerdir, &ctx->lowerdir)) < 0)
+	if (!s->argv || !s->argv[0])
+		return rt_usage(err, "no command given (strata-run [OPTIONS] -- COMMAND [ARG...])");
+	if (!s->lowerdir)
+		return rt_usage(err, "--lowerdir is required");
+	if (!s->upperdir != !s->workdir)
+		return rt_usage(err, "--upperdir and --workdir go together");
+	if ((r = check_lowerdir(s->lowerdir, &ctx->lowerdir, err)) < 0)
 		return r;
-	if (s->upperdir && ((r = check_dir(s->upperdir, "--upperdir", &ctx->upperdir)) < 0 ||
-			    (r = check_dir(s->workdir, "--workdir", &ctx->workdir)) < 0))
+	if (s->upperdir && ((r = check_dir(s->upperdir, "--upperdir", &ctx->upperdir, err)) < 0 ||
+			    (r = check_dir(s->workdir, "--workdir", &ctx->workdir, err)) < 0))
 		return r;
 	for (size_t i = 0; i < s->n_binds; i++) {
 		struct stat st;
-		if (stat(s->binds[i].src, &st) < 0) {
-			serr(errno, "bind", s->binds[i].src, "the source of --bind must exist on the host");
-			return -errno;
-		}
+		if (stat(s->binds[i].src, &st) < 0)
+			return rt_err(err, errno, "bind", s->binds[i].src,
+				      "the source of --bind must exist on the host");
 	}
-	if (s->hostname && (!*s->hostname || strlen(s->hostname) > HOST_NAME_MAX)) {
-		susage("hostname '%s' must have 1 to %d characters", s->hostname, HOST_NAME_MAX);
-		return -EINVAL;
-	}
+	if (s->hostname && (!*s->hostname || strlen(s->hostname) > HOST_NAME_MAX))
+		return rt_usage(err, "hostname '%s' must have 1 to %d characters", s->hostname, HOST_NAME_MAX);
 	for (size_t i = 0; i < s->n_env; i++)
-		if (!strchr(s->env[i], '=') || s->env[i][0] == '=') {
-			susage("--env '%s' is not KEY=VALUE", s->env[i]);
-			return -EINVAL;
-		}
-	if ((r = caps_resolve(s, &ctx->caps)) < 0)
+		if (!strchr(s->env[i], '=') || s->env[i][0] == '=')
+			return rt_usage(err, "--env '%s' is not KEY=VALUE", s->env[i]);
+	if ((r = caps_resolve(s, &ctx->caps, err)) < 0)
 		return r;
-	if ((r = net_check_private(s)) < 0)
+	if ((r = net_check_private(s, err)) < 0)
 		return r;
-	return fs_find_program(s->fs_program, &ctx->fs_program);
+	return fs_find_program(s->fs_program, &ctx->fs_program, err);
 }
 
 static void apply_rlimits(const struct launch_ctx *ctx)
@@ -131,13 +117,11 @@ static void apply_rlimits(const struct launch_ctx *ctx)
 
 	for (size_t i = 0; i < s->n_rlimits; i++) {
 		struct rlimit rl = { s->rlimits[i].soft, s->rlimits[i].hard };
-		if (setrlimit(s->rlimits[i].resource, &rl) < 0) {
-			int e = errno;
-			serr(e, "set rlimit", NULL, "resource %d to %llu:%llu; raising a hard limit needs privilege",
-			     s->rlimits[i].resource, (unsigned long long)rl.rlim_cur,
-			     (unsigned long long)rl.rlim_max);
-			report_failure(ctx, -e);
-		}
+		if (setrlimit(s->rlimits[i].resource, &rl) < 0)
+			report_failure(ctx, rt_err(ctx->err, errno, "set rlimit", NULL,
+						   "resource %d to %llu:%llu; raising a hard limit needs privilege",
+						   s->rlimits[i].resource, (unsigned long long)rl.rlim_cur,
+						   (unsigned long long)rl.rlim_max));
 	}
 }
 
@@ -171,7 +155,7 @@ static void init_main(struct launch_ctx *ctx, int joined_w)
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	signal(LAUNCHER_GONE_SIGNAL, SIG_DFL);
 	signal(SIGPIPE, SIG_DFL);
-	if ((r = cgroup_join(&ctx->cg)) < 0)
+	if ((r = cgroup_join(&ctx->cg, ctx->err)) < 0)
 		report_failure(ctx, r);
 	cgroup_close_fds(&ctx->cg);
 	if (write(joined_w, "j", 1) != 1) {
@@ -180,26 +164,21 @@ static void init_main(struct launch_ctx *ctx, int joined_w)
 	close(joined_w);
 	if (s->net != STRATA_NET_HOST)
 		flags |= CLONE_NEWNET;
-	if (unshare(flags) < 0) {
-		serr(errno, "unshare", "mount/uts/ipc/net namespaces", "for the container");
-		report_failure(ctx, -errno);
-	}
-	if (s->net != STRATA_NET_HOST && ((r = net_loopback_up()) < 0 || (r = net_announce(ctx)) < 0))
+	if (unshare(flags) < 0)
+		report_failure(ctx, rt_err(ctx->err, errno, "unshare", "mount/uts/ipc/net namespaces",
+					   "for the container"));
+	if (s->net != STRATA_NET_HOST && ((r = net_loopback_up(ctx->err)) < 0 || (r = net_announce(ctx)) < 0))
 		report_failure(ctx, r);
 	const char *host = s->hostname ? s->hostname : "strata";
-	if (sethostname(host, strlen(host)) < 0) {
-		serr(errno, "sethostname", host, NULL);
-		report_failure(ctx, -errno);
-	}
+	if (sethostname(host, strlen(host)) < 0)
+		report_failure(ctx, rt_err(ctx->err, errno, "sethostname", host, NULL));
 	if ((r = rootfs_setup(ctx)) < 0 || (r = net_wait_configured(ctx)) < 0)
 		report_failure(ctx, r);
 	cleanup_closep(&ctx->rootmnt);
 
 	pid_t cmd = fork();
-	if (cmd < 0) {
-		serr(errno, "fork", "command", NULL);
-		report_failure(ctx, -errno);
-	}
+	if (cmd < 0)
+		report_failure(ctx, rt_err(ctx->err, errno, "fork", "command", NULL));
 	if (cmd == 0) {
 		apply_rlimits(ctx);
 		process_exec(ctx);
@@ -220,8 +199,11 @@ struct started_msg {
 static void outer_exit(struct launch_ctx *ctx, int code) __attribute__((noreturn));
 static void outer_exit(struct launch_ctx *ctx, int code)
 {
+	/* nobody is left to tell what goes wrong here */
+	struct strata_error unheard = { 0 };
+
 	if (launcher_gone)
-		cgroup_remove(&ctx->cg, 60000);
+		cgroup_remove(&ctx->cg, 60000, &unheard);
 	_exit(code);
 }
 
@@ -264,20 +246,19 @@ static void outer_main(struct launch_ctx *ctx, pid_t launcher, int ready_w, int 
 	}
 	/* The cgroup is made here, with the launcher's ids, not by the
 	 * launcher: from now on whoever dies first, one of us removes it. */
-	if ((r = cgroup_create(ctx->spec, launcher, &ctx->cg)) < 0)
+	if ((r = cgroup_create(ctx->spec, launcher, &ctx->cg, ctx->err)) < 0)
 		outer_fail(ctx, r);
 	if ((r = cgroup_send(started_w, &ctx->cg)) < 0) {
 		launcher_gone = 1;
 		outer_exit(ctx, SETUP_FAILED_EXIT);
 	}
-	if (unshare(CLONE_NEWNS | (ctx->userns ? CLONE_NEWUSER : 0)) < 0) {
-		int e = errno;
-		serr(e, "unshare", ctx->userns ? "user and mount namespaces" : "mount namespace",
-		     ctx->userns ? "user namespaces may be disabled: check /proc/sys/user/max_user_namespaces"
-				   " and /proc/sys/kernel/unprivileged_userns_clone"
-				 : NULL);
-		outer_fail(ctx, -e);
-	}
+	if (unshare(CLONE_NEWNS | (ctx->userns ? CLONE_NEWUSER : 0)) < 0)
+		outer_fail(ctx, rt_err(ctx->err, errno,
+				       "unshare", ctx->userns ? "user and mount namespaces" : "mount namespace",
+				       ctx->userns ? "user namespaces may be disabled: check "
+						     "/proc/sys/user/max_user_namespaces"
+						     " and /proc/sys/kernel/unprivileged_userns_clone"
+						   : NULL));
 	/* Tell the launcher we have a user namespace to map, wait for it. */
 	if (write(ready_w, &c, 1) != 1 || read(go_r, &c, 1) != 1) {
 		launcher_gone = 1;
@@ -285,7 +266,7 @@ static void outer_main(struct launch_ctx *ctx, pid_t launcher, int ready_w, int 
 	}
 	close(ready_w);
 	close(go_r);
-	int fusefd = fs_open_device();
+	int fusefd = fs_open_device(ctx->err);
 	if (fusefd < 0)
 		outer_fail(ctx, fusefd);
 	/* Mapping ids does not change ours: root's kernel uid 0 is not the
@@ -293,15 +274,12 @@ static void outer_main(struct launch_ctx *ctx, pid_t launcher, int ready_w, int 
 	 * no-op for a rootless caller mapped to it). That resets the death
 	 * signal, so set it again. */
 	if (ctx->userns) {
-		if (ctx->setgroups_ok && setgroups(0, NULL) < 0) {
-			serr(errno, "clear supplementary groups", NULL, "in the new user namespace");
-			outer_fail(ctx, -errno);
-		}
-		if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0) {
-			serr(errno, "become root in", "the user namespace",
-			     "--uidmap and --gidmap must map id 0 of the container");
-			outer_fail(ctx, -errno);
-		}
+		if (ctx->setgroups_ok && setgroups(0, NULL) < 0)
+			outer_fail(ctx, rt_err(ctx->err, errno, "clear supplementary groups", NULL,
+					       "in the new user namespace"));
+		if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
+			outer_fail(ctx, rt_err(ctx->err, errno, "become root in", "the user namespace",
+					       "--uidmap and --gidmap must map id 0 of the container"));
 		prctl(PR_SET_PDEATHSIG, LAUNCHER_GONE_SIGNAL);
 		if (getppid() != launcher) {
 			launcher_gone = 1;
@@ -309,10 +287,8 @@ static void outer_main(struct launch_ctx *ctx, pid_t launcher, int ready_w, int 
 		}
 	}
 
-	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
-		serr(errno, "make private", "/", "in the launcher's mount namespace");
-		outer_fail(ctx, -errno);
-	}
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+		outer_fail(ctx, rt_err(ctx->err, errno, "make private", "/", "in the launcher's mount namespace"));
 	if ((r = fs_mount(ctx, fusefd, &daemon, &daemon_pidfd)) < 0)
 		outer_fail(ctx, r);
 	if (launcher_gone) {
@@ -320,19 +296,16 @@ static void outer_main(struct launch_ctx *ctx, pid_t launcher, int ready_w, int 
 		goto fail;
 	}
 	if (unshare(CLONE_NEWPID) < 0) {
-		r = -errno;
-		serr(r, "unshare", "pid namespace", NULL);
+		r = rt_err(ctx->err, errno, "unshare", "pid namespace", NULL);
 		goto fail;
 	}
 	if (pipe2(joined, O_CLOEXEC) < 0) {
-		r = -errno;
-		serr(r, "create pipe", NULL, NULL);
+		r = rt_err(ctx->err, errno, "create pipe", NULL, NULL);
 		goto fail;
 	}
 	init = fork();
 	if (init < 0) {
-		r = -errno;
-		serr(r, "fork", "container init", NULL);
+		r = rt_err(ctx->err, errno, "fork", "container init", NULL);
 		close(joined[0]);
 		close(joined[1]);
 		goto fail;
@@ -366,45 +339,47 @@ static void outer_main(struct launch_ctx *ctx, pid_t launcher, int ready_w, int 
 	close(started_w);
 	if (supervise(init, true, &st) < 0)
 		st = 255 << 8;
-	fs_unmount(ctx, daemon, daemon_pidfd);
+	/* a daemon that had to be killed: a note for the caller */
+	if (fs_unmount(ctx, daemon, daemon_pidfd) < 0)
+		send_failure(ctx->errfd, 0, ctx->err);
 	outer_exit(ctx, status_to_exit_code(st));
 fail:
 	fs_unmount(ctx, daemon, daemon_pidfd);
 	outer_fail(ctx, r);
 }
 
-int strata_launch(const struct strata_launch_spec *spec)
+int strata_launch(const struct strata_launch_spec *spec, struct strata_error *err)
 {
-	struct launch_ctx ctx = { .spec = spec, .errfd = -1, .ctlfd = -1, .rootmnt = -1 };
+	struct launch_ctx ctx = { .spec = spec, .err = err, .errfd = -1, .ctlfd = -1, .rootmnt = -1 };
 	/* the control socket: tty.c; its launcher end is ss.ctl */
-	struct session ss = { .ctx = &ctx, .ctl = -1, .tty = spec->tty, .interactive = spec->interactive,
+	struct session ss = { .ctx = &ctx, .err = err, .ctl = -1, .tty = spec->tty,
+			      .interactive = spec->interactive,
 			      .pasta_ready = -1, .pasta_log = -1, .helper_quit = -1,
 			      .on_netns = net_on_netns, .on_ready = net_on_ready };
 	bool session = spec->tty || spec->net == STRATA_NET_PRIVATE;
 	int errp[2] = { -1, -1 }, ready[2] = { -1, -1 }, go[2] = { -1, -1 }, startp[2] = { -1, -1 };
-	int r, st = 0, failure = 0;
+	int r, st = 0, failure_exit = 0;
 	sigset_t fwd;
 
+	strata_error_clear(err);
 	if ((r = check_spec(&ctx)) < 0)
 		goto out;
 	ctx.userns = geteuid() != 0 || spec->n_uidmap || spec->n_gidmap;
 	ctx.setgroups_ok = !ctx.userns || geteuid() == 0 || spec->n_gidmap;
 	if (pipe2(errp, O_CLOEXEC) < 0 || pipe2(ready, O_CLOEXEC) < 0 || pipe2(go, O_CLOEXEC) < 0 ||
 	    pipe2(startp, O_CLOEXEC) < 0) {
-		r = -errno;
-		serr(r, "create pipes", NULL, NULL);
+		r = rt_err(err, errno, "create pipes", NULL, NULL);
 		goto out;
 	}
 	ctx.errfd = errp[1];
-	if (session && (r = session_socket(&ss.ctl, &ctx.ctlfd)) < 0)
+	if (session && (r = session_socket(&ss.ctl, &ctx.ctlfd, err)) < 0)
 		goto out;
 	forwarded_signals(&fwd);
 	sigprocmask(SIG_BLOCK, &fwd, &ctx.oldmask);
 
 	pid_t self = getpid(), outer = fork();
 	if (outer < 0) {
-		r = -errno;
-		serr(r, "fork", NULL, NULL);
+		r = rt_err(err, errno, "fork", NULL, NULL);
 		goto restore;
 	}
 	if (outer == 0) {
@@ -457,19 +432,20 @@ int strata_launch(const struct strata_launch_spec *spec)
 		goto restore;
 	if (!session && (r = supervise(outer, false, &st)) < 0) {
 		/* ECHILD: already reaped behind our back, nothing left to stop */
-		serr(r, "wait for", "the container", "the calling program must not ignore SIGCHLD");
+		rt_err(err, r, "wait for", "the container", "the calling program must not ignore SIGCHLD");
 		goto restore;
 	}
+	/* every writer is gone with outer; non-blocking all the same, so a
+	 * stray copy can never hang us */
 	fcntl(errp[0], F_SETFL, O_NONBLOCK);
-	if (read(errp[0], &failure, sizeof failure) == sizeof failure && failure < 0)
-		r = failure;
-	else
-		r = status_to_exit_code(st);
+	r = status_to_exit_code(st);
+	if (recv_failures(errp[0], err, &failure_exit) && failure_exit == SETUP_FAILED_EXIT)
+		r = err->code ? -err->code : -EIO;
 restore:
 	net_stop(&ss);
 	sigprocmask(SIG_SETMASK, &ctx.oldmask, NULL);
 	/* outer is reaped: everything in the cgroup is gone or going */
-	cgroup_remove(&ctx.cg, 60000);
+	cgroup_remove(&ctx.cg, 60000, err);
 out:
 	cgroup_free(&ctx.cg);
 	cleanup_closep(&ss.ctl);

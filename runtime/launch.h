@@ -19,6 +19,29 @@
 #include <sys/resource.h>
 #include <sys/types.h>
 
+/* How every call below reports a failure: it prints nothing, and fills
+ * the caller's struct strata_error instead (crun's libcrun_error_t idea),
+ * so the caller can say what the user was doing before the cause:
+ *
+ *   strata: starting container web: mount proc /proc: Permission denied (...)
+ *
+ * The message names the operation, the path and the cause, and says what
+ * the user can do, in the form common/err.h's serr() prints, without the
+ * program's name. strata_launch() and strata_exec() clear it first. When several
+ * things went wrong the first (the cause) gives the code and later ones
+ * are added to the message. code is 0 when there is nothing to tell. */
+#define STRATA_ERROR_MSG_MAX 1536
+struct strata_error {
+	int code;                       /* positive errno of the cause */
+	char msg[STRATA_ERROR_MSG_MAX];
+};
+
+/* Print "PROG: CONTEXT: MESSAGE" on stderr (CONTEXT may be NULL); nothing
+ * when e holds no error. */
+void strata_error_print(const struct strata_error *e, const char *context_fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+void strata_error_clear(struct strata_error *e);
+
 struct strata_bind {
 	const char *src;        /* host path; must exist */
 	const char *dst;        /* path inside the container */
@@ -155,14 +178,17 @@ struct strata_launch_spec {
 
 /* Run the container and wait for it. Returns the command's exit code
  * (0..255; 128+N when killed by signal N, 127 when the command is not in
- * the image), or -errno when the container could not be set up, after the
- * cause has been reported on stderr. Nothing is left behind either way:
+ * the image, 126 when it cannot be run), or -errno when the container
+ * could not be set up; err then says why. err may hold a message with a
+ * result >= 0 too: why the command could not be run (126, 127), or what
+ * failed while cleaning up after it ran; callers print it whenever
+ * err->code is set. Nothing is left behind either way:
  * no mount, no daemon, no zombie. The caller must not have SIGCHLD set to
  * SIG_IGN (children would vanish unwaited); the forwarded signals
  * (SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH) are
  * blocked in the calling thread while the container runs and passed on
  * to the command. */
-int strata_launch(const struct strata_launch_spec *spec);
+int strata_launch(const struct strata_launch_spec *spec, struct strata_error *err);
 
 /* Run a further process in a running container (strata exec): it joins
  * the namespaces of the container whose init is init_pid (user, mount,
@@ -185,17 +211,36 @@ struct strata_exec_spec {
 	bool detach;            /* return once the process runs (exit code 0) */
 };
 /* Returns the process's exit code as strata_launch() does, or -errno
- * after reporting why it could not be started. */
-int strata_exec(const struct strata_exec_spec *spec);
+ * with err saying why it could not be started (err is filled as by
+ * strata_launch(), also for 126 and 127). */
+int strata_exec(const struct strata_exec_spec *spec, struct strata_error *err);
 
 /* Parsers for the command-line spellings, shared by both front doors.
- * Each returns 0 or -EINVAL after reporting what is wrong with arg. */
-int strata_parse_bind(char *arg, struct strata_bind *out);          /* SRC:DST[:ro|:rw] */
-int strata_parse_idmap(const char *arg, struct strata_idmap *out);  /* INSIDE:OUTSIDE:COUNT */
-int strata_parse_rlimit(const char *arg, struct strata_rlimit *out);/* NAME=SOFT[:HARD] */
-int strata_parse_user(const char *arg, uid_t *uid, gid_t *gid);     /* UID[:GID] */
-int strata_parse_port(const char *arg, struct strata_port *out);    /* [IP:]HOST:CONTAINER[/tcp|/udp] */
-int strata_parse_size(const char *arg, long long *bytes);           /* 512m, 1g, 1048576, -1 */
-int strata_parse_cpus(const char *arg, long long *quota_us, long long *period_us); /* 1.5 */
+ * Each returns 0, or -EINVAL with err saying what is wrong with arg. */
+/* SRC:DST[:ro|:rw] */
+int strata_parse_bind(char *arg, struct strata_bind *out, struct strata_error *err);
+/* INSIDE:OUTSIDE:COUNT */
+int strata_parse_idmap(const char *arg, struct strata_idmap *out, struct strata_error *err);
+/* NAME=SOFT[:HARD] */
+int strata_parse_rlimit(const char *arg, struct strata_rlimit *out, struct strata_error *err);
+/* UID[:GID] */
+int strata_parse_user(const char *arg, uid_t *uid, gid_t *gid, struct strata_error *err);
+/* [IP:]HOST:CONTAINER[/tcp|/udp] */
+int strata_parse_port(const char *arg, struct strata_port *out, struct strata_error *err);
+/* 512m, 1g, 1048576, -1 */
+int strata_parse_size(const char *arg, long long *bytes, struct strata_error *err);
+/* 1.5 */
+int strata_parse_cpus(const char *arg, long long *quota_us, long long *period_us, struct strata_error *err);
+
+/* For a front door that prints a refused spelling at once, having no
+ * context to add: STRATA_PARSE_REPORTED(strata_parse_size, arg, &bytes) */
+#define STRATA_PARSE_REPORTED(fn, ...)                                         \
+	({                                                                     \
+		struct strata_error e_ = { 0 };                                \
+		int r_ = fn(__VA_ARGS__, &e_);                                 \
+		if (r_ < 0)                                                    \
+			strata_error_print(&e_, NULL);                         \
+		r_;                                                            \
+	})
 
 #endif

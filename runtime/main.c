@@ -95,9 +95,16 @@ static char *join_opts(char *old, const char *more)
 	return s;
 }
 
+static int report(const struct strata_error *err)
+{
+	strata_error_print(err, NULL);
+	return SETUP_FAILED;
+}
+
 int main(int argc, char **argv)
 {
 	struct strata_launch_spec spec = { .net = STRATA_NET_HOST };
+	struct strata_error err = { 0 };
 	/* Every repeatable option has at most argc occurrences. */
 	size_t cap = (size_t)argc;
 	_cleanup_free_ const char **env = calloc(cap, sizeof *env);
@@ -133,13 +140,13 @@ int main(int argc, char **argv)
 		case O_ENV: env[spec.n_env++] = optarg; break;
 		case O_CWD: spec.cwd = optarg; break;
 		case O_USER:
-			if (strata_parse_user(optarg, &spec.uid, &spec.gid) < 0)
-				return SETUP_FAILED;
+			if (strata_parse_user(optarg, &spec.uid, &spec.gid, &err) < 0)
+				return report(&err);
 			spec.set_user = true;
 			break;
 		case O_BIND:
-			if (strata_parse_bind(optarg, &binds[spec.n_binds++]) < 0)
-				return SETUP_FAILED;
+			if (strata_parse_bind(optarg, &binds[spec.n_binds++], &err) < 0)
+				return report(&err);
 			break;
 		case O_CAPADD: capadd[spec.n_cap_add++] = optarg; break;
 		case O_CAPDROP: capdrop[spec.n_cap_drop++] = optarg; break;
@@ -157,34 +164,34 @@ int main(int argc, char **argv)
 			}
 			break;
 		case O_RLIMIT:
-			if (strata_parse_rlimit(optarg, &rlimits[spec.n_rlimits++]) < 0)
-				return SETUP_FAILED;
+			if (strata_parse_rlimit(optarg, &rlimits[spec.n_rlimits++], &err) < 0)
+				return report(&err);
 			break;
 		case O_UIDMAP:
-			if (strata_parse_idmap(optarg, &uidmap[spec.n_uidmap++]) < 0)
-				return SETUP_FAILED;
+			if (strata_parse_idmap(optarg, &uidmap[spec.n_uidmap++], &err) < 0)
+				return report(&err);
 			break;
 		case O_GIDMAP:
-			if (strata_parse_idmap(optarg, &gidmap[spec.n_gidmap++]) < 0)
-				return SETUP_FAILED;
+			if (strata_parse_idmap(optarg, &gidmap[spec.n_gidmap++], &err) < 0)
+				return report(&err);
 			break;
 		case O_PUBLISH:
-			if (strata_parse_port(optarg, &ports[spec.n_ports++]) < 0)
-				return SETUP_FAILED;
+			if (strata_parse_port(optarg, &ports[spec.n_ports++], &err) < 0)
+				return report(&err);
 			break;
 		case O_MEMORY:
-			if (strata_parse_size(optarg, &spec.limits.memory) < 0)
-				return SETUP_FAILED;
+			if (strata_parse_size(optarg, &spec.limits.memory, &err) < 0)
+				return report(&err);
 			if (spec.limits.memory < 0)
 				spec.limits.memory = 0; /* -1: no limit */
 			break;
 		case O_MEMSWAP:
-			if (strata_parse_size(optarg, &spec.limits.memory_swap) < 0)
-				return SETUP_FAILED;
+			if (strata_parse_size(optarg, &spec.limits.memory_swap, &err) < 0)
+				return report(&err);
 			break;
 		case O_CPUS:
-			if (strata_parse_cpus(optarg, &spec.limits.cpu_quota_us, &spec.limits.cpu_period_us) < 0)
-				return SETUP_FAILED;
+			if (strata_parse_cpus(optarg, &spec.limits.cpu_quota_us, &spec.limits.cpu_period_us, &err) < 0)
+				return report(&err);
 			break;
 		case O_CPUSHARES: {
 			char *end;
@@ -242,6 +249,9 @@ int main(int argc, char **argv)
 	if (spec.n_ports && !net_given)
 		spec.net = STRATA_NET_PRIVATE;
 
-	int r = strata_launch(&spec);
+	int r = strata_launch(&spec, &err);
+	/* the library says what failed; strata-run has nothing to add that
+	 * the user did not just type */
+	strata_error_print(&err, NULL);
 	return r < 0 ? SETUP_FAILED : r;
 }

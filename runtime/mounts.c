@@ -82,54 +82,41 @@ static const char *ro_hint(int err)
 			     : NULL;
 }
 
-static int mount_fs(int rootfd, const char *path, const char *type, unsigned long flags, const char *data)
+static int mount_fs(int rootfd, const char *path, const char *type, unsigned long flags, const char *data,
+		    struct strata_error *err)
 {
 	_cleanup_close_ int t = ensure_in_root(rootfd, path, true);
-	if (t < 0) {
-		serr(t, "create mount point", path, "%s", ro_hint(t) ? ro_hint(t) : "inside the container root");
-		return t;
-	}
-	if (mount(type, fdpath(t).s, type, flags, data) < 0) {
-		int e = errno;
-		serr(e, "mount", path, "%s filesystem inside the container", type);
-		return -e;
-	}
+	if (t < 0)
+		return rt_err(err, t, "create mount point", path, "%s",
+			      ro_hint(t) ? ro_hint(t) : "inside the container root");
+	if (mount(type, fdpath(t).s, type, flags, data) < 0)
+		return rt_err(err, errno, "mount", path, "%s filesystem inside the container", type);
 	return 0;
 }
 
 /* Attach a clone of the host tree at src (recursively: a user namespace
  * may not take a mount without what is locked under it) at path. */
 static int bind_into(int rootfd, const char *src, const char *path, bool dir, bool readonly,
-		     unsigned long extra_attrs)
+		     unsigned long extra_attrs, struct strata_error *err)
 {
 	_cleanup_close_ int tree = open_tree(AT_FDCWD, src, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
-	if (tree < 0) {
-		int e = errno;
-		serr(e, "bind", src, "cannot take a copy of the host path");
-		return -e;
-	}
+	if (tree < 0)
+		return rt_err(err, errno, "bind", src, "cannot take a copy of the host path");
 	if (readonly || extra_attrs) {
 		struct mount_attr attr = { .attr_set = (readonly ? MOUNT_ATTR_RDONLY : 0) | extra_attrs };
-		if (mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) < 0) {
-			int e = errno;
-			serr(e, "make read-only", src, "bind to %s", path);
-			return -e;
-		}
+		if (mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) < 0)
+			return rt_err(err, errno, "make read-only", src, "bind to %s", path);
 	}
 	_cleanup_close_ int t = ensure_in_root(rootfd, path, dir);
-	if (t < 0) {
-		serr(t, "create bind target", path, "%s", ro_hint(t) ? ro_hint(t) : "inside the container root");
-		return t;
-	}
-	if (move_mount(tree, "", t, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0) {
-		int e = errno;
-		serr(e, "bind", src, "onto %s in the container", path);
-		return -e;
-	}
+	if (t < 0)
+		return rt_err(err, t, "create bind target", path, "%s",
+			      ro_hint(t) ? ro_hint(t) : "inside the container root");
+	if (move_mount(tree, "", t, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+		return rt_err(err, errno, "bind", src, "onto %s in the container", path);
 	return 0;
 }
 
-static int setup_dev(int rootfd, bool userns)
+static int setup_dev(int rootfd, bool userns, struct strata_error *err)
 {
 	static const char *const devices[] = { "null", "zero", "full", "random", "urandom", "tty" };
 	static const char *const links[][2] = {
@@ -144,47 +131,44 @@ static int setup_dev(int rootfd, bool userns)
 	 * are binds of the host's (mounts of their own) and devpts is a
 	 * mount of its own too, so those work. */
 	if ((r = mount_fs(rootfd, "/dev", "tmpfs", MS_NOSUID | MS_NODEV | MS_STRICTATIME,
-			  "mode=755,size=65536k")) < 0)
+			  "mode=755,size=65536k", err)) < 0)
 		return r;
 	/* A user namespace cannot mknod: bind the host's nodes instead. */
 	for (size_t i = 0; i < sizeof devices / sizeof devices[0]; i++) {
 		snprintf(path, sizeof path, "/dev/%s", devices[i]);
-		if ((r = bind_into(rootfd, path, path, false, false, 0)) < 0)
+		if ((r = bind_into(rootfd, path, path, false, false, 0, err)) < 0)
 			return r;
 	}
 	_cleanup_close_ int dev = open_in_root(rootfd, "/dev", O_PATH | O_DIRECTORY);
 	if (dev < 0)
-		return dev;
+		return rt_err(err, dev, "open", "/dev", "in the container");
 	for (size_t i = 0; i < sizeof links / sizeof links[0]; i++)
-		if (symlinkat(links[i][0], dev, links[i][1]) < 0 && errno != EEXIST) {
-			serr(errno, "symlink", links[i][1], "in the container's /dev");
-			return -errno;
-		}
+		if (symlinkat(links[i][0], dev, links[i][1]) < 0 && errno != EEXIST)
+			return rt_err(err, errno, "symlink", links[i][1], "in the container's /dev");
 	/* gid 5 is "tty" in most images; it may not exist in a user namespace */
 	r = mount_fs(rootfd, "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
 		     userns ? "newinstance,ptmxmode=0666,mode=0620"
-			    : "newinstance,ptmxmode=0666,mode=0620,gid=5");
+			    : "newinstance,ptmxmode=0666,mode=0620,gid=5", err);
 	if (r < 0)
 		return r;
-	return mount_fs(rootfd, "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k");
+	return mount_fs(rootfd, "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k",
+			err);
 }
 
-static int setup_sys(int rootfd)
+static int setup_sys(int rootfd, struct strata_error *err)
 {
 	_cleanup_close_ int t = ensure_in_root(rootfd, "/sys", true);
-	if (t < 0) {
-		serr(t, "create mount point", "/sys", "%s", ro_hint(t) ? ro_hint(t) : "inside the container root");
-		return t;
-	}
+	if (t < 0)
+		return rt_err(err, t, "create mount point", "/sys", "%s",
+			      ro_hint(t) ? ro_hint(t) : "inside the container root");
 	if (mount("sysfs", fdpath(t).s, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) == 0)
 		return 0;
 	/* A user namespace may only mount sysfs for a network namespace it
 	 * owns; with the host's network, show the host's /sys read-only. */
-	if (errno != EPERM && errno != EACCES) {
-		serr(errno, "mount", "/sys", "sysfs inside the container");
-		return -errno;
-	}
-	return bind_into(rootfd, "/sys", "/sys", true, true, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
+	if (errno != EPERM && errno != EACCES)
+		return rt_err(err, errno, "mount", "/sys", "sysfs inside the container");
+	return bind_into(rootfd, "/sys", "/sys", true, true, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+			 err);
 }
 
 /* docker's masked and read-only paths: kernel interfaces that leak host
@@ -199,7 +183,7 @@ static const char *const readonly_paths[] = {
 	"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
 };
 
-static int mask_kernel_paths(void)
+static int mask_kernel_paths(struct strata_error *err)
 {
 	struct stat st;
 
@@ -209,10 +193,8 @@ static int mask_kernel_paths(void)
 			continue; /* not in this kernel, or /sys is the host's and lacks it */
 		int r = S_ISDIR(st.st_mode) ? mount("tmpfs", p, "tmpfs", MS_RDONLY, "size=0")
 					    : mount("/dev/null", p, NULL, MS_BIND, NULL);
-		if (r < 0) {
-			serr(errno, "mask", p, "hide it from the container");
-			return -errno;
-		}
+		if (r < 0)
+			return rt_err(err, errno, "mask", p, "hide it from the container");
 	}
 	for (size_t i = 0; i < sizeof readonly_paths / sizeof readonly_paths[0]; i++) {
 		const char *p = readonly_paths[i];
@@ -221,10 +203,8 @@ static int mask_kernel_paths(void)
 			continue;
 		_cleanup_close_ int tree = open_tree(AT_FDCWD, p, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
 		if (tree < 0 || mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &ro, sizeof ro) < 0 ||
-		    move_mount(tree, "", AT_FDCWD, p, MOVE_MOUNT_F_EMPTY_PATH) < 0) {
-			serr(errno, "make read-only", p, "protect the host's kernel settings");
-			return -errno;
-		}
+		    move_mount(tree, "", AT_FDCWD, p, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+			return rt_err(err, errno, "make read-only", p, "protect the host's kernel settings");
 	}
 	return 0;
 }
@@ -232,54 +212,43 @@ static int mask_kernel_paths(void)
 int rootfs_setup(const struct launch_ctx *ctx)
 {
 	const struct strata_launch_spec *s = ctx->spec;
+	struct strata_error *err = ctx->err;
 	int r;
 
-	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
-		serr(errno, "make private", "/", "in the container's mount namespace");
-		return -errno;
-	}
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+		return rt_err(err, errno, "make private", "/", "in the container's mount namespace");
 	/* The merged view (a detached mount until now) is stacked on this
 	 * namespace's root: absolute paths keep resolving from the old root,
 	 * so the host's sources for the binds below are still reachable, and
 	 * the view itself is reached through its fd. */
-	if (move_mount(ctx->rootmnt, "", AT_FDCWD, "/", MOVE_MOUNT_F_EMPTY_PATH) < 0) {
-		serr(errno, "attach", "the merged view", "in the container's mount namespace");
-		return -errno;
-	}
+	if (move_mount(ctx->rootmnt, "", AT_FDCWD, "/", MOVE_MOUNT_F_EMPTY_PATH) < 0)
+		return rt_err(err, errno, "attach", "the merged view", "in the container's mount namespace");
 	_cleanup_close_ int root = openat(ctx->rootmnt, ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
-	if (root < 0) {
-		serr(errno, "open", "the merged view", NULL);
-		return -errno;
-	}
-	if ((r = mount_fs(root, "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL)) < 0)
+	if (root < 0)
+		return rt_err(err, errno, "open", "the merged view", NULL);
+	if ((r = mount_fs(root, "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, err)) < 0)
 		return r;
-	if ((r = setup_dev(root, ctx->userns)) < 0)
+	if ((r = setup_dev(root, ctx->userns, err)) < 0)
 		return r;
-	if ((r = setup_sys(root)) < 0)
+	if ((r = setup_sys(root, err)) < 0)
 		return r;
 	for (size_t i = 0; i < s->n_binds; i++) {
 		struct stat st;
-		if (stat(s->binds[i].src, &st) < 0) {
-			serr(errno, "bind", s->binds[i].src, "the source of --bind must exist on the host");
-			return -errno;
-		}
+		if (stat(s->binds[i].src, &st) < 0)
+			return rt_err(err, errno, "bind", s->binds[i].src, "the source of --bind must exist on the host");
 		/* nodev as docker's volumes: a host directory a container can
 		 * write to must not become its way to a device */
 		r = bind_into(root, s->binds[i].src, s->binds[i].dst, S_ISDIR(st.st_mode), s->binds[i].readonly,
-			      MOUNT_ATTR_NODEV);
+			      MOUNT_ATTR_NODEV, err);
 		if (r < 0)
 			return r;
 	}
 
 	/* pivot_root(".", ".") stacks the old root on the new one; detaching
 	 * it leaves nothing of the host reachable. */
-	if (fchdir(root) < 0 || syscall(SYS_pivot_root, ".", ".") < 0) {
-		serr(errno, "pivot_root into", "the merged view", NULL);
-		return -errno;
-	}
-	if (umount2(".", MNT_DETACH) < 0 || chdir("/") < 0) {
-		serr(errno, "detach", "the host root", "after pivot_root");
-		return -errno;
-	}
-	return mask_kernel_paths();
+	if (fchdir(root) < 0 || syscall(SYS_pivot_root, ".", ".") < 0)
+		return rt_err(err, errno, "pivot_root into", "the merged view", NULL);
+	if (umount2(".", MNT_DETACH) < 0 || chdir("/") < 0)
+		return rt_err(err, errno, "detach", "the host root", "after pivot_root");
+	return mask_kernel_paths(err);
 }

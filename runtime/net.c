@@ -17,23 +17,18 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
-int net_loopback_up(void)
+int net_loopback_up(struct strata_error *err)
 {
 	_cleanup_close_ int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	struct ifreq ifr;
 
-	if (s < 0) {
-		serr(errno, "socket", "AF_INET", "needed to bring up loopback");
-		return -errno;
-	}
+	if (s < 0)
+		return rt_err(err, errno, "socket", "AF_INET", "needed to bring up loopback");
 	memset(&ifr, 0, sizeof ifr);
 	strcpy(ifr.ifr_name, "lo");
 	if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0 ||
-	    (ifr.ifr_flags |= IFF_UP | IFF_RUNNING, ioctl(s, SIOCSIFFLAGS, &ifr) < 0)) {
-		int e = errno;
-		serr(e, "bring up", "lo", "in the container's network namespace");
-		return -e;
-	}
+	    (ifr.ifr_flags |= IFF_UP | IFF_RUNNING, ioctl(s, SIOCSIFFLAGS, &ifr) < 0))
+		return rt_err(err, errno, "bring up", "lo", "in the container's network namespace");
 	return 0;
 }
 
@@ -64,24 +59,26 @@ int net_loopback_up(void)
 
 int net_announce(const struct launch_ctx *ctx)
 {
+	struct strata_error *err = ctx->err;
 	int r;
 
 	if (ctx->spec->net != STRATA_NET_PRIVATE)
 		return 0;
 	if ((r = ctl_send(ctx->ctlfd, 'N', -1)) < 0)
-		serr(r, "announce", "the network namespace", "to the launcher");
+		rt_err(err, r, "announce", "the network namespace", "to the launcher");
 	return r;
 }
 
 int net_wait_configured(const struct launch_ctx *ctx)
 {
+	struct strata_error *err = ctx->err;
 	int r;
 
 	if (ctx->spec->net != STRATA_NET_PRIVATE)
 		return 0;
 	if ((r = ctl_expect(ctx->ctlfd, 'G')) < 0)
-		serr(r, "wait for", "the container's network",
-		     "the launcher stopped before its network helper was ready");
+		rt_err(err, r, "wait for", "the container's network",
+		       "the launcher stopped before its network helper was ready");
 	return r;
 }
 
@@ -98,17 +95,17 @@ static bool in_path(const char *prog)
 }
 
 /* "pasta" or "slirp4netns", or NULL after saying what is missing */
-static const char *net_helper(void)
+static const char *net_helper(struct strata_error *err)
 {
 	const char *forced = getenv("STRATA_NET_HELPER");
 
 	if (forced && *forced) {
 		if (strcmp(forced, "pasta") != 0 && strcmp(forced, "slirp4netns") != 0) {
-			susage("STRATA_NET_HELPER='%s': expected pasta or slirp4netns", forced);
+			rt_usage(err, "STRATA_NET_HELPER='%s': expected pasta or slirp4netns", forced);
 			return NULL;
 		}
 		if (!in_path(forced)) {
-			serr(ENOENT, "find", forced, "STRATA_NET_HELPER names it, but it is not in PATH");
+			rt_err(err, ENOENT, "find", forced, "STRATA_NET_HELPER names it, but it is not in PATH");
 			return NULL;
 		}
 		return forced;
@@ -117,43 +114,41 @@ static const char *net_helper(void)
 		return "pasta";
 	if (in_path("slirp4netns"))
 		return "slirp4netns";
-	serr(ENOENT, "find", "pasta", "the private network needs pasta (package passt) or slirp4netns in PATH");
+	rt_err(err, ENOENT, "find", "pasta",
+	       "the private network needs pasta (package passt) or slirp4netns in PATH");
 	return NULL;
 }
 
 /* What can be checked before anything starts, so a missing piece is a
  * plain message, not a half-built container. */
-int net_check_private(const struct strata_launch_spec *s)
+int net_check_private(const struct strata_launch_spec *s, struct strata_error *err)
 {
 	if (s->net != STRATA_NET_PRIVATE) {
 		if (s->n_ports) {
-			susage("published ports need the private network (--net private)");
+			rt_usage(err, "published ports need the private network (--net private)");
 			return -EINVAL;
 		}
 		return 0;
 	}
 	if (s->n_ports > MAX_PORTS) {
-		susage("at most %d ports can be published", MAX_PORTS);
+		rt_usage(err, "at most %d ports can be published", MAX_PORTS);
 		return -EINVAL;
 	}
 	for (size_t i = 0; i < s->n_ports; i++)
 		for (size_t j = 0; j < i; j++)
 			if (s->ports[i].host_port == s->ports[j].host_port && s->ports[i].udp == s->ports[j].udp &&
 			    strcmp(s->ports[i].host_ip, s->ports[j].host_ip) == 0) {
-				susage("host port %u/%s is published twice", s->ports[i].host_port,
-				       s->ports[i].udp ? "udp" : "tcp");
+				rt_usage(err, "host port %u/%s is published twice", s->ports[i].host_port,
+					 s->ports[i].udp ? "udp" : "tcp");
 				return -EINVAL;
 			}
-	if (!net_helper())
+	if (!net_helper(err))
 		return -ENOENT;
 	/* The tap device is opened inside the container's user namespace,
 	 * where only the node's own permissions count. */
-	if (access("/dev/net/tun", R_OK | W_OK) < 0) {
-		int e = errno;
-		serr(e, "open", "/dev/net/tun", "the private network needs the tun device%s",
-		     geteuid() ? " readable and writable by you (mode 0666, as most distributions ship it)" : "");
-		return -e;
-	}
+	if (access("/dev/net/tun", R_OK | W_OK) < 0)
+		return rt_err(err, errno, "open", "/dev/net/tun", "the private network needs the tun device%s",
+			      geteuid() ? " readable and writable by you (mode 0666, as most distributions ship it)" : "");
 	return 0;
 }
 
@@ -263,6 +258,7 @@ static int bind_netns_for_pasta(pid_t init)
 /* slirp4netns's API socket lives in a private directory of ours */
 static int make_api_dir(struct session *ss)
 {
+	struct strata_error *err = ss->err;
 	const char *base = getenv("XDG_RUNTIME_DIR");
 	struct stat st;
 	char dir[PATH_MAX];
@@ -273,11 +269,9 @@ static int make_api_dir(struct session *ss)
 		base = "/tmp";
 	if (snprintf(dir, sizeof dir, "%s/strata-net.XXXXXX", base) >= (int)sizeof dir - 16)
 		return -ENAMETOOLONG;
-	if (!mkdtemp(dir)) {
-		int e = errno;
-		serr(e, "create directory in", base, "for slirp4netns's API socket; set TMPDIR to a writable directory");
-		return -e;
-	}
+	if (!mkdtemp(dir))
+		return rt_err(err, errno, "create directory in", base,
+		       "for slirp4netns's API socket; set TMPDIR to a writable directory");
 	if (!(ss->api_dir = strdup(dir))) {
 		rmdir(dir);
 		return -ENOMEM;
@@ -289,7 +283,8 @@ static int spawn_helper(struct session *ss, pid_t init)
 {
 	const struct launch_ctx *ctx = ss->ctx;
 	const struct strata_launch_spec *s = ctx->spec;
-	const char *helper = net_helper();
+	struct strata_error *err = ss->err;
+	const char *helper = net_helper(err);
 	bool slirp = helper && strcmp(helper, "slirp4netns") == 0;
 	int ready[2] = { -1, -1 }, logp[2] = { -1, -1 }, quit[2] = { -1, -1 }, r = 0;
 	char api[PATH_MAX];
@@ -297,7 +292,7 @@ static int spawn_helper(struct session *ss, pid_t init)
 
 	if (!helper || !b) {
 		free(b);
-		return helper ? -ENOMEM : -ENOENT;
+		return helper ? rt_err(err, ENOMEM, "start", helper, NULL) : -ENOENT;
 	}
 	ss->helper = helper;
 	if (slirp && s->n_ports && (r = make_api_dir(ss)) < 0)
@@ -305,7 +300,7 @@ static int spawn_helper(struct session *ss, pid_t init)
 	snprintf(api, sizeof api, "%s/api.sock", ss->api_dir ? ss->api_dir : "");
 	if (pipe2(ready, O_CLOEXEC) < 0 || pipe2(logp, O_CLOEXEC) < 0 || (slirp && pipe2(quit, O_CLOEXEC) < 0)) {
 		r = -errno;
-		serr(r, "create pipes", NULL, "for %s", helper);
+		rt_err(err, r, "create pipes", NULL, "for %s", helper);
 		goto out;
 	}
 	if (slirp)
@@ -317,7 +312,7 @@ static int spawn_helper(struct session *ss, pid_t init)
 	pid_t launcher = getpid(), pid = fork();
 	if (pid < 0) {
 		r = -errno;
-		serr(r, "fork", helper, NULL);
+		rt_err(err, r, "fork", helper, NULL);
 		goto out;
 	}
 	if (pid == 0) {
@@ -351,8 +346,10 @@ out:
 
 int net_on_netns(struct session *ss, pid_t init)
 {
+	struct strata_error *err = ss->err;
+
 	if (init <= 0 || ss->pasta > 0) {
-		serr(EPROTO, "learn", "the container's pid", "the launcher cannot wire its network");
+		rt_err(err, EPROTO, "learn", "the container's pid", "the launcher cannot wire its network");
 		return -EPROTO;
 	}
 	ss->init = init;
@@ -388,6 +385,7 @@ static int slirp_request(const char *api, const char *req, char *answer, size_t 
 static int slirp_publish(struct session *ss)
 {
 	const struct strata_launch_spec *s = ss->ctx->spec;
+	struct strata_error *err = ss->err;
 	char api[PATH_MAX], req[256], answer[1024];
 
 	snprintf(api, sizeof api, "%s/api.sock", ss->api_dir);
@@ -399,14 +397,14 @@ static int slirp_publish(struct session *ss)
 			 " \"host_port\": %u, \"guest_port\": %u}}",
 			 p->udp ? "udp" : "tcp", *p->host_ip ? p->host_ip : "0.0.0.0", p->host_port, p->container_port);
 		if ((r = slirp_request(api, req, answer, sizeof answer)) < 0) {
-			serr(r, "publish", "a port", "%s:%u through slirp4netns's API socket %s", p->host_ip,
-			     p->host_port, api);
+			rt_err(err, r, "publish", "a port", "%s:%u through slirp4netns's API socket %s", p->host_ip,
+			       p->host_port, api);
 			return r;
 		}
 		if (!strstr(answer, "\"return\"")) {
 			answer[strcspn(answer, "\n")] = '\0';
-			serr(0, "publish", "a port", "slirp4netns refused host port %u: %s", p->host_port, answer);
-			return -EADDRINUSE;
+			return rt_errx(err, EADDRINUSE, "publish", "a port", "slirp4netns refused host port %u: %s",
+				       p->host_port, answer);
 		}
 	}
 	return 0;

@@ -1,6 +1,6 @@
 /* The command-line spellings of the spec's structured fields, shared by
  * strata-run and `strata run` so both accept exactly the same text. */
-#include "launch.h"
+#include "internal.h"
 #include "err.h"
 
 #include <arpa/inet.h>
@@ -20,7 +20,7 @@ static int parse_ulong(const char *s, char **end, unsigned long *out)
 	return (errno || *end == s) ? -EINVAL : 0;
 }
 
-int strata_parse_bind(char *arg, struct strata_bind *out)
+int strata_parse_bind(char *arg, struct strata_bind *out, struct strata_error *err)
 {
 	char *src = arg, *dst = strchr(arg, ':');
 
@@ -42,11 +42,11 @@ int strata_parse_bind(char *arg, struct strata_bind *out)
 		goto bad;
 	return 0;
 bad:
-	susage("--bind '%s' is not SRC:DST[:ro|:rw] with an absolute DST", arg);
+	rt_usage(err, "--bind '%s' is not SRC:DST[:ro|:rw] with an absolute DST", arg);
 	return -EINVAL;
 }
 
-int strata_parse_idmap(const char *arg, struct strata_idmap *out)
+int strata_parse_idmap(const char *arg, struct strata_idmap *out, struct strata_error *err)
 {
 	char *end;
 	const char *p = arg;
@@ -54,7 +54,7 @@ int strata_parse_idmap(const char *arg, struct strata_idmap *out)
 	if (parse_ulong(p, &end, &out->inside) < 0 || *end != ':' ||
 	    parse_ulong(end + 1, &end, &out->outside) < 0 || *end != ':' ||
 	    parse_ulong(end + 1, &end, &out->count) < 0 || *end || out->count == 0) {
-		susage("id map '%s' is not INSIDE:OUTSIDE:COUNT (e.g. 0:100000:65536)", arg);
+		rt_usage(err, "id map '%s' is not INSIDE:OUTSIDE:COUNT (e.g. 0:100000:65536)", arg);
 		return -EINVAL;
 	}
 	return 0;
@@ -87,7 +87,7 @@ static int parse_limit(const char *s, char **end, rlim_t *out)
 	return 0;
 }
 
-int strata_parse_rlimit(const char *arg, struct strata_rlimit *out)
+int strata_parse_rlimit(const char *arg, struct strata_rlimit *out, struct strata_error *err)
 {
 	const char *eq = strchr(arg, '=');
 	char *end;
@@ -101,7 +101,7 @@ int strata_parse_rlimit(const char *arg, struct strata_rlimit *out)
 		if (strlen(rlimit_names[i].name) == n && strncasecmp(name, rlimit_names[i].name, n) == 0)
 			break;
 	if (i == sizeof rlimit_names / sizeof rlimit_names[0]) {
-		susage("--rlimit '%s': unknown limit (nofile, nproc, core, stack, as, cpu, fsize, ...)", arg);
+		rt_usage(err, "--rlimit '%s': unknown limit (nofile, nproc, core, stack, as, cpu, fsize, ...)", arg);
 		return -EINVAL;
 	}
 	out->resource = rlimit_names[i].resource;
@@ -114,11 +114,11 @@ int strata_parse_rlimit(const char *arg, struct strata_rlimit *out)
 		goto bad;
 	return 0;
 bad:
-	susage("--rlimit '%s' is not NAME=SOFT[:HARD] with SOFT <= HARD", arg);
+	rt_usage(err, "--rlimit '%s' is not NAME=SOFT[:HARD] with SOFT <= HARD", arg);
 	return -EINVAL;
 }
 
-int strata_parse_user(const char *arg, uid_t *uid, gid_t *gid)
+int strata_parse_user(const char *arg, uid_t *uid, gid_t *gid, struct strata_error *err)
 {
 	unsigned long u, g;
 	char *end;
@@ -134,7 +134,7 @@ int strata_parse_user(const char *arg, uid_t *uid, gid_t *gid)
 	*gid = (gid_t)g;
 	return 0;
 bad:
-	susage("--user '%s' is not UID[:GID] (numeric ids)", arg);
+	rt_usage(err, "--user '%s' is not UID[:GID] (numeric ids)", arg);
 	return -EINVAL;
 }
 
@@ -153,7 +153,7 @@ static int parse_port_number(const char *s, size_t len, unsigned short *out)
 	return 0;
 }
 
-int strata_parse_port(const char *arg, struct strata_port *out)
+int strata_parse_port(const char *arg, struct strata_port *out, struct strata_error *err)
 {
 	const char *slash = strrchr(arg, '/');
 	size_t len = slash ? (size_t)(slash - arg) : strlen(arg);
@@ -194,8 +194,8 @@ int strata_parse_port(const char *arg, struct strata_port *out)
 	return 0;
 bad:
 	memset(out, 0, sizeof *out);
-	susage("--publish '%s' is not [IP:]HOSTPORT:CONTAINERPORT[/tcp|/udp] with ports 1-65535"
-	       " (e.g. 127.0.0.1:8080:80)", arg);
+	rt_usage(err, "--publish '%s' is not [IP:]HOSTPORT:CONTAINERPORT[/tcp|/udp] with ports 1-65535"
+		" (e.g. 127.0.0.1:8080:80)", arg);
 	return -EINVAL;
 }
 
@@ -229,7 +229,7 @@ static int parse_decimal(const char *s, const char **end, unsigned long long *ma
 	return 0;
 }
 
-int strata_parse_size(const char *arg, long long *bytes)
+int strata_parse_size(const char *arg, long long *bytes, struct strata_error *err)
 {
 	unsigned long long m, sc, unit = 1;
 	const char *end;
@@ -267,12 +267,13 @@ int strata_parse_size(const char *arg, long long *bytes)
 	*bytes = (long long)v;
 	return 0;
 bad:
-	susage("size '%s' is not a positive number of bytes with an optional unit b, k, m, g or t "
-	       "(e.g. 512m, 1.5g), or -1 for unlimited", arg);
+	rt_usage(err, "size '%s' is not a positive number of bytes with an optional unit b, k, m, g or t "
+		"(e.g. 512m, 1.5g), or -1 for unlimited", arg);
 	return -EINVAL;
 }
 
-int strata_parse_cpus(const char *arg, long long *quota_us, long long *period_us)
+int strata_parse_cpus(const char *arg, long long *quota_us, long long *period_us,
+		      struct strata_error *err)
 {
 	const long long period = 100000;
 	unsigned long long m, sc;
@@ -288,6 +289,6 @@ int strata_parse_cpus(const char *arg, long long *quota_us, long long *period_us
 	*period_us = period;
 	return 0;
 bad:
-	susage("--cpus '%s' is not a number of CPUs of at least 0.01 (e.g. 1.5)", arg);
+	rt_usage(err, "--cpus '%s' is not a number of CPUs of at least 0.01 (e.g. 1.5)", arg);
 	return -EINVAL;
 }

@@ -1,15 +1,13 @@
 /* The command's own process (pid 2 in the container): identity,
  * capabilities, no_new_privs, environment, working directory, exec.
- * Everything here runs after the pivot, so paths are the image's. */
+ * Everything here runs after the pivot, so paths are the image's. A
+ * failure goes to the launcher on the error pipe (ctx->errfd), which
+ * closes on exec. */
 #include "internal.h"
 #include "err.h"
 
-#include <grp.h>
 #include <stdio.h>
 #include <string.h>
-#include <linux/close_range.h>
-#include <sys/prctl.h>
-#include <sys/stat.h>
 
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -38,9 +36,10 @@ static const char *env_get(char **env, size_t n, const char *key)
 
 /* execvpe() searches the launcher's PATH; the command must be looked up
  * with the container's. */
-void exec_command(char *const *argv, char **env, size_t n, int codefd)
+void exec_command(char *const *argv, char **env, size_t n, int errfd)
 {
 	const char *cmd = argv[0];
+	struct strata_error e = { 0 };
 	int err = ENOENT;
 
 	if (strchr(cmd, '/')) {
@@ -59,62 +58,31 @@ void exec_command(char *const *argv, char **env, size_t n, int codefd)
 	}
 	int code = err == ENOENT || err == ENOTDIR ? 127 : 126;
 	if (code == 127)
-		serr(err, "exec", cmd, "%s", strchr(cmd, '/') ? "the command is not in the image"
-						       : "no such command in the container's PATH");
+		rt_err(&e, err, "exec", cmd, "%s", strchr(cmd, '/') ? "the command is not in the image"
+							  : "no such command in the container's PATH");
 	else
-		serr(err, "exec", cmd, "found in the image but cannot be run");
-	if (codefd >= 0 && write(codefd, &code, sizeof code) < 0) {
-		/* the exit code says the same to whoever waits */
-	}
+		rt_err(&e, err, "exec", cmd, "found in the image but cannot be run");
+	send_failure(errfd, code, &e);
 	_exit(code);
 }
 
 void process_exec(const struct launch_ctx *ctx)
 {
 	const struct strata_launch_spec *s = ctx->spec;
-	const char *cwd = s->cwd ? s->cwd : "/";
+	struct identity id = {
+		.caps = ctx->caps, .clear_groups = ctx->setgroups_ok,
+		.uid = s->set_user ? s->uid : 0, .gid = s->set_user ? s->gid : 0,
+		.cwd = s->cwd ? s->cwd : "/",
+	};
 	int r;
 
 	sigprocmask(SIG_SETMASK, &ctx->oldmask, NULL);
 
 	/* before the identity changes: the slave is chowned to the user */
-	if (s->tty && (r = tty_attach(ctx->ctlfd, s->set_user, s->uid)) < 0)
+	if (s->tty && (r = tty_attach(ctx->ctlfd, s->set_user, s->uid, ctx->err)) < 0)
 		report_failure(ctx, r);
-	if ((r = caps_limit_bounding(ctx->caps)) < 0)
+	if ((r = enter_identity(&id, ctx->err)) < 0)
 		report_failure(ctx, r);
-	if (ctx->setgroups_ok && setgroups(0, NULL) < 0) {
-		serr(errno, "clear supplementary groups", NULL, NULL);
-		report_failure(ctx, -errno);
-	}
-	if (s->set_user) {
-		if (setgid(s->gid) < 0) {
-			serr(errno, "setgid", NULL, "gid %u: is it mapped in the user namespace? (--gidmap)",
-			     (unsigned)s->gid);
-			report_failure(ctx, -errno);
-		}
-		if (setuid(s->uid) < 0) {
-			serr(errno, "setuid", NULL, "uid %u: is it mapped in the user namespace? (--uidmap)",
-			     (unsigned)s->uid);
-			report_failure(ctx, -errno);
-		}
-	}
-	if ((r = caps_apply(ctx->caps)) < 0)
-		report_failure(ctx, r);
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
-		serr(errno, "set no_new_privs", NULL, NULL);
-		report_failure(ctx, -errno);
-	}
-	/* Only stdio crosses into the container, whatever the caller left
-	 * open; and a known umask, as docker gives. */
-	if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) < 0) {
-		serr(errno, "close_range", NULL, "needs Linux 5.11 or later");
-		report_failure(ctx, -errno);
-	}
-	umask(022);
-	if (chdir(cwd) < 0) {
-		serr(errno, "chdir", cwd, "--cwd must name a directory in the image the user can enter");
-		report_failure(ctx, -errno);
-	}
 
 	char home[16], hostname[80];
 	char **env = calloc(s->n_env + 5, sizeof *env);
@@ -131,5 +99,5 @@ void process_exec(const struct launch_ctx *ctx)
 	for (size_t i = 0; i < s->n_env; i++)
 		env_set(env, &n, s->env[i]);
 	env[n] = NULL;
-	exec_command(s->argv, env, n, -1);
+	exec_command(s->argv, env, n, ctx->errfd);
 }

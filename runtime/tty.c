@@ -112,41 +112,30 @@ int ctl_expect(int sock, char want)
 
 /* In the command's process, after the pivot: a terminal from the
  * container's devpts becomes its controlling terminal and stdio. */
-int tty_attach(int ctl, bool chown_to, uid_t uid)
+int tty_attach(int ctl, bool chown_to, uid_t uid, struct strata_error *err)
 {
 	_cleanup_close_ int master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
 	int unlock = 0, r;
 
-	if (master < 0) {
-		serr(errno, "open", "/dev/ptmx", "the container's devpts instance gives the terminal");
-		return -errno;
-	}
-	if (ioctl(master, TIOCSPTLCK, &unlock) < 0) {
-		serr(errno, "unlock", "/dev/ptmx", NULL);
-		return -errno;
-	}
+	if (master < 0)
+		return rt_err(err, errno, "open", "/dev/ptmx", "the container's devpts instance gives the terminal");
+	if (ioctl(master, TIOCSPTLCK, &unlock) < 0)
+		return rt_err(err, errno, "unlock", "/dev/ptmx", NULL);
 	/* TIOCGPTPEER opens this master's own slave, with no path lookup a
 	 * process in the container could redirect. */
 	_cleanup_close_ int slave = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
-	if (slave < 0) {
-		serr(errno, "open", "the terminal's slave", "needs Linux 4.13 or later");
-		return -errno;
-	}
-	if (chown_to && fchown(slave, uid, (gid_t)-1) < 0) {
-		serr(errno, "chown", "the terminal", "to uid %u: is it mapped in the user namespace?", (unsigned)uid);
-		return -errno;
-	}
-	if (setsid() < 0 || ioctl(slave, TIOCSCTTY, 0) < 0) {
-		serr(errno, "make controlling terminal", "/dev/pts", NULL);
-		return -errno;
-	}
+	if (slave < 0)
+		return rt_err(err, errno, "open", "the terminal's slave", "needs Linux 4.13 or later");
+	if (chown_to && fchown(slave, uid, (gid_t)-1) < 0)
+		return rt_err(err, errno, "chown", "the terminal",
+			      "to uid %u: is it mapped in the user namespace?", (unsigned)uid);
+	if (setsid() < 0 || ioctl(slave, TIOCSCTTY, 0) < 0)
+		return rt_err(err, errno, "make controlling terminal", "/dev/pts", NULL);
 	for (int i = 0; i < 3; i++)
-		if (dup2(slave, i) < 0) {
-			serr(errno, "dup2", "the terminal", "onto stdio");
-			return -errno;
-		}
+		if (dup2(slave, i) < 0)
+			return rt_err(err, errno, "dup2", "the terminal", "onto stdio");
 	if ((r = ctl_send(ctl, 'T', master)) < 0 || (r = ctl_expect(ctl, 'A')) < 0) {
-		serr(r, "hand over", "the terminal", "the launcher is gone");
+		rt_err(err, r, "hand over", "the terminal", "the launcher is gone");
 		return r;
 	}
 	return 0;
@@ -316,8 +305,25 @@ static bool relay_log(struct session *ss)
 	return true;
 }
 
+/* The helper quit before the network was ready: its last words (slirp4netns's,
+ * kept back; pasta's went out as they came) belong in the error. */
+static int net_helper_failed(struct session *ss)
+{
+	char *t = ss->log_tail;
+
+	while (*t == '\n')
+		t++;
+	for (char *c = t; *c; c++)
+		if (*c == '\n')
+			*c = c[1] ? ';' : '\0';
+	return rt_errx(ss->err, ENETUNREACH, "start", ss->helper,
+		       "it could not give the container its network (%s%s); try --net host or none",
+		       *t ? "its last messages: " : "its messages are above", t);
+}
+
 int session_run(struct session *ss, pid_t child, int *status)
 {
+	struct strata_error *err = ss->err;
 	struct relay rl = { .master = -1, .rawfd = -1, .interactive = ss->interactive };
 	sigset_t set, pipeset, oldset;
 	int r = 0;
@@ -335,7 +341,7 @@ int session_run(struct session *ss, pid_t child, int *status)
 	_cleanup_close_ int sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
 	if (sfd < 0) {
 		r = -errno;
-		serr(r, "signalfd", NULL, "to relay signals to the container");
+		rt_err(err, r, "signalfd", NULL, "to relay signals to the container");
 		kill(child, SIGKILL);
 		waitpid(child, status, 0);
 		goto out;
@@ -349,7 +355,7 @@ int session_run(struct session *ss, pid_t child, int *status)
 			break;
 		if (w < 0 && errno != EINTR) {
 			r = -errno;
-			serr(r, "wait for", "the container", "the calling program must not ignore SIGCHLD");
+			rt_err(err, r, "wait for", "the container", "the calling program must not ignore SIGCHLD");
 			goto out;
 		}
 		i_sig = n;
@@ -379,7 +385,7 @@ int session_run(struct session *ss, pid_t child, int *status)
 			if (errno == EINTR)
 				continue;
 			r = -errno;
-			serr(r, "poll", NULL, "while the container runs");
+			rt_err(err, r, "poll", NULL, "while the container runs");
 			break;
 		}
 		if (pf[i_sig].revents) {
@@ -424,10 +430,7 @@ int session_run(struct session *ss, pid_t child, int *status)
 			if (k <= 0) {
 				while (ss->pasta_log >= 0 && relay_log(ss))
 					;
-				print_log(ss->helper, ss->log_tail);
-				r = -ENETUNREACH;
-				serr(0, "start", ss->helper, "it could not give the container its network"
-				     " (its messages are above); try --net host or none");
+				r = net_helper_failed(ss);
 				goto fail;
 			}
 			if (ss->on_ready && (r = ss->on_ready(ss)) < 0)
@@ -472,18 +475,16 @@ out:
 	return r;
 }
 
-int session_socket(int *launcher_end, int *container_end)
+int session_socket(int *launcher_end, int *container_end, struct strata_error *err)
 {
 	int sv[2], one = 1;
 
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
-		serr(errno, "create", "the control socket", NULL);
-		return -errno;
-	}
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+		return rt_err(err, errno, "create", "the control socket", NULL);
 	/* init's pid, as the launcher sees it, comes with its first message */
 	if (setsockopt(sv[0], SOL_SOCKET, SO_PASSCRED, &one, sizeof one) < 0) {
 		int e = errno;
-		serr(e, "set SO_PASSCRED on", "the control socket", NULL);
+		rt_err(err, e, "set SO_PASSCRED on", "the control socket", NULL);
 		close(sv[0]);
 		close(sv[1]);
 		return -e;

@@ -192,7 +192,9 @@ int cmd_exec(const char *root, int argc, char **argv)
 		return EXIT_STRATA;
 	}
 	ctr_close(&c);
-	r = strata_exec(&x);
+	struct strata_error xerr;
+	r = strata_exec(&x, &xerr);
+	strata_error_print(&xerr, "exec in container %s", o.what);
 	return r < 0 ? EXIT_STRATA : r;
 #endif
 }

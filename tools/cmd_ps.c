@@ -419,8 +419,10 @@ int cmd_port(const char *root, int argc, char **argv)
 	for (size_t i = 0; i < json_array_size(a); i++) {
 #ifdef STRATA_HAVE_RUNTIME
 		struct strata_port p;
+		struct strata_error perr;
 		char priv[32];
-		if (strata_parse_port(json_string_value(json_array_get(a, i)), &p) < 0)
+		/* checked when the container was made */
+		if (strata_parse_port(json_string_value(json_array_get(a, i)), &p, &perr) < 0)
 			continue;
 		snprintf(priv, sizeof priv, "%u/%s", p.container_port, p.udp ? "udp" : "tcp");
 		if (argc == 2 && strcmp(argv[1], priv) && (strchr(argv[1], '/') || (unsigned)atoi(argv[1]) != p.container_port))

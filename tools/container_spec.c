@@ -64,11 +64,11 @@ static int parse_limits(json_t *opts, struct strata_limits *l)
 {
 	const char *v;
 	int r;
-	if ((v = opt_str(opts, "memory")) && (r = strata_parse_size(v, &l->memory)) < 0)
+	if ((v = opt_str(opts, "memory")) && (r = STRATA_PARSE_REPORTED(strata_parse_size, v, &l->memory)) < 0)
 		return r;
-	if ((v = opt_str(opts, "memory_swap")) && (r = strata_parse_size(v, &l->memory_swap)) < 0)
+	if ((v = opt_str(opts, "memory_swap")) && (r = STRATA_PARSE_REPORTED(strata_parse_size, v, &l->memory_swap)) < 0)
 		return r;
-	if ((v = opt_str(opts, "cpus")) && (r = strata_parse_cpus(v, &l->cpu_quota_us, &l->cpu_period_us)) < 0)
+	if ((v = opt_str(opts, "cpus")) && (r = STRATA_PARSE_REPORTED(strata_parse_cpus, v, &l->cpu_quota_us, &l->cpu_period_us)) < 0)
 		return r;
 	if ((v = opt_str(opts, "cpu_shares"))) {
 		char *end;
@@ -171,13 +171,13 @@ int ctr_check_options(json_t *opts)
 	json_t *a = json_object_get(opts, "publish");
 	for (size_t i = 0; i < json_array_size(a); i++) {
 		struct strata_port p;
-		if ((r = strata_parse_port(json_string_value(json_array_get(a, i)), &p)) < 0)
+		if ((r = STRATA_PARSE_REPORTED(strata_parse_port, json_string_value(json_array_get(a, i)), &p)) < 0)
 			return r;
 	}
 	a = json_object_get(opts, "rlimit");
 	for (size_t i = 0; i < json_array_size(a); i++) {
 		struct strata_rlimit rl;
-		if ((r = strata_parse_rlimit(json_string_value(json_array_get(a, i)), &rl)) < 0)
+		if ((r = STRATA_PARSE_REPORTED(strata_parse_rlimit, json_string_value(json_array_get(a, i)), &rl)) < 0)
 			return r;
 	}
 	static const char *const maps[] = { "uidmap", "gidmap" };
@@ -185,7 +185,7 @@ int ctr_check_options(json_t *opts)
 		a = json_object_get(opts, maps[k]);
 		for (size_t i = 0; i < json_array_size(a); i++) {
 			struct strata_idmap m;
-			if ((r = strata_parse_idmap(json_string_value(json_array_get(a, i)), &m)) < 0)
+			if ((r = STRATA_PARSE_REPORTED(strata_parse_idmap, json_string_value(json_array_get(a, i)), &m)) < 0)
 				return r;
 		}
 	}
@@ -320,9 +320,9 @@ static int parse_all(json_t *a, void **out, size_t size, size_t *n,
 	}
 	return 0;
 }
-static int p_rlimit(const char *t, void *o) { return strata_parse_rlimit(t, o); }
-static int p_idmap(const char *t, void *o) { return strata_parse_idmap(t, o); }
-static int p_port(const char *t, void *o) { return strata_parse_port(t, o); }
+static int p_rlimit(const char *t, void *o) { return STRATA_PARSE_REPORTED(strata_parse_rlimit, t, o); }
+static int p_idmap(const char *t, void *o) { return STRATA_PARSE_REPORTED(strata_parse_idmap, t, o); }
+static int p_port(const char *t, void *o) { return STRATA_PARSE_REPORTED(strata_parse_port, t, o); }
 
 /* Image Env first, then --env, so the user's values win. */
 static int build_env(struct ctr_spec *sp, json_t *cc, json_t *opts)
@@ -355,7 +355,7 @@ static int build_binds(struct ctr_spec *sp, json_t *opts)
 		 * that live as long as the spec. */
 		if (!(sp->bind_text[i] = strdup(json_string_value(json_array_get(a, i)))))
 			return -ENOMEM;
-		int r = strata_parse_bind(sp->bind_text[i], &sp->binds[i]);
+		int r = STRATA_PARSE_REPORTED(strata_parse_bind, sp->bind_text[i], &sp->binds[i]);
 		if (r < 0)
 			return r;
 	}

@@ -183,13 +183,16 @@ static int monitor_loop(struct monitor *m)
 		save(m);
 		m->sp->l.on_start = on_start;
 		m->sp->l.on_start_arg = m;
-		r = strata_launch(&m->sp->l);
+		struct strata_error lerr;
+		r = strata_launch(&m->sp->l, &lerr);
+		strata_error_print(&lerr, "starting container %s", ctr_name(m->c));
 		set_time(m->st, "FinishedAt");
 		json_object_set_new(m->st, "Status", json_string("exited"));
 		json_object_set_new(m->st, "Pid", json_integer(0));
 		if (r < 0) {
 			json_object_set_new(m->st, "ExitCode", json_integer(EXIT_STRATA));
-			json_object_set_new(m->st, "Error", json_string("the container could not be started"));
+			json_object_set_new(m->st, "Error",
+					    json_string(lerr.code ? lerr.msg : "the container could not be started"));
 		} else {
 			json_object_set_new(m->st, "ExitCode", json_integer(r));
 			if (r > 128 && r < 128 + 65)

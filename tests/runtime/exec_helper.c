@@ -18,6 +18,7 @@ int main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	struct strata_exec_spec s = { 0 };
+	struct strata_error err = { 0 };
 	const char **env = calloc((size_t)argc, sizeof *env);
 	const char **add = calloc((size_t)argc, sizeof *add);
 	const char **drop = calloc((size_t)argc, sizeof *drop);
@@ -35,8 +36,10 @@ int main(int argc, char **argv)
 		case 'i': s.interactive = true; break;
 		case 'd': s.detach = true; break;
 		case 'u':
-			if (strata_parse_user(optarg, &s.uid, &s.gid) < 0)
+			if (strata_parse_user(optarg, &s.uid, &s.gid, &err) < 0) {
+				strata_error_print(&err, NULL);
 				return 125;
+			}
 			s.set_user = true;
 			break;
 		case 'w': s.cwd = optarg; break;
@@ -52,7 +55,8 @@ int main(int argc, char **argv)
 	}
 	s.init_pid = (pid_t)atoi(argv[optind]);
 	s.argv = argv + optind + 1;
-	int r = strata_exec(&s);
+	int r = strata_exec(&s, &err);
+	strata_error_print(&err, "exec in container %d", (int)s.init_pid);
 	free(env);
 	free(add);
 	free(drop);

@@ -658,6 +658,24 @@ def t_bad_options(e):
         expect(rc == 125 and err.strip(), f"{bad}: rc {rc} err {err!r}")
 
 
+def t_errors_reach_the_caller(e):
+    """A step that fails inside the container (the command's chdir, the
+    command's exec, init's cgroup, the mount) is reported by the caller,
+    once, as "strata-run: OP PATH: CAUSE (HINT)": the helper processes send
+    their error on the error pipe instead of printing it themselves."""
+    args, _ = e.base()
+    cases = [
+        (["--cwd", "/no-such-dir", "--", "true"], 125, "strata-run: chdir /no-such-dir: No such file or directory ("),
+        (["--", "no-such-command"], 127, "strata-run: exec no-such-command: No such file or directory ("),
+        (["-t", "--", "no-such-command"], 127, "strata-run: exec no-such-command: No such file or directory ("),
+    ]
+    for extra, want_rc, want in cases:
+        rc, out, err = e.run(args + extra)
+        lines = [l for l in err.splitlines() if l.strip()]
+        expect(rc == want_rc and len(lines) == 1 and lines[0].startswith(want),
+               f"{extra}: rc {rc} (want {want_rc}), stderr {err!r}; want one line starting {want!r}")
+
+
 def t_userns_disabled(e):
     """A user namespace whose max_user_namespaces is 0 stands in for a host
     with user namespaces disabled."""
@@ -733,7 +751,7 @@ GROUPS = {
                   t_rlimit, t_init_reaps_orphans, t_kernel_paths_masked, t_no_leaked_fds,
                   t_root_with_idmap, t_minimal_dev, t_net_none],
     "errors": [t_missing_layer, t_missing_command, t_missing_bind_source, t_no_dev_fuse,
-               t_daemon_fails, t_cli, t_bad_options, t_userns_disabled],
+               t_daemon_fails, t_cli, t_bad_options, t_errors_reach_the_caller, t_userns_disabled],
     "concurrent": [t_two_containers],
 }
 

@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <string.h>
 #include <linux/capability.h>
 
 #include "internal.h"
@@ -18,9 +19,15 @@ static const uint64_t docker_default = 0xa80425fbULL;
 static uint64_t resolve(const char *const *drop, size_t nd, const char *const *add, size_t na, int *r)
 {
 	struct strata_launch_spec s = { .cap_drop = drop, .n_cap_drop = nd, .cap_add = add, .n_cap_add = na };
+	struct strata_error err = { 0 };
 	uint64_t set = 0;
 
-	*r = caps_resolve(&s, &set);
+	*r = caps_resolve(&s, &set, &err);
+	/* a refusal names the capability; success leaves nothing to say */
+	if (*r < 0)
+		assert_non_null(strstr(err.msg, "unknown capability"));
+	else
+		assert_int_equal(err.code, 0);
 	return set;
 }
 
