@@ -14,7 +14,6 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
-
 static const struct fuse_lowlevel_ops ops = {
 	.init = op_init,
 	.destroy = op_destroy,
