@@ -143,7 +143,7 @@ int build_step_cached(struct build *b, struct stage *st, const char *key)
 	json_t *cfg;
 	char digest[DIGEST_BUF];
 	size_t nlayers = 0;
-	if (b->no_cache || build_lock(b, LOCK_SH) < 0 || cache_get(b, st, key, &cfg, &nlayers, digest) < 0)
+	if (build_lock(b, LOCK_SH) < 0 || b->no_cache || cache_get(b, st, key, &cfg, &nlayers, digest) < 0)
 		return 0;
 	json_decref(st->cfg);
 	st->cfg = cfg;
