@@ -18,7 +18,10 @@ void req_owner(struct sfs *fs, fuse_req_t req, uid_t *uid, gid_t *gid)
 	*gid = idmap_to_outside(&fs->opts.gidmap, c->gid);
 }
 
-static void apply_override(struct stat *st, int dirfd, const char *name, int fd)
+/* The override xattr of the object at fd, or name in dirfd, or (pk set) of
+ * a packed layer's object, applied to st. */
+static void apply_override(struct sfs *fs, struct stat *st, int dirfd, const char *name, int fd,
+			   const struct loc *pk)
 {
 	static const char *const keys[] = {
 		"user.containers.override_stat", "security.containers.override_stat",
@@ -31,7 +34,9 @@ static void apply_override(struct stat *st, int dirfd, const char *name, int fd)
 	 * system calls each). A list too long for the buffer: read them all. */
 	int xfd = fd >= 0 ? fd : dirfd;
 	const char *xname = fd >= 0 ? NULL : name;   /* NULL: the descriptor itself */
-	ssize_t ln = xa_list(xfd, xname, names, sizeof names);
+	if (xfd < 0 && !pk)
+		return;
+	ssize_t ln = pk ? loc_xa_list(fs, pk, names, sizeof names) : xa_list(xfd, xname, names, sizeof names);
 	if (ln == 0 || ln == -ENOTSUP || ln == -ENODATA)
 		return;
 	for (size_t i = 0; i < sizeof keys / sizeof *keys && n < 0; i++) {
@@ -39,7 +44,8 @@ static void apply_override(struct stat *st, int dirfd, const char *name, int fd)
 		for (ssize_t k = 0; !listed && k < ln; k += (ssize_t)strlen(names + k) + 1)
 			listed = !strcmp(names + k, keys[i]);
 		if (listed)
-			n = xa_get(xfd, xname, keys[i], v, sizeof v - 1);
+			n = pk ? loc_xa_get(fs, pk, keys[i], v, sizeof v - 1)
+			       : xa_get(xfd, xname, keys[i], v, sizeof v - 1);
 	}
 	if (n <= 0)
 		return;
@@ -53,11 +59,11 @@ static void apply_override(struct stat *st, int dirfd, const char *name, int fd)
 }
 
 /* Owner and mode as stored: the file's, or its override xattr's. */
-static int stored_stat(const struct loc *l, struct stat *st)
+static int stored_stat(struct sfs *fs, const struct loc *l, struct stat *st)
 {
 	if (fstatat(l->dirfd, l->name, st, l->nofollow) < 0)
 		return -errno;
-	apply_override(st, l->dirfd, l->name, -1);
+	apply_override(fs, st, l->dirfd, l->name, -1, NULL);
 	return 0;
 }
 
@@ -69,7 +75,7 @@ void present_stat(struct sfs *fs, struct node *n, struct stat *st, int fd, int d
 	if (S_ISDIR(n->type) && (n->ndl > 1 || (n == fs->root && fs->nlayers > 1)))
 		st->st_nlink = 1;  /* merged: counting subdirectories is not worth it */
 	if (o->xattr_permissions || fs->no_dac)
-		apply_override(st, dirfd, name, fd);
+		apply_override(fs, st, dirfd, name, fd, NULL);
 	st->st_uid = idmap_to_inside(&o->uidmap, st->st_uid);
 	st->st_gid = idmap_to_inside(&o->gidmap, st->st_gid);
 	if (o->squash_to_root) {
@@ -103,6 +109,10 @@ int node_stat(struct sfs *fs, struct node *n, struct stat *st)
 				loc_put(&dl);
 			}
 		}
+		/* a packed layer's object has no fd or name for present_stat():
+		 * its override xattr (a rootless layer's owners) is read here */
+		if (l.pino && (fs->opts.xattr_permissions || fs->no_dac))
+			apply_override(fs, st, -1, NULL, -1, &l);
 		present_stat(fs, n, st, -1, l.dirfd, l.name);
 	}
 	loc_put(&l);
@@ -163,7 +173,7 @@ static int apply_mode(struct sfs *fs, struct node *n, struct loc *l, mode_t mode
 		 * and directories only); the file itself stays
 		 * readable by the daemon */
 		struct stat cur;
-		r = stored_stat(l, &cur);
+		r = stored_stat(fs, l, &cur);
 		if (r == 0)
 			r = override_write(fs, l->dirfd, l->name, -1, cur.st_uid, cur.st_gid, mode);
 		/* the file follows, but stays usable by its owner, the
@@ -283,7 +293,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, s
 			gid = idmap_to_outside(&fs->opts.gidmap, attr->st_gid);
 		if (fs->opts.xattr_permissions) {
 			struct stat cur;
-			r = stored_stat(&l, &cur);
+			r = stored_stat(fs, &l, &cur);
 			if (r == 0)
 				r = override_write(fs, l.dirfd, l.name, -1, uid == (uid_t)-1 ? cur.st_uid : uid,
 						   gid == (gid_t)-1 ? cur.st_gid : gid, cur.st_mode);

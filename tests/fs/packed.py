@@ -14,7 +14,8 @@ differential suite's packed encoding:
 - a flipped byte in a chunk gives the reader EIO (and a log line naming the
   layer), never wrong data, while the other files read on;
 - a truncated or corrupt metadata file is refused at mount with a message
-  naming it.
+  naming it;
+- owners kept in the override xattr (xattr_permissions=2) read the same.
 
 usage: packed.py [--fs PATH] [--strata PATH]   ($STRATA_FS, $STRATA_BIN)
 """
@@ -268,6 +269,28 @@ def check_refused(fs, strata, base, problems):
             problems.append('%s metadata file: the refusal does not name it: %r' % (name, err[-300:]))
 
 
+def check_override(fs, strata, base, problems):
+    """Owners kept in user.containers.override_stat (a rootless layer's) read
+    from a packed layer as from a plain one (xattr_permissions=2)."""
+    entries = [F('ov', b'ov', xattrs={'user.containers.override_stat': b'1:2:0600'}), D('d'),
+               F('d/plain', b'p')]
+    plain = os.path.join(base, 'ov-plain')
+    LayerBuilder('kernel').build(plain, entries)
+    dest = os.path.join(base, 'ov-packed', 'l.pk')
+    os.makedirs(os.path.dirname(dest))
+    pack(strata, plain, dest)
+    seen = []
+    for name, lower in (('plain', plain), ('packed', dest)):
+        m = mkmount(fs, base, 'ov-' + name + '-m', [lower])
+        m.extra = 'xattr_permissions=2'
+        with mounted(m, problems):
+            seen.append({r: (st.st_uid, st.st_gid, oct(st.st_mode)) for r, st in walk(m.mnt).items()})
+    if seen[0] != seen[1]:
+        problems.append('override_stat: plain layer shows %r, packed %r' % (seen[0], seen[1]))
+    elif seen[0].get('ov') != (1, 2, oct(0o100600)):
+        problems.append('override_stat not applied: %r' % (seen[0].get('ov'),))
+
+
 def main(argv):
     fs = prepare_fs(argv)
     if fs is None:
@@ -280,7 +303,7 @@ def main(argv):
     problems = []
     try:
         for what, fn in (('mixed stack', check_mixed), ('damaged chunk', check_damage),
-                         ('refused metadata', check_refused)):
+                         ('refused metadata', check_refused), ('override owners', check_override)):
             n = len(problems)
             fn(fs, strata, base, problems)
             print('%s: %s' % (what, 'ok' if len(problems) == n else '%d problems' % (len(problems) - n)),
