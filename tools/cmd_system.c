@@ -14,7 +14,6 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #define XXH_INLINE_ALL
@@ -120,41 +119,6 @@ static uint64_t file_size_at(int dfd, const char *name)
 	return fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 ? (uint64_t)st.st_size : 0;
 }
 
-/* The sections of a packed layer, from the file mapped again here (the
- * reader's mapping is private to it); pk_open checked them. */
-struct pkmap {
-	void *map;
-	size_t size;
-	const struct pk_super *sb;
-};
-
-static int pkmap_open(const char *path, struct pkmap *m)
-{
-	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
-	struct stat st;
-	if (fd < 0 || fstat(fd, &st) < 0)
-		return -errno;
-	if ((size_t)st.st_size < sizeof(struct pk_super))
-		return -EBADMSG;
-	m->size = (size_t)st.st_size;
-	m->map = mmap(NULL, m->size, PROT_READ, MAP_PRIVATE, fd, 0);
-	if (m->map == MAP_FAILED)
-		return -errno;
-	m->sb = m->map;
-	for (int i = 0; i < PK_SEC_COUNT; i++)
-		if (m->sb->sec[i].off > m->size || m->sb->sec[i].size > m->size - m->sb->sec[i].off) {
-			munmap(m->map, m->size);
-			return -EBADMSG;
-		}
-	return 0;
-}
-
-static const void *sec(const struct pkmap *m, int i, size_t *count)
-{
-	*count = m->sb->sec[i].rec_size ? m->sb->sec[i].size / m->sb->sec[i].rec_size : 0;
-	return (const char *)m->map + m->sb->sec[i].off;
-}
-
 static int usage_packed(struct store *s, const char *hex, struct sets *k, struct usage *u)
 {
 	char p[PATH_MAX];
@@ -169,10 +133,10 @@ static int usage_packed(struct store *s, const char *hex, struct sets *k, struct
 		return r;
 	}
 	size_t ni, ne, nc, nd;
-	const struct pk_inode *ino = sec(&m, PK_SEC_INODES, &ni);
-	const struct pk_extent *ext = sec(&m, PK_SEC_EXTENTS, &ne);
-	const struct pk_chunk *chk = sec(&m, PK_SEC_CHUNKS, &nc);
-	const unsigned char *data = sec(&m, PK_SEC_DATA, &nd);
+	const struct pk_inode *ino = pkmap_sec(&m, PK_SEC_INODES, &ni);
+	const struct pk_extent *ext = pkmap_sec(&m, PK_SEC_EXTENTS, &ne);
+	const struct pk_chunk *chk = pkmap_sec(&m, PK_SEC_CHUNKS, &nc);
+	const unsigned char *data = pkmap_sec(&m, PK_SEC_DATA, &nd);
 	for (size_t i = 1; i < ni; i++) {
 		if (!S_ISREG(ino[i].mode))
 			continue;
@@ -221,7 +185,7 @@ static int usage_packed(struct store *s, const char *hex, struct sets *k, struct
 			u->stored += chk[i].slen;
 		}
 	}
-	munmap(m.map, m.size);
+	pkmap_close(&m);
 	pk_close(l);
 	return r;
 }
@@ -387,6 +351,7 @@ struct checker {
 	struct pk_store *cs;
 	struct kset ok;       /* chunks verified */
 	unsigned damage;
+	bool unused;          /* the layer at hand: no image names it */
 	void *buf;
 };
 
@@ -395,12 +360,15 @@ static void damaged(struct checker *c, const char *what, const char *fmt, ...)
 static void damaged(struct checker *c, const char *what, const char *fmt, ...)
 {
 	va_list ap;
-	printf("damaged: %s: ", what);
+	/* What no image uses is garbage, not damage: a removal killed halfway
+	 * leaves such a layer, and the next collection removes it. */
+	printf("%s: %s: ", c->unused ? "note: unused" : "damaged", what);
 	va_start(ap, fmt);
 	vprintf(fmt, ap);
 	va_end(ap);
-	putchar('\n');
-	c->damage++;
+	puts(c->unused ? " (`strata system prune` removes it)" : "");
+	if (!c->unused)
+		c->damage++;
 }
 
 static void check_packed(struct checker *c, int dfd, const char *hex, const char *what)
@@ -458,6 +426,24 @@ static int check(struct store *s)
 	}
 	if (fstatat(s->fd, "chunks", &st, 0) == 0 && pk_store_open(chunks, false, &c.cs) < 0)
 		c.cs = NULL;
+	json_t *used = json_object();
+	_cleanup_close_ int ifd0 = openat(s->fd, "images", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (ifd0 >= 0 && list_sorted(ifd0, &names, &n) == 0) {
+		for (size_t i = 0; i < n; i++) {
+			char d[DIGEST_BUF + 8];
+			json_t *cfg, *ids, *v;
+			size_t j;
+			snprintf(d, sizeof d, "sha256:%.64s", names[i]);
+			if (strlen(names[i]) != 69 || store_load_image(s, d, &cfg, &ids) < 0)
+				continue;
+			json_array_foreach(ids, j, v)
+				json_object_set_new(used, json_string_value(v), json_true());
+			json_decref(cfg);
+		}
+		free_names(names, n);
+	}
+	names = NULL;
+	n = 0;
 	if (lfd >= 0)
 		list_sorted(lfd, &names, &n);
 	for (size_t i = 0; i < n; i++) {
@@ -466,6 +452,7 @@ static int check(struct store *s)
 		snprintf(d, sizeof d, "sha256:%s", names[i]);
 		_cleanup_close_ int dfd = openat(lfd, names[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		json_t *info = NULL;
+		c.unused = !json_object_get(used, d);
 		if (!digest_valid(d) || dfd < 0) {
 			damaged(&c, what, "not a layer directory");
 			continue;
@@ -485,6 +472,8 @@ static int check(struct store *s)
 			damaged(&c, what, "its blob is missing: it cannot be exported");
 	}
 	free_names(names, n);
+	json_decref(used);
+	c.unused = false;
 	/* Every image's layers are there. */
 	_cleanup_close_ int ifd = openat(s->fd, "images", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (ifd >= 0 && list_sorted(ifd, &names, &n) == 0) {
@@ -547,8 +536,7 @@ static int record_from_blob(int dfd, const char *what)
 		r = -EIO;
 	if (r == 0)
 		r = ts_finish(w);
-	else
-		ts_writer_free(w);
+	ts_writer_free(w);
 	if (r >= 0 && renameat(dfd, tmp, dfd, "tar-split") < 0)
 		r = -errno;
 	if (r < 0) {
@@ -596,7 +584,7 @@ static int migrate(struct store *s)
 		 * blob or the record goes, then the tree. */
 		if (!has_ts && has_blob && (r = record_from_blob(dfd, what)) < 0)
 			break;
-		r = pkstore_pack_layer(s, dfd, rel, d, false, what);
+		r = pkstore_pack_layer(s, dfd, rel, d, false, NULL, what);
 		if (r < 0)
 			serr(r, "system migrate: pack", what, "check free space of the store");
 		else

@@ -34,9 +34,30 @@ struct ts_writer;
 /* Record a tar stream into the file fd (the caller keeps and closes it). */
 int ts_writer_new(int fd, struct ts_writer **out);
 int ts_feed(struct ts_writer *w, const void *buf, size_t len);
-/* Flush and close the record; returns the number of referenced bodies or -errno. */
+/* Flush the record (and fsync it); returns the number of referenced bodies
+ * or -errno. The writer stays valid for ts_refs until ts_writer_free. */
 int ts_finish(struct ts_writer *w);
 void ts_writer_free(struct ts_writer *w);
+/* The referenced bodies: path in the layer, size, and the XXH3-128 of each
+ * 64 KiB piece (keys[first .. first + pieces)), in tar order. */
+struct ts_ref {
+	char *path;
+	uint64_t size;
+	size_t first;
+};
+void ts_refs(const struct ts_writer *w, const struct ts_ref **refs, size_t *n, const uint8_t (**keys)[16]);
+
+/* A packed layer mapped read-only for the tools' own walks of its records
+ * (system df, the import's check); pk_open must have accepted the file. */
+struct pkmap {
+	void *map;
+	size_t size;
+	const struct pk_super *sb;
+};
+int pkmap_open(const char *path, struct pkmap *m);
+void pkmap_close(struct pkmap *m);
+/* Section i's records and their count (bounds checked at pkmap_open). */
+const void *pkmap_sec(const struct pkmap *m, int i, size_t *count);
 
 /* Rebuild the tar from the record fd and layer l into sink (or, with l NULL
  * and sink NULL, only check the record's structure and checksum). Every
@@ -71,6 +92,9 @@ int pkstore_layer_tree(struct store *s, const char *diffid);
  * Quiet when the store has no chunk store. */
 int pkstore_gc(struct store *s, struct pk_gc_stats *st);
 
+/* Whether the packed layer holds every body the record references, by the
+ * chunk keys in its metadata (no chunk is read): 1 yes, 0 no, -errno. */
+int pkstore_check_refs(const char *pkpath, const struct ts_writer *w);
 /* Rebuild the tar and compare it with diffid: 1 equal, 0 not (or the record
  * or layer is unusable), -ENOMEM. */
 int pkstore_verify(const char *pkpath, int tsfd, const char *diffid, const char *what);
@@ -78,7 +102,7 @@ int pkstore_verify(const char *pkpath, int tsfd, const char *diffid, const char 
  * record dir/tar-split against the DiffID, then drop dir/blob (or, when it
  * does not match, the record) and dir/diff. dfd: the store's fd for dir. */
 int pkstore_pack_layer(struct store *s, int dfd, const char *dir, const char *diffid, bool unlocked,
-		       const char *what);
+		       const struct ts_writer *w, const char *what);
 /* Mark layer.json of the layer at dfd packed; tar: "tar-split" or "blob". */
 int pkstore_set_format(int dfd, const char *tar);
 

@@ -60,6 +60,14 @@ struct ts_writer {
 	unsigned char *meta;
 	size_t metan;
 	bool meta_over;
+	/* each referenced body's path, size and 64 KiB piece keys, for the
+	 * import's check against the packed layer's chunk keys */
+	XXH3_state_t ph;
+	uint32_t pfill;
+	struct ts_ref *rv;
+	size_t nr, capr;
+	uint8_t (*keys)[16];
+	size_t nk, capk;
 };
 
 static int w_flush_out(struct ts_writer *w)
@@ -203,6 +211,10 @@ void ts_writer_free(struct ts_writer *w)
 	free(w->meta);
 	free(w->pax_path);
 	free(w->gnu_name);
+	for (size_t i = 0; i < w->nr; i++)
+		free(w->rv[i].path);
+	free(w->rv);
+	free(w->keys);
 	free(w);
 }
 
@@ -359,6 +371,21 @@ static int header(struct ts_writer *w)
 	if (w->ref) {
 		w->size = size;
 		XXH3_128bits_reset(&w->bh);
+		XXH3_128bits_reset(&w->ph);
+		w->pfill = 0;
+		if (w->nr == w->capr) {
+			size_t c = w->capr ? w->capr * 2 : 256;
+			struct ts_ref *p = realloc(w->rv, c * sizeof *p);
+			if (!p)
+				return -ENOMEM;
+			w->rv = p;
+			w->capr = c;
+		}
+		if (!(w->rv[w->nr].path = strdup(w->path)))
+			return -ENOMEM;
+		w->rv[w->nr].size = size;
+		w->rv[w->nr].first = w->nk;
+		w->nr++;
 	}
 	if (!ext)
 		clear_ext(w);
@@ -368,6 +395,35 @@ static int header(struct ts_writer *w)
 		w->st = S_EXT;
 	else
 		w->st = w->left ? S_BODY : w->pad ? S_PAD : S_HDR;
+	return 0;
+}
+
+/* The XXH3-128 of each 64 KiB piece of a referenced body, as pk_key names
+ * the chunk pk_write makes of it. */
+static int piece_keys(struct ts_writer *w, const unsigned char *p, size_t n, bool last)
+{
+	while (n) {
+		size_t k = PK_CHUNK_SIZE - w->pfill < n ? PK_CHUNK_SIZE - w->pfill : n;
+		XXH3_128bits_update(&w->ph, p, k);
+		w->pfill += (uint32_t)k;
+		p += k;
+		n -= k;
+		if (w->pfill == PK_CHUNK_SIZE || (last && !n)) {
+			if (w->nk == w->capk) {
+				size_t c = w->capk ? w->capk * 2 : 1024;
+				uint8_t (*nk)[16] = realloc(w->keys, c * sizeof *nk);
+				if (!nk)
+					return -ENOMEM;
+				w->keys = nk;
+				w->capk = c;
+			}
+			XXH128_canonical_t c;
+			XXH128_canonicalFromHash(&c, XXH3_128bits_digest(&w->ph));
+			memcpy(w->keys[w->nk++], c.digest, 16);
+			XXH3_128bits_reset(&w->ph);
+			w->pfill = 0;
+		}
+	}
 	return 0;
 }
 
@@ -427,6 +483,7 @@ int ts_feed(struct ts_writer *w, const void *buf, size_t len)
 			n = w->left < len ? (size_t)w->left : len;
 			if (w->ref) {
 				XXH3_128bits_update(&w->bh, p, n);
+				w->err = piece_keys(w, p, n, w->left == n);
 			} else {
 				if (w->collect) {
 					if (w->metan + n <= TS_META_MAX) {
@@ -485,9 +542,14 @@ int ts_finish(struct ts_writer *w)
 		r = w_flush_out(w);
 	if (r == 0 && fsync(w->fd) < 0)
 		r = -errno;
-	int refs = w->refs;
-	ts_writer_free(w);
-	return r < 0 ? r : refs;
+	return r < 0 ? r : w->refs;
+}
+
+void ts_refs(const struct ts_writer *w, const struct ts_ref **refs, size_t *n, const uint8_t (**keys)[16])
+{
+	*refs = w->rv;
+	*n = w->nr;
+	*keys = (const uint8_t (*)[16])w->keys;
 }
 
 /* ---------------------------------------------------------------- reader */

@@ -762,7 +762,13 @@ int store_gc(struct store *s)
 			char d[DIGEST_BUF + 8];
 			snprintf(d, sizeof d, "sha256:%.64s", names[i]);
 			if (!json_object_get(keep, d)) {
-				int q = rm_rf_at(lfd, names[i]);
+				/* Out of layers/ in one rename, then removed: a kill
+				 * halfway leaves tmp/ debris for the next cleaner,
+				 * never a half layer that a later import would keep. */
+				char tmp[64];
+				_cleanup_close_ int tfd = store_mktemp(s, tmp);
+				int q = tfd >= 0 && renameat(lfd, names[i], tfd, "layer") == 0 ? rm_rf_at(s->fd, tmp)
+												 : rm_rf_at(lfd, names[i]);
 				if (q < 0)
 					serr(q, "remove unused layer", names[i], "remove it by hand");
 			}

@@ -323,8 +323,8 @@ def test_gc(env):
 def killed_runs(env, argv, setup, rounds, what, after=None):
     """Run strata argv (after setup()) and SIGKILL it at random points of its
     run; after each kill the store checks clean."""
-    t0 = time.monotonic()
     setup()
+    t0 = time.monotonic()
     env.run(*argv)
     full = time.monotonic() - t0
     rng = random.Random(42)
@@ -401,6 +401,13 @@ def test_kill_gc(env):
     def after():
         env.run('export', 'keep:1', 'oci:' + env.path('k-out'))
         shutil.rmtree(env.path('k-out'))
+        # what the killed rmi was removing comes back whole
+        env.run('import', 'oci:%s:v1' % src, 'img:v1')
+        system_check(env, 'imported again after a killed rmi')
+        env.run('export', 'img:v1', 'docker-archive:' + env.path('v.tar'))
+        got = layer_tars_of(env.path('v.tar'), 'docker-archive')
+        check(sorted(got) == sorted(sha(t) for t in tars), 'the image exports whole after a killed rmi')
+        os.unlink(env.path('v.tar'))
 
     killed_runs(env, ['rmi', 'img:v1'], setup, 6 * min(SCALE, 2), 'rmi with chunk GC', after)
 
