@@ -550,8 +550,9 @@ static int read_names(DIR *d, char ***names, size_t *n)
 	size_t cnt = 0, cap = 0;
 	struct dirent *de;
 	int r = 0;
-	errno = 0;
-	while ((de = readdir(d))) {
+	/* readdir tells its end from an error by errno only; a successful
+	 * call of anything in between may have left errno set */
+	while ((errno = 0, de = readdir(d))) {
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 			continue;
 		if (cnt == cap) {
