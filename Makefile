@@ -22,12 +22,12 @@ build-asan: setup
 	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DSTRATA_SANITIZE=ON >/dev/null
 	@cmake --build $(ASAN_BUILD) -j $(JOBS)
 
-# ThreadSanitizer: the daemon's concurrency tests (label tsan). The launcher
-# cannot run under it: TSan starts a thread, and a threaded process may not
-# unshare a user namespace.
+# ThreadSanitizer: the daemon's concurrency tests (label tsan), which need
+# strata-fs alone. The launcher cannot run under it: TSan starts a thread,
+# and a threaded process may not unshare a user namespace.
 build-tsan: setup
 	@cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DSTRATA_TSAN=ON >/dev/null
-	@cmake --build $(TSAN_BUILD) -j $(JOBS)
+	@cmake --build $(TSAN_BUILD) -j $(JOBS) --target strata-fs
 
 test-tsan: build-tsan
 	@cd $(TSAN_BUILD) && ctest --output-on-failure -L tsan -j 2
@@ -51,14 +51,16 @@ demo: build
 
 # Every test on the release build, then the sanitizer build of the same
 # binaries through the tests labelled "asan" (the filesystem and launcher
-# integration tests), so ASan/UBSan see the daemon under real load; then a
-# short run of each fuzzer.
+# integration tests), so ASan/UBSan see the daemon under real load; the
+# daemon's concurrency tests under ThreadSanitizer (label tsan: a report
+# fails them); then a short run of each fuzzer.
 test: setup
 	@sh scripts/test.sh
 
-test-here: build build-asan fuzz
+test-here: build build-asan build-tsan fuzz
 	@cd $(BUILD) && ctest --output-on-failure -j 2
 	@cd $(ASAN_BUILD) && ctest --output-on-failure -L asan -j 2
+	@cd $(TSAN_BUILD) && ctest --output-on-failure -L tsan -j 2
 	@cd $(FUZZ_BUILD) && ctest --output-on-failure -L fuzz -j 2
 
 bench: build

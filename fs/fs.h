@@ -78,63 +78,81 @@ struct lower_at {
 };
 void lower_at_free(struct lower_at *lat, unsigned n);
 
+/* A merged object. What guards each field, in brackets after it:
+ *   [T] fs->table_lock      [L] the node's own lock     [D] its dl_lock
+ *   [P] fs->pts.lock        [C] set before the node is in the tables, then fixed
+ *   [A] atomic loads and stores only (node_layer(), node_metacopy() ...)
+ * "[A; L]": atomics, and writers hold L as well. The order the locks nest
+ * in (own lock -> parent's lock -> dl_lock -> table_lock) and what may
+ * block under each: docs/locking.md. */
 struct node {
 	/* (fields ordered by size: a walk of a large tree keeps one node per
 	 * entry the kernel holds, so padding is memory) */
-	struct node *parent;     /* merged parent; NULL for the root */
-	char *name;
-	uint64_t nlookup;        /* kernel references (LOOKUP minus FORGET) */
-	uint64_t ino;            /* inode number shown: stable across copy-up */
-	dev_t rdev_real;         /* identity of the real upper object, for hard links */
-	ino_t rino_real;
-	struct node *cnext;      /* (parent, name) hash chain */
-	struct node *hnext;      /* hard-link hash chain */
+	struct node *parent;     /* [T] merged parent; NULL for the root */
+	char *name;              /* [T] */
+	uint64_t nlookup;        /* [T] kernel references (LOOKUP minus FORGET) */
+	uint64_t ino;            /* [T] inode number shown: stable across copy-up */
+	dev_t rdev_real;         /* [T] identity of the real upper object, for hard links */
+	ino_t rino_real;         /* [T] */
+	struct node *cnext;      /* [T] (parent, name) hash chain */
+	struct node *hnext;      /* [T] hard-link hash chain */
 	pthread_mutex_t lock;    /* serialises copy-up of this node, and changes
-				  * to this directory's upper */
+				  * to this directory's upper; taken before the
+				  * parent's, never after */
 
 	/* directories */
-	struct dlayer *dl;       /* contributing layers, top first */
-	char *redirect;          /* the upper dir's overlay.redirect as found or
+	struct dlayer *dl;       /* [D] contributing layers, top first */
+	char *redirect;          /* [T] the upper dir's overlay.redirect as found or
 				  * written ("/a/b", or a bare name), or NULL */
-	struct lower_at *lat;    /* its lower layers' places that differ from its
-				  * name (table_lock; lookup.c, node.c) */
-	pthread_rwlock_t *dl_lock;/* guards dl/ndl: readers iterate, copy-up/rename
-				  * replace (directories only: most nodes are files) */
-	uint64_t version;        /* bumped on every change of the listing */
-	struct dircache *dcache; /* merged listing for `version`, or NULL */
-	unsigned ndl;
-	unsigned nlat;
+	struct lower_at *lat;    /* [T] its lower layers' places that differ from its
+				  * name (lookup.c, node.c) */
+	pthread_rwlock_t *dl_lock;/* [C] guards dl/ndl: readers iterate, copy-up/rename
+				  * replace (directories only: most nodes are files);
+				  * readers go through dl_rdlock() */
+	uint64_t version;        /* [T] bumped on every change of the listing */
+	struct dircache *dcache; /* [T] merged listing for `version`, or NULL */
+	unsigned ndl;            /* [D] */
+	unsigned nlat;           /* [T] */
 
-	unsigned refs;           /* in-daemon references (open handles, ops in flight) */
-	uint32_t layer;          /* layer holding the object (for dirs: the topmost) */
-	mode_t type;             /* S_IFMT */
-	int pathfd;              /* O_PATH fd kept once deleted while referenced, else -1 */
-	uint32_t pk_ino;         /* the same for an object of a packed layer: its inode, else 0 */
-	uint32_t listed_ms;      /* when a listing of it last began (walkahead.c), 0 never */
+	unsigned refs;           /* [T] in-daemon references (open handles, ops in flight) */
+	uint32_t layer;          /* [A; L, parent's L, T] layer holding the object
+				  * (for dirs: the topmost); changes once, at copy-up */
+	mode_t type;             /* [C] S_IFMT */
+	int pathfd;              /* [parent's L] O_PATH fd kept once deleted while
+				  * referenced, else -1; set once, by the thread that
+				  * takes its name away, before the name goes */
+	uint32_t pk_ino;         /* [A] the same for an object of a packed layer: its
+				  * inode, else 0 */
+	uint32_t listed_ms;      /* [T] when a listing of it last began (walkahead.c), 0 never */
 
 	/* regular files whose upper holds only metadata (metacopy) */
-	int32_t data_layer;      /* layer holding the data, -1 when none */
+	int32_t data_layer;      /* [A; L] layer holding the data, -1 when none */
 
-	/* open regular files (passthrough.c, under its lock) */
-	int backing_id;          /* the kernel's id of the upper file, 0 when none */
-	unsigned pt_opens;       /* handles open in passthrough mode */
-	unsigned cached_opens;   /* handles open in cached mode */
+	/* open regular files (passthrough.c) */
+	int backing_id;          /* [P] the kernel's id of the upper file, 0 when none */
+	unsigned pt_opens;       /* [P] handles open in passthrough mode */
+	unsigned cached_opens;   /* [P] handles open in cached mode */
 
-	bool hashed;             /* in the hard-link table */
-	bool deleted;            /* unlinked or replaced in the merged view */
-	bool detached;           /* its recorded name is gone but other hard links live */
-	bool in_ctab;
-	bool kcached;            /* the kernel may hold a cached listing of it */
-	bool lean_listed;        /* last listed without attributes of its entries (ops_dir.c) */
-	/* a lower object found to carry no visible xattr: GETXATTR answers
+	bool hashed;             /* [T] in the hard-link table */
+	bool deleted;            /* [T] unlinked or replaced in the merged view */
+	bool detached;           /* [T] its recorded name is gone but other hard links live */
+	bool in_ctab;            /* [T] */
+	bool kcached;            /* [T] the kernel may hold a cached listing of it */
+	bool lean_listed;        /* [A] last listed without attributes of its entries
+				  * (ops_dir.c; a hint) */
+	/* [A] a lower object found to carry no visible xattr: GETXATTR answers
 	 * ENODATA without a system call (lower layers never change) */
 	bool xa_none;
-	bool metacopy;
-	bool pt_used;            /* written behind the kernel's page cache once */
+	bool metacopy;           /* [A; L] the upper holds metadata only */
+	bool pt_used;            /* [P] written behind the kernel's page cache once */
 };
 
 /* ---- the mount ------------------------------------------------------- */
 
+/* One mount: what ops reach through fuse_req_userdata(req) and pass down as
+ * fs. Fields without a bracket are set up before requests are served and
+ * fixed from then on; the others as for struct node ([T] table_lock, [A]
+ * atomics, or the lock named). */
 struct sfs {
 	struct strata_opts opts;
 	struct layer *layers;    /* [0] is the upper when has_upper; then lowers, top first */
@@ -142,7 +160,7 @@ struct sfs {
 	bool has_upper;
 	struct pk_cache *pk_cache; /* decompressed chunks of every packed layer */
 	int workfd;              /* scratch directory inside workdir, same fs as upper */
-	struct wh_policy whp;
+	struct wh_policy whp;    /* try_mknod, share: [A] (wh_may_mknod() ...) */
 	bool privileged;         /* trusted.* xattrs and chown work */
 	bool no_dac;             /* no CAP_DAC_OVERRIDE: a plain user's daemon (fusermount3) */
 	bool same_dev;           /* every layer on one filesystem: real inode numbers suffice */
@@ -150,19 +168,22 @@ struct sfs {
 	const char *xa_override; /* ownership override xattr written, or NULL */
 
 	struct node *root;
-	bool root_settled;       /* root_settle() has cut the root's stack */
-	pthread_mutex_t table_lock;  /* node counts, hard-link table */
-	struct node **htab;      /* hard links: real upper (dev, ino) -> node */
+	bool root_settled;       /* [A; settle_lock] root_settle() has cut the root's stack */
+	/* the node tables and most of struct node: the innermost lock of
+	 * the daemon (only module locks, leaves, may be taken under it);
+	 * held for a few instructions, never across a disk wait */
+	pthread_mutex_t table_lock;
+	struct node **htab;      /* [T] hard links: real upper (dev, ino) -> node */
 	size_t hsize;
-	struct node **ctab;      /* (parent, name) -> node, for live nodes */
+	struct node **ctab;      /* [T] (parent, name) -> node, for live nodes */
 	size_t csize;
-	size_t nnodes;
-	uint64_t tmp_seq;
+	size_t nnodes;           /* [T] */
+	uint64_t tmp_seq;        /* [A] names of scratch files in the workdir */
 
 	int fd_budget;           /* how many directory fds nodes may keep open */
-	int fd_used;
+	int fd_used;             /* [A] */
 	double timeout;
-	bool pt;                 /* upper files use the kernel's passthrough */
+	bool pt;                 /* upper files use the kernel's passthrough (set at INIT) */
 	cpu_set_t cpus;          /* the daemon's CPUs, before any thread pinned itself */
 	struct fuse_session *se;
 
@@ -172,32 +193,34 @@ struct sfs {
 	struct loop *loop;
 	struct uring *ur;
 	struct walkahead *wa;
-	pthread_mutex_t settle_lock;  /* root_settle() runs once */
-	uint64_t cookie_seed;         /* readdir cookies' hash seed (readdir.c); atomic */
+	pthread_mutex_t settle_lock;  /* root_settle() runs once; takes the root's
+				       * dl_lock under it */
+	uint64_t cookie_seed;         /* [A] readdir cookies' hash seed (readdir.c) */
 	/* open handles (ops_file.c), closed at unmount if the kernel never
 	 * released them (a mapping outliving it); under open_lock */
 	pthread_mutex_t open_lock;
 	struct fh *open_list;
 	/* lean listings (ops_dir.c): entries given lean, and lookups under
-	 * lean-listed directories since (atomics), lean.lock for the choice */
+	 * lean-listed directories since ([A]); lean.lock serialises the choice */
 	struct {
 		pthread_mutex_t lock;
 		unsigned lean, used;
 		bool full;
 		unsigned since_probe;
 	} lean;
-	/* passthrough (passthrough.c) */
+	/* passthrough (passthrough.c): offered, killpriv_v2, stack_depth are
+	 * set while INIT is served, before other requests; broken [P] */
 	struct {
 		bool offered;        /* the kernel's INIT offered passthrough */
 		bool killpriv_v2;    /* ... and FUSE_HANDLE_KILLPRIV_V2 */
 		bool broken;         /* a registration failed: stay in cached mode */
 		unsigned stack_depth;
-		pthread_mutex_t lock;
+		pthread_mutex_t lock;    /* a leaf: registration of backing files */
 	} pts;
 	/* The mount this daemon made itself, watched in its mount namespace
 	 * (main.c): mntinfo_fd is /proc/self/mountinfo (-1: not watched, as
-	 * for /dev/fd/N), mnt_dev its superblock; mnt_gone once no mount of
-	 * it is left there. */
+	 * for /dev/fd/N), mnt_dev its superblock; mnt_gone [A] once no mount
+	 * of it is left there. */
 	int mntinfo_fd;
 	dev_t mnt_dev;
 	bool mnt_gone;

@@ -11,6 +11,20 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+/* A handle goes from the thread that answers its OPEN to the threads that
+ * serve the requests on it through the kernel (they come only after the
+ * reply), which ThreadSanitizer cannot see: the reply releases the handle,
+ * FH() acquires it. The other way, the free at RELEASE after the last
+ * request's reply, is in tests/fs/tsan.supp. */
+#ifdef __SANITIZE_THREAD__
+#include <sanitizer/tsan_interface.h>
+#define HANDLE_OUT(h) __tsan_release(h)
+#define HANDLE_IN(h) __tsan_acquire(h)
+#else
+#define HANDLE_OUT(h) ((void)(h))
+#define HANDLE_IN(h) ((void)(h))
+#endif
+
 struct fh {
 	int fd;             /* -1 while pino is set */
 	uint32_t pino;      /* reads a packed layer's file (player, pino), else 0 */
@@ -54,7 +68,9 @@ static void fh_unlink(struct sfs *fs, struct fh *h)
 
 static struct fh *FH(struct fuse_file_info *fi)
 {
-	return (struct fh *)(uintptr_t)fi->fh;
+	struct fh *h = (struct fh *)(uintptr_t)fi->fh;
+	HANDLE_IN(h);
+	return h;
 }
 
 int fh_fd(struct fuse_file_info *fi)
@@ -116,6 +132,7 @@ int fh_new(struct sfs *fs, struct node *n, int fd, int flags, struct fuse_file_i
 
 int fh_reply_open(fuse_req_t req, struct fuse_file_info *fi, const struct fuse_entry_param *e)
 {
+	HANDLE_OUT(FH(fi));
 	pt_reply_with(FH(fi)->pt_id);
 	int r = e ? fuse_reply_create(req, e, fi) : fuse_reply_open(req, fi);
 	pt_reply_with(0);

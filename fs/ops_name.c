@@ -397,7 +397,7 @@ static void drop_aside(struct sfs *fs, const char *tmp, bool is_dir)
  * exchanged. 0 done, else -errno and nothing changed. */
 static int swap_for_whiteout(struct sfs *fs, int ufd, const char *name, const char *tmp)
 {
-	if (!fs->whp.share)
+	if (!wh_may_share(&fs->whp))
 		return -ENOTSUP;
 	int r = wh_write_chardev(fs->workfd, tmp, &fs->whp);
 	if (r < 0)
@@ -433,10 +433,10 @@ static int remove_entry(struct sfs *fs, struct node *dir, const char *name, bool
 		}
 		if (is_dir) {
 			/* holds only whiteouts: move it aside, then clear it */
-			unsigned flags = lower && fs->whp.try_mknod ? RENAME_WHITEOUT : 0;
+			unsigned flags = lower && wh_may_mknod(&fs->whp) ? RENAME_WHITEOUT : 0;
 			if (renameat2(ufd, name, fs->workfd, tmp, flags) < 0) {
 				if (flags && (errno == EPERM || errno == EINVAL)) {
-					fs->whp.try_mknod = false;
+					wh_mknod_refused(&fs->whp);
 					flags = 0;
 					if (renameat2(ufd, name, fs->workfd, tmp, 0) < 0)
 						return -errno;
@@ -449,14 +449,14 @@ static int remove_entry(struct sfs *fs, struct node *dir, const char *name, bool
 				return wh_write(ufd, name, &fs->whp);
 			return 0;
 		}
-		if (lower && fs->whp.try_mknod) {
+		if (lower && wh_may_mknod(&fs->whp)) {
 			if (renameat2(ufd, name, fs->workfd, tmp, RENAME_WHITEOUT) == 0) {
 				drop_aside(fs, tmp, false);
 				return 0;
 			}
 			if (errno != EPERM && errno != EINVAL)
 				return -errno;
-			fs->whp.try_mknod = false;
+			wh_mknod_refused(&fs->whp);
 		}
 		if (unlinkat(ufd, name, 0) < 0)
 			return -errno;
@@ -822,10 +822,10 @@ static int rename_move(struct sfs *fs, struct node *od, int ofd, const char *nam
 	}
 	if (t && !S_ISDIR(t->type))
 		origin_in_parent_clear(fs, nfd, newname);
-	unsigned rflags = (s_lower == 1 && fs->whp.try_mknod) ? RENAME_WHITEOUT : 0;
+	unsigned rflags = (s_lower == 1 && wh_may_mknod(&fs->whp)) ? RENAME_WHITEOUT : 0;
 	if (renameat2(ofd, name, nfd, newname, rflags) < 0) {
 		if (rflags && (errno == EPERM || errno == EINVAL)) {
-			fs->whp.try_mknod = false;
+			wh_mknod_refused(&fs->whp);
 			rflags = 0;
 			if (renameat2(ofd, name, nfd, newname, 0) < 0)
 				r = -errno;

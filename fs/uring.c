@@ -111,6 +111,7 @@ static __thread bool tls_replied;
 static __thread struct queue *tls_queue;  /* queue this thread owns */
 
 static int ring_init(struct io_uring *ring, unsigned entries);
+static void ring_exit(struct io_uring *ring);
 
 int uring_init(struct sfs *fs)
 {
@@ -138,7 +139,7 @@ void uring_note_init(struct sfs *fs, uint32_t flags2)
 	if (ur->wanted && ring_init(&probe, 4) < 0)
 		ur->wanted = false;
 	else if (ur->wanted)
-		io_uring_queue_exit(&probe);
+		ring_exit(&probe);
 }
 
 bool uring_wanted(struct sfs *fs)
@@ -369,17 +370,34 @@ static int registered(struct queue *q, unsigned *live)
 	return err;
 }
 
+/* liburing maps and unmaps a ring's memory with system calls of its own,
+ * which ThreadSanitizer does not see: a ring made where an ended queue
+ * thread's ring was mapped would look to it like memory both threads wrote
+ * without order. Making and ending rings under one lock orders them (the
+ * address space is the process's, so the lock is too; held only around
+ * ring setup and teardown). */
+static pthread_mutex_t ring_map_lock = PTHREAD_MUTEX_INITIALIZER;
+
 static int ring_init(struct io_uring *ring, unsigned entries)
 {
 	struct io_uring_params p = { .flags = IORING_SETUP_SQE128 | IORING_SETUP_SINGLE_ISSUER |
 					      IORING_SETUP_DEFER_TASKRUN };
+	pthread_mutex_lock(&ring_map_lock);
 	int r = io_uring_queue_init_params(entries, ring, &p);
 	if (r == -EINVAL) {
 		memset(&p, 0, sizeof p);
 		p.flags = IORING_SETUP_SQE128;
 		r = io_uring_queue_init_params(entries, ring, &p);
 	}
+	pthread_mutex_unlock(&ring_map_lock);
 	return r;
+}
+
+static void ring_exit(struct io_uring *ring)
+{
+	pthread_mutex_lock(&ring_map_lock);
+	io_uring_queue_exit(ring);
+	pthread_mutex_unlock(&ring_map_lock);
 }
 
 static void *queue_main(void *arg)
@@ -459,7 +477,7 @@ static void *queue_main(void *arg)
 		}
 		place_check(&q->place, false);
 	}
-	io_uring_queue_exit(&q->ring);
+	ring_exit(&q->ring);
 	return NULL;
 }
 
@@ -476,7 +494,7 @@ static void refuse(int devfd)
 		prep_cmd(sqe, devfd, UR_CMD_REGISTER);
 		io_uring_submit_and_wait(&ring, 1);
 	}
-	io_uring_queue_exit(&ring);
+	ring_exit(&ring);
 }
 
 static void free_queue(struct queue *q)

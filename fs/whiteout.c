@@ -96,14 +96,14 @@ static int link_shared(int dirfd, const char *name, struct wh_policy *pol)
 		else if (errno != ENOENT) {
 			int e = errno;
 			if (lasting(e))
-				pol->share = false;
+				wh_share_off(pol);
 			return -e;
 		}
 		if (mknodat(pol->share_dirfd, WH_SHARED, S_IFCHR | 0, makedev(0, 0)) < 0 &&
 		    errno != EEXIST) {
 			int e = errno;
 			if (lasting(e))
-				pol->share = false;
+				wh_share_off(pol);
 			return -e;
 		}
 	}
@@ -113,20 +113,20 @@ static int link_shared(int dirfd, const char *name, struct wh_policy *pol)
 void wh_share_end(struct wh_policy *pol)
 {
 	unlinkat(pol->share_dirfd, WH_SHARED, 0);
-	pol->share = false;
+	wh_share_off(pol);
 }
 
 int wh_write_chardev(int dirfd, const char *name, struct wh_policy *pol)
 {
-	if (!pol->try_mknod)
+	if (!wh_may_mknod(pol))
 		return -EPERM;
-	if (pol->share && link_shared(dirfd, name, pol) == 0)
+	if (wh_may_share(pol) && link_shared(dirfd, name, pol) == 0)
 		return 0;
 	if (mknodat(dirfd, name, S_IFCHR | 0, makedev(0, 0)) == 0)
 		return 0;
 	if (errno == EPERM || errno == EOPNOTSUPP || errno == EACCES) {
 		/* Remember: one refusal means every later one would fail too. */
-		pol->try_mknod = false;
+		wh_mknod_refused(pol);
 		return -EPERM;
 	}
 	return -errno;
@@ -137,7 +137,7 @@ int wh_write(int dirfd, const char *name, struct wh_policy *pol)
 	char oci[WH_PREFIX_LEN + 256];
 	int r;
 
-	if (pol->try_mknod) {
+	if (wh_may_mknod(pol)) {
 		r = wh_write_chardev(dirfd, name, pol);
 		if (r != -EPERM)
 			return r;

@@ -54,6 +54,28 @@ struct wh_policy {
 	int share_dirfd;
 };
 
+/* try_mknod and share only go from true to false, and strata-fs's request
+ * threads read and clear them at the same time: through these. */
+static inline bool wh_may_mknod(struct wh_policy *pol)
+{
+	return __atomic_load_n(&pol->try_mknod, __ATOMIC_RELAXED);
+}
+
+static inline void wh_mknod_refused(struct wh_policy *pol)
+{
+	__atomic_store_n(&pol->try_mknod, false, __ATOMIC_RELAXED);
+}
+
+static inline bool wh_may_share(struct wh_policy *pol)
+{
+	return __atomic_load_n(&pol->share, __ATOMIC_RELAXED);
+}
+
+static inline void wh_share_off(struct wh_policy *pol)
+{
+	__atomic_store_n(&pol->share, false, __ATOMIC_RELAXED);
+}
+
 /* Create a whiteout for NAME in dirfd (which must not hold NAME). */
 int wh_write(int dirfd, const char *name, struct wh_policy *pol);
 
