@@ -151,17 +151,11 @@ int build_run(struct build *b, struct stage *st, const struct df_insn *in, const
 	if (r == 0)
 		r = build_lock(b, 0);
 	if (r == 0) {
-#ifdef STRATA_ERROR_MSG_MAX
 		struct strata_error lerr;
 		int code = strata_launch(&spec, &lerr);
 		strata_error_print(&lerr, "build: %s:%u: %s", b->file_name, in->line, created_by);
-		bool told = lerr.code != 0;
-#else
-		int code = strata_launch(&spec);
-		bool told = false;
-#endif
 		if (code != 0) {
-			if (code > 0 && !told)
+			if (code > 0 && !lerr.code)
 				fprintf(stderr, "strata: build: %s:%u: %s: the command exited with %d\n",
 					b->file_name, in->line, created_by, code);
 			r = code > 0 ? code : 125;
