@@ -139,6 +139,21 @@ def test_roundtrip(env):
         info = json.load(open(os.path.join(env.store, 'layers', hexd, 'layer.json')))
         check(info.get('format') == 'packed' and info.get('tar') == 'tar-split', 'layer.json says packed')
     system_check(env, 'after import')
+    # layers and diff read packed layers as they read trees
+    dirstore = env.path('store-dir')
+    oci_layout(env.path('src-other'), [(busybox_layer(), 'gzip'), (pax_layer(), 'gzip')], tag='o')
+    env.give()
+    env.run('import', 'oci:%s:o' % env.path('src-other'), 'other:1')
+    os.environ['STRATA_STORE_FORMAT'] = 'dir'
+    try:
+        env.run('--store', dirstore, 'import', 'oci:%s:v1' % env.path('src-v1'), 'img:v1')
+        env.run('--store', dirstore, 'import', 'oci:%s:o' % env.path('src-other'), 'other:1')
+        for args in (('layers', 'img:v1', '--all', '--json'), ('diff', 'other:1', 'img:v1', '--json')):
+            d = env.run('--store', dirstore, *args).out
+            p = env.run(*args).out
+            check(d == p and len(p) > 100, '%s: the same output over packed layers as over trees' % args[0])
+    finally:
+        os.environ['STRATA_STORE_FORMAT'] = 'packed'
     want = {sha(t): t for t in tars}
     for kind in ('oci', 'oci-archive', 'docker-archive'):
         out = env.path('out-' + kind)
