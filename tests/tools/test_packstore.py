@@ -204,6 +204,29 @@ def test_rootfs_and_tar_kinds(env):
             check(got.get(sha(t)) == t, '%s: a layer rebuilt byte for byte' % img)
 
 
+def test_commit(env):
+    """commit writes a packed layer (its lower view read from packed layers),
+    which diff shows and export round-trips."""
+    import_src(env, [busybox_layer()])
+    env.run('create', '--name', 'c1', 'img:v1', 'true')
+    cdir = os.path.join(env.store, 'containers')
+    upper = os.path.join(cdir, os.listdir(cdir)[0], 'upper')
+    os.makedirs(os.path.join(upper, 'etc'), exist_ok=True)
+    with open(os.path.join(upper, 'etc', 'added'), 'w') as f:
+        f.write('added\n')
+    env.give()
+    env.run('commit', 'c1', 'new:1')
+    out = env.run('diff', 'img:v1', 'new:1').out
+    check('A /etc/added' in out, 'diff shows the committed file: %s' % out)
+    for hexd in store_layer_dirs(env):
+        check('layer.pk' in os.listdir(os.path.join(env.store, 'layers', hexd)), 'the committed layer is packed')
+    system_check(env, 'after commit')
+    env.run('export', 'new:1', 'oci-archive:' + env.path('new.tar'))
+    ins = json.loads(env.run('inspect', 'new:1').out)
+    r = env.run('--store', env.path('s2'), 'import', 'oci-archive:' + env.path('new.tar'), 'back:1')
+    check(r.out.strip() == ins['id'], 'the committed image round-trips with its ID')
+
+
 # ---------------------------------------------------------------- df
 
 def df(env):
@@ -427,7 +450,7 @@ def test_kill_gc(env):
     killed_runs(env, ['rmi', 'img:v1'], setup, 6 * min(SCALE, 2), 'rmi with chunk GC', after)
 
 
-TESTS = [test_roundtrip, test_rootfs_and_tar_kinds, test_df, test_check_damage, test_migrate, test_gc,
+TESTS = [test_roundtrip, test_rootfs_and_tar_kinds, test_commit, test_df, test_check_damage, test_migrate, test_gc,
          test_kill_import, test_kill_migrate, test_kill_gc]
 
 if __name__ == '__main__':
