@@ -73,6 +73,11 @@ int build_copy_key(struct build *b, const struct copy_step *c, XXH3_state_t *h);
  * read, LOCK_EX to write, 0 while a RUN or a pull runs (they take the
  * lock themselves, or must not keep others out for long). */
 int build_lock(struct build *b, int how);
+/* Empty the store handle's tmp/ after a step: the handle lives for the
+ * whole build, and what a step leaves there (its staging tree, the trees
+ * of packed layers a lowerview unpacked) would otherwise pile up until
+ * the end. */
+void build_tmp_clear(struct build *b);
 /* Store the stage's config as an image (untagged until the end). */
 int build_stage_store(struct build *b, struct stage *st);
 /* After a step: record the new state under its key. */

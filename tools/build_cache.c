@@ -154,6 +154,17 @@ int build_step_cached(struct build *b, struct stage *st, const char *key)
 	return 1;
 }
 
+void build_tmp_clear(struct build *b)
+{
+	char **names;
+	size_t n;
+	if (b->s.ownfd < 0 || list_sorted(b->s.ownfd, &names, &n) < 0)
+		return;
+	for (size_t i = 0; i < n; i++)
+		rm_rf_at(b->s.ownfd, names[i]);
+	free_names(names, n);
+}
+
 /* ---- the context's file hashes ----------------------------------------- */
 
 /* STORE/build-cache/contexts/<XXH3-64 of the context's real path>: the

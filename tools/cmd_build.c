@@ -325,6 +325,7 @@ static int run_build(struct build *b, char digest[DIGEST_BUF])
 			continue;
 		}
 		r = do_step(b, cur, in);
+		build_tmp_clear(b);
 	}
 	if (r != 0)
 		return r;
