@@ -124,7 +124,9 @@ static int open_one(const char *root, const char *what, struct ctr *c)
 struct pstat {
 	char state;
 	pid_t ppid;
+	int tty;                    /* tty_nr */
 	unsigned long long ticks;   /* utime + stime */
+	unsigned long long start;   /* clock ticks after boot */
 	long rss_pages;
 	uid_t uid;
 };
@@ -142,15 +144,18 @@ static int proc_stat(pid_t pid, struct pstat *ps)
 	if (!q)
 		return -EINVAL;
 	unsigned long utime = 0, stime = 0;
+	unsigned long long start = 0;
 	long rss = 0;
-	int ppid = 0;
+	int ppid = 0, tty = 0;
 	/* state ppid pgrp session tty tpgid flags minflt cminflt majflt
 	 * cmajflt utime stime cutime cstime priority nice threads
 	 * itrealvalue starttime vsize rss */
-	if (sscanf(q + 2, "%c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu %*d %*d %*d %*d %*d %*d %*u %*u %ld",
-		   &ps->state, &ppid, &utime, &stime, &rss) != 5)
+	if (sscanf(q + 2, "%c %d %*d %*d %d %*d %*u %*u %*u %*u %*u %lu %lu %*d %*d %*d %*d %*d %*d %llu %*u %ld",
+		   &ps->state, &ppid, &tty, &utime, &stime, &start, &rss) != 7)
 		return -EINVAL;
 	ps->ppid = ppid;
+	ps->tty = tty;
+	ps->start = start;
 	ps->ticks = utime + stime;
 	ps->rss_pages = rss;
 	struct stat st;
@@ -175,6 +180,24 @@ static void cmdline(pid_t pid, char *buf, size_t len)
 	buf[n] = '\0';
 }
 
+/* The terminal of tty_nr as ps names it: pts/N, ttyN, or "?". */
+static void tty_name(int nr, char *buf, size_t len)
+{
+	unsigned major = ((unsigned)nr >> 8) & 0xfff, minor = ((unsigned)nr & 0xff) | (((unsigned)nr >> 12) & 0xfff00);
+	if (!nr)
+		snprintf(buf, len, "?");
+	else if (major >= 136 && major <= 143)
+		snprintf(buf, len, "pts/%u", (major - 136) * 256 + minor);
+	else if (major == 4 && minor < 64)
+		snprintf(buf, len, "tty%u", minor);
+	else
+		snprintf(buf, len, "%u:%u", major, minor);
+}
+
+/* docker top: ps -ef's columns for the container's processes: the
+ * user's command and everything it started, and what exec started;
+ * strata's own init (pid 1 of the container's namespace, which only
+ * reaps and relays signals) is left out, as docker shows no shim. */
 int cmd_top(const char *root, int argc, char **argv)
 {
 	struct ctr c;
@@ -183,7 +206,7 @@ int cmd_top(const char *root, int argc, char **argv)
 		return 0;
 	}
 	if (argc != 1) {
-		susage("usage: strata top CONTAINER");
+		susage(argc > 1 ? "top: ps options are not supported (usage: strata top CONTAINER)" : "usage: strata top CONTAINER");
 		return EXIT_STRATA;
 	}
 	if (open_one(root, argv[0], &c) < 0)
@@ -196,21 +219,37 @@ int cmd_top(const char *root, int argc, char **argv)
 		ctr_close(&c);
 		return EXIT_STRATA;
 	}
+	pid_t init = (pid_t)json_integer_value(json_object_get(c.st, "Pid"));
 	long hz = sysconf(_SC_CLK_TCK);
-	printf("%-10s %-8s %-8s %-4s %-9s %s\n", "UID", "PID", "PPID", "STAT", "TIME", "CMD");
+	if (hz <= 0)
+		hz = 100;
+	struct timespec up;
+	clock_gettime(CLOCK_BOOTTIME, &up);
+	unsigned long long now_ticks = (unsigned long long)up.tv_sec * (unsigned long long)hz +
+				       (unsigned long long)up.tv_nsec * (unsigned long long)hz / 1000000000ULL;
+	printf("%-10s %-8s %-8s %-3s %-5s %-8s %-9s %s\n", "UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD");
 	for (size_t i = 0; i < n; i++) {
 		struct pstat ps;
-		char cmd[512], user[32];
-		if (proc_stat(pids[i], &ps) < 0)
+		char cmd[512], user[32], tty[32], stime[16];
+		if (pids[i] == init || proc_stat(pids[i], &ps) < 0)
 			continue;
 		cmdline(pids[i], cmd, sizeof cmd);
 		struct passwd *pw = getpwuid(ps.uid);
-		snprintf(user, sizeof user, "%s", pw ? pw->pw_name : "");
-		if (!pw)
+		if (pw)
+			snprintf(user, sizeof user, "%s", pw->pw_name);
+		else
 			snprintf(user, sizeof user, "%u", (unsigned)ps.uid);
-		unsigned long long secs = ps.ticks / (unsigned long long)(hz > 0 ? hz : 100);
-		printf("%-10s %-8d %-8d %-4c %02llu:%02llu:%02llu %s\n", user, (int)pids[i], (int)ps.ppid, ps.state,
-		       secs / 3600, secs / 60 % 60, secs % 60, cmd);
+		tty_name(ps.tty, tty, sizeof tty);
+		unsigned long long life = now_ticks > ps.start ? now_ticks - ps.start : 1;
+		/* from the time since boot the kernel counts, not /proc/stat's
+		 * btime, which drifts on a VM that was paused */
+		time_t started = time(NULL) - (time_t)(life / (unsigned long long)hz);
+		struct tm tm;
+		localtime_r(&started, &tm);
+		strftime(stime, sizeof stime, "%H:%M", &tm);
+		unsigned long long secs = ps.ticks / (unsigned long long)hz;
+		printf("%-10s %-8d %-8d %-3llu %-5s %-8s %02llu:%02llu:%02llu %s\n", user, (int)pids[i], (int)ps.ppid,
+		       ps.ticks * 100 / life, stime, tty, secs / 3600, secs / 60 % 60, secs % 60, cmd);
 	}
 	free(pids);
 	ctr_close(&c);

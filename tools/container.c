@@ -458,7 +458,12 @@ void ctr_status_text(const struct ctr *c, char *buf, size_t len)
 		snprintf(buf, len, "exited (%d)", code);
 	else if (st == CTR_RESTARTING)
 		snprintf(buf, len, "restarting (%d)", code);
-	else
+	else if (st == CTR_DEAD) {
+		/* why: recorded by whoever saw it, else the state says running
+		 * while its monitor is gone */
+		const char *why = json_string_value(json_object_get(c->st, "DeadReason"));
+		snprintf(buf, len, "dead (%s)", why ? why : "its monitor is gone");
+	} else
 		snprintf(buf, len, "%s", ctr_status_name(st));
 }
 
@@ -482,7 +487,7 @@ int container_describe(struct store *s, const char *id, json_t **out)
 				  "Running", st == CTR_RUNNING || st == CTR_PAUSED, "Paused", st == CTR_PAUSED,
 				  "Restarting", st == CTR_RESTARTING, "Dead", st == CTR_DEAD);
 	static const char *const copy[] = { "Pid", "ExitCode", "Signal", "StartedAt", "FinishedAt",
-					    "RestartCount", "OOMKilled", "MonitorPid", "Cgroup", "Error" };
+					    "RestartCount", "OOMKilled", "MonitorPid", "Cgroup", "Error", "DeadReason" };
 	for (size_t i = 0; i < sizeof copy / sizeof *copy; i++) {
 		json_t *v = json_object_get(c.st, copy[i]);
 		if (v)
@@ -490,6 +495,8 @@ int container_describe(struct store *s, const char *id, json_t **out)
 	}
 	if (st != CTR_RUNNING && st != CTR_PAUSED)
 		json_object_set_new(State, "Pid", json_integer(0));
+	if (!json_object_get(State, "OOMKilled"))
+		json_object_set_new(State, "OOMKilled", json_false());
 	json_object_set_new(o, "State", State);
 	/* The lower-case keys ps --json has always had. */
 	json_object_set_new(o, "state", json_string(ctr_status_name(st)));
@@ -570,6 +577,7 @@ void ctr_reap_leftovers(struct ctr *c)
 		json_object_set_new(c->st, "Status", json_string("dead"));
 		json_object_set_new(c->st, "FinishedAt", json_string(now));
 		json_object_set_new(c->st, "Error", json_string("its monitor ended without recording the container's end"));
+		json_object_set_new(c->st, "DeadReason", json_string("its monitor is gone"));
 		ctr_save_state(c->dirfd, c->st);
 	}
 }

@@ -91,14 +91,14 @@ static const struct command {
 	  "  -u, --user USER[:GROUP]  run as this user (default: the container's)\n"
 	  "  -e, --env KEY=VALUE    set an environment variable (repeatable)\n"
 	  "  -w, --workdir DIR      working directory (default: the container's)\n", false },
-	{ "logs", cmd_logs, "[OPTIONS] CONTAINER", "what a detached container's command wrote",
+	{ "logs", cmd_logs, "[OPTIONS] CONTAINER", "what a container's command wrote (a foreground run's too, unless -t)",
 	  "  -f, --follow        keep printing until the container ends\n"
 	  "  -n, --tail N        only the last N lines\n"
 	  "  -t, --timestamps    show each line's time\n"
 	  "      --since TIME    lines since TIME (2026-01-02T03:04:05Z, unix time, or 10m ago)\n", false },
 	{ "ps", cmd_ps, "[-a] [-q] [--json]", "list running (all) containers",
 	  "  -a, --all    also containers that are not running\n  -q, --quiet  ids only\n  --json       as JSON\n", false },
-	{ "top", cmd_top, "CONTAINER", "the container's processes", NULL, false },
+	{ "top", cmd_top, "CONTAINER", "the container's processes, as ps -ef shows them", NULL, false },
 	{ "stats", cmd_stats, "[--no-stream] [--json] [CONTAINER...]", "CPU, memory and pids per container",
 	  "  --no-stream  print once\n  --json       as JSON\n", false },
 	{ "port", cmd_port, "CONTAINER [PORT[/PROTO]]", "the container's published ports", NULL, false },

@@ -23,16 +23,46 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #ifdef STRATA_HAVE_RUNTIME
+
+/* The watcher: a thread of the monitor, alive while one run of the
+ * container lasts. strata_launch() keeps the monitor's main thread; the
+ * watcher sees what the launcher does not look for:
+ *  - the FUSE daemon dying under a running container (killed, crashed):
+ *    every file access in the container would fail with ENOTCONN from
+ *    then on, so the watcher kills the container's init and the run is
+ *    recorded as dead, with that reason;
+ *  - an OOM kill in the container's memory cgroup: the kernel's own
+ *    count (v1 memory.oom_control, v2 memory.events "oom_kill"), read
+ *    when the cgroup signals an OOM event, while it still exists (the
+ *    launcher removes it before strata_launch() returns).
+ * A normal end is told apart from a dead daemon by order: init exits
+ * first and the daemon only once the container's mounts are gone. */
+struct watch {
+	pthread_t thread;
+	bool started;
+	int daemon_fd, init_fd;  /* pidfds */
+	pid_t init_pid;
+	int oom_fd;              /* v1: an eventfd armed on memory.oom_control;
+				  * v2: memory.events (POLLPRI) */
+	int oom_count_fd;        /* the file holding "oom_kill N" */
+	int quit[2];
+	atomic_bool daemon_died, oom_killed;
+};
 
 struct monitor {
 	struct ctr *c;
@@ -40,6 +70,7 @@ struct monitor {
 	json_t *st;              /* the state this monitor writes */
 	int notify;              /* to the waiting CLI; -1 once told */
 	int restarts;
+	struct watch w;
 };
 
 static void save(struct monitor *m)
@@ -77,9 +108,216 @@ static void set_time(json_t *st, const char *key)
 	json_object_set_new(st, key, json_string(now));
 }
 
+static int pidfd_of(pid_t pid)
+{
+	return pid > 0 ? (int)syscall(SYS_pidfd_open, pid, 0) : -1;
+}
+
+/* "oom_kill N" of a memory cgroup's oom_control (v1) or events (v2). */
+static long oom_kills(int fd)
+{
+	char buf[1024];
+	ssize_t n = fd >= 0 ? pread(fd, buf, sizeof buf - 1, 0) : -1;
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	const char *k = strstr(buf, "oom_kill ");
+	return k ? strtol(k + 9, NULL, 10) : -1;
+}
+
+/* Whether pid has begun to exit (PF_EXITING in /proc/PID/stat's flags),
+ * or is gone. The container's init drops its mount namespace, which ends
+ * the daemon, before its pidfd turns readable: a daemon that ends while
+ * init is exiting ended normally. */
+static bool proc_exiting(pid_t pid)
+{
+	char p[64], buf[1024];
+	snprintf(p, sizeof p, "/proc/%d/stat", (int)pid);
+	int fd = open(p, O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
+	if (fd >= 0)
+		close(fd);
+	if (n <= 0)
+		return true;
+	buf[n] = '\0';
+	const char *q = strrchr(buf, ')');
+	unsigned long flags = 0;
+	char state = 0;
+	if (!q || sscanf(q + 2, "%c %*d %*d %*d %*d %*d %lu", &state, &flags) != 2)
+		return true;
+	return state == 'Z' || state == 'X' || (flags & 0x4);
+}
+
+/* PIDFD_GET_INFO (Linux 6.13; the exit status since 6.15), declared here
+ * for older headers: the first 64 bytes of struct pidfd_info. */
+struct pidfd_info_v0 {
+	uint64_t mask, cgroupid;
+	uint32_t pid, tgid, ppid, ruid, rgid, euid, egid, suid, sgid, fsuid, fsgid;
+	int32_t exit_code;
+};
+#define PIDFD_GET_INFO_V0 _IOWR(0xFF, 11, struct pidfd_info_v0)
+#define PIDFD_INFO_EXIT_BIT (1ULL << 3)
+
+/* How the daemon ended, from its wait status, which the kernel keeps in
+ * the pidfd once its parent (the launcher's outer process) reaped it:
+ * 0 a normal end (exit 0: its mount went away with the container), 1 it
+ * died (a signal, an error), -1 not known (older kernel). */
+static int daemon_end(int pidfd)
+{
+	for (int i = 0; i < 200; i++) {
+		struct pidfd_info_v0 info = { .mask = PIDFD_INFO_EXIT_BIT };
+		if (ioctl(pidfd, PIDFD_GET_INFO_V0, &info) < 0)
+			return -1;
+		if (info.mask & PIDFD_INFO_EXIT_BIT)
+			return WIFEXITED(info.exit_code) && WEXITSTATUS(info.exit_code) == 0 ? 0 : 1;
+		/* exited, not yet reaped: the outer process reaps it at once */
+		struct timespec t = { 0, 5 * 1000 * 1000 };
+		nanosleep(&t, NULL);
+	}
+	return -1;
+}
+
+static void watch_oom_check(struct watch *w)
+{
+	if (oom_kills(w->oom_count_fd) > 0)
+		atomic_store(&w->oom_killed, true);
+}
+
+static void *watch_main(void *arg)
+{
+	struct watch *w = arg;
+	for (;;) {
+		struct pollfd pf[4] = {
+			{ .fd = w->init_fd, .events = POLLIN },
+			{ .fd = atomic_load(&w->daemon_died) ? -1 : w->daemon_fd, .events = POLLIN },
+			{ .fd = w->oom_fd, .events = w->oom_count_fd == w->oom_fd ? POLLPRI : POLLIN },
+			{ .fd = w->quit[0], .events = POLLIN },
+		};
+		if (poll(pf, 4, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (pf[2].revents && w->oom_fd != w->oom_count_fd) {
+			/* v1: the event comes as the OOM begins, before its kill
+			 * is counted; the removal of the cgroup signals it too.
+			 * An event of a cgroup that is still there is an OOM
+			 * (docker and containerd count it so on v1). */
+			uint64_t v;
+			if (read(w->oom_fd, &v, sizeof v) < 0) {
+				/* nonblocking: nothing more to take */
+			}
+			if (oom_kills(w->oom_count_fd) >= 0)
+				atomic_store(&w->oom_killed, true);
+			else
+				w->oom_fd = -1;
+		} else if (pf[2].revents) {
+			watch_oom_check(w);
+			if (pf[2].revents & (POLLERR | POLLNVAL))
+				w->oom_fd = -1;
+		}
+		if (pf[0].revents) {
+			watch_oom_check(w);
+			break;
+		}
+		if (pf[1].revents) {
+			struct pollfd init = { .fd = w->init_fd, .events = POLLIN };
+			int how = poll(&init, 1, 0) == 1 ? 0 : daemon_end(w->daemon_fd);
+			/* without the kernel's word: init went first, the normal
+			 * end (a busy machine is given a moment to show it) */
+			if (how < 0)
+				how = proc_exiting(w->init_pid) || poll(&init, 1, 100) == 1 ||
+				      proc_exiting(w->init_pid) ? 0 : 1;
+			if (how == 0)
+				break;
+			atomic_store(&w->daemon_died, true);
+			syscall(SYS_pidfd_send_signal, w->init_fd, SIGKILL, NULL, 0);
+		}
+		if (pf[3].revents)
+			break;
+	}
+	return NULL;
+}
+
+/* Arm the watcher for the run that just started (see struct watch);
+ * best effort: a container the monitor cannot watch still runs. */
+static void watch_start(struct watch *w, const struct strata_started *info)
+{
+	char p[4200];
+	w->daemon_fd = pidfd_of(info->daemon_pid);
+	w->init_fd = pidfd_of(info->init_pid);
+	w->init_pid = info->init_pid;
+	for (size_t i = 0; i < info->n_cgroup_dirs && w->oom_fd < 0; i++) {
+		snprintf(p, sizeof p, "%s/memory.events", info->cgroup_dirs[i]);
+		if ((w->oom_count_fd = open(p, O_RDONLY | O_CLOEXEC)) >= 0) {
+			w->oom_fd = w->oom_count_fd;
+			break;
+		}
+		snprintf(p, sizeof p, "%s/memory.oom_control", info->cgroup_dirs[i]);
+		if ((w->oom_count_fd = open(p, O_RDONLY | O_CLOEXEC)) < 0)
+			continue;
+		/* v1 tells of OOMs through an eventfd registered for the file */
+		int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		char reg[64];
+		snprintf(p, sizeof p, "%s/cgroup.event_control", info->cgroup_dirs[i]);
+		int n = snprintf(reg, sizeof reg, "%d %d", efd, w->oom_count_fd);
+		int ctl = efd >= 0 ? open(p, O_WRONLY | O_CLOEXEC) : -1;
+		if (ctl >= 0 && write(ctl, reg, (size_t)n) == n)
+			w->oom_fd = efd;
+		else if (efd >= 0)
+			close(efd);
+		if (ctl >= 0)
+			close(ctl);
+	}
+	if (w->daemon_fd < 0 || w->init_fd < 0 || pipe2(w->quit, O_CLOEXEC) < 0)
+		return;
+	/* No signal may land on this thread: the launcher waits for its
+	 * SIGCHLD and forwarded signals with sigtimedwait() in the main one. */
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	w->started = pthread_create(&w->thread, NULL, watch_main, w) == 0;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+static void watch_init(struct watch *w)
+{
+	w->started = false;
+	w->daemon_fd = w->init_fd = w->oom_fd = w->oom_count_fd = w->quit[0] = w->quit[1] = -1;
+	atomic_store(&w->daemon_died, false);
+	atomic_store(&w->oom_killed, false);
+}
+
+static void close_fd(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+}
+
+static void watch_stop(struct watch *w)
+{
+	if (w->started) {
+		if (write(w->quit[1], "q", 1) < 0) {
+			/* the thread ends on init's exit anyway */
+		}
+		pthread_join(w->thread, NULL);
+		w->started = false;
+	}
+	if (w->oom_fd != w->oom_count_fd)
+		close_fd(&w->oom_fd);
+	w->oom_fd = -1;
+	close_fd(&w->oom_count_fd);
+	close_fd(&w->daemon_fd);
+	close_fd(&w->init_fd);
+	close_fd(&w->quit[0]);
+	close_fd(&w->quit[1]);
+}
+
 static void on_start(void *arg, const struct strata_started *info)
 {
 	struct monitor *m = arg;
+	watch_start(&m->w, info);
 	json_object_set_new(m->st, "Status", json_string("running"));
 	json_object_set_new(m->st, "Pid", json_integer(info->init_pid));
 	json_object_set_new(m->st, "PidStart", json_integer((json_int_t)proc_start_time(info->init_pid)));
@@ -183,12 +421,15 @@ static int monitor_loop(struct monitor *m)
 		save(m);
 		m->sp->l.on_start = on_start;
 		m->sp->l.on_start_arg = m;
+		watch_init(&m->w);
 		struct strata_error lerr;
 		r = strata_launch(&m->sp->l, &lerr);
 		strata_error_print(&lerr, "starting container %s", ctr_name(m->c));
+		watch_stop(&m->w);
 		set_time(m->st, "FinishedAt");
 		json_object_set_new(m->st, "Status", json_string("exited"));
 		json_object_set_new(m->st, "Pid", json_integer(0));
+		json_object_del(m->st, "DeadReason");
 		if (r < 0) {
 			json_object_set_new(m->st, "ExitCode", json_integer(EXIT_STRATA));
 			json_object_set_new(m->st, "Error",
@@ -197,12 +438,23 @@ static int monitor_loop(struct monitor *m)
 			json_object_set_new(m->st, "ExitCode", json_integer(r));
 			if (r > 128 && r < 128 + 65)
 				json_object_set_new(m->st, "Signal", json_integer(r - 128));
-			if (r == 128 + SIGKILL && m->sp->l.limits.memory > 0 && !stopped_by_user(m))
-				json_object_set_new(m->st, "OOMKilled", json_true());
+			/* docker's OOMKilled: the kernel killed a process of
+			 * the container for want of memory, whichever it was */
+			json_object_set_new(m->st, "OOMKilled", json_boolean(atomic_load(&m->w.oom_killed)));
+		}
+		bool daemon_died = atomic_load(&m->w.daemon_died);
+		if (daemon_died) {
+			json_object_set_new(m->st, "Status", json_string("dead"));
+			json_object_set_new(m->st, "DeadReason", json_string("filesystem daemon died"));
+			json_object_set_new(m->st, "Error", json_string("the container's filesystem daemon (strata-fs) died "
+									 "while it ran; the container was stopped"));
+			fprintf(stderr, "strata: container %s: its filesystem daemon died; the container was stopped "
+				"(see `strata inspect %s`)\n", ctr_name(m->c), ctr_name(m->c));
 		}
 		remove_cgroups(m);
-		/* One write: a reader never sees "exited" between two runs. */
-		bool again = r >= 0 && want_restart(m, r);
+		/* One write: a reader never sees "exited" between two runs.
+		 * A dead daemon is no failure of the command: not restarted. */
+		bool again = r >= 0 && !daemon_died && want_restart(m, r);
 		if (again) {
 			m->restarts++;
 			json_object_set_new(m->st, "RestartCount", json_integer(m->restarts));
@@ -356,10 +608,25 @@ static void log_drain(struct logger *lg, struct logbuf *b, bool all)
 	b->len -= start;
 }
 
-static void logger_main(int dirfd, int out, int err, long long max) __attribute__((noreturn));
-static void logger_main(int dirfd, int out, int err, long long max)
+static void write_all(int fd, const char *p, size_t n)
 {
-	static struct logbuf b[2] = { { .stream = "stdout" }, { .stream = "stderr" } };
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return;    /* the caller's output is gone: the log goes on */
+		p += w;
+		n -= (size_t)w;
+	}
+}
+
+/* Read the command's stdout and stderr until both end, into ctr.log;
+ * copy[i] >= 0: also pass each stream on as it comes (an attached run's
+ * caller's stdout and stderr). */
+static void log_relay(int dirfd, int out, int err, long long max, const int copy[2])
+{
+	struct logbuf b[2] = { { .stream = "stdout" }, { .stream = "stderr" } };
 	struct logger lg = { .dirfd = dirfd, .max = max };
 	struct pollfd pf[2] = { { .fd = out, .events = POLLIN }, { .fd = err, .events = POLLIN } };
 	log_open(&lg);
@@ -381,11 +648,93 @@ static void logger_main(int dirfd, int out, int err, long long max)
 				log_drain(&lg, &b[i], true);
 				continue;
 			}
+			if (copy && copy[i] >= 0)
+				write_all(copy[i], b[i].data + b[i].len, (size_t)n);
 			b[i].len += (size_t)n;
 			log_drain(&lg, &b[i], false);
 		}
 	}
+	if (lg.fd >= 0)
+		close(lg.fd);
+}
+
+static void logger_main(int dirfd, int out, int err, long long max) __attribute__((noreturn));
+static void logger_main(int dirfd, int out, int err, long long max)
+{
+	log_relay(dirfd, out, err, max, NULL);
 	_exit(0);
+}
+
+/* An attached run without a terminal logs as a detached one does (docker
+ * logs shows a foreground container's output too): the command's stdout
+ * and stderr are pipes that a thread of the CLI copies to the caller's
+ * stdout and stderr and into ctr.log. With -t the terminal is relayed as
+ * it always was, and not logged. */
+struct tee {
+	pthread_t thread;
+	bool started;
+	int dirfd, out[2], err[2], saved[2];
+	long long max;
+};
+
+static void *tee_main(void *arg)
+{
+	struct tee *t = arg;
+	log_relay(t->dirfd, t->out[0], t->err[0], t->max, t->saved);
+	return NULL;
+}
+
+static void tee_start(struct tee *t, struct ctr *c, struct ctr_spec *sp)
+{
+	t->started = false;
+	t->out[0] = t->out[1] = t->err[0] = t->err[1] = t->saved[0] = t->saved[1] = -1;
+	t->dirfd = c->dirfd;
+	t->max = sp->log_max;
+	if (sp->l.tty)
+		return;
+	fflush(stdout);
+	fflush(stderr);
+	if (pipe2(t->out, O_CLOEXEC) < 0 || pipe2(t->err, O_CLOEXEC) < 0 ||
+	    (t->saved[0] = fcntl(1, F_DUPFD_CLOEXEC, 3)) < 0 || (t->saved[1] = fcntl(2, F_DUPFD_CLOEXEC, 3)) < 0)
+		goto undo;
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	t->started = pthread_create(&t->thread, NULL, tee_main, t) == 0;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (!t->started)
+		goto undo;
+	dup2(t->out[1], 1);
+	dup2(t->err[1], 2);
+	close_fd(&t->out[1]);
+	close_fd(&t->err[1]);
+	return;
+undo:
+	/* unlogged, but the container runs as before */
+	for (int i = 0; i < 2; i++) {
+		close_fd(&t->out[i]);
+		close_fd(&t->err[i]);
+		close_fd(&t->saved[i]);
+	}
+}
+
+static void tee_stop(struct tee *t)
+{
+	if (!t->started)
+		return;
+	fflush(stdout);
+	fflush(stderr);
+	/* our stdout and stderr back: the last writers of the pipes (the
+	 * container's processes and its daemon are gone by now) */
+	dup2(t->saved[0], 1);
+	dup2(t->saved[1], 2);
+	pthread_join(t->thread, NULL);
+	for (int i = 0; i < 2; i++) {
+		close_fd(&t->out[i]);
+		close_fd(&t->err[i]);
+		close_fd(&t->saved[i]);
+	}
+	t->started = false;
 }
 
 /* Close every descriptor but the ones kept: the monitor must not hold the
@@ -543,7 +892,10 @@ int monitor_run_attached(struct ctr *c, struct ctr_spec *sp)
 		return EXIT_STRATA;
 	/* Others may stop us: the lock is theirs while we run. */
 	ctr_unlock(c);
+	struct tee t;
+	tee_start(&t, c, sp);
 	int r = monitor_loop(&m);
+	tee_stop(&t);
 	json_decref(m.st);
 	if (sp->autoremove)
 		autoremove(c);

@@ -65,6 +65,16 @@ class Ctx:
         return None
 
 
+SCALE = max(1, int(os.environ.get('STRATA_TEST_SCALE', '1')))
+
+
+def status_text(x, name):
+    for c in x.json('ps', '-a', '--json'):
+        if c['name'] == name:
+            return c['status']
+    return None
+
+
 def leftovers(env):
     """Mounts, processes and cgroups of this test's store."""
     out = []
@@ -131,6 +141,10 @@ def test_detached_lifecycle(env):
     check(r.returncode == 127, 'exec of a missing command: 127, got %d %s' % (r.returncode, r.err))
     top = x.run('top', 'web').out
     check('sleep 1000' in top, 'top shows the command: %r' % top)
+    check(top.split('\n')[0].split() == ['UID', 'PID', 'PPID', 'C', 'STIME', 'TTY', 'TIME', 'CMD'],
+          "top has ps -ef's columns: %r" % top)
+    check(len(top.strip().split('\n')) == 2 and '--store' not in top,
+          "top shows the command, not strata's init: %r" % top)
     stats = x.json('stats', '--no-stream', '--json', 'web')
     check(stats[0]['pids'] >= 1 and stats[0]['memory_usage'] > 0, 'stats: %r' % stats)
 
@@ -281,15 +295,32 @@ def test_kill9_monitor_and_cli(env):
     x.run('rm', 'i')
     check_clean(env, 'kill -9 of the init')
 
-    # The FUSE daemon killed: the container cannot go on; ps tells.
+    # The FUSE daemon killed: the container cannot go on; its monitor
+    # sees it, stops the container and ps says why.
     cid = x.run('run', '-d', '--name', 'd', 'bb').out.strip()
     remember(env, cid)
     st = json.load(open(os.path.join(env.store, 'containers', cid, 'state.json')))
     os.kill(st['DaemonPid'], signal.SIGKILL)
-    x.until('ps to change', lambda: x.status('d') != 'running' or
-            x.run('exec', 'd', 'true', ok=None).returncode != 0, timeout=30)
+    x.until('ps to say the daemon died', lambda: status_text(x, 'd') == 'dead (filesystem daemon died)')
+    st = x.state('d')
+    check(st['Dead'] and not st['Running'] and st['Pid'] == 0 and 'daemon' in st['Error'], 'inspect: %r' % st)
     x.run('rm', '-f', 'd')
     check_clean(env, 'kill -9 of the daemon')
+
+    # The same under a foreground run: it ends, says why, ps agrees.
+    p = popen(env, x, 'run', '--name', 'fgd', 'bb')
+    x.until('the foreground container to run', lambda: x.status('fgd') == 'running')
+    cid = x.json('inspect', 'fgd')['id']
+    remember(env, cid)
+    st = json.load(open(os.path.join(env.store, 'containers', cid, 'state.json')))
+    os.kill(st['DaemonPid'], signal.SIGKILL)
+    out, err = p.communicate(timeout=120 * SCALE)
+    # killed by us (137), or by a SIGBUS of its mapped files first
+    check(p.returncode > 128 and b'filesystem daemon died' in err,
+          'attached run after its daemon died: %d %r' % (p.returncode, err))
+    check(status_text(x, 'fgd') == 'dead (filesystem daemon died)', 'ps: %r' % status_text(x, 'fgd'))
+    x.run('rm', '-f', 'fgd')
+    check_clean(env, 'kill -9 of the daemon of a foreground run')
 
 
 def test_concurrent_cli(env):
@@ -342,6 +373,42 @@ def test_logs(env):
     check(r.out == 'line 1999 of the big log\n', 'the last line survives rotation: %r' % r.out)
     x.run('rm', 'l', 'big')
     check_clean(env, 'logs')
+
+
+def test_foreground_logs(env):
+    """A foreground run's output reaches the caller and the log, as docker's."""
+    x = Ctx(env)
+    image(env)
+    r = x.run('run', '--name', 'fg', 'bb', 'sh', '-c', 'echo out1; echo err1 >&2; echo out2; exit 3', ok=None)
+    check(r.returncode == 3 and r.out == 'out1\nout2\n' and r.err == 'err1\n',
+          'the caller gets the output: %d %r %r' % (r.returncode, r.out, r.err))
+    r = x.run('logs', 'fg')
+    check(r.out == 'out1\nout2\n' and r.err == 'err1\n', 'logs of a foreground run: %r %r' % (r.out, r.err))
+    # while it runs, too
+    p = popen(env, x, 'run', '--name', 'fg2', 'bb', 'sh', '-c', 'echo early; exec sleep 1000')
+    x.until('the early line in the log', lambda: x.run('logs', 'fg2', ok=None).out == 'early\n')
+    x.run('stop', '-t', '1', 'fg2')
+    out, _ = p.communicate(timeout=120 * SCALE)
+    check(out == b'early\n', 'the caller got it as well: %r' % out)
+    x.run('rm', 'fg', 'fg2')
+    check_clean(env, 'foreground logs')
+
+
+def test_lean_cli(env):
+    """strata run does not load libarchive or libcrypto (10-15 ms of
+    dynamic loading at every start): only the commands that use them do."""
+    x = Ctx(env)
+    image(env)
+    p = popen(env, x, 'run', '--name', 'lean', 'bb')
+    x.until('the foreground container to run', lambda: x.status('lean') == 'running')
+    pid = x.state('lean')['MonitorPid']
+    with open('/proc/%d/maps' % pid) as f:
+        maps = f.read()
+    x.run('rm', '-f', 'lean')
+    p.communicate(timeout=120 * SCALE)
+    check('libarchive' not in maps and 'libcrypto' not in maps,
+          'strata run maps: %r' % sorted(set(l.split()[-1] for l in maps.splitlines() if '.so' in l)))
+    check_clean(env, 'lean')
 
 
 def test_many(env):
@@ -397,6 +464,16 @@ def test_limits(env):
     if r.returncode == 125 and ('cgroup' in r.err or 'delegat' in r.err):
         raise Skip('no cgroup for limits here: ' + r.err.strip())
     check(r.returncode == 137, 'OOM-killed: 137, got %d %s' % (r.returncode, r.err))
+    # OOMKilled is the kernel's count in the container's memory cgroup,
+    # not a guess from 137
+    r = x.run('run', '--name', 'oom', '--memory', '32m', '--memory-swap', '32m', 'bb', 'sh', '-c',
+              'x=a; while :; do x="$x$x"; done', ok=None)
+    st = x.state('oom')
+    check(st['ExitCode'] == 137 and st['OOMKilled'] is True, 'an OOM kill in inspect: %r' % st)
+    r = x.run('run', '--name', 'k9', '--memory', '64m', 'bb', 'sh', '-c', 'kill -9 $$', ok=None)
+    st = x.state('k9')
+    check(st['ExitCode'] == 137 and st['OOMKilled'] is False, 'kill -9 under --memory is no OOM kill: %r' % st)
+    x.run('rm', 'oom', 'k9')
     cid = x.run('run', '-d', '--name', 'p', '--pids-limit', '20', 'bb').out.strip()
     remember(env, cid)
     r = x.run('exec', 'p', 'sh', '-c', 'i=0; while [ $i -lt 60 ]; do sleep 3 & i=$((i+1)); done 2>/dev/null', ok=None)
@@ -460,4 +537,5 @@ def test_rootless_map_message(env):
 if __name__ == '__main__':
     sys.exit(main([test_help, test_detached_lifecycle, test_stop_signal_and_kill, test_restart_policy,
                    test_rm_detached_and_foreground, test_kill9_monitor_and_cli, test_concurrent_cli, test_logs,
+                   test_foreground_logs, test_lean_cli,
                    test_many, test_published_port, test_limits, test_pause, test_rootless_map_message]))
