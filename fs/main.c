@@ -207,11 +207,9 @@ static void presize_fdtable(const struct sfs *fs)
 		want = (long)rl.rlim_cur;
 	if (want > 1L << 15)
 		want = 1L << 15;   /* 256 KiB of table; beyond, it grows when needed */
-	int fd = open("/", O_PATH | O_CLOEXEC);
+	_cleanup_close_ int fd = open("/", O_PATH | O_CLOEXEC);
 	if (fd >= 0 && want > fd + 1 && dup3(fd, (int)want - 1, O_CLOEXEC) >= 0)
 		close((int)want - 1);
-	if (fd >= 0)
-		close(fd);
 }
 
 /* One line of mountinfo: its mount point (unescaped) and device. */
@@ -281,8 +279,8 @@ static char *mountinfo_read(int fd)
  * /dev/fd/N, mounted by the caller wherever it likes. */
 static void mount_watch_open(struct sfs *fs, const char *mp)
 {
-	int fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
-	char *all = fd >= 0 ? mountinfo_read(fd) : NULL;
+	_cleanup_close_ int fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+	_cleanup_free_ char *all = fd >= 0 ? mountinfo_read(fd) : NULL;
 	bool found = false;
 
 	for (char *line = all, *next; line && *line; line = next) {
@@ -298,20 +296,17 @@ static void mount_watch_open(struct sfs *fs, const char *mp)
 			found = true;
 		}
 	}
-	free(all);
 	if (found) {
-		fs->mntinfo_fd = fd;
+		fs->mntinfo_fd = take_fd(&fd);
 		return;
 	}
 	sdebug("mount watch: %s not found in /proc/self/mountinfo; the daemon ends when the kernel ends the connection",
 	       mp);
-	if (fd >= 0)
-		close(fd);
 }
 
 bool mount_present(struct sfs *fs)
 {
-	char *all = mountinfo_read(fs->mntinfo_fd);
+	_cleanup_free_ char *all = mountinfo_read(fs->mntinfo_fd);
 	bool present = !all;   /* unknown: still there */
 
 	for (char *line = all, *next; line && *line && !present; line = next) {
@@ -322,7 +317,6 @@ bool mount_present(struct sfs *fs)
 		if (sscanf(line, "%*u %*u %u:%u", &maj, &min) == 2 && makedev(maj, min) == fs->mnt_dev)
 			present = true;
 	}
-	free(all);
 	return present;
 }
 

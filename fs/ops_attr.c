@@ -314,14 +314,10 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, s
 		if (fd >= 0 && !n->deleted)
 			r = ftruncate(fd, attr->st_size) < 0 ? -errno : 0;
 		else {
-			int tfd = openat(l.dirfd, l.name, O_WRONLY | O_CLOEXEC | (l.nofollow ? O_NOFOLLOW : 0));
-			if (tfd < 0)
+			_cleanup_close_ int tfd = openat(l.dirfd, l.name,
+							 O_WRONLY | O_CLOEXEC | (l.nofollow ? O_NOFOLLOW : 0));
+			if (tfd < 0 || ftruncate(tfd, attr->st_size) < 0)
 				r = -errno;
-			else {
-				if (ftruncate(tfd, attr->st_size) < 0)
-					r = -errno;
-				close(tfd);
-			}
 		}
 	}
 	if (r == 0 && kill && (r = kill_setid_at(fs, n, &l, req)) > 0)

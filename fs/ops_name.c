@@ -203,7 +203,8 @@ static int create_set_owner(struct sfs *fs, int dirfd, const char *name, int fd,
 static int create_obj(struct sfs *fs, fuse_req_t req, struct node *dir, const char *name, struct obj_spec *s,
 		      struct fuse_file_info *fi)
 {
-	int r, fd = -1;
+	int r;
+	_cleanup_close_ int fd = -1;   /* the new object, open when it is a file */
 	uid_t uid;
 	gid_t gid;
 	struct stat wst;
@@ -255,9 +256,6 @@ static int create_obj(struct sfs *fs, fuse_req_t req, struct node *dir, const ch
 		if (r == 0)
 			r = create_set_owner(fs, ufd, name, fd, uid, gid, mode);
 		if (r < 0) {
-			if (fd >= 0)
-				close(fd);
-			fd = -1;
 			if (r != -EEXIST)
 				unlinkat(ufd, name, s->kind == OBJ_DIR ? AT_REMOVEDIR : 0);
 			goto out;
@@ -273,10 +271,9 @@ static int create_obj(struct sfs *fs, fuse_req_t req, struct node *dir, const ch
 		if (r == 0)
 			r = create_set_owner(fs, fs->workfd, tmp, fd, uid, gid, mode);
 		if (r == 0 && opaque) {
-			int dfd = openat(fs->workfd, tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			_cleanup_close_ int dfd = openat(fs->workfd, tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+									 O_CLOEXEC);
 			r = dfd < 0 ? -errno : wh_set_opaque(dfd, &fs->whp);
-			if (dfd >= 0)
-				close(dfd);
 		}
 		if (r == 0) {
 			if (over_cwh && s->kind == OBJ_DIR) {
@@ -289,9 +286,6 @@ static int create_obj(struct sfs *fs, fuse_req_t req, struct node *dir, const ch
 			}
 		}
 		if (r < 0) {
-			if (fd >= 0)
-				close(fd);
-			fd = -1;
 			unlinkat(fs->workfd, tmp, s->kind == OBJ_DIR ? AT_REMOVEDIR : 0);
 			goto out;
 		}
@@ -303,9 +297,10 @@ static int create_obj(struct sfs *fs, fuse_req_t req, struct node *dir, const ch
 	node_dir_changed(fs, dir);
 	pthread_mutex_unlock(&dir->lock);
 	r = reply_new_entry(fs, req, dir, name, fi, fd);
-	/* mknod of a regular file opened it too, with no handle to keep it */
-	if ((r < 0 || !fi) && fd >= 0)
-		close(fd);
+	/* the handle keeps it; mknod of a regular file opened it too, with
+	 * no handle to keep it */
+	if (r == 0 && fi)
+		take_fd(&fd);
 	return r;
 out:
 	pthread_mutex_unlock(&dir->lock);
@@ -361,7 +356,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
  * that looks empty), so it can be removed or replaced. */
 static void clear_whiteouts(int parentfd, const char *name)
 {
-	int dfd = openat(parentfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	_cleanup_close_ int dfd = openat(parentfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (dfd < 0)
 		return;
 	DIR *d = fdopendir(dup(dfd));
@@ -371,16 +366,13 @@ static void clear_whiteouts(int parentfd, const char *name)
 			unlinkat(dfd, de->d_name, 0);
 	if (d)
 		closedir(d);
-	close(dfd);
 }
 
 static void set_opaque_at(struct sfs *fs, int parentfd, const char *name)
 {
-	int dfd = openat(parentfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (dfd >= 0) {
+	_cleanup_close_ int dfd = openat(parentfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dfd >= 0)
 		wh_set_opaque(dfd, &fs->whp);
-		close(dfd);
-	}
 }
 
 /* Remove what remove_entry moved aside to TMP in the workdir (a directory

@@ -137,11 +137,10 @@ int place_cpu_of(uint32_t tid)
 {
 	char path[64], b[1024];
 	snprintf(path, sizeof path, "/proc/%u/stat", tid);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -1;
 	ssize_t n = read(fd, b, sizeof b - 1);
-	close(fd);
 	if (n <= 0)
 		return -1;
 	b[n] = 0;

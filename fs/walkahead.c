@@ -410,7 +410,7 @@ struct dent {            /* what getdents64 returns */
  * its subdirectories while not too deep. */
 static void warm(struct sfs *fs, struct wa_item *it)
 {
-	int fd = openat(it->parent->fd, it->name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	_cleanup_close_ int fd = openat(it->parent->fd, it->name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return;
 	struct wa_batch sub;
@@ -439,7 +439,6 @@ static void warm(struct sfs *fs, struct wa_item *it)
 		}
 	}
 	wa_batch_end(&sub);
-	close(fd);
 }
 
 unsigned wa_busy(struct sfs *fs)

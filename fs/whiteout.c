@@ -1,4 +1,5 @@
 #include "whiteout.h"
+#include "err.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -147,11 +148,8 @@ int wh_write(int dirfd, const char *name, struct wh_policy *pol)
 	r = oci_name(oci, sizeof oci, name);
 	if (r < 0 || strlen(oci) > 255)
 		return -ENAMETOOLONG;
-	int fd = openat(dirfd, oci, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0000);
-	if (fd < 0)
-		return -errno;
-	close(fd);
-	return 0;
+	_cleanup_close_ int fd = openat(dirfd, oci, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0000);
+	return fd < 0 ? -errno : 0;
 }
 
 int wh_exists(int dirfd, const char *name)
@@ -209,9 +207,6 @@ int wh_set_opaque(int dirfd, const struct wh_policy *pol)
 	if (errno != ENOTSUP && errno != EPERM)
 		return -errno;
 	/* No xattrs on this upper: fall back to the OCI marker file. */
-	int fd = openat(dirfd, WH_OPQ_MARKER, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0000);
-	if (fd < 0)
-		return -errno;
-	close(fd);
-	return 0;
+	_cleanup_close_ int fd = openat(dirfd, WH_OPQ_MARKER, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0000);
+	return fd < 0 ? -errno : 0;
 }
