@@ -397,15 +397,15 @@ static void check_packed(struct checker *c, int dfd, const char *hex, const char
 				r == -ENOENT ? "missing" : "corrupt (its bytes do not match its key)");
 		}
 	}
-	pk_close(l);
 	_cleanup_close_ int tsfd = openat(dfd, "tar-split", O_RDONLY | O_CLOEXEC);
 	struct stat st;
 	if (tsfd >= 0) {
-		if (ts_regen(tsfd, NULL, NULL, NULL, what, NULL) < 0)
-			damaged(c, what, "its tar-split record is corrupt: it cannot be exported");
+		if (ts_regen(tsfd, l, NULL, NULL, what, NULL) < 0)
+			damaged(c, what, "its tar-split record is corrupt or does not match the layer: it cannot be exported");
 	} else if (fstatat(dfd, "blob", &st, 0) < 0) {
 		damaged(c, what, "it has neither a tar-split record nor a blob: it cannot be exported");
 	}
+	pk_close(l);
 	if (fstatat(dfd, "diff", &st, AT_SYMLINK_NOFOLLOW) == 0)
 		printf("note: %s: a dir-format tree is left beside the packed layer; `strata system migrate` removes it\n",
 		       what);

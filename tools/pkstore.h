@@ -59,8 +59,9 @@ void pkmap_close(struct pkmap *m);
 /* Section i's records and their count (bounds checked at pkmap_open). */
 const void *pkmap_sec(const struct pkmap *m, int i, size_t *count);
 
-/* Rebuild the tar from the record fd and layer l into sink (or, with l NULL
- * and sink NULL, only check the record's structure and checksum). Every
+/* Rebuild the tar from the record fd and layer l into sink (or, with sink
+ * NULL, only check the record's structure and checksum, and with l given
+ * that every referenced file is in the layer with its size). Every
  * body read from the layer is checked against the hash recorded at import.
  * *tar_size (or NULL) receives the bytes produced. what names the layer in
  * messages; NULL: report nothing (the import's own check). */

@@ -652,6 +652,22 @@ static int sink_file(struct pk_layer *l, const char *path, uint64_t size, const 
 	return 0;
 }
 
+/* The check's look at a reference: the file is there with that size. */
+static int ref_exists(struct pk_layer *l, const char *path, uint64_t size, const char *what)
+{
+	uint32_t ino;
+	struct pk_attr a;
+	int r = resolve(l, path, &ino);
+	if (r == 0)
+		r = pk_getattr(l, ino, &a);
+	if (r == 0 && (!S_ISREG(a.mode) || a.size != size))
+		r = -ESTALE;
+	if (r < 0 && what)
+		serr(r == -ESTALE ? -EIO : r, "check tar-split record of", what,
+		     "it names %s (%llu bytes), which the packed layer does not hold", path, (unsigned long long)size);
+	return r < 0 ? -EIO : 0;
+}
+
 int ts_regen(int fd, struct pk_layer *l, ts_sink sink, void *ctx, const char *what, uint64_t *tar_size)
 {
 	static const unsigned char zero[1 << 16];
@@ -735,6 +751,8 @@ int ts_regen(int fd, struct pk_layer *l, ts_sink sink, void *ctx, const char *wh
 				goto bad;
 			path[pl] = 0;
 			if (l && sink && (r = sink_file(l, path, n, key, sink, ctx, what)) < 0)
+				goto out;
+			if (l && !sink && (r = ref_exists(l, path, n, what)) < 0)
 				goto out;
 			out += n;
 			break;
