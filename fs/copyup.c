@@ -298,6 +298,7 @@ static int copyup_dir_in(struct sfs *fs, struct node *dir, struct node *p)
 	char tmp[64];
 	int r;
 	bool have;
+	_cleanup_close_ int nfd = -1;   /* the new upper directory, until dl[0] has it */
 
 	if ((r = copyup_dir(fs, p)) < 0)
 		return r;
@@ -336,7 +337,7 @@ static int copyup_dir_in(struct sfs *fs, struct node *dir, struct node *p)
 		r = -errno;
 		goto out;
 	}
-	int nfd = openat(fs->workfd, tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	nfd = openat(fs->workfd, tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (nfd < 0) {
 		r = -errno;
 		unlinkat(fs->workfd, tmp, AT_REMOVEDIR);
@@ -364,7 +365,6 @@ static int copyup_dir_in(struct sfs *fs, struct node *dir, struct node *p)
 		restore_times(ufd, &pst);
 	}
 	if (r < 0) {
-		close(nfd);
 		unlinkat(fs->workfd, tmp, AT_REMOVEDIR);
 		goto out;
 	}
@@ -374,7 +374,7 @@ static int copyup_dir_in(struct sfs *fs, struct node *dir, struct node *p)
 	struct dlayer *dl = malloc((n + 1) * sizeof *dl);
 	if (dl) {
 		dl[0].layer = 0;
-		dl[0].fd = nfd;
+		dl[0].fd = take_fd(&nfd);
 		dl[0].pino = 0;
 		dl[0].names = NULL;
 		for (unsigned i = 0; i < n; i++) {
@@ -391,7 +391,6 @@ static int copyup_dir_in(struct sfs *fs, struct node *dir, struct node *p)
 	}
 	pthread_rwlock_unlock(dir->dl_lock);
 	if (!dl) {
-		close(nfd);
 		r = -ENOMEM;
 		goto out;
 	}
@@ -421,9 +420,10 @@ static int copyup_metacopy_data(struct sfs *fs, struct node *n)
 		loc_put(&ul);
 		return r;
 	}
-	int src = dl.pino ? -1 : openat(dl.dirfd, dl.name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	_cleanup_close_ int src = dl.pino ? -1 : openat(dl.dirfd, dl.name,
+							 O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	/* an unlinked metacopy is reached through its /proc link: follow it */
-	int dst = openat(ul.dirfd, ul.name, O_WRONLY | O_CLOEXEC | (ul.nofollow ? O_NOFOLLOW : 0));
+	_cleanup_close_ int dst = openat(ul.dirfd, ul.name, O_WRONLY | O_CLOEXEC | (ul.nofollow ? O_NOFOLLOW : 0));
 	char cap[256];
 	ssize_t caplen = dst >= 0 ? fgetxattr(dst, "security.capability", cap, sizeof cap) : -1;
 	struct stat st;
@@ -461,10 +461,6 @@ static int copyup_metacopy_data(struct sfs *fs, struct node *n)
 		}
 		futimens(dst, ts);
 	}
-	if (src >= 0)
-		close(src);
-	if (dst >= 0)
-		close(dst);
 	loc_put(&ul);
 	loc_put(&dl);
 	if (r == 0) {
@@ -486,24 +482,18 @@ static int build_copy(struct sfs *fs, struct node *n, enum cu_how how, const str
 		/* O_NONBLOCK and a second look: a layer changed under us must
 		 * not make the daemon open a FIFO or a device */
 		const struct lower *lo = &fs->layers[src->layer].lo;
-		int in = -1;
+		_cleanup_close_ int in = -1;
 		if (!src->pino) {
 			in = openat(src->dirfd, src->name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 			struct stat ist;
 			if (in < 0)
 				return -errno;
-			if (fstat(in, &ist) < 0 || !S_ISREG(ist.st_mode) || ist.st_ino != st->st_ino) {
-				close(in);
+			if (fstat(in, &ist) < 0 || !S_ISREG(ist.st_mode) || ist.st_ino != st->st_ino)
 				return -EIO;
-			}
 		}
-		int out = openat(fs->workfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-		if (out < 0) {
-			r = -errno;
-			if (in >= 0)
-				close(in);
-			return r;
-		}
+		_cleanup_close_ int out = openat(fs->workfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (out < 0)
+			return -errno;
 		*meta = how == CU_META && fs->opts.metacopy && st->st_size > 0;
 		if (*meta) {
 			r = ftruncate(out, st->st_size) < 0 ? -errno : 0;
@@ -527,9 +517,6 @@ static int build_copy(struct sfs *fs, struct node *n, enum cu_how how, const str
 			struct timespec ts[2] = { st->st_atim, st->st_mtim };
 			futimens(out, ts);
 		}
-		if (in >= 0)
-			close(in);
-		close(out);
 		return r;
 	}
 	if (S_ISLNK(st->st_mode)) {

@@ -407,16 +407,19 @@ static void *queue_main(void *arg)
 	struct uring *ur = fs->ur;
 	tls_queue = q;
 
-	/* Serve the CPU whose clients this queue gets: the wake-ups stay
-	 * there. A CPU that cannot be used (offline) is served from anywhere. */
-	place_open(fs, &q->place, NULL);
-	place_home(&q->place, (int)q->qid);
-	keep_io_priority();
+	/* the ring first, while the thread still runs SCHED_OTHER: made
+	 * under ring_map_lock, which a thread gone SCHED_IDLE on a busy
+	 * machine would hold for long while the other queues wait */
 	int r = ring_init(&q->ring, DEPTH * 2 + 4);
 	if (r < 0) {
 		set_ready(q, r);
 		return NULL;
 	}
+	/* Serve the CPU whose clients this queue gets: the wake-ups stay
+	 * there. A CPU that cannot be used (offline) is served from anywhere. */
+	place_open(fs, &q->place, NULL);
+	place_home(&q->place, (int)q->qid);
+	keep_io_priority();
 	for (unsigned i = 0; i < DEPTH; i++)
 		cmd_sqe(q, &q->ents[i], UR_CMD_REGISTER);
 	arm_eventfd(q);
