@@ -275,7 +275,7 @@ int layers_open(struct sfs *fs)
 			return -EACCES;
 		}
 		fstat(u->fd, &ust);
-		int wfd = open(o->workdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		_cleanup_close_ int wfd = open(o->workdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		struct stat wst;
 		if (wfd < 0) {
 			int e = errno;
@@ -288,22 +288,17 @@ int layers_open(struct sfs *fs)
 			serr(EXDEV, "use work directory", o->workdir,
 			     "it is on another filesystem than upperdir %s; put both on the same one",
 			     o->upperdir);
-			close(wfd);
 			return -EXDEV;
 		}
 		r = check_overlaps(fs, u->fd, &ust, wfd, &wst);
-		if (r < 0) {
-			close(wfd);
+		if (r < 0)
 			return r;
-		}
 		if (mkdirat(wfd, "strata", 0700) < 0 && errno != EEXIST) {
 			int e = errno;
 			serr(e, "create", o->workdir, "strata-fs needs a writable workdir");
-			close(wfd);
 			return -e;
 		}
 		fs->workfd = openat(wfd, "strata", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		close(wfd);
 		if (fs->workfd < 0) {
 			int e = errno;
 			serr(e, "open", o->workdir, "remove the workdir's 'strata' entry and retry");

@@ -57,13 +57,11 @@ ssize_t xa_get(int dirfd, const char *name, const char *key, void *buf, size_t s
 		__atomic_store_n(&have_at, 0, __ATOMIC_RELAXED);
 	}
 	char p[64];
-	int fd = opath(dirfd, name, p, sizeof p);
+	_cleanup_close_ int fd = opath(dirfd, name, p, sizeof p);
 	if (fd < 0)
 		return fd;
 	ssize_t n = getxattr(p, key, buf, sz);
-	int e = errno;
-	close(fd);
-	return n < 0 ? -e : n;
+	return n < 0 ? -errno : n;
 }
 
 int xa_set(int dirfd, const char *name, const char *key, const void *v, size_t sz, int flags)
@@ -78,13 +76,11 @@ int xa_set(int dirfd, const char *name, const char *key, const void *v, size_t s
 		__atomic_store_n(&have_at, 0, __ATOMIC_RELAXED);
 	}
 	char p[64];
-	int fd = opath(dirfd, name, p, sizeof p);
+	_cleanup_close_ int fd = opath(dirfd, name, p, sizeof p);
 	if (fd < 0)
 		return fd;
 	int r = setxattr(p, key, v, sz, flags);
-	int e = errno;
-	close(fd);
-	return r < 0 ? -e : 0;
+	return r < 0 ? -errno : 0;
 }
 
 ssize_t xa_list(int dirfd, const char *name, char *buf, size_t sz)
@@ -100,13 +96,11 @@ ssize_t xa_list(int dirfd, const char *name, char *buf, size_t sz)
 		__atomic_store_n(&have_at, 0, __ATOMIC_RELAXED);
 	}
 	char p[64];
-	int fd = opath(dirfd, name, p, sizeof p);
+	_cleanup_close_ int fd = opath(dirfd, name, p, sizeof p);
 	if (fd < 0)
 		return fd;
 	ssize_t n = listxattr(p, buf, sz);
-	int e = errno;
-	close(fd);
-	return n < 0 ? -e : n;
+	return n < 0 ? -errno : n;
 }
 
 int xa_remove(int dirfd, const char *name, const char *key)
@@ -120,13 +114,11 @@ int xa_remove(int dirfd, const char *name, const char *key)
 		__atomic_store_n(&have_at, 0, __ATOMIC_RELAXED);
 	}
 	char p[64];
-	int fd = opath(dirfd, name, p, sizeof p);
+	_cleanup_close_ int fd = opath(dirfd, name, p, sizeof p);
 	if (fd < 0)
 		return fd;
 	int r = removexattr(p, key);
-	int e = errno;
-	close(fd);
-	return r < 0 ? -e : 0;
+	return r < 0 ? -errno : 0;
 }
 
 /* xattrs that carry layer bookkeeping: never shown through the merged view,
