@@ -147,9 +147,11 @@ int pk_xattr_at(const struct pk_layer *l, uint32_t ino, uint32_t i, const char *
  * at the end of the file) or -errno (-EIO for a damaged chunk, logged with
  * the layer file, the chunk and the file's path). */
 ssize_t pk_read(struct pk_layer *l, uint32_t ino, uint64_t off, size_t len, void *buf);
-/* Decompress the chunks covering [off, off + len) of file ino into the
- * cache without copying them anywhere: readahead for a sequential reader.
- * 0 or -errno (logged as pk_read logs). */
+/* Start decompressing the chunks covering [off, off + len) of file ino
+ * into the cache, on the cache's loader threads, and return: read-ahead for
+ * a sequential reader, whose pk_read of a chunk still loading waits for
+ * that load. 0, or -errno for a bad inode or extent (logged); a damaged
+ * chunk is left for pk_read to meet and log. */
 int pk_prefetch(struct pk_layer *l, uint32_t ino, uint64_t off, uint64_t len);
 /* Which 4 KiB blocks of chunk index idx of file ino were holes in the
  * source (bit i: block i); all of them for an extent with no chunk. */

@@ -2,33 +2,66 @@
  *
  * A hash table over an LRU list, bounded in bytes. Readers copy out of an
  * entry without holding the lock (the entry is pinned by a reference), and
- * decompress a missing chunk without it too: two readers missing the same
- * chunk at once both load it, and the second copy is dropped.
+ * load a missing chunk without it too. An entry being loaded is in the table
+ * already, marked loading, so every other reader of that chunk waits for the
+ * one load instead of reading and decompressing it again.
+ *
+ * Read-ahead (pk_cache_prefetch) is asynchronous: it puts a loading entry in
+ * the table and queues the load for a few loader threads, started on first
+ * use. A cold sequential reader then has many object files read from disk
+ * and decompressed at once, ahead of it, on every CPU, instead of one at a
+ * time on its own thread: the disk's latency, not its bandwidth, was what a
+ * cold read of a packed file waited on.
  */
 #include "pkint.h"
+
+#include "err.h"
 
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* Loader threads: object reads are mostly disk waits, so more than the
+ * CPUs; and queued read-ahead loads (more are dropped: it is a hint). */
+#define LOADERS 8
+#define QUEUE 256
+
 struct cent {
 	struct cent *hnext, *prev, *next;
 	uint64_t sdev, sino;
 	uint8_t key[16];
 	uint16_t suffix;
+	bool loading;              /* data not there yet: wait on loaded */
+	bool failed;               /* its load failed: out of the table, freed by the last ref */
 	uint32_t len;
 	int refs;
 	unsigned char data[];
 };
 
+struct job {
+	struct pk_store *st;
+	struct cent *e;            /* the loading entry, pinned by the job */
+	struct pk_chunk k;
+};
+
 struct pk_cache {
 	pthread_mutex_t mu;
+	pthread_cond_t loaded;     /* some entry stopped loading */
 	size_t max, used;
 	size_t nb;                 /* buckets, a power of two */
 	struct cent **b;
 	struct cent *head, *tail;  /* most recently used first */
 	uint64_t hits, misses, entries;
+
+	/* read-ahead loaders, all under mu */
+	pthread_cond_t work, idle;
+	struct job q[QUEUE];
+	size_t qhead, qn;
+	pthread_t th[LOADERS];
+	struct pk_store *busy[LOADERS];   /* the store each loader reads now */
+	int nth, started;
+	bool stop;
 };
 
 struct pk_cache *pk_cache_new(size_t max_bytes)
@@ -46,19 +79,38 @@ struct pk_cache *pk_cache_new(size_t max_bytes)
 		return NULL;
 	}
 	pthread_mutex_init(&c->mu, NULL);
+	pthread_cond_init(&c->loaded, NULL);
+	pthread_cond_init(&c->work, NULL);
+	pthread_cond_init(&c->idle, NULL);
 	return c;
 }
+
+static void drop_job(struct pk_cache *c, struct job *j);
 
 void pk_cache_free(struct pk_cache *c)
 {
 	if (!c)
 		return;
+	pthread_mutex_lock(&c->mu);
+	c->stop = true;
+	while (c->qn) {
+		drop_job(c, &c->q[c->qhead]);
+		c->qhead = (c->qhead + 1) % QUEUE;
+		c->qn--;
+	}
+	pthread_cond_broadcast(&c->work);
+	pthread_mutex_unlock(&c->mu);
+	for (int i = 0; i < c->nth; i++)
+		pthread_join(c->th[i], NULL);
 	for (struct cent *e = c->head, *n; e; e = n) {
 		n = e->next;
 		free(e);
 	}
 	free(c->b);
 	pthread_mutex_destroy(&c->mu);
+	pthread_cond_destroy(&c->loaded);
+	pthread_cond_destroy(&c->work);
+	pthread_cond_destroy(&c->idle);
 	free(c);
 }
 
@@ -113,6 +165,19 @@ static void lru_front(struct pk_cache *c, struct cent *e)
 		c->tail = e;
 }
 
+/* Take e out of the table (its memory stays until its last ref is put). */
+static void unhash(struct pk_cache *c, struct cent *e)
+{
+	size_t s = slot(c, e->sdev, e->sino, e->key, e->suffix);
+	struct cent **pp = &c->b[s];
+	while (*pp != e)
+		pp = &(*pp)->hnext;
+	*pp = e->hnext;
+	lru_unlink(c, e);
+	c->used -= e->len;
+	c->entries--;
+}
+
 /* Drop unpinned entries from the cold end until the cache fits. */
 static void evict(struct pk_cache *c)
 {
@@ -120,18 +185,57 @@ static void evict(struct pk_cache *c)
 	while (c->used > c->max && e) {
 		struct cent *p = e->prev;
 		if (!e->refs) {
-			size_t s = slot(c, e->sdev, e->sino, e->key, e->suffix);
-			struct cent **pp = &c->b[s];
-			while (*pp != e)
-				pp = &(*pp)->hnext;
-			*pp = e->hnext;
-			lru_unlink(c, e);
-			c->used -= e->len;
-			c->entries--;
+			unhash(c, e);
 			free(e);
 		}
 		e = p;
 	}
+}
+
+static void put(struct pk_cache *c, struct cent *e)
+{
+	if (--e->refs == 0 && e->failed)
+		free(e);
+	else if (c->used > c->max)
+		evict(c);
+}
+
+/* A new loading entry for k, in the table, pinned once; NULL without memory. */
+static struct cent *insert_loading(struct pk_cache *c, size_t s, uint64_t sdev, uint64_t sino,
+				   const struct pk_chunk *k)
+{
+	struct cent *n = malloc(sizeof *n + (k->ulen ? k->ulen : 1));
+	if (!n)
+		return NULL;
+	memcpy(n->key, k->key, 16);
+	n->suffix = k->suffix;
+	n->sdev = sdev;
+	n->sino = sino;
+	n->len = k->ulen;
+	n->refs = 1;
+	n->loading = true;
+	n->failed = false;
+	n->prev = n->next = NULL;
+	n->hnext = c->b[s];
+	c->b[s] = n;
+	lru_front(c, n);
+	c->used += n->len;
+	c->entries++;
+	evict(c);
+	return n;
+}
+
+/* The load of loading entry e ended with r: wake its waiters. */
+static void loaded(struct pk_cache *c, struct cent *e, int r)
+{
+	e->loading = false;
+	if (r < 0) {
+		/* the waiters load it themselves and report the error with
+		 * what they know (the layer, the file) */
+		unhash(c, e);
+		e->failed = true;
+	}
+	pthread_cond_broadcast(&c->loaded);
 }
 
 int pk_cache_read(struct pk_cache *c, struct pk_store *st, uint64_t sdev, uint64_t sino,
@@ -143,52 +247,127 @@ int pk_cache_read(struct pk_cache *c, struct pk_store *st, uint64_t sdev, uint64
 	pthread_mutex_lock(&c->mu);
 	struct cent *e = find(c, s, sdev, sino, k);
 	if (e) {
-		c->hits++;
 		e->refs++;
-		lru_unlink(c, e);
-		lru_front(c, e);
-	} else
-		c->misses++;
-	pthread_mutex_unlock(&c->mu);
-
+		while (e->loading)
+			pthread_cond_wait(&c->loaded, &c->mu);
+		if (e->failed) {
+			put(c, e);
+			e = NULL;
+		} else {
+			c->hits++;
+			lru_unlink(c, e);
+			lru_front(c, e);
+		}
+	}
 	if (!e) {
-		struct cent *n = malloc(sizeof *n + (k->ulen ? k->ulen : 1));
-		if (!n)
-			return -ENOMEM;
-		int r = pk_store_get(st, k, n->data);
-		if (r < 0) {
-			free(n);
+		c->misses++;
+		/* a failed load is not put back in the table: this reader
+		 * loads its own copy (and sees the error itself) */
+		struct cent *n = find(c, s, sdev, sino, k) ? NULL : insert_loading(c, s, sdev, sino, k);
+		pthread_mutex_unlock(&c->mu);
+		if (!n) {
+			_cleanup_free_ unsigned char *tmp = malloc(k->ulen ? k->ulen : 1);
+			if (!tmp)
+				return -ENOMEM;
+			int r = pk_store_get(st, k, tmp);
+			if (r == 0 && len)
+				memcpy(dst, tmp + off, len);
 			return r;
 		}
-		memcpy(n->key, k->key, 16);
-		n->suffix = k->suffix;
-		n->sdev = sdev;
-		n->sino = sino;
-		n->len = k->ulen;
-		n->refs = 1;
-		n->prev = n->next = NULL;
+		int r = pk_store_get(st, k, n->data);
 		pthread_mutex_lock(&c->mu);
-		e = find(c, s, sdev, sino, k);
-		if (e) {
-			e->refs++;
-			free(n);
-		} else {
-			e = n;
-			e->hnext = c->b[s];
-			c->b[s] = e;
-			lru_front(c, e);
-			c->used += e->len;
-			c->entries++;
-			evict(c);
+		loaded(c, n, r);
+		if (r < 0) {
+			put(c, n);
+			pthread_mutex_unlock(&c->mu);
+			return r;
 		}
-		pthread_mutex_unlock(&c->mu);
+		e = n;
 	}
+	pthread_mutex_unlock(&c->mu);
 	if (len)
 		memcpy(dst, e->data + off, len);
 	pthread_mutex_lock(&c->mu);
-	e->refs--;
-	if (c->used > c->max)
-		evict(c);
+	put(c, e);
 	pthread_mutex_unlock(&c->mu);
 	return 0;
+}
+
+/* A queued load that will not run: its entry goes. Called with mu held. */
+static void drop_job(struct pk_cache *c, struct job *j)
+{
+	loaded(c, j->e, -ECANCELED);
+	put(c, j->e);
+}
+
+static void *loader(void *arg)
+{
+	struct pk_cache *c = arg;
+	pthread_mutex_lock(&c->mu);
+	int me = c->started++;
+	for (;;) {
+		while (!c->qn && !c->stop)
+			pthread_cond_wait(&c->work, &c->mu);
+		if (c->stop)
+			break;
+		struct job j = c->q[c->qhead];
+		c->qhead = (c->qhead + 1) % QUEUE;
+		c->qn--;
+		c->busy[me] = j.st;
+		pthread_mutex_unlock(&c->mu);
+		int r = pk_store_get(j.st, &j.k, j.e->data);
+		pthread_mutex_lock(&c->mu);
+		loaded(c, j.e, r);
+		put(c, j.e);
+		c->busy[me] = NULL;
+		pthread_cond_broadcast(&c->idle);
+	}
+	pthread_mutex_unlock(&c->mu);
+	return NULL;
+}
+
+int pk_cache_prefetch(struct pk_cache *c, struct pk_store *st, uint64_t sdev, uint64_t sino,
+		      const struct pk_chunk *k)
+{
+	size_t s = slot(c, sdev, sino, k->key, k->suffix);
+	pthread_mutex_lock(&c->mu);
+	if (c->stop || c->qn == QUEUE || find(c, s, sdev, sino, k)) {
+		pthread_mutex_unlock(&c->mu);
+		return 0;
+	}
+	while (c->nth < LOADERS) {
+		if (pthread_create(&c->th[c->nth], NULL, loader, c))
+			break;
+		c->nth++;
+	}
+	struct cent *e = c->nth ? insert_loading(c, s, sdev, sino, k) : NULL;
+	if (e) {
+		c->q[(c->qhead + c->qn) % QUEUE] = (struct job){ st, e, *k };
+		c->qn++;
+		pthread_cond_signal(&c->work);
+	}
+	pthread_mutex_unlock(&c->mu);
+	return 0;
+}
+
+void pk_cache_forget(struct pk_cache *c, struct pk_store *st)
+{
+	pthread_mutex_lock(&c->mu);
+	size_t kept = 0;
+	for (size_t i = 0; i < c->qn; i++) {
+		struct job *j = &c->q[(c->qhead + i) % QUEUE];
+		if (j->st == st)
+			drop_job(c, j);
+		else
+			c->q[(c->qhead + kept++) % QUEUE] = *j;
+	}
+	c->qn = kept;
+	for (bool busy = true; busy;) {
+		busy = false;
+		for (int i = 0; i < c->nth; i++)
+			busy |= c->busy[i] == st;
+		if (busy)
+			pthread_cond_wait(&c->idle, &c->mu);
+	}
+	pthread_mutex_unlock(&c->mu);
 }

@@ -10,6 +10,16 @@
 int pk_cache_read(struct pk_cache *cache, struct pk_store *s, uint64_t sdev, uint64_t sino,
 		  const struct pk_chunk *c, uint32_t off, uint32_t len, void *dst);
 
+/* Start loading chunk c into the cache on a loader thread, unless it is
+ * there or on its way (a reader of it then waits for that load). A hint:
+ * dropped when too many loads are queued; a failed load is left for the
+ * reader to meet and report. */
+int pk_cache_prefetch(struct pk_cache *cache, struct pk_store *s, uint64_t sdev, uint64_t sino,
+		      const struct pk_chunk *c);
+/* Cancel the queued loads from store s and wait for those running: before
+ * s is closed. */
+void pk_cache_forget(struct pk_cache *cache, struct pk_store *s);
+
 /* The store's directory fd. */
 int pk_store_dirfd(const struct pk_store *s);
 

@@ -212,6 +212,8 @@ void pk_close(struct pk_layer *l)
 		return;
 	if (l->own_cache)
 		pk_cache_free(l->cache);
+	else if (l->cache && l->store)
+		pk_cache_forget(l->cache, l->store);
 	pk_store_close(l->store);
 	munmap((void *)l->map, l->size);
 	free(l->path);
@@ -596,9 +598,7 @@ int pk_prefetch(struct pk_layer *l, uint32_t ino, uint64_t off, uint64_t len)
 			return r;
 		if (c == PK_HOLE)
 			continue;
-		r = pk_cache_read(l->cache, l->store, l->sdev, l->sino, &l->chunks[c], 0, 0, NULL);
-		if (r < 0)
-			return chunk_failed(l, ino, c, r);
+		pk_cache_prefetch(l->cache, l->store, l->sdev, l->sino, &l->chunks[c]);
 	}
 	return 0;
 }

@@ -308,6 +308,19 @@ static void test_damaged_chunk(void **state)
 	close(fd);
 	unsigned char *out = malloc(200000);
 	assert_int_equal(pk_read(l, f, 0, 200000, out), -EIO);
+	/* read-ahead of the damaged chunk fails on a loader thread: the
+	 * reader still gets EIO, every time, and never the bad bytes */
+	struct pk_cache *c = pk_cache_new(8 * PK_CHUNK_SIZE);
+	struct pk_layer *l2;
+	char L[512];
+	snprintf(L, sizeof L, "%s/L", top);
+	assert_int_equal(pk_open(L, NULL, c, &l2), 0);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(pk_prefetch(l2, f, 0, 200000), 0);
+		assert_int_equal(pk_read(l2, f, 0, 200000, out), -EIO);
+	}
+	pk_close(l2);
+	pk_cache_free(c);
 	pk_close(l);
 	free(out);
 	free(data);
@@ -465,7 +478,8 @@ static void test_cache_threads(void **state)
 	pk_cache_stats(c, &cs);
 	assert_true(cs.bytes <= 3 * PK_CHUNK_SIZE);
 	assert_true(cs.hits > 0 && cs.misses > 0);
-	/* Readahead: what was prefetched is read without a miss. */
+	/* Readahead: what was prefetched is read without a miss (a load still
+	 * running is waited for). */
 	assert_int_equal(pk_prefetch(l, r[0].ino, 5 * PK_CHUNK_SIZE, 2 * PK_CHUNK_SIZE), 0);
 	pk_cache_stats(c, &cs);
 	unsigned char *buf = malloc(2 * PK_CHUNK_SIZE);
@@ -474,6 +488,16 @@ static void test_cache_threads(void **state)
 	pk_cache_stats(c, &cs2);
 	assert_int_equal(cs2.misses, cs.misses);
 	free(buf);
+	/* closed with read-ahead queued and running: the loads of its store
+	 * are cancelled or waited for, none outlives it */
+	assert_int_equal(pk_prefetch(l, r[0].ino, 0, 800000), 0);
+	pk_close(l);
+	assert_int_equal(pk_open(L, NULL, c, &l), 0);
+	assert_int_equal(pk_prefetch(l, r[0].ino, 0, 800000), 0);
+	unsigned char *all = malloc(800000);
+	assert_int_equal(pk_read(l, r[0].ino, 0, 800000, all), 800000);
+	assert_memory_equal(all, data, 800000);
+	free(all);
 	pk_close(l);
 	pk_cache_free(c);
 	free(data);
