@@ -45,6 +45,42 @@ static int check_dir(const char *path, const char *what, char **out, struct stra
 	return 0;
 }
 
+/* The first bytes of a packed layer file (pack/pkformat.h's PK_MAGIC; the
+ * runtime does not link the pack library). strata-fs checks the rest of
+ * the file when it maps it; here only the kind of lower is told. */
+#define PACKED_LAYER_MAGIC "STRATAPK"
+
+/* A lower layer is a directory or a packed layer file. The file is opened
+ * without blocking (a FIFO planted in its place must not hang the
+ * launcher) and only its magic is read. */
+static int check_lower(const char *path, char **out, struct strata_error *err)
+{
+	const char *what = "each layer of --lowerdir";
+	struct stat st;
+	_cleanup_free_ char *abs = realpath(path, NULL);
+
+	if (!abs || stat(abs, &st) < 0)
+		return rt_err(err, errno, "open", path, "%s must be an existing directory or packed layer file", what);
+	if (S_ISDIR(st.st_mode))
+		return check_dir(abs, what, out, err);
+	if (!S_ISREG(st.st_mode))
+		return rt_errx(err, ENOTDIR, "use", path, "%s must be a directory or a packed layer file", what);
+	_cleanup_close_ int fd = open(abs, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | O_NOFOLLOW);
+	if (fd < 0)
+		return rt_err(err, errno, "open", path, "%s must be readable by the user running the container", what);
+	char head[sizeof PACKED_LAYER_MAGIC - 1];
+	ssize_t n = pread(fd, head, sizeof head, 0);
+	if (n < 0)
+		return rt_err(err, errno, "read", path, "%s: cannot read the file", what);
+	if (n != (ssize_t)sizeof head || memcmp(head, PACKED_LAYER_MAGIC, sizeof head))
+		return rt_errx(err, EINVAL, "use", path, "%s must be a directory or a packed layer file (strata pack)", what);
+	if (strpbrk(abs, ",:"))
+		return rt_errx(err, EINVAL, "use", path, "%s must have a path without ',' or ':'", what);
+	*out = abs;
+	abs = NULL;
+	return 0;
+}
+
 static int check_lowerdir(const char *spec, char **out, struct strata_error *err)
 {
 	_cleanup_free_ char *copy = strdup(spec);
@@ -55,7 +91,7 @@ static int check_lowerdir(const char *spec, char **out, struct strata_error *err
 		return -ENOMEM;
 	for (char *d = strtok_r(copy, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
 		char *abs;
-		int r = check_dir(d, "each layer of --lowerdir", &abs, err);
+		int r = check_lower(d, &abs, err);
 		if (r < 0) {
 			free(joined);
 			return r;

@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""Containers over a packed store (STRATA_STORE_FORMAT=packed): the launcher
+takes the store's layer.pk files as lower layers and strata-fs mounts them.
+run (files of every layer, a user from the image's /etc/passwd), run -d
+and exec, commit and diff, a build with RUN steps, and a store moved to
+another path (each layer finds its chunk store relative to itself); the
+store checks clean after each. As --user the rootless daemon reads the
+packed layers.
+
+usage: test_packrun.py STRATA [--user] [TEST...]"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from strata_t import Fail, check, entry, make_tar, oci_layout, busybox_layer, dev_wrap, main
+
+os.environ['STRATA_STORE_FORMAT'] = 'packed'
+SCALE = max(1, int(os.environ.get('STRATA_TEST_SCALE', '1')))
+
+
+def image(env):
+    """Three layers, each with a file of its own; the top one adds a user
+    and removes a file of the bottom one."""
+    mid = [entry('etc/conf', data=b'k=v\n'), entry('data', 'dir'), entry('data/big', data=bytes(range(256)) * 1024),
+           entry('dev', 'dir'), entry('proc', 'dir'), entry('sys', 'dir')]
+    top = [entry('etc/passwd', data=b'root:x:0:0::/:/bin/sh\napp:x:1000:1000::/:/bin/sh\n'),
+           entry('etc/group', data=b'root:x:0:\napp:x:1000:\n'),
+           entry('etc/top', data=b'top\n'), entry('etc/.wh.hello')]
+    oci_layout(env.path('img'), [(busybox_layer(), 'gzip'), (make_tar(mid), 'gzip'), (make_tar(top), 'gzip')],
+               config={'Env': ['PATH=/bin'], 'Cmd': ['sh']})
+    env.give()
+    env.run('import', 'oci:' + env.path('img'), 'pk:1')
+    layers = env.json('inspect', 'pk:1')['layers']
+    for l in layers:
+        check(l['path'].endswith('/layer.pk') and os.path.isfile(l['path']),
+              'the store keeps packed layers: %r' % l['path'])
+
+
+def store_checks_clean(env, what):
+    r = env.run('system', 'check', ok=None)
+    check(r.returncode == 0, '%s: system check: %s %s' % (what, r.out, r.err))
+
+
+READ_ALL = 'cat /etc/conf /etc/top; test -e /etc/hello || echo no-hello; md5sum /data/big | cut -c1-8; busybox | head -1 | cut -c1-7'
+
+
+def test_run_commit_diff(env):
+    w = dev_wrap(env)
+    image(env)
+    r = env.run('run', '--rm', 'pk:1', '--', 'sh', '-c', READ_ALL, wrap=w)
+    check(r.out.startswith('k=v\ntop\nno-hello\n') and r.out.endswith('BusyBox\n'),
+          'files of every layer, the whiteout applied: %r %s' % (r.out, r.err))
+    r = env.run('run', '--rm', '--user', 'app', 'pk:1', '--', 'sh', '-c', 'id -u; id -g', wrap=w, ok=None)
+    if env.user and r.returncode:
+        check('map' in r.err or 'uid' in r.err.lower(), 'rootless --user explains: %s' % r.err)
+    else:
+        check(r.out == '1000\n1000\n', 'user from the packed /etc/passwd: %r %s' % (r.out, r.err))
+
+    env.run('create', '--name', 'c', 'pk:1', '--', 'sh', '-c',
+            'echo new > /etc/new && rm /etc/conf && echo more >> /data/big && mkdir /made', wrap=w)
+    check(env.run('start', '-a', 'c', wrap=w).returncode == 0, 'the container ran')
+    d = {(x['kind'], x['path']) for x in json.loads(env.run('diff', 'c', '--json', wrap=w).out)}
+    for want in (('A', '/etc/new'), ('D', '/etc/conf'), ('C', '/data/big'), ('A', '/made')):
+        check(want in d, 'container diff has %r: %r' % (want, d))
+    env.run('commit', 'c', 'pk:2')
+    top = env.json('inspect', 'pk:2')['layers'][-1]['path']
+    check(top.endswith('/layer.pk'), 'commit writes a packed layer: %s' % top)
+    r = env.run('run', '--rm', 'pk:2', '--', 'sh', '-c',
+                'cat /etc/new /etc/top; test -e /etc/conf || echo no-conf; tail -c 5 /data/big', wrap=w)
+    check(r.out == 'new\ntop\nno-conf\nmore\n', 'the committed image over packed layers: %r %s' % (r.out, r.err))
+    d = {(x['kind'], x['path']) for x in json.loads(env.run('diff', 'pk:2', 'pk:1', '--json').out)}
+    # as for plain layers: what the second image has that the first lacks
+    check(('D', '/etc/new') in d and ('A', '/etc/conf') in d and ('D', '/made') in d, 'image diff: %r' % d)
+    r = env.run('run', '--rm', 'pk:1', '--', 'sh', '-c', READ_ALL, wrap=w)
+    check(r.out.startswith('k=v\ntop\nno-hello\n'), 'the base image unchanged: %r' % r.out)
+    env.run('rm', 'c')
+    store_checks_clean(env, 'after run, commit and diff')
+
+
+def test_detached_exec(env):
+    w = dev_wrap(env)
+    image(env)
+    cid = env.run('run', '-d', '--name', 'd', 'pk:1', '--', 'sleep', '1000', wrap=w).out.strip()
+    check(len(cid) == 64, 'run -d prints the id: %r' % cid)
+    try:
+        r = env.run('exec', 'd', 'sh', '-c', 'cat /etc/top /etc/conf; echo x > /tmp/x; cat /tmp/x', wrap=w)
+        check(r.out == 'top\nk=v\nx\n', 'exec reads the packed layers and writes: %r %s' % (r.out, r.err))
+        d = {(x['kind'], x['path']) for x in json.loads(env.run('diff', 'd', '--json', wrap=w).out)}
+        check(('A', '/tmp/x') in d, 'diff of the running container: %r' % d)
+    finally:
+        env.run('stop', '-t', str(10 * SCALE), 'd', wrap=w, timeout=120 * SCALE)
+    env.run('rm', 'd')
+    store_checks_clean(env, 'after run -d and exec')
+
+
+def test_build_run(env):
+    w = dev_wrap(env, tun=True)
+    image(env)
+    ctx = env.path('ctx')
+    os.makedirs(ctx)
+    with open(os.path.join(ctx, 'Containerfile'), 'w') as f:
+        f.write('FROM pk:1\nRUN cat /etc/top /etc/conf > /etc/both && rm /etc/top\n'
+                'COPY file /etc/copied\nRUN cat /etc/copied >> /etc/both\n')
+    with open(os.path.join(ctx, 'file'), 'w') as f:
+        f.write('copied\n')
+    env.give()
+    r = env.run('build', '-t', 'built:1', ctx, wrap=w, timeout=600 * SCALE)
+    r = env.run('run', '--rm', 'built:1', '--', 'sh', '-c', 'cat /etc/both; test -e /etc/top || echo no-top', wrap=w)
+    check(r.out == 'top\nk=v\ncopied\nno-top\n', 'RUN steps over packed layers: %r %s' % (r.out, r.err))
+    for l in env.json('inspect', 'built:1')['layers']:
+        check(l['path'].endswith('/layer.pk'), 'the build writes packed layers: %s' % l['path'])
+    store_checks_clean(env, 'after a build')
+
+
+def test_moved_store(env):
+    """Each layer names its chunk store relative to itself: a store moved
+    (or copied) elsewhere keeps working."""
+    w = dev_wrap(env)
+    image(env)
+    pk = env.json('inspect', 'pk:1')['layers'][0]['path']
+    with open(pk, 'rb') as f:
+        meta = f.read()
+    check(env.store.encode() not in meta, 'a layer file does not record the store path')
+    moved = env.path('moved')
+    os.rename(env.store, moved)
+    copy = env.path('copy')
+    subprocess.run(['cp', '-a', moved, copy], check=True)
+    env.store = moved
+    r = env.run('run', '--rm', 'pk:1', '--', 'sh', '-c', READ_ALL, wrap=w)
+    check(r.out.startswith('k=v\ntop\nno-hello\n'), 'the moved store runs: %r %s' % (r.out, r.err))
+    store_checks_clean(env, 'moved store')
+    shutil.rmtree(moved)
+    env.store = copy
+    env.run('export', 'pk:1', 'oci:' + env.path('out') + ':x')
+    r = env.run('run', '--rm', 'pk:1', '--', 'sh', '-c', READ_ALL, wrap=w)
+    check(r.out.startswith('k=v\ntop\nno-hello\n'), 'a copy of the store runs: %r %s' % (r.out, r.err))
+    store_checks_clean(env, 'copied store')
+
+
+def test_not_a_layer(env):
+    """The launcher takes a lower that is a packed layer file, not any file."""
+    w = dev_wrap(env)
+    image(env)
+    rt = os.path.join(os.path.dirname(env.strata), '..', 'runtime', 'strata-run')
+    if not os.path.exists(rt):
+        return
+    bogus = env.path('bogus.pk')
+    with open(bogus, 'wb') as f:
+        f.write(b'NOTAPACK' + bytes(100))
+    os.mkfifo(env.path('fifo'))
+    env.give()
+    for lower, why in ((bogus, 'packed layer file'), (env.path('fifo'), 'packed layer file')):
+        argv = env.wrap([rt, '--lowerdir', lower, '--', '/bin/sh', '-c', 'true'])
+        if w:
+            argv = w(argv)
+        r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60 * SCALE)
+        err = r.stderr.decode(errors='replace')
+        check(r.returncode != 0 and why in err and lower in err, 'refused %s: %d %s' % (lower, r.returncode, err))
+
+
+if __name__ == '__main__':
+    sys.exit(main([test_run_commit_diff, test_detached_exec, test_build_run, test_not_a_layer]))
