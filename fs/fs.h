@@ -144,7 +144,7 @@ struct node {
 	 * ENODATA without a system call (lower layers never change) */
 	bool xa_none;
 	bool metacopy;           /* [A; L] the upper holds metadata only */
-	bool pt_used;            /* [P] written behind the kernel's page cache once */
+	bool pt_used;            /* [A; P] written behind the kernel's page cache once */
 };
 
 /* ---- the mount ------------------------------------------------------- */

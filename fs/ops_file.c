@@ -121,7 +121,7 @@ int fh_new(struct sfs *fs, struct node *n, int fd, int flags, struct fuse_file_i
 	h->pt_id = pt_open(fs, n, fd, flags, &h->pt_counted);
 	/* lower data never changes; upper data changes only through us,
 	 * unless it was written through a backing file behind the cache */
-	fi->keep_cache = !h->pt_id && !n->pt_used;
+	fi->keep_cache = !h->pt_id && !__atomic_load_n(&n->pt_used, __ATOMIC_RELAXED);
 	/* FLUSH would only release locks, which the kernel keeps itself;
 	 * where the writeback cache makes the kernel send it anyway, libfuse
 	 * answers ENOSYS (no flush operation) and the kernel stops asking:
@@ -301,7 +301,7 @@ static int fh_current(struct sfs *fs, struct fh *h)
 /* How far ahead of a sequential reader of a packed file chunks are
  * decompressed: the kernel's own read-ahead asks for 128 KiB..1 MiB at a
  * time, so the next requests find their chunks in the cache. */
-#define PK_AHEAD (4u << 20)
+#define PK_AHEAD (1u << 20)
 
 static void read_packed(struct sfs *fs, fuse_req_t req, struct fh *h, uint32_t layer, uint32_t pino, size_t size, off_t off)
 {

@@ -235,7 +235,7 @@ int pt_open(struct sfs *fs, struct node *n, int fd, int flags, bool *counted)
 		}
 		if (n->backing_id > 0) {
 			n->pt_opens++;
-			n->pt_used = true;
+			__atomic_store_n(&n->pt_used, true, __ATOMIC_RELAXED);
 			id = n->backing_id;
 		}
 	}
