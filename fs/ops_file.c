@@ -301,7 +301,7 @@ static int fh_current(struct sfs *fs, struct fh *h)
 /* How far ahead of a sequential reader of a packed file chunks are
  * decompressed: the kernel's own read-ahead asks for 128 KiB..1 MiB at a
  * time, so the next requests find their chunks in the cache. */
-#define PK_AHEAD (1u << 20)
+#define PK_AHEAD (4u << 20)
 
 static void read_packed(struct sfs *fs, fuse_req_t req, struct fh *h, uint32_t layer, uint32_t pino, size_t size, off_t off)
 {
