@@ -65,8 +65,14 @@ static int parse(int argc, char **argv, struct exec_opts *o)
 			o->user = v;
 		else if (IS("-w") || IS("--workdir"))
 			o->cwd = v;
-		else if (IS("-e") || IS("--env"))
+		else if ((IS("-e") || IS("--env")) && strchr(v, '='))
 			json_array_append_new(o->env, json_string(v));
+		else if (IS("-e") || IS("--env")) {
+			/* -e NAME: the caller's value, or nothing, as docker */
+			const char *val = getenv(v);
+			if (val)
+				json_array_append_new(o->env, json_pack("s++", v, "=", val));
+		}
 		else {
 			susage("exec: unknown option %s (see strata exec --help)", a);
 			return -EINVAL;

@@ -96,9 +96,19 @@ static int copt_set(struct copts *o, const struct copt *t, const char *v)
 		o->name = v;
 	} else if (t->kind == O_LIST) {
 		json_t *a = json_object_get(o->opts, t->key);
+		char *kv = NULL;
+		/* -e NAME, as docker: the caller's value, or nothing when the
+		 * caller has none */
+		if (!strcmp(t->key, "env") && !strchr(v, '=')) {
+			const char *val = getenv(v);
+			if (!val || asprintf(&kv, "%s=%s", v, val) < 0)
+				return 0;
+			v = kv;
+		}
 		if (!a)
 			json_object_set_new(o->opts, t->key, a = json_array());
 		json_array_append_new(a, json_string(v));
+		free(kv);
 	} else {
 		json_object_set_new(o->opts, t->key, json_string(v));
 	}
@@ -255,6 +265,10 @@ static int create(struct store *s, struct copts *o, char id[65], json_t **recp, 
 	json_t *c = json_pack("{s:s,s:s,s:s,s:s,s:o,s:s,s:O}", "id", id, "name", o->name ? o->name : name,
 			      "image", digest, "image_ref", o->image, "command", cmd, "created", now,
 			      "options", o->opts);
+	/* for inspect's Config.ExposedPorts without reading the image again */
+	json_t *exposed = json_object_get(json_object_get(cfg, "config"), "ExposedPorts");
+	if (json_is_object(exposed))
+		json_object_set(c, "exposed_ports", exposed);
 	r = container_save(s, id, c, !json_is_true(json_object_get(o->opts, "rm")));
 	if (r < 0) {
 		snprintf(p, sizeof p, "containers/%s", id);

@@ -297,7 +297,10 @@ int ctr_lock(struct ctr *c)
 {
 	if (c->lockfd >= 0)
 		return 0;
-	c->lockfd = openat(c->dirfd, "lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	/* The directory itself is locked: no lock file to create (one
+	 * journalled create less for every run --rm), and a removed
+	 * container cannot be opened any more. */
+	c->lockfd = openat(c->dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (c->lockfd < 0) {
 		int r = -errno;
 		if (r == -ENOENT)
@@ -467,6 +470,66 @@ void ctr_status_text(const struct ctr *c, char *buf, size_t len)
 		snprintf(buf, len, "%s", ctr_status_name(st));
 }
 
+/* docker inspect's HostConfig and NetworkSettings.Ports, from the
+ * options in the record (checked when the container was made). */
+static void describe_docker(json_t *o)
+{
+	json_t *opts = json_object_get(o, "options");
+	json_t *hc = json_object(), *ports = json_object();
+	const char *v;
+#ifdef STRATA_HAVE_RUNTIME
+	struct strata_error e;
+	long long n, quota, period;
+	if ((v = json_string_value(json_object_get(opts, "memory"))) && strata_parse_size(v, &n, &e) == 0)
+		json_object_set_new(hc, "Memory", json_integer(n));
+	if ((v = json_string_value(json_object_get(opts, "memory_swap"))) && strata_parse_size(v, &n, &e) == 0)
+		json_object_set_new(hc, "MemorySwap", json_integer(n));
+	if ((v = json_string_value(json_object_get(opts, "cpus"))) && strata_parse_cpus(v, &quota, &period, &e) == 0 &&
+	    period > 0)
+		json_object_set_new(hc, "NanoCpus", json_integer(quota * 1000000000LL / period));
+	json_t *a = json_object_get(opts, "publish");
+	for (size_t i = 0; i < json_array_size(a); i++) {
+		struct strata_port pt;
+		char key[32], hp[16];
+		if (strata_parse_port(json_string_value(json_array_get(a, i)), &pt, &e) < 0)
+			continue;
+		snprintf(key, sizeof key, "%u/%s", pt.container_port, pt.udp ? "udp" : "tcp");
+		snprintf(hp, sizeof hp, "%u", pt.host_port);
+		json_t *list = json_object_get(ports, key);
+		if (!list)
+			json_object_set_new(ports, key, list = json_array());
+		json_array_append_new(list, json_pack("{s:s,s:s}", "HostIp", pt.host_ip[0] ? pt.host_ip : "0.0.0.0",
+						      "HostPort", hp));
+	}
+#endif
+	if ((v = json_string_value(json_object_get(opts, "cpu_shares"))))
+		json_object_set_new(hc, "CpuShares", json_integer(strtoll(v, NULL, 10)));
+	if ((v = json_string_value(json_object_get(opts, "pids_limit"))))
+		json_object_set_new(hc, "PidsLimit", json_integer(strtoll(v, NULL, 10)));
+	enum restart_mode mode = RESTART_NO;
+	int max = 0;
+	static const char *const names[] = { "no", "on-failure", "always", "unless-stopped" };
+	v = json_string_value(json_object_get(opts, "restart"));
+	if (v && (strncmp(v, "on-failure", 10) == 0 || !strcmp(v, "always") || !strcmp(v, "unless-stopped"))) {
+		mode = !strcmp(v, "always") ? RESTART_ALWAYS : !strcmp(v, "unless-stopped") ? RESTART_UNLESS_STOPPED
+											: RESTART_ON_FAILURE;
+		max = mode == RESTART_ON_FAILURE && v[10] == ':' ? atoi(v + 11) : 0;
+	}
+	json_object_set_new(hc, "RestartPolicy", json_pack("{s:s,s:i}", "Name", names[mode], "MaximumRetryCount", max));
+	json_object_set_new(hc, "AutoRemove", json_boolean(json_is_true(json_object_get(opts, "rm"))));
+	v = json_string_value(json_object_get(opts, "net"));
+	json_object_set_new(hc, "NetworkMode", json_string(v ? v : json_array_size(json_object_get(opts, "publish")) ? "private" : "host"));
+	json_object_set(hc, "PortBindings", ports);
+	json_object_set_new(o, "HostConfig", hc);
+	json_object_set_new(o, "NetworkSettings", json_pack("{s:o}", "Ports", ports));
+	json_t *exposed = json_object_get(o, "exposed_ports");
+	json_t *image = json_object_get(o, "image_ref");
+	json_object_set_new(o, "Config", json_pack("{s:o,s:o}", "Image", image ? json_incref(image) : json_null(),
+						  "ExposedPorts", exposed ? json_incref(exposed) : json_object()));
+	json_object_set(o, "Name", json_object_get(o, "name"));
+	json_object_set(o, "Id", json_object_get(o, "id"));
+}
+
 int container_describe(struct store *s, const char *id, json_t **out)
 {
 	struct ctr c = { .dirfd = -1, .lockfd = -1 };
@@ -507,6 +570,8 @@ int container_describe(struct store *s, const char *id, json_t **out)
 	json_object_set_new(o, "upper_dir", json_string(p));
 	snprintf(p, sizeof p, "%s/containers/%s/ctr.log", s->root, id);
 	json_object_set_new(o, "log_path", json_string(p));
+	json_object_set_new(o, "LogPath", json_string(p));
+	describe_docker(o);
 	*out = json_incref(o);
 	ctr_close(&c);
 	return 0;

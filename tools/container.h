@@ -7,8 +7,9 @@
  *                                         its monitor (and by whoever holds
  *                                         the container's lock after the
  *                                         monitor is gone), atomically
- *   STORE/containers/<id>/lock            flock: one lifecycle operation
- *                                         (start, stop, rm, ...) at a time
+ *   STORE/containers/<id>/                flock of the directory: one
+ *                                         lifecycle operation (start, stop,
+ *                                         rm, ...) at a time
  *   STORE/containers/<id>/stopped         present after a user's stop/kill:
  *                                         the restart policy stands down
  *   STORE/containers/<id>/ctr.log[.1]     the command's output, JSON lines

@@ -507,6 +507,8 @@ struct logbuf {
 struct logger {
 	int dirfd, fd;
 	long long size, max;
+	bool opened;             /* ctr.log is made at the first line: a
+				  * run --rm of a silent command makes none */
 };
 
 static void log_open(struct logger *lg)
@@ -568,6 +570,10 @@ static void log_emit(struct logger *lg, const char *stream, const char *s, size_
 	char now[64];
 	now_rfc3339(now, sizeof now, true);
 	o += (size_t)snprintf(out + o, cap - o, "\",\"stream\":\"%s\",\"time\":\"%s\"}\n", stream, now);
+	if (!lg->opened) {
+		log_open(lg);
+		lg->opened = true;
+	}
 	if (lg->fd >= 0 && lg->size > 0 && lg->size + (long long)o > lg->max) {
 		/* Rotate: one older file is kept, as docker's max-file=2. */
 		close(lg->fd);
@@ -627,9 +633,8 @@ static void write_all(int fd, const char *p, size_t n)
 static void log_relay(int dirfd, int out, int err, long long max, const int copy[2])
 {
 	struct logbuf b[2] = { { .stream = "stdout" }, { .stream = "stderr" } };
-	struct logger lg = { .dirfd = dirfd, .max = max };
+	struct logger lg = { .dirfd = dirfd, .fd = -1, .max = max };
 	struct pollfd pf[2] = { { .fd = out, .events = POLLIN }, { .fd = err, .events = POLLIN } };
-	log_open(&lg);
 	while (!b[0].eof || !b[1].eof) {
 		if (poll(pf, 2, -1) < 0) {
 			if (errno == EINTR)

@@ -312,8 +312,11 @@ def test_kill9_monitor_and_cli(env):
     x.until('the foreground container to run', lambda: x.status('fgd') == 'running')
     cid = x.json('inspect', 'fgd')['id']
     remember(env, cid)
-    st = json.load(open(os.path.join(env.store, 'containers', cid, 'state.json')))
-    os.kill(st['DaemonPid'], signal.SIGKILL)
+
+    def daemon():
+        with open(os.path.join(env.store, 'containers', cid, 'state.json')) as f:
+            return json.load(f).get('DaemonPid')
+    os.kill(x.until('the daemon recorded', daemon), signal.SIGKILL)
     out, err = p.communicate(timeout=120 * SCALE)
     # killed by us (137), or by a SIGBUS of its mapped files first
     check(p.returncode > 128 and b'filesystem daemon died' in err,
@@ -391,6 +394,12 @@ def test_foreground_logs(env):
     out, _ = p.communicate(timeout=120 * SCALE)
     check(out == b'early\n', 'the caller got it as well: %r' % out)
     x.run('rm', 'fg', 'fg2')
+    # -e NAME takes the caller's value, or nothing when it has none (docker)
+    os.environ['LIFECYCLE_FROM_CALLER'] = 'yes'
+    os.environ.pop('LIFECYCLE_UNSET', None)
+    r = x.run('run', '--rm', '-e', 'LIFECYCLE_FROM_CALLER', '-e', 'LIFECYCLE_UNSET', 'bb', 'sh', '-c',
+              'echo $LIFECYCLE_FROM_CALLER ${LIFECYCLE_UNSET-unset}')
+    check(r.out == 'yes unset\n', 'run -e NAME: %r %r' % (r.out, r.err))
     check_clean(env, 'foreground logs')
 
 
@@ -433,7 +442,7 @@ def test_many(env):
 
 def test_published_port(env):
     x = Ctx(env, tun=True)
-    image(env)
+    image(env, config={'ExposedPorts': {'8080/tcp': {}}})
     s = socket.socket()
     s.bind(('127.0.0.1', 0))
     port = s.getsockname()[1]
@@ -446,6 +455,10 @@ def test_published_port(env):
         raise Fail('run -d -p: %s' % r.err)
     remember(env, r.out.strip())
     check(x.run('port', 'httpd').out == '8080/tcp -> 127.0.0.1:%d\n' % port, 'port: %r' % x.run('port', 'httpd').out)
+    d = x.json('inspect', 'httpd')
+    check(d['NetworkSettings']['Ports'] == {'8080/tcp': [{'HostIp': '127.0.0.1', 'HostPort': str(port)}]} and
+          '8080/tcp' in d['Config']['ExposedPorts'] and d['HostConfig']['NetworkMode'] == 'private',
+          "inspect's ports as docker's: %r" % {k: d.get(k) for k in ('NetworkSettings', 'Config', 'HostConfig')})
 
     def get():
         c = subprocess.run(['curl', '-s', '--max-time', '5', 'http://127.0.0.1:%d/' % port], stdout=subprocess.PIPE)
@@ -474,8 +487,11 @@ def test_limits(env):
     st = x.state('k9')
     check(st['ExitCode'] == 137 and st['OOMKilled'] is False, 'kill -9 under --memory is no OOM kill: %r' % st)
     x.run('rm', 'oom', 'k9')
-    cid = x.run('run', '-d', '--name', 'p', '--pids-limit', '20', 'bb').out.strip()
+    cid = x.run('run', '-d', '--name', 'p', '--pids-limit', '20', '--memory', '256m', '--cpus', '1.5', 'bb').out.strip()
     remember(env, cid)
+    hc = x.json('inspect', 'p')['HostConfig']
+    check(hc['PidsLimit'] == 20 and hc['Memory'] == 256 << 20 and hc['NanoCpus'] == 1500000000,
+          "inspect's limits as docker's HostConfig: %r" % hc)
     r = x.run('exec', 'p', 'sh', '-c', 'i=0; while [ $i -lt 60 ]; do sleep 3 & i=$((i+1)); done 2>/dev/null', ok=None)
     stats = x.json('stats', '--no-stream', '--json', 'p')
     check(stats[0]['pids'] <= 20, 'pids held to the limit: %r' % stats)
