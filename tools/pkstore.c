@@ -52,7 +52,10 @@ int pkstore_open_layer(struct store *s, const char *diffid, struct pk_layer **l,
 {
 	char p[PATH_MAX];
 	snprintf(p, sizeof p, "%s/layers/%s/layer.pk", s->root, digest_hex(diffid));
-	int r = pk_open(p, NULL, NULL, l);
+	_cleanup_free_ char *chunks = pkstore_chunks(s);
+	if (!chunks)
+		return -ENOMEM;
+	int r = pk_open(p, chunks, NULL, l);
 	if (r < 0)
 		return r;
 	snprintf(p, sizeof p, "layers/%s/tar-split", digest_hex(diffid));
@@ -75,7 +78,10 @@ int pkstore_layer_tree(struct store *s, const char *diffid)
 		return tfd;
 	snprintf(p, sizeof p, "%s/layers/%s/layer.pk", s->root, digest_hex(diffid));
 	snprintf(dir, sizeof dir, "%s/%s/tree", s->root, name);
-	int r = pk_open(p, NULL, NULL, &l);
+	_cleanup_free_ char *chunks = pkstore_chunks(s);
+	if (!chunks)
+		return -ENOMEM;
+	int r = pk_open(p, chunks, NULL, &l);
 	if (r < 0)
 		return r;
 	r = pk_unpack(l, dir);
@@ -304,6 +310,28 @@ static int fix_cb(const char *p, const struct stat *st, int flag, struct FTW *f)
 	return 0;
 }
 
+/* A layer file records its chunk store. Recorded as "chunks", relative to
+ * the layer's directory (what pk_write records when it is given no store),
+ * with that name a symlink to the store's chunks/, a store moved or copied
+ * elsewhere keeps working. The link is absolute while the layer is written
+ * and checked (in tmp/<owner>/<n>/ during an import), then "../../chunks",
+ * right where the layer lives: layers/<hex>/. */
+#define CHUNKS_LINK "chunks"
+#define CHUNKS_FROM_LAYER "../../chunks"
+
+static int link_chunks(int dfd, const char *target)
+{
+	char cur[PATH_MAX];
+	ssize_t n = readlinkat(dfd, CHUNKS_LINK, cur, sizeof cur - 1);
+	if (n >= 0 && (cur[n] = 0, !strcmp(cur, target)))
+		return 0;
+	unlinkat(dfd, CHUNKS_LINK ".new", 0);
+	if (symlinkat(target, dfd, CHUNKS_LINK ".new") < 0 ||
+	    renameat(dfd, CHUNKS_LINK ".new", dfd, CHUNKS_LINK) < 0)
+		return -errno;
+	return 0;
+}
+
 int pkstore_pack_layer(struct store *s, int dfd, const char *dir, const char *diffid, bool unlocked,
 		       const struct ts_writer *w, const char *what)
 {
@@ -320,7 +348,7 @@ int pkstore_pack_layer(struct store *s, int dfd, const char *dir, const char *di
 		if (r < 0)
 			return r;
 	}
-	struct pk_write_opts o = { .chunks = chunks };
+	struct pk_write_opts o = { .chunks = NULL };
 	struct pk_write_stats st;
 	struct stat sb;
 	int r = 0;
@@ -328,7 +356,14 @@ int pkstore_pack_layer(struct store *s, int dfd, const char *dir, const char *di
 	if (fstatat(dfd, "layer.pk", &sb, AT_SYMLINK_NOFOLLOW) < 0) {
 		if (s->rootless)
 			nftw(src, fix_cb, 32, FTW_PHYS);
-		r = pk_write(src, dest, &o, &st);
+		if (mkdirat(s->fd, "chunks", 0755) < 0 && errno != EEXIST)
+			r = -errno;
+		else
+			r = link_chunks(dfd, chunks);
+		if (r < 0)
+			serr(r, "link chunk store of", what, "check the store's permissions");
+		else
+			r = pk_write(src, dest, &o, &st);
 	}
 	if (unlocked)
 		store_unlock(s);
@@ -352,6 +387,10 @@ int pkstore_pack_layer(struct store *s, int dfd, const char *dir, const char *di
 	}
 	if ((r = pkstore_set_format(dfd, ok ? "tar-split" : "blob")) < 0)
 		return r;
+	if ((r = link_chunks(dfd, CHUNKS_FROM_LAYER)) < 0) {
+		serr(r, "link chunk store of", what, "check the store's permissions");
+		return r;
+	}
 	return rm_rf_at(dfd, "diff");
 }
 

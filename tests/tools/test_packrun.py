@@ -163,4 +163,4 @@ def test_not_a_layer(env):
 
 
 if __name__ == '__main__':
-    sys.exit(main([test_run_commit_diff, test_detached_exec, test_build_run, test_not_a_layer]))
+    sys.exit(main([test_run_commit_diff, test_detached_exec, test_build_run, test_moved_store, test_not_a_layer]))

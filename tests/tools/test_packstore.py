@@ -134,8 +134,10 @@ def test_roundtrip(env):
     cd, ids = import_src(env, tars)
     for hexd in store_layer_dirs(env):
         names = sorted(os.listdir(os.path.join(env.store, 'layers', hexd)))
-        check(names == ['layer.json', 'layer.pk', 'tar-split'],
+        check(names == ['chunks', 'layer.json', 'layer.pk', 'tar-split'],
               'a packed layer keeps no tree and no blob: %s' % names)
+        link = os.readlink(os.path.join(env.store, 'layers', hexd, 'chunks'))
+        check(link == '../../chunks', 'the layer finds the chunk store relative to itself: %s' % link)
         info = json.load(open(os.path.join(env.store, 'layers', hexd, 'layer.json')))
         check(info.get('format') == 'packed' and info.get('tar') == 'tar-split', 'layer.json says packed')
     system_check(env, 'after import')
@@ -193,7 +195,7 @@ def test_rootfs_and_tar_kinds(env):
     env.run('import', 'oci:%s:t' % env.path('dup'), 'dup:1')
     ldir = os.path.join(env.store, 'layers', dids[0][7:])
     info = json.load(open(os.path.join(ldir, 'layer.json')))
-    check(info.get('tar') == 'blob' and sorted(os.listdir(ldir)) == ['blob', 'layer.json', 'layer.pk'],
+    check(info.get('tar') == 'blob' and sorted(os.listdir(ldir)) == ['blob', 'chunks', 'layer.json', 'layer.pk'],
           'a tar the record cannot rebuild keeps its blob: %s %s' % (info, os.listdir(ldir)))
     system_check(env, 'with a kept blob')
     for img, want in (('mix:1', tars), ('rootfs:1', [pax_layer()]), ('dup:1', [dup])):
@@ -329,7 +331,7 @@ def test_migrate(env):
     check('0 layers migrated, %d already packed' % len(tars) in out, 'migrate again changes nothing: %s' % out)
     for hexd in store_layer_dirs(env):
         names = sorted(os.listdir(os.path.join(env.store, 'layers', hexd)))
-        check(names == ['layer.json', 'layer.pk', 'tar-split'], 'migrated: %s' % names)
+        check(names == ['chunks', 'layer.json', 'layer.pk', 'tar-split'], 'migrated: %s' % names)
     system_check(env, 'after migrate')
     env.run('export', 'img:v1', 'oci-archive:' + env.path('after'))
     want = {sha(t): t for t in tars}
