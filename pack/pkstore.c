@@ -1,15 +1,16 @@
 /* pkstore: the content-addressed chunk store.
  *
  * One file per object, CHUNKS/ab/<32 hex digits of the key>[-N].{lz4,raw}:
- * an object is created by linking a finished temporary file to its name,
- * which fails when the name exists, so two writers (threads or processes)
- * racing on one key never replace each other's object, and a reader never
- * sees a partial one. Objects are compared byte for byte before reuse.
+ * an object is created with O_EXCL under its name, which fails when the
+ * name exists, so two writers (threads or processes) racing on one key
+ * never replace each other's object. Objects are compared byte for byte
+ * before reuse, and checked against their key when read.
  */
 #include "pkint.h"
 
 #include "err.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <lz4.h>
 #include <pthread.h>
@@ -22,12 +23,31 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
+/* The objects of one fan-out subdirectory, listed once a writer has put
+ * a few chunks there, so a chunk the store lacks costs no failed lookup of
+ * each form of each suffix. Names only: the objects are still opened and
+ * compared before reuse. Objects other writers add later are met as EEXIST
+ * by create(); none disappears meanwhile (the GC waits for writers). */
+struct oname {
+	uint8_t key[16];
+	uint16_t suffix;
+	bool used;
+};
+struct known {
+	pthread_mutex_t mu;
+	unsigned touches;
+	bool loaded;
+	struct oname *v;
+	size_t n, cap;      /* cap a power of two */
+};
+#define LIST_AFTER 4        /* puts into a subdirectory before it is listed */
+
 struct pk_store {
 	int dirfd, lockfd;
 	char *path;
-	atomic_ulong tmpseq;
 	atomic_bool fan[256];       /* subdirectory "ab" known to exist */
-	pthread_mutex_t mu;
+	pthread_mutex_t mu;         /* st */
+	struct known known[256];    /* the objects of each subdirectory */
 	struct pk_store_stats st;
 };
 
@@ -92,6 +112,8 @@ int pk_store_open(const char *path, bool create, struct pk_store **out)
 		return -ENOMEM;
 	}
 	pthread_mutex_init(&s->mu, NULL);
+	for (int i = 0; i < 256; i++)
+		pthread_mutex_init(&s->known[i].mu, NULL);
 	s->dirfd = take_fd(&dfd);
 	s->lockfd = take_fd(&lfd);
 	*out = s;
@@ -106,6 +128,10 @@ void pk_store_close(struct pk_store *s)
 	if (s->lockfd >= 0)
 		close(s->lockfd);   /* drops the lock too */
 	pthread_mutex_destroy(&s->mu);
+	for (int i = 0; i < 256; i++) {
+		free(s->known[i].v);
+		pthread_mutex_destroy(&s->known[i].mu);
+	}
 	free(s->path);
 	free(s);
 }
@@ -198,6 +224,120 @@ int pk_store_get(struct pk_store *s, const struct pk_chunk *c, void *buf)
 	return memcmp(k, c->key, 16) ? -EIO : 0;
 }
 
+/* ---------------------------------------------------------------- listing */
+
+static struct oname *known_slot(const struct known *k, const uint8_t key[16], uint16_t suffix)
+{
+	uint64_t h;
+	memcpy(&h, key + 1, 8);   /* key[0] is the subdirectory */
+	h ^= suffix * 0x9e3779b97f4a7c15ull;
+	for (size_t i = h & (k->cap - 1);; i = (i + 1) & (k->cap - 1))
+		if (!k->v[i].used || (k->v[i].suffix == suffix && !memcmp(k->v[i].key, key, 16)))
+			return &k->v[i];
+}
+
+static int known_add(struct known *k, const uint8_t key[16], uint16_t suffix)
+{
+	if ((k->n + 1) * 2 > k->cap) {
+		struct known t = { .cap = k->cap ? k->cap * 2 : 256 };
+		if (!(t.v = calloc(t.cap, sizeof *t.v)))
+			return -ENOMEM;
+		for (size_t i = 0; i < k->cap; i++)
+			if (k->v[i].used)
+				*known_slot(&t, k->v[i].key, k->v[i].suffix) = k->v[i];
+		free(k->v);
+		k->v = t.v;
+		k->cap = t.cap;
+	}
+	struct oname *o = known_slot(k, key, suffix);
+	if (!o->used) {
+		memcpy(o->key, key, 16);
+		o->suffix = suffix;
+		o->used = true;
+		k->n++;
+	}
+	return 0;
+}
+
+static int hexv(char c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* List subdirectory b into s->known[b]; called with its mu held. A name that is
+ * not an object's is ignored. On failure nothing is known: every object is
+ * looked up as before. */
+static void known_load(struct pk_store *s, int b)
+{
+	struct known *k = &s->known[b];
+	char sub[3] = { "0123456789abcdef"[b >> 4], "0123456789abcdef"[b & 15], 0 };
+	int fd = openat(s->dirfd, sub, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	k->loaded = true;
+	if (fd < 0) {
+		if (errno != ENOENT)
+			k->loaded = false;
+		return;
+	}
+	DIR *d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		k->loaded = false;
+		return;
+	}
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		const char *n = de->d_name;
+		uint8_t key[16];
+		key[0] = (uint8_t)b;
+		int i;
+		for (i = 0; i < 15; i++) {
+			int hi = hexv(n[2 * i]), lo = hi < 0 ? -1 : hexv(n[2 * i + 1]);
+			if (lo < 0)
+				break;
+			key[i + 1] = (uint8_t)(hi << 4 | lo);
+		}
+		if (i < 15)
+			continue;
+		unsigned long suffix = 0;
+		const char *p = n + 30;
+		if (*p == '-') {
+			char *end;
+			suffix = strtoul(p + 1, &end, 10);
+			p = end;
+		}
+		if (suffix >= PK_MAX_SUFFIX || (strcmp(p, ".lz4") && strcmp(p, ".raw")))
+			continue;
+		if (known_add(k, key, (uint16_t)suffix) < 0) {
+			k->loaded = false;
+			break;
+		}
+	}
+	closedir(d);
+}
+
+/* Is there possibly an object KEY-suffix? false only when the subdirectory
+ * is listed and lacks it. */
+static bool maybe_there(struct pk_store *s, const uint8_t key[16], uint16_t suffix)
+{
+	struct known *k = &s->known[key[0]];
+	pthread_mutex_lock(&k->mu);
+	if (!k->loaded && suffix == 0 && ++k->touches == LIST_AFTER)
+		known_load(s, key[0]);
+	bool r = !k->loaded || (k->cap && known_slot(k, key, suffix)->used);
+	pthread_mutex_unlock(&k->mu);
+	return r;
+}
+
+/* Object KEY-suffix exists now (made by this writer or met as EEXIST). */
+static void now_there(struct pk_store *s, const uint8_t key[16], uint16_t suffix)
+{
+	struct known *k = &s->known[key[0]];
+	pthread_mutex_lock(&k->mu);
+	if (k->loaded && known_add(k, key, suffix) < 0)
+		k->loaded = false;   /* out of memory: look every object up */
+	pthread_mutex_unlock(&k->mu);
+}
+
 /* Does the object named by c (key, suffix; either form) hold exactly data?
  * 1 yes (c->form, c->slen set), 0 no such object, 2 it holds other bytes
  * (a forged key, or a damaged object: either way not reusable). */
@@ -241,12 +381,20 @@ static int write_all(int fd, const void *bytes, size_t n)
 }
 
 /* Write bytes as a new object named by c: 0, -EEXIST when the name was
- * taken meanwhile, -errno. The object is an O_TMPFILE linked to its name,
- * so a killed writer leaves nothing behind; a named file in tmp/ (removed
- * by the GC when a writer dies) where the file system lacks O_TMPFILE. */
+ * taken meanwhile, -errno. The object is created under its name with
+ * O_EXCL, so two writers never replace each other's object. Not through a
+ * temporary file linked into place: that cost an O_TMPFILE inode on the
+ * orphan list, a link and a walk of /proc/self/fd per object, a third of
+ * the time of packing a tree of small files. What that gave up is only
+ * that an object is never seen half-written; no layer names an object
+ * before it is complete and durable (the writer syncs the store before it
+ * renames its layer into place), and a half-written object of a killed
+ * writer is what a crash could always leave: it compares different from
+ * the bytes it should hold, so a later writer uses the next suffix, and
+ * the GC removes it (no layer names it). */
 static int create(struct pk_store *s, const struct pk_chunk *c, const void *bytes, uint32_t n)
 {
-	char tmp[64], name[64];
+	char name[64];
 	pk_object_name(c, name);
 	if (!atomic_load(&s->fan[c->key[0]])) {
 		char dir[3] = { name[0], name[1], 0 };
@@ -254,24 +402,12 @@ static int create(struct pk_store *s, const struct pk_chunk *c, const void *byte
 			return -errno;
 		atomic_store(&s->fan[c->key[0]], true);
 	}
-	_cleanup_close_ int fd = openat(s->dirfd, "tmp", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0444);
-	if (fd >= 0) {
-		int r = write_all(fd, bytes, n);
-		if (r < 0)
-			return r;
-		snprintf(tmp, sizeof tmp, "/proc/self/fd/%d", fd);
-		return linkat(AT_FDCWD, tmp, s->dirfd, name, AT_SYMLINK_FOLLOW) < 0 ? -errno : 0;
-	}
-	if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)
-		return -errno;
-	snprintf(tmp, sizeof tmp, "tmp/%ld.%lu", (long)getpid(), (unsigned long)atomic_fetch_add(&s->tmpseq, 1));
-	fd = openat(s->dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0444);
+	_cleanup_close_ int fd = openat(s->dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0444);
 	if (fd < 0)
 		return -errno;
 	int r = write_all(fd, bytes, n);
-	if (r == 0 && linkat(s->dirfd, tmp, s->dirfd, name, 0) < 0)
-		r = -errno;
-	unlinkat(s->dirfd, tmp, 0);
+	if (r < 0)
+		unlinkat(s->dirfd, name, 0);
 	return r;
 }
 
@@ -290,7 +426,7 @@ int pk_store_put(struct pk_store *s, const uint8_t key[16], const void *data, ui
 		return -ENOMEM;
 	for (unsigned n = 0; n < PK_MAX_SUFFIX; n++) {
 		out->suffix = n;
-		int r = probe(s, out, data, len, scratch);
+		int r = maybe_there(s, key, n) ? probe(s, out, data, len, scratch) : 0;
 		if (r < 0) {
 			char name[64];
 			pk_object_name(out, name);
@@ -324,6 +460,7 @@ int pk_store_put(struct pk_store *s, const uint8_t key[16], const void *data, ui
 		out->slen = clen ? (uint32_t)clen : len;
 		r = create(s, out, clen ? comp : data, out->slen);
 		if (r == -EEXIST && ++races < 8) {
+			now_there(s, key, n);
 			n--;        /* somebody made it meanwhile: compare with theirs */
 			continue;
 		}
@@ -331,6 +468,7 @@ int pk_store_put(struct pk_store *s, const uint8_t key[16], const void *data, ui
 			serr(r, "write chunk into", s->path, "check free space and permissions");
 			return r;
 		}
+		now_there(s, key, n);
 		pthread_mutex_lock(&s->mu);
 		s->st.puts++;
 		s->st.created++;

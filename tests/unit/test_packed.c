@@ -288,6 +288,69 @@ static int find_obj(const char *p, const struct stat *st, int flag, struct FTW *
 	return 0;
 }
 
+/* A writer lists a fan-out directory once it has put a few chunks there
+ * and creates what the listing lacks without looking it up: an object
+ * another writer made meanwhile is met as EEXIST and compared, a partial
+ * object (a writer killed while writing it) is never reused, and the GC
+ * removes it. */
+static void test_store_listing(void **state)
+{
+	struct pk_store *s, *other;
+	assert_int_equal(pk_store_open(P("store"), true, &s), 0);
+	assert_int_equal(pk_store_open(P("store"), true, &other), 0);
+	unsigned char *d[8];
+	struct pk_chunk c[8], c2;
+	uint8_t key[8][16];
+	for (int i = 0; i < 8; i++) {
+		d[i] = rnd(3000, 100 + i);
+		pk_key(d[i], 3000, key[i]);
+		key[i][0] = 0x5a;   /* all in one fan-out directory (a forged key, read as EIO) */
+	}
+	/* a partial object where key 7's will go, as a killed writer leaves it */
+	struct pk_chunk part = { .ulen = 3000, .form = PK_FORM_RAW };
+	memcpy(part.key, key[7], 16);
+	char name[64];
+	pk_object_name(&part, name);
+	assert_int_equal(mkdir(P("store/5a"), 0755), 0);
+	snprintf(path_buf, sizeof path_buf, "store/%s", name);
+	put_file(path_buf, d[7], 1000);
+	for (int i = 0; i < 5; i++)   /* the fourth put lists 5a/ */
+		assert_int_equal(pk_store_put(s, key[i], d[i], 3000, &c[i]), 0);
+	/* made by another writer after the listing: met as EEXIST, compared, reused */
+	assert_int_equal(pk_store_put(other, key[5], d[5], 3000, &c[5]), 0);
+	assert_int_equal(pk_store_put(s, key[5], d[5], 3000, &c2), 0);
+	assert_int_equal(c2.suffix, 0);
+	/* the same key with other bytes: compared different, next suffix */
+	assert_int_equal(pk_store_put(s, key[5], d[6], 3000, &c2), 0);
+	assert_int_equal(c2.suffix, 1);
+	/* the partial object is listed, compared, not reused */
+	assert_int_equal(pk_store_put(s, key[7], d[7], 3000, &c[7]), 0);
+	assert_int_equal(c[7].suffix, 1);
+	struct pk_store_stats ss;
+	pk_store_stats(s, &ss);
+	assert_int_equal(ss.created, 7);   /* 0..4, key 5 suffix 1, key 7 suffix 1 */
+	assert_int_equal(ss.reused, 1);
+	/* a store listed again (a new writer) reuses all of them */
+	pk_store_close(other);
+	assert_int_equal(pk_store_open(P("store"), true, &other), 0);
+	for (int i = 0; i < 8; i++)
+		if (i != 6)
+			assert_int_equal(pk_store_put(other, key[i], d[i], 3000, &c2), 0);
+	pk_store_stats(other, &ss);
+	assert_int_equal(ss.created, 0);
+	pk_store_close(other);
+	pk_store_close(s);
+	/* the GC removes the partial object (no layer names it) */
+	struct pk_gc_stats gs;
+	assert_int_equal(pk_gc(P("store"), NULL, 0, &gs), 0);
+	assert_int_equal(gs.removed, 9);   /* 0..4, 5 and 5-1, 7-1 and the partial 7 */
+	struct stat st;
+	snprintf(path_buf, sizeof path_buf, "%s/store/%s", top, name);
+	assert_int_equal(stat(path_buf, &st), -1);
+	for (int i = 0; i < 8; i++)
+		free(d[i]);
+}
+
 static void test_damaged_chunk(void **state)
 {
 	assert_int_equal(mkdir(P("src"), 0755), 0);
@@ -620,6 +683,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_tree, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_forged_keys, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_listing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_damaged_chunk, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_damaged_meta, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_gc, setup, teardown),
