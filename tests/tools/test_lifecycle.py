@@ -240,6 +240,10 @@ def test_rm_detached_and_foreground(env):
               'wait during a --rm removal: %r %r' % (w.out, w.err))
     r = x.run('run', '--rm', 'bb', 'sh', '-c', 'exit 5', ok=None)
     check(r.returncode == 5, 'run --rm: exit code %d %s' % (r.returncode, r.err))
+    # gone from the store when run returns; its files are deleted behind
+    check(os.listdir(os.path.join(env.store, 'containers')) == [] and x.json('ps', '-a', '--json') == [],
+          'a foreground --rm container is gone when run returns')
+    x.until('tmp/ to empty', lambda: os.listdir(os.path.join(env.store, 'tmp')) == [])
     r = x.run('run', '--rm', 'bb', 'sh', '-c', 'kill -TERM $$', ok=None)
     check(r.returncode == 143, 'killed by signal 15: 143, got %d' % r.returncode)
     r = x.run('run', '--rm', 'bb', '/etc/hello', ok=None)
