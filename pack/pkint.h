@@ -20,6 +20,12 @@ int pk_cache_prefetch(struct pk_cache *cache, struct pk_store *s, uint64_t sdev,
  * s is closed. */
 void pk_cache_forget(struct pk_cache *cache, struct pk_store *s);
 
+/* The largest stored object: LZ4_COMPRESSBOUND(PK_CHUNK_SIZE). */
+#define PK_STORED_MAX (PK_CHUNK_SIZE + PK_CHUNK_SIZE / 255 + 16)
+/* pk_store_get with comp, a buffer of PK_STORED_MAX bytes the compressed
+ * bytes are read into (NULL: one of its own). */
+int pk_store_get_with(struct pk_store *s, const struct pk_chunk *c, void *buf, void *comp);
+
 /* The store's directory fd. */
 int pk_store_dirfd(const struct pk_store *s);
 

@@ -184,13 +184,15 @@ static int read_all(int fd, void *buf, size_t len)
 }
 
 /* Decode the object open as fd (form, stored size from fstat) into buf of
- * ulen bytes: 0, -EIO when it does not decode to exactly ulen bytes. */
-static int decode(int fd, int form, uint32_t ulen, void *buf, uint32_t *slen)
+ * ulen bytes, reading a compressed one into comp (PK_STORED_MAX bytes, or
+ * NULL: a buffer of its own): 0, -EIO when it does not decode to exactly
+ * ulen bytes. */
+static int decode(int fd, int form, uint32_t ulen, void *buf, uint32_t *slen, void *comp)
 {
 	struct stat st;
 	if (fstat(fd, &st) < 0)
 		return -errno;
-	if (!S_ISREG(st.st_mode) || st.st_size > LZ4_COMPRESSBOUND(PK_CHUNK_SIZE))
+	if (!S_ISREG(st.st_mode) || st.st_size > PK_STORED_MAX)
 		return -EIO;
 	*slen = st.st_size;
 	if (form == PK_FORM_RAW) {
@@ -198,7 +200,8 @@ static int decode(int fd, int form, uint32_t ulen, void *buf, uint32_t *slen)
 			return -EIO;
 		return read_all(fd, buf, ulen);
 	}
-	_cleanup_free_ char *c = malloc(st.st_size ? st.st_size : 1);
+	_cleanup_free_ char *own = comp ? NULL : malloc(st.st_size ? st.st_size : 1);
+	char *c = comp ? comp : own;
 	if (!c)
 		return -ENOMEM;
 	int r = read_all(fd, c, st.st_size);
@@ -210,13 +213,18 @@ static int decode(int fd, int form, uint32_t ulen, void *buf, uint32_t *slen)
 
 int pk_store_get(struct pk_store *s, const struct pk_chunk *c, void *buf)
 {
+	return pk_store_get_with(s, c, buf, NULL);
+}
+
+int pk_store_get_with(struct pk_store *s, const struct pk_chunk *c, void *buf, void *comp)
+{
 	char name[64];
 	pk_object_name(c, name);
 	_cleanup_close_ int fd = openat(s->dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
 		return -errno;
 	uint32_t slen;
-	int r = decode(fd, c->form, c->ulen, buf, &slen);
+	int r = decode(fd, c->form, c->ulen, buf, &slen, comp);
 	if (r < 0)
 		return r == -ENOMEM ? r : -EIO;
 	uint8_t k[16];
@@ -354,7 +362,7 @@ static int probe(struct pk_store *s, struct pk_chunk *c, const void *data, uint3
 			return -errno;
 		}
 		uint32_t slen;
-		int r = decode(fd, form, len, scratch, &slen);
+		int r = decode(fd, form, len, scratch, &slen, NULL);
 		if (r == -ENOMEM)
 			return r;
 		if (r == 0 && !memcmp(scratch, data, len)) {
