@@ -86,7 +86,7 @@ int cmd_ps(const char *root, int argc, char **argv)
 		json_array_foreach(out, i, c)
 			printf("%.12s\n", json_string_value(json_object_get(c, "id")));
 	} else {
-		printf("%-14s %-20s %-24s %-22s %-18s %-20s %s\n", "CONTAINER ID", "IMAGE", "COMMAND", "CREATED",
+		printf("%-14s %-20s %-24s %-22s %-30s %-20s %s\n", "CONTAINER ID", "IMAGE", "COMMAND", "CREATED",
 		       "STATUS", "PORTS", "NAMES");
 		json_array_foreach(out, i, c) {
 			char cmd[256] = "", ports[256];
@@ -97,7 +97,7 @@ int cmd_ps(const char *root, int argc, char **argv)
 				strncat(cmd, " ", sizeof cmd - strlen(cmd) - 1);
 			}
 			ports_text(c, ports, sizeof ports);
-			printf("%-14.12s %-20.20s %-24.24s %-22.19s %-18s %-20s %s\n",
+			printf("%-14.12s %-20.20s %-24.24s %-22.19s %-30s %-20s %s\n",
 			       json_string_value(json_object_get(c, "id")),
 			       json_string_value(json_object_get(c, "image_ref")), cmd,
 			       json_string_value(json_object_get(c, "created")),
