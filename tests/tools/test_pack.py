@@ -338,6 +338,31 @@ def test_gc(env):
     check(objects(chunks) == 0, 'no live layer: every chunk goes')
 
 
+def test_concurrent_writers(env):
+    # Two packs of one tree into one store at once race on every object's
+    # name (O_EXCL; the loser compares with the winner's object, maybe while
+    # it is half written, and then takes the next suffix): both layers read
+    # back whole, and stay whole after a GC that keeps them.
+    os.makedirs(env.path('src'))
+    for i in range(40):
+        write(env.path('src', 'f%02d' % i), rnd(300000, 2000 + i) + bytes(100000))
+    env.give()
+    pd = packdir(env)
+    chunks = os.path.join(pd, 'chunks')
+    layers = [os.path.join(pd, n) for n in ('A', 'B')]
+    procs = [subprocess.Popen(env.wrap([env.strata, 'pack', env.path('src'), L]),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env.env())
+             for L in layers]
+    for p in procs:
+        err = p.communicate()[1]
+        check(p.returncode == 0, 'a concurrent pack succeeds: %r' % err)
+    env.run('pack', '--gc', '--chunks', chunks, *layers)
+    for i, L in enumerate(layers):
+        out = env.path('out%d' % i)
+        env.run('unpack', L, out)
+        compare(env.path('src'), out)
+
+
 def test_kill9(env):
     os.makedirs(env.path('src'))
     for i in range(60):
@@ -374,4 +399,5 @@ def test_kill9(env):
 
 
 if __name__ == '__main__':
-    sys.exit(main([test_roundtrip, test_dedup, test_damaged_chunk, test_damaged_meta, test_gc, test_kill9]))
+    sys.exit(main([test_roundtrip, test_dedup, test_damaged_chunk, test_damaged_meta, test_gc, test_concurrent_writers,
+                      test_kill9]))
