@@ -466,6 +466,11 @@ def contenders(ctx):
         Argv("bwrap", shutil.which("bwrap"),
              lambda c, fx, s, cmd: bwrap_argv(c, fx, s, cmd)),
         Argv("strata-run", sr, lambda c, fx, s, cmd: strata_run_argv(c, strata_fs, fx, cmd)),
+        # the same job as `strata run --rm`: a container with a writable layer
+        Argv("strata-run+upper", sr,
+             lambda c, fx, s, cmd: strata_run_argv(c, strata_fs, fx, cmd,
+                                                   upper=os.path.join(s, "rw")),
+             keys=("start",)),
         # the same launcher over fuse-overlayfs: separates the launcher's own
         # cost from its filesystem's start-up
         Argv("strata-run+fuse-ovl", sr, lambda c, fx, s, cmd: strata_run_argv(c, fo, fx, cmd),

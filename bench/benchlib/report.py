@@ -13,7 +13,7 @@ import sys
 import time
 
 ORDER = ["plain", "kernel", "kernel-metacopy", "fuse-overlayfs", "strata-fs", "strata-fs+uring",
-         "bwrap", "strata-run", "strata-run+fuse-ovl", "strata", "strata run -d",
+         "bwrap", "strata-run", "strata-run+upper", "strata-run+fuse-ovl", "strata", "strata run -d",
          "podman+strata-fs", "podman+fuse-ovl", "strata build", "podman build+strata-fs",
          "podman build+fuse-ovl"]
 SHORT = {"kernel-metacopy": "k-metacopy", "fuse-overlayfs": "fuse-ovl", "strata-fs+uring": "s-fs+uring"}
@@ -297,8 +297,11 @@ def targets(summary, out=sys.stdout):
     pod = [v for v in (med("start /bin/true", "podman+strata-fs"),
                        med("start /bin/true", "podman+fuse-ovl")) if v]
     if run and sr:
-        lines.append("strata run --rm: %.2fx strata-run alone (target 1.5x)%s" % (
-            run / sr, "; %.2fx podman's fastest (target 0.1x)" % (run / min(pod)) if pod else ""))
+        srw = med("start /bin/true", "strata-run+upper")
+        lines.append("strata run --rm: %.2fx strata-run alone (target 1.5x)%s%s" % (
+            run / sr,
+            "; %.2fx strata-run with a writable layer, the same job" % (run / srw) if srw else "",
+            "; %.2fx podman's fastest (target 0.1x)" % (run / min(pod)) if pod else ""))
     if ex and bw:
         lines.append("strata exec: %.2fx bwrap (target 1.5x)" % (ex / bw))
     cold, pcold = med("build, cold", "strata build"), med("build, cold", "podman build+fuse-ovl")
