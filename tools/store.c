@@ -322,14 +322,23 @@ static int own_tmp(struct store *s)
 		if (mkdirat(s->fd, s->owner, 0700) < 0) {
 			if (errno == EEXIST)
 				continue;
+			/* tmp/ itself removed by hand while the store was
+			 * open: make it again. */
+			if (errno == ENOENT && (mkdirat(s->fd, "tmp", 0700) == 0 || errno == EEXIST))
+				continue;
 			return -errno;
 		}
+		/* A cleaner (any store command finding the store idle) may
+		 * take the fresh directory for a dead owner's between mkdir
+		 * and flock, unlocked as it is: gone before the open (ENOENT)
+		 * or after it (no links once locked); either way, try again. */
 		int fd = openat(s->fd, s->owner, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (fd < 0)
+		if (fd < 0) {
+			if (errno == ENOENT)
+				continue;
 			return -errno;
+		}
 		struct stat st;
-		/* A cleaner may have taken the fresh directory for a dead
-		 * one's between mkdir and flock: then it is gone; try again. */
 		if (flock(fd, LOCK_EX) < 0 || fstat(fd, &st) < 0 || st.st_nlink == 0) {
 			close(fd);
 			continue;

@@ -3,8 +3,10 @@
 quirks real producers write, images/tag/rmi/history/inspect/layers/diff.
 
 usage: test_images.py STRATA [--user] [TEST...]"""
+import fcntl
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -375,10 +377,67 @@ def test_concurrent_imports(env):
     check({i['repository'] for i in env.json('images', '--json')} == {'a', 'b'}, 'both tagged')
 
 
+
+def tmp_cleaner(tmp):
+    """Clean tmp/ as every store command that finds the store idle does
+    (tools/store.c clean_tmp: take a directory's flock without waiting,
+    remove it), in a loop, so that a command making its tmp/<owner>/ meets
+    a cleaner between its mkdir and its flock."""
+    while True:
+        try:
+            names = os.listdir(tmp)
+        except OSError:
+            continue
+        for n in names:
+            try:
+                fd = os.open(os.path.join(tmp, n), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                os.rmdir(os.path.join(tmp, n))
+            except OSError:
+                pass
+            os.close(fd)
+
+
+def test_imports_beside_cleaners(env):
+    """A store command's tmp/<owner>/ is unlocked between its mkdir and its
+    flock: a cleaner may remove it there, and the command must make another
+    rather than fail with "create temporary directory ...: No such file or
+    directory" (about 1 import in 30 did, here with two cleaners at work)."""
+    n = 300
+    for i in range(n):
+        oci_layout(env.path('i%d' % i), [(make_tar([entry('f', data=b'%d' % i)]), 'tar')])
+    env.give()
+    env.run('images')
+    cleaners = []
+    for _ in range(2):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                tmp_cleaner(os.path.join(env.store, 'tmp'))
+            finally:
+                os._exit(0)
+        cleaners.append(pid)
+    failed = []
+    try:
+        for i in range(n):
+            r = env.run('import', 'oci:' + env.path('i%d' % i), 'i%d' % i, ok=None)
+            if r.returncode:
+                failed.append(r.err.strip())
+    finally:
+        for pid in cleaners:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    check(not failed, '%d of %d imports failed beside cleaners: %s' % (len(failed), n, failed[:2]))
+    check(len(env.json('images', '--json')) == n, 'every import landed')
+
+
 if __name__ == '__main__':
     sys.exit(main([test_rootfs_dir_and_tar, test_tag_rmi_shared_layers, test_history_inspect_empty_layer,
                    test_quirk_parents_missing, test_quirk_opaque_marker_order, test_quirk_type_bits_in_mode,
                    test_quirk_hardlinks, test_quirk_no_footer, test_quirk_zstd_and_formats,
                    test_devices_and_owners, test_rootless_owners_in_xattr, test_layers_wasted,
                    test_docker_and_oci_archives, test_docker_save_duplicate_layer, test_overlay_xattrs_dropped, test_nested_index, test_rmi_image_in_use,
-                   test_concurrent_imports]))
+                   test_concurrent_imports, test_imports_beside_cleaners]))
