@@ -2,7 +2,7 @@
 assertion helper, and the unprivileged test user.
 
 Each area's harness (fs/ovltest.py through fs/fsmode.py, tools/strata_t.py,
-runtime/launcher_test.py, podman/podman_test.py) puts tests/ on sys.path and
+runtime/launcher_test.py, podman/test_podman.py) puts tests/ on sys.path and
 re-exports these names, so a test script keeps importing from its area's
 harness only.
 """

@@ -895,7 +895,7 @@ class DirOffsets(Scenario):
             # name that stayed must come exactly once; the changed ones may
             # come or not. The same names change on both sides, whatever
             # order each lists in. (Resuming by offset in a new descriptor
-            # under such changes is tested in dirstream.py: kernel overlayfs
+            # under such changes is tested in test_dirstream.py: kernel overlayfs
             # ends such a listing early, so it is no oracle there.)
             before = set(n for n, _ in read_dir_small(c.p('m'), 4096))
             victims = sorted(n for n in before if n.startswith('t'))[:24]

@@ -1,7 +1,7 @@
 """How a test run is set up, shared by every module of the harness.
 
 Runs as root against kernel overlayfs unless a script switches a mode:
-rootless.py (user namespace, or the daemon run by a user), compat.py
+test_rootless.py (user namespace, or the daemon run by a user), test_compat.py
 (fuse-overlayfs as the reference).
 """
 
@@ -23,7 +23,7 @@ class Mode:
     # for the options only fuse-overlayfs defines.
     reference_fs = None
     # fuse-overlayfs counts a merged directory's links, the kernel reports 1:
-    # not what compat.py is about.
+    # not what test_compat.py is about.
     ignore_dir_nlink = False
 
 

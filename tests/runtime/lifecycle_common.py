@@ -1,4 +1,4 @@
-"""What exec_test.py, tty_test.py and net_test.py share: launcher_test's
+"""What test_exec.py, test_tty.py and test_net.py share: launcher_test's
 environment (busybox layers, the rootless setup for the test user, the
 leftover checks) plus a few applets, the tun device for a rootless private
 network, and finding a running container's init."""

@@ -13,7 +13,7 @@
            after a remount the file has its whole lower content
 In every case the workdir is empty after a clean mount and unmount.
 
-usage: crash_churn.py [--fs PATH] [ROUNDS]   ($STRATA_FS overrides --fs)
+usage: test_crash_churn.py [--fs PATH] [ROUNDS]   ($STRATA_FS overrides --fs)
 """
 
 import hashlib

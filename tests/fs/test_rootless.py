@@ -3,7 +3,7 @@
 filesystem under test over layers it owns and compares it with kernel
 overlayfs (-o userxattr) mounted in the same user namespace.
 
-usage (as root): rootless.py [--fs PATH]     ($STRATA_FS overrides --fs)
+usage (as root): test_rootless.py [--fs PATH]     ($STRATA_FS overrides --fs)
 It creates the user strata-test if needed and re-runs itself as that user
 with --inner. /dev/fuse is often 0600 on test hosts (Debian makes it 0666):
 then the test makes its own 0666 fuse device node on its private tmpfs and

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Device nodes must not reach the host's devices from a container.
 
-usage: security_test.py STRATA_RUN FS_PROGRAM MODE   (MODE: root | rootless)
+usage: test_security.py STRATA_RUN FS_PROGRAM MODE   (MODE: root | rootless)
 
 An image layer ships a block device node (b 7 0, the host's /dev/loop0)
 and character nodes (c 1 1, /dev/mem; c 1 3, a /dev/null twin), a bound

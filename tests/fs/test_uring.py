@@ -20,7 +20,7 @@ after. Counted, not timed (context switches of the daemon's threads, from
     not leave SCHED_IDLE under load), register no queue and serve through
     /dev/fuse with the same results.
 
-usage: uring.py [--fs PATH]   ($STRATA_FS overrides --fs)
+usage: test_uring.py [--fs PATH]   ($STRATA_FS overrides --fs)
 """
 
 import errno

@@ -12,7 +12,7 @@ above the opaque root and in it show, listings agree with lookups, and the
 root's inode number does not change. A stack without an opaque root shows
 everything (so the hiding seen is the opaque root's doing).
 
-usage: rootopaque.py [--fs PATH]   ($STRATA_FS overrides --fs)
+usage: test_rootopaque.py [--fs PATH]   ($STRATA_FS overrides --fs)
 """
 
 import os

@@ -17,7 +17,7 @@ differential suite's packed encoding:
   naming it;
 - owners kept in the override xattr (xattr_permissions=2) read the same.
 
-usage: packed.py [--fs PATH] [--strata PATH]   ($STRATA_FS, $STRATA_BIN)
+usage: test_packed.py [--fs PATH] [--strata PATH]   ($STRATA_FS, $STRATA_BIN)
 """
 
 import errno

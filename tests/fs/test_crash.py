@@ -4,7 +4,7 @@ lower file up, and after a remount of the same upper the file must be the
 lower file, whole, never a partial copy (semantics: built in the workdir and
 renamed into place).
 
-usage: crash.py [--fs PATH]   ($STRATA_FS overrides --fs)
+usage: test_crash.py [--fs PATH]   ($STRATA_FS overrides --fs)
 """
 
 import hashlib

@@ -4,7 +4,7 @@ containers-storage runs it): bad input fails with a message naming the
 culprit and leaves no mount and no process behind; good input exits 0 only
 once the mount is live, and the backgrounded daemon exits on unmount.
 
-usage: badinput.py [--fs PATH]   ($STRATA_FS overrides --fs)
+usage: test_badinput.py [--fs PATH]   ($STRATA_FS overrides --fs)
 """
 
 import os

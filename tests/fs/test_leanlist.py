@@ -17,7 +17,7 @@ that both kinds of answer happen: the stats after a names-only walk need a
 LOOKUP for most files, the ls -l-like walk needs few (the listings switched
 to attributes after its first directories).
 
-usage: leanlist.py [--fs PATH]   ($STRATA_FS overrides --fs)
+usage: test_leanlist.py [--fs PATH]   ($STRATA_FS overrides --fs)
 """
 
 import os

@@ -26,7 +26,7 @@ filesystem. Counted, not timed:
     unmount in the daemon's own namespace is the end. Waited for by pid,
     with a generous deadline.
 
-usage: faults.py [--fs PATH] [CHECK...]   ($STRATA_FS overrides --fs)
+usage: test_faults.py [--fs PATH] [CHECK...]   ($STRATA_FS overrides --fs)
 """
 
 import ctypes

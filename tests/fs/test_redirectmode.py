@@ -11,7 +11,7 @@ rename answer.
             default)
   nofollow  neither: a lookup that would follow one is EPERM
 
-usage: redirectmode.py [--fs PATH]   ($STRATA_FS overrides --fs)
+usage: test_redirectmode.py [--fs PATH]   ($STRATA_FS overrides --fs)
 """
 
 import errno

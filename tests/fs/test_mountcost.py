@@ -8,7 +8,7 @@ its mount is live; the system calls it made by then are counted:
   - 100 and 400 layers: the cost grows linearly, a small constant per layer
     (no layer's root directory is read until a request in the root).
 
-usage: mountcost.py [--fs PATH]   ($STRATA_FS overrides --fs)
+usage: test_mountcost.py [--fs PATH]   ($STRATA_FS overrides --fs)
 """
 
 import os

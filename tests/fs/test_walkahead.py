@@ -16,7 +16,7 @@ threads of its own, from the layers. Checked here:
   the kernel to grow it (an RCU grace period, milliseconds, once threads
   share the table).
 
-usage: walkahead.py [--fs PATH]   ($STRATA_FS overrides --fs)
+usage: test_walkahead.py [--fs PATH]   ($STRATA_FS overrides --fs)
 """
 
 import os

@@ -10,7 +10,7 @@ not). Kernel overlayfs is no oracle for this: for a merged directory it ends
 such a listing early. Also checked: a plain listing after the churn shows
 exactly the names that exist.
 
-usage: dirstream.py [--fs PATH]   ($STRATA_FS overrides --fs)
+usage: test_dirstream.py [--fs PATH]   ($STRATA_FS overrides --fs)
 """
 
 import os

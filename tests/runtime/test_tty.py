@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The container's own terminal (-t, -i), for strata-run and strata_exec().
 
-usage: tty_test.py STRATA_RUN FS_PROGRAM EXEC_HELPER MODE GROUP
+usage: test_tty.py STRATA_RUN FS_PROGRAM EXEC_HELPER MODE GROUP
   MODE   root | rootless
   GROUP  tty
 

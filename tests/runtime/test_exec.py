@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """strata_exec(): a process started in a running container joins it.
 
-usage: exec_test.py STRATA_RUN FS_PROGRAM EXEC_HELPER MODE GROUP
+usage: test_exec.py STRATA_RUN FS_PROGRAM EXEC_HELPER MODE GROUP
   MODE   root | rootless (as strata-test, who starts the container too)
   GROUP  exec
 

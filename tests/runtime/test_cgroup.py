@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Resource limits through the container's cgroup.
 
-usage: cgroup_test.py STRATA_RUN FS_PROGRAM MODE   (MODE: root | rootless)
+usage: test_cgroup.py STRATA_RUN FS_PROGRAM MODE   (MODE: root | rootless)
 
 Root: a command beyond --memory is OOM-killed (exit 137); --pids-limit 50
 stops a fork loop and the container stays usable; the limits are written

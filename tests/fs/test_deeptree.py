@@ -14,7 +14,7 @@ kept across a remount):
             of 20000 (this host's default; the daemon keeps an fd per
             level in the upper, as copy-up needs them).
 
-usage: deeptree.py [--fs PATH] [SHAPE...]   ($STRATA_FS overrides --fs)
+usage: test_deeptree.py [--fs PATH] [SHAPE...]   ($STRATA_FS overrides --fs)
 """
 
 import os

@@ -16,7 +16,7 @@ Checked on a mount with uring=off:
   the right answers, and it follows its client again once they stop.
 Skips with fewer than two CPUs.
 
-usage: follow.py [--fs PATH]   ($STRATA_FS overrides --fs)
+usage: test_follow.py [--fs PATH]   ($STRATA_FS overrides --fs)
 """
 
 import errno

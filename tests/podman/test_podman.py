@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """podman end to end: podman's overlay driver with mount_program = strata-fs.
 
-usage (as root): podman_test.py STRATA_FS root|rootless
+usage (as root): test_podman.py STRATA_FS root|rootless
 
 Everything happens in a private store under a fresh tmpfs (storage.conf via
 CONTAINERS_STORAGE_CONF, plus --root/--runroot/--tmpdir), inside a private

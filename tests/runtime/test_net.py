@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """--net private and published ports (pasta), as root and rootless.
 
-usage: net_test.py STRATA_RUN FS_PROGRAM MODE GROUP
+usage: test_net.py STRATA_RUN FS_PROGRAM MODE GROUP
   MODE   root | rootless
   GROUP  net (through pasta) | slirp (through slirp4netns, forced by
          STRATA_NET_HELPER, the fallback when pasta is not installed)

@@ -19,7 +19,7 @@ libselinux stop asking for every file of the mount. Checked here:
   `ls -l` asks about once (the kernel caches no ACLs on such a mount, and
   ls stops asking where they are not supported).
 
-usage: labels.py [--fs PATH]   ($STRATA_FS overrides --fs)
+usage: test_labels.py [--fs PATH]   ($STRATA_FS overrides --fs)
 """
 
 import errno

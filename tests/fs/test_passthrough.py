@@ -19,7 +19,7 @@ and without an upper layer lower files go passthrough as well: reading and
 mmap of a lower file send no READ (with passthrough=off they do), and the
 layer's page cache keeps the data after unmount.
 
-usage: passthrough.py [--fs PATH]   ($STRATA_FS overrides --fs)
+usage: test_passthrough.py [--fs PATH]   ($STRATA_FS overrides --fs)
 """
 
 import mmap

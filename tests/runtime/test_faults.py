@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The launcher's faults: nothing outlives it, however it ends.
 
-usage: faults_test.py STRATA_RUN FS_PROGRAM MODE [ITERATIONS]   (MODE: root | rootless)
+usage: test_faults.py STRATA_RUN FS_PROGRAM MODE [ITERATIONS]   (MODE: root | rootless)
 
 - kill -9 of strata-run at random moments of its set-up and while the
   command runs: afterwards no strata-run.* directory in TMPDIR, no process

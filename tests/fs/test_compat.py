@@ -4,7 +4,7 @@ uidmapping/gidmapping): containers-storage relies on their exact behaviour,
 so here fuse-overlayfs is the reference instead of kernel overlayfs. Same
 harness, same comparisons (each operation, whole tree, upper remount).
 
-usage: compat.py [--fs PATH] [--reference PATH] [SCENARIO...]
+usage: test_compat.py [--fs PATH] [--reference PATH] [SCENARIO...]
 """
 
 import os

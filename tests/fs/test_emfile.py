@@ -10,7 +10,7 @@ lower file come back under its old name. Either outcome is checked: the
 rename fails and nothing changed, or it worked and the old name is gone;
 also after the files are closed and after a remount.
 
-usage: emfile.py [--fs PATH]   ($STRATA_FS overrides --fs)
+usage: test_emfile.py [--fs PATH]   ($STRATA_FS overrides --fs)
 """
 
 import errno
