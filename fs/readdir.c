@@ -234,6 +234,23 @@ static void ns_merge(struct nameset *into, struct nameset *from)
 	memset(from, 0, sizeof *from);
 }
 
+/* Keep the names a complete listing of one lower layer gathered (own, may
+ * be NULL) for later lookups, unless the listing failed, found nothing, or
+ * another thread kept its own first. */
+static void keep_names(struct dlayer *dl, struct nameset *own, int r)
+{
+	struct nameset *expected = NULL;
+
+	if (!own)
+		return;
+	if (r < 0 || !own->slot ||
+	    !__atomic_compare_exchange_n(&dl->names, &expected, own, false, __ATOMIC_ACQ_REL,
+					 __ATOMIC_ACQUIRE)) {
+		ns_free(own);
+		free(own);
+	}
+}
+
 static int cookie_cmp(const void *a, const void *b)
 {
 	const struct dentry_rec *x = a, *y = b;
@@ -294,15 +311,7 @@ int dir_listing_ahead(struct sfs *fs, struct node *dir, struct dircache **out, e
 			if (!__atomic_load_n(&dir->dl[i].names, __ATOMIC_ACQUIRE))
 				own = calloc(1, sizeof *own);
 			r = read_layer_pk(fs, dir->dl[i].layer, dir->dl[i].pino, &seen, dc, &cap, own);
-			if (own) {
-				struct nameset *expected = NULL;
-				if (r < 0 || !own->slot ||
-				    !__atomic_compare_exchange_n(&dir->dl[i].names, &expected, own, false,
-								 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-					ns_free(own);
-					free(own);
-				}
-			}
+			keep_names(&dir->dl[i], own, r);
 			ns_merge(&seen, &pending);
 			continue;
 		}
@@ -320,15 +329,7 @@ int dir_listing_ahead(struct sfs *fs, struct node *dir, struct dircache **out, e
 		wa_batch_end(&b);
 		if (tmp)
 			close(dfd);
-		if (own) {
-			struct nameset *expected = NULL;
-			if (r < 0 || !own->slot ||
-			    !__atomic_compare_exchange_n(&dir->dl[i].names, &expected, own, false,
-							 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-				ns_free(own);
-				free(own);
-			}
-		}
+		keep_names(&dir->dl[i], own, r);
 		ns_merge(&seen, &pending);
 	}
 	pthread_rwlock_unlock(dir->dl_lock);

@@ -607,16 +607,24 @@ static int resolve(struct pk_layer *l, const char *path, uint32_t *ino)
 	return 0;
 }
 
+/* The regular file a record names, with the size it names: its inode, or
+ * -ESTALE when the layer holds something else there. */
+static int find_ref(struct pk_layer *l, const char *path, uint64_t size, uint32_t *ino)
+{
+	struct pk_attr a;
+	int r = resolve(l, path, ino);
+	if (r == 0)
+		r = pk_getattr(l, *ino, &a);
+	if (r == 0 && (!S_ISREG(a.mode) || a.size != size))
+		r = -ESTALE;
+	return r;
+}
+
 static int sink_file(struct pk_layer *l, const char *path, uint64_t size, const uint8_t want[16],
 		     ts_sink sink, void *ctx, const char *what)
 {
 	uint32_t ino;
-	struct pk_attr a;
-	int r = resolve(l, path, &ino);
-	if (r == 0)
-		r = pk_getattr(l, ino, &a);
-	if (r == 0 && (!S_ISREG(a.mode) || a.size != size))
-		r = -ESTALE;
+	int r = find_ref(l, path, size, &ino);
 	if (r < 0) {
 		if (what)
 			serr(r, "rebuild tar of", what, "file %s is not in the packed layer as recorded; the layer is damaged",
@@ -656,12 +664,7 @@ static int sink_file(struct pk_layer *l, const char *path, uint64_t size, const 
 static int ref_exists(struct pk_layer *l, const char *path, uint64_t size, const char *what)
 {
 	uint32_t ino;
-	struct pk_attr a;
-	int r = resolve(l, path, &ino);
-	if (r == 0)
-		r = pk_getattr(l, ino, &a);
-	if (r == 0 && (!S_ISREG(a.mode) || a.size != size))
-		r = -ESTALE;
+	int r = find_ref(l, path, size, &ino);
 	if (r < 0 && what)
 		serr(r == -ESTALE ? -EIO : r, "check tar-split record of", what,
 		     "it names %s (%llu bytes), which the packed layer does not hold", path, (unsigned long long)size);
