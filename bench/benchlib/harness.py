@@ -184,7 +184,7 @@ class Context:
             except BenchError as e:
                 self.log("cleanup: %s" % e)
         self.live.clear()
-        self.cg.show()
+        self.cg.show(force=True)
         for fn in self.atexit:
             fn()
         # podman leaves its store's overlay directory bind-mounted (in this

@@ -161,17 +161,25 @@ def note_private_mount_ns(ctx):
 
 
 class CgroupHide:
+    """Counted: the repetitions of two podman contenders interleave, so one
+    contender's unmount must not uncover the hierarchy while the other's
+    instance still runs (crun then wrote into the empty v2 tree: ENOSPC)."""
     def __init__(self, ctx):
         self.hidden = False
+        self.users = 0
 
     def hide(self):
+        self.users += 1
         if self.hidden or not sysutil.mountinfo_has(UNIFIED):
             return
-        sysutil.mount("tmpfs", UNIFIED, "tmpfs", "size=4k,mode=0555")
+        # root writes through the mode: crun makes its cgroup directories and
+        # files here on each run of a batch, so leave room for them
+        sysutil.mount("tmpfs", UNIFIED, "tmpfs", "size=4m,mode=0555")
         self.hidden = True
 
-    def show(self):
-        if not self.hidden:
+    def show(self, force=False):
+        self.users = 0 if force else max(0, self.users - 1)
+        if not self.hidden or self.users:
             return
         sysutil.umount(UNIFIED, lazy_fallback=False)
         self.hidden = False
