@@ -279,7 +279,7 @@ int copyup_dir(struct sfs *fs, struct node *dir)
 	pthread_rwlock_unlock(dir->dl_lock);
 	if (have)
 		return 0;
-	if (dir->deleted)
+	if (node_deleted(dir))
 		return -ENOENT;  /* removed: nothing may bring it back */
 	pthread_mutex_lock(&fs->table_lock);
 	struct node *p = dir->parent;
@@ -595,7 +595,7 @@ int copyup(struct sfs *fs, struct node *n, enum cu_how how)
 			r = drop_metacopy(fs, n);
 		goto out_unlock;
 	}
-	if (n->deleted || n->detached) {
+	if (node_deleted(n) || node_detached(n)) {
 		r = -ENOENT;
 		goto out_unlock;
 	}
@@ -617,7 +617,7 @@ int copyup(struct sfs *fs, struct node *n, enum cu_how how)
 	pthread_mutex_lock(&p->lock);
 	int ufd = node_upperfd(fs, p);
 	pthread_mutex_lock(&fs->table_lock);
-	bool gone = n->deleted || n->detached || n->parent != p;
+	bool gone = node_deleted(n) || node_detached(n) || n->parent != p;
 	snprintf(name, sizeof name, "%s", n->name);
 	pthread_mutex_unlock(&fs->table_lock);
 	struct stat pst;

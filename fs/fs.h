@@ -134,8 +134,8 @@ struct node {
 	unsigned cached_opens;   /* [P] handles open in cached mode */
 
 	bool hashed;             /* [T] in the hard-link table */
-	bool deleted;            /* [T] unlinked or replaced in the merged view */
-	bool detached;           /* [T] its recorded name is gone but other hard links live */
+	bool deleted;            /* [T, atomic] unlinked or replaced in the merged view */
+	bool detached;           /* [T, atomic] its recorded name is gone but other hard links live */
 	bool in_ctab;            /* [T] */
 	bool kcached;            /* [T] the kernel may hold a cached listing of it */
 	bool lean_listed;        /* [A] last listed without attributes of its entries
@@ -251,6 +251,19 @@ static inline uint32_t node_layer(const struct node *n)
 static inline bool node_metacopy(const struct node *n)
 {
 	return __atomic_load_n(&n->metacopy, __ATOMIC_ACQUIRE);
+}
+
+/* deleted and detached are written under table_lock and read by request
+ * threads that do not hold it (a stale answer is taken as the state just
+ * before or after, as with any lookup): both sides go through atomics. */
+static inline bool node_deleted(const struct node *n)
+{
+	return __atomic_load_n(&n->deleted, __ATOMIC_ACQUIRE);
+}
+
+static inline bool node_detached(const struct node *n)
+{
+	return __atomic_load_n(&n->detached, __ATOMIC_ACQUIRE);
 }
 
 static inline bool is_upper(struct sfs *fs, uint32_t layer)

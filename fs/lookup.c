@@ -586,7 +586,7 @@ struct node *node_from_lookup(struct sfs *fs, struct node *dir, const char *name
 			/* another name of a hard-linked upper object */
 			n->nlookup++;
 			pthread_mutex_unlock(&fs->table_lock);
-			if (n->detached || n->deleted)
+			if (node_detached(n) || node_deleted(n))
 				node_set_name(fs, n, dir, name);
 			lookup_res_free(res);
 			return n;

@@ -146,8 +146,8 @@ void node_set_name(struct sfs *fs, struct node *n, struct node *parent, const ch
 	oldname = n->name;
 	n->parent = parent;
 	n->name = nn;
-	n->detached = false;
-	if (!n->deleted)
+	__atomic_store_n(&n->detached, false, __ATOMIC_RELEASE);
+	if (!node_deleted(n))
 		ctab_add(fs, n);
 	pthread_mutex_unlock(&fs->table_lock);
 	free(oldname);
@@ -195,7 +195,7 @@ static void ctab_add(struct sfs *fs, struct node *n)
 struct node *node_child_find(struct sfs *fs, struct node *parent, const char *name)
 {
 	for (struct node *n = fs->ctab[cslot(fs, parent, name)]; n; n = n->cnext)
-		if (n->parent == parent && !strcmp(n->name, name) && !n->deleted && !n->detached)
+		if (n->parent == parent && !strcmp(n->name, name) && !node_deleted(n) && !node_detached(n))
 			return n;
 	return NULL;
 }
@@ -217,7 +217,7 @@ static size_t hslot(struct sfs *fs, dev_t dev, ino_t ino)
 struct node *node_hash_find(struct sfs *fs, dev_t dev, ino_t ino)
 {
 	for (struct node *n = fs->htab[hslot(fs, dev, ino)]; n; n = n->hnext)
-		if (n->rdev_real == dev && n->rino_real == ino && !n->deleted)
+		if (n->rdev_real == dev && n->rino_real == ino && !node_deleted(n))
 			return n;
 	return NULL;
 }
@@ -252,7 +252,7 @@ void node_keep_path(struct sfs *fs, struct node *n)
 {
 	struct loc l;
 
-	if (n->pathfd < 0 && !n->deleted && loc_get(fs, n, &l) == 0) {
+	if (n->pathfd < 0 && !node_deleted(n) && loc_get(fs, n, &l) == 0) {
 		if (l.pino) {
 			/* packed: its inode number is its handle for good */
 			__atomic_store_n(&n->pk_ino, l.pino, __ATOMIC_RELEASE);
@@ -270,11 +270,11 @@ void node_keep_path(struct sfs *fs, struct node *n)
 
 void node_mark_deleted(struct sfs *fs, struct node *n)
 {
-	if (n->deleted)
+	if (node_deleted(n))
 		return;
 	node_keep_path(fs, n);
 	pthread_mutex_lock(&fs->table_lock);
-	n->deleted = true;
+	__atomic_store_n(&n->deleted, true, __ATOMIC_RELEASE);
 	if (n->hashed)
 		node_hash_del(fs, n);
 	/* it stays in the (parent, name) table, which lookups skip it in,
@@ -298,7 +298,7 @@ void node_detach(struct sfs *fs, struct node *n)
 	}
 	pthread_mutex_lock(&fs->table_lock);
 	ctab_del(fs, n);
-	n->detached = true;
+	__atomic_store_n(&n->detached, true, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&fs->table_lock);
 }
 
@@ -686,7 +686,7 @@ int loc_get(struct sfs *fs, struct node *n, struct loc *l)
 	l->pino = 0;
 	/* a directory's layer list and top layer change under its dl_lock
 	 * (copy-up, rename): read them under it */
-	if (S_ISDIR(n->type) && !n->deleted) {
+	if (S_ISDIR(n->type) && !node_deleted(n)) {
 		bool tmp;
 		pthread_rwlock_rdlock(n->dl_lock);
 		if (!n->ndl) {
@@ -715,7 +715,7 @@ int loc_get(struct sfs *fs, struct node *n, struct loc *l)
 	}
 	l->layer = node_layer(n);
 not_listed:
-	if (n->deleted || n->detached || !n->parent) {
+	if (node_deleted(n) || node_detached(n) || !n->parent) {
 		uint32_t pk = __atomic_load_n(&n->pk_ino, __ATOMIC_ACQUIRE);
 		if (pk && n != fs->root && layer_packed(fs, l->layer)) {
 			/* a packed object unlinked from the view: still there */

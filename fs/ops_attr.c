@@ -270,7 +270,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, s
 		  FUSE_SET_ATTR_MTIME_NOW;
 	/* also alone: a write by someone without CAP_FSETID comes first */
 	bool kill = raw && (raw->valid & FATTR_KILL_SUIDGID);
-	if ((!to_set && !kill) || (n->deleted && !is_upper(fs, node_layer(n)))) {
+	if ((!to_set && !kill) || (node_deleted(n) && !is_upper(fs, node_layer(n)))) {
 		r = 0;
 		goto out;
 	}
@@ -311,7 +311,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, s
 			to_set &= ~FUSE_SET_ATTR_SIZE;
 	}
 	if (r == 0 && (to_set & FUSE_SET_ATTR_SIZE)) {
-		if (fd >= 0 && !n->deleted)
+		if (fd >= 0 && !node_deleted(n))
 			r = ftruncate(fd, attr->st_size) < 0 ? -errno : 0;
 		else {
 			_cleanup_close_ int tfd = openat(l.dirfd, l.name,

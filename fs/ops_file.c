@@ -253,7 +253,7 @@ static int fh_current_pk(struct sfs *fs, struct fh *h, uint32_t *pino, uint32_t 
 	struct node *n = h->n;
 	*pino = __atomic_load_n(&h->pino, __ATOMIC_ACQUIRE);
 	*layer = h->player;
-	if ((h->layer == node_layer(n) && h->meta == node_metacopy(n)) || wants_write(h->flags) || n->deleted)
+	if ((h->layer == node_layer(n) && h->meta == node_metacopy(n)) || wants_write(h->flags) || node_deleted(n))
 		return *pino ? -1 : __atomic_load_n(&h->fd, __ATOMIC_ACQUIRE);
 	pthread_mutex_lock(&h->lock);
 	if (h->layer != node_layer(n) || h->meta != node_metacopy(n)) {
