@@ -666,7 +666,7 @@ void node_set_dlayers(struct sfs *fs, struct node *dir, struct dlayer *dl, unsig
 	struct dlayer *old = dir->dl;
 	unsigned oldn = dir->ndl;
 	dir->dl = dl;
-	dir->ndl = n;
+	__atomic_store_n(&dir->ndl, n, __ATOMIC_RELEASE);  /* present_stat reads it unlocked */
 	dir->layer = n ? dl[0].layer : 0;
 	pthread_rwlock_unlock(dir->dl_lock);
 	for (unsigned i = 0; i < oldn; i++)

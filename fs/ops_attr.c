@@ -72,7 +72,7 @@ void present_stat(struct sfs *fs, struct node *n, struct stat *st, int fd, int d
 	struct strata_opts *o = &fs->opts;
 
 	st->st_ino = n->ino;
-	if (S_ISDIR(n->type) && (n->ndl > 1 || (n == fs->root && fs->nlayers > 1)))
+	if (S_ISDIR(n->type) && (__atomic_load_n(&n->ndl, __ATOMIC_ACQUIRE) > 1 || (n == fs->root && fs->nlayers > 1)))
 		st->st_nlink = 1;  /* merged: counting subdirectories is not worth it */
 	if (o->xattr_permissions || fs->no_dac)
 		apply_override(fs, st, dirfd, name, fd, NULL);
