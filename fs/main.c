@@ -193,13 +193,15 @@ static void raise_nofile(struct sfs *fs)
 	fs->fd_budget = (int)(lim > 2048 ? lim / 2 : lim / 4);
 }
 
-/* Grow the descriptor table now to what the daemon may use, while it has
- * one thread: grown later, with threads sharing it, the kernel waits for
- * an RCU grace period (8-18 ms here) in the request whose open did not fit
- * (a cold lookup of a directory merged from 64 layers took 11-18 ms of
- * its 12-18 ms in that wait). After fuse_daemonize(): a fork copies the
- * table only as large as its highest open descriptor. */
-static void presize_fdtable(const struct sfs *fs)
+/* Grow the descriptor table now to what the daemon may use: grown later,
+ * with threads sharing it, the kernel waits for an RCU grace period in the
+ * request whose open did not fit (a cold lookup of a directory merged from
+ * 64 layers spent most of its time in that wait). Done before the mount is
+ * visible, so nothing can reach the daemon with a small table. Returns the
+ * descriptor that holds the table at its size: fork (fuse_daemonize())
+ * copies the table only as large as its highest open descriptor, so it is
+ * closed once the daemon is the process it will stay; -1 if none. */
+static int presize_fdtable(const struct sfs *fs)
 {
 	struct rlimit rl;
 	long want = fs->fd_budget + 1024L;
@@ -209,7 +211,8 @@ static void presize_fdtable(const struct sfs *fs)
 		want = 1L << 15;   /* 256 KiB of table; beyond, it grows when needed */
 	_cleanup_close_ int fd = open("/", O_PATH | O_CLOEXEC);
 	if (fd >= 0 && want > fd + 1 && dup3(fd, (int)want - 1, O_CLOEXEC) >= 0)
-		close((int)want - 1);
+		return (int)want - 1;
+	return -1;
 }
 
 /* One line of mountinfo: its mount point (unescaped) and device. */
@@ -360,7 +363,7 @@ int main(int argc, char **argv)
 	/* one mount per process today; nothing but main() assumes it */
 	static struct sfs the_fs;
 	struct sfs *fs = &the_fs;
-	int r, ret = 1;
+	int r, ret = 1, table_fd = -1;
 	char *mp_real = NULL;
 
 	strata_prog = "strata-fs";
@@ -427,6 +430,7 @@ int main(int argc, char **argv)
 	}
 	if (fuse_set_signal_handlers(fs->se) != 0)
 		goto out_session;
+	table_fd = presize_fdtable(fs);
 	if (fuse_session_mount(fs->se, fs->opts.mountpoint) != 0) {
 		serr(0, "mount on", fs->opts.mountpoint,
 		     "is /dev/fuse available and may this user mount FUSE (fusermount3 installed, or run inside unshare -Urm)?");
@@ -440,9 +444,11 @@ int main(int argc, char **argv)
 	if (!fs->opts.foreground && fuse_daemonize(0) != 0)
 		goto out_unmount;
 
+	if (table_fd >= 0)
+		close(table_fd);   /* the table keeps its size */
+	table_fd = -1;
 	if (mp_real)
 		mount_watch_open(fs, mp_real);
-	presize_fdtable(fs);
 	if (sched_getaffinity(0, sizeof fs->cpus, &fs->cpus) < 0) {
 		long n = sysconf(_SC_NPROCESSORS_CONF);
 		CPU_ZERO(&fs->cpus);
@@ -461,6 +467,8 @@ out_session:
 	fuse_session_destroy(fs->se);
 out:
 	free(mp_real);
+	if (table_fd >= 0)
+		close(table_fd);
 	if (fs->mntinfo_fd >= 0)
 		close(fs->mntinfo_fd);
 	layers_close(fs);
