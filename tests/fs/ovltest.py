@@ -81,6 +81,21 @@ def conclude(base, problems):
     return 1 if problems else 0
 
 
+def on_tmpfs(prefix, body):
+    """A standalone test's body(base, problems) run in a scratch tmpfs of
+    its own (the same file system under every run, whatever /tmp is),
+    unmounted and concluded whatever happens; the exit code."""
+    base = tempfile.mkdtemp(prefix=prefix)
+    mount_tmpfs(base)
+    problems = []
+    try:
+        body(base, problems)
+    finally:
+        umount(base)
+        code = conclude(base, problems)
+    return code
+
+
 def in_threads(n, fn):
     """Runs fn(i) in n threads at once; re-raises the first failure."""
     errs = []

@@ -20,11 +20,10 @@ usage: test_deeptree.py [--fs PATH] [SHAPE...]   ($STRATA_FS overrides --fs)
 import os
 import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ovltest import SKIP, conclude, nofile_wrapper, prepare_fs  # noqa: E402
-from mounts import FuseMount, KernelMount, mount_tmpfs, mounted, umount  # noqa: E402
+from ovltest import SKIP, on_tmpfs, nofile_wrapper, prepare_fs  # noqa: E402
+from mounts import FuseMount, KernelMount, mounted  # noqa: E402
 
 # name: (depth, open-file limit of the daemon or None, rename the top first)
 SHAPES = {
@@ -135,16 +134,11 @@ def main(argv):
     if fs is None:
         return SKIP
     names = [a for a in argv if a in SHAPES] or list(SHAPES)
-    base = tempfile.mkdtemp(prefix='strata-deeptree-')
-    mount_tmpfs(base)
-    problems = []
-    try:
+    def body(base, problems):
         for name in names:
             run_shape(fs, base, name, problems)
-    finally:
-        umount(base)
-        code = conclude(base, problems)
-    return code
+
+    return on_tmpfs('strata-deeptree-', body)
 
 
 if __name__ == '__main__':

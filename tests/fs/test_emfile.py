@@ -16,11 +16,10 @@ usage: test_emfile.py [--fs PATH]   ($STRATA_FS overrides --fs)
 import errno
 import os
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ovltest import SKIP, conclude, nofile_wrapper, prepare_fs  # noqa: E402
-from mounts import FuseMount, mount_tmpfs, mounted, umount  # noqa: E402
+from ovltest import SKIP, on_tmpfs, nofile_wrapper, prepare_fs  # noqa: E402
+from mounts import FuseMount, mounted  # noqa: E402
 
 NOFILE = 256      # the daemon's directory-fd budget is then 64
 PAD = 100         # lower directories looked up to use that budget up
@@ -53,10 +52,8 @@ def main(argv):
     fs = prepare_fs(argv)
     if fs is None:
         return SKIP
-    base = tempfile.mkdtemp(prefix='strata-emfile-')
-    mount_tmpfs(base)
-    problems = []
-    try:
+
+    def body(base, problems):
         lower = os.path.join(base, 'lower')
         make_lower(lower)
         for x in ('u', 'w', 'm'):
@@ -107,10 +104,8 @@ def main(argv):
             with mounted(m, problems):
                 if state(mnt) != want:
                     problems.append('after a remount d holds %s, expected %s' % (state(mnt), want))
-    finally:
-        umount(base)
-        code = conclude(base, problems)
-    return code
+
+    return on_tmpfs('strata-emfile-', body)
 
 
 if __name__ == '__main__':

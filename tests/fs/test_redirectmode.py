@@ -17,12 +17,11 @@ usage: test_redirectmode.py [--fs PATH]   ($STRATA_FS overrides --fs)
 import errno
 import os
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ovltest import SKIP, conclude, prepare_fs  # noqa: E402
+from ovltest import SKIP, on_tmpfs, prepare_fs  # noqa: E402
 from layers import D, F, W, LayerBuilder  # noqa: E402
-from mounts import FuseMount, KernelMount, mount_tmpfs, mounted, umount  # noqa: E402
+from mounts import FuseMount, KernelMount, mounted  # noqa: E402
 
 RED = 'trusted.overlay.redirect'
 LAYERS = [
@@ -60,10 +59,8 @@ def main(argv):
     fs = prepare_fs(argv)
     if fs is None:
         return SKIP
-    base = tempfile.mkdtemp(prefix='strata-redirectmode-')
-    mount_tmpfs(base)
-    problems = []
-    try:
+
+    def body(base, problems):
         for mode in MODES:
             got = {}
             for kind in ('kernel', 'fuse'):
@@ -86,10 +83,8 @@ def main(argv):
                     problems.append('redirect_dir=%s: %s: kernel %s, fuse %s'
                                     % (mode, k, got['kernel'][k], got['fuse'][k]))
             print('redirect_dir=%s: %s' % (mode, got['fuse']), flush=True)
-    finally:
-        umount(base)
-        code = conclude(base, problems)
-    return code
+
+    return on_tmpfs('strata-redirectmode-', body)
 
 
 if __name__ == '__main__':
