@@ -250,14 +250,21 @@ static int pk_block_hole(const struct lower *lo, uint32_t ino, const struct pk_a
 	return none || (holes & (1u << (b % per))) ? 1 : 0;
 }
 
+/* The attributes of ino, which must be a regular file. */
+static int regular_attr(const struct lower *lo, uint32_t ino, struct pk_attr *a)
+{
+	int r = pk_getattr(lo->pk, ino, a);
+	if (r < 0)
+		return r;
+	return S_ISREG(a->mode) ? 0 : -EINVAL;
+}
+
 off_t lower_seek(const struct lower *lo, uint32_t ino, off_t off, int whence)
 {
 	struct pk_attr a;
-	int r = pk_getattr(lo->pk, ino, &a);
+	int r = regular_attr(lo, ino, &a);
 	if (r < 0)
 		return r;
-	if (!S_ISREG(a.mode))
-		return -EINVAL;
 	if (off < 0)
 		return -ENXIO;
 	if (whence == SEEK_SET || whence == SEEK_CUR)
@@ -311,11 +318,9 @@ int lower_copy_xattrs(const struct lower *lo, uint32_t ino, int dstfd, int ddir,
 int lower_copy_data(const struct lower *lo, uint32_t ino, int dst, uint64_t limit)
 {
 	struct pk_attr a;
-	int r = pk_getattr(lo->pk, ino, &a);
+	int r = regular_attr(lo, ino, &a);
 	if (r < 0)
 		return r;
-	if (!S_ISREG(a.mode))
-		return -EINVAL;
 	if (limit > a.size)
 		limit = a.size;
 	_cleanup_free_ char *buf = malloc(PK_CHUNK_SIZE);
