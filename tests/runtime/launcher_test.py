@@ -774,27 +774,40 @@ def run_tests(e, mode, tests):
             print(f"FAIL {mode} {name}: {type(ex).__name__}: {ex}", flush=True)
     return failed
 
-def main():
-    if len(sys.argv) != 5 or sys.argv[3] not in ("root", "rootless") or sys.argv[4] not in GROUPS:
-        print(__doc__, file=sys.stderr)
-        return 2
-    strata_run, fs, mode, group = sys.argv[1:]
+def harness_ready(*programs):
+    """What every runtime suite checks before it starts (it skips
+    otherwise): root, since it builds the rootless set-up for the test user
+    itself; the programs it runs; /dev/fuse. Then this process becomes the
+    subreaper of whatever the containers under test leave behind."""
     if os.geteuid() != 0:
         skip("the harness needs root (it builds the rootless setup for the test user itself)")
-    for need in (strata_run, fs, BUSYBOX):
+    for need in list(programs) + [BUSYBOX]:
         if not os.access(need, os.X_OK):
             skip(f"{need} is not an executable")
     if not os.path.exists("/dev/fuse"):
         skip("no /dev/fuse on this machine")
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
-    e = Env(strata_run, fs, mode)
+
+def run_suite(e, mode, tests, before=None):
+    """run_tests() with e cleaned up whatever happens; the exit code."""
     failed = 0
     try:
-        failed += run_tests(e, mode, GROUPS[group])
+        if before:
+            before(e)
+        failed += run_tests(e, mode, tests)
     finally:
         e.cleanup()
     return 1 if failed else 0
+
+
+def main():
+    if len(sys.argv) != 5 or sys.argv[3] not in ("root", "rootless") or sys.argv[4] not in GROUPS:
+        print(__doc__, file=sys.stderr)
+        return 2
+    strata_run, fs, mode, group = sys.argv[1:]
+    harness_ready(strata_run, fs)
+    return run_suite(Env(strata_run, fs, mode), mode, GROUPS[group])
 
 
 if __name__ == "__main__":

@@ -152,20 +152,5 @@ def run_tests(groups, argv_len, usage, make_env, check=None):
         print(usage, file=sys.stderr)
         return 2
     mode, group = sys.argv[-2], sys.argv[-1]
-    if os.geteuid() != 0:
-        skip("the harness needs root (it builds the rootless setup for the test user itself)")
-    for need in sys.argv[1:-2] + [lt.BUSYBOX]:
-        if need.startswith("/") and not os.access(need, os.X_OK):
-            skip(f"{need} is not an executable")
-    if not os.path.exists("/dev/fuse"):
-        skip("no /dev/fuse on this machine")
-    lt.libc.prctl(lt.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    e = make_env(mode)
-    failed = 0
-    try:
-        if check:
-            check(e)
-        failed += lt.run_tests(e, mode, groups[group])
-    finally:
-        e.cleanup()
-    return 1 if failed else 0
+    lt.harness_ready(*[a for a in sys.argv[1:-2] if a.startswith("/")])
+    return lt.run_suite(make_env(mode), mode, groups[group], before=check)

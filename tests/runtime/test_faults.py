@@ -177,22 +177,9 @@ def main():
     strata_run, fs, mode = sys.argv[1:4]
     # make soak (STRATA_SOAK=1) kills ten times as often
     iterations = int(sys.argv[4]) if len(sys.argv) == 5 else (400 if os.environ.get("STRATA_SOAK") == "1" else 40)
-    if os.geteuid() != 0:
-        lt.skip("the harness needs root (it builds the rootless setup for the test user itself)")
-    for need in (strata_run, fs, lt.BUSYBOX):
-        if not os.access(need, os.X_OK):
-            lt.skip(f"{need} is not an executable")
-    if not os.path.exists("/dev/fuse"):
-        lt.skip("no /dev/fuse on this machine")
-    lt.libc.prctl(lt.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    e = Env(strata_run, fs, mode)
-    failed = 0
+    lt.harness_ready(strata_run, fs)
     tests = [t_daemon_gone_at_return, functools.partial(t_kill_launcher, iterations=iterations)]
-    try:
-        failed += lt.run_tests(e, mode, tests)
-    finally:
-        e.cleanup()
-    return 1 if failed else 0
+    return lt.run_suite(Env(strata_run, fs, mode), mode, tests)
 
 
 if __name__ == "__main__":

@@ -225,21 +225,8 @@ def main():
         print(__doc__, file=sys.stderr)
         return 2
     strata_run, fs, mode = sys.argv[1:]
-    if os.geteuid() != 0:
-        lt.skip("the harness needs root (it builds the rootless setup for the test user itself)")
-    for need in (strata_run, fs, lt.BUSYBOX):
-        if not os.access(need, os.X_OK):
-            lt.skip(f"{need} is not an executable")
-    if not os.path.exists("/dev/fuse"):
-        lt.skip("no /dev/fuse on this machine")
-    lt.libc.prctl(lt.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    e = Env(strata_run, fs, mode)
-    failed = 0
-    try:
-        failed += lt.run_tests(e, mode, TESTS)
-    finally:
-        e.cleanup()
-    return 1 if failed else 0
+    lt.harness_ready(strata_run, fs)
+    return lt.run_suite(Env(strata_run, fs, mode), mode, TESTS)
 
 
 if __name__ == "__main__":
