@@ -129,9 +129,10 @@ struct node {
 	int32_t data_layer;      /* [A; L] layer holding the data, -1 when none */
 
 	/* open regular files (passthrough.c) */
-	int backing_id;          /* [P] the kernel's id of the upper file, 0 when none */
+	int backing_id;          /* [P] the kernel's id of the backing file, 0 when none */
 	unsigned pt_opens;       /* [P] handles open in passthrough mode */
 	unsigned cached_opens;   /* [P] handles open in cached mode */
+	unsigned pt_writers;     /* [P] opens for write and truncates under way (sharecache) */
 
 	bool hashed;             /* [T] in the hard-link table */
 	bool deleted;            /* [T, atomic] unlinked or replaced in the merged view */
@@ -145,6 +146,7 @@ struct node {
 	bool xa_none;
 	bool metacopy;           /* [A; L] the upper holds metadata only */
 	bool pt_used;            /* [A; P] written behind the kernel's page cache once */
+	bool pt_lower;           /* [P] backing_id is a read-only lower file (sharecache) */
 };
 
 /* ---- the mount ------------------------------------------------------- */
@@ -214,8 +216,10 @@ struct sfs {
 		bool offered;        /* the kernel's INIT offered passthrough */
 		bool killpriv_v2;    /* ... and FUSE_HANDLE_KILLPRIV_V2 */
 		bool broken;         /* a registration failed: stay in cached mode */
+		bool share;          /* sharecache: read-only opens of lower files too */
 		unsigned stack_depth;
 		pthread_mutex_t lock;    /* a leaf: registration of backing files */
+		pthread_cond_t released; /* a lower backing file went (share) */
 	} pts;
 	/* The mount this daemon made itself, watched in its mount namespace
 	 * (main.c): mntinfo_fd is /proc/self/mountinfo (-1: not watched, as
@@ -536,9 +540,15 @@ bool pt_negotiate(struct sfs *fs);
 /* After mounting: replies go through the code that completes them. */
 int pt_install(struct fuse_session *se);
 /* An open of n (open(2) FLAGS) through fd: the backing id to hand the
- * kernel, or 0 for cached mode. *counted: pt_release() must follow. */
+ * kernel, 0 for cached mode, or -ETXTBSY (a write while the kernel holds n
+ * passed through to its lower file). *counted: pt_release() must follow. */
 int pt_open(struct sfs *fs, struct node *n, int fd, int flags, bool *counted);
 void pt_release(struct sfs *fs, struct node *n, int id);
+/* Around an open for write or a truncate of n (copy-up included): 0, or
+ * -ETXTBSY while read-only descriptors read n's lower file directly
+ * (sharecache); pt_write_end() follows a 0. */
+int pt_write_begin(struct sfs *fs, struct node *n);
+void pt_write_end(struct sfs *fs, struct node *n);
 /* The next OPEN/CREATE reply of this thread carries backing id (0: none). */
 void pt_reply_with(int id);
 

@@ -249,6 +249,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, s
 	struct node *n = node_get(fs, ino);
 	struct loc l;
 	int r;
+	bool sized = false;   /* between pt_write_begin() and _end() */
 
 	if (!fs->has_upper) {
 		fuse_reply_err(req, EROFS);
@@ -274,6 +275,10 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, s
 		r = 0;
 		goto out;
 	}
+	/* (sharecache: no truncate while readers read the lower file itself) */
+	if ((to_set & FUSE_SET_ATTR_SIZE) && (r = pt_write_begin(fs, n)) < 0)
+		goto out;
+	sized = to_set & FUSE_SET_ATTR_SIZE;
 	/* size needs the data; anything else only the metadata */
 	r = copyup(fs, n, !(to_set & FUSE_SET_ATTR_SIZE) ? CU_META : attr->st_size == 0 ? CU_EMPTY : CU_DATA);
 	if (r < 0)
@@ -337,6 +342,8 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, s
 	}
 	loc_put(&l);
 out:
+	if (sized)
+		pt_write_end(fs, n);
 	if (r < 0)
 		fuse_reply_err(req, -r);
 	else {

@@ -103,6 +103,12 @@ int fh_new(struct sfs *fs, struct node *n, int fd, int flags, struct fuse_file_i
 	struct fh *h = calloc(1, sizeof *h);
 	if (!h)
 		return -ENOMEM;
+	h->pt_id = pt_open(fs, n, fd, flags, &h->pt_counted);
+	if (h->pt_id < 0) {
+		int r = h->pt_id;
+		free(h);
+		return r;
+	}
 	h->fd = fd;
 	h->flags = flags;
 	h->layer = node_layer(n);
@@ -118,7 +124,6 @@ int fh_new(struct sfs *fs, struct node *n, int fd, int flags, struct fuse_file_i
 	node_ref(fs, n);
 	fh_link(fs, h);
 	fi->fh = (uintptr_t)h;
-	h->pt_id = pt_open(fs, n, fd, flags, &h->pt_counted);
 	/* lower data never changes; upper data changes only through us,
 	 * unless it was written through a backing file behind the cache */
 	fi->keep_cache = !h->pt_id && !__atomic_load_n(&n->pt_used, __ATOMIC_RELAXED);
@@ -207,14 +212,21 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct node *n = node_get(fs, ino);
 	int r;
 
-	if (wants_write(fi->flags)) {
+	bool writer = wants_write(fi->flags);
+	if (writer) {
 		if (!fs->has_upper) {
 			fuse_reply_err(req, EROFS);
+			return;
+		}
+		/* (sharecache: not while readers read the lower file itself) */
+		if ((r = pt_write_begin(fs, n)) < 0) {
+			fuse_reply_err(req, -r);
 			return;
 		}
 		/* O_TRUNC of a lower file: nothing to copy but metadata */
 		enum cu_how how = (fi->flags & O_TRUNC) && !node_metacopy(n) ? CU_EMPTY : CU_DATA;
 		if ((r = copyup(fs, n, how)) < 0) {
+			pt_write_end(fs, n);
 			fuse_reply_err(req, -r);
 			return;
 		}
@@ -222,10 +234,17 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	int fd;
 	uint32_t player, pino;
 	if ((r = node_open_at(fs, n, fi->flags, &fd, &player, &pino)) < 0) {
+		if (writer)
+			pt_write_end(fs, n);
 		fuse_reply_err(req, -r);
 		return;
 	}
-	if ((r = fh_new(fs, n, fd, fi->flags, fi)) < 0) {
+	r = fh_new(fs, n, fd, fi->flags, fi);
+	/* counted as an open from here on: a reader takes the cached mode or
+	 * this writer's backing file, never the lower file */
+	if (writer)
+		pt_write_end(fs, n);
+	if (r < 0) {
 		if (fd >= 0)
 			close(fd);
 		fuse_reply_err(req, -r);
@@ -338,12 +357,15 @@ static void read_packed(struct sfs *fs, fuse_req_t req, struct fh *h, uint32_t l
  * lower file's copy so the data is not cached twice. Layer filesystems
  * cache in large folios that a partial range cannot evict, so whole 2 MiB
  * chunks go once a read has passed them, and the tail at end of file. */
-static void drop_layer_cache(struct fh *h, off_t off, size_t size)
+static void drop_layer_cache(struct sfs *fs, struct fh *h, off_t off, size_t size)
 {
 	const off_t chunk = 2 << 20;
 	off_t end = off + (off_t)size;
 
 	if (h->lower_size < 0 || h->layer != node_layer(h->n))
+		return;
+	/* with sharecache other mounts read the layer's copy directly */
+	if (fs->pts.share)
 		return;
 	off_t s = off / chunk * chunk, e = end / chunk * chunk;
 	if (end >= h->lower_size)
@@ -384,7 +406,7 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse
 	} else {
 		fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
 	}
-	drop_layer_cache(h, off, size);
+	drop_layer_cache(fs, h, off, size);
 	fh_put(fs, h);
 }
 

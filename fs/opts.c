@@ -304,7 +304,8 @@ static int p_unlabeled(struct strata_opts *o, const char *key, const char *val, 
 	return 0;
 }
 
-/* metacopy, writeback, passthrough, uring: on by default; a bare name is "on" */
+/* metacopy, writeback, passthrough, uring: on by default, sharecache off; a
+ * bare name is "on" */
 static int p_switch(struct strata_opts *o, const char *key, const char *val, const char *item)
 {
 	bool b = true;
@@ -318,6 +319,8 @@ static int p_switch(struct strata_opts *o, const char *key, const char *val, con
 		o->writeback = b;
 	else if (key[0] == 'u')
 		o->uring = b;
+	else if (key[0] == 's')
+		o->sharecache = b;
 	else
 		o->passthrough = b;
 	return 0;
@@ -443,6 +446,12 @@ const struct opt_row opts_table[] = {
 	{ "passthrough", OPT_ANY, p_switch, "passthrough=on|off",
 	  "Let the kernel read and write files of the upper layer directly (default on; needs "
 	  "Linux 6.9+ and CAP_SYS_ADMIN, else ignored)." },
+	{ "sharecache", OPT_ANY, p_switch, "sharecache=on|off",
+	  "With an upper layer, pass files of lower layers opened read-only through to the lower "
+	  "file too, so that every mount of one layer shares one copy of its data in the page cache "
+	  "(default off; needs passthrough, else ignored). The difference from overlayfs: while this "
+	  "mount has such a file open (or mapped), opening it for writing or truncating it waits up "
+	  "to 2 seconds for it to be closed, then fails with ETXTBSY (\"text file busy\")." },
 	{ "uring", OPT_ANY, p_switch, "uring=on|off",
 	  "Take requests through FUSE over io_uring, one queue per CPU, where the kernel offers it "
 	  "(default on; Linux 6.14+ with the fuse module's enable_uring=Y, else ignored)." },

@@ -49,6 +49,8 @@ struct strata_opts {
 	bool writeback;      /* kernel writeback cache (default on) */
 	bool passthrough;    /* upper files through the kernel's passthrough,
 			      * when it and our privileges allow (default on) */
+	bool sharecache;     /* read-only opens of lower files passed through too,
+			      * with an upper (default off) */
 	bool uring;          /* FUSE over io_uring where the kernel offers it (default on) */
 	enum redirect_mode redirect_dir;
 	double timeout;      /* seconds the kernel may cache entries and attrs */

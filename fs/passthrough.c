@@ -2,8 +2,11 @@
  * whose data lives in the upper layer is registered with the kernel as a
  * backing file; reads, writes and mmap of it then go straight to the upper
  * file, with no round trip through the daemon and no second copy in the
- * page cache. Lower files stay in cached mode: a copy-up would have to swap
- * the backing file under open descriptors, which the kernel does not allow.
+ * page cache. Lower files stay in cached mode by default: a copy-up would
+ * have to swap the backing file under open descriptors, which the kernel
+ * does not allow. With sharecache they are passed through too while only
+ * read, and a write to one waits until they are closed, or fails (ETXTBSY):
+ * docs/design/passthrough.md.
  *
  * libfuse 3.14 predates the feature, so the INIT and OPEN/CREATE replies it
  * builds are completed here on their way to the kernel (the session's
@@ -20,6 +23,7 @@
 #include <sys/ioctl.h>
 #include <sys/uio.h>
 #include <sys/vfs.h>
+#include <time.h>
 #include <unistd.h>
 
 /* The kernel ABI (uapi fuse.h 7.40); Debian 12's headers predate it. */
@@ -103,9 +107,13 @@ bool pt_negotiate(struct sfs *fs)
 	fs->pt = fs->opts.passthrough && fs->pts.offered && has_init_cap(CAP_SYS_ADMIN);
 	if (!fs->pt)
 		return false;
+	/* without an upper lower files are passed through anyway */
+	fs->pts.share = fs->opts.sharecache && fs->has_upper;
+	pthread_cond_init(&fs->pts.released, NULL);
 	/* backing files on a stacked filesystem need one more level: the
-	 * upper's, or without one the lower layers' (each filesystem once) */
-	unsigned n = fs->has_upper || fs->same_dev ? 1 : fs->nlayers;
+	 * upper's, or with lower files passed through the lower layers' too
+	 * (each filesystem once) */
+	unsigned n = (fs->has_upper && !fs->pts.share) || fs->same_dev ? 1 : fs->nlayers;
 	for (unsigned i = 0; i < n; i++) {
 		bool seen = false;
 		for (unsigned k = 0; k < i && !seen; k++)
@@ -193,6 +201,74 @@ static bool writes_setid(int fd, int flags)
 	return (flags & O_ACCMODE) != O_RDONLY && fstat(fd, &st) == 0 && mode_is_setid(st.st_mode);
 }
 
+/* Register the lower file holding n's data, read-only, as its backing file
+ * (sharecache; under pts.lock): its id, or 0 to go on as without. */
+static int pt_lower_backing(struct sfs *fs, struct node *n)
+{
+	/* The data must be the lower file's and stay so while the backing
+	 * lives: no copy-up finished (a metacopy's data is found in another
+	 * layer: left cached), none that truncates or writes under way (they
+	 * wait for this backing file to go, pt_write_begin), and the kernel's
+	 * inode in no other mode. */
+	if (is_upper(fs, node_layer(n)) || node_metacopy(n) || n->pt_writers || n->cached_opens ||
+	    n->pt_opens || fs->pts.broken)
+		return 0;
+	int bfd = node_open(fs, n, O_RDONLY);
+	if (bfd < 0)   /* (a packed layer's file has no fd: cached) */
+		return 0;
+	struct pt_backing_map map = { .fd = bfd };
+	int r = ioctl(fuse_session_fd(fs->se), PT_IOC_BACKING_OPEN, &map);
+	close(bfd);
+	if (r <= 0) {
+		sdebug("passthrough: registering a lower file: %s; serving it myself", strerror(errno));
+		return 0;
+	}
+	n->backing_id = r;
+	n->pt_lower = true;
+	return r;
+}
+
+/* How long an open for write waits for read-only descriptors passed through
+ * to the lower file to go. The kernel releases a file before it tells us
+ * (RELEASE comes after close() returned): a program that closes its reader
+ * and then opens for write must not see ETXTBSY, one that holds the reader
+ * open gets it after this. */
+#define PT_WRITE_WAIT_MS 2000
+
+int pt_write_begin(struct sfs *fs, struct node *n)
+{
+	if (!fs->pts.share || n->type != S_IFREG)
+		return 0;
+	struct timespec until;
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += PT_WRITE_WAIT_MS / 1000;
+	until.tv_nsec += (PT_WRITE_WAIT_MS % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	int r = 0;
+	pthread_mutex_lock(&fs->pts.lock);
+	while (n->pt_opens && n->pt_lower && r == 0)
+		r = pthread_cond_clockwait(&fs->pts.released, &fs->pts.lock, CLOCK_MONOTONIC, &until);
+	if (n->pt_opens && n->pt_lower) {
+		pthread_mutex_unlock(&fs->pts.lock);
+		return -ETXTBSY;
+	}
+	n->pt_writers++;
+	pthread_mutex_unlock(&fs->pts.lock);
+	return 0;
+}
+
+void pt_write_end(struct sfs *fs, struct node *n)
+{
+	if (!fs->pts.share || n->type != S_IFREG)
+		return;
+	pthread_mutex_lock(&fs->pts.lock);
+	n->pt_writers--;
+	pthread_mutex_unlock(&fs->pts.lock);
+}
+
 int pt_open(struct sfs *fs, struct node *n, int fd, int flags, bool *counted)
 {
 	int id = 0;
@@ -201,7 +277,29 @@ int pt_open(struct sfs *fs, struct node *n, int fd, int flags, bool *counted)
 	if (!fs->pt || n->type != S_IFREG)
 		return 0;
 	pthread_mutex_lock(&fs->pts.lock);
+	if (n->pt_opens && n->pt_lower) {
+		/* The kernel takes every open of an inode with a backing file
+		 * only with that file, and this one is a lower file: readers
+		 * share it (the data is the same, as nothing may write it while
+		 * it lives); a writer cannot be served (pt_write_begin made it
+		 * wait, and this is one that raced it). */
+		if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC)) {
+			pthread_mutex_unlock(&fs->pts.lock);
+			return -ETXTBSY;
+		}
+		*counted = true;
+		n->pt_opens++;
+		id = n->backing_id;
+		pthread_mutex_unlock(&fs->pts.lock);
+		return id;
+	}
 	*counted = true;
+	if (fs->pts.share && (flags & O_ACCMODE) == O_RDONLY && !(flags & O_TRUNC) &&
+	    (id = pt_lower_backing(fs, n)) > 0) {
+		n->pt_opens++;
+		pthread_mutex_unlock(&fs->pts.lock);
+		return id;
+	}
 	/* A descriptor still open in cached mode pins the kernel's inode to
 	 * it; so does a metacopy, whose data is read from a lower file. A
 	 * set-id file opened for writing stays cached too, unless the kernel
@@ -259,6 +357,10 @@ void pt_release(struct sfs *fs, struct node *n, int id)
 		uint32_t bid = (uint32_t)n->backing_id;
 		ioctl(fuse_session_fd(fs->se), PT_IOC_BACKING_CLOSE, &bid);
 		n->backing_id = 0;
+		if (n->pt_lower) {
+			n->pt_lower = false;
+			pthread_cond_broadcast(&fs->pts.released);
+		}
 	}
 	pthread_mutex_unlock(&fs->pts.lock);
 }
