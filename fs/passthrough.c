@@ -205,14 +205,15 @@ static bool writes_setid(int fd, int flags)
  * (sharecache; under pts.lock): its id, or 0 to go on as without. */
 static int pt_lower_backing(struct sfs *fs, struct node *n)
 {
-	/* The data must be the lower file's and stay so while the backing
-	 * lives: no copy-up finished (a metacopy's data is found in another
-	 * layer: left cached), none that truncates or writes under way (they
-	 * wait for this backing file to go, pt_write_begin), and the kernel's
+	/* The data must be a lower file's and stay so while the backing
+	 * lives: no data copy-up finished (a metacopy's data is still the
+	 * lower file's), none that truncates or writes under way (they wait
+	 * for this backing file to go, pt_write_begin), and the kernel's
 	 * inode in no other mode. */
-	if (is_upper(fs, node_layer(n)) || node_metacopy(n) || n->pt_writers || n->cached_opens ||
+	if ((is_upper(fs, node_layer(n)) && !node_metacopy(n)) || n->pt_writers || n->cached_opens ||
 	    n->pt_opens || fs->pts.broken)
 		return 0;
+	/* (a metacopy's: its data layer's file) */
 	int bfd = node_open(fs, n, O_RDONLY);
 	if (bfd < 0)   /* (a packed layer's file has no fd: cached) */
 		return 0;

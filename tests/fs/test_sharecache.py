@@ -259,6 +259,19 @@ def semantics(fs, base, problems):
             if got != b'new %d' % i:
                 problems.append('%s: a new reader after the write reads %r' % (name, got[:20]))
                 break
+        # a metacopy (chmod of a lower file copies no data) reads its
+        # lower file directly too: nothing in the mount's own pages
+        os.chmod(m.p_('meta'), 0o640)
+        got = rd(m.p_('meta'))
+        own = cached_bytes(m.p_('meta'))
+        if got != pattern(1 << 20, 3):
+            problems.append('a metacopy read through sharecache reads different data')
+        elif own:
+            problems.append('a metacopy read through sharecache left %d bytes in the mount\'s own '
+                            'pages; expected its lower file read directly' % own)
+        write_file(m.p_('meta'), b'meta written', os.O_WRONLY | os.O_TRUNC)
+        if rd(m.p_('meta')) != b'meta written' or os.stat(m.p_('meta')).st_mode & 0o777 != 0o640:
+            problems.append('a metacopy written after its readers went reads wrong data or mode')
         # a mapping is a reader too
         with open(m.p_('mapped'), 'rb') as f:
             mm = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
@@ -272,7 +285,8 @@ def semantics(fs, base, problems):
             problems.append('a write after the mapping went is lost')
     finally:
         m.close()
-    for name, want in (('victim', v), ('f0', pattern(4096, 0)), ('mapped', pattern(65536, 9))):
+    for name, want in (('victim', v), ('f0', pattern(4096, 0)), ('mapped', pattern(65536, 9)),
+                       ('meta', pattern(1 << 20, 3))):
         if rd(os.path.join(base, 'l', name)) != want:
             problems.append('the lower file %s changed' % name)
 
@@ -305,7 +319,7 @@ def main(argv):
     os.chmod(base, 0o755)
     os.mkdir(os.path.join(base, 'l'))
     for name, data in [('shared', pattern(SIZE, 5)), ('victim', pattern(100000, 7)),
-                       ('mapped', pattern(65536, 9))] + [('f%d' % i, pattern(4096, i)) for i in range(20)]:
+                       ('mapped', pattern(65536, 9)), ('meta', pattern(1 << 20, 3))] + [('f%d' % i, pattern(4096, i)) for i in range(20)]:
         with open(os.path.join(base, 'l', name), 'wb') as f:
             f.write(data)
     try:
