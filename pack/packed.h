@@ -90,6 +90,50 @@ struct pk_write_stats {
 int pk_write(const char *src, const char *dest, const struct pk_write_opts *o,
 	     struct pk_write_stats *st);
 
+/* A packed layer from entries fed one at a time, in archive order (what an
+ * import reads from a tar), with no tree on disk: pk_build_new, then per
+ * entry pk_build_add (and pk_build_data for a regular file's bytes, before
+ * the next entry), pk_build_link, pk_build_xattr, then pk_build_finish,
+ * which writes dest as pk_write does, and pk_build_free. Paths are cleaned
+ * and relative ("" is the root); a later entry replaces an earlier one of
+ * the same path (a directory stays a directory and takes the later
+ * attributes); missing parents are made with the attributes given to
+ * pk_build_new; symlinks among the parents are followed while they stay
+ * inside the layer (-EXDEV for one that leads out, -ELOOP).
+ * pk_build_add/link/remove/lookup/xattr report nothing (the caller names the
+ * member); pk_build_data and pk_build_finish report their failures. The
+ * chunk store's writer lock is held from pk_build_new to pk_build_free. */
+struct pk_build;
+struct pk_bnode;
+struct pk_build_attr {
+	uint32_t mode;           /* with the type bits */
+	uint32_t uid, gid;
+	uint64_t rdev;           /* char/block devices (Linux encoding) */
+	uint64_t size;           /* regular files */
+	struct timespec mtime, atime;
+};
+int pk_build_new(const char *dest, const struct pk_write_opts *o, const struct pk_build_attr *dirs,
+		 struct pk_build **out);
+/* symlink: the target of a symlink (mode S_IFLNK). A regular file's bytes
+ * follow with pk_build_data; blocks never written are holes. */
+int pk_build_add(struct pk_build *b, const char *path, const struct pk_build_attr *a, const char *symlink,
+		 struct pk_bnode **out);
+/* Bytes at off of the regular file added last; offsets only grow (-EINVAL
+ * for data out of order or past the file's size). */
+int pk_build_data(struct pk_build *b, uint64_t off, const void *buf, size_t len);
+/* path as another name of the non-directory at target: -ENOENT when there
+ * is none. */
+int pk_build_link(struct pk_build *b, const char *path, const char *target);
+int pk_build_remove(struct pk_build *b, const char *path);
+/* 1 when path names an entry, 0, -errno. */
+int pk_build_lookup(struct pk_build *b, const char *path);
+int pk_build_xattr(struct pk_build *b, struct pk_bnode *n, const char *name, const void *val, size_t len);
+int pk_build_finish(struct pk_build *b, struct pk_write_stats *st);
+/* Whether the failure just returned was the data's (storing a chunk:
+ * reported already), not the entry's. */
+bool pk_build_failed(const struct pk_build *b);
+void pk_build_free(struct pk_build *b);
+
 /* ---------------------------------------------------------------- reader */
 
 struct pk_layer;
@@ -178,5 +222,9 @@ struct pk_gc_stats {
  * removed only unreferenced objects. A live layer that cannot be read
  * stops the GC before anything is removed. */
 int pk_gc(const char *chunks, char *const *live, int n_live, struct pk_gc_stats *st);
+/* pk_gc, or (nowait) -EWOULDBLOCK at once, reporting nothing, while a
+ * writer holds the store: an import holds it while it reads its input,
+ * which may be slow, and a store command must not wait for that. */
+int pk_gc_nowait(const char *chunks, char *const *live, int n_live, bool nowait, struct pk_gc_stats *st);
 
 #endif

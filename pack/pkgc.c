@@ -111,13 +111,18 @@ static int parse(const char *dir, const char *name, struct pk_chunk *c)
 
 int pk_gc(const char *chunks, char *const *live, int n_live, struct pk_gc_stats *st)
 {
+	return pk_gc_nowait(chunks, live, n_live, false, st);
+}
+
+int pk_gc_nowait(const char *chunks, char *const *live, int n_live, bool nowait, struct pk_gc_stats *st)
+{
 	struct pk_gc_stats s = { 0 };
 	struct set set = { 0 };
 	struct pk_store *store = NULL;
 	int r = pk_store_open(chunks, false, &store);
 	if (r < 0)
 		return r;
-	if ((r = pk_store_lock(store, true)) < 0)
+	if ((r = nowait ? pk_store_trylock_ex(store) : pk_store_lock(store, true)) < 0)
 		goto out;
 
 	/* Mark. */
@@ -177,6 +182,9 @@ int pk_gc(const char *chunks, char *const *live, int n_live, struct pk_gc_stats 
 			}
 		}
 		closedir(d);
+		/* a fan-out directory left empty goes too (writers make them
+		 * as needed), so a store returns to what it was */
+		unlinkat(dfd, sub, AT_REMOVEDIR);
 	}
 	/* Temporary files: with the lock held exclusively, no writer is alive. */
 	int tfd = openat(dfd, "tmp", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);

@@ -26,6 +26,10 @@ void pk_cache_forget(struct pk_cache *cache, struct pk_store *s);
  * bytes are read into (NULL: one of its own). */
 int pk_store_get_with(struct pk_store *s, const struct pk_chunk *c, void *buf, void *comp);
 
+/* The collector's exclusive lock if no writer holds the store: 0, or
+ * -EWOULDBLOCK (not reported). */
+int pk_store_trylock_ex(struct pk_store *s);
+
 /* The store's directory fd. */
 int pk_store_dirfd(const struct pk_store *s);
 

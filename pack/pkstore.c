@@ -150,6 +150,21 @@ int pk_store_lock(struct pk_store *s, bool exclusive)
 	return 0;
 }
 
+int pk_store_trylock_ex(struct pk_store *s)
+{
+	if (s->lockfd < 0)
+		return 0;
+	while (flock(s->lockfd, LOCK_EX | LOCK_NB) < 0) {
+		if (errno == EINTR)
+			continue;
+		int r = -errno;
+		if (r != -EWOULDBLOCK)
+			serr(r, "lock chunk store", s->path, NULL);
+		return r;
+	}
+	return 0;
+}
+
 int pk_store_sync(struct pk_store *s)
 {
 	if (syncfs(s->dirfd) < 0) {

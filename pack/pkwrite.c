@@ -7,7 +7,7 @@
  * stored on worker threads. The records are built in memory and written as
  * one file at the end, after every new chunk is on disk.
  */
-#include "pkint.h"
+#include "pkwint.h"
 
 #include "err.h"
 #include "whiteout.h"
@@ -25,16 +25,9 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
-#define MAX_DEPTH 256
 #define WAKE_BATCH 4        /* queued chunks that wake a worker */
 
-/* A growable array of fixed-size records. */
-struct vec {
-	void *p;
-	size_t n, cap, sz;
-};
-
-static int vec_grow(struct vec *v, size_t more)
+int vec_grow(struct vec *v, size_t more)
 {
 	if (v->n + more <= v->cap)
 		return 0;
@@ -49,45 +42,6 @@ static int vec_grow(struct vec *v, size_t more)
 	return 0;
 }
 
-#define VEC_AT(v, type, i) (((type *)(v).p)[i])
-
-struct job {
-	uint64_t ext;
-	uint32_t len;
-	uint16_t holes;
-	unsigned char buf[];
-};
-
-struct hl {
-	uint64_t dev, ino;
-	uint32_t pk;
-};
-
-struct w {
-	const char *src;
-	struct pk_store *store;
-	uint32_t inline_max;
-	struct vec ino, ent, xat, ext, chk, str, dat;
-	/* (dev, ino) -> inode, for files linked more than once */
-	struct hl *hl;
-	size_t hl_n, hl_cap;
-	/* (key, suffix, form) -> CHUNKS index + 1 */
-	uint32_t *cmap;
-	size_t cmap_cap;
-
-	pthread_mutex_t mu;          /* ext, chk, cmap, err */
-	pthread_cond_t more, room;
-	struct job **q;
-	size_t qcap, qhead, qn;
-	bool done;
-	bool full;                   /* the reader waits for room */
-	int idle;                    /* workers waiting for a job */
-	pthread_t *th;
-	int nth;
-	int err;
-	struct pk_write_stats st;
-};
-
 static int fail(struct w *w, int r, const char *op, const char *rel, const char *hint)
 {
 	char path[PATH_MAX + 64];
@@ -98,7 +52,7 @@ static int fail(struct w *w, int r, const char *op, const char *rel, const char 
 
 /* ---------------------------------------------------------------- strings */
 
-static int add_bytes(struct vec *v, const void *p, size_t n, uint64_t *off)
+int add_bytes(struct vec *v, const void *p, size_t n, uint64_t *off)
 {
 	if (v->n + n > UINT32_MAX)
 		return -EFBIG;
@@ -130,7 +84,7 @@ static uint32_t *cmap_slot(struct w *w, const struct pk_chunk *c)
 }
 
 /* The CHUNKS index of c, added when new. Called with mu held. */
-static int chunk_index(struct w *w, const struct pk_chunk *c, uint32_t *idx)
+int chunk_index(struct w *w, const struct pk_chunk *c, uint32_t *idx)
 {
 	if ((w->chk.n + 1) * 2 > w->cmap_cap) {
 		size_t cap = w->cmap_cap ? w->cmap_cap * 2 : 1024;
@@ -200,12 +154,18 @@ static void *worker(void *arg)
 		w->qn--;
 		if (w->full)
 			pthread_cond_signal(&w->room);
+		/* after a failure (reported once, by the store) the layer is
+		 * not written: the chunks still queued are dropped */
+		bool skip = w->err != 0;
 		pthread_mutex_unlock(&w->mu);
-		process(w, j);
+		if (skip)
+			free(j);
+		else
+			process(w, j);
 	}
 }
 
-static int submit(struct w *w, struct job *j)
+int submit(struct w *w, struct job *j)
 {
 	if (!w->nth) {
 		process(w, j);
@@ -231,7 +191,7 @@ static int submit(struct w *w, struct job *j)
 	return r;
 }
 
-static void stop_workers(struct w *w)
+void stop_workers(struct w *w)
 {
 	pthread_mutex_lock(&w->mu);
 	w->done = true;
@@ -330,7 +290,7 @@ static int file_chunks(struct w *w, int fd, struct pk_inode *ino_rec, uint64_t s
 	return 0;
 }
 
-static int xattr_cmp(const void *a, const void *b, void *strs)
+int xattr_cmp(const void *a, const void *b, void *strs)
 {
 	const struct pk_xattr *x = a, *y = b;
 	const char *s = strs;
@@ -744,7 +704,7 @@ static int write_all(int fd, const void *p, size_t n)
 	return 0;
 }
 
-static int write_meta(struct w *w, const char *dest, const char *chunks_rec)
+int write_meta(struct w *w, const char *dest, const char *chunks_rec)
 {
 	struct pk_super sb;
 	memset(&sb, 0, sizeof sb);
@@ -815,7 +775,7 @@ static int write_meta(struct w *w, const char *dest, const char *chunks_rec)
 	return 0;
 }
 
-static void w_free(struct w *w)
+void w_free(struct w *w)
 {
 	free(w->ino.p);
 	free(w->ent.p);
@@ -833,22 +793,46 @@ static void w_free(struct w *w)
 	pthread_cond_destroy(&w->room);
 }
 
+void w_init(struct w *w)
+{
+	memset(w, 0, sizeof *w);
+	w->ino.sz = sizeof(struct pk_inode);
+	w->ent.sz = sizeof(struct pk_entry);
+	w->xat.sz = sizeof(struct pk_xattr);
+	w->ext.sz = sizeof(struct pk_extent);
+	w->chk.sz = sizeof(struct pk_chunk);
+	w->str.sz = 1;
+	w->dat.sz = 1;
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_cond_init(&w->more, NULL);
+	pthread_cond_init(&w->room, NULL);
+}
+
+int start_workers(struct w *w, int nth)
+{
+	if (nth <= 0)
+		nth = (int)sysconf(_SC_NPROCESSORS_ONLN);
+	if (nth <= 1)
+		return 0;
+	w->qcap = 16 * nth + 2;   /* 64 KiB each */
+	w->q = calloc(w->qcap, sizeof *w->q);
+	w->th = calloc(nth, sizeof *w->th);
+	if (!w->q || !w->th)
+		return -ENOMEM;
+	for (int i = 0; i < nth; i++) {
+		if (pthread_create(&w->th[i], NULL, worker, w))
+			break;
+		w->nth++;
+	}
+	return 0;
+}
+
 int pk_write(const char *src, const char *dest, const struct pk_write_opts *o, struct pk_write_stats *st)
 {
-	struct w w = {
-		.src = src,
-		.inline_max = o && o->inline_max ? o->inline_max : PK_INLINE_DEFAULT,
-		.ino = { .sz = sizeof(struct pk_inode) },
-		.ent = { .sz = sizeof(struct pk_entry) },
-		.xat = { .sz = sizeof(struct pk_xattr) },
-		.ext = { .sz = sizeof(struct pk_extent) },
-		.chk = { .sz = sizeof(struct pk_chunk) },
-		.str = { .sz = 1 },
-		.dat = { .sz = 1 },
-	};
-	pthread_mutex_init(&w.mu, NULL);
-	pthread_cond_init(&w.more, NULL);
-	pthread_cond_init(&w.room, NULL);
+	struct w w;
+	w_init(&w);
+	w.src = src;
+	w.inline_max = o && o->inline_max ? o->inline_max : PK_INLINE_DEFAULT;
 	if (w.inline_max > PK_CHUNK_SIZE)
 		w.inline_max = PK_CHUNK_SIZE;
 
@@ -894,20 +878,9 @@ int pk_write(const char *src, const char *dest, const struct pk_write_opts *o, s
 	if (r < 0)
 		goto out;
 
-	int nth = o && o->threads > 0 ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-	if (nth > 1) {
-		w.qcap = 16 * nth + 2;   /* 64 KiB each */
-		w.q = calloc(w.qcap, sizeof *w.q);
-		w.th = calloc(nth, sizeof *w.th);
-		if (!w.q || !w.th) {
-			r = -ENOMEM;
-			goto out;
-		}
-		for (int i = 0; i < nth; i++) {
-			if (pthread_create(&w.th[i], NULL, worker, &w))
-				break;
-			w.nth++;
-		}
+	if ((r = start_workers(&w, o ? o->threads : 0)) < 0) {
+		serr(r, "pack", src, "start compressing threads");
+		goto out;
 	}
 
 	struct stat rst;

@@ -103,6 +103,14 @@ static int import_one(struct store *s, struct bsrc *src, struct layer_expect *x,
 	int r = layer_import(s, src, x, what, got);
 	x->tap = NULL;
 	pkstore_import_free(pi);
+	if (r < 0 && pi && import_unlocked && store_relock(s, true) == 0) {
+		/* A packed layer's chunks are written while the tar streams in,
+		 * before its digests are known: a refused layer leaves chunks
+		 * no layer names, collected now so a failed import leaves the
+		 * store as it was. */
+		pkstore_gc(s, NULL);
+		store_unlock(s);
+	}
 	return r;
 }
 

@@ -346,7 +346,10 @@ int layer_import(struct store *s, struct bsrc *src, const struct layer_expect *x
 		goto out;
 	}
 	struct unpack_opts uo = { .rootless = s->rootless, .what = what };
-	r = unpack_archive(tar, rootfd, &uo);
+	if (x->tap && x->tap->entries)
+		r = x->tap->entries(x->tap->ctx, tar, s, tfd, tmpname, what);
+	else
+		r = unpack_archive(tar, rootfd, &uo);
 	if (r < 0)
 		goto out;
 

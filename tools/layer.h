@@ -15,6 +15,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+struct archive;
+
 enum compression { COMP_UNKNOWN = -1, COMP_NONE = 0, COMP_GZIP, COMP_ZSTD };
 
 /* Where the blob's bytes come from: read returns >0, 0 at the end or -errno. */
@@ -35,6 +37,11 @@ struct layer_got;
  * tmp/<tmpname> (diff/, blob, layer.json) becomes pending. */
 struct layer_tap {
 	int (*data)(void *ctx, const void *buf, size_t len);
+	/* Optional: takes the tar's entries instead of unpacking them into
+	 * tmp/<tmpname>/diff (the packed store builds its layer from them);
+	 * reports its failures. */
+	int (*entries)(void *ctx, struct archive *tar, struct store *s, int tfd, const char *tmpname,
+		       const char *what);
 	int (*done)(void *ctx, struct store *s, int tfd, const char *tmpname, const struct layer_got *got);
 	void *ctx;
 };

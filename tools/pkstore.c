@@ -3,6 +3,11 @@
 
 #include "err.h"
 #include "fsutil.h"
+#include "unpack.h"
+#include "whiteout.h"
+
+#include <archive.h>
+#include <archive_entry.h>
 
 #include <fcntl.h>
 #include <ftw.h>
@@ -12,6 +17,8 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <time.h>
 #include <unistd.h>
 
 bool pkstore_packed(void)
@@ -394,6 +401,412 @@ int pkstore_pack_layer(struct store *s, int dfd, const char *dir, const char *di
 	return rm_rf_at(dfd, "diff");
 }
 
+/* ---------------------------------------------------------------- entries */
+
+/* An import's tar entries go straight into the packed layer writer
+ * (pk_build): no tree in tmp/. The rules are unpack_archive's (unpack.c),
+ * so the layer equals packing the tree it would have made: names cleaned
+ * and refused when they leave the layer, parents made as needed, a later
+ * member replacing an earlier one, hard links only to earlier files of the
+ * layer, overlay bookkeeping xattrs dropped (an opaque one becomes the
+ * ".wh..wh..opq" marker), whiteouts as char 0/0 (root) or ".wh.NAME"
+ * (rootless), and in a rootless store the owner and mode of each file and
+ * directory kept in user.containers.override_stat, device nodes left out. */
+struct pkent {
+	struct pk_build *b;
+	const char *what;
+	bool rootless;
+	int tfd;
+	uint32_t uid, gid;
+	struct timespec now;
+	char **skipped;
+	size_t nskipped;
+};
+
+static void ent_report(const struct pkent *c, int r, const char *path, const char *why)
+{
+	char op[PATH_MAX + 64];
+	snprintf(op, sizeof op, "import: unpack %s entry", c->what);
+	serr(r, op, path, "%s", why);
+}
+
+static bool ent_full(int r)
+{
+	return r == -ENOSPC || r == -EDQUOT;
+}
+
+/* Where the store is full, said once more with the mount (the chunk store
+ * reported the failed write itself). */
+static void ent_full_report(const struct pkent *c, int r, const char *path)
+{
+	char where[PATH_MAX], op[PATH_MAX + 64];
+	fs_full_where(c->tfd, where, sizeof where);
+	snprintf(op, sizeof op, "import: unpack %s entry", c->what);
+	serr(r, op, path, "the store's filesystem is full: %s %s; free space there, or import into a store on "
+	     "another filesystem with --store DIR", r == -EDQUOT ? "your disk quota is used up on" :
+	     "no space or inodes left on", where);
+}
+
+/* A failure of the tar's reader: the input is broken, or writing the blob
+ * into the store failed (the read callback keeps that errno). */
+static int ent_read_failure(const struct pkent *c, struct archive *a, const char *path)
+{
+	int e = archive_errno(a);
+	const char *why = archive_error_string(a);
+	char op[PATH_MAX + 64];
+	snprintf(op, sizeof op, "import: %s %s", path ? "unpack" : "read", c->what);
+	if (e == ENOSPC || e == EDQUOT) {
+		ent_full_report(c, -e, path);
+		return -e;
+	}
+	serr(0, op, path, "%s: the archive is truncated or corrupt; fetch it again", why ? why : "unreadable tar data");
+	return -EIO;
+}
+
+static int ent_path_error(const struct pkent *c, int r, const char *raw)
+{
+	if (pk_build_failed(c->b)) {
+		/* storing the previous file's data failed, reported by the store */
+		if (ent_full(r))
+			ent_full_report(c, r, NULL);
+		return r;
+	}
+	if (r == -EXDEV || r == -ELOOP)
+		ent_report(c, r, raw, "a parent is a symlink that leads out of the layer; the image is malformed or hostile");
+	else if (r == -ENOMEM)
+		ent_report(c, r, raw, "out of memory");
+	else
+		ent_report(c, r, raw, "cannot open or create the parent directory; is a parent a file or a dangling symlink?");
+	return r;
+}
+
+static bool ent_overlay_private(const char *name)
+{
+	static const char *const pfx[] = {
+		"trusted.overlay.", "user.overlay.", "user.fuseoverlayfs.", "user.strata.",
+		"user.containers.override_stat", "security.containers.override_stat",
+	};
+	for (size_t i = 0; i < sizeof pfx / sizeof *pfx; i++)
+		if (!strncmp(name, pfx[i], strlen(pfx[i])))
+			return true;
+	return false;
+}
+
+static int ent_override(struct pkent *c, struct pk_bnode *n, uint32_t uid, uint32_t gid, uint32_t perm)
+{
+	char v[64];
+	int k = snprintf(v, sizeof v, "%u:%u:0%o", uid, gid, perm & 07777);
+	return pk_build_xattr(c->b, n, OVERRIDE_STAT_XATTR, v, (size_t)k);
+}
+
+/* The attributes an entry gets in the store. */
+static void ent_attr(const struct pkent *c, struct archive_entry *e, uint32_t type, struct pk_build_attr *a)
+{
+	uint32_t perm = archive_entry_perm(e) & 07777;
+	memset(a, 0, sizeof *a);
+	a->mtime = (struct timespec){ archive_entry_mtime(e), archive_entry_mtime_nsec(e) };
+	a->atime = a->mtime;
+	if (type != S_IFDIR && archive_entry_atime_is_set(e))
+		a->atime = (struct timespec){ archive_entry_atime(e), archive_entry_atime_nsec(e) };
+	if (!c->rootless) {
+		a->uid = (uint32_t)archive_entry_uid(e);
+		a->gid = (uint32_t)archive_entry_gid(e);
+		a->mode = type | (type == S_IFLNK ? 0777 : perm);
+		return;
+	}
+	/* the user keeps access on disk; the image's owner and mode are in the
+	 * override xattr (set by the caller) */
+	a->uid = c->uid;
+	a->gid = c->gid;
+	switch (type) {
+	case S_IFDIR: a->mode = type | (perm & 0777) | 0700; break;
+	case S_IFREG: a->mode = type | (perm & 0777) | 0600; break;
+	case S_IFLNK: a->mode = type | 0777; break;
+	default: a->mode = type | 0600; break;
+	}
+}
+
+/* A file made by the importer itself (whiteouts and opaque markers): its
+ * owner, mode 0 (0600 rootless: the store's user reads every file), now. */
+static void ent_own_attr(const struct pkent *c, uint32_t type, struct pk_build_attr *a)
+{
+	memset(a, 0, sizeof *a);
+	a->mode = type | (c->rootless && type == S_IFREG ? 0600 : 0);
+	a->uid = c->uid;
+	a->gid = c->gid;
+	a->mtime = a->atime = c->now;
+}
+
+static int ent_xattrs(struct pkent *c, struct archive_entry *e, struct pk_bnode *n, const char *path,
+		      const char *raw, bool dir)
+{
+	const char *name;
+	const void *val;
+	size_t sz;
+	archive_entry_xattr_reset(e);
+	while (archive_entry_xattr_next(e, &name, &val, &sz) == ARCHIVE_OK) {
+		int r = 0;
+		if (ent_overlay_private(name)) {
+			size_t nl = strlen(name);
+			if (dir && nl >= 14 && !strcmp(name + nl - 14, "overlay.opaque") && sz == 1 &&
+			    *(const char *)val == 'y') {
+				char m[PATH_MAX + 16];
+				struct pk_build_attr a;
+				struct pk_bnode *mn;
+				snprintf(m, sizeof m, "%s%s" WH_OPQ_MARKER, path, path[0] ? "/" : "");
+				ent_own_attr(c, S_IFREG, &a);
+				r = pk_build_lookup(c->b, m);
+				if (r == 0)
+					r = pk_build_add(c->b, m, &a, NULL, &mn);
+			}
+			sdebug("%s: overlay xattr %s not kept", raw, name);
+		} else if (c->rootless && (!strncmp(name, "trusted.", 8) || !strncmp(name, "security.", 9))) {
+			/* an unprivileged store cannot hold them; the image works without */
+			sdebug("%s: xattr %s not kept in a rootless store", raw, name);
+		} else {
+			r = pk_build_xattr(c->b, n, name, val, sz);
+		}
+		if (r < 0) {
+			ent_report(c, r, raw, "setting an extended attribute failed");
+			return r;
+		}
+	}
+	return 0;
+}
+
+static bool ent_was_skipped(const struct pkent *c, const char *path)
+{
+	for (size_t i = 0; i < c->nskipped; i++)
+		if (!strcmp(c->skipped[i], path))
+			return true;
+	return false;
+}
+
+static int ent_skip(struct pkent *c, const char *path)
+{
+	int r = pk_build_remove(c->b, path);
+	if (r < 0)
+		return r;
+	char **ns = realloc(c->skipped, (c->nskipped + 1) * sizeof *ns);
+	if (!ns)
+		return -ENOMEM;
+	c->skipped = ns;
+	if (!(ns[c->nskipped] = strdup(path)))
+		return -ENOMEM;
+	c->nskipped++;
+	return 0;
+}
+
+static int ent_one(struct pkent *c, struct archive *a, struct archive_entry *e)
+{
+	char path[PATH_MAX];
+	const char *raw = archive_entry_pathname(e);
+	struct pk_build_attr at;
+	struct pk_bnode *n;
+	int r;
+
+	if (!raw) {
+		ent_report(c, -EINVAL, "(unnamed)", "a tar member without a name; the archive is corrupt");
+		return -EINVAL;
+	}
+	r = clean_member_path(raw, path, sizeof path);
+	if (r == -EPERM) {
+		ent_report(c, 0, raw, "refusing a member with an absolute path or '..': it would escape the layer; the image is malformed or hostile");
+		return -EPERM;
+	}
+	if (r < 0) {
+		ent_report(c, r, raw, "member name too long");
+		return r;
+	}
+	const char *hl = archive_entry_hardlink(e);
+	uint32_t type = archive_entry_filetype(e);
+	if (!path[0]) {
+		if (hl || type != AE_IFDIR) {
+			ent_report(c, -EINVAL, raw, "the layer root must be a directory");
+			return -EINVAL;
+		}
+		ent_attr(c, e, S_IFDIR, &at);
+		if ((r = pk_build_add(c->b, "", &at, NULL, &n)) == 0 && c->rootless)
+			r = ent_override(c, n, (uint32_t)archive_entry_uid(e), (uint32_t)archive_entry_gid(e),
+					 archive_entry_perm(e));
+		return r < 0 ? ent_path_error(c, r, raw) : 0;
+	}
+	if (hl) {
+		char tpath[PATH_MAX];
+		if (clean_member_path(hl, tpath, sizeof tpath) < 0 || !tpath[0]) {
+			ent_report(c, 0, raw, "refusing a hard link whose target escapes the layer");
+			return -EPERM;
+		}
+		if (ent_was_skipped(c, tpath))
+			return ent_skip(c, path) < 0 ? ent_path_error(c, -ENOMEM, raw) : 0;
+		r = pk_build_link(c->b, path, tpath);
+		if (r == -ENOENT || r == -ENOTDIR) {
+			ent_report(c, -ENOENT, raw, "hard link to a member that is not an earlier file of this layer");
+			return -ENOENT;
+		}
+		return r < 0 ? ent_path_error(c, r, raw) : 0;
+	}
+	switch (type) {
+	case AE_IFDIR:
+		ent_attr(c, e, S_IFDIR, &at);
+		if ((r = pk_build_add(c->b, path, &at, NULL, &n)) < 0)
+			return ent_path_error(c, r, raw);
+		if (c->rootless && (r = ent_override(c, n, (uint32_t)archive_entry_uid(e), (uint32_t)archive_entry_gid(e),
+						     archive_entry_perm(e))) < 0)
+			return ent_path_error(c, r, raw);
+		return ent_xattrs(c, e, n, path, raw, true);
+	case AE_IFREG: {
+		la_int64_t size = archive_entry_size(e);
+		if (size < 0) {
+			ent_report(c, -EINVAL, raw, "a negative file size; the archive is corrupt");
+			return -EINVAL;
+		}
+		ent_attr(c, e, S_IFREG, &at);
+		at.size = (uint64_t)size;
+		if ((r = pk_build_add(c->b, path, &at, NULL, &n)) < 0) {
+			if (r == -EFBIG)
+				ent_report(c, r, raw, "the file is larger than any file system holds; the archive is corrupt");
+			return r == -EFBIG ? r : ent_path_error(c, r, raw);
+		}
+		const void *buf;
+		size_t len;
+		la_int64_t off;
+		int ar;
+		while ((ar = archive_read_data_block(a, &buf, &len, &off)) == ARCHIVE_OK)
+			if (len && (r = pk_build_data(c->b, (uint64_t)off, buf, len)) < 0) {
+				if (r == -EINVAL)
+					ent_report(c, r, raw, "file data out of order or past the file's size; the archive is corrupt");
+				else if (ent_full(r))
+					ent_full_report(c, r, raw);
+				return r;
+			}
+		if (ar != ARCHIVE_EOF)
+			return ent_read_failure(c, a, raw);
+		if (c->rootless && (r = ent_override(c, n, (uint32_t)archive_entry_uid(e), (uint32_t)archive_entry_gid(e),
+						     archive_entry_perm(e))) < 0)
+			return ent_path_error(c, r, raw);
+		return ent_xattrs(c, e, n, path, raw, false);
+	}
+	case AE_IFLNK: {
+		const char *target = archive_entry_symlink(e);
+		if (!target || !*target) {
+			ent_report(c, -EINVAL, raw, "symlink without a target; the archive is corrupt");
+			return -EINVAL;
+		}
+		/* The target is only data: nothing follows it out of the layer. */
+		ent_attr(c, e, S_IFLNK, &at);
+		r = pk_build_add(c->b, path, &at, target, &n);
+		return r < 0 ? ent_path_error(c, r, raw) : 0;
+	}
+	case AE_IFCHR:
+	case AE_IFBLK:
+	case AE_IFIFO: {
+		dev_t dev = makedev(archive_entry_rdevmajor(e), archive_entry_rdevminor(e));
+		if (type == AE_IFCHR && dev == makedev(0, 0)) {
+			/* an overlay whiteout: char 0/0 where the store could mknod
+			 * one, else ".wh.NAME" */
+			if (!c->rootless) {
+				ent_own_attr(c, S_IFCHR, &at);
+				r = pk_build_add(c->b, path, &at, NULL, &n);
+			} else {
+				char oci[PATH_MAX + 8];
+				const char *slash = strrchr(path, '/');
+				const char *base = slash ? slash + 1 : path;
+				if (strlen(base) + 4 > 255) {
+					ent_report(c, -ENAMETOOLONG, raw, "writing a whiteout failed");
+					return -ENAMETOOLONG;
+				}
+				snprintf(oci, sizeof oci, "%.*s" WH_PREFIX "%s", (int)(base - path), path, base);
+				ent_own_attr(c, S_IFREG, &at);
+				if ((r = pk_build_remove(c->b, path)) == 0)
+					r = pk_build_add(c->b, oci, &at, NULL, &n);
+			}
+			return r < 0 ? ent_path_error(c, r, raw) : 0;
+		}
+		if (c->rootless && type != AE_IFIFO)
+			return (r = ent_skip(c, path)) < 0 ? ent_path_error(c, r, raw) : 0;
+		ent_attr(c, e, type, &at);
+		at.rdev = dev;
+		r = pk_build_add(c->b, path, &at, NULL, &n);
+		return r < 0 ? ent_path_error(c, r, raw) : 0;
+	}
+	case AE_IFSOCK:
+		/* sockets are runtime objects; a layer cannot carry one */
+		return (r = pk_build_remove(c->b, path)) < 0 ? ent_path_error(c, r, raw) : 0;
+	default:
+		ent_report(c, -EINVAL, raw, "unknown member type; the archive is corrupt");
+		return -EINVAL;
+	}
+}
+
+static void ent_say_skipped(const struct pkent *c)
+{
+	char list[256] = "";
+	size_t len = 0, shown = 0;
+	for (size_t i = 0; i < c->nskipped && len < sizeof list - 64; i++, shown++) {
+		int n = snprintf(list + len, sizeof list - len, "%s/%s", i ? ", " : "", c->skipped[i]);
+		if (n < 0)
+			break;
+		len += (size_t)n;
+	}
+	susage("import: left out %zu device node%s of %s (%s%s): a rootless store cannot hold devices, as in rootless podman; "
+	       "containers get /dev from the runtime", c->nskipped, c->nskipped == 1 ? "" : "s", c->what, list,
+	       shown < c->nskipped ? ", ..." : "");
+}
+
+static int tap_entries(void *ctx, struct archive *a, struct store *s, int tfd, const char *tmpname, const char *what)
+{
+	struct pkstore_import *pi = ctx;
+	char dest[PATH_MAX];
+	_cleanup_free_ char *chunks = pkstore_chunks(s);
+	if (!chunks)
+		return -ENOMEM;
+	snprintf(dest, sizeof dest, "%s/%s/layer.pk", s->root, tmpname);
+	int r = 0;
+	if (mkdirat(s->fd, "chunks", 0755) < 0 && errno != EEXIST)
+		r = -errno;
+	else
+		r = link_chunks(tfd, chunks);
+	if (r < 0) {
+		serr(r, "link chunk store of", what, "check the store's permissions");
+		return r;
+	}
+	mode_t mask = umask(0);
+	umask(mask);
+	struct pkent c = { .what = what, .rootless = s->rootless, .tfd = tfd, .uid = geteuid(),
+			  .gid = getegid() };
+	clock_gettime(CLOCK_REALTIME, &c.now);
+	/* the root and missing parents: what mkdirat(0755) makes */
+	struct pk_build_attr dirs = { .mode = S_IFDIR | (0755 & ~mask), .uid = c.uid, .gid = c.gid,
+				      .mtime = c.now, .atime = c.now };
+	struct pk_write_opts o = { .chunks = NULL };
+	if ((r = pk_build_new(dest, &o, &dirs, &c.b)) < 0)
+		return r;
+	struct archive_entry *e;
+	int ar;
+	while ((ar = archive_read_next_header(a, &e)) == ARCHIVE_OK || ar == ARCHIVE_WARN)
+		if ((r = ent_one(&c, a, e)) < 0)
+			break;
+	if (r == 0 && ar != ARCHIVE_EOF)
+		r = ent_read_failure(&c, a, NULL);
+	struct pk_write_stats st;
+	if (r == 0 && (r = pk_build_finish(c.b, &st)) < 0 && ent_full(r))
+		ent_full_report(&c, r, NULL);
+	if (r == 0 && c.nskipped)
+		ent_say_skipped(&c);
+	if (r == 0)
+		sdebug("%s: packed %llu files, %llu bytes, %llu new chunks", what, (unsigned long long)st.files,
+		       (unsigned long long)st.bytes_in, (unsigned long long)st.chunks_new);
+	/* the writers' lock goes only now that the layer file is where a
+	 * collector counts it live (tmp/<owner>/<n>/layer.pk) */
+	pk_build_free(c.b);
+	for (size_t i = 0; i < c.nskipped; i++)
+		free(c.skipped[i]);
+	free(c.skipped);
+	(void)pi;
+	return r;
+}
+
 static int tap_done(void *ctx, struct store *s, int tfd, const char *tmpname, const struct layer_got *got)
 {
 	struct pkstore_import *pi = ctx;
@@ -431,7 +844,7 @@ int pkstore_import_new(struct store *s, bool unlocked, struct pkstore_import **o
 		pkstore_import_free(pi);
 		return r;
 	}
-	*tap = (struct layer_tap){ .data = tap_data, .done = tap_done, .ctx = pi };
+	*tap = (struct layer_tap){ .data = tap_data, .entries = tap_entries, .done = tap_done, .ctx = pi };
 	*out = pi;
 	return 0;
 }
@@ -511,7 +924,14 @@ int pkstore_gc(struct store *s, struct pk_gc_stats *out)
 		r = scan(s, "tmp", 2, &live, &n, &cap);
 	if (r == 0) {
 		struct pk_gc_stats gs;
-		r = pk_gc(chunks, live, (int)n, &gs);
+		r = pk_gc_nowait(chunks, live, (int)n, true, &gs);
+		if (r == -EWOULDBLOCK) {
+			/* an import or pack is writing chunks: the unused ones
+			 * are freed by a later collection */
+			sdebug("gc: the chunk store is being written; chunks are collected later");
+			memset(&gs, 0, sizeof gs);
+			r = 0;
+		}
 		if (out)
 			*out = gs;
 		if (r == 0 && gs.removed)

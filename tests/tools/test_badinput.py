@@ -359,7 +359,9 @@ def test_full_store(env):
         with open(env.path(name), 'wb') as f:
             f.write(blob)
     oci_layout(env.path('x'), [(tar, 'gzip')])
-    many = make_tar([entry('d', 'dir')] + [entry('d/f%d' % i, data=b'x') for i in range(300)])
+    # distinct files above the packed store's inline limit (512 bytes): one
+    # inode each in either store format
+    many = make_tar([entry('d', 'dir')] + [entry('d/f%d' % i, data=os.urandom(600)) for i in range(300)])
     with open(env.path('many.tar'), 'wb') as f:
         f.write(many)
     env.give()
