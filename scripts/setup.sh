@@ -9,7 +9,8 @@ libfuse3-dev liburing-dev fuse3 libcap-dev liblz4-dev libxxhash-dev libarchive-d
 libssl-dev libjansson-dev libcmocka-dev clang libclang-rt-14-dev
 fuse-overlayfs bubblewrap attr acl uidmap kmod util-linux procps psmisc
 busybox-static zstd umoci skopeo fio gnuplot-nox debootstrap hyperfine
-zlib1g-dev podman crun conmon catatonit strace docker-registry passt slirp4netns scdoc"
+zlib1g-dev podman crun conmon catatonit strace docker-registry passt slirp4netns scdoc
+squashfuse squashfs-tools"
 
 missing=""
 for p in $PKGS; do

@@ -94,7 +94,8 @@ class Plain(Contender):
 
 
 def _overlay_dirs(ctx, prefix):
-    scratch = tempfile.mkdtemp(prefix=prefix, dir=ctx.scratch)
+    # mountinfo escapes a space as \040: a mount point without one is found as named
+    scratch = tempfile.mkdtemp(prefix=prefix.replace(" ", "_"), dir=ctx.scratch)
     upper, work, mnt = (os.path.join(scratch, n) for n in ("upper", "work", "mnt"))
     for d in (upper, work, mnt):
         os.mkdir(d)
@@ -168,7 +169,7 @@ class FuseOverlay(Contender):
         if "uring=on" in self.extra and not getattr(ctx, "uring_on", False):
             return ("the kernel offers no FUSE over io_uring here (%s missing or off)"
                     % "/sys/module/fuse/parameters/enable_uring")
-        fixture = ctx.probe_fixture()
+        fixture = self.probe_fixture(ctx)
         try:
             inst = self.mount(ctx, fixture)
         except BenchError as e:
@@ -191,15 +192,23 @@ class FuseOverlay(Contender):
             return "%s registered no io_uring queue (it fell back to /dev/fuse)" % self.name
         return None
 
-    def mount(self, ctx, fixture, writable=False):
-        scratch, upper, work, mnt = _overlay_dirs(ctx, self.name.replace("/", "_") + "-")
-        opts = "lowerdir=%s,upperdir=%s,workdir=%s" % (
-            ":".join(fixture.lowers), upper, work)
+    def probe_fixture(self, ctx):
+        return ctx.probe_fixture()
+
+    def lowerdir(self, fixture):
+        return ":".join(fixture.lowers)
+
+    def argv(self, fixture, upper, work, mnt):
+        opts = "lowerdir=%s,upperdir=%s,workdir=%s" % (self.lowerdir(fixture), upper, work)
         if self.extra:
             opts += "," + self.extra
+        return [self.binary, "-f", "-o", opts, mnt]
+
+    def mount(self, ctx, fixture, writable=False):
+        scratch, upper, work, mnt = _overlay_dirs(ctx, self.name.replace("/", "_") + "-")
         log = open(os.path.join(scratch, "daemon.log"), "wb")
         t0 = time.perf_counter()
-        daemon = subprocess.Popen([self.binary, "-f", "-o", opts, mnt],
+        daemon = subprocess.Popen(self.argv(fixture, upper, work, mnt),
                                   cwd=fixture.root, stdin=subprocess.DEVNULL,
                                   stdout=log, stderr=log, start_new_session=True)
         log.close()
@@ -239,6 +248,66 @@ class FuseOverlay(Contender):
                                     _tail(os.path.join(inst.scratch, "daemon.log"))))
         finally:
             shutil.rmtree(inst.scratch, ignore_errors=True)
+
+
+class PackedFs(FuseOverlay):
+    """strata-fs over packed layer files (issue 16): the fixture's layers as
+    `strata pack` or a packed store wrote them (fixture.packed, top first),
+    mounted exactly as the strata-fs contender mounts directories."""
+
+    roles = ("packed",)
+
+    def probe(self, ctx):
+        if not ctx.strata or not os.access(ctx.strata, os.X_OK):
+            return "the strata tool is not built (no %s) to pack layers with" % ctx.strata
+        return super().probe(ctx)
+
+    def probe_fixture(self, ctx):
+        from . import packed
+        return packed.probe_packed(ctx, ctx.probe_fixture())
+
+    def lowerdir(self, fixture):
+        return ":".join(fixture.packed)
+
+
+class Squashfuse(FuseOverlay):
+    """squashfuse (Debian's package; its low-level squashfuse_ll where
+    installed, the faster of its two programs) over an lz4 squashfs of the
+    fixture's merged tree (fixture.sqfs): read-only, one image, no layers."""
+
+    roles = ("packed",)
+
+    def probe(self, ctx):
+        if not shutil.which("mksquashfs"):
+            return "mksquashfs is not installed (squashfs-tools; make setup)"
+        return super().probe(ctx)
+
+    def probe_fixture(self, ctx):
+        from . import packed
+        return packed.probe_sqfs(ctx, ctx.probe_fixture())
+
+    def argv(self, fixture, upper, work, mnt):
+        return [self.binary, "-f", fixture.sqfs, mnt]
+
+
+class StoreFormat(Contender):
+    """A strata store whose new layers take one format (STRATA_STORE_FORMAT):
+    the import and size rows of issue 16. Nothing is mounted."""
+    kind = "store"
+    roles = ("packed",)
+
+    def __init__(self, name, fmt):
+        self.name = name
+        self.fmt = fmt
+
+    def probe(self, ctx):
+        if not ctx.strata or not os.access(ctx.strata, os.X_OK):
+            return "the strata tool is not built (no %s)" % ctx.strata
+        return None
+
+    def mount(self, ctx, fixture, writable=False):
+        return Instance(self, None, tempfile.mkdtemp(prefix=self.name.replace(" ", "_") + "-",
+                                                     dir=ctx.scratch))
 
 
 def _tail(path, n=400):
@@ -289,6 +358,10 @@ def all_contenders(ctx):
     out.append(FuseOverlay("strata-fs", strata, "uring=off"))
     if ctx.args.uring:
         out.append(FuseOverlay("strata-fs+uring", strata, "uring=on"))
+    # issue 16's rows only
+    out.append(PackedFs("strata-fs packed", strata, "uring=off"))
+    out.append(Squashfuse("squashfuse", shutil.which("squashfuse_ll") or shutil.which("squashfuse")))
+    out += [StoreFormat("dir store", "dir"), StoreFormat("packed store", "packed")]
     return out
 
 

@@ -26,6 +26,14 @@ from .sysutil import BenchError
 
 BENCH_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# issue 16's data set (benchlib/debset.py): (tag in its OCI layout, name
+# imported as); one image twice under two names, two images on one base,
+# and a squashed copy of py (the same files in another layer)
+PACKED_SMALL = [("py", "deb-py:1"), ("py", "deb-py-again:1"), ("curl", "deb-curl:1"),
+                ("squashed", "deb-py-squashed:1")]
+PACKED_FULL = [("base", "deb-base:1"), ("py", "deb-py:1"), ("dev", "deb-dev:1"),
+               ("dev", "deb-dev-again:1"), ("curl", "deb-curl:1"), ("squashed", "deb-py-squashed:1")]
+
 SIZES = {
     # proves every workload and mode runs end to end; its figures mean nothing
     "smoke": dict(reps=1, big_mib=8, randread_mib=1, randwrite_size_mib=2,
@@ -33,19 +41,19 @@ SIZES = {
                   synthetic_base_files=500, launch_batch=1,
                   tree=["usr/share/doc", "usr/share", "opt"], tar_path="usr/share/doc",
                   many_files=1000, density=[1, 3], density_mib=2, density_reps=1,
-                  build_files=200),
+                  build_files=200, packed_image="py", packed_imports=PACKED_SMALL),
     "quick": dict(reps=3, big_mib=64, randread_mib=4, randwrite_size_mib=8,
                   randwrite_io_mib=4, untar_files=1000, stacks=[2, 64, 500],
                   synthetic_base_files=3000, launch_batch=3,
                   tree=["usr/share/doc", "usr/share", "opt"], tar_path="usr/share/doc",
                   many_files=10000, density=[1, 5], density_mib=16, density_reps=1,
-                  build_files=2000),
+                  build_files=2000, packed_image="py", packed_imports=PACKED_SMALL),
     "full": dict(reps=5, big_mib=1024, randread_mib=32, randwrite_size_mib=128,
                  randwrite_io_mib=64, untar_files=20000, stacks=[2, 16, 64, 128, 500],
                  synthetic_base_files=8000, launch_batch=10,
                  tree=["usr/share", "usr/lib", "usr", "opt"], tar_path=".",
                  many_files=100000, density=[1, 5, 20], density_mib=64, density_reps=3,
-                 build_files=20000),
+                 build_files=20000, packed_image="dev", packed_imports=PACKED_FULL),
 }
 # the 1 GiB workloads dominate the full run's time; three repetitions of them
 HEAVY_REPS = 3
@@ -124,6 +132,9 @@ class Context:
                 fx = F.runimage(self, self.sizes["density_mib"])
             elif name.startswith("stack"):
                 fx = F.stack(self, int(name[5:]))
+            elif name in ("debset", "debimage", "pkbig"):
+                from . import packed
+                fx = packed.fixture(self, name)
             else:
                 raise BenchError("unknown fixture %s" % name)
             self.log("fixture %s ready (%s) in %.1fs" % (name, fx.info, time.perf_counter() - t0))
@@ -286,6 +297,9 @@ def select_contenders(ctx, groups):
     for c in C.all_contenders(ctx):
         if wanted and c.name not in wanted and c.kind != "plain":
             continue
+        # a contender of some groups only is not probed for a run without them
+        if "all" not in c.roles and not set(c.roles) & groups:
+            continue
         why = c.probe(ctx)
         if why:
             ctx.note("skipping %s: %s" % (c.name, why))
@@ -293,7 +307,7 @@ def select_contenders(ctx, groups):
         chosen.append(c)
     # the density rows mount each chosen overlay once per container
     special = [L.DensityVia(c) for c in chosen if c.kind in ("kernel", "fuse")
-               and c.name != "kernel-metacopy"]
+               and "all" in c.roles]
     special += L.contenders(ctx)
     for c in special:
         if wanted and c.name not in wanted and c.name != "bwrap" and not isinstance(c, L.DensityVia):
@@ -363,7 +377,7 @@ def check_views(ctx, contenders):
             ctx.note("could not check merged views of %s: %s" % (name, e))
             continue
         for c in contenders:
-            if c.kind != "fuse":
+            if c.kind != "fuse" or "all" not in c.roles:
                 continue
             try:
                 got = _mounted_manifest(c, ctx, fx)
@@ -386,7 +400,8 @@ SPECIAL_GROUPS = ("launcher", "density", "build")
 
 def run_workload(ctx, wl, contenders, rows):
     parts = [c for c in contenders if (wl.group in SPECIAL_GROUPS) == (c.kind == "launcher")
-             and c.takes_part(wl) and (not wl.only_kinds or c.kind in wl.only_kinds)]
+             and c.takes_part(wl) and (not wl.only_kinds or c.kind in wl.only_kinds)
+             and (not wl.only_contenders or c.name in wl.only_contenders)]
     ctx.current_workload = wl
     if not parts:
         ctx.note("workload '%s' skipped: no contender for it" % wl.name)
@@ -408,7 +423,7 @@ def run_workload(ctx, wl, contenders, rows):
                 continue
             row = dict(group=wl.group, workload=wl.name, contender=c.name, unit=wl.unit,
                        rep=rep, fixture=fixture.info, value="", client_cpu_s="",
-                       daemon_cpu_s="", note="")
+                       daemon_cpu_s="", note="", ref=wl.ratio_ref or "")
             inst = None
             extra = []
             try:
@@ -423,9 +438,12 @@ def run_workload(ctx, wl, contenders, rows):
                 row.update(value=s.value, note=s.note,
                            client_cpu_s="" if s.client_cpu is None else s.client_cpu,
                            daemon_cpu_s="" if s.daemon_cpu is None else s.daemon_cpu)
-                extra = [dict(row, workload=name, unit=unit, value=value, note=note,
+                # an extra row may name a contender of its own (a figure
+                # the run computed beside, e.g. the images' gzip blobs)
+                extra = [dict(row, workload=e[0], unit=e[1], value=e[2], note=e[3],
+                              contender=e[4] if len(e) > 4 else c.name,
                               client_cpu_s="", daemon_cpu_s="")
-                         for name, unit, value, note in s.extra]
+                         for e in s.extra]
             except (BenchError, OSError, ValueError, KeyError, subprocess.TimeoutExpired) as e:
                 # a hang costs the whole timeout: do not wait for it twice
                 failures[c.name] = failures.get(c.name, 0) + (
@@ -679,7 +697,13 @@ def run_one(args):
                 % (", ".join(c.name for c in contenders), ctx.label, ctx.sizes["reps"], ctx.scratch))
         if not args.only:
             check_views(ctx, contenders)
+        packed_checked = False
         for wl in todo:
+            if wl.fixture == "debimage" and not packed_checked:
+                # after the import rows, whose first stores the image comes from
+                from . import packed
+                packed.check_views(ctx, contenders)
+                packed_checked = True
             run_workload(ctx, wl, contenders, rows)
     except KeyboardInterrupt:
         ctx.log("interrupted: cleaning up and reporting what was measured")

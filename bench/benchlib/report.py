@@ -15,11 +15,14 @@ import time
 ORDER = ["plain", "kernel", "kernel-metacopy", "fuse-overlayfs", "strata-fs", "strata-fs+uring",
          "bwrap", "strata-run", "strata-run+upper", "strata-run+fuse-ovl", "strata", "strata run -d",
          "podman+strata-fs", "podman+fuse-ovl", "strata build", "podman build+strata-fs",
-         "podman build+fuse-ovl"]
-SHORT = {"kernel-metacopy": "k-metacopy", "fuse-overlayfs": "fuse-ovl", "strata-fs+uring": "s-fs+uring"}
+         "podman build+fuse-ovl", "strata-fs packed", "squashfuse", "gzip blobs", "dir store",
+         "packed store"]
+SHORT = {"kernel-metacopy": "k-metacopy", "fuse-overlayfs": "fuse-ovl", "strata-fs+uring": "s-fs+uring",
+         "strata-fs packed": "s-fs packed"}
 # groups whose contenders start containers rather than mount trees, and the
 # contender each is compared with
-SPECIAL = {"launcher": "bwrap", "density": "kernel", "build": "podman build+fuse-ovl"}
+SPECIAL = {"launcher": "bwrap", "density": "kernel", "build": "podman build+fuse-ovl",
+           "packed": "strata-fs"}
 FS_CONTENDERS = ("plain", "kernel", "kernel-metacopy", "fuse-overlayfs", "strata-fs", "strata-fs+uring")
 
 
@@ -55,10 +58,11 @@ def summarize(rows):
                         min=min(vals) if vals else None, max=max(vals) if vals else None,
                         client_cpu_s_median=statistics.median(cc) if cc else None,
                         daemon_cpu_s_median=statistics.median(dc) if dc else None,
-                        errors=len(errs), note=(errs[:1] or notes[-1:] or [""])[0]))
+                        errors=len(errs), note=(errs[:1] or notes[-1:] or [""])[0],
+                        ref=rs[0].get("ref") or None))
     by = {(s["workload"], s["contender"]): s for s in out}
     for s in out:
-        ref = SPECIAL.get(s["group"], "kernel")
+        ref = s.pop("ref", None) or SPECIAL.get(s["group"], "kernel")
         s["reference"] = ref
         s["ratio_to_reference"] = _ratio(s, by.get((s["workload"], ref)))
         s["ratio_to_fuse_overlayfs"] = _ratio(s, by.get((s["workload"], "fuse-overlayfs")))
@@ -79,6 +83,8 @@ def _fmt(v, unit):
         return "%.0fM" % v if v >= 10 or v <= -10 else "%.1fM" % v
     if unit == "x":
         return "%.2fx" % v
+    if unit == "MB/s":
+        return "%.0f MB/s" % v
     if v >= 100:
         return "%.0fs" % v
     if v >= 1:
@@ -123,7 +129,8 @@ def table(summary, out=sys.stdout):
         lines.append(cells)
     special = []
     for g, w in workloads:
-        if g not in SPECIAL:
+        # issue 16's rows have a table of their own (packed_table)
+        if g not in SPECIAL or g == "packed":
             continue
         for c in present:
             s = by.get((w, c))
@@ -440,6 +447,7 @@ def _print_report(ctx, summary, started, out):
     table(summary, out)
     cpu_table(summary, out)
     targets(summary, out)
+    packed_table(summary, out)
     for s in summary:
         if s["note"] and (s["group"] in ("resources", "build")
                           or s["workload"].startswith("density: memory")
@@ -451,3 +459,122 @@ def _print_report(ctx, summary, started, out):
                   % (s["workload"], s["contender"], s["errors"], s["note"][:400]), file=out)
     for n in ctx.notes:
         print("note: " + n, file=out)
+
+
+# issue 16: packed layers. The store rows compare the packed store with the
+# dir store and the images' gzip blobs; the read rows compare strata-fs over
+# packed layer files with strata-fs over the same image's directory layers,
+# squashfuse beside them.
+STORE_COLS = ("gzip blobs", "dir store", "packed store")
+READ_COLS = ("strata-fs", "strata-fs packed", "squashfuse")
+PACKED_READ_TARGET = 1.3
+
+
+def _packed_ratio(by, w, a, b):
+    x, y = by.get((w, a)), by.get((w, b))
+    if not x or not y or x["median"] is None or not y["median"]:
+        return None
+    return x["median"] / y["median"]
+
+
+def _print_grid(head, rows, out):
+    widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
+    print("  ".join(h.ljust(widths[i]) for i, h in enumerate(head)).rstrip(), file=out)
+    for r in rows:
+        print("  ".join(v.ljust(widths[i]) if i == 0 else v.rjust(widths[i])
+                        for i, v in enumerate(r)).rstrip(), file=out)
+
+
+def packed_table(summary, out=sys.stdout):
+    rows = [s for s in summary if s["group"] == "packed"]
+    if not rows:
+        return
+    by = {(s["workload"], s["contender"]): s for s in rows}
+    names = []
+    for s in rows:
+        if s["workload"] not in names:
+            names.append(s["workload"])
+    lines = []
+    print("\nissue 16, packed layers: the store (the Debian data set; medians)", file=out)
+    store_rows = [w for w in names if any((w, c) in by for c in STORE_COLS)]
+    grid = []
+    for w in store_rows:
+        cells = [w] + [_cell(by.get((w, c))) for c in STORE_COLS]
+        pd, pg = _packed_ratio(by, w, "packed store", "dir store"), _packed_ratio(
+            by, w, "packed store", "gzip blobs")
+        unit = next(by[(w, c)]["unit"] for c in STORE_COLS if (w, c) in by)
+        if unit == "x":
+            pd = pg = None
+        cells += [_fmt_ratio(pd), _fmt_ratio(pg)]
+        cpu = [by[(w, c)] for c in ("dir store", "packed store") if (w, c) in by]
+        cells.append(" / ".join(_cpu_cell(c) for c in cpu) if unit == "s" else "")
+        verdict = ""
+        if w == "import the data set" and pd is not None:
+            verdict = "ok" if pd <= 1.0 else "MISS"
+        elif w == "store size on disk" and pd is not None and pg is not None:
+            verdict = "ok" if pd <= 0.2 and pg <= 0.5 else "MISS"
+        elif w == "strata pack throughput":
+            s = by.get((w, "packed store"))
+            if s and s["median"] is not None:
+                verdict = "ok" if s["median"] >= 200 else "MISS"
+        cells.append(verdict)
+        grid.append(cells)
+    if grid:
+        _print_grid(["row"] + list(STORE_COLS) + ["packed/dir", "packed/gzip", "CPU s (dir / packed)",
+                                                  "target"], grid, out)
+    read_rows = [w for w in names if w not in store_rows]
+    grid = []
+    judged = []
+    for w in read_rows:
+        cells = [w] + [_cell(by.get((w, c))) for c in READ_COLS]
+        pd = _packed_ratio(by, w, "strata-fs packed", "strata-fs")
+        sd = _packed_ratio(by, w, "squashfuse", "strata-fs")
+        cells += [_fmt_ratio(pd), _fmt_ratio(sd)]
+        cpus = [_cpu_sum(by.get((w, c))) for c in READ_COLS]
+        cells += ["-" if v is None else "%.3f" % v for v in cpus]
+        cells.append(_fmt_ratio(cpus[1] / cpus[0]) if cpus[0] and cpus[0] >= 0.01
+                     and cpus[1] is not None else "-")
+        verdict = ""
+        # memory is reported, not judged: bounded, not equal, is the target
+        if pd is not None and by[(w, "strata-fs packed")]["unit"] == "s":
+            verdict = "ok" if pd <= PACKED_READ_TARGET else "MISS"
+            judged.append((pd, w, verdict))
+        cells.append(verdict)
+        grid.append(cells)
+    if grid:
+        print("\nissue 16, packed layers: reads of the same image (medians; CPU = client + daemon)",
+              file=out)
+        _print_grid(["row", "strata-fs dir", "s-fs packed", "squashfuse", "packed/dir", "sqfuse/dir",
+                     "CPU dir", "CPU packed", "CPU sqfuse", "CPU p/d", "target"], grid, out)
+    med = lambda w, c: by[(w, c)]["median"] if (w, c) in by else None
+    tl = []
+    size = [med("store size on disk", c) for c in STORE_COLS]
+    if size[2] is not None:
+        tl.append("store: packed %s = %s the distinct gzip blobs (target <= 0.5x), %s the dir store "
+                  "(target <= 0.2x)" % (_fmt(size[2], "MiB"),
+                                        _fmt_ratio(size[2] / size[0]) if size[0] else "-",
+                                        _fmt_ratio(size[2] / size[1]) if size[1] else "-"))
+    f, c, l = (med("df: " + k, "packed store") for k in ("file-level dedup", "chunk-level dedup",
+                                                         "lz4 ratio"))
+    if f is not None:
+        tl.append("packed store (system df): file-level dedup %.2fx, chunk-level dedup %.2fx, "
+                  "lz4 %.2fx" % (f, c or 0, l or 0))
+    imp = _packed_ratio(by, "import the data set", "packed store", "dir store")
+    if imp is not None:
+        tl.append("import: packed %.2fx the dir store's time (target <= 1x)" % imp)
+    tp = med("strata pack throughput", "packed store")
+    if tp is not None:
+        tl.append("strata pack: %.0f MB/s of input (target >= 200 MB/s)" % tp)
+    if judged:
+        ok = sum(1 for r in judged if r[2] == "ok")
+        worst = max(judged)
+        tl.append("reads: strata-fs packed within %.1fx of directory layers on %d of %d rows; "
+                  "worst %s %.2fx" % (PACKED_READ_TARGET, ok, len(judged), worst[1], worst[0]))
+    for w in read_rows:
+        if "RSS" in w:
+            tl.append("%s: %s" % (w, ", ".join("%s %s" % (short(c), _fmt(med(w, c), "MiB"))
+                                               for c in READ_COLS if med(w, c) is not None)))
+    if tl:
+        print("\ntargets (issue 16), this run's medians:", file=out)
+        for t in tl:
+            print("  " + t, file=out)

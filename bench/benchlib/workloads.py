@@ -35,6 +35,8 @@ class Workload:
     plain_reuse = False  # repeating it on the same private copy measures the same thing
     heavy = False      # GiB-sized: fewer repetitions in the full run
     key = None         # what a launcher contender is asked to do (start, exec, ...)
+    only_contenders = None  # names of the only contenders that take part
+    ratio_ref = None   # contender the ratios compare with, instead of the group's
 
     def __init__(self, name, fixture, **kw):
         self.name = name
@@ -535,6 +537,8 @@ def build(ctx):
         Build("build, cached rebuild", "runimage", kind="cached", heavy=True, quick=False),
         Build("build, one context file changed", "runimage", kind="changed", heavy=True, quick=False),
     ]
+    from . import packed
+    W += packed.workloads(ctx)
     for w in W:
         if w.group == "?":
             w.group = "metadata"
