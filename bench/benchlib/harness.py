@@ -670,7 +670,8 @@ def run_one(args):
     if args.list:
         for w in all_w:
             print("%-10s %-40s fixture=%s%s" % (w.group, w.name, w.fixture,
-                                                  "" if w.quick else "  (full only)"))
+                                                  "" if w.quick is True else "  (full only)"
+                                                  if not w.quick else "  (quick: with --only)"))
         shutil.rmtree(ctx.scratch, ignore_errors=True)
         return 0
 
@@ -690,7 +691,8 @@ def run_one(args):
             ctx.note("cannot drop the page cache: 'cold' runs are warm")
         pick = re.compile(args.only) if args.only else None
         todo = [wl for wl in all_w
-                if not (ctx.mode == "quick" and not wl.quick)
+                # quick="only": in a quick run when --only asks for it
+                if not (ctx.mode == "quick" and (not wl.quick or (wl.quick == "only" and not pick)))
                 and not (pick and not (pick.search(wl.name) or pick.search(wl.group)))]
         contenders = select_contenders(ctx, {wl.group for wl in todo})
         ctx.log("contenders: %s; mode %s, %d repetitions, scratch %s"

@@ -27,7 +27,7 @@ class Workload:
     cold = False       # drop the page cache (and dentries/inodes) first
     warm = False       # one untimed run first
     mutates = False    # needs a private writable tree (plain gets a copy)
-    quick = True       # part of --quick
+    quick = True       # part of --quick (False: never; "only": when --only names it)
     drop_before_mount = False
     reference = "kernel"
     only_kinds = None  # e.g. ("fuse",): who can report this at all
