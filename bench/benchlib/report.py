@@ -494,8 +494,6 @@ def packed_table(summary, out=sys.stdout):
     for s in rows:
         if s["workload"] not in names:
             names.append(s["workload"])
-    lines = []
-    print("\nissue 16, packed layers: the store (the Debian data set; medians)", file=out)
     store_rows = [w for w in names if any((w, c) in by for c in STORE_COLS)]
     grid = []
     for w in store_rows:
@@ -520,6 +518,7 @@ def packed_table(summary, out=sys.stdout):
         cells.append(verdict)
         grid.append(cells)
     if grid:
+        print("\nissue 16, packed layers: the store (the Debian data set; medians)", file=out)
         _print_grid(["row"] + list(STORE_COLS) + ["packed/dir", "packed/gzip", "CPU s (dir / packed)",
                                                   "target"], grid, out)
     read_rows = [w for w in names if w not in store_rows]
