@@ -27,8 +27,66 @@
 #endif
 
 /* The v1 controllers a container's cgroup is made in when it has limits
- * or a name (cpuacct and freezer serve stats and pause). */
+ * (cpuacct and freezer serve stats and pause). */
 static const char *const v1_controllers[] = { "memory", "cpu", "cpuacct", "pids", "freezer", "devices" };
+
+/* A named cgroup without limits (every `strata run`) is made only where
+ * something reads it: memory (usage, OOM kills), cpuacct and pids (stats),
+ * devices (root's rules). cpu and freezer would hold nothing: pause makes
+ * its own freezer cgroup when asked. Each hierarchy costs a mkdir, a join
+ * and an rmdir on the path of every container start. */
+static bool lean_needs(const char *ctrl)
+{
+	return strcmp(ctrl, "cpu") != 0 && strcmp(ctrl, "freezer") != 0;
+}
+
+/* /proc/self/cgroup and /proc/self/mountinfo read once for all the
+ * hierarchies a container's cgroup is made in. */
+struct proc_view {
+	char *cgroup, *mountinfo;
+	size_t cgroup_len, mountinfo_len;
+};
+
+static char *slurp(const char *path, size_t *len)
+{
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	size_t cap = 8192, n = 0;
+	char *buf = fd >= 0 ? malloc(cap) : NULL;
+	while (buf) {
+		if (cap - n < 2048) {
+			char *nb = realloc(buf, cap * 2);
+			if (!nb)
+				break;
+			buf = nb;
+			cap *= 2;
+		}
+		ssize_t k = read(fd, buf + n, cap - n);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0) {
+			if (k == 0) {
+				*len = n;
+				return buf;
+			}
+			break;
+		}
+		n += (size_t)k;
+	}
+	free(buf);
+	return NULL;
+}
+
+static void proc_view_free(struct proc_view *v)
+{
+	free(v->cgroup);
+	free(v->mountinfo);
+}
+
+/* A stream over the snapshot when there is one, else over the file. */
+static FILE *proc_open(const char *path, const char *buf, size_t len)
+{
+	return buf && len ? fmemopen((void *)buf, len, "r") : fopen(path, "re");
+}
 
 /* docker's default device rules: the nodes /dev holds, pseudo-terminals
  * and tun; everything else, mknod included, is refused. */
@@ -146,11 +204,11 @@ static bool list_has(const char *list, const char *word)
 
 /* The caller's path in the hierarchy whose /proc/self/cgroup line lists
  * ctrl (NULL: the unified one, "0::"), and that line's controllers. */
-static int self_cgroup(const char *ctrl, char **path, char **ctrls)
+static int self_cgroup(const struct proc_view *v, const char *ctrl, char **path, char **ctrls)
 {
 	_cleanup_free_ char *line = NULL;
 	size_t cap = 0;
-	FILE *f = fopen("/proc/self/cgroup", "re");
+	FILE *f = proc_open("/proc/self/cgroup", v ? v->cgroup : NULL, v ? v->cgroup_len : 0);
 	int r = -ENOENT;
 
 	if (!f)
@@ -176,11 +234,11 @@ static int self_cgroup(const char *ctrl, char **path, char **ctrls)
 /* Where the hierarchy is mounted: a cgroup (v1) mount whose options list
  * ctrl, or the cgroup2 mount (ctrl NULL). A mount of a sub-tree (root
  * other than "/") shows only paths below its root. */
-static int hierarchy_mount(const char *ctrl, char **mnt, char **root)
+static int hierarchy_mount(const struct proc_view *v, const char *ctrl, char **mnt, char **root)
 {
 	_cleanup_free_ char *line = NULL;
 	size_t cap = 0;
-	FILE *f = fopen("/proc/self/mountinfo", "re");
+	FILE *f = proc_open("/proc/self/mountinfo", v ? v->mountinfo : NULL, v ? v->mountinfo_len : 0);
 	int r = -ENOENT;
 
 	if (!f)
@@ -209,14 +267,14 @@ static int hierarchy_mount(const char *ctrl, char **mnt, char **root)
 }
 
 /* The directory of the caller's cgroup in that hierarchy. */
-static int caller_dir(const char *ctrl, char **dir, char **ctrls)
+static int caller_dir(const struct proc_view *v, const char *ctrl, char **dir, char **ctrls)
 {
 	_cleanup_free_ char *path = NULL, *mnt = NULL, *root = NULL;
 	int r;
 
-	if ((r = self_cgroup(ctrl, &path, ctrls)) < 0)
+	if ((r = self_cgroup(v, ctrl, &path, ctrls)) < 0)
 		return r;
-	if ((r = hierarchy_mount(ctrl ? ctrl : NULL, &mnt, &root)) < 0)
+	if ((r = hierarchy_mount(v, ctrl ? ctrl : NULL, &mnt, &root)) < 0)
 		return r;
 	const char *rel = path;
 	size_t rl = strlen(root);
@@ -412,7 +470,11 @@ static int create_v1(const struct strata_launch_spec *s, const char *name, bool 
 	char *done[8] = { 0 };
 	size_t n_done = 0;
 	int r = 0;
+	bool lean = !limits_set(l);
+	struct proc_view view = { 0 };
 
+	view.cgroup = slurp("/proc/self/cgroup", &view.cgroup_len);
+	view.mountinfo = slurp("/proc/self/mountinfo", &view.mountinfo_len);
 	for (size_t i = 0; i < sizeof v1_controllers / sizeof v1_controllers[0] && r == 0; i++) {
 		const char *ctrl = v1_controllers[i];
 		_cleanup_free_ char *parent = NULL, *ctrls = NULL;
@@ -420,7 +482,9 @@ static int create_v1(const struct strata_launch_spec *s, const char *name, bool 
 
 		if (devices_only ? strcmp(ctrl, "devices") != 0 : (!devices && strcmp(ctrl, "devices") == 0))
 			continue;
-		if ((r = caller_dir(ctrl, &parent, &ctrls)) < 0) {
+		if (lean && !lean_needs(ctrl))
+			continue;
+		if ((r = caller_dir(&view, ctrl, &parent, &ctrls)) < 0) {
 			const char *flag = limit_needing(l, ctrl);
 			if (flag) {
 				rt_err(err, r, "find cgroup controller", ctrl,
@@ -465,6 +529,7 @@ static int create_v1(const struct strata_launch_spec *s, const char *name, bool 
 	}
 	for (size_t j = 0; j < n_done; j++)
 		free(done[j]);
+	proc_view_free(&view);
 	if (r == 0 && !cg->started && cg->n)
 		cg->started = cg->dir[0];
 	return r;
@@ -478,7 +543,7 @@ static int create_v2(const struct strata_launch_spec *s, const char *name, bool 
 	char *dir = NULL;
 	int r;
 
-	if ((r = caller_dir(NULL, &parent, &ctrls)) < 0) {
+	if ((r = caller_dir(NULL, NULL, &parent, &ctrls)) < 0) {
 		if (any_limit(l))
 			rt_err(err, r, "find", "the unified cgroup hierarchy", "%s needs cgroup v2 mounted at /sys/fs/cgroup",
 			       any_limit(l));
