@@ -86,6 +86,10 @@ void ctr_unlock(struct ctr *c);
 int ctr_reload_state(struct ctr *c);
 /* Write the state atomically. */
 int ctr_save_state(int dirfd, json_t *st);
+/* The same for a container removed when it ends: kept (starting at 0)
+ * counts the old states left beside it (deleted with its directory)
+ * instead of freed on the way, at most 8. */
+int ctr_save_state_keep(int dirfd, json_t *st, unsigned *kept);
 const char *ctr_name(const struct ctr *c);
 
 /* What the container is doing, judged from its state and the processes

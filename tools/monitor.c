@@ -70,12 +70,13 @@ struct monitor {
 	json_t *st;              /* the state this monitor writes */
 	int notify;              /* to the waiting CLI; -1 once told */
 	int restarts;
+	unsigned kept;           /* old states left for --rm (see ctr_save_state_keep) */
 	struct watch w;
 };
 
 static void save(struct monitor *m)
 {
-	int r = ctr_save_state(m->c->dirfd, m->st);
+	int r = ctr_save_state_keep(m->c->dirfd, m->st, m->sp->autoremove ? &m->kept : NULL);
 	if (r < 0 && r != -ENOENT)
 		serr(r, "write container state", m->c->id, "check free space of the store");
 }
@@ -161,8 +162,9 @@ struct pidfd_info_v0 {
 /* How the daemon ended, from its wait status, which the kernel keeps in
  * the pidfd once its parent (the launcher's outer process) reaped it:
  * 0 a normal end (exit 0: its mount went away with the container), 1 it
- * died (a signal, an error), -1 not known (older kernel). */
-static int daemon_end(int pidfd)
+ * died (a signal, an error), -1 not known (older kernel, or told to quit
+ * through quit meanwhile). */
+static int daemon_end(int pidfd, int quit)
 {
 	for (int i = 0; i < 200; i++) {
 		struct pidfd_info_v0 info = { .mask = PIDFD_INFO_EXIT_BIT };
@@ -170,9 +172,11 @@ static int daemon_end(int pidfd)
 			return -1;
 		if (info.mask & PIDFD_INFO_EXIT_BIT)
 			return WIFEXITED(info.exit_code) && WEXITSTATUS(info.exit_code) == 0 ? 0 : 1;
-		/* exited, not yet reaped: the outer process reaps it at once */
-		struct timespec t = { 0, 5 * 1000 * 1000 };
-		nanosleep(&t, NULL);
+		/* exited, not yet reaped: the outer process reaps it at once;
+		 * a stop of the watcher is not kept waiting meanwhile */
+		struct pollfd q = { .fd = quit, .events = POLLIN };
+		if (poll(&q, 1, 5) == 1)
+			return -1;
 	}
 	return -1;
 }
@@ -222,7 +226,13 @@ static void *watch_main(void *arg)
 		}
 		if (pf[1].revents) {
 			struct pollfd init = { .fd = w->init_fd, .events = POLLIN };
-			int how = poll(&init, 1, 0) == 1 ? 0 : daemon_end(w->daemon_fd);
+			/* The container's end ends the daemon while init is still
+			 * exiting (its mount namespace goes before its pidfd
+			 * turns readable): then it is no death, and the outer
+			 * process, busy reaping init, would keep daemon_end()
+			 * polling for the daemon's status for nothing. */
+			int how = poll(&init, 1, 0) == 1 || proc_exiting(w->init_pid) ? 0
+											: daemon_end(w->daemon_fd, w->quit[0]);
 			/* without the kernel's word: init went first, the normal
 			 * end (a busy machine is given a moment to show it) */
 			if (how < 0)
@@ -500,7 +510,7 @@ static bool image_tagged(struct store *s, json_t *rec)
  * the collector, under the lock): the caller removes it as usual. */
 static bool remove_behind(struct ctr *c, struct store *s)
 {
-	char tmp[64], dst[128], src[128];
+	char tmp[64], dst[128], src[128], rec[160];
 	if (!image_tagged(s, c->rec))
 		return false;
 	int tfd = store_mktemp(s, tmp);
@@ -509,7 +519,11 @@ static bool remove_behind(struct ctr *c, struct store *s)
 	close(tfd);
 	snprintf(src, sizeof src, "containers/%s", c->id);
 	snprintf(dst, sizeof dst, "%s/%.12s", tmp, c->id);
-	if (unlinkat(c->dirfd, "container.json", 0) < 0 || renameat(s->fd, src, s->fd, dst) < 0)
+	snprintf(rec, sizeof rec, "%s/%.12s.json", tmp, c->id);
+	/* The record is moved out rather than unlinked: an unlink frees its
+	 * blocks, which on a store mounted with discard waits for the
+	 * device; the child deletes it with the rest. */
+	if (renameat(c->dirfd, "container.json", s->fd, rec) < 0 || renameat(s->fd, src, s->fd, dst) < 0)
 		return false;   /* rm_rf of the record-less rest by the caller */
 	store_unlock(s);
 	ctr_unlock(c);
