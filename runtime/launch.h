@@ -169,6 +169,10 @@ struct strata_launch_spec {
 	/* With tty: relay the caller's stdin to the terminal (-i). Without
 	 * tty the command inherits the caller's stdio as it is. */
 	bool interactive;
+	/* With tty: also called with every piece of the terminal's output as
+	 * it is relayed (a log of it); NULL: none. */
+	void (*on_tty_output)(void *arg, const char *buf, size_t len);
+	void *on_tty_output_arg;
 
 	/* Called once in the calling process when the container's init runs
 	 * (before the command may have started), e.g. to record its pid. */

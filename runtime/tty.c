@@ -151,6 +151,8 @@ struct relay {
 	size_t inlen, inoff;
 	int rawfd;              /* the caller's terminal we switched, or -1 */
 	struct termios saved;
+	void (*copy)(void *arg, const char *buf, size_t len);
+	void *copy_arg;
 };
 
 static void copy_winsize(int master)
@@ -224,6 +226,8 @@ static bool relay_output(struct relay *rl, bool drain)
 		ssize_t n = read(rl->master, buf, sizeof buf);
 		if (n > 0) {
 			write_all(rl, 1, buf, (size_t)n);
+			if (rl->copy)
+				rl->copy(rl->copy_arg, buf, (size_t)n);
 			continue;
 		}
 		if (n < 0 && errno == EINTR)
@@ -326,6 +330,11 @@ int session_run(struct session *ss, pid_t child, int *status)
 	struct strata_error *err = ss->err;
 	struct relay rl = { .master = -1, .rawfd = -1, .interactive = ss->interactive };
 	sigset_t set, pipeset, oldset;
+
+	if (ss->ctx) {
+		rl.copy = ss->ctx->spec->on_tty_output;
+		rl.copy_arg = ss->ctx->spec->on_tty_output_arg;
+	}
 	int r = 0;
 	bool pipe_pending;
 

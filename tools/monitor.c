@@ -747,14 +747,35 @@ static void logger_main(int dirfd, int out, int err, long long max)
 /* An attached run without a terminal logs as a detached one does (docker
  * logs shows a foreground container's output too): the command's stdout
  * and stderr are pipes that a thread of the CLI copies to the caller's
- * stdout and stderr and into ctr.log. With -t the terminal is relayed as
- * it always was, and not logged. */
+ * stdout and stderr and into ctr.log. With -t the launcher relays the
+ * terminal to the caller and hands each piece to tee_tty_output, which
+ * logs it as "stdout", as docker logs a terminal (its \r\n included). A
+ * detached -t container needs neither: its monitor's stdout, where the
+ * terminal is relayed, is the logger's pipe already. */
 struct tee {
 	pthread_t thread;
 	bool started;
 	int dirfd, out[2], err[2], saved[2];
 	long long max;
+	bool tty;
+	struct logger tlg;
+	struct logbuf tbuf;
 };
+
+static void tee_tty_output(void *arg, const char *buf, size_t len)
+{
+	struct tee *t = arg;
+	while (len) {
+		size_t n = sizeof t->tbuf.data - t->tbuf.len;
+		if (n > len)
+			n = len;
+		memcpy(t->tbuf.data + t->tbuf.len, buf, n);
+		t->tbuf.len += n;
+		buf += n;
+		len -= n;
+		log_drain(&t->tlg, &t->tbuf, false);
+	}
+}
 
 static void *tee_main(void *arg)
 {
@@ -769,8 +790,15 @@ static void tee_start(struct tee *t, struct ctr *c, struct ctr_spec *sp)
 	t->out[0] = t->out[1] = t->err[0] = t->err[1] = t->saved[0] = t->saved[1] = -1;
 	t->dirfd = c->dirfd;
 	t->max = sp->log_max;
-	if (sp->l.tty)
+	t->tty = sp->l.tty;
+	if (sp->l.tty) {
+		t->tlg = (struct logger){ .dirfd = c->dirfd, .fd = -1, .max = sp->log_max };
+		t->tbuf.stream = "stdout";
+		t->tbuf.len = 0;
+		sp->l.on_tty_output = tee_tty_output;
+		sp->l.on_tty_output_arg = t;
 		return;
+	}
 	fflush(stdout);
 	fflush(stderr);
 	if (pipe2(t->out, O_CLOEXEC) < 0 || pipe2(t->err, O_CLOEXEC) < 0 ||
@@ -799,6 +827,13 @@ undo:
 
 static void tee_stop(struct tee *t)
 {
+	if (t->tty) {
+		log_drain(&t->tlg, &t->tbuf, true);
+		if (t->tlg.fd >= 0)
+			close(t->tlg.fd);
+		t->tlg.fd = -1;
+		t->tty = false;
+	}
 	if (!t->started)
 		return;
 	fflush(stdout);

@@ -407,6 +407,31 @@ def test_foreground_logs(env):
     check_clean(env, 'foreground logs')
 
 
+def test_tty_logs(env):
+    """A -t container's terminal reaches the caller and the log, attached
+    and detached, as docker logs shows it (stream stdout, \\r\\n kept)."""
+    x = Ctx(env)
+    image(env)
+    cmd = ['sh', '-c', 'echo one; echo two >&2; tty']
+    want = 'one\r\ntwo\r\n/dev/pts/0\r\n'
+    r = x.run('run', '-t', '--name', 'tl', 'bb', *cmd)
+    check(r.out == want, 'the caller gets the terminal: %r %r' % (r.out, r.err))
+    cid = x.run('run', '-d', '-t', '--name', 'tld', 'bb', *cmd).out.strip()
+    remember(env, cid)
+    check(x.run('wait', 'tld').out.strip() == '0', 'the detached -t container ran')
+    for name in ('tl', 'tld'):
+        r = x.run('logs', name)
+        check(r.out == want and r.err == '', 'logs of a -t container (%s): %r %r' % (name, r.out, r.err))
+    with open(os.path.join(env.store, 'containers', cid, 'ctr.log')) as f:
+        streams = {json.loads(l)['stream'] for l in f}
+    check(streams == {'stdout'}, 'a terminal is logged as stdout: %r' % streams)
+    # --rm -t: the caller still gets all of it
+    r = x.run('run', '--rm', '-t', 'bb', 'sh', '-c', 'i=0; while [ $i -lt 300 ]; do echo "line $i"; i=$((i+1)); done')
+    check(r.out.count('\r\n') == 300 and r.out.endswith('line 299\r\n'), 'run --rm -t output: %r' % r.out[-80:])
+    x.run('rm', 'tl', 'tld')
+    check_clean(env, 'tty logs')
+
+
 def test_lean_cli(env):
     """strata run does not load libarchive or libcrypto (10-15 ms of
     dynamic loading at every start): only the commands that use them do."""
@@ -557,5 +582,5 @@ def test_rootless_map_message(env):
 if __name__ == '__main__':
     sys.exit(main([test_help, test_detached_lifecycle, test_stop_signal_and_kill, test_restart_policy,
                    test_rm_detached_and_foreground, test_kill9_monitor_and_cli, test_concurrent_cli, test_logs,
-                   test_foreground_logs, test_lean_cli,
+                   test_foreground_logs, test_tty_logs, test_lean_cli,
                    test_many, test_published_port, test_limits, test_pause, test_rootless_map_message]))
