@@ -17,6 +17,7 @@ struct exec_opts {
 	bool interactive, tty, detach;
 	const char *user, *cwd;
 	json_t *env;             /* -e K=V, in order */
+	json_t *env_file;        /* --env-file's, overridden by -e */
 	char **cmd;
 	const char *what;
 };
@@ -65,7 +66,10 @@ static int parse(int argc, char **argv, struct exec_opts *o)
 			o->user = v;
 		else if (IS("-w") || IS("--workdir"))
 			o->cwd = v;
-		else if ((IS("-e") || IS("--env")) && strchr(v, '='))
+		else if (IS("--env-file")) {
+			if (env_file_read(v, o->env_file) < 0)
+				return -EINVAL;
+		} else if ((IS("-e") || IS("--env")) && strchr(v, '='))
 			json_array_append_new(o->env, json_string(v));
 		else if (IS("-e") || IS("--env")) {
 			/* -e NAME: the caller's value, or nothing, as docker */
@@ -124,7 +128,8 @@ int cmd_exec(const char *root, int argc, char **argv)
 	return EXIT_STRATA;
 #else
 	_cleanup_(json_freep) json_t *envopt = json_array();
-	struct exec_opts o = { .env = envopt };
+	_cleanup_(json_freep) json_t *envfile = json_array();
+	struct exec_opts o = { .env = envopt, .env_file = envfile };
 	_cleanup_(spec_freep) struct ctr_spec sp = { 0 };
 	struct store s;
 	struct ctr c;
@@ -157,7 +162,7 @@ int cmd_exec(const char *root, int argc, char **argv)
 	 * the container's, then exec's own. */
 	char host[300];
 	snprintf(host, sizeof host, "HOSTNAME=%s", sp.l.hostname ? sp.l.hostname : "strata");
-	size_t n = 0, cap = sp.n_env + json_array_size(o.env) + 8;
+	size_t n = 0, cap = sp.n_env + json_array_size(o.env) + json_array_size(o.env_file) + 8;
 	_cleanup_free_ const char **env = calloc(cap, sizeof *env);
 	if (!env) {
 		ctr_close(&c);
@@ -170,6 +175,8 @@ int cmd_exec(const char *root, int argc, char **argv)
 		env_put(env, &n, "TERM=xterm");
 	for (size_t i = 0; i < sp.n_env; i++)
 		env_put(env, &n, sp.env[i]);
+	for (size_t i = 0; i < json_array_size(o.env_file); i++)
+		env_put(env, &n, json_string_value(json_array_get(o.env_file, i)));
 	for (size_t i = 0; i < json_array_size(o.env); i++)
 		env_put(env, &n, json_string_value(json_array_get(o.env, i)));
 

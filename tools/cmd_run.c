@@ -34,6 +34,7 @@ static const struct copt {
 	{ "--tty", "-t", "tty", O_FLAG, FOR_CREATE | FOR_RUN },
 	{ "--name", NULL, "name", O_STR, FOR_CREATE | FOR_RUN },
 	{ "--env", "-e", "env", O_LIST, FOR_CREATE | FOR_RUN },
+	{ "--env-file", NULL, "env_file", O_LIST, FOR_CREATE | FOR_RUN },
 	{ "--volume", "-v", "bind", O_LIST, FOR_CREATE | FOR_RUN },
 	{ "--bind", NULL, "bind", O_LIST, FOR_CREATE | FOR_RUN },
 	{ "--publish", "-p", "publish", O_LIST, FOR_CREATE | FOR_RUN },
@@ -65,6 +66,7 @@ struct copts {
 	const char *name;
 	bool detach;
 	json_t *opts;
+	json_t *env_file;        /* variables of --env-file, before -e's */
 	const char *image;
 	char **cmd;
 	int ncmd;
@@ -73,6 +75,7 @@ struct copts {
 static void copts_free(struct copts *o)
 {
 	json_decref(o->opts);
+	json_decref(o->env_file);
 }
 
 static const struct copt *copt_find(const char *a, unsigned where, size_t len)
@@ -94,6 +97,12 @@ static int copt_set(struct copts *o, const struct copt *t, const char *v)
 			json_object_set_new(o->opts, t->key, json_true());
 	} else if (!strcmp(t->key, "name")) {
 		o->name = v;
+	} else if (!strcmp(t->key, "env_file")) {
+		/* read now, as docker does: the record keeps the variables,
+		 * not the file */
+		if (!o->env_file)
+			o->env_file = json_array();
+		return env_file_read(v, o->env_file);
 	} else if (t->kind == O_LIST) {
 		json_t *a = json_object_get(o->opts, t->key);
 		char *kv = NULL;
@@ -164,7 +173,13 @@ static int parse_copts(const char *cmdname, int argc, char **argv, unsigned wher
 			}
 			v = argv[++i];
 		}
-		copt_set(o, t, v);
+		if (copt_set(o, t, v) < 0)
+			return -EINVAL;
+	}
+	if (o->env_file) {
+		/* -e wins over --env-file whatever their order, as docker */
+		json_array_extend(o->env_file, json_object_get(o->opts, "env"));
+		json_object_set(o->opts, "env", o->env_file);
 	}
 	if (i < argc && !strcmp(argv[i], "--"))
 		i++;

@@ -372,6 +372,56 @@ int ctr_save_state_keep(int dirfd, json_t *st, unsigned *kept)
 	return 0;
 }
 
+/* ---------------------------------------------------------------- env files */
+
+int env_file_read(const char *path, json_t *env)
+{
+	_cleanup_free_ char *buf = NULL;
+	size_t len;
+	int r = read_file_at(AT_FDCWD, path, 1 << 20, &buf, &len);
+	if (r < 0) {
+		serr(r, "read env file", path, r == -EFBIG ? "an env file holds at most 1 MiB" : NULL);
+		return r;
+	}
+	if (memchr(buf, '\0', len)) {
+		susage("--env-file %s: not a text file (it holds a NUL byte); write one KEY=VALUE a line", path);
+		return -EINVAL;
+	}
+	unsigned lineno = 0;
+	for (char *save, *line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		lineno++;
+		/* as docker: leading blanks go, the rest of the line is the
+		 * value as written (no quotes removed), CRLF files work */
+		while (*line == ' ' || *line == '\t')
+			line++;
+		size_t n = strlen(line);
+		if (n && line[n - 1] == '\r')
+			line[--n] = '\0';
+		if (!*line || *line == '#')
+			continue;
+		char *eq = strchr(line, '=');
+		size_t klen = eq ? (size_t)(eq - line) : n;
+		if (klen == 0) {
+			susage("--env-file %s: line %u has no variable name before '=' (write KEY=VALUE)", path, lineno);
+			return -EINVAL;
+		}
+		if (strcspn(line, " \t") < klen) {
+			susage("--env-file %s: line %u: variable name '%.*s' holds blanks (write KEY=VALUE)", path, lineno,
+			       (int)klen, line);
+			return -EINVAL;
+		}
+		if (eq) {
+			json_array_append_new(env, json_string(line));
+			continue;
+		}
+		/* a bare KEY: the caller's value, or nothing when it has none */
+		const char *val = getenv(line);
+		if (val)
+			json_array_append_new(env, json_pack("s++", line, "=", val));
+	}
+	return 0;
+}
+
 /* ---------------------------------------------------------------- cgroups */
 
 size_t ctr_cgroup_dirs(const char *cgroup, char dirs[][4096], size_t max)

@@ -165,6 +165,11 @@ int monitor_start_detached(struct ctr *c, struct ctr_spec *sp);
 int monitor_run_attached(struct ctr *c, struct ctr_spec *sp);
 #endif
 
+/* --env-file FILE (docker's format: KEY=VALUE lines, '#' comments and
+ * blank lines skipped, a bare KEY takes the caller's value): its
+ * variables appended to env. Says what is wrong and returns -errno. */
+int env_file_read(const char *path, json_t *env);
+
 /* Options of create/run, kept in the record (see cmd_run.c). Checks each
  * value the way start will use it, so a bad one fails at create. */
 int ctr_check_options(json_t *opts);

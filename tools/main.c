@@ -19,6 +19,7 @@
 	"  -t, --tty                 give the command a pseudo-terminal\n" \
 	"      --name NAME           name the container\n" \
 	"  -e, --env KEY=VALUE       set an environment variable (repeatable)\n" \
+	"      --env-file FILE       read variables from FILE: KEY=VALUE lines, # comments (repeatable)\n" \
 	"  -v, --volume SRC:DST[:ro] bind a host path (repeatable; --bind is the same)\n" \
 	"  -p, --publish [IP:]HOSTPORT:CONTAINERPORT[/tcp|/udp]  publish a port (repeatable)\n" \
 	"      --network none|host|private  network (--net; default private with -p, else host)\n" \
@@ -90,6 +91,7 @@ static const struct command {
 	  "  -d, --detach           return once it runs\n"
 	  "  -u, --user USER[:GROUP]  run as this user (default: the container's)\n"
 	  "  -e, --env KEY=VALUE    set an environment variable (repeatable)\n"
+	  "      --env-file FILE    read variables from FILE: KEY=VALUE lines, # comments (repeatable)\n"
 	  "  -w, --workdir DIR      working directory (default: the container's)\n", false },
 	{ "logs", cmd_logs, "[OPTIONS] CONTAINER", "what a container's command wrote (a foreground run's too, unless -t)",
 	  "  -f, --follow        keep printing until the container ends\n"

@@ -432,6 +432,38 @@ def test_tty_logs(env):
     check_clean(env, 'tty logs')
 
 
+def test_env_file(env):
+    """--env-file in docker's format for run, create and exec; -e wins."""
+    x = Ctx(env)
+    image(env)
+    ef = env.path('vars.env')
+    with open(ef, 'w') as f:
+        f.write('# a comment\n\nA=1\n  B=two words\nC="quoted"\nLIFECYCLE_EF_CALLER\nLIFECYCLE_EF_UNSET\nD=x\r\n')
+    bad = env.path('bad.env')
+    with open(bad, 'w') as f:
+        f.write('# fine\n=novar\n')
+    env.give()
+    os.environ['LIFECYCLE_EF_CALLER'] = 'yes'
+    os.environ.pop('LIFECYCLE_EF_UNSET', None)
+    show = 'echo "$A|$B|$C|$LIFECYCLE_EF_CALLER|${LIFECYCLE_EF_UNSET-unset}|$D|$FROM_IMAGE"'
+    want = 'override|two words|"quoted"|yes|unset|x|yes\n'
+    for args in (['--env-file', ef, '-e', 'A=override'], ['-e', 'A=override', '--env-file=' + ef]):
+        r = x.run('run', '--rm', *args, 'bb', 'sh', '-c', show)
+        check(r.out == want, 'run %r: %r %r' % (args, r.out, r.err))
+    x.run('create', '--name', 'efc', '--env-file', ef, 'bb', 'sh', '-c', show.replace('$A', '$A$A'))
+    r = x.run('start', '-a', 'efc')
+    check(r.out == want.replace('override', '11'), 'create --env-file: %r %r' % (r.out, r.err))
+    x.run('run', '-d', '--name', 'efx', 'bb')
+    r = x.run('exec', '--env-file', ef, '-e', 'D=y', 'efx', 'sh', '-c', show)
+    check(r.out == '1|two words|"quoted"|yes|unset|y|yes\n', 'exec --env-file: %r %r' % (r.out, r.err))
+    r = x.run('run', '--rm', '--env-file', bad, 'bb', 'true', ok=None)
+    check(r.returncode == 125 and 'line 2' in r.err and bad in r.err, 'a bad env file: %d %r' % (r.returncode, r.err))
+    r = x.run('exec', '--env-file', env.path('missing.env'), 'efx', 'true', ok=None)
+    check(r.returncode == 125 and 'missing.env' in r.err, 'a missing env file: %d %r' % (r.returncode, r.err))
+    x.run('rm', '-f', 'efc', 'efx')
+    check_clean(env, 'env file')
+
+
 def test_lean_cli(env):
     """strata run does not load libarchive or libcrypto (10-15 ms of
     dynamic loading at every start): only the commands that use them do."""
@@ -564,8 +596,9 @@ def test_help(env):
     for flag in ('--detach', '--publish', '--network', '--memory', '--memory-swap', '--cpus', '--cpu-shares',
                  '--pids-limit', '--restart', '--rm', '--name', '--env', '--volume', '--user', '--workdir',
                  '--hostname', '--cap-add', '--cap-drop', '--uidmap', '--gidmap', '--rlimit', '--fs-program',
-                 '--interactive', '--tty'):
+                 '--interactive', '--tty', '--env-file'):
         check(flag in h, 'run --help lists ' + flag)
+    check('--env-file' in env.run('exec', '--help').out, 'exec --help lists --env-file')
     check(env.run('layers', '--help').returncode == 0, 'layers --help')
 
 
@@ -582,5 +615,5 @@ def test_rootless_map_message(env):
 if __name__ == '__main__':
     sys.exit(main([test_help, test_detached_lifecycle, test_stop_signal_and_kill, test_restart_policy,
                    test_rm_detached_and_foreground, test_kill9_monitor_and_cli, test_concurrent_cli, test_logs,
-                   test_foreground_logs, test_tty_logs, test_lean_cli,
+                   test_foreground_logs, test_tty_logs, test_env_file, test_lean_cli,
                    test_many, test_published_port, test_limits, test_pause, test_rootless_map_message]))
