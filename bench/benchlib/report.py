@@ -548,12 +548,12 @@ def packed_table(summary, out=sys.stdout):
     med = lambda w, c: by[(w, c)]["median"] if (w, c) in by else None
     tl = []
     size = [med("store size on disk", c) for c in STORE_COLS]
-    summed = med("gzip blobs summed over the images", "gzip blobs")
+    distinct = med("gzip blobs, each distinct one once", "gzip blobs")
     if size[2] is not None:
-        tl.append("store: packed %s = %s the distinct gzip blobs (target <= 0.5x; %s their sum "
-                  "over the images), %s the dir store (target <= 0.2x)"
+        tl.append("store: packed %s = %s the images' gzip blobs summed over the images (target "
+                  "<= 0.5x; %s each distinct blob once), %s the dir store (target <= 0.2x)"
                   % (_fmt(size[2], "MiB"), _fmt_ratio(size[2] / size[0]) if size[0] else "-",
-                     _fmt_ratio(size[2] / summed) if summed else "-",
+                     _fmt_ratio(size[2] / distinct) if distinct else "-",
                      _fmt_ratio(size[2] / size[1]) if size[1] else "-"))
     f, c, l = (med("df: " + k, "packed store") for k in ("file-level dedup", "chunk-level dedup",
                                                          "lz4 ratio"))
