@@ -34,8 +34,14 @@ READ_TARGET = 1.3
 
 def data_set(ctx):
     if getattr(ctx, "_debset", None) is None:
+        if ctx.args.synthetic_base:
+            ctx._debset = BenchError("--synthetic-base: no Debian data set (it needs debootstrap "
+                                     "and the archive)")
+            return data_set(ctx)
         try:
             ctx._debset = debset.ensure(ctx.cache, ctx.log)
+        except subprocess.TimeoutExpired as e:
+            ctx._debset = BenchError("making the Debian data set: %s" % e)
         except BenchError as e:
             ctx._debset = e
     if isinstance(ctx._debset, BenchError):
@@ -144,6 +150,13 @@ def strata_pack(ctx, src, dest, chunks, timeout):
 # -- fixtures ------------------------------------------------------------------
 
 def fixture(ctx, name):
+    try:
+        return _fixture(ctx, name)
+    except subprocess.TimeoutExpired as e:
+        raise BenchError("fixture %s: %s" % (name, e))
+
+
+def _fixture(ctx, name):
     ds = data_set(ctx)
     if name == "debset":
         return F.Fixture("debset", ds.root, 0, info="Debian data set, %d imports (%s)"
