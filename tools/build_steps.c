@@ -175,7 +175,7 @@ int build_run(struct build *b, struct stage *st, const struct df_insn *in, const
 			json_t *ids;
 			struct lowerview lv = { 0 };
 			if (!*empty_upper && (r = config_diff_ids(st->cfg, "build", &ids)) == 0 &&
-			    (r = lowerview_open(s, ids, &lv)) == 0) {
+			    (r = lowerview_open_packed(s, ids, &lv)) == 0) {
 				r = layer_from_dir(s, ufd, created_by, true, &lv, diffid);
 				if (r == 0 && (r = store_commit_begin(s)) == 0)
 					r = store_commit_pending(s);
@@ -323,13 +323,13 @@ int build_copy(struct build *b, struct stage *st, const struct copy_step *c, boo
 	struct lowerview lv = { 0 }, from_lv = { 0 };
 	json_t *ids, *fcfg = NULL;
 	if ((r = config_diff_ids(st->cfg, "build", &ids)) == 0)
-		r = lowerview_open(s, ids, &lv);
+		r = lowerview_open_packed(s, ids, &lv);
 	if (r == 0 && (c->from_stage || c->from_is_image)) {
 		json_t *src_cfg = c->from_stage ? c->from_stage->cfg : NULL;
 		if (!src_cfg && (r = store_load_image(s, c->from_image, &fcfg, &ids)) == 0)
 			src_cfg = fcfg;
 		if (r == 0 && (r = config_diff_ids(src_cfg, "build", &ids)) == 0)
-			r = lowerview_open(s, ids, &from_lv);
+			r = lowerview_open_packed(s, ids, &from_lv);
 	}
 	/* the sources, resolved: context paths (globs expanded) or paths of
 	 * the --from image */
@@ -457,7 +457,7 @@ int build_workdir_layer(struct build *b, struct stage *st, const char *by, bool 
 	int r = build_lock(b, LOCK_EX);
 	if (r < 0)
 		return r;
-	if ((r = config_diff_ids(st->cfg, "build", &ids)) == 0 && (r = lowerview_open(s, ids, &lv)) == 0 &&
+	if ((r = config_diff_ids(st->cfg, "build", &ids)) == 0 && (r = lowerview_open_packed(s, ids, &lv)) == 0 &&
 	    lower_is_dir(&lv, wd + strspn(wd, "/")) != 1) {
 		int tfd = store_mktemp(s, tname);
 		if (tfd < 0) {

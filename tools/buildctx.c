@@ -821,25 +821,27 @@ static int lower_open_parent(const struct lowerview *lv, const char *path, char 
 	if (!*path) {
 		*layer = 0;
 		snprintf(base, NAME_MAX + 1, ".");
-		return lv->n ? open_dir_beneath(lv->fds[0], "") : -ENOENT;
+		int root = lv->n ? lower_fd(lv, 0) : -ENOENT;
+		return root < 0 ? root : open_dir_beneath(root, "");
 	}
 	if (!lower_lookup(lv, 0, path, layer))
 		return -ENOENT;
-	return open_parent(lv->fds[*layer], path, base);
+	/* a packed layer is unpacked for what copies from it (lower_fd) */
+	int lfd = lower_fd(lv, *layer);
+	return lfd < 0 ? lfd : open_parent(lfd, path, base);
 }
 
 int lower_is_dir(const struct lowerview *lv, const char *path)
 {
-	char base[NAME_MAX + 1];
 	size_t layer;
 	struct stat st;
 	if (!*path)
 		return 1;
-	_cleanup_close_ int pfd = lower_open_parent(lv, path, base, &layer);
-	if (pfd < 0)
-		return pfd;
-	if (fstatat(pfd, base, &st, AT_SYMLINK_NOFOLLOW) < 0)
-		return -errno;
+	if (!lower_lookup(lv, 0, path, &layer))
+		return -ENOENT;
+	int r = lower_stat(lv, layer, path, &st);
+	if (r < 0)
+		return r;
 	return S_ISDIR(st.st_mode) ? 1 : 0;
 }
 
@@ -915,23 +917,21 @@ int stage_mkdirs(int stagefd, const char *path, const struct lowerview *lv, cons
 			}
 		} else {
 			/* an existing directory of the image keeps its owner,
-			 * mode and xattrs; a new one gets the step's owner */
-			char base[NAME_MAX + 1];
+			 * mode and xattrs (read in place: a packed layer is
+			 * not unpacked for them); a new one gets the step's
+			 * owner */
 			size_t layer;
-			int lpfd = lv ? lower_open_parent(lv, sofar, base, &layer) : -ENOENT;
 			struct stat lst;
-			bool from_image = lpfd >= 0 && fstatat(lpfd, base, &lst, AT_SYMLINK_NOFOLLOW) == 0;
+			bool from_image = lv && lower_lookup(lv, 0, sofar, &layer) &&
+					  lower_stat(lv, layer, sofar, &lst) == 0;
 			if (from_image && !S_ISDIR(lst.st_mode)) {
 				susage("build: /%s is a %s in the image, not a directory to copy into", sofar,
 				       file_kind(lst.st_mode));
-				close(lpfd);
 				close(cur);
 				return -ENOTDIR;
 			}
 			if (mkdirat(cur, name, 0755) < 0) {
 				r = -errno;
-				if (lpfd >= 0)
-					close(lpfd);
 				close(cur);
 				serr(r, "build: create directory", sofar, "in the step's layer");
 				return r;
@@ -939,9 +939,8 @@ int stage_mkdirs(int stagefd, const char *path, const struct lowerview *lv, cons
 			int nd = openat(cur, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 			if (nd >= 0) {
 				if (from_image) {
-					_cleanup_close_ int src = openat(lpfd, base, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 					char v[64];
-					ssize_t vl = src >= 0 ? fgetxattr(src, OVERRIDE_STAT_XATTR, v, sizeof v) : -1;
+					ssize_t vl = lower_getxattr(lv, layer, sofar, OVERRIDE_STAT_XATTR, v, sizeof v);
 					if (vl > 0)
 						fsetxattr(nd, OVERRIDE_STAT_XATTR, v, (size_t)vl, 0);
 					if (!o->rootless && fchown(nd, lst.st_uid, lst.st_gid) < 0)
@@ -953,8 +952,6 @@ int stage_mkdirs(int stagefd, const char *path, const struct lowerview *lv, cons
 					r = set_owner_mode(nd, true, 0755, o);
 				}
 			}
-			if (lpfd >= 0)
-				close(lpfd);
 			if (nd < 0 || r < 0) {
 				r = nd < 0 ? -errno : r;
 				if (nd >= 0)

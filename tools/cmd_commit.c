@@ -2,7 +2,9 @@
  *
  * The upper directory is packed as an OCI layer (overlay whiteouts become
  * ".wh." entries, renamed directories are written whole, metacopy files
- * take their data from the image) and stored like any imported layer; the
+ * take their data from the image) and stored like any imported layer (a
+ * packed layer unless STRATA_STORE_FORMAT=dir); the image's layers are read
+ * in place (lowerview_open_packed), packed ones through pk_*; the
  * new image's config is the base's plus that layer and a history entry.
  * Base image and container are left as they were.
  */
@@ -54,7 +56,7 @@ int cmd_commit(const char *root, int argc, char **argv)
 	if ((r = container_load(&s, id, &c)) < 0)
 		goto out;
 	const char *base = json_string_value(json_object_get(c, "image"));
-	if ((r = store_load_image(&s, base, &cfg, &ids)) < 0 || (r = lowerview_open(&s, ids, &lv)) < 0)
+	if ((r = store_load_image(&s, base, &cfg, &ids)) < 0 || (r = lowerview_open_packed(&s, ids, &lv)) < 0)
 		goto out;
 	snprintf(p, sizeof p, "containers/%s/upper", id);
 	ufd = openat(s.fd, p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);

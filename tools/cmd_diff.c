@@ -4,7 +4,10 @@
  * follows the change, not the image) and asks the image's layers one
  * path at a time whether a name existed before. `diff IMAGE IMAGE` and
  * `layers` build the merged tree of an image layer by layer, applying
- * whiteouts and opaque markers as strata-fs does (fs/whiteout.h).
+ * whiteouts and opaque markers as strata-fs does (fs/whiteout.h). Packed
+ * layers are read in place through pk_* (pack/packed.h), their entries
+ * named and ordered as in the directory they were packed from, so both
+ * formats print the same.
  */
 #include "cli.h"
 
@@ -12,6 +15,7 @@
 #include "fsutil.h"
 #include "image.h"
 #include "lowerview.h"
+#include "packed.h"
 #include "store.h"
 #include "whiteout.h"
 
@@ -101,7 +105,7 @@ static void added_from_lower(const struct lowerview *lv, size_t layer, const cha
 		snprintf(path, sizeof path, "%s/%s", dir, e[i].name);
 		snprintf(child, sizeof child, "%s%s%s", src, *src ? "/" : "", e[i].name);
 		add_change(c, "A", path);
-		if (fstatat(lv->fds[e[i].layer], child, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(sb.st_mode))
+		if (lower_stat(lv, e[i].layer, child, &sb) == 0 && S_ISDIR(sb.st_mode))
 			added_from_lower(lv, e[i].layer, child, path, NULL, 0, c);
 	}
 	lower_list_free(e, n);
@@ -210,7 +214,7 @@ static int diff_container(struct store *s, const char *id, bool js)
 	if (r < 0)
 		goto out;
 	if ((r = store_load_image(s, json_string_value(json_object_get(c, "image")), &cfg, &ids)) < 0 ||
-	    (r = lowerview_open(s, ids, &lv)) < 0)
+	    (r = lowerview_open_packed(s, ids, &lv)) < 0)
 		goto out;
 	snprintf(p, sizeof p, "containers/%s/upper", id);
 	ufd = openat(s->fd, p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -244,13 +248,8 @@ struct node_info {
 	size_t layer;
 };
 
-static json_t *info_json(const struct stat *sb, size_t layer, int dirfd, const char *name)
+static json_t *info_json(const struct stat *sb, size_t layer, const char *link)
 {
-	char link[PATH_MAX] = "";
-	if (S_ISLNK(sb->st_mode)) {
-		ssize_t n = readlinkat(dirfd, name, link, sizeof link - 1);
-		link[n > 0 ? n : 0] = '\0';
-	}
 	return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:s}", "mode", (json_int_t)sb->st_mode,
 			 "uid", (json_int_t)sb->st_uid, "gid", (json_int_t)sb->st_gid,
 			 "size", (json_int_t)(S_ISREG(sb->st_mode) ? sb->st_size : 0),
@@ -301,52 +300,205 @@ static void note(struct tree *t, size_t layer, const char *kind, const char *pat
 						"size", (json_int_t)size, "dir", dir));
 }
 
-static int apply_dir(struct tree *t, int dirfd, const char *dir, size_t layer)
+/* A directory of a layer being applied: a directory layer's (fd) or a
+ * packed layer's (pk, ino), read the same way. */
+struct ldir {
+	int fd;
+	const struct pk_layer *pk;
+	uint32_t ino;
+};
+
+/* One entry as a directory layer shows it: the name in that encoding
+ * (".wh.NAME" for an OCI whiteout), its stat and its whiteout kind. */
+struct lent {
+	char *name;
+	const char *target;   /* WH_OCI: the hidden name, inside name */
+	struct stat sb;
+	int kind;             /* enum wh_kind */
+	uint32_t ino;         /* packed layers */
+};
+
+static int cmp_lent(const void *a, const void *b)
 {
+	return strcmp(((const struct lent *)a)->name, ((const struct lent *)b)->name);
+}
+
+static void lents_free(struct lent *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(v[i].name);
+	free(v);
+}
+
+/* The entries of a packed directory, named and ordered as the directory
+ * layer the packed one was made from lists them, so that both give the
+ * same changes in the same order (whiteouts by their ".wh." names). */
+static int list_pk(const struct ldir *d, struct lent **out, size_t *n)
+{
+	struct pk_attr a;
+	int r = pk_getattr(d->pk, d->ino, &a);
+	if (r < 0)
+		return r;
+	size_t cnt = 0, cap = 0;
+	struct lent *v = NULL;
+	struct pk_dirent e;
+	for (uint64_t off = 0; (r = pk_readdir(d->pk, d->ino, off, &e)) > 0; off++) {
+		struct pk_attr ea;
+		if ((r = pk_getattr(d->pk, e.ino, &ea)) < 0)
+			break;
+		if (cnt == cap) {
+			size_t nc = cap ? cap * 2 : 16;
+			struct lent *nv = realloc(v, nc * sizeof *nv);
+			if (!nv) {
+				r = -ENOMEM;
+				break;
+			}
+			memset(nv + cap, 0, (nc - cap) * sizeof *nv);
+			v = nv;
+			cap = nc;
+		}
+		struct lent *l = &v[cnt];
+		bool oci = e.kind == PK_ENT_WHITEOUT && (e.flags & PK_ENTF_WH_OCI);
+		if (asprintf(&l->name, "%s%.*s", oci ? WH_PREFIX : "", (int)e.name_len, e.name) < 0) {
+			l->name = NULL;
+			r = -ENOMEM;
+			break;
+		}
+		cnt++;
+		lower_pk_stat(&ea, &l->sb);
+		l->ino = e.ino;
+		if (e.kind == PK_ENT_NORMAL) {
+			l->kind = WH_NONE;
+		} else if (e.kind == PK_ENT_WHITEOUT) {
+			l->kind = oci ? WH_OCI : WH_CHARDEV;
+			l->target = oci ? l->name + WH_PREFIX_LEN : NULL;
+		} else {
+			l->kind = wh_classify(l->name, &l->sb, &l->target);
+			if (l->kind == WH_NONE)
+				l->kind = WH_RESERVED;   /* hidden: never a name of the view */
+		}
+	}
+	if (r < 0) {
+		lents_free(v, cnt);
+		return r;
+	}
+	if (cnt)
+		qsort(v, cnt, sizeof *v, cmp_lent);
+	*out = v;
+	*n = cnt;
+	return 0;
+}
+
+static int list_ldir(const struct ldir *d, struct lent **out, size_t *n)
+{
+	if (d->pk)
+		return list_pk(d, out, n);
 	char **names;
+	size_t k, cnt = 0;
+	int r = list_sorted(d->fd, &names, &k);
+	if (r < 0)
+		return r;
+	struct lent *v = calloc(k + 1, sizeof *v);
+	if (!v) {
+		free_names(names, k);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < k; i++) {
+		struct lent *l = &v[cnt];
+		if (fstatat(d->fd, names[i], &l->sb, AT_SYMLINK_NOFOLLOW) < 0) {
+			free(names[i]);
+			continue;
+		}
+		l->name = names[i];
+		l->kind = wh_classify(l->name, &l->sb, &l->target);
+		cnt++;
+	}
+	free(names);
+	*out = v;
+	*n = cnt;
+	return 0;
+}
+
+/* Opaque in itself (xattr or marker entry), as wh_dir_is_opaque sees a
+ * directory; a ".wh.NAME" beside it is an entry of its parent. */
+static bool ldir_opaque(const struct ldir *d)
+{
+	if (!d->pk)
+		return wh_dir_is_opaque(d->fd, true) > 0;
+	struct pk_attr a;
+	return pk_getattr(d->pk, d->ino, &a) == 0 && (a.flags & PK_INO_OPAQUE & ~PK_INO_OPQ_WHBESIDE);
+}
+
+static void ldir_readlink(const struct ldir *d, const struct lent *l, char *buf, size_t len)
+{
+	buf[0] = '\0';
+	if (!S_ISLNK(l->sb.st_mode))
+		return;
+	if (d->pk) {
+		const char *t;
+		size_t tl;
+		if (pk_readlink(d->pk, l->ino, &t, &tl) == 0)
+			snprintf(buf, len, "%.*s", (int)(tl < len ? tl : len - 1), t);
+		return;
+	}
+	ssize_t n = readlinkat(d->fd, l->name, buf, len - 1);
+	buf[n > 0 ? n : 0] = '\0';
+}
+
+static int apply_dir(struct tree *t, const struct ldir *d, const char *dir, size_t layer)
+{
+	struct lent *ents;
 	size_t n;
-	int r = list_sorted(dirfd, &names, &n);
+	int r = list_ldir(d, &ents, &n);
 	if (r < 0)
 		return r;
 	/* An opaque directory hides what lower layers had in it. */
-	if (wh_dir_is_opaque(dirfd, true) > 0 && *dir)
+	if (*dir && ldir_opaque(d))
 		hide(t, dir, false, true);
 	for (size_t i = 0; i < n && r == 0; i++) {
+		const struct lent *l = &ents[i];
 		char path[PATH_MAX];
-		struct stat sb;
-		const char *target;
-		int k = layer_entry(dirfd, dir, names[i], &sb, &target, path, sizeof path);
-		if (k < 0)
+		if (l->kind == WH_OPQ || l->kind == WH_RESERVED)
 			continue;
-		if (k == WH_CHARDEV || k == WH_OCI) {
+		snprintf(path, sizeof path, "%s/%s", dir, l->kind == WH_OCI ? l->target : l->name);
+		if (l->kind == WH_CHARDEV || l->kind == WH_OCI) {
 			if (json_object_get(t->map, path))
 				note(t, layer, "D", path, 0, false);
 			hide(t, path, true, true);
 			continue;
 		}
+		const struct stat *sb = &l->sb;
 		json_t *old = json_object_get(t->map, path);
-		long long size = S_ISREG(sb.st_mode) ? sb.st_size : 0;
+		long long size = S_ISREG(sb->st_mode) ? sb->st_size : 0;
 		if (t->layer_size)
 			t->layer_size[layer] += size;
 		if (old) {
-			bool both_dirs = S_ISDIR(sb.st_mode) &&
+			bool both_dirs = S_ISDIR(sb->st_mode) &&
 					 S_ISDIR(json_integer_value(json_object_get(old, "mode")));
 			/* A directory met again keeps its children; anything
 			 * else is replaced, with what was under it. */
 			if (!both_dirs)
 				hide(t, path, true, true);
-			note(t, layer, "C", path, size, S_ISDIR(sb.st_mode));
+			note(t, layer, "C", path, size, S_ISDIR(sb->st_mode));
 		} else {
-			note(t, layer, "A", path, size, S_ISDIR(sb.st_mode));
+			note(t, layer, "A", path, size, S_ISDIR(sb->st_mode));
 		}
-		json_object_set_new(t->map, path, info_json(&sb, layer, dirfd, names[i]));
-		if (S_ISDIR(sb.st_mode)) {
-			_cleanup_close_ int sub = openat(dirfd, names[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			if (sub >= 0)
-				r = apply_dir(t, sub, path, layer);
+		char link[PATH_MAX];
+		ldir_readlink(d, l, link, sizeof link);
+		json_object_set_new(t->map, path, info_json(sb, layer, link));
+		if (!S_ISDIR(sb->st_mode))
+			continue;
+		if (d->pk) {
+			struct ldir sub = { -1, d->pk, l->ino };
+			r = apply_dir(t, &sub, path, layer);
+		} else {
+			_cleanup_close_ int fd = openat(d->fd, l->name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			struct ldir sub = { fd, NULL, 0 };
+			if (fd >= 0)
+				r = apply_dir(t, &sub, path, layer);
 		}
 	}
-	free_names(names, n);
+	lents_free(ents, n);
 	return r;
 }
 
@@ -355,12 +507,19 @@ static int build_tree(struct store *s, json_t *ids, struct tree *t)
 	size_t i;
 	json_t *v;
 	json_array_foreach(ids, i, v) {
-		_cleanup_close_ int fd = store_layer_dirfd(s, json_string_value(v));
-		if (fd < 0) {
-			serr(fd, "open layer", json_string_value(v), "the store is damaged; import the image again");
-			return fd;
+		int fd;
+		struct pk_layer *pk;
+		int r = lower_layer_open(s, json_string_value(v), &fd, &pk);
+		if (r < 0) {
+			serr(r, "open layer", json_string_value(v), "the store is damaged; import the image again");
+			return r;
 		}
-		int r = apply_dir(t, fd, "", i);
+		struct ldir d = { fd, pk, pk ? pk_root(pk) : 0 };
+		r = apply_dir(t, &d, "", i);
+		if (fd >= 0)
+			close(fd);
+		if (pk)
+			pk_close(pk);
 		if (r < 0) {
 			serr(r, "read layer", json_string_value(v), "the store is damaged; import the image again");
 			return r;

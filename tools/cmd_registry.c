@@ -572,7 +572,20 @@ static void offer_stored_blobs(struct store *s, const char *tmpname)
 		json_t *info = json_loads(txt, 0, NULL);
 		free(txt);
 		const char *dg = json_string_value(json_object_get(info, "digest"));
-		if (dg && digest_valid(dg)) {
+		/* A packed layer keeps no blob (pkstore.h): it is offered as an
+		 * empty file under the digest it was imported with and the one
+		 * export gives it. skopeo takes either as copied; import skips
+		 * the layer by DiffID without reading it (a layer removed by a
+		 * `strata rmi` in between makes that import fail its digest
+		 * check, and a second pull downloads it). */
+		char pkp[PATH_MAX];
+		snprintf(pkp, sizeof pkp, "%s/layer.pk", names[i]);
+		bool packed = faccessat(lfd, pkp, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
+		for (int k = 0; k < (packed ? 2 : 1); k++) {
+			if (k == 1)
+				dg = json_string_value(json_object_get(info, "imported_digest"));
+			if (!dg || !digest_valid(dg))
+				continue;
 			if (!made) {
 				char sub[128];
 				snprintf(sub, sizeof sub, "%s/oci", tmpname);
@@ -584,8 +597,17 @@ static void offer_stored_blobs(struct store *s, const char *tmpname)
 			char from[PATH_MAX], to[PATH_MAX];
 			snprintf(from, sizeof from, "layers/%s/blob", names[i]);
 			snprintf(to, sizeof to, "%s/%s", dir, digest_hex(dg));
-			if (made && linkat(s->fd, from, s->fd, to, 0) < 0 && errno != EEXIST && errno != ENOENT)
+			if (!made || linkat(s->fd, from, s->fd, to, 0) == 0 || errno == EEXIST)
+				continue;
+			if (errno == ENOENT && packed) {
+				int fd = openat(s->fd, to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+				if (fd >= 0)
+					close(fd);
+				else if (errno != EEXIST)
+					sdebug("pull: cannot offer packed layer %s to skopeo (%s): it is downloaded again", names[i], strerror(errno));
+			} else if (errno != ENOENT) {
 				sdebug("pull: cannot offer %s to skopeo (%s): it is downloaded again", from, strerror(errno));
+			}
 		}
 		json_decref(info);
 	}

@@ -111,12 +111,12 @@ static int data_fd(struct pk *p, int fd, const char *path)
 	const char *src = path;   /* the entry's lower source path */
 	if (has_xattr(fd, "trusted.overlay.redirect", "user.overlay.redirect", v, sizeof v) && v[0] == '/')
 		src = v + 1;
-	for (size_t i = 0; i < p->lv.n; i++) {
-		int lfd = open_beneath(p->lv.fds[i], src, O_RDONLY | O_NOFOLLOW, 0);
-		if (lfd >= 0)
-			return lfd;
-	}
-	return -ENOENT;
+	/* The data of a packed layer's file comes out of it (lower_open_file)
+	 * without unpacking the layer. */
+	size_t layer;
+	if (!lower_lookup(&p->lv, 0, src, &layer))
+		return -ENOENT;
+	return lower_open_file(&p->lv, layer, src);
 }
 
 static int write_entry(struct pk *p, struct archive_entry *e, int datafd, const char *path)
@@ -339,7 +339,10 @@ static int emit_lower_children(struct pk *p, const char *src, const char *tardir
 			continue;
 		char child[PATH_MAX];
 		snprintf(child, sizeof child, "%s%s%s", src, *src ? "/" : "", e[i].name);
-		_cleanup_close_ int pfd = open_beneath(p->lv.fds[e[i].layer], src, O_PATH | O_DIRECTORY, 0);
+		/* A renamed directory is copied from the layer's tree: a packed
+		 * layer is unpacked for it (lower_fd), once per command. */
+		int lfd = lower_fd(&p->lv, e[i].layer);
+		_cleanup_close_ int pfd = lfd < 0 ? lfd : open_beneath(lfd, src, O_PATH | O_DIRECTORY, 0);
 		if (pfd < 0) {
 			r = pfd;
 			serr(r, "pack: open lower directory", src, "%s", p->o->what);
