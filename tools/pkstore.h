@@ -22,8 +22,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-/* The integrator flips this once strata-fs mounts packed lowers. */
-#define PKSTORE_DEFAULT_PACKED false
+/* New layers are packed unless $STRATA_STORE_FORMAT=dir. */
+#define PKSTORE_DEFAULT_PACKED true
 
 /* Whether new layers are packed (reports a bad $STRATA_STORE_FORMAT once). */
 bool pkstore_packed(void);
@@ -85,8 +85,9 @@ int pkstore_layer_is_packed(struct store *s, const char *diffid);
 int pkstore_open_layer(struct store *s, const char *diffid, struct pk_layer **l, int *tsfd);
 
 /* A packed layer's tree as a directory fd, unpacked into this process's
- * tmp/ (gone at store_close): what store_layer_dirfd gives the readers that
- * walk trees (lowerview, diff, layers) until they read packed layers. */
+ * tmp/ (gone at store_close): what store_layer_dirfd and lower_fd give the
+ * readers that need a real tree (commit's renamed directories, COPY --from);
+ * layers, diff and commit's lookups read packed layers in place. */
 int pkstore_layer_tree(struct store *s, const char *diffid);
 
 /* Free chunks no layer uses (the caller holds the store's exclusive lock).

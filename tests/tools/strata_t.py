@@ -194,6 +194,12 @@ def sanitizer_check(err, args):
     raise Fail('%s report during strata %s:\n%s' % (what, ' '.join(args), err[-6000:]))
 
 
+def layer_present(path):
+    """A stored layer's path (inspect's) is there: a directory, or a packed
+    layer's metadata file."""
+    return os.path.isdir(path) or (path.endswith('/layer.pk') and os.path.isfile(path))
+
+
 class Env:
     """A private directory with a store, and a way to run strata in it."""
 
@@ -230,6 +236,8 @@ class Env:
     def env(self):
         e = dict(os.environ)
         e.pop('STRATA_STORE', None)
+        if getattr(self, 'store_format', None):
+            e['STRATA_STORE_FORMAT'] = self.store_format
         return e
 
     def run(self, *args, ok=True, input=None, timeout=120, wrap=None):
@@ -260,6 +268,23 @@ class Env:
 
     def json(self, *args):
         return json.loads(self.run(*args).out)
+
+    def packed(self):
+        """Whether new layers of this store are packed (the default; pinned
+        with STRATA_STORE_FORMAT=dir)."""
+        return (getattr(self, 'store_format', None) or os.environ.get('STRATA_STORE_FORMAT', 'packed')) != 'dir'
+
+    def layer_tree(self, path):
+        """A stored layer's tree (inspect's "path") as a directory: a dir
+        layer's own, or a packed layer's (STORE/layers/<id>/layer.pk) unpacked
+        by `strata unpack` into a fresh directory, in the encoding it was
+        imported with (whiteouts, opaque markers, owners, xattrs)."""
+        if os.path.isdir(path):
+            return path
+        self.unpacked = getattr(self, 'unpacked', 0) + 1
+        d = self.path('unpacked-%d' % self.unpacked)
+        self.run('unpack', path, d)
+        return d
 
     def listing(self):
         """What a user of the store can see: everything but tmp/ and lock."""

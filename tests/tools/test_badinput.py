@@ -212,7 +212,7 @@ def test_devices_rootless(env):
         check('9 device nodes' in lines[0] and 'dev/null' in lines[0] and 'rootless' in lines[0],
               'the line counts and names them: ' + lines[0])
         ins = env.json('inspect', name)
-        p = ins['layers'][0]['path']
+        p = env.layer_tree(ins['layers'][0]['path'])
         check(not os.path.lexists(os.path.join(p, 'dev', 'null')), 'no device in the layer')
         check(not os.path.lexists(os.path.join(p, 'dev', 'null2')), 'no link to a left-out device')
         check(os.path.isdir(os.path.join(p, 'dev')), 'dev/ itself kept')

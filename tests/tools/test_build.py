@@ -138,7 +138,7 @@ def test_build_and_run(env):
         layers = env.json('inspect', 'app:1')['layers']
         owner = None
         for l in layers:
-            p = os.path.join(l['path'], 'app', 'greeting.txt')
+            p = os.path.join(env.layer_tree(l['path']), 'app', 'greeting.txt')
             if os.path.exists(p):
                 owner = os.getxattr(p, 'user.containers.override_stat').decode()
         check(owner == '1000:1000:0640', 'COPY --chown --chmod in a rootless store: %r' % owner)

@@ -17,7 +17,8 @@ from strata_t import (Fail, check, entry, make_tar, oci_layout, busybox_layer, s
 
 
 def layer_path(env, image, i):
-    return env.json('inspect', image)['layers'][i]['path']
+    """Layer i's tree (a packed layer's unpacked)."""
+    return env.layer_tree(env.json('inspect', image)['layers'][i]['path'])
 
 
 def base_image(env, name='base:1'):
@@ -177,8 +178,13 @@ def test_quirk_zstd_and_formats(env):
     env.give()
     env.run('import', 'oci:' + env.path('q'), 'q')
     ins = env.json('inspect', 'q')
-    check(all(l['media_type'].endswith('+zstd') for l in ins['layers']), 'zstd kept as zstd')
-    with open(os.path.join(ins['layers'][1]['path'], 'z')) as f:
+    if env.packed():
+        # No blob is kept: inspect shows what export writes, the plain tar.
+        check(all(l['media_type'] == 'application/vnd.oci.image.layer.v1.tar' for l in ins['layers']),
+              'a packed layer exports as the tar: %r' % [l['media_type'] for l in ins['layers']])
+    else:
+        check(all(l['media_type'].endswith('+zstd') for l in ins['layers']), 'zstd kept as zstd')
+    with open(os.path.join(env.layer_tree(ins['layers'][1]['path']), 'z')) as f:
         check(f.read() == 'zstd' * 1000, 'zstd content')
 
 
@@ -239,6 +245,69 @@ def test_layers_wasted(env):
     check('A many/  (30 entries, 30B; --all shows them)' in text and 'f07' not in text, 'folded: %r' % text)
     text = env.run('layers', '--all', 'many').out
     check('    A f07  (1B)' in text, 'unfolded with --all: %r' % text)
+
+
+def test_layers_and_diff_dir_vs_packed(env):
+    """`layers` and `diff IMAGE IMAGE` print the same for one image whether
+    its layers are stored as directories, packed (read in place through the
+    packed reader), or both in one store: whiteouts of files, directories
+    and symlinks, opaque directories, a directory replaced by a file and
+    back, hard links, symlinks, xattrs."""
+    l0 = make_tar([entry('etc', 'dir'), entry('etc/a', data=b'a' * 100), entry('etc/b', data=b'bb'),
+                   entry('d', 'dir'), entry('d/x', data=b'x'), entry('d/sub', 'dir'),
+                   entry('d/sub/y', data=b'y' * 5000), entry('lnk', 'symlink', target='etc/a'),
+                   entry('e', 'dir'), entry('e/old', data=b'o'), entry('f', data=b'file f'),
+                   entry('r', 'dir'), entry('r/in', data=b'in', uid=7, gid=8),
+                   entry('x', data=b'xa', xattrs={'user.k': 'v'})])
+    l1 = make_tar([entry('etc', 'dir'), entry('etc/.wh.a'), entry('etc/b', data=b'bbb', mode=0o600),
+                   entry('d', 'dir'), entry('d/.wh..wh..opq'), entry('d/new', data=b'n'),
+                   entry('.wh.e'), entry('e', 'dir'), entry('e/fresh', data=b'f'),
+                   entry('.wh.f'), entry('g', data=b'g' * 70000), entry('h', 'hardlink', target='g'),
+                   entry('.wh.r'), entry('r', data=b'now a file')])
+    l2 = make_tar([entry('.wh.lnk'), entry('lnk', 'dir'), entry('lnk/z', data=b'z'),
+                   entry('g', data=b'gg'), entry('.wh.r'), entry('r', 'dir'), entry('r/back', data=b'b'),
+                   entry('many', 'dir')] + [entry('many/f%02d' % i, data=b'q' * i) for i in range(25)])
+    oci_layout(env.path('img'), [(l0, 'gzip'), (l1, 'gzip'), (l2, 'tar')],
+               history=[{'created_by': 'l%d' % i} for i in range(3)])
+    oci_layout(env.path('base'), [(l0, 'gzip')])
+    env.give()
+
+    def views(fmt_base, fmt_img, store):
+        env.store = env.path(store)
+        env.store_format = fmt_base
+        env.run('import', 'oci:' + env.path('base'), 'base:1')
+        env.store_format = fmt_img
+        env.run('import', 'oci:' + env.path('img'), 'img:1')
+        env.store_format = None
+        paths = [l['path'] for l in env.json('inspect', 'img:1')['layers']]
+        out = {args: env.run(*args).out for args in (
+            ('layers', 'img:1', '--json'), ('layers', 'img:1'), ('layers', '--all', 'img:1'),
+            ('layers', 'base:1', '--json'), ('diff', 'base:1', 'img:1', '--json'),
+            ('diff', 'img:1', 'base:1'))}
+        return paths, out
+
+    saved = env.store
+    try:
+        dpaths, dirs = views('dir', 'dir', 'store-dir')
+        ppaths, packed = views('packed', 'packed', 'store-packed')
+        mpaths, mixed = views('dir', 'packed', 'store-mixed')
+    finally:
+        env.store = saved
+    check(all(os.path.isdir(p) for p in dpaths), 'dir layers: %r' % dpaths)
+    check(all(p.endswith('/layer.pk') and os.path.isfile(p) for p in ppaths), 'packed layers: %r' % ppaths)
+    check(os.path.isdir(mpaths[0]) and all(p.endswith('/layer.pk') for p in mpaths[1:]),
+          'a mixed store: the shared base layer a directory, the others packed: %r' % mpaths)
+    for args, want in dirs.items():
+        check(packed[args] == want, '%s: packed prints what dir prints:\n%s\n---\n%s' % (' '.join(args), want, packed[args]))
+        check(mixed[args] == want, '%s: a mixed store prints the same:\n%s\n---\n%s' % (' '.join(args), want, mixed[args]))
+    j = json.loads(dirs[('layers', 'img:1', '--json')])
+    ch = {(c['kind'], c['path']) for c in j['layers'][1]['changes']}
+    check({('D', '/etc/a'), ('C', '/etc/b'), ('D', '/e'), ('A', '/e'), ('D', '/f'), ('A', '/h'),
+           ('D', '/r'), ('A', '/r')} <= ch, 'layer 1 changes: %r' % sorted(ch))
+    d = {(c['kind'], c['path']) for c in json.loads(dirs[('diff', 'base:1', 'img:1', '--json')])}
+    check({('D', '/etc/a'), ('C', '/etc/b'), ('D', '/d/x'), ('D', '/d/sub'), ('A', '/d/new'), ('D', '/e/old'),
+           ('A', '/e/fresh'), ('D', '/f'), ('C', '/lnk'), ('A', '/lnk/z'), ('D', '/r/in'), ('A', '/r/back'),
+           ('A', '/g'), ('A', '/h')} <= d, 'image diff: %r' % sorted(d))
 
 
 def test_docker_and_oci_archives(env):
@@ -439,5 +508,6 @@ if __name__ == '__main__':
                    test_quirk_parents_missing, test_quirk_opaque_marker_order, test_quirk_type_bits_in_mode,
                    test_quirk_hardlinks, test_quirk_no_footer, test_quirk_zstd_and_formats,
                    test_devices_and_owners, test_rootless_owners_in_xattr, test_layers_wasted,
+                   test_layers_and_diff_dir_vs_packed,
                    test_docker_and_oci_archives, test_docker_save_duplicate_layer, test_overlay_xattrs_dropped, test_nested_index, test_rmi_image_in_use,
                    test_concurrent_imports, test_imports_beside_cleaners]))

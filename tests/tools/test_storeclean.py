@@ -18,7 +18,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from strata_t import (check, oci_layout, busybox_layer, main)
+from strata_t import (check, oci_layout, busybox_layer, layer_present, main)
 
 
 def prepare(env):
@@ -184,7 +184,7 @@ def test_kill_import(env):
     used = set()
     for name in images:
         for l in env.json('inspect', name + ':1')['layers']:
-            check(os.path.isdir(l['path']), '%s: layer %s is there' % (name, l['diff_id']))
+            check(layer_present(l['path']), '%s: layer %s is there' % (name, l['diff_id']))
             used.add(l['diff_id'][7:])
     left = set(os.listdir(os.path.join(env.store, 'layers')))
     check(left == used, 'no layer without an image after a killed import: %r' % sorted(left - used))
@@ -229,7 +229,7 @@ def test_kill_commit(env):
     for line in env.run('images').out.splitlines()[1:]:
         repo, tag = line.split()[:2]
         for l in env.json('inspect', '%s:%s' % (repo, tag))['layers']:
-            check(os.path.isdir(l['path']), '%s:%s: layer %s is there' % (repo, tag, l['diff_id']))
+            check(layer_present(l['path']), '%s:%s: layer %s is there' % (repo, tag, l['diff_id']))
             used.add(l['diff_id'][7:])
     left = set(os.listdir(os.path.join(env.store, 'layers')))
     check(left <= used, 'no layer without an image after a killed commit: %r' % sorted(left - used))
