@@ -447,7 +447,6 @@ def _print_report(ctx, summary, started, out):
     table(summary, out)
     cpu_table(summary, out)
     targets(summary, out)
-    packed_table(summary, out)
     for s in summary:
         if s["note"] and (s["group"] in ("resources", "build")
                           or s["workload"].startswith("density: memory")
@@ -457,6 +456,7 @@ def _print_report(ctx, summary, started, out):
         if s["errors"]:
             print("FAIL %s on %s (%d failed runs): %s"
                   % (s["workload"], s["contender"], s["errors"], s["note"][:400]), file=out)
+    packed_table(summary, out)
     for n in ctx.notes:
         print("note: " + n, file=out)
 
