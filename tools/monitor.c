@@ -162,8 +162,7 @@ struct pidfd_info_v0 {
 /* How the daemon ended, from its wait status, which the kernel keeps in
  * the pidfd once its parent (the launcher's outer process) reaped it:
  * 0 a normal end (exit 0: its mount went away with the container), 1 it
- * died (a signal, an error), -1 not known (older kernel, or told to quit
- * through quit meanwhile). */
+ * died (a signal, an error), -1 not known (older kernel). */
 static int daemon_end(int pidfd, int quit)
 {
 	for (int i = 0; i < 200; i++) {
@@ -172,11 +171,17 @@ static int daemon_end(int pidfd, int quit)
 			return -1;
 		if (info.mask & PIDFD_INFO_EXIT_BIT)
 			return WIFEXITED(info.exit_code) && WEXITSTATUS(info.exit_code) == 0 ? 0 : 1;
-		/* exited, not yet reaped: the outer process reaps it at once;
-		 * a stop of the watcher is not kept waiting meanwhile */
-		struct pollfd q = { .fd = quit, .events = POLLIN };
-		if (poll(&q, 1, 5) == 1)
+		if (i > 0 && quit < 0)
 			return -1;
+		/* Exited, not yet reaped: the outer process reaps it once it
+		 * has reaped init. The watcher is told to quit only after
+		 * the launcher returned, by when outer has reaped the daemon:
+		 * the quit ends the wait at once (a sleep here held up the
+		 * end of every attached run), and one more look finds the
+		 * status. */
+		struct pollfd q = { .fd = quit, .events = POLLIN };
+		if (quit >= 0 && poll(&q, 1, 5) == 1)
+			quit = -1;
 	}
 	return -1;
 }
@@ -226,13 +231,7 @@ static void *watch_main(void *arg)
 		}
 		if (pf[1].revents) {
 			struct pollfd init = { .fd = w->init_fd, .events = POLLIN };
-			/* The container's end ends the daemon while init is still
-			 * exiting (its mount namespace goes before its pidfd
-			 * turns readable): then it is no death, and the outer
-			 * process, busy reaping init, would keep daemon_end()
-			 * polling for the daemon's status for nothing. */
-			int how = poll(&init, 1, 0) == 1 || proc_exiting(w->init_pid) ? 0
-											: daemon_end(w->daemon_fd, w->quit[0]);
+			int how = poll(&init, 1, 0) == 1 ? 0 : daemon_end(w->daemon_fd, w->quit[0]);
 			/* without the kernel's word: init went first, the normal
 			 * end (a busy machine is given a moment to show it) */
 			if (how < 0)
