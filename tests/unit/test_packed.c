@@ -615,6 +615,108 @@ static int visit(struct pk_layer *l, uint32_t dir, int depth, uint8_t *seen, uns
 /* Damage that keeps valid checksums (a hostile file): random bytes of the
  * sections changed and every checksum recomputed. The reader must refuse or
  * answer -errno, never read out of bounds. */
+/* pk_build, entries fed in archive order: a sparse file (holes where no
+ * data came), a file listed twice, a directory replaced by a file, a hard
+ * link, a symlinked parent (followed inside the layer, refused when it
+ * leads out), data out of order refused; read back through the reader. */
+static void test_build(void **state)
+{
+	(void)state;
+	struct pk_build_attr dirs = { .mode = S_IFDIR | 0755 };
+	struct pk_build *b;
+	struct pk_bnode *n;
+	struct pk_write_stats st;
+	struct pk_write_opts o = { .threads = 2 };
+	assert_int_equal(pk_build_new(P("L"), &o, &dirs, &b), 0);
+
+	struct pk_build_attr reg = { .mode = S_IFREG | 0640, .uid = 5, .gid = 6, .size = 300000,
+				     .mtime = { 1000, 7 }, .atime = { 1000, 7 } };
+	unsigned char *a = rnd(70000, 1), *c = rnd(5000, 2);
+	assert_int_equal(pk_build_add(b, "d/sparse", &reg, NULL, &n), 0);   /* parent made */
+	assert_int_equal(pk_build_data(b, 0, a, 70000), 0);
+	assert_int_equal(pk_build_data(b, 200000, c, 5000), 0);
+	assert_int_equal(pk_build_data(b, 100, c, 10), -EINVAL);             /* backwards */
+	pk_build_free(b);
+	assert_int_equal(access(P("L"), F_OK), -1);                          /* nothing written */
+
+	assert_int_equal(pk_build_new(P("L"), &o, &dirs, &b), 0);
+	assert_int_equal(pk_build_add(b, "d/sparse", &reg, NULL, &n), 0);
+	assert_int_equal(pk_build_data(b, 0, a, 70000), 0);
+	assert_int_equal(pk_build_data(b, 200000, c, 5000), 0);
+	assert_int_equal(pk_build_xattr(b, n, "user.x", "1", 1), 0);
+	struct pk_build_attr small = reg;
+	small.size = 5;
+	assert_int_equal(pk_build_add(b, "twice", &small, NULL, &n), 0);
+	assert_int_equal(pk_build_data(b, 0, "first", 5), 0);
+	assert_int_equal(pk_build_add(b, "twice", &small, NULL, &n), 0);
+	assert_int_equal(pk_build_data(b, 0, "again", 5), 0);
+	struct pk_build_attr dir = { .mode = S_IFDIR | 0700 };
+	assert_int_equal(pk_build_add(b, "wasdir", &dir, NULL, &n), 0);
+	assert_int_equal(pk_build_add(b, "wasdir/in", &small, NULL, &n), 0);
+	assert_int_equal(pk_build_data(b, 0, "inner", 5), 0);
+	assert_int_equal(pk_build_add(b, "wasdir", &small, NULL, &n), 0);
+	assert_int_equal(pk_build_data(b, 0, "afile", 5), 0);
+	assert_int_equal(pk_build_link(b, "hl", "d/sparse"), 0);
+	assert_int_equal(pk_build_link(b, "hl2", "nothere"), -ENOENT);
+	assert_int_equal(pk_build_link(b, "hl3", "d"), -ENOENT);             /* a directory */
+	struct pk_build_attr lnk = { .mode = S_IFLNK | 0777 };
+	assert_int_equal(pk_build_add(b, "via", &lnk, "d", &n), 0);
+	assert_int_equal(pk_build_add(b, "via/x", &small, NULL, &n), 0);     /* lands in d/ */
+	assert_int_equal(pk_build_data(b, 0, "via-x", 5), 0);
+	assert_int_equal(pk_build_add(b, "out", &lnk, "../..", &n), 0);
+	assert_int_equal(pk_build_add(b, "out/y", &small, NULL, &n), -EXDEV);
+	assert_int_equal(pk_build_add(b, "abs", &lnk, "/etc", &n), 0);
+	assert_int_equal(pk_build_add(b, "abs/y", &small, NULL, &n), -EXDEV);
+	assert_int_equal(pk_build_add(b, "twice/y", &small, NULL, &n), -ENOTDIR);
+	assert_int_equal(pk_build_lookup(b, "d/x"), 1);
+	assert_int_equal(pk_build_lookup(b, "wasdir/in"), -ENOTDIR);
+	assert_int_equal(pk_build_finish(b, &st), 0);
+	pk_build_free(b);
+	assert_int_equal(st.files, 6);
+
+	struct pk_layer *l;
+	struct pk_dirent e, e2;
+	struct pk_attr at;
+	char buf[300000];
+	uint32_t root;
+	assert_int_equal(pk_open(P("L"), NULL, NULL, &l), 0);
+	root = pk_root(l);
+	assert_int_equal(pk_lookup(l, root, "d", 1, &e), PK_FOUND);
+	assert_int_equal(pk_lookup(l, e.ino, "sparse", 6, &e2), PK_FOUND);
+	assert_int_equal(pk_getattr(l, e2.ino, &at), 0);
+	assert_int_equal(at.size, 300000);
+	assert_int_equal(at.uid, 5);
+	assert_int_equal(at.nlink, 2);
+	assert_int_equal(at.mode, S_IFREG | 0640);
+	assert_int_equal(pk_read(l, e2.ino, 0, sizeof buf, buf), 300000);
+	assert_memory_equal(buf, a, 70000);
+	for (size_t i = 70000; i < 200000; i++)
+		assert_int_equal(buf[i], 0);
+	assert_memory_equal(buf + 200000, c, 5000);
+	uint16_t holes;
+	bool none;
+	assert_int_equal(pk_holes(l, e2.ino, 2, &holes, &none), 0);          /* 128-192 KiB: no data */
+	assert_true(none);
+	assert_int_equal(pk_holes(l, e2.ino, 1, &holes, &none), 0);          /* 4464 bytes of data: 2 blocks */
+	assert_false(none);
+	assert_int_equal(holes, 0xfffc);
+	assert_int_equal(pk_getxattr(l, e2.ino, "user.x", buf, sizeof buf), 1);
+	assert_int_equal(pk_lookup(l, e.ino, "x", 1, &e2), PK_FOUND);
+	assert_int_equal(pk_read(l, e2.ino, 0, 5, buf), 5);
+	assert_memory_equal(buf, "via-x", 5);
+	assert_int_equal(pk_lookup(l, root, "twice", 5, &e), PK_FOUND);
+	assert_int_equal(pk_read(l, e.ino, 0, 5, buf), 5);
+	assert_memory_equal(buf, "again", 5);
+	assert_int_equal(pk_lookup(l, root, "wasdir", 6, &e), PK_FOUND);
+	assert_int_equal(pk_getattr(l, e.ino, &at), 0);
+	assert_true(S_ISREG(at.mode));
+	assert_int_equal(pk_lookup(l, root, "hl", 2, &e), PK_FOUND);
+	assert_int_equal(pk_lookup(l, root, "hl2", 3, &e), PK_ABSENT);
+	pk_close(l);
+	free(a);
+	free(c);
+}
+
 static void test_hostile_meta(void **state)
 {
 	make_tree();
@@ -689,6 +791,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_gc, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cache_threads, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hostile_meta, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_build, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
