@@ -437,7 +437,15 @@ int strata_launch(const struct strata_launch_spec *spec, struct strata_error *er
 	if (cgroup_recv(startp[0], &ctx.cg) < 0)
 		memset(&ctx.cg, 0, sizeof ctx.cg);
 	char c;
+	if (spec->keep_mntns)
+		*spec->keep_mntns = -1;
 	if (read(ready[0], &c, 1) == 1) {
+		/* outer has its mount namespace now (see keep_mntns) */
+		if (spec->keep_mntns) {
+			char ns[64];
+			snprintf(ns, sizeof ns, "/proc/%d/ns/mnt", (int)outer);
+			*spec->keep_mntns = open(ns, O_RDONLY | O_CLOEXEC);
+		}
 		if (ctx.userns && (r = idmap_setup(&ctx, outer)) < 0) {
 			kill(outer, SIGKILL);
 			waitpid(outer, NULL, 0);

@@ -174,6 +174,13 @@ struct strata_launch_spec {
 	void (*on_tty_output)(void *arg, const char *buf, size_t len);
 	void *on_tty_output_arg;
 
+	/* Non-NULL: set to a descriptor of the launcher's own mount namespace
+	 * (-1 if none), which then ends when the caller closes it, not in the
+	 * launcher's exit: releasing its mounts waits for an RCU grace period,
+	 * which a caller that hands the descriptor to a process outliving it
+	 * takes off its path. */
+	int *keep_mntns;
+
 	/* Called once in the calling process when the container's init runs
 	 * (before the command may have started), e.g. to record its pid. */
 	void (*on_start)(void *arg, const struct strata_started *info);

@@ -505,9 +505,11 @@ static bool image_tagged(struct store *s, json_t *rec)
  * deleted by a child that outlives the CLI, holding the tmp/ directory's
  * flock, so no cleaner takes it meanwhile. Deleting a layer's worth of
  * directories took 2-16 ms on a busy machine, after the command had
- * ended. Returns false when it did not apply (an untagged image needs
- * the collector, under the lock): the caller removes it as usual. */
-static bool remove_behind(struct ctr *c, struct store *s)
+ * ended. The child also takes the launcher's mount namespace (mntns,
+ * see keep_mntns in launch.h), whose end waits for an RCU grace period.
+ * Returns false when it did not apply (an untagged image needs the
+ * collector, under the lock): the caller removes it as usual. */
+static bool remove_behind(struct ctr *c, struct store *s, int mntns)
 {
 	char tmp[64], dst[128], src[128], rec[160];
 	if (!image_tagged(s, c->rec))
@@ -532,6 +534,8 @@ static bool remove_behind(struct ctr *c, struct store *s)
 	if (pid == 0) {
 		/* store_close deletes tmp/<owner>, with the container in it */
 		store_close(s);
+		if (mntns >= 0)
+			close(mntns);
 		_exit(0);
 	}
 	if (pid < 0) {
@@ -548,24 +552,31 @@ static bool remove_behind(struct ctr *c, struct store *s)
 	return true;
 }
 
-static void autoremove(struct ctr *c, bool behind)
+/* mntns: see remove_behind (closed here in any case; -1 for none). */
+static void autoremove(struct ctr *c, bool behind, int mntns)
 {
 	struct store s;
 	if (ctr_lock(c) < 0)
-		return;
+		goto out;
 	/* A start that won the lock before us made the container another
 	 * monitor's: it is not ours to remove any more. */
 	if ((pid_t)json_integer_value(json_object_get(c->st, "MonitorPid")) != getpid()) {
 		ctr_unlock(c);
-		return;
+		goto out;
 	}
 	if (store_open(&s, c->root, true) == 0) {
-		if (behind && remove_behind(c, &s))
+		if (behind && remove_behind(c, &s, mntns)) {
+			if (mntns >= 0)
+				close(mntns);
 			return;
+		}
 		container_remove(&s, c->id);
 		store_close(&s);
 	}
 	ctr_unlock(c);
+out:
+	if (mntns >= 0)
+		close(mntns);
 }
 
 /* ---------------------------------------------------------------- the log */
@@ -912,7 +923,7 @@ static void monitor_child(struct ctr *c, struct ctr_spec *sp, int notify)
 	waitpid(logger, NULL, 0);
 	tell(&m, 'F', r < 0 ? EXIT_STRATA : r);
 	if (sp->autoremove)
-		autoremove(c, false);
+		autoremove(c, false, -1);
 	_exit(0);
 }
 
@@ -1005,13 +1016,21 @@ int monitor_run_attached(struct ctr *c, struct ctr_spec *sp)
 		return EXIT_STRATA;
 	/* Others may stop us: the lock is theirs while we run. */
 	ctr_unlock(c);
+	/* One run (no restart policy) of a --rm container: the launcher's
+	 * mount namespace is left to the child that deletes the files. */
+	int mntns = -1;
+	if (sp->autoremove && sp->restart == RESTART_NO)
+		sp->l.keep_mntns = &mntns;
 	struct tee t;
 	tee_start(&t, c, sp);
 	int r = monitor_loop(&m);
 	tee_stop(&t);
+	sp->l.keep_mntns = NULL;
 	json_decref(m.st);
 	if (sp->autoremove)
-		autoremove(c, true);
+		autoremove(c, true, mntns);
+	else if (mntns >= 0)
+		close(mntns);
 	return r < 0 ? EXIT_STRATA : r;
 }
 
