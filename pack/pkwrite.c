@@ -230,13 +230,17 @@ static void mark_holes(uint16_t *m, uint64_t a, uint64_t b, uint64_t size)
 		m[k / 16] |= (uint16_t)(1u << (k % 16));
 }
 
-static int file_chunks(struct w *w, int fd, struct pk_inode *ino_rec, uint64_t size, const char *rel)
+static int file_chunks(struct w *w, int fd, struct pk_inode *ino_rec, uint64_t size, uint64_t nblocks,
+		       const char *rel)
 {
 	uint64_t n = size / PK_CHUNK_SIZE + (size % PK_CHUNK_SIZE != 0);
 	_cleanup_free_ uint16_t *holes = calloc(n, sizeof *holes);
 	if (!holes)
 		return fail(w, -ENOMEM, "pack", rel, NULL);
-	for (uint64_t pos = 0; pos < size;) {
+	/* A file with as many 512-byte blocks allocated as its size needs has
+	 * no hole: two lseeks per file spared (an eighth of the system calls
+	 * of packing a tree). A file that grew since its stat is read whole. */
+	for (uint64_t pos = 0; nblocks * 512 < size && pos < size;) {
 		off_t d = lseek(fd, pos, SEEK_DATA);
 		if (d < 0) {
 			if (errno == ENXIO)
@@ -542,7 +546,7 @@ static int child(struct w *w, int dfd, uint32_t dino, struct item *it, const cha
 			w->st.inline_bytes += size;
 		} else {
 			struct pk_inode rec = *INO(w, n);
-			r = file_chunks(w, fd, &rec, size, crel);
+			r = file_chunks(w, fd, &rec, size, (uint64_t)st->st_blocks, crel);
 			INO(w, n)->data = rec.data;
 			if (r < 0)
 				return r;
