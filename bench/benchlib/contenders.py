@@ -310,6 +310,93 @@ class StoreFormat(Contender):
                                                      dir=ctx.scratch))
 
 
+class ShareCache(Contender):
+    """Density rows only: strata-fs with `-o sharecache=on` (lower files
+    opened read-only pass through to the lower file, so the mounts of one
+    layer share its page cache), started as the plain strata-fs density rows
+    are: via="mount" is the strata-fs row's path (one harness mount per
+    container, `-o uring=off,sharecache=on`, the container started on it by
+    bwrap), via="strata-run" the strata-run row's (`strata-run --fs-opt
+    sharecache=on` with a writable layer per container). Either way the
+    lower is the runimage fixture's layer directory, never a store's packed
+    layer file: sharecache passes through directory layers only."""
+    kind = "launcher"
+    roles = ("density",)
+    groups = ("density",)
+    OPT = "sharecache=on"
+
+    def __init__(self, name, binary, via):
+        self.name = name
+        self.binary = binary
+        self.via = via
+        # what the probes mount, and the "mount" row's filesystem
+        self.fs = FuseOverlay(name, binary, "uring=off," + self.OPT)
+        self.inner = None
+
+    def takes_part(self, workload):
+        return workload.group in self.groups
+
+    def probe(self, ctx):
+        # FUSE passthrough needs CAP_SYS_ADMIN in the initial user
+        # namespace; a rootless mount takes the option and keeps one copy
+        # per mount, which would pass for a sharecache figure
+        if ctx.rootless or os.geteuid() != 0:
+            return ("sharecache passes lower files through (FUSE passthrough), which needs "
+                    "CAP_SYS_ADMIN: root only")
+        why = self.fs.probe(ctx) or self._passes_through(ctx)
+        if why:
+            return why
+        from . import launchers
+        if self.via == "mount":
+            self.inner = launchers.DensityVia(self.fs)
+        else:
+            self.inner = launchers.DensityStrataRun(self.name, self.binary)
+        return self.inner.probe(ctx)
+
+    def _passes_through(self, ctx):
+        """None when a lower file read through a mount left no pages in the
+        mount's own inode (its reads went to the lower file), else why not."""
+        from .workloads import cached_bytes
+        inst = self.fs.mount(ctx, ctx.probe_fixture())
+        try:
+            merged = os.path.join(inst.path, "a")
+            with open(merged, "rb") as f:
+                f.read()
+            own = cached_bytes(merged)
+        except (OSError, BenchError) as e:
+            return "%s could not count what its test stack caches: %s" % (self.name, e)
+        finally:
+            self.fs.unmount(inst)
+        if own is None:
+            return "no cachestat(2) here (Linux 6.5+) to tell whether files pass through"
+        if own:
+            return ("%s cached a lower file's data in the mount's own inode: the kernel did not "
+                    "take the passthrough (Linux 6.9+)" % self.name)
+        return None
+
+    def mount(self, ctx, fixture, writable=False):
+        if self.via == "mount":
+            return self.inner.mount(ctx, fixture, writable)
+        return self._strata_run(ctx, fixture)
+
+    def _strata_run(self, ctx, fixture):
+        """The strata-run density row's start with --fs-opt added."""
+        from . import launchers as L
+        inst = self.inner.mount(ctx, fixture)
+
+        def start(i, ready):
+            argv = L.strata_run_argv(ctx, self.binary, fixture, L.DENSITY_CMD,
+                                     binds=[(ready, "/ready")],
+                                     upper=os.path.join(inst.scratch, "c%d" % i))
+            argv[1:1] = ["--env", "BENCH_ID=%d" % i, "--fs-opt", self.OPT]
+            return L.Running(proc=L._spawn(argv, str(i), inst.scratch))
+        inst.start = start
+        return inst
+
+    def unmount(self, inst):
+        self.inner.unmount(inst)
+
+
 def _tail(path, n=400):
     try:
         with open(path, "rb") as f:
@@ -358,6 +445,9 @@ def all_contenders(ctx):
     out.append(FuseOverlay("strata-fs", strata, "uring=off"))
     if ctx.args.uring:
         out.append(FuseOverlay("strata-fs+uring", strata, "uring=on"))
+    # issue 19's density rows only: N mounts of one image sharing its cache
+    out += [ShareCache("strata-fs+sharecache", strata, "mount"),
+            ShareCache("strata-run+sharecache", strata, "strata-run")]
     # issue 16's rows only
     out.append(PackedFs("strata-fs packed", strata, "uring=off"))
     out.append(Squashfuse("squashfuse", shutil.which("squashfuse_ll") or shutil.which("squashfuse")))

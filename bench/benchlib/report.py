@@ -13,12 +13,13 @@ import sys
 import time
 
 ORDER = ["plain", "kernel", "kernel-metacopy", "fuse-overlayfs", "strata-fs", "strata-fs+uring",
-         "bwrap", "strata-run", "strata-run+upper", "strata-run+fuse-ovl", "strata", "strata run -d",
+         "strata-fs+sharecache", "bwrap", "strata-run", "strata-run+upper", "strata-run+fuse-ovl",
+         "strata-run+sharecache", "strata", "strata run -d",
          "podman+strata-fs", "podman+fuse-ovl", "strata build", "podman build+strata-fs",
          "podman build+fuse-ovl", "strata-fs packed", "squashfuse", "gzip blobs", "dir store",
          "packed store"]
 SHORT = {"kernel-metacopy": "k-metacopy", "fuse-overlayfs": "fuse-ovl", "strata-fs+uring": "s-fs+uring",
-         "strata-fs packed": "s-fs packed"}
+         "strata-fs packed": "s-fs packed", "strata-fs+sharecache": "s-fs+sharecache"}
 # groups whose contenders start containers rather than mount trees, and the
 # contender each is compared with
 SPECIAL = {"launcher": "bwrap", "density": "kernel", "build": "podman build+fuse-ovl",
@@ -275,20 +276,28 @@ def targets(summary, out=sys.stdout):
         if cpu:
             lines.append("CPU (client + daemon) within 1.5x of kernel's: %d of %d; worst %s %.2fx" % (
                 sum(1 for r, _ in cpu if r <= 1.5), len(cpu), max(cpu)[1], max(cpu)[0]))
-    per = med("density: each container after the 1st adds (x data read)", "strata-fs")
-    if per is not None:
-        lines.append("density: each strata-fs container after the 1st adds %.2fx the data it reads "
-                     "(target 0.15x; kernel %s)" % (per, _fmt(med(
-                         "density: each container after the 1st adds (x data read)", "kernel"), "x")))
+    per_w = "density: each container after the 1st adds (x data read)"
+    counted_w = "density: each container after the 1st adds, counted (x data read)"
+    for c in ("strata-fs", "strata-fs+sharecache", "strata-run", "strata-run+sharecache"):
+        per, counted = med(per_w, c), med(counted_w, c)
+        if per is None:
+            continue
+        kc = med(counted_w, "kernel")
+        lines.append("density: each %s container after the 1st adds %.2fx the data it reads "
+                     "(meminfo)%s (target 0.15x; kernel %s%s)" % (
+                         c, per, ", %.2fx counted per file" % counted if counted is not None else "",
+                         _fmt(med(per_w, "kernel"), "x"),
+                         ", %.2fx counted" % kc if kc is not None and counted is not None else ""))
     fc = sorted((s["workload"], s["contender"], s["median"]) for s in summary
                 if s["workload"].startswith("density: /data in the page cache")
-                and s["median"] is not None and s["contender"] in ("kernel", "strata-fs"))
+                and s["median"] is not None
+                and s["contender"] in ("kernel", "strata-fs", "strata-fs+sharecache"))
     if fc:
         last = max(fc, key=lambda x: int(x[0].split("), ")[1].split()[0]))[0]
         vals = {c: v for w, c, v in fc if w == last}
         lines.append("density, counted: %s: %s" % (last.split(", ")[-1], ", ".join(
             "%s %.1f MiB" % (c, v) for c, v in sorted(vals.items()))) + " of /data cached "
-            "(fincore; kernel overlayfs caches it once)")
+            "(cachestat per file, each page once; kernel overlayfs caches it once)")
     starts = sorted(((int(s["workload"].rsplit(" ", 1)[1]), s["median"]) for s in summary
                      if s["contender"] == "strata-fs" and s["median"] is not None
                      and s["workload"].startswith("density: start-to-ready of container ")))
