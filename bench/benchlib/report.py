@@ -291,7 +291,8 @@ def targets(summary, out=sys.stdout):
     fc = sorted((s["workload"], s["contender"], s["median"]) for s in summary
                 if s["workload"].startswith("density: /data in the page cache")
                 and s["median"] is not None
-                and s["contender"] in ("kernel", "strata-fs", "strata-fs+sharecache"))
+                and s["contender"] in ("kernel", "strata-fs", "strata-fs+sharecache", "strata-run",
+                                       "strata-run+sharecache"))
     if fc:
         last = max(fc, key=lambda x: int(x[0].split("), ")[1].split()[0]))[0]
         vals = {c: v for w, c, v in fc if w == last}

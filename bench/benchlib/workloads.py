@@ -328,7 +328,26 @@ def _cached_many(paths):
     return _fincore_many(paths), "fincore"
 
 
-def _data_cached_mib(fixture, inst, running):
+def _container_root(running):
+    """/proc/PID/root of a container started as a child process (strata-run):
+    the `sleep` DENSITY_CMD ends in. A path through it resolves in the
+    container's own root mount, so its files' own pages can be counted as a
+    harness mount's are."""
+    proc = getattr(running, "proc", None)
+    if proc is None:
+        return None
+    # the ready file is written just before the shell execs sleep
+    deadline = time.perf_counter() + 30.0
+    while time.perf_counter() < deadline:
+        for pid in sysutil.descendants(proc.pid):
+            if sysutil.proc_comm(pid) == "sleep":
+                return "/proc/%d/root" % pid
+        time.sleep(0.01)
+    raise BenchError("no `sleep` below pid %d 30 s after the container was ready: its root "
+                     "cannot be counted" % proc.pid)
+
+
+def _data_cached_mib(fixture, paths_of, running):
     """Pages of /data cached, each page once: the lower files' own, plus
     (FUSE) each mount's merged files' own pages (a FUSE file in cached mode
     holds its own copy; one passed through to its lower file, sharecache,
@@ -343,7 +362,7 @@ def _data_cached_mib(fixture, inst, running):
     lower, how = _cached_many([os.path.join(base, r) for r in rel])
     merged = 0
     for r in running:
-        paths = inst.merged_paths(r)
+        paths = paths_of(r)
         if paths:
             merged += _cached_many([os.path.join(paths, x) for x in rel])[0]
     return (lower + merged) / 1048576.0, lower / 1048576.0, merged / 1048576.0, how
@@ -398,8 +417,13 @@ class Density(Workload):
                     times[i] = t
                     notes.append("%d: cache +%.1f, anon +%.1f, daemons' RSS %.1f MiB"
                                  % (i, (c1 - c0) / 1024.0, (a1 - a0) / 1024.0, rss / 1024.0))
-                    if getattr(inst, "merged_paths", None):
-                        cached[i] = _data_cached_mib(fixture, inst, running)
+                    # harness mounts name their merged trees; a launcher
+                    # that runs the container as our child (strata-run)
+                    # is reached through the container's /proc/PID/root
+                    paths_of = getattr(inst, "merged_paths", None) or (
+                        _container_root if getattr(running[0], "proc", None) else None)
+                    if paths_of:
+                        cached[i] = _data_cached_mib(fixture, paths_of, running)
                     if i == 1:
                         # machine-wide CPU and the daemons' own, for the 1st start
                         cpu = (sysutil.machine_cpu_seconds() - m0, _daemons(ctx)[1])
