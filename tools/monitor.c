@@ -227,6 +227,15 @@ static void *watch_main(void *arg)
 		}
 		if (pf[0].revents) {
 			watch_oom_check(w);
+			/* A daemon killed under a running command ends the
+			 * command too (its files fail), and both pidfds can
+			 * turn readable before we look: the daemon's status
+			 * tells its death from the normal end (exit 0). */
+			struct pollfd d = { .fd = w->daemon_fd, .events = POLLIN };
+			if (!pf[1].revents && poll(&d, 1, 0) != 1)
+				break;
+			if (!atomic_load(&w->daemon_died) && daemon_end(w->daemon_fd, w->quit[0]) == 1)
+				atomic_store(&w->daemon_died, true);
 			break;
 		}
 		if (pf[1].revents) {
