@@ -201,13 +201,14 @@ static int image_id_lookup(struct store *s, json_t *ids, const char *file, const
 {
 	struct lowerview lv;
 	size_t layer;
-	int r = lowerview_open(s, ids, &lv);
+	/* packed layers read in place: nothing of the image is unpacked */
+	int r = lowerview_open_packed(s, ids, &lv);
 	if (r < 0)
 		return r;
 	r = -ENOENT;
 	_cleanup_free_ char *buf = NULL;
 	if (lower_lookup(&lv, 0, file, &layer)) {
-		_cleanup_close_ int fd = open_beneath(lv.fds[layer], file, O_RDONLY, 0);
+		_cleanup_close_ int fd = lower_open_file(&lv, layer, file);
 		if (fd >= 0)
 			read_fd(fd, 1 << 20, &buf, NULL);
 	}
