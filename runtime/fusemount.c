@@ -148,7 +148,6 @@ int fs_mount(struct launch_ctx *ctx, int fusefd, pid_t *daemon, int *daemon_pidf
 	_cleanup_close_ int fd = fusefd;
 	_cleanup_close_ int fsfd = fsopen("fuse", FSOPEN_CLOEXEC);
 	char fdnum[16];
-	struct stat st;
 
 	if (fsfd < 0)
 		return rt_err(err, errno, "create", "FUSE filesystem context", "needs Linux 5.4 or later with FUSE");
@@ -197,22 +196,25 @@ int fs_mount(struct launch_ctx *ctx, int fusefd, pid_t *daemon, int *daemon_pidf
 	/* Our copy closed: if the daemon dies, the connection aborts and
 	 * accesses fail instead of hanging. */
 	close(take_fd(&fd));
+	return 0;
+}
+
+int fs_mount_ready(struct launch_ctx *ctx)
+{
+	struct strata_error *err = ctx->err;
+	struct stat st;
 
 	/* The first access waits for the daemon's INIT reply: it is up. */
-	if (fstatat(mnt, "", &st, AT_EMPTY_PATH) < 0) {
-		int e = errno;
-		if (e == ENOTCONN)
-			rt_err(err, e, "start FUSE daemon", ctx->fs_program,
-			       "it exited without serving lowerdir=%s; see its message above", ctx->lowerdir);
-		else
-			rt_err(err, e, "serve the root of", ctx->lowerdir,
-			       "the daemon %s refused it%s", ctx->fs_program,
-			       ctx->userns ? "; in a user namespace the layers must belong to ids mapped into it"
-					 : "");
-		fs_unmount(ctx, pid, take_fd(daemon_pidfd));
-		return -e;
-	}
-	return 0;
+	if (fstatat(ctx->rootmnt, "", &st, AT_EMPTY_PATH) == 0)
+		return 0;
+	int e = errno;
+	if (e == ENOTCONN)
+		rt_err(err, e, "start FUSE daemon", ctx->fs_program,
+		       "it exited without serving lowerdir=%s; see its message above", ctx->lowerdir);
+	else
+		rt_err(err, e, "serve the root of", ctx->lowerdir, "the daemon %s refused it%s", ctx->fs_program,
+		       ctx->userns ? "; in a user namespace the layers must belong to ids mapped into it" : "");
+	return -e;
 }
 
 /* Waits up to ms (-1: for ever) for the daemon to exit, then reaps it

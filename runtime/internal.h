@@ -109,7 +109,13 @@ int idmap_setup(const struct launch_ctx *ctx, pid_t child);
 /* fusemount.c */
 int fs_find_program(const char *given, char **out, struct strata_error *err);
 int fs_open_device(struct strata_error *err);
+/* Mount the merged view (ctx->rootmnt) and start its daemon; the view
+ * answers once fs_mount_ready() says so (the daemon starts meanwhile). */
 int fs_mount(struct launch_ctx *ctx, int fusefd, pid_t *daemon, int *daemon_pidfd);
+/* Wait for the daemon's INIT reply: 0, or -errno (reported) when it
+ * refused or died; the caller then ends what holds the view and calls
+ * fs_unmount(). */
+int fs_mount_ready(struct launch_ctx *ctx);
 int fs_unmount(struct launch_ctx *ctx, pid_t daemon, int daemon_pidfd);
 
 /* mounts.c: in the init process, build the container root and pivot */

@@ -179,10 +179,11 @@ static void on_launcher_gone(int sig)
 }
 
 /* pid 1 of the container: join the cgroup (before anything else, so every
- * process of the container is in it), build the root, then start the
- * command and stay as its reaper and signal relay. */
-static void init_main(struct launch_ctx *ctx, int joined_w) __attribute__((noreturn));
-static void init_main(struct launch_ctx *ctx, int joined_w)
+ * process of the container is in it), wait for outer's word that the
+ * merged view answers (go_r), build the root, then start the command and
+ * stay as its reaper and signal relay. */
+static void init_main(struct launch_ctx *ctx, int joined_w, int go_r) __attribute__((noreturn));
+static void init_main(struct launch_ctx *ctx, int joined_w, int go_r)
 {
 	const struct strata_launch_spec *s = ctx->spec;
 	int flags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC;
@@ -198,6 +199,13 @@ static void init_main(struct launch_ctx *ctx, int joined_w)
 		/* outer is gone; our death signal follows */
 	}
 	close(joined_w);
+	/* EOF: the daemon did not come up; outer reports it and kills us */
+	char go;
+	while ((r = (int)read(go_r, &go, 1)) < 0 && errno == EINTR)
+		;
+	if (r != 1)
+		_exit(SETUP_FAILED_EXIT);
+	close(go_r);
 	if (s->net != STRATA_NET_HOST)
 		flags |= CLONE_NEWNET;
 	if (unshare(flags) < 0)
@@ -260,7 +268,7 @@ static void outer_main(struct launch_ctx *ctx, pid_t launcher, int ready_w, int 
 static void outer_main(struct launch_ctx *ctx, pid_t launcher, int ready_w, int go_r, int started_w)
 {
 	pid_t daemon = -1, init;
-	int daemon_pidfd = -1, r, st, joined[2];
+	int daemon_pidfd = -1, r, st, joined[2], go[2];
 	char c = 0;
 	struct sigaction sa = { .sa_handler = on_launcher_gone, .sa_flags = SA_RESTART };
 	sigset_t gone;
@@ -339,24 +347,49 @@ static void outer_main(struct launch_ctx *ctx, pid_t launcher, int ready_w, int 
 		r = rt_err(ctx->err, errno, "create pipe", NULL, NULL);
 		goto fail;
 	}
+	if (pipe2(go, O_CLOEXEC) < 0) {
+		r = rt_err(ctx->err, errno, "create pipe", NULL, NULL);
+		close(joined[0]);
+		close(joined[1]);
+		goto fail;
+	}
+	/* init starts while the daemon does: joining a v1 cgroup waits for an
+	 * RCU grace period, which then overlaps the daemon's start */
 	init = fork();
 	if (init < 0) {
 		r = rt_err(ctx->err, errno, "fork", "container init", NULL);
 		close(joined[0]);
 		close(joined[1]);
+		close(go[0]);
+		close(go[1]);
 		goto fail;
 	}
 	if (init == 0) {
 		close(daemon_pidfd);
 		close(joined[0]);
+		close(go[1]);
 		close(started_w);
-		init_main(ctx, joined[1]);
+		init_main(ctx, joined[1], go[0]);
 	}
 	/* not reaped before supervise(), so the pid is still init's */
 	outer_init_pidfd = (int)syscall(SYS_pidfd_open, init, 0);
 	if (launcher_gone)
 		kill(init, SIGKILL);
 	close(joined[1]);
+	close(go[0]);
+	if ((r = fs_mount_ready(ctx)) < 0) {
+		/* init holds the view too: it goes first, then the daemon */
+		close(go[1]);
+		close(joined[0]);
+		kill(init, SIGKILL);
+		while (waitpid(init, NULL, 0) < 0 && errno == EINTR)
+			;
+		goto fail;
+	}
+	if (write(go[1], "g", 1) != 1) {
+		/* init is gone: its status says why */
+	}
+	close(go[1]);
 	/* init holds the merged view now; with its namespace it goes */
 	cleanup_closep(&ctx->rootmnt);
 	ctx->rootmnt = -1;
