@@ -289,19 +289,12 @@ def main():
         print(__doc__, file=sys.stderr)
         return 2
     strata_run, fs, mode = sys.argv[1:]
-    if os.geteuid() != 0:
-        lt.skip("the harness needs root (it builds the rootless setup for the test user itself)")
-    for need in (strata_run, fs, lt.BUSYBOX):
-        if not os.access(need, os.X_OK):
-            lt.skip(f"{need} is not an executable")
-    if not os.path.exists("/dev/fuse"):
-        lt.skip("no /dev/fuse on this machine")
+    lt.harness_ready(strata_run, fs)
     dirs = own_cgroup_dirs()
     if mode == "root" and not (("memory" in dirs and "pids" in dirs) or "unified" in dirs):
         lt.skip("no cgroup memory and pids controllers mounted under /sys/fs/cgroup")
     if mode == "rootless" and any(os.access(d, os.W_OK) for d in dirs.values()):
         pass  # root can write them; the test user cannot, which is what is tested
-    lt.libc.prctl(lt.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     e = Env(strata_run, fs, mode)
     failed = 0
     try:
