@@ -547,19 +547,9 @@ static int put_xattrs(struct w *w, const struct pk_bnode *x, uint32_t ino)
 }
 
 struct item {
+	struct dent d;       /* first: dents_sort() sorts items by it */
 	const struct bent *e;
-	const char *key;
-	size_t klen;
-	uint8_t kind, flags;
-	bool wh_beside;
 };
-
-static int item_cmp(const void *a, const void *b)
-{
-	const struct item *x = a, *y = b;
-	int c = memcmp(x->key, y->key, x->klen < y->klen ? x->klen : y->klen);
-	return c ? c : (x->klen > y->klen) - (x->klen < y->klen);
-}
 
 static int ser_dir(struct pk_build *b, struct pk_bnode *d, uint32_t dino, int depth);
 
@@ -613,50 +603,10 @@ static int ser_dir(struct pk_build *b, struct pk_bnode *d, uint32_t dino, int de
 			continue;
 		struct item *x = &it[n++];
 		struct stat st = { .st_mode = e->node->a.mode, .st_rdev = (dev_t)e->node->a.rdev };
-		const char *target = NULL;
 		x->e = e;
-		x->key = e->name;
-		x->klen = e->len;
-		switch (wh_classify(e->name, &st, &target)) {
-		case WH_OPQ:
-			INO(w, dino)->flags |= PK_INO_OPQ_MARKER;
-			/* fall through */
-		case WH_RESERVED:
-			x->kind = PK_ENT_HIDDEN;
-			break;
-		case WH_OCI:
-			x->kind = PK_ENT_WHITEOUT;
-			x->flags = PK_ENTF_WH_OCI;
-			x->key = target;
-			x->klen = strlen(target);
-			break;
-		case WH_CHARDEV:
-			x->kind = PK_ENT_WHITEOUT;
-			x->flags = PK_ENTF_WH_CHARDEV;
-			break;
-		case WH_NONE:
-			break;
-		}
+		dent_classify(w, dino, &x->d, e->name, e->len, &st);
 	}
-	if (n > 1)
-		qsort(it, n, sizeof *it, item_cmp);
-	bool again = false;
-	for (size_t i = 0; i + 1 < n; i++)
-		if (!item_cmp(&it[i], &it[i + 1])) {
-			struct item *o = (it[i].flags & PK_ENTF_WH_OCI) ? &it[i] : &it[i + 1];
-			(o == &it[i] ? &it[i + 1] : &it[i])->wh_beside = true;
-			o->kind = PK_ENT_HIDDEN;
-			o->flags = 0;
-			o->key = o->e->name;
-			o->klen = o->e->len;
-			again = true;
-		}
-	if (again)
-		qsort(it, n, sizeof *it, item_cmp);
-	int r = 0;
-	for (size_t i = 0; i + 1 < n; i++)
-		if (!item_cmp(&it[i], &it[i + 1]))
-			r = -EINVAL;   /* two entries map to one name */
+	int r = dents_sort(it, n, sizeof *it);   /* -EINVAL: two entries map to one name */
 	if (r == 0)
 		r = vec_grow(&w->ent, n);
 	if (r < 0) {
@@ -673,13 +623,13 @@ static int ser_dir(struct pk_build *b, struct pk_bnode *d, uint32_t dino, int de
 		struct pk_bnode *node = x->e->node;
 		uint64_t noff;
 		uint32_t cino = 0;
-		if ((r = add_bytes(&w->str, x->key, x->klen, &noff)) < 0)
+		if ((r = add_bytes(&w->str, x->d.key, x->d.klen, &noff)) < 0)
 			break;
 		r = ser_child(b, node, dino, depth, &cino);
-		if (r == 0 && x->wh_beside && S_ISDIR(node->a.mode))
+		if (r == 0 && x->d.wh_beside && S_ISDIR(node->a.mode))
 			INO(w, cino)->flags |= PK_INO_OPQ_WHBESIDE;
 		VEC_AT(w->ent, struct pk_entry, first + i) = (struct pk_entry){
-			.name_off = noff, .name_len = x->klen, .kind = x->kind, .flags = x->flags, .ino = cino };
+			.name_off = noff, .name_len = x->d.klen, .kind = x->d.kind, .flags = x->d.flags, .ino = cino };
 		if (S_ISDIR(node->a.mode))
 			subdirs++;
 	}

@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 #define MAX_DEPTH 256
 
@@ -58,6 +59,28 @@ struct w {
 	int err;
 	struct pk_write_stats st;
 };
+
+/* A directory entry on its way into the ENTRIES section: the name the
+ * source gives it, the name it is stored and sorted under (NAME for a
+ * ".wh.NAME"), its kind and flags. Each writer's item begins with one. */
+struct dent {
+	const char *name;
+	size_t nlen;
+	const char *key;
+	size_t klen;
+	uint8_t kind, flags;
+	bool wh_beside;      /* a ".wh.NAME" sits beside this NAME */
+};
+
+/* d for an entry called name (st: its mode and rdev) of directory dino,
+ * which an opaque marker marks opaque. */
+void dent_classify(struct w *w, uint32_t dino, struct dent *d, const char *name, size_t nlen,
+		   const struct stat *st);
+/* Sort n items of size sz (each beginning with a struct dent) by stored
+ * name; a ".wh.NAME" beside a NAME (or beside a char 0/0 NAME) cannot
+ * share its slot and is kept, hidden, under its own name. -EINVAL when two
+ * entries still map to one name. */
+int dents_sort(void *items, size_t n, size_t sz);
 
 int vec_grow(struct vec *v, size_t more);
 int add_bytes(struct vec *v, const void *p, size_t n, uint64_t *off);

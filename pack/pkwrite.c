@@ -433,19 +433,70 @@ static int new_inode(struct w *w, const struct stat *st, uint32_t parent, uint32
 /* ---------------------------------------------------------------- walk */
 
 struct item {
+	struct dent d;       /* first: dents_sort() sorts items by it */
 	char *name;          /* as in the source */
-	const char *key;     /* the stored name: NAME for ".wh.NAME" */
-	size_t klen;
-	uint8_t kind, flags;
-	bool wh_beside;      /* a ".wh.NAME" sits beside this NAME */
 	struct stat st;
 };
 
-static int item_cmp(const void *a, const void *b)
+static int dent_cmp(const void *a, const void *b)
 {
-	const struct item *x = a, *y = b;
+	const struct dent *x = a, *y = b;
 	int c = memcmp(x->key, y->key, x->klen < y->klen ? x->klen : y->klen);
 	return c ? c : (x->klen > y->klen) - (x->klen < y->klen);
+}
+
+void dent_classify(struct w *w, uint32_t dino, struct dent *d, const char *name, size_t nlen,
+		   const struct stat *st)
+{
+	const char *target = NULL;
+	d->name = d->key = name;
+	d->nlen = d->klen = nlen;
+	switch (wh_classify(name, st, &target)) {
+	case WH_OPQ:
+		INO(w, dino)->flags |= PK_INO_OPQ_MARKER;
+		/* fall through */
+	case WH_RESERVED:
+		d->kind = PK_ENT_HIDDEN;
+		break;
+	case WH_OCI:
+		d->kind = PK_ENT_WHITEOUT;
+		d->flags = PK_ENTF_WH_OCI;
+		d->key = target;
+		d->klen = strlen(target);
+		break;
+	case WH_CHARDEV:
+		d->kind = PK_ENT_WHITEOUT;
+		d->flags = PK_ENTF_WH_CHARDEV;
+		break;
+	case WH_NONE:
+		break;
+	}
+}
+
+int dents_sort(void *items, size_t n, size_t sz)
+{
+	char *base = items;
+#define DENT(i) ((struct dent *)(base + (i) * sz))
+	if (n > 1)
+		qsort(items, n, sz, dent_cmp);
+	bool again = false;
+	for (size_t i = 0; i + 1 < n; i++)
+		if (!dent_cmp(DENT(i), DENT(i + 1))) {
+			struct dent *o = (DENT(i)->flags & PK_ENTF_WH_OCI) ? DENT(i) : DENT(i + 1);
+			(o == DENT(i) ? DENT(i + 1) : DENT(i))->wh_beside = true;
+			o->kind = PK_ENT_HIDDEN;
+			o->flags = 0;
+			o->key = o->name;
+			o->klen = o->nlen;
+			again = true;
+		}
+	if (again)
+		qsort(items, n, sz, dent_cmp);
+	for (size_t i = 0; i + 1 < n; i++)
+		if (!dent_cmp(DENT(i), DENT(i + 1)))
+			return -EINVAL;
+#undef DENT
+	return 0;
 }
 
 static void free_items(struct item *it, size_t n)
@@ -608,54 +659,12 @@ static int walk_dir(struct w *w, int dfd, uint32_t dino, const char *rel, int de
 		return fail(w, r, "read directory", rel, NULL);
 	}
 
-	for (size_t i = 0; i < n; i++) {
-		struct item *x = &it[i];
-		const char *target = NULL;
-		x->key = x->name;
-		x->klen = strlen(x->name);
-		switch (wh_classify(x->name, &x->st, &target)) {
-		case WH_OPQ:
-			INO(w, dino)->flags |= PK_INO_OPQ_MARKER;
-			/* fall through */
-		case WH_RESERVED:
-			x->kind = PK_ENT_HIDDEN;
-			break;
-		case WH_OCI:
-			x->kind = PK_ENT_WHITEOUT;
-			x->flags = PK_ENTF_WH_OCI;
-			x->key = target;
-			x->klen = strlen(target);
-			break;
-		case WH_CHARDEV:
-			x->kind = PK_ENT_WHITEOUT;
-			x->flags = PK_ENTF_WH_CHARDEV;
-			break;
-		case WH_NONE:
-			break;
-		}
+	for (size_t i = 0; i < n; i++)
+		dent_classify(w, dino, &it[i].d, it[i].name, strlen(it[i].name), &it[i].st);
+	if (dents_sort(it, n, sizeof *it) < 0) {
+		free_items(it, n);
+		return fail(w, -EINVAL, "pack", rel, "two entries map to one name");
 	}
-	/* A ".wh.NAME" beside a NAME (or beside a char 0/0 NAME) cannot share
-	 * its sorted slot: it is kept under its own name, hidden. */
-	if (n > 1)
-		qsort(it, n, sizeof *it, item_cmp);
-	bool again = false;
-	for (size_t i = 0; i + 1 < n; i++)
-		if (!item_cmp(&it[i], &it[i + 1])) {
-			struct item *o = (it[i].flags & PK_ENTF_WH_OCI) ? &it[i] : &it[i + 1];
-			(o == &it[i] ? &it[i + 1] : &it[i])->wh_beside = true;
-			o->kind = PK_ENT_HIDDEN;
-			o->flags = 0;
-			o->key = o->name;
-			o->klen = strlen(o->name);
-			again = true;
-		}
-	if (again)
-		qsort(it, n, sizeof *it, item_cmp);
-	for (size_t i = 0; i + 1 < n; i++)
-		if (!item_cmp(&it[i], &it[i + 1])) {
-			free_items(it, n);
-			return fail(w, -EINVAL, "pack", rel, "two entries map to one name");
-		}
 
 	if ((r = vec_grow(&w->ent, n)) < 0) {
 		free_items(it, n);
@@ -669,7 +678,7 @@ static int walk_dir(struct w *w, int dfd, uint32_t dino, const char *rel, int de
 	for (size_t i = 0; i < n && r == 0; i++) {
 		struct item *x = &it[i];
 		uint64_t noff;
-		if ((r = add_bytes(&w->str, x->key, x->klen, &noff)) < 0) {
+		if ((r = add_bytes(&w->str, x->d.key, x->d.klen, &noff)) < 0) {
 			fail(w, r, "pack", rel, NULL);
 			break;
 		}
@@ -680,10 +689,10 @@ static int walk_dir(struct w *w, int dfd, uint32_t dino, const char *rel, int de
 		}
 		uint32_t cino = 0;
 		r = child(w, dfd, dino, x, crel, depth, &cino);
-		if (r == 0 && x->wh_beside && S_ISDIR(x->st.st_mode))
+		if (r == 0 && x->d.wh_beside && S_ISDIR(x->st.st_mode))
 			INO(w, cino)->flags |= PK_INO_OPQ_WHBESIDE;
 		VEC_AT(w->ent, struct pk_entry, first + i) = (struct pk_entry){
-			.name_off = noff, .name_len = x->klen, .kind = x->kind, .flags = x->flags, .ino = cino };
+			.name_off = noff, .name_len = x->d.klen, .kind = x->d.kind, .flags = x->d.flags, .ino = cino };
 		if (S_ISDIR(x->st.st_mode))
 			subdirs++;
 	}
