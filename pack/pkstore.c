@@ -48,9 +48,18 @@ struct pk_store {
 	int dirfd, lockfd;
 	char *path;
 	atomic_bool fan[256];       /* subdirectory "ab" known to exist */
-	pthread_mutex_t mu;         /* st */
+	pthread_mutex_t mu;         /* st, busy */
 	struct known known[256];    /* the objects of each subdirectory */
 	struct pk_store_stats st;
+	/* Keys being stored by a thread of this process: an object is
+	 * written in place (create()), so another thread putting the same
+	 * bytes would find it half-written, take it for a forged key and
+	 * store the bytes again under the next suffix. It waits instead. */
+	struct {
+		uint8_t key[16];
+		bool used;
+	} busy[64];
+	pthread_cond_t put_done;
 };
 
 void pk_key(const void *data, size_t len, uint8_t key[16])
@@ -135,6 +144,7 @@ int pk_store_open(const char *path, bool create, struct pk_store **out)
 		return -ENOMEM;
 	}
 	pthread_mutex_init(&s->mu, NULL);
+	pthread_cond_init(&s->put_done, NULL);
 	for (int i = 0; i < 256; i++)
 		pthread_mutex_init(&s->known[i].mu, NULL);
 	s->dirfd = take_fd(&dfd);
@@ -151,6 +161,7 @@ void pk_store_close(struct pk_store *s)
 	if (s->lockfd >= 0)
 		close(s->lockfd);   /* drops the lock too */
 	pthread_mutex_destroy(&s->mu);
+	pthread_cond_destroy(&s->put_done);
 	for (int i = 0; i < 256; i++) {
 		free(s->known[i].v);
 		pthread_mutex_destroy(&s->known[i].mu);
@@ -457,8 +468,51 @@ static int create(struct pk_store *s, const struct pk_chunk *c, const void *byte
 	return r;
 }
 
+/* Claim key for this thread: waits while another thread stores it (or
+ * while every slot is taken); the slot to give back. */
+static unsigned busy_claim(struct pk_store *s, const uint8_t key[16])
+{
+	const unsigned n = sizeof s->busy / sizeof s->busy[0];
+	pthread_mutex_lock(&s->mu);
+	for (;;) {
+		unsigned free_slot = n;
+		bool taken = false;
+		for (unsigned i = 0; i < n; i++) {
+			if (!s->busy[i].used)
+				free_slot = free_slot == n ? i : free_slot;
+			else if (!memcmp(s->busy[i].key, key, 16))
+				taken = true;
+		}
+		if (!taken && free_slot < n) {
+			memcpy(s->busy[free_slot].key, key, 16);
+			s->busy[free_slot].used = true;
+			pthread_mutex_unlock(&s->mu);
+			return free_slot;
+		}
+		pthread_cond_wait(&s->put_done, &s->mu);
+	}
+}
+
+static void busy_release(struct pk_store *s, unsigned slot)
+{
+	pthread_mutex_lock(&s->mu);
+	s->busy[slot].used = false;
+	pthread_cond_broadcast(&s->put_done);
+	pthread_mutex_unlock(&s->mu);
+}
+
+static int put(struct pk_store *s, const uint8_t key[16], const void *data, uint32_t len, struct pk_chunk *out);
+
 int pk_store_put(struct pk_store *s, const uint8_t key[16], const void *data, uint32_t len,
 		 struct pk_chunk *out)
+{
+	unsigned slot = busy_claim(s, key);
+	int r = put(s, key, data, len, out);
+	busy_release(s, slot);
+	return r;
+}
+
+static int put(struct pk_store *s, const uint8_t key[16], const void *data, uint32_t len, struct pk_chunk *out)
 {
 	if (len > PK_CHUNK_SIZE)
 		return -EINVAL;
