@@ -419,8 +419,7 @@ struct pkent {
 	int tfd;
 	uint32_t uid, gid;
 	struct timespec now;
-	char **skipped;
-	size_t nskipped;
+	struct skipped_devs skipped;   /* rootless: device nodes left out */
 };
 
 static void ent_report(const struct pkent *c, int r, const char *path, const char *why)
@@ -574,27 +573,12 @@ static int ent_xattrs(struct pkent *c, struct archive_entry *e, struct pk_bnode 
 	return 0;
 }
 
-static bool ent_was_skipped(const struct pkent *c, const char *path)
-{
-	for (size_t i = 0; i < c->nskipped; i++)
-		if (!strcmp(c->skipped[i], path))
-			return true;
-	return false;
-}
-
 static int ent_skip(struct pkent *c, const char *path)
 {
 	int r = pk_build_remove(c->b, path);
 	if (r < 0)
 		return r;
-	char **ns = realloc(c->skipped, (c->nskipped + 1) * sizeof *ns);
-	if (!ns)
-		return -ENOMEM;
-	c->skipped = ns;
-	if (!(ns[c->nskipped] = strdup(path)))
-		return -ENOMEM;
-	c->nskipped++;
-	return 0;
+	return skipped_add(&c->skipped, path);
 }
 
 static int ent_one(struct pkent *c, struct archive *a, struct archive_entry *e)
@@ -637,7 +621,7 @@ static int ent_one(struct pkent *c, struct archive *a, struct archive_entry *e)
 			ent_report(c, 0, raw, "refusing a hard link whose target escapes the layer");
 			return -EPERM;
 		}
-		if (ent_was_skipped(c, tpath))
+		if (skipped_has(&c->skipped, tpath))
 			return ent_skip(c, path) < 0 ? ent_path_error(c, -ENOMEM, raw) : 0;
 		r = pk_build_link(c->b, path, tpath);
 		if (r == -ENOENT || r == -ENOTDIR) {
@@ -739,21 +723,6 @@ static int ent_one(struct pkent *c, struct archive *a, struct archive_entry *e)
 	}
 }
 
-static void ent_say_skipped(const struct pkent *c)
-{
-	char list[256] = "";
-	size_t len = 0, shown = 0;
-	for (size_t i = 0; i < c->nskipped && len < sizeof list - 64; i++, shown++) {
-		int n = snprintf(list + len, sizeof list - len, "%s/%s", i ? ", " : "", c->skipped[i]);
-		if (n < 0)
-			break;
-		len += (size_t)n;
-	}
-	susage("import: left out %zu device node%s of %s (%s%s): a rootless store cannot hold devices, as in rootless podman; "
-	       "containers get /dev from the runtime", c->nskipped, c->nskipped == 1 ? "" : "s", c->what, list,
-	       shown < c->nskipped ? ", ..." : "");
-}
-
 static int tap_entries(void *ctx, struct archive *a, struct store *s, int tfd, const char *tmpname, const char *what)
 {
 	struct pkstore_import *pi = ctx;
@@ -792,17 +761,15 @@ static int tap_entries(void *ctx, struct archive *a, struct store *s, int tfd, c
 	struct pk_write_stats st;
 	if (r == 0 && (r = pk_build_finish(c.b, &st)) < 0 && ent_full(r))
 		ent_full_report(&c, r, NULL);
-	if (r == 0 && c.nskipped)
-		ent_say_skipped(&c);
+	if (r == 0 && c.skipped.n)
+		skipped_report(&c.skipped, c.what);
 	if (r == 0)
 		sdebug("%s: packed %llu files, %llu bytes, %llu new chunks", what, (unsigned long long)st.files,
 		       (unsigned long long)st.bytes_in, (unsigned long long)st.chunks_new);
 	/* the writers' lock goes only now that the layer file is where a
 	 * collector counts it live (tmp/<owner>/<n>/layer.pk) */
 	pk_build_free(c.b);
-	for (size_t i = 0; i < c.nskipped; i++)
-		free(c.skipped[i]);
-	free(c.skipped);
+	skipped_free(&c.skipped);
 	(void)pi;
 	return r;
 }

@@ -63,8 +63,7 @@ struct ctx {
 	size_t ndirs, capdirs;
 	struct wh_policy wh;
 	/* Device nodes a rootless store cannot hold, left out. */
-	char **skipped;
-	size_t nskipped;
+	struct skipped_devs skipped;   /* rootless: device nodes left out */
 };
 
 /* ENOSPC and EDQUOT name the full filesystem, whatever the operation. */
@@ -378,43 +377,47 @@ static int finish_dirs(struct ctx *c)
 	return 0;
 }
 
-/* A rootless store cannot hold device nodes (mknod needs CAP_MKNOD in the
- * initial namespace). podman in rootless mode leaves them out of the layer
- * and so does strata; containers get /dev from the runtime, not the image.
- * The names are kept to say what was left out, and for hard links to them. */
-static int skip_device(struct ctx *c, const char *path)
+int skipped_add(struct skipped_devs *d, const char *path)
 {
-	char **ns = realloc(c->skipped, (c->nskipped + 1) * sizeof *ns);
+	char **ns = realloc(d->path, (d->n + 1) * sizeof *ns);
 	if (!ns)
 		return -ENOMEM;
-	c->skipped = ns;
-	if (!(ns[c->nskipped] = strdup(path)))
+	d->path = ns;
+	if (!(ns[d->n] = strdup(path)))
 		return -ENOMEM;
-	c->nskipped++;
+	d->n++;
 	return 0;
 }
 
-static bool was_skipped(const struct ctx *c, const char *path)
+bool skipped_has(const struct skipped_devs *d, const char *path)
 {
-	for (size_t i = 0; i < c->nskipped; i++)
-		if (!strcmp(c->skipped[i], path))
+	for (size_t i = 0; i < d->n; i++)
+		if (!strcmp(d->path[i], path))
 			return true;
 	return false;
 }
 
-static void say_skipped(const struct ctx *c)
+void skipped_report(const struct skipped_devs *d, const char *what)
 {
 	char list[256] = "";
 	size_t len = 0, shown = 0;
-	for (size_t i = 0; i < c->nskipped && len < sizeof list - 64; i++, shown++) {
-		int n = snprintf(list + len, sizeof list - len, "%s/%s", i ? ", " : "", c->skipped[i]);
+	for (size_t i = 0; i < d->n && len < sizeof list - 64; i++, shown++) {
+		int n = snprintf(list + len, sizeof list - len, "%s/%s", i ? ", " : "", d->path[i]);
 		if (n < 0)
 			break;
 		len += (size_t)n;
 	}
 	susage("import: left out %zu device node%s of %s (%s%s): a rootless store cannot hold devices, as in rootless podman; "
-	       "containers get /dev from the runtime", c->nskipped, c->nskipped == 1 ? "" : "s", c->o->what, list,
-	       shown < c->nskipped ? ", ..." : "");
+	       "containers get /dev from the runtime", d->n, d->n == 1 ? "" : "s", what, list, shown < d->n ? ", ..." : "");
+}
+
+void skipped_free(struct skipped_devs *d)
+{
+	for (size_t i = 0; i < d->n; i++)
+		free(d->path[i]);
+	free(d->path);
+	d->path = NULL;
+	d->n = 0;
 }
 
 static int do_entry(struct archive *a, struct archive_entry *e, struct ctx *c)
@@ -478,8 +481,8 @@ static int do_entry(struct archive *a, struct archive_entry *e, struct ctx *c)
 			return tfd;
 		}
 		struct stat st;
-		if (was_skipped(c, tpath))
-			return skip_device(c, path);
+		if (skipped_has(&c->skipped, tpath))
+			return skipped_add(&c->skipped, path);
 		if (fstatat(tfd, tname, &st, AT_SYMLINK_NOFOLLOW) < 0 || S_ISDIR(st.st_mode)) {
 			report(-ENOENT, raw, c, "hard link to a member that is not an earlier file of this layer");
 			return -ENOENT;
@@ -551,7 +554,7 @@ static int do_entry(struct archive *a, struct archive_entry *e, struct ctx *c)
 			return r;
 		}
 		if (c->o->rootless && type != AE_IFIFO)
-			return skip_device(c, path);
+			return skipped_add(&c->skipped, path);
 		if (mknodat(pfd, name, type | 0600, dev) < 0) {
 			r = -errno;
 			report(r, raw, c, r == -EPERM
@@ -596,12 +599,10 @@ int unpack_archive(struct archive *a, int rootfd, const struct unpack_opts *o)
 		goto out;
 	}
 	r = finish_dirs(&c);
-	if (r == 0 && c.nskipped)
-		say_skipped(&c);
+	if (r == 0 && c.skipped.n)
+		skipped_report(&c.skipped, c.o->what);
 out:
-	for (size_t i = 0; i < c.nskipped; i++)
-		free(c.skipped[i]);
-	free(c.skipped);
+	skipped_free(&c.skipped);
 	for (size_t i = 0; i < c.ndirs; i++)
 		free(c.dirs[i].path);
 	free(c.dirs);

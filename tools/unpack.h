@@ -32,6 +32,20 @@ struct unpack_opts {
  * Reports the first failure with serr() and returns -errno. */
 int unpack_archive(struct archive *a, int rootfd, const struct unpack_opts *o);
 
+/* Device nodes a rootless import leaves out of a layer (a rootless store
+ * cannot hold them; podman leaves them out too, and containers get /dev
+ * from the runtime), by path: to say once what was left out, and to leave
+ * out hard links to them as well. */
+struct skipped_devs {
+	char **path;
+	size_t n;
+};
+int skipped_add(struct skipped_devs *d, const char *path);   /* 0 or -ENOMEM */
+bool skipped_has(const struct skipped_devs *d, const char *path);
+/* The one line that tells the user (what: the layer). */
+void skipped_report(const struct skipped_devs *d, const char *what);
+void skipped_free(struct skipped_devs *d);
+
 /* Normalise a tar member name: strip "./" and duplicate slashes; refuse
  * absolute names and ".." components (-EPERM). "" is the layer root. */
 int clean_member_path(const char *in, char *out, size_t outlen);
