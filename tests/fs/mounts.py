@@ -287,3 +287,25 @@ class FuseMount(MountBase):
                        'its threads were:\n' + stacks)
         self.errlog.close()
         return problem
+
+
+class CountingMount(FuseMount):
+    """A FuseMount whose daemon runs with -o debug (in extra), so that
+    close() can say how many requests of each kind it got."""
+
+    def p_(self, name):
+        return os.path.join(self.mnt, name)
+
+    def close(self):
+        """Unmounts; returns how many requests of each kind the daemon got."""
+        self.errlog.seek(0)
+        log = self.errlog.read()
+        problem = self.umount()
+        if problem:
+            raise RuntimeError(problem)
+        counts = {}
+        for line in log.splitlines():
+            if 'opcode: ' in line:
+                op = line.split('opcode: ', 1)[1].split()[0]
+                counts[op] = counts.get(op, 0) + 1
+        return counts

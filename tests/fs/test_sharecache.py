@@ -38,7 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ovltest import (SKIP, is_mounted, kernel_has_passthrough, prepare_fs, rd, reap_all,  # noqa: E402
                      umount)
 from layers import pattern  # noqa: E402
-from mounts import FuseMount  # noqa: E402
+from mounts import CountingMount  # noqa: E402
 
 SCALE = max(1, int(os.environ.get('STRATA_TEST_SCALE', '1')))
 SIZE = 8 << 20
@@ -86,7 +86,7 @@ def sha(b):
     return hashlib.sha256(b).hexdigest()[:16]
 
 
-class Mount(FuseMount):
+class Mount(CountingMount):
     """strata-fs over base/l with upper base/uN on base/mN, logging requests."""
 
     def __init__(self, fs, base, i, opts):
@@ -97,23 +97,6 @@ class Mount(FuseMount):
         super().__init__(fs, [p('l')], p('u%d' % i), p('w%d' % i), p('m%d' % i),
                          extra=','.join(x for x in ('debug', opts) if x))
         self.mount()
-
-    def p_(self, name):
-        return os.path.join(self.mnt, name)
-
-    def close(self):
-        """Unmounts; returns how many requests of each kind the daemon got."""
-        self.errlog.seek(0)
-        log = self.errlog.read()
-        problem = self.umount()
-        if problem:
-            raise RuntimeError(problem)
-        counts = {}
-        for line in log.splitlines():
-            if 'opcode: ' in line:
-                op = line.split('opcode: ', 1)[1].split()[0]
-                counts[op] = counts.get(op, 0) + 1
-        return counts
 
 
 def expect_errno(problems, what, err, fn):
