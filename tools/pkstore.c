@@ -479,18 +479,6 @@ static int ent_path_error(const struct pkent *c, int r, const char *raw)
 	return r;
 }
 
-static bool ent_overlay_private(const char *name)
-{
-	static const char *const pfx[] = {
-		"trusted.overlay.", "user.overlay.", "user.fuseoverlayfs.", "user.strata.",
-		"user.containers.override_stat", "security.containers.override_stat",
-	};
-	for (size_t i = 0; i < sizeof pfx / sizeof *pfx; i++)
-		if (!strncmp(name, pfx[i], strlen(pfx[i])))
-			return true;
-	return false;
-}
-
 static int ent_override(struct pkent *c, struct pk_bnode *n, uint32_t uid, uint32_t gid, uint32_t perm)
 {
 	char v[64];
@@ -545,7 +533,7 @@ static int ent_xattrs(struct pkent *c, struct archive_entry *e, struct pk_bnode 
 	archive_entry_xattr_reset(e);
 	while (archive_entry_xattr_next(e, &name, &val, &sz) == ARCHIVE_OK) {
 		int r = 0;
-		if (ent_overlay_private(name)) {
+		if (overlay_private(name)) {
 			size_t nl = strlen(name);
 			if (dir && nl >= 14 && !strcmp(name + nl - 14, "overlay.opaque") && sz == 1 &&
 			    *(const char *)val == 'y') {

@@ -196,10 +196,7 @@ static void set_override(int fd, uid_t uid, gid_t gid, mode_t mode)
 	     "Put the store on a filesystem with user xattrs (ext4, xfs, btrfs, tmpfs) with --store");
 }
 
-/* Overlay bookkeeping a layer must not carry: a redirect, metacopy or
- * origin planted by an archive would make strata-fs read another path's
- * data. An opaque flag keeps its meaning as the OCI marker file. */
-static bool overlay_private(const char *name)
+bool overlay_private(const char *name)
 {
 	static const char *const pfx[] = {
 		"trusted.overlay.", "user.overlay.", "user.fuseoverlayfs.", "user.strata.",

@@ -32,6 +32,12 @@ struct unpack_opts {
  * Reports the first failure with serr() and returns -errno. */
 int unpack_archive(struct archive *a, int rootfd, const struct unpack_opts *o);
 
+/* Is xattr name overlay bookkeeping a layer must not carry? A redirect,
+ * metacopy or origin planted by an archive would make strata-fs read
+ * another path's data; an opaque flag keeps its meaning as the OCI marker
+ * file. Both importers drop these. */
+bool overlay_private(const char *name);
+
 /* Device nodes a rootless import leaves out of a layer (a rootless store
  * cannot hold them; podman leaves them out too, and containers get /dev
  * from the runtime), by path: to say once what was left out, and to leave

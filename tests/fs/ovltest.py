@@ -626,6 +626,15 @@ def mode_prefix():
     return ''
 
 
+def passthrough_missing():
+    """None where this process can use FUSE passthrough, else why not."""
+    if os.geteuid() != 0:
+        return 'passthrough needs CAP_SYS_ADMIN; run as root'
+    if not kernel_has_passthrough():
+        return 'this kernel has no FUSE passthrough (CONFIG_FUSE_PASSTHROUGH, Linux 6.9+)'
+    return None
+
+
 def kernel_has_passthrough():
     """Does this kernel offer FUSE passthrough (CONFIG_FUSE_PASSTHROUGH,
     Linux 6.9+)? Where it does not, strata-fs as root keeps the writeback

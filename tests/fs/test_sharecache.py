@@ -35,7 +35,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ovltest import (SKIP, is_mounted, kernel_has_passthrough, prepare_fs, rd, reap_all,  # noqa: E402
+from ovltest import (SKIP, is_mounted, passthrough_missing, prepare_fs, rd, reap_all,  # noqa: E402
                      umount)
 from layers import pattern  # noqa: E402
 from mounts import CountingMount  # noqa: E402
@@ -291,11 +291,9 @@ def main(argv):
     fs = prepare_fs(argv)
     if fs is None:
         return SKIP
-    if os.geteuid() != 0:
-        print('SKIP: passthrough needs CAP_SYS_ADMIN; run as root')
-        return SKIP
-    if not kernel_has_passthrough():
-        print('SKIP: this kernel has no FUSE passthrough (CONFIG_FUSE_PASSTHROUGH, Linux 6.9+)')
+    why = passthrough_missing()
+    if why:
+        print('SKIP: ' + why)
         return SKIP
     problems = []
     base = tempfile.mkdtemp(prefix='strata-share-', dir='/var/tmp')
