@@ -36,20 +36,26 @@ int pk_store_open(const char *path, bool create, struct pk_store **out);
 void pk_store_close(struct pk_store *s);
 int pk_store_lock(struct pk_store *s, bool exclusive);
 
-/* Store len bytes under key. An object already stored under the key is
- * reused only when its bytes equal data; a different object with the same
+/* Store len bytes under key. A chunk already stored under the key is
+ * reused only when its bytes equal data; a different chunk with the same
  * key (XXH3 is no cryptographic hash) gets the next suffix. Fills *out (key,
- * sizes, form, suffix). The key is a parameter so a test can forge one. New
- * objects reach the disk at the next pk_store_sync(). */
+ * sizes, form, suffix) and *loc (where it is: its pack and offset). The key
+ * is a parameter so a test can forge one. New chunks are appended to this
+ * writer's own pack file and reach the disk, with the pack's index, at the
+ * next pk_store_sync(). */
 int pk_store_put(struct pk_store *s, const uint8_t key[16], const void *data, uint32_t len,
-		 struct pk_chunk *out);
-/* Make every object written so far durable (before a layer names them). */
+		 struct pk_chunk *out, struct pk_loc *loc);
+/* Make every chunk written so far durable and indexed (before a layer
+ * names them). */
 int pk_store_sync(struct pk_store *s);
-/* Read an object into buf (c->ulen bytes), checked against its key:
- * -EIO when damaged, -ENOENT when missing. Reports nothing. */
-int pk_store_get(struct pk_store *s, const struct pk_chunk *c, void *buf);
-/* "ab/cdef...[-N].lz4": an object's path inside the store. */
+/* Read a chunk into buf (c->ulen bytes), checked against its key: -EIO when
+ * damaged (or out of its pack's bounds), -ENOENT when missing. loc: where it
+ * is, or NULL (or pack 0) for a loose object. Reports nothing. */
+int pk_store_get(struct pk_store *s, const struct pk_chunk *c, const struct pk_loc *loc, void *buf);
+/* "ab/cdef...[-N].lz4": a loose object's path inside the store. */
 void pk_object_name(const struct pk_chunk *c, char buf[64]);
+/* "packs/0123456789abcdef.pack@OFF": a packed chunk, for messages. */
+void pk_loc_name(const struct pk_loc *loc, char buf[64]);
 const char *pk_store_path(const struct pk_store *s);
 
 struct pk_store_stats {
@@ -202,9 +208,11 @@ int pk_prefetch(struct pk_layer *l, uint32_t ino, uint64_t off, uint64_t len);
 int pk_holes(const struct pk_layer *l, uint32_t ino, uint64_t idx, uint16_t *holes, bool *no_chunk);
 /* A path of ino inside the layer ("/a/b"), for messages. */
 void pk_path_of(const struct pk_layer *l, uint32_t ino, char *buf, size_t size);
-/* The objects this layer uses. */
+/* The chunks this layer uses, and where each is: NULL for a layer of loose
+ * objects (without PK_INCOMPAT_PACKS). */
 uint32_t pk_chunk_count(const struct pk_layer *l);
 const struct pk_chunk *pk_chunk_at(const struct pk_layer *l, uint32_t i);
+const struct pk_loc *pk_loc_at(const struct pk_layer *l, uint32_t i);
 
 /* ---------------------------------------------------------------- tools */
 
@@ -215,12 +223,17 @@ int pk_unpack(struct pk_layer *l, const char *dir);
 
 struct pk_gc_stats {
 	uint64_t live_layers, kept, removed, removed_bytes, tmp_removed;
+	uint64_t packs_removed;     /* packs with no live chunk, or no index */
+	uint64_t packs_punched;     /* packs some dead chunk was punched out of */
 };
-/* Remove every object of the store at chunks that none of the live layer
- * files uses (and temporary files of dead writers). Marks first, then
- * deletes, under the store's exclusive lock: a GC killed at any point has
- * removed only unreferenced objects. A live layer that cannot be read
- * stops the GC before anything is removed. */
+/* Free every chunk of the store at chunks that none of the live layer files
+ * uses: loose objects are removed; a pack loses the dead chunks from its
+ * index, then their bytes (punched holes: live chunks never move), or goes
+ * whole when nothing in it lives, as does a pack without an index (a dead
+ * writer's). Temporary files of dead writers go too. Marks first, then
+ * frees, under the store's exclusive lock: a GC killed at any point has
+ * freed only unreferenced chunks. A live layer that cannot be read stops
+ * the GC before anything is removed. */
 int pk_gc(const char *chunks, char *const *live, int n_live, struct pk_gc_stats *st);
 /* pk_gc, or (nowait) -EWOULDBLOCK at once, reporting nothing, while a
  * writer holds the store: an import holds it while it reads its input,

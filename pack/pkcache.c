@@ -8,7 +8,7 @@
  *
  * Read-ahead (pk_cache_prefetch) is asynchronous: it puts a loading entry in
  * the table and queues the load for a few loader threads, started on first
- * use. A cold sequential reader then has many object files read from disk
+ * use. A cold sequential reader then has many chunks read from disk
  * and decompressed at once, ahead of it, on every CPU, instead of one at a
  * time on its own thread: the disk's latency, not its bandwidth, was what a
  * cold read of a packed file waited on.
@@ -36,6 +36,10 @@ struct cent {
 	uint64_t sdev, sino;
 	uint8_t key[16];
 	uint16_t suffix;
+	struct pk_loc loc;         /* where it was read from: two packs may each
+	                              hold a chunk of one key and suffix (writers
+	                              run side by side), with different bytes if
+	                              one is forged */
 	bool loading;              /* data not there yet: wait on loaded */
 	bool failed;               /* its load failed: out of the table, freed by the last ref */
 	uint32_t len;
@@ -47,6 +51,7 @@ struct job {
 	struct pk_store *st;
 	struct cent *e;            /* the loading entry, pinned by the job */
 	struct pk_chunk k;
+	struct pk_loc loc;
 };
 
 struct pk_cache {
@@ -134,19 +139,22 @@ void pk_cache_stats(struct pk_cache *c, struct pk_cache_stats *st)
 	pthread_mutex_unlock(&c->mu);
 }
 
-static size_t slot(const struct pk_cache *c, uint64_t sdev, uint64_t sino, const uint8_t key[16], uint16_t suffix)
+static size_t slot(const struct pk_cache *c, uint64_t sdev, uint64_t sino, const uint8_t key[16], uint16_t suffix,
+		   const struct pk_loc *loc)
 {
 	uint64_t h;
 	memcpy(&h, key, 8);
-	h ^= suffix * 0x9e3779b97f4a7c15ull ^ sdev * 31 ^ sino;
+	h ^= suffix * 0x9e3779b97f4a7c15ull ^ sdev * 31 ^ sino ^ loc->pack ^ loc->off * 0xff51afd7ed558ccdull;
 	h ^= h >> 29;
 	return h & (c->nb - 1);
 }
 
-static struct cent *find(struct pk_cache *c, size_t s, uint64_t sdev, uint64_t sino, const struct pk_chunk *k)
+static struct cent *find(struct pk_cache *c, size_t s, uint64_t sdev, uint64_t sino, const struct pk_chunk *k,
+			 const struct pk_loc *loc)
 {
 	for (struct cent *e = c->b[s]; e; e = e->hnext)
-		if (e->sino == sino && e->sdev == sdev && e->suffix == k->suffix && !memcmp(e->key, k->key, 16))
+		if (e->sino == sino && e->sdev == sdev && e->suffix == k->suffix && e->loc.off == loc->off &&
+		    e->loc.pack == loc->pack && !memcmp(e->key, k->key, 16))
 			return e;
 	return NULL;
 }
@@ -189,7 +197,7 @@ static void release(struct pk_cache *c, struct cent *e)
 /* Take e out of the table (its memory stays until its last ref is put). */
 static void unhash(struct pk_cache *c, struct cent *e)
 {
-	size_t s = slot(c, e->sdev, e->sino, e->key, e->suffix);
+	size_t s = slot(c, e->sdev, e->sino, e->key, e->suffix, &e->loc);
 	struct cent **pp = &c->b[s];
 	while (*pp != e)
 		pp = &(*pp)->hnext;
@@ -223,7 +231,7 @@ static void put(struct pk_cache *c, struct cent *e)
 
 /* A new loading entry for k, in the table, pinned once; NULL without memory. */
 static struct cent *insert_loading(struct pk_cache *c, size_t s, uint64_t sdev, uint64_t sino,
-				   const struct pk_chunk *k)
+				   const struct pk_chunk *k, const struct pk_loc *loc)
 {
 	struct cent *n;
 	if (k->ulen == PK_CHUNK_SIZE && c->spare) {
@@ -234,6 +242,7 @@ static struct cent *insert_loading(struct pk_cache *c, size_t s, uint64_t sdev, 
 		return NULL;
 	memcpy(n->key, k->key, 16);
 	n->suffix = k->suffix;
+	n->loc = *loc;
 	n->sdev = sdev;
 	n->sino = sino;
 	n->len = k->ulen;
@@ -264,13 +273,15 @@ static void loaded(struct pk_cache *c, struct cent *e, int r)
 }
 
 int pk_cache_read(struct pk_cache *c, struct pk_store *st, uint64_t sdev, uint64_t sino,
-		  const struct pk_chunk *k, uint32_t off, uint32_t len, void *dst)
+		  const struct pk_chunk *k, const struct pk_loc *locp, uint32_t off, uint32_t len, void *dst)
 {
 	if ((uint64_t)off + len > k->ulen)
 		return -EIO;
-	size_t s = slot(c, sdev, sino, k->key, k->suffix);
+	static const struct pk_loc none;
+	const struct pk_loc *loc = locp ? locp : &none;
+	size_t s = slot(c, sdev, sino, k->key, k->suffix, loc);
 	pthread_mutex_lock(&c->mu);
-	struct cent *e = find(c, s, sdev, sino, k);
+	struct cent *e = find(c, s, sdev, sino, k, loc);
 	if (e) {
 		e->refs++;
 		while (e->loading)
@@ -288,18 +299,18 @@ int pk_cache_read(struct pk_cache *c, struct pk_store *st, uint64_t sdev, uint64
 		c->misses++;
 		/* a failed load is not put back in the table: this reader
 		 * loads its own copy (and sees the error itself) */
-		struct cent *n = find(c, s, sdev, sino, k) ? NULL : insert_loading(c, s, sdev, sino, k);
+		struct cent *n = find(c, s, sdev, sino, k, loc) ? NULL : insert_loading(c, s, sdev, sino, k, loc);
 		pthread_mutex_unlock(&c->mu);
 		if (!n) {
 			_cleanup_free_ unsigned char *tmp = malloc(k->ulen ? k->ulen : 1);
 			if (!tmp)
 				return -ENOMEM;
-			int r = pk_store_get(st, k, tmp);
+			int r = pk_store_get(st, k, loc, tmp);
 			if (r == 0 && len)
 				memcpy(dst, tmp + off, len);
 			return r;
 		}
-		int r = pk_store_get(st, k, n->data);
+		int r = pk_store_get(st, k, loc, n->data);
 		pthread_mutex_lock(&c->mu);
 		loaded(c, n, r);
 		if (r < 0) {
@@ -342,7 +353,7 @@ static void *loader(void *arg)
 		c->qn--;
 		c->busy[me] = j.st;
 		pthread_mutex_unlock(&c->mu);
-		int r = pk_store_get_with(j.st, &j.k, j.e->data, comp);
+		int r = pk_store_get_with(j.st, &j.k, &j.loc, j.e->data, comp);
 		pthread_mutex_lock(&c->mu);
 		loaded(c, j.e, r);
 		put(c, j.e);
@@ -354,11 +365,13 @@ static void *loader(void *arg)
 }
 
 int pk_cache_prefetch(struct pk_cache *c, struct pk_store *st, uint64_t sdev, uint64_t sino,
-		      const struct pk_chunk *k)
+		      const struct pk_chunk *k, const struct pk_loc *locp)
 {
-	size_t s = slot(c, sdev, sino, k->key, k->suffix);
+	static const struct pk_loc none;
+	const struct pk_loc *loc = locp ? locp : &none;
+	size_t s = slot(c, sdev, sino, k->key, k->suffix, loc);
 	pthread_mutex_lock(&c->mu);
-	if (c->stop || c->qn == QUEUE || find(c, s, sdev, sino, k)) {
+	if (c->stop || c->qn == QUEUE || find(c, s, sdev, sino, k, loc)) {
 		pthread_mutex_unlock(&c->mu);
 		return 0;
 	}
@@ -367,9 +380,9 @@ int pk_cache_prefetch(struct pk_cache *c, struct pk_store *st, uint64_t sdev, ui
 			break;
 		c->nth++;
 	}
-	struct cent *e = c->nth ? insert_loading(c, s, sdev, sino, k) : NULL;
+	struct cent *e = c->nth ? insert_loading(c, s, sdev, sino, k, loc) : NULL;
 	if (e) {
-		c->q[(c->qhead + c->qn) % QUEUE] = (struct job){ st, e, *k };
+		c->q[(c->qhead + c->qn) % QUEUE] = (struct job){ st, e, *k, *loc };
 		c->qn++;
 		pthread_cond_signal(&c->work);
 	}

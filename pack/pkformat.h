@@ -31,6 +31,7 @@ enum pk_sec {
 	PK_SEC_CHUNKS,    /* struct pk_chunk, each object this layer uses once */
 	PK_SEC_STRINGS,   /* names, symlink targets, xattr names and values */
 	PK_SEC_DATA,      /* contents of inline files */
+	PK_SEC_LOCS,      /* struct pk_loc, parallel to CHUNKS (PK_INCOMPAT_PACKS) */
 	PK_SEC_COUNT,
 };
 #define PK_SEC_SLOTS 8
@@ -43,8 +44,12 @@ struct pk_section {
 };
 
 /* Feature bits: a reader refuses a file with an incompat bit it does not
- * know; compat bits it may ignore. None are defined in version 1. */
-#define PK_INCOMPAT_KNOWN 0ull
+ * know; compat bits it may ignore. */
+/* The layer's chunks are in pack files, located by the LOCS section; a
+ * layer without it names loose objects (CHUNKS/ab/<hex>[-N].{lz4,raw}) and
+ * has no LOCS section (its slot is all zero). */
+#define PK_INCOMPAT_PACKS 0x1ull
+#define PK_INCOMPAT_KNOWN PK_INCOMPAT_PACKS
 
 struct pk_super {
 	char magic[8];              /* PK_MAGIC, no NUL */
@@ -136,6 +141,53 @@ struct pk_chunk {
 	uint32_t reserved;
 };
 
+/* Where a chunk of a PK_INCOMPAT_PACKS layer is: slen bytes (its CHUNKS
+ * record) at off of the pack file CHUNKS/packs/<pack as 16 hex digits>.pack.
+ * pack 0 names no pack. */
+struct pk_loc {
+	uint64_t pack;
+	uint64_t off;
+};
+
+/* A pack file: this header, then chunks back to back, unaligned. A writer
+ * appends to its own pack only; nothing in a pack moves once written (the
+ * collector punches holes where dead chunks were). */
+#define PK_PACK_MAGIC   "STRATAPF"
+#define PK_PACK_VERSION 1
+struct pk_pack_head {
+	char magic[8];              /* PK_PACK_MAGIC */
+	uint32_t version;           /* PK_PACK_VERSION */
+	uint32_t head_size;         /* sizeof(struct pk_pack_head) */
+	uint64_t pack;              /* its id, as in its name */
+	uint64_t reserved;
+};
+
+/* A pack's index, CHUNKS/packs/<id>.idx: this header, then count records
+ * sorted by (key, suffix, off). Written once its pack is durable, so a pack
+ * without an index is a dead writer's. Only for dedup and the collector: a
+ * reader never needs it. */
+#define PK_IDX_MAGIC   "STRATAPI"
+#define PK_IDX_VERSION 1
+struct pk_idx_head {
+	char magic[8];              /* PK_IDX_MAGIC */
+	uint32_t version;           /* PK_IDX_VERSION */
+	uint32_t rec_size;          /* sizeof(struct pk_idx_ent) */
+	uint64_t pack;              /* the pack it indexes */
+	uint64_t count;             /* records */
+	uint64_t xxh3;              /* XXH3-64 of header (this field 0) and records */
+};
+struct pk_idx_ent {
+	uint8_t key[16];
+	uint64_t off;
+	uint32_t slen, ulen;
+	uint16_t form, suffix;
+	uint32_t reserved;
+};
+
+_Static_assert(sizeof(struct pk_loc) == 16, "pk_loc");
+_Static_assert(sizeof(struct pk_pack_head) == 32, "pk_pack_head");
+_Static_assert(sizeof(struct pk_idx_head) == 40, "pk_idx_head");
+_Static_assert(sizeof(struct pk_idx_ent) == 40, "pk_idx_ent");
 _Static_assert(sizeof(struct pk_section) == 32, "pk_section");
 _Static_assert(sizeof(struct pk_super) == 360, "pk_super");
 _Static_assert(sizeof(struct pk_inode) == 72, "pk_inode");

@@ -2,9 +2,16 @@
  *
  * Mark then sweep, under the store's exclusive lock: writers hold the shared
  * lock from their first chunk until their layer file is in place, so while
- * the GC runs no layer is half written, and every object that is not named
- * by one of the live layers is garbage. Objects are removed one unlink at a
- * time; a GC killed anywhere has removed only garbage.
+ * the GC runs no layer is half written, and every chunk that is not named
+ * by one of the live layers is garbage.
+ *
+ * Loose objects are removed one unlink at a time. A pack cannot shrink
+ * without moving the chunks that live, which immutable layer files locate
+ * by offset: its index is rewritten with the live chunks only (into place
+ * by rename), and only then are the bytes of the others punched out
+ * (fallocate), leaving holes. A pack in which nothing lives goes whole,
+ * index first; a pack without an index is a dead writer's and goes too. A
+ * GC killed anywhere has freed only garbage, and the next one finishes.
  */
 #include "pkint.h"
 
@@ -14,8 +21,11 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <linux/falloc.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#define XXH_INLINE_ALL
+#include <xxhash.h>
 
 struct mark {
 	uint8_t key[16];
@@ -109,6 +119,300 @@ static int parse(const char *dir, const char *name, struct pk_chunk *c)
 	return strcmp(back + 3, name) ? -EINVAL : 0;
 }
 
+/* ---------------------------------------------------------------- packs */
+
+/* A live chunk of a pack, as a live layer names it. */
+struct live {
+	uint64_t pack, off;
+	struct pk_chunk c;
+};
+
+struct lives {
+	struct live *v;
+	size_t n, cap;
+};
+
+static int lives_add(struct lives *l, const struct pk_chunk *c, const struct pk_loc *loc)
+{
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? 2 * l->cap : 4096;
+		struct live *n = realloc(l->v, cap * sizeof *n);
+		if (!n)
+			return -ENOMEM;
+		l->v = n;
+		l->cap = cap;
+	}
+	l->v[l->n++] = (struct live){ loc->pack, loc->off, *c };
+	return 0;
+}
+
+static int live_cmp(const void *a, const void *b)
+{
+	const struct live *x = a, *y = b;
+	if (x->pack != y->pack)
+		return x->pack < y->pack ? -1 : 1;
+	return (x->off > y->off) - (x->off < y->off);
+}
+
+/* The records of the index of pack id: count, or -EINVAL when it is not a
+ * sound index, -errno. */
+static ssize_t read_index(int pdfd, uint64_t id, struct pk_idx_ent **out)
+{
+	char name[32];
+	snprintf(name, sizeof name, "%016llx.idx", (unsigned long long)id);
+	_cleanup_close_ int fd = openat(pdfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	struct stat st;
+	struct pk_idx_head h;
+	if (fd < 0 || fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size < sizeof h ||
+	    ((uint64_t)st.st_size - sizeof h) % sizeof(struct pk_idx_ent) || pread(fd, &h, sizeof h, 0) != sizeof h ||
+	    memcmp(h.magic, PK_IDX_MAGIC, 8) || h.version != PK_IDX_VERSION ||
+	    h.rec_size != sizeof(struct pk_idx_ent) || h.pack != id ||
+	    h.count != ((uint64_t)st.st_size - sizeof h) / sizeof(struct pk_idx_ent))
+		return -EINVAL;
+	struct pk_idx_ent *e = malloc(h.count ? h.count * sizeof *e : 1);
+	if (!e)
+		return -ENOMEM;
+	size_t want = h.count * sizeof *e;
+	if (pread(fd, e, want, sizeof h) != (ssize_t)want) {
+		free(e);
+		return -EINVAL;
+	}
+	uint64_t sum = h.xxh3;
+	h.xxh3 = 0;
+	XXH3_state_t xs;
+	XXH3_64bits_reset(&xs);
+	XXH3_64bits_update(&xs, &h, sizeof h);
+	XXH3_64bits_update(&xs, e, want);
+	if (XXH3_64bits_digest(&xs) != sum) {
+		free(e);
+		return -EINVAL;
+	}
+	*out = e;
+	return (ssize_t)h.count;
+}
+
+/* Punch every byte of pack fd past its header that none of the n live
+ * chunks (sorted by offset) covers: 0, -EOPNOTSUPP, -errno. */
+static int punch_dead(int fd, const struct live *v, size_t n)
+{
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	uint64_t size = st.st_size, at = sizeof(struct pk_pack_head);
+	for (size_t i = 0; i <= n; i++) {
+		uint64_t start = i < n ? v[i].off : size;
+		if (start > size)
+			start = size;
+		if (start > at && fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)at,
+					    (off_t)(start - at)) < 0)
+			return -errno;
+		if (i < n) {
+			uint64_t end = v[i].off + v[i].c.slen;
+			if (end < v[i].off)
+				end = size;
+			if (end > at)
+				at = end;
+		}
+	}
+	return 0;
+}
+
+/* Free the dead chunks of the packs; lv: the live chunks, sorted. */
+static int sweep_packs(struct pk_store *store, const char *chunks, struct lives *lv, struct pk_gc_stats *s)
+{
+	int dfd = pk_store_dirfd(store);
+	_cleanup_close_ int pdfd = openat(dfd, "packs", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (pdfd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	int lfd = dup(pdfd);
+	DIR *d = lfd >= 0 ? fdopendir(lfd) : NULL;
+	if (!d) {
+		if (lfd >= 0)
+			close(lfd);
+		return -ENOMEM;
+	}
+	/* every pack, by a pack or an index file; temporary files go */
+	uint64_t *ids = NULL;
+	size_t nid = 0, cap = 0;
+	struct dirent *de;
+	int r = 0;
+	while ((de = readdir(d))) {
+		uint64_t id = pk_pack_id(de->d_name, "pack");
+		if (!id)
+			id = pk_pack_id(de->d_name, "idx");
+		if (!id) {
+			if (strstr(de->d_name, ".tmp") && unlinkat(pdfd, de->d_name, 0) == 0)
+				s->tmp_removed++;
+			continue;
+		}
+		if (nid == cap) {
+			cap = cap ? 2 * cap : 64;
+			uint64_t *n = realloc(ids, cap * sizeof *n);
+			if (!n) {
+				r = -ENOMEM;
+				break;
+			}
+			ids = n;
+		}
+		ids[nid++] = id;
+	}
+	closedir(d);
+	static bool said_punch;
+	for (size_t k = 0; k < nid && r == 0; k++) {
+		uint64_t id = ids[k];
+		bool dup_id = false;
+		for (size_t j = 0; j < k; j++)
+			dup_id |= ids[j] == id;
+		if (dup_id)
+			continue;
+		char pname[32], iname[32];
+		snprintf(pname, sizeof pname, "%016llx.pack", (unsigned long long)id);
+		snprintf(iname, sizeof iname, "%016llx.idx", (unsigned long long)id);
+		/* this pack's live chunks: a run of lv */
+		struct live key = { .pack = id };
+		size_t lo = 0, hi = lv->n;
+		while (lo < hi) {
+			size_t mid = (lo + hi) / 2;
+			if (live_cmp(&lv->v[mid], &key) < 0)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		size_t end = lo;
+		while (end < lv->n && lv->v[end].pack == id)
+			end++;
+		const struct live *v = lv->v + lo;
+		size_t nl = end - lo;
+
+		struct stat pst;
+		bool has_pack = fstatat(pdfd, pname, &pst, AT_SYMLINK_NOFOLLOW) == 0;
+		_cleanup_free_ struct pk_idx_ent *e = NULL;
+		ssize_t ne = read_index(pdfd, id, &e);
+		if (ne == -ENOMEM) {
+			r = -ENOMEM;
+			break;
+		}
+		bool has_idx = ne != -ENOENT;
+		if (!has_pack) {
+			if (nl)
+				serr(0, "collect garbage in", chunks, "pack %s is missing, and live layers use it: `strata system check` names them", pname);
+			else if (has_idx && unlinkat(pdfd, iname, 0) == 0)
+				s->tmp_removed++;
+			continue;
+		}
+		if (!nl) {
+			/* nothing lives: the index first, so a GC killed
+			 * between the two leaves a pack without an index,
+			 * which the next one removes as a dead writer's */
+			if (has_idx && unlinkat(pdfd, iname, 0) < 0 && errno != ENOENT) {
+				r = -errno;
+				serr(r, "remove pack index", iname, "in store %s", chunks);
+				break;
+			}
+			if (unlinkat(pdfd, pname, 0) < 0 && errno != ENOENT) {
+				r = -errno;
+				serr(r, "remove pack", pname, "in store %s", chunks);
+				break;
+			}
+			s->packs_removed++;
+			if (ne > 0) {
+				s->removed += (uint64_t)ne;
+				for (ssize_t i = 0; i < ne; i++)
+					s->removed_bytes += e[i].slen;
+			} else
+				s->removed_bytes += (uint64_t)pst.st_blocks * 512;
+			continue;
+		}
+		if (!has_idx)
+			serr(0, "collect garbage in", chunks, "pack %s has no index, yet live layers use it: its index is written again",
+			     pname);
+		else if (ne < 0)
+			serr(0, "collect garbage in", chunks, "the index of pack %s is corrupt: written again from the live layers",
+			     pname);
+		/* The new index: the live chunks, each once. */
+		_cleanup_free_ struct pk_idx_ent *ni = calloc(nl, sizeof *ni);
+		if (!ni) {
+			r = -ENOMEM;
+			break;
+		}
+		size_t nn = 0;
+		for (size_t i = 0; i < nl; i++) {
+			if (nn && ni[nn - 1].off == v[i].off)
+				continue;
+			/* a record a writer would refuse would cost the whole
+			 * index (its bytes are kept all the same) */
+			if (v[i].c.slen > PK_STORED_MAX || v[i].c.ulen > PK_CHUNK_SIZE || v[i].c.form > PK_FORM_LZ4 ||
+			    v[i].c.suffix >= PK_MAX_SUFFIX || v[i].off < sizeof(struct pk_pack_head))
+				continue;
+			struct pk_idx_ent *x = &ni[nn++];
+			memcpy(x->key, v[i].c.key, 16);
+			x->off = v[i].off;
+			x->slen = v[i].c.slen;
+			x->ulen = v[i].c.ulen;
+			x->form = v[i].c.form;
+			x->suffix = v[i].c.suffix;
+		}
+		s->kept += nn;
+		uint64_t dead = 0, dead_bytes = 0;
+		if (ne > 0)
+			for (ssize_t i = 0; i < ne; i++) {
+				/* an entry is dead when no live chunk starts at its offset */
+				size_t a = 0, b = nn;
+				while (a < b) {
+					size_t m = (a + b) / 2;
+					if (ni[m].off < e[i].off)
+						a = m + 1;
+					else
+						b = m;
+				}
+				if (a == nn || ni[a].off != e[i].off) {
+					dead++;
+					dead_bytes += e[i].slen;
+				}
+			}
+		if (ne < 0 || dead || (uint64_t)ne != nn) {
+			/* ni is sorted by offset; pk_write_index sorts it by key */
+			int w = pk_write_index(dfd, id, ni, nn);
+			if (w < 0) {
+				r = w;
+				serr(r, "rewrite pack index", iname, "in store %s; nothing of the pack freed", chunks);
+				break;
+			}
+		}
+		/* Then the bytes, every time: a GC killed after the index was
+		 * rewritten left them, and punching a hole again costs nothing. */
+		_cleanup_close_ int fd = openat(pdfd, pname, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+		int pr = fd < 0 ? -errno : punch_dead(fd, v, nl);
+		if (pr == -EOPNOTSUPP || pr == -ENOSYS) {
+			if (!said_punch)
+				serr(pr, "free dead chunks of packs in", chunks,
+				     "the file system cannot punch holes: their bytes stay on disk until every chunk of a pack is dead");
+			said_punch = true;
+		} else if (pr < 0 && fd < 0 && pr == -EACCES) {
+			/* a pack is 0444: as its owner, make it writable for the punch */
+			if (fchmodat(pdfd, pname, 0644, 0) == 0) {
+				fd = openat(pdfd, pname, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+				pr = fd < 0 ? -errno : punch_dead(fd, v, nl);
+				fchmodat(pdfd, pname, 0444, 0);
+			}
+		}
+		if (pr < 0 && pr != -EOPNOTSUPP && pr != -ENOSYS) {
+			r = pr;
+			serr(r, "free dead chunks of pack", pname, "in store %s", chunks);
+			break;
+		}
+		if (dead) {
+			s->removed += dead;
+			s->removed_bytes += dead_bytes;
+			s->packs_punched++;
+		}
+	}
+	free(ids);
+	return r;
+}
+
 int pk_gc(const char *chunks, char *const *live, int n_live, struct pk_gc_stats *st)
 {
 	return pk_gc_nowait(chunks, live, n_live, false, st);
@@ -118,6 +422,7 @@ int pk_gc_nowait(const char *chunks, char *const *live, int n_live, bool nowait,
 {
 	struct pk_gc_stats s = { 0 };
 	struct set set = { 0 };
+	struct lives lv = { 0 };
 	struct pk_store *store = NULL;
 	int r = pk_store_open(chunks, false, &store);
 	if (r < 0)
@@ -133,15 +438,24 @@ int pk_gc_nowait(const char *chunks, char *const *live, int n_live, bool nowait,
 			serr(r, "collect garbage in", chunks, "live layer %s cannot be read: nothing removed", live[i]);
 			goto out;
 		}
-		for (uint32_t k = 0; k < pk_chunk_count(l) && r == 0; k++)
-			r = set_add(&set, pk_chunk_at(l, k));
+		for (uint32_t k = 0; k < pk_chunk_count(l) && r == 0; k++) {
+			const struct pk_loc *loc = pk_loc_at(l, k);
+			r = loc ? lives_add(&lv, pk_chunk_at(l, k), loc) : set_add(&set, pk_chunk_at(l, k));
+		}
 		pk_close(l);
 		if (r < 0)
 			goto out;
 		s.live_layers++;
 	}
 
-	/* Sweep. */
+	/* Sweep: the packs, then the loose objects. */
+	if (lv.n)
+		qsort(lv.v, lv.n, sizeof *lv.v, live_cmp);
+	if ((r = sweep_packs(store, chunks, &lv, &s)) < 0) {
+		if (r == -ENOMEM)
+			serr(r, "collect garbage in", chunks, NULL);
+		goto out;
+	}
 	int dfd = pk_store_dirfd(store);
 	for (int b = 0; b < 256; b++) {
 		char sub[3];
@@ -200,6 +514,7 @@ int pk_gc_nowait(const char *chunks, char *const *live, int n_live, bool nowait,
 	r = 0;
 out:
 	free(set.m);
+	free(lv.v);
 	pk_store_close(store);
 	if (st)
 		*st = s;

@@ -8,14 +8,14 @@
  * chunk from store s (identified by dev/ino of its directory) on a miss:
  * 0, -EIO for a damaged object, -ENOENT for a missing one. */
 int pk_cache_read(struct pk_cache *cache, struct pk_store *s, uint64_t sdev, uint64_t sino,
-		  const struct pk_chunk *c, uint32_t off, uint32_t len, void *dst);
+		  const struct pk_chunk *c, const struct pk_loc *loc, uint32_t off, uint32_t len, void *dst);
 
 /* Start loading chunk c into the cache on a loader thread, unless it is
  * there or on its way (a reader of it then waits for that load). A hint:
  * dropped when too many loads are queued; a failed load is left for the
  * reader to meet and report. */
 int pk_cache_prefetch(struct pk_cache *cache, struct pk_store *s, uint64_t sdev, uint64_t sino,
-		      const struct pk_chunk *c);
+		      const struct pk_chunk *c, const struct pk_loc *loc);
 /* Cancel the queued loads from store s and wait for those running: before
  * s is closed. */
 void pk_cache_forget(struct pk_cache *cache, struct pk_store *s);
@@ -24,7 +24,25 @@ void pk_cache_forget(struct pk_cache *cache, struct pk_store *s);
 #define PK_STORED_MAX (PK_CHUNK_SIZE + PK_CHUNK_SIZE / 255 + 16)
 /* pk_store_get with comp, a buffer of PK_STORED_MAX bytes the compressed
  * bytes are read into (NULL: one of its own). */
-int pk_store_get_with(struct pk_store *s, const struct pk_chunk *c, void *buf, void *comp);
+int pk_store_get_with(struct pk_store *s, const struct pk_chunk *c, const struct pk_loc *loc, void *buf,
+		      void *comp);
+/* Ask the kernel to read [off, off + len) of pack id ahead (a sequential
+ * reader's next chunks): a hint, failures ignored. */
+void pk_store_willneed(struct pk_store *s, uint64_t id, uint64_t off, uint64_t len);
+/* Write the index of pack with records e (sorted here) into place, via a
+ * temporary file, fsync and rename, and fsync packs/: 0 or -errno (not
+ * reported). */
+int pk_write_index(int dirfd, uint64_t pack, struct pk_idx_ent *e, size_t n);
+/* The id of a name "<16 hex digits>.<ext>", or 0. */
+uint64_t pk_pack_id(const char *name, const char *ext);
+/* Whether this store writes loose objects (PK_LOOSE_ENV). */
+bool pk_store_loose(const struct pk_store *s);
+/* "packs/<16 hex digits>.<ext>" */
+void pk_pack_name(uint64_t id, const char *ext, char buf[40]);
+/* The environment variable that has writers store loose objects and write
+ * layers without PK_INCOMPAT_PACKS, as strata did before packs: for the
+ * tests of old stores only. */
+#define PK_LOOSE_ENV "STRATA_TEST_LOOSE_OBJECTS"
 
 /* The collector's exclusive lock if no writer holds the store: 0, or
  * -EWOULDBLOCK (not reported). */

@@ -34,6 +34,7 @@ struct pk_layer {
 	const struct pk_xattr *xattrs;
 	const struct pk_extent *extents;
 	const struct pk_chunk *chunks;
+	const struct pk_loc *locs;     /* NULL: loose objects */
 	const char *strings, *data;
 	uint64_t n_inodes, n_entries, n_xattrs, n_extents, n_chunks, n_strings, n_data;
 	struct pk_store *store;
@@ -50,6 +51,7 @@ static const uint32_t rec_sizes[PK_SEC_COUNT] = {
 	[PK_SEC_CHUNKS] = sizeof(struct pk_chunk),
 	[PK_SEC_STRINGS] = 1,
 	[PK_SEC_DATA] = 1,
+	[PK_SEC_LOCS] = sizeof(struct pk_loc),
 };
 
 static int bad(const char *path, const char *why)
@@ -90,6 +92,8 @@ static int check_super(const char *path, const unsigned char *map, size_t size)
 		return bad(path, "unsupported chunk size");
 	for (int i = 0; i < PK_SEC_COUNT; i++) {
 		const struct pk_section *s = &sb.sec[i];
+		if (i == PK_SEC_LOCS && !(sb.incompat & PK_INCOMPAT_PACKS))
+			continue;   /* a layer of loose objects: no such section */
 		if (s->rec_size != rec_sizes[i] || s->off > size || s->size > size - s->off ||
 		    s->size != (uint64_t)s->count * s->rec_size || s->off % 8) {
 			snprintf(why, sizeof why, "section %d out of bounds (corrupt)", i);
@@ -106,6 +110,8 @@ static int check_super(const char *path, const unsigned char *map, size_t size)
 	const struct pk_inode *root = (const struct pk_inode *)(map + sb.sec[PK_SEC_INODES].off) + sb.root_ino;
 	if (!S_ISDIR(root->mode))
 		return bad(path, "the root is not a directory (corrupt)");
+	if ((sb.incompat & PK_INCOMPAT_PACKS) && sb.sec[PK_SEC_LOCS].count != sb.sec[PK_SEC_CHUNKS].count)
+		return bad(path, "chunk locations do not match its chunks (corrupt)");
 	if ((uint64_t)sb.chunks_off + sb.chunks_len > sb.sec[PK_SEC_STRINGS].size)
 		return bad(path, "chunk store path out of bounds (corrupt)");
 	return 0;
@@ -159,6 +165,8 @@ int pk_open(const char *path, const char *chunks, struct pk_cache *cache, struct
 	l->n_extents = s[PK_SEC_EXTENTS].count;
 	l->chunks = (const void *)(l->map + s[PK_SEC_CHUNKS].off);
 	l->n_chunks = s[PK_SEC_CHUNKS].count;
+	if (l->sb->incompat & PK_INCOMPAT_PACKS)
+		l->locs = (const void *)(l->map + s[PK_SEC_LOCS].off);
 	l->strings = (const char *)(l->map + s[PK_SEC_STRINGS].off);
 	l->n_strings = s[PK_SEC_STRINGS].size;
 	l->data = (const char *)(l->map + s[PK_SEC_DATA].off);
@@ -243,6 +251,11 @@ uint32_t pk_chunk_count(const struct pk_layer *l)
 const struct pk_chunk *pk_chunk_at(const struct pk_layer *l, uint32_t i)
 {
 	return i < l->n_chunks ? &l->chunks[i] : NULL;
+}
+
+const struct pk_loc *pk_loc_at(const struct pk_layer *l, uint32_t i)
+{
+	return l->locs && i < l->n_chunks ? &l->locs[i] : NULL;
 }
 
 /* Damage found in a file whose checksums were valid: log it once per call. */
@@ -554,9 +567,17 @@ int pk_holes(const struct pk_layer *l, uint32_t ino, uint64_t idx, uint16_t *hol
 /* A chunk that could not be read: log the object, the file and the layer. */
 static int chunk_failed(const struct pk_layer *l, uint32_t ino, uint32_t c, int r)
 {
-	char name[64], where[PATH_MAX + 64], path[PATH_MAX];
-	pk_object_name(&l->chunks[c], name);
-	snprintf(where, sizeof where, "%s/%s", pk_store_path(l->store), name);
+	char name[64], where[PATH_MAX + 160], path[PATH_MAX];
+	if (l->locs) {
+		char key[33];
+		for (int i = 0; i < 16; i++)
+			snprintf(key + 2 * i, 3, "%02x", l->chunks[c].key[i]);
+		pk_loc_name(&l->locs[c], name);
+		snprintf(where, sizeof where, "%s/%s (key %s)", pk_store_path(l->store), name, key);
+	} else {
+		pk_object_name(&l->chunks[c], name);
+		snprintf(where, sizeof where, "%s/%s", pk_store_path(l->store), name);
+	}
 	pk_path_of(l, ino, path, sizeof path);
 	serr(r == -ENOMEM ? r : -EIO, "read chunk", where, "%s; file %s (inode %u) of layer %s",
 	     r == -ENOENT ? "missing from the chunk store"
@@ -592,14 +613,31 @@ int pk_prefetch(struct pk_layer *l, uint32_t ino, uint64_t off, uint64_t len)
 		return r;
 	if (len > i->size - off)
 		len = i->size - off;
+	/* the runs of the range that lie back to back in one pack are asked
+	 * of the kernel as one read-ahead, before the loaders read them */
+	uint64_t run_pack = 0, run_off = 0, run_end = 0;
 	for (uint64_t idx = off / PK_CHUNK_SIZE; idx < n && idx * PK_CHUNK_SIZE < off + len; idx++) {
 		uint32_t c;
 		if ((r = extent_chunk(l, ino, i, e, idx, &c)) < 0)
 			return r;
 		if (c == PK_HOLE)
 			continue;
-		pk_cache_prefetch(l->cache, l->store, l->sdev, l->sino, &l->chunks[c]);
+		if (l->locs) {
+			const struct pk_loc *lc = &l->locs[c];
+			if (lc->pack != run_pack || lc->off != run_end || lc->off > UINT64_MAX - PK_STORED_MAX) {
+				if (run_pack)
+					pk_store_willneed(l->store, run_pack, run_off, run_end - run_off);
+				run_pack = lc->pack;
+				run_off = lc->off;
+				run_end = lc->off;
+			}
+			if (run_end <= UINT64_MAX - PK_STORED_MAX)
+				run_end += l->chunks[c].slen;
+		}
+		pk_cache_prefetch(l->cache, l->store, l->sdev, l->sino, &l->chunks[c], pk_loc_at(l, c));
 	}
+	if (run_pack)
+		pk_store_willneed(l->store, run_pack, run_off, run_end - run_off);
 	return 0;
 }
 
@@ -635,7 +673,7 @@ ssize_t pk_read(struct pk_layer *l, uint32_t ino, uint64_t off, size_t len, void
 			done += want;
 			continue;
 		}
-		r = pk_cache_read(l->cache, l->store, l->sdev, l->sino, &l->chunks[c], in, want,
+		r = pk_cache_read(l->cache, l->store, l->sdev, l->sino, &l->chunks[c], pk_loc_at(l, c), in, want,
 				  (char *)buf + done);
 		if (r < 0)
 			return chunk_failed(l, ino, c, r);

@@ -40,10 +40,11 @@ struct w {
 	struct pk_store *store;
 	uint32_t inline_max;
 	struct vec ino, ent, xat, ext, chk, str, dat;
+	struct vec loc;              /* parallel to chk */
 	/* (dev, ino) -> inode, for files linked more than once */
 	struct hl *hl;
 	size_t hl_n, hl_cap;
-	/* (key, suffix, form) -> CHUNKS index + 1 */
+	/* (key, suffix, form, location) -> CHUNKS index + 1 */
 	uint32_t *cmap;
 	size_t cmap_cap;
 
@@ -85,7 +86,7 @@ int dents_sort(void *items, size_t n, size_t sz);
 int vec_grow(struct vec *v, size_t more);
 int add_bytes(struct vec *v, const void *p, size_t n, uint64_t *off);
 /* Called with mu held. */
-int chunk_index(struct w *w, const struct pk_chunk *c, uint32_t *idx);
+int chunk_index(struct w *w, const struct pk_chunk *c, const struct pk_loc *loc, uint32_t *idx);
 /* Queue a chunk (taking j) for hashing, compression and storing (done
  * inline without workers); the first failure of any chunk so far, or 0. */
 int submit(struct w *w, struct job *j);

@@ -68,23 +68,28 @@ int add_bytes(struct vec *v, const void *p, size_t n, uint64_t *off)
 
 /* ---------------------------------------------------------------- chunks */
 
-static uint32_t *cmap_slot(struct w *w, const struct pk_chunk *c)
+/* A chunk is the same as another when it is stored in the same place: two
+ * packs may each hold a chunk of one key and suffix (writers run side by
+ * side), with different bytes when one is forged. */
+static uint32_t *cmap_slot(struct w *w, const struct pk_chunk *c, const struct pk_loc *loc)
 {
 	uint64_t h;
 	memcpy(&h, c->key, 8);
-	h ^= c->suffix * 0x9e3779b97f4a7c15ull ^ c->form;
+	h ^= c->suffix * 0x9e3779b97f4a7c15ull ^ c->form ^ loc->off;
 	for (size_t i = h & (w->cmap_cap - 1);; i = (i + 1) & (w->cmap_cap - 1)) {
 		uint32_t v = w->cmap[i];
 		if (!v)
 			return &w->cmap[i];
 		const struct pk_chunk *o = &VEC_AT(w->chk, struct pk_chunk, v - 1);
-		if (o->suffix == c->suffix && o->form == c->form && !memcmp(o->key, c->key, 16))
+		const struct pk_loc *ol = &VEC_AT(w->loc, struct pk_loc, v - 1);
+		if (o->suffix == c->suffix && o->form == c->form && ol->pack == loc->pack && ol->off == loc->off &&
+		    !memcmp(o->key, c->key, 16))
 			return &w->cmap[i];
 	}
 }
 
 /* The CHUNKS index of c, added when new. Called with mu held. */
-int chunk_index(struct w *w, const struct pk_chunk *c, uint32_t *idx)
+int chunk_index(struct w *w, const struct pk_chunk *c, const struct pk_loc *loc, uint32_t *idx)
 {
 	if ((w->chk.n + 1) * 2 > w->cmap_cap) {
 		size_t cap = w->cmap_cap ? w->cmap_cap * 2 : 1024;
@@ -98,17 +103,21 @@ int chunk_index(struct w *w, const struct pk_chunk *c, uint32_t *idx)
 		w->cmap_cap = cap;
 		for (size_t i = 0; i < ocap; i++)
 			if (old[i])
-				*cmap_slot(w, &VEC_AT(w->chk, struct pk_chunk, old[i] - 1)) = old[i];
+				*cmap_slot(w, &VEC_AT(w->chk, struct pk_chunk, old[i] - 1),
+					   &VEC_AT(w->loc, struct pk_loc, old[i] - 1)) = old[i];
 		free(old);
 	}
-	uint32_t *s = cmap_slot(w, c);
+	uint32_t *s = cmap_slot(w, c, loc);
 	if (!*s) {
 		if (w->chk.n >= PK_HOLE - 1)
 			return -EFBIG;
 		int r = vec_grow(&w->chk, 1);
+		if (r == 0)
+			r = vec_grow(&w->loc, 1);
 		if (r < 0)
 			return r;
 		VEC_AT(w->chk, struct pk_chunk, w->chk.n) = *c;
+		VEC_AT(w->loc, struct pk_loc, w->loc.n++) = *loc;
 		*s = ++w->chk.n;
 	}
 	*idx = *s - 1;
@@ -119,12 +128,13 @@ static void process(struct w *w, struct job *j)
 {
 	uint8_t key[16];
 	struct pk_chunk c;
+	struct pk_loc loc;
 	pk_key(j->buf, j->len, key);
-	int r = pk_store_put(w->store, key, j->buf, j->len, &c);
+	int r = pk_store_put(w->store, key, j->buf, j->len, &c, &loc);
 	pthread_mutex_lock(&w->mu);
 	uint32_t idx;
 	if (r == 0)
-		r = chunk_index(w, &c, &idx);
+		r = chunk_index(w, &c, &loc, &idx);
 	if (r == 0) {
 		struct pk_extent *e = &VEC_AT(w->ext, struct pk_extent, j->ext);
 		e->chunk = idx;
@@ -728,6 +738,10 @@ int write_meta(struct w *w, const char *dest, const char *chunks_rec)
 	sb.inline_max = w->inline_max;
 	sb.root_ino = PK_ROOT_INO;
 	sb.inode_count = w->ino.n;
+	/* a layer of loose objects is what strata wrote before packs */
+	bool packs = !pk_store_loose(w->store);
+	if (packs)
+		sb.incompat |= PK_INCOMPAT_PACKS;
 	uint64_t off;
 	int r = add_bytes(&w->str, chunks_rec, strlen(chunks_rec), &off);
 	if (r < 0)
@@ -735,10 +749,12 @@ int write_meta(struct w *w, const char *dest, const char *chunks_rec)
 	sb.chunks_off = off;
 	sb.chunks_len = strlen(chunks_rec);
 
-	struct vec *v[PK_SEC_COUNT] = { &w->ino, &w->ent, &w->xat, &w->ext, &w->chk, &w->str, &w->dat };
+	struct vec *v[PK_SEC_COUNT] = { &w->ino, &w->ent, &w->xat, &w->ext, &w->chk, &w->str, &w->dat, &w->loc };
 	uint64_t pos = (sizeof sb + 63) & ~63ull;
 	for (int i = 0; i < PK_SEC_COUNT; i++) {
 		struct pk_section *s = &sb.sec[i];
+		if (i == PK_SEC_LOCS && !packs)
+			continue;
 		s->off = pos;
 		s->rec_size = v[i]->sz;
 		s->count = v[i]->n;
@@ -763,6 +779,8 @@ int write_meta(struct w *w, const char *dest, const char *chunks_rec)
 	r = write_all(fd, &sb, sizeof sb);
 	uint64_t at = sizeof sb;
 	for (int i = 0; i < PK_SEC_COUNT && r == 0; i++) {
+		if (i == PK_SEC_LOCS && !packs)
+			continue;
 		r = write_all(fd, zero, sb.sec[i].off - at);
 		if (r == 0)
 			r = write_all(fd, v[i]->p, sb.sec[i].size);
@@ -795,6 +813,7 @@ void w_free(struct w *w)
 	free(w->xat.p);
 	free(w->ext.p);
 	free(w->chk.p);
+	free(w->loc.p);
 	free(w->str.p);
 	free(w->dat.p);
 	free(w->hl);
@@ -814,6 +833,7 @@ void w_init(struct w *w)
 	w->xat.sz = sizeof(struct pk_xattr);
 	w->ext.sz = sizeof(struct pk_extent);
 	w->chk.sz = sizeof(struct pk_chunk);
+	w->loc.sz = sizeof(struct pk_loc);
 	w->str.sz = 1;
 	w->dat.sz = 1;
 	pthread_mutex_init(&w->mu, NULL);

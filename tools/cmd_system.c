@@ -383,16 +383,29 @@ static void check_packed(struct checker *c, int dfd, const char *hex, const char
 	uint32_t n = pk_chunk_count(l);
 	for (uint32_t i = 0; i < n; i++) {
 		const struct pk_chunk *k = pk_chunk_at(l, i);
+		const struct pk_loc *loc = pk_loc_at(l, i);
 		if (!k)
 			continue;
-		if (kset_has(&c->ok, k->key, k->suffix))
+		/* a chunk is known by where it is (a pack and offset), or
+		 * by its object's name */
+		uint8_t id[16];
+		uint16_t sf = loc ? 0xffff : k->suffix;
+		if (loc) {
+			memcpy(id, &loc->pack, 8);
+			memcpy(id + 8, &loc->off, 8);
+		} else
+			memcpy(id, k->key, 16);
+		if (kset_has(&c->ok, id, sf))
 			continue;
-		int r = c->cs ? pk_store_get(c->cs, k, c->buf) : -ENOENT;
-		if (r == 0 && kset_add(&c->ok, k->key, k->suffix) < 0)
+		int r = c->cs ? pk_store_get(c->cs, k, loc, c->buf) : -ENOENT;
+		if (r == 0 && kset_add(&c->ok, id, sf) < 0)
 			r = -ENOMEM;
 		if (r < 0) {
 			char name[64];
-			pk_object_name(k, name);
+			if (loc)
+				pk_loc_name(loc, name);
+			else
+				pk_object_name(k, name);
 			damaged(c, what, "chunk %s/chunks/%s is %s", c->s->root, name,
 				r == -ENOENT ? "missing" : "corrupt (its bytes do not match its key)");
 		}

@@ -66,8 +66,13 @@ def strata_bin(fs, argv):
     return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(fs))), 'tools', 'strata')
 
 
-def pack(strata, src, dest):
-    r = subprocess.run([strata, 'pack', src, dest], capture_output=True, text=True)
+def pack(strata, src, dest, loose=False):
+    """strata pack; loose: as strata did before pack files (one file per
+    chunk, a layer without the packs feature)."""
+    env = dict(os.environ)
+    if loose:
+        env['STRATA_TEST_LOOSE_OBJECTS'] = '1'
+    r = subprocess.run([strata, 'pack', src, dest], capture_output=True, text=True, env=env)
     if r.returncode:
         raise RuntimeError('strata pack %s %s: %s' % (src, dest, r.stderr.strip()))
 
@@ -199,8 +204,9 @@ def flip(path, off):
 
 
 def objects(store):
+    """The files holding chunks: packs (and loose objects of old stores)."""
     return {os.path.join(d, n) for d, _, files in os.walk(store) for n in files
-            if n != 'lock' and os.path.basename(d) != 'tmp'}
+            if n != 'lock' and not n.endswith('.idx') and os.path.basename(d) != 'tmp'}
 
 
 def check_damage(fs, strata, base, problems):
@@ -216,6 +222,8 @@ def check_damage(fs, strata, base, problems):
     dest = os.path.join(ddir, 'l.pk')
     pack(strata, src, dest)
     victims = objects(os.path.join(ddir, 'chunks')) - fine_objs
+    if len(victims) != 1 or not all(v.endswith('.pack') for v in victims):
+        problems.append('damage: the second layer added %r, not one pack file' % sorted(victims))
     for p in victims:
         os.chmod(p, 0o644)
         flip(p, os.path.getsize(p) // 2)
@@ -239,6 +247,45 @@ def check_damage(fs, strata, base, problems):
         log = m.stderr()
     if dest not in log:
         problems.append('no log line names the layer of the damaged chunk: %r' % log[-500:])
+
+
+def check_loose(fs, strata, base, problems):
+    """A layer of loose objects (a store written before pack files) mounts
+    and reads, beside a packed layer sharing its data in one stack, and a
+    damaged object still gives EIO."""
+    ldir = os.path.join(base, 'loose')
+    os.makedirs(ldir)
+    src = os.path.join(base, 'loose-src')
+    LayerBuilder('kernel').build(src, [F('old', pattern(200000, 8)), F('both', pattern(70000, 9))])
+    src2 = os.path.join(base, 'loose-src2')
+    LayerBuilder('kernel').build(src2, [F('new', pattern(150000, 10)), F('both', pattern(70000, 9))])
+    old, new = os.path.join(ldir, 'old.pk'), os.path.join(ldir, 'new.pk')
+    pack(strata, src, old, loose=True)
+    objs = objects(os.path.join(ldir, 'chunks'))
+    if not objs or any(o.endswith('.pack') for o in objs):
+        problems.append('loose: the old-style layer wrote %r' % sorted(objs))
+        return
+    pack(strata, src2, new)
+    m = mkmount(fs, base, 'loose', [new, old], upper=False)
+    with mounted(m, problems):
+        for name, want in (('old', pattern(200000, 8)), ('both', pattern(70000, 9)), ('new', pattern(150000, 10))):
+            try:
+                if open(os.path.join(m.mnt, name), 'rb').read() != want:
+                    problems.append('loose: %s reads wrong' % name)
+            except OSError as e:
+                problems.append('loose: %s: %s' % (name, e))
+    victim = max(objs, key=os.path.getsize)
+    os.chmod(victim, 0o644)
+    flip(victim, os.path.getsize(victim) // 2)
+    m = mkmount(fs, base, 'loose-dmg', [old], upper=False)
+    with mounted(m, problems):
+        try:
+            open(os.path.join(m.mnt, 'old'), 'rb').read()
+            open(os.path.join(m.mnt, 'both'), 'rb').read()
+            problems.append('loose: a damaged object read without error')
+        except OSError as e:
+            if e.errno != errno.EIO:
+                problems.append('loose: a damaged object gave %s, not EIO' % errno.errorcode.get(e.errno))
 
 
 def check_refused(fs, strata, base, problems):
@@ -302,7 +349,7 @@ def main(argv):
     base = tempfile.mkdtemp(prefix='strata-packed-', dir='/var/tmp')
     problems = []
     try:
-        for what, fn in (('mixed stack', check_mixed), ('damaged chunk', check_damage),
+        for what, fn in (('mixed stack', check_mixed), ('damaged chunk', check_damage), ('loose objects', check_loose),
                          ('refused metadata', check_refused), ('override owners', check_override)):
             n = len(problems)
             fn(fs, strata, base, problems)

@@ -192,12 +192,38 @@ def compare(a, b):
     return ta
 
 
-def objects(chunks):
+def loose(chunks):
+    """Loose objects (one file per chunk, as strata stored them before packs)."""
     n = 0
     for dp, dns, fns in os.walk(chunks):
-        if os.path.basename(dp) != 'tmp':
+        if os.path.basename(dp) not in ('tmp', 'packs'):
             n += sum(1 for f in fns if f.endswith('.lz4') or f.endswith('.raw'))
     return n
+
+
+def packs(chunks):
+    """The pack files of a store and their index files, by name."""
+    d = os.path.join(chunks, 'packs')
+    names = os.listdir(d) if os.path.isdir(d) else []
+    return sorted(n for n in names if n.endswith('.pack')), sorted(n for n in names if n.endswith('.idx'))
+
+
+def objects(chunks):
+    """The chunks a store holds: loose objects, and the records of the pack
+    indexes (an index header: magic, version, record size, pack, count)."""
+    n = loose(chunks)
+    for i in packs(chunks)[1]:
+        with open(os.path.join(chunks, 'packs', i), 'rb') as f:
+            head = f.read(40)
+        check(head[:8] == b'STRATAPI', 'a pack index: %s' % i)
+        n += int.from_bytes(head[24:32], 'little')
+    return n
+
+
+def pack_bytes(chunks):
+    """Bytes written to the store's packs so far (their sizes)."""
+    d = os.path.join(chunks, 'packs')
+    return sum(os.path.getsize(os.path.join(d, n)) for n in packs(chunks)[0])
 
 
 def stats(r):
@@ -242,8 +268,12 @@ def test_dedup(env):
     n1 = stats(env.run('pack', '--stats', env.path('a'), os.path.join(pd, 'A')))
     c1 = objects(chunks)
     check(n1 == c1 and c1 > 80, 'first pack stores its chunks (%d, %d)' % (n1, c1))
+    p1 = packs(chunks)
+    check(loose(chunks) == 0 and len(p1[0]) == 1 and p1[1] == [p1[0][0][:-5] + '.idx'],
+          'one pack file and its index, no loose object: %r, %d loose' % (p1, loose(chunks)))
     n2 = stats(env.run('pack', '--stats', env.path('a'), os.path.join(pd, 'A2')))
-    check(n2 == 0 and objects(chunks) == c1, 'the same tree again adds no chunks (%d new)' % n2)
+    check(n2 == 0 and objects(chunks) == c1 and packs(chunks) == p1,
+          'the same tree again adds no chunks and no pack (%d new)' % n2)
     # Another tree sharing only the 5 MB file: that file is stored once.
     os.makedirs(env.path('b'))
     os.link(env.path('a', 'five_mb'), env.path('b', 'same_5mb'))
@@ -251,19 +281,11 @@ def test_dedup(env):
     if env.user:
         env.give()
     n3 = stats(env.run('pack', '--stats', env.path('b'), os.path.join(pd, 'B'), '--chunks', chunks))
-    check(n3 == 3 and objects(chunks) == c1 + 3, 'a shared file is stored once (%d new)' % n3)
+    check(n3 == 3 and objects(chunks) == c1 + 3 and len(packs(chunks)[0]) == 2,
+          'a shared file is stored once, the new chunks in a pack of their own (%d new)' % n3)
     env.run('unpack', os.path.join(pd, 'B'), env.path('outb'))
     with open(env.path('outb', 'same_5mb'), 'rb') as f, open(env.path('a', 'five_mb'), 'rb') as g:
         check(f.read() == g.read(), 'the shared file reads back')
-
-
-def first_object(chunks, min_size=1000):
-    for dp, dns, fns in sorted(os.walk(chunks)):
-        for f in sorted(fns):
-            p = os.path.join(dp, f)
-            if os.path.basename(dp) != 'tmp' and os.path.getsize(p) >= min_size:
-                return p
-    raise Fail('no object in %s' % chunks)
 
 
 def test_damaged_chunk(env):
@@ -272,7 +294,8 @@ def test_damaged_chunk(env):
     env.give()
     pd = packdir(env)
     env.run('pack', env.path('src'), os.path.join(pd, 'L'))
-    obj = first_object(os.path.join(pd, 'chunks'))
+    # a byte of the first chunk of the pack (random bytes: kept raw)
+    obj = os.path.join(pd, 'chunks', 'packs', packs(os.path.join(pd, 'chunks'))[0][0])
     os.chmod(obj, 0o644)
     with open(obj, 'r+b') as f:
         f.seek(500)
@@ -280,7 +303,7 @@ def test_damaged_chunk(env):
         f.seek(500)
         f.write(bytes([b[0] ^ 0x10]))
     r = env.run('unpack', os.path.join(pd, 'L'), env.path('out'), ok=False)
-    check('Input/output error' in r.err and os.path.basename(obj) in r.err and '/data' in r.err
+    check('Input/output error' in r.err and os.path.basename(obj) + '@' in r.err and '/data' in r.err
           and os.path.join(pd, 'L') in r.err,
           'EIO naming the chunk, the file and the layer: %r' % r.err)
     # A new pack of the same data does not reuse the damaged object.
@@ -374,7 +397,7 @@ def test_kill9(env):
     argv = env.wrap([env.strata, 'pack', '--threads', '1', env.path('src'), L])
     p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env.env())
     deadline = time.monotonic() + 120
-    while p.poll() is None and objects(chunks) < 40 and time.monotonic() < deadline:
+    while p.poll() is None and pack_bytes(chunks) < 10 << 20 and time.monotonic() < deadline:
         time.sleep(0.005)
     killed = p.poll() is None
     if killed:
@@ -383,7 +406,9 @@ def test_kill9(env):
     p.wait()
     if killed:
         check(not os.path.exists(L), 'no layer file after a pack killed midway')
-        check(objects(chunks) > 0, 'the killed pack had written chunks')
+        check(pack_bytes(chunks) > 0, 'the killed pack had written chunks')
+        pk, ix = packs(chunks)
+        check(len(pk) == 1 and ix == [], 'the killed pack left its pack without an index: %r %r' % (pk, ix))
     else:
         print('note: pack finished before it could be killed; checking the store anyway')
     # The next pack and unpack work, and the result is complete.
@@ -393,6 +418,8 @@ def test_kill9(env):
     left = [f for f in os.listdir(pd) if '.tmp.' in f]
     r = env.run('pack', '--gc', '--chunks', chunks, L)
     check(os.listdir(os.path.join(chunks, 'tmp')) == [], 'the GC cleared temporary files: %r' % r.out)
+    pk, ix = packs(chunks)
+    check([n[:-5] for n in pk] == [n[:-4] for n in ix], 'the GC removed the pack without an index: %r %r' % (pk, ix))
     env.run('unpack', L, env.path('out2'))
     if left:
         print('note: killed pack left %s (not a layer: the rename never happened)' % left)

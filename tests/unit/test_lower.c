@@ -280,12 +280,15 @@ static void test_damage(void **state)
 	assert_int_equal(lower_lookup(&lo, root, "big", &st, &big), LOWER_FOUND);
 	lower_close(&lo);
 
-	/* every object of "big" flipped: the reader gets EIO, never data */
+	/* every chunk of "big" damaged (a loose object flipped, a pack's
+	 * chunks zeroed past its 32-byte header): the reader gets EIO, never data */
 	char cmd[1600];
 	snprintf(cmd, sizeof cmd,
-		 "set -e; n=0; for f in %s/chunks/[0-9a-f][0-9a-f]/*; do chmod u+w \"$f\"; "
-		 "printf '\\377' | dd of=\"$f\" bs=1 seek=20 conv=notrunc 2>/dev/null; n=$((n+1)); done; "
-		 "test $n -gt 0", top);
+		 "set -e; n=0; for f in %s/chunks/[0-9a-f][0-9a-f]/* %s/chunks/packs/*.pack; do "
+		 "[ -e \"$f\" ] || continue; chmod u+w \"$f\"; case \"$f\" in "
+		 "*.pack) s=$(stat -c %%s \"$f\"); truncate -s 32 \"$f\"; truncate -s $s \"$f\";; "
+		 "*) printf '\\377' | dd of=\"$f\" bs=1 seek=20 conv=notrunc 2>/dev/null;; esac; n=$((n+1)); done; "
+		 "test $n -gt 0", top, top);
 	assert_int_equal(system(cmd), 0);
 	assert_int_equal(lower_open_packed(P("layer.pk"), 0, NULL, &lo), 0);
 	char buf[4096];

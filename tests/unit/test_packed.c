@@ -217,6 +217,27 @@ static void test_tree(void **state)
 	free(big);
 }
 
+/* The only pack file of store (its path in buf), and its index beside it. */
+static int one_pack(const char *store, char *buf, size_t size)
+{
+	char d[600];
+	snprintf(d, sizeof d, "%s/packs", store);
+	DIR *dir = opendir(d);
+	int n = 0, idx = 0;
+	struct dirent *de;
+	while (dir && (de = readdir(dir))) {
+		size_t l = strlen(de->d_name);
+		if (l == 21 && !strcmp(de->d_name + 16, ".pack")) {
+			n++;
+			snprintf(buf, size, "%s/%s", d, de->d_name);
+		} else if (l == 20 && !strcmp(de->d_name + 16, ".idx"))
+			idx++;
+	}
+	if (dir)
+		closedir(dir);
+	return n == 1 && idx == 1 ? 0 : -1;
+}
+
 static void test_forged_keys(void **state)
 {
 	struct pk_store *s;
@@ -226,51 +247,70 @@ static void test_forged_keys(void **state)
 	unsigned char *a = rnd(1000, 7), *b = rnd(1000, 8);
 	unsigned char zeros[5000] = { 0 };
 	struct pk_chunk ca, cb, ca2, cz;
-	assert_int_equal(pk_store_put(s, key, a, 1000, &ca), 0);
-	assert_int_equal(pk_store_put(s, key, b, 1000, &cb), 0);   /* forged: same key, other bytes */
+	struct pk_loc la, lb, la2, lz;
+	assert_int_equal(pk_store_put(s, key, a, 1000, &ca, &la), 0);
+	assert_int_equal(pk_store_put(s, key, b, 1000, &cb, &lb), 0);   /* forged: same key, other bytes */
 	assert_int_equal(ca.suffix, 0);
 	assert_int_equal(cb.suffix, 1);
-	assert_int_equal(pk_store_put(s, key, a, 1000, &ca2), 0);
+	assert_int_equal(pk_store_put(s, key, a, 1000, &ca2, &la2), 0);
 	assert_int_equal(ca2.suffix, 0);                        /* reused after comparing */
+	assert_true(la2.pack == la.pack && la2.off == la.off);
+	assert_true(la.pack != 0 && lb.pack == la.pack && lb.off == la.off + 1000);   /* back to back */
 	assert_int_equal(ca.form, PK_FORM_RAW);                 /* random bytes: lz4 does not shrink them */
 	pk_key(zeros, sizeof zeros, key);
-	assert_int_equal(pk_store_put(s, key, zeros, sizeof zeros, &cz), 0);
+	assert_int_equal(pk_store_put(s, key, zeros, sizeof zeros, &cz, &lz), 0);
 	assert_int_equal(cz.form, PK_FORM_LZ4);
 	assert_true(cz.slen < 100);
 	struct pk_store_stats ss;
 	pk_store_stats(s, &ss);
 	assert_int_equal(ss.created, 3);
 	assert_int_equal(ss.reused, 1);
+	assert_int_equal(pk_store_sync(s), 0);
 
-	/* Both objects are there and read back as their own bytes; a forged
+	/* Both chunks are there and read back as their own bytes; a forged
 	 * key never verifies (the real XXH3 of a differs), so get says EIO. */
-	char n1[64], n2[64];
-	pk_object_name(&ca, n1);
-	pk_object_name(&cb, n2);
-	assert_string_not_equal(n1, n2);
 	unsigned char out[5000];
-	assert_int_equal(pk_store_get(s, &ca, out), -EIO);
-	assert_int_equal(pk_store_get(s, &cz, out), 0);
+	assert_int_equal(pk_store_get(s, &ca, &la, out), -EIO);
+	assert_int_equal(pk_store_get(s, &cz, &lz, out), 0);
 	assert_memory_equal(out, zeros, sizeof zeros);
-	struct stat st;
-	snprintf(path_buf, sizeof path_buf, "%s/store/%s", top, n1);
-	assert_int_equal(stat(path_buf, &st), 0);
-	snprintf(path_buf, sizeof path_buf, "%s/store/%s", top, n2);
-	assert_int_equal(stat(path_buf, &st), 0);
-	int fd = open(path_buf, O_RDONLY);
-	assert_int_equal(read(fd, out, 1000), 1000);
-	close(fd);
+	char pack_path[700];
+	assert_int_equal(one_pack(P("store"), pack_path, sizeof pack_path), 0);
+	int fd = open(pack_path, O_RDONLY);
+	assert_int_equal(pread(fd, out, 1000, lb.off), 1000);
 	assert_memory_equal(out, b, 1000);
+	assert_int_equal(pread(fd, out, 1000, la.off), 1000);
+	assert_memory_equal(out, a, 1000);
+	close(fd);
+	/* a location out of the pack's bounds, or of no pack: an error, not bytes */
+	struct pk_loc far = { la.pack, 1ull << 40 }, nopack = { 0x1234, la.off };
+	assert_int_equal(pk_store_get(s, &cz, &far, out), -EIO);
+	assert_int_equal(pk_store_get(s, &cz, &nopack, out), -ENOENT);
 
 	/* A forged key that matches real data of the first layer. */
 	unsigned char *c = rnd(3000, 9), *d = rnd(3000, 10);
 	pk_key(c, 3000, key);
 	struct pk_chunk cc, cd;
-	assert_int_equal(pk_store_put(s, key, c, 3000, &cc), 0);
-	assert_int_equal(pk_store_put(s, key, d, 3000, &cd), 0);
+	struct pk_loc lc, ld;
+	assert_int_equal(pk_store_put(s, key, c, 3000, &cc, &lc), 0);
+	assert_int_equal(pk_store_put(s, key, d, 3000, &cd, &ld), 0);
 	assert_int_equal(cd.suffix, 1);
-	assert_int_equal(pk_store_get(s, &cc, out), 0);
+	assert_int_equal(pk_store_get(s, &cc, &lc, out), 0);
 	assert_memory_equal(out, c, 3000);
+	assert_int_equal(pk_store_sync(s), 0);
+	pk_store_close(s);
+
+	/* Another writer finds both through the index, compares, and reuses
+	 * each for its own bytes. */
+	assert_int_equal(pk_store_open(P("store"), true, &s), 0);
+	struct pk_chunk x;
+	struct pk_loc lx;
+	assert_int_equal(pk_store_put(s, key, d, 3000, &x, &lx), 0);
+	assert_true(x.suffix == 1 && lx.pack == ld.pack && lx.off == ld.off);
+	assert_int_equal(pk_store_put(s, key, c, 3000, &x, &lx), 0);
+	assert_true(x.suffix == 0 && lx.pack == lc.pack && lx.off == lc.off);
+	pk_store_stats(s, &ss);
+	assert_int_equal(ss.created, 0);
+	assert_int_equal(ss.reused, 2);
 	pk_store_close(s);
 	free(a);
 	free(b);
@@ -288,18 +328,21 @@ static int find_obj(const char *p, const struct stat *st, int flag, struct FTW *
 	return 0;
 }
 
-/* A writer lists a fan-out directory once it has put a few chunks there
- * and creates what the listing lacks without looking it up: an object
- * another writer made meanwhile is met as EEXIST and compared, a partial
- * object (a writer killed while writing it) is never reused, and the GC
- * removes it. */
+/* (A store of loose objects, as strata wrote before packs.) A writer lists
+ * a fan-out directory once it has put a few chunks there and creates what
+ * the listing lacks without looking it up: an object another writer made
+ * meanwhile is met as EEXIST and compared, a partial object (a writer
+ * killed while writing it) is never reused, and the GC removes it. */
 static void test_store_listing(void **state)
 {
 	struct pk_store *s, *other;
+	setenv("STRATA_TEST_LOOSE_OBJECTS", "1", 1);
 	assert_int_equal(pk_store_open(P("store"), true, &s), 0);
 	assert_int_equal(pk_store_open(P("store"), true, &other), 0);
+	unsetenv("STRATA_TEST_LOOSE_OBJECTS");
 	unsigned char *d[8];
 	struct pk_chunk c[8], c2;
+	struct pk_loc lo;
 	uint8_t key[8][16];
 	for (int i = 0; i < 8; i++) {
 		d[i] = rnd(3000, 100 + i);
@@ -315,16 +358,17 @@ static void test_store_listing(void **state)
 	snprintf(path_buf, sizeof path_buf, "store/%s", name);
 	put_file(path_buf, d[7], 1000);
 	for (int i = 0; i < 5; i++)   /* the fourth put lists 5a/ */
-		assert_int_equal(pk_store_put(s, key[i], d[i], 3000, &c[i]), 0);
+		assert_int_equal(pk_store_put(s, key[i], d[i], 3000, &c[i], &lo), 0);
+	assert_true(lo.pack == 0);
 	/* made by another writer after the listing: met as EEXIST, compared, reused */
-	assert_int_equal(pk_store_put(other, key[5], d[5], 3000, &c[5]), 0);
-	assert_int_equal(pk_store_put(s, key[5], d[5], 3000, &c2), 0);
+	assert_int_equal(pk_store_put(other, key[5], d[5], 3000, &c[5], &lo), 0);
+	assert_int_equal(pk_store_put(s, key[5], d[5], 3000, &c2, &lo), 0);
 	assert_int_equal(c2.suffix, 0);
 	/* the same key with other bytes: compared different, next suffix */
-	assert_int_equal(pk_store_put(s, key[5], d[6], 3000, &c2), 0);
+	assert_int_equal(pk_store_put(s, key[5], d[6], 3000, &c2, &lo), 0);
 	assert_int_equal(c2.suffix, 1);
 	/* the partial object is listed, compared, not reused */
-	assert_int_equal(pk_store_put(s, key[7], d[7], 3000, &c[7]), 0);
+	assert_int_equal(pk_store_put(s, key[7], d[7], 3000, &c[7], &lo), 0);
 	assert_int_equal(c[7].suffix, 1);
 	struct pk_store_stats ss;
 	pk_store_stats(s, &ss);
@@ -332,10 +376,12 @@ static void test_store_listing(void **state)
 	assert_int_equal(ss.reused, 1);
 	/* a store listed again (a new writer) reuses all of them */
 	pk_store_close(other);
+	setenv("STRATA_TEST_LOOSE_OBJECTS", "1", 1);
 	assert_int_equal(pk_store_open(P("store"), true, &other), 0);
+	unsetenv("STRATA_TEST_LOOSE_OBJECTS");
 	for (int i = 0; i < 8; i++)
 		if (i != 6)
-			assert_int_equal(pk_store_put(other, key[i], d[i], 3000, &c2), 0);
+			assert_int_equal(pk_store_put(other, key[i], d[i], 3000, &c2, &lo), 0);
 	pk_store_stats(other, &ss);
 	assert_int_equal(ss.created, 0);
 	pk_store_close(other);
@@ -351,6 +397,19 @@ static void test_store_listing(void **state)
 		free(d[i]);
 }
 
+/* Flip one byte at off of file path (made writable first). */
+static void flip(const char *path, off_t off)
+{
+	assert_int_equal(chmod(path, 0644), 0);
+	int fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	unsigned char byte;
+	assert_int_equal(pread(fd, &byte, 1, off), 1);
+	byte ^= 0x40;
+	assert_int_equal(pwrite(fd, &byte, 1, off), 1);
+	close(fd);
+}
+
 static void test_damaged_chunk(void **state)
 {
 	assert_int_equal(mkdir(P("src"), 0755), 0);
@@ -358,17 +417,10 @@ static void test_damaged_chunk(void **state)
 	put_file("src/f", data, 200000);
 	struct pk_layer *l = pack("src", "L", NULL);
 	uint32_t f = look(l, pk_root(l), "f", PK_FOUND);
-	first_obj[0] = 0;
-	nftw(P("chunks"), find_obj, 16, FTW_PHYS);
-	assert_true(first_obj[0]);
-	assert_int_equal(chmod(first_obj, 0644), 0);
-	int fd = open(first_obj, O_RDWR);
-	assert_true(fd >= 0);
-	unsigned char byte;
-	assert_int_equal(pread(fd, &byte, 1, 10), 1);
-	byte ^= 0x40;
-	assert_int_equal(pwrite(fd, &byte, 1, 10), 1);
-	close(fd);
+	/* a byte inside the first chunk of the pack, past its header */
+	char pack_path[700];
+	assert_int_equal(one_pack(P("chunks"), pack_path, sizeof pack_path), 0);
+	flip(pack_path, sizeof(struct pk_pack_head) + 10);
 	unsigned char *out = malloc(200000);
 	assert_int_equal(pk_read(l, f, 0, 200000, out), -EIO);
 	/* read-ahead of the damaged chunk fails on a loader thread: the
@@ -382,9 +434,66 @@ static void test_damaged_chunk(void **state)
 		assert_int_equal(pk_prefetch(l2, f, 0, 200000), 0);
 		assert_int_equal(pk_read(l2, f, 0, 200000, out), -EIO);
 	}
+	/* the chunks after it read fine */
+	assert_int_equal(pk_read(l2, f, PK_CHUNK_SIZE, 200000 - PK_CHUNK_SIZE, out), 200000 - PK_CHUNK_SIZE);
+	assert_memory_equal(out, data + PK_CHUNK_SIZE, 200000 - PK_CHUNK_SIZE);
 	pk_close(l2);
 	pk_cache_free(c);
+	/* a pack cut short: the chunks past its end are errors too */
+	assert_int_equal(truncate(pack_path, 2 * PK_CHUNK_SIZE), 0);
+	assert_int_equal(pk_read(l, f, 3 * PK_CHUNK_SIZE, 1000, out), -EIO);
 	pk_close(l);
+	free(out);
+	free(data);
+}
+
+/* A layer of loose objects (written as strata did before packs) still
+ * reads, flags damage, and its objects are collected: a store keeps
+ * working across the change. */
+static void test_loose_layer(void **state)
+{
+	assert_int_equal(mkdir(P("src"), 0755), 0);
+	unsigned char *data = rnd(150000, 4);
+	put_file("src/f", data, 150000);
+	setenv("STRATA_TEST_LOOSE_OBJECTS", "1", 1);
+	struct pk_layer *l = pack("src", "OLD", NULL);
+	unsetenv("STRATA_TEST_LOOSE_OBJECTS");
+	assert_int_equal(pk_super(l)->incompat & PK_INCOMPAT_PACKS, 0);
+	assert_null(pk_loc_at(l, 0));
+	char pack_path[700];
+	assert_int_not_equal(one_pack(P("chunks"), pack_path, sizeof pack_path), 0);
+	/* a new layer of the same file is packed: nothing is shared with
+	 * loose objects, and both read */
+	struct pk_write_stats st;
+	struct pk_layer *n = pack("src", "NEW", &st);
+	assert_int_equal(st.chunks_new, 3);
+	assert_true(pk_super(n)->incompat & PK_INCOMPAT_PACKS);
+	assert_int_equal(one_pack(P("chunks"), pack_path, sizeof pack_path), 0);
+	unsigned char *out = malloc(150000);
+	uint32_t f = look(l, pk_root(l), "f", PK_FOUND), g = look(n, pk_root(n), "f", PK_FOUND);
+	assert_int_equal(pk_read(l, f, 0, 150000, out), 150000);
+	assert_memory_equal(out, data, 150000);
+	assert_int_equal(pk_read(n, g, 0, 150000, out), 150000);
+	assert_memory_equal(out, data, 150000);
+	/* the GC keeps what each uses, then frees the old layer's objects */
+	char store[512], lold[512], lnew[512];
+	snprintf(store, sizeof store, "%s/chunks", top);
+	snprintf(lold, sizeof lold, "%s/OLD", top);
+	snprintf(lnew, sizeof lnew, "%s/NEW", top);
+	char *both[] = { lold, lnew }, *only_new[] = { lnew };
+	struct pk_gc_stats gs;
+	assert_int_equal(pk_gc(store, both, 2, &gs), 0);
+	assert_int_equal(gs.removed, 0);
+	assert_int_equal(gs.kept, 6);
+	assert_int_equal(pk_gc(store, only_new, 1, &gs), 0);
+	assert_int_equal(gs.removed, 3);
+	first_obj[0] = 0;
+	nftw(P("chunks"), find_obj, 16, FTW_PHYS);
+	assert_false(first_obj[0]);
+	assert_int_equal(pk_read(n, g, 0, 150000, out), 150000);
+	assert_memory_equal(out, data, 150000);
+	pk_close(l);
+	pk_close(n);
 	free(out);
 	free(data);
 }
@@ -431,65 +540,130 @@ static void test_damaged_meta(void **state)
 	assert_int_equal(pk_open(P("notalayer"), NULL, NULL, &l), -EINVAL);
 }
 
-static int count_objs(const char *store)
+/* Pack files in store (and how many 512-byte blocks they take). */
+static int count_packs(const char *store, long long *blocks)
 {
+	char d[600];
+	snprintf(d, sizeof d, "%s/packs", store);
+	DIR *dir = opendir(d);
 	int n = 0;
-	for (int b = 0; b < 256; b++) {
-		char d[600];
-		snprintf(d, sizeof d, "%s/%02x", store, b);
-		DIR *dir = opendir(d);
-		if (!dir)
-			continue;
-		struct dirent *de;
-		while ((de = readdir(dir)))
-			n += de->d_name[0] != '.';
-		closedir(dir);
+	if (blocks)
+		*blocks = 0;
+	struct dirent *de;
+	while (dir && (de = readdir(dir))) {
+		size_t l = strlen(de->d_name);
+		if (l > 5 && !strcmp(de->d_name + l - 5, ".pack")) {
+			char p[1200];
+			struct stat st;
+			snprintf(p, sizeof p, "%s/%s", d, de->d_name);
+			assert_int_equal(stat(p, &st), 0);
+			if (blocks)
+				*blocks += st.st_blocks;
+			n++;
+		}
 	}
+	if (dir)
+		closedir(dir);
 	return n;
+}
+
+static long long blocks_of(const char *path)
+{
+	struct stat st;
+	assert_int_equal(stat(path, &st), 0);
+	return st.st_blocks;
 }
 
 static void test_gc(void **state)
 {
 	assert_int_equal(mkdir(P("a"), 0755), 0);
 	assert_int_equal(mkdir(P("b"), 0755), 0);
-	unsigned char *shared = rnd(100000, 1), *only_a = rnd(70000, 2), *only_b = rnd(70000, 3);
+	unsigned char *shared = rnd(100000, 1), *only_a = rnd(600000, 2), *only_b = rnd(70000, 3);
 	put_file("a/shared", shared, 100000);
 	put_file("b/shared", shared, 100000);
-	put_file("a/mine", only_a, 70000);
+	put_file("a/mine", only_a, 600000);
 	put_file("b/mine", only_b, 70000);
 	struct pk_write_stats sa, sb;
 	struct pk_layer *la = pack("a", "LA", &sa), *lb = pack("b", "LB", &sb);
-	assert_int_equal(sa.chunks_new, 4);   /* 2 + 2 chunks */
+	assert_int_equal(sa.chunks_new, 12);  /* 2 + 10 chunks */
 	assert_int_equal(sb.chunks_new, 2);   /* the shared file's chunks are reused */
-	pk_close(lb);
-	char store[512], lia[512];
+	/* each writer added one pack, and nothing loose */
+	char store[512], lia[512], lib[512];
 	snprintf(store, sizeof store, "%s/chunks", top);
 	snprintf(lia, sizeof lia, "%s/LA", top);
-	assert_int_equal(count_objs(store), 6);
+	snprintf(lib, sizeof lib, "%s/LB", top);
+	assert_int_equal(count_packs(store, NULL), 2);
+	first_obj[0] = 0;
+	nftw(store, find_obj, 16, FTW_PHYS);
+	assert_false(first_obj[0]);
+	const struct pk_loc *loc_a = pk_loc_at(la, 0);
+	assert_non_null(loc_a);
+	char pack_a[700], idx_a[700];
+	snprintf(pack_a, sizeof pack_a, "%s/packs/%016llx.pack", store, (unsigned long long)loc_a->pack);
+	snprintf(idx_a, sizeof idx_a, "%s/packs/%016llx.idx", store, (unsigned long long)loc_a->pack);
+	long long before = blocks_of(pack_a);
+	struct stat ist;
+	assert_int_equal(stat(idx_a, &ist), 0);
+	off_t idx_before = ist.st_size;
+
 	put_file("chunks/tmp/123.4", "junk", 4);   /* left by a killed writer */
-	char *live[] = { lia };
+	put_file("chunks/packs/00000000000000ab.pack", "STRATAPF junk of a writer killed before its index", 50);
+	char *live[] = { lib };
 	struct pk_gc_stats gs;
+	/* Only B lives: A's own file's chunks are punched out of A's pack,
+	 * which keeps the shared ones B uses; the orphan pack goes. */
 	assert_int_equal(pk_gc(store, live, 1, &gs), 0);
-	assert_int_equal(gs.removed, 2);
+	assert_int_equal(gs.removed, 10);
 	assert_int_equal(gs.kept, 4);
 	assert_int_equal(gs.tmp_removed, 1);
-	assert_int_equal(count_objs(store), 4);
+	assert_int_equal(gs.packs_removed, 1);
+	assert_int_equal(gs.packs_punched, 1);
+	assert_int_equal(count_packs(store, NULL), 2);
+	assert_true(blocks_of(pack_a) < before - 500000 / 512);
+	assert_int_equal(stat(idx_a, &ist), 0);
+	assert_true(ist.st_size < idx_before);
 	/* The live layer reads whole. */
-	uint32_t f = look(la, pk_root(la), "mine", PK_FOUND);
-	unsigned char *out = malloc(100000);
-	assert_int_equal(pk_read(la, f, 0, 70000, out), 70000);
-	assert_memory_equal(out, only_a, 70000);
-	f = look(la, pk_root(la), "shared", PK_FOUND);
-	assert_int_equal(pk_read(la, f, 0, 100000, out), 100000);
-	assert_memory_equal(out, shared, 100000);
 	pk_close(la);
+	uint32_t f = look(lb, pk_root(lb), "mine", PK_FOUND);
+	unsigned char *out = malloc(600000);
+	assert_int_equal(pk_read(lb, f, 0, 70000, out), 70000);
+	assert_memory_equal(out, only_b, 70000);
+	f = look(lb, pk_root(lb), "shared", PK_FOUND);
+	assert_int_equal(pk_read(lb, f, 0, 100000, out), 100000);
+	assert_memory_equal(out, shared, 100000);
+	/* Again: nothing more to free, and nothing lost. */
+	assert_int_equal(pk_gc(store, live, 1, &gs), 0);
+	assert_int_equal(gs.removed, 0);
+	assert_int_equal(gs.kept, 4);
+	assert_int_equal(pk_read(lb, f, 0, 100000, out), 100000);
+	assert_memory_equal(out, shared, 100000);
+	/* A new writer does not reuse a punched chunk: it stores it again. */
+	struct pk_write_stats sc;
+	struct pk_layer *lc = pack("a", "LC", &sc);
+	assert_int_equal(sc.chunks_new, 10);
+	f = look(lc, pk_root(lc), "mine", PK_FOUND);
+	assert_int_equal(pk_read(lc, f, 0, 600000, out), 600000);
+	assert_memory_equal(out, only_a, 600000);
+	pk_close(lc);
 	/* A live layer that cannot be read stops the GC before any removal. */
-	char *bad[] = { lia, (char *)"/nonexistent/layer" };
+	char *bad[] = { lib, (char *)"/nonexistent/layer" };
+	long long b1, b2;
+	count_packs(store, &b1);
 	assert_int_not_equal(pk_gc(store, bad, 2, &gs), 0);
-	assert_int_equal(count_objs(store), 4);
-	/* Nothing live: everything goes. */
+	assert_int_equal(count_packs(store, &b2), 3);
+	assert_int_equal(b1, b2);
+	/* Nothing live: everything goes, indexes too. */
 	assert_int_equal(pk_gc(store, NULL, 0, &gs), 0);
-	assert_int_equal(count_objs(store), 0);
+	assert_int_equal(count_packs(store, NULL), 0);
+	assert_int_equal(gs.packs_removed, 3);
+	DIR *d = opendir(P("chunks/packs"));
+	struct dirent *de;
+	int left = 0;
+	while ((de = readdir(d)))
+		left += de->d_name[0] != '.';
+	closedir(d);
+	assert_int_equal(left, 0);
+	pk_close(lb);
 	free(out);
 	free(shared);
 	free(only_a);
@@ -787,6 +961,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_forged_keys, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_store_listing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_damaged_chunk, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_loose_layer, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_damaged_meta, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_gc, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cache_threads, setup, teardown),
