@@ -175,7 +175,14 @@ static int usage_packed(struct store *s, const char *hex, struct sets *k, struct
 		}
 	}
 	for (size_t i = 0; r == 0 && i < nc; i++) {
-		int added = kset_add(&k->chunks, chk[i].key, chk[i].suffix);
+		/* a chunk is counted once per place it is stored in */
+		const struct pk_loc *loc = pk_loc_at(l, (uint32_t)i);
+		uint8_t id[16];
+		if (loc) {
+			memcpy(id, &loc->pack, 8);
+			memcpy(id + 8, &loc->off, 8);
+		}
+		int added = kset_add(&k->chunks, loc ? id : chk[i].key, loc ? 0xffff : chk[i].suffix);
 		if (added < 0)
 			r = added;
 		else if (added) {
@@ -505,6 +512,22 @@ static int check(struct store *s)
 				if (!store_has_layer(s, json_string_value(v)))
 					damaged(&c, d, "its layer %s is missing", json_string_value(v));
 			json_decref(cfg);
+		}
+		free_names(names, n);
+	}
+	/* A pack without an index is a writer's that was killed (or one still
+	 * writing): no layer can name its chunks, and the collector removes it. */
+	_cleanup_close_ int pfd = openat(s->fd, "chunks/packs", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (pfd >= 0 && list_sorted(pfd, &names, &n) == 0) {
+		for (size_t i = 0; i < n; i++) {
+			size_t len = strlen(names[i]);
+			char idx[64];
+			if (len != 21 || strcmp(names[i] + 16, ".pack"))
+				continue;
+			snprintf(idx, sizeof idx, "%.16s.idx", names[i]);
+			if (fstatat(pfd, idx, &st, AT_SYMLINK_NOFOLLOW) < 0)
+				printf("note: unused: pack %s/chunks/packs/%s has no index: a killed writer's, or one still "
+				       "writing (`strata system prune` removes it)\n", s->root, names[i]);
 		}
 		free_names(names, n);
 	}

@@ -271,24 +271,47 @@ def test_df(env):
 # ---------------------------------------------------------------- check
 
 def objects(env):
+    """The files holding chunks: pack files (and loose objects, of stores
+    written before packs)."""
     out = []
     root = os.path.join(env.store, 'chunks')
     for d in sorted(os.listdir(root)):
         p = os.path.join(root, d)
         if len(d) == 2 and os.path.isdir(p):
             out += [os.path.join(p, n) for n in sorted(os.listdir(p))]
+    pd = os.path.join(root, 'packs')
+    if os.path.isdir(pd):
+        out += [os.path.join(pd, n) for n in sorted(os.listdir(pd)) if n.endswith('.pack')]
     return out
+
+
+def chunk_count(env):
+    """Chunks in the store: loose objects and the records of pack indexes
+    (an index header: magic, version, record size, pack, count)."""
+    n = sum(1 for o in objects(env) if not o.endswith('.pack'))
+    pd = os.path.join(env.store, 'chunks', 'packs')
+    for name in os.listdir(pd) if os.path.isdir(pd) else []:
+        if name.endswith('.idx'):
+            with open(os.path.join(pd, name), 'rb') as f:
+                n += int.from_bytes(f.read(40)[24:32], 'little')
+    return n
+
+
+def blocks(paths):
+    return sum(os.stat(p).st_blocks for p in paths if os.path.exists(p))
 
 
 def test_check_damage(env):
     import_src(env, [make_tar([entry('f', data=rnd(200000, 1)), entry('g', data=rnd(100000, 2))])])
     system_check(env, 'fresh')
     objs = objects(env)
-    check(len(objs) >= 4, 'the files are chunked (%d objects)' % len(objs))
+    check(chunk_count(env) >= 4 and len(objs) == 1 and objs[0].endswith('.pack'),
+          'the files are chunked into one pack (%d chunks, %s)' % (chunk_count(env), objs))
     victim = objs[0]
     data = open(victim, 'rb').read()
     flipped = bytearray(data)
     flipped[len(flipped) // 2] ^= 0x40
+    os.chmod(victim, 0o644)
     with open(victim, 'wb') as f:
         f.write(flipped)
     r = env.run('system', 'check', ok=None)
@@ -430,14 +453,34 @@ def test_streaming_equals_unpacked(env):
 
 
 def test_gc(env):
+    shared = rnd(300000, 5)
     import_src(env, [make_tar([entry('mine', data=rnd(300000, 3))]), busybox_layer()], tag='a')
-    n1 = len(objects(env))
+    n1 = chunk_count(env)
+    packs_a = objects(env)
+    bytes_a = sum(os.path.getsize(p) for p in packs_a)
     import_src(env, [make_tar([entry('yours', data=rnd(300000, 4))]), busybox_layer()], tag='b')
-    n2 = len(objects(env))
-    check(n2 > n1, 'the second image added chunks')
+    n2 = chunk_count(env)
+    check(n2 == n1 + 5, 'the second image added its own file\'s chunks only (%d, %d)' % (n1, n2))
+    grown = sum(os.path.getsize(p) for p in objects(env)) - bytes_a
+    check(300000 <= grown < 300000 + 4096, 'its shared base layer is stored once (%d bytes more)' % grown)
     env.run('rmi', 'img:b')
-    check(len(objects(env)) == n1, 'rmi freed the chunks only the removed image used (%d, %d)' % (len(objects(env)), n1))
+    check(chunk_count(env) == n1 and objects(env) == packs_a,
+          'rmi freed the chunks only the removed image used, and their pack (%d, %d)' % (chunk_count(env), n1))
     system_check(env, 'after rmi')
+    # A layer sharing a file with c's: removing c keeps the shared chunks
+    # in c's pack and punches the others out of it.
+    import_src(env, [make_tar([entry('gone', data=rnd(600000, 6)), entry('shared', data=shared)])], tag='c')
+    pack_c = [p for p in objects(env) if p not in packs_a]
+    import_src(env, [make_tar([entry('shared', data=shared), entry('new', data=rnd(100000, 7))])], tag='d')
+    before = blocks(pack_c)
+    env.run('rmi', 'img:c')
+    check(len(pack_c) == 1 and os.path.exists(pack_c[0]) and blocks(pack_c) * 512 < before * 512 - 500000,
+          'the dead chunks were punched out of the pack (%d -> %d blocks)' % (before, blocks(pack_c)))
+    system_check(env, 'after punching')
+    env.run('export', 'img:d', 'docker-archive:' + env.path('d.tar'))
+    got = layer_tars_of(env.path('d.tar'), 'docker-archive')
+    check(len(got) == 1, 'the image sharing the punched pack exports whole')
+    env.run('rmi', 'img:d')
     env.run('export', 'img:a', 'oci:' + env.path('still'))
     env.run('rmi', 'img:a')
     out = env.run('system', 'prune').out
