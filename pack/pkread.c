@@ -579,10 +579,13 @@ static int chunk_failed(const struct pk_layer *l, uint32_t ino, uint32_t c, int 
 		snprintf(where, sizeof where, "%s/%s", pk_store_path(l->store), name);
 	}
 	pk_path_of(l, ino, path, sizeof path);
+	char why[96];
+	snprintf(why, sizeof why, "it cannot be opened: %s", strerror(-r));
 	serr(r == -ENOMEM ? r : -EIO, "read chunk", where, "%s; file %s (inode %u) of layer %s",
 	     r == -ENOENT ? "missing from the chunk store"
 	     : r == -ENOMEM ? "out of memory"
-	     : "its content does not match its key: the chunk store is damaged",
+	     : r == -EIO ? "its content does not match its key: the chunk store is damaged"
+	     : why,
 	     path, ino, l->path);
 	return r == -ENOMEM ? r : -EIO;
 }
