@@ -35,6 +35,7 @@ struct fh {
 	uint32_t layer;     /* layer the fd is on */
 	bool meta;          /* fd reads a metacopy's lower data */
 	off_t lower_size;   /* size of a read-only lower file, else -1 */
+	bool keep_layer;    /* a program or library: the layer's cache of it stays */
 	unsigned refs;      /* RELEASE may arrive while a read still finishes */
 	int pt_id;          /* backing id when in passthrough mode, else 0 */
 	bool pt_counted;    /* counted by pt_open(): pt_release() at the end */
@@ -98,6 +99,18 @@ int real_flags(struct sfs *fs, int flags)
 	return fl;
 }
 
+/* Programs and shared libraries (ELF files) are what every container of an
+ * image maps at its start: the layer's cache of them is kept (drop_layer_cache
+ * leaves them), so the next container of the image, in a mount of its own,
+ * starts them from memory. Caching them twice while mounted is the price;
+ * every other file read is cached once, in the merged file. */
+static bool is_elf(int fd)
+{
+	unsigned char m[4];
+	return pread(fd, m, sizeof m, 0) == (ssize_t)sizeof m && m[0] == 0x7f && m[1] == 'E' && m[2] == 'L' &&
+	       m[3] == 'F';
+}
+
 int fh_new(struct sfs *fs, struct node *n, int fd, int flags, struct fuse_file_info *fi)
 {
 	struct fh *h = calloc(1, sizeof *h);
@@ -117,8 +130,10 @@ int fh_new(struct sfs *fs, struct node *n, int fd, int flags, struct fuse_file_i
 	h->refs = 1;
 	if (fd >= 0 && !wants_write(flags) && (!is_upper(fs, node_layer(n)) || node_metacopy(n))) {
 		struct stat st;
-		if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
+		if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
 			h->lower_size = st.st_size;
+			h->keep_layer = is_elf(fd);
+		}
 	}
 	pthread_mutex_init(&h->lock, NULL);
 	node_ref(fs, n);
@@ -362,7 +377,7 @@ static void drop_layer_cache(struct sfs *fs, struct fh *h, off_t off, size_t siz
 	const off_t chunk = 2 << 20;
 	off_t end = off + (off_t)size;
 
-	if (h->lower_size < 0 || h->layer != node_layer(h->n))
+	if (h->lower_size < 0 || h->keep_layer || h->layer != node_layer(h->n))
 		return;
 	/* with sharecache other mounts read the layer's copy directly */
 	if (fs->pts.share)

@@ -424,11 +424,18 @@ static int make_dir(const char *dir)
 	return mkdir(dir, 0755) < 0 ? -errno : 0;
 }
 
-static int add_dir(struct cgroups *cg, char *dir, struct strata_error *err)
+/* The container's init joins through file: in a v1 hierarchy "tasks",
+ * which moves the one thread that writes "0" to it. Moving a whole process
+ * (cgroup.procs) takes the kernel's global threadgroup lock for writing,
+ * and that waits for an RCU grace period: milliseconds on the path of every
+ * container start. Moving the writing thread itself needs no such lock, and
+ * init is single-threaded then, so it is the whole process; what it forks
+ * from there is born inside. */
+static int add_dir(struct cgroups *cg, char *dir, const char *file, struct strata_error *err)
 {
 	char path[PATH_MAX];
 
-	snprintf(path, sizeof path, "%s/cgroup.procs", dir);
+	snprintf(path, sizeof path, "%s/%s", dir, file);
 	int fd = open(path, O_WRONLY | O_CLOEXEC);
 	if (fd < 0) {
 		int e = errno;
@@ -520,7 +527,7 @@ static int create_v1(const struct strata_launch_spec *s, const char *name, bool 
 			break;
 		}
 		done[n_done++] = strdup(parent);
-		if ((r = add_dir(cg, dir, err)) < 0)
+		if ((r = add_dir(cg, dir, "tasks", err)) < 0)
 			break;
 		if ((r = apply_v1(ctrls, dir, l, devices, err)) < 0)
 			break;
@@ -591,7 +598,7 @@ static int create_v2(const struct strata_launch_spec *s, const char *name, bool 
 		free(dir);
 		return r;
 	}
-	if ((r = add_dir(cg, dir, err)) < 0)
+	if ((r = add_dir(cg, dir, "cgroup.procs", err)) < 0)
 		return r;
 	if (!cg->started)
 		cg->started = cg->dir[cg->n - 1];

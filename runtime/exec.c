@@ -253,11 +253,14 @@ static int join_cgroups(pid_t pid, struct strata_error *err)
 			continue; /* already there */
 		if (!cgroup_dir(ctrls, cgpath, dir, sizeof dir))
 			continue; /* not mounted here: nothing we could join */
-		char procs[PATH_MAX + 16], num[24];
-		snprintf(procs, sizeof procs, "%s/cgroup.procs", dir);
-		int n = snprintf(num, sizeof num, "%d", (int)getpid());
+		/* v1: this single thread through "tasks", which spares the wait
+		 * for an RCU grace period that moving a whole process costs
+		 * (cgroup.c's add_dir says more); v2 has no such file */
+		bool v1 = strncmp(prefix, "0:", 2) != 0;
+		char procs[PATH_MAX + 16];
+		snprintf(procs, sizeof procs, "%s/%s", dir, v1 ? "tasks" : "cgroup.procs");
 		int fd = open(procs, O_WRONLY | O_CLOEXEC);
-		if (fd >= 0 && write(fd, num, (size_t)n) == n) {
+		if (fd >= 0 && write(fd, "0", 1) == 1) {
 			close(fd);
 			continue;
 		}

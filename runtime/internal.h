@@ -54,8 +54,9 @@ void send_failure(int fd, int exit_code, const struct strata_error *e);
 int recv_failures(int fd, struct strata_error *e, int *exit_code);
 
 /* cgroup.c: the container's cgroup, one directory per v1 hierarchy (or
- * one in the unified hierarchy). procs[] are its cgroup.procs, opened by
- * the launcher; the container's init writes itself into them. */
+ * one in the unified hierarchy). procs[] are its "tasks" (v1) or
+ * cgroup.procs (v2) files, opened by the launcher; the container's init,
+ * single-threaded, writes itself into them. */
 #define CGROUP_MAX_DIRS 8
 struct cgroups {
 	size_t n;
