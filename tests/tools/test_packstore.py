@@ -297,6 +297,17 @@ def chunk_count(env):
     return n
 
 
+def check_packs_indexed(env, what):
+    """Every pack has its index and every index its pack: nothing a killed
+    writer or collector left survives a collection."""
+    pd = os.path.join(env.store, 'chunks', 'packs')
+    names = os.listdir(pd) if os.path.isdir(pd) else []
+    packs = sorted(n[:-5] for n in names if n.endswith('.pack'))
+    idx = sorted(n[:-4] for n in names if n.endswith('.idx'))
+    check(packs == idx and not [n for n in names if n.endswith('.tmp')],
+          '%s: packs and indexes pair up: %s' % (what, sorted(names)))
+
+
 def blocks(paths):
     return sum(os.stat(p).st_blocks for p in paths if os.path.exists(p))
 
@@ -528,6 +539,37 @@ def test_kill_import(env):
     env.run('system', 'prune')
     tmp = os.path.join(env.store, 'tmp')
     check(not os.path.isdir(tmp) or os.listdir(tmp) == [], 'nothing is left in tmp/: %s' % os.listdir(tmp))
+    check_packs_indexed(env, 'after killed imports and a prune')
+
+
+def test_kill_commit(env):
+    """commit killed anywhere (its pack written, indexed or not, its layer
+    not yet in place) leaves a store that checks clean, and commit again
+    works."""
+    import_src(env, [busybox_layer()])
+    env.run('create', '--name', 'c1', 'img:v1', 'true')
+    cdir = os.path.join(env.store, 'containers')
+    upper = os.path.join(cdir, os.listdir(cdir)[0], 'upper')
+    os.makedirs(os.path.join(upper, 'data'), exist_ok=True)
+    for i in range(16):
+        with open(os.path.join(upper, 'data', 'f%d' % i), 'wb') as f:
+            f.write(rnd(400000, 500 + i))
+    env.give()
+
+    def setup():
+        env.run('rmi', 'new:1', ok=None)
+        env.run('system', 'prune')
+
+    def after():
+        env.run('commit', 'c1', 'new:1')
+        system_check(env, 'commit after a killed commit')
+        out = env.run('diff', 'img:v1', 'new:1').out
+        check('A /data/f15' in out, 'the commit after a kill has the data: %s' % out[-300:])
+
+    killed_runs(env, ['commit', 'c1', 'new:1'], setup, 4 * min(SCALE, 2), 'commit', after)
+    env.run('rmi', 'new:1')
+    env.run('system', 'prune')
+    check_packs_indexed(env, 'after killed commits and a prune')
 
 
 def test_kill_migrate(env):
@@ -580,11 +622,14 @@ def test_kill_gc(env):
         os.unlink(env.path('v.tar'))
 
     killed_runs(env, ['rmi', 'img:v1'], setup, 6 * min(SCALE, 2), 'rmi with chunk GC', after)
+    env.run('system', 'prune')
+    check_packs_indexed(env, 'after killed collections and a prune')
+    env.run('export', 'keep:1', 'oci:' + env.path('k-out'))
 
 
 TESTS = [test_roundtrip, test_rootfs_and_tar_kinds, test_commit, test_df, test_check_damage, test_migrate,
          test_streaming_equals_unpacked, test_gc,
-         test_kill_import, test_kill_migrate, test_kill_gc]
+         test_kill_import, test_kill_commit, test_kill_migrate, test_kill_gc]
 
 if __name__ == '__main__':
     sys.exit(main(TESTS))
