@@ -78,7 +78,6 @@ struct pslot {
 struct pk_store {
 	int dirfd, lockfd;
 	char *path;
-	bool writer;                /* opened to write a layer */
 	bool loose;                 /* writes loose objects (PK_LOOSE_ENV) */
 	struct pslot pf[PACK_SLOTS];
 	pthread_mutex_t pfmu;       /* opening a pack into pf */
@@ -102,10 +101,11 @@ struct pk_store {
 	pthread_mutex_t mu;         /* st, busy */
 	struct known known[256];    /* the objects of each subdirectory */
 	struct pk_store_stats st;
-	/* Keys being stored by a thread of this process: an object is
-	 * written in place (create()), so another thread putting the same
-	 * bytes would find it half-written, take it for a forged key and
-	 * store the bytes again under the next suffix. It waits instead. */
+	/* Keys being stored by a thread of this writer: another thread
+	 * putting the same bytes meanwhile would not find the chunk (it joins
+	 * the table once written), or would find a loose object half-written
+	 * and take it for a forged key, and store the bytes again. It waits
+	 * instead. */
 	struct {
 		uint8_t key[16];
 		bool used;
@@ -201,7 +201,6 @@ int pk_store_open(const char *path, bool create, struct pk_store **out)
 	pthread_mutex_init(&s->pfmu, NULL);
 	pthread_mutex_init(&s->wmu, NULL);
 	pthread_cond_init(&s->put_done, NULL);
-	s->writer = create;
 	s->wfd = -1;
 	const char *e = getenv(PK_LOOSE_ENV);
 	s->loose = create && e && *e && strcmp(e, "0");
