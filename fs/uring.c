@@ -415,10 +415,6 @@ static void *queue_main(void *arg)
 		set_ready(q, r);
 		return NULL;
 	}
-	/* Serve the CPU whose clients this queue gets: the wake-ups stay
-	 * there. A CPU that cannot be used (offline) is served from anywhere. */
-	place_open(fs, &q->place, NULL);
-	place_home(&q->place, (int)q->qid);
 	keep_io_priority();
 	for (unsigned i = 0; i < DEPTH; i++)
 		cmd_sqe(q, &q->ents[i], UR_CMD_REGISTER);
@@ -433,6 +429,14 @@ static void *queue_main(void *arg)
 		pthread_setname_np(pthread_self(), name);
 	}
 	set_ready(q, r < 0 ? r : 1);
+	/* Serve the CPU whose clients this queue gets: the wake-ups stay
+	 * there. A CPU that cannot be used (offline) is served from anywhere.
+	 * Only once registered: the kernel holds every request of the mount
+	 * until all queues are, and a thread bound to its CPU first waited for
+	 * whatever ran there (at a container's start, the CLI that started
+	 * it) before it could register. */
+	place_open(fs, &q->place, NULL);
+	place_home(&q->place, (int)q->qid);
 
 	while (!__atomic_load_n(&ur->stop, __ATOMIC_ACQUIRE) && live) {
 		struct io_uring_cqe *cqe;
