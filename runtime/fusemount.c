@@ -17,7 +17,6 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/sysmacros.h>
 #include <sys/wait.h>
 
 static char *exe_candidate(const char *dir, const char *rel)
@@ -200,34 +199,14 @@ int fs_mount(struct launch_ctx *ctx, int fusefd, pid_t *daemon, int *daemon_pidf
 	return 0;
 }
 
-/* Read-ahead of the view, as large as one FUSE read (1 MiB; the kernel
- * starts every FUSE mount at 128 KiB). A program is not read but mapped,
- * and each page fault of the loader and of the program's first steps
- * waits for one read-around window: starting a dynamically linked program
- * from a fresh view took 28 reads of at most 128 KiB, one after the other,
- * and takes 10 with 1 MiB windows. Random reads are not made larger (the
- * kernel reads ahead only for sequential ones, and stops reading around the
- * faults of a mapping that keeps missing). Only root may change it; a
- * rootless view keeps the kernel's default. */
-static void raise_readahead(dev_t dev)
-{
-	char path[64];
-	snprintf(path, sizeof path, "/sys/class/bdi/%u:%u/read_ahead_kb", major(dev), minor(dev));
-	_cleanup_close_ int fd = open(path, O_WRONLY | O_CLOEXEC);
-	if (fd >= 0 && write(fd, "1024", 4) != 4)
-		sdebug("raise read-ahead of the view: %s: %s", path, strerror(errno));
-}
-
 int fs_mount_ready(struct launch_ctx *ctx)
 {
 	struct strata_error *err = ctx->err;
 	struct stat st;
 
 	/* The first access waits for the daemon's INIT reply: it is up. */
-	if (fstatat(ctx->rootmnt, "", &st, AT_EMPTY_PATH) == 0) {
-		raise_readahead(st.st_dev);
+	if (fstatat(ctx->rootmnt, "", &st, AT_EMPTY_PATH) == 0)
 		return 0;
-	}
 	int e = errno;
 	if (e == ENOTCONN)
 		rt_err(err, e, "start FUSE daemon", ctx->fs_program,

@@ -532,24 +532,6 @@ def t_kernel_paths_masked(e):
     expect(rc == 0 and out.split() == ["0", "0"], f"masked paths visible or writable: {out!r} {err}")
 
 
-def t_view_readahead(e):
-    """As root the launcher gives the merged view FUSE-sized read-ahead
-    (1024 KiB, the kernel's default for a FUSE mount is 128), so a program
-    the container starts faults its pages in a few large reads; rootless it
-    may not, and the view keeps the default."""
-    args, _ = e.base()
-    # the view's device, as the kernel numbers it in /sys/class/bdi
-    rc, out, err = e.run(args + ["--", "sh", "-c",
-                                 "d=$(stat -c %d /); "
-                                 "cat /sys/class/bdi/$(( (d >> 8) & 4095 )):$(( (d & 255) | ((d >> 12) & 1048320) ))"
-                                 "/read_ahead_kb"])
-    expect(rc == 0, f"rc {rc}: {err}")
-    if e.mode == "root":
-        expect(out.strip() == "1024", f"read-ahead of the view {out.strip()!r} KiB, expected 1024")
-    else:
-        expect(out.strip().isdigit(), f"read-ahead of the view unreadable: {out!r}")
-
-
 def t_no_leaked_fds(e):
     """Descriptors the caller left open must not reach the command."""
     args, _ = e.base()
@@ -766,7 +748,7 @@ def t_two_containers(e):
 GROUPS = {
     "behaviour": [t_writes_go_to_upper, t_read_only_without_upper, t_pid_namespace, t_hostname,
                   t_capabilities, t_exit_codes, t_signal_forwarding, t_launcher_killed, t_terminal, t_binds, t_user_env_cwd,
-                  t_rlimit, t_init_reaps_orphans, t_kernel_paths_masked, t_view_readahead, t_no_leaked_fds,
+                  t_rlimit, t_init_reaps_orphans, t_kernel_paths_masked, t_no_leaked_fds,
                   t_root_with_idmap, t_minimal_dev, t_net_none],
     "errors": [t_missing_layer, t_missing_command, t_missing_bind_source, t_no_dev_fuse,
                t_daemon_fails, t_cli, t_bad_options, t_errors_reach_the_caller, t_userns_disabled],
