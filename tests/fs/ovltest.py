@@ -626,6 +626,20 @@ def mode_prefix():
     return ''
 
 
+def drop_caches():
+    """Write back and drop the page cache (root), for cold reads and page counts."""
+    os.sync()
+    with open('/proc/sys/vm/drop_caches', 'w') as f:
+        f.write('3\n')
+
+
+def resident_bytes(path):
+    """How much of path the page cache holds (fincore), or None without it."""
+    r = subprocess.run(['fincore', '--bytes', '--noheadings', '--output', 'RES', path],
+                       capture_output=True, text=True)
+    return int(r.stdout.split()[0]) if r.returncode == 0 and r.stdout.strip() else None
+
+
 def passthrough_missing():
     """None where this process can use FUSE passthrough, else why not."""
     if os.geteuid() != 0:

@@ -29,8 +29,8 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ovltest import (SKIP, is_mounted, passthrough_missing, prepare_fs, rd, reap_all,  # noqa: E402
-                     umount)
+from ovltest import (SKIP, drop_caches, is_mounted, passthrough_missing, prepare_fs, rd,  # noqa: E402
+                     reap_all, resident_bytes, umount)
 from layers import pattern  # noqa: E402
 from mounts import CountingMount, FuseMount  # noqa: E402
 
@@ -52,19 +52,6 @@ def write_in_4k(path, data):
             os.pwrite(fd, data[off:off + 4096], off)
     finally:
         os.close(fd)
-
-
-def drop_caches():
-    os.sync()
-    with open('/proc/sys/vm/drop_caches', 'w') as f:
-        f.write('3\n')
-
-
-def resident_bytes(path):
-    """How much of path the page cache holds (fincore), or None without it."""
-    r = subprocess.run(['fincore', '--bytes', '--noheadings', '--output', 'RES', path],
-                       capture_output=True, text=True)
-    return int(r.stdout.split()[0]) if r.returncode == 0 and r.stdout.strip() else None
 
 
 def fresh(base):

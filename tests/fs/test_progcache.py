@@ -19,21 +19,14 @@ usage: test_progcache.py [--fs PATH]   ($STRATA_FS overrides --fs)
 import mmap
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ovltest import SKIP, is_mounted, prepare_fs, rd, reap_all, umount  # noqa: E402
+from ovltest import (SKIP, drop_caches, is_mounted, prepare_fs, rd, reap_all,  # noqa: E402
+                     resident_bytes, umount)
 from layers import pattern  # noqa: E402
 from mounts import FuseMount  # noqa: E402
-
-
-def resident_bytes(path):
-    """How much of path the page cache holds (fincore), or None without it."""
-    r = subprocess.run(['fincore', '--bytes', '--noheadings', '--output', 'RES', path],
-                       capture_output=True, text=True)
-    return int(r.stdout.split()[0]) if r.returncode == 0 and r.stdout.strip() else None
 
 
 def an_elf_file():
@@ -75,9 +68,7 @@ def main(argv):
         data = pattern(len(prog_data), 5)
         with open(os.path.join(base, 'l', 'data'), 'wb') as f:
             f.write(data)
-        os.sync()
-        with open('/proc/sys/vm/drop_caches', 'w') as f:
-            f.write('3\n')
+        drop_caches()
         m = FuseMount(fs, [os.path.join(base, 'l')], os.path.join(base, 'u'), os.path.join(base, 'w'),
                       os.path.join(base, 'm'))
         m.mount()
