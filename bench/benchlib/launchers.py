@@ -5,6 +5,7 @@ and the build rows (strata build against podman build). They all work on
 the "runimage" fixture: one layer holding a small root filesystem and a
 data tree the containers read."""
 
+import json
 import os
 import shutil
 import signal
@@ -75,8 +76,8 @@ def bwrap_argv(ctx, fixture, scratch, cmd, rw_root=None, binds=()):
     return argv + ["--proc", "/proc", "--dev", "/dev"] + cmd
 
 
-def strata_run_argv(ctx, fs_program, fixture, cmd, binds=(), upper=None):
-    argv = [ctx.strata_run, "--fs-program", fs_program, "--lowerdir", fixture.layer_path(0)]
+def strata_run_argv(ctx, fs_program, fixture, cmd, binds=(), upper=None, lowerdir=None):
+    argv = [ctx.strata_run, "--fs-program", fs_program, "--lowerdir", lowerdir or fixture.layer_path(0)]
     if upper:
         os.makedirs(os.path.join(upper, "u"))
         os.makedirs(os.path.join(upper, "w"))
@@ -84,6 +85,17 @@ def strata_run_argv(ctx, fs_program, fixture, cmd, binds=(), upper=None):
     for src, dst in binds:
         argv += ["--bind", "%s:%s" % (src, dst)]
     return argv + ["--"] + cmd
+
+
+def store_lowerdir(ctx):
+    """The image's layers as `strata run` mounts them: the files of the run's
+    store (packed layers, the store's default), top first."""
+    if getattr(ctx, "store_lowerdir", None) is None:
+        out = sysutil.run_setup([ctx.strata, "--store", ctx.strata_store(), "inspect", IMAGE],
+                                what="strata inspect of the container image")
+        layers = json.loads(out)["layers"]
+        ctx.store_lowerdir = ":".join(l["path"] for l in reversed(layers))
+    return ctx.store_lowerdir
 
 
 class Strata(Special):
@@ -478,6 +490,12 @@ def contenders(ctx):
         Argv("strata-run+upper", sr,
              lambda c, fx, s, cmd: strata_run_argv(c, strata_fs, fx, cmd,
                                                    upper=os.path.join(s, "rw")),
+             keys=("start",)),
+        # the same job over the very layer `strata run` mounts: its store's
+        # packed layer file, not the fixture's directory
+        Argv("strata-run+upper packed", sr,
+             lambda c, fx, s, cmd: strata_run_argv(c, strata_fs, fx, cmd, upper=os.path.join(s, "rw"),
+                                                   lowerdir=store_lowerdir(c)),
              keys=("start",)),
         # the same launcher over fuse-overlayfs: separates the launcher's own
         # cost from its filesystem's start-up
