@@ -109,6 +109,19 @@ void fs_full_where(int fd, char *buf, size_t len)
 	snprintf(buf, len, "the filesystem mounted at %s (holding %s)", mnt, path);
 }
 
+bool fs_full_hint(int fd, int r, char *buf, size_t len)
+{
+	bool quota = r == EDQUOT || r == -EDQUOT;
+	if (!quota && r != ENOSPC && r != -ENOSPC)
+		return false;
+	char where[PATH_MAX];
+	fs_full_where(fd, where, sizeof where);
+	snprintf(buf, len, "the store's filesystem is full: %s %s; free space there, or import into a store on "
+		 "another filesystem with --store DIR", quota ? "your disk quota is used up on" :
+		 "no space or inodes left on", where);
+	return true;
+}
+
 int rm_rf_at(int parent, const char *name)
 {
 	if (unlinkat(parent, name, 0) == 0 || errno == ENOENT)

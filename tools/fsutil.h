@@ -29,6 +29,12 @@ const char *file_kind(mode_t mode);
  * P)", where P is the store whose tmp/ holds fd, or fd's own path. */
 void fs_full_where(int fd, char *buf, size_t len);
 
+/* Where r is ENOSPC or EDQUOT (either sign): what to tell the user, naming
+ * the full filesystem as fs_full_where() does (fd: anything on it), in buf;
+ * false for any other r. Every step of an import that writes into the store
+ * says it this way, so a full store is never taken for a broken input. */
+bool fs_full_hint(int fd, int r, char *buf, size_t len);
+
 /* Remove NAME in dirfd and everything below it. Missing is not an error. */
 int rm_rf_at(int dirfd, const char *name);
 

@@ -397,7 +397,9 @@ int layer_import(struct store *s, struct bsrc *src, const struct layer_expect *x
 		goto out;
 	}
 	if ((r = write_info(tfd, got)) < 0) {
-		serr(r, "import: write layer metadata in", s->root, "check free space of the store");
+		char hint[PATH_MAX + 256];
+		serr(r, "import: write layer metadata in", s->root, "%s",
+		     fs_full_hint(tfd, r, hint, sizeof hint) ? hint : "check free space of the store");
 		goto out;
 	}
 	if (x->tap && x->tap->done && (r = x->tap->done(x->tap->ctx, s, tfd, tmpname, got)) < 0)

@@ -438,12 +438,10 @@ static bool ent_full(int r)
  * reported the failed write itself). */
 static void ent_full_report(const struct pkent *c, int r, const char *path)
 {
-	char where[PATH_MAX], op[PATH_MAX + 64];
-	fs_full_where(c->tfd, where, sizeof where);
+	char hint[PATH_MAX + 256], op[PATH_MAX + 64];
+	fs_full_hint(c->tfd, r, hint, sizeof hint);
 	snprintf(op, sizeof op, "import: unpack %s entry", c->what);
-	serr(r, op, path, "the store's filesystem is full: %s %s; free space there, or import into a store on "
-	     "another filesystem with --store DIR", r == -EDQUOT ? "your disk quota is used up on" :
-	     "no space or inodes left on", where);
+	serr(r, op, path, "%s", hint);
 }
 
 /* A failure of the tar's reader: the input is broken, or writing the blob
@@ -725,7 +723,9 @@ static int tap_entries(void *ctx, struct archive *a, struct store *s, int tfd, c
 	else
 		r = link_chunks(tfd, chunks);
 	if (r < 0) {
-		serr(r, "link chunk store of", what, "check the store's permissions");
+		char hint[PATH_MAX + 256];
+		serr(r, "link chunk store of", what, "%s",
+		     fs_full_hint(tfd, r, hint, sizeof hint) ? hint : "check the store's permissions");
 		return r;
 	}
 	mode_t mask = umask(0);
@@ -737,8 +737,11 @@ static int tap_entries(void *ctx, struct archive *a, struct store *s, int tfd, c
 	struct pk_build_attr dirs = { .mode = S_IFDIR | (0755 & ~mask), .uid = c.uid, .gid = c.gid,
 				      .mtime = c.now, .atime = c.now };
 	struct pk_write_opts o = { .chunks = NULL };
-	if ((r = pk_build_new(dest, &o, &dirs, &c.b)) < 0)
+	if ((r = pk_build_new(dest, &o, &dirs, &c.b)) < 0) {
+		if (ent_full(r))
+			ent_full_report(&c, r, NULL);
 		return r;
+	}
 	struct archive_entry *e;
 	int ar;
 	while ((ar = archive_read_next_header(a, &e)) == ARCHIVE_OK || ar == ARCHIVE_WARN)
@@ -768,15 +771,18 @@ static int tap_done(void *ctx, struct store *s, int tfd, const char *tmpname, co
 	int r = ts_finish(pi->w);
 	if (r >= 0 && renameat(pi->dirfd, "tar-split", tfd, "tar-split") < 0)
 		r = -errno;
+	char hint[PATH_MAX + 256];
 	if (r < 0) {
-		serr(r, "import: write tar-split record in", s->root, "check free space of the store");
+		serr(r, "import: write tar-split record in", s->root, "%s",
+		     fs_full_hint(tfd, r, hint, sizeof hint) ? hint : "check free space of the store");
 		return r;
 	}
 	char what[128];
 	snprintf(what, sizeof what, "layer %s", got->diffid);
 	r = pkstore_pack_layer(s, tfd, tmpname, got->diffid, pi->unlocked, pi->w, what);
 	if (r < 0)
-		serr(r, "import: pack", what, "check free space of the store");
+		serr(r, "import: pack", what, "%s",
+		     fs_full_hint(tfd, r, hint, sizeof hint) ? hint : "check free space of the store");
 	return r;
 }
 
@@ -795,7 +801,9 @@ int pkstore_import_new(struct store *s, bool unlocked, struct pkstore_import **o
 		r = pi->fd < 0 ? -errno : ts_writer_new(pi->fd, &pi->w);
 	}
 	if (r < 0) {
-		serr(r, "import: create temporary file in", s->root, "check free space and permissions of the store");
+		char hint[PATH_MAX + 256];
+		serr(r, "import: create temporary file in", s->root, "%s",
+		     fs_full_hint(s->fd, r, hint, sizeof hint) ? hint : "check free space and permissions of the store");
 		pkstore_import_free(pi);
 		return r;
 	}

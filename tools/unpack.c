@@ -66,29 +66,12 @@ struct ctx {
 	struct skipped_devs skipped;   /* rootless: device nodes left out */
 };
 
-/* ENOSPC and EDQUOT name the full filesystem, whatever the operation. */
-static bool is_full(int r)
-{
-	return r == -ENOSPC || r == ENOSPC || r == -EDQUOT || r == EDQUOT;
-}
-
-static void full_hint(int fd, int r, char *buf, size_t len)
-{
-	char where[PATH_MAX];
-	fs_full_where(fd, where, sizeof where);
-	snprintf(buf, len, "the store's filesystem is full: %s %s; free space there, or import into a store on "
-		 "another filesystem with --store DIR", r == EDQUOT || r == -EDQUOT ? "your disk quota is used up on" :
-		 "no space or inodes left on", where);
-}
-
 static void report(int r, const char *path, const struct ctx *c, const char *why)
 {
 	char op[PATH_MAX + 64], hint[PATH_MAX + 256];
 	snprintf(op, sizeof op, "import: unpack %s entry", c->o->what);
-	if (is_full(r)) {
-		full_hint(c->rootfd, r, hint, sizeof hint);
+	if (fs_full_hint(c->rootfd, r, hint, sizeof hint))
 		why = hint;
-	}
 	serr(r, op, path, "%s", why);
 }
 
@@ -98,9 +81,8 @@ static int read_failure(struct archive *a, int rootfd, const char *op, const cha
 {
 	int e = archive_errno(a);
 	const char *why = archive_error_string(a);
-	if (is_full(e)) {
-		char hint[PATH_MAX + 256];
-		full_hint(rootfd, e, hint, sizeof hint);
+	char hint[PATH_MAX + 256];
+	if (fs_full_hint(rootfd, e, hint, sizeof hint)) {
 		serr(e, op, path, "%s", hint);
 		return -e;
 	}

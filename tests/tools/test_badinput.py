@@ -349,7 +349,7 @@ def test_slow_input(env):
 def test_full_store(env):
     """A store on a full filesystem: the error says the store's filesystem is
     full and where, not that the archive is corrupt. The store is a 2 MiB
-    tmpfs (then one with room for 100 inodes) mounted in a mount namespace
+    tmpfs (then one with room for 16 inodes) mounted in a mount namespace
     of the test's own (unshare -m)."""
     if not shutil.which('unshare'):
         raise Skip('no unshare')
@@ -359,8 +359,10 @@ def test_full_store(env):
         with open(env.path(name), 'wb') as f:
             f.write(blob)
     oci_layout(env.path('x'), [(tar, 'gzip')])
-    # distinct files above the packed store's inline limit (512 bytes): one
-    # inode each in either store format
+    # 300 files: an inode each in a directory store; a packed store keeps
+    # them in one pack file, and 16 inodes are too few for the chunk store,
+    # the pack, its index and the layer's files, which each step of the
+    # import that writes must report as a full store
     many = make_tar([entry('d', 'dir')] + [entry('d/f%d' % i, data=os.urandom(600)) for i in range(300)])
     with open(env.path('many.tar'), 'wb') as f:
         f.write(many)
@@ -378,7 +380,7 @@ def test_full_store(env):
         return wrap
 
     for src, opts in (('rootfs:' + env.path('big.tar'), 'size=2m'), ('rootfs:' + env.path('big.tar.gz'), 'size=2m'),
-                      ('oci:' + env.path('x'), 'size=2m'), ('rootfs:' + env.path('many.tar'), 'size=64m,nr_inodes=100')):
+                      ('oci:' + env.path('x'), 'size=2m'), ('rootfs:' + env.path('many.tar'), 'size=64m,nr_inodes=16')):
         r = env.run('import', src, 'big:1', ok=False, wrap=small_store(opts))
         check('truncated or corrupt' not in r.err, 'a full store is not a corrupt archive: ' + r.err.strip())
         check('No space left on device' in r.err and "store's filesystem is full" in r.err,
