@@ -21,9 +21,14 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
-/* Loader threads: object reads are mostly disk waits, so more than the
- * CPUs; and queued read-ahead loads (more are dropped: it is a hint). */
+/* Loader threads, one per CPU (at most LOADERS): a chunk's bytes come
+ * from one pack file that read-ahead (WILLNEED) has usually brought in,
+ * so a load is decompression and its check, CPU work: loaders beyond the
+ * CPUs only take them from the reader they work for (a container's start
+ * is slower with more). And queued read-ahead loads (more are dropped: it
+ * is a hint). */
 #define LOADERS 8
 #define QUEUE 256
 /* Freed full-size entries kept for reuse: a malloc and free of 64 KiB per
@@ -71,7 +76,7 @@ struct pk_cache {
 	size_t qhead, qn;
 	pthread_t th[LOADERS];
 	struct pk_store *busy[LOADERS];   /* the store each loader reads now */
-	int nth, started;
+	int nth, started, nloaders;
 	bool stop;
 };
 
@@ -89,6 +94,8 @@ struct pk_cache *pk_cache_new(size_t max_bytes)
 		free(c);
 		return NULL;
 	}
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	c->nloaders = cpus < 2 ? 2 : cpus > LOADERS ? LOADERS : (int)cpus;
 	pthread_mutex_init(&c->mu, NULL);
 	pthread_cond_init(&c->loaded, NULL);
 	pthread_cond_init(&c->work, NULL);
@@ -375,7 +382,7 @@ int pk_cache_prefetch(struct pk_cache *c, struct pk_store *st, uint64_t sdev, ui
 		pthread_mutex_unlock(&c->mu);
 		return 0;
 	}
-	while (c->nth < LOADERS) {
+	while (c->nth < c->nloaders) {
 		if (pthread_create(&c->th[c->nth], NULL, loader, c))
 			break;
 		c->nth++;
