@@ -429,19 +429,16 @@ static void ent_report(const struct pkent *c, int r, const char *path, const cha
 	serr(r, op, path, "%s", why);
 }
 
-static bool ent_full(int r)
-{
-	return r == -ENOSPC || r == -EDQUOT;
-}
-
-/* Where the store is full, said once more with the mount (the chunk store
- * reported the failed write itself). */
-static void ent_full_report(const struct pkent *c, int r, const char *path)
+/* Where r says the store is full, that said once more with the mount (the
+ * chunk store reported the failed write itself): whether it did. */
+static bool ent_full_report(const struct pkent *c, int r, const char *path)
 {
 	char hint[PATH_MAX + 256], op[PATH_MAX + 64];
-	fs_full_hint(c->tfd, r, hint, sizeof hint);
+	if (!fs_full_hint(c->tfd, r, hint, sizeof hint))
+		return false;
 	snprintf(op, sizeof op, "import: unpack %s entry", c->what);
 	serr(r, op, path, "%s", hint);
+	return true;
 }
 
 /* A failure of the tar's reader: the input is broken, or writing the blob
@@ -452,10 +449,8 @@ static int ent_read_failure(const struct pkent *c, struct archive *a, const char
 	const char *why = archive_error_string(a);
 	char op[PATH_MAX + 64];
 	snprintf(op, sizeof op, "import: %s %s", path ? "unpack" : "read", c->what);
-	if (e == ENOSPC || e == EDQUOT) {
-		ent_full_report(c, -e, path);
+	if (ent_full_report(c, -e, path))
 		return -e;
-	}
 	serr(0, op, path, "%s: the archive is truncated or corrupt; fetch it again", why ? why : "unreadable tar data");
 	return -EIO;
 }
@@ -464,8 +459,7 @@ static int ent_path_error(const struct pkent *c, int r, const char *raw)
 {
 	if (pk_build_failed(c->b)) {
 		/* storing the previous file's data failed, reported by the store */
-		if (ent_full(r))
-			ent_full_report(c, r, NULL);
+		ent_full_report(c, r, NULL);
 		return r;
 	}
 	if (r == -EXDEV || r == -ELOOP)
@@ -646,7 +640,7 @@ static int ent_one(struct pkent *c, struct archive *a, struct archive_entry *e)
 			if (len && (r = pk_build_data(c->b, (uint64_t)off, buf, len)) < 0) {
 				if (r == -EINVAL)
 					ent_report(c, r, raw, "file data out of order or past the file's size; the archive is corrupt");
-				else if (ent_full(r))
+				else
 					ent_full_report(c, r, raw);
 				return r;
 			}
@@ -738,8 +732,7 @@ static int tap_entries(void *ctx, struct archive *a, struct store *s, int tfd, c
 				      .mtime = c.now, .atime = c.now };
 	struct pk_write_opts o = { .chunks = NULL };
 	if ((r = pk_build_new(dest, &o, &dirs, &c.b)) < 0) {
-		if (ent_full(r))
-			ent_full_report(&c, r, NULL);
+		ent_full_report(&c, r, NULL);
 		return r;
 	}
 	struct archive_entry *e;
@@ -750,7 +743,7 @@ static int tap_entries(void *ctx, struct archive *a, struct store *s, int tfd, c
 	if (r == 0 && ar != ARCHIVE_EOF)
 		r = ent_read_failure(&c, a, NULL);
 	struct pk_write_stats st;
-	if (r == 0 && (r = pk_build_finish(c.b, &st)) < 0 && ent_full(r))
+	if (r == 0 && (r = pk_build_finish(c.b, &st)) < 0)
 		ent_full_report(&c, r, NULL);
 	if (r == 0 && c.skipped.n)
 		skipped_report(&c.skipped, c.what);
