@@ -134,14 +134,8 @@ struct lives {
 
 static int lives_add(struct lives *l, const struct pk_chunk *c, const struct pk_loc *loc)
 {
-	if (l->n == l->cap) {
-		size_t cap = l->cap ? 2 * l->cap : 4096;
-		struct live *n = realloc(l->v, cap * sizeof *n);
-		if (!n)
-			return -ENOMEM;
-		l->v = n;
-		l->cap = cap;
-	}
+	if (pk_grow(&l->v, &l->cap, l->n + 1, sizeof *l->v, 4096) < 0)
+		return -ENOMEM;
 	l->v[l->n++] = (struct live){ loc->pack, loc->off, *c };
 	return 0;
 }
@@ -247,14 +241,9 @@ static int sweep_packs(struct pk_store *store, const char *chunks, struct lives 
 				s->tmp_removed++;
 			continue;
 		}
-		if (nid == cap) {
-			cap = cap ? 2 * cap : 64;
-			uint64_t *n = realloc(ids, cap * sizeof *n);
-			if (!n) {
-				r = -ENOMEM;
-				break;
-			}
-			ids = n;
+		if (pk_grow(&ids, &cap, nid + 1, sizeof *ids, 64) < 0) {
+			r = -ENOMEM;
+			break;
 		}
 		ids[nid++] = id;
 	}

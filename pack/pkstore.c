@@ -280,20 +280,6 @@ void pk_loc_name(const struct pk_loc *loc, char buf[64])
 	snprintf(buf, 64, "packs/%016llx.pack@%llu", (unsigned long long)loc->pack, (unsigned long long)loc->off);
 }
 
-static int write_at(int fd, const void *bytes, size_t n, uint64_t off)
-{
-	size_t done = 0;
-	while (done < n) {
-		ssize_t w = pwrite(fd, (const char *)bytes + done, n - done, off + done);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
-			return -errno;
-		done += w;
-	}
-	return 0;
-}
-
 static int idx_ent_cmp(const void *a, const void *b)
 {
 	const struct pk_idx_ent *x = a, *y = b;
@@ -321,9 +307,9 @@ int pk_write_index(int dirfd, uint64_t pack, struct pk_idx_ent *e, size_t n)
 	_cleanup_close_ int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
 	if (fd < 0)
 		return -errno;
-	int r = write_at(fd, &h, sizeof h, 0);
+	int r = pk_write_full(fd, &h, sizeof h, 0);
 	if (r == 0)
-		r = write_at(fd, e, n * sizeof *e, sizeof h);
+		r = pk_write_full(fd, e, n * sizeof *e, sizeof h);
 	if (r == 0 && fsync(fd) < 0)
 		r = -errno;
 	if (r == 0 && renameat(dirfd, tmp, dirfd, name) < 0)
@@ -686,20 +672,6 @@ static int probe(struct pk_store *s, struct pk_chunk *c, const void *data, uint3
 	return 0;
 }
 
-static int write_all(int fd, const void *bytes, size_t n)
-{
-	size_t done = 0;
-	while (done < n) {
-		ssize_t w = write(fd, (const char *)bytes + done, n - done);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
-			return -errno;
-		done += w;
-	}
-	return 0;
-}
-
 /* Write bytes as a new object named by c: 0, -EEXIST when the name was
  * taken meanwhile, -errno. The object is created under its name with
  * O_EXCL, so two writers never replace each other's object. Not through a
@@ -725,7 +697,7 @@ static int create(struct pk_store *s, const struct pk_chunk *c, const void *byte
 	_cleanup_close_ int fd = openat(s->dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0444);
 	if (fd < 0)
 		return -errno;
-	int r = write_all(fd, bytes, n);
+	int r = pk_write_full(fd, bytes, n, -1);
 	if (r < 0)
 		unlinkat(s->dirfd, name, 0);
 	return r;
@@ -782,14 +754,8 @@ static int table_add(struct pk_store *s, const struct tent *t)
 {
 	if (s->nte >= UINT32_MAX - 1)
 		return -EFBIG;
-	if (s->nte == s->capte) {
-		size_t cap = s->capte ? 2 * s->capte : 1024;
-		struct tent *n = realloc(s->te, cap * sizeof *n);
-		if (!n)
-			return -ENOMEM;
-		s->te = n;
-		s->capte = cap;
-	}
+	if (pk_grow(&s->te, &s->capte, s->nte + 1, sizeof *s->te, 1024) < 0)
+		return -ENOMEM;
 	if ((s->nte + 1) * 2 > s->thcap) {
 		size_t cap = s->thcap ? 2 * s->thcap : 2048;
 		uint32_t *n = calloc(cap, sizeof *n);
@@ -933,7 +899,7 @@ static int pack_append(struct pk_store *s, const void *bytes, uint32_t n, uint64
 		}
 		struct pk_pack_head h = { .version = PK_PACK_VERSION, .head_size = sizeof h, .pack = id };
 		memcpy(h.magic, PK_PACK_MAGIC, 8);
-		if ((r = write_at(fd, &h, sizeof h, 0)) < 0) {
+		if ((r = pk_write_full(fd, &h, sizeof h, 0)) < 0) {
 			close(fd);
 			unlinkat(s->dirfd, name, 0);
 			break;
@@ -948,7 +914,7 @@ static int pack_append(struct pk_store *s, const void *bytes, uint32_t n, uint64
 	if (r < 0)
 		return r;
 	*off = atomic_fetch_add(&s->wend, n);
-	return write_at(s->wfd, bytes, n, *off);
+	return pk_write_full(s->wfd, bytes, n, (int64_t)*off);
 }
 
 /* put for a pack store: reuse a chunk of equal bytes found through the
@@ -1026,15 +992,7 @@ static int put_packed(struct pk_store *s, const uint8_t key[16], const void *dat
 			  .suffix = out->suffix };
 	memcpy(t.key, key, 16);
 	pthread_mutex_lock(&s->wmu);
-	if (s->nown == s->capown) {
-		size_t cap = s->capown ? 2 * s->capown : 1024;
-		struct pk_idx_ent *n = realloc(s->own, cap * sizeof *n);
-		if (n) {
-			s->own = n;
-			s->capown = cap;
-		}
-	}
-	if (s->nown < s->capown) {
+	if (pk_grow(&s->own, &s->capown, s->nown + 1, sizeof *s->own, 1024) == 0) {
 		struct pk_idx_ent *e = &s->own[s->nown++];
 		memset(e, 0, sizeof *e);
 		memcpy(e->key, key, 16);

@@ -27,19 +27,42 @@
 
 #define WAKE_BATCH 4        /* queued chunks that wake a worker */
 
+int pk_grow(void *arr, size_t *cap, size_t need, size_t sz, size_t first)
+{
+	if (need <= *cap)
+		return 0;
+	size_t c = *cap ? *cap : first;
+	while (c < need)
+		c *= 2;
+	/* arr points to a pointer of another type: copied, not cast */
+	void *old, *p;
+	memcpy(&old, arr, sizeof old);
+	if (!(p = realloc(old, c * sz)))
+		return -ENOMEM;
+	memcpy(arr, &p, sizeof p);
+	*cap = c;
+	return 0;
+}
+
+int pk_write_full(int fd, const void *p, size_t n, int64_t off)
+{
+	while (n) {
+		ssize_t k = off < 0 ? write(fd, p, n) : pwrite(fd, p, n, off);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0)
+			return -errno;
+		p = (const char *)p + k;
+		n -= (size_t)k;
+		if (off >= 0)
+			off += k;
+	}
+	return 0;
+}
+
 int vec_grow(struct vec *v, size_t more)
 {
-	if (v->n + more <= v->cap)
-		return 0;
-	size_t cap = v->cap ? v->cap : 64;
-	while (cap < v->n + more)
-		cap *= 2;
-	void *p = realloc(v->p, cap * v->sz);
-	if (!p)
-		return -ENOMEM;
-	v->p = p;
-	v->cap = cap;
-	return 0;
+	return pk_grow(&v->p, &v->cap, v->n + more, v->sz, 64);
 }
 
 static int fail(struct w *w, int r, const char *op, const char *rel, const char *hint)
@@ -713,20 +736,6 @@ static int walk_dir(struct w *w, int dfd, uint32_t dino, const char *rel, int de
 
 /* ---------------------------------------------------------------- output */
 
-static int write_all(int fd, const void *p, size_t n)
-{
-	while (n) {
-		ssize_t k = write(fd, p, n);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k < 0)
-			return -errno;
-		p = (const char *)p + k;
-		n -= k;
-	}
-	return 0;
-}
-
 int write_meta(struct w *w, const char *dest, const char *chunks_rec)
 {
 	struct pk_super sb;
@@ -776,18 +785,18 @@ int write_meta(struct w *w, const char *dest, const char *chunks_rec)
 		return r;
 	}
 	static const char zero[64];
-	r = write_all(fd, &sb, sizeof sb);
+	r = pk_write_full(fd, &sb, sizeof sb, -1);
 	uint64_t at = sizeof sb;
 	for (int i = 0; i < PK_SEC_COUNT && r == 0; i++) {
 		if (i == PK_SEC_LOCS && !packs)
 			continue;
-		r = write_all(fd, zero, sb.sec[i].off - at);
+		r = pk_write_full(fd, zero, sb.sec[i].off - at, -1);
 		if (r == 0)
-			r = write_all(fd, v[i]->p, sb.sec[i].size);
+			r = pk_write_full(fd, v[i]->p, sb.sec[i].size, -1);
 		at = sb.sec[i].off + sb.sec[i].size;
 	}
 	if (r == 0)
-		r = write_all(fd, zero, pos - at);
+		r = pk_write_full(fd, zero, pos - at, -1);
 	if (r == 0 && fsync(fd) < 0)
 		r = -errno;
 	if (r == 0 && rename(tmp, dest) < 0)
