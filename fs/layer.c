@@ -146,6 +146,12 @@ static int open_layer_packed(struct sfs *fs, const char *path, unsigned idx, str
 	int r = lower_open_packed(path, idx, fs->pk_cache, &l->lo);
 	if (r < 0)
 		return r;
+	/* (progcache: programs decompressed once, beside the layer file, for
+	 * every mount of it) */
+	char dir[PATH_MAX];
+	if (fs->opts.progcache && snprintf(dir, sizeof dir, "%s" LOWER_PROGS_SUFFIX, path) < (int)sizeof dir &&
+	    (r = pk_progs_enable(l->lo.pk, dir)) < 0)
+		return r;
 	l->fd = -1;
 	l->dev = l->lo.dev;
 	l->path = strdup(path);

@@ -24,6 +24,11 @@ bool lower_is_packed_file(const char *path)
 	       !memcmp(head, PK_MAGIC, sizeof head);
 }
 
+int lower_prog_fd(const struct lower *lo, uint32_t ino)
+{
+	return lo->pk ? pk_prog_fd(lo->pk, ino) : -EBADF;
+}
+
 int lower_open_packed(const char *path, unsigned idx, struct pk_cache *cache, struct lower *lo)
 {
 	memset(lo, 0, sizeof *lo);

@@ -99,6 +99,13 @@ ssize_t lower_pread(const struct lower *lo, uint32_t ino, void *buf, size_t len,
 /* Decompress [off, off + len) of the file into the shared cache, ahead of
  * a sequential reader. */
 int lower_prefetch(const struct lower *lo, uint32_t ino, uint64_t off, uint64_t len);
+/* Where progcache keeps a packed layer's programs decompressed: the
+ * layer file's path with this appended. */
+#define LOWER_PROGS_SUFFIX ".progs"
+/* A read-only descriptor of the decompressed copy of packed file ino when
+ * it is a program or library and the layer keeps those (pk_prog_fd), else
+ * -errno: read it packed. */
+int lower_prog_fd(const struct lower *lo, uint32_t ino);
 /* lseek(2) of a packed regular file, SEEK_DATA and SEEK_HOLE included:
  * the offset or -errno (-ENXIO past the last data). */
 off_t lower_seek(const struct lower *lo, uint32_t ino, off_t off, int whence);

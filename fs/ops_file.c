@@ -184,7 +184,7 @@ void fh_free_fi(struct sfs *fs, struct fuse_file_info *fi)
 
 /* Open the object (or, for a metacopy read, its lower data): 0 with *fd,
  * or, for a file of a packed layer, 0 with *fd -1 and its *layer and
- * *pino; -errno. */
+ * *pino (a program kept decompressed: its copy's fd); -errno. */
 static int node_open_at(struct sfs *fs, struct node *n, int flags, int *fd, uint32_t *layer, uint32_t *pino)
 {
 	struct loc l;
@@ -200,6 +200,14 @@ static int node_open_at(struct sfs *fs, struct node *n, int flags, int *fd, uint
 	if (r < 0)
 		return r;
 	if (l.pino) {
+		/* a program's decompressed copy reads as a directory layer's
+		 * file does (progcache) */
+		int pfd = wants_write(flags) ? -1 : lower_prog_fd(&fs->layers[l.layer].lo, l.pino);
+		if (pfd >= 0) {
+			*fd = pfd;
+			loc_put(&l);
+			return 0;
+		}
 		*layer = l.layer;
 		*pino = l.pino;
 		loc_put(&l);

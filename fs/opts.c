@@ -304,8 +304,8 @@ static int p_unlabeled(struct strata_opts *o, const char *key, const char *val, 
 	return 0;
 }
 
-/* metacopy, writeback, passthrough, uring: on by default, sharecache off; a
- * bare name is "on" */
+/* metacopy, writeback, passthrough, uring: on by default, sharecache and
+ * progcache off; a bare name is "on" */
 static int p_switch(struct strata_opts *o, const char *key, const char *val, const char *item)
 {
 	bool b = true;
@@ -313,7 +313,9 @@ static int p_switch(struct strata_opts *o, const char *key, const char *val, con
 	(void)item;
 	if (val && parse_bool_val(val, &b) < 0)
 		return bad_value(key, val, "on or off");
-	if (key[0] == 'm')
+	if (!strcmp(key, "progcache"))
+		o->progcache = b;
+	else if (key[0] == 'm')
 		o->metacopy = b;
 	else if (key[0] == 'w')
 		o->writeback = b;
@@ -452,6 +454,13 @@ const struct opt_row opts_table[] = {
 	  "(default off; needs passthrough, else ignored). The difference from overlayfs: while this "
 	  "mount has such a file open (or mapped), opening it for writing or truncating it waits up "
 	  "to 2 seconds for it to be closed, then fails with ETXTBSY (\"text file busy\")." },
+	{ "progcache", OPT_ANY, p_switch, "progcache=on|off",
+	  "Keep the programs and shared libraries (ELF files) of packed lower layers decompressed "
+	  "in a directory beside each layer file (LAYER.progs, made by the first mount that opens "
+	  "one), so that every later mount reads them as files of a directory layer, from one page "
+	  "cache, instead of decompressing them again (default off; strata turns it on for its "
+	  "store). A copy is checked against the layer's chunk keys before a mount first uses it, "
+	  "and made again when damaged." },
 	{ "uring", OPT_ANY, p_switch, "uring=on|off",
 	  "Take requests through FUSE over io_uring, one queue per CPU, where the kernel offers it "
 	  "(default on; Linux 6.14+ with the fuse module's enable_uring=Y, else ignored)." },

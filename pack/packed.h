@@ -214,6 +214,24 @@ uint32_t pk_chunk_count(const struct pk_layer *l);
 const struct pk_chunk *pk_chunk_at(const struct pk_layer *l, uint32_t i);
 const struct pk_loc *pk_loc_at(const struct pk_layer *l, uint32_t i);
 
+/* Programs and libraries (ELF files) of layer l kept decompressed in dir
+ * (made when first needed; a directory that cannot be made turns this
+ * off), one file per inode, shared by every process that enables it with
+ * the same dir: pkprog.c. 0 or -ENOMEM. */
+int pk_progs_enable(struct pk_layer *l, const char *dir);
+/* A new read-only descriptor of file ino's bytes when ino is a program or
+ * library of a layer with pk_progs_enable: its copy in dir, checked
+ * against the layer's chunk keys the first time this process uses it, and
+ * made (or made again, if damaged) from the chunk store when missing.
+ * -ENOENT (or another -errno) otherwise: read the file packed. */
+int pk_prog_fd(struct pk_layer *l, uint32_t ino);
+struct pk_progs_stats {
+	uint64_t made;       /* copies this process made */
+	uint64_t checked;    /* copies found and checked */
+	uint64_t damaged;    /* copies found damaged (then made again) */
+};
+void pk_progs_stats(struct pk_layer *l, struct pk_progs_stats *st);
+
 /* ---------------------------------------------------------------- tools */
 
 /* Recreate the layer's tree in dir (created, or an empty directory), in the

@@ -4,6 +4,38 @@
 
 #include "packed.h"
 
+/* An open packed layer (pkread.c). */
+struct pk_layer {
+	char *path;
+	const unsigned char *map;
+	size_t size;
+	const struct pk_super *sb;
+	const struct pk_inode *inodes;
+	const struct pk_entry *entries;
+	const struct pk_xattr *xattrs;
+	const struct pk_extent *extents;
+	const struct pk_chunk *chunks;
+	const struct pk_loc *locs;     /* NULL: loose objects */
+	const char *strings, *data;
+	uint64_t n_inodes, n_entries, n_xattrs, n_extents, n_chunks, n_strings, n_data;
+	struct pk_store *store;
+	uint64_t sdev, sino;
+	struct pk_cache *cache;
+	bool own_cache;
+	struct pk_progs *progs;        /* programs kept decompressed (pkprog.c), or NULL */
+};
+
+/* The inode of regular file ino and its extents (none for an inline file):
+ * 0, or -errno (a damaged record reported). */
+int pk_file_extents(const struct pk_layer *l, uint32_t ino, const struct pk_inode **ip,
+		    const struct pk_extent **first, uint64_t *n);
+/* The chunk of extent idx of file ino (PK_HOLE for none), checked against
+ * the file: 0, or -EIO (reported). */
+int pk_extent_chunk(const struct pk_layer *l, uint32_t ino, const struct pk_inode *i,
+		    const struct pk_extent *e, uint64_t idx, uint32_t *c);
+/* pk_close's part for pkprog.c. */
+void pk_progs_free(struct pk_progs *p);
+
 /* Copy len bytes at off of chunk c into dst through the cache, loading the
  * chunk from store s (identified by dev/ino of its directory) on a miss:
  * 0, -EIO for a damaged object, -ENOENT for a missing one. */

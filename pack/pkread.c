@@ -24,25 +24,6 @@
 /* A private cache for a layer opened without a shared one. */
 #define PK_PRIVATE_CACHE (4u << 20)
 
-struct pk_layer {
-	char *path;
-	const unsigned char *map;
-	size_t size;
-	const struct pk_super *sb;
-	const struct pk_inode *inodes;
-	const struct pk_entry *entries;
-	const struct pk_xattr *xattrs;
-	const struct pk_extent *extents;
-	const struct pk_chunk *chunks;
-	const struct pk_loc *locs;     /* NULL: loose objects */
-	const char *strings, *data;
-	uint64_t n_inodes, n_entries, n_xattrs, n_extents, n_chunks, n_strings, n_data;
-	struct pk_store *store;
-	uint64_t sdev, sino;
-	struct pk_cache *cache;
-	bool own_cache;
-};
-
 static const uint32_t rec_sizes[PK_SEC_COUNT] = {
 	[PK_SEC_INODES] = sizeof(struct pk_inode),
 	[PK_SEC_ENTRIES] = sizeof(struct pk_entry),
@@ -218,6 +199,7 @@ void pk_close(struct pk_layer *l)
 {
 	if (!l)
 		return;
+	pk_progs_free(l->progs);
 	if (l->own_cache)
 		pk_cache_free(l->cache);
 	else if (l->cache && l->store)
@@ -521,8 +503,8 @@ void pk_path_of(const struct pk_layer *l, uint32_t ino, char *buf, size_t size)
 }
 
 /* The extents of regular file ino, checked: 0 with *first and *n. */
-static int file_extents(const struct pk_layer *l, uint32_t ino, const struct pk_inode **ip,
-			const struct pk_extent **first, uint64_t *n)
+int pk_file_extents(const struct pk_layer *l, uint32_t ino, const struct pk_inode **ip,
+		    const struct pk_extent **first, uint64_t *n)
 {
 	const struct pk_inode *i = inode(l, ino);
 	if (!i)
@@ -552,7 +534,7 @@ int pk_holes(const struct pk_layer *l, uint32_t ino, uint64_t idx, uint16_t *hol
 	const struct pk_inode *i;
 	const struct pk_extent *e;
 	uint64_t n;
-	int r = file_extents(l, ino, &i, &e, &n);
+	int r = pk_file_extents(l, ino, &i, &e, &n);
 	if (r < 0)
 		return r;
 	*holes = 0;
@@ -592,8 +574,8 @@ static int chunk_failed(const struct pk_layer *l, uint32_t ino, uint32_t c, int 
 
 /* CHUNKS index of extent idx of file i, checked: 0 with *c (PK_HOLE for
  * none) and *ulen, or -EIO. */
-static int extent_chunk(const struct pk_layer *l, uint32_t ino, const struct pk_inode *i,
-			const struct pk_extent *e, uint64_t idx, uint32_t *c)
+int pk_extent_chunk(const struct pk_layer *l, uint32_t ino, const struct pk_inode *i,
+		    const struct pk_extent *e, uint64_t idx, uint32_t *c)
 {
 	*c = e[idx].chunk;
 	if (*c == PK_HOLE)
@@ -611,7 +593,7 @@ int pk_prefetch(struct pk_layer *l, uint32_t ino, uint64_t off, uint64_t len)
 	const struct pk_inode *i;
 	const struct pk_extent *e;
 	uint64_t n;
-	int r = file_extents(l, ino, &i, &e, &n);
+	int r = pk_file_extents(l, ino, &i, &e, &n);
 	if (r < 0 || !e || off >= i->size)
 		return r;
 	if (len > i->size - off)
@@ -621,7 +603,7 @@ int pk_prefetch(struct pk_layer *l, uint32_t ino, uint64_t off, uint64_t len)
 	uint64_t run_pack = 0, run_off = 0, run_end = 0;
 	for (uint64_t idx = off / PK_CHUNK_SIZE; idx < n && idx * PK_CHUNK_SIZE < off + len; idx++) {
 		uint32_t c;
-		if ((r = extent_chunk(l, ino, i, e, idx, &c)) < 0)
+		if ((r = pk_extent_chunk(l, ino, i, e, idx, &c)) < 0)
 			return r;
 		if (c == PK_HOLE)
 			continue;
@@ -649,7 +631,7 @@ ssize_t pk_read(struct pk_layer *l, uint32_t ino, uint64_t off, size_t len, void
 	const struct pk_inode *i;
 	const struct pk_extent *e;
 	uint64_t n;
-	int r = file_extents(l, ino, &i, &e, &n);
+	int r = pk_file_extents(l, ino, &i, &e, &n);
 	if (r < 0)
 		return r;
 	if (off >= i->size)
@@ -669,7 +651,7 @@ ssize_t pk_read(struct pk_layer *l, uint32_t ino, uint64_t off, size_t len, void
 		if (want > len - done)
 			want = len - done;
 		uint32_t c;
-		if ((r = extent_chunk(l, ino, i, e, idx, &c)) < 0)
+		if ((r = pk_extent_chunk(l, ino, i, e, idx, &c)) < 0)
 			return r;
 		if (c == PK_HOLE) {
 			memset((char *)buf + done, 0, want);

@@ -144,8 +144,7 @@ int build_run(struct build *b, struct stage *st, const struct df_insn *in, const
 	spec.net = !strcmp(net, "none") ? STRATA_NET_NONE : !strcmp(net, "private") ? STRATA_NET_PRIVATE
 										       : STRATA_NET_HOST;
 	spec.hostname = "strata-build";
-	if (b->rootless)
-		spec.fs_options = "xattr_permissions=2,squash_to_root";
+	spec.fs_options = b->rootless ? "progcache,xattr_permissions=2,squash_to_root" : "progcache";
 	/* the store is free while the step runs; our tmp/ directory stays
 	 * ours (its owner directory is locked for the handle's life) */
 	if (r == 0)

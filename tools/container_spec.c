@@ -447,8 +447,14 @@ int ctr_spec_build(struct store *s, const char *id, json_t *rec, json_t *cfg, st
 	/* A rootless store keeps image owners and modes in
 	 * user.containers.override_stat: have strata-fs present them. With
 	 * only the caller's own id mapped, every owner shows as root. */
+	/* The store's packed layers keep their programs decompressed
+	 * beside them (strata-fs progcache): a container's start then
+	 * decompresses none that an earlier one started. */
 	if (geteuid() != 0)
-		sp->l.fs_options = sp->l.n_uidmap ? "xattr_permissions=2" : "xattr_permissions=2,squash_to_root";
+		sp->l.fs_options = sp->l.n_uidmap ? "progcache,xattr_permissions=2"
+						  : "progcache,xattr_permissions=2,squash_to_root";
+	else
+		sp->l.fs_options = "progcache";
 	sp->l.tty = json_is_true(json_object_get(opts, "tty"));
 	sp->l.interactive = json_is_true(json_object_get(opts, "interactive"));
 	sp->autoremove = json_is_true(json_object_get(opts, "rm"));

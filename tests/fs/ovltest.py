@@ -22,6 +22,7 @@ It re-exports their names, so scenario files import from here only.
 import ctypes
 import errno
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -680,3 +681,15 @@ def known_failures(fs):
                     name, _, reason = line.partition(' ')
                     out[name] = reason.strip()
     return out
+
+
+def an_elf_file():
+    """An ELF program of this host of at least 256 KiB."""
+    for name in ('busybox', 'bash', 'python3', 'perl', 'ls'):
+        p = shutil.which(name)
+        if p:
+            p = os.path.realpath(p)
+            with open(p, 'rb') as f:
+                if f.read(4) == b'\x7fELF' and os.path.getsize(p) >= 256 << 10:
+                    return p
+    return None

@@ -23,22 +23,10 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ovltest import (SKIP, drop_caches, is_mounted, prepare_fs, rd, reap_all,  # noqa: E402
+from ovltest import (SKIP, an_elf_file, drop_caches, is_mounted, prepare_fs, rd, reap_all,  # noqa: E402
                      resident_bytes, umount)
 from layers import pattern  # noqa: E402
 from mounts import FuseMount  # noqa: E402
-
-
-def an_elf_file():
-    """An ELF program of this host of at least 256 KiB."""
-    for name in ('busybox', 'bash', 'python3', 'perl', 'ls'):
-        p = shutil.which(name)
-        if p:
-            p = os.path.realpath(p)
-            with open(p, 'rb') as f:
-                if f.read(4) == b'\x7fELF' and os.path.getsize(p) >= 256 << 10:
-                    return p
-    return None
 
 
 def main(argv):

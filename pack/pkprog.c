@@ -1,0 +1,289 @@
+/* pkprog: the programs and libraries of a packed layer, kept decompressed
+ * in a directory beside it for every mount of the layer (pk_progs_enable).
+ *
+ * Every container of an image maps the same programs and libraries as it
+ * starts, each from a mount of its own, and over a packed layer each mount
+ * would decompress them again. A copy on disk is made once, by the first
+ * mount that opens the file, and the mounts after it read the copy as they
+ * read a file of a directory layer: through its descriptor, its page cache
+ * shared by all of them and kept.
+ *
+ * A copy is not trusted: a mount checks it against the layer's chunk keys
+ * (hashing costs a fraction of decompressing) before it gives out the first
+ * descriptor of it, and a damaged copy is made again. A copy appears whole
+ * or not at all (an unnamed file, linked in once written), so a killed
+ * mount leaves none half-written; nothing changes one once it is there, and
+ * the copies go with the layer's directory.
+ */
+#include "pkint.h"
+
+#include "err.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Larger files stay packed: a copy is made whole when the file is opened,
+ * and a large program is seldom read whole. */
+#define PROG_MAX (64u << 20)
+
+struct pent {
+	uint32_t ino;   /* 0: an empty slot */
+	int fd;         /* the checked copy, or -1: read packed */
+};
+
+struct pk_progs {
+	pthread_mutex_t mu;
+	char *dir;
+	int dfd;            /* -1 until first needed */
+	bool off;           /* the directory cannot be made or opened */
+	struct pent *tab;   /* open addressing by ino, at most half full */
+	size_t cap, n;
+	struct pk_progs_stats st;
+};
+
+int pk_progs_enable(struct pk_layer *l, const char *dir)
+{
+	struct pk_progs *p = calloc(1, sizeof *p);
+	if (!p || !(p->dir = strdup(dir))) {
+		free(p);
+		return -ENOMEM;
+	}
+	pthread_mutex_init(&p->mu, NULL);
+	p->dfd = -1;
+	pk_progs_free(l->progs);
+	l->progs = p;
+	return 0;
+}
+
+void pk_progs_free(struct pk_progs *p)
+{
+	if (!p)
+		return;
+	for (size_t i = 0; i < p->cap; i++)
+		if (p->tab[i].ino && p->tab[i].fd >= 0)
+			close(p->tab[i].fd);
+	if (p->dfd >= 0)
+		close(p->dfd);
+	pthread_mutex_destroy(&p->mu);
+	free(p->tab);
+	free(p->dir);
+	free(p);
+}
+
+void pk_progs_stats(struct pk_layer *l, struct pk_progs_stats *st)
+{
+	memset(st, 0, sizeof *st);
+	if (!l->progs)
+		return;
+	pthread_mutex_lock(&l->progs->mu);
+	*st = l->progs->st;
+	pthread_mutex_unlock(&l->progs->mu);
+}
+
+static struct pent *slot(struct pent *tab, size_t cap, uint32_t ino)
+{
+	size_t i = (ino * 0x9e3779b1u) & (cap - 1);
+	while (tab[i].ino && tab[i].ino != ino)
+		i = (i + 1) & (cap - 1);
+	return &tab[i];
+}
+
+static int remember(struct pk_progs *p, uint32_t ino, int fd)
+{
+	if (2 * (p->n + 1) > p->cap) {
+		size_t cap = p->cap ? 2 * p->cap : 64;
+		struct pent *tab = calloc(cap, sizeof *tab);
+		if (!tab)
+			return -ENOMEM;
+		for (size_t i = 0; i < p->cap; i++)
+			if (p->tab[i].ino)
+				*slot(tab, cap, p->tab[i].ino) = p->tab[i];
+		free(p->tab);
+		p->tab = tab;
+		p->cap = cap;
+	}
+	struct pent *e = slot(p->tab, p->cap, ino);
+	e->ino = ino;
+	e->fd = fd;
+	p->n++;
+	return 0;
+}
+
+static int progs_dir(struct pk_progs *p)
+{
+	if (p->dfd < 0 && !p->off) {
+		if (mkdir(p->dir, 0700) < 0 && errno != EEXIST)
+			sdebug("program copies: cannot make %s: %s; programs are read packed", p->dir,
+			       strerror(errno));
+		p->dfd = open(p->dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		p->off = p->dfd < 0;
+	}
+	return p->dfd;
+}
+
+static uint32_t extent_len(const struct pk_inode *i, uint64_t idx)
+{
+	uint64_t left = i->size - idx * PK_CHUNK_SIZE;
+	return left > PK_CHUNK_SIZE ? PK_CHUNK_SIZE : (uint32_t)left;
+}
+
+static bool all_zero(const unsigned char *b, size_t n)
+{
+	return n == 0 || (b[0] == 0 && memcmp(b, b + 1, n - 1) == 0);
+}
+
+/* Does fd hold exactly the bytes of file ino? */
+static bool copy_ok(struct pk_layer *l, uint32_t ino, const struct pk_inode *i, const struct pk_extent *e,
+		    uint64_t n, int fd, unsigned char *buf)
+{
+	struct stat st;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != i->size)
+		return false;
+	for (uint64_t idx = 0; idx < n; idx++) {
+		uint32_t len = extent_len(i, idx), c;
+		if (pread(fd, buf, len, (off_t)(idx * PK_CHUNK_SIZE)) != (ssize_t)len ||
+		    pk_extent_chunk(l, ino, i, e, idx, &c) < 0)
+			return false;
+		uint8_t key[16];
+		if (c == PK_HOLE ? !all_zero(buf, len)
+				 : (pk_key(buf, len, key), memcmp(key, l->chunks[c].key, sizeof key) != 0))
+			return false;
+	}
+	return true;
+}
+
+static bool is_elf(struct pk_layer *l, uint32_t ino)
+{
+	unsigned char m[4];
+	return pk_read(l, ino, 0, sizeof m, m) == (ssize_t)sizeof m && !memcmp(m, "\177ELF", 4);
+}
+
+/* Name fd, a complete unnamed copy (or tmp, a named one), as name. */
+static int link_copy(int dfd, int fd, const char *tmp, const char *name)
+{
+	if (tmp)
+		return renameat(dfd, tmp, dfd, name) < 0 ? -errno : 0;
+	if (linkat(fd, "", dfd, name, AT_EMPTY_PATH) == 0)
+		return 0;
+	if (errno == EEXIST)
+		return -EEXIST;
+	/* (AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH) */
+	char self[40];
+	snprintf(self, sizeof self, "/proc/self/fd/%d", fd);
+	return linkat(AT_FDCWD, self, dfd, name, AT_SYMLINK_FOLLOW) < 0 ? -errno : 0;
+}
+
+/* Write file ino's bytes, taken from the chunk store and checked on the
+ * way, into a new copy called name: 0 or -errno. */
+static int make_copy(struct pk_progs *p, struct pk_layer *l, uint32_t ino, const struct pk_inode *i,
+		     const struct pk_extent *e, uint64_t n, const char *name, unsigned char *buf)
+{
+	char tmpname[64];
+	const char *tmp = NULL;
+	_cleanup_close_ int fd = openat(p->dfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0400);
+	if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+		snprintf(tmpname, sizeof tmpname, ".tmp.%d.%u", (int)getpid(), ino);
+		unlinkat(p->dfd, tmpname, 0);
+		fd = openat(p->dfd, tmpname, O_CREAT | O_EXCL | O_RDWR | O_NOFOLLOW | O_CLOEXEC, 0400);
+		tmp = tmpname;
+	}
+	if (fd < 0)
+		return -errno;
+	_cleanup_free_ void *comp = malloc(PK_STORED_MAX);
+	int r = comp ? 0 : -ENOMEM;
+	for (uint64_t idx = 0; idx < n && r == 0; idx++) {
+		uint32_t c;
+		if ((r = pk_extent_chunk(l, ino, i, e, idx, &c)) < 0 || c == PK_HOLE)
+			continue;
+		if ((r = pk_store_get_with(l->store, &l->chunks[c], pk_loc_at(l, c), buf, comp)) == 0)
+			r = pk_write_full(fd, buf, extent_len(i, idx), (int64_t)(idx * PK_CHUNK_SIZE));
+	}
+	if (r == 0 && ftruncate(fd, (off_t)i->size) < 0)
+		r = -errno;
+	if (r == 0)
+		r = link_copy(p->dfd, fd, tmp, name);
+	if (r < 0 && tmp)
+		unlinkat(p->dfd, tmp, 0);
+	return r;
+}
+
+/* The checked copy of file ino, made if need be: an fd, or -errno. */
+static int copy_fd(struct pk_progs *p, struct pk_layer *l, uint32_t ino, const struct pk_inode *i,
+		   const struct pk_extent *e, uint64_t n)
+{
+	char name[16];
+	snprintf(name, sizeof name, "%u", ino);
+	if (progs_dir(p) < 0)
+		return -ENOENT;
+	_cleanup_free_ unsigned char *buf = malloc(PK_CHUNK_SIZE);
+	if (!buf)
+		return -ENOMEM;
+	for (int tries = 0; tries < 2; tries++) {
+		int fd = openat(p->dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd >= 0) {
+			if (copy_ok(l, ino, i, e, n, fd, buf)) {
+				p->st.checked++;
+				return fd;
+			}
+			close(fd);
+			p->st.damaged++;
+			char path[PATH_MAX + 16];
+			snprintf(path, sizeof path, "%s/%s", p->dir, name);
+			serr(-EIO, "check program copy", path,
+			     "it does not match layer %s: made again from the layer's chunks", l->path);
+			if (unlinkat(p->dfd, name, 0) < 0)
+				return -errno;
+		} else if (errno != ENOENT) {
+			return -errno;
+		}
+		if (tries == 0 && !is_elf(l, ino))
+			return -ENOENT;
+		int r = make_copy(p, l, ino, i, e, n, name, buf);
+		if (r == 0)
+			p->st.made++;
+		else if (r != -EEXIST)   /* (another mount made it meanwhile: check it) */
+			return r;
+	}
+	return -EIO;
+}
+
+int pk_prog_fd(struct pk_layer *l, uint32_t ino)
+{
+	struct pk_progs *p = l->progs;
+	if (!p)
+		return -ENOENT;
+	const struct pk_inode *i;
+	const struct pk_extent *e;
+	uint64_t n;
+	int r = pk_file_extents(l, ino, &i, &e, &n);
+	if (r < 0)
+		return r;
+	if ((i->flags & PK_INO_INLINE) || i->size == 0 || i->size > PROG_MAX)
+		return -ENOENT;
+	pthread_mutex_lock(&p->mu);
+	struct pent *pe = p->cap ? slot(p->tab, p->cap, ino) : NULL;
+	int fd;
+	if (pe && pe->ino) {
+		fd = pe->fd;
+	} else {
+		/* (a failure is remembered too: this mount reads that file
+		 * packed from now on) */
+		fd = copy_fd(p, l, ino, i, e, n);
+		if (remember(p, ino, fd >= 0 ? fd : -1) < 0 && fd >= 0) {
+			close(fd);
+			fd = -ENOMEM;
+		}
+	}
+	r = fd < 0 ? -ENOENT : fcntl(fd, F_DUPFD_CLOEXEC, 3);
+	if (r < 0 && fd >= 0)
+		r = -errno;
+	pthread_mutex_unlock(&p->mu);
+	return r;
+}
