@@ -236,6 +236,27 @@ static int usage_layer(struct store *s, const char *diffid, struct sets *k, stru
 	return 0;
 }
 
+/* Bytes of the programs containers' mounts keep decompressed beside the
+ * packed layers (strata-fs progcache: layers/<id>/layer.pk.progs). */
+static uint64_t du_progs(struct store *s)
+{
+	_cleanup_close_ int lfd = openat(s->fd, "layers", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	char **names;
+	size_t n;
+	uint64_t t = 0;
+	if (lfd < 0 || list_sorted(lfd, &names, &n) < 0)
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		char p[PATH_MAX];
+		struct stat st;
+		snprintf(p, sizeof p, "%s/layers/%s/layer.pk.progs", s->root, names[i]);
+		if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode))
+			t += du(p);
+	}
+	free_names(names, n);
+	return t;
+}
+
 static double ratio(uint64_t a, uint64_t b)
 {
 	return b ? (double)a / (double)b : 1.0;
@@ -326,18 +347,21 @@ static int df(struct store *s, bool js)
 		snprintf(p, sizeof p, "%s/layers", s->root);
 		uint64_t dl = du(p);
 		snprintf(p, sizeof p, "%s/chunks", s->root);
-		uint64_t dc = du(p);
+		uint64_t dc = du(p), dp = du_progs(s);
 		if (js) {
 			json_t *t = usage_json(&total);
 			json_object_set_new(t, "disk_layers_bytes", json_integer((json_int_t)dl));
 			json_object_set_new(t, "disk_chunks_bytes", json_integer((json_int_t)dc));
+			json_object_set_new(t, "disk_program_copies_bytes", json_integer((json_int_t)dp));
 			json_t *o = json_pack("{s:o,s:o}", "images", images, "total", t);
 			images = NULL;
 			print_json(o);
 			json_decref(o);
 		} else {
 			usage_line("TOTAL (each layer and chunk once)", &total);
-			printf("on disk: layers %s, chunks %s\n", human_size((long long)dl, a, sizeof a),
+			char c[32];
+			printf("on disk: layers %s (programs kept decompressed for containers %s), chunks %s\n",
+			       human_size((long long)dl, a, sizeof a), human_size((long long)dp, c, sizeof c),
 			       human_size((long long)dc, b, sizeof b));
 		}
 	}

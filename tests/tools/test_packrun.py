@@ -116,6 +116,54 @@ def test_build_run(env):
     store_checks_clean(env, 'after a build')
 
 
+def test_program_copies(env):
+    """A container's mount keeps the programs it starts decompressed beside
+    their layer (strata-fs progcache), owned by the store's owner; the next
+    container starts them from that copy, not from the chunk store."""
+    w = dev_wrap(env)
+    image(env)
+    bottom = env.json('inspect', 'pk:1')['layers'][0]['path']
+    progs = bottom + '.progs'
+    env.run('run', '--rm', 'pk:1', '--', 'busybox', 'true', wrap=w)
+    copies = os.listdir(progs) if os.path.isdir(progs) else []
+    check(len(copies) == 1, 'one program copy beside the bottom layer after a run: %r' % copies)
+    copy = os.path.join(progs, copies[0])
+    with open(copy, 'rb') as f, open('/bin/busybox', 'rb') as b:
+        check(f.read() == b.read(), 'the copy holds the program\'s bytes')
+    owner = env.pw.pw_uid if env.user else 0
+    check(os.stat(copy).st_uid == owner and os.stat(progs).st_uid == owner,
+          'the copies belong to the store\'s owner (%d): %d' % (owner, os.stat(copy).st_uid))
+    r = env.run('system', 'df')
+    check('programs kept decompressed for containers' in r.out, 'system df counts the copies: %r' % r.out)
+    # every pack damaged: the program still starts (from its copy), a data
+    # file of the store fails
+    packs = [os.path.join(d, n) for d, _, fs in os.walk(os.path.join(env.store, 'chunks'))
+             for n in fs if n.endswith('.pack')]
+    saved = {}
+    for p in packs:
+        with open(p, 'rb') as f:
+            saved[p] = f.read()
+        bad = bytearray(saved[p])
+        for off in range(0, len(bad), 61):
+            bad[off] ^= 0xff
+        os.chmod(p, 0o644)
+        with open(p, 'wb') as f:
+            f.write(bad)
+    try:
+        r = env.run('run', '--rm', 'pk:1', '--', 'busybox', 'true', wrap=w, ok=None)
+        check(r.returncode == 0, 'the program starts from its copy with the chunk store damaged: %d %s'
+              % (r.returncode, r.err))
+        r = env.run('run', '--rm', 'pk:1', '--', 'busybox', 'cat', '/data/big', wrap=w, ok=None)
+        check(r.returncode != 0, 'a data file of the damaged store does not read: %r' % r.out[:80])
+    finally:
+        for p, b in saved.items():
+            with open(p, 'wb') as f:
+                f.write(b)
+    store_checks_clean(env, 'after runs that made program copies')
+    env.run('rmi', 'pk:1')
+    check(not os.path.exists(progs), 'rmi removes the layer with its program copies')
+
+
 def test_moved_store(env):
     """Each layer names its chunk store relative to itself: a store moved
     (or copied) elsewhere keeps working."""
@@ -163,4 +211,5 @@ def test_not_a_layer(env):
 
 
 if __name__ == '__main__':
-    sys.exit(main([test_run_commit_diff, test_detached_exec, test_build_run, test_moved_store, test_not_a_layer]))
+    sys.exit(main([test_run_commit_diff, test_detached_exec, test_build_run, test_program_copies, test_moved_store,
+                   test_not_a_layer]))
