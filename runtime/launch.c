@@ -288,11 +288,15 @@ static void outer_main(struct launch_ctx *ctx, pid_t launcher, int ready_w, int 
 		launcher_gone = 1;
 		outer_exit(ctx, SETUP_FAILED_EXIT);
 	}
-	/* The cgroup is made here, with the launcher's ids, not by the
-	 * launcher: from now on whoever dies first, one of us removes it. */
-	if ((r = cgroup_create(ctx->spec, launcher, &ctx->cg, ctx->err)) < 0)
+	/* The cgroup is made here, not by the launcher: from now on whoever
+	 * dies first, one of us removes it. With a user namespace it is made
+	 * now, with the launcher's ids; without one, once the daemon is
+	 * starting, so that the cgroup directories' making overlaps the
+	 * daemon's start. */
+	bool cg_early = ctx->userns;
+	if (cg_early && (r = cgroup_create(ctx->spec, launcher, &ctx->cg, ctx->err)) < 0)
 		outer_fail(ctx, r);
-	if ((r = cgroup_send(started_w, &ctx->cg)) < 0) {
+	if (cg_early && cgroup_send(started_w, &ctx->cg) < 0) {
 		launcher_gone = 1;
 		outer_exit(ctx, SETUP_FAILED_EXIT);
 	}
@@ -335,6 +339,10 @@ static void outer_main(struct launch_ctx *ctx, pid_t launcher, int ready_w, int 
 		outer_fail(ctx, rt_err(ctx->err, errno, "make private", "/", "in the launcher's mount namespace"));
 	if ((r = fs_mount(ctx, fusefd, &daemon, &daemon_pidfd)) < 0)
 		outer_fail(ctx, r);
+	if (!cg_early && (r = cgroup_create(ctx->spec, launcher, &ctx->cg, ctx->err)) < 0)
+		goto fail;
+	if (!cg_early && cgroup_send(started_w, &ctx->cg) < 0)
+		launcher_gone = 1;
 	if (launcher_gone) {
 		r = -ECANCELED;
 		goto fail;
@@ -466,12 +474,10 @@ int strata_launch(const struct strata_launch_spec *spec, struct strata_error *er
 	close(take_fd(&ready[1]));
 	close(take_fd(&go[0]));
 
-	/* outer's cgroup (EOF: it failed before, and removed what it made) */
-	if (cgroup_recv(startp[0], &ctx.cg) < 0)
-		memset(&ctx.cg, 0, sizeof ctx.cg);
 	char c;
 	if (spec->keep_mntns)
 		*spec->keep_mntns = -1;
+	/* (with a user namespace outer sent its cgroup before this) */
 	if (read(ready[0], &c, 1) == 1) {
 		/* outer has its mount namespace now (see keep_mntns) */
 		if (spec->keep_mntns) {
@@ -489,6 +495,9 @@ int strata_launch(const struct strata_launch_spec *spec, struct strata_error *er
 		}
 	}
 	close(take_fd(&go[1]));
+	/* outer's cgroup (EOF: it failed before, and removed what it made) */
+	if (cgroup_recv(startp[0], &ctx.cg) < 0)
+		memset(&ctx.cg, 0, sizeof ctx.cg);
 	struct started_msg m;
 	ssize_t n;
 	while ((n = read(startp[0], &m, sizeof m)) < 0 && errno == EINTR)

@@ -76,8 +76,10 @@ def bwrap_argv(ctx, fixture, scratch, cmd, rw_root=None, binds=()):
     return argv + ["--proc", "/proc", "--dev", "/dev"] + cmd
 
 
-def strata_run_argv(ctx, fs_program, fixture, cmd, binds=(), upper=None, lowerdir=None):
+def strata_run_argv(ctx, fs_program, fixture, cmd, binds=(), upper=None, lowerdir=None, fs_opt=None):
     argv = [ctx.strata_run, "--fs-program", fs_program, "--lowerdir", lowerdir or fixture.layer_path(0)]
+    if fs_opt:
+        argv += ["--fs-opt", fs_opt]
     if upper:
         os.makedirs(os.path.join(upper, "u"))
         os.makedirs(os.path.join(upper, "w"))
@@ -492,10 +494,11 @@ def contenders(ctx):
                                                    upper=os.path.join(s, "rw")),
              keys=("start",)),
         # the same job over the very layer `strata run` mounts: its store's
-        # packed layer file, not the fixture's directory
+        # packed layer file, not the fixture's directory, with the option
+        # strata gives it (programs kept decompressed beside the layer)
         Argv("strata-run+upper packed", sr,
              lambda c, fx, s, cmd: strata_run_argv(c, strata_fs, fx, cmd, upper=os.path.join(s, "rw"),
-                                                   lowerdir=store_lowerdir(c)),
+                                                   lowerdir=store_lowerdir(c), fs_opt="progcache"),
              keys=("start",)),
         # the same launcher over fuse-overlayfs: separates the launcher's own
         # cost from its filesystem's start-up
