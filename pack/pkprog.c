@@ -32,6 +32,10 @@
 /* Larger files stay packed: a copy is made whole when the file is opened,
  * and a large program is seldom read whole. */
 #define PROG_MAX (64u << 20)
+/* Copies a process holds open at most: a container's start opens a few
+ * dozen; one that opens every program of its image (a scan) must neither
+ * run the daemon out of descriptors nor copy the whole image. */
+#define PROG_FDS_MAX 256
 
 struct pent {
 	uint32_t ino;   /* 0: an empty slot */
@@ -45,6 +49,7 @@ struct pk_progs {
 	bool off;           /* the directory cannot be made or opened */
 	struct pent *tab;   /* open addressing by ino, at most half full */
 	size_t cap, n;
+	size_t nfd;         /* entries with a descriptor */
 	struct pk_progs_stats st;
 };
 
@@ -272,6 +277,8 @@ int pk_prog_fd(struct pk_layer *l, uint32_t ino)
 	int fd;
 	if (pe && pe->ino) {
 		fd = pe->fd;
+	} else if (p->nfd >= PROG_FDS_MAX) {
+		fd = -ENOENT;
 	} else {
 		/* (a failure is remembered too: this mount reads that file
 		 * packed from now on) */
@@ -280,6 +287,8 @@ int pk_prog_fd(struct pk_layer *l, uint32_t ino)
 			close(fd);
 			fd = -ENOMEM;
 		}
+		if (fd >= 0)
+			p->nfd++;
 	}
 	r = fd < 0 ? -ENOENT : fcntl(fd, F_DUPFD_CLOEXEC, 3);
 	if (r < 0 && fd >= 0)
