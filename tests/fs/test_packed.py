@@ -66,6 +66,15 @@ def strata_bin(fs, argv):
     return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(fs))), 'tools', 'strata')
 
 
+def packer_or_skip(fs, argv):
+    """The strata binary that packs layers, or None (a SKIP line printed)."""
+    strata = strata_bin(fs, argv)
+    if not os.path.exists(strata):
+        print('SKIP: no strata binary to pack layers with (%s; set STRATA_BIN)' % strata)
+        return None
+    return strata
+
+
 def pack(strata, src, dest, loose=False):
     """strata pack; loose: as strata did before pack files (one file per
     chunk, a layer without the packs feature)."""
@@ -342,9 +351,8 @@ def main(argv):
     fs = prepare_fs(argv)
     if fs is None:
         return SKIP
-    strata = strata_bin(fs, argv)
-    if not os.path.exists(strata):
-        print('SKIP: no strata binary to pack layers with (%s; set STRATA_BIN)' % strata)
+    strata = packer_or_skip(fs, argv)
+    if strata is None:
         return SKIP
     base = tempfile.mkdtemp(prefix='strata-packed-', dir='/var/tmp')
     problems = []

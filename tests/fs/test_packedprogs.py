@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ovltest import SKIP, an_elf_file, conclude, prepare_fs  # noqa: E402
 from layers import pattern  # noqa: E402
 from mounts import FuseMount, mounted  # noqa: E402
-from test_packed import flip, objects, pack, strata_bin  # noqa: E402
+from test_packed import flip, objects, pack, packer_or_skip  # noqa: E402
 
 
 def mount_of(fs, base, name, layer, upper=True, progcache=True):
@@ -75,9 +75,8 @@ def main(argv):
     fs = prepare_fs(argv)
     if fs is None:
         return SKIP
-    strata = strata_bin(fs, argv)
-    if not os.path.exists(strata):
-        print('SKIP: no strata binary to pack layers with (%s; set STRATA_BIN)' % strata)
+    strata = packer_or_skip(fs, argv)
+    if strata is None:
         return SKIP
     elf = an_elf_file()
     if not elf:
