@@ -474,10 +474,15 @@ int strata_launch(const struct strata_launch_spec *spec, struct strata_error *er
 	close(take_fd(&ready[1]));
 	close(take_fd(&go[0]));
 
+	/* outer's cgroup (EOF: it failed before, and removed what it made).
+	 * With a user namespace outer makes it first (outer_main), and it
+	 * must be known here before a failed id mapping kills outer; without
+	 * one it comes once the daemon is starting. */
+	if (ctx.userns && cgroup_recv(startp[0], &ctx.cg) < 0)
+		memset(&ctx.cg, 0, sizeof ctx.cg);
 	char c;
 	if (spec->keep_mntns)
 		*spec->keep_mntns = -1;
-	/* (with a user namespace outer sent its cgroup before this) */
 	if (read(ready[0], &c, 1) == 1) {
 		/* outer has its mount namespace now (see keep_mntns) */
 		if (spec->keep_mntns) {
@@ -495,8 +500,7 @@ int strata_launch(const struct strata_launch_spec *spec, struct strata_error *er
 		}
 	}
 	close(take_fd(&go[1]));
-	/* outer's cgroup (EOF: it failed before, and removed what it made) */
-	if (cgroup_recv(startp[0], &ctx.cg) < 0)
+	if (!ctx.userns && cgroup_recv(startp[0], &ctx.cg) < 0)
 		memset(&ctx.cg, 0, sizeof ctx.cg);
 	struct started_msg m;
 	ssize_t n;
