@@ -2,10 +2,17 @@
  *
  *   STORE/lock                  flock: shared for readers, exclusive for writers
  *   STORE/layers/<hex>/         one per DiffID, stored once whoever uses it:
- *        diff/                  the unpacked tree (OCI whiteouts kept as is)
- *        blob                   the blob it came from (re-exported verbatim,
- *                               so config and manifest digests survive)
+ *        layer.pk               the packed layer (the default format,
+ *                               docs/packed-format.md)
+ *        tar-split              what rebuilds its tar byte for byte (export)
+ *        layer.pk.progs/        programs containers started from it, kept
+ *                               decompressed by strata-fs (progcache)
+ *        diff/, blob            a directory layer instead (STRATA_STORE_FORMAT
+ *                               =dir): the unpacked tree (OCI whiteouts kept
+ *                               as is) and the blob it came from
  *        layer.json             {diff_id, digest, media_type, size, tar_size}
+ *   STORE/chunks/               the chunk store every packed layer shares:
+ *                               packs/<id>.pack and .idx, its lock
  *   STORE/images/<hex>.json     image config, exact bytes, named by digest
  *   STORE/tags.json             {"name:tag": "sha256:..."}
  *   STORE/containers/<id>/      container.json, upper/, work/
