@@ -251,9 +251,13 @@ static int copy_fd(struct pk_progs *p, struct pk_layer *l, uint32_t ino, const s
 		if (tries == 0 && !is_elf(l, ino))
 			return -ENOENT;
 		int r = make_copy(p, l, ino, i, e, n, name, buf);
-		if (r == 0)
+		if (r == 0) {
+			/* (written from checked chunks: no need to check it) */
 			p->st.made++;
-		else if (r != -EEXIST)   /* (another mount made it meanwhile: check it) */
+			fd = openat(p->dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+			return fd >= 0 ? fd : -errno;
+		}
+		if (r != -EEXIST)   /* (another mount made it meanwhile: check it) */
 			return r;
 	}
 	return -EIO;

@@ -1,6 +1,6 @@
 /* Unit tests of packed layers (pack/): the format read back through the
  * reader API, the chunk store's byte-for-byte dedup (forged keys), damage
- * detection, the cache and the garbage collector. */
+ * detection, the cache, the garbage collector and program copies. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -900,6 +900,73 @@ static void test_build(void **state)
 	free(c);
 }
 
+/* progcache (pkprog.c): an ELF file's copy is made once, found and
+ * checked by the next process, made again when damaged; other files have
+ * none. The copy is compared with the file's bytes, holes included. */
+static void test_progs(void **state)
+{
+	(void)state;
+	size_t n = 3 * 65536 + 1000;
+	unsigned char *elf = rnd(n, 11);
+	memcpy(elf, "\177ELF", 4);
+	memset(elf + 65536, 0, 65536);   /* a whole chunk of zeros: a hole */
+	assert_int_equal(mkdir(P("src"), 0755), 0);
+	put_file("src/prog", elf, n);
+	unsigned char *data = rnd(n, 12);
+	put_file("src/data", data, n);
+	struct pk_write_stats ws;
+	struct pk_layer *l = pack("src", "l.pk", &ws);
+	uint32_t prog = look(l, pk_root(l), "prog", PK_FOUND), dat = look(l, pk_root(l), "data", PK_FOUND);
+	/* off until enabled */
+	assert_int_equal(pk_prog_fd(l, prog), -ENOENT);
+	assert_int_equal(pk_progs_enable(l, P("l.pk.progs")), 0);
+	assert_int_equal(pk_prog_fd(l, dat), -ENOENT);
+	int fd = pk_prog_fd(l, prog);
+	assert_true(fd >= 0);
+	unsigned char *got = malloc(n + 1);
+	assert_int_equal(pread(fd, got, n + 1, 0), (ssize_t)n);
+	assert_memory_equal(got, elf, n);
+	close(fd);
+	int again = pk_prog_fd(l, prog);   /* from the table: no second check */
+	assert_true(again >= 0);
+	close(again);
+	struct pk_progs_stats st;
+	pk_progs_stats(l, &st);
+	assert_int_equal(st.made, 1);
+	assert_int_equal(st.checked, 0);
+	pk_close(l);
+
+	/* another process: finds the copy and checks it */
+	assert_int_equal(pk_open(P("l.pk"), NULL, NULL, &l), 0);
+	assert_int_equal(pk_progs_enable(l, P("l.pk.progs")), 0);
+	fd = pk_prog_fd(l, prog);
+	assert_true(fd >= 0);
+	close(fd);
+	pk_progs_stats(l, &st);
+	assert_int_equal(st.made, 0);
+	assert_int_equal(st.checked, 1);
+	pk_close(l);
+
+	/* a byte flipped in the hole of the copy: made again */
+	char copy[64];
+	snprintf(copy, sizeof copy, "l.pk.progs/%u", prog);
+	flip(P(copy), 65536 + 7);
+	assert_int_equal(pk_open(P("l.pk"), NULL, NULL, &l), 0);
+	assert_int_equal(pk_progs_enable(l, P("l.pk.progs")), 0);
+	fd = pk_prog_fd(l, prog);
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, got, n, 0), (ssize_t)n);
+	assert_memory_equal(got, elf, n);
+	close(fd);
+	pk_progs_stats(l, &st);
+	assert_int_equal(st.damaged, 1);
+	assert_int_equal(st.made, 1);
+	pk_close(l);
+	free(got);
+	free(elf);
+	free(data);
+}
+
 static void test_hostile_meta(void **state)
 {
 	make_tree();
@@ -976,6 +1043,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_cache_threads, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hostile_meta, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_build, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_progs, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
