@@ -180,8 +180,9 @@ static void on_launcher_gone(int sig)
 
 /* pid 1 of the container: join the cgroup (before anything else, so every
  * process of the container is in it), wait for outer's word that the
- * merged view answers (go_r), build the root, then start the command and
- * stay as its reaper and signal relay. */
+ * merged view answers (go_r), build the root, say so (joined_w: from then
+ * on the container is running, and `strata exec` finds its root), then
+ * start the command and stay as its reaper and signal relay. */
 static void init_main(struct launch_ctx *ctx, int joined_w, int go_r) __attribute__((noreturn));
 static void init_main(struct launch_ctx *ctx, int joined_w, int go_r)
 {
@@ -195,10 +196,6 @@ static void init_main(struct launch_ctx *ctx, int joined_w, int go_r)
 	if ((r = cgroup_join(&ctx->cg, ctx->err)) < 0)
 		report_failure(ctx, r);
 	cgroup_close_fds(&ctx->cg);
-	if (write(joined_w, "j", 1) != 1) {
-		/* outer is gone; our death signal follows */
-	}
-	close(joined_w);
 	/* EOF: the daemon did not come up; outer reports it and kills us */
 	char go;
 	while ((r = (int)read(go_r, &go, 1)) < 0 && errno == EINTR)
@@ -216,9 +213,17 @@ static void init_main(struct launch_ctx *ctx, int joined_w, int go_r)
 	const char *host = s->hostname ? s->hostname : "strata";
 	if (sethostname(host, strlen(host)) < 0)
 		report_failure(ctx, rt_err(ctx->err, errno, "sethostname", host, NULL));
-	if ((r = rootfs_setup(ctx)) < 0 || (r = net_wait_configured(ctx)) < 0)
+	if ((r = rootfs_setup(ctx)) < 0)
 		report_failure(ctx, r);
 	cleanup_closep(&ctx->rootmnt);
+	/* (before the network is configured: the launcher configures it
+	 * once it has heard this) */
+	if (write(joined_w, "j", 1) != 1) {
+		/* outer is gone; our death signal follows */
+	}
+	close(joined_w);
+	if ((r = net_wait_configured(ctx)) < 0)
+		report_failure(ctx, r);
 
 	pid_t cmd = fork();
 	if (cmd < 0)
@@ -232,7 +237,8 @@ static void init_main(struct launch_ctx *ctx, int joined_w, int go_r)
 	_exit(status_to_exit_code(st));
 }
 
-/* What outer tells the launcher once init is in its cgroup. */
+/* What outer tells the launcher once init is in its cgroup with its root
+ * built. */
 struct started_msg {
 	pid_t init, daemon;
 };
@@ -402,8 +408,8 @@ static void outer_main(struct launch_ctx *ctx, pid_t launcher, int ready_w, int 
 	cleanup_closep(&ctx->rootmnt);
 	ctx->rootmnt = -1;
 	cgroup_close_fds(&ctx->cg);
-	/* init writes once it is in the cgroup, and closes: EOF means it
-	 * failed, and its status says so */
+	/* init writes once it is in the cgroup and its root is built, and
+	 * closes: EOF means it failed, and its status says so */
 	while ((r = (int)read(joined[0], &c, 1)) < 0 && errno == EINTR)
 		;
 	close(joined[0]);

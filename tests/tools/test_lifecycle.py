@@ -129,6 +129,11 @@ def test_detached_lifecycle(env):
     check([c['name'] for c in x.json('ps', '--json')] == ['web'], 'ps without -a lists it')
     st = x.state('web')
     check(st['Running'] and st['Pid'] > 0 and st['StartedAt'], 'inspect State: %r' % st)
+    # running means the root is built: init's "/" is the merged view (an
+    # exec at once joins that root, never the host's)
+    with open('/proc/%d/mountinfo' % st['Pid']) as f:
+        root = [l.split(' - ')[1].split()[0] for l in f if l.split()[4] == '/']
+    check(root and root[-1].startswith('fuse'), 'the container\'s root is built once run -d returns: %r' % root)
     x.until('the first log line', lambda: 'started' in x.run('logs', 'web').out)
     r = x.run('exec', 'web', 'sh', '-c', 'echo $FROM_IMAGE; exit 3', ok=None)
     check(r.returncode == 3 and r.out == 'yes\n', 'exec: exit code and the image env: %d %r %s' % (r.returncode, r.out, r.err))
