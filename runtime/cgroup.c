@@ -719,21 +719,29 @@ void cgroup_free(struct cgroups *cg)
 }
 
 /* The directories travel from outer, which makes them, to the launcher,
- * which removes them once outer is gone: "N STARTED V2\n" then one
- * directory a line (cgroup paths hold no newline: we made them). */
+ * which removes them once outer is gone: a 16-byte length ("%15zu\n"),
+ * then "N STARTED V2\n" and one directory a line (cgroup paths hold no
+ * newline: we made them). The length lets the launcher read exactly the
+ * message: outer writes more to the same pipe after it (launch.c's
+ * started message), and it may be there already. */
+#define CG_LEN_FIELD 16
+
 int cgroup_send(int fd, const struct cgroups *cg)
 {
-	char buf[CGROUP_MAX_DIRS * (PATH_MAX + 1) + 64];
-	size_t started = 0, len;
+	char buf[CGROUP_MAX_DIRS * (PATH_MAX + 1) + 64 + CG_LEN_FIELD];
+	size_t started = 0, len = CG_LEN_FIELD;
 
 	for (size_t i = 0; i < cg->n; i++)
 		if (cg->dir[i] == cg->started)
 			started = i;
-	len = (size_t)snprintf(buf, sizeof buf, "%zu %zu %d\n", cg->n, started, cg->v2);
+	len += (size_t)snprintf(buf + len, sizeof buf - len, "%zu %zu %d\n", cg->n, started, cg->v2);
 	for (size_t i = 0; i < cg->n && len < sizeof buf; i++)
 		len += (size_t)snprintf(buf + len, sizeof buf - len, "%s\n", cg->dir[i]);
 	if (len >= sizeof buf)
 		return -ENAMETOOLONG;
+	char head[CG_LEN_FIELD + 1];
+	snprintf(head, sizeof head, "%15zu\n", len - CG_LEN_FIELD);
+	memcpy(buf, head, CG_LEN_FIELD);
 	for (size_t done = 0; done < len;) {
 		ssize_t n = write(fd, buf + done, len - done);
 		if (n < 0 && errno == EINTR)
@@ -745,36 +753,46 @@ int cgroup_send(int fd, const struct cgroups *cg)
 	return 0;
 }
 
-/* 0 with cg filled, or -errno (EOF: outer is gone before it told). */
+/* Exactly len bytes from fd: 0, -EPIPE at an early end, -errno. */
+static int read_exact(int fd, char *buf, size_t len)
+{
+	for (size_t done = 0; done < len;) {
+		ssize_t n = read(fd, buf + done, len - done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EPIPE;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
 int cgroup_recv(int fd, struct cgroups *cg)
 {
-	_cleanup_free_ char *buf = malloc(CGROUP_MAX_DIRS * (PATH_MAX + 1) + 64);
-	size_t len = 0, n_dirs, started;
-	int v2;
+	const size_t cap = CGROUP_MAX_DIRS * (PATH_MAX + 1) + 64;
+	_cleanup_free_ char *buf = malloc(cap + 1);
+	char head[CG_LEN_FIELD + 1];
+	size_t len, n_dirs, started;
+	int v2, r;
 
 	if (!buf)
 		return -ENOMEM;
 	memset(cg, 0, sizeof *cg);
 	for (size_t i = 0; i < CGROUP_MAX_DIRS; i++)
 		cg->procs[i] = -1;
-	/* read up to the header's count of lines */
-	for (;;) {
-		size_t lines = 0;
-		for (size_t i = 0; i < len; i++)
-			lines += buf[i] == '\n';
-		if (lines && sscanf(buf, "%zu %zu %d", &n_dirs, &started, &v2) == 3 && lines >= n_dirs + 1)
-			break;
-		if (len >= CGROUP_MAX_DIRS * (PATH_MAX + 1) + 63)
-			return -EPROTO;
-		ssize_t n = read(fd, buf + len, CGROUP_MAX_DIRS * (PATH_MAX + 1) + 63 - len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? -errno : -EPIPE;
-		len += (size_t)n;
-		buf[len] = '\0';
-	}
-	if (n_dirs > CGROUP_MAX_DIRS || (n_dirs && started >= n_dirs))
+	if ((r = read_exact(fd, head, CG_LEN_FIELD)) < 0)
+		return r;
+	head[CG_LEN_FIELD] = '\0';
+	if (sscanf(head, "%zu", &len) != 1 || len > cap)
+		return -EPROTO;
+	if ((r = read_exact(fd, buf, len)) < 0)
+		return r;
+	buf[len] = '\0';
+	size_t lines = 0;
+	for (size_t i = 0; i < len; i++)
+		lines += buf[i] == '\n';
+	if (sscanf(buf, "%zu %zu %d", &n_dirs, &started, &v2) != 3 || n_dirs > CGROUP_MAX_DIRS ||
+	    (n_dirs && started >= n_dirs) || lines < n_dirs + 1)
 		return -EPROTO;
 	char *line = strchr(buf, '\n') + 1;
 	for (size_t i = 0; i < n_dirs; i++) {

@@ -462,6 +462,12 @@ static int monitor_loop(struct monitor *m)
 		}
 		bool daemon_died = atomic_load(&m->w.daemon_died);
 		if (daemon_died) {
+			/* The watcher killed init: that is the end, whatever
+			 * the command made of its filesystem's death first (an
+			 * exec that found nothing, 127; a set-up step, 125) */
+			r = 128 + SIGKILL;
+			json_object_set_new(m->st, "ExitCode", json_integer(r));
+			json_object_set_new(m->st, "Signal", json_integer(SIGKILL));
 			json_object_set_new(m->st, "Status", json_string("dead"));
 			json_object_set_new(m->st, "DeadReason", json_string("filesystem daemon died"));
 			json_object_set_new(m->st, "Error", json_string("the container's filesystem daemon (strata-fs) died "
