@@ -17,6 +17,7 @@
  */
 #include "pkint.h"
 
+#include "bytes.h"
 #include "err.h"
 
 #include <errno.h>
@@ -139,11 +140,6 @@ static uint32_t extent_len(const struct pk_inode *i, uint64_t idx)
 	return left > PK_CHUNK_SIZE ? PK_CHUNK_SIZE : (uint32_t)left;
 }
 
-static bool all_zero(const unsigned char *b, size_t n)
-{
-	return n == 0 || (b[0] == 0 && memcmp(b, b + 1, n - 1) == 0);
-}
-
 /* Does fd hold exactly the bytes of file ino? */
 static bool copy_ok(struct pk_layer *l, uint32_t ino, const struct pk_inode *i, const struct pk_extent *e,
 		    uint64_t n, int fd, unsigned char *buf)
@@ -157,7 +153,7 @@ static bool copy_ok(struct pk_layer *l, uint32_t ino, const struct pk_inode *i, 
 		    pk_extent_chunk(l, ino, i, e, idx, &c) < 0)
 			return false;
 		uint8_t key[16];
-		if (c == PK_HOLE ? !all_zero(buf, len)
+		if (c == PK_HOLE ? !bytes_all_zero(buf, len)
 				 : (pk_key(buf, len, key), memcmp(key, l->chunks[c].key, sizeof key) != 0))
 			return false;
 	}

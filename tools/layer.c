@@ -1,5 +1,6 @@
 #include "layer.h"
 
+#include "bytes.h"
 #include "err.h"
 #include "fsutil.h"
 #include "progress.h"
@@ -137,14 +138,6 @@ static la_ssize_t outer_read(struct archive *a, void *ctx, const void **buf)
 	return n;
 }
 
-static bool all_zero(const unsigned char *p, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		if (p[i])
-			return false;
-	return true;
-}
-
 /* Inflate the next piece of a gzip stream (members may be concatenated;
  * zero padding after the last is tolerated). */
 static la_ssize_t zlib_read(struct archive *a, struct inner *in)
@@ -167,7 +160,7 @@ static la_ssize_t zlib_read(struct archive *a, struct inner *in)
 			}
 		}
 		if (in->member_done) {
-			if (all_zero(z->next_in, z->avail_in)) {
+			if (bytes_all_zero(z->next_in, z->avail_in)) {
 				z->avail_in = 0;
 				continue;
 			}

@@ -11,6 +11,7 @@
  */
 #include "pkstore.h"
 
+#include "bytes.h"
 #include "err.h"
 #include "fsutil.h"
 #include "unpack.h"
@@ -160,18 +161,10 @@ static int emit_zero(struct ts_writer *w, uint64_t n)
 	return r;
 }
 
-static bool all_zero(const unsigned char *p, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		if (p[i])
-			return false;
-	return true;
-}
-
 /* Padding and trailers: zero runs as ZERO ops, the rest kept. */
 static int emit_any(struct ts_writer *w, const unsigned char *p, size_t n)
 {
-	return all_zero(p, n) ? emit_zero(w, n) : emit_raw(w, p, n);
+	return bytes_all_zero(p, n) ? emit_zero(w, n) : emit_raw(w, p, n);
 }
 
 int ts_writer_new(int fd, struct ts_writer **out)
@@ -344,7 +337,7 @@ static bool ref_path(struct ts_writer *w, const unsigned char *h)
 static int header(struct ts_writer *w)
 {
 	const unsigned char *h = w->blk;
-	if (all_zero(h, 512)) {
+	if (bytes_all_zero(h, 512)) {
 		/* libarchive ends the archive at the first zero block; what
 		 * follows is kept as it is */
 		w->st = S_TRAIL;
