@@ -40,8 +40,10 @@
 
 struct pent {
 	uint32_t ino;   /* 0: an empty slot */
-	int fd;         /* the checked copy, or -1: read packed */
+	int fd;         /* the checked copy, -1: read packed, PENT_BUSY: being
+			 * checked or made by another thread */
 };
+#define PENT_BUSY (-2)
 
 struct pk_progs {
 	pthread_mutex_t mu;
@@ -50,7 +52,7 @@ struct pk_progs {
 	bool off;           /* the directory cannot be made or opened */
 	struct pent *tab;   /* open addressing by ino, at most half full */
 	size_t cap, n;
-	size_t nfd;         /* entries with a descriptor */
+	size_t nfd;         /* entries with a descriptor or being made */
 	struct pk_progs_stats st;
 };
 
@@ -215,14 +217,13 @@ static int make_copy(struct pk_progs *p, struct pk_layer *l, uint32_t ino, const
 	return r;
 }
 
-/* The checked copy of file ino, made if need be: an fd, or -errno. */
+/* The checked copy of file ino, made if need be: an fd, or -errno. Runs
+ * without p->mu (p->dfd is open and stays so); what it did goes to *st. */
 static int copy_fd(struct pk_progs *p, struct pk_layer *l, uint32_t ino, const struct pk_inode *i,
-		   const struct pk_extent *e, uint64_t n)
+		   const struct pk_extent *e, uint64_t n, struct pk_progs_stats *st)
 {
 	char name[16];
 	snprintf(name, sizeof name, "%u", ino);
-	if (progs_dir(p) < 0)
-		return -ENOENT;
 	_cleanup_free_ unsigned char *buf = malloc(PK_CHUNK_SIZE);
 	if (!buf)
 		return -ENOMEM;
@@ -230,11 +231,11 @@ static int copy_fd(struct pk_progs *p, struct pk_layer *l, uint32_t ino, const s
 		int fd = openat(p->dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 		if (fd >= 0) {
 			if (copy_ok(l, ino, i, e, n, fd, buf)) {
-				p->st.checked++;
+				st->checked++;
 				return fd;
 			}
 			close(fd);
-			p->st.damaged++;
+			st->damaged++;
 			char path[PATH_MAX + 16];
 			snprintf(path, sizeof path, "%s/%s", p->dir, name);
 			serr(-EIO, "check program copy", path,
@@ -249,7 +250,7 @@ static int copy_fd(struct pk_progs *p, struct pk_layer *l, uint32_t ino, const s
 		int r = make_copy(p, l, ino, i, e, n, name, buf);
 		if (r == 0) {
 			/* (written from checked chunks: no need to check it) */
-			p->st.made++;
+			st->made++;
 			fd = openat(p->dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 			return fd >= 0 ? fd : -errno;
 		}
@@ -257,6 +258,13 @@ static int copy_fd(struct pk_progs *p, struct pk_layer *l, uint32_t ino, const s
 			return r;
 	}
 	return -EIO;
+}
+
+/* The table's entry for ino, or NULL; p->mu held. */
+static struct pent *lookup(struct pk_progs *p, uint32_t ino)
+{
+	struct pent *pe = p->cap ? slot(p->tab, p->cap, ino) : NULL;
+	return pe && pe->ino ? pe : NULL;
 }
 
 int pk_prog_fd(struct pk_layer *l, uint32_t ino)
@@ -273,26 +281,43 @@ int pk_prog_fd(struct pk_layer *l, uint32_t ino)
 	if ((i->flags & PK_INO_INLINE) || i->size == 0 || i->size > PROG_MAX)
 		return -ENOENT;
 	pthread_mutex_lock(&p->mu);
-	struct pent *pe = p->cap ? slot(p->tab, p->cap, ino) : NULL;
-	int fd;
-	if (pe && pe->ino) {
-		fd = pe->fd;
-	} else if (p->nfd >= PROG_FDS_MAX) {
-		fd = -ENOENT;
-	} else {
-		/* (a failure is remembered too: this mount reads that file
-		 * packed from now on) */
-		fd = copy_fd(p, l, ino, i, e, n);
-		if (remember(p, ino, fd >= 0 ? fd : -1) < 0 && fd >= 0) {
-			close(fd);
-			fd = -ENOMEM;
-		}
-		if (fd >= 0)
-			p->nfd++;
+	struct pent *pe = lookup(p, ino);
+	if (pe) {
+		/* (a copy another thread is still checking or making is read
+		 * packed this time: the same bytes) */
+		r = pe->fd < 0 ? -ENOENT : fcntl(pe->fd, F_DUPFD_CLOEXEC, 3);
+		if (r < 0 && pe->fd >= 0)
+			r = -errno;
+		pthread_mutex_unlock(&p->mu);
+		return r;
 	}
+	/* The first open of each file of the layer comes here, and checking
+	 * or making a copy reads the whole file (the check that it is a
+	 * program reads its first chunk): done without the lock, so first
+	 * opens of other files by other threads do not wait for it. The
+	 * busy entry counts against the descriptors' bound. */
+	if (p->nfd >= PROG_FDS_MAX || progs_dir(p) < 0 || remember(p, ino, PENT_BUSY) < 0) {
+		pthread_mutex_unlock(&p->mu);
+		return -ENOENT;
+	}
+	p->nfd++;
+	pthread_mutex_unlock(&p->mu);
+
+	struct pk_progs_stats st = { 0 };
+	int fd = copy_fd(p, l, ino, i, e, n, &st);
 	r = fd < 0 ? -ENOENT : fcntl(fd, F_DUPFD_CLOEXEC, 3);
 	if (r < 0 && fd >= 0)
 		r = -errno;
+
+	pthread_mutex_lock(&p->mu);
+	/* (a failure is remembered too: this mount reads that file packed
+	 * from now on) */
+	lookup(p, ino)->fd = fd >= 0 ? fd : -1;
+	if (fd < 0)
+		p->nfd--;
+	p->st.made += st.made;
+	p->st.checked += st.checked;
+	p->st.damaged += st.damaged;
 	pthread_mutex_unlock(&p->mu);
 	return r;
 }

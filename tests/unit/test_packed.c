@@ -4,6 +4,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <cmocka.h>
 #include <dirent.h>
@@ -17,6 +18,7 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "packed.h"
@@ -967,6 +969,117 @@ static void test_progs(void **state)
 	free(data);
 }
 
+/* Is some thread of this process blocked in openat(2)? (the syscall file
+ * of a thread in a system call starts with its number) */
+static bool a_thread_in_openat(void)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *de;
+	bool found = false;
+	while (d && !found && (de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		char f[300], line[32] = "";
+		snprintf(f, sizeof f, "/proc/self/task/%s/syscall", de->d_name);
+		FILE *fp = fopen(f, "r");
+		if (fp) {
+			found = fgets(line, sizeof line, fp) && !strncmp(line, "257 ", 4);
+			fclose(fp);
+		}
+	}
+	if (d)
+		closedir(d);
+	return found;
+}
+
+struct prog_open {
+	struct pk_layer *l;
+	uint32_t ino;
+	int fd;
+};
+
+static void *prog_open_main(void *arg)
+{
+	struct prog_open *o = arg;
+	o->fd = pk_prog_fd(o->l, o->ino);
+	return NULL;
+}
+
+/* A copy being made must not hold up the first open of another program:
+ * the layer's pack is a FIFO here, so making prog1's copy blocks in its
+ * open while prog2's existing copy is checked (which reads no chunk). */
+static void test_progs_unlocked(void **state)
+{
+	(void)state;
+	size_t n = 2 * 65536 + 100;
+	unsigned char *a = rnd(n, 21), *b = rnd(n, 22);
+	memcpy(a, "\177ELF", 4);
+	memcpy(b, "\177ELF", 4);
+	assert_int_equal(mkdir(P("src"), 0755), 0);
+	put_file("src/prog1", a, n);
+	put_file("src/prog2", b, n);
+	struct pk_layer *l = pack("src", "l.pk", NULL);
+	uint32_t p1 = look(l, pk_root(l), "prog1", PK_FOUND), p2 = look(l, pk_root(l), "prog2", PK_FOUND);
+	assert_int_equal(pk_progs_enable(l, P("l.pk.progs")), 0);
+	int fd = pk_prog_fd(l, p2);
+	assert_true(fd >= 0);
+	close(fd);
+	pk_close(l);
+
+	char pack_path[600], aside[620];
+	assert_int_equal(one_pack(P("chunks"), pack_path, sizeof pack_path), 0);
+	snprintf(aside, sizeof aside, "%s.aside", pack_path);
+	assert_int_equal(rename(pack_path, aside), 0);
+	assert_int_equal(mkfifo(pack_path, 0600), 0);
+
+	assert_int_equal(pk_open(P("l.pk"), NULL, NULL, &l), 0);
+	assert_int_equal(pk_progs_enable(l, P("l.pk.progs")), 0);
+	struct prog_open o1 = { l, p1, 0 }, o2 = { l, p2, 0 };
+	pthread_t t1, t2;
+	assert_int_equal(pthread_create(&t1, NULL, prog_open_main, &o1), 0);
+	while (!a_thread_in_openat())
+		usleep(1000);
+	assert_int_equal(pthread_create(&t2, NULL, prog_open_main, &o2), 0);
+	/* (a generous bound: it only tells a wait that never ends) */
+	struct timespec end;
+	clock_gettime(CLOCK_REALTIME, &end);
+	end.tv_sec += 60;
+	int joined = pthread_timedjoin_np(t2, NULL, &end);
+
+	/* a writer that closes at once: the blocked open returns, its reads
+	 * of a FIFO fail, prog1 is read packed */
+	fflush(stderr);
+	int saved = dup(2), null = open("/dev/null", O_WRONLY);
+	dup2(null, 2);
+	close(null);
+	int w = open(pack_path, O_WRONLY);
+	if (w >= 0)
+		close(w);
+	pthread_join(t1, NULL);
+	if (joined != 0)
+		pthread_join(t2, NULL);
+	dup2(saved, 2);
+	close(saved);
+
+	assert_int_equal(joined, 0);
+	assert_true(o2.fd >= 0);
+	unsigned char *got = malloc(n);
+	assert_int_equal(pread(o2.fd, got, n, 0), (ssize_t)n);
+	assert_memory_equal(got, b, n);
+	close(o2.fd);
+	assert_true(o1.fd < 0);
+	struct pk_progs_stats st;
+	pk_progs_stats(l, &st);
+	assert_int_equal(st.checked, 1);
+	assert_int_equal(st.made, 0);
+	pk_close(l);
+	unlink(pack_path);
+	assert_int_equal(rename(aside, pack_path), 0);
+	free(got);
+	free(a);
+	free(b);
+}
+
 static void test_hostile_meta(void **state)
 {
 	make_tree();
@@ -1044,6 +1157,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_hostile_meta, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_build, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_progs, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_progs_unlocked, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
