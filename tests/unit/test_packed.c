@@ -996,12 +996,14 @@ struct prog_open {
 	struct pk_layer *l;
 	uint32_t ino;
 	int fd;
+	bool done;
 };
 
 static void *prog_open_main(void *arg)
 {
 	struct prog_open *o = arg;
 	o->fd = pk_prog_fd(o->l, o->ino);
+	__atomic_store_n(&o->done, true, __ATOMIC_RELEASE);
 	return NULL;
 }
 
@@ -1034,11 +1036,13 @@ static void test_progs_unlocked(void **state)
 
 	assert_int_equal(pk_open(P("l.pk"), NULL, NULL, &l), 0);
 	assert_int_equal(pk_progs_enable(l, P("l.pk.progs")), 0);
-	struct prog_open o1 = { l, p1, 0 }, o2 = { l, p2, 0 };
+	struct prog_open o1 = { l, p1, 0, false }, o2 = { l, p2, 0, false };
 	pthread_t t1, t2;
 	assert_int_equal(pthread_create(&t1, NULL, prog_open_main, &o1), 0);
-	while (!a_thread_in_openat())
+	/* (prog1's copy must be made from the pack: it cannot end first) */
+	while (!a_thread_in_openat() && !__atomic_load_n(&o1.done, __ATOMIC_ACQUIRE))
 		usleep(1000);
+	assert_false(__atomic_load_n(&o1.done, __ATOMIC_ACQUIRE));
 	assert_int_equal(pthread_create(&t2, NULL, prog_open_main, &o2), 0);
 	/* (a generous bound: it only tells a wait that never ends) */
 	struct timespec end;
