@@ -5,6 +5,7 @@
  * crash never leaves a half-copied file visible. Metadata-only changes make
  * a metacopy: the upper file holds metadata only and data stays below. */
 #include "fs.h"
+#include "io.h"
 
 #include <fcntl.h>
 #include <linux/fs.h>
@@ -18,26 +19,6 @@ int copyup_tmpname(struct sfs *fs, char *buf, size_t len)
 {
 	uint64_t seq = __atomic_add_fetch(&fs->tmp_seq, 1, __ATOMIC_RELAXED);
 	snprintf(buf, len, "#%d-%llu", (int)getpid(), (unsigned long long)seq);
-	return 0;
-}
-
-/* All of buf at off. A short write is carried on, so the error returned is
- * the one that stopped it (ENOSPC, EDQUOT, EIO), never an errno an earlier
- * call left behind. */
-static int pwrite_all(int fd, const char *buf, size_t len, off_t off)
-{
-	while (len) {
-		ssize_t w = pwrite(fd, buf, len, off);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
-			return -errno;
-		if (w == 0)
-			return -ENOSPC;  /* no progress and no reason given */
-		buf += w;
-		len -= (size_t)w;
-		off += w;
-	}
 	return 0;
 }
 
@@ -87,7 +68,7 @@ static int copy_data(int src, int dst, off_t size)
 				return -errno;
 			if (rd == 0)
 				return -EIO;  /* the source shrank under us */
-			int r = pwrite_all(dst, buf, (size_t)rd, out);
+			int r = io_write_full(dst, buf, (size_t)rd, out);
 			if (r < 0)
 				return r;
 			in += rd;

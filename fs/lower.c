@@ -5,6 +5,7 @@
  * overlay.* markers as stored, whiteouts as found by a lookup. */
 #include "lower.h"
 #include "fs.h"
+#include "io.h"
 
 #include <fcntl.h>
 #include <stdio.h>
@@ -226,21 +227,6 @@ int lower_prefetch(const struct lower *lo, uint32_t ino, uint64_t off, uint64_t 
 	return pk_prefetch(lo->pk, ino, off, len);
 }
 
-static int write_all(int fd, const char *p, size_t len, uint64_t off)
-{
-	while (len) {
-		ssize_t n = pwrite(fd, p, len, (off_t)off);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? -errno : -EIO;
-		p += n;
-		len -= (size_t)n;
-		off += (uint64_t)n;
-	}
-	return 0;
-}
-
 /* Is 4 KiB block b of file ino (of attributes a) a hole? 1, 0, -errno. */
 static int pk_block_hole(const struct lower *lo, uint32_t ino, const struct pk_attr *a, uint64_t b)
 {
@@ -354,7 +340,7 @@ int lower_copy_data(const struct lower *lo, uint32_t ino, int dst, uint64_t limi
 			while (e * PK_BLOCK < (size_t)n && !(holes & (1u << e)))
 				e++;
 			size_t end = e * PK_BLOCK < (size_t)n ? e * PK_BLOCK : (size_t)n;
-			if ((r = write_all(dst, buf + b * PK_BLOCK, end - b * PK_BLOCK, off + b * PK_BLOCK)) < 0)
+			if ((r = io_write_full(dst, buf + b * PK_BLOCK, end - b * PK_BLOCK, (int64_t)(off + b * PK_BLOCK))) < 0)
 				return r;
 			b = e;
 		}

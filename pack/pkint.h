@@ -2,6 +2,7 @@
 #ifndef STRATA_PKINT_H
 #define STRATA_PKINT_H
 
+#include "io.h"
 #include "packed.h"
 
 /* An open packed layer (pkread.c). */
@@ -83,9 +84,6 @@ int pk_store_trylock_ex(struct pk_store *s);
 /* The store's directory fd. */
 int pk_store_dirfd(const struct pk_store *s);
 
-/* Write all n bytes of p to fd at off (at its position when off is
- * negative), however many calls that takes: 0 or -errno. */
-int pk_write_full(int fd, const void *p, size_t n, int64_t off);
 
 /* Room for need elements of sz bytes in the array *arr (a pointer to any
  * element type) holds, *cap of them, its capacity doubled from first as

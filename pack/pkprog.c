@@ -206,7 +206,7 @@ static int make_copy(struct pk_progs *p, struct pk_layer *l, uint32_t ino, const
 		if ((r = pk_extent_chunk(l, ino, i, e, idx, &c)) < 0 || c == PK_HOLE)
 			continue;
 		if ((r = pk_store_get_with(l->store, &l->chunks[c], pk_loc_at(l, c), buf, comp)) == 0)
-			r = pk_write_full(fd, buf, extent_len(i, idx), (int64_t)(idx * PK_CHUNK_SIZE));
+			r = io_write_full(fd, buf, extent_len(i, idx), (int64_t)(idx * PK_CHUNK_SIZE));
 	}
 	if (r == 0 && ftruncate(fd, (off_t)i->size) < 0)
 		r = -errno;

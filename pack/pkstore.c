@@ -307,9 +307,9 @@ int pk_write_index(int dirfd, uint64_t pack, struct pk_idx_ent *e, size_t n)
 	_cleanup_close_ int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
 	if (fd < 0)
 		return -errno;
-	int r = pk_write_full(fd, &h, sizeof h, 0);
+	int r = io_write_full(fd, &h, sizeof h, 0);
 	if (r == 0)
-		r = pk_write_full(fd, e, n * sizeof *e, sizeof h);
+		r = io_write_full(fd, e, n * sizeof *e, sizeof h);
 	if (r == 0 && fsync(fd) < 0)
 		r = -errno;
 	if (r == 0 && renameat(dirfd, tmp, dirfd, name) < 0)
@@ -697,7 +697,7 @@ static int create(struct pk_store *s, const struct pk_chunk *c, const void *byte
 	_cleanup_close_ int fd = openat(s->dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0444);
 	if (fd < 0)
 		return -errno;
-	int r = pk_write_full(fd, bytes, n, -1);
+	int r = io_write_full(fd, bytes, n, -1);
 	if (r < 0)
 		unlinkat(s->dirfd, name, 0);
 	return r;
@@ -899,7 +899,7 @@ static int pack_append(struct pk_store *s, const void *bytes, uint32_t n, uint64
 		}
 		struct pk_pack_head h = { .version = PK_PACK_VERSION, .head_size = sizeof h, .pack = id };
 		memcpy(h.magic, PK_PACK_MAGIC, 8);
-		if ((r = pk_write_full(fd, &h, sizeof h, 0)) < 0) {
+		if ((r = io_write_full(fd, &h, sizeof h, 0)) < 0) {
 			close(fd);
 			unlinkat(s->dirfd, name, 0);
 			break;
@@ -914,7 +914,7 @@ static int pack_append(struct pk_store *s, const void *bytes, uint32_t n, uint64
 	if (r < 0)
 		return r;
 	*off = atomic_fetch_add(&s->wend, n);
-	return pk_write_full(s->wfd, bytes, n, (int64_t)*off);
+	return io_write_full(s->wfd, bytes, n, (int64_t)*off);
 }
 
 /* put for a pack store: reuse a chunk of equal bytes found through the

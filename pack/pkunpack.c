@@ -100,15 +100,8 @@ static int write_contents(struct u *u, int fd, uint32_t ino, const struct pk_att
 			if (holes & (1u << b))
 				continue;
 			size_t len = got - b * PK_BLOCK > PK_BLOCK ? PK_BLOCK : got - b * PK_BLOCK;
-			size_t done = 0;
-			while (done < len) {
-				ssize_t w = pwrite(fd, u->buf + b * PK_BLOCK + done, len - done, off + b * PK_BLOCK + done);
-				if (w < 0 && errno == EINTR)
-					continue;
-				if (w < 0)
-					return ufail(u, -errno, "write", rel, NULL);
-				done += w;
-			}
+			if ((r = io_write_full(fd, u->buf + b * PK_BLOCK, len, (int64_t)(off + b * PK_BLOCK))) < 0)
+				return ufail(u, r, "write", rel, NULL);
 		}
 	}
 	if (ftruncate(fd, a->size) < 0)

@@ -44,22 +44,6 @@ int pk_grow(void *arr, size_t *cap, size_t need, size_t sz, size_t first)
 	return 0;
 }
 
-int pk_write_full(int fd, const void *p, size_t n, int64_t off)
-{
-	while (n) {
-		ssize_t k = off < 0 ? write(fd, p, n) : pwrite(fd, p, n, off);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k < 0)
-			return -errno;
-		p = (const char *)p + k;
-		n -= (size_t)k;
-		if (off >= 0)
-			off += k;
-	}
-	return 0;
-}
-
 int vec_grow(struct vec *v, size_t more)
 {
 	return pk_grow(&v->p, &v->cap, v->n + more, v->sz, 64);
@@ -785,18 +769,18 @@ int write_meta(struct w *w, const char *dest, const char *chunks_rec)
 		return r;
 	}
 	static const char zero[64];
-	r = pk_write_full(fd, &sb, sizeof sb, -1);
+	r = io_write_full(fd, &sb, sizeof sb, -1);
 	uint64_t at = sizeof sb;
 	for (int i = 0; i < PK_SEC_COUNT && r == 0; i++) {
 		if (i == PK_SEC_LOCS && !packs)
 			continue;
-		r = pk_write_full(fd, zero, sb.sec[i].off - at, -1);
+		r = io_write_full(fd, zero, sb.sec[i].off - at, -1);
 		if (r == 0)
-			r = pk_write_full(fd, v[i]->p, sb.sec[i].size, -1);
+			r = io_write_full(fd, v[i]->p, sb.sec[i].size, -1);
 		at = sb.sec[i].off + sb.sec[i].size;
 	}
 	if (r == 0)
-		r = pk_write_full(fd, zero, pos - at, -1);
+		r = io_write_full(fd, zero, pos - at, -1);
 	if (r == 0 && fsync(fd) < 0)
 		r = -errno;
 	if (r == 0 && rename(tmp, dest) < 0)

@@ -12,6 +12,7 @@
  * opens only when it is one of the standard set /dev holds. */
 #include "internal.h"
 #include "err.h"
+#include "io.h"
 
 #include <fcntl.h>
 #include <linux/bpf.h>
@@ -742,15 +743,7 @@ int cgroup_send(int fd, const struct cgroups *cg)
 	char head[CG_LEN_FIELD + 1];
 	snprintf(head, sizeof head, "%15zu\n", len - CG_LEN_FIELD);
 	memcpy(buf, head, CG_LEN_FIELD);
-	for (size_t done = 0; done < len;) {
-		ssize_t n = write(fd, buf + done, len - done);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? -errno : -EPIPE;
-		done += (size_t)n;
-	}
-	return 0;
+	return io_write_full(fd, buf, len, -1);
 }
 
 /* Exactly len bytes from fd: 0, -EPIPE at an early end, -errno. */

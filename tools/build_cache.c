@@ -4,6 +4,7 @@
 
 #include "err.h"
 #include "fsutil.h"
+#include "io.h"
 #include "image.h"
 
 #include <errno.h>
@@ -203,12 +204,7 @@ void build_memo_save(struct build *b)
 	int tfd = store_mktemp(&b->s, tname);
 	if (tfd >= 0) {
 		int fd = openat(tfd, "memo", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-		bool ok = fd >= 0;
-		for (size_t off = 0; ok && off < len;) {
-			ssize_t n = write(fd, (char *)data + off, len - off);
-			ok = n > 0;
-			off += n > 0 ? (size_t)n : 0;
-		}
+		bool ok = fd >= 0 && io_write_full(fd, data, len, -1) == 0;
 		if (fd >= 0)
 			close(fd);
 		char from[128];

@@ -5,6 +5,7 @@
 
 #include "err.h"
 #include "fsutil.h"
+#include "io.h"
 #include "layer.h"
 #include "pkstore.h"
 #include "progress.h"
@@ -207,17 +208,7 @@ static int regen(struct xlayer *l, ts_sink out, void *ctx, struct progress *pg)
 
 static int fd_sink(void *ctx, const void *buf, size_t len)
 {
-	int fd = *(int *)ctx;
-	for (const char *p = buf; len;) {
-		ssize_t w = write(fd, p, len);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
-			return -errno;
-		p += w;
-		len -= (size_t)w;
-	}
-	return 0;
+	return io_write_full(*(int *)ctx, buf, len, -1);
 }
 
 static int ar_sink(void *ctx, const void *buf, size_t len)

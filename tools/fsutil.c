@@ -1,6 +1,7 @@
 #include "fsutil.h"
 
 #include "err.h"
+#include "io.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -223,25 +224,12 @@ int write_file_atomic(int dirfd, const char *path, const void *data, size_t len)
 	_cleanup_close_ int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd < 0)
 		return -errno;
-	const char *p = data;
-	while (len) {
-		ssize_t n = write(fd, p, len);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			int e = -errno;
-			unlinkat(dirfd, tmp, 0);
-			return e;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	if (fsync(fd) < 0 || renameat(dirfd, tmp, dirfd, path) < 0) {
-		int e = -errno;
+	int e = io_write_full(fd, data, len, -1);
+	if (e == 0 && (fsync(fd) < 0 || renameat(dirfd, tmp, dirfd, path) < 0))
+		e = -errno;
+	if (e < 0)
 		unlinkat(dirfd, tmp, 0);
-		return e;
-	}
-	return 0;
+	return e;
 }
 
 long long copy_fd(int in, int out)
@@ -257,15 +245,9 @@ long long copy_fd(int in, int out)
 		}
 		if (n == 0)
 			return total;
-		for (ssize_t off = 0; off < n;) {
-			ssize_t w = write(out, buf + off, (size_t)(n - off));
-			if (w < 0) {
-				if (errno == EINTR)
-					continue;
-				return -errno;
-			}
-			off += w;
-		}
+		int e = io_write_full(out, buf, (size_t)n, -1);
+		if (e < 0)
+			return e;
 		total += n;
 	}
 }

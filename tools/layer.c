@@ -2,6 +2,7 @@
 
 #include "bytes.h"
 #include "err.h"
+#include "io.h"
 #include "fsutil.h"
 #include "progress.h"
 #include "unpack.h"
@@ -91,17 +92,7 @@ static int outer_take(struct outer *o, const void *buf, ssize_t n)
 	sha256_update(&o->h, buf, (size_t)n);
 	o->n += n;
 	progress_add(&o->prog, (uint64_t)n);
-	for (const char *p = buf; n > 0;) {
-		ssize_t w = write(o->blobfd, p, (size_t)n);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		p += w;
-		n -= w;
-	}
-	return 0;
+	return io_write_full(o->blobfd, buf, (size_t)n, -1);
 }
 
 /* Next chunk of the blob, hashed and kept; 0 at its end. */

@@ -2,6 +2,7 @@
 
 #include "err.h"
 #include "fsutil.h"
+#include "io.h"
 #include "packed.h"
 #include "pkstore.h"
 #include "store.h"
@@ -229,20 +230,6 @@ ssize_t lower_getxattr(const struct lowerview *lv, size_t layer, const char *pat
 	return n < 0 ? -errno : n;
 }
 
-static int write_all(int fd, const char *buf, size_t len)
-{
-	while (len) {
-		ssize_t w = write(fd, buf, len);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return w < 0 ? -errno : -EIO;
-		buf += w;
-		len -= (size_t)w;
-	}
-	return 0;
-}
-
 int lower_open_file(const struct lowerview *lv, size_t layer, const char *path)
 {
 	struct pk_layer *l = pk_of(lv, layer);
@@ -273,7 +260,7 @@ int lower_open_file(const struct lowerview *lv, size_t layer, const char *path)
 			return (int)n;
 		if (n == 0)
 			return -EIO;
-		if ((r = write_all(fd, buf, (size_t)n)) < 0)
+		if ((r = io_write_full(fd, buf, (size_t)n, -1)) < 0)
 			return r;
 		off += (uint64_t)n;
 	}

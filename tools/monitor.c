@@ -17,6 +17,7 @@
 
 #include "err.h"
 #include "fsutil.h"
+#include "io.h"
 #include "store.h"
 
 #include <dirent.h>
@@ -681,14 +682,8 @@ static void log_emit(struct logger *lg, const char *stream, const char *s, size_
 	}
 	if (lg->fd < 0)
 		return;
-	for (size_t done = 0; done < o;) {
-		ssize_t w = write(lg->fd, out + done, o - done);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return;
-		done += (size_t)w;
-	}
+	if (io_write_full(lg->fd, out, o, -1) < 0)
+		return;
 	lg->size += (long long)o;
 }
 
@@ -711,19 +706,6 @@ static void log_drain(struct logger *lg, struct logbuf *b, bool all)
 	}
 	memmove(b->data, b->data + start, b->len - start);
 	b->len -= start;
-}
-
-static void write_all(int fd, const char *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = write(fd, p, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return;    /* the caller's output is gone: the log goes on */
-		p += w;
-		n -= (size_t)w;
-	}
 }
 
 /* Read the command's stdout and stderr until both end, into ctr.log;
@@ -753,7 +735,8 @@ static void log_relay(int dirfd, int out, int err, long long max, const int copy
 				continue;
 			}
 			if (copy && copy[i] >= 0)
-				write_all(copy[i], b[i].data + b[i].len, (size_t)n);
+				/* (the caller's output gone: the log goes on) */
+				(void)io_write_full(copy[i], b[i].data + b[i].len, (size_t)n, -1);
 			b[i].len += (size_t)n;
 			log_drain(&lg, &b[i], false);
 		}

@@ -13,6 +13,7 @@
 
 #include "bytes.h"
 #include "err.h"
+#include "io.h"
 #include "fsutil.h"
 #include "unpack.h"
 
@@ -73,17 +74,10 @@ struct ts_writer {
 
 static int w_flush_out(struct ts_writer *w)
 {
-	size_t done = 0;
-	while (done < w->outn) {
-		ssize_t k = write(w->fd, w->out + done, w->outn - done);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k < 0)
-			return -errno;
-		done += (size_t)k;
-	}
-	w->outn = 0;
-	return 0;
+	int r = io_write_full(w->fd, w->out, w->outn, -1);
+	if (r == 0)
+		w->outn = 0;
+	return r;
 }
 
 static int w_put(struct ts_writer *w, const void *p, size_t n)

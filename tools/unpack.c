@@ -2,6 +2,7 @@
 
 #include "err.h"
 #include "fsutil.h"
+#include "io.h"
 #include "whiteout.h"
 
 #include <archive.h>
@@ -266,19 +267,10 @@ static int write_data(struct archive *a, int fd, struct ctx *c, const char *path
 	int r;
 
 	while ((r = archive_read_data_block(a, &buf, &len, &off)) == ARCHIVE_OK) {
-		const char *p = buf;
-		while (len) {
-			ssize_t n = pwrite(fd, p, len, off);
-			if (n < 0) {
-				if (errno == EINTR)
-					continue;
-				int e = -errno;
-				report(e, path, c, "writing file data failed; is the store's filesystem full?");
-				return e;
-			}
-			p += n;
-			off += n;
-			len -= (size_t)n;
+		int e = io_write_full(fd, buf, len, off);
+		if (e < 0) {
+			report(e, path, c, "writing file data failed; is the store's filesystem full?");
+			return e;
 		}
 	}
 	if (r != ARCHIVE_EOF) {
