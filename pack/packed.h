@@ -66,12 +66,15 @@ void pk_store_stats(const struct pk_store *s, struct pk_store_stats *st);
 /* ---------------------------------------------------------------- cache */
 
 /* Decompressed chunks, bounded by max_bytes, shared by every layer opened
- * with it and safe to use from many threads. */
+ * with it and safe to use from many threads. A chunk read up to its end
+ * leaves the cache at once (drop-behind: the reader has what it wanted),
+ * unless another reader holds it. */
 struct pk_cache;
 struct pk_cache *pk_cache_new(size_t max_bytes);
 void pk_cache_free(struct pk_cache *c);
 struct pk_cache_stats {
 	uint64_t hits, misses, bytes, entries;
+	uint64_t dropped;    /* chunks dropped behind a reader */
 };
 void pk_cache_stats(struct pk_cache *c, struct pk_cache_stats *st);
 

@@ -66,7 +66,7 @@ struct pk_cache {
 	size_t nb;                 /* buckets, a power of two */
 	struct cent **b;
 	struct cent *head, *tail;  /* most recently used first */
-	uint64_t hits, misses, entries;
+	uint64_t hits, misses, entries, dropped;
 	struct cent *spare;        /* full-size entries to reuse, by hnext */
 	int nspare;
 
@@ -143,6 +143,7 @@ void pk_cache_stats(struct pk_cache *c, struct pk_cache_stats *st)
 	st->misses = c->misses;
 	st->bytes = c->used;
 	st->entries = c->entries;
+	st->dropped = c->dropped;
 	pthread_mutex_unlock(&c->mu);
 }
 
@@ -331,7 +332,20 @@ int pk_cache_read(struct pk_cache *c, struct pk_store *st, uint64_t sdev, uint64
 	if (len)
 		memcpy(dst, e->data + off, len);
 	pthread_mutex_lock(&c->mu);
-	put(c, e);
+	/* Drop-behind: a read that reaches the chunk's end has taken the last
+	 * of it a sequential reader wants, and strata-fs's reader keeps what
+	 * it got in the kernel's page cache (keep_cache). Kept here too, every
+	 * file read whole would stay in memory twice, the cache's 64 MiB per
+	 * daemon, and so per container of an image. A chunk that another
+	 * reader holds now, or that was only read in part, stays. */
+	if (len && off + len == k->ulen && e->refs == 1 && !e->failed) {
+		unhash(c, e);
+		e->refs = 0;
+		c->dropped++;
+		release(c, e);
+	} else {
+		put(c, e);
+	}
 	pthread_mutex_unlock(&c->mu);
 	return 0;
 }

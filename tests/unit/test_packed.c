@@ -751,6 +751,62 @@ static void test_cache_threads(void **state)
 	free(data);
 }
 
+/* Drop-behind: a file read through from start to end leaves nothing in
+ * the cache (the kernel keeps what strata-fs replied), a chunk read in
+ * part stays, and one read to its end while another reader holds it
+ * stays for that reader. */
+static void test_cache_drop_behind(void **state)
+{
+	(void)state;
+	size_t n = 10 * PK_CHUNK_SIZE + 5000;
+	unsigned char *data = rnd(n, 31);
+	assert_int_equal(mkdir(P("src"), 0755), 0);
+	put_file("src/f", data, n);
+	assert_int_equal(pk_write(P("src"), P("L"), NULL, NULL), 0);
+	struct pk_cache *c = pk_cache_new(64 * PK_CHUNK_SIZE);
+	struct pk_layer *l;
+	assert_int_equal(pk_open(P("L"), NULL, c, &l), 0);
+	uint32_t f = look(l, pk_root(l), "f", PK_FOUND);
+	unsigned char *buf = malloc(n);
+	/* the kernel's reads of a sequential reader: 128 KiB at a time */
+	for (size_t off = 0; off < n; off += 131072) {
+		size_t want = n - off < 131072 ? n - off : 131072;
+		assert_int_equal(pk_read(l, f, off, want, buf + off), (ssize_t)want);
+	}
+	assert_memory_equal(buf, data, n);
+	struct pk_cache_stats cs;
+	pk_cache_stats(c, &cs);
+	assert_int_equal(cs.misses, 11);
+	assert_int_equal(cs.dropped, 11);
+	assert_int_equal(cs.entries, 0);
+	assert_int_equal(cs.bytes, 0);
+	/* in part: the first 4 KiB of chunk 3, then more of it (a hit) */
+	assert_int_equal(pk_read(l, f, 3 * PK_CHUNK_SIZE, 4096, buf), 4096);
+	assert_int_equal(pk_read(l, f, 3 * PK_CHUNK_SIZE + 4096, 8192, buf), 8192);
+	assert_memory_equal(buf, data + 3 * PK_CHUNK_SIZE + 4096, 8192);
+	pk_cache_stats(c, &cs);
+	assert_int_equal(cs.misses, 12);
+	assert_int_equal(cs.hits, 1);
+	assert_int_equal(cs.entries, 1);
+	assert_int_equal(cs.bytes, PK_CHUNK_SIZE);
+	/* its end, read: it goes */
+	assert_int_equal(pk_read(l, f, 4 * PK_CHUNK_SIZE - 100, 100, buf), 100);
+	assert_memory_equal(buf, data + 4 * PK_CHUNK_SIZE - 100, 100);
+	pk_cache_stats(c, &cs);
+	assert_int_equal(cs.entries, 0);
+	assert_int_equal(cs.dropped, 12);
+	/* read-ahead queued and loaded, then read through: dropped too */
+	assert_int_equal(pk_prefetch(l, f, 0, 4 * PK_CHUNK_SIZE), 0);
+	assert_int_equal(pk_read(l, f, 0, 4 * PK_CHUNK_SIZE, buf), 4 * PK_CHUNK_SIZE);
+	assert_memory_equal(buf, data, 4 * PK_CHUNK_SIZE);
+	pk_cache_stats(c, &cs);
+	assert_int_equal(cs.entries, 0);
+	pk_close(l);
+	pk_cache_free(c);
+	free(buf);
+	free(data);
+}
+
 /* Everything a reader of the layer can ask, depth first; returns how many
  * queries failed (with -errno, never a crash or a sanitizer report). */
 static int visit(struct pk_layer *l, uint32_t dir, int depth, uint8_t *seen, unsigned char *buf)
@@ -1162,6 +1218,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_build, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_progs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_progs_unlocked, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cache_drop_behind, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
