@@ -300,23 +300,27 @@ def flatten(ctx, fixture, via, dst):
     shutil.rmtree(dst, ignore_errors=True)
     inst = via.mount(ctx, fixture)
     try:
-        argv = ["cp", "-a", inst.path, dst]
-        p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.PIPE, timeout=900)
+        copy_tree(ctx, inst.path, dst, "flatten %s for plain" % fixture.name)
     finally:
         via.unmount(inst)
-    if p.returncode != 0:
-        errs = [l for l in p.stderr.decode(errors="replace").splitlines() if l.strip()]
-        # rootless: the image's device nodes (/dev/null, /dev/tty, ...)
-        # cannot be made in a user namespace, as strata's rootless import
-        # leaves them out; the floor goes without them
-        if not errs or not all("cannot create special file" in l for l in errs):
-            raise sysutil.BenchError("flatten %s for plain: `%s` exited %d: %s"
-                                     % (fixture.name, " ".join(argv), p.returncode,
-                                        "\n".join(errs)[-500:]))
-        ctx.note("plain: the flattened %s leaves out %d device nodes a user namespace cannot make"
-                 % (fixture.name, len(errs)))
     return dst
+
+
+def copy_tree(ctx, src, dst, what):
+    """cp -a src dst. Rootless, the image's device nodes (/dev/null,
+    /dev/tty, ...) cannot be made in a user namespace, as strata's rootless
+    import leaves them out: the copy goes without them, with a note; any
+    other error fails it."""
+    argv = ["cp", "-a", src, dst]
+    p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, timeout=900)
+    if p.returncode == 0:
+        return
+    errs = [l for l in p.stderr.decode(errors="replace").splitlines() if l.strip()]
+    if not errs or not all("cannot create special file" in l for l in errs):
+        raise sysutil.BenchError("%s: `%s` exited %d: %s"
+                                 % (what, " ".join(argv), p.returncode, "\n".join(errs)[-500:]))
+    ctx.note("%s: %d device nodes left out (a user namespace cannot make them)" % (what, len(errs)))
 
 
 def busybox_tree(dst):
@@ -358,7 +362,7 @@ def runimage(ctx, data_mib):
         tmp = d + ".tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         if base:
-            sysutil.run_setup(["cp", "-a", base, tmp], what="copy the rootfs")
+            copy_tree(ctx, base, tmp, "copy the rootfs")
         else:
             busybox_tree(tmp)
         rng = random.Random(4)
