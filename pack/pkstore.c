@@ -367,22 +367,6 @@ void pk_store_stats(const struct pk_store *s, struct pk_store_stats *st)
 	pthread_mutex_unlock((pthread_mutex_t *)&s->mu);
 }
 
-static int read_at(int fd, void *buf, size_t len, uint64_t off)
-{
-	size_t got = 0;
-	while (got < len) {
-		ssize_t n = pread(fd, (char *)buf + got, len - got, off + got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return -EIO;
-		got += n;
-	}
-	return 0;
-}
-
 /* Decode the object open as fd (form, stored size from fstat) into buf of
  * ulen bytes, reading a compressed one into comp (PK_STORED_MAX bytes, or
  * NULL: a buffer of its own): 0, -EIO when it does not decode to exactly
@@ -398,13 +382,13 @@ static int decode(int fd, int form, uint32_t ulen, void *buf, uint32_t *slen, vo
 	if (form == PK_FORM_RAW) {
 		if ((uint32_t)st.st_size != ulen)
 			return -EIO;
-		return read_at(fd, buf, ulen, 0);
+		return io_read_full(fd, buf, ulen, 0, -EIO);
 	}
 	_cleanup_free_ char *own = comp ? NULL : malloc(st.st_size ? st.st_size : 1);
 	char *c = comp ? comp : own;
 	if (!c)
 		return -ENOMEM;
-	int r = read_at(fd, c, st.st_size, 0);
+	int r = io_read_full(fd, c, st.st_size, 0, -EIO);
 	if (r < 0)
 		return r;
 	int n = LZ4_decompress_safe(c, buf, (int)st.st_size, (int)ulen);
@@ -476,11 +460,11 @@ static int read_packed(struct pk_store *s, uint64_t id, uint64_t off, uint32_t s
 		return fd;
 	int r;
 	if (form == PK_FORM_RAW)
-		r = read_at(fd, buf, ulen, off);
+		r = io_read_full(fd, buf, ulen, off, -EIO);
 	else {
 		_cleanup_free_ char *own = comp ? NULL : malloc(slen ? slen : 1);
 		char *c = comp ? comp : own;
-		r = c ? read_at(fd, c, slen, off) : -ENOMEM;
+		r = c ? io_read_full(fd, c, slen, off, -EIO) : -ENOMEM;
 		if (r == 0 && LZ4_decompress_safe(c, buf, (int)slen, (int)ulen) != (int)ulen)
 			r = -EIO;
 	}
@@ -792,7 +776,7 @@ static int load_index(struct pk_store *s, int pdfd, const char *name, uint64_t i
 	if (fd < 0 || fstat(fd, &st) < 0)
 		return -errno;
 	struct pk_idx_head h;
-	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size < sizeof h || read_at(fd, &h, sizeof h, 0) < 0 ||
+	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size < sizeof h || io_read_full(fd, &h, sizeof h, 0, -EIO) < 0 ||
 	    memcmp(h.magic, PK_IDX_MAGIC, 8) || h.version != PK_IDX_VERSION || h.rec_size != sizeof(struct pk_idx_ent) ||
 	    h.pack != id || h.count != ((uint64_t)st.st_size - sizeof h) / sizeof(struct pk_idx_ent) ||
 	    ((uint64_t)st.st_size - sizeof h) % sizeof(struct pk_idx_ent))
@@ -800,7 +784,7 @@ static int load_index(struct pk_store *s, int pdfd, const char *name, uint64_t i
 	_cleanup_free_ struct pk_idx_ent *e = malloc(h.count ? h.count * sizeof *e : 1);
 	if (!e)
 		return -ENOMEM;
-	if (read_at(fd, e, h.count * sizeof *e, sizeof h) < 0)
+	if (io_read_full(fd, e, h.count * sizeof *e, sizeof h, -EIO) < 0)
 		return -EINVAL;
 	uint64_t want = h.xxh3;
 	h.xxh3 = 0;

@@ -221,22 +221,6 @@ void stop_workers(struct w *w)
 
 /* ---------------------------------------------------------------- inodes */
 
-static int read_full(int fd, void *buf, size_t len, uint64_t off)
-{
-	size_t got = 0;
-	while (got < len) {
-		ssize_t n = pread(fd, (char *)buf + got, len - got, off + got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return -ENODATA;   /* shorter than it was listed */
-		got += n;
-	}
-	return 0;
-}
-
 /* Mark the 4 KiB blocks of [a, b) in per-chunk hole masks; a hole reaching
  * the end of the file takes the last partial block too. */
 static void mark_holes(uint16_t *m, uint64_t a, uint64_t b, uint64_t size)
@@ -297,7 +281,7 @@ static int file_chunks(struct w *w, int fd, struct pk_inode *ino_rec, uint64_t s
 		j->ext = first + i;
 		j->len = len;
 		j->holes = holes[i] & all;
-		r = read_full(fd, j->buf, len, i * PK_CHUNK_SIZE);
+		r = io_read_full(fd, j->buf, len, (int64_t)(i * PK_CHUNK_SIZE), -ENODATA);
 		if (r < 0) {
 			free(j);
 			return fail(w, r == -ENODATA ? -EIO : r, "read", rel,
@@ -603,7 +587,7 @@ static int child(struct w *w, int dfd, uint32_t dino, struct item *it, const cha
 			_cleanup_free_ char *buf = malloc(size ? size : 1);
 			if (!buf)
 				return fail(w, -ENOMEM, "pack", crel, NULL);
-			if ((r = read_full(fd, buf, size, 0)) < 0)
+			if ((r = io_read_full(fd, buf, size, 0, -ENODATA)) < 0)
 				return fail(w, r == -ENODATA ? -EIO : r, "read", crel,
 					    r == -ENODATA ? "the file shrank while it was packed" : NULL);
 			uint64_t off;

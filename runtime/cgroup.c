@@ -746,20 +746,6 @@ int cgroup_send(int fd, const struct cgroups *cg)
 	return io_write_full(fd, buf, len, -1);
 }
 
-/* Exactly len bytes from fd: 0, -EPIPE at an early end, -errno. */
-static int read_exact(int fd, char *buf, size_t len)
-{
-	for (size_t done = 0; done < len;) {
-		ssize_t n = read(fd, buf + done, len - done);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? -errno : -EPIPE;
-		done += (size_t)n;
-	}
-	return 0;
-}
-
 int cgroup_recv(int fd, struct cgroups *cg)
 {
 	const size_t cap = CGROUP_MAX_DIRS * (PATH_MAX + 1) + 64;
@@ -773,12 +759,12 @@ int cgroup_recv(int fd, struct cgroups *cg)
 	memset(cg, 0, sizeof *cg);
 	for (size_t i = 0; i < CGROUP_MAX_DIRS; i++)
 		cg->procs[i] = -1;
-	if ((r = read_exact(fd, head, CG_LEN_FIELD)) < 0)
+	if ((r = io_read_full(fd, head, CG_LEN_FIELD, -1, -EPIPE)) < 0)
 		return r;
 	head[CG_LEN_FIELD] = '\0';
 	if (sscanf(head, "%zu", &len) != 1 || len > cap)
 		return -EPROTO;
-	if ((r = read_exact(fd, buf, len)) < 0)
+	if ((r = io_read_full(fd, buf, len, -1, -EPIPE)) < 0)
 		return r;
 	buf[len] = '\0';
 	size_t lines = 0;
