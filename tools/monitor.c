@@ -57,7 +57,7 @@ struct watch {
 	pthread_t thread;
 	bool started;
 	int daemon_fd, init_fd;  /* pidfds */
-	pid_t init_pid;
+	pid_t init_pid, daemon_pid;
 	int oom_fd;              /* v1: an eventfd armed on memory.oom_control;
 				  * v2: memory.events (POLLPRI) */
 	int oom_count_fd;        /* the file holding "oom_kill N" */
@@ -233,7 +233,11 @@ static void *watch_main(void *arg)
 			 * turn readable before we look: the daemon's status
 			 * tells its death from the normal end (exit 0). */
 			struct pollfd d = { .fd = w->daemon_fd, .events = POLLIN };
-			if (!pf[1].revents && poll(&d, 1, 0) != 1)
+			/* A killed daemon drops its connection as it begins
+			 * to exit, before its pidfd turns readable: a command
+			 * that failed on that (an exec that found nothing) can
+			 * end in between. A daemon exiting is asked how. */
+			if (!pf[1].revents && poll(&d, 1, 0) != 1 && !proc_exiting(w->daemon_pid))
 				break;
 			if (!atomic_load(&w->daemon_died) && daemon_end(w->daemon_fd, w->quit[0]) == 1)
 				atomic_store(&w->daemon_died, true);
@@ -266,6 +270,7 @@ static void watch_start(struct watch *w, const struct strata_started *info)
 	w->daemon_fd = pidfd_of(info->daemon_pid);
 	w->init_fd = pidfd_of(info->init_pid);
 	w->init_pid = info->init_pid;
+	w->daemon_pid = info->daemon_pid;
 	for (size_t i = 0; i < info->n_cgroup_dirs && w->oom_fd < 0; i++) {
 		snprintf(p, sizeof p, "%s/memory.events", info->cgroup_dirs[i]);
 		if ((w->oom_count_fd = open(p, O_RDONLY | O_CLOEXEC)) >= 0) {

@@ -191,7 +191,8 @@ def test_stop_signal_and_kill(env):
     check(x.run('wait', 's').out == '7\n', 'kill -s USR1 reached the command')
     x.run('start', 's')
     x.run('kill', 's')
-    check(x.run('wait', 's').out == '137\n', 'kill is SIGKILL by default')
+    r = x.run('wait', 's')
+    check(r.out == '137\n', 'kill is SIGKILL by default: wait said %r %r, state %r' % (r.out, r.err, x.state('s')))
     r = x.run('kill', 's', ok=False)
     check('not running' in r.err, 'kill of a stopped container: ' + r.err)
     x.run('rm', 's')
@@ -371,7 +372,11 @@ def test_logs(env):
     check(r.out.splitlines()[0].endswith(' line1') and r.out[:2] == '20', '-t: %r' % r.out)
     r = x.run('logs', '--since', '2099-01-01T00:00:00Z', 'l')
     check(r.out == '', '--since the future: %r' % r.out)
-    with open(os.path.join(env.store, 'containers', cid, 'ctr.log')) as f:
+    dd = os.path.join(env.store, 'containers')
+    check(os.path.exists(os.path.join(dd, cid, 'ctr.log')),
+          'ctr.log of %s stays after its logs were read: the store holds %r' %
+          (cid, [(d, sorted(os.listdir(os.path.join(dd, d)))) for d in os.listdir(dd)]))
+    with open(os.path.join(dd, cid, 'ctr.log')) as f:
         first = json.loads(f.readline())
     check(set(first) == {'log', 'stream', 'time'} and first['log'] == 'line1\n', "docker's json-file: %r" % first)
     # Rotation at --log-opt max-size: the older file is kept.
