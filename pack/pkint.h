@@ -84,7 +84,6 @@ int pk_store_trylock_ex(struct pk_store *s);
 /* The store's directory fd. */
 int pk_store_dirfd(const struct pk_store *s);
 
-
 /* Room for need elements of sz bytes in the array *arr (a pointer to any
  * element type) holds, *cap of them, its capacity doubled from first as
  * needed: 0, or -ENOMEM with the array as it was. */

@@ -260,6 +260,16 @@ static int copy_fd(struct pk_progs *p, struct pk_layer *l, uint32_t ino, const s
 	return -EIO;
 }
 
+/* A new descriptor of checked copy fd for the caller, or -ENOENT for no
+ * copy (read the file packed), or -errno. */
+static int dup_copy(int fd)
+{
+	if (fd < 0)
+		return -ENOENT;
+	int r = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+	return r < 0 ? -errno : r;
+}
+
 /* The table's entry for ino, or NULL; p->mu held. */
 static struct pent *lookup(struct pk_progs *p, uint32_t ino)
 {
@@ -285,9 +295,7 @@ int pk_prog_fd(struct pk_layer *l, uint32_t ino)
 	if (pe) {
 		/* (a copy another thread is still checking or making is read
 		 * packed this time: the same bytes) */
-		r = pe->fd < 0 ? -ENOENT : fcntl(pe->fd, F_DUPFD_CLOEXEC, 3);
-		if (r < 0 && pe->fd >= 0)
-			r = -errno;
+		r = dup_copy(pe->fd);
 		pthread_mutex_unlock(&p->mu);
 		return r;
 	}
@@ -305,9 +313,7 @@ int pk_prog_fd(struct pk_layer *l, uint32_t ino)
 
 	struct pk_progs_stats st = { 0 };
 	int fd = copy_fd(p, l, ino, i, e, n, &st);
-	r = fd < 0 ? -ENOENT : fcntl(fd, F_DUPFD_CLOEXEC, 3);
-	if (r < 0 && fd >= 0)
-		r = -errno;
+	r = dup_copy(fd);
 
 	pthread_mutex_lock(&p->mu);
 	/* (a failure is remembered too: this mount reads that file packed

@@ -4,8 +4,8 @@
 
 #include "err.h"
 #include "fsutil.h"
-#include "io.h"
 #include "image.h"
+#include "io.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -2,8 +2,8 @@
 
 #include "bytes.h"
 #include "err.h"
-#include "io.h"
 #include "fsutil.h"
+#include "io.h"
 #include "progress.h"
 #include "unpack.h"
 

@@ -13,8 +13,8 @@
 
 #include "bytes.h"
 #include "err.h"
-#include "io.h"
 #include "fsutil.h"
+#include "io.h"
 #include "unpack.h"
 
 #include <fcntl.h>

@@ -65,6 +65,23 @@ static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f)
 	return remove(p);
 }
 
+/* Thousands of well-formed complaints, or errors a test provokes on
+ * purpose, are not for the test log: stderr to /dev/null, and back. */
+static int stderr_off(void)
+{
+	fflush(stderr);
+	int saved = dup(2), null = open("/dev/null", O_WRONLY);
+	dup2(null, 2);
+	close(null);
+	return saved;
+}
+
+static void stderr_on(int saved)
+{
+	dup2(saved, 2);
+	close(saved);
+}
+
 static int setup(void **state)
 {
 	strcpy(top, "/tmp/strata-pk-XXXXXX");
@@ -753,8 +770,8 @@ static void test_cache_threads(void **state)
 
 /* Drop-behind: a file read through from start to end leaves nothing in
  * the cache (the kernel keeps what strata-fs replied), a chunk read in
- * part stays, and one read to its end while another reader holds it
- * stays for that reader. */
+ * part stays until its end is read, and read-ahead that was loaded goes
+ * once read through. */
 static void test_cache_drop_behind(void **state)
 {
 	(void)state;
@@ -1108,18 +1125,14 @@ static void test_progs_unlocked(void **state)
 
 	/* a writer that closes at once: the blocked open returns, its reads
 	 * of a FIFO fail, prog1 is read packed */
-	fflush(stderr);
-	int saved = dup(2), null = open("/dev/null", O_WRONLY);
-	dup2(null, 2);
-	close(null);
+	int saved = stderr_off();
 	int w = open(pack_path, O_WRONLY);
 	if (w >= 0)
 		close(w);
 	pthread_join(t1, NULL);
 	if (joined != 0)
 		pthread_join(t2, NULL);
-	dup2(saved, 2);
-	close(saved);
+	stderr_on(saved);
 
 	assert_int_equal(joined, 0);
 	assert_true(o2.fd >= 0);
@@ -1159,11 +1172,7 @@ static void test_hostile_meta(void **state)
 	uint8_t *seen = malloc(4096);
 	uint64_t x = 88172645463325252ull;
 	int opened = 0, failures = 0;
-	/* Thousands of well-formed complaints: not for the test log. */
-	fflush(stderr);
-	int saved = dup(2), null = open("/dev/null", O_WRONLY);
-	dup2(null, 2);
-	close(null);
+	int saved = stderr_off();
 	for (int it = 0; it < 400; it++) {
 		memcpy(bad, good, st.st_size);
 		struct pk_super *sb = (struct pk_super *)bad;
@@ -1193,8 +1202,7 @@ static void test_hostile_meta(void **state)
 		failures += visit(l, pk_root(l), 0, seen, buf) > 0;
 		pk_close(l);
 	}
-	dup2(saved, 2);
-	close(saved);
+	stderr_on(saved);
 	assert_true(opened > 300);
 	assert_true(failures > 0);   /* the damage was seen */
 	free(good);
