@@ -217,6 +217,8 @@ struct sfs {
 		bool killpriv_v2;    /* ... and FUSE_HANDLE_KILLPRIV_V2 */
 		bool broken;         /* a registration failed: stay in cached mode */
 		bool share;          /* sharecache: read-only opens of lower files too */
+		bool dio_mmap;       /* the kernel's INIT offered FUSE_DIRECT_IO_ALLOW_MMAP */
+		bool direct;         /* sharecache=direct, with the kernel's leave */
 		unsigned stack_depth;
 		pthread_mutex_t lock;    /* a leaf: registration of backing files */
 		pthread_cond_t released; /* a lower backing file went (share) */

@@ -36,6 +36,7 @@ struct fh {
 	bool meta;          /* fd reads a metacopy's lower data */
 	off_t lower_size;   /* size of a read-only lower file, else -1 */
 	bool keep_layer;    /* a program or library: the layer's cache of it stays */
+	bool direct;        /* reads lower data uncached (sharecache=direct) */
 	unsigned refs;      /* RELEASE may arrive while a read still finishes */
 	int pt_id;          /* backing id when in passthrough mode, else 0 */
 	bool pt_counted;    /* counted by pt_open(): pt_release() at the end */
@@ -281,6 +282,19 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		__atomic_store_n(&FH(fi)->pino, pino, __ATOMIC_RELEASE);
 		fi->keep_cache = 1;
 	}
+	/* sharecache=direct: lower data is read from the layer's page cache
+	 * (a packed layer's: the pack's), which every mount shares, and not
+	 * kept in this file's. Programs and libraries keep their cached mode:
+	 * they are mapped, and a mapping is cached in the file's pages anyway.
+	 * After a copy-up its reads switch to the copy as cached reads do, and
+	 * the kernel writes dirty pages of the file back before it sends an
+	 * uncached read of them (with FUSE_DIRECT_IO_ALLOW_MMAP), so it reads
+	 * what a writer wrote as any reader does (fs_sharedirect). */
+	struct fh *h = FH(fi);
+	if (fs->pts.direct && !writer && !h->pt_id && ((h->lower_size >= 0 && !h->keep_layer) || pino)) {
+		h->direct = true;
+		fi->direct_io = 1;
+	}
 	const struct fuse_open_in *raw = loop_request_arg(FUSE_OPEN, sizeof *raw);
 	if (raw && (raw->open_flags & FUSE_OPEN_KILL_SUIDGID) && (fi->flags & O_TRUNC))
 		node_kill_setid(fs, n, req);
@@ -385,7 +399,7 @@ static void drop_layer_cache(struct sfs *fs, struct fh *h, off_t off, size_t siz
 	const off_t chunk = 2 << 20;
 	off_t end = off + (off_t)size;
 
-	if (h->lower_size < 0 || h->keep_layer || h->layer != node_layer(h->n))
+	if (h->lower_size < 0 || h->keep_layer || h->direct || h->layer != node_layer(h->n))
 		return;
 	/* with sharecache other mounts read the layer's copy directly */
 	if (fs->pts.share)

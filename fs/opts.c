@@ -311,8 +311,13 @@ static int p_switch(struct strata_opts *o, const char *key, const char *val, con
 	bool b = true;
 
 	(void)item;
+	if (key[0] == 's' && val && !strcmp(val, "direct")) {
+		o->sharecache = false;
+		o->sharedirect = true;
+		return 0;
+	}
 	if (val && parse_bool_val(val, &b) < 0)
-		return bad_value(key, val, "on or off");
+		return bad_value(key, val, key[0] == 's' ? "on, off or direct" : "on or off");
 	if (!strcmp(key, "progcache"))
 		o->progcache = b;
 	else if (key[0] == 'm')
@@ -321,8 +326,10 @@ static int p_switch(struct strata_opts *o, const char *key, const char *val, con
 		o->writeback = b;
 	else if (key[0] == 'u')
 		o->uring = b;
-	else if (key[0] == 's')
+	else if (key[0] == 's') {
 		o->sharecache = b;
+		o->sharedirect = false;
+	}
 	else
 		o->passthrough = b;
 	return 0;
@@ -448,12 +455,16 @@ const struct opt_row opts_table[] = {
 	{ "passthrough", OPT_ANY, p_switch, "passthrough=on|off",
 	  "Let the kernel read and write files of the upper layer directly (default on; needs "
 	  "Linux 6.9+ and CAP_SYS_ADMIN, else ignored)." },
-	{ "sharecache", OPT_ANY, p_switch, "sharecache=on|off",
+	{ "sharecache", OPT_ANY, p_switch, "sharecache=on|off|direct",
 	  "With an upper layer, pass files of lower layers opened read-only through to the lower "
 	  "file too, so that every mount of one layer shares one copy of its data in the page cache "
 	  "(default off; needs passthrough, else ignored). The difference from overlayfs: while this "
 	  "mount has such a file open (or mapped), opening it for writing or truncating it waits up "
-	  "to 2 seconds for it to be closed, then fails with ETXTBSY (\"text file busy\")." },
+	  "to 2 seconds for it to be closed, then fails with ETXTBSY (\"text file busy\"). "
+	  "direct: the same sharing without passthrough, also rootless and over packed layers, and "
+	  "without that difference: reads of lower files (programs and libraries aside) are served "
+	  "uncached, from the layer's page cache, so each read(2) is a round trip to strata-fs "
+	  "(needs Linux 6.6+, else ignored)." },
 	{ "progcache", OPT_ANY, p_switch, "progcache=on|off",
 	  "Keep the programs and shared libraries (ELF files) of packed lower layers decompressed "
 	  "in a directory beside each layer file (LAYER.progs, made by the first mount that opens "

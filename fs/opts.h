@@ -51,6 +51,9 @@ struct strata_opts {
 			      * when it and our privileges allow (default on) */
 	bool sharecache;     /* read-only opens of lower files passed through too,
 			      * with an upper (default off) */
+	bool sharedirect;    /* sharecache=direct: read-only opens of lower files
+			      * read through us uncached (FOPEN_DIRECT_IO), from
+			      * the layer's page cache (default off) */
 	bool progcache;      /* programs of packed layers decompressed once,
 			      * beside the layer, for every mount (default off) */
 	bool uring;          /* FUSE over io_uring where the kernel offers it (default on) */

@@ -31,6 +31,7 @@
 #define PT_INIT_EXT        (1u << 30)      /* FUSE_INIT_EXT */
 #define PT_FOPEN           (1u << 7)       /* FOPEN_PASSTHROUGH */
 #define PT_FOPEN_KEEP_CACHE (1u << 1)
+#define PT_INIT2_DIO_MMAP  (1u << 4)       /* FUSE_DIRECT_IO_ALLOW_MMAP >> 32 (7.39) */
 struct pt_backing_map {
 	int32_t fd;
 	uint32_t flags;
@@ -73,6 +74,7 @@ void pt_note_init(struct sfs *fs, const void *arg, size_t size, bool begin)
 	if (size >= 5 * sizeof(uint32_t) && in->major == 7 && in->minor >= 36 && (in->flags & PT_INIT_EXT)) {
 		uint32_t flags2 = ((const uint32_t *)arg)[4];
 		fs->pts.offered = in->minor >= 40 && (flags2 & PT_INIT_FLAG2);
+		fs->pts.dio_mmap = in->minor >= 39 && (flags2 & PT_INIT2_DIO_MMAP);
 		uring_note_init(fs, flags2);
 	}
 }
@@ -102,6 +104,14 @@ bool has_init_cap(int cap_bit)
 bool pt_negotiate(struct sfs *fs)
 {
 	struct statfs sfs;
+
+	/* An uncached file must still map shared, which the kernel allows only
+	 * with FUSE_DIRECT_IO_ALLOW_MMAP: without it such reads stay cached. */
+	fs->pts.direct = fs->opts.sharedirect && fs->pts.dio_mmap;
+	if (fs->opts.sharedirect && !fs->pts.dio_mmap)
+		serr(0, "sharecache=direct on", fs->opts.mountpoint,
+		     "the kernel does not offer FUSE_DIRECT_IO_ALLOW_MMAP (Linux 6.6+): each mount keeps "
+		     "its own cache of lower files, as with sharecache=off");
 
 	/* BACKING_OPEN needs CAP_SYS_ADMIN */
 	fs->pt = fs->opts.passthrough && fs->pts.offered && has_init_cap(CAP_SYS_ADMIN);
@@ -141,6 +151,10 @@ static ssize_t pt_writev(int fd, struct iovec *iov, int count, void *ud)
 				io->flags |= PT_INIT_EXT;
 				io->flags2 |= PT_INIT_FLAG2;
 				io->max_stack_depth = fs->pts.stack_depth;
+			}
+			if (fs->pts.direct) {
+				io->flags |= PT_INIT_EXT;
+				io->flags2 |= PT_INIT2_DIO_MMAP;
 			}
 			if (uring_wanted(fs)) {
 				io->flags |= PT_INIT_EXT;

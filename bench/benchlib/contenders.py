@@ -371,7 +371,7 @@ class ShareCache(Contender):
             return "no cachestat(2) here (Linux 6.5+) to tell whether files pass through"
         if own:
             return ("%s cached a lower file's data in the mount's own inode: the kernel did not "
-                    "take the passthrough (Linux 6.9+)" % self.name)
+                    "take %s (Linux 6.9+ for passthrough, 6.6+ for direct)" % (self.name, self.OPT))
         return None
 
     def mount(self, ctx, fixture, writable=False):
@@ -395,6 +395,25 @@ class ShareCache(Contender):
 
     def unmount(self, inst):
         self.inner.unmount(inst)
+
+
+class ShareDirect(ShareCache):
+    """Density rows only: the same two paths with `-o sharecache=direct`:
+    lower files opened read-only are read uncached (FOPEN_DIRECT_IO), from
+    the layer's page cache, which every mount shares. No passthrough, so
+    rootless too."""
+    OPT = "sharecache=direct"
+
+    def probe(self, ctx):
+        why = self.fs.probe(ctx) or self._passes_through(ctx)
+        if why:
+            return why
+        from . import launchers
+        if self.via == "mount":
+            self.inner = launchers.DensityVia(self.fs)
+        else:
+            self.inner = launchers.DensityStrataRun(self.name, self.binary)
+        return self.inner.probe(ctx)
 
 
 def _tail(path, n=400):
@@ -447,7 +466,9 @@ def all_contenders(ctx):
         out.append(FuseOverlay("strata-fs+uring", strata, "uring=on"))
     # issue 19's density rows only: N mounts of one image sharing its cache
     out += [ShareCache("strata-fs+sharecache", strata, "mount"),
-            ShareCache("strata-run+sharecache", strata, "strata-run")]
+            ShareCache("strata-run+sharecache", strata, "strata-run"),
+            ShareDirect("strata-fs+sharedirect", strata, "mount"),
+            ShareDirect("strata-run+sharedirect", strata, "strata-run")]
     # issue 16's rows only
     out.append(PackedFs("strata-fs packed", strata, "uring=off"))
     out.append(Squashfuse("squashfuse", shutil.which("squashfuse_ll") or shutil.which("squashfuse")))

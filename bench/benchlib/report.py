@@ -13,14 +13,15 @@ import sys
 import time
 
 ORDER = ["plain", "kernel", "kernel-metacopy", "fuse-overlayfs", "strata-fs", "strata-fs+uring",
-         "strata-fs+sharecache", "bwrap", "strata-run", "strata-run+upper",
+         "strata-fs+sharecache", "strata-fs+sharedirect", "bwrap", "strata-run", "strata-run+upper",
          "strata-run+upper packed", "strata-run+fuse-ovl",
-         "strata-run+sharecache", "strata", "strata run -d",
+         "strata-run+sharecache", "strata-run+sharedirect", "strata", "strata run -d",
          "podman+strata-fs", "podman+fuse-ovl", "strata build", "podman build+strata-fs",
          "podman build+fuse-ovl", "strata-fs packed", "squashfuse", "gzip blobs", "dir store",
          "packed store"]
 SHORT = {"kernel-metacopy": "k-metacopy", "fuse-overlayfs": "fuse-ovl", "strata-fs+uring": "s-fs+uring",
-         "strata-fs packed": "s-fs packed", "strata-fs+sharecache": "s-fs+sharecache"}
+         "strata-fs packed": "s-fs packed", "strata-fs+sharecache": "s-fs+sharecache",
+         "strata-fs+sharedirect": "s-fs+sharedirect"}
 # groups whose contenders start containers rather than mount trees, and the
 # contender each is compared with
 SPECIAL = {"launcher": "bwrap", "density": "kernel", "build": "podman build+fuse-ovl",
@@ -279,7 +280,8 @@ def targets(summary, out=sys.stdout):
                 sum(1 for r, _ in cpu if r <= 1.5), len(cpu), max(cpu)[1], max(cpu)[0]))
     per_w = "density: each container after the 1st adds (x data read)"
     counted_w = "density: each container after the 1st adds, counted (x data read)"
-    for c in ("strata-fs", "strata-fs+sharecache", "strata-run", "strata-run+sharecache"):
+    for c in ("strata-fs", "strata-fs+sharecache", "strata-fs+sharedirect", "strata-run",
+              "strata-run+sharecache", "strata-run+sharedirect", "strata run -d"):
         per, counted = med(per_w, c), med(counted_w, c)
         if per is None:
             continue
@@ -292,8 +294,9 @@ def targets(summary, out=sys.stdout):
     fc = sorted((s["workload"], s["contender"], s["median"]) for s in summary
                 if s["workload"].startswith("density: /data in the page cache")
                 and s["median"] is not None
-                and s["contender"] in ("kernel", "strata-fs", "strata-fs+sharecache", "strata-run",
-                                       "strata-run+sharecache"))
+                and s["contender"] in ("kernel", "strata-fs", "strata-fs+sharecache",
+                                       "strata-fs+sharedirect", "strata-run", "strata-run+sharecache",
+                                       "strata-run+sharedirect"))
     if fc:
         last = max(fc, key=lambda x: int(x[0].split("), ")[1].split()[0]))[0]
         vals = {c: v for w, c, v in fc if w == last}
@@ -306,10 +309,11 @@ def targets(summary, out=sys.stdout):
     if len(starts) > 1:
         lines.append("density: strata-fs container %d starts in %s, container 1 in %s (target: as fast)"
                      % (starts[-1][0], _fmt(starts[-1][1], "s"), _fmt(starts[0][1], "s")))
-    warm = med("second start, warm: MiB read from disk", "strata-fs")
-    if warm is not None:
-        lines.append("second start, warm: strata-fs read %.1f MiB from disk (target: nothing the "
-                     "first start read)" % warm)
+    for c in ("strata-fs", "strata-fs+sharedirect", "strata run -d"):
+        warm = med("second start, warm: MiB read from disk", c)
+        if warm is not None:
+            lines.append("second start, warm: %s read %.1f MiB from disk (target: nothing the "
+                         "first start read)" % (c, warm))
     run, sr, ex, bw = (med("start /bin/true", "strata"), med("start /bin/true", "strata-run"),
                        med("exec /bin/true", "strata"), med("exec /bin/true", "bwrap"))
     pod = [v for v in (med("start /bin/true", "podman+strata-fs"),
