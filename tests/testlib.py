@@ -7,7 +7,10 @@ re-exports these names, so a test script keeps importing from its area's
 harness only.
 """
 
+import ctypes
 import fcntl
+import os
+import platform
 import pwd
 import subprocess
 
@@ -60,3 +63,34 @@ def ensure_user(name=USER):
         except KeyError:
             raise Skip('cannot create the test user %s: useradd: %s'
                        % (name, r.stderr.strip() or 'exit %d' % r.returncode)) from None
+
+
+# cachestat(2) (Linux 6.5+): the pages a file's own inode caches, which tells
+# a FUSE file served from its mount's cache from one read elsewhere.
+_NR_CACHESTAT = {'x86_64': 451, 'aarch64': 451}.get(platform.machine())
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class _CachestatRange(ctypes.Structure):
+    _fields_ = [('off', ctypes.c_uint64), ('len', ctypes.c_uint64)]
+
+
+class _Cachestat(ctypes.Structure):
+    _fields_ = [('nr_cache', ctypes.c_uint64), ('nr_dirty', ctypes.c_uint64),
+                ('nr_writeback', ctypes.c_uint64), ('nr_evicted', ctypes.c_uint64),
+                ('nr_recently_evicted', ctypes.c_uint64)]
+
+
+def cached_bytes(path):
+    """Bytes of path's own page cache (its inode's, not a backing file's),
+    or None where cachestat(2) is missing."""
+    if _NR_CACHESTAT is None:
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        rng, cs = _CachestatRange(0, 0), _Cachestat()
+        if _libc.syscall(_NR_CACHESTAT, fd, ctypes.byref(rng), ctypes.byref(cs), 0) != 0:
+            return None
+        return cs.nr_cache * os.sysconf('SC_PAGE_SIZE')
+    finally:
+        os.close(fd)

@@ -449,12 +449,15 @@ int ctr_spec_build(struct store *s, const char *id, json_t *rec, json_t *cfg, st
 	 * only the caller's own id mapped, every owner shows as root. */
 	/* The store's packed layers keep their programs decompressed
 	 * beside them (strata-fs progcache): a container's start then
-	 * decompresses none that an earlier one started. */
+	 * decompresses none that an earlier one started. Containers of one
+	 * image read its files from one page cache, the layer's (sharecache
+	 * =direct): each container after the first adds its own writes, not
+	 * another copy of the image's data it reads. */
 	if (geteuid() != 0)
-		sp->l.fs_options = sp->l.n_uidmap ? "progcache,xattr_permissions=2"
-						  : "progcache,xattr_permissions=2,squash_to_root";
+		sp->l.fs_options = sp->l.n_uidmap ? "progcache,sharecache=direct,xattr_permissions=2"
+						  : "progcache,sharecache=direct,xattr_permissions=2,squash_to_root";
 	else
-		sp->l.fs_options = "progcache";
+		sp->l.fs_options = "progcache,sharecache=direct";
 	sp->l.tty = json_is_true(json_object_get(opts, "tty"));
 	sp->l.interactive = json_is_true(json_object_get(opts, "interactive"));
 	sp->autoremove = json_is_true(json_object_get(opts, "rm"));

@@ -22,12 +22,10 @@ copy-up sees the copy (overlayfs's semantics), as fs_diff_copyup checks.
 usage: test_sharecache.py [--fs PATH]   ($STRATA_FS overrides --fs)
 """
 
-import ctypes
 import errno
 import hashlib
 import mmap
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -39,39 +37,11 @@ from ovltest import (SKIP, is_mounted, passthrough_missing, prepare_fs, rd, reap
                      umount)
 from layers import pattern  # noqa: E402
 from mounts import CountingMount  # noqa: E402
+from testlib import cached_bytes  # noqa: E402,F401
 
 SCALE = max(1, int(os.environ.get('STRATA_TEST_SCALE', '1')))
 SIZE = 8 << 20
-PAGE = os.sysconf('SC_PAGE_SIZE')
 MOUNTS = 3
-
-libc = ctypes.CDLL(None, use_errno=True)
-NR_CACHESTAT = {'x86_64': 451, 'aarch64': 451}.get(platform.machine())
-
-
-class CachestatRange(ctypes.Structure):
-    _fields_ = [('off', ctypes.c_uint64), ('len', ctypes.c_uint64)]
-
-
-class Cachestat(ctypes.Structure):
-    _fields_ = [('nr_cache', ctypes.c_uint64), ('nr_dirty', ctypes.c_uint64),
-                ('nr_writeback', ctypes.c_uint64), ('nr_evicted', ctypes.c_uint64),
-                ('nr_recently_evicted', ctypes.c_uint64)]
-
-
-def cached_bytes(path):
-    """Bytes of path's own page cache (its inode's, not a backing file's),
-    or None where cachestat(2) is missing."""
-    if NR_CACHESTAT is None:
-        return None
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        rng, cs = CachestatRange(0, 0), Cachestat()
-        if libc.syscall(NR_CACHESTAT, fd, ctypes.byref(rng), ctypes.byref(cs), 0) != 0:
-            return None
-        return cs.nr_cache * PAGE
-    finally:
-        os.close(fd)
 
 
 def evict(path):

@@ -16,7 +16,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from strata_t import Fail, check, entry, make_tar, oci_layout, busybox_layer, dev_wrap, main
+from strata_t import Fail, Skip, check, entry, make_tar, oci_layout, busybox_layer, dev_wrap, main
 
 os.environ['STRATA_STORE_FORMAT'] = 'packed'
 SCALE = max(1, int(os.environ.get('STRATA_TEST_SCALE', '1')))
@@ -95,6 +95,64 @@ def test_detached_exec(env):
         env.run('stop', '-t', str(10 * SCALE), 'd', wrap=w, timeout=120 * SCALE)
     env.run('rm', 'd')
     store_checks_clean(env, 'after run -d and exec')
+
+
+# Prints the bytes each path caches in its own inode (cachestat(2)), or
+# "none" where the call is missing; run as the user that owns the mounts.
+CACHED = """import sys
+sys.path.insert(0, sys.argv[1])
+from testlib import cached_bytes
+print(' '.join(str(cached_bytes(p)) for p in sys.argv[2:]))"""
+
+
+def test_shared_cache(env):
+    """Containers of one image read its files from one page cache (strata
+    sets strata-fs sharecache=direct): a data file two running containers
+    have read (with read(2): md5sum) is not cached in either container's
+    mount; a program, which keeps the cached mode as it is mapped, is, which
+    shows the count sees pages. Counted from the host through /proc/PID/root
+    (as root: a rootless container's is closed to its user)."""
+    w = dev_wrap(env)
+    image(env)
+    names = ('s1', 's2')
+    try:
+        for n in names:
+            env.run('run', '-d', '--name', n, 'pk:1', '--', 'sh', '-c',
+                    'md5sum /data/big >/dev/null && busybox cat /bin/busybox >/dev/null && echo ready && '
+                    'exec sleep 1000', wrap=w)
+        deadline = time.monotonic() + 60 * SCALE
+        while not all(env.run('logs', n, wrap=w).out == 'ready\n' for n in names):
+            check(time.monotonic() < deadline, 'the containers did not read their files: %r'
+                  % [env.run('logs', n, wrap=w, ok=None).out for n in names])
+            time.sleep(0.1)
+        tests = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        # (the interpreter running us may live under /root, closed to the user)
+        py = '/usr/bin/python3' if env.user and os.path.exists('/usr/bin/python3') else sys.executable
+        for n in names:
+            pid = env.json('inspect', n)['State']['Pid']
+            root = '/proc/%d/root' % pid
+            r = subprocess.run(env.wrap([py, '-c', CACHED, tests, root + '/data/big',
+                                         root + '/bin/busybox']),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60 * SCALE)
+            if env.user and 'PermissionError' in r.stderr:
+                # /proc/PID/root of a process in the container's user
+                # namespace is closed to its user; fs_rootless_sharedirect
+                # and bench's rootless density rows cover the rootless mount
+                print('note: %s: the rootless container\'s files cannot be opened from outside '
+                      'it (/proc/%d/root: EACCES); pages not counted' % (n, pid))
+                continue
+            check(r.returncode == 0, 'counting the pages of %s: %s' % (n, r.stderr))
+            data, prog = r.stdout.split()
+            if data == 'None':
+                raise Skip('no cachestat(2) here (Linux 6.5+) to count the pages')
+            check(int(prog) > 0, '%s: the program read and run holds no pages in the container\'s '
+                  'mount, so the count cannot tell' % n)
+            check(int(data) == 0, '%s: the container\'s mount caches %s bytes of /data/big itself; '
+                  'expected it read from the layer\'s cache' % (n, data))
+    finally:
+        for n in names:
+            env.run('rm', '-f', n, wrap=w, ok=None, timeout=120 * SCALE)
+    store_checks_clean(env, 'after two containers shared a cache')
 
 
 def test_build_run(env):
@@ -211,5 +269,6 @@ def test_not_a_layer(env):
 
 
 if __name__ == '__main__':
-    sys.exit(main([test_run_commit_diff, test_detached_exec, test_build_run, test_program_copies, test_moved_store,
+    sys.exit(main([test_run_commit_diff, test_detached_exec, test_shared_cache, test_build_run, test_program_copies,
+                   test_moved_store,
                    test_not_a_layer]))
