@@ -49,14 +49,15 @@ class Ctx:
     def state(self, name):
         return self.json('inspect', name)['State']
 
-    def until(self, what, cond, timeout=60):
+    def until(self, what, cond, timeout=60, seen=None):
+        """seen: what to report if it times out (what was seen instead)."""
         end = time.time() + timeout * max(1, int(os.environ.get('STRATA_TEST_SCALE', '1')))
         while time.time() < end:
             v = cond()
             if v:
                 return v
             time.sleep(0.05)
-        raise Fail('timed out waiting for ' + what)
+        raise Fail('timed out waiting for %s%s' % (what, '; saw %r' % (seen(),) if seen else ''))
 
     def status(self, name):
         for c in self.json('ps', '-a', '--json'):
@@ -73,6 +74,17 @@ def status_text(x, name):
         if c['name'] == name:
             return c['status']
     return None
+
+
+def proc_of(pid):
+    """What a process is doing: its state and where it waits in the kernel."""
+    try:
+        with open('/proc/%d/stat' % pid) as f:
+            state = f.read().rsplit(')', 1)[1].split()[0]
+        with open('/proc/%d/wchan' % pid) as f:
+            return 'pid %d: state %s, wchan %s' % (pid, state, f.read())
+    except (OSError, TypeError, IndexError) as e:
+        return 'pid %r: %s' % (pid, e)
 
 
 def leftovers(env):
@@ -311,7 +323,8 @@ def test_kill9_monitor_and_cli(env):
     remember(env, cid)
     st = json.load(open(os.path.join(env.store, 'containers', cid, 'state.json')))
     os.kill(st['DaemonPid'], signal.SIGKILL)
-    x.until('ps to say the daemon died', lambda: status_text(x, 'd') == 'dead (filesystem daemon died)')
+    x.until('ps to say the daemon died', lambda: status_text(x, 'd') == 'dead (filesystem daemon died)',
+            seen=lambda: (status_text(x, 'd'), x.state('d'), leftovers(env), proc_of(x.state('d').get('Pid'))))
     st = x.state('d')
     check(st['Dead'] and not st['Running'] and st['Pid'] == 0 and 'daemon' in st['Error'], 'inspect: %r' % st)
     x.run('rm', '-f', 'd')
