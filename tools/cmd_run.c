@@ -54,6 +54,7 @@ static const struct copt {
 	{ "--stop-signal", NULL, "stop_signal", O_STR, FOR_CREATE | FOR_RUN },
 	{ "--stop-timeout", NULL, "stop_timeout", O_STR, FOR_CREATE | FOR_RUN },
 	{ "--log-opt", NULL, "log_opt", O_LIST, FOR_CREATE | FOR_RUN },
+	{ "--storage-opt", NULL, "storage_opt", O_LIST, FOR_CREATE | FOR_RUN },
 	{ "--rlimit", NULL, "rlimit", O_LIST, FOR_CREATE | FOR_RUN },
 	{ "--ulimit", NULL, "rlimit", O_LIST, FOR_CREATE | FOR_RUN },
 	{ "--uidmap", NULL, "uidmap", O_LIST, FOR_CREATE | FOR_RUN },

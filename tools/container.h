@@ -147,6 +147,7 @@ struct ctr_spec {
 	int restart_max;
 	bool autoremove;
 	long long log_max;
+	char fs_options[96];         /* the daemon's -o beyond the layers */
 };
 /* cfg: the image's config when the caller has it loaded already (a
  * reference is taken), else NULL to load it. */

@@ -143,11 +143,34 @@ static int parse_log_opts(json_t *opts, long long *max)
 	return 0;
 }
 
+/* --storage-opt sharecache=direct|off: how the container's strata-fs caches
+ * the image's files (*direct: from the layer's cache, shared with every
+ * container of the image; off: in the container's own mount). */
+static int parse_storage_opts(json_t *opts, bool *direct)
+{
+	json_t *a = json_object_get(opts, "storage_opt");
+	*direct = true;
+	for (size_t i = 0; i < json_array_size(a); i++) {
+		const char *v = json_string_value(json_array_get(a, i));
+		if (!strcmp(v, "sharecache=direct") || !strcmp(v, "sharecache=off")) {
+			*direct = !strcmp(v, "sharecache=direct");
+			continue;
+		}
+		susage("--storage-opt %s: strata knows sharecache=direct (the default: the image's files are "
+		       "read from one page cache shared by its containers) and sharecache=off (each container "
+		       "caches what it reads in its own mount)", v);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 int ctr_check_options(json_t *opts)
 {
 	int r;
 	long long max;
-	if ((r = check_caller_mapped(opts)) < 0 || (r = parse_log_opts(opts, &max)) < 0)
+	bool direct;
+	if ((r = check_caller_mapped(opts)) < 0 || (r = parse_log_opts(opts, &max)) < 0 ||
+	    (r = parse_storage_opts(opts, &direct)) < 0)
 		return r;
 	const char *rs = opt_str(opts, "restart");
 	enum restart_mode mode;
@@ -432,8 +455,10 @@ int ctr_spec_build(struct store *s, const char *id, json_t *rec, json_t *cfg, st
 		return r;
 	sp->l.ports = sp->ports;
 	sp->l.n_ports = n;
+	bool direct;
 	if ((r = parse_net(opts, &sp->l.net)) < 0 || (r = parse_limits(opts, &sp->l.limits)) < 0 ||
 	    (r = check_caller_mapped(opts)) < 0 || (r = parse_log_opts(opts, &sp->log_max)) < 0 ||
+	    (r = parse_storage_opts(opts, &direct)) < 0 ||
 	    (r = restart_parse(opt_str(opts, "restart"), &sp->restart, &sp->restart_max)) < 0)
 		return r;
 
@@ -451,13 +476,13 @@ int ctr_spec_build(struct store *s, const char *id, json_t *rec, json_t *cfg, st
 	 * beside them (strata-fs progcache): a container's start then
 	 * decompresses none that an earlier one started. Containers of one
 	 * image read its files from one page cache, the layer's (sharecache
-	 * =direct): each container after the first adds its own writes, not
-	 * another copy of the image's data it reads. */
-	if (geteuid() != 0)
-		sp->l.fs_options = sp->l.n_uidmap ? "progcache,sharecache=direct,xattr_permissions=2"
-						  : "progcache,sharecache=direct,xattr_permissions=2,squash_to_root";
-	else
-		sp->l.fs_options = "progcache,sharecache=direct";
+	 * =direct, unless --storage-opt sharecache=off): each container after
+	 * the first adds its own writes, not another copy of the image's data
+	 * it reads. */
+	snprintf(sp->fs_options, sizeof sp->fs_options, "progcache,sharecache=%s%s",
+		 direct ? "direct" : "off",
+		 geteuid() == 0 ? "" : sp->l.n_uidmap ? ",xattr_permissions=2" : ",xattr_permissions=2,squash_to_root");
+	sp->l.fs_options = sp->fs_options;
 	sp->l.tty = json_is_true(json_object_get(opts, "tty"));
 	sp->l.interactive = json_is_true(json_object_get(opts, "interactive"));
 	sp->autoremove = json_is_true(json_object_get(opts, "rm"));

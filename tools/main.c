@@ -37,6 +37,9 @@
 	"      --stop-signal SIG     signal of stop (default: the image's StopSignal or SIGTERM)\n" \
 	"      --stop-timeout SECS   stop's grace period before SIGKILL (default 10)\n" \
 	"      --log-opt max-size=SIZE  rotate ctr.log at this size (default 10m)\n" \
+	"      --storage-opt sharecache=direct|off  direct (default): the image's files are read\n" \
+	"                            from one page cache its containers share; off: each\n" \
+	"                            container caches what it reads in its own mount\n" \
 	"      --rlimit NAME=SOFT[:HARD]  resource limit (repeatable; --ulimit is the same)\n" \
 	"      --uidmap IN:OUT:COUNT  user namespace uid range (repeatable); rootless, map\n" \
 	"                            yourself too: --uidmap 0:$(id -u):1 --uidmap 1:SUBUID:65536\n" \
