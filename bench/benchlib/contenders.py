@@ -336,11 +336,13 @@ class ShareCache(Contender):
     def takes_part(self, workload):
         return workload.group in self.groups
 
+    ROOT_ONLY = True
+
     def probe(self, ctx):
         # FUSE passthrough needs CAP_SYS_ADMIN in the initial user
         # namespace; a rootless mount takes the option and keeps one copy
         # per mount, which would pass for a sharecache figure
-        if ctx.rootless or os.geteuid() != 0:
+        if self.ROOT_ONLY and (ctx.rootless or os.geteuid() != 0):
             return ("sharecache passes lower files through (FUSE passthrough), which needs "
                     "CAP_SYS_ADMIN: root only")
         why = self.fs.probe(ctx) or self._passes_through(ctx)
@@ -403,17 +405,7 @@ class ShareDirect(ShareCache):
     the layer's page cache, which every mount shares. No passthrough, so
     rootless too."""
     OPT = "sharecache=direct"
-
-    def probe(self, ctx):
-        why = self.fs.probe(ctx) or self._passes_through(ctx)
-        if why:
-            return why
-        from . import launchers
-        if self.via == "mount":
-            self.inner = launchers.DensityVia(self.fs)
-        else:
-            self.inner = launchers.DensityStrataRun(self.name, self.binary)
-        return self.inner.probe(ctx)
+    ROOT_ONLY = False
 
 
 def _tail(path, n=400):

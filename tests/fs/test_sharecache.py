@@ -265,17 +265,29 @@ def main(argv):
     if why:
         print('SKIP: ' + why)
         return SKIP
+    files = [('shared', pattern(SIZE, 5)), ('victim', pattern(100000, 7)), ('mapped', pattern(65536, 9)),
+             ('meta', pattern(1 << 20, 3))] + [('f%d' % i, pattern(4096, i)) for i in range(20)]
+
+    def body(base, problems):
+        density(fs, base, problems)
+        semantics(fs, base, problems)
+    return on_layer('strata-share-', files, body,
+                    'sharecache: mounts of one layer share one copy, and writes wait for or refuse '
+                    'readers of the lower file as documented')
+
+
+def on_layer(prefix, files, body, success):
+    """body(base, problems) over a lower layer base/l holding files (name,
+    data); the mounts base/mN are gone after it. The test's exit status."""
     problems = []
-    base = tempfile.mkdtemp(prefix='strata-share-', dir='/var/tmp')
+    base = tempfile.mkdtemp(prefix=prefix, dir='/var/tmp')
     os.chmod(base, 0o755)
     os.mkdir(os.path.join(base, 'l'))
-    for name, data in [('shared', pattern(SIZE, 5)), ('victim', pattern(100000, 7)),
-                       ('mapped', pattern(65536, 9)), ('meta', pattern(1 << 20, 3))] + [('f%d' % i, pattern(4096, i)) for i in range(20)]:
+    for name, data in files:
         with open(os.path.join(base, 'l', name), 'wb') as f:
             f.write(data)
     try:
-        density(fs, base, problems)
-        semantics(fs, base, problems)
+        body(base, problems)
     finally:
         for i in range(MOUNTS):
             mnt = os.path.join(base, 'm%d' % i)
@@ -287,10 +299,8 @@ def main(argv):
         print('FAIL: ' + p)
     if problems:
         return 1
-    print('sharecache: mounts of one layer share one copy, and writes wait for or refuse readers '
-          'of the lower file as documented')
+    print(success)
     return 0
-
 
 if __name__ == '__main__':
     sys.exit(main(sys.argv[1:]))

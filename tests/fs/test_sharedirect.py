@@ -22,14 +22,12 @@ usage: test_sharedirect.py [--fs PATH]   ($STRATA_FS overrides --fs)
 
 import mmap
 import os
-import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ovltest import SKIP, is_mounted, prepare_fs, rd, reap_all, umount  # noqa: E402
+from ovltest import SKIP, prepare_fs, rd  # noqa: E402
 from layers import pattern  # noqa: E402
-from test_sharecache import MOUNTS, SIZE, Mount, cached_bytes, evict, write_file  # noqa: E402
+from test_sharecache import MOUNTS, SIZE, Mount, cached_bytes, evict, on_layer, write_file  # noqa: E402
 
 
 def density(fs, base, problems):
@@ -132,33 +130,16 @@ def main(argv):
     fs = prepare_fs(argv)
     if fs is None:
         return SKIP
-    problems = []
-    base = tempfile.mkdtemp(prefix='strata-sharedirect-', dir='/var/tmp')
-    os.chmod(base, 0o755)
-    os.mkdir(os.path.join(base, 'l'))
-    for name, data in [('shared', pattern(SIZE, 5)), ('victim', pattern(100000, 7)),
-                       ('trunc', pattern(4096, 4)), ('mapped', pattern(65536, 9))]:
-        with open(os.path.join(base, 'l', name), 'wb') as f:
-            f.write(data)
-    try:
+    files = [('shared', pattern(SIZE, 5)), ('victim', pattern(100000, 7)), ('trunc', pattern(4096, 4)),
+             ('mapped', pattern(65536, 9))]
+
+    def body(base, problems):
         density(fs, base, problems)
         for opts in ('sharecache=direct', 'sharecache=direct,passthrough=off'):
             semantics(fs, base, problems, opts)
-    finally:
-        for i in range(MOUNTS):
-            mnt = os.path.join(base, 'm%d' % i)
-            if is_mounted(mnt):
-                umount(mnt)
-        subprocess.run(['rm', '-rf', base])
-        reap_all()
-    for p in problems:
-        print('FAIL: ' + p)
-    if problems:
-        return 1
-    print('sharecache=direct: mounts of one layer share one copy, and a reader sees writes as '
-          'with overlayfs')
-    return 0
-
+    return on_layer('strata-sharedirect-', files, body,
+                    'sharecache=direct: mounts of one layer share one copy, and a reader sees writes '
+                    'as with overlayfs')
 
 if __name__ == '__main__':
     sys.exit(main(sys.argv[1:]))
