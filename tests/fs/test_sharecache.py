@@ -79,43 +79,52 @@ def expect_errno(problems, what, err, fn):
     problems.append('%s: succeeded, expected %s' % (what, errno.errorcode[err]))
 
 
-def density(fs, base, problems):
-    """The three mounts' copies of one lower file, with sharecache on and off."""
+def read_shared(fs, base, opts, problems, map_first):
+    """MOUNTS mounts with opts read the lower file 'shared' whole (the first
+    mapping it, the loader's way, if map_first), its pages evicted first:
+    (the mounts' own cached bytes, the lower file's, READ requests the
+    daemons got); the byte counts are None without cachestat(2)."""
     lower = os.path.join(base, 'l', 'shared')
     data = rd(lower)
+    mounts = []
+    try:
+        for i in range(MOUNTS):
+            mounts.append(Mount(fs, base, i, opts))
+        evict(lower)
+        for m in mounts:
+            evict(m.p_('shared'))
+        for i, m in enumerate(mounts):
+            if i == 0 and map_first:
+                with open(m.p_('shared'), 'rb') as f:
+                    mm = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+                    got = mm[:]
+                    mm.close()
+            else:
+                got = rd(m.p_('shared'))
+            if got != data:
+                problems.append('%s: mount %d reads different data' % (opts, i))
+        own = [cached_bytes(m.p_('shared')) for m in mounts]
+        lo = cached_bytes(lower)
+    finally:
+        counts = [m.close() for m in mounts]
+    reads = sum(c.get('READ', 0) for c in counts)
+    if lo is None or None in own:
+        print('%s: cachestat(2) missing; pages not counted' % opts)
+        return None, None, reads
+    print('%s: %d mounts read %d MiB: lower file %.1f MiB cached, the mounts\' own %s MiB; '
+          'in all %.2fx the data; READ requests %d'
+          % (opts, MOUNTS, SIZE >> 20, lo / 2**20, ' + '.join('%.1f' % (o / 2**20) for o in own),
+             (lo + sum(own)) / SIZE, reads))
+    return own, lo, reads
+
+
+def density(fs, base, problems):
+    """The three mounts' copies of one lower file, with sharecache on and off."""
     total, reads = {}, {}
     for opts in ('sharecache=on', 'sharecache=off'):
-        mounts = []
-        try:
-            for i in range(MOUNTS):
-                mounts.append(Mount(fs, base, i, opts))
-            evict(lower)
-            for m in mounts:
-                evict(m.p_('shared'))
-            for i, m in enumerate(mounts):
-                if i == 0:
-                    # the loader's way: mapped, not read
-                    with open(m.p_('shared'), 'rb') as f:
-                        mm = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
-                        got = mm[:]
-                        mm.close()
-                else:
-                    got = rd(m.p_('shared'))
-                if got != data:
-                    problems.append('%s: mount %d reads different data' % (opts, i))
-            own = [cached_bytes(m.p_('shared')) for m in mounts]
-            lo = cached_bytes(lower)
-        finally:
-            counts = [m.close() for m in mounts]
-        reads[opts] = sum(c.get('READ', 0) for c in counts)
-        if lo is None or None in own:
-            print('%s: cachestat(2) missing; pages not counted' % opts)
-            continue
-        total[opts] = lo + sum(own)
-        print('%s: %d mounts read %d MiB: lower file %.1f MiB cached, the mounts\' own %s MiB; '
-              'in all %.2fx the data; READ requests %d'
-              % (opts, MOUNTS, SIZE >> 20, lo / 2**20, ' + '.join('%.1f' % (o / 2**20) for o in own),
-                 total[opts] / SIZE, reads[opts]))
+        own, lo, reads[opts] = read_shared(fs, base, opts, problems, map_first=True)
+        if lo is not None:
+            total[opts] = lo + sum(own)
     if reads['sharecache=on']:
         problems.append('sharecache=on: the daemons got %d READ requests for a lower file'
                         % reads['sharecache=on'])

@@ -27,37 +27,15 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ovltest import SKIP, prepare_fs, rd  # noqa: E402
 from layers import pattern  # noqa: E402
-from test_sharecache import MOUNTS, SIZE, Mount, cached_bytes, evict, on_layer, write_file  # noqa: E402
+from test_sharecache import MOUNTS, SIZE, Mount, on_layer, read_shared, write_file  # noqa: E402
 
 
 def density(fs, base, problems):
-    lower = os.path.join(base, 'l', 'shared')
-    data = rd(lower)
     total, own, lo, reads = {}, {}, {}, {}
     for opts in ('sharecache=direct', 'sharecache=off'):
-        mounts = []
-        try:
-            for i in range(MOUNTS):
-                mounts.append(Mount(fs, base, i, opts))
-            evict(lower)
-            for m in mounts:
-                evict(m.p_('shared'))
-            for i, m in enumerate(mounts):
-                if rd(m.p_('shared')) != data:
-                    problems.append('%s: mount %d reads different data' % (opts, i))
-            own[opts] = [cached_bytes(m.p_('shared')) for m in mounts]
-            lo[opts] = cached_bytes(lower)
-        finally:
-            counts = [m.close() for m in mounts]
-        reads[opts] = sum(c.get('READ', 0) for c in counts)
-        if lo[opts] is None or None in own[opts]:
-            print('%s: cachestat(2) missing; pages not counted' % opts)
-            continue
-        total[opts] = lo[opts] + sum(own[opts])
-        print('%s: %d mounts read %d MiB: lower file %.1f MiB cached, the mounts\' own %s MiB; '
-              'in all %.2fx the data; READ requests %d'
-              % (opts, MOUNTS, SIZE >> 20, lo[opts] / 2**20,
-                 ' + '.join('%.1f' % (o / 2**20) for o in own[opts]), total[opts] / SIZE, reads[opts]))
+        own[opts], lo[opts], reads[opts] = read_shared(fs, base, opts, problems, map_first=False)
+        if lo[opts] is not None:
+            total[opts] = lo[opts] + sum(own[opts])
     if not reads['sharecache=direct']:
         problems.append('sharecache=direct: no READ reached the daemons; the data came from elsewhere')
     if 'sharecache=direct' in total:
