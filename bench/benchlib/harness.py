@@ -22,6 +22,7 @@ from . import launchers as L
 from . import report
 from . import sysutil
 from . import workloads as W
+from .scratchfs import JournaledScratch
 from .sysutil import BenchError
 
 BENCH_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -242,6 +243,10 @@ def parse_args(argv):
     p.add_argument("--synthetic-base", action="store_true",
                    help="use a generated tree instead of the debootstrap rootfs as the image base")
     p.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    p.add_argument("--host-scratch", action="store_true",
+                   help="measure on the scratch directory's own filesystem even when it is an "
+                   "ext4 without a journal (by default the run then makes a journaled ext4 "
+                   "for its uppers and mounts)")
     p.add_argument("--list", action="store_true", help="list workloads and contenders, run nothing")
     p.add_argument("--host-uring", action="store_true", help=argparse.SUPPRESS)
     # internal: one mode of a multi-mode run, and the rootless inner run
@@ -529,10 +534,25 @@ def main(argv):
             rc |= subprocess.run([sys.executable, os.path.join(BENCH_DIR, "bench.py")] + sub).returncode
         return rc
     args.uring = uring
-    if modes == ["rootless"] and not args.list:
-        return rootless_outer(args, argv)
-    args.busy_hogs = modes == ["busy"]
-    return run_one(args)
+    scratch = None
+    if not args.list and not args.host_scratch:
+        args.host_base = args.scratch or os.environ.get("TMPDIR") or "/var/tmp"
+        scratch = JournaledScratch(args.host_base)
+        try:
+            args.scratch = scratch.start()
+        except BenchError as e:
+            print("bench: %s; run with --host-scratch to measure on the host's filesystem as it "
+                  "is" % e, file=sys.stderr)
+            return 1
+    try:
+        if modes == ["rootless"] and not args.list:
+            return rootless_outer(args, argv, scratch.note if scratch else None)
+        args.busy_hogs = modes == ["busy"]
+        args.scratch_note = scratch.note if scratch else None
+        return run_one(args)
+    finally:
+        if scratch:
+            scratch.stop()
 
 
 def start_hogs(ctx):
@@ -561,7 +581,11 @@ def ensure_user(name):
         return pwd.getpwnam(name)
 
 
-def rootless_outer(args, argv):
+# what the outer process made the scratch on, for the rootless run's report
+SCRATCH_NOTE_ENV = "STRATA_BENCH_SCRATCH_NOTE"
+
+
+def rootless_outer(args, argv, scratch_note=None):
     """Runs the suite again as the unprivileged user strata-test inside
     `unshare -Urm`: kernel overlayfs with userxattr, the FUSE daemons mounted
     in that user namespace. This host may keep /dev/fuse at 0600: a private
@@ -594,7 +618,10 @@ def rootless_outer(args, argv):
         node = os.path.join(dev, "fuse")
         os.mknod(node, stat.S_IFCHR | 0o666, os.stat("/dev/fuse").st_rdev)
         os.chmod(node, 0o666)
-        cache = os.path.join(base, "strata-bench-cache-" + ROOTLESS_USER)
+        # the cache outlives the run: on the host's filesystem, not a
+        # journaled scratch made for this run
+        cache = os.path.join(getattr(args, "host_base", None) or base,
+                             "strata-bench-cache-" + ROOTLESS_USER)
         os.makedirs(cache, exist_ok=True)
         os.chown(cache, pw.pw_uid, pw.pw_gid)
         if not args.synthetic_base:
@@ -627,6 +654,8 @@ def rootless_outer(args, argv):
         env = dict(os.environ, HOME=home, USER=ROOTLESS_USER, LOGNAME=ROOTLESS_USER, TMPDIR=work,
                    XDG_RUNTIME_DIR=home)
         env[sysutil.DROP_FD_ENV] = str(theirs.fileno())
+        if scratch_note:
+            env[SCRATCH_NOTE_ENV] = scratch_note
         # podman in this namespace: rootless, in a user namespace already
         # made for it, as `podman unshare` tells its children
         env.update(_CONTAINERS_USERNS_CONFIGURED="done", _CONTAINERS_ROOTLESS_UID=str(pw.pw_uid),
@@ -666,6 +695,9 @@ def run_one(args):
             return 1
         F.ROOTLESS = True
     ctx = Context(args)
+    note = getattr(args, "scratch_note", None) or os.environ.get(SCRATCH_NOTE_ENV)
+    if note and not args.list:
+        ctx.note(note)
     all_w = W.build(ctx)
     if args.list:
         for w in all_w:
