@@ -2,7 +2,7 @@
 
 An ext4 without a journal (some VM images are made so) skips, when it
 allocates an inode, every free inode whose deletion is less than a minute
-old (five if its table block is still dirty): ext4 may only reuse an inode
+old (six if its table block is still dirty): ext4 may only reuse an inode
 once its deletion cannot be lost. After a workload deleted tens of thousands
 of files, each file the next one creates scans past all of them, for every
 contender alike, and the ratios to the kernel shrink towards 1 (figures in
