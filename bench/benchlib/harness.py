@@ -97,8 +97,7 @@ class Context:
         self.uring_on = False
         os.makedirs(self.cache, exist_ok=True)
         os.makedirs(self.results, exist_ok=True)
-        base = args.scratch or os.environ.get("TMPDIR") or "/var/tmp"
-        self.scratch = tempfile.mkdtemp(prefix="strata-bench-", dir=base)
+        self.scratch = tempfile.mkdtemp(prefix="strata-bench-", dir=scratch_base(args))
         self._fixtures = {}
         self._flat = {}
         self._tarball = None
@@ -216,6 +215,15 @@ class Context:
             self.log("scratch kept in %s" % self.scratch)
         else:
             shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+# what the run made the scratch on, for its report (the rootless run's too)
+SCRATCH_NOTE_ENV = "STRATA_BENCH_SCRATCH_NOTE"
+
+
+def scratch_base(args):
+    """Where mounts and uppers go: --scratch, else $TMPDIR, else /var/tmp."""
+    return args.scratch or os.environ.get("TMPDIR") or "/var/tmp"
 
 
 def parse_args(argv):
@@ -534,9 +542,9 @@ def main(argv):
             rc |= subprocess.run([sys.executable, os.path.join(BENCH_DIR, "bench.py")] + sub).returncode
         return rc
     args.uring = uring
+    args.host_base = scratch_base(args)
     scratch = None
     if not args.list and not args.host_scratch:
-        args.host_base = args.scratch or os.environ.get("TMPDIR") or "/var/tmp"
         scratch = JournaledScratch(args.host_base)
         try:
             args.scratch = scratch.start()
@@ -544,11 +552,13 @@ def main(argv):
             print("bench: %s; run with --host-scratch to measure on the host's filesystem as it "
                   "is" % e, file=sys.stderr)
             return 1
+        if scratch.note:
+            # for this run's report and the rootless run's, which inherits it
+            os.environ[SCRATCH_NOTE_ENV] = scratch.note
     try:
         if modes == ["rootless"] and not args.list:
-            return rootless_outer(args, argv, scratch.note if scratch else None)
+            return rootless_outer(args, argv)
         args.busy_hogs = modes == ["busy"]
-        args.scratch_note = scratch.note if scratch else None
         return run_one(args)
     finally:
         if scratch:
@@ -581,11 +591,7 @@ def ensure_user(name):
         return pwd.getpwnam(name)
 
 
-# what the outer process made the scratch on, for the rootless run's report
-SCRATCH_NOTE_ENV = "STRATA_BENCH_SCRATCH_NOTE"
-
-
-def rootless_outer(args, argv, scratch_note=None):
+def rootless_outer(args, argv):
     """Runs the suite again as the unprivileged user strata-test inside
     `unshare -Urm`: kernel overlayfs with userxattr, the FUSE daemons mounted
     in that user namespace. This host may keep /dev/fuse at 0600: a private
@@ -606,7 +612,7 @@ def rootless_outer(args, argv, scratch_note=None):
             return 1
         print("note: %s has no subordinate ids (/etc/subuid): only its own uid is mapped, as "
               "root" % ROOTLESS_USER, file=sys.stderr)
-    base = args.scratch or os.environ.get("TMPDIR") or "/var/tmp"
+    base = scratch_base(args)
     work = tempfile.mkdtemp(prefix="strata-bench-rootless-", dir=base)
     os.chmod(work, 0o755)
     os.chown(work, pw.pw_uid, pw.pw_gid)
@@ -620,8 +626,7 @@ def rootless_outer(args, argv, scratch_note=None):
         os.chmod(node, 0o666)
         # the cache outlives the run: on the host's filesystem, not a
         # journaled scratch made for this run
-        cache = os.path.join(getattr(args, "host_base", None) or base,
-                             "strata-bench-cache-" + ROOTLESS_USER)
+        cache = os.path.join(args.host_base, "strata-bench-cache-" + ROOTLESS_USER)
         os.makedirs(cache, exist_ok=True)
         os.chown(cache, pw.pw_uid, pw.pw_gid)
         if not args.synthetic_base:
@@ -654,8 +659,6 @@ def rootless_outer(args, argv, scratch_note=None):
         env = dict(os.environ, HOME=home, USER=ROOTLESS_USER, LOGNAME=ROOTLESS_USER, TMPDIR=work,
                    XDG_RUNTIME_DIR=home)
         env[sysutil.DROP_FD_ENV] = str(theirs.fileno())
-        if scratch_note:
-            env[SCRATCH_NOTE_ENV] = scratch_note
         # podman in this namespace: rootless, in a user namespace already
         # made for it, as `podman unshare` tells its children
         env.update(_CONTAINERS_USERNS_CONFIGURED="done", _CONTAINERS_ROOTLESS_UID=str(pw.pw_uid),
@@ -695,7 +698,7 @@ def run_one(args):
             return 1
         F.ROOTLESS = True
     ctx = Context(args)
-    note = getattr(args, "scratch_note", None) or os.environ.get(SCRATCH_NOTE_ENV)
+    note = os.environ.get(SCRATCH_NOTE_ENV)
     if note and not args.list:
         ctx.note(note)
     all_w = W.build(ctx)
