@@ -222,6 +222,17 @@ ssize_t lower_pread(const struct lower *lo, uint32_t ino, void *buf, size_t len,
 	return pk_read(lo->pk, ino, off, len, buf);
 }
 
+ssize_t lower_read_pieces(const struct lower *lo, uint32_t ino, uint64_t off, size_t len, struct pk_piece *p,
+			  size_t max, size_t *np)
+{
+	return pk_read_pieces(lo->pk, ino, off, len, p, max, np);
+}
+
+void lower_read_done(const struct lower *lo, struct pk_piece *p, size_t np)
+{
+	pk_read_done(lo->pk, p, np);
+}
+
 int lower_prefetch(const struct lower *lo, uint32_t ino, uint64_t off, uint64_t len)
 {
 	return pk_prefetch(lo->pk, ino, off, len);

@@ -96,6 +96,11 @@ int lower_readdir(const struct lower *lo, uint32_t dir, uint64_t *off, struct lo
 /* Read a packed layer's regular file: bytes (short only at its end) or
  * -errno (-EIO for a damaged chunk, logged). */
 ssize_t lower_pread(const struct lower *lo, uint32_t ino, void *buf, size_t len, uint64_t off);
+/* The same read in place, no copy (pk_read_pieces): pieces valid until
+ * lower_read_done. */
+ssize_t lower_read_pieces(const struct lower *lo, uint32_t ino, uint64_t off, size_t len, struct pk_piece *p,
+			  size_t max, size_t *np);
+void lower_read_done(const struct lower *lo, struct pk_piece *p, size_t np);
 /* Decompress [off, off + len) of the file into the shared cache, ahead of
  * a sequential reader. */
 int lower_prefetch(const struct lower *lo, uint32_t ino, uint64_t off, uint64_t len);

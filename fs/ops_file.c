@@ -359,23 +359,45 @@ static int fh_current(struct sfs *fs, struct fh *h)
  * time, so the next requests find their chunks in the cache. */
 #define PK_AHEAD (4u << 20)
 
+/* The reply of a packed read: into the io_uring entry's buffer where
+ * there is one (it is copied there anyway), else written to the kernel
+ * straight from the cache's chunks, pinned meanwhile: no copy in between.
+ * Bytes replied, or -errno (replied too). */
+static ssize_t reply_packed(fuse_req_t req, const struct lower *lo, uint32_t pino, size_t size, off_t off)
+{
+	size_t cap;
+	char *area = uring_reply_area(&cap);
+	ssize_t n;
+	if (area && size <= cap) {
+		n = lower_pread(lo, pino, area, size, (uint64_t)off);
+		if (n >= 0)
+			fuse_reply_buf(req, area, (size_t)n);
+	} else {
+		size_t max = size / PK_CHUNK_SIZE + 2, np;
+		struct pk_piece *p = malloc(max * (sizeof *p + sizeof(struct iovec)));
+		if (!p) {
+			fuse_reply_err(req, ENOMEM);
+			return -ENOMEM;
+		}
+		struct iovec *iov = (struct iovec *)(p + max);
+		n = lower_read_pieces(lo, pino, (uint64_t)off, size, p, max, &np);
+		if (n >= 0) {
+			for (size_t k = 0; k < np; k++)
+				iov[k] = (struct iovec){ (void *)p[k].data, p[k].len };
+			fuse_reply_iov(req, iov, (int)np);
+			lower_read_done(lo, p, np);
+		}
+		free(p);
+	}
+	if (n < 0)
+		fuse_reply_err(req, (int)-n);
+	return n;
+}
+
 static void read_packed(struct sfs *fs, fuse_req_t req, struct fh *h, uint32_t layer, uint32_t pino, size_t size, off_t off)
 {
 	const struct lower *lo = &fs->layers[layer].lo;
-	size_t cap;
-	char *area = uring_reply_area(&cap);
-	char *buf = area && size <= cap ? area : malloc(size ? size : 1);
-	if (!buf) {
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
-	ssize_t n = lower_pread(lo, pino, buf, size, (uint64_t)off);
-	if (n < 0)
-		fuse_reply_err(req, (int)-n);
-	else
-		fuse_reply_buf(req, buf, (size_t)n);
-	if (buf != area)
-		free(buf);
+	ssize_t n = reply_packed(req, lo, pino, size, off);
 	/* a reader going on about where its last read ended (the kernel's
 	 * read-ahead requests may arrive out of order): decompress what it
 	 * will ask for next, after the reply (it is not kept waiting) */

@@ -200,6 +200,22 @@ int pk_xattr_at(const struct pk_layer *l, uint32_t ino, uint32_t i, const char *
  * at the end of the file) or -errno (-EIO for a damaged chunk, logged with
  * the layer file, the chunk and the file's path). */
 ssize_t pk_read(struct pk_layer *l, uint32_t ino, uint64_t off, size_t len, void *buf);
+/* The same read without a copy: [off, off + len) of file ino as up to max
+ * (> 0) pieces in place (a cached chunk's bytes, pinned; inline data;
+ * zeros for a hole), in order, each valid until pk_read_done. Bytes, short
+ * at the end of the file or where max pieces end (len / PK_CHUNK_SIZE + 2
+ * always suffice), with *np pieces; or -errno as pk_read, nothing left
+ * pinned. */
+struct pk_cent;
+struct pk_piece {
+	const void *data;
+	size_t len;
+	struct pk_cent *pin;     /* the cache entry held, or NULL */
+	uint32_t pin_off;        /* where data starts in it */
+};
+ssize_t pk_read_pieces(struct pk_layer *l, uint32_t ino, uint64_t off, size_t len, struct pk_piece *p,
+		       size_t max, size_t *np);
+void pk_read_done(struct pk_layer *l, struct pk_piece *p, size_t np);
 /* Start decompressing the chunks covering [off, off + len) of file ino
  * into the cache, on the cache's loader threads, and return: read-ahead for
  * a sequential reader, whose pk_read of a chunk still loading waits for

@@ -36,8 +36,8 @@
  * seventh of a cold read's CPU time. */
 #define SPARE 32
 
-struct cent {
-	struct cent *hnext, *prev, *next;
+struct pk_cent {
+	struct pk_cent *hnext, *prev, *next;
 	uint64_t sdev, sino;
 	uint8_t key[16];
 	uint16_t suffix;
@@ -54,7 +54,7 @@ struct cent {
 
 struct job {
 	struct pk_store *st;
-	struct cent *e;            /* the loading entry, pinned by the job */
+	struct pk_cent *e;            /* the loading entry, pinned by the job */
 	struct pk_chunk k;
 	struct pk_loc loc;
 };
@@ -64,10 +64,10 @@ struct pk_cache {
 	pthread_cond_t loaded;     /* some entry stopped loading */
 	size_t max, used;
 	size_t nb;                 /* buckets, a power of two */
-	struct cent **b;
-	struct cent *head, *tail;  /* most recently used first */
+	struct pk_cent **b;
+	struct pk_cent *head, *tail;  /* most recently used first */
 	uint64_t hits, misses, entries, dropped;
-	struct cent *spare;        /* full-size entries to reuse, by hnext */
+	struct pk_cent *spare;        /* full-size entries to reuse, by hnext */
 	int nspare;
 
 	/* read-ahead loaders, all under mu */
@@ -120,11 +120,11 @@ void pk_cache_free(struct pk_cache *c)
 	pthread_mutex_unlock(&c->mu);
 	for (int i = 0; i < c->nth; i++)
 		pthread_join(c->th[i], NULL);
-	for (struct cent *e = c->head, *n; e; e = n) {
+	for (struct pk_cent *e = c->head, *n; e; e = n) {
 		n = e->next;
 		free(e);
 	}
-	for (struct cent *e = c->spare, *n; e; e = n) {
+	for (struct pk_cent *e = c->spare, *n; e; e = n) {
 		n = e->hnext;
 		free(e);
 	}
@@ -157,17 +157,17 @@ static size_t slot(const struct pk_cache *c, uint64_t sdev, uint64_t sino, const
 	return h & (c->nb - 1);
 }
 
-static struct cent *find(struct pk_cache *c, size_t s, uint64_t sdev, uint64_t sino, const struct pk_chunk *k,
+static struct pk_cent *find(struct pk_cache *c, size_t s, uint64_t sdev, uint64_t sino, const struct pk_chunk *k,
 			 const struct pk_loc *loc)
 {
-	for (struct cent *e = c->b[s]; e; e = e->hnext)
+	for (struct pk_cent *e = c->b[s]; e; e = e->hnext)
 		if (e->sino == sino && e->sdev == sdev && e->suffix == k->suffix && e->loc.off == loc->off &&
 		    e->loc.pack == loc->pack && !memcmp(e->key, k->key, 16))
 			return e;
 	return NULL;
 }
 
-static void lru_unlink(struct pk_cache *c, struct cent *e)
+static void lru_unlink(struct pk_cache *c, struct pk_cent *e)
 {
 	if (e->prev)
 		e->prev->next = e->next;
@@ -180,7 +180,7 @@ static void lru_unlink(struct pk_cache *c, struct cent *e)
 	e->prev = e->next = NULL;
 }
 
-static void lru_front(struct pk_cache *c, struct cent *e)
+static void lru_front(struct pk_cache *c, struct pk_cent *e)
 {
 	e->prev = NULL;
 	e->next = c->head;
@@ -192,7 +192,7 @@ static void lru_front(struct pk_cache *c, struct cent *e)
 }
 
 /* Free an entry out of the table, or keep it for reuse. Called with mu held. */
-static void release(struct pk_cache *c, struct cent *e)
+static void release(struct pk_cache *c, struct pk_cent *e)
 {
 	if (e->len == PK_CHUNK_SIZE && c->nspare < SPARE) {
 		e->hnext = c->spare;
@@ -203,10 +203,10 @@ static void release(struct pk_cache *c, struct cent *e)
 }
 
 /* Take e out of the table (its memory stays until its last ref is put). */
-static void unhash(struct pk_cache *c, struct cent *e)
+static void unhash(struct pk_cache *c, struct pk_cent *e)
 {
 	size_t s = slot(c, e->sdev, e->sino, e->key, e->suffix, &e->loc);
-	struct cent **pp = &c->b[s];
+	struct pk_cent **pp = &c->b[s];
 	while (*pp != e)
 		pp = &(*pp)->hnext;
 	*pp = e->hnext;
@@ -218,9 +218,9 @@ static void unhash(struct pk_cache *c, struct cent *e)
 /* Drop unpinned entries from the cold end until the cache fits. */
 static void evict(struct pk_cache *c)
 {
-	struct cent *e = c->tail;
+	struct pk_cent *e = c->tail;
 	while (c->used > c->max && e) {
-		struct cent *p = e->prev;
+		struct pk_cent *p = e->prev;
 		if (!e->refs) {
 			unhash(c, e);
 			release(c, e);
@@ -229,7 +229,7 @@ static void evict(struct pk_cache *c)
 	}
 }
 
-static void put(struct pk_cache *c, struct cent *e)
+static void put(struct pk_cache *c, struct pk_cent *e)
 {
 	if (--e->refs == 0 && e->failed)
 		release(c, e);
@@ -238,10 +238,10 @@ static void put(struct pk_cache *c, struct cent *e)
 }
 
 /* A new loading entry for k, in the table, pinned once; NULL without memory. */
-static struct cent *insert_loading(struct pk_cache *c, size_t s, uint64_t sdev, uint64_t sino,
+static struct pk_cent *insert_loading(struct pk_cache *c, size_t s, uint64_t sdev, uint64_t sino,
 				   const struct pk_chunk *k, const struct pk_loc *loc)
 {
-	struct cent *n;
+	struct pk_cent *n;
 	if (k->ulen == PK_CHUNK_SIZE && c->spare) {
 		n = c->spare;
 		c->spare = n->hnext;
@@ -268,7 +268,7 @@ static struct cent *insert_loading(struct pk_cache *c, size_t s, uint64_t sdev, 
 }
 
 /* The load of loading entry e ended with r: wake its waiters. */
-static void loaded(struct pk_cache *c, struct cent *e, int r)
+static void loaded(struct pk_cache *c, struct pk_cent *e, int r)
 {
 	e->loading = false;
 	if (r < 0) {
@@ -280,57 +280,67 @@ static void loaded(struct pk_cache *c, struct cent *e, int r)
 	pthread_cond_broadcast(&c->loaded);
 }
 
-int pk_cache_read(struct pk_cache *c, struct pk_store *st, uint64_t sdev, uint64_t sino,
-		  const struct pk_chunk *k, const struct pk_loc *locp, uint32_t off, uint32_t len, void *dst)
+/* Chunk k, loaded and pinned (the caller puts it with pk_cache_unpin):
+ * 0 with *out, or the load's -errno. */
+int pk_cache_pin(struct pk_cache *c, struct pk_store *st, uint64_t sdev, uint64_t sino,
+		 const struct pk_chunk *k, const struct pk_loc *locp, struct pk_cent **out)
 {
-	if ((uint64_t)off + len > k->ulen)
-		return -EIO;
 	static const struct pk_loc none;
 	const struct pk_loc *loc = locp ? locp : &none;
 	size_t s = slot(c, sdev, sino, k->key, k->suffix, loc);
 	pthread_mutex_lock(&c->mu);
-	struct cent *e = find(c, s, sdev, sino, k, loc);
+	struct pk_cent *e = find(c, s, sdev, sino, k, loc);
 	if (e) {
 		e->refs++;
 		while (e->loading)
 			pthread_cond_wait(&c->loaded, &c->mu);
-		if (e->failed) {
-			put(c, e);
-			e = NULL;
-		} else {
+		if (!e->failed) {
 			c->hits++;
 			lru_unlink(c, e);
 			lru_front(c, e);
-		}
-	}
-	if (!e) {
-		c->misses++;
-		/* a failed load is not put back in the table: this reader
-		 * loads its own copy (and sees the error itself) */
-		struct cent *n = find(c, s, sdev, sino, k, loc) ? NULL : insert_loading(c, s, sdev, sino, k, loc);
-		pthread_mutex_unlock(&c->mu);
-		if (!n) {
-			_cleanup_free_ unsigned char *tmp = malloc(k->ulen ? k->ulen : 1);
-			if (!tmp)
-				return -ENOMEM;
-			int r = pk_store_get(st, k, loc, tmp);
-			if (r == 0 && len)
-				memcpy(dst, tmp + off, len);
-			return r;
-		}
-		int r = pk_store_get(st, k, loc, n->data);
-		pthread_mutex_lock(&c->mu);
-		loaded(c, n, r);
-		if (r < 0) {
-			put(c, n);
 			pthread_mutex_unlock(&c->mu);
-			return r;
+			*out = e;
+			return 0;
 		}
-		e = n;
+		put(c, e);
 	}
+	c->misses++;
+	/* a failed load is not put back in the table: this reader loads its
+	 * own copy, outside it (and sees the error itself) */
+	struct pk_cent *n = find(c, s, sdev, sino, k, loc) ? NULL : insert_loading(c, s, sdev, sino, k, loc);
 	pthread_mutex_unlock(&c->mu);
-	if (len)
-		memcpy(dst, e->data + off, len);
+	if (!n) {
+		if (!(n = malloc(sizeof *n + (k->ulen ? k->ulen : 1))))
+			return -ENOMEM;
+		n->len = k->ulen;
+		n->refs = 1;
+		n->loading = false;
+		n->failed = true;    /* not in the table: freed by its last put */
+		int r = pk_store_get(st, k, loc, n->data);
+		if (r < 0)
+			free(n);
+		else
+			*out = n;
+		return r;
+	}
+	int r = pk_store_get(st, k, loc, n->data);
+	pthread_mutex_lock(&c->mu);
+	loaded(c, n, r);
+	if (r < 0)
+		put(c, n);
+	pthread_mutex_unlock(&c->mu);
+	if (r == 0)
+		*out = n;
+	return r;
+}
+
+const void *pk_cache_data(const struct pk_cent *e)
+{
+	return e->data;
+}
+
+void pk_cache_unpin(struct pk_cache *c, struct pk_cent *e, uint32_t off, uint32_t len)
+{
 	pthread_mutex_lock(&c->mu);
 	/* Drop-behind: a read that reaches the chunk's end has taken the last
 	 * of it a sequential reader wants, and strata-fs's reader keeps what
@@ -338,7 +348,7 @@ int pk_cache_read(struct pk_cache *c, struct pk_store *st, uint64_t sdev, uint64
 	 * file read whole would stay in memory twice, the cache's 64 MiB per
 	 * daemon, and so per container of an image. A chunk that another
 	 * reader holds now, or that was only read in part, stays. */
-	if (len && off + len == k->ulen && e->refs == 1 && !e->failed) {
+	if (len && off + len == e->len && e->refs == 1 && !e->failed) {
 		unhash(c, e);
 		e->refs = 0;
 		c->dropped++;
@@ -347,7 +357,6 @@ int pk_cache_read(struct pk_cache *c, struct pk_store *st, uint64_t sdev, uint64
 		put(c, e);
 	}
 	pthread_mutex_unlock(&c->mu);
-	return 0;
 }
 
 /* A queued load that will not run: its entry goes. Called with mu held. */
@@ -401,7 +410,7 @@ int pk_cache_prefetch(struct pk_cache *c, struct pk_store *st, uint64_t sdev, ui
 			break;
 		c->nth++;
 	}
-	struct cent *e = c->nth ? insert_loading(c, s, sdev, sino, k, loc) : NULL;
+	struct pk_cent *e = c->nth ? insert_loading(c, s, sdev, sino, k, loc) : NULL;
 	if (e) {
 		c->q[(c->qhead + c->qn) % QUEUE] = (struct job){ st, e, *k, *loc };
 		c->qn++;

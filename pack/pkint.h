@@ -37,11 +37,16 @@ int pk_extent_chunk(const struct pk_layer *l, uint32_t ino, const struct pk_inod
 /* pk_close's part for pkprog.c. */
 void pk_progs_free(struct pk_progs *p);
 
-/* Copy len bytes at off of chunk c into dst through the cache, loading the
- * chunk from store s (identified by dev/ino of its directory) on a miss:
- * 0, -EIO for a damaged object, -ENOENT for a missing one. */
-int pk_cache_read(struct pk_cache *cache, struct pk_store *s, uint64_t sdev, uint64_t sino,
-		  const struct pk_chunk *c, const struct pk_loc *loc, uint32_t off, uint32_t len, void *dst);
+/* Chunk c pinned in the cache, loaded from store s (identified by dev/ino
+ * of its directory) on a miss: 0 with *e, whose bytes (c->ulen)
+ * pk_cache_data gives until pk_cache_unpin; -EIO for a damaged object,
+ * -ENOENT for a missing one. Unpinning with the range [off, off + len) read
+ * of it lets a read that reached its end drop it behind. */
+struct pk_cent;
+int pk_cache_pin(struct pk_cache *cache, struct pk_store *s, uint64_t sdev, uint64_t sino,
+		 const struct pk_chunk *c, const struct pk_loc *loc, struct pk_cent **e);
+const void *pk_cache_data(const struct pk_cent *e);
+void pk_cache_unpin(struct pk_cache *cache, struct pk_cent *e, uint32_t off, uint32_t len);
 
 /* Start loading chunk c into the cache on a loader thread, unless it is
  * there or on its way (a reader of it then waits for that load). A hint:

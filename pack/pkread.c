@@ -626,11 +626,16 @@ int pk_prefetch(struct pk_layer *l, uint32_t ino, uint64_t off, uint64_t len)
 	return 0;
 }
 
-ssize_t pk_read(struct pk_layer *l, uint32_t ino, uint64_t off, size_t len, void *buf)
+/* What a hole's piece points at. */
+static const unsigned char zeros[PK_CHUNK_SIZE];
+
+ssize_t pk_read_pieces(struct pk_layer *l, uint32_t ino, uint64_t off, size_t len, struct pk_piece *p,
+		       size_t max, size_t *np)
 {
 	const struct pk_inode *i;
 	const struct pk_extent *e;
 	uint64_t n;
+	*np = 0;
 	int r = pk_file_extents(l, ino, &i, &e, &n);
 	if (r < 0)
 		return r;
@@ -638,12 +643,15 @@ ssize_t pk_read(struct pk_layer *l, uint32_t ino, uint64_t off, size_t len, void
 		return 0;
 	if (len > i->size - off)
 		len = i->size - off;
+	if (!max)
+		return -EINVAL;
 	if (i->flags & PK_INO_INLINE) {
-		memcpy(buf, l->data + i->data + off, len);
+		p[0] = (struct pk_piece){ l->data + i->data + off, len, NULL, 0 };
+		*np = 1;
 		return len;
 	}
 	size_t done = 0;
-	while (done < len) {
+	while (done < len && *np < max) {
 		uint64_t pos = off + done;
 		uint64_t idx = pos / PK_CHUNK_SIZE;
 		uint32_t in = pos % PK_CHUNK_SIZE;
@@ -651,18 +659,46 @@ ssize_t pk_read(struct pk_layer *l, uint32_t ino, uint64_t off, size_t len, void
 		if (want > len - done)
 			want = len - done;
 		uint32_t c;
-		if ((r = pk_extent_chunk(l, ino, i, e, idx, &c)) < 0)
-			return r;
-		if (c == PK_HOLE) {
-			memset((char *)buf + done, 0, want);
+		if ((r = pk_extent_chunk(l, ino, i, e, idx, &c)) == 0 && c == PK_HOLE) {
+			p[(*np)++] = (struct pk_piece){ zeros, want, NULL, 0 };
 			done += want;
 			continue;
 		}
-		r = pk_cache_read(l->cache, l->store, l->sdev, l->sino, &l->chunks[c], pk_loc_at(l, c), in, want,
-				  (char *)buf + done);
-		if (r < 0)
-			return chunk_failed(l, ino, c, r);
+		struct pk_cent *ce = NULL;
+		if (r == 0 && (r = pk_cache_pin(l->cache, l->store, l->sdev, l->sino, &l->chunks[c], pk_loc_at(l, c),
+						&ce)) < 0)
+			r = chunk_failed(l, ino, c, r);
+		if (r < 0) {
+			pk_read_done(l, p, *np);
+			*np = 0;
+			return r;
+		}
+		p[(*np)++] = (struct pk_piece){ (const char *)pk_cache_data(ce) + in, want, ce, in };
 		done += want;
+	}
+	return done;
+}
+
+void pk_read_done(struct pk_layer *l, struct pk_piece *p, size_t np)
+{
+	for (size_t k = 0; k < np; k++)
+		if (p[k].pin)
+			pk_cache_unpin(l->cache, p[k].pin, p[k].pin_off, (uint32_t)p[k].len);
+}
+
+ssize_t pk_read(struct pk_layer *l, uint32_t ino, uint64_t off, size_t len, void *buf)
+{
+	size_t done = 0;
+	while (done < len) {
+		struct pk_piece p[8];
+		size_t np;
+		ssize_t n = pk_read_pieces(l, ino, off + done, len - done, p, 8, &np);
+		if (n <= 0)
+			return n < 0 ? n : (ssize_t)done;
+		for (size_t k = 0, at = done; k < np; at += p[k].len, k++)
+			memcpy((char *)buf + at, p[k].data, p[k].len);
+		pk_read_done(l, p, np);
+		done += n;
 	}
 	return done;
 }

@@ -824,6 +824,81 @@ static void test_cache_drop_behind(void **state)
 	free(data);
 }
 
+/* Reads in place (pk_read_pieces): the pieces give the file's bytes, a
+ * hole as zeros without a chunk, a small file's inline bytes; a pinned
+ * chunk keeps its bytes while the cache evicts around it, and goes once
+ * the read through its end is done; max pieces cut a read short. */
+static void test_read_pieces(void **state)
+{
+	(void)state;
+	size_t n = 4 * PK_CHUNK_SIZE + 700;
+	unsigned char *data = rnd(n, 77);
+	memset(data + PK_CHUNK_SIZE, 0, 2 * PK_CHUNK_SIZE);
+	assert_int_equal(mkdir(P("src"), 0755), 0);
+	int fd = open(P("src/f"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, data, PK_CHUNK_SIZE, 0), PK_CHUNK_SIZE);
+	assert_int_equal(pwrite(fd, data + 3 * PK_CHUNK_SIZE, n - 3 * PK_CHUNK_SIZE, 3 * PK_CHUNK_SIZE),
+			 (ssize_t)(n - 3 * PK_CHUNK_SIZE));
+	close(fd);
+	put_file("src/small", "tiny", 4);
+	assert_int_equal(pk_write(P("src"), P("L"), NULL, NULL), 0);
+	/* room for one chunk: every load evicts what is not pinned */
+	struct pk_cache *c = pk_cache_new(PK_CHUNK_SIZE);
+	struct pk_layer *l;
+	assert_int_equal(pk_open(P("L"), NULL, c, &l), 0);
+	uint32_t f = look(l, pk_root(l), "f", PK_FOUND);
+
+	struct pk_piece p[8];
+	size_t np;
+	assert_int_equal(pk_read_pieces(l, f, 100, n, p, 8, &np), (ssize_t)(n - 100));
+	assert_int_equal(np, 5);
+	size_t at = 100, holes = 0;
+	for (size_t k = 0; k < np; at += p[k].len, k++) {
+		assert_memory_equal(p[k].data, data + at, p[k].len);
+		holes += !p[k].pin;
+	}
+	assert_int_equal(at, n);
+	assert_int_equal(holes, 2);
+	/* three chunks pinned in a cache for one: all stay until done */
+	struct pk_cache_stats cs;
+	pk_cache_stats(c, &cs);
+	assert_int_equal(cs.entries, 3);
+	assert_memory_equal(p[0].data, data + 100, p[0].len);
+	pk_read_done(l, p, np);
+	pk_cache_stats(c, &cs);
+	assert_int_equal(cs.entries, 0);
+	assert_int_equal(cs.bytes, 0);
+
+	/* a chunk pinned while another load evicts: its bytes hold */
+	assert_int_equal(pk_read_pieces(l, f, 3 * PK_CHUNK_SIZE, 4096, p, 8, &np), 4096);
+	assert_int_equal(np, 1);
+	unsigned char *other = malloc(PK_CHUNK_SIZE);
+	assert_int_equal(pk_read(l, f, 0, 4096, other), 4096);
+	assert_int_equal(pk_read(l, f, 4 * PK_CHUNK_SIZE, 700, other), 700);
+	assert_memory_equal(p[0].data, data + 3 * PK_CHUNK_SIZE, 4096);
+	pk_read_done(l, p, np);
+
+	/* max pieces: the read stops where they end */
+	assert_int_equal(pk_read_pieces(l, f, PK_CHUNK_SIZE - 10, 3 * PK_CHUNK_SIZE, p, 2, &np), 10 + PK_CHUNK_SIZE);
+	assert_int_equal(np, 2);
+	assert_memory_equal(p[0].data, data + PK_CHUNK_SIZE - 10, 10);
+	pk_read_done(l, p, np);
+	assert_int_equal(pk_read_pieces(l, f, n, 10, p, 8, &np), 0);
+	assert_int_equal(np, 0);
+
+	uint32_t sm = look(l, pk_root(l), "small", PK_FOUND);
+	assert_int_equal(pk_read_pieces(l, sm, 1, 100, p, 8, &np), 3);
+	assert_int_equal(np, 1);
+	assert_null(p[0].pin);
+	assert_memory_equal(p[0].data, "iny", 3);
+	pk_read_done(l, p, np);
+	pk_close(l);
+	pk_cache_free(c);
+	free(other);
+	free(data);
+}
+
 /* Everything a reader of the layer can ask, depth first; returns how many
  * queries failed (with -errno, never a crash or a sanitizer report). */
 static int visit(struct pk_layer *l, uint32_t dir, int depth, uint8_t *seen, unsigned char *buf)
@@ -1227,6 +1302,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_progs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_progs_unlocked, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cache_drop_behind, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_read_pieces, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
