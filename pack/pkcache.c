@@ -35,6 +35,9 @@
  * chunk had the allocator give pages back and fault them in again, a
  * seventh of a cold read's CPU time. */
 #define SPARE 32
+/* Buffers for the compressed bytes of the chunks readers load themselves
+ * (on a miss), kept for the next: the same reason. */
+#define COMP_SPARE 8
 
 struct pk_cent {
 	struct pk_cent *hnext, *prev, *next;
@@ -69,6 +72,8 @@ struct pk_cache {
 	uint64_t hits, misses, entries, dropped;
 	struct pk_cent *spare;        /* full-size entries to reuse, by hnext */
 	int nspare;
+	void *comp[COMP_SPARE];
+	int ncomp;
 
 	/* read-ahead loaders, all under mu */
 	pthread_cond_t work, idle;
@@ -128,6 +133,8 @@ void pk_cache_free(struct pk_cache *c)
 		n = e->hnext;
 		free(e);
 	}
+	for (int i = 0; i < c->ncomp; i++)
+		free(c->comp[i]);
 	free(c->b);
 	pthread_mutex_destroy(&c->mu);
 	pthread_cond_destroy(&c->loaded);
@@ -308,6 +315,7 @@ int pk_cache_pin(struct pk_cache *c, struct pk_store *st, uint64_t sdev, uint64_
 	/* a failed load is not put back in the table: this reader loads its
 	 * own copy, outside it (and sees the error itself) */
 	struct pk_cent *n = find(c, s, sdev, sino, k, loc) ? NULL : insert_loading(c, s, sdev, sino, k, loc);
+	void *comp = n && c->ncomp ? c->comp[--c->ncomp] : NULL;
 	pthread_mutex_unlock(&c->mu);
 	if (!n) {
 		if (!(n = malloc(sizeof *n + (k->ulen ? k->ulen : 1))))
@@ -323,8 +331,14 @@ int pk_cache_pin(struct pk_cache *c, struct pk_store *st, uint64_t sdev, uint64_
 			*out = n;
 		return r;
 	}
-	int r = pk_store_get(st, k, loc, n->data);
+	if (!comp)
+		comp = malloc(PK_STORED_MAX);   /* NULL: pk_store_get_with finds its own */
+	int r = pk_store_get_with(st, k, loc, n->data, comp);
 	pthread_mutex_lock(&c->mu);
+	if (comp && c->ncomp < COMP_SPARE)
+		c->comp[c->ncomp++] = comp;
+	else
+		free(comp);
 	loaded(c, n, r);
 	if (r < 0)
 		put(c, n);
