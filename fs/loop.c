@@ -27,8 +27,18 @@ struct job {
 	struct job *next;
 	void *ctx;              /* io_uring entry the reply goes to, or NULL */
 	size_t size;
-	char mem[];
+	char *mem;              /* the request: inline below, or lent */
+	bool lent;              /* mem is a reader's buffer (back to the spares) */
+	_Alignas(16) char inline_mem[];   /* read as a struct fuse_in_header */
 };
+
+/* A request at least this large (a write) goes to a worker in the
+ * reader's own buffer, and the reader reads on into a spare one: copying
+ * it and allocating its copy cost more than serving it took (a megabyte
+ * per write of the writeback cache, the allocator faulting its pages in
+ * again each time). */
+#define LEND_MIN (64 * 1024)
+#define BUF_SPARE 4
 
 /* The jobs for the workers. */
 struct jobs {
@@ -39,6 +49,8 @@ struct jobs {
 	unsigned nworkers;
 	struct fuse_session *se;
 	unsigned busy;          /* jobs queued or being served */
+	void *bufs[BUF_SPARE];  /* readers' buffers to lend again */
+	unsigned nbufs;
 };
 
 /* The watch: a thread at SCHED_OTHER that sleeps until an exit signal
@@ -136,23 +148,8 @@ void loop_process(struct sfs *fs, void *mem, size_t size)
  * looks at its own) */
 static __thread uint64_t tls_last_job;
 
-bool loop_offload(struct sfs *fs, const void *mem, size_t size, void *ctx)
+static void enqueue(struct loop *lp, struct job *j)
 {
-	struct loop *lp = fs->loop;
-	struct job *j;
-	if (!lp->q.nworkers || size < sizeof(struct fuse_in_header) || !may_block(mem, size))
-		return false;
-	/* An io_uring queue serves one CPU's clients, and a read waits for one
-	 * request's worth of disk at most: a hand-off to a worker and back
-	 * would cost more than it saves (4k random reads ran at half speed). */
-	if (ctx && ((const struct fuse_in_header *)mem)->opcode == FUSE_READ)
-		return false;
-	if (!(j = malloc(sizeof *j + size)))
-		return false;
-	memcpy(j->mem, mem, size);
-	j->size = size;
-	j->ctx = ctx;
-	j->next = NULL;
 	__atomic_add_fetch(&lp->q.busy, 1, __ATOMIC_RELAXED);
 	tls_last_job = mono_ns();
 	pthread_mutex_lock(&lp->q.lock);
@@ -163,7 +160,57 @@ bool loop_offload(struct sfs *fs, const void *mem, size_t size, void *ctx)
 	lp->q.tail = j;
 	pthread_cond_signal(&lp->q.cond);
 	pthread_mutex_unlock(&lp->q.lock);
+}
+
+static bool offload_wanted(struct loop *lp, const void *mem, size_t size, void *ctx)
+{
+	if (!lp->q.nworkers || size < sizeof(struct fuse_in_header) || !may_block(mem, size))
+		return false;
+	/* An io_uring queue serves one CPU's clients, and a read waits for one
+	 * request's worth of disk at most: a hand-off to a worker and back
+	 * would cost more than it saves (4k random reads ran at half speed). */
+	return !(ctx && ((const struct fuse_in_header *)mem)->opcode == FUSE_READ);
+}
+
+bool loop_offload(struct sfs *fs, const void *mem, size_t size, void *ctx)
+{
+	struct loop *lp = fs->loop;
+	struct job *j;
+	if (!offload_wanted(lp, mem, size, ctx) || !(j = malloc(sizeof *j + size)))
+		return false;
+	*j = (struct job){ .ctx = ctx, .size = size, .mem = j->inline_mem };
+	memcpy(j->inline_mem, mem, size);
+	enqueue(lp, j);
 	return true;
+}
+
+/* loop_offload of the request the reader read into b: a large one is lent
+ * to the worker, b given a spare buffer (or none: libfuse allocates one). */
+static bool offload_read(struct loop *lp, struct fuse_buf *b, size_t size, struct sfs *fs)
+{
+	if (size < LEND_MIN)
+		return loop_offload(fs, b->mem, size, NULL);
+	struct job *j;
+	if (!offload_wanted(lp, b->mem, size, NULL) || !(j = malloc(sizeof *j)))
+		return false;
+	*j = (struct job){ .size = size, .mem = b->mem, .lent = true };
+	pthread_mutex_lock(&lp->q.lock);
+	b->mem = lp->q.nbufs ? lp->q.bufs[--lp->q.nbufs] : NULL;
+	pthread_mutex_unlock(&lp->q.lock);
+	enqueue(lp, j);
+	return true;
+}
+
+/* A lent buffer back from a worker. */
+static void give_back(struct loop *lp, void *mem)
+{
+	pthread_mutex_lock(&lp->q.lock);
+	if (lp->q.nbufs < BUF_SPARE) {
+		lp->q.bufs[lp->q.nbufs++] = mem;
+		mem = NULL;
+	}
+	pthread_mutex_unlock(&lp->q.lock);
+	free(mem);
 }
 
 static void *worker(void *arg)
@@ -188,6 +235,8 @@ static void *worker(void *arg)
 			uring_serve_job(fs, j->ctx, j->mem, j->size);
 		else
 			loop_process(fs, j->mem, j->size);
+		if (j->lent)
+			give_back(lp, j->mem);
 		free(j);
 		__atomic_sub_fetch(&lp->q.busy, 1, __ATOMIC_RELAXED);
 	}
@@ -375,7 +424,7 @@ static int reader_loop(struct sfs *fs)
 		 * reads handed off, 270 ms with them served here. */
 		bool inline_read = fol.on && op == FUSE_READ && in->pid == fol.pid &&
 				   now - fol.other_ns > 10000000;
-		if (op && !inline_read && loop_offload(fs, lp->r.buf.mem, (size_t)r, NULL)) {
+		if (op && !inline_read && offload_read(lp, &lp->r.buf, (size_t)r, fs)) {
 			spin = false;
 		} else {
 			/* a request nobody waits for says nothing of when the
@@ -609,6 +658,8 @@ int serve(struct sfs *fs, struct fuse_session *se, unsigned nworkers)
 	wa_stop(fs);
 	free(lp->r.buf.mem);
 	lp->r.buf.mem = NULL;
+	while (lp->q.nbufs)
+		free(lp->q.bufs[--lp->q.nbufs]);
 	fuse_session_reset(se);
 	return lp->r.r < 0 && lp->r.r != -ENODEV ? lp->r.r : 0;
 }
