@@ -6,6 +6,7 @@
  * valid checksums may still be hostile.
  */
 #include "pkint.h"
+#include "pkhash.h"
 
 #include "err.h"
 
@@ -80,7 +81,7 @@ static int check_super(const char *path, const unsigned char *map, size_t size)
 			snprintf(why, sizeof why, "section %d out of bounds (corrupt)", i);
 			return bad(path, why);
 		}
-		if (XXH3_64bits(map + s->off, s->size) != s->xxh3) {
+		if (pk_xxh3_64(map + s->off, s->size) != s->xxh3) {
 			snprintf(why, sizeof why, "checksum mismatch in section %d (corrupt)", i);
 			return bad(path, why);
 		}

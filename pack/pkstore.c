@@ -20,6 +20,7 @@
  * key when read.
  */
 #include "pkint.h"
+#include "pkhash.h"
 
 #include "err.h"
 
@@ -115,10 +116,7 @@ struct pk_store {
 
 void pk_key(const void *data, size_t len, uint8_t key[16])
 {
-	XXH128_hash_t h = XXH3_128bits(data, len);
-	XXH128_canonical_t c;
-	XXH128_canonicalFromHash(&c, h);
-	memcpy(key, c.digest, 16);
+	pk_xxh3_128(data, len, key);
 }
 
 void pk_object_name(const struct pk_chunk *c, char buf[64])

@@ -8,6 +8,7 @@
  * one file at the end, after every new chunk is on disk.
  */
 #include "pkwint.h"
+#include "pkhash.h"
 
 #include "err.h"
 #include "whiteout.h"
@@ -736,7 +737,7 @@ int write_meta(struct w *w, const char *dest, const char *chunks_rec)
 		s->rec_size = v[i]->sz;
 		s->count = v[i]->n;
 		s->size = (uint64_t)v[i]->n * v[i]->sz;
-		s->xxh3 = XXH3_64bits(v[i]->p ? v[i]->p : "", s->size);
+		s->xxh3 = pk_xxh3_64(v[i]->p ? v[i]->p : "", s->size);
 		pos = (pos + s->size + 63) & ~63ull;
 	}
 	sb.file_size = pos;

@@ -824,6 +824,26 @@ static void test_cache_drop_behind(void **state)
 	free(data);
 }
 
+/* A chunk's key is XXH3-128 in canonical bytes whichever build of XXH3
+ * the CPU gets (pkhash.c): the same as xxhash's own, for every length
+ * class its code has (0, 1-3, 4-8, 9-16, 17-128, 129-240, longer, and
+ * across its 1 KiB stripes and 64 KiB). */
+static void test_key_is_xxh3(void **state)
+{
+	(void)state;
+	static const size_t lens[] = { 0, 1, 3, 4, 8, 9, 16, 17, 128, 129, 240, 241, 1023, 1024, 1025,
+				       4096, 65535, PK_CHUNK_SIZE };
+	unsigned char *d = rnd(PK_CHUNK_SIZE, 5);
+	for (size_t i = 0; i < sizeof lens / sizeof *lens; i++) {
+		uint8_t got[16];
+		XXH128_canonical_t want;
+		XXH128_canonicalFromHash(&want, XXH3_128bits(d, lens[i]));
+		pk_key(d, lens[i], got);
+		assert_memory_equal(got, want.digest, 16);
+	}
+	free(d);
+}
+
 /* Reads in place (pk_read_pieces): the pieces give the file's bytes, a
  * hole as zeros without a chunk, a small file's inline bytes; a pinned
  * chunk keeps its bytes while the cache evicts around it, and goes once
@@ -1303,6 +1323,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_progs_unlocked, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cache_drop_behind, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_read_pieces, setup, teardown),
+		cmocka_unit_test(test_key_is_xxh3),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
