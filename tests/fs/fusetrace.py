@@ -4,6 +4,7 @@ Tracing is global to the machine: tests that count take the ctest
 resource lock "tracefs" so their counts do not mix."""
 
 import os
+import re
 
 TRACE = '/sys/kernel/tracing'
 LOOKUP = 1          # FUSE opcodes, from linux/fuse.h
@@ -51,3 +52,31 @@ class Requests:
         finally:
             n = self.stop()
         return n
+
+
+class AllRequests(Requests):
+    """Every request on the connection behind MNT, by opcode name
+    ('FUSE_CREATE': n, ...)."""
+
+    def __init__(self, mnt):
+        super().__init__(mnt, 0)
+
+    def start(self):
+        with open(os.path.join(TRACE, 'tracing_on')) as fh:
+            self.was_on = fh.read().strip()
+        self._w('tracing_on', '1')
+        self._w('events/fuse/fuse_request_send/filter', 'connection == %d' % self.conn)
+        self._w('trace', '')
+        self._w('events/fuse/fuse_request_send/enable', '1')
+
+    def stop(self):
+        self._w('events/fuse/fuse_request_send/enable', '0')
+        counts = {}
+        with open(os.path.join(TRACE, 'trace')) as fh:
+            for line in fh:
+                m = re.search(r'opcode \d+ \((\w+)\)', line)
+                if m and 'fuse_request_send' in line:
+                    counts[m.group(1)] = counts.get(m.group(1), 0) + 1
+        self._w('events/fuse/fuse_request_send/filter', '0')
+        self._w('tracing_on', self.was_on)
+        return counts

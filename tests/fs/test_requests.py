@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""Requests per operation, counted.
+
+Where strata-fs is slower than kernel overlayfs on the churn workloads
+bench/ measures, what it costs is FUSE requests the kernel makes of the
+daemon, one round trip each (docs/performance.md counts them). This pins
+those counts down, so that a change adding a request per file shows here
+and not only as a slower bench:
+
+- extracting files (tar x, as root: owner, mode and times restored): one
+  CREATE per file and at most 9 requests per file in all (10 with the
+  writeback cache, which writes each file back once); security.capability
+  is asked at most twice per file;
+- a new file written in 256 writes of 4 KiB: security.capability asked
+  once, not per write (FUSE_HANDLE_KILLPRIV_V2), and with the writeback
+  cache the writes reach the daemon merged;
+- reading lower files (tar c): one OPEN per file, at most 5 requests per
+  file;
+- removing a lower tree (rm -rf): one UNLINK per file, one RMDIR per
+  directory, at most 3 requests per entry (4 with the writeback cache: the
+  kernel then flushes each unlinked file's ctime with a SETATTR);
+- no directory is opened: OPENDIR is declined once, RELEASEDIR never sent.
+
+Each with passthrough (root's default) and without (passthrough=off, the
+writeback cache: the rootless daemon's mode). Needs root and tracefs
+(counting is global to the machine: ctest gives it the tracefs lock);
+skips otherwise.
+
+usage: test_requests.py [--fs PATH]   ($STRATA_FS overrides --fs)
+"""
+
+import os
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ovltest import SKIP, conclude, prepare_fs  # noqa: E402
+from mounts import FuseMount, mounted  # noqa: E402
+from fusetrace import AllRequests  # noqa: E402
+
+NDIRS = 10
+NFILES = 30
+N = NDIRS * NFILES
+
+
+def make_tree(root, owners):
+    for d in range(NDIRS):
+        p = os.path.join(root, 't', 'd%d' % d)
+        os.makedirs(p)
+        for f in range(NFILES):
+            fp = os.path.join(p, 'f%d' % f)
+            with open(fp, 'w') as fh:
+                fh.write('x' * (100 + f))
+            # root reading a file of another owner has the kernel fetch
+            # its ACL once (a GETXATTR): the lower tree is root's, as an
+            # image's files mostly are
+            if owners:
+                os.chown(fp, 1000 + f, 1000 + d)
+            os.chmod(fp, 0o640)
+
+
+def main(argv):
+    fs = prepare_fs(argv)
+    if fs is None:
+        return SKIP
+    if os.geteuid() != 0:
+        print('SKIP: counting requests needs tracefs, which needs root')
+        return SKIP
+    base = tempfile.mkdtemp(prefix='strata-requests-', dir='/var/tmp')
+    low, src = os.path.join(base, 'low'), os.path.join(base, 'src')
+    make_tree(low, False)
+    make_tree(src, True)
+    archive = os.path.join(base, 'a.tar')
+    subprocess.run(['tar', 'cf', archive, '-C', src, 't'], check=True)
+    mnt = os.path.join(base, 'm')
+    problems = []
+    report = []
+
+    def counted(m, what, fn):
+        r = AllRequests(m.mnt)
+        if not r.ok:
+            return None
+        r.start()
+        try:
+            fn()
+        finally:
+            c = r.stop()
+        report.append('%s: %d requests %s' % (what, sum(c.values()), dict(sorted(c.items()))))
+        return c
+
+    def expect(what, cond, c):
+        if not cond:
+            problems.append('%s: %s' % (what, dict(sorted(c.items()))))
+
+    def fresh(extra):
+        for d in ('u', 'w', 'm'):
+            subprocess.run(['rm', '-rf', os.path.join(base, d)], check=True)
+            os.mkdir(os.path.join(base, d))
+        return mounted(FuseMount(fs, [low], os.path.join(base, 'u'), os.path.join(base, 'w'), mnt,
+                                 extra=extra), problems)
+
+    for extra, label in (('', 'passthrough'), ('passthrough=off', 'writeback cache')):
+        wb = bool(extra)
+        with fresh(extra) as m:
+            os.mkdir(os.path.join(mnt, 'x'))
+            c = counted(m, 'tar x (%s)' % label, lambda: subprocess.run(
+                ['tar', 'xf', archive, '-C', os.path.join(mnt, 'x')], check=True))
+            if c is None:
+                conclude(base, [])
+                print('SKIP: no fuse tracepoints in tracefs here')
+                return SKIP
+            total = sum(c.values())
+            expect('tar x (%s): one CREATE per file' % label, c.get('FUSE_CREATE') == N, c)
+            expect('tar x (%s): security.capability asked more than twice per file' % label,
+                   c.get('FUSE_GETXATTR', 0) <= 2 * N, c)
+            expect('tar x (%s): more than %d requests per file' % (label, 9 + wb),
+                   total <= (9 + wb) * N + 10 * NDIRS, c)
+            # the archive's owners came through
+            st = os.lstat(os.path.join(mnt, 'x', 't', 'd3', 'f7'))
+            if (st.st_uid, st.st_gid) != (1007, 1003):
+                problems.append('tar x (%s): d3/f7 owned by %d:%d, not 1007:1003'
+                                % (label, st.st_uid, st.st_gid))
+
+            def write_4k():
+                fd = os.open(os.path.join(mnt, 'new'), os.O_WRONLY | os.O_CREAT, 0o644)
+                try:
+                    for _ in range(256):
+                        os.write(fd, b'y' * 4096)
+                finally:
+                    os.close(fd)
+            c = counted(m, '256 writes of 4 KiB (%s)' % label, write_4k)
+            expect('256 writes (%s): security.capability asked per write' % label,
+                   c.get('FUSE_GETXATTR', 0) <= 1, c)
+            expect('256 writes (%s): the writes reached the daemon one by one' % label,
+                   c.get('FUSE_WRITE', 0) <= (4 if wb else 0), c)
+            if os.path.getsize(os.path.join(mnt, 'new')) != 256 * 4096:
+                problems.append('256 writes (%s): the file has %d bytes'
+                                % (label, os.path.getsize(os.path.join(mnt, 'new'))))
+
+        with fresh(extra) as m:
+            subprocess.run(['sh', '-c', 'echo 3 >/proc/sys/vm/drop_caches'], check=True)
+            c = counted(m, 'tar c (%s)' % label, lambda: subprocess.run(
+                'tar cf - -C %s t | cat >/dev/null' % mnt, shell=True, check=True))
+            expect('tar c (%s): one OPEN per file' % label, c.get('FUSE_OPEN') == N, c)
+            expect('tar c (%s): more than 5 requests per file' % label,
+                   sum(c.values()) <= 5 * N + 10 * NDIRS, c)
+            expect('tar c (%s): directories opened' % label,
+                   c.get('FUSE_OPENDIR', 0) <= 1 and not c.get('FUSE_RELEASEDIR'), c)
+
+        with fresh(extra) as m:
+            c = counted(m, 'rm -rf (%s)' % label, lambda: subprocess.run(
+                ['rm', '-rf', os.path.join(mnt, 't')], check=True))
+            entries = N + NDIRS + 1
+            expect('rm -rf (%s): one UNLINK per file, one RMDIR per directory' % label,
+                   c.get('FUSE_UNLINK') == N and c.get('FUSE_RMDIR') == NDIRS + 1, c)
+            expect('rm -rf (%s): more than %d requests per entry' % (label, 3 + wb),
+                   sum(c.values()) <= (3 + wb) * entries, c)
+            if os.path.exists(os.path.join(mnt, 't')):
+                problems.append('rm -rf (%s): t is still there' % label)
+
+    for line in report:
+        print(line)
+    return conclude(base, problems)
+
+
+if __name__ == '__main__':
+    sys.exit(main(sys.argv[1:]))
