@@ -234,6 +234,17 @@ int cmd_kill(const char *root, int argc, char **argv)
 	return each(root, argc - i, argv + i, false, kill_one, &sig);
 }
 
+/* Did the state record the end of its latest run? A container started
+ * again keeps the last run's FinishedAt (as docker shows it) until this
+ * run ends: only a FinishedAt from after StartedAt is this run's. (Both
+ * are fixed-width RFC 3339 times in UTC: they compare as strings.) */
+static bool end_recorded(json_t *st)
+{
+	const char *fin = json_string_value(json_object_get(st, "FinishedAt"));
+	const char *start = json_string_value(json_object_get(st, "StartedAt"));
+	return fin && (!start || strcmp(fin, start) >= 0);
+}
+
 static int wait_one(struct ctr *c, const char *what, void *arg)
 {
 	(void)what, (void)arg;
@@ -262,7 +273,7 @@ static int wait_one(struct ctr *c, const char *what, void *arg)
 	char buf[16] = "";
 	if (gone && efd >= 0 && pread(efd, buf, sizeof buf - 1, 0) > 0)
 		printf("%d\n", atoi(buf));
-	else if (!gone && ctr_status(c) == CTR_DEAD && !json_object_get(c->st, "FinishedAt"))
+	else if (!gone && ctr_status(c) == CTR_DEAD && !end_recorded(c->st))
 		printf("%d\n", 128 + SIGKILL);
 	else
 		printf("%lld\n", (long long)json_integer_value(json_object_get(c->st, "ExitCode")));

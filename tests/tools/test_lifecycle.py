@@ -314,6 +314,23 @@ def test_kill9_monitor_and_cli(env):
     x.run('rm', '-f', 'm')
     check_clean(env, 'kill -9 of the monitor')
 
+    # A container that ran before keeps that run's FinishedAt while it runs
+    # again; its monitor killed then, wait says 137 (this run's end was
+    # never recorded), not the ExitCode 0 of the running state.
+    cid = x.run('run', '-d', '--name', 'again', 'bb', 'sh', '-c',
+                'test -f /ran && exec sleep 1000; touch /ran; exit 3').out.strip()
+    remember(env, cid)
+    x.until('the first run to end', lambda: x.status('again') == 'exited')
+    check(x.state('again')['ExitCode'] == 3, 'first run: %r' % x.state('again'))
+    x.run('start', 'again')
+    x.until('the second run', lambda: x.status('again') == 'running')
+    os.kill(x.state('again')['MonitorPid'], signal.SIGKILL)
+    x.until('ps to say dead', lambda: x.status('again') == 'dead')
+    r = x.run('wait', 'again')
+    check(r.out == '137\n', 'wait on a container whose monitor died in its second run: %r' % r.out)
+    x.run('rm', '-f', 'again')
+    check_clean(env, 'kill -9 of the monitor of a second run')
+
     # The CLI of a foreground run is its monitor.
     p = popen(env, x, 'run', '--name', 'fg', 'bb')
     x.until('the foreground container to run', lambda: x.status('fg') == 'running')
