@@ -186,8 +186,9 @@ bool loop_offload(struct sfs *fs, const void *mem, size_t size, void *ctx)
 
 /* loop_offload of the request the reader read into b: a large one is lent
  * to the worker, b given a spare buffer (or none: libfuse allocates one). */
-static bool offload_read(struct loop *lp, struct fuse_buf *b, size_t size, struct sfs *fs)
+static bool offload_read(struct sfs *fs, struct fuse_buf *b, size_t size)
 {
+	struct loop *lp = fs->loop;
 	if (size < LEND_MIN)
 		return loop_offload(fs, b->mem, size, NULL);
 	struct job *j;
@@ -424,7 +425,7 @@ static int reader_loop(struct sfs *fs)
 		 * reads handed off, 270 ms with them served here. */
 		bool inline_read = fol.on && op == FUSE_READ && in->pid == fol.pid &&
 				   now - fol.other_ns > 10000000;
-		if (op && !inline_read && offload_read(lp, &lp->r.buf, (size_t)r, fs)) {
+		if (op && !inline_read && offload_read(fs, &lp->r.buf, (size_t)r)) {
 			spin = false;
 		} else {
 			/* a request nobody waits for says nothing of when the

@@ -57,7 +57,7 @@ struct pk_cent {
 
 struct job {
 	struct pk_store *st;
-	struct pk_cent *e;            /* the loading entry, pinned by the job */
+	struct pk_cent *e;         /* the loading entry, pinned by the job */
 	struct pk_chunk k;
 	struct pk_loc loc;
 };
@@ -68,9 +68,9 @@ struct pk_cache {
 	size_t max, used;
 	size_t nb;                 /* buckets, a power of two */
 	struct pk_cent **b;
-	struct pk_cent *head, *tail;  /* most recently used first */
+	struct pk_cent *head, *tail; /* most recently used first */
 	uint64_t hits, misses, entries, dropped;
-	struct pk_cent *spare;        /* full-size entries to reuse, by hnext */
+	struct pk_cent *spare;     /* full-size entries to reuse, by hnext */
 	int nspare;
 	void *comp[COMP_SPARE];
 	int ncomp;
@@ -164,8 +164,8 @@ static size_t slot(const struct pk_cache *c, uint64_t sdev, uint64_t sino, const
 	return h & (c->nb - 1);
 }
 
-static struct pk_cent *find(struct pk_cache *c, size_t s, uint64_t sdev, uint64_t sino, const struct pk_chunk *k,
-			 const struct pk_loc *loc)
+static struct pk_cent *find(struct pk_cache *c, size_t s, uint64_t sdev, uint64_t sino,
+			    const struct pk_chunk *k, const struct pk_loc *loc)
 {
 	for (struct pk_cent *e = c->b[s]; e; e = e->hnext)
 		if (e->sino == sino && e->sdev == sdev && e->suffix == k->suffix && e->loc.off == loc->off &&
@@ -246,7 +246,7 @@ static void put(struct pk_cache *c, struct pk_cent *e)
 
 /* A new loading entry for k, in the table, pinned once; NULL without memory. */
 static struct pk_cent *insert_loading(struct pk_cache *c, size_t s, uint64_t sdev, uint64_t sino,
-				   const struct pk_chunk *k, const struct pk_loc *loc)
+				      const struct pk_chunk *k, const struct pk_loc *loc)
 {
 	struct pk_cent *n;
 	if (k->ulen == PK_CHUNK_SIZE && c->spare) {

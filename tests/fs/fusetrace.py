@@ -1,4 +1,5 @@
-"""Counting one connection's FUSE requests of one kind through tracefs.
+"""Counting one connection's FUSE requests through tracefs, of one kind or
+by kind.
 
 Tracing is global to the machine: tests that count take the ctest
 resource lock "tracefs" so their counts do not mix."""
@@ -12,10 +13,11 @@ GETXATTR = 22
 
 
 class Requests:
-    """Requests with OPCODE on the FUSE connection behind MNT. ok is False
-    where tracefs cannot be used (not root, no fuse tracepoints)."""
+    """Requests with OPCODE (None: of every kind) on the FUSE connection
+    behind MNT. ok is False where tracefs cannot be used (not root, no fuse
+    tracepoints)."""
 
-    def __init__(self, mnt, opcode):
+    def __init__(self, mnt, opcode=None):
         dev = os.stat(mnt).st_dev
         self.conn = os.minor(dev) if os.major(dev) == 0 else None
         self.opcode = opcode
@@ -31,45 +33,16 @@ class Requests:
         with open(os.path.join(TRACE, 'tracing_on')) as fh:
             self.was_on = fh.read().strip()
         self._w('tracing_on', '1')
-        self._w('events/fuse/fuse_request_send/filter',
-                'connection == %d && opcode == %d' % (self.conn, self.opcode))
+        flt = 'connection == %d' % self.conn
+        if self.opcode is not None:
+            flt += ' && opcode == %d' % self.opcode
+        self._w('events/fuse/fuse_request_send/filter', flt)
         self._w('trace', '')
         self._w('events/fuse/fuse_request_send/enable', '1')
 
-    def stop(self):
-        self._w('events/fuse/fuse_request_send/enable', '0')
-        with open(os.path.join(TRACE, 'trace')) as fh:
-            n = sum(1 for line in fh if 'fuse_request_send' in line)
-        self._w('events/fuse/fuse_request_send/filter', '0')
-        self._w('tracing_on', self.was_on)
-        return n
-
-    def count(self, fn):
-        """Requests made while fn() runs."""
-        self.start()
-        try:
-            fn()
-        finally:
-            n = self.stop()
-        return n
-
-
-class AllRequests(Requests):
-    """Every request on the connection behind MNT, by opcode name
-    ('FUSE_CREATE': n, ...)."""
-
-    def __init__(self, mnt):
-        super().__init__(mnt, 0)
-
-    def start(self):
-        with open(os.path.join(TRACE, 'tracing_on')) as fh:
-            self.was_on = fh.read().strip()
-        self._w('tracing_on', '1')
-        self._w('events/fuse/fuse_request_send/filter', 'connection == %d' % self.conn)
-        self._w('trace', '')
-        self._w('events/fuse/fuse_request_send/enable', '1')
-
-    def stop(self):
+    def by_opcode(self):
+        """Ends the count: the requests seen, by opcode name
+        ('FUSE_CREATE': n, ...)."""
         self._w('events/fuse/fuse_request_send/enable', '0')
         counts = {}
         with open(os.path.join(TRACE, 'trace')) as fh:
@@ -80,3 +53,16 @@ class AllRequests(Requests):
         self._w('events/fuse/fuse_request_send/filter', '0')
         self._w('tracing_on', self.was_on)
         return counts
+
+    def stop(self):
+        """Ends the count: how many requests."""
+        return sum(self.by_opcode().values())
+
+    def count(self, fn):
+        """Requests made while fn() runs."""
+        self.start()
+        try:
+            fn()
+        finally:
+            n = self.stop()
+        return n

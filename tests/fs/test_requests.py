@@ -37,7 +37,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ovltest import SKIP, conclude, prepare_fs  # noqa: E402
 from mounts import FuseMount, mounted  # noqa: E402
-from fusetrace import AllRequests  # noqa: E402
+from fusetrace import Requests  # noqa: E402
 
 NDIRS = 10
 NFILES = 30
@@ -78,14 +78,14 @@ def main(argv):
     report = []
 
     def counted(m, what, fn):
-        r = AllRequests(m.mnt)
+        r = Requests(m.mnt)
         if not r.ok:
             return None
         r.start()
         try:
             fn()
         finally:
-            c = r.stop()
+            c = r.by_opcode()
         report.append('%s: %d requests %s' % (what, sum(c.values()), dict(sorted(c.items()))))
         return c
 
