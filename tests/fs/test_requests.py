@@ -8,9 +8,11 @@ those counts down, so that a change adding a request per file shows here
 and not only as a slower bench:
 
 - extracting files (tar x, as root: owner, mode and times restored): one
-  CREATE per file and at most 9 requests per file in all (10 with the
-  writeback cache, which writes each file back once); security.capability
-  is asked at most twice per file;
+  CREATE per file and at most 9 requests per file in all (11 with the
+  writeback cache, which writes each file back once and may flush its
+  times with one more SETATTR, depending on when the kernel writes the
+  inode back: seen for 0-20% of the files); security.capability is asked
+  at most twice per file;
 - a new file written in 256 writes of 4 KiB: security.capability asked
   once, not per write (FUSE_HANDLE_KILLPRIV_V2), and with the writeback
   cache the writes reach the daemon merged;
@@ -114,8 +116,8 @@ def main(argv):
             expect('tar x (%s): one CREATE per file' % label, c.get('FUSE_CREATE') == N, c)
             expect('tar x (%s): security.capability asked more than twice per file' % label,
                    c.get('FUSE_GETXATTR', 0) <= 2 * N, c)
-            expect('tar x (%s): more than %d requests per file' % (label, 9 + wb),
-                   total <= (9 + wb) * N + 10 * NDIRS, c)
+            expect('tar x (%s): more than %d requests per file' % (label, 9 + 2 * wb),
+                   total <= (9 + 2 * wb) * N + 10 * NDIRS, c)
             # the archive's owners came through
             st = os.lstat(os.path.join(mnt, 'x', 't', 'd3', 'f7'))
             if (st.st_uid, st.st_gid) != (1007, 1003):
