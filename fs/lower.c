@@ -61,14 +61,15 @@ static blkcnt_t pk_blocks(const struct lower *lo, uint32_t ino, const struct pk_
 		return 0;
 	if (a->flags & PK_INO_INLINE)
 		return (blkcnt_t)((a->size + PK_BLOCK - 1) / PK_BLOCK) * (PK_BLOCK / 512);
-	uint64_t n = a->size / PK_CHUNK_SIZE + (a->size % PK_CHUNK_SIZE != 0), blocks = 0;
+	uint32_t chunk = pk_chunk_size(lo->pk);
+	uint64_t n = a->size / chunk + (a->size % chunk != 0), blocks = 0;
 	for (uint64_t i = 0; i < n; i++) {
 		uint16_t holes;
 		bool none;
 		if (pk_holes(lo->pk, ino, i, &holes, &none) < 0)
 			break;
-		uint64_t len = a->size - i * PK_CHUNK_SIZE;
-		unsigned nb = len >= PK_CHUNK_SIZE ? PK_CHUNK_SIZE / PK_BLOCK : (unsigned)((len + PK_BLOCK - 1) / PK_BLOCK);
+		uint64_t len = a->size - i * chunk;
+		unsigned nb = len >= chunk ? chunk / PK_BLOCK : (unsigned)((len + PK_BLOCK - 1) / PK_BLOCK);
 		for (unsigned b = 0; b < nb; b++)
 			blocks += !(holes & (1u << b));
 	}
@@ -245,7 +246,7 @@ static int pk_block_hole(const struct lower *lo, uint32_t ino, const struct pk_a
 		return 0;
 	uint16_t holes;
 	bool none;
-	uint64_t per = PK_CHUNK_SIZE / PK_BLOCK;
+	uint64_t per = pk_chunk_size(lo->pk) / PK_BLOCK;
 	int r = pk_holes(lo->pk, ino, b / per, &holes, &none);
 	if (r < 0)
 		return r;
@@ -325,18 +326,19 @@ int lower_copy_data(const struct lower *lo, uint32_t ino, int dst, uint64_t limi
 		return r;
 	if (limit > a.size)
 		limit = a.size;
-	_cleanup_free_ char *buf = malloc(PK_CHUNK_SIZE);
+	uint32_t chunk = pk_chunk_size(lo->pk);
+	_cleanup_free_ char *buf = malloc(chunk);
 	if (!buf)
 		return -ENOMEM;
-	for (uint64_t off = 0; off < limit; off += PK_CHUNK_SIZE) {
+	for (uint64_t off = 0; off < limit; off += chunk) {
 		uint16_t holes = 0;
 		bool none = false;
 		if (!(a.flags & PK_INO_INLINE) &&
-		    (r = pk_holes(lo->pk, ino, off / PK_CHUNK_SIZE, &holes, &none)) < 0)
+		    (r = pk_holes(lo->pk, ino, off / chunk, &holes, &none)) < 0)
 			return r;
 		if (none)
 			continue;
-		ssize_t n = pk_read(lo->pk, ino, off, PK_CHUNK_SIZE, buf);
+		ssize_t n = pk_read(lo->pk, ino, off, chunk, buf);
 		if (n < 0)
 			return (int)n;
 		if ((uint64_t)n > limit - off)

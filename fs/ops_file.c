@@ -373,7 +373,7 @@ static ssize_t reply_packed(fuse_req_t req, const struct lower *lo, uint32_t pin
 		if (n >= 0)
 			fuse_reply_buf(req, area, (size_t)n);
 	} else {
-		size_t max = size / PK_CHUNK_SIZE + 2, np;
+		size_t max = size / pk_chunk_size(lo->pk) + 2, np;
 		struct pk_piece *p = malloc(max * (sizeof *p + sizeof(struct iovec)));
 		if (!p) {
 			fuse_reply_err(req, ENOMEM);

@@ -84,6 +84,8 @@ struct pk_write_opts {
 	const char *chunks;      /* chunk store; NULL: "chunks" beside dest */
 	uint32_t inline_max;     /* 0: PK_INLINE_DEFAULT */
 	int threads;             /* compressing threads; 0: one per CPU */
+	uint32_t chunk_size;     /* 0: PK_CHUNK_DEFAULT; else a power of two
+	                            from PK_CHUNK_MIN to PK_CHUNK_MAX */
 };
 #define PK_INLINE_DEFAULT 512u
 
@@ -156,6 +158,8 @@ int pk_open(const char *path, const char *chunks, struct pk_cache *cache, struct
 void pk_close(struct pk_layer *l);
 const char *pk_layer_path(const struct pk_layer *l);
 const struct pk_super *pk_super(const struct pk_layer *l);
+/* The layer's chunk size: its files are cut at multiples of it. */
+uint32_t pk_chunk_size(const struct pk_layer *l);
 uint32_t pk_root(const struct pk_layer *l);
 
 struct pk_attr {
@@ -203,7 +207,7 @@ ssize_t pk_read(struct pk_layer *l, uint32_t ino, uint64_t off, size_t len, void
 /* The same read without a copy: [off, off + len) of file ino as up to max
  * (> 0) pieces in place (a cached chunk's bytes, pinned; inline data;
  * zeros for a hole), in order, each valid until pk_read_done. Bytes, short
- * at the end of the file or where max pieces end (len / PK_CHUNK_SIZE + 2
+ * at the end of the file or where max pieces end (len / pk_chunk_size(l) + 2
  * always suffice), with *np pieces; or -errno as pk_read, nothing left
  * pinned. */
 struct pk_cent;

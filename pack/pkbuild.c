@@ -236,12 +236,11 @@ static int flush_job(struct pk_build *b)
 		return 0;
 	b->job = NULL;
 	uint64_t size = b->cur->a.size;
-	uint32_t len = size - b->job_idx * PK_CHUNK_SIZE > PK_CHUNK_SIZE ? PK_CHUNK_SIZE
-		       : (uint32_t)(size - b->job_idx * PK_CHUNK_SIZE);
+	uint32_t chunk = b->w.chunk;
+	uint32_t len = size - b->job_idx * chunk > chunk ? chunk : (uint32_t)(size - b->job_idx * chunk);
 	if (b->job_fill < len)
 		memset(j->buf + b->job_fill, 0, len - b->job_fill);
-	uint32_t blocks = (len + PK_BLOCK - 1) / PK_BLOCK;
-	uint16_t all = blocks == 16 ? 0xffff : (uint16_t)((1u << blocks) - 1);
+	uint16_t all = block_mask(len);
 	j->ext = b->cur->data + b->job_idx;
 	j->len = len;
 	j->holes = (uint16_t)(~b->job_touched & all);
@@ -263,7 +262,7 @@ static int file_begin(struct pk_build *b, struct pk_bnode *n)
 	}
 	if (size > MAX_FILE)
 		return -EFBIG;
-	uint64_t cnt = size / PK_CHUNK_SIZE + (size % PK_CHUNK_SIZE != 0);
+	uint64_t cnt = size / b->w.chunk + (size % b->w.chunk != 0);
 	pthread_mutex_lock(&b->w.mu);
 	int r = vec_grow(&b->w.ext, cnt);
 	uint64_t first = b->w.ext.n;
@@ -301,7 +300,7 @@ static int file_end(struct pk_build *b)
 		free(b->ibuf);
 		b->ibuf = NULL;
 	} else {
-		uint64_t cnt = n->a.size / PK_CHUNK_SIZE + (n->a.size % PK_CHUNK_SIZE != 0);
+		uint64_t cnt = n->a.size / b->w.chunk + (n->a.size % b->w.chunk != 0);
 		b->w.st.holes += cnt;   /* less the chunks submitted, below */
 	}
 	b->cur = NULL;
@@ -324,15 +323,15 @@ int pk_build_data(struct pk_build *b, uint64_t off, const void *buf, size_t len)
 		return 0;
 	}
 	while (len) {
-		uint64_t idx = off / PK_CHUNK_SIZE;
-		uint32_t in = off % PK_CHUNK_SIZE;
+		uint64_t idx = off / b->w.chunk;
+		uint32_t in = off % b->w.chunk;
 		if (idx != b->job_idx) {
 			int r = flush_job(b);
 			if (r < 0) {
 				b->failed = true;
 				return r;   /* reported by the store */
 			}
-			if (!(b->job = malloc(sizeof *b->job + PK_CHUNK_SIZE))) {
+			if (!(b->job = malloc(sizeof *b->job + b->w.chunk))) {
 				b->failed = true;
 				serr(-ENOMEM, "pack", b->dest, "the layer is not written");
 				return -ENOMEM;
@@ -341,7 +340,7 @@ int pk_build_data(struct pk_build *b, uint64_t off, const void *buf, size_t len)
 			b->job_fill = 0;
 			b->job_touched = 0;
 		}
-		uint32_t k = len < PK_CHUNK_SIZE - in ? (uint32_t)len : PK_CHUNK_SIZE - in;
+		uint32_t k = len < b->w.chunk - in ? (uint32_t)len : b->w.chunk - in;
 		if (in > b->job_fill)
 			memset(b->job->buf + b->job_fill, 0, in - b->job_fill);
 		memcpy(b->job->buf + in, p, k);
@@ -648,13 +647,12 @@ int pk_build_new(const char *dest, const struct pk_write_opts *o, const struct p
 		return -ENOMEM;
 	w_init(&b->w);
 	b->w.src = dest;
-	b->w.inline_max = o && o->inline_max ? o->inline_max : PK_INLINE_DEFAULT;
-	if (b->w.inline_max > PK_CHUNK_SIZE)
-		b->w.inline_max = PK_CHUNK_SIZE;
 	b->dirs = *dirs;
 	b->dirs.mode = S_IFDIR | (dirs->mode & 07777);
 	b->dirs.size = 0;
-	int r = 0;
+	int r = w_opts(&b->w, o);
+	if (r < 0)
+		serr(r, "pack", dest, "a chunk size is a power of two from %u to %u bytes", PK_CHUNK_MIN, PK_CHUNK_MAX);
 	char chunks[PATH_MAX];
 	if (snprintf(b->dest, sizeof b->dest, "%s", dest) >= (int)sizeof b->dest)
 		r = -ENAMETOOLONG;

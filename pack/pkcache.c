@@ -70,8 +70,9 @@ struct pk_cache {
 	struct pk_cent **b;
 	struct pk_cent *head, *tail; /* most recently used first */
 	uint64_t hits, misses, entries, dropped;
-	struct pk_cent *spare;     /* full-size entries to reuse, by hnext */
-	int nspare;
+	struct pk_cent *spare;     /* full-size entries to reuse, by hnext, */
+	int nspare;                /*   all of spare_len bytes (layers of */
+	uint32_t spare_len;        /*   another chunk size are not) */
 	void *comp[COMP_SPARE];
 	int ncomp;
 
@@ -92,7 +93,7 @@ struct pk_cache *pk_cache_new(size_t max_bytes)
 		return NULL;
 	c->max = max_bytes;
 	c->nb = 64;
-	while (c->nb < 2 * (max_bytes / PK_CHUNK_SIZE) && c->nb < (1u << 24))
+	while (c->nb < 2 * (max_bytes / PK_CHUNK_DEFAULT) && c->nb < (1u << 24))
 		c->nb <<= 1;
 	c->b = calloc(c->nb, sizeof *c->b);
 	if (!c->b) {
@@ -201,7 +202,9 @@ static void lru_front(struct pk_cache *c, struct pk_cent *e)
 /* Free an entry out of the table, or keep it for reuse. Called with mu held. */
 static void release(struct pk_cache *c, struct pk_cent *e)
 {
-	if (e->len == PK_CHUNK_SIZE && c->nspare < SPARE) {
+	if (!c->nspare && e->len >= PK_CHUNK_MIN && !(e->len & (e->len - 1)))
+		c->spare_len = e->len;
+	if (e->len == c->spare_len && c->nspare < SPARE) {
 		e->hnext = c->spare;
 		c->spare = e;
 		c->nspare++;
@@ -249,7 +252,7 @@ static struct pk_cent *insert_loading(struct pk_cache *c, size_t s, uint64_t sde
 				      const struct pk_chunk *k, const struct pk_loc *loc)
 {
 	struct pk_cent *n;
-	if (k->ulen == PK_CHUNK_SIZE && c->spare) {
+	if (k->ulen == c->spare_len && c->spare) {
 		n = c->spare;
 		c->spare = n->hnext;
 		c->nspare--;

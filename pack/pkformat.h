@@ -15,7 +15,9 @@
 
 #define PK_MAGIC          "STRATAPK"
 #define PK_VERSION        1
-#define PK_CHUNK_SIZE     65536u
+#define PK_CHUNK_MIN      4096u             /* chunk sizes: powers of two */
+#define PK_CHUNK_MAX      65536u            /*   in [MIN, MAX] (holes: u16) */
+#define PK_CHUNK_DEFAULT  32768u            /* what a new layer uses */
 #define PK_BLOCK          4096u              /* hole granularity */
 #define PK_ROOT_INO       1u
 #define PK_HOLE           0xffffffffu        /* extent without a chunk */
@@ -27,7 +29,7 @@ enum pk_sec {
 	PK_SEC_INODES,    /* struct pk_inode[inode_count], index = inode number */
 	PK_SEC_ENTRIES,   /* struct pk_entry, each directory's run sorted by name */
 	PK_SEC_XATTRS,    /* struct pk_xattr, each inode's run sorted by name */
-	PK_SEC_EXTENTS,   /* struct pk_extent, one per 64 KiB of a chunked file */
+	PK_SEC_EXTENTS,   /* struct pk_extent, one per chunk_size of a chunked file */
 	PK_SEC_CHUNKS,    /* struct pk_chunk, each object this layer uses once */
 	PK_SEC_STRINGS,   /* names, symlink targets, xattr names and values */
 	PK_SEC_DATA,      /* contents of inline files */
@@ -57,7 +59,7 @@ struct pk_super {
 	uint32_t super_size;        /* sizeof(struct pk_super) */
 	uint64_t incompat, compat;
 	uint64_t file_size;         /* the whole file: a shorter one is truncated */
-	uint32_t chunk_size;        /* PK_CHUNK_SIZE */
+	uint32_t chunk_size;        /* the layer's, PK_CHUNK_MIN..MAX */
 	uint32_t inline_max;        /* files up to this size are inline */
 	uint32_t root_ino;          /* PK_ROOT_INO */
 	uint32_t inode_count;       /* records in INODES, including unused 0 */

@@ -332,7 +332,7 @@ static int sweep_packs(struct pk_store *store, const char *chunks, struct lives 
 				continue;
 			/* a record a writer would refuse would cost the whole
 			 * index (its bytes are kept all the same) */
-			if (v[i].c.slen > PK_STORED_MAX || v[i].c.ulen > PK_CHUNK_SIZE || v[i].c.form > PK_FORM_LZ4 ||
+			if (v[i].c.slen > PK_STORED_MAX || v[i].c.ulen > PK_CHUNK_MAX || v[i].c.form > PK_FORM_LZ4 ||
 			    v[i].c.suffix >= PK_MAX_SUFFIX || v[i].off < sizeof(struct pk_pack_head))
 				continue;
 			struct pk_idx_ent *x = &ni[nn++];

@@ -11,6 +11,7 @@ struct pk_layer {
 	const unsigned char *map;
 	size_t size;
 	const struct pk_super *sb;
+	uint32_t chunk;                /* the layer's chunk size (a power of two) */
 	const struct pk_inode *inodes;
 	const struct pk_entry *entries;
 	const struct pk_xattr *xattrs;
@@ -58,8 +59,8 @@ int pk_cache_prefetch(struct pk_cache *cache, struct pk_store *s, uint64_t sdev,
  * s is closed. */
 void pk_cache_forget(struct pk_cache *cache, struct pk_store *s);
 
-/* The largest stored object: LZ4_COMPRESSBOUND(PK_CHUNK_SIZE). */
-#define PK_STORED_MAX (PK_CHUNK_SIZE + PK_CHUNK_SIZE / 255 + 16)
+/* The largest stored object: LZ4_COMPRESSBOUND(PK_CHUNK_MAX). */
+#define PK_STORED_MAX (PK_CHUNK_MAX + PK_CHUNK_MAX / 255 + 16)
 /* pk_store_get with comp, a buffer of PK_STORED_MAX bytes the compressed
  * bytes are read into (NULL: one of its own). */
 int pk_store_get_with(struct pk_store *s, const struct pk_chunk *c, const struct pk_loc *loc, void *buf,

@@ -136,10 +136,10 @@ static int progs_dir(struct pk_progs *p)
 	return p->dfd;
 }
 
-static uint32_t extent_len(const struct pk_inode *i, uint64_t idx)
+static uint32_t extent_len(const struct pk_layer *l, const struct pk_inode *i, uint64_t idx)
 {
-	uint64_t left = i->size - idx * PK_CHUNK_SIZE;
-	return left > PK_CHUNK_SIZE ? PK_CHUNK_SIZE : (uint32_t)left;
+	uint64_t left = i->size - idx * l->chunk;
+	return left > l->chunk ? l->chunk : (uint32_t)left;
 }
 
 /* Does fd hold exactly the bytes of file ino? */
@@ -150,8 +150,8 @@ static bool copy_ok(struct pk_layer *l, uint32_t ino, const struct pk_inode *i, 
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != i->size)
 		return false;
 	for (uint64_t idx = 0; idx < n; idx++) {
-		uint32_t len = extent_len(i, idx), c;
-		if (pread(fd, buf, len, (off_t)(idx * PK_CHUNK_SIZE)) != (ssize_t)len ||
+		uint32_t len = extent_len(l, i, idx), c;
+		if (pread(fd, buf, len, (off_t)(idx * l->chunk)) != (ssize_t)len ||
 		    pk_extent_chunk(l, ino, i, e, idx, &c) < 0)
 			return false;
 		uint8_t key[16];
@@ -206,7 +206,7 @@ static int make_copy(struct pk_progs *p, struct pk_layer *l, uint32_t ino, const
 		if ((r = pk_extent_chunk(l, ino, i, e, idx, &c)) < 0 || c == PK_HOLE)
 			continue;
 		if ((r = pk_store_get_with(l->store, &l->chunks[c], pk_loc_at(l, c), buf, comp)) == 0)
-			r = io_write_full(fd, buf, extent_len(i, idx), (int64_t)(idx * PK_CHUNK_SIZE));
+			r = io_write_full(fd, buf, extent_len(l, i, idx), (int64_t)(idx * l->chunk));
 	}
 	if (r == 0 && ftruncate(fd, (off_t)i->size) < 0)
 		r = -errno;
@@ -224,7 +224,7 @@ static int copy_fd(struct pk_progs *p, struct pk_layer *l, uint32_t ino, const s
 {
 	char name[16];
 	snprintf(name, sizeof name, "%u", ino);
-	_cleanup_free_ unsigned char *buf = malloc(PK_CHUNK_SIZE);
+	_cleanup_free_ unsigned char *buf = malloc(l->chunk);
 	if (!buf)
 		return -ENOMEM;
 	for (int tries = 0; tries < 2; tries++) {

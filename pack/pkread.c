@@ -70,8 +70,11 @@ static int check_super(const char *path, const unsigned char *map, size_t size)
 			 size < sb.file_size ? "truncated" : "trailing bytes", size, (unsigned long long)sb.file_size);
 		return bad(path, why);
 	}
-	if (sb.chunk_size != PK_CHUNK_SIZE)
-		return bad(path, "unsupported chunk size");
+	if (sb.chunk_size < PK_CHUNK_MIN || sb.chunk_size > PK_CHUNK_MAX || (sb.chunk_size & (sb.chunk_size - 1))) {
+		snprintf(why, sizeof why, "chunk size %u (this program reads powers of two from %u to %u)",
+			 sb.chunk_size, PK_CHUNK_MIN, PK_CHUNK_MAX);
+		return bad(path, why);
+	}
 	for (int i = 0; i < PK_SEC_COUNT; i++) {
 		const struct pk_section *s = &sb.sec[i];
 		if (i == PK_SEC_LOCS && !(sb.incompat & PK_INCOMPAT_PACKS))
@@ -136,6 +139,7 @@ int pk_open(const char *path, const char *chunks, struct pk_cache *cache, struct
 	l->map = map;
 	l->size = st.st_size;
 	l->sb = map;
+	l->chunk = l->sb->chunk_size;
 	const struct pk_section *s = l->sb->sec;
 	l->inodes = (const void *)(l->map + s[PK_SEC_INODES].off);
 	l->n_inodes = s[PK_SEC_INODES].count;
@@ -219,6 +223,11 @@ const char *pk_layer_path(const struct pk_layer *l)
 const struct pk_super *pk_super(const struct pk_layer *l)
 {
 	return l->sb;
+}
+
+uint32_t pk_chunk_size(const struct pk_layer *l)
+{
+	return l->chunk;
 }
 
 uint32_t pk_root(const struct pk_layer *l)
@@ -522,7 +531,7 @@ int pk_file_extents(const struct pk_layer *l, uint32_t ino, const struct pk_inod
 			return corrupt(l, ino, "inline data out of bounds");
 		return 0;
 	}
-	uint64_t cnt = i->size / PK_CHUNK_SIZE + (i->size % PK_CHUNK_SIZE != 0);
+	uint64_t cnt = i->size / l->chunk + (i->size % l->chunk != 0);
 	if (i->data > l->n_extents || cnt > l->n_extents - i->data)
 		return corrupt(l, ino, "extents out of bounds");
 	*first = l->extents + i->data;
@@ -581,9 +590,9 @@ int pk_extent_chunk(const struct pk_layer *l, uint32_t ino, const struct pk_inod
 	*c = e[idx].chunk;
 	if (*c == PK_HOLE)
 		return 0;
-	uint64_t ulen = i->size - idx * PK_CHUNK_SIZE;
-	if (ulen > PK_CHUNK_SIZE)
-		ulen = PK_CHUNK_SIZE;
+	uint64_t ulen = i->size - idx * l->chunk;
+	if (ulen > l->chunk)
+		ulen = l->chunk;
 	if (*c >= l->n_chunks || l->chunks[*c].ulen != ulen || l->chunks[*c].form > PK_FORM_LZ4)
 		return corrupt(l, ino, "extent names no chunk of the right size");
 	return 0;
@@ -602,7 +611,7 @@ int pk_prefetch(struct pk_layer *l, uint32_t ino, uint64_t off, uint64_t len)
 	/* the runs of the range that lie back to back in one pack are asked
 	 * of the kernel as one read-ahead, before the loaders read them */
 	uint64_t run_pack = 0, run_off = 0, run_end = 0;
-	for (uint64_t idx = off / PK_CHUNK_SIZE; idx < n && idx * PK_CHUNK_SIZE < off + len; idx++) {
+	for (uint64_t idx = off / l->chunk; idx < n && idx * l->chunk < off + len; idx++) {
 		uint32_t c;
 		if ((r = pk_extent_chunk(l, ino, i, e, idx, &c)) < 0)
 			return r;
@@ -628,7 +637,7 @@ int pk_prefetch(struct pk_layer *l, uint32_t ino, uint64_t off, uint64_t len)
 }
 
 /* What a hole's piece points at. */
-static const unsigned char zeros[PK_CHUNK_SIZE];
+static const unsigned char zeros[PK_CHUNK_MAX];
 
 ssize_t pk_read_pieces(struct pk_layer *l, uint32_t ino, uint64_t off, size_t len, struct pk_piece *p,
 		       size_t max, size_t *np)
@@ -654,9 +663,9 @@ ssize_t pk_read_pieces(struct pk_layer *l, uint32_t ino, uint64_t off, size_t le
 	size_t done = 0;
 	while (done < len && *np < max) {
 		uint64_t pos = off + done;
-		uint64_t idx = pos / PK_CHUNK_SIZE;
-		uint32_t in = pos % PK_CHUNK_SIZE;
-		uint32_t want = PK_CHUNK_SIZE - in;
+		uint64_t idx = pos / l->chunk;
+		uint32_t in = pos % l->chunk;
+		uint32_t want = l->chunk - in;
 		if (want > len - done)
 			want = len - done;
 		uint32_t c;

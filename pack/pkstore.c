@@ -449,7 +449,7 @@ static int pack_fd(struct pk_store *s, uint64_t id, bool *transient)
 static int read_packed(struct pk_store *s, uint64_t id, uint64_t off, uint32_t slen, int form, uint32_t ulen,
 		       void *buf, void *comp)
 {
-	if (slen > PK_STORED_MAX || ulen > PK_CHUNK_SIZE || off > (uint64_t)INT64_MAX - PK_STORED_MAX ||
+	if (slen > PK_STORED_MAX || ulen > PK_CHUNK_MAX || off > (uint64_t)INT64_MAX - PK_STORED_MAX ||
 	    off < sizeof(struct pk_pack_head) || form > PK_FORM_LZ4 || (form == PK_FORM_RAW && slen != ulen))
 		return -EIO;
 	bool transient;
@@ -793,7 +793,7 @@ static int load_index(struct pk_store *s, int pdfd, const char *name, uint64_t i
 	if (XXH3_64bits_digest(&xs) != want)
 		return -EINVAL;
 	for (uint64_t i = 0; i < h.count; i++)
-		if (e[i].slen > PK_STORED_MAX || e[i].ulen > PK_CHUNK_SIZE || e[i].form > PK_FORM_LZ4 ||
+		if (e[i].slen > PK_STORED_MAX || e[i].ulen > PK_CHUNK_MAX || e[i].form > PK_FORM_LZ4 ||
 		    e[i].suffix >= PK_MAX_SUFFIX || e[i].off < sizeof(struct pk_pack_head))
 			return -EINVAL;
 	for (uint64_t i = 0; i < h.count; i++) {
@@ -925,7 +925,7 @@ static int put_packed(struct pk_store *s, const uint8_t key[16], const void *dat
 	}
 	pthread_mutex_unlock(&s->wmu);
 
-	_cleanup_free_ char *scratch = malloc(PK_CHUNK_SIZE);
+	_cleanup_free_ char *scratch = malloc(PK_CHUNK_MAX);
 	_cleanup_free_ char *comp = malloc(PK_STORED_MAX);
 	if (!scratch || !comp)
 		return -ENOMEM;
@@ -1004,7 +1004,7 @@ static int put(struct pk_store *s, const uint8_t key[16], const void *data, uint
 int pk_store_put(struct pk_store *s, const uint8_t key[16], const void *data, uint32_t len,
 		 struct pk_chunk *out, struct pk_loc *loc)
 {
-	if (len > PK_CHUNK_SIZE)
+	if (len > PK_CHUNK_MAX)
 		return -EINVAL;
 	unsigned slot = busy_claim(s, key);
 	int r;
@@ -1019,12 +1019,12 @@ int pk_store_put(struct pk_store *s, const uint8_t key[16], const void *data, ui
 
 static int put(struct pk_store *s, const uint8_t key[16], const void *data, uint32_t len, struct pk_chunk *out)
 {
-	if (len > PK_CHUNK_SIZE)
+	if (len > PK_CHUNK_MAX)
 		return -EINVAL;
 	memset(out, 0, sizeof *out);
 	memcpy(out->key, key, 16);
 	out->ulen = len;
-	_cleanup_free_ char *scratch = malloc(PK_CHUNK_SIZE);
+	_cleanup_free_ char *scratch = malloc(PK_CHUNK_MAX);
 	_cleanup_free_ char *comp = NULL;
 	int clen = -1, races = 0;
 	if (!scratch)

@@ -82,7 +82,8 @@ static int apply(struct u *u, int dfd, const char *name, uint32_t ino, const str
 
 static int write_contents(struct u *u, int fd, uint32_t ino, const struct pk_attr *a, const char *rel)
 {
-	uint64_t n = a->size / PK_CHUNK_SIZE + (a->size % PK_CHUNK_SIZE != 0);
+	uint32_t chunk = pk_chunk_size(u->l);
+	uint64_t n = a->size / chunk + (a->size % chunk != 0);
 	for (uint64_t idx = 0; idx < n; idx++) {
 		uint16_t holes;
 		bool none;
@@ -91,8 +92,8 @@ static int write_contents(struct u *u, int fd, uint32_t ino, const struct pk_att
 			return r;
 		if (none)
 			continue;
-		uint64_t off = idx * PK_CHUNK_SIZE;
-		ssize_t got = pk_read(u->l, ino, off, PK_CHUNK_SIZE, u->buf);
+		uint64_t off = idx * chunk;
+		ssize_t got = pk_read(u->l, ino, off, chunk, u->buf);
 		if (got < 0)
 			return ufail(u, got, "read from the layer", rel, NULL);
 		/* Only the blocks that were data in the source: holes stay holes. */
@@ -243,7 +244,7 @@ int pk_unpack(struct pk_layer *l, const char *dir)
 	u.n = pk_super(l)->inode_count;
 	u.seen = calloc(u.n / 8 + 1, 1);
 	u.first = calloc(u.n, sizeof *u.first);
-	u.buf = malloc(PK_CHUNK_SIZE);
+	u.buf = malloc(pk_chunk_size(l));
 	if (!u.seen || !u.first || !u.buf)
 		r = -ENOMEM;
 	struct pk_attr a;

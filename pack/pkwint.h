@@ -39,6 +39,7 @@ struct w {
 	const char *src;
 	struct pk_store *store;
 	uint32_t inline_max;
+	uint32_t chunk;              /* the layer's chunk size */
 	struct vec ino, ent, xat, ext, chk, str, dat;
 	struct vec loc;              /* parallel to chk */
 	/* (dev, ino) -> inode, for files linked more than once */
@@ -98,6 +99,15 @@ int xattr_cmp(const void *a, const void *b, void *strs);
  * rename, directory fsync). chunks_rec: the store path it records. */
 int write_meta(struct w *w, const char *dest, const char *chunks_rec);
 void w_init(struct w *w);
+/* inline_max and chunk from o (defaults for NULL or 0): 0, or -EINVAL for
+ * a chunk size the format does not allow. */
+int w_opts(struct w *w, const struct pk_write_opts *o);
+/* The mask of a chunk of len bytes' 4 KiB blocks. */
+static inline uint16_t block_mask(uint32_t len)
+{
+	uint32_t blocks = (len + PK_BLOCK - 1) / PK_BLOCK;
+	return blocks >= 16 ? 0xffff : (uint16_t)((1u << blocks) - 1);
+}
 void w_free(struct w *w);
 
 #endif

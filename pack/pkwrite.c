@@ -224,18 +224,19 @@ void stop_workers(struct w *w)
 
 /* Mark the 4 KiB blocks of [a, b) in per-chunk hole masks; a hole reaching
  * the end of the file takes the last partial block too. */
-static void mark_holes(uint16_t *m, uint64_t a, uint64_t b, uint64_t size)
+static void mark_holes(uint16_t *m, uint32_t chunk, uint64_t a, uint64_t b, uint64_t size)
 {
 	uint64_t first = (a + PK_BLOCK - 1) / PK_BLOCK;
 	uint64_t end = b >= size ? (size + PK_BLOCK - 1) / PK_BLOCK : b / PK_BLOCK;
+	uint32_t per = chunk / PK_BLOCK;
 	for (uint64_t k = first; k < end; k++)
-		m[k / 16] |= (uint16_t)(1u << (k % 16));
+		m[k / per] |= (uint16_t)(1u << (k % per));
 }
 
 static int file_chunks(struct w *w, int fd, struct pk_inode *ino_rec, uint64_t size, uint64_t nblocks,
 		       const char *rel)
 {
-	uint64_t n = size / PK_CHUNK_SIZE + (size % PK_CHUNK_SIZE != 0);
+	uint64_t n = size / w->chunk + (size % w->chunk != 0);
 	_cleanup_free_ uint16_t *holes = calloc(n, sizeof *holes);
 	if (!holes)
 		return fail(w, -ENOMEM, "pack", rel, NULL);
@@ -246,11 +247,11 @@ static int file_chunks(struct w *w, int fd, struct pk_inode *ino_rec, uint64_t s
 		off_t d = lseek(fd, pos, SEEK_DATA);
 		if (d < 0) {
 			if (errno == ENXIO)
-				mark_holes(holes, pos, size, size);
+				mark_holes(holes, w->chunk, pos, size, size);
 			break;   /* else: no hole support, read it all */
 		}
 		if ((uint64_t)d > pos)
-			mark_holes(holes, pos, d, size);
+			mark_holes(holes, w->chunk, pos, d, size);
 		off_t h = lseek(fd, d, SEEK_HOLE);
 		if (h < 0 || (uint64_t)h <= (uint64_t)d)
 			break;
@@ -269,9 +270,8 @@ static int file_chunks(struct w *w, int fd, struct pk_inode *ino_rec, uint64_t s
 		return fail(w, r, "pack", rel, NULL);
 	ino_rec->data = first;
 	for (uint64_t i = 0; i < n; i++) {
-		uint32_t len = size - i * PK_CHUNK_SIZE > PK_CHUNK_SIZE ? PK_CHUNK_SIZE : size - i * PK_CHUNK_SIZE;
-		uint32_t blocks = (len + PK_BLOCK - 1) / PK_BLOCK;
-		uint16_t all = blocks == 16 ? 0xffff : (uint16_t)((1u << blocks) - 1);
+		uint32_t len = size - i * w->chunk > w->chunk ? w->chunk : size - i * w->chunk;
+		uint16_t all = block_mask(len);
 		if ((holes[i] & all) == all) {
 			w->st.holes++;
 			continue;
@@ -282,7 +282,7 @@ static int file_chunks(struct w *w, int fd, struct pk_inode *ino_rec, uint64_t s
 		j->ext = first + i;
 		j->len = len;
 		j->holes = holes[i] & all;
-		r = io_read_full(fd, j->buf, len, (int64_t)(i * PK_CHUNK_SIZE), -ENODATA);
+		r = io_read_full(fd, j->buf, len, (int64_t)(i * w->chunk), -ENODATA);
 		if (r < 0) {
 			free(j);
 			return fail(w, r == -ENODATA ? -EIO : r, "read", rel,
@@ -712,7 +712,7 @@ int write_meta(struct w *w, const char *dest, const char *chunks_rec)
 	memcpy(sb.magic, PK_MAGIC, 8);
 	sb.version = PK_VERSION;
 	sb.super_size = sizeof sb;
-	sb.chunk_size = PK_CHUNK_SIZE;
+	sb.chunk_size = w->chunk;
 	sb.inline_max = w->inline_max;
 	sb.root_ino = PK_ROOT_INO;
 	sb.inode_count = w->ino.n;
@@ -803,6 +803,18 @@ void w_free(struct w *w)
 	pthread_cond_destroy(&w->room);
 }
 
+int w_opts(struct w *w, const struct pk_write_opts *o)
+{
+	w->chunk = o && o->chunk_size ? o->chunk_size : PK_CHUNK_DEFAULT;
+	if (w->chunk < PK_CHUNK_MIN || w->chunk > PK_CHUNK_MAX || (w->chunk & (w->chunk - 1)))
+		return -EINVAL;
+	/* an inline file lives in the metadata: never more than a chunk */
+	w->inline_max = o && o->inline_max ? o->inline_max : PK_INLINE_DEFAULT;
+	if (w->inline_max > w->chunk)
+		w->inline_max = w->chunk;
+	return 0;
+}
+
 void w_init(struct w *w)
 {
 	memset(w, 0, sizeof *w);
@@ -843,12 +855,14 @@ int pk_write(const char *src, const char *dest, const struct pk_write_opts *o, s
 	struct w w;
 	w_init(&w);
 	w.src = src;
-	w.inline_max = o && o->inline_max ? o->inline_max : PK_INLINE_DEFAULT;
-	if (w.inline_max > PK_CHUNK_SIZE)
-		w.inline_max = PK_CHUNK_SIZE;
-
 	char chunks[PATH_MAX], rec[2 * PATH_MAX + 2];
-	int r = 0;
+	int r = w_opts(&w, o);
+	if (r < 0) {
+		serr(r, "pack", src, "a chunk size is a power of two from %u to %u bytes", PK_CHUNK_MIN,
+		     PK_CHUNK_MAX);
+		w_free(&w);
+		return r;
+	}
 	if (o && o->chunks) {
 		snprintf(chunks, sizeof chunks, "%s", o->chunks);
 	} else {

@@ -43,6 +43,20 @@ static int gc(const char *chunks, int n, char **live)
 	return 0;
 }
 
+/* BYTES, or a number of KiB with a k/K/KiB suffix: 0 for anything else. */
+static uint32_t chunk_arg(const char *a)
+{
+	char *end;
+	unsigned long v = strtoul(a, &end, 10);
+	if (end == a || v > PK_CHUNK_MAX)
+		return 0;
+	if (!strcmp(end, "k") || !strcmp(end, "K") || !strcmp(end, "KiB"))
+		v *= 1024;
+	else if (*end)
+		return 0;
+	return v >= PK_CHUNK_MIN && v <= PK_CHUNK_MAX && !(v & (v - 1)) ? (uint32_t)v : 0;
+}
+
 int cmd_pack(const char *store, int argc, char **argv)
 {
 	struct pk_write_opts o = { 0 };
@@ -56,6 +70,13 @@ int cmd_pack(const char *store, int argc, char **argv)
 			o.inline_max = strtoul(argv[++i], NULL, 0);
 		else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
 			o.threads = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--chunk-size") && i + 1 < argc) {
+			if (!(o.chunk_size = chunk_arg(argv[++i]))) {
+				susage("pack: --chunk-size %s: give a power of two from %u to %u bytes (or 4k..64k)",
+				       argv[i], PK_CHUNK_MIN, PK_CHUNK_MAX);
+				return 2;
+			}
+		}
 		else if (!strcmp(argv[i], "--stats"))
 			stats = true;
 		else if (!strcmp(argv[i], "--gc"))
@@ -74,11 +95,14 @@ int cmd_pack(const char *store, int argc, char **argv)
 		return gc(o.chunks, npos, (char **)pos);
 	if (npos != 2) {
 		susage("usage: strata pack SRC_DIR DEST [--chunks DIR] [--stats] [--inline BYTES] [--threads N]\n"
+		       "                  [--chunk-size BYTES]\n"
 		       "       strata pack --gc --chunks DIR [LIVE_LAYER...]\n"
 		       "  --chunks DIR     the chunk store (default: chunks/ beside DEST)\n"
 		       "  --stats          print sizes, objects written and throughput\n"
 		       "  --inline BYTES   files up to BYTES live in DEST itself (default 512)\n"
 		       "  --threads N      compressing threads (default: one per CPU)\n"
+		       "  --chunk-size N   cut files into chunks of N bytes, a power of two from 4k\n"
+		       "                   to 64k (default 32k)\n"
 		       "  --gc             remove the objects none of the LIVE_LAYER files uses");
 		return 2;
 	}

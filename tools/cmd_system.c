@@ -149,7 +149,7 @@ static int usage_packed(struct store *s, const char *hex, struct sets *k, struct
 			if (ino[i].data <= nd && ino[i].size <= nd - ino[i].data)
 				XXH3_128bits_update(&h, data + ino[i].data, ino[i].size);
 		} else {
-			uint64_t n = (ino[i].size + PK_CHUNK_SIZE - 1) / PK_CHUNK_SIZE;
+			uint64_t n = (ino[i].size + pk_chunk_size(l) - 1) / pk_chunk_size(l);
 			for (uint64_t e = ino[i].data; e < ino[i].data + n && e < ne; e++) {
 				uint32_t c = ext[e].chunk;
 				if (c < nc) {
@@ -463,7 +463,7 @@ static int check(struct store *s)
 	char **names = NULL;
 	size_t n = 0, packed = 0, dir = 0;
 	struct stat st;
-	c.buf = malloc(PK_CHUNK_SIZE);
+	c.buf = malloc(PK_CHUNK_MAX);
 	if (!chunks || !c.buf) {
 		free(c.buf);
 		return -ENOMEM;
@@ -578,7 +578,7 @@ static int record_from_blob(int dfd, const char *what)
 	if (bfd < 0 || fd < 0)
 		return -errno;
 	struct ts_writer *w;
-	int r = ts_writer_new(fd, &w);
+	int r = ts_writer_new(fd, PK_CHUNK_DEFAULT, &w);
 	if (r < 0)
 		return r;
 	struct archive *a = archive_read_new();

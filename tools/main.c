@@ -109,7 +109,13 @@ static const struct command {
 	{ "port", cmd_port, "CONTAINER [PORT[/PROTO]]", "the container's published ports", NULL, false },
 	{ "rm", cmd_rm, "[-f] CONTAINER...", "remove containers and their layers",
 	  "  -f, --force  stop running containers first, clean up after dead ones\n", false },
-	{ "pack", cmd_pack, "SRC_DIR DEST [--chunks DIR] [--stats]", "a directory to a packed layer", NULL, false },
+	{ "pack", cmd_pack, "SRC_DIR DEST [OPTIONS]", "a directory to a packed layer",
+	  "  --chunks DIR       the chunk store (default: chunks/ beside DEST)\n"
+	  "  --chunk-size SIZE  cut files into chunks of SIZE: a power of two from 4k to 64k (default 32k)\n"
+	  "  --inline BYTES     files up to BYTES live in DEST itself (default 512)\n"
+	  "  --threads N        compressing threads (default: one per CPU)\n"
+	  "  --stats            print sizes, objects written and throughput\n"
+	  "  --gc               with --chunks DIR: remove the objects no LIVE_LAYER file given uses\n", false },
 	{ "unpack", cmd_unpack, "DEST DIR [--chunks DIR]", "a packed layer back to a directory", NULL, false },
 	{ "system", cmd_system, "df [--json] | check | migrate | prune", "the store: usage and dedup, damage, layer format, unused data",
 	  "  df       logical and stored bytes, dedup and lz4 ratios, per image and in total\n"

@@ -174,8 +174,9 @@ int pkstore_check_refs(const char *pkpath, const struct ts_writer *w)
 	const struct pk_inode *ino = pkmap_sec(&m, PK_SEC_INODES, &ni);
 	const struct pk_extent *ext = pkmap_sec(&m, PK_SEC_EXTENTS, &ne);
 	const struct pk_chunk *chk = pkmap_sec(&m, PK_SEC_CHUNKS, &nc);
-	_cleanup_free_ unsigned char *buf = malloc(PK_CHUNK_SIZE);
-	static const unsigned char zero[PK_CHUNK_SIZE];
+	uint32_t chunk = pk_chunk_size(l);
+	_cleanup_free_ unsigned char *buf = malloc(chunk);
+	static const unsigned char zero[PK_CHUNK_MAX];
 	int ok = buf ? 1 : -ENOMEM;
 	for (size_t i = 0; i < nrefs && ok == 1; i++) {
 		uint32_t n;
@@ -185,10 +186,9 @@ int pkstore_check_refs(const char *pkpath, const struct ts_writer *w)
 			ok = 0;
 			break;
 		}
-		uint64_t pieces = (refs[i].size + PK_CHUNK_SIZE - 1) / PK_CHUNK_SIZE;
+		uint64_t pieces = (refs[i].size + chunk - 1) / chunk;
 		for (uint64_t p = 0; p < pieces && ok == 1; p++) {
-			uint32_t len = refs[i].size - p * PK_CHUNK_SIZE > PK_CHUNK_SIZE ? PK_CHUNK_SIZE
-				       : (uint32_t)(refs[i].size - p * PK_CHUNK_SIZE);
+			uint32_t len = refs[i].size - p * chunk > chunk ? chunk : (uint32_t)(refs[i].size - p * chunk);
 			uint8_t have[16];
 			const uint8_t *want = keys[refs[i].first + p];
 			if (ino[n].flags & PK_INO_INLINE) {
@@ -791,7 +791,7 @@ int pkstore_import_new(struct store *s, bool unlocked, struct pkstore_import **o
 	int r = pi->dirfd;
 	if (r >= 0) {
 		pi->fd = openat(pi->dirfd, "tar-split", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-		r = pi->fd < 0 ? -errno : ts_writer_new(pi->fd, &pi->w);
+		r = pi->fd < 0 ? -errno : ts_writer_new(pi->fd, PK_CHUNK_DEFAULT, &pi->w);
 	}
 	if (r < 0) {
 		char hint[PATH_MAX + 256];

@@ -31,15 +31,16 @@ bool pkstore_packed(void);
 /* ---------------------------------------------------------- tar-split */
 
 struct ts_writer;
-/* Record a tar stream into the file fd (the caller keeps and closes it). */
-int ts_writer_new(int fd, struct ts_writer **out);
+/* Record a tar stream into the file fd (the caller keeps and closes it);
+ * piece: the chunk size of the packed layer the bodies are checked with. */
+int ts_writer_new(int fd, uint32_t piece, struct ts_writer **out);
 int ts_feed(struct ts_writer *w, const void *buf, size_t len);
 /* Flush the record (and fsync it); returns the number of referenced bodies
  * or -errno. The writer stays valid for ts_refs until ts_writer_free. */
 int ts_finish(struct ts_writer *w);
 void ts_writer_free(struct ts_writer *w);
 /* The referenced bodies: path in the layer, size, and the XXH3-128 of each
- * 64 KiB piece (keys[first .. first + pieces)), in tar order. */
+ * piece (keys[first .. first + pieces)), in tar order. */
 struct ts_ref {
 	char *path;
 	uint64_t size;

@@ -62,10 +62,11 @@ struct ts_writer {
 	unsigned char *meta;
 	size_t metan;
 	bool meta_over;
-	/* each referenced body's path, size and 64 KiB piece keys, for the
-	 * import's check against the packed layer's chunk keys */
+	/* each referenced body's path, size and piece keys (a piece: the
+	 * packed layer's chunk size), for the import's check against the
+	 * layer's chunk keys */
 	XXH3_state_t ph;
-	uint32_t pfill;
+	uint32_t pfill, piece;
 	struct ts_ref *rv;
 	size_t nr, capr;
 	uint8_t (*keys)[16];
@@ -161,12 +162,13 @@ static int emit_any(struct ts_writer *w, const unsigned char *p, size_t n)
 	return bytes_all_zero(p, n) ? emit_zero(w, n) : emit_raw(w, p, n);
 }
 
-int ts_writer_new(int fd, struct ts_writer **out)
+int ts_writer_new(int fd, uint32_t piece, struct ts_writer **out)
 {
 	struct ts_writer *w = calloc(1, sizeof *w);
 	if (!w)
 		return -ENOMEM;
 	w->fd = fd;
+	w->piece = piece;
 	w->raw = malloc(TS_RAWBUF);
 	w->lz = malloc((size_t)LZ4_compressBound(TS_RAWBUF));
 	w->meta = malloc(TS_META_MAX);
@@ -385,17 +387,17 @@ static int header(struct ts_writer *w)
 	return 0;
 }
 
-/* The XXH3-128 of each 64 KiB piece of a referenced body, as pk_key names
- * the chunk pk_write makes of it. */
+/* The XXH3-128 of each piece of a referenced body, as pk_key names the
+ * chunk pk_write makes of it. */
 static int piece_keys(struct ts_writer *w, const unsigned char *p, size_t n, bool last)
 {
 	while (n) {
-		size_t k = PK_CHUNK_SIZE - w->pfill < n ? PK_CHUNK_SIZE - w->pfill : n;
+		size_t k = w->piece - w->pfill < n ? w->piece - w->pfill : n;
 		XXH3_128bits_update(&w->ph, p, k);
 		w->pfill += (uint32_t)k;
 		p += k;
 		n -= k;
-		if (w->pfill == PK_CHUNK_SIZE || (last && !n)) {
+		if (w->pfill == w->piece || (last && !n)) {
 			if (w->nk == w->capk) {
 				size_t c = w->capk ? w->capk * 2 : 1024;
 				uint8_t (*nk)[16] = realloc(w->keys, c * sizeof *nk);

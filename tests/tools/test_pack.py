@@ -17,7 +17,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from strata_t import Fail, check, main
 
-CHUNK = 65536
+CHUNK = 32768   # what a layer written with the default options uses
 
 
 def rnd(n, seed):
@@ -52,8 +52,9 @@ def make_tree(env, root, seed=0):
         os.makedirs(j(d), exist_ok=True)
     write(j('etc', 'hello'), b'hello\n')
     write(j('empty'), b'')
-    write(j('exact64k'), rnd(CHUNK, seed + 1))
-    write(j('exact64k+1'), rnd(CHUNK + 1, seed + 2))
+    write(j('exact_chunk'), rnd(CHUNK, seed + 1))
+    write(j('exact_chunk+1'), rnd(CHUNK + 1, seed + 2))
+    write(j('exact_64k+1'), rnd(65537, seed + 6))
     write(j('five_mb'), rnd(5 * 1000 * 1000, seed + 3), 0o600)
     write(j('zeros'), bytes(3 * CHUNK + 17))
     write(j('text'), b'the quick brown fox jumps over the lazy dog\n' * 5000, 0o444)
@@ -252,6 +253,18 @@ def test_roundtrip(env):
     check(t['etc/gone_chr']['type'] == stat.S_IFCHR and t['etc/.wh.gone_oci']['type'] == stat.S_IFREG,
           'both whiteout encodings present')
     check(t['sparse_mid']['holes'] and t['sparse_all']['holes'] == [], 'the source has holes')
+    # Every chunk size the format allows gives the tree back, in one chunk
+    # store with the default's layer (64k: what layers were written with
+    # before 32k became the default).
+    for size in ('4k', '16384', '64KiB'):
+        env.run('pack', env.path('src'), os.path.join(pd, 'L' + size), '--chunk-size', size)
+        env.run('unpack', os.path.join(pd, 'L' + size), env.path('out' + size))
+        compare(env.path('src'), env.path('out' + size))
+    for bad in ('3000', '128k', '2k', 'big', '-1'):
+        r = env.run('pack', env.path('src'), os.path.join(pd, 'Lbad'), '--chunk-size', bad, ok=False)
+        check(r.returncode == 2 and '--chunk-size' in r.err and 'power of two' in r.err
+              and not os.path.exists(os.path.join(pd, 'Lbad')),
+              'pack --chunk-size %s refused, nothing written: %d %r' % (bad, r.returncode, r.err))
     # Unpacking twice into one place is refused, not merged.
     r = env.run('unpack', os.path.join(pd, 'L1'), env.path('out'), ok=False)
     check('File exists' in r.err, 'unpack over a tree says why: %r' % r.err)

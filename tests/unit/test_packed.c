@@ -98,7 +98,10 @@ static int teardown(void **state)
 
 /* A source tree with one of everything the format records. */
 static unsigned char *big;
-#define BIG (3 * PK_CHUNK_SIZE + 100)
+/* What a layer written with the default options uses. */
+#define CHUNK PK_CHUNK_DEFAULT
+#define NCHUNKS(size) (((size) + CHUNK - 1) / CHUNK)
+#define BIG (3 * CHUNK + 100)
 
 static void make_tree(void)
 {
@@ -201,8 +204,8 @@ static void test_tree(void **state)
 	assert_int_equal(pk_read(l, b1, 0, BIG + 10, got), BIG);
 	assert_memory_equal(got, big, BIG);
 	/* A read across a chunk boundary. */
-	assert_int_equal(pk_read(l, b1, PK_CHUNK_SIZE - 5, 10, got), 10);
-	assert_memory_equal(got, big + PK_CHUNK_SIZE - 5, 10);
+	assert_int_equal(pk_read(l, b1, CHUNK - 5, 10, got), 10);
+	assert_memory_equal(got, big + CHUNK - 5, 10);
 	free(got);
 	uint32_t ln = look(l, d, "link", PK_FOUND);
 	const char *t;
@@ -442,7 +445,7 @@ static void test_damaged_chunk(void **state)
 	char pack_path[700];
 	assert_int_equal(one_pack(P("chunks"), pack_path, sizeof pack_path), 0);
 	uint8_t key0[16];
-	pk_key(data, PK_CHUNK_SIZE, key0);
+	pk_key(data, CHUNK, key0);
 	const struct pk_loc *loc0 = NULL;
 	for (uint32_t i = 0; i < pk_chunk_count(l); i++)
 		if (!memcmp(pk_chunk_at(l, i)->key, key0, 16))
@@ -453,7 +456,7 @@ static void test_damaged_chunk(void **state)
 	assert_int_equal(pk_read(l, f, 0, 200000, out), -EIO);
 	/* read-ahead of the damaged chunk fails on a loader thread: the
 	 * reader still gets EIO, every time, and never the bad bytes */
-	struct pk_cache *c = pk_cache_new(8 * PK_CHUNK_SIZE);
+	struct pk_cache *c = pk_cache_new(8 * CHUNK);
 	struct pk_layer *l2;
 	char L[512];
 	snprintf(L, sizeof L, "%s/L", top);
@@ -463,13 +466,13 @@ static void test_damaged_chunk(void **state)
 		assert_int_equal(pk_read(l2, f, 0, 200000, out), -EIO);
 	}
 	/* the chunks after it read fine */
-	assert_int_equal(pk_read(l2, f, PK_CHUNK_SIZE, 200000 - PK_CHUNK_SIZE, out), 200000 - PK_CHUNK_SIZE);
-	assert_memory_equal(out, data + PK_CHUNK_SIZE, 200000 - PK_CHUNK_SIZE);
+	assert_int_equal(pk_read(l2, f, CHUNK, 200000 - CHUNK, out), 200000 - CHUNK);
+	assert_memory_equal(out, data + CHUNK, 200000 - CHUNK);
 	pk_close(l2);
 	pk_cache_free(c);
 	/* a pack cut short: the chunks past its end are errors too */
-	assert_int_equal(truncate(pack_path, 2 * PK_CHUNK_SIZE), 0);
-	assert_int_equal(pk_read(l, f, 3 * PK_CHUNK_SIZE, 1000, out), -EIO);
+	assert_int_equal(truncate(pack_path, 2 * CHUNK), 0);
+	assert_int_equal(pk_read(l, f, 3 * CHUNK, 1000, out), -EIO);
 	pk_close(l);
 	free(out);
 	free(data);
@@ -494,7 +497,7 @@ static void test_loose_layer(void **state)
 	 * loose objects, and both read */
 	struct pk_write_stats st;
 	struct pk_layer *n = pack("src", "NEW", &st);
-	assert_int_equal(st.chunks_new, 3);
+	assert_int_equal(st.chunks_new, NCHUNKS(150000));
 	assert_true(pk_super(n)->incompat & PK_INCOMPAT_PACKS);
 	assert_int_equal(one_pack(P("chunks"), pack_path, sizeof pack_path), 0);
 	unsigned char *out = malloc(150000);
@@ -512,9 +515,9 @@ static void test_loose_layer(void **state)
 	struct pk_gc_stats gs;
 	assert_int_equal(pk_gc(store, both, 2, &gs), 0);
 	assert_int_equal(gs.removed, 0);
-	assert_int_equal(gs.kept, 6);
+	assert_int_equal(gs.kept, 2 * NCHUNKS(150000));
 	assert_int_equal(pk_gc(store, only_new, 1, &gs), 0);
-	assert_int_equal(gs.removed, 3);
+	assert_int_equal(gs.removed, NCHUNKS(150000));
 	first_obj[0] = 0;
 	nftw(P("chunks"), find_obj, 16, FTW_PHYS);
 	assert_false(first_obj[0]);
@@ -613,8 +616,8 @@ static void test_gc(void **state)
 	put_file("b/mine", only_b, 70000);
 	struct pk_write_stats sa, sb;
 	struct pk_layer *la = pack("a", "LA", &sa), *lb = pack("b", "LB", &sb);
-	assert_int_equal(sa.chunks_new, 12);  /* 2 + 10 chunks */
-	assert_int_equal(sb.chunks_new, 2);   /* the shared file's chunks are reused */
+	assert_int_equal(sa.chunks_new, NCHUNKS(100000) + NCHUNKS(600000));
+	assert_int_equal(sb.chunks_new, NCHUNKS(70000));   /* the shared file's chunks are reused */
 	/* each writer added one pack, and nothing loose */
 	char store[512], lia[512], lib[512];
 	snprintf(store, sizeof store, "%s/chunks", top);
@@ -641,8 +644,8 @@ static void test_gc(void **state)
 	/* Only B lives: A's own file's chunks are punched out of A's pack,
 	 * which keeps the shared ones B uses; the orphan pack goes. */
 	assert_int_equal(pk_gc(store, live, 1, &gs), 0);
-	assert_int_equal(gs.removed, 10);
-	assert_int_equal(gs.kept, 4);
+	assert_int_equal(gs.removed, NCHUNKS(600000));
+	assert_int_equal(gs.kept, NCHUNKS(100000) + NCHUNKS(70000));
 	assert_int_equal(gs.tmp_removed, 1);
 	assert_int_equal(gs.packs_removed, 1);
 	assert_int_equal(gs.packs_punched, 1);
@@ -662,13 +665,13 @@ static void test_gc(void **state)
 	/* Again: nothing more to free, and nothing lost. */
 	assert_int_equal(pk_gc(store, live, 1, &gs), 0);
 	assert_int_equal(gs.removed, 0);
-	assert_int_equal(gs.kept, 4);
+	assert_int_equal(gs.kept, NCHUNKS(100000) + NCHUNKS(70000));
 	assert_int_equal(pk_read(lb, f, 0, 100000, out), 100000);
 	assert_memory_equal(out, shared, 100000);
 	/* A new writer does not reuse a punched chunk: it stores it again. */
 	struct pk_write_stats sc;
 	struct pk_layer *lc = pack("a", "LC", &sc);
-	assert_int_equal(sc.chunks_new, 10);
+	assert_int_equal(sc.chunks_new, NCHUNKS(600000));
 	f = look(lc, pk_root(lc), "mine", PK_FOUND);
 	assert_int_equal(pk_read(lc, f, 0, 600000, out), 600000);
 	assert_memory_equal(out, only_a, 600000);
@@ -724,7 +727,7 @@ static void test_cache_threads(void **state)
 	unsigned char *data = rnd(800000, 5);
 	put_file("src/f", data, 800000);
 	assert_int_equal(pk_write(P("src"), P("L"), NULL, NULL), 0);
-	struct pk_cache *c = pk_cache_new(3 * PK_CHUNK_SIZE);
+	struct pk_cache *c = pk_cache_new(3 * CHUNK);
 	struct pk_layer *l;
 	char L[512];
 	snprintf(L, sizeof L, "%s/L", top);
@@ -741,15 +744,15 @@ static void test_cache_threads(void **state)
 	}
 	struct pk_cache_stats cs, cs2;
 	pk_cache_stats(c, &cs);
-	assert_true(cs.bytes <= 3 * PK_CHUNK_SIZE);
+	assert_true(cs.bytes <= 3 * CHUNK);
 	assert_true(cs.hits > 0 && cs.misses > 0);
 	/* Readahead: what was prefetched is read without a miss (a load still
 	 * running is waited for). */
-	assert_int_equal(pk_prefetch(l, r[0].ino, 5 * PK_CHUNK_SIZE, 2 * PK_CHUNK_SIZE), 0);
+	assert_int_equal(pk_prefetch(l, r[0].ino, 5 * CHUNK, 2 * CHUNK), 0);
 	pk_cache_stats(c, &cs);
-	unsigned char *buf = malloc(2 * PK_CHUNK_SIZE);
-	assert_int_equal(pk_read(l, r[0].ino, 5 * PK_CHUNK_SIZE, 2 * PK_CHUNK_SIZE, buf), 2 * PK_CHUNK_SIZE);
-	assert_memory_equal(buf, data + 5 * PK_CHUNK_SIZE, 2 * PK_CHUNK_SIZE);
+	unsigned char *buf = malloc(2 * CHUNK);
+	assert_int_equal(pk_read(l, r[0].ino, 5 * CHUNK, 2 * CHUNK, buf), 2 * CHUNK);
+	assert_memory_equal(buf, data + 5 * CHUNK, 2 * CHUNK);
 	pk_cache_stats(c, &cs2);
 	assert_int_equal(cs2.misses, cs.misses);
 	free(buf);
@@ -775,12 +778,12 @@ static void test_cache_threads(void **state)
 static void test_cache_drop_behind(void **state)
 {
 	(void)state;
-	size_t n = 10 * PK_CHUNK_SIZE + 5000;
+	size_t n = 10 * CHUNK + 5000;
 	unsigned char *data = rnd(n, 31);
 	assert_int_equal(mkdir(P("src"), 0755), 0);
 	put_file("src/f", data, n);
 	assert_int_equal(pk_write(P("src"), P("L"), NULL, NULL), 0);
-	struct pk_cache *c = pk_cache_new(64 * PK_CHUNK_SIZE);
+	struct pk_cache *c = pk_cache_new(64 * CHUNK);
 	struct pk_layer *l;
 	assert_int_equal(pk_open(P("L"), NULL, c, &l), 0);
 	uint32_t f = look(l, pk_root(l), "f", PK_FOUND);
@@ -798,24 +801,24 @@ static void test_cache_drop_behind(void **state)
 	assert_int_equal(cs.entries, 0);
 	assert_int_equal(cs.bytes, 0);
 	/* in part: the first 4 KiB of chunk 3, then more of it (a hit) */
-	assert_int_equal(pk_read(l, f, 3 * PK_CHUNK_SIZE, 4096, buf), 4096);
-	assert_int_equal(pk_read(l, f, 3 * PK_CHUNK_SIZE + 4096, 8192, buf), 8192);
-	assert_memory_equal(buf, data + 3 * PK_CHUNK_SIZE + 4096, 8192);
+	assert_int_equal(pk_read(l, f, 3 * CHUNK, 4096, buf), 4096);
+	assert_int_equal(pk_read(l, f, 3 * CHUNK + 4096, 8192, buf), 8192);
+	assert_memory_equal(buf, data + 3 * CHUNK + 4096, 8192);
 	pk_cache_stats(c, &cs);
 	assert_int_equal(cs.misses, 12);
 	assert_int_equal(cs.hits, 1);
 	assert_int_equal(cs.entries, 1);
-	assert_int_equal(cs.bytes, PK_CHUNK_SIZE);
+	assert_int_equal(cs.bytes, CHUNK);
 	/* its end, read: it goes */
-	assert_int_equal(pk_read(l, f, 4 * PK_CHUNK_SIZE - 100, 100, buf), 100);
-	assert_memory_equal(buf, data + 4 * PK_CHUNK_SIZE - 100, 100);
+	assert_int_equal(pk_read(l, f, 4 * CHUNK - 100, 100, buf), 100);
+	assert_memory_equal(buf, data + 4 * CHUNK - 100, 100);
 	pk_cache_stats(c, &cs);
 	assert_int_equal(cs.entries, 0);
 	assert_int_equal(cs.dropped, 12);
 	/* read-ahead queued and loaded, then read through: dropped too */
-	assert_int_equal(pk_prefetch(l, f, 0, 4 * PK_CHUNK_SIZE), 0);
-	assert_int_equal(pk_read(l, f, 0, 4 * PK_CHUNK_SIZE, buf), 4 * PK_CHUNK_SIZE);
-	assert_memory_equal(buf, data, 4 * PK_CHUNK_SIZE);
+	assert_int_equal(pk_prefetch(l, f, 0, 4 * CHUNK), 0);
+	assert_int_equal(pk_read(l, f, 0, 4 * CHUNK, buf), 4 * CHUNK);
+	assert_memory_equal(buf, data, 4 * CHUNK);
 	pk_cache_stats(c, &cs);
 	assert_int_equal(cs.entries, 0);
 	pk_close(l);
@@ -832,8 +835,8 @@ static void test_key_is_xxh3(void **state)
 {
 	(void)state;
 	static const size_t lens[] = { 0, 1, 3, 4, 8, 9, 16, 17, 128, 129, 240, 241, 1023, 1024, 1025,
-				       4096, 65535, PK_CHUNK_SIZE };
-	unsigned char *d = rnd(PK_CHUNK_SIZE, 5);
+				       4096, 65535, CHUNK };
+	unsigned char *d = rnd(CHUNK, 5);
 	for (size_t i = 0; i < sizeof lens / sizeof *lens; i++) {
 		uint8_t got[16];
 		XXH128_canonical_t want;
@@ -851,20 +854,20 @@ static void test_key_is_xxh3(void **state)
 static void test_read_pieces(void **state)
 {
 	(void)state;
-	size_t n = 4 * PK_CHUNK_SIZE + 700;
+	size_t n = 4 * CHUNK + 700;
 	unsigned char *data = rnd(n, 77);
-	memset(data + PK_CHUNK_SIZE, 0, 2 * PK_CHUNK_SIZE);
+	memset(data + CHUNK, 0, 2 * CHUNK);
 	assert_int_equal(mkdir(P("src"), 0755), 0);
 	int fd = open(P("src/f"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
 	assert_true(fd >= 0);
-	assert_int_equal(pwrite(fd, data, PK_CHUNK_SIZE, 0), PK_CHUNK_SIZE);
-	assert_int_equal(pwrite(fd, data + 3 * PK_CHUNK_SIZE, n - 3 * PK_CHUNK_SIZE, 3 * PK_CHUNK_SIZE),
-			 (ssize_t)(n - 3 * PK_CHUNK_SIZE));
+	assert_int_equal(pwrite(fd, data, CHUNK, 0), CHUNK);
+	assert_int_equal(pwrite(fd, data + 3 * CHUNK, n - 3 * CHUNK, 3 * CHUNK),
+			 (ssize_t)(n - 3 * CHUNK));
 	close(fd);
 	put_file("src/small", "tiny", 4);
 	assert_int_equal(pk_write(P("src"), P("L"), NULL, NULL), 0);
 	/* room for one chunk: every load evicts what is not pinned */
-	struct pk_cache *c = pk_cache_new(PK_CHUNK_SIZE);
+	struct pk_cache *c = pk_cache_new(CHUNK);
 	struct pk_layer *l;
 	assert_int_equal(pk_open(P("L"), NULL, c, &l), 0);
 	uint32_t f = look(l, pk_root(l), "f", PK_FOUND);
@@ -891,18 +894,18 @@ static void test_read_pieces(void **state)
 	assert_int_equal(cs.bytes, 0);
 
 	/* a chunk pinned while another load evicts: its bytes hold */
-	assert_int_equal(pk_read_pieces(l, f, 3 * PK_CHUNK_SIZE, 4096, p, 8, &np), 4096);
+	assert_int_equal(pk_read_pieces(l, f, 3 * CHUNK, 4096, p, 8, &np), 4096);
 	assert_int_equal(np, 1);
-	unsigned char *other = malloc(PK_CHUNK_SIZE);
+	unsigned char *other = malloc(CHUNK);
 	assert_int_equal(pk_read(l, f, 0, 4096, other), 4096);
-	assert_int_equal(pk_read(l, f, 4 * PK_CHUNK_SIZE, 700, other), 700);
-	assert_memory_equal(p[0].data, data + 3 * PK_CHUNK_SIZE, 4096);
+	assert_int_equal(pk_read(l, f, 4 * CHUNK, 700, other), 700);
+	assert_memory_equal(p[0].data, data + 3 * CHUNK, 4096);
 	pk_read_done(l, p, np);
 
 	/* max pieces: the read stops where they end */
-	assert_int_equal(pk_read_pieces(l, f, PK_CHUNK_SIZE - 10, 3 * PK_CHUNK_SIZE, p, 2, &np), 10 + PK_CHUNK_SIZE);
+	assert_int_equal(pk_read_pieces(l, f, CHUNK - 10, 3 * CHUNK, p, 2, &np), 10 + CHUNK);
 	assert_int_equal(np, 2);
-	assert_memory_equal(p[0].data, data + PK_CHUNK_SIZE - 10, 10);
+	assert_memory_equal(p[0].data, data + CHUNK - 10, 10);
 	pk_read_done(l, p, np);
 	assert_int_equal(pk_read_pieces(l, f, n, 10, p, 8, &np), 0);
 	assert_int_equal(np, 0);
@@ -948,11 +951,11 @@ static int visit(struct pk_layer *l, uint32_t dir, int depth, uint8_t *seen, uns
 			bad += pk_is_opaque(l, e.ino) < 0;
 			bad += visit(l, e.ino, depth + 1, seen, buf);
 		} else if (S_ISREG(a.mode)) {
-			for (uint64_t o = 0; o < a.size && o < 64 * PK_CHUNK_SIZE; o += PK_CHUNK_SIZE) {
+			for (uint64_t o = 0; o < a.size && o < 64 * CHUNK; o += CHUNK) {
 				uint16_t h;
 				bool none;
-				bad += pk_holes(l, e.ino, o / PK_CHUNK_SIZE, &h, &none) < 0;
-				bad += pk_read(l, e.ino, o, PK_CHUNK_SIZE, buf) < 0;
+				bad += pk_holes(l, e.ino, o / CHUNK, &h, &none) < 0;
+				bad += pk_read(l, e.ino, o, CHUNK, buf) < 0;
 			}
 		} else if (S_ISLNK(a.mode)) {
 			const char *t;
@@ -1048,11 +1051,11 @@ static void test_build(void **state)
 	assert_memory_equal(buf + 200000, c, 5000);
 	uint16_t holes;
 	bool none;
-	assert_int_equal(pk_holes(l, e2.ino, 2, &holes, &none), 0);          /* 128-192 KiB: no data */
+	assert_int_equal(pk_holes(l, e2.ino, 131072 / CHUNK, &holes, &none), 0);   /* from 128 KiB: no data */
 	assert_true(none);
-	assert_int_equal(pk_holes(l, e2.ino, 1, &holes, &none), 0);          /* 4464 bytes of data: 2 blocks */
+	assert_int_equal(pk_holes(l, e2.ino, 65536 / CHUNK, &holes, &none), 0);    /* 4464 bytes of data: 2 blocks */
 	assert_false(none);
-	assert_int_equal(holes, 0xfffc);
+	assert_int_equal(holes, (uint16_t)(((1u << (CHUNK / 4096)) - 1) & ~3u));
 	assert_int_equal(pk_getxattr(l, e2.ino, "user.x", buf, sizeof buf), 1);
 	assert_int_equal(pk_lookup(l, e.ino, "x", 1, &e2), PK_FOUND);
 	assert_int_equal(pk_read(l, e2.ino, 0, 5, buf), 5);
@@ -1263,7 +1266,7 @@ static void test_hostile_meta(void **state)
 	unsigned char *good = malloc(st.st_size), *bad = malloc(st.st_size);
 	assert_int_equal(read(fd, good, st.st_size), st.st_size);
 	close(fd);
-	unsigned char *buf = malloc(PK_CHUNK_SIZE);
+	unsigned char *buf = malloc(CHUNK);
 	uint8_t *seen = malloc(4096);
 	uint64_t x = 88172645463325252ull;
 	int opened = 0, failures = 0;
@@ -1306,6 +1309,112 @@ static void test_hostile_meta(void **state)
 	free(seen);
 }
 
+/* Layers of every chunk size the format allows read the same, side by side
+ * in one chunk store (stores written before 32 KiB became the default hold
+ * 64 KiB layers); sizes it does not allow are refused, when packing and in
+ * a layer file. */
+static void test_chunk_sizes(void **state)
+{
+	const size_t n = 5 * PK_CHUNK_MAX + 700;
+	unsigned char *data = rnd(n, 9);
+	/* a hole of three 4 KiB blocks inside the second 64 KiB */
+	memset(data + PK_CHUNK_MAX + 8192, 0, 3 * 4096);
+	assert_int_equal(mkdir(P("src"), 0755), 0);
+	int fd = open(P("src/f"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, data, PK_CHUNK_MAX + 8192, 0), PK_CHUNK_MAX + 8192);
+	size_t rest = PK_CHUNK_MAX + 8192 + 3 * 4096;
+	assert_int_equal(pwrite(fd, data + rest, n - rest, rest), (ssize_t)(n - rest));
+	close(fd);
+	const uint32_t sizes[] = { PK_CHUNK_MIN, 16384, PK_CHUNK_MAX, 0 };
+	unsigned char *got = malloc(n);
+	for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+		uint32_t cs = sizes[k] ? sizes[k] : PK_CHUNK_DEFAULT;
+		char dest[64], out[64];
+		snprintf(dest, sizeof dest, "L%u", cs);
+		struct pk_write_opts o = { .threads = 2, .chunk_size = sizes[k] };
+		struct pk_write_stats st;
+		assert_int_equal(pk_write(P("src"), P(dest), &o, &st), 0);
+		struct pk_layer *l;
+		assert_int_equal(pk_open(P(dest), NULL, NULL, &l), 0);
+		assert_int_equal(pk_chunk_size(l), cs);
+		assert_int_equal(pk_super(l)->chunk_size, cs);
+		/* one extent per chunk, the hole's blocks counted as holes */
+		assert_int_equal(st.chunks + st.holes, (n + cs - 1) / cs);
+		uint32_t f = look(l, pk_root(l), "f", PK_FOUND);
+		assert_int_equal(pk_read(l, f, 0, n, got), (ssize_t)n);
+		assert_memory_equal(got, data, n);
+		/* across a chunk boundary, and in pieces */
+		assert_int_equal(pk_read(l, f, 3 * cs - 7, 20, got), 20);
+		assert_memory_equal(got, data + 3 * cs - 7, 20);
+		struct pk_piece p[64];
+		size_t np, len = 2 * cs + 100;
+		assert_true(len / cs + 2 <= 64);
+		assert_int_equal(pk_read_pieces(l, f, cs - 50, len, p, len / cs + 2, &np), (ssize_t)len);
+		assert_int_equal(np, 4);
+		size_t at = cs - 50;
+		for (size_t i = 0; i < np; at += p[i].len, i++)
+			assert_memory_equal(p[i].data, data + at, p[i].len);
+		pk_read_done(l, p, np);
+		/* the hole's first block, by this layer's chunk and block index */
+		uint64_t blk = (PK_CHUNK_MAX + 8192) / 4096, per = cs / 4096;
+		uint16_t holes;
+		bool none;
+		assert_int_equal(pk_holes(l, f, blk / per, &holes, &none), 0);
+		assert_true(none || (holes & (1u << (blk % per))));
+		assert_int_equal(pk_holes(l, f, 0, &holes, &none), 0);
+		assert_false(none);
+		assert_int_equal(holes & 1, 0);
+		/* and back to a tree */
+		snprintf(out, sizeof out, "out%u", cs);
+		assert_int_equal(pk_unpack(l, P(out)), 0);
+		char of[80];
+		snprintf(of, sizeof of, "%s/f", out);
+		fd = open(P(of), O_RDONLY);
+		assert_true(fd >= 0);
+		memset(got, 0xaa, n);
+		assert_int_equal(read(fd, got, n), (ssize_t)n);
+		close(fd);
+		assert_memory_equal(got, data, n);
+		pk_close(l);
+	}
+	int saved = stderr_off();
+	struct pk_write_opts o = { .chunk_size = 3000 };
+	assert_int_equal(pk_write(P("src"), P("Lbad"), &o, NULL), -EINVAL);
+	o.chunk_size = 2 * PK_CHUNK_MAX;
+	assert_int_equal(pk_write(P("src"), P("Lbad"), &o, NULL), -EINVAL);
+	o.chunk_size = PK_CHUNK_MIN / 2;
+	assert_int_equal(pk_write(P("src"), P("Lbad"), &o, NULL), -EINVAL);
+	/* a layer file claiming a size the format does not allow, resealed */
+	char L[64];
+	snprintf(L, sizeof L, "L%u", PK_CHUNK_DEFAULT);
+	fd = open(P(L), O_RDWR);
+	struct pk_super sb;
+	assert_int_equal(pread(fd, &sb, sizeof sb, 0), (ssize_t)sizeof sb);
+	sb.chunk_size = 3 * 4096;
+	sb.super_xxh3 = 0;
+	sb.super_xxh3 = XXH3_64bits(&sb, sizeof sb);
+	assert_int_equal(pwrite(fd, &sb, sizeof sb, 0), (ssize_t)sizeof sb);
+	close(fd);
+	struct pk_layer *l;
+	assert_int_equal(pk_open(P(L), NULL, NULL, &l), -EINVAL);
+	/* a size it allows but that is not the layer's: its extents do not
+	 * fit it, and no wrong byte is read */
+	fd = open(P(L), O_RDWR);
+	sb.chunk_size = PK_CHUNK_MAX;
+	sb.super_xxh3 = 0;
+	sb.super_xxh3 = XXH3_64bits(&sb, sizeof sb);
+	assert_int_equal(pwrite(fd, &sb, sizeof sb, 0), (ssize_t)sizeof sb);
+	close(fd);
+	assert_int_equal(pk_open(P(L), NULL, NULL, &l), 0);
+	uint32_t f = look(l, pk_root(l), "f", PK_FOUND);
+	assert_int_equal(pk_read(l, f, 0, 4096, got), -EIO);
+	pk_close(l);
+	stderr_on(saved);
+	free(got);
+	free(data);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1323,6 +1432,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_progs_unlocked, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cache_drop_behind, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_read_pieces, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_chunk_sizes, setup, teardown),
 		cmocka_unit_test(test_key_is_xxh3),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
