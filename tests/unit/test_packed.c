@@ -835,8 +835,8 @@ static void test_key_is_xxh3(void **state)
 {
 	(void)state;
 	static const size_t lens[] = { 0, 1, 3, 4, 8, 9, 16, 17, 128, 129, 240, 241, 1023, 1024, 1025,
-				       4096, 65535, CHUNK };
-	unsigned char *d = rnd(CHUNK, 5);
+				       4096, 32767, 32768, 65535, PK_CHUNK_MAX };
+	unsigned char *d = rnd(PK_CHUNK_MAX, 5);
 	for (size_t i = 0; i < sizeof lens / sizeof *lens; i++) {
 		uint8_t got[16];
 		XXH128_canonical_t want;
