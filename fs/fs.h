@@ -133,6 +133,7 @@ struct node {
 	unsigned pt_opens;       /* [P] handles open in passthrough mode */
 	unsigned cached_opens;   /* [P] handles open in cached mode */
 	unsigned pt_writers;     /* [P] opens for write and truncates under way (sharecache) */
+	unsigned opens;          /* [A] handles open on it (ops_file.c) */
 
 	bool hashed;             /* [T] in the hard-link table */
 	bool deleted;            /* [T, atomic] unlinked or replaced in the merged view */
@@ -147,6 +148,8 @@ struct node {
 	bool metacopy;           /* [A; L] the upper holds metadata only */
 	bool pt_used;            /* [A; P] written behind the kernel's page cache once */
 	bool pt_lower;           /* [P] backing_id is a read-only lower file (sharecache) */
+	bool prefilled;          /* [A] its lower data was given to the kernel's cache
+				  * at an open (ops_file.c: prefill) */
 };
 
 /* ---- the mount ------------------------------------------------------- */
