@@ -167,6 +167,8 @@ int fh_new(struct sfs *fs, struct node *n, int fd, int flags, struct fuse_file_i
  * one is skipped rather than waited for. */
 #define PREFILL_MAX (128u << 10)
 
+static void drop_layer_cache(struct sfs *fs, struct fh *h, off_t off, size_t size);
+
 static void prefill(struct sfs *fs, struct node *n, struct fh *h, struct fuse_file_info *fi)
 {
 	if (!fi->keep_cache || fi->direct_io || h->pt_id || (fi->flags & O_DIRECT) || h->fd < 0 ||
@@ -183,7 +185,8 @@ static void prefill(struct sfs *fs, struct node *n, struct fh *h, struct fuse_fi
 		struct fuse_bufvec bv = FUSE_BUFVEC_INIT(len);
 		bv.buf[0].mem = buf;
 		/* a refusal leaves the pages to READ: nothing to report */
-		fuse_lowlevel_notify_store(fs->se, node_id(fs, n), 0, &bv, 0);
+		if (fuse_lowlevel_notify_store(fs->se, node_id(fs, n), 0, &bv, 0) == 0)
+			drop_layer_cache(fs, h, 0, len);   /* as a READ would */
 	}
 	pthread_mutex_unlock(&n->lock);
 	free(buf);
