@@ -156,7 +156,9 @@ int fh_new(struct sfs *fs, struct node *n, int fd, int flags, struct fuse_file_i
  * the kernel's cache of it (NOTIFY_STORE) before the open is answered, so
  * the reader finds them there. That spares the READ round trip and the
  * GETATTR that follows every READ (it drops the kernel's cached atime), two
- * of the four requests per file of a cold `tar c`. Only where the cache
+ * of the four requests per file of a cold `tar c`; from a directory layer
+ * or a packed one (whose bytes come decompressed from the chunk cache, or
+ * a program's kept copy). Only where the cache
  * is kept across opens (lower data never changes), only when no other
  * handle is open on the file (a READ for another reader could then hold
  * a page lock the store waits for, while the thread that would answer it
@@ -169,23 +171,37 @@ int fh_new(struct sfs *fs, struct node *n, int fd, int flags, struct fuse_file_i
 
 static void drop_layer_cache(struct sfs *fs, struct fh *h, off_t off, size_t size);
 
+/* The size of the lower file a read-only handle reads, or -1. */
+static off_t handle_lower_size(struct sfs *fs, const struct fh *h)
+{
+	uint32_t pino = __atomic_load_n(&h->pino, __ATOMIC_ACQUIRE);
+	struct stat st;
+	if (!pino)
+		return h->lower_size;
+	struct lref r = { .dirfd = -1, .name = NULL, .ino = pino };
+	return lower_stat(&fs->layers[h->player].lo, &r, &st) == 0 && S_ISREG(st.st_mode) ? st.st_size : -1;
+}
+
 static void prefill(struct sfs *fs, struct node *n, struct fh *h, struct fuse_file_info *fi)
 {
-	if (!fi->keep_cache || fi->direct_io || h->pt_id || (fi->flags & O_DIRECT) || h->fd < 0 ||
-	    h->lower_size <= 0 || h->lower_size > (off_t)PREFILL_MAX || uring_wanted(fs) ||
+	if (!fi->keep_cache || fi->direct_io || h->pt_id || (fi->flags & O_DIRECT) || uring_wanted(fs) ||
 	    __atomic_load_n(&n->opens, __ATOMIC_ACQUIRE) != 1 || __atomic_load_n(&n->prefilled, __ATOMIC_RELAXED))
 		return;
-	if (pthread_mutex_trylock(&n->lock) != 0)
+	off_t size = handle_lower_size(fs, h);
+	if (size <= 0 || size > (off_t)PREFILL_MAX || pthread_mutex_trylock(&n->lock) != 0)
 		return;
+	uint32_t pino = __atomic_load_n(&h->pino, __ATOMIC_ACQUIRE);
 	void *buf = NULL;
-	size_t len = (size_t)h->lower_size;
+	size_t len = (size_t)size;
 	if ((!is_upper(fs, node_layer(n)) || node_metacopy(n)) && __atomic_load_n(&n->opens, __ATOMIC_ACQUIRE) == 1 &&
-	    (buf = malloc(len)) && pread(h->fd, buf, len, 0) == (ssize_t)len) {
+	    (buf = malloc(len)) &&
+	    (pino ? lower_pread(&fs->layers[h->player].lo, pino, buf, len, 0) : pread(h->fd, buf, len, 0)) ==
+		    (ssize_t)len) {
 		__atomic_store_n(&n->prefilled, true, __ATOMIC_RELAXED);
 		struct fuse_bufvec bv = FUSE_BUFVEC_INIT(len);
 		bv.buf[0].mem = buf;
 		/* a refusal leaves the pages to READ: nothing to report */
-		if (fuse_lowlevel_notify_store(fs->se, node_id(fs, n), 0, &bv, 0) == 0)
+		if (fuse_lowlevel_notify_store(fs->se, node_id(fs, n), 0, &bv, 0) == 0 && !pino)
 			drop_layer_cache(fs, h, 0, len);   /* as a READ would */
 	}
 	pthread_mutex_unlock(&n->lock);

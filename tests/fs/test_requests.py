@@ -19,7 +19,9 @@ and not only as a slower bench:
 - reading small lower files (tar c): one OPEN per file, no READ (the
   daemon stores a small lower file's bytes in the kernel's cache when it
   is first opened, and the kernel's cache is what the mount then reads:
-  checked byte for byte), at most 3 requests per file;
+  checked byte for byte), at most 3 requests per file; from a directory
+  layer (whose own pages are dropped after, as after a READ: counted) and
+  from a packed one;
 - removing a lower tree (rm -rf): one UNLINK per file, one RMDIR per
   directory, at most 3 requests per entry (4 with the writeback cache: the
   kernel then flushes each unlinked file's ctime with a SETATTR);
@@ -104,6 +106,33 @@ def main(argv):
         return mounted(FuseMount(fs, [low], os.path.join(base, 'u'), os.path.join(base, 'w'), mnt,
                                  extra=extra), problems)
 
+    def tar_c(m, label, dir_lower):
+        subprocess.run(['sh', '-c', 'sync; echo 3 >/proc/sys/vm/drop_caches'], check=True)
+        c = counted(m, 'tar c (%s)' % label, lambda: subprocess.run(
+            'tar cf - -C %s t | cat >/dev/null' % mnt, shell=True, check=True))
+        expect('tar c (%s): one OPEN per file' % label, c.get('FUSE_OPEN') == N, c)
+        # small lower files are in the kernel's cache once opened
+        # (prefill): no READ, and so no GETATTR after one
+        expect('tar c (%s): a READ for a small lower file' % label, not c.get('FUSE_READ'), c)
+        expect('tar c (%s): more than 3 requests per file' % label,
+               sum(c.values()) <= 3 * N + 10 * NDIRS, c)
+        expect('tar c (%s): directories opened' % label,
+               c.get('FUSE_OPENDIR', 0) <= 1 and not c.get('FUSE_RELEASEDIR'), c)
+        lows = [os.path.join(d, fn) for d, _, fns in os.walk(os.path.join(low, 't')) for fn in fns]
+        if dir_lower:
+            # the lower files' own pages were dropped after the store, as
+            # after a READ: the bytes are cached once, in the mount's file
+            pages = subprocess.run(['fincore', '--raw', '--noheadings', '--output', 'PAGES'] + lows,
+                                   capture_output=True, text=True, check=True).stdout.split()
+            if sum(int(x) for x in pages) > 0:
+                problems.append('tar c (%s): %d pages of the lower files stay cached beside the mount\'s'
+                                % (label, sum(int(x) for x in pages)))
+        # and what the kernel was given is each file's bytes
+        for p in lows:
+            with open(p, 'rb') as a, open(os.path.join(mnt, os.path.relpath(p, low)), 'rb') as b:
+                if a.read() != b.read():
+                    problems.append('tar c (%s): %s reads other bytes through the mount' % (label, p))
+
     for extra, label in (('', 'passthrough'), ('passthrough=off', 'writeback cache')):
         wb = bool(extra)
         with fresh(extra) as m:
@@ -143,32 +172,7 @@ def main(argv):
                                 % (label, os.path.getsize(os.path.join(mnt, 'new'))))
 
         with fresh(extra) as m:
-            subprocess.run(['sh', '-c', 'sync; echo 3 >/proc/sys/vm/drop_caches'], check=True)
-            c = counted(m, 'tar c (%s)' % label, lambda: subprocess.run(
-                'tar cf - -C %s t | cat >/dev/null' % mnt, shell=True, check=True))
-            expect('tar c (%s): one OPEN per file' % label, c.get('FUSE_OPEN') == N, c)
-            # small lower files are in the kernel's cache once opened
-            # (prefill): no READ, and so no GETATTR after one
-            expect('tar c (%s): a READ for a small lower file' % label, not c.get('FUSE_READ'), c)
-            expect('tar c (%s): more than 3 requests per file' % label,
-                   sum(c.values()) <= 3 * N + 10 * NDIRS, c)
-            # the lower files' own pages were dropped after the store, as
-            # after a READ: the bytes are cached once, in the mount's file
-            lows = [os.path.join(d, fn) for d, _, fns in os.walk(os.path.join(low, 't')) for fn in fns]
-            pages = subprocess.run(['fincore', '--raw', '--noheadings', '--output', 'PAGES'] + lows,
-                                   capture_output=True, text=True, check=True).stdout.split()
-            if sum(int(x) for x in pages) > 0:
-                problems.append('tar c (%s): %d pages of the lower files stay cached beside the mount\'s'
-                                % (label, sum(int(x) for x in pages)))
-            # and what the kernel was given is each file's bytes
-            for d, _, fns in os.walk(os.path.join(low, 't')):
-                for fn in fns:
-                    p = os.path.join(d, fn)
-                    with open(p, 'rb') as a, open(os.path.join(mnt, os.path.relpath(p, low)), 'rb') as b:
-                        if a.read() != b.read():
-                            problems.append('tar c (%s): %s reads other bytes through the mount' % (label, p))
-            expect('tar c (%s): directories opened' % label,
-                   c.get('FUSE_OPENDIR', 0) <= 1 and not c.get('FUSE_RELEASEDIR'), c)
+            tar_c(m, label, True)
 
         with fresh(extra) as m:
             c = counted(m, 'rm -rf (%s)' % label, lambda: subprocess.run(
@@ -180,6 +184,20 @@ def main(argv):
                    sum(c.values()) <= (3 + wb) * entries, c)
             if os.path.exists(os.path.join(mnt, 't')):
                 problems.append('rm -rf (%s): t is still there' % label)
+
+    # the same over a packed lower layer, its bytes from the chunk cache
+    strata = os.environ.get('STRATA_BIN') or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(fs))),
+                                                           'tools', 'strata')
+    if os.path.exists(strata):
+        pk = os.path.join(base, 'low.pk')
+        subprocess.run([strata, 'pack', low, pk], check=True)
+        for d in ('u', 'w'):
+            subprocess.run(['rm', '-rf', os.path.join(base, d)], check=True)
+            os.mkdir(os.path.join(base, d))
+        with mounted(FuseMount(fs, [pk], os.path.join(base, 'u'), os.path.join(base, 'w'), mnt), problems) as m:
+            tar_c(m, 'packed lower', False)
+    else:
+        report.append('packed lower: not counted (no strata binary at %s; set STRATA_BIN)' % strata)
 
     for line in report:
         print(line)
