@@ -210,8 +210,10 @@ static void prefill(struct sfs *fs, struct node *n, struct fh *h, struct fuse_fi
 
 int fh_reply_open(fuse_req_t req, struct fuse_file_info *fi, const struct fuse_entry_param *e)
 {
-	HANDLE_OUT(FH(fi));
+	/* the last touch of the handle before the kernel may release it on
+	 * another thread: then hand it over */
 	pt_reply_with(FH(fi)->pt_id);
+	HANDLE_OUT(FH(fi));
 	int r = e ? fuse_reply_create(req, e, fi) : fuse_reply_open(req, fi);
 	pt_reply_with(0);
 	return r;
