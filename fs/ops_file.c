@@ -171,10 +171,10 @@ int fh_new(struct sfs *fs, struct node *n, int fd, int flags, struct fuse_file_i
 
 static void drop_layer_cache(struct sfs *fs, struct fh *h, off_t off, size_t size);
 
-/* The size of the lower file a read-only handle reads, or -1. */
-static off_t handle_lower_size(struct sfs *fs, const struct fh *h)
+/* The size of the lower file a read-only handle reads (pino: its packed
+ * file, or 0), or -1. */
+static off_t handle_lower_size(struct sfs *fs, const struct fh *h, uint32_t pino)
 {
-	uint32_t pino = __atomic_load_n(&h->pino, __ATOMIC_ACQUIRE);
 	struct stat st;
 	if (!pino)
 		return h->lower_size;
@@ -187,10 +187,10 @@ static void prefill(struct sfs *fs, struct node *n, struct fh *h, struct fuse_fi
 	if (!fi->keep_cache || fi->direct_io || h->pt_id || (fi->flags & O_DIRECT) || uring_wanted(fs) ||
 	    __atomic_load_n(&n->opens, __ATOMIC_ACQUIRE) != 1 || __atomic_load_n(&n->prefilled, __ATOMIC_RELAXED))
 		return;
-	off_t size = handle_lower_size(fs, h);
+	uint32_t pino = __atomic_load_n(&h->pino, __ATOMIC_ACQUIRE);
+	off_t size = handle_lower_size(fs, h, pino);
 	if (size <= 0 || size > (off_t)PREFILL_MAX || pthread_mutex_trylock(&n->lock) != 0)
 		return;
-	uint32_t pino = __atomic_load_n(&h->pino, __ATOMIC_ACQUIRE);
 	void *buf = NULL;
 	size_t len = (size_t)size;
 	if ((!is_upper(fs, node_layer(n)) || node_metacopy(n)) && __atomic_load_n(&n->opens, __ATOMIC_ACQUIRE) == 1 &&

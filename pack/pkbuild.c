@@ -650,9 +650,7 @@ int pk_build_new(const char *dest, const struct pk_write_opts *o, const struct p
 	b->dirs = *dirs;
 	b->dirs.mode = S_IFDIR | (dirs->mode & 07777);
 	b->dirs.size = 0;
-	int r = w_opts(&b->w, o);
-	if (r < 0)
-		serr(r, "pack", dest, "a chunk size is a power of two from %u to %u bytes", PK_CHUNK_MIN, PK_CHUNK_MAX);
+	int r = w_opts(&b->w, o);   /* reported */
 	char chunks[PATH_MAX];
 	if (snprintf(b->dest, sizeof b->dest, "%s", dest) >= (int)sizeof b->dest)
 		r = -ENAMETOOLONG;

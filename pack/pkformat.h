@@ -24,6 +24,12 @@
 #define PK_MAX_NAME       255u
 #define PK_MAX_SUFFIX     64u                /* objects sharing one key */
 
+/* Is n a chunk size the format allows? */
+static inline int pk_chunk_size_ok(uint64_t n)
+{
+	return n >= PK_CHUNK_MIN && n <= PK_CHUNK_MAX && !(n & (n - 1));
+}
+
 /* Sections, in file order. */
 enum pk_sec {
 	PK_SEC_INODES,    /* struct pk_inode[inode_count], index = inode number */

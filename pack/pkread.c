@@ -70,7 +70,7 @@ static int check_super(const char *path, const unsigned char *map, size_t size)
 			 size < sb.file_size ? "truncated" : "trailing bytes", size, (unsigned long long)sb.file_size);
 		return bad(path, why);
 	}
-	if (sb.chunk_size < PK_CHUNK_MIN || sb.chunk_size > PK_CHUNK_MAX || (sb.chunk_size & (sb.chunk_size - 1))) {
+	if (!pk_chunk_size_ok(sb.chunk_size)) {
 		snprintf(why, sizeof why, "chunk size %u (this program reads powers of two from %u to %u)",
 			 sb.chunk_size, PK_CHUNK_MIN, PK_CHUNK_MAX);
 		return bad(path, why);

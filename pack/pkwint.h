@@ -99,8 +99,8 @@ int xattr_cmp(const void *a, const void *b, void *strs);
  * rename, directory fsync). chunks_rec: the store path it records. */
 int write_meta(struct w *w, const char *dest, const char *chunks_rec);
 void w_init(struct w *w);
-/* inline_max and chunk from o (defaults for NULL or 0): 0, or -EINVAL for
- * a chunk size the format does not allow. */
+/* inline_max and chunk from o (defaults for NULL or 0): 0, or -EINVAL
+ * (reported, naming w->src) for a chunk size the format does not allow. */
 int w_opts(struct w *w, const struct pk_write_opts *o);
 /* The mask of a chunk of len bytes' 4 KiB blocks. */
 static inline uint16_t block_mask(uint32_t len)

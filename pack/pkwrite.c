@@ -806,8 +806,11 @@ void w_free(struct w *w)
 int w_opts(struct w *w, const struct pk_write_opts *o)
 {
 	w->chunk = o && o->chunk_size ? o->chunk_size : PK_CHUNK_DEFAULT;
-	if (w->chunk < PK_CHUNK_MIN || w->chunk > PK_CHUNK_MAX || (w->chunk & (w->chunk - 1)))
+	if (!pk_chunk_size_ok(w->chunk)) {
+		serr(-EINVAL, "pack", w->src, "chunk size %u: a chunk size is a power of two from %u to %u bytes",
+		     w->chunk, PK_CHUNK_MIN, PK_CHUNK_MAX);
 		return -EINVAL;
+	}
 	/* an inline file lives in the metadata: never more than a chunk */
 	w->inline_max = o && o->inline_max ? o->inline_max : PK_INLINE_DEFAULT;
 	if (w->inline_max > w->chunk)
@@ -858,8 +861,6 @@ int pk_write(const char *src, const char *dest, const struct pk_write_opts *o, s
 	char chunks[PATH_MAX], rec[2 * PATH_MAX + 2];
 	int r = w_opts(&w, o);
 	if (r < 0) {
-		serr(r, "pack", src, "a chunk size is a power of two from %u to %u bytes", PK_CHUNK_MIN,
-		     PK_CHUNK_MAX);
 		w_free(&w);
 		return r;
 	}

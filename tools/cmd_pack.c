@@ -54,7 +54,7 @@ static uint32_t chunk_arg(const char *a)
 		v *= 1024;
 	else if (*end)
 		return 0;
-	return v >= PK_CHUNK_MIN && v <= PK_CHUNK_MAX && !(v & (v - 1)) ? (uint32_t)v : 0;
+	return pk_chunk_size_ok(v) ? (uint32_t)v : 0;
 }
 
 int cmd_pack(const char *store, int argc, char **argv)

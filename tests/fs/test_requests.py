@@ -41,7 +41,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ovltest import SKIP, conclude, prepare_fs  # noqa: E402
+from ovltest import SKIP, conclude, packer, prepare_fs  # noqa: E402
 from mounts import FuseMount, mounted  # noqa: E402
 from fusetrace import Requests  # noqa: E402
 
@@ -190,9 +190,8 @@ def main(argv):
                 problems.append('rm -rf (%s): t is still there' % label)
 
     # the same over a packed lower layer, its bytes from the chunk cache
-    strata = os.environ.get('STRATA_BIN') or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(fs))),
-                                                           'tools', 'strata')
-    if os.path.exists(strata):
+    strata = packer()
+    if strata:
         pk = os.path.join(base, 'low.pk')
         subprocess.run([strata, 'pack', low, pk], check=True)
         for d in ('u', 'w'):
@@ -202,7 +201,7 @@ def main(argv):
                      problems) as m:
             tar_c(m, 'packed lower', False)
     else:
-        report.append('packed lower: not counted (no strata binary at %s; set STRATA_BIN)' % strata)
+        report.append('packed lower: not counted (no strata binary beside strata-fs; set STRATA_BIN)')
 
     for line in report:
         print(line)
